@@ -1,0 +1,347 @@
+//! Configuration: a TOML file (`config.example.toml` documents every key), default
+//! locations from `directories` (XDG), and an embedded default used when no file exists:
+//! one vault per region of the simulated subscription.
+//!
+//! Every error names the file, the line, the key and what was expected.
+
+use crate::provider::images::ImagesSettings;
+use crate::provider::libvirt::LibvirtSettings;
+use crate::provider::sim::SimSettings;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The configuration used when the user has none: the simulated subscription, one vault
+/// per region.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../assets/default-config.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where vaults live unless a vault sets `storage`.
+    pub data_dir: Option<PathBuf>,
+    /// The log file (default `<data_dir>/vmvault.log`).
+    pub log_file: Option<PathBuf>,
+    /// The vault used when `--vault` is not given (default: the first).
+    pub default_vault: Option<String>,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default, rename = "vault")]
+    pub vaults: Vec<VaultConfig>,
+    #[serde(default)]
+    pub tui: TuiConfig,
+    /// Where this configuration came from (a path, or "embedded default").
+    #[serde(skip)]
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Data jobs (backup, restore, verify, garbage collection) running at once.
+    pub max_concurrent_jobs: usize,
+    /// Worker threads per data job; 0 = the number of cores.
+    pub threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_concurrent_jobs: 2, threads: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    pub name: String,
+    pub region: String,
+    /// The vault's folder (default `<data_dir>/vaults/<name>`).
+    pub storage: Option<PathBuf>,
+    /// Chunk size of a new vault, in KiB (a power of two, 64..=16384). Fixed once the
+    /// vault exists (kept in its catalog).
+    #[serde(default = "default_chunk_kib")]
+    pub chunk_size_kib: u32,
+    /// zstd level for chunks (1..=19).
+    #[serde(default = "default_compression")]
+    pub compression_level: i32,
+    /// Unreferenced chunks younger than this are kept by garbage collection.
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace_minutes: u64,
+    pub source: SourceConfig,
+}
+
+fn default_chunk_kib() -> u32 {
+    4096
+}
+fn default_compression() -> i32 {
+    3
+}
+fn default_gc_grace() -> u64 {
+    60
+}
+
+/// Where a vault's VMs come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Simulated(SimSettings),
+    Images(ImagesSettings),
+    Libvirt(LibvirtSettings),
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Simulated(_) => "simulated",
+            SourceConfig::Images(_) => "images",
+            SourceConfig::Libvirt(_) => "libvirt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuiConfig {
+    /// Mouse support (click tabs and rows, scroll).
+    pub mouse: bool,
+    /// Action name → key, e.g. `discover = "d"`, `quit = "ctrl-q"`.
+    pub keys: BTreeMap<String, String>,
+    /// Colour role → colour name or `#rrggbb`.
+    pub theme: BTreeMap<String, String>,
+}
+
+/// A configuration error: file, line, key, and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub origin: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Where the configuration is read from when `--config` / `VMVAULT_CONFIG` is not given.
+pub fn default_config_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "vmvault").map(|d| d.config_dir().join("config.toml"))
+}
+
+/// The default data folder (XDG data home).
+pub fn default_data_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "vmvault").map(|d| d.data_dir().to_path_buf())
+}
+
+impl Config {
+    /// Parses and checks a configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigError { origin: origin.to_string(), line, message: e.message().to_string() }
+        })?;
+        cfg.origin = origin.to_string();
+        cfg.check(text)?;
+        Ok(cfg)
+    }
+
+    /// Loads the configuration: `explicit` (from `--config` or `VMVAULT_CONFIG`), else the
+    /// XDG config file when it exists, else the embedded default.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => default_config_path().filter(|p| p.exists()),
+        };
+        match path {
+            Some(p) => {
+                let origin = p.display().to_string();
+                let text = std::fs::read_to_string(&p).map_err(|e| ConfigError {
+                    origin: origin.clone(),
+                    line: None,
+                    message: format!("cannot read the configuration file: {e}"),
+                })?;
+                Config::parse(&text, &origin)
+            }
+            None => Config::parse(EMBEDDED_DEFAULT, "embedded default configuration"),
+        }
+    }
+
+    /// Checks what serde cannot: ranges, unique names. Errors point at the vault's line.
+    fn check(&self, text: &str) -> Result<(), ConfigError> {
+        let err = |needle: &str, message: String| {
+            let line = text.find(needle).map(|o| line_of(text, o));
+            ConfigError { origin: self.origin.clone(), line, message }
+        };
+        if self.vaults.is_empty() {
+            return Err(err("", "no [[vault]] is defined: add one (see config.example.toml)".into()));
+        }
+        if self.engine.max_concurrent_jobs == 0 || self.engine.max_concurrent_jobs > 64 {
+            return Err(err(
+                "max_concurrent_jobs",
+                format!(
+                    "engine.max_concurrent_jobs: {} is out of range, expected 1..=64",
+                    self.engine.max_concurrent_jobs
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for v in &self.vaults {
+            let at = format!("\"{}\"", v.name);
+            if v.name.trim().is_empty()
+                || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(err(
+                    &at,
+                    format!(
+                        "vault.name: \"{}\" is not a valid vault name, expected letters, digits, '-', '_' or '.'",
+                        v.name
+                    ),
+                ));
+            }
+            if !seen.insert(v.name.to_lowercase()) {
+                return Err(err(&at, format!("vault.name: \"{}\" is defined twice, expected unique names", v.name)));
+            }
+            if v.region.trim().is_empty() {
+                return Err(err(&at, format!("vault \"{}\": region is empty, expected a region name such as \"westeurope\"", v.name)));
+            }
+            if !v.chunk_size_kib.is_power_of_two() || !(64..=16384).contains(&v.chunk_size_kib) {
+                return Err(err(
+                    "chunk_size_kib",
+                    format!(
+                        "vault \"{}\": chunk_size_kib = {} is not allowed, expected a power of two from 64 to 16384",
+                        v.name, v.chunk_size_kib
+                    ),
+                ));
+            }
+            if !(1..=19).contains(&v.compression_level) {
+                return Err(err(
+                    "compression_level",
+                    format!(
+                        "vault \"{}\": compression_level = {} is out of range, expected 1..=19",
+                        v.name, v.compression_level
+                    ),
+                ));
+            }
+        }
+        if let Some(d) = &self.default_vault {
+            if self.vault(d).is_none() {
+                return Err(err(
+                    "default_vault",
+                    format!("default_vault: no vault is named \"{d}\", expected one of: {}", self.vault_names()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn vault_names(&self) -> String {
+        self.vaults.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn vault(&self, name: &str) -> Option<&VaultConfig> {
+        self.vaults.iter().find(|v| v.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The vault to use: `name` when given, else `default_vault`, else the first.
+    pub fn select_vault(&self, name: Option<&str>) -> Result<&VaultConfig, ConfigError> {
+        let wanted = name.or(self.default_vault.as_deref());
+        match wanted {
+            Some(n) => self.vault(n).ok_or_else(|| ConfigError {
+                origin: self.origin.clone(),
+                line: None,
+                message: format!("no vault is named \"{n}\"; configured vaults: {}", self.vault_names()),
+            }),
+            None => self.vaults.first().ok_or_else(|| ConfigError {
+                origin: self.origin.clone(),
+                line: None,
+                message: "no vault is defined".into(),
+            }),
+        }
+    }
+
+    /// The data folder: `--data-dir`, else `data_dir`, else the XDG data home.
+    pub fn data_dir(&self, override_dir: Option<&Path>) -> Result<PathBuf, ConfigError> {
+        if let Some(d) = override_dir {
+            return Ok(d.to_path_buf());
+        }
+        if let Some(d) = &self.data_dir {
+            return Ok(expand_home(d));
+        }
+        default_data_dir().ok_or_else(|| ConfigError {
+            origin: self.origin.clone(),
+            line: None,
+            message: "cannot find a home folder for the default data folder; set data_dir or pass --data-dir".into(),
+        })
+    }
+
+    /// The folder of a vault.
+    pub fn vault_dir(&self, vault: &VaultConfig, data_dir: &Path) -> PathBuf {
+        match &vault.storage {
+            Some(p) => expand_home(p),
+            None => data_dir.join("vaults").join(&vault.name),
+        }
+    }
+}
+
+/// Expands a leading `~/` to the home folder.
+pub fn expand_home(p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~") {
+        if let Some(home) = directories::BaseDirs::new() {
+            return home.home_dir().join(rest);
+        }
+    }
+    p.to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        assert!(c.vaults.len() >= 3);
+        assert_eq!(c.select_vault(None).unwrap().name, c.vaults[0].name);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = "[engine]\nmax_concurrent_jobs = 2\nthreds = 4\n";
+        let e = Config::parse(text, "c.toml").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        let s = e.to_string();
+        assert!(s.starts_with("c.toml:3:"), "{s}");
+        assert!(s.contains("threds") && s.contains("expected"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let text = "[[vault]]\nname = \"a\"\nregion = \"r\"\nchunk_size_kib = \"big\"\nsource = { kind = \"simulated\" }\n";
+        let e = Config::parse(text, "c.toml").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().contains("expected"), "{e}");
+    }
+
+    #[test]
+    fn bad_chunk_size_is_explained() {
+        let text = "[[vault]]\nname = \"a\"\nregion = \"r\"\nchunk_size_kib = 1000\nsource = { kind = \"simulated\" }\n";
+        let e = Config::parse(text, "c.toml").unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn unknown_source_kind_lists_kinds() {
+        let text = "[[vault]]\nname = \"a\"\nregion = \"r\"\nsource = { kind = \"vmware\" }\n";
+        let e = Config::parse(text, "c.toml").unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("simulated"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_vault_names_refused() {
+        let text = "[[vault]]\nname = \"a\"\nregion = \"r\"\nsource = { kind = \"simulated\" }\n[[vault]]\nname = \"a\"\nregion = \"s\"\nsource = { kind = \"simulated\" }\n";
+        let e = Config::parse(text, "c.toml").unwrap_err();
+        assert!(e.message.contains("twice"), "{e}");
+    }
+}

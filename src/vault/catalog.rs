@@ -1,0 +1,939 @@
+//! The catalog: what the vault knows (items, policies, jobs, recovery points, committed
+//! chunks, settings) in one SQLite database per vault.
+//!
+//! - WAL mode with `synchronous = FULL`: a committed transaction is durable, which is what
+//!   makes the catalog row of a recovery point its commit record.
+//! - Schema migrations by `PRAGMA user_version`; a catalog written by a newer vmvault is
+//!   refused instead of being misread.
+//! - One transaction per state change. Times are stored as fixed-width RFC 3339 UTC text
+//!   (microseconds, `Z`), so text order is time order.
+//! - The database files are created owner-only (0600).
+
+use crate::model::*;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// An error of the catalog, with the database it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("catalog {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    cloud_service TEXT NOT NULL,
+    region TEXT NOT NULL,
+    os TEXT NOT NULL,
+    size TEXT NOT NULL,
+    power_state TEXT NOT NULL,
+    disks TEXT NOT NULL,
+    registration_state TEXT NOT NULL,
+    protection_state TEXT NOT NULL,
+    policy TEXT,
+    last_backup_time TEXT,
+    last_backup_status TEXT,
+    not_found INTEGER NOT NULL DEFAULT 0,
+    discovered_at TEXT NOT NULL,
+    purge_at TEXT,
+    last_scheduled_run TEXT,
+    last_error TEXT
+);
+CREATE INDEX items_name ON items(name);
+CREATE TABLE policies (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    builtin INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    operation TEXT NOT NULL,
+    item_id TEXT,
+    item TEXT NOT NULL,
+    status TEXT NOT NULL,
+    start_time TEXT NOT NULL,
+    end_time TEXT,
+    bytes_done INTEGER NOT NULL DEFAULT 0,
+    bytes_total INTEGER NOT NULL DEFAULT 0,
+    is_user_triggered INTEGER NOT NULL DEFAULT 1,
+    error TEXT,
+    details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX jobs_start ON jobs(start_time);
+CREATE INDEX jobs_item ON jobs(item_id, start_time);
+CREATE INDEX jobs_status ON jobs(status);
+CREATE TABLE job_tasks (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    start_time TEXT,
+    end_time TEXT,
+    bytes_done INTEGER NOT NULL DEFAULT 0,
+    bytes_total INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE points (
+    id TEXT PRIMARY KEY,
+    item_id TEXT NOT NULL,
+    time TEXT NOT NULL,
+    scheduled_time TEXT NOT NULL,
+    expiry TEXT,
+    retain_until TEXT,
+    kind TEXT NOT NULL,
+    consistency TEXT NOT NULL,
+    logical_bytes INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    disks TEXT NOT NULL,
+    cbt_token TEXT,
+    job_id TEXT,
+    chunk_size INTEGER NOT NULL
+);
+CREATE INDEX points_item ON points(item_id, time);
+CREATE TABLE chunks (
+    digest BLOB PRIMARY KEY,
+    stored_len INTEGER NOT NULL,
+    raw_len INTEGER NOT NULL,
+    added_at TEXT NOT NULL
+) WITHOUT ROWID;
+"#];
+
+/// Formats a time the way the catalog stores it (fixed width, sortable).
+pub fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn opt_time(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    s.as_deref().map(parse_time).transpose()
+}
+
+fn conv_err(what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("unknown {what} `{value}`").into(),
+    )
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    // Serializing plain data of ours to JSON cannot fail (no maps with non-string keys).
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+macro_rules! enum_col {
+    ($row:expr, $col:expr, $ty:ty) => {{
+        let s: String = $row.get($col)?;
+        <$ty>::parse(&s).ok_or_else(|| conv_err(stringify!($ty), &s))?
+    }};
+}
+
+/// Filter for listing jobs.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub since: Option<DateTime<Utc>>,
+    pub statuses: Vec<JobStatus>,
+    pub operations: Vec<JobOperation>,
+    pub item_id: Option<String>,
+    /// Case-insensitive substring of the item's display name.
+    pub item_text: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// A committed chunk to record with a recovery point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRow {
+    pub digest: [u8; 32],
+    pub stored_len: u64,
+    pub raw_len: u64,
+}
+
+/// Totals of the chunk store as the catalog knows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkTotals {
+    pub chunks: u64,
+    pub stored_bytes: u64,
+    pub raw_bytes: u64,
+}
+
+/// A stored policy: its name and definition (TOML text), as the catalog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRow {
+    pub name: String,
+    pub definition: String,
+    pub builtin: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub struct Catalog {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Catalog {
+    /// Opens (creating and migrating) the catalog at `path` for reading and writing.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        if !path.exists() {
+            create_private_file(path).map_err(|e| CatalogError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("cannot create the catalog file: {e}"),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cat = Catalog { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        cat.configure(false)?;
+        cat.migrate()?;
+        Ok(cat)
+    }
+
+    /// Opens an existing catalog for reading only (while another process owns the vault).
+    pub fn open_read_only(path: &Path) -> Result<Catalog> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| CatalogError::Sqlite { path: path.to_path_buf(), source })?;
+        let cat = Catalog { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        cat.configure(true)?;
+        let v = cat.schema_version()?;
+        if v as usize != MIGRATIONS.len() {
+            return Err(cat.invalid(format!(
+                "schema version {v}, this vmvault reads version {}; open the vault once with a command that changes it (e.g. `vmvault discover`) or upgrade vmvault",
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(cat)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn invalid(&self, message: impl Into<String>) -> CatalogError {
+        CatalogError::Invalid { path: self.path.clone(), message: message.into() }
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> CatalogError {
+        CatalogError::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable (SQLite rolls back
+        // an unfinished transaction when it is dropped), so poisoning is not fatal.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn configure(&self, read_only: bool) -> Result<()> {
+        let conn = self.lock();
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| self.sql(e))?;
+        if !read_only {
+            conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| self.sql(e))?;
+            conn.pragma_update(None, "synchronous", "FULL").map_err(|e| self.sql(e))?;
+        }
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    fn schema_version(&self) -> Result<u32> {
+        self.lock()
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0))
+            .map_err(|e| self.sql(e))
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let current = self.schema_version()? as usize;
+        if current > MIGRATIONS.len() {
+            return Err(self.invalid(format!(
+                "written by a newer vmvault (schema version {current}, this one knows {}); upgrade vmvault",
+                MIGRATIONS.len()
+            )));
+        }
+        let mut conn = self.lock();
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let tx = conn.transaction().map_err(|e| self.sql(e))?;
+            tx.execute_batch(sql).map_err(|e| self.sql(e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as u32).map_err(|e| self.sql(e))?;
+            tx.commit().map_err(|e| self.sql(e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in one transaction (one state change).
+    pub fn transaction<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let v = f(&tx).map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(v)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.lock();
+        f(&conn).map_err(|e| self.sql(e))
+    }
+
+    // ---- settings ----
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO settings(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+        })
+    }
+
+    // ---- items ----
+
+    const ITEM_COLS: &'static str = "id, name, cloud_service, region, os, size, power_state, disks, \
+        registration_state, protection_state, policy, last_backup_time, last_backup_status, \
+        not_found, discovered_at, purge_at, last_scheduled_run, last_error";
+
+    fn item_from_row(r: &Row<'_>) -> rusqlite::Result<Item> {
+        let disks: String = r.get(7)?;
+        let last_error: Option<String> = r.get(17)?;
+        let last_status: Option<String> = r.get(12)?;
+        Ok(Item {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            cloud_service: r.get(2)?,
+            region: r.get(3)?,
+            os: enum_col!(r, 4, Os),
+            size: r.get(5)?,
+            power_state: enum_col!(r, 6, PowerState),
+            disks: json_col(&disks)?,
+            registration_state: enum_col!(r, 8, RegistrationState),
+            protection_state: enum_col!(r, 9, ProtectionState),
+            policy: r.get(10)?,
+            last_backup_time: opt_time(r.get(11)?)?,
+            last_backup_status: match last_status {
+                Some(s) => Some(JobStatus::parse(&s).ok_or_else(|| conv_err("JobStatus", &s))?),
+                None => None,
+            },
+            not_found: r.get(13)?,
+            discovered_at: parse_time(&r.get::<_, String>(14)?)?,
+            purge_at: opt_time(r.get(15)?)?,
+            last_scheduled_run: opt_time(r.get(16)?)?,
+            last_error: match last_error {
+                Some(s) => Some(json_col(&s)?),
+                None => None,
+            },
+        })
+    }
+
+    pub fn items(&self) -> Result<Vec<Item>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {} FROM items ORDER BY name, cloud_service",
+                Self::ITEM_COLS
+            ))?;
+            let rows = st.query_map([], Self::item_from_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn item(&self, id: &str) -> Result<Option<Item>> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {} FROM items WHERE id = ?1", Self::ITEM_COLS),
+                [id],
+                Self::item_from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Items whose name is `name` (case-insensitive).
+    pub fn items_named(&self, name: &str) -> Result<Vec<Item>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {} FROM items WHERE name = ?1 COLLATE NOCASE ORDER BY cloud_service",
+                Self::ITEM_COLS
+            ))?;
+            let rows = st.query_map([name], Self::item_from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Inserts or replaces an item (whole row).
+    pub fn put_item(&self, item: &Item) -> Result<()> {
+        self.transaction(|tx| Self::put_item_tx(tx, item))
+    }
+
+    pub fn put_item_tx(tx: &rusqlite::Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
+        tx.execute(
+            &format!(
+                "INSERT OR REPLACE INTO items ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                Self::ITEM_COLS
+            ),
+            params![
+                item.id,
+                item.name,
+                item.cloud_service,
+                item.region,
+                item.os.as_str(),
+                item.size,
+                item.power_state.as_str(),
+                to_json(&item.disks),
+                item.registration_state.as_str(),
+                item.protection_state.as_str(),
+                item.policy,
+                item.last_backup_time.map(fmt_time),
+                item.last_backup_status.map(|s| s.as_str()),
+                item.not_found,
+                fmt_time(item.discovered_at),
+                item.purge_at.map(fmt_time),
+                item.last_scheduled_run.map(fmt_time),
+                item.last_error.as_ref().map(to_json),
+            ],
+        )
+        .map(|_| ())
+    }
+
+    /// Applies `f` to the item in one transaction and returns the new row.
+    pub fn update_item(&self, id: &str, f: impl FnOnce(&mut Item)) -> Result<Item> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let mut item = tx
+            .query_row(
+                &format!("SELECT {} FROM items WHERE id = ?1", Self::ITEM_COLS),
+                [id],
+                Self::item_from_row,
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .ok_or_else(|| self.invalid(format!("no item with id {id}")))?;
+        f(&mut item);
+        Self::put_item_tx(&tx, &item).map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(item)
+    }
+
+    // ---- policies ----
+
+    pub fn policies(&self) -> Result<Vec<PolicyRow>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT name, definition, builtin, created_at, updated_at FROM policies ORDER BY builtin DESC, name",
+            )?;
+            let rows = st.query_map([], Self::policy_from_row)?;
+            rows.collect()
+        })
+    }
+
+    fn policy_from_row(r: &Row<'_>) -> rusqlite::Result<PolicyRow> {
+        Ok(PolicyRow {
+            name: r.get(0)?,
+            definition: r.get(1)?,
+            builtin: r.get(2)?,
+            created_at: parse_time(&r.get::<_, String>(3)?)?,
+            updated_at: parse_time(&r.get::<_, String>(4)?)?,
+        })
+    }
+
+    pub fn policy(&self, name: &str) -> Result<Option<PolicyRow>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT name, definition, builtin, created_at, updated_at FROM policies WHERE name = ?1 COLLATE NOCASE",
+                [name],
+                Self::policy_from_row,
+            )
+            .optional()
+        })
+    }
+
+    pub fn put_policy(&self, name: &str, definition: &str, builtin: bool, now: DateTime<Utc>) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO policies(name, definition, builtin, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT(name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at",
+                params![name, definition, builtin, fmt_time(now)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn delete_policy(&self, name: &str) -> Result<bool> {
+        self.transaction(|tx| {
+            tx.execute("DELETE FROM policies WHERE name = ?1", [name]).map(|n| n > 0)
+        })
+    }
+
+    // ---- jobs ----
+
+    const JOB_COLS: &'static str = "id, operation, item_id, item, status, start_time, end_time, \
+        bytes_done, bytes_total, is_user_triggered, error, details";
+
+    fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+        let error: Option<String> = r.get(10)?;
+        let details: String = r.get(11)?;
+        Ok(Job {
+            id: r.get(0)?,
+            operation: enum_col!(r, 1, JobOperation),
+            item_id: r.get(2)?,
+            item: r.get(3)?,
+            status: enum_col!(r, 4, JobStatus),
+            start_time: parse_time(&r.get::<_, String>(5)?)?,
+            end_time: opt_time(r.get(6)?)?,
+            bytes_done: r.get::<_, i64>(7)? as u64,
+            bytes_total: r.get::<_, i64>(8)? as u64,
+            is_user_triggered: r.get(9)?,
+            tasks: Vec::new(),
+            error: match error {
+                Some(s) => Some(json_col(&s)?),
+                None => None,
+            },
+            details: json_col(&details)?,
+        })
+    }
+
+    fn task_from_row(r: &Row<'_>) -> rusqlite::Result<JobTask> {
+        Ok(JobTask {
+            name: r.get(0)?,
+            status: enum_col!(r, 1, TaskStatus),
+            start_time: opt_time(r.get(2)?)?,
+            end_time: opt_time(r.get(3)?)?,
+            bytes_done: r.get::<_, i64>(4)? as u64,
+            bytes_total: r.get::<_, i64>(5)? as u64,
+        })
+    }
+
+    fn load_tasks(c: &Connection, job: &mut Job) -> rusqlite::Result<()> {
+        let mut st = c.prepare_cached(
+            "SELECT name, status, start_time, end_time, bytes_done, bytes_total FROM job_tasks WHERE job_id = ?1 ORDER BY seq",
+        )?;
+        job.tasks = st.query_map([&job.id], Self::task_from_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(())
+    }
+
+    /// Inserts or replaces a job with its tasks (one transaction).
+    pub fn save_job(&self, job: &Job) -> Result<()> {
+        self.transaction(|tx| Self::save_job_tx(tx, job))
+    }
+
+    pub fn save_job_tx(tx: &rusqlite::Transaction<'_>, job: &Job) -> rusqlite::Result<()> {
+        tx.execute(
+            &format!(
+                "INSERT INTO jobs ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, end_time = excluded.end_time,
+                   bytes_done = excluded.bytes_done, bytes_total = excluded.bytes_total,
+                   error = excluded.error, details = excluded.details",
+                Self::JOB_COLS
+            ),
+            params![
+                job.id,
+                job.operation.as_str(),
+                job.item_id,
+                job.item,
+                job.status.as_str(),
+                fmt_time(job.start_time),
+                job.end_time.map(fmt_time),
+                job.bytes_done as i64,
+                job.bytes_total as i64,
+                job.is_user_triggered,
+                job.error.as_ref().map(to_json),
+                to_json(&job.details),
+            ],
+        )?;
+        let mut st = tx.prepare_cached(
+            "INSERT OR REPLACE INTO job_tasks (job_id, seq, name, status, start_time, end_time, bytes_done, bytes_total)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (i, t) in job.tasks.iter().enumerate() {
+            st.execute(params![
+                job.id,
+                i as i64,
+                t.name,
+                t.status.as_str(),
+                t.start_time.map(fmt_time),
+                t.end_time.map(fmt_time),
+                t.bytes_done as i64,
+                t.bytes_total as i64,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Records progress of a running job (cheap; no task rows).
+    pub fn save_job_progress(&self, id: &str, bytes_done: u64, bytes_total: u64) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "UPDATE jobs SET bytes_done = ?2, bytes_total = ?3 WHERE id = ?1",
+                params![id, bytes_done as i64, bytes_total as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<Job>> {
+        self.read(|c| {
+            let job = c
+                .query_row(
+                    &format!("SELECT {} FROM jobs WHERE id = ?1", Self::JOB_COLS),
+                    [id],
+                    Self::job_from_row,
+                )
+                .optional()?;
+            match job {
+                Some(mut j) => {
+                    Self::load_tasks(c, &mut j)?;
+                    Ok(Some(j))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Job ids starting with `prefix` (at most `limit`), for short ids on the command line.
+    pub fn job_ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
+        self.read(|c| {
+            let mut st = c.prepare("SELECT id FROM jobs WHERE id LIKE ?1 ORDER BY id LIMIT ?2")?;
+            let rows = st.query_map(params![pattern, limit as i64], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Jobs matching `filter`, newest first, with their tasks when `with_tasks`.
+    pub fn jobs(&self, filter: &JobFilter, with_tasks: bool) -> Result<Vec<Job>> {
+        let mut sql = format!("SELECT {} FROM jobs WHERE 1=1", Self::JOB_COLS);
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        if let Some(since) = filter.since {
+            args.push(Box::new(fmt_time(since)));
+            sql.push_str(&format!(" AND start_time >= ?{}", args.len()));
+        }
+        if !filter.statuses.is_empty() {
+            let list: Vec<String> = filter.statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            sql.push_str(&format!(" AND status IN ({})", list.join(",")));
+        }
+        if !filter.operations.is_empty() {
+            let list: Vec<String> = filter.operations.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            sql.push_str(&format!(" AND operation IN ({})", list.join(",")));
+        }
+        if let Some(item) = &filter.item_id {
+            args.push(Box::new(item.clone()));
+            sql.push_str(&format!(" AND item_id = ?{}", args.len()));
+        }
+        if let Some(text) = &filter.item_text {
+            args.push(Box::new(format!("%{}%", text.to_lowercase())));
+            sql.push_str(&format!(" AND lower(item) LIKE ?{}", args.len()));
+        }
+        sql.push_str(" ORDER BY start_time DESC, id");
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        self.read(|c| {
+            let mut st = c.prepare(&sql)?;
+            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            let mut jobs = st
+                .query_map(refs.as_slice(), Self::job_from_row)?
+                .collect::<rusqlite::Result<Vec<Job>>>()?;
+            if with_tasks {
+                for j in &mut jobs {
+                    Self::load_tasks(c, j)?;
+                }
+            }
+            Ok(jobs)
+        })
+    }
+
+    /// Counts of jobs by status started at or after `since`.
+    pub fn job_counts_since(&self, since: DateTime<Utc>) -> Result<Vec<(JobStatus, u64)>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT status, count(*) FROM jobs WHERE start_time >= ?1 GROUP BY status")?;
+            let rows = st.query_map([fmt_time(since)], |r| {
+                Ok((enum_col!(r, 0, JobStatus), r.get::<_, i64>(1)? as u64))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Marks every job still InProgress/Cancelling (left by a killed process) as Failed.
+    pub fn fail_interrupted_jobs(&self, now: DateTime<Utc>) -> Result<Vec<Job>> {
+        let active = self.jobs(
+            &JobFilter { statuses: vec![JobStatus::InProgress, JobStatus::Cancelling], ..Default::default() },
+            true,
+        )?;
+        let mut out = Vec::new();
+        for mut job in active {
+            job.status = JobStatus::Failed;
+            job.end_time = Some(now.max(job.start_time));
+            for t in &mut job.tasks {
+                if matches!(t.status, TaskStatus::InProgress | TaskStatus::NotStarted) {
+                    t.status = if t.status == TaskStatus::InProgress { TaskStatus::Failed } else { TaskStatus::Cancelled };
+                    t.end_time = job.end_time;
+                }
+            }
+            job.error = Some(
+                ErrorDetails::new(
+                    "JobInterrupted",
+                    "Interrupted",
+                    "the job was interrupted: the process that ran it stopped before it finished (killed or crashed)",
+                )
+                .recommend("Run the operation again; recovery points committed before the interruption are intact."),
+            );
+            self.save_job(&job)?;
+            out.push(job);
+        }
+        Ok(out)
+    }
+
+    // ---- recovery points ----
+
+    const POINT_COLS: &'static str = "id, item_id, time, scheduled_time, expiry, kind, consistency, \
+        logical_bytes, stored_bytes, disks, cbt_token, job_id";
+
+    fn point_from_row(r: &Row<'_>) -> rusqlite::Result<RecoveryPoint> {
+        let disks: String = r.get(9)?;
+        Ok(RecoveryPoint {
+            id: r.get(0)?,
+            item_id: r.get(1)?,
+            time: parse_time(&r.get::<_, String>(2)?)?,
+            scheduled_time: parse_time(&r.get::<_, String>(3)?)?,
+            expiry: opt_time(r.get(4)?)?,
+            kind: enum_col!(r, 5, PointKind),
+            consistency: enum_col!(r, 6, Consistency),
+            logical_bytes: r.get::<_, i64>(7)? as u64,
+            stored_bytes: r.get::<_, i64>(8)? as u64,
+            disks: json_col(&disks)?,
+            cbt_token: r.get(10)?,
+            job_id: r.get(11)?,
+        })
+    }
+
+    /// Points of an item, oldest first.
+    pub fn points(&self, item_id: &str) -> Result<Vec<RecoveryPoint>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {} FROM points WHERE item_id = ?1 ORDER BY time, id",
+                Self::POINT_COLS
+            ))?;
+            let rows = st.query_map([item_id], Self::point_from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Every point of the vault, oldest first.
+    pub fn all_points(&self) -> Result<Vec<RecoveryPoint>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!("SELECT {} FROM points ORDER BY time, id", Self::POINT_COLS))?;
+            let rows = st.query_map([], Self::point_from_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn point(&self, id: &str) -> Result<Option<RecoveryPoint>> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {} FROM points WHERE id = ?1", Self::POINT_COLS),
+                [id],
+                Self::point_from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Point ids starting with `prefix`.
+    pub fn point_ids_with_prefix(&self, item_id: &str, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
+        self.read(|c| {
+            let mut st = c.prepare("SELECT id FROM points WHERE item_id = ?1 AND id LIKE ?2 ORDER BY id LIMIT ?3")?;
+            let rows = st.query_map(params![item_id, pattern, limit as i64], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Per item: (point count, newest point time, logical bytes of the newest point).
+    pub fn point_stats(&self) -> Result<Vec<(String, u64, Option<DateTime<Utc>>, u64)>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT p.item_id, count(*), max(p.time),
+                        (SELECT q.logical_bytes FROM points q WHERE q.item_id = p.item_id ORDER BY q.time DESC LIMIT 1)
+                 FROM points p GROUP BY p.item_id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, opt_time(r.get(2)?)?, r.get::<_, i64>(3)? as u64))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Commits a recovery point: its row, the chunks it added, the item's new state and
+    /// the finished job, in one transaction. Call only after the data is durable.
+    pub fn commit_point(
+        &self,
+        point: &RecoveryPoint,
+        retain_until: Option<DateTime<Utc>>,
+        chunk_size: u32,
+        chunks: &[ChunkRow],
+        now: DateTime<Utc>,
+        item: &Item,
+        job: &Job,
+    ) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO points ({}, retain_until, chunk_size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    Self::POINT_COLS
+                ),
+                params![
+                    point.id,
+                    point.item_id,
+                    fmt_time(point.time),
+                    fmt_time(point.scheduled_time),
+                    point.expiry.map(fmt_time),
+                    point.kind.as_str(),
+                    point.consistency.as_str(),
+                    point.logical_bytes as i64,
+                    point.stored_bytes as i64,
+                    to_json(&point.disks),
+                    point.cbt_token,
+                    point.job_id,
+                    retain_until.map(fmt_time),
+                    chunk_size as i64,
+                ],
+            )?;
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO chunks (digest, stored_len, raw_len, added_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let added = fmt_time(now);
+            for c in chunks {
+                st.execute(params![&c.digest[..], c.stored_len as i64, c.raw_len as i64, added])?;
+            }
+            Self::put_item_tx(tx, item)?;
+            Self::save_job_tx(tx, job)
+        })
+    }
+
+    /// The retain-until date given to an on-demand point.
+    pub fn point_retain_until(&self, id: &str) -> Result<Option<DateTime<Utc>>> {
+        self.read(|c| {
+            let s: Option<Option<String>> = c
+                .query_row("SELECT retain_until FROM points WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            opt_time(s.flatten())
+        })
+    }
+
+    /// Sets the expiry of several points in one transaction.
+    pub fn set_point_expiries(&self, expiries: &[(String, Option<DateTime<Utc>>)]) -> Result<()> {
+        self.transaction(|tx| {
+            let mut st = tx.prepare_cached("UPDATE points SET expiry = ?2 WHERE id = ?1")?;
+            for (id, e) in expiries {
+                st.execute(params![id, e.map(fmt_time)])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes point rows (one transaction). Their index files are removed afterwards by
+    /// the caller; a crash in between leaves only unreferenced files for GC.
+    pub fn delete_points(&self, ids: &[String]) -> Result<()> {
+        self.transaction(|tx| {
+            let mut st = tx.prepare_cached("DELETE FROM points WHERE id = ?1")?;
+            for id in ids {
+                st.execute([id])?;
+            }
+            Ok(())
+        })
+    }
+
+    // ---- chunks ----
+
+    pub fn chunk_committed(&self, digest: &[u8; 32]) -> Result<bool> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
+            st.exists([&digest[..]])
+        })
+    }
+
+    pub fn chunk_totals(&self) -> Result<ChunkTotals> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT count(*), coalesce(sum(stored_len), 0), coalesce(sum(raw_len), 0) FROM chunks",
+                [],
+                |r| {
+                    Ok(ChunkTotals {
+                        chunks: r.get::<_, i64>(0)? as u64,
+                        stored_bytes: r.get::<_, i64>(1)? as u64,
+                        raw_bytes: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+        })
+    }
+
+    /// Every committed chunk with the time it was added.
+    pub fn chunks_added(&self) -> Result<Vec<([u8; 32], DateTime<Utc>)>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT digest, added_at FROM chunks")?;
+            let rows = st.query_map([], |r| {
+                let d: Vec<u8> = r.get(0)?;
+                let mut digest = [0u8; 32];
+                if d.len() == 32 {
+                    digest.copy_from_slice(&d);
+                }
+                Ok((digest, parse_time(&r.get::<_, String>(1)?)?))
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn delete_chunk(&self, digest: &[u8; 32]) -> Result<()> {
+        self.transaction(|tx| tx.execute("DELETE FROM chunks WHERE digest = ?1", [&digest[..]]).map(|_| ()))
+    }
+}
+
+/// Creates an empty file readable by the owner only.
+pub fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map(|_| ())
+}

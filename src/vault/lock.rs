@@ -1,0 +1,104 @@
+//! The vault lock: one owning process at a time.
+//!
+//! An advisory lock (`flock`) on `<vault>/vault.lock` held for the life of the process;
+//! the kernel drops it when the process dies, so a killed process never leaves a stale
+//! lock behind. The file records the owner's pid and command so that a second process
+//! can say who holds the vault instead of hanging or corrupting it.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("vault {path} is in use by process {pid} ({command}); wait for it to finish or stop it, then try again")]
+    Busy { path: PathBuf, pid: String, command: String },
+    #[error("cannot lock vault {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Held while this process owns the vault.
+#[derive(Debug)]
+pub struct VaultLock {
+    _file: File,
+}
+
+/// Who holds a lock, as recorded in the lock file.
+fn read_owner(file: &mut File) -> (String, String) {
+    let mut text = String::new();
+    let _ = file.seek(SeekFrom::Start(0));
+    let _ = file.read_to_string(&mut text);
+    let mut lines = text.lines();
+    let pid = lines.next().unwrap_or("unknown").trim().to_string();
+    let command = lines.next().unwrap_or("vmvault").trim().to_string();
+    (if pid.is_empty() { "unknown".into() } else { pid }, command)
+}
+
+impl VaultLock {
+    /// Takes the lock of the vault in `dir`, or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<VaultLock, LockError> {
+        let path = dir.join("vault.lock");
+        let io = |source| LockError::Io { path: path.clone(), source };
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut file = opts.open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let (pid, command) = read_owner(&mut file);
+                return Err(LockError::Busy { path: dir.to_path_buf(), pid, command });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let command: Vec<String> = std::env::args().take(4).collect();
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        writeln!(file, "{}\n{}", std::process::id(), command.join(" ")).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(VaultLock { _file: file })
+    }
+
+    /// True when another process holds the lock of the vault in `dir` right now.
+    pub fn is_held_elsewhere(dir: &Path) -> bool {
+        match File::open(dir.join("vault.lock")) {
+            Ok(f) => match f.try_lock_shared() {
+                Ok(()) => {
+                    let _ = f.unlock();
+                    false
+                }
+                Err(_) => true,
+            },
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_names_the_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = VaultLock::acquire(dir.path()).unwrap();
+        // flock locks belong to the open file description: a second open in the same
+        // process conflicts exactly like another process would.
+        match VaultLock::acquire(dir.path()) {
+            Err(LockError::Busy { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        assert!(VaultLock::is_held_elsewhere(dir.path()));
+        drop(first);
+        assert!(!VaultLock::is_held_elsewhere(dir.path()));
+        VaultLock::acquire(dir.path()).unwrap();
+    }
+}

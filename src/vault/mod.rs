@@ -1,0 +1,5 @@
+//! The vault: a catalog (SQLite) and a chunk store (files) in one folder, owned by one
+//! process at a time.
+
+pub mod catalog;
+pub mod lock;

@@ -1,0 +1,317 @@
+//! The vault's data path: the chunk store, disk indexes, and the backup, restore and verify
+//! pipelines that move disk bytes in and out of them.
+//!
+//! # What lives where
+//! - [`chunks`]: [`ChunkStore`], content-addressed chunk files under
+//!   `<chunks dir>/ab/abcdef…` (256 fan-out folders named by the first byte of the BLAKE3
+//!   digest of the raw bytes). Each file is a 16-byte versioned header + the payload, zstd or
+//!   raw (whichever is smaller).
+//! - [`index`]: [`DiskIndex`], one file per disk per recovery point: the digest of every
+//!   non-hole chunk slot, with a BLAKE3 checksum over the whole file.
+//! - [`backup`]: [`backup_disk`], the bounded parallel pipeline read → zero check → hash →
+//!   dedup → compress → write, plus [`PinSet`] (digests a running backup relies on).
+//! - [`restore`]: [`restore_disk`], parallel fetch + decompress + verify + `pwrite` into a
+//!   sparse image.
+//! - [`verify`]: [`verify_chunks`], re-read + decompress + re-hash.
+//!
+//! # Design rationale
+//! - **Fixed-size chunks aligned to disk offsets.** VM disks change in place, so slot `i`
+//!   always covers bytes `[i*cs, (i+1)*cs)`; an unchanged slot keeps its digest from one
+//!   recovery point to the next, and changed-block tracking maps straight onto slots. The
+//!   chunk size is any power of two from 64 KiB to 16 MiB (a vault setting): smaller chunks
+//!   store less after scattered small overwrites, larger ones mean fewer files.
+//! - **Holes are free.** All-zero slots are never stored: a slot missing from the index is a
+//!   hole. Unallocated parts of the disk are never read (they are zeros by the reader's
+//!   contract); a slot that is only partly allocated is read where allocated and zero-filled
+//!   elsewhere.
+//! - **Whole or absent.** A chunk is written to `.tmp-…` in its fan-out folder and renamed
+//!   into place, so a final-named file is never half-written by a running process. Puts are
+//!   *not* fsynced one by one (that costs a journal commit per chunk); [`ChunkStore::sync`]
+//!   makes every earlier put durable at once with `syncfs(2)`. [`backup_disk`] calls it
+//!   before returning, so everything a returned [`DiskBackup`] references is durable and the
+//!   catalog may commit the recovery point. A crash before that sync can leave a final-named
+//!   file with garbage in it; such a file is never trusted because it is not in the
+//!   catalog's committed set ([`ChunkRegistry`]): the next backup that needs it rewrites it,
+//!   and garbage collection sweeps it as an orphan.
+//! - **Everything read is re-hashed.** `get`, restore and verify recompute BLAKE3 of the
+//!   decompressed bytes; a mismatch or a missing file is a typed error naming the chunk (and,
+//!   during restore, the slot and disk offset).
+//! - **Bounded memory.** Each worker owns one raw buffer and one compression buffer of the
+//!   chunk size and reuses them; queues between stages are bounded and carry only slot
+//!   numbers. Nothing is proportional to the disk capacity: a 100 GiB sparse disk needs the
+//!   same buffers as a 2 GiB one (the index itself grows with the *allocated* data, 40 bytes
+//!   per non-hole slot). The number of workers is capped so that data buffers stay within
+//!   [`BUFFER_BUDGET`].
+//!
+//! # Garbage collection protocol (implemented by the catalog owner)
+//! A backup pins every digest its new index references ([`PinSet`]) *before* asking the
+//! registry whether it is committed, and keeps the pins (the [`PinGuard`] in
+//! [`DiskBackup`]) until the recovery point is committed in the catalog. Garbage collection
+//! must delete a chunk only through [`PinSet::remove_if_unpinned`], which runs "delete the
+//! catalog row, then the file" under the pin lock: so either the backup pinned first (GC
+//! skips the chunk) or GC finished first (the registry says "not committed" and the backup
+//! writes the chunk itself). Orphan files ([`ChunkStore::list`]) and `.tmp-` files
+//! ([`ChunkStore::remove_stale_temp_files`]) are swept only after a grace period, and
+//! pinned digests are never swept.
+
+pub mod backup;
+pub mod chunks;
+pub mod index;
+pub mod restore;
+pub mod verify;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use backup::{
+    backup_disk, BackupError, BackupParams, ChunkRegistry, DiskBackup, NewChunk, PinGuard,
+    PinSet,
+};
+pub use chunks::{ChunkEncoder, ChunkStore, DEFAULT_COMPRESSION_LEVEL};
+pub use index::DiskIndex;
+pub use restore::restore_disk;
+pub use verify::{verify_chunks, ChunkFault};
+
+use crate::model::ErrorDetails;
+use std::fmt;
+use std::path::PathBuf;
+
+/// BLAKE3 of the raw (uncompressed) bytes of a chunk.
+pub type Digest = [u8; 32];
+
+/// Smallest supported chunk size (64 KiB).
+pub const MIN_CHUNK_SIZE: u32 = 64 * 1024;
+/// Largest supported chunk size (16 MiB).
+pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+/// Chunk size of vault format v1 unless the vault setting says otherwise.
+pub const DEFAULT_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
+/// Upper bound for the chunk buffers of one backup, restore or verify: the worker count is
+/// capped so that workers × buffers × chunk size stays within it.
+pub const BUFFER_BUDGET: usize = 32 * 1024 * 1024;
+
+/// Lower-case hex of a digest: the chunk's name on disk and in messages.
+pub fn digest_hex(d: &Digest) -> String {
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Parses 64 hex digits (either case) into a digest.
+pub fn parse_digest(s: &str) -> Option<Digest> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut d = [0u8; 32];
+    for (i, out) in d.iter_mut().enumerate() {
+        *out = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(d)
+}
+
+/// Checks a chunk size: a power of two between [`MIN_CHUNK_SIZE`] and [`MAX_CHUNK_SIZE`].
+pub fn validate_chunk_size(cs: u32) -> Result<(), StoreError> {
+    if cs.is_power_of_two() && (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&cs) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "chunk size {cs} bytes is not supported: use a power of two from 64 KiB to 16 MiB \
+             (e.g. 1048576 or 4194304)"
+        )))
+    }
+}
+
+/// Number of chunk slots of a disk: the last one may be short.
+pub fn slot_count(capacity: u64, chunk_size: u32) -> u64 {
+    capacity.div_ceil(u64::from(chunk_size))
+}
+
+/// Length in bytes of slot `slot` (the last slot of a disk may be short).
+pub fn slot_len(capacity: u64, chunk_size: u32, slot: u64) -> u64 {
+    let start = slot * u64::from(chunk_size);
+    capacity.saturating_sub(start).min(u64::from(chunk_size))
+}
+
+/// Whether every byte is zero. Compares against a static zero block with `memcmp`, which is
+/// vectorised and much faster than a byte loop.
+pub fn is_zero(buf: &[u8]) -> bool {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    buf.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
+}
+
+/// An error of the chunk store, a disk index, restore or verify.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O error of the vault's storage, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("chunk {} is missing from the chunk store (expected at {})", digest_hex(.digest), .path.display())]
+    ChunkMissing { digest: Digest, path: PathBuf },
+    #[error("chunk {} is corrupt ({}): {reason}", digest_hex(.digest), .path.display())]
+    ChunkCorrupt {
+        digest: Digest,
+        path: PathBuf,
+        reason: String,
+    },
+    /// A disk index failed its checks; `reason` is e.g. "checksum mismatch".
+    #[error("{reason} in {}", .path.display())]
+    IndexCorrupt { path: PathBuf, reason: String },
+    /// A chunk error while restoring one slot of a disk.
+    #[error("slot {slot} (disk offset {offset}): {source}")]
+    AtSlot {
+        slot: u64,
+        offset: u64,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("restore target {} already exists: choose another target folder or move it away", .path.display())]
+    TargetExists { path: PathBuf },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl StoreError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The chunk this error is about, if any (to find the recovery points that need it).
+    pub fn faulty_chunk(&self) -> Option<Digest> {
+        match self {
+            StoreError::ChunkMissing { digest, .. } | StoreError::ChunkCorrupt { digest, .. } => {
+                Some(*digest)
+            }
+            StoreError::AtSlot { source, .. } => source.faulty_chunk(),
+            _ => None,
+        }
+    }
+
+    /// The details to record on a job.
+    pub fn details(&self) -> ErrorDetails {
+        let inner = match self {
+            StoreError::AtSlot { source, .. } => source.as_ref(),
+            e => e,
+        };
+        let msg = self.to_string();
+        match inner {
+            StoreError::ChunkMissing { .. } => {
+                ErrorDetails::new("ChunkMissing", "A chunk of the vault is missing", msg)
+                    .recommend("Run `vmvault verify` to list every recovery point that needs it.")
+                    .recommend("Restore from another recovery point, or take a new backup.")
+            }
+            StoreError::ChunkCorrupt { .. } => {
+                ErrorDetails::new("ChunkCorrupt", "A chunk of the vault is corrupt", msg)
+                    .recommend("Run `vmvault verify` to list every recovery point that needs it.")
+                    .recommend("Check the vault's storage for disk errors; restore from another recovery point.")
+            }
+            StoreError::IndexCorrupt { .. } => {
+                ErrorDetails::new("DiskIndexCorrupt", "A disk index of the vault is corrupt", msg)
+                    .recommend("Restore from another recovery point; check the vault's storage for disk errors.")
+            }
+            StoreError::Io { .. } => {
+                ErrorDetails::new("VaultStorageError", "The vault's storage failed", msg)
+                    .recommend("Check free space, permissions and health of the vault's storage location.")
+            }
+            StoreError::TargetExists { .. } => {
+                ErrorDetails::new("RestoreTargetExists", "The restore target already exists", msg)
+            }
+            StoreError::Invalid(_) => ErrorDetails::new("InvalidArgument", "Invalid argument", msg),
+            StoreError::Cancelled => {
+                ErrorDetails::new("OperationCancelled", "Cancelled", "the operation was cancelled")
+            }
+            StoreError::AtSlot { .. } => ErrorDetails::new("VaultStorageError", "Vault error", msg),
+        }
+    }
+}
+
+/// Short form of a digest for logs: the first 12 hex digits.
+pub struct ShortDigest<'a>(pub &'a Digest);
+
+impl fmt::Display for ShortDigest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let mut d = [0u8; 32];
+        for (i, b) in d.iter_mut().enumerate() {
+            *b = (i * 37 + 5) as u8;
+        }
+        let h = digest_hex(&d);
+        assert_eq!(h.len(), 64);
+        assert_eq!(parse_digest(&h), Some(d));
+        assert_eq!(parse_digest(&h.to_uppercase()), Some(d));
+        assert_eq!(parse_digest(&h[..63]), None);
+        assert_eq!(parse_digest(&format!("{}zz", &h[..62])), None);
+    }
+
+    #[test]
+    fn chunk_size_rules() {
+        assert!(validate_chunk_size(64 * 1024).is_ok());
+        assert!(validate_chunk_size(1 << 20).is_ok());
+        assert!(validate_chunk_size(16 << 20).is_ok());
+        assert!(validate_chunk_size(32 * 1024).is_err());
+        assert!(validate_chunk_size(32 << 20).is_err());
+        assert!(validate_chunk_size(3 << 20).is_err());
+    }
+
+    #[test]
+    fn slots_and_short_last_slot() {
+        let cs = 1 << 20;
+        assert_eq!(slot_count(0, cs), 0);
+        assert_eq!(slot_count(3 << 20, cs), 3);
+        assert_eq!(slot_count((3 << 20) + 1, cs), 4);
+        assert_eq!(slot_len((3 << 20) + 10, cs, 3), 10);
+        assert_eq!(slot_len((3 << 20) + 10, cs, 2), 1 << 20);
+        assert_eq!(slot_len(3 << 20, cs, 3), 0);
+    }
+
+    #[test]
+    fn zero_detection() {
+        let mut v = vec![0u8; 200_000];
+        assert!(is_zero(&v));
+        v[199_999] = 1;
+        assert!(!is_zero(&v));
+        v[199_999] = 0;
+        v[0] = 1;
+        assert!(!is_zero(&v));
+        assert!(is_zero(&[]));
+    }
+
+    #[test]
+    fn errors_name_the_chunk_and_slot() {
+        let d = [0xabu8; 32];
+        let e = StoreError::AtSlot {
+            slot: 7,
+            offset: 7 << 20,
+            source: Box::new(StoreError::ChunkMissing {
+                digest: d,
+                path: PathBuf::from("/v/chunks/ab/abab"),
+            }),
+        };
+        let s = e.to_string();
+        assert!(s.contains("slot 7"), "{s}");
+        assert!(s.contains(&digest_hex(&d)), "{s}");
+        assert_eq!(e.faulty_chunk(), Some(d));
+        assert_eq!(e.details().code, "ChunkMissing");
+    }
+}
