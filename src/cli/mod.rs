@@ -1,0 +1,1186 @@
+//! The command-line front end: one subcommand per step of the portal flow, `--json` for
+//! scripts, a progress bar on a terminal. It only sends commands to the engine and prints
+//! what comes back.
+
+pub mod args;
+mod json;
+mod progress;
+mod table;
+
+use crate::config::{Config, ConfigError, SourceConfig, VaultConfig};
+use crate::engine::{AdvanceReport, Engine, EngineError, EngineOptions, Event, OpenMode, RestoreFormat};
+use crate::fmt;
+use crate::model::*;
+use crate::provider::Provider;
+use crate::vault::catalog::JobFilter;
+use args::*;
+use chrono::Duration;
+use clap::Parser;
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use table::Table;
+
+/// An error the CLI reports: its message and exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError { code: 2, message: message.into() }
+    }
+    pub fn failed(message: impl Into<String>) -> CliError {
+        CliError { code: 1, message: message.into() }
+    }
+}
+
+impl From<EngineError> for CliError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Usage(m) => CliError::usage(m),
+            EngineError::Locked(l) => CliError::usage(l.to_string()),
+            EngineError::Failed(m) => CliError::failed(m),
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::usage(format!("configuration error: {e}"))
+    }
+}
+
+type Result<T> = std::result::Result<T, CliError>;
+
+/// Entry point of the `vmvault` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(async {
+        match run(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                e.code
+            }
+        }
+    });
+    // Blocking threads of cancelled work must not keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    ExitCode::from(code)
+}
+
+/// Resolved configuration for one invocation.
+pub struct Setup {
+    pub config: Config,
+    pub vault: VaultConfig,
+    pub data_dir: PathBuf,
+}
+
+impl Setup {
+    pub fn load(cli_config: Option<&Path>, data_dir: Option<&Path>, vault: Option<&str>) -> Result<Setup> {
+        let config = Config::load(cli_config)?;
+        let vault = config.select_vault(vault)?.clone();
+        let data_dir = config.data_dir(data_dir)?;
+        crate::engine::create_private_dir_pub(&data_dir)
+            .map_err(|e| CliError::failed(format!("cannot create the data folder {}: {e}", data_dir.display())))?;
+        init_logging(&config, &data_dir);
+        Ok(Setup { config, vault, data_dir })
+    }
+
+    pub fn vault_dir(&self) -> PathBuf {
+        self.config.vault_dir(&self.vault, &self.data_dir)
+    }
+
+    /// Opens the engine of the selected vault.
+    pub fn open(&self, mode: OpenMode) -> Result<Engine> {
+        self.open_vault(&self.vault, mode)
+    }
+
+    pub fn open_vault(&self, vault: &VaultConfig, mode: OpenMode) -> Result<Engine> {
+        let (provider, simulator) = build_provider(&vault.source)?;
+        let threads = match self.config.engine.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        };
+        let opts = EngineOptions {
+            vault_name: vault.name.clone(),
+            region: vault.region.clone(),
+            dir: self.config.vault_dir(vault, &self.data_dir),
+            provider,
+            simulator,
+            chunk_size: vault.chunk_size_kib * 1024,
+            compression_level: vault.compression_level,
+            gc_grace: Duration::minutes(vault.gc_grace_minutes as i64),
+            max_concurrent_jobs: self.config.engine.max_concurrent_jobs,
+            threads,
+            other_vaults: self
+                .config
+                .vaults
+                .iter()
+                .filter(|v| v.name != vault.name)
+                .map(|v| (v.name.clone(), v.region.clone()))
+                .collect(),
+        };
+        Ok(Engine::open(opts, mode)?)
+    }
+}
+
+type Providers = (Arc<dyn Provider>, Option<Arc<crate::provider::sim::SimProvider>>);
+
+/// Builds the provider a vault's source names.
+pub fn build_provider(source: &SourceConfig) -> Result<Providers> {
+    match source {
+        SourceConfig::Simulated(s) => {
+            let sub = crate::provider::sim::Subscription::load(s).map_err(|e| CliError::usage(e.to_string()))?;
+            let sim = Arc::new(crate::provider::sim::SimProvider::new(sub, s));
+            Ok((sim.clone(), Some(sim)))
+        }
+        SourceConfig::Images(s) => {
+            let p = crate::provider::images::ImagesProvider::new(s).map_err(|e| CliError::usage(e.details().to_string()))?;
+            Ok((Arc::new(p), None))
+        }
+        SourceConfig::Libvirt(s) => {
+            let p = crate::provider::libvirt::LibvirtProvider::new(s).map_err(|e| CliError::usage(e.details().to_string()))?;
+            Ok((Arc::new(p), None))
+        }
+    }
+}
+
+fn init_logging(config: &Config, data_dir: &Path) {
+    use std::sync::OnceLock;
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.set(()).is_err() {
+        return;
+    }
+    let path = config.log_file.clone().map(|p| crate::config::expand_home(&p)).unwrap_or_else(|| data_dir.join("vmvault.log"));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let Ok(file) = opts.open(&path) else { return };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VMVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init();
+}
+
+fn print_json(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, v);
+    let _ = writeln!(out);
+}
+
+fn stdout_is_tty() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    let Some(command) = cli.command else {
+        let setup = Setup::load(cli.config.as_deref(), cli.data_dir.as_deref(), cli.vault.as_deref())?;
+        return crate::tui::run(setup).await;
+    };
+    let setup = Setup::load(cli.config.as_deref(), cli.data_dir.as_deref(), cli.vault.as_deref())?;
+    match command {
+        Command::Vaults(a) => vaults(&setup, a.json),
+        Command::Discover(a) => discover(&setup, a.json).await,
+        Command::Items(a) => items(&setup, &a),
+        Command::Register(a) => register(&setup, &a).await,
+        Command::Protect(a) => protect(&setup, &a).await,
+        Command::Backup(a) => backup(&setup, &cli_globals(&cli.config, &cli.data_dir, &cli.vault), &a).await,
+        Command::Jobs(a) => jobs(&setup, &a),
+        Command::Job(a) => job(&setup, &a).await,
+        Command::Cancel(a) => cancel(&setup, &a),
+        Command::Summary(a) => summary(&setup, a.json),
+        Command::Points(a) => points(&setup, &a),
+        Command::Restore(a) => restore(&setup, &cli_globals(&cli.config, &cli.data_dir, &cli.vault), &a).await,
+        Command::Verify(a) => verify(&setup, &a).await,
+        Command::StopProtection(a) => {
+            let engine = setup.open(OpenMode::Exclusive)?;
+            let item = engine.resolve_item(&a.vm)?;
+            let id = engine.stop_protection(&item, a.delete_data)?;
+            wait_and_report(&engine, &[id], a.json).await
+        }
+        Command::ResumeProtection(a) => {
+            let engine = setup.open(OpenMode::Exclusive)?;
+            let item = engine.resolve_item(&a.vm)?;
+            let id = engine.resume_protection(&item, &a.policy)?;
+            wait_and_report(&engine, &[id], a.json).await
+        }
+        Command::Undelete(a) => {
+            let engine = setup.open(OpenMode::Exclusive)?;
+            let item = engine.resolve_item(&a.vm)?;
+            let id = engine.undelete(&item)?;
+            wait_and_report(&engine, &[id], a.json).await
+        }
+        Command::Policy(p) => policy(&setup, p).await,
+        Command::Prune(a) => {
+            let engine = setup.open(OpenMode::Exclusive)?;
+            match engine.prune_now().await? {
+                Some(job) => report_finished(&engine, &[job], a.json),
+                None => Ok(0),
+            }
+        }
+        Command::Gc(a) => {
+            let engine = setup.open(OpenMode::Exclusive)?;
+            let job = engine.gc_now().await?;
+            report_finished(&engine, &[job], a.json)
+        }
+        Command::Run => run_headless(&setup).await,
+        Command::Sim(s) => sim(&setup, s).await,
+        Command::Detached(a) => detached(&setup, &a).await,
+    }
+}
+
+/// Global flags to hand to a detached child.
+fn cli_globals(config: &Option<PathBuf>, data_dir: &Option<PathBuf>, vault: &Option<String>) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(c) = config {
+        v.extend(["--config".to_string(), c.display().to_string()]);
+    }
+    if let Some(d) = data_dir {
+        v.extend(["--data-dir".to_string(), d.display().to_string()]);
+    }
+    if let Some(n) = vault {
+        v.extend(["--vault".to_string(), n.clone()]);
+    }
+    v
+}
+
+fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
+    if as_json {
+        let v: Vec<Value> = setup
+            .config
+            .vaults
+            .iter()
+            .map(|v| {
+                json!({
+                    "name": v.name,
+                    "region": v.region,
+                    "source": v.source.kind(),
+                    "storage": setup.config.vault_dir(v, &setup.data_dir).display().to_string(),
+                    "selected": v.name == setup.vault.name,
+                })
+            })
+            .collect();
+        print_json(&Value::Array(v));
+        return Ok(0);
+    }
+    let mut t = Table::new(&["", "VAULT", "REGION", "SOURCE", "STORAGE"]);
+    for v in &setup.config.vaults {
+        t.row(vec![
+            if v.name == setup.vault.name { "*".into() } else { String::new() },
+            v.name.clone(),
+            v.region.clone(),
+            v.source.kind().into(),
+            setup.config.vault_dir(v, &setup.data_dir).display().to_string(),
+        ]);
+    }
+    print!("{t}");
+    println!("(configuration: {})", setup.config.origin);
+    Ok(0)
+}
+
+async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
+    let engine = setup.open(OpenMode::Exclusive)?;
+    let id = engine.discover()?;
+    if !as_json && stdout_is_tty() {
+        println!("Discovering virtual machines… (job {id})");
+    }
+    let done = wait_jobs(&engine, &[id], false).await?;
+    let job = &done[0];
+    if job.status != JobStatus::Completed {
+        return report_finished(&engine, &done, as_json);
+    }
+    let items = engine.items()?;
+    if as_json {
+        let counts = engine.point_counts()?;
+        print_json(&json!({
+            "job": json::job(job, engine.now(), None),
+            "found": job.details.get("found"),
+            "new": job.details.get("new"),
+            "no_longer_found": job.details.get("no_longer_found"),
+            "items": items.iter().map(|i| json::item(i, counts.get(&i.id).copied().unwrap_or(0))).collect::<Vec<_>>(),
+        }));
+        return Ok(0);
+    }
+    let n = |k: &str| job.details.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    println!(
+        "Discovery complete: {} found, {} new, {} no longer found (job {})",
+        n("found"),
+        n("new"),
+        n("no_longer_found"),
+        job.id
+    );
+    print_items(&engine, &items)?;
+    Ok(0)
+}
+
+fn items(setup: &Setup, a: &ItemsArgs) -> Result<u8> {
+    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let mut items = engine.items()?;
+    if let Some(s) = &a.state {
+        let state = ProtectionState::parse(s).ok_or_else(|| {
+            CliError::usage(format!("unknown protection state \"{s}\"; expected one of {}", ProtectionState::names()))
+        })?;
+        items.retain(|i| i.protection_state == state);
+    }
+    if a.json {
+        let counts = engine.point_counts()?;
+        print_json(&Value::Array(
+            items.iter().map(|i| json::item(i, counts.get(&i.id).copied().unwrap_or(0))).collect(),
+        ));
+        return Ok(0);
+    }
+    if items.is_empty() && a.state.is_none() {
+        println!("No VMs known to vault {} yet: run `vmvault discover`.", engine.vault_name());
+        return Ok(0);
+    }
+    print_items(&engine, &items)?;
+    Ok(0)
+}
+
+fn print_items(engine: &Engine, items: &[Item]) -> Result<()> {
+    let counts = engine.point_counts()?;
+    let mut t = Table::new(&[
+        "NAME", "CLOUD SERVICE", "REGION", "OS", "POWER", "REGISTRATION", "PROTECTION", "POLICY", "LAST BACKUP", "POINTS",
+    ]);
+    for i in items {
+        let region = if i.region.eq_ignore_ascii_case(engine.region()) { i.region.clone() } else { format!("{} (other)", i.region) };
+        t.row(vec![
+            i.name.clone(),
+            i.cloud_service.clone(),
+            region,
+            i.os.to_string(),
+            i.power_state.to_string(),
+            if i.not_found { "Not found".into() } else { i.registration_state.to_string() },
+            i.protection_state.label().to_string(),
+            i.policy.clone().unwrap_or_else(|| "-".into()),
+            match (i.last_backup_time, i.last_backup_status) {
+                (Some(t), Some(s)) => format!("{} {s}", fmt::time(t)),
+                _ => "-".into(),
+            },
+            counts.get(&i.id).copied().unwrap_or(0).to_string(),
+        ]);
+    }
+    print!("{t}");
+    Ok(())
+}
+
+fn resolve_all(engine: &Engine, names: &[String]) -> Result<Vec<Item>> {
+    let mut out: Vec<Item> = Vec::new();
+    for n in names {
+        let item = engine.resolve_item(n)?;
+        if !out.iter().any(|i| i.id == item.id) {
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
+async fn register(setup: &Setup, a: &RegisterArgs) -> Result<u8> {
+    let engine = setup.open(OpenMode::Exclusive)?;
+    let items = resolve_all(&engine, &a.vms)?;
+    let ids = engine.register(&items)?;
+    if a.no_wait {
+        return print_started(&engine, &ids, a.json);
+    }
+    wait_and_report(&engine, &ids, a.json).await
+}
+
+async fn protect(setup: &Setup, a: &ProtectArgs) -> Result<u8> {
+    let engine = setup.open(OpenMode::Exclusive)?;
+    let items = resolve_all(&engine, &a.vms)?;
+    let ids = engine.protect(&items, &a.policy)?;
+    wait_and_report(&engine, &ids, a.json).await
+}
+
+async fn backup(setup: &Setup, globals: &[String], a: &BackupArgs) -> Result<u8> {
+    let retain_until = a
+        .retain_until
+        .as_deref()
+        .map(|s| fmt::parse_time(s, true).map_err(|e| CliError::usage(format!("--retain-until: {e}"))))
+        .transpose()?;
+    if a.no_wait {
+        let mut args = vec!["detached".to_string(), "backup".to_string(), a.vm.clone()];
+        if let Some(r) = &a.retain_until {
+            args.extend(["--retain-until".to_string(), r.clone()]);
+        }
+        return spawn_detached(setup, globals, args, a.json).await;
+    }
+    let engine = setup.open(OpenMode::Exclusive)?;
+    let item = engine.resolve_item(&a.vm)?;
+    let id = engine.backup_now(&item, retain_until)?;
+    wait_and_report(&engine, &[id], a.json).await
+}
+
+async fn restore(setup: &Setup, globals: &[String], a: &RestoreArgs) -> Result<u8> {
+    let format = RestoreFormat::parse(&a.format)
+        .ok_or_else(|| CliError::usage(format!("--format {}: expected raw, qcow2, vhd or vmdk", a.format)))?;
+    if a.no_wait {
+        let to = std::path::absolute(&a.to).unwrap_or_else(|_| a.to.clone());
+        let args = vec![
+            "detached".to_string(),
+            "restore".to_string(),
+            a.vm.clone(),
+            "--point".to_string(),
+            a.point.clone(),
+            "--to".to_string(),
+            to.display().to_string(),
+            "--format".to_string(),
+            a.format.clone(),
+        ];
+        return spawn_detached(setup, globals, args, a.json).await;
+    }
+    let engine = setup.open(OpenMode::Exclusive)?;
+    let item = engine.resolve_item(&a.vm)?;
+    let point = engine.resolve_point(&item, &a.point)?;
+    let id = engine.restore(&item, &point, &a.to, format)?;
+    wait_and_report(&engine, &[id], a.json).await
+}
+
+/// `--no-wait`: a child process owns the vault and runs the job to its end; this process
+/// prints the job id once the child has created the job.
+async fn spawn_detached(_setup: &Setup, globals: &[String], args: Vec<String>, as_json: bool) -> Result<u8> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| CliError::failed(format!("cannot find the vmvault binary: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(globals).args(&args);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // Its own session: closing this terminal or Ctrl-C here must not stop the job.
+    cmd.process_group(0);
+    let mut child = cmd.spawn().map_err(|e| CliError::failed(format!("cannot start the background job: {e}")))?;
+    let stdout = child.stdout.take().ok_or_else(|| CliError::failed("no pipe to the background job"))?;
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    let id = line.trim().to_string();
+    if id.is_empty() {
+        // The child refused before creating a job: relay its message and exit code.
+        let out = child.wait_with_output().map_err(|e| CliError::failed(e.to_string()))?;
+        let msg = String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("error: ").to_string();
+        let code = out.status.code().unwrap_or(1) as u8;
+        return Err(CliError { code: if code == 0 { 1 } else { code }, message: msg });
+    }
+    if as_json {
+        print_json(&json!({ "job_id": id, "status": "InProgress", "pid": child.id() }));
+    } else {
+        println!("{id}");
+        if stdout_is_tty() {
+            eprintln!("Started in the background; follow it with `vmvault job {id}`.");
+        }
+    }
+    Ok(0)
+}
+
+/// The child side of `--no-wait`.
+async fn detached(setup: &Setup, a: &DetachedArgs) -> Result<u8> {
+    let engine = setup.open(OpenMode::Exclusive)?;
+    let item = engine.resolve_item(&a.vm)?;
+    let id = match a.what.as_str() {
+        "backup" => {
+            let retain_until = a
+                .retain_until
+                .as_deref()
+                .map(|s| fmt::parse_time(s, true).map_err(|e| CliError::usage(format!("--retain-until: {e}"))))
+                .transpose()?;
+            engine.backup_now(&item, retain_until)?
+        }
+        "restore" => {
+            let point = engine.resolve_point(&item, a.point.as_deref().unwrap_or_default())?;
+            let format = RestoreFormat::parse(a.format.as_deref().unwrap_or("raw"))
+                .ok_or_else(|| CliError::usage("bad --format"))?;
+            let to = a.to.clone().ok_or_else(|| CliError::usage("--to is required"))?;
+            engine.restore(&item, &point, &to, format)?
+        }
+        other => return Err(CliError::usage(format!("unknown detached job {other}"))),
+    };
+    println!("{id}");
+    let _ = std::io::stdout().flush();
+    detach_stdio();
+    let job = engine.wait_job(&id).await?;
+    Ok(if job.status == JobStatus::Failed { 1 } else { 0 })
+}
+
+/// Points stdout and stderr at /dev/null (the parent stopped reading them).
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: dup2 on valid descriptors; replaces fds 1 and 2 of this process.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}
+
+fn print_started(engine: &Engine, ids: &[String], as_json: bool) -> Result<u8> {
+    if as_json {
+        let jobs: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| engine.job(id).ok())
+            .map(|j| json::job(&j, engine.now(), None))
+            .collect();
+        print_json(&Value::Array(jobs));
+    } else {
+        for id in ids {
+            println!("{id}");
+        }
+    }
+    Ok(0)
+}
+
+/// Waits for jobs, drawing a progress bar on a terminal; Ctrl-C cancels them.
+async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job>> {
+    let mut rx = engine.subscribe();
+    let mut bars: Vec<progress::Bar> = ids
+        .iter()
+        .map(|id| {
+            let label = engine.job(id).map(|j| format!("{} {}", j.operation, j.item)).unwrap_or_default();
+            progress::Bar::new(bar && ids.len() == 1 && stdout_is_tty(), label)
+        })
+        .collect();
+    let mut finished: Vec<Option<Job>> = vec![None; ids.len()];
+    let mut interrupted = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        for (i, id) in ids.iter().enumerate() {
+            if finished[i].is_none() {
+                let j = engine.job(id)?;
+                if !j.status.is_active() {
+                    finished[i] = Some(j);
+                }
+            }
+        }
+        if finished.iter().all(|f| f.is_some()) {
+            break;
+        }
+        tokio::select! {
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                for b in &mut bars { b.clear(); }
+                eprintln!("Interrupted: cancelling {} job(s)…", ids.len());
+                for id in ids {
+                    let _ = engine.cancel_job(id);
+                }
+            }
+            ev = rx.recv() => {
+                match ev {
+                    Ok(Event::JobProgress(p)) => {
+                        if let Some(i) = ids.iter().position(|id| *id == p.id) {
+                            bars[i].draw(&p);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    }
+    for b in &mut bars {
+        b.clear();
+    }
+    let jobs: Vec<Job> = finished.into_iter().flatten().collect();
+    if interrupted {
+        return Err(CliError { code: 130, message: "interrupted: the job(s) were cancelled".into() });
+    }
+    Ok(jobs)
+}
+
+async fn wait_and_report(engine: &Engine, ids: &[String], as_json: bool) -> Result<u8> {
+    let jobs = wait_jobs(engine, ids, !as_json).await?;
+    report_finished(engine, &jobs, as_json)
+}
+
+/// Prints finished jobs; exit code 1 when any failed.
+fn report_finished(engine: &Engine, jobs: &[Job], as_json: bool) -> Result<u8> {
+    let failed = jobs.iter().any(|j| j.status == JobStatus::Failed);
+    if as_json {
+        let now = engine.now();
+        let v: Vec<Value> = jobs.iter().map(|j| json::job(j, now, None)).collect();
+        print_json(&if v.len() == 1 { v.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(v) });
+    } else {
+        for j in jobs {
+            print_job_outcome(j);
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn print_job_outcome(j: &Job) {
+    let d = |k: &str| j.details.get(k);
+    let dur = j.end_time.map(|e| fmt::duration(e - j.start_time)).unwrap_or_default();
+    match j.status {
+        JobStatus::Completed | JobStatus::CompletedWithWarnings => {
+            let what = match j.operation {
+                JobOperation::Backup => format!(
+                    ": recovery point {} ({} of data, {} read, {} newly stored)",
+                    d("recovery_point").and_then(|v| v.as_str()).unwrap_or("?"),
+                    fmt::bytes(d("logical_bytes").and_then(|v| v.as_u64()).unwrap_or(0)),
+                    fmt::bytes(d("bytes_read").and_then(|v| v.as_u64()).unwrap_or(0)),
+                    fmt::bytes(d("stored_bytes").and_then(|v| v.as_u64()).unwrap_or(0)),
+                ),
+                JobOperation::Restore => match d("files").and_then(|v| v.as_array()) {
+                    Some(files) => format!(
+                        ": {}",
+                        files.iter().filter_map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                    None => String::new(),
+                },
+                JobOperation::Verify => format!(
+                    ": {} recovery point(s), {} chunk(s), no damage found",
+                    d("points_checked").and_then(|v| v.as_u64()).unwrap_or(0),
+                    d("chunks_checked").and_then(|v| v.as_u64()).unwrap_or(0)
+                ),
+                JobOperation::Prune => format!(
+                    ": {} expired recovery point(s) removed",
+                    d("points_removed").and_then(|v| v.as_u64()).unwrap_or(0)
+                ),
+                JobOperation::GarbageCollect => format!(
+                    ": {} chunk(s) freed ({}), {} in use",
+                    d("chunks_freed").and_then(|v| v.as_u64()).unwrap_or(0),
+                    fmt::bytes(d("bytes_freed").and_then(|v| v.as_u64()).unwrap_or(0)),
+                    d("chunks_in_use").and_then(|v| v.as_u64()).unwrap_or(0)
+                ),
+                JobOperation::DeleteBackupData => format!(
+                    ": data soft-deleted, purged after {} unless undeleted",
+                    d("purge_at").and_then(|v| v.as_str()).unwrap_or("14 days")
+                ),
+                JobOperation::Register => match d("findings").and_then(|v| v.as_array()) {
+                    Some(f) if !f.is_empty() => {
+                        format!(" ({})", f.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; "))
+                    }
+                    _ => String::new(),
+                },
+                JobOperation::ConfigureBackup => format!(
+                    " with policy {}",
+                    d("policy").and_then(|v| v.as_str()).unwrap_or("?")
+                ),
+                _ => String::new(),
+            };
+            println!("{} of {} {} in {dur}{what} (job {})", j.operation, j.item, j.status, j.id);
+            if let Some(w) = d("warnings").and_then(|v| v.as_array()) {
+                for w in w.iter().filter_map(|w| w.as_str()) {
+                    println!("  warning: {w}");
+                }
+            }
+        }
+        JobStatus::Cancelled => println!("{} of {} Cancelled after {dur} (job {})", j.operation, j.item, j.id),
+        _ => {
+            eprintln!("error: {} of {} {} (job {})", j.operation, j.item, j.status, j.id);
+            if let Some(e) = &j.error {
+                eprintln!("  {}: {}", e.code, e.title);
+                eprintln!("  {}", e.message);
+                if !e.recommendations.is_empty() {
+                    eprintln!("  What to do:");
+                    for r in &e.recommendations {
+                        eprintln!("   - {r}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn job_filter(engine: &Engine, a: &JobsArgs) -> Result<JobFilter> {
+    let mut f = JobFilter { limit: a.limit, ..Default::default() };
+    if let Some(s) = &a.since {
+        f.since = Some(match fmt::parse_period(s) {
+            Ok(d) => engine.now() - d,
+            Err(pe) => fmt::parse_time(s, false).map_err(|_| CliError::usage(format!("--since: {pe}, or a time")))?,
+        });
+    }
+    for s in &a.status {
+        for part in s.split(',') {
+            f.statuses.push(JobStatus::parse(part).ok_or_else(|| {
+                CliError::usage(format!("--status {part}: unknown status; expected one of {}", JobStatus::names()))
+            })?);
+        }
+    }
+    for s in &a.operation {
+        for part in s.split(',') {
+            f.operations.push(JobOperation::parse(part).ok_or_else(|| {
+                CliError::usage(format!("--operation {part}: unknown operation; expected one of {}", JobOperation::names()))
+            })?);
+        }
+    }
+    if let Some(i) = &a.item {
+        f.item_id = Some(engine.resolve_item(i)?.id);
+    }
+    Ok(f)
+}
+
+fn jobs(setup: &Setup, a: &JobsArgs) -> Result<u8> {
+    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let filter = job_filter(&engine, a)?;
+    let list = engine.jobs(&filter)?;
+    let now = engine.now();
+    let live = engine.live_progress();
+    if a.json {
+        print_json(&Value::Array(list.iter().map(|j| json::job(j, now, live.get(&j.id))).collect()));
+        return Ok(0);
+    }
+    let mut t = Table::new(&["JOB ID", "OPERATION", "ITEM", "STATUS", "START (UTC)", "DURATION", "PROGRESS"]);
+    for j in &list {
+        let progress = if j.status.is_active() && j.bytes_total > 0 {
+            format!("{:.0}% of {}", j.bytes_done as f64 * 100.0 / j.bytes_total as f64, fmt::bytes(j.bytes_total))
+        } else if j.bytes_total > 0 {
+            fmt::bytes(j.bytes_total)
+        } else {
+            String::new()
+        };
+        t.row(vec![
+            j.id.chars().take(8).collect(),
+            j.operation.to_string(),
+            j.item.clone(),
+            j.status.to_string(),
+            fmt::time(j.start_time),
+            fmt::duration(j.duration(now)),
+            progress,
+        ]);
+    }
+    print!("{t}");
+    if list.is_empty() {
+        println!("(no jobs match)");
+    }
+    Ok(0)
+}
+
+async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
+    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let mut j = engine.job(&a.id)?;
+    if a.wait && j.status.is_active() {
+        j = engine.wait_job(&j.id).await?;
+    }
+    let now = engine.now();
+    let live = engine.live_progress();
+    if a.json {
+        print_json(&json::job(&j, now, live.get(&j.id)));
+        return Ok(if j.status == JobStatus::Failed { 1 } else { 0 });
+    }
+    println!("Job        {}", j.id);
+    println!("Operation  {}", j.operation);
+    println!("Item       {}", j.item);
+    println!("Status     {}", j.status);
+    println!("Started    {} UTC", fmt::time(j.start_time));
+    if let Some(e) = j.end_time {
+        println!("Ended      {} UTC", fmt::time(e));
+    }
+    println!("Duration   {}", fmt::duration(j.duration(now)));
+    if j.bytes_total > 0 {
+        println!(
+            "Progress   {:.1}%  {} of {}",
+            j.bytes_done as f64 * 100.0 / j.bytes_total as f64,
+            fmt::bytes(j.bytes_done),
+            fmt::bytes(j.bytes_total)
+        );
+    }
+    println!("Triggered  {}", if j.is_user_triggered { "by a user" } else { "by the schedule" });
+    if !j.tasks.is_empty() {
+        println!("Tasks:");
+        for t in &j.tasks {
+            let dur = match (t.start_time, t.end_time) {
+                (Some(s), Some(e)) => fmt::duration(e - s),
+                (Some(s), None) => fmt::duration(now - s),
+                _ => String::new(),
+            };
+            let bytes = if t.bytes_total > 0 { format!("  {} of {}", fmt::bytes(t.bytes_done), fmt::bytes(t.bytes_total)) } else { String::new() };
+            println!("  {:<26} {:<12} {dur}{bytes}", t.name, t.status.to_string());
+        }
+    }
+    for (k, v) in &j.details {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("{:<10} {s}", k);
+    }
+    if let Some(e) = &j.error {
+        println!("Error      {}: {}", e.code, e.title);
+        println!("           {}", e.message);
+        for r in &e.recommendations {
+            println!("           - {r}");
+        }
+    }
+    Ok(if j.status == JobStatus::Failed { 1 } else { 0 })
+}
+
+fn cancel(setup: &Setup, a: &CancelArgs) -> Result<u8> {
+    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let j = engine.cancel_job(&a.id)?;
+    if a.json {
+        print_json(&json::job(&j, engine.now(), None));
+    } else {
+        println!("Cancelling job {} ({} of {})", j.id, j.operation, j.item);
+    }
+    Ok(0)
+}
+
+fn summary(setup: &Setup, as_json: bool) -> Result<u8> {
+    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let s = engine.summary()?;
+    if as_json {
+        print_json(&json::summary(&s));
+        return Ok(0);
+    }
+    println!("Vault {} ({}, {} source) at {} UTC", engine.vault_name(), engine.region(), engine.source_kind(), fmt::time(s.time));
+    println!();
+    println!("  Protected items        {}", s.protected);
+    println!("  Registered items       {}", s.registered);
+    println!("  Needing attention      {}", s.needs_attention);
+    println!();
+    println!("  Jobs, last 24 hours    Completed {}   Failed {}   In progress {}", s.jobs_24h.completed, s.jobs_24h.failed, s.jobs_24h.in_progress);
+    println!();
+    let st = &s.storage;
+    println!("  Protected size         {}", fmt::bytes(st.protected_bytes));
+    println!("  Stored size            {} in {} chunks, {} recovery points", fmt::bytes(st.stored_bytes), st.chunks, st.recovery_points);
+    println!("  Deduplication          {:.2}×   Compression {:.2}×", st.dedup_ratio, st.compression_ratio);
+    Ok(0)
+}
+
+fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
+    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let item = engine.resolve_item(&a.vm)?;
+    let points = engine.points(&item.id)?;
+    if a.json {
+        print_json(&Value::Array(points.iter().rev().map(|p| json::point(p, &item)).collect()));
+        return Ok(0);
+    }
+    if points.is_empty() {
+        println!("{} has no recovery points yet.", item.qualified_name());
+        return Ok(0);
+    }
+    let mut t = Table::new(&["POINT ID", "TIME (UTC)", "KIND", "CONSISTENCY", "EXPIRY (UTC)", "SIZE", "STORED"]);
+    for p in points.iter().rev() {
+        t.row(vec![
+            p.id.clone(),
+            fmt::time(p.time),
+            p.kind.to_string(),
+            p.consistency.to_string(),
+            p.expiry.map(fmt::time).unwrap_or_else(|| "kept".into()),
+            fmt::bytes(p.logical_bytes),
+            fmt::bytes(p.stored_bytes),
+        ]);
+    }
+    print!("{t}");
+    Ok(0)
+}
+
+async fn verify(setup: &Setup, a: &VerifyArgs) -> Result<u8> {
+    let engine = setup.open(OpenMode::Exclusive)?;
+    let item = a.vm.as_deref().map(|v| engine.resolve_item(v)).transpose()?;
+    let id = engine.verify(item.as_ref())?;
+    wait_and_report(&engine, &[id], a.json).await
+}
+
+async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
+    use crate::policy::Policy;
+    match cmd {
+        PolicyCommand::List(a) => {
+            let engine = setup.open(OpenMode::ReadOrShare)?;
+            let usage = engine.policy_usage()?;
+            let list = engine.policies()?;
+            if a.json {
+                let v: Vec<Value> = list
+                    .iter()
+                    .map(|(row, p)| policy_json(p, row.builtin, usage.get(&p.name).copied().unwrap_or(0)))
+                    .collect();
+                print_json(&Value::Array(v));
+                return Ok(0);
+            }
+            let mut t = Table::new(&["NAME", "SCHEDULE", "RETENTION", "ITEMS"]);
+            for (_, p) in &list {
+                let words = p.describe();
+                t.row(vec![
+                    p.name.clone(),
+                    words.first().cloned().unwrap_or_default(),
+                    words.iter().skip(1).cloned().collect::<Vec<_>>().join("; "),
+                    usage.get(&p.name).copied().unwrap_or(0).to_string(),
+                ]);
+            }
+            print!("{t}");
+            Ok(0)
+        }
+        PolicyCommand::Show(a) => {
+            let engine = setup.open(OpenMode::ReadOrShare)?;
+            let p = engine.policy(&a.name)?;
+            let usage = engine.policy_usage()?;
+            let builtin = engine.policies()?.iter().any(|(r, _)| r.name == p.name && r.builtin);
+            if a.json {
+                print_json(&policy_json(&p, builtin, usage.get(&p.name).copied().unwrap_or(0)));
+                return Ok(0);
+            }
+            println!("Policy {}{}", p.name, if builtin { " (built in)" } else { "" });
+            for line in p.describe() {
+                println!("  {line}");
+            }
+            println!("  Used by {} item(s)", usage.get(&p.name).copied().unwrap_or(0));
+            Ok(0)
+        }
+        PolicyCommand::Create(a) => {
+            let p = read_policy_file(&a.file)?;
+            let engine = setup.open(OpenMode::Exclusive)?;
+            engine.create_policy(&p)?;
+            if a.json {
+                print_json(&policy_json(&p, false, 0));
+            } else {
+                println!("Created policy {}:", p.name);
+                for line in p.describe() {
+                    println!("  {line}");
+                }
+            }
+            Ok(0)
+        }
+        PolicyCommand::Update(a) => {
+            let p = read_policy_file(&a.file)?;
+            let engine = setup.open(OpenMode::Exclusive)?;
+            let n = engine.update_policy(&a.name, &p)?;
+            if a.json {
+                print_json(&json!({ "policy": policy_json(&p, false, 0), "points_reevaluated": n }));
+            } else {
+                println!("Updated policy {}; {} existing recovery point(s) re-evaluated", p.name, n);
+            }
+            Ok(0)
+        }
+        PolicyCommand::Delete(a) => {
+            let engine = setup.open(OpenMode::Exclusive)?;
+            engine.delete_policy(&a.name)?;
+            if a.json {
+                print_json(&json!({ "deleted": a.name }));
+            } else {
+                println!("Deleted policy {}", a.name);
+            }
+            Ok(0)
+        }
+        PolicyCommand::Import(a) => {
+            let text = std::fs::read_to_string(&a.file)
+                .map_err(|e| CliError::usage(format!("cannot read {}: {e}", a.file.display())))?;
+            let mut policies = crate::policy::import_azure(&text).map_err(|e| CliError::usage(e.to_string()))?;
+            if let Some(name) = &a.name {
+                if policies.len() != 1 {
+                    return Err(CliError::usage(format!(
+                        "--name applies to a file with one policy; {} holds {}",
+                        a.file.display(),
+                        policies.len()
+                    )));
+                }
+                policies[0].name = name.clone();
+            }
+            let engine = setup.open(OpenMode::Exclusive)?;
+            for p in &policies {
+                if engine.policy(&p.name).is_ok() {
+                    return Err(CliError::usage(format!(
+                        "a policy named \"{}\" exists already; import it under another name with --name NEW_NAME",
+                        p.name
+                    )));
+                }
+            }
+            for p in &policies {
+                engine.create_policy(p)?;
+            }
+            if a.json {
+                print_json(&Value::Array(policies.iter().map(|p| policy_json(p, false, 0)).collect()));
+            } else {
+                for p in &policies {
+                    println!("Imported policy {}:", p.name);
+                    for line in p.describe() {
+                        println!("  {line}");
+                    }
+                }
+            }
+            Ok(0)
+        }
+        PolicyCommand::Preview(a) => {
+            let engine = setup.open(OpenMode::ReadOrShare)?;
+            let p: Policy = engine.policy(&a.name)?;
+            let from = match &a.from {
+                Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .map_err(|_| CliError::usage(format!("--from {s}: expected a date YYYY-MM-DD")))?,
+                None => engine.now().with_timezone(&p.time_zone).date_naive(),
+            };
+            if a.days == 0 || a.days > 365 * 100 {
+                return Err(CliError::usage(format!("--days {}: expected 1..=36500", a.days)));
+            }
+            let preview = crate::policy::preview(&p, from, a.days);
+            if a.json {
+                print_json(&json!({
+                    "policy": p.name,
+                    "from": from.to_string(),
+                    "days": a.days,
+                    "points": preview.points.iter().map(|pt| json!({
+                        "time": fmt::rfc3339(pt.time),
+                        "expiry": fmt::rfc3339(pt.expiry),
+                        "rules": pt.rules.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                    "daily_counts": preview.daily_counts.iter().map(|(d, n)| json!({"date": d.to_string(), "points": n})).collect::<Vec<_>>(),
+                }));
+                return Ok(0);
+            }
+            println!(
+                "Policy {}: after {} days from {} ({}), {} recovery point(s) exist:",
+                p.name,
+                a.days,
+                from,
+                p.time_zone,
+                preview.points.len()
+            );
+            let mut t = Table::new(&["TIME (UTC)", "EXPIRY (UTC)", "KEPT BY"]);
+            for pt in &preview.points {
+                t.row(vec![
+                    fmt::time(pt.time),
+                    fmt::time(pt.expiry),
+                    pt.rules.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "),
+                ]);
+            }
+            print!("{t}");
+            Ok(0)
+        }
+    }
+}
+
+fn policy_json(p: &crate::policy::Policy, builtin: bool, items: usize) -> Value {
+    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("builtin".into(), builtin.into());
+        m.insert("items".into(), items.into());
+        m.insert("description".into(), p.describe().into());
+    }
+    v
+}
+
+fn read_policy_file(path: &Path) -> Result<crate::policy::Policy> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+    crate::policy::Policy::from_toml_str(&text, &path.display().to_string()).map_err(|e| CliError::usage(e.to_string()))
+}
+
+async fn run_headless(setup: &Setup) -> Result<u8> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let engine = setup.open(OpenMode::Exclusive)?;
+    let stop = crate::cancel::CancelToken::new();
+    let mut term = signal(SignalKind::terminate()).map_err(|e| CliError::failed(e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| CliError::failed(e.to_string()))?;
+    tracing::info!(vault = engine.vault_name(), "vmvault run: engine and scheduler started");
+    eprintln!(
+        "vmvault run: vault {} ({}, {} source); scheduler running. Logs: {}. Stop with Ctrl-C or SIGTERM.",
+        engine.vault_name(),
+        engine.region(),
+        engine.source_kind(),
+        setup.config.log_file.clone().unwrap_or_else(|| setup.data_dir.join("vmvault.log")).display()
+    );
+    let sched = {
+        let e = engine.clone();
+        let s = stop.clone();
+        tokio::spawn(async move { e.run_scheduler(s).await })
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    stop.cancel();
+    let running = engine.running_job_count();
+    engine.shutdown(std::time::Duration::from_secs(30)).await;
+    let _ = sched.await;
+    tracing::info!(cancelled = running, "vmvault run: stopped");
+    eprintln!("vmvault run: stopped ({running} running job(s) cancelled)");
+    Ok(0)
+}
+
+async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
+    match cmd {
+        SimCommand::Now(a) => {
+            let engine = setup.open(OpenMode::ReadOrShare)?;
+            require_sim(&engine)?;
+            let now = engine.now();
+            if a.json {
+                print_json(&json!({ "now": fmt::rfc3339(now), "offset_seconds": (now - chrono::Utc::now()).num_seconds() }));
+            } else {
+                println!("{}", fmt::rfc3339(now));
+            }
+            Ok(0)
+        }
+        SimCommand::Advance(a) => {
+            let by = fmt::parse_period(&a.by).map_err(CliError::usage)?;
+            let engine = setup.open(OpenMode::Exclusive)?;
+            require_sim(&engine)?;
+            let r: AdvanceReport = engine.sim_advance(by).await?;
+            if a.json {
+                print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
+            } else {
+                println!(
+                    "Simulated clock: {} → {} UTC. {} scheduled backup(s) ({} failed), {} expired point(s) removed, {} garbage collection(s); {} recovery point(s) now. Took {:.1}s.",
+                    fmt::time(r.from),
+                    fmt::time(r.to),
+                    r.backups,
+                    r.backups_failed,
+                    r.points_removed,
+                    r.gc_runs,
+                    r.points_alive,
+                    r.elapsed_seconds
+                );
+            }
+            Ok(0)
+        }
+        SimCommand::ExportDisk(a) => {
+            let engine = setup.open(OpenMode::ReadOrShare)?;
+            let sim = require_sim(&engine)?;
+            let at = match &a.at {
+                Some(s) => fmt::parse_time(s, false).map_err(|e| CliError::usage(format!("--at: {e}")))?,
+                None => engine.now(),
+            };
+            let item = engine.resolve_item(&a.vm)?;
+            if !item.disks.iter().any(|d| d.index == a.disk) {
+                return Err(CliError::usage(format!(
+                    "{} has no disk {}; its disks are {}",
+                    item.qualified_name(),
+                    a.disk,
+                    item.disks.iter().map(|d| d.index.to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            if a.to.exists() {
+                return Err(CliError::usage(format!("{} exists already; choose another file", a.to.display())));
+            }
+            let n = sim.export_disk(&item.id, a.disk, at, &a.to).map_err(|e| CliError::failed(e.details().to_string()))?;
+            println!("Wrote {} ({} of data) as disk {} of {} held it at {}", a.to.display(), fmt::bytes(n), a.disk, item.qualified_name(), fmt::rfc3339(at));
+            Ok(0)
+        }
+    }
+}
+
+fn require_sim(engine: &Engine) -> Result<Arc<crate::provider::sim::SimProvider>> {
+    engine.simulator().ok_or_else(|| {
+        CliError::usage(format!(
+            "`sim` commands need a simulated source; vault {} uses the {} source",
+            engine.vault_name(),
+            engine.source_kind()
+        ))
+    })
+}

@@ -1,0 +1,533 @@
+//! Data jobs: Backup (snapshot → transfer to vault → commit), Restore and Verify.
+//!
+//! Commit rule: a recovery point exists only once its catalog row is committed, and that
+//! happens after its chunks and indexes are durable (`ChunkStore::sync`, index files
+//! written with fsync). A crash at any line before leaves chunk files that no committed
+//! point references (garbage collection sweeps them) and never a half point.
+
+use super::jobs::{JobCtx, JobEnd, JobFail, JobSpec};
+use super::ops::item_vm;
+use super::{usage, Engine, Event, NoticeLevel, Result};
+use crate::model::*;
+use crate::vault::catalog::ChunkRow;
+use crate::vault::store::{self, BackupParams, DiskIndex};
+use chrono::{DateTime, Duration, Utc};
+use std::path::{Path, PathBuf};
+
+/// Most recovery points an item may have (DOMAIN.md).
+pub const MAX_POINTS_PER_ITEM: usize = 9999;
+/// Default retain-until of an on-demand backup.
+pub const DEFAULT_ON_DEMAND_DAYS: i64 = 30;
+
+/// Why a backup runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BackupKind {
+    /// Back up now, kept until `retain_until`.
+    OnDemand { retain_until: DateTime<Utc> },
+    /// The policy's backup for the scheduled instant.
+    Scheduled { scheduled_time: DateTime<Utc> },
+}
+
+/// Disk image formats a restore can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreFormat {
+    Raw,
+    Qcow2,
+    Vhd,
+    Vmdk,
+}
+
+impl RestoreFormat {
+    pub fn parse(s: &str) -> Option<RestoreFormat> {
+        match s.to_ascii_lowercase().as_str() {
+            "raw" => Some(RestoreFormat::Raw),
+            "qcow2" => Some(RestoreFormat::Qcow2),
+            "vhd" | "vpc" => Some(RestoreFormat::Vhd),
+            "vmdk" => Some(RestoreFormat::Vmdk),
+            _ => None,
+        }
+    }
+    pub fn extension(self) -> &'static str {
+        match self {
+            RestoreFormat::Raw => "raw",
+            RestoreFormat::Qcow2 => "qcow2",
+            RestoreFormat::Vhd => "vhd",
+            RestoreFormat::Vmdk => "vmdk",
+        }
+    }
+}
+
+/// Files a restore of `point` into `dir` writes.
+pub fn restore_targets(item: &Item, point: &RecoveryPoint, dir: &Path, format: RestoreFormat) -> Vec<PathBuf> {
+    point
+        .disks
+        .iter()
+        .map(|d| dir.join(format!("{}-disk{}.{}", item.name, d.index, format.extension())))
+        .collect()
+}
+
+impl Engine {
+    /// Back up now: starts a Backup job kept until `retain_until` (default 30 days).
+    pub fn backup_now(&self, item: &Item, retain_until: Option<DateTime<Utc>>) -> Result<String> {
+        self.require_owner()?;
+        let now = self.now();
+        let retain_until = retain_until.unwrap_or(now + Duration::days(DEFAULT_ON_DEMAND_DAYS));
+        if retain_until <= now {
+            return usage(format!(
+                "retain-until {} is not in the future (now is {}); give a later date",
+                retain_until.format("%Y-%m-%d %H:%M UTC"),
+                now.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        if retain_until > now + Duration::days(365 * 99) {
+            return usage("retain-until is more than 99 years ahead; give an earlier date");
+        }
+        self.check_backup_allowed(item)?;
+        self.start_backup(item, BackupKind::OnDemand { retain_until }, true, None)
+    }
+
+    fn check_backup_allowed(&self, item: &Item) -> Result<()> {
+        let item = self.item(&item.id)?.unwrap_or_else(|| item.clone());
+        if !item.protection_state.is_under_policy() {
+            let hint = match item.protection_state {
+                ProtectionState::NotProtected if item.registration_state != RegistrationState::Registered => format!(
+                    "; register it (`vmvault register {0}`) and protect it (`vmvault protect {0} --policy DefaultPolicy`) first",
+                    item.qualified_name()
+                ),
+                ProtectionState::NotProtected => {
+                    format!("; protect it first: `vmvault protect {} --policy DefaultPolicy`", item.qualified_name())
+                }
+                ProtectionState::ProtectionStopped => format!(
+                    "; resume protection first: `vmvault resume-protection {} --policy DefaultPolicy`",
+                    item.qualified_name()
+                ),
+                _ => String::new(),
+            };
+            return usage(format!(
+                "cannot back up {}: it is {}{hint}",
+                item.qualified_name(),
+                item.protection_state.label().to_lowercase()
+            ));
+        }
+        if let Some(id) = self.running_on_item(&item.id, &[JobOperation::Backup]) {
+            return usage(format!(
+                "a backup of {} is already running (job {id}); wait for it (`vmvault job {id}`) or cancel it",
+                item.qualified_name()
+            ));
+        }
+        if self.inner.catalog.points(&item.id)?.len() >= MAX_POINTS_PER_ITEM {
+            return usage(format!(
+                "{} has {MAX_POINTS_PER_ITEM} recovery points, the most an item may have; let retention remove some or stop protection",
+                item.qualified_name()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts a Backup job. `snapshot_at` stamps the point with that instant (simulated
+    /// time) instead of the clock's now.
+    pub(crate) fn start_backup(
+        &self,
+        item: &Item,
+        kind: BackupKind,
+        user_triggered: bool,
+        snapshot_at: Option<DateTime<Utc>>,
+    ) -> Result<String> {
+        let mut spec = JobSpec::new(JobOperation::Backup, Some(item), &["Take snapshot", "Transfer data to vault"]);
+        spec.user_triggered = user_triggered;
+        spec.data = true;
+        let item = item.clone();
+        self.spawn_job(spec, move |ctx| run_backup(ctx, &item, kind, snapshot_at))
+    }
+
+    /// Runs a backup on this thread (scheduler rounds of `sim advance`).
+    pub(crate) fn backup_inline(&self, item: &Item, kind: BackupKind, snapshot_at: Option<DateTime<Utc>>) -> Result<Job> {
+        let mut spec = JobSpec::new(JobOperation::Backup, Some(item), &["Take snapshot", "Transfer data to vault"]);
+        spec.user_triggered = false;
+        let item = item.clone();
+        self.run_job_inline(spec, move |ctx| run_backup(ctx, &item, kind, snapshot_at))
+    }
+
+    /// Restores every disk of a point into `dir` as `<vm>-disk<N>.<format>`.
+    pub fn restore(&self, item: &Item, point: &RecoveryPoint, dir: &Path, format: RestoreFormat) -> Result<String> {
+        self.require_owner()?;
+        let targets = restore_targets(item, point, dir, format);
+        for t in &targets {
+            if t.exists() {
+                return usage(format!(
+                    "{} exists already; restore never overwrites files: choose another folder or move the file away",
+                    t.display()
+                ));
+            }
+        }
+        if dir.exists() && !dir.is_dir() {
+            return usage(format!("{} is not a folder", dir.display()));
+        }
+        let mut spec = JobSpec::new(JobOperation::Restore, Some(item), &["Restore disks"]);
+        spec.data = true;
+        spec.details.insert("point".into(), point.id.clone().into());
+        spec.details.insert("target".into(), dir.display().to_string().into());
+        let point = point.clone();
+        let dir = dir.to_path_buf();
+        self.spawn_job(spec, move |ctx| run_restore(ctx, &point, &dir, &targets, format))
+    }
+
+    /// Verifies every chunk the points of `item` (or of the whole vault) need.
+    pub fn verify(&self, item: Option<&Item>) -> Result<String> {
+        self.require_owner()?;
+        let mut spec = JobSpec::new(JobOperation::Verify, item, &["Read indexes", "Verify chunks"]);
+        spec.data = true;
+        let item_id = item.map(|i| i.id.clone());
+        self.spawn_job(spec, move |ctx| run_verify(ctx, item_id.as_deref()))
+    }
+
+    /// Reads the index of one disk of a point.
+    pub(crate) fn read_index(&self, point_id: &str, disk: u32) -> std::result::Result<DiskIndex, store::StoreError> {
+        DiskIndex::read(&self.index_path(point_id, disk))
+    }
+}
+
+/// The catalog as the store's registry of committed chunks.
+struct CatalogRegistry<'a>(&'a crate::vault::catalog::Catalog);
+
+impl store::ChunkRegistry for CatalogRegistry<'_> {
+    fn is_committed(&self, d: &store::Digest) -> std::result::Result<bool, store::StoreError> {
+        self.0
+            .chunk_committed(d)
+            .map_err(|e| store::StoreError::Catalog(e.to_string()))
+    }
+}
+
+fn store_fail(e: store::StoreError) -> JobFail {
+    JobFail::vault("Could not write to the vault", e.to_string())
+}
+
+fn run_backup(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<DateTime<Utc>>) -> super::jobs::JobResult {
+    let engine = &ctx.engine;
+    let result = backup_body(ctx, item, kind, snapshot_at);
+    if let Err(fail) = &result {
+        // The item shows the failed attempt; a cancel leaves its state as it was.
+        let now = engine.now();
+        let (status, error) = match fail {
+            JobFail::Cancelled => (JobStatus::Cancelled, None),
+            JobFail::Failed(d) => (JobStatus::Failed, Some(d.clone())),
+        };
+        let _ = engine.inner.catalog.update_item(&item.id, |i| {
+            i.last_backup_status = Some(status);
+            i.last_backup_time = Some(now);
+            if status == JobStatus::Failed {
+                if i.protection_state.is_under_policy() {
+                    i.protection_state = ProtectionState::ProtectionError;
+                }
+                i.last_error = error.clone();
+            }
+        });
+        engine.publish(Event::ItemsChanged);
+    }
+    result
+}
+
+fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<DateTime<Utc>>) -> super::jobs::JobResult {
+    let engine = &ctx.engine;
+    let store = engine.store()?;
+    let item = engine.item(&item.id)?.unwrap_or_else(|| item.clone());
+    if item.not_found {
+        return Err(JobFail::Failed(
+            ErrorDetails::new(
+                "UserErrorVmNotFound",
+                "The VM was not found",
+                format!("{} was not found at the source at the last discovery", item.qualified_name()),
+            )
+            .recommend("Run `vmvault discover`; if the VM was deleted, stop protection (its recovery points are kept)."),
+        ));
+    }
+
+    // Task 1: Take snapshot.
+    ctx.start_task(0);
+    let at = snapshot_at.unwrap_or_else(|| engine.now());
+    let snapshot = engine.inner.opts.provider.snapshot(&item_vm(&item), at, &ctx.cancel)?;
+    ctx.detail("consistency", snapshot.consistency().as_str());
+    ctx.end_task(0, TaskStatus::Completed);
+
+    // Task 2: Transfer data to vault.
+    ctx.start_task(1);
+    let previous = engine.inner.catalog.points(&item.id)?.into_iter().last();
+    let point_id = uuid::Uuid::new_v4().to_string();
+    let chunk_size = engine.chunk_size();
+    let registry = CatalogRegistry(&engine.inner.catalog);
+    let mut indexes = Vec::new();
+    let mut new_chunks: Vec<ChunkRow> = Vec::new();
+    let mut pins = Vec::new();
+    let (mut logical, mut stored, mut read) = (0u64, 0u64, 0u64);
+    let mut warnings = Vec::new();
+    let threads = engine.inner.opts.threads.max(1);
+    for disk in snapshot.disks().to_vec() {
+        ctx.cancel.check()?;
+        let reader = snapshot.open_disk(disk.index)?;
+        // The previous point's index of the same disk, when it can serve as a base.
+        let prev_index = previous.as_ref().and_then(|p| {
+            if !p.disks.iter().any(|d| d.index == disk.index && d.capacity == reader.capacity()) {
+                return None;
+            }
+            match engine.read_index(&p.id, disk.index) {
+                Ok(ix) if ix.chunk_size == chunk_size && ix.capacity == reader.capacity() => Some(ix),
+                Ok(_) => None,
+                Err(e) => {
+                    warnings.push(format!(
+                        "index of disk {} of the previous point {} could not be read ({e}); read the whole disk",
+                        disk.index, p.id
+                    ));
+                    None
+                }
+            }
+        });
+        let changed = match (&prev_index, previous.as_ref().and_then(|p| p.cbt_token.as_deref())) {
+            (Some(_), Some(token)) => reader.changed_extents(token)?,
+            _ => None,
+        };
+        let result = store::backup_disk(BackupParams {
+            reader: reader.as_ref(),
+            previous: prev_index.as_ref(),
+            changed,
+            chunk_size,
+            store,
+            registry: &registry,
+            pins: &engine.inner.pins,
+            progress: &ctx.progress,
+            cancel: &ctx.cancel,
+            threads,
+            compression_level: engine.inner.opts.compression_level,
+        })
+        .map_err(|e| match e {
+            store::BackupError::Cancelled => JobFail::Cancelled,
+            store::BackupError::Source(p) => JobFail::from(p),
+            store::BackupError::Store(s) => store_fail(s),
+        })?;
+        logical += result.logical_bytes;
+        stored += result.stored_bytes;
+        read += result.bytes_read;
+        new_chunks.extend(result.new_chunks.iter().map(|c| ChunkRow {
+            digest: c.digest,
+            stored_len: c.stored_len,
+            raw_len: c.raw_len,
+        }));
+        indexes.push((disk.index, result.index));
+        pins.push(result.pinned);
+    }
+    ctx.cancel.check()?;
+
+    // Make the data durable, then the indexes, then commit the catalog row.
+    store.sync().map_err(store_fail)?;
+    let dir = engine.point_dir(&point_id);
+    super::create_private_dir(&dir).map_err(|e| JobFail::vault("Could not write to the vault", format!("creating {}: {e}", dir.display())))?;
+    for (disk, index) in &indexes {
+        index.write_atomic(&engine.index_path(&point_id, *disk)).map_err(store_fail)?;
+    }
+    store::sync_dir(dir.parent().unwrap_or(&dir)).map_err(store_fail)?;
+    ctx.cancel.check()?;
+
+    let now = engine.now();
+    let (point_kind, scheduled_time, expiry, retain_until) = match kind {
+        BackupKind::OnDemand { retain_until } => (PointKind::OnDemand, at, Some(retain_until), Some(retain_until)),
+        BackupKind::Scheduled { scheduled_time } => {
+            let expiry = item
+                .policy
+                .as_deref()
+                .and_then(|name| engine.policy(name).ok())
+                .map(|p| crate::policy::expiry_of(&p, scheduled_time));
+            (PointKind::Scheduled, scheduled_time, expiry, None)
+        }
+    };
+    let point = RecoveryPoint {
+        id: point_id.clone(),
+        item_id: item.id.clone(),
+        time: at,
+        scheduled_time,
+        expiry,
+        kind: point_kind,
+        consistency: snapshot.consistency(),
+        logical_bytes: logical,
+        stored_bytes: stored,
+        disks: snapshot.disks().to_vec(),
+        cbt_token: snapshot.cbt_token(),
+        job_id: Some(ctx.id()),
+    };
+    if let Err(e) = snapshot.release() {
+        warnings.push(format!("releasing the snapshot: {}", e.details().message));
+    }
+    ctx.detail("recovery_point", point_id.clone());
+    ctx.detail("logical_bytes", logical);
+    ctx.detail("stored_bytes", stored);
+    ctx.detail("bytes_read", read);
+    ctx.detail("new_chunks", new_chunks.len());
+    if !warnings.is_empty() {
+        ctx.detail("warnings", warnings.clone());
+    }
+    let status = if warnings.is_empty() { JobStatus::Completed } else { JobStatus::CompletedWithWarnings };
+    let job = ctx.final_job(status, None);
+    let mut updated = engine.item(&item.id)?.unwrap_or(item.clone());
+    updated.last_backup_time = Some(at);
+    updated.last_backup_status = Some(status);
+    updated.last_error = None;
+    if updated.protection_state.is_under_policy() {
+        updated.protection_state = ProtectionState::Protected;
+    }
+    engine
+        .inner
+        .catalog
+        .commit_point(&point, retain_until, chunk_size, &new_chunks, now, &updated, &job)?;
+    drop(pins);
+    engine.publish(Event::ItemsChanged);
+    engine.publish(Event::PointsChanged { item_id: item.id.clone() });
+    Ok(JobEnd::Saved)
+}
+
+fn run_restore(
+    ctx: &JobCtx,
+    point: &RecoveryPoint,
+    dir: &Path,
+    targets: &[PathBuf],
+    format: RestoreFormat,
+) -> super::jobs::JobResult {
+    let engine = &ctx.engine;
+    let store = engine.store()?;
+    ctx.start_task(0);
+    super::create_private_dir(dir)
+        .map_err(|e| JobFail::vault("Could not create the target folder", format!("{}: {e}", dir.display())))?;
+    let mut indexes = Vec::new();
+    for d in &point.disks {
+        let ix = engine.read_index(&point.id, d.index).map_err(|e| restore_fail(point, e))?;
+        ctx.progress.add_total(ix.entries.len() as u64 * u64::from(ix.chunk_size));
+        indexes.push((d.index, ix));
+    }
+    let threads = engine.inner.opts.threads.max(1);
+    let mut written: Vec<PathBuf> = Vec::new();
+    for ((_, ix), target) in indexes.iter().zip(targets) {
+        let raw_target = if format == RestoreFormat::Raw { target.clone() } else { target.with_extension("raw.partial-convert") };
+        if let Err(e) = store::restore_disk(store, ix, &raw_target, &ctx.progress, &ctx.cancel, threads) {
+            for w in &written {
+                let _ = std::fs::remove_file(w);
+            }
+            return Err(match e {
+                store::StoreError::Cancelled => JobFail::Cancelled,
+                e => restore_fail(point, e),
+            });
+        }
+        if format != RestoreFormat::Raw {
+            let conv = crate::provider::qemu::convert_raw(&raw_target, format.into(), target);
+            let _ = std::fs::remove_file(&raw_target);
+            conv?;
+        }
+        written.push(target.clone());
+    }
+    ctx.detail("files", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>());
+    engine.notice(
+        NoticeLevel::Info,
+        format!("Restore complete: {} disk image(s) in {}", written.len(), dir.display()),
+        Some(&ctx.id()),
+    );
+    Ok(JobEnd::Done { warnings: vec![] })
+}
+
+fn restore_fail(point: &RecoveryPoint, e: store::StoreError) -> JobFail {
+    JobFail::Failed(
+        ErrorDetails::new(
+            "RecoveryPointDataDamaged",
+            "The recovery point cannot be restored",
+            format!("recovery point {} (taken {}): {e}", point.id, point.time.format("%Y-%m-%d %H:%M UTC")),
+        )
+        .recommend("Run `vmvault verify` to list every affected recovery point.")
+        .recommend("Restore another recovery point of this item; the others do not depend on the damaged data."),
+    )
+}
+
+fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
+    let engine = &ctx.engine;
+    let store = engine.store()?;
+    ctx.start_task(0);
+    let points = match item_id {
+        Some(id) => engine.inner.catalog.points(id)?,
+        None => engine.inner.catalog.all_points()?,
+    };
+    let items: std::collections::HashMap<String, String> =
+        engine.items()?.into_iter().map(|i| (i.id.clone(), i.qualified_name())).collect();
+    // digest → points that need it
+    let mut needed: std::collections::HashMap<store::Digest, Vec<usize>> = Default::default();
+    let mut damaged: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    let mut total = 0u64;
+    for (pi, p) in points.iter().enumerate() {
+        ctx.cancel.check()?;
+        for d in &p.disks {
+            match engine.read_index(&p.id, d.index) {
+                Ok(ix) => {
+                    for (_, digest) in &ix.entries {
+                        let v = needed.entry(*digest).or_default();
+                        if v.is_empty() {
+                            total += u64::from(ix.chunk_size);
+                        }
+                        v.push(pi);
+                    }
+                }
+                Err(e) => damaged.entry(pi).or_default().push(format!("index of disk {}: {e}", d.index)),
+            }
+        }
+    }
+    ctx.end_task(0, TaskStatus::Completed);
+    ctx.start_task(1);
+    ctx.progress.set_total(total);
+    let digests: Vec<store::Digest> = needed.keys().copied().collect();
+    let faults = store::verify_chunks(store, &digests, &ctx.progress, &ctx.cancel, engine.inner.opts.threads.max(1))
+        .map_err(|e| match e {
+            store::StoreError::Cancelled => JobFail::Cancelled,
+            e => store_fail(e),
+        })?;
+    for (digest, fault) in &faults {
+        for pi in needed.get(digest).map(|v| v.as_slice()).unwrap_or(&[]) {
+            damaged.entry(*pi).or_default().push(format!("chunk {}: {fault}", store::hex(digest)));
+        }
+    }
+    ctx.detail("points_checked", points.len());
+    ctx.detail("chunks_checked", digests.len());
+    if damaged.is_empty() {
+        return Ok(JobEnd::Done { warnings: vec![] });
+    }
+    let affected: Vec<serde_json::Value> = damaged
+        .iter()
+        .map(|(pi, problems)| {
+            let p = &points[*pi];
+            serde_json::json!({
+                "point": p.id,
+                "item": items.get(&p.item_id).cloned().unwrap_or_else(|| p.item_id.clone()),
+                "time": crate::vault::catalog::fmt_time(p.time),
+                "problems": problems,
+            })
+        })
+        .collect();
+    ctx.detail("affected_points", affected);
+    let names: Vec<String> = damaged
+        .keys()
+        .map(|pi| {
+            let p = &points[*pi];
+            format!(
+                "{} of {} ({})",
+                p.id,
+                items.get(&p.item_id).cloned().unwrap_or_else(|| p.item_id.clone()),
+                p.time.format("%Y-%m-%d %H:%M UTC")
+            )
+        })
+        .collect();
+    Err(JobFail::Failed(
+        ErrorDetails::new(
+            "RecoveryPointDataDamaged",
+            "Verification found damaged data",
+            format!(
+                "{} damaged chunk(s); {} recovery point(s) affected: {}",
+                faults.len(),
+                damaged.len(),
+                names.join("; ")
+            ),
+        )
+        .recommend("Restore from a recovery point that is not affected.")
+        .recommend("Take a new backup of the affected items: unchanged data is written again where chunks are damaged or missing only if they are not in the catalog; check the storage for hardware faults."),
+    ))
+}

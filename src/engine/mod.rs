@@ -1,0 +1,648 @@
+//! The engine: the one owner of a vault while a process runs. Front ends (CLI, TUI) send
+//! commands through an [`Engine`] handle and read state from the catalog and from
+//! [`Event`]s; the engine never prints.
+//!
+//! Every command is validated first (bad input is refused with [`EngineError::Usage`]
+//! and nothing changes), then turned into one job per item. Jobs run on the tokio
+//! runtime with bounded concurrency for data jobs, can be cancelled, report progress,
+//! and persist every transition in the catalog. A job left `InProgress` by a killed
+//! process is marked `Failed` (interrupted) the next time the vault is opened.
+
+pub mod clock;
+mod data;
+mod jobs;
+mod maintenance;
+mod ops;
+mod scheduler;
+
+pub use clock::Clock;
+pub use jobs::JobProgress;
+pub use scheduler::AdvanceReport;
+
+use crate::cancel::{CancelToken, Progress};
+use crate::model::*;
+use crate::policy::Policy;
+use crate::provider::Provider;
+use crate::vault::catalog::{Catalog, CatalogError, ChunkTotals, JobFilter, PolicyRow};
+use crate::vault::lock::{LockError, VaultLock};
+use crate::vault::store::{ChunkStore, PinSet, StoreError};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, Semaphore};
+
+/// What went wrong with a command.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Bad usage or bad input: nothing was changed (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The vault is owned by another process (exit code 2).
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    /// The vault could not do what it should (exit code 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<CatalogError> for EngineError {
+    fn from(e: CatalogError) -> Self {
+        EngineError::Failed(e.to_string())
+    }
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        EngineError::Failed(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+fn usage<T>(msg: impl Into<String>) -> Result<T> {
+    Err(EngineError::Usage(msg.into()))
+}
+
+/// Something the front ends show or react to.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A job was created, changed status or task.
+    JobUpdated(Box<Job>),
+    /// Bytes moved by a running job (a few times a second).
+    JobProgress(JobProgress),
+    /// Items changed (discovery, registration, protection, backups).
+    ItemsChanged,
+    /// Recovery points of an item changed.
+    PointsChanged { item_id: String },
+    PoliciesChanged,
+    /// A line for the notification area.
+    Notice(Notice),
+    /// The (simulated) clock jumped.
+    ClockChanged(DateTime<Utc>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub level: NoticeLevel,
+    pub text: String,
+    pub job_id: Option<String>,
+}
+
+/// Everything needed to open a vault.
+pub struct EngineOptions {
+    pub vault_name: String,
+    pub region: String,
+    pub dir: PathBuf,
+    pub provider: Arc<dyn Provider>,
+    /// The simulator, when the source is simulated (for `sim` commands and the clock).
+    pub simulator: Option<Arc<crate::provider::sim::SimProvider>>,
+    /// Chunk size of a new vault (an existing vault keeps its own).
+    pub chunk_size: u32,
+    pub compression_level: i32,
+    pub gc_grace: Duration,
+    pub max_concurrent_jobs: usize,
+    /// Worker threads per data job.
+    pub threads: usize,
+    /// Other configured vaults (name, region), to point at the right one.
+    pub other_vaults: Vec<(String, String)>,
+}
+
+/// How the vault is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Own the vault (commands that change it). Fails when another process owns it.
+    Exclusive,
+    /// Own it when free, else read it while its owner runs (listing commands).
+    ReadOrShare,
+}
+
+/// The dashboard: counts, last-24-hour jobs, storage.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub protected: u64,
+    pub registered: u64,
+    pub needs_attention: u64,
+    pub jobs_24h: JobCounts,
+    pub storage: StorageSummary,
+    pub time: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JobCounts {
+    pub completed: u64,
+    pub failed: u64,
+    pub in_progress: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StorageSummary {
+    /// Logical size of the newest point of every item (what is protected).
+    pub protected_bytes: u64,
+    /// Logical size of every recovery point added up (what restores could produce).
+    pub points_logical_bytes: u64,
+    /// Distinct chunk bytes before compression.
+    pub unique_bytes: u64,
+    /// Bytes on disk in the chunk store.
+    pub stored_bytes: u64,
+    pub chunks: u64,
+    pub recovery_points: u64,
+    /// points_logical_bytes / unique_bytes.
+    pub dedup_ratio: f64,
+    /// unique_bytes / stored_bytes.
+    pub compression_ratio: f64,
+}
+
+/// A point with its retain-until (on-demand) for retention evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningJob {
+    pub op: JobOperation,
+    pub item_id: Option<String>,
+    pub cancel: CancelToken,
+    pub progress: Arc<Progress>,
+    pub task: Arc<Mutex<Option<String>>>,
+    pub last_done: u64,
+    pub rate: f64,
+}
+
+pub(crate) struct Inner {
+    pub opts: EngineOptions,
+    pub catalog: Catalog,
+    /// None when the vault is only read (owned by another process).
+    pub store: Option<ChunkStore>,
+    pub chunk_size: u32,
+    pub pins: PinSet,
+    pub clock: Clock,
+    pub events: broadcast::Sender<Event>,
+    pub running: Mutex<HashMap<String, RunningJob>>,
+    pub data_slots: Arc<Semaphore>,
+    pub rt: tokio::runtime::Handle,
+    /// Serialises scheduler rounds and `sim advance`.
+    pub schedule_lock: tokio::sync::Mutex<()>,
+    /// Who owns the vault when this engine only reads it.
+    pub owner: Option<LockError>,
+    _lock: Option<VaultLock>,
+}
+
+/// A handle to the engine of one vault. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+const SETTING_CHUNK_SIZE: &str = "chunk_size";
+const SETTING_CLOCK_OFFSET: &str = "sim_clock_offset_us";
+const SETTING_VAULT_NAME: &str = "vault_name";
+
+impl Engine {
+    /// Opens the vault in `opts.dir` (creating it when new) on the current tokio runtime.
+    pub fn open(opts: EngineOptions, mode: OpenMode) -> Result<Engine> {
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| EngineError::Failed("the engine needs a tokio runtime".into()))?;
+        create_private_dir(&opts.dir).map_err(|e| {
+            EngineError::Failed(format!("cannot create the vault folder {}: {e}", opts.dir.display()))
+        })?;
+        let (lock, owner) = match VaultLock::acquire(&opts.dir) {
+            Ok(l) => (Some(l), None),
+            Err(e @ LockError::Busy { .. }) if mode == OpenMode::ReadOrShare => (None, Some(e)),
+            Err(e) => return Err(e.into()),
+        };
+        let catalog_path = opts.dir.join("catalog.db");
+        let catalog = if lock.is_some() {
+            Catalog::open(&catalog_path)?
+        } else {
+            Catalog::open_read_only(&catalog_path)?
+        };
+        let store = if lock.is_some() {
+            Some(ChunkStore::open(&opts.dir.join("chunks"))?)
+        } else {
+            None
+        };
+        let now = Utc::now();
+        let chunk_size = match catalog.setting(SETTING_CHUNK_SIZE)? {
+            Some(s) => s.parse::<u32>().map_err(|_| {
+                EngineError::Failed(format!("catalog {}: bad chunk size setting `{s}`", catalog_path.display()))
+            })?,
+            None => {
+                if lock.is_some() {
+                    catalog.set_setting(SETTING_CHUNK_SIZE, &opts.chunk_size.to_string())?;
+                    catalog.set_setting(SETTING_VAULT_NAME, &opts.vault_name)?;
+                }
+                opts.chunk_size
+            }
+        };
+        let clock = if opts.simulator.is_some() {
+            let off = catalog
+                .setting(SETTING_CLOCK_OFFSET)?
+                .and_then(|s| s.parse::<i64>().ok())
+                .unwrap_or(0);
+            Clock::simulated(Duration::microseconds(off))
+        } else {
+            Clock::real()
+        };
+        if lock.is_some() && catalog.policy("DefaultPolicy")?.is_none() {
+            let p = Policy::default_policy();
+            catalog.put_policy(&p.name, &p.to_toml_string(), true, now)?;
+        }
+        let (events, _) = broadcast::channel(4096);
+        let max = opts.max_concurrent_jobs.max(1);
+        let inner = Inner {
+            opts,
+            catalog,
+            store,
+            chunk_size,
+            pins: PinSet::default(),
+            clock,
+            events,
+            running: Mutex::new(HashMap::new()),
+            data_slots: Arc::new(Semaphore::new(max)),
+            rt,
+            schedule_lock: tokio::sync::Mutex::new(()),
+            owner,
+            _lock: lock,
+        };
+        let engine = Engine { inner: Arc::new(inner) };
+        if engine.is_owner() {
+            let interrupted = engine.inner.catalog.fail_interrupted_jobs(engine.now())?;
+            for job in &interrupted {
+                engine.after_interrupted(job)?;
+            }
+            engine.spawn_progress_ticker();
+        }
+        Ok(engine)
+    }
+
+    /// True when this process owns the vault (can change it).
+    pub fn is_owner(&self) -> bool {
+        self.inner.owner.is_none()
+    }
+
+    fn require_owner(&self) -> Result<()> {
+        match &self.inner.owner {
+            None => Ok(()),
+            Some(LockError::Busy { path, pid, command }) => Err(EngineError::Locked(LockError::Busy {
+                path: path.clone(),
+                pid: pid.clone(),
+                command: command.clone(),
+            })),
+            Some(e) => Err(EngineError::Failed(e.to_string())),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn publish(&self, e: Event) {
+        let _ = self.inner.events.send(e);
+    }
+
+    pub(crate) fn notice(&self, level: NoticeLevel, text: impl Into<String>, job_id: Option<&str>) {
+        self.publish(Event::Notice(Notice { level, text: text.into(), job_id: job_id.map(str::to_string) }));
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    pub fn vault_name(&self) -> &str {
+        &self.inner.opts.vault_name
+    }
+
+    pub fn region(&self) -> &str {
+        &self.inner.opts.region
+    }
+
+    pub fn vault_dir(&self) -> &Path {
+        &self.inner.opts.dir
+    }
+
+    pub fn source_kind(&self) -> &'static str {
+        self.inner.opts.provider.kind()
+    }
+
+    pub fn source_description(&self) -> String {
+        self.inner.opts.provider.describe()
+    }
+
+    pub fn is_simulated(&self) -> bool {
+        self.inner.opts.simulator.is_some()
+    }
+
+    /// The simulator, when the source is simulated.
+    pub fn simulator(&self) -> Option<Arc<crate::provider::sim::SimProvider>> {
+        self.inner.opts.simulator.clone()
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.inner.chunk_size
+    }
+
+    pub(crate) fn store(&self) -> Result<&ChunkStore> {
+        self.require_owner()?;
+        self.inner
+            .store
+            .as_ref()
+            .ok_or_else(|| EngineError::Failed("the chunk store is not open".into()))
+    }
+
+    pub(crate) fn point_dir(&self, point_id: &str) -> PathBuf {
+        self.inner.opts.dir.join("points").join(point_id)
+    }
+
+    pub(crate) fn index_path(&self, point_id: &str, disk: u32) -> PathBuf {
+        self.point_dir(point_id).join(format!("disk{disk}.idx"))
+    }
+
+    pub(crate) fn save_clock(&self) -> Result<()> {
+        if self.inner.clock.is_simulated() {
+            let off = self.inner.clock.offset().num_microseconds().unwrap_or(0);
+            self.inner.catalog.set_setting(SETTING_CLOCK_OFFSET, &off.to_string())?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    pub fn items(&self) -> Result<Vec<Item>> {
+        Ok(self.inner.catalog.items()?)
+    }
+
+    pub fn item(&self, id: &str) -> Result<Option<Item>> {
+        Ok(self.inner.catalog.item(id)?)
+    }
+
+    /// Finds the item a user means: an id, `cloud-service/name`, or a unique name.
+    pub fn resolve_item(&self, what: &str) -> Result<Item> {
+        let what = what.trim();
+        if let Some(item) = self.inner.catalog.item(what)? {
+            return Ok(item);
+        }
+        let all_named = |name: &str| self.inner.catalog.items_named(name);
+        if let Some((cs, name)) = what.rsplit_once('/') {
+            let found: Vec<Item> =
+                all_named(name)?.into_iter().filter(|i| i.cloud_service.eq_ignore_ascii_case(cs)).collect();
+            return match found.len() {
+                1 => Ok(found.into_iter().next().unwrap_or_else(|| unreachable!())),
+                0 => usage(self.not_found_message(what)),
+                _ => usage(format!("\"{what}\" names {} items; use the item id (see `vmvault items`)", found.len())),
+            };
+        }
+        let found = all_named(what)?;
+        match found.len() {
+            0 => usage(self.not_found_message(what)),
+            1 => Ok(found.into_iter().next().unwrap_or_else(|| unreachable!())),
+            _ => {
+                let list: Vec<String> =
+                    found.iter().map(|i| format!("  {} (cloud service {}, region {})", i.qualified_name(), i.cloud_service, i.region)).collect();
+                usage(format!(
+                    "\"{what}\" is ambiguous: {} VMs have that name:\n{}\nName one as cloud-service/name, e.g. `{}`",
+                    found.len(),
+                    list.join("\n"),
+                    found[0].qualified_name()
+                ))
+            }
+        }
+    }
+
+    fn not_found_message(&self, what: &str) -> String {
+        match self.inner.catalog.items() {
+            Ok(items) if items.is_empty() => format!(
+                "no VM named \"{what}\": vault {} has not discovered any VM yet; run `vmvault discover` first",
+                self.vault_name()
+            ),
+            _ => format!(
+                "no VM named \"{what}\" in vault {}; `vmvault items` lists the VMs it knows (run `vmvault discover` to find new ones)",
+                self.vault_name()
+            ),
+        }
+    }
+
+    pub fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        Ok(self.inner.catalog.jobs(filter, true)?)
+    }
+
+    /// Jobs without their tasks (for long lists).
+    pub fn job_list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        Ok(self.inner.catalog.jobs(filter, false)?)
+    }
+
+    /// A job by id or unique id prefix.
+    pub fn job(&self, id: &str) -> Result<Job> {
+        let id = id.trim();
+        if let Some(j) = self.inner.catalog.job(id)? {
+            return Ok(j);
+        }
+        if id.len() >= 4 {
+            let ids = self.inner.catalog.job_ids_with_prefix(id, 6)?;
+            match ids.len() {
+                1 => {
+                    if let Some(j) = self.inner.catalog.job(&ids[0])? {
+                        return Ok(j);
+                    }
+                }
+                0 => {}
+                _ => {
+                    return usage(format!(
+                        "job id prefix \"{id}\" is ambiguous: it matches {}{}; give more characters",
+                        ids.join(", "),
+                        if ids.len() == 6 { ", …" } else { "" }
+                    ))
+                }
+            }
+        }
+        usage(format!("no job with id \"{id}\" in vault {}; `vmvault jobs` lists them", self.vault_name()))
+    }
+
+    /// Live progress of running jobs (rate and current task), keyed by job id.
+    pub fn live_progress(&self) -> HashMap<String, JobProgress> {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .iter()
+            .map(|(id, r)| (id.clone(), jobs::progress_of(id, r)))
+            .collect()
+    }
+
+    pub fn points(&self, item_id: &str) -> Result<Vec<RecoveryPoint>> {
+        Ok(self.inner.catalog.points(item_id)?)
+    }
+
+    /// A recovery point of `item` by id or unique prefix.
+    pub fn resolve_point(&self, item: &Item, id: &str) -> Result<RecoveryPoint> {
+        let id = id.trim();
+        if let Some(p) = self.inner.catalog.point(id)? {
+            if p.item_id == item.id {
+                return Ok(p);
+            }
+            return usage(format!("recovery point {id} belongs to another item, not to {}", item.qualified_name()));
+        }
+        let ids = self.inner.catalog.point_ids_with_prefix(&item.id, id, 3)?;
+        match ids.len() {
+            1 => match self.inner.catalog.point(&ids[0])? {
+                Some(p) => Ok(p),
+                None => usage(format!("recovery point {id} disappeared")),
+            },
+            0 => usage(format!(
+                "{} has no recovery point \"{id}\"; `vmvault points {}` lists them",
+                item.qualified_name(),
+                item.qualified_name()
+            )),
+            _ => usage(format!("recovery point prefix \"{id}\" is ambiguous; give more characters")),
+        }
+    }
+
+    pub fn policies(&self) -> Result<Vec<(PolicyRow, Policy)>> {
+        let mut out = Vec::new();
+        for row in self.inner.catalog.policies()? {
+            let p = self.parse_policy_row(&row)?;
+            out.push((row, p));
+        }
+        Ok(out)
+    }
+
+    pub fn policy(&self, name: &str) -> Result<Policy> {
+        match self.inner.catalog.policy(name)? {
+            Some(row) => self.parse_policy_row(&row),
+            None => {
+                let names: Vec<String> = self.inner.catalog.policies()?.into_iter().map(|r| r.name).collect();
+                usage(format!("no policy named \"{name}\"; policies in vault {}: {}", self.vault_name(), names.join(", ")))
+            }
+        }
+    }
+
+    fn parse_policy_row(&self, row: &PolicyRow) -> Result<Policy> {
+        Policy::from_toml_str(&row.definition, &format!("policy {} in the catalog", row.name))
+            .map_err(|e| EngineError::Failed(e.to_string()))
+    }
+
+    /// Number of items using each policy.
+    pub fn policy_usage(&self) -> Result<HashMap<String, usize>> {
+        let mut m = HashMap::new();
+        for i in self.inner.catalog.items()? {
+            if let Some(p) = &i.policy {
+                if i.protection_state.is_under_policy() {
+                    *m.entry(p.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// The dashboard.
+    pub fn summary(&self) -> Result<Summary> {
+        let now = self.now();
+        let items = self.inner.catalog.items()?;
+        let protected = items.iter().filter(|i| i.protection_state.is_under_policy()).count() as u64;
+        let registered = items.iter().filter(|i| i.registration_state == RegistrationState::Registered).count() as u64;
+        let needs_attention = items.iter().filter(|i| i.needs_attention()).count() as u64;
+        let mut jobs_24h = JobCounts::default();
+        for (status, n) in self.inner.catalog.job_counts_since(now - Duration::hours(24))? {
+            match status {
+                JobStatus::Completed | JobStatus::CompletedWithWarnings => jobs_24h.completed += n,
+                JobStatus::Failed => jobs_24h.failed += n,
+                JobStatus::InProgress | JobStatus::Cancelling => jobs_24h.in_progress += n,
+                JobStatus::Cancelled => {}
+            }
+        }
+        let storage = self.storage_summary()?;
+        Ok(Summary { protected, registered, needs_attention, jobs_24h, storage, time: now })
+    }
+
+    pub fn storage_summary(&self) -> Result<StorageSummary> {
+        let ChunkTotals { chunks, stored_bytes, raw_bytes } = self.inner.catalog.chunk_totals()?;
+        let stats = self.inner.catalog.point_stats()?;
+        let protected_bytes = stats.iter().map(|s| s.3).sum();
+        let points = self.inner.catalog.all_points()?;
+        let points_logical_bytes: u64 = points.iter().map(|p| p.logical_bytes).sum();
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        Ok(StorageSummary {
+            protected_bytes,
+            points_logical_bytes,
+            unique_bytes: raw_bytes,
+            stored_bytes,
+            chunks,
+            recovery_points: points.len() as u64,
+            dedup_ratio: ratio(points_logical_bytes, raw_bytes),
+            compression_ratio: ratio(raw_bytes, stored_bytes),
+        })
+    }
+
+    /// Point counts per item id.
+    pub fn point_counts(&self) -> Result<HashMap<String, u64>> {
+        Ok(self.inner.catalog.point_stats()?.into_iter().map(|(id, n, _, _)| (id, n)).collect())
+    }
+
+    /// Waits until a job has finished and returns it.
+    pub async fn wait_job(&self, id: &str) -> Result<Job> {
+        let mut rx = self.subscribe();
+        loop {
+            let job = self.job(id)?;
+            if !job.status.is_active() {
+                return Ok(job);
+            }
+            if !self.is_owner() {
+                // Another process runs it: poll the catalog.
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                continue;
+            }
+            match tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await {
+                Ok(Ok(Event::JobUpdated(j))) if j.id == job.id && !j.status.is_active() => {
+                    // The catalog has the final row too; reread it for the tasks.
+                    return self.job(&j.id);
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return self.job(id),
+                _ => {}
+            }
+        }
+    }
+
+    /// Cancels every running job and waits (up to `timeout`) until they are recorded as
+    /// cancelled. Used on quit and on SIGTERM.
+    pub async fn shutdown(&self, timeout: std::time::Duration) {
+        let ids: Vec<String> = {
+            let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.keys().cloned().collect()
+        };
+        for id in &ids {
+            let _ = self.cancel_job(id);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).len();
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let _ = self.save_clock();
+    }
+
+    /// Jobs running now in this process.
+    pub fn running_job_count(&self) -> usize {
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Creates a folder (and parents) readable by the owner only.
+pub fn create_private_dir_pub(path: &Path) -> std::io::Result<()> {
+    create_private_dir(path)
+}
+
+/// Creates a folder (and parents) readable by the owner only.
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path)
+}

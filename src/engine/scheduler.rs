@@ -1,0 +1,267 @@
+//! The scheduler: starts each protected item's backup at its policy's time, then the
+//! clean-up (Prune, then GarbageCollect when something was pruned).
+//!
+//! - Each item remembers the scheduled instant of the last backup the scheduler started
+//!   for it (`last_scheduled_run`; set to the protection time when it is protected).
+//! - When the vault was not running at a scheduled time, one catch-up backup runs when it
+//!   starts, for the latest missed instant (not one per missed day).
+//! - `sim advance` walks simulated time from instant to instant, running every scheduled
+//!   backup and clean-up in time order, each point stamped with its scheduled instant.
+//!   Garbage collection runs once a simulated week there (and at the end), since it
+//!   reads every index.
+
+use super::data::BackupKind;
+use super::{usage, Engine, EngineError, Event, Result};
+use crate::cancel::CancelToken;
+use crate::model::*;
+use crate::policy::{last_run_at_or_before, next_run_after, Policy};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashMap;
+
+/// What `sim advance` did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AdvanceReport {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub backups: usize,
+    pub backups_failed: usize,
+    pub points_removed: usize,
+    pub gc_runs: usize,
+    pub points_alive: usize,
+    pub elapsed_seconds: f64,
+}
+
+impl Engine {
+    fn scheduled_items(&self) -> Result<Vec<(Item, Policy)>> {
+        let mut cache: HashMap<String, Policy> = HashMap::new();
+        let mut out = Vec::new();
+        for item in self.items()? {
+            if !item.protection_state.is_under_policy() {
+                continue;
+            }
+            let Some(name) = item.policy.clone() else { continue };
+            let policy = match cache.get(&name) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = self.policy(&name)?;
+                    cache.insert(name, p.clone());
+                    p
+                }
+            };
+            out.push((item, policy));
+        }
+        Ok(out)
+    }
+
+    /// Items due at `now` with the instant each stands for (the latest missed one).
+    pub(crate) fn due_backups(&self, now: DateTime<Utc>) -> Result<Vec<(Item, DateTime<Utc>)>> {
+        let mut due = Vec::new();
+        for (item, policy) in self.scheduled_items()? {
+            let base = item.last_scheduled_run.unwrap_or(item.discovered_at);
+            if next_run_after(&policy, base) <= now {
+                if let Some(at) = last_run_at_or_before(&policy, now) {
+                    due.push((item, at));
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    /// The next instant any protected item is scheduled.
+    pub fn next_scheduled(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .scheduled_items()?
+            .iter()
+            .map(|(item, policy)| next_run_after(policy, item.last_scheduled_run.unwrap_or(item.discovered_at)))
+            .min())
+    }
+
+    /// Next scheduled backup of every item under a policy.
+    pub fn upcoming_backups(&self) -> Result<Vec<(Item, DateTime<Utc>)>> {
+        let now = self.now();
+        let mut v: Vec<(Item, DateTime<Utc>)> = self
+            .scheduled_items()?
+            .into_iter()
+            .map(|(item, policy)| {
+                let base = item.last_scheduled_run.unwrap_or(item.discovered_at).max(now);
+                let t = next_run_after(&policy, base);
+                (item, t)
+            })
+            .collect();
+        v.sort_by_key(|(_, t)| *t);
+        Ok(v)
+    }
+
+    fn mark_scheduled(&self, item_id: &str, at: DateTime<Utc>) -> Result<()> {
+        self.inner.catalog.update_item(item_id, |i| i.last_scheduled_run = Some(at))?;
+        Ok(())
+    }
+
+    /// One live scheduler round: starts the due backups as jobs, and the clean-up after
+    /// them. Returns the started job ids.
+    pub fn run_scheduler_round(&self) -> Result<Vec<String>> {
+        self.require_owner()?;
+        let now = self.now();
+        let mut started = Vec::new();
+        for (item, at) in self.due_backups(now)? {
+            self.mark_scheduled(&item.id, at)?;
+            if let Some(id) = self.running_on_item(&item.id, &[JobOperation::Backup]) {
+                tracing::warn!("scheduled backup of {} at {at} skipped: job {id} still runs", item.qualified_name());
+                continue;
+            }
+            match self.start_backup(&item, BackupKind::Scheduled { scheduled_time: at }, false, None) {
+                Ok(id) => started.push(id),
+                Err(e) => tracing::error!("scheduled backup of {}: {e}", item.qualified_name()),
+            }
+        }
+        if !started.is_empty() {
+            self.publish(Event::ItemsChanged);
+            let engine = self.clone();
+            let ids = started.clone();
+            self.inner.rt.spawn(async move {
+                for id in &ids {
+                    let _ = engine.wait_job(id).await;
+                }
+                let _guard = engine.inner.schedule_lock.lock().await;
+                let e = engine.clone();
+                let _ = tokio::task::spawn_blocking(move || -> Result<()> {
+                    if e.prune_inline(false)?.is_some() {
+                        e.gc_inline(false)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            });
+        }
+        Ok(started)
+    }
+
+    /// Runs the scheduler until `stop` is cancelled: a round whenever something is due
+    /// (checked at the next scheduled instant, and at least once a minute since items
+    /// and policies change).
+    pub async fn run_scheduler(&self, stop: CancelToken) {
+        let mut events = self.subscribe();
+        while !stop.is_cancelled() {
+            {
+                let _guard = self.inner.schedule_lock.lock().await;
+                if let Err(e) = self.run_scheduler_round() {
+                    tracing::error!("scheduler round: {e}");
+                }
+            }
+            let now = self.now();
+            let next = self.next_scheduled().ok().flatten();
+            let wait = next
+                .map(|t| (t - now).to_std().unwrap_or_default())
+                .unwrap_or(std::time::Duration::from_secs(60))
+                .clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(60));
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    ev = events.recv() => match ev {
+                        // Protection or clock changes may bring the next instant closer.
+                        Ok(Event::ItemsChanged) | Ok(Event::ClockChanged(_)) | Ok(Event::PoliciesChanged) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        _ => {}
+                    },
+                }
+                if stop.is_cancelled() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves the simulated clock forward by `by`, running every scheduled backup and
+    /// clean-up in between in time order.
+    pub async fn sim_advance(&self, by: Duration) -> Result<AdvanceReport> {
+        self.require_owner()?;
+        if !self.inner.clock.is_simulated() {
+            return usage(format!(
+                "`sim advance` needs a simulated source; vault {} uses the {} source, whose clock is real time",
+                self.vault_name(),
+                self.source_kind()
+            ));
+        }
+        if by <= Duration::zero() {
+            return usage("give a positive duration, e.g. `vmvault sim advance 30d`");
+        }
+        if by > Duration::days(365 * 100) {
+            return usage("advance by at most 100 years at a time");
+        }
+        let _guard = self.inner.schedule_lock.lock().await;
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.advance_blocking(by))
+            .await
+            .map_err(|e| EngineError::Failed(format!("sim advance stopped unexpectedly: {e}")))?
+    }
+
+    fn advance_blocking(&self, by: Duration) -> Result<AdvanceReport> {
+        let started = std::time::Instant::now();
+        let from = self.now();
+        let target = from + by;
+        let mut report = AdvanceReport {
+            from,
+            to: target,
+            backups: 0,
+            backups_failed: 0,
+            points_removed: 0,
+            gc_runs: 0,
+            points_alive: 0,
+            elapsed_seconds: 0.0,
+        };
+        let mut last_gc = from;
+        let mut pruned_since_gc = false;
+        loop {
+            let now = self.now();
+            let due = self.due_backups(now)?;
+            if !due.is_empty() {
+                for (item, at) in due {
+                    self.mark_scheduled(&item.id, at)?;
+                    // On time: stamp with the scheduled instant; a catch-up: with now.
+                    let stamp = if (now - at) < Duration::seconds(1) { at } else { now };
+                    let job = self.backup_inline(&item, BackupKind::Scheduled { scheduled_time: at }, Some(stamp))?;
+                    report.backups += 1;
+                    if job.status == JobStatus::Failed {
+                        report.backups_failed += 1;
+                    }
+                }
+                if let Some(job) = self.prune_inline(false)? {
+                    let n = job.details.get("points_removed").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+                    report.points_removed += n;
+                    pruned_since_gc |= n > 0;
+                }
+                if pruned_since_gc && self.now() - last_gc >= Duration::days(7) {
+                    self.gc_inline(false)?;
+                    report.gc_runs += 1;
+                    last_gc = self.now();
+                    pruned_since_gc = false;
+                }
+                continue;
+            }
+            match self.next_scheduled()? {
+                Some(t) if t <= target => {
+                    self.inner.clock.set_now(t);
+                }
+                _ => break,
+            }
+        }
+        self.inner.clock.set_now(target);
+        // Soft-deleted data whose time is up is purged by the clean-up at the end too.
+        if let Some(job) = self.prune_inline(false)? {
+            report.points_removed += job.details.get("points_removed").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+            pruned_since_gc = true;
+        }
+        if pruned_since_gc {
+            self.gc_inline(false)?;
+            report.gc_runs += 1;
+        }
+        self.save_clock()?;
+        self.publish(Event::ClockChanged(self.now()));
+        self.publish(Event::ItemsChanged);
+        report.points_alive = self.inner.catalog.all_points()?.len();
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
