@@ -24,7 +24,7 @@
 //! days_of_week = ["Sunday"]
 //! ```
 //!
-//! Reading goes through a small value tree ([`Node`]) built either from TOML (with line
+//! Reading goes through a small value tree (`Node`) built either from TOML (with line
 //! numbers from toml's spans) or from JSON (no lines). One hand-written reader turns that
 //! tree into a [`Policy`], so the file, the catalog's JSON and `--json` share one shape and
 //! one set of messages. The reader collects every problem — unknown keys, wrong types,

@@ -5,13 +5,13 @@
 //!
 //! - [`model`]: the [`Policy`] value (schedule + long-term retention), its words
 //!   ([`Policy::describe`]) and its serde shape, which is exactly the TOML policy file.
-//! - [`file`]: reading and writing the TOML file with precise, line-numbered problems.
+//! - [`mod@file`]: reading and writing the TOML file with precise, line-numbered problems.
 //! - [`validate`]: every rule a policy must satisfy, all problems collected at once.
 //! - [`schedule`]: the scheduled instants of a policy (wall-clock time in its time zone,
 //!   daylight-saving rules below).
 //! - [`retention`]: which rules select a point, its expiry, what a clean-up prunes, and the
 //!   bound on live points the rules imply.
-//! - [`preview`]: the admin's "what would exist after N days" — the same sequence of backups
+//! - [`mod@preview`]: the admin's "what would exist after N days" — the same sequence of backups
 //!   and clean-ups that `sim advance` performs.
 //! - [`azure`] and [`windows_tz`]: importing Azure Backup `AzureIaasVM` policies as Azure's
 //!   REST API returns them, with Windows time-zone names mapped to IANA names.

@@ -52,13 +52,17 @@ pub fn preview_window(p: &Policy, from: NaiveDate, days: u32) -> (DateTime<Utc>,
         .checked_add_days(chrono::Days::new(u64::from(days)))
         .unwrap_or(NaiveDate::MAX);
     let tick = Duration::nanoseconds(1);
-    (start(from) - tick, start(end_day) - tick)
+    let before = |t: DateTime<Utc>| {
+        t.checked_sub_signed(tick)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
+    (before(start(from)), before(start(end_day)))
 }
 
 /// Replays `days` local days from `from` (see the module doc for the exact sequence).
 pub fn preview(p: &Policy, from: NaiveDate, days: u32) -> Preview {
     let mut alive: Vec<PreviewPoint> = Vec::new();
-    let mut daily_counts = Vec::with_capacity(days as usize);
+    let mut daily_counts = Vec::with_capacity(days.min(100_000) as usize);
     let mut day = from;
     for _ in 0..days {
         if let Some(run) = run_on(p, day) {

@@ -193,3 +193,72 @@ fn bound_is_reached_by_a_plain_daily_policy() {
     assert_eq!(pv.daily_counts.iter().map(|c| c.1).max(), Some(31));
     assert_eq!(max_points_bound(&p), 31);
 }
+
+#[test]
+fn bound_counts_the_drift_of_nth_weekdays() {
+    // "First Sunday" kept 1 month: 7 March 2010 (kept until 7 April) is still alive when
+    // 4 April, April's First Sunday, is taken; with the daily point of 5 April that makes 3.
+    // So a monthly weekday rule may keep months + 1 points. Found by the property test
+    // against a bound of `months`.
+    let mut p = Policy::default_policy();
+    p.schedule.time = NaiveTime::from_hms_opt(2, 30, 0).unwrap();
+    p.retention.daily = Some(DailyRule { days: 1 });
+    p.retention.monthly = Some(MonthlyRule {
+        months: 1,
+        on: DaySelector::Weekdays {
+            weeks_of_month: vec![WeekOfMonth::First],
+            days_of_week: vec![Weekday::Sun],
+        },
+    });
+    assert_eq!(max_points_bound(&p), 1 + 2);
+    let pv = preview(&p, NaiveDate::from_ymd_opt(2010, 1, 1).unwrap(), 95);
+    assert_eq!(pv.daily_counts.iter().map(|c| c.1).max(), Some(3));
+}
+
+/// Speed of what the scheduler and `sim advance` call, per item. Not a test of speed (no
+/// timing asserts): run with
+/// `cargo test --release --lib policy::proptests::bench -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_schedule_retention_preview() {
+    use std::time::Instant;
+    let p = super::model::seed_policy();
+    let from = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+    let (after, until) = preview_window(&p, from, 800);
+    let t = Instant::now();
+    let mut n = 0;
+    for _ in 0..100 {
+        for run in runs_between(&p, after, until) {
+            n += usize::from(expiry_of(&p, run) > run);
+        }
+    }
+    let e = t.elapsed();
+    println!(
+        "runs_between + expiry_of, 800 days: {:?} per item ({} runs)",
+        e / 100,
+        n / 100
+    );
+    let t = Instant::now();
+    let pv = preview(&p, from, 800);
+    println!(
+        "preview 800 days: {:?} ({} points)",
+        t.elapsed(),
+        pv.points.len()
+    );
+    let t = Instant::now();
+    let pv = preview(&p, from, 36_500);
+    println!(
+        "preview 100 years: {:?} ({} points)",
+        t.elapsed(),
+        pv.points.len()
+    );
+    let t = Instant::now();
+    let b = max_points_bound(&p);
+    println!("max_points_bound: {:?} (= {b})", t.elapsed());
+    let t = Instant::now();
+    let mut x = after;
+    for _ in 0..10_000 {
+        x = super::schedule::next_run_after(&p, x);
+    }
+    println!("next_run_after: {:?} per call", t.elapsed() / 10_000);
+}

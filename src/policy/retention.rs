@@ -16,7 +16,7 @@
 //! which is always kept; points without expiry (protection stopped, retain data) stay.
 
 use super::model::{DayOfMonth, DaySelector, Policy, RuleKind, WeekOfMonth};
-use super::schedule::resolve_local;
+use super::schedule::{local_naive, resolve_local};
 use chrono::{
     DateTime, Datelike, Days, Duration, Months, NaiveDate, NaiveDateTime, NaiveTime, Offset,
     TimeZone, Utc,
@@ -70,7 +70,7 @@ pub fn selector_matches(on: &DaySelector, date: NaiveDate) -> bool {
 /// Every rule that selects a point scheduled at `scheduled_time`, with the expiry it gives.
 pub fn rule_expiries(p: &Policy, scheduled_time: DateTime<Utc>) -> Vec<(RuleKind, DateTime<Utc>)> {
     let tz = p.time_zone;
-    let local = scheduled_time.with_timezone(&tz).naive_local();
+    let local = local_naive(tz, scheduled_time);
     let date = local.date();
     let r = &p.retention;
     let mut out = Vec::new();
@@ -567,5 +567,15 @@ mod tests {
         assert!(!wall_clock_hits_gap(tz("UTC"), t("02:30")));
         assert!(!wall_clock_hits_gap(tz("Asia/Kolkata"), t("22:30")));
         assert!(wall_clock_hits_gap(tz("Australia/Lord_Howe"), t("02:15")));
+    }
+
+    #[test]
+    fn expiry_beyond_the_calendar_saturates() {
+        let mut p = policy("Europe/Berlin", "22:30");
+        p.retention.daily = Some(DailyRule { days: 9999 });
+        let near_end = DateTime::<Utc>::MAX_UTC - Duration::days(100);
+        assert_eq!(expiry_of(&p, near_end), DateTime::<Utc>::MAX_UTC);
+        assert!(!rules_selecting(&p, DateTime::<Utc>::MAX_UTC).is_empty());
+        assert!(!rules_selecting(&p, DateTime::<Utc>::MIN_UTC).is_empty());
     }
 }

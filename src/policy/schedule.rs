@@ -11,7 +11,9 @@
 //! look at the few local days around t.
 
 use super::model::{Frequency, Policy};
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Days, Duration, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 /// Local days examined before giving up (a valid policy runs at least once a week; this
@@ -34,7 +36,9 @@ pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 /// old local-mean-time offsets do not end on whole minutes).
 fn first_instant_after_gap(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     for minute in 1..=2 * 24 * 60 {
-        let candidate = local + Duration::minutes(minute);
+        let Some(candidate) = local.checked_add_signed(Duration::minutes(minute)) else {
+            break;
+        };
         let found = match tz.from_local_datetime(&candidate) {
             LocalResult::Single(t) => t,
             LocalResult::Ambiguous(a, b) => a.min(b),
@@ -42,11 +46,9 @@ fn first_instant_after_gap(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
         };
         let mut t = found.with_timezone(&Utc);
         for _ in 0..60 {
-            let earlier = t - Duration::seconds(1);
-            if earlier.with_timezone(&tz).naive_local() >= local {
-                t = earlier;
-            } else {
-                break;
+            match t.checked_sub_signed(Duration::seconds(1)) {
+                Some(earlier) if local_naive(tz, earlier) >= local => t = earlier,
+                _ => break,
             }
         }
         return t;
@@ -55,9 +57,32 @@ fn first_instant_after_gap(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     Utc.from_utc_datetime(&local)
 }
 
+/// The wall-clock date-time of `t` in `tz` (saturating at the ends of chrono's range, where
+/// `DateTime::naive_local` would panic).
+pub fn local_naive(tz: Tz, t: DateTime<Utc>) -> NaiveDateTime {
+    let utc = t.naive_utc();
+    let offset = tz.offset_from_utc_datetime(&utc).fix();
+    utc.checked_add_offset(offset)
+        .unwrap_or(if offset.local_minus_utc() > 0 {
+            NaiveDateTime::MAX
+        } else {
+            NaiveDateTime::MIN
+        })
+}
+
 /// The local calendar day of `t` in `tz`.
 pub fn local_date(tz: Tz, t: DateTime<Utc>) -> NaiveDate {
-    t.with_timezone(&tz).date_naive()
+    local_naive(tz, t).date()
+}
+
+fn days_before(date: NaiveDate, n: u64) -> NaiveDate {
+    date.checked_sub_days(Days::new(n))
+        .unwrap_or(NaiveDate::MIN)
+}
+
+fn days_after(date: NaiveDate, n: u64) -> NaiveDate {
+    date.checked_add_days(Days::new(n))
+        .unwrap_or(NaiveDate::MAX)
 }
 
 /// The scheduled run of `p` on local day `date`, if it has one.
@@ -73,7 +98,7 @@ pub fn run_on(p: &Policy, date: NaiveDate) -> Option<DateTime<Utc>> {
 /// The first scheduled instant strictly after `t`. A policy that never runs (only invalid
 /// ones: a weekly schedule without days) gives `DateTime::<Utc>::MAX_UTC`.
 pub fn next_run_after(p: &Policy, t: DateTime<Utc>) -> DateTime<Utc> {
-    let mut date = local_date(p.time_zone, t) - Duration::days(2);
+    let mut date = days_before(local_date(p.time_zone, t), 2);
     for _ in 0..SEARCH_DAYS {
         if let Some(run) = run_on(p, date) {
             if run > t {
@@ -90,7 +115,7 @@ pub fn next_run_after(p: &Policy, t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The last scheduled instant at or before `t` (None: the policy never runs).
 pub fn last_run_at_or_before(p: &Policy, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let mut date = local_date(p.time_zone, t) + Duration::days(2);
+    let mut date = days_after(local_date(p.time_zone, t), 2);
     for _ in 0..SEARCH_DAYS {
         if let Some(run) = run_on(p, date) {
             if run <= t {
@@ -106,8 +131,8 @@ pub fn last_run_at_or_before(p: &Policy, t: DateTime<Utc>) -> Option<DateTime<Ut
 pub fn runs_between(p: &Policy, after: DateTime<Utc>, until: DateTime<Utc>) -> Runs {
     Runs {
         policy: p.clone(),
-        date: Some(local_date(p.time_zone, after) - Duration::days(2)),
-        last_date: local_date(p.time_zone, until) + Duration::days(2),
+        date: Some(days_before(local_date(p.time_zone, after), 2)),
+        last_date: days_after(local_date(p.time_zone, until), 2),
         after,
         until,
     }
@@ -349,5 +374,19 @@ mod tests {
                 assert_eq!(last_run_at_or_before(&p, *r), Some(*r));
             }
         }
+    }
+
+    #[test]
+    fn extreme_instants_do_not_panic() {
+        let p = at("Europe/Berlin", "22:30");
+        let max = DateTime::<Utc>::MAX_UTC;
+        let min = DateTime::<Utc>::MIN_UTC;
+        assert_eq!(next_run_after(&p, max), max);
+        assert!(last_run_at_or_before(&p, min).is_none());
+        assert!(last_run_at_or_before(&p, max).is_some());
+        assert!(next_run_after(&p, min) > min);
+        assert_eq!(runs_between(&p, max, max).count(), 0);
+        assert_eq!(runs_between(&p, min, max).take(3).count(), 3);
+        assert_eq!(runs_between(&p, max - Duration::days(10), max).count(), 10);
     }
 }
