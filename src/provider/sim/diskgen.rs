@@ -302,48 +302,38 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// One 4 KiB block of text: tokens chosen by the block's PRNG stream, one in thirty-two replaced
 /// by an 8-digit hex identifier (session ids, addresses) that keeps zstd near 3–4×.
 fn text_block(key: u64, block: u64, out: &mut [u8]) {
-    debug_assert_eq!(out.len(), TEXT_BLOCK as usize);
+    const N: usize = TEXT_BLOCK as usize;
+    debug_assert_eq!(out.len(), N);
     let t = tokens();
     let mut rng = SplitMix::new(derive(key, block));
+    // Tokens are written whole (16 bytes, advancing by their length) into a scratch block
+    // with room past the end, so the loop needs no end-of-block cases; the block is the
+    // first 4 KiB of the token stream.
+    let mut scratch = [0u8; N + 16];
     let mut pos = 0usize;
-    let len = out.len();
-    'outer: loop {
+    while pos < N {
         let r = rng.next_u64();
         for i in 0..8 {
+            if pos >= N {
+                break;
+            }
             let slot = ((r >> (i * 8)) & 0xFF) as usize;
             if slot >= 248 {
                 // A hex identifier from the next word of the stream.
                 let h = rng.next_u64();
-                let mut id = [b' '; 9];
+                let mut id = [b' '; 16];
                 for (j, c) in id.iter_mut().take(8).enumerate() {
                     *c = HEX[((h >> (j * 4)) & 0xF) as usize];
                 }
-                if pos + 9 <= len {
-                    out[pos..pos + 9].copy_from_slice(&id);
-                    pos += 9;
-                } else {
-                    let n = len - pos;
-                    out[pos..].copy_from_slice(&id[..n]);
-                    break 'outer;
-                }
-                continue;
-            }
-            let n = t.len[slot] as usize;
-            if pos + 16 <= len {
-                // Copy the whole 16-byte slot (cheaper than a variable-length copy) and
-                // advance by the word's length; the excess is overwritten next.
-                out[pos..pos + 16].copy_from_slice(&t.bytes[slot]);
-                pos += n;
+                scratch[pos..pos + 16].copy_from_slice(&id);
+                pos += 9;
             } else {
-                let m = n.min(len - pos);
-                out[pos..pos + m].copy_from_slice(&t.bytes[slot][..m]);
-                pos += m;
-                if pos == len {
-                    break 'outer;
-                }
+                scratch[pos..pos + 16].copy_from_slice(&t.bytes[slot]);
+                pos += t.len[slot] as usize;
             }
         }
     }
+    out.copy_from_slice(&scratch[..N]);
 }
 
 #[cfg(test)]

@@ -75,7 +75,8 @@ pub struct SimSettings {
     pub read_throughput_mib_s: Option<u64>,
     /// Replaces the subscription's VMs with this many synthesized ones (scale tests).
     pub generate_vms: Option<usize>,
-    /// Overrides the subscription's churn (percent of allocated bytes per simulated day).
+    /// Overrides the churn of every VM (percent of allocated bytes per simulated day);
+    /// 0 freezes every disk.
     pub daily_change_percent: Option<f64>,
 }
 
@@ -349,9 +350,11 @@ impl SimProvider {
         self.index_of(&vm.source_id, &vm.qualified_name())
     }
 
+    /// The setting overrides everything (an operator's knob, e.g. 0 to freeze all disks),
+    /// then the VM's own value, then the subscription's.
     fn daily_change_percent(&self, v: &SimVm) -> f64 {
-        v.daily_change_percent
-            .or(self.daily_change_override)
+        self.daily_change_override
+            .or(v.daily_change_percent)
             .unwrap_or(self.sub.daily_change_percent)
     }
 

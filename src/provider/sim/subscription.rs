@@ -502,7 +502,12 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn parse_error(text: &str, origin: &str, e: &toml::de::Error) -> SimError {
     let span = e.span().unwrap_or(0..0);
     let (line, column) = line_col(text, span.start);
-    let message = e.message().trim().to_string();
+    // Serde names Rust types; say what a user writes instead.
+    let message = e
+        .message()
+        .trim()
+        .replace("expected u64", "expected a whole number (0 or more)")
+        .replace("expected f64", "expected a number");
     let key = key_in_message(&message).or_else(|| key_before(text, span.start));
     SimError::Subscription {
         origin: origin.to_string(),

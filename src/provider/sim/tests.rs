@@ -400,6 +400,38 @@ fn stopped_vms_do_not_change() {
 }
 
 #[test]
+fn the_churn_setting_overrides_every_vm() {
+    let frozen = SimProvider::new(
+        Subscription::embedded_default(),
+        &SimSettings {
+            daily_change_percent: Some(0.0),
+            ..instant()
+        },
+    );
+    // retail-us/db01 has its own daily_change_percent in the file; the setting still wins.
+    let since = snap(&frozen, "sim:/retail-us/db01", day(1))
+        .cbt_token()
+        .unwrap();
+    let later = snap(&frozen, "sim:/retail-us/db01", day(300));
+    for disk in 0..2 {
+        let changed = later
+            .open_disk(disk)
+            .unwrap()
+            .changed_extents(&since)
+            .unwrap();
+        assert_eq!(changed, Some(vec![]), "disk {disk}");
+    }
+    let p = embedded();
+    let since = snap(&p, "sim:/retail-us/db01", day(1)).cbt_token().unwrap();
+    let changed = snap(&p, "sim:/retail-us/db01", day(300))
+        .open_disk(1)
+        .unwrap()
+        .changed_extents(&since)
+        .unwrap();
+    assert!(!changed.unwrap().is_empty());
+}
+
+#[test]
 fn registration_checks_the_vm() {
     let p = embedded();
     let cancel = CancelToken::new();
