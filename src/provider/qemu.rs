@@ -441,16 +441,25 @@ fn parse_image_info(json: &[u8], path: &Path) -> Result<ImageInfo, ProviderError
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
+        if let Some(extents) = layer["format-specific"]["data"]["extents"].as_array() {
+            for e in extents {
+                // A monolithic vmdk names itself as its only extent.
+                let Some(name) = e["filename"].as_str() else {
+                    continue;
+                };
+                let extent = dir.join(name);
+                if file
+                    .as_deref()
+                    .map(|f| dir.join(f.file_name().unwrap_or_default()))
+                    != Some(extent.clone())
+                {
+                    extent_files.push(extent);
+                }
+            }
+        }
         if let Some(f) = file {
             if !std::ptr::eq(*layer, *top) {
                 backing_files.push(f);
-            }
-        }
-        if let Some(extents) = layer["format-specific"]["data"]["extents"].as_array() {
-            for e in extents {
-                if let Some(name) = e["filename"].as_str() {
-                    extent_files.push(dir.join(name));
-                }
             }
         }
     }
@@ -889,14 +898,19 @@ impl NbdServer {
         cmd.arg("--read-only")
             .arg("--persistent")
             .arg("--shared=0")
-            .arg(format!("--format={format}"))
             .arg("--socket")
             .arg(&socket);
         if force_share {
-            cmd.arg("--force-share");
+            // qemu-nbd has no -U; the block layer's force-share option does the same.
+            cmd.arg("--image-opts").arg(format!(
+                "driver={},file.driver=file,file.filename={},force-share=on",
+                opt_escape(format),
+                opt_escape(&path.to_string_lossy())
+            ));
+        } else {
+            cmd.arg(format!("--format={format}")).arg(path);
         }
-        cmd.arg(path)
-            .env("LC_ALL", "C")
+        cmd.env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -1497,20 +1511,26 @@ mod tests {
         );
         drop(disk);
         // A QEMU that holds the image for writing makes our open fail as "in use".
-        let mut holder = hold_for_write(&p, "raw");
+        let _holder = hold_for_write(&p, "raw");
         let e = OpenDisk::open_image(&p, "raw", 4 << 20, false, "d", &CancelToken::new())
             .err()
             .unwrap();
         assert!(is_image_in_use(&e), "{e:?}");
         // … unless crash-consistent reads are allowed.
         OpenDisk::open_image(&p, "raw", 4 << 20, true, "d", &CancelToken::new()).unwrap();
-        let _ = holder.kill();
-        let _ = holder.wait();
     }
 
     /// A qemu-nbd that holds `path` open for writing and does not share writes, like a
     /// running VM.
-    pub(crate) fn hold_for_write(path: &Path, format: &str) -> Child {
+    pub(crate) struct Holder(Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    pub(crate) fn hold_for_write(path: &Path, format: &str) -> Holder {
         let sock = path.with_extension("holder.sock");
         let child = Command::new("qemu-nbd")
             .args([
@@ -1521,6 +1541,7 @@ mod tests {
             ])
             .arg(&sock)
             .arg(path)
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -1528,7 +1549,7 @@ mod tests {
         while !sock.exists() && t0.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        child
+        Holder(child)
     }
 
     #[test]

@@ -1,0 +1,1064 @@
+//! The `images` source: a folder of disk images treated as VMs.
+//!
+//! Config: `[[vault]] source = { kind = "images", path = "/srv/images", region = "lab-1" }`.
+//!
+//! # What is a VM
+//! - Each image file directly in the folder is a VM with one disk; its name is the file
+//!   name without extension (the whole file name when two would clash).
+//! - Each subfolder holding images is a VM with several disks, ordered by file name.
+//! - Image files are recognised by extension: `.raw .img .bin .qcow2 .qcow .vmdk .vhd .vpc
+//!   .vhdx` (other files, and hidden ones, are ignored). The format is pinned by the
+//!   extension — probing a raw disk could mistake guest data for an image header — except
+//!   for `.img`/`.bin`, which are probed (cloud images named `.img` are usually qcow2).
+//! - A file that is the backing file of another image, or an extent of a split vmdk, is
+//!   part of that disk, not a VM: a qcow2 overlay with its backing chain is ONE disk.
+//! - The cloud service is the folder's name, the region comes from the settings, and the
+//!   source id is `images:<path relative to the folder>`, stable across runs.
+//!
+//! # Consistency
+//! An image that no QEMU writes does not change while vmvault reads it: the snapshot holds
+//! QEMU's read locks (directly on raw files, through `qemu-nbd` for other formats), so a
+//! VM that starts during the backup cannot get the write lock. Whether the guest was shut
+//! down cleanly cannot be known from the file, so the recovery point is marked
+//! *crash-consistent* (Azure's word for the backup of a VM that is not running).
+//! An image that a running QEMU writes is refused with a clear error (back the VM up
+//! through the `libvirt` source, which takes a consistent snapshot of a running domain),
+//! unless `allow_crash_consistent_reads = true`: then it is read while it changes, which is
+//! crash-consistent at best (blocks written during the read may come from different
+//! instants) — a warning is logged for each such disk.
+//!
+//! Plain files have no changed-block tracking: `cbt_token` is `None` and the vault reads
+//! every allocated extent (its deduplication still stores only changed chunks).
+
+use super::qemu::{self, human_bytes, OpenDisk};
+use crate::cancel::CancelToken;
+use crate::model::{Consistency, DiskInfo, Os, PowerState, Vm};
+use crate::provider::{DiskReader, Provider, ProviderError, RegistrationReport, Snapshot};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// The `source = { kind = "images", … }` table of a vault (without `kind`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesSettings {
+    /// The folder that holds the images.
+    pub path: PathBuf,
+    /// The region the folder stands for.
+    pub region: String,
+    /// Read images that a running QEMU writes (crash-consistent at best). Default false.
+    #[serde(default)]
+    pub allow_crash_consistent_reads: Option<bool>,
+}
+
+/// A folder of disk images as a source of VMs.
+#[derive(Debug, Clone)]
+pub struct ImagesProvider {
+    root: PathBuf,
+    region: String,
+    cloud_service: String,
+    allow_crash_consistent_reads: bool,
+}
+
+/// Prefix of this source's VM ids.
+const ID_PREFIX: &str = "images:";
+
+/// Extensions of image files, with the format they pin (None: probe).
+const IMAGE_EXTENSIONS: &[(&str, Option<&str>)] = &[
+    ("raw", Some("raw")),
+    ("img", None),
+    ("bin", None),
+    ("qcow2", Some("qcow2")),
+    ("qcow", Some("qcow")),
+    ("vmdk", Some("vmdk")),
+    ("vhd", Some("vpc")),
+    ("vpc", Some("vpc")),
+    ("vhdx", Some("vhdx")),
+];
+
+/// One disk image of a VM, as found on disk.
+#[derive(Debug, Clone)]
+struct ImageDisk {
+    path: PathBuf,
+    file_name: String,
+    info: qemu::ImageInfo,
+    in_use: bool,
+}
+
+/// A VM of the folder: one image file, or a subfolder of images.
+#[derive(Debug, Clone)]
+struct ImageVm {
+    /// Path relative to the folder (`web.qcow2`, `db`).
+    rel: String,
+    /// The name before clash resolution (file stem or folder name).
+    stem: String,
+    disks: Vec<ImageDisk>,
+}
+
+impl ImagesProvider {
+    pub fn new(s: &ImagesSettings) -> Result<Self, ProviderError> {
+        if s.region.trim().is_empty() {
+            return Err(settings_error(
+                "region is empty: name the region this folder stands for",
+            ));
+        }
+        if s.path.as_os_str().is_empty() {
+            return Err(settings_error(
+                "path is empty: give the folder that holds the images",
+            ));
+        }
+        let root = std::path::absolute(&s.path).unwrap_or_else(|_| s.path.clone());
+        let cloud_service = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "images".to_string());
+        Ok(ImagesProvider {
+            root,
+            region: s.region.trim().to_string(),
+            cloud_service,
+            allow_crash_consistent_reads: s.allow_crash_consistent_reads.unwrap_or(false),
+        })
+    }
+
+    fn check_root(&self) -> Result<(), ProviderError> {
+        if !self.root.is_dir() {
+            return Err(ProviderError::new(
+                "UserErrorImagesFolderNotFound",
+                "Images folder not found",
+                format!(
+                    "the images folder {} does not exist or is not a folder",
+                    self.root.display()
+                ),
+            )
+            .recommend("Check `path` of the vault's source in the configuration"));
+        }
+        Ok(())
+    }
+
+    /// Every VM of the folder, backing files and vmdk extents excluded.
+    fn scan(&self, cancel: &CancelToken) -> Result<Vec<ImageVm>, ProviderError> {
+        self.check_root()?;
+        qemu::require_tool("qemu-img")?;
+        let mut vms = Vec::new();
+        for entry in sorted_entries(&self.root)? {
+            cancel.check()?;
+            let name = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if entry.is_dir() {
+                let disks = self.images_in(&entry, cancel)?;
+                if !disks.is_empty() {
+                    vms.push(ImageVm {
+                        rel: name.clone(),
+                        stem: name,
+                        disks,
+                    });
+                }
+            } else if let Some(fmt) = image_format_hint(&entry) {
+                let disk = self.inspect(&entry, fmt, cancel)?;
+                vms.push(ImageVm {
+                    rel: name.clone(),
+                    stem: stem_of(&name),
+                    disks: vec![disk],
+                });
+            }
+        }
+        // A file that is part of another image is no VM of its own.
+        let parts: HashSet<PathBuf> = vms
+            .iter()
+            .flat_map(|vm| vm.disks.iter())
+            .flat_map(|d| {
+                d.info
+                    .backing_files
+                    .iter()
+                    .chain(d.info.extent_files.iter())
+            })
+            .map(|p| canonical(p))
+            .collect();
+        vms.retain(|vm| {
+            !(vm.disks.len() == 1
+                && vm.rel == vm.disks[0].file_name
+                && parts.contains(&canonical(&vm.disks[0].path)))
+        });
+        Ok(vms)
+    }
+
+    /// The images of a subfolder (one VM), ordered by file name, parts of others excluded.
+    fn images_in(&self, dir: &Path, cancel: &CancelToken) -> Result<Vec<ImageDisk>, ProviderError> {
+        let mut disks = Vec::new();
+        for f in sorted_entries(dir)? {
+            cancel.check()?;
+            if let Some(fmt) = image_format_hint(&f).filter(|_| f.is_file()) {
+                disks.push(self.inspect(&f, fmt, cancel)?);
+            }
+        }
+        let parts: HashSet<PathBuf> = disks
+            .iter()
+            .flat_map(|d| {
+                d.info
+                    .backing_files
+                    .iter()
+                    .chain(d.info.extent_files.iter())
+            })
+            .map(|p| canonical(p))
+            .collect();
+        disks.retain(|d| !parts.contains(&canonical(&d.path)));
+        Ok(disks)
+    }
+
+    /// Reads an image's format and capacity; an image a running QEMU holds is reported as
+    /// in use (its information read with force-share).
+    fn inspect(
+        &self,
+        path: &Path,
+        format: Option<&str>,
+        cancel: &CancelToken,
+    ) -> Result<ImageDisk, ProviderError> {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (info, in_use) = match qemu::image_info(path, format, false, cancel) {
+            Ok(info) => (info, false),
+            Err(e) if qemu::is_image_in_use(&e) => {
+                (qemu::image_info(path, format, true, cancel)?, true)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(ImageDisk {
+            path: path.to_path_buf(),
+            file_name,
+            info,
+            in_use,
+        })
+    }
+
+    /// Finds the VM behind a source id again (the folder may have changed since discovery).
+    fn find(&self, vm: &Vm, cancel: &CancelToken) -> Result<ImageVm, ProviderError> {
+        let not_found = || {
+            ProviderError::new(
+                "UserErrorVmNotFound",
+                "VM not found",
+                format!(
+                    "{} ({}) is no longer in the images folder {}",
+                    vm.qualified_name(),
+                    vm.source_id,
+                    self.root.display()
+                ),
+            )
+            .recommend("Run discovery again to refresh the list of VMs")
+        };
+        let rel = vm.source_id.strip_prefix(ID_PREFIX).ok_or_else(not_found)?;
+        let rel_path = Path::new(rel);
+        // Only a plain name inside the folder: a source id never leads elsewhere.
+        if rel.is_empty()
+            || rel_path.components().count() != 1
+            || !matches!(rel_path.components().next(), Some(Component::Normal(_)))
+        {
+            return Err(not_found());
+        }
+        self.check_root()?;
+        qemu::require_tool("qemu-img")?;
+        let path = self.root.join(rel_path);
+        let disks = if path.is_dir() {
+            self.images_in(&path, cancel)?
+        } else if let Some(fmt) = image_format_hint(&path).filter(|_| path.is_file()) {
+            vec![self.inspect(&path, fmt, cancel)?]
+        } else {
+            return Err(not_found());
+        };
+        if disks.is_empty() {
+            return Err(not_found());
+        }
+        Ok(ImageVm {
+            rel: rel.to_string(),
+            stem: vm.name.clone(),
+            disks,
+        })
+    }
+
+    fn to_vm(&self, vm: &ImageVm, name: String) -> Vm {
+        let capacity: u64 = vm.disks.iter().map(|d| d.info.virtual_size).sum();
+        let size = match vm.disks.as_slice() {
+            [one] => format!(
+                "{}, {}",
+                display_format(&one.info.format),
+                human_bytes(capacity)
+            ),
+            many => format!("{} disks, {}", many.len(), human_bytes(capacity)),
+        };
+        Vm {
+            source_id: format!("{ID_PREFIX}{}", vm.rel),
+            os: guess_os(&name),
+            name,
+            cloud_service: self.cloud_service.clone(),
+            region: self.region.clone(),
+            size,
+            power_state: if vm.disks.iter().any(|d| d.in_use) {
+                PowerState::Running
+            } else {
+                PowerState::Stopped
+            },
+            disks: disk_infos(&vm.disks),
+        }
+    }
+
+    fn in_use_error(&self, e: ProviderError) -> ProviderError {
+        e.recommend(
+            "Back up this VM through a libvirt source (source = { kind = \"libvirt\", uri = \"qemu:///system\", … }), \
+             which takes a consistent snapshot of a running VM",
+        )
+        .recommend("Or shut the VM down before the backup")
+        .recommend(
+            "Or set allow_crash_consistent_reads = true in this vault's source to read the image while it changes \
+             (crash-consistent at best)",
+        )
+    }
+}
+
+fn settings_error(msg: &str) -> ProviderError {
+    ProviderError::new(
+        "UserErrorInvalidSourceSettings",
+        "Invalid images source settings",
+        format!("images source: {msg}"),
+    )
+}
+
+fn disk_infos(disks: &[ImageDisk]) -> Vec<DiskInfo> {
+    disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DiskInfo {
+            index: i as u32,
+            name: d.file_name.clone(),
+            capacity: d.info.virtual_size,
+        })
+        .collect()
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ProviderError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| {
+        ProviderError::io(format!("listing the images folder {}", dir.display()), e)
+    })?;
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// `Some(format)` for an image file name (`Some(None)`: probe the format).
+fn image_format_hint(path: &Path) -> Option<Option<&'static str>> {
+    let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
+    IMAGE_EXTENSIONS
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map(|(_, f)| *f)
+}
+
+fn stem_of(file_name: &str) -> String {
+    Path::new(file_name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file_name.to_string())
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn display_format(qemu_format: &str) -> &str {
+    if qemu_format == "vpc" {
+        "vhd"
+    } else {
+        qemu_format
+    }
+}
+
+/// A disk image tells nothing reliable about its OS; a name that says Windows is taken at
+/// its word, anything else is reported as Linux.
+fn guess_os(name: &str) -> Os {
+    let n = name.to_ascii_lowercase();
+    if n.contains("windows") || n.starts_with("win") {
+        Os::Windows
+    } else {
+        Os::Linux
+    }
+}
+
+/// VM names: the stem, or the relative path where two stems clash.
+fn names(vms: &[ImageVm]) -> Vec<String> {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for vm in vms {
+        *count.entry(vm.stem.as_str()).or_default() += 1;
+    }
+    vms.iter()
+        .map(|vm| {
+            if count[vm.stem.as_str()] > 1 {
+                vm.rel.clone()
+            } else {
+                vm.stem.clone()
+            }
+        })
+        .collect()
+}
+
+impl Provider for ImagesProvider {
+    fn kind(&self) -> &'static str {
+        "images"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "folder of disk images {} (region {})",
+            self.root.display(),
+            self.region
+        )
+    }
+
+    fn discover(&self, cancel: &CancelToken) -> Result<Vec<Vm>, ProviderError> {
+        let vms = self.scan(cancel)?;
+        Ok(vms
+            .iter()
+            .zip(names(&vms))
+            .map(|(vm, name)| self.to_vm(vm, name))
+            .collect())
+    }
+
+    fn register(&self, vm: &Vm, cancel: &CancelToken) -> Result<RegistrationReport, ProviderError> {
+        let found = self.find(vm, cancel)?;
+        let mut report = RegistrationReport::default();
+        for (i, d) in found.disks.iter().enumerate() {
+            std::fs::File::open(&d.path).map_err(|e| {
+                ProviderError::io(
+                    format!("opening disk {} ({})", d.file_name, d.path.display()),
+                    e,
+                )
+            })?;
+            let mut line = format!(
+                "disk {i} {}: {}, {}, {} on the host",
+                d.file_name,
+                display_format(&d.info.format),
+                human_bytes(d.info.virtual_size),
+                human_bytes(d.info.actual_size)
+            );
+            if let Some(b) = d.info.backing_files.first() {
+                line.push_str(&format!(", backing file {}", b.display()));
+            }
+            report.findings.push(line);
+            if d.in_use {
+                report.warnings.push(if self.allow_crash_consistent_reads {
+                    format!(
+                        "{} is in use by a running QEMU: it will be read while it changes (crash-consistent at best); \
+                         a libvirt source would take a consistent snapshot",
+                        d.file_name
+                    )
+                } else {
+                    format!(
+                        "{} is in use by a running QEMU: backups fail while it runs; back it up through a libvirt \
+                         source, or set allow_crash_consistent_reads = true",
+                        d.file_name
+                    )
+                });
+            }
+        }
+        report.findings.push("changed-block tracking: not available for image files (every backup reads all allocated data)".into());
+        Ok(report)
+    }
+
+    fn snapshot(
+        &self,
+        vm: &Vm,
+        _at: DateTime<Utc>,
+        cancel: &CancelToken,
+    ) -> Result<Box<dyn Snapshot>, ProviderError> {
+        let found = self.find(vm, cancel)?;
+        let mut open = Vec::with_capacity(found.disks.len());
+        for d in &found.disks {
+            let label = format!("disk {} of {}", d.file_name, vm.qualified_name());
+            let disk = match OpenDisk::open_image(
+                &d.path,
+                &d.info.format,
+                d.info.virtual_size,
+                false,
+                &label,
+                cancel,
+            ) {
+                Ok(disk) => disk,
+                Err(e) if qemu::is_image_in_use(&e) && self.allow_crash_consistent_reads => {
+                    tracing::warn!(
+                        "{label}: {} is in use by a running QEMU; reading it while it changes (allow_crash_consistent_reads)",
+                        d.path.display()
+                    );
+                    OpenDisk::open_image(
+                        &d.path,
+                        &d.info.format,
+                        d.info.virtual_size,
+                        true,
+                        &label,
+                        cancel,
+                    )?
+                }
+                Err(e) if qemu::is_image_in_use(&e) => return Err(self.in_use_error(e)),
+                Err(e) => return Err(e),
+            };
+            open.push(Arc::new(disk));
+        }
+        Ok(Box::new(ImagesSnapshot {
+            disks: disk_infos(&found.disks),
+            open,
+        }))
+    }
+}
+
+/// The disks of an image VM, held open (and locked) until dropped.
+struct ImagesSnapshot {
+    disks: Vec<DiskInfo>,
+    open: Vec<Arc<OpenDisk>>,
+}
+
+impl Snapshot for ImagesSnapshot {
+    fn consistency(&self) -> Consistency {
+        Consistency::CrashConsistent
+    }
+    fn cbt_token(&self) -> Option<String> {
+        None
+    }
+    fn disks(&self) -> &[DiskInfo] {
+        &self.disks
+    }
+    fn open_disk(&self, index: u32) -> Result<Box<dyn DiskReader>, ProviderError> {
+        self.open
+            .get(index as usize)
+            .map(|d| d.reader())
+            .ok_or_else(|| {
+                ProviderError::new(
+                    "DiskNotFound",
+                    "No such disk",
+                    format!(
+                        "the snapshot has {} disks; disk {index} does not exist",
+                        self.open.len()
+                    ),
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::qemu::test_support::*;
+    use super::*;
+    use std::process::Command;
+
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn settings(path: &Path) -> ImagesSettings {
+        ImagesSettings {
+            path: path.to_path_buf(),
+            region: "lab-1".into(),
+            allow_crash_consistent_reads: None,
+        }
+    }
+
+    fn tools() -> bool {
+        need_tool("qemu-img") && need_tool("qemu-nbd") && need_tool("qemu-io")
+    }
+
+    fn p(path: &Path) -> &str {
+        path.to_str().unwrap()
+    }
+
+    /// A folder with a raw, a qcow2 overlay on a backing file, a vmdk, a vhd, a two-disk
+    /// subfolder and a file that is no image.
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix("lab-images")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        // raw: data, a hole, data.
+        let raw = d.join("web01.raw");
+        sh("qemu-img", &["create", "-q", "-f", "raw", p(&raw), "24M"]);
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0x11 0 1M",
+                "-c",
+                "write -P 0x12 17M 300k",
+                p(&raw),
+            ],
+        );
+        // qcow2 overlay on a backing file: one disk.
+        let base = d.join("base.qcow2");
+        sh(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", p(&base), "32M"],
+        );
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "qcow2",
+                "-c",
+                "write -P 0x21 0 4M",
+                "-c",
+                "write -P 0x22 30M 1M",
+                p(&base),
+            ],
+        );
+        let app = d.join("app01.qcow2");
+        sh(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.qcow2",
+                "-F",
+                "qcow2",
+                p(&app),
+            ],
+        );
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "qcow2",
+                "-c",
+                "write -P 0x23 2M 1M",
+                "-c",
+                "write -z 30M 512k",
+                p(&app),
+            ],
+        );
+        let vmdk = d.join("legacy.vmdk");
+        sh("qemu-img", &["create", "-q", "-f", "vmdk", p(&vmdk), "16M"]);
+        sh(
+            "qemu-io",
+            &["-f", "vmdk", "-c", "write -P 0x31 1M 2M", p(&vmdk)],
+        );
+        let vhd = d.join("hyperv.vhd");
+        sh(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "vpc",
+                "-o",
+                "force_size=on",
+                p(&vhd),
+                "16M",
+            ],
+        );
+        sh(
+            "qemu-io",
+            &["-f", "vpc", "-c", "write -P 0x41 5M 1M", p(&vhd)],
+        );
+        let db = d.join("db01");
+        std::fs::create_dir(&db).unwrap();
+        sh(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                p(&db.join("1-data.qcow2")),
+                "8M",
+            ],
+        );
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "qcow2",
+                "-c",
+                "write -P 0x51 0 64k",
+                p(&db.join("1-data.qcow2")),
+            ],
+        );
+        sh(
+            "qemu-img",
+            &["create", "-q", "-f", "raw", p(&db.join("0-os.raw")), "8M"],
+        );
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0x52 4M 64k",
+                p(&db.join("0-os.raw")),
+            ],
+        );
+        std::fs::write(d.join("README.txt"), "not an image").unwrap();
+        std::fs::create_dir(d.join("empty")).unwrap();
+        dir
+    }
+
+    fn check_all_disks(provider: &ImagesProvider, vm: &Vm, dir: &Path) {
+        let snap = provider
+            .snapshot(vm, Utc::now(), &CancelToken::new())
+            .unwrap();
+        assert_eq!(snap.consistency(), Consistency::CrashConsistent);
+        assert_eq!(snap.cbt_token(), None);
+        assert_eq!(snap.disks(), vm.disks.as_slice());
+        for d in snap.disks() {
+            let r = snap.open_disk(d.index).unwrap();
+            assert_eq!(r.capacity(), d.capacity);
+            assert_eq!(r.changed_extents("x").unwrap(), None);
+            let path = if vm.disks.len() > 1 {
+                dir.join(&vm.name).join(&d.name)
+            } else {
+                dir.join(&d.name)
+            };
+            let fmt = qemu::image_info(&path, None, false, &CancelToken::new())
+                .unwrap()
+                .format;
+            assert_eq!(
+                read_all(r.as_ref()),
+                raw_of(&path, &fmt),
+                "{} of {}",
+                d.name,
+                vm.name
+            );
+        }
+        assert!(snap.open_disk(99).is_err());
+    }
+
+    #[test]
+    fn discovers_reads_and_rereads_after_changes() {
+        if !tools() {
+            return;
+        }
+        let dir = folder();
+        let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
+        let vms = provider.discover(&CancelToken::new()).unwrap();
+        let summary: Vec<(String, String, Vec<String>)> = vms
+            .iter()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    v.source_id.clone(),
+                    v.disks.iter().map(|d| d.name.clone()).collect(),
+                )
+            })
+            .collect();
+        let s = |a: &str, b: &str, c: &[&str]| {
+            (
+                a.to_string(),
+                b.to_string(),
+                c.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            summary,
+            vec![
+                s("app01", "images:app01.qcow2", &["app01.qcow2"]),
+                s("db01", "images:db01", &["0-os.raw", "1-data.qcow2"]),
+                s("hyperv", "images:hyperv.vhd", &["hyperv.vhd"]),
+                s("legacy", "images:legacy.vmdk", &["legacy.vmdk"]),
+                s("web01", "images:web01.raw", &["web01.raw"]),
+            ],
+            "base.qcow2 is a backing file, README.txt and empty/ are no VMs"
+        );
+        let cs = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        for vm in &vms {
+            assert_eq!(vm.cloud_service, cs);
+            assert_eq!(vm.region, "lab-1");
+            assert_eq!(vm.power_state, PowerState::Stopped);
+        }
+        assert_eq!(vms[0].disks[0].capacity, 32 << 20);
+        assert_eq!(vms[0].size, "qcow2, 32 MiB");
+        assert_eq!(vms[1].size, "2 disks, 16 MiB");
+        assert_eq!(vms[2].disks[0].capacity, 16 << 20);
+        for vm in &vms {
+            check_all_disks(&provider, vm, dir.path());
+        }
+        // Holes are never read: the raw disk's extents cover its data, not its 24 MiB.
+        let snap = provider
+            .snapshot(&vms[4], Utc::now(), &CancelToken::new())
+            .unwrap();
+        let ext = snap.open_disk(0).unwrap().allocated_extents().unwrap();
+        assert!(ext.iter().map(|e| e.len).sum::<u64>() <= 2 << 20, "{ext:?}");
+        drop(snap);
+
+        // Change some blocks, read again.
+        let d = dir.path();
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "qcow2",
+                "-c",
+                "write -P 0xab 1M 64k",
+                p(&d.join("app01.qcow2")),
+            ],
+        );
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0xab 10M 64k",
+                p(&d.join("web01.raw")),
+            ],
+        );
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "vmdk",
+                "-c",
+                "write -P 0xab 8M 64k",
+                p(&d.join("legacy.vmdk")),
+            ],
+        );
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "vpc",
+                "-c",
+                "write -P 0xab 0 64k",
+                p(&d.join("hyperv.vhd")),
+            ],
+        );
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "qcow2",
+                "-c",
+                "write -P 0xab 7M 64k",
+                p(&d.join("db01/1-data.qcow2")),
+            ],
+        );
+        for vm in &provider.discover(&CancelToken::new()).unwrap() {
+            check_all_disks(&provider, vm, dir.path());
+        }
+        let reg = provider.register(&vms[0], &CancelToken::new()).unwrap();
+        assert!(reg.findings[0].contains("backing file"), "{reg:?}");
+        assert!(reg.warnings.is_empty(), "{reg:?}");
+    }
+
+    #[test]
+    fn an_image_in_use_is_refused_unless_crash_consistent_reads_are_allowed() {
+        if !tools() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("busy.qcow2");
+        sh("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "8M"]);
+        sh(
+            "qemu-io",
+            &["-f", "qcow2", "-c", "write -P 0x61 0 1M", p(&img)],
+        );
+        // A qemu-nbd holding the image for writing stands in for a running VM.
+        let sock = dir.path().join("holder.sock");
+        let holder = Command::new("qemu-nbd")
+            .args([
+                "--persistent",
+                "--format=qcow2",
+                "--socket",
+                p(&sock),
+                p(&img),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _holder = KillOnDrop(holder);
+        let t0 = std::time::Instant::now();
+        while !sock.exists() && t0.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
+        let vms = provider.discover(&CancelToken::new()).unwrap();
+        assert_eq!(vms.len(), 1);
+        assert_eq!(vms[0].power_state, PowerState::Running);
+        assert_eq!(vms[0].disks[0].capacity, 8 << 20);
+        let reg = provider.register(&vms[0], &CancelToken::new()).unwrap();
+        assert!(
+            reg.warnings[0].contains("in use by a running QEMU"),
+            "{reg:?}"
+        );
+        let err = provider
+            .snapshot(&vms[0], Utc::now(), &CancelToken::new())
+            .err()
+            .unwrap()
+            .details();
+        assert_eq!(err.code, qemu::IMAGE_IN_USE);
+        assert!(err.message.contains("busy.qcow2"), "{}", err.message);
+        assert!(
+            err.recommendations.iter().any(|r| r.contains("libvirt")),
+            "{err:?}"
+        );
+        assert!(
+            err.recommendations
+                .iter()
+                .any(|r| r.contains("allow_crash_consistent_reads")),
+            "{err:?}"
+        );
+
+        let mut s = settings(dir.path());
+        s.allow_crash_consistent_reads = Some(true);
+        let allowed = ImagesProvider::new(&s).unwrap();
+        let snap = allowed
+            .snapshot(&vms[0], Utc::now(), &CancelToken::new())
+            .unwrap();
+        assert_eq!(snap.consistency(), Consistency::CrashConsistent);
+        let r = snap.open_disk(0).unwrap();
+        let mut buf = vec![0u8; 4096];
+        r.read_at(0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0x61));
+        drop(snap);
+    }
+
+    #[test]
+    fn settings_and_lookups_fail_clearly() {
+        let e = toml::from_str::<ImagesSettings>("path = \"/x\"\nregion = \"r\"\nbogus = 1\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let s: ImagesSettings = toml::from_str("path = \"/x\"\nregion = \"r\"\n").unwrap();
+        assert_eq!(s.allow_crash_consistent_reads, None);
+        assert!(ImagesProvider::new(&ImagesSettings {
+            region: " ".into(),
+            ..s.clone()
+        })
+        .is_err());
+        let missing = ImagesProvider::new(&ImagesSettings {
+            path: "/nonexistent/vmvault-images".into(),
+            ..s
+        })
+        .unwrap();
+        let e = missing.discover(&CancelToken::new()).unwrap_err().details();
+        assert_eq!(e.code, "UserErrorImagesFolderNotFound");
+        assert!(e.message.contains("/nonexistent/vmvault-images"));
+        // A source id never leads out of the folder.
+        let dir = tempfile::tempdir().unwrap();
+        let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
+        let vm = Vm {
+            source_id: "images:../etc".into(),
+            name: "etc".into(),
+            cloud_service: "x".into(),
+            region: "lab-1".into(),
+            os: Os::Linux,
+            size: String::new(),
+            power_state: PowerState::Stopped,
+            disks: vec![],
+        };
+        let e = provider
+            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .err()
+            .unwrap()
+            .details();
+        assert_eq!(e.code, "UserErrorVmNotFound");
+    }
+
+    #[test]
+    fn clashing_names_fall_back_to_file_names() {
+        let vm = |rel: &str| ImageVm {
+            rel: rel.into(),
+            stem: stem_of(rel),
+            disks: vec![],
+        };
+        let vms = [vm("web.qcow2"), vm("web.raw"), vm("db.raw"), vm("web")];
+        assert_eq!(names(&vms), vec!["web.qcow2", "web.raw", "db", "web"]);
+        assert_eq!(guess_os("win2019-dc"), Os::Windows);
+        assert_eq!(guess_os("ubuntu"), Os::Linux);
+    }
+
+    /// Read throughput of raw vs qcow2 (release build):
+    /// `cargo test --release --lib images::tests::read_throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn read_throughput() {
+        if !tools() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("big.raw");
+        // 1 GiB of incompressible-ish data, fully allocated.
+        {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&raw).unwrap());
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut block = vec![0u8; 1 << 20];
+            for _ in 0..1024 {
+                for c in block.chunks_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    c.copy_from_slice(&x.to_le_bytes());
+                }
+                f.write_all(&block).unwrap();
+            }
+        }
+        let qcow = dir.path().join("big.qcow2");
+        sh(
+            "qemu-img",
+            &["convert", "-f", "raw", "-O", "qcow2", p(&raw), p(&qcow)],
+        );
+        let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
+        for vm in provider.discover(&CancelToken::new()).unwrap() {
+            // Drop the page cache's advantage of the first read: read once, then measure.
+            let snap = provider
+                .snapshot(&vm, Utc::now(), &CancelToken::new())
+                .unwrap();
+            let r = snap.open_disk(0).unwrap();
+            let ext = r.allocated_extents().unwrap();
+            for threads in [1usize, 2] {
+                let t0 = std::time::Instant::now();
+                let chunk = 4u64 << 20;
+                let cap = r.capacity();
+                std::thread::scope(|s| {
+                    for t in 0..threads as u64 {
+                        let r = &r;
+                        s.spawn(move || {
+                            let mut buf = vec![0u8; chunk as usize];
+                            let mut off = t * chunk;
+                            while off < cap {
+                                let n = chunk.min(cap - off) as usize;
+                                r.read_at(off, &mut buf[..n]).unwrap();
+                                off += chunk * threads as u64;
+                            }
+                        });
+                    }
+                });
+                let secs = t0.elapsed().as_secs_f64();
+                println!(
+                    "{}: {} MiB allocated in {} extents, {threads} thread(s): {:.0} MB/s",
+                    vm.name,
+                    ext.iter().map(|e| e.len).sum::<u64>() >> 20,
+                    ext.len(),
+                    cap as f64 / secs / 1e6
+                );
+            }
+        }
+    }
+}
