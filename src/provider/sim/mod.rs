@@ -16,6 +16,9 @@
 //! * **Changed-block tracking.** A snapshot's token is `sim1:<fingerprint>:<day>`. The
 //!   fingerprint covers the seed, the VM and its disks' parameters, so a token of another VM
 //!   or of an edited subscription gives `None` (read everything), never a wrong answer.
+//!   (Changing the seed, the churn or a VM's disks changes that VM's whole simulated
+//!   history, past days included: recovery points keep what was backed up, but
+//!   `export_disk` of an old time then shows the new history.)
 //! * **Latencies** sleep on the job's `CancelToken`; `set_fast_forward(true)` skips them (and
 //!   the read throttle) while simulated time is advanced.
 
