@@ -981,6 +981,22 @@ mod tests {
     }
 
     #[test]
+    fn missing_qemu_img_is_a_clear_error_at_discovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
+        let e = without_tool("qemu-img", || provider.discover(&CancelToken::new()))
+            .unwrap_err()
+            .details();
+        assert_eq!(e.code, qemu::TOOL_NOT_FOUND);
+        assert!(
+            e.message.contains("qemu-img not found")
+                && e.message.contains("qemu-utils (Debian/Ubuntu)"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn clashing_names_fall_back_to_file_names() {
         let vm = |rel: &str| ImageVm {
             rel: rel.into(),

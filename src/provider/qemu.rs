@@ -133,6 +133,10 @@ fn install_hint(tool: &str) -> &'static str {
 
 /// Where `tool` is on PATH.
 pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    #[cfg(test)]
+    if test_support::HIDDEN_TOOLS.with(|h| h.borrow().iter().any(|t| t == tool)) {
+        return None;
+    }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(tool))
@@ -1268,6 +1272,19 @@ pub fn os(s: impl AsRef<OsStr>) -> OsString {
 pub(crate) mod test_support {
     //! Helpers for tests that need real tools.
     use super::*;
+
+    thread_local! {
+        /// Tools that `find_tool` pretends are missing on this thread.
+        pub static HIDDEN_TOOLS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `f` as if `tool` were not installed (this thread only).
+    pub fn without_tool<T>(tool: &str, f: impl FnOnce() -> T) -> T {
+        HIDDEN_TOOLS.with(|h| h.borrow_mut().push(tool.to_string()));
+        let out = f();
+        HIDDEN_TOOLS.with(|h| h.borrow_mut().retain(|t| t != tool));
+        out
+    }
 
     /// True when `tool` is on PATH. Otherwise prints why the calling test is skipped and
     /// returns false — or panics when VMVAULT_REQUIRE_TOOLS=1 (CI must not skip).
