@@ -64,8 +64,7 @@ pub mod verify;
 pub(crate) mod testutil;
 
 pub use backup::{
-    backup_disk, BackupError, BackupParams, ChunkRegistry, DiskBackup, NewChunk, PinGuard,
-    PinSet,
+    backup_disk, BackupError, BackupParams, ChunkRegistry, DiskBackup, NewChunk, PinGuard, PinSet,
 };
 pub use chunks::{ChunkEncoder, ChunkStore, DEFAULT_COMPRESSION_LEVEL};
 pub use index::DiskIndex;
@@ -209,26 +208,39 @@ impl StoreError {
                     .recommend("Run `vmvault verify` to list every recovery point that needs it.")
                     .recommend("Restore from another recovery point, or take a new backup.")
             }
-            StoreError::ChunkCorrupt { .. } => {
-                ErrorDetails::new("ChunkCorrupt", "A chunk of the vault is corrupt", msg)
-                    .recommend("Run `vmvault verify` to list every recovery point that needs it.")
-                    .recommend("Check the vault's storage for disk errors; restore from another recovery point.")
-            }
-            StoreError::IndexCorrupt { .. } => {
-                ErrorDetails::new("DiskIndexCorrupt", "A disk index of the vault is corrupt", msg)
-                    .recommend("Restore from another recovery point; check the vault's storage for disk errors.")
-            }
+            StoreError::ChunkCorrupt { .. } => ErrorDetails::new(
+                "ChunkCorrupt",
+                "A chunk of the vault is corrupt",
+                msg,
+            )
+            .recommend("Run `vmvault verify` to list every recovery point that needs it.")
+            .recommend(
+                "Check the vault's storage for disk errors; restore from another recovery point.",
+            ),
+            StoreError::IndexCorrupt { .. } => ErrorDetails::new(
+                "DiskIndexCorrupt",
+                "A disk index of the vault is corrupt",
+                msg,
+            )
+            .recommend(
+                "Restore from another recovery point; check the vault's storage for disk errors.",
+            ),
             StoreError::Io { .. } => {
-                ErrorDetails::new("VaultStorageError", "The vault's storage failed", msg)
-                    .recommend("Check free space, permissions and health of the vault's storage location.")
+                ErrorDetails::new("VaultStorageError", "The vault's storage failed", msg).recommend(
+                    "Check free space, permissions and health of the vault's storage location.",
+                )
             }
-            StoreError::TargetExists { .. } => {
-                ErrorDetails::new("RestoreTargetExists", "The restore target already exists", msg)
-            }
+            StoreError::TargetExists { .. } => ErrorDetails::new(
+                "RestoreTargetExists",
+                "The restore target already exists",
+                msg,
+            ),
             StoreError::Invalid(_) => ErrorDetails::new("InvalidArgument", "Invalid argument", msg),
-            StoreError::Cancelled => {
-                ErrorDetails::new("OperationCancelled", "Cancelled", "the operation was cancelled")
-            }
+            StoreError::Cancelled => ErrorDetails::new(
+                "OperationCancelled",
+                "Cancelled",
+                "the operation was cancelled",
+            ),
             StoreError::AtSlot { .. } => ErrorDetails::new("VaultStorageError", "Vault error", msg),
         }
     }

@@ -1,0 +1,442 @@
+//! Data-path benchmark of the chunk store: backup, incremental backups, restore and verify
+//! of a deterministic mixed disk image (the layout of issue 6: 4 MiB extents, ~40 % holes,
+//! ~30 % compressible, ~30 % random; then 20 deterministic 1 MiB overwrites).
+//!
+//! Run: `cargo bench --bench store` (release build). Settings from the environment:
+//! `VMVAULT_BENCH_DIR` (default: the system temp folder), `VMVAULT_BENCH_MIB` (disk size,
+//! default 2048), `VMVAULT_BENCH_CHUNK_KIB` (default 1024), `VMVAULT_BENCH_LEVEL` (zstd
+//! level, default 3), `VMVAULT_BENCH_THREADS` (default: available cores).
+//! The image is read from the page cache (it was just written), like the peers in
+//! `scripts/bench-peers.sh`; every timed step includes its final sync.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+use vmvault::cancel::{CancelToken, Progress};
+use vmvault::model::Extent;
+use vmvault::provider::{DiskReader, ProviderError};
+use vmvault::vault::store::{
+    backup_disk, restore_disk, verify_chunks, BackupParams, ChunkRegistry, ChunkStore, Digest,
+    DiskBackup, DiskIndex, PinSet, StoreError,
+};
+
+const MIB: u64 = 1 << 20;
+const EXTENT: u64 = 4 * MIB;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+fn fill_random(rng: &mut Rng, buf: &mut [u8]) {
+    for c in buf.chunks_mut(8) {
+        let v = rng.next().to_le_bytes();
+        c.copy_from_slice(&v[..c.len()]);
+    }
+}
+
+/// Text-like bytes (words, paths, numbers) that zstd compresses about 3-4x.
+fn fill_text(rng: &mut Rng, buf: &mut [u8]) {
+    const WORDS: [&str; 32] = [
+        "usr",
+        "lib",
+        "bin",
+        "share",
+        "config",
+        "kernel",
+        "module",
+        "system",
+        "service",
+        "network",
+        "device",
+        "driver",
+        "python3",
+        "package",
+        "version",
+        "x86_64",
+        "debian",
+        "include",
+        "header",
+        "locale",
+        "timezone",
+        "firmware",
+        "openssl",
+        "libc.so.6",
+        "cache",
+        "journal",
+        "var",
+        "log",
+        "etc",
+        "passwd",
+        "boot",
+        "initrd",
+    ];
+    let mut i = 0;
+    while i < buf.len() {
+        let x = rng.next();
+        let mut piece = Vec::with_capacity(24);
+        piece.extend_from_slice(WORDS[(x & 31) as usize].as_bytes());
+        if x & 0x300 == 0 {
+            piece.extend_from_slice(((x >> 16) % 100_000).to_string().as_bytes());
+        }
+        piece.push(match (x >> 10) & 7 {
+            0 => b'\n',
+            1 => b'/',
+            2 => b'=',
+            _ => b' ',
+        });
+        let take = piece.len().min(buf.len() - i);
+        buf[i..i + take].copy_from_slice(&piece[..take]);
+        i += take;
+    }
+}
+
+/// Writes the mixed image; returns (allocated bytes, kinds of the extents).
+fn make_image(path: &Path, capacity: u64) -> u64 {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    f.set_len(capacity).unwrap();
+    let mut rng = Rng(42);
+    let mut buf = vec![0u8; EXTENT as usize];
+    let mut allocated = 0;
+    let mut off = 0;
+    while off < capacity {
+        let len = EXTENT.min(capacity - off) as usize;
+        match rng.next() % 10 {
+            0..=3 => {} // hole, never written
+            4..=6 => {
+                fill_text(&mut rng, &mut buf[..len]);
+                f.write_all_at(&buf[..len], off).unwrap();
+                allocated += len as u64;
+            }
+            _ => {
+                fill_random(&mut rng, &mut buf[..len]);
+                f.write_all_at(&buf[..len], off).unwrap();
+                allocated += len as u64;
+            }
+        }
+        off += len as u64;
+    }
+    f.sync_all().unwrap();
+    allocated
+}
+
+/// 20 deterministic 1 MiB overwrites of random data at 4 KiB-aligned offsets; returns them.
+fn overwrite(path: &Path, capacity: u64, seed: u64) -> Vec<Extent> {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    let mut rng = Rng(seed);
+    let mut buf = vec![0u8; MIB as usize];
+    let mut changed = Vec::new();
+    for _ in 0..20 {
+        let off = (rng.next() % (capacity - MIB)) & !4095;
+        fill_random(&mut rng, &mut buf);
+        f.write_all_at(&buf, off).unwrap();
+        changed.push(Extent::new(off, MIB));
+    }
+    f.sync_all().unwrap();
+    changed.sort();
+    changed
+}
+
+/// A raw image file as a disk: extents from SEEK_DATA/SEEK_HOLE, reads with pread.
+struct FileDisk {
+    file: File,
+    capacity: u64,
+    changed: Option<Vec<Extent>>,
+}
+
+impl DiskReader for FileDisk {
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+    fn allocated_extents(&self) -> Result<Vec<Extent>, ProviderError> {
+        let fd = self.file.as_raw_fd();
+        let mut v = Vec::new();
+        let mut pos: i64 = 0;
+        loop {
+            // SAFETY: lseek on a descriptor we own.
+            let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+            if data < 0 {
+                break; // ENXIO: no more data
+            }
+            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+            let hole = if hole < 0 { self.capacity as i64 } else { hole };
+            v.push(Extent::new(data as u64, (hole - data) as u64));
+            pos = hole;
+        }
+        Ok(v)
+    }
+    fn changed_extents(&self, _since: &str) -> Result<Option<Vec<Extent>>, ProviderError> {
+        Ok(self.changed.clone())
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| ProviderError::io(format!("reading at {offset}"), e))
+    }
+}
+
+#[derive(Default)]
+struct Registry(Mutex<HashSet<Digest>>);
+impl ChunkRegistry for Registry {
+    fn is_committed(&self, d: &Digest) -> Result<bool, StoreError> {
+        Ok(self.0.lock().unwrap().contains(d))
+    }
+}
+
+/// Resets the peak RSS counter (VmHWM) of this process.
+fn reset_peak_rss() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mib() -> f64 {
+    let s = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        n += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    n
+}
+
+fn file_digest(p: &Path) -> blake3::Hash {
+    use std::io::Read;
+    let mut f = File::open(p).unwrap();
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize()
+}
+
+struct Row {
+    step: &'static str,
+    secs: f64,
+    data_mib: f64,
+    rss: f64,
+    stored: u64,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument other than "store" skips us.
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && a != "store")
+    {
+        return;
+    }
+    let size = env_u64("VMVAULT_BENCH_MIB", 2048) * MIB;
+    let cs = (env_u64("VMVAULT_BENCH_CHUNK_KIB", 1024) * 1024) as u32;
+    let level = env_u64("VMVAULT_BENCH_LEVEL", 3) as i32;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = env_u64("VMVAULT_BENCH_THREADS", cores as u64) as usize;
+    let base: PathBuf = std::env::var_os("VMVAULT_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("vmvault-bench-{}", std::process::id()));
+    fs::create_dir_all(&base).unwrap();
+    let image = base.join("disk.raw");
+    println!(
+        "disk {} MiB, chunk {} KiB, zstd level {level}, {threads} threads, folder {}",
+        size / MIB,
+        cs / 1024,
+        base.display()
+    );
+    let t = Instant::now();
+    let allocated = make_image(&image, size);
+    println!(
+        "image made in {:.2} s: {} MiB allocated ({:.0} % holes)",
+        t.elapsed().as_secs_f64(),
+        allocated / MIB,
+        100.0 * (1.0 - allocated as f64 / size as f64)
+    );
+
+    let store = ChunkStore::open(&base.join("chunks")).unwrap();
+    let registry = Registry::default();
+    let pins = PinSet::new();
+    let cancel = CancelToken::new();
+    let mut rows = Vec::new();
+
+    let backup = |changed: Option<Vec<Extent>>,
+                  previous: Option<&DiskIndex>,
+                  cbt: bool|
+     -> (DiskBackup, f64, f64) {
+        let disk = FileDisk {
+            file: File::open(&image).unwrap(),
+            capacity: size,
+            changed: changed.clone(),
+        };
+        let progress = Progress::default();
+        reset_peak_rss();
+        let t = Instant::now();
+        let b = backup_disk(BackupParams {
+            reader: &disk,
+            previous,
+            changed: if cbt { changed } else { None },
+            chunk_size: cs,
+            store: &store,
+            registry: &registry,
+            pins: &pins,
+            progress: &progress,
+            cancel: &cancel,
+            threads,
+            compression_level: level,
+        })
+        .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let rss = peak_rss_mib();
+        let mut c = registry.0.lock().unwrap();
+        for n in &b.new_chunks {
+            c.insert(n.digest);
+        }
+        (b, secs, rss)
+    };
+
+    let (full, secs, rss) = backup(None, None, false);
+    rows.push(Row {
+        step: "initial backup",
+        secs,
+        data_mib: full.bytes_read as f64 / MIB as f64,
+        rss,
+        stored: full.stored_bytes,
+    });
+    let ratio = full.logical_bytes as f64 / full.stored_bytes.max(1) as f64;
+
+    let (unchanged, secs, rss) = backup(None, Some(&full.index), false);
+    rows.push(Row {
+        step: "unchanged (no CBT)",
+        secs,
+        data_mib: unchanged.bytes_read as f64 / MIB as f64,
+        rss,
+        stored: unchanged.stored_bytes,
+    });
+
+    let changed = overwrite(&image, size, 7);
+    let (inc, secs, rss) = backup(Some(changed.clone()), Some(&full.index), false);
+    rows.push(Row {
+        step: "1% changed (no CBT)",
+        secs,
+        data_mib: inc.bytes_read as f64 / MIB as f64,
+        rss,
+        stored: inc.stored_bytes,
+    });
+
+    let changed2 = overwrite(&image, size, 8);
+    let (inc_cbt, secs, rss) = backup(Some(changed2), Some(&inc.index), true);
+    rows.push(Row {
+        step: "1% changed (CBT)",
+        secs,
+        data_mib: inc_cbt.bytes_read as f64 / MIB as f64,
+        rss,
+        stored: inc_cbt.stored_bytes,
+    });
+
+    let out = base.join("restored.raw");
+    reset_peak_rss();
+    let t = Instant::now();
+    restore_disk(
+        &store,
+        &inc_cbt.index,
+        &out,
+        &Progress::default(),
+        &cancel,
+        threads,
+    )
+    .unwrap();
+    rows.push(Row {
+        step: "restore",
+        secs: t.elapsed().as_secs_f64(),
+        data_mib: inc_cbt.index.logical_bytes() as f64 / MIB as f64,
+        rss: peak_rss_mib(),
+        stored: 0,
+    });
+    let restored_blocks = fs::metadata(&out).unwrap().blocks() * 512;
+    let identical = file_digest(&out) == file_digest(&image);
+
+    let digests = inc_cbt.index.unique_digests();
+    let progress = Progress::default();
+    reset_peak_rss();
+    let t = Instant::now();
+    let faults = verify_chunks(&store, &digests, &progress, &cancel, threads).unwrap();
+    rows.push(Row {
+        step: "verify",
+        secs: t.elapsed().as_secs_f64(),
+        data_mib: progress.done() as f64 / MIB as f64,
+        rss: peak_rss_mib(),
+        stored: 0,
+    });
+
+    println!();
+    println!(
+        "{:<22} {:>8} {:>12} {:>12} {:>10} {:>12}",
+        "step", "wall s", "disk MiB/s", "data MiB/s", "peak MiB", "stored MB"
+    );
+    for r in &rows {
+        println!(
+            "{:<22} {:>8.3} {:>12.0} {:>12.0} {:>10.1} {:>12.1}",
+            r.step,
+            r.secs,
+            size as f64 / MIB as f64 / r.secs,
+            r.data_mib / r.secs,
+            r.rss,
+            r.stored as f64 / 1e6
+        );
+    }
+    println!();
+    println!(
+        "chunk store: {:.1} MB on disk, {} files; initial dedup+compression ratio {ratio:.2}",
+        dir_bytes(&base.join("chunks")) as f64 / 1e6,
+        store.list().count()
+    );
+    println!(
+        "restore: bit-identical {identical}, {} MiB allocated of {} MiB; verify faults: {}",
+        restored_blocks / MIB,
+        size / MIB,
+        faults.len()
+    );
+    drop((full, unchanged, inc, inc_cbt));
+    if std::env::var_os("VMVAULT_BENCH_KEEP").is_none() {
+        let _ = fs::remove_dir_all(&base);
+    }
+    assert!(identical, "restored image differs from the disk");
+    assert!(faults.is_empty());
+}

@@ -1,0 +1,610 @@
+//! The chunk store: content-addressed chunk files, fanned out in 256 folders.
+//!
+//! File format v1 (little endian), 16-byte header then payload:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `VMVC` |
+//! | 4 | format version (1) |
+//! | 5 | compression: 0 raw, 1 zstd |
+//! | 6..8 | reserved, 0 |
+//! | 8..12 | raw length (≤ 16 MiB) |
+//! | 12..16 | payload length (= file length − 16) |
+//!
+//! The header carries no checksum of its own: every read re-hashes the decompressed bytes
+//! and compares them with the file's name, which covers header and payload alike.
+
+use super::{digest_hex, StoreError, MAX_CHUNK_SIZE};
+use super::{is_zero, Digest};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+const MAGIC: [u8; 4] = *b"VMVC";
+const FORMAT_V1: u8 = 1;
+const COMPRESSION_NONE: u8 = 0;
+const COMPRESSION_ZSTD: u8 = 1;
+pub(crate) const HEADER_LEN: usize = 16;
+/// Prefix of temp files; garbage collection sweeps stale ones.
+pub const TEMP_PREFIX: &str = ".tmp-";
+/// zstd level used by [`ChunkStore::put`]; backups pass their own.
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+
+/// Size of each sample used to guess whether a chunk compresses.
+const SAMPLE_LEN: usize = 4096;
+/// Number of samples spread across a chunk.
+const SAMPLES: usize = 4;
+/// A chunk whose samples save less than this share (in 1/100) is stored raw without trying.
+const MIN_SAVING_PERCENT: usize = 3;
+
+/// Content-addressed chunk files under one folder.
+#[derive(Debug)]
+pub struct ChunkStore {
+    dir: PathBuf,
+    /// Kept open for `syncfs(2)`.
+    dir_fd: File,
+    temp_counter: AtomicU64,
+}
+
+impl ChunkStore {
+    /// Opens (creating when missing) the chunk folder `dir` and its 256 fan-out folders,
+    /// with mode 0700.
+    pub fn open(dir: &Path) -> Result<ChunkStore, StoreError> {
+        let mut b = DirBuilder::new();
+        b.recursive(true).mode(0o700);
+        b.create(dir)
+            .map_err(|e| StoreError::io(format!("creating chunk folder {}", dir.display()), e))?;
+        for i in 0..=255u8 {
+            let sub = dir.join(format!("{i:02x}"));
+            if !sub.is_dir() {
+                b.create(&sub).map_err(|e| {
+                    StoreError::io(format!("creating chunk folder {}", sub.display()), e)
+                })?;
+            }
+        }
+        let dir_fd = File::open(dir)
+            .map_err(|e| StoreError::io(format!("opening chunk folder {}", dir.display()), e))?;
+        Ok(ChunkStore {
+            dir: dir.to_path_buf(),
+            dir_fd,
+            temp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The folder this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the chunk `d` lives: `<dir>/ab/abcdef…`.
+    pub fn path_of(&self, d: &Digest) -> PathBuf {
+        let hex = digest_hex(d);
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    /// Stores `raw` (whose BLAKE3 is `d`) with [`DEFAULT_COMPRESSION_LEVEL`]; returns the
+    /// bytes stored. See [`ChunkStore::put_with`].
+    pub fn put(&self, d: &Digest, raw: &[u8]) -> Result<u64, StoreError> {
+        let mut enc = ChunkEncoder::new(DEFAULT_COMPRESSION_LEVEL)?;
+        self.put_with(d, raw, &mut enc)
+    }
+
+    /// Stores `raw` (whose BLAKE3 is `d`) compressed by `enc` (zstd, or raw when that is not
+    /// larger), through a temp file renamed into place. Not fsynced: call
+    /// [`ChunkStore::sync`] before relying on it. Returns the bytes stored (file size).
+    pub fn put_with(
+        &self,
+        d: &Digest,
+        raw: &[u8],
+        enc: &mut ChunkEncoder,
+    ) -> Result<u64, StoreError> {
+        debug_assert_eq!(
+            blake3::hash(raw).as_bytes(),
+            d,
+            "digest does not match the data"
+        );
+        if raw.len() > MAX_CHUNK_SIZE as usize {
+            return Err(StoreError::Invalid(format!(
+                "chunk {} is {} bytes, more than the 16 MiB limit",
+                digest_hex(d),
+                raw.len()
+            )));
+        }
+        let (compression, payload) = enc.encode(raw)?;
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(&MAGIC);
+        header[4] = FORMAT_V1;
+        header[5] = compression;
+        header[8..12].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+
+        let final_path = self.path_of(d);
+        let hex = digest_hex(d);
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .dir
+            .join(&hex[..2])
+            .join(format!("{TEMP_PREFIX}{hex}-{}-{n}", std::process::id()));
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
+            f.write_all(&header)?;
+            f.write_all(payload)?;
+            fs::rename(&temp, &final_path)
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&temp);
+            return Err(StoreError::io(
+                format!("writing chunk {}", final_path.display()),
+                e,
+            ));
+        }
+        Ok((HEADER_LEN + payload.len()) as u64)
+    }
+
+    /// Reads, decompresses and re-hashes chunk `d`. A missing file or any mismatch is a
+    /// typed error naming the chunk.
+    pub fn get(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
+        let mut r = ChunkReader::new()?;
+        Ok(self.read_into(d, &mut r)?.to_vec())
+    }
+
+    /// Like [`ChunkStore::get`], into reusable buffers; returns the raw bytes.
+    pub(crate) fn read_into<'r>(
+        &self,
+        d: &Digest,
+        r: &'r mut ChunkReader,
+    ) -> Result<&'r [u8], StoreError> {
+        let path = self.path_of(d);
+        let corrupt = |reason: String| StoreError::ChunkCorrupt {
+            digest: *d,
+            path: path.clone(),
+            reason,
+        };
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::ChunkMissing {
+                    digest: *d,
+                    path: path.clone(),
+                })
+            }
+            Err(e) => {
+                return Err(StoreError::io(
+                    format!("opening chunk {}", path.display()),
+                    e,
+                ))
+            }
+        };
+        r.file.clear();
+        // Bounded: a chunk file is never larger than the header + 16 MiB; a larger file is
+        // corrupt and must not make us read gigabytes.
+        let limit = (HEADER_LEN + MAX_CHUNK_SIZE as usize + 1) as u64;
+        (&mut f)
+            .take(limit)
+            .read_to_end(&mut r.file)
+            .map_err(|e| StoreError::io(format!("reading chunk {}", path.display()), e))?;
+        let buf = &r.file;
+        if buf.len() < HEADER_LEN {
+            return Err(corrupt(format!(
+                "file is {} bytes, shorter than its header",
+                buf.len()
+            )));
+        }
+        if buf[..4] != MAGIC {
+            return Err(corrupt("not a chunk file (bad magic)".into()));
+        }
+        if buf[4] != FORMAT_V1 {
+            return Err(corrupt(format!("unsupported chunk format {}", buf[4])));
+        }
+        let raw_len = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+        let payload_len = u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]) as usize;
+        if raw_len > MAX_CHUNK_SIZE as usize {
+            return Err(corrupt(format!("raw length {raw_len} exceeds 16 MiB")));
+        }
+        if payload_len != buf.len() - HEADER_LEN {
+            return Err(corrupt(format!(
+                "payload is {} bytes, header says {payload_len} (truncated?)",
+                buf.len() - HEADER_LEN
+            )));
+        }
+        let payload = &buf[HEADER_LEN..];
+        let raw: &[u8] = match buf[5] {
+            COMPRESSION_NONE => {
+                if payload_len != raw_len {
+                    return Err(corrupt(format!(
+                        "raw chunk holds {payload_len} bytes, header says {raw_len}"
+                    )));
+                }
+                payload
+            }
+            COMPRESSION_ZSTD => {
+                r.raw.clear();
+                r.raw.reserve(raw_len);
+                let n = r
+                    .dctx
+                    .decompress_to_buffer(payload, &mut r.raw)
+                    .map_err(|e| corrupt(format!("zstd payload does not decompress: {e}")))?;
+                if n != raw_len {
+                    return Err(corrupt(format!(
+                        "decompresses to {n} bytes, header says {raw_len}"
+                    )));
+                }
+                &r.raw
+            }
+            c => return Err(corrupt(format!("unknown compression {c}"))),
+        };
+        let h = blake3::hash(raw);
+        if h.as_bytes() != d {
+            return Err(corrupt(format!(
+                "content hashes to {}, not to its name",
+                digest_hex(h.as_bytes())
+            )));
+        }
+        Ok(raw)
+    }
+
+    /// Makes every earlier put (file data, and the renames into place) durable, with one
+    /// `syncfs(2)` of the store's file system instead of an fsync per chunk.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        // SAFETY: syncfs only reads the descriptor, which `self.dir_fd` keeps open.
+        let rc = unsafe { libc::syncfs(self.dir_fd.as_raw_fd()) };
+        if rc != 0 {
+            return Err(StoreError::io(
+                format!("syncing chunk store {}", self.dir.display()),
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Deletes chunk `d`; a chunk already gone is not an error (GC may race with itself).
+    pub fn remove(&self, d: &Digest) -> Result<(), StoreError> {
+        let p = self.path_of(d);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(format!("removing chunk {}", p.display()), e)),
+        }
+    }
+
+    /// Every chunk file with its modification time, for garbage collection of orphans
+    /// (files no recovery point references, e.g. after a crashed backup). Temp files and
+    /// names that are not a digest are skipped.
+    pub fn list(&self) -> impl Iterator<Item = Result<(Digest, SystemTime), StoreError>> + '_ {
+        self.entries(false).filter_map(|r| match r {
+            Ok((path, mtime)) => {
+                let name = path.file_name()?.to_str()?;
+                super::parse_digest(name).map(|d| Ok((d, mtime)))
+            }
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    /// Removes `.tmp-` files (left by crashed or cancelled writers) last modified before
+    /// `older_than`; returns how many were removed.
+    pub fn remove_stale_temp_files(&self, older_than: SystemTime) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for r in self.entries(true) {
+            let (path, mtime) = r?;
+            if mtime < older_than {
+                match fs::remove_file(&path) {
+                    Ok(()) => n += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(StoreError::io(format!("removing {}", path.display()), e))
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Files of the fan-out folders: temp files when `temp`, else the others.
+    fn entries(
+        &self,
+        temp: bool,
+    ) -> impl Iterator<Item = Result<(PathBuf, SystemTime), StoreError>> + '_ {
+        (0..=255u8).flat_map(move |i| {
+            let sub = self.dir.join(format!("{i:02x}"));
+            let rd = match fs::read_dir(&sub) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = _>>
+                }
+                Err(e) => {
+                    return Box::new(std::iter::once(Err(StoreError::io(
+                        format!("listing chunk folder {}", sub.display()),
+                        e,
+                    ))))
+                }
+            };
+            Box::new(rd.filter_map(move |ent| {
+                let ent = match ent {
+                    Ok(e) => e,
+                    Err(e) => {
+                        return Some(Err(StoreError::io(
+                            format!("listing chunk folder {}", sub.display()),
+                            e,
+                        )))
+                    }
+                };
+                let is_temp = ent.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+                if is_temp != temp {
+                    return None;
+                }
+                let path = ent.path();
+                match ent.metadata().and_then(|m| m.modified()) {
+                    Ok(t) => Some(Ok((path, t))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => Some(Err(StoreError::io(
+                        format!("reading metadata of {}", path.display()),
+                        e,
+                    ))),
+                }
+            }))
+        })
+    }
+}
+
+/// Compresses chunks with a reusable zstd context; one per worker thread.
+pub struct ChunkEncoder {
+    cctx: zstd::bulk::Compressor<'static>,
+    out: Vec<u8>,
+    sample_out: Vec<u8>,
+}
+
+impl ChunkEncoder {
+    /// An encoder at zstd `level` (1 fastest … 19; 0 means zstd's default, 3).
+    pub fn new(level: i32) -> Result<ChunkEncoder, StoreError> {
+        let cctx = zstd::bulk::Compressor::new(level).map_err(|e| {
+            StoreError::Invalid(format!("zstd compression level {level} is not usable: {e}"))
+        })?;
+        Ok(ChunkEncoder {
+            cctx,
+            out: Vec::new(),
+            sample_out: vec![0; zstd::zstd_safe::compress_bound(SAMPLE_LEN)],
+        })
+    }
+
+    /// Bytes held by this encoder's output buffer (for the memory accounting of pipelines).
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.out.capacity() + self.sample_out.capacity()
+    }
+
+    /// Reserves the output buffer for chunks up to `max_len` bytes once, up front.
+    pub(crate) fn reserve(&mut self, max_len: usize) {
+        if self.out.len() < max_len {
+            self.out.resize(max_len, 0);
+        }
+    }
+
+    /// Returns (compression flag, payload): zstd when strictly smaller than `raw`, else
+    /// `raw` itself. Chunks whose samples do not compress are stored raw without
+    /// compressing the whole chunk (incompressible data costs only the samples).
+    pub(crate) fn encode<'a>(&'a mut self, raw: &'a [u8]) -> Result<(u8, &'a [u8]), StoreError> {
+        if raw.is_empty() || !self.samples_compress(raw) {
+            return Ok((COMPRESSION_NONE, raw));
+        }
+        self.reserve(raw.len());
+        // The destination is one byte shorter than the input: zstd fails when the result
+        // would not be smaller, which is exactly when we keep the chunk raw.
+        match self
+            .cctx
+            .compress_to_buffer(raw, &mut self.out[..raw.len() - 1])
+        {
+            Ok(n) => Ok((COMPRESSION_ZSTD, &self.out[..n])),
+            Err(_) => Ok((COMPRESSION_NONE, raw)),
+        }
+    }
+
+    /// Whether a few 4 KiB samples spread across `raw` compress by at least
+    /// [`MIN_SAVING_PERCENT`]. Small chunks are always tried whole.
+    fn samples_compress(&mut self, raw: &[u8]) -> bool {
+        if raw.len() < 4 * SAMPLES * SAMPLE_LEN {
+            return true;
+        }
+        let stride = raw.len() / SAMPLES;
+        let mut sampled = 0;
+        let mut packed = 0;
+        for i in 0..SAMPLES {
+            let s = &raw[i * stride..i * stride + SAMPLE_LEN];
+            if is_zero(s) {
+                return true;
+            }
+            sampled += s.len();
+            packed += match self.cctx.compress_to_buffer(s, &mut self.sample_out[..]) {
+                Ok(n) => n,
+                Err(_) => s.len(),
+            };
+        }
+        packed * 100 < sampled * (100 - MIN_SAVING_PERCENT)
+    }
+}
+
+/// Reusable buffers and zstd context for reading chunks; one per worker thread.
+pub(crate) struct ChunkReader {
+    file: Vec<u8>,
+    raw: Vec<u8>,
+    dctx: zstd::bulk::Decompressor<'static>,
+}
+
+impl ChunkReader {
+    pub(crate) fn new() -> Result<ChunkReader, StoreError> {
+        let dctx = zstd::bulk::Decompressor::new()
+            .map_err(|e| StoreError::io("creating a zstd decompression context", e))?;
+        Ok(ChunkReader {
+            file: Vec::new(),
+            raw: Vec::new(),
+            dctx,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{compressible, random};
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn digest(b: &[u8]) -> Digest {
+        *blake3::hash(b).as_bytes()
+    }
+
+    #[test]
+    fn put_get_round_trip_compressed_and_raw() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let text = compressible(7, 1 << 20);
+        let noise = random(8, 1 << 20);
+        let dt = digest(&text);
+        let dn = digest(&noise);
+        let st = s.put(&dt, &text).unwrap();
+        let sn = s.put(&dn, &noise).unwrap();
+        assert!(
+            st < (text.len() / 2) as u64,
+            "compressible chunk stored {st} bytes"
+        );
+        assert_eq!(
+            sn,
+            (noise.len() + HEADER_LEN) as u64,
+            "random chunk must be kept raw"
+        );
+        assert_eq!(s.get(&dt).unwrap(), text);
+        assert_eq!(s.get(&dn).unwrap(), noise);
+        assert_eq!(fs::metadata(s.path_of(&dt)).unwrap().len(), st);
+        s.sync().unwrap();
+    }
+
+    #[test]
+    fn modes_are_private() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let data = b"hello".repeat(1000);
+        let d = digest(&data);
+        s.put(&d, &data).unwrap();
+        let fmode = fs::metadata(s.path_of(&d)).unwrap().permissions().mode() & 0o777;
+        let dmode = fs::metadata(s.path_of(&d).parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        let rmode = fs::metadata(s.dir()).unwrap().permissions().mode() & 0o777;
+        assert_eq!((fmode, dmode, rmode), (0o600, 0o700, 0o700));
+    }
+
+    #[test]
+    fn flipped_byte_is_corrupt_and_names_the_chunk() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        for data in [compressible(1, 300_000), random(2, 300_000)] {
+            let d = digest(&data);
+            s.put(&d, &data).unwrap();
+            let p = s.path_of(&d);
+            let mut bytes = fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40;
+            fs::write(&p, &bytes).unwrap();
+            let e = s.get(&d).unwrap_err();
+            assert!(
+                matches!(e, StoreError::ChunkCorrupt { digest, .. } if digest == d),
+                "{e}"
+            );
+            assert!(e.to_string().contains(&digest_hex(&d)));
+        }
+    }
+
+    #[test]
+    fn header_damage_is_corrupt() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let data = compressible(3, 100_000);
+        let d = digest(&data);
+        s.put(&d, &data).unwrap();
+        let p = s.path_of(&d);
+        let good = fs::read(&p).unwrap();
+        for (i, what) in [
+            (0, "magic"),
+            (4, "format"),
+            (5, "compression"),
+            (9, "length"),
+        ] {
+            let mut b = good.clone();
+            b[i] ^= 0x01;
+            fs::write(&p, &b).unwrap();
+            assert!(
+                matches!(s.get(&d), Err(StoreError::ChunkCorrupt { .. })),
+                "damaged {what} not detected"
+            );
+        }
+        fs::write(&p, &good[..good.len() - 1]).unwrap();
+        assert!(matches!(s.get(&d), Err(StoreError::ChunkCorrupt { .. })));
+        fs::write(&p, &good[..5]).unwrap();
+        assert!(matches!(s.get(&d), Err(StoreError::ChunkCorrupt { .. })));
+    }
+
+    #[test]
+    fn missing_chunk_is_typed() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let d = [7u8; 32];
+        let e = s.get(&d).unwrap_err();
+        assert!(matches!(e, StoreError::ChunkMissing { digest, .. } if digest == d));
+        assert!(e.to_string().contains(&digest_hex(&d)));
+        s.remove(&d).unwrap(); // already gone: fine
+    }
+
+    #[test]
+    fn list_skips_temp_files_and_sweep_removes_stale_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let a = compressible(1, 70_000);
+        let b = random(2, 70_000);
+        let (da, db) = (digest(&a), digest(&b));
+        s.put(&da, &a).unwrap();
+        s.put(&db, &b).unwrap();
+        let tmp = s.dir().join("00").join(format!("{TEMP_PREFIX}abc-1-1"));
+        fs::write(&tmp, b"partial").unwrap();
+        fs::write(s.dir().join("00").join("README"), b"not a chunk").unwrap();
+        let mut listed: Vec<Digest> = s.list().map(|r| r.unwrap().0).collect();
+        listed.sort();
+        let mut want = vec![da, db];
+        want.sort();
+        assert_eq!(listed, want);
+
+        let past = SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(s.remove_stale_temp_files(past).unwrap(), 0);
+        assert!(tmp.exists());
+        let future = SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(s.remove_stale_temp_files(future).unwrap(), 1);
+        assert!(!tmp.exists());
+
+        s.remove(&da).unwrap();
+        assert!(matches!(s.get(&da), Err(StoreError::ChunkMissing { .. })));
+        assert_eq!(s.list().count(), 1);
+    }
+
+    #[test]
+    fn encoder_keeps_incompressible_raw_and_mixed_compressed() {
+        let mut enc = ChunkEncoder::new(1).unwrap();
+        let noise = random(5, 1 << 20);
+        let (c, p) = enc.encode(&noise).unwrap();
+        assert_eq!((c, p.len()), (COMPRESSION_NONE, noise.len()));
+        // Half zeros, half noise: the samples see zeros, so it is compressed.
+        let mut mixed = noise.clone();
+        mixed[..1 << 19].fill(0);
+        let (c, p) = enc.encode(&mixed).unwrap();
+        assert_eq!(c, COMPRESSION_ZSTD);
+        assert!(p.len() < (1 << 19) + 4096);
+        // A tiny chunk is always tried.
+        let (c, _) = enc.encode(&[1u8; 100]).unwrap();
+        assert_eq!(c, COMPRESSION_ZSTD);
+    }
+}

@@ -1,0 +1,406 @@
+//! Restore of one disk into a sparse raw image.
+//!
+//! Workers take slots of the index in turn (a shared cursor, no queue), fetch, decompress
+//! and re-hash each chunk, and `pwrite` it at its disk offset, skipping 4 KiB blocks of
+//! zeros so the image stays sparse (the file is created empty and extended with
+//! `set_len`, so every skipped block is a hole that reads as zeros). The image is written
+//! to `<out>.partial`, fsynced, then renamed to `out`: a failed or interrupted restore
+//! never leaves a file that looks whole.
+
+use super::backup::worker_count;
+use super::chunks::ChunkReader;
+use super::{digest_hex, is_zero, ChunkStore, Digest, DiskIndex, StoreError};
+use crate::cancel::{CancelToken, Progress};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Granularity of hole detection in restored images (the usual file system block).
+const SPARSE_BLOCK: usize = 4096;
+
+/// `out` + ".partial": where a restore writes until it is complete.
+pub fn partial_path(out: &Path) -> PathBuf {
+    let mut s: OsString = out.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Restores the disk described by `index` to a new sparse file `out` (an error if it
+/// exists). Any missing or corrupt chunk fails the restore with an error naming the chunk,
+/// the slot and the disk offset, and removes the partial output. `progress` gets the raw
+/// bytes of each chunk restored added (holes are not counted: set the total to
+/// [`DiskIndex::logical_bytes`]).
+pub fn restore_disk(
+    store: &ChunkStore,
+    index: &DiskIndex,
+    out: &Path,
+    progress: &Progress,
+    cancel: &CancelToken,
+    threads: usize,
+) -> Result<(), StoreError> {
+    index.validate().map_err(|r| {
+        StoreError::Invalid(format!("cannot restore from an invalid disk index: {r}"))
+    })?;
+    if cancel.is_cancelled() {
+        return Err(StoreError::Cancelled);
+    }
+    if out.symlink_metadata().is_ok() {
+        return Err(StoreError::TargetExists {
+            path: out.to_path_buf(),
+        });
+    }
+    let partial = partial_path(out);
+    let file = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(StoreError::Invalid(format!(
+                "{} already exists (left by an interrupted restore, or another restore to the \
+                 same target is running): remove it and retry",
+                partial.display()
+            )))
+        }
+        Err(e) => {
+            return Err(StoreError::io(
+                format!("creating restore target {}", partial.display()),
+                e,
+            ))
+        }
+    };
+    let result =
+        write_image(store, index, &file, &partial, progress, cancel, threads).and_then(|()| {
+            file.sync_all().map_err(|e| {
+                StoreError::io(format!("flushing restore target {}", partial.display()), e)
+            })
+        });
+    drop(file);
+    if let Err(e) = result {
+        let _ = fs::remove_file(&partial);
+        return Err(e);
+    }
+    let finish = || -> io::Result<()> {
+        fs::rename(&partial, out)?;
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()
+    };
+    finish().map_err(|e| {
+        let _ = fs::remove_file(&partial);
+        StoreError::io(
+            format!("moving the restored image into place at {}", out.display()),
+            e,
+        )
+    })
+}
+
+fn write_image(
+    store: &ChunkStore,
+    index: &DiskIndex,
+    file: &File,
+    path: &Path,
+    progress: &Progress,
+    cancel: &CancelToken,
+    threads: usize,
+) -> Result<(), StoreError> {
+    file.set_len(index.capacity).map_err(|e| {
+        StoreError::io(
+            format!(
+                "sizing restore target {} to {} bytes",
+                path.display(),
+                index.capacity
+            ),
+            e,
+        )
+    })?;
+    let workers = worker_count(threads, index.chunk_size, 2).min(index.entries.len().max(1));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let error: Mutex<Option<StoreError>> = Mutex::new(None);
+    let fail = |e: StoreError| {
+        let mut slot = error.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        stop.store(true, Ordering::SeqCst);
+    };
+    std::thread::scope(|s| {
+        for i in 0..workers {
+            let work = || {
+                let mut reader = match ChunkReader::new() {
+                    Ok(r) => r,
+                    Err(e) => return fail(e),
+                };
+                while !stop.load(Ordering::SeqCst) {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(slot, d)) = index.entries.get(k) else {
+                        break;
+                    };
+                    if cancel.is_cancelled() {
+                        return fail(StoreError::Cancelled);
+                    }
+                    let offset = slot * u64::from(index.chunk_size);
+                    let r = restore_slot(store, index, file, path, slot, &d, &mut reader, progress);
+                    if let Err(e) = r {
+                        return fail(match e {
+                            e @ (StoreError::ChunkMissing { .. }
+                            | StoreError::ChunkCorrupt { .. }) => StoreError::AtSlot {
+                                slot,
+                                offset,
+                                source: Box::new(e),
+                            },
+                            e => e,
+                        });
+                    }
+                }
+            };
+            if let Err(e) = std::thread::Builder::new()
+                .name(format!("restore-{i}"))
+                .spawn_scoped(s, work)
+            {
+                fail(StoreError::io("starting a restore worker thread", e));
+            }
+        }
+    });
+    match error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn restore_slot(
+    store: &ChunkStore,
+    index: &DiskIndex,
+    file: &File,
+    path: &Path,
+    slot: u64,
+    d: &Digest,
+    reader: &mut ChunkReader,
+    progress: &Progress,
+) -> Result<(), StoreError> {
+    let raw = store.read_into(d, reader)?;
+    let want = index.slot_len(slot);
+    if raw.len() as u64 != want {
+        return Err(StoreError::ChunkCorrupt {
+            digest: *d,
+            path: store.path_of(d),
+            reason: format!(
+                "holds {} bytes but the slot is {want} bytes (chunk {} does not belong to this disk layout)",
+                raw.len(),
+                digest_hex(d)
+            ),
+        });
+    }
+    let offset = slot * u64::from(index.chunk_size);
+    write_sparse(file, offset, raw).map_err(|e| {
+        StoreError::io(
+            format!(
+                "writing restore target {} at offset {offset}",
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    progress.add_done(raw.len() as u64);
+    Ok(())
+}
+
+/// Writes the non-zero runs of `data` at `offset` (whole 4 KiB blocks of zeros are
+/// skipped; the file must read as zeros there already).
+fn write_sparse(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    let mut run_start: Option<usize> = None;
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + SPARSE_BLOCK).min(data.len());
+        if is_zero(&data[pos..end]) {
+            if let Some(s) = run_start.take() {
+                file.write_all_at(&data[s..pos], offset + s as u64)?;
+            }
+        } else if run_start.is_none() {
+            run_start = Some(pos);
+        }
+        pos = end;
+    }
+    if let Some(s) = run_start {
+        file.write_all_at(&data[s..], offset + s as u64)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{compressible, random};
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn store_with(chunks: &[&[u8]]) -> (tempfile::TempDir, ChunkStore, Vec<Digest>) {
+        let t = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let ds = chunks
+            .iter()
+            .map(|c| {
+                let d = *blake3::hash(c).as_bytes();
+                s.put(&d, c).unwrap();
+                d
+            })
+            .collect();
+        (t, s, ds)
+    }
+
+    #[test]
+    fn restores_sparse_and_exact() {
+        let cs = 1 << 16;
+        let mut a = random(1, cs);
+        a[8192..3 * 8192].fill(0); // zero blocks inside a chunk stay holes too
+        let b = compressible(2, 1000);
+        let (t, s, ds) = store_with(&[&a, &b]);
+        let cap = 1000 * cs as u64 + 1000; // the last slot is short
+        let index = DiskIndex {
+            capacity: cap,
+            chunk_size: cs as u32,
+            entries: vec![(3, ds[0]), (1000, ds[1])],
+        };
+        let out = t.path().join("disk0.raw");
+        let progress = Progress::default();
+        restore_disk(&s, &index, &out, &progress, &CancelToken::new(), 2).unwrap();
+        let img = fs::read(&out).unwrap();
+        let mut want = vec![0u8; cap as usize];
+        want[3 * cs..4 * cs].copy_from_slice(&a);
+        want[1000 * cs..].copy_from_slice(&b);
+        assert!(img == want);
+        let m = fs::metadata(&out).unwrap();
+        assert!(
+            m.blocks() * 512 <= (cs as u64 - 2 * 8192) + 8192,
+            "{} blocks",
+            m.blocks()
+        );
+        assert_eq!(progress.done(), index.logical_bytes());
+        assert!(!partial_path(&out).exists());
+
+        // The target exists now: refused, untouched.
+        let e = restore_disk(&s, &index, &out, &progress, &CancelToken::new(), 2).unwrap_err();
+        assert!(matches!(e, StoreError::TargetExists { .. }), "{e}");
+    }
+
+    #[test]
+    fn corrupt_or_missing_chunk_names_slot_and_leaves_nothing() {
+        let cs = 1 << 16;
+        let a = random(1, cs);
+        let b = compressible(2, cs);
+        let (t, s, ds) = store_with(&[&a, &b]);
+        let index = DiskIndex {
+            capacity: 8 * cs as u64,
+            chunk_size: cs as u32,
+            entries: vec![(2, ds[0]), (5, ds[1])],
+        };
+        // Flip a byte of the compressed chunk.
+        let p = s.path_of(&ds[1]);
+        let mut bytes = fs::read(&p).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 1;
+        fs::write(&p, bytes).unwrap();
+        let out = t.path().join("d.raw");
+        let e = restore_disk(
+            &s,
+            &index,
+            &out,
+            &Progress::default(),
+            &CancelToken::new(),
+            2,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("slot 5") && msg.contains(&digest_hex(&ds[1])),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!("offset {}", 5 * cs)), "{msg}");
+        assert_eq!(e.faulty_chunk(), Some(ds[1]));
+        assert!(!out.exists() && !partial_path(&out).exists());
+
+        fs::remove_file(s.path_of(&ds[0])).unwrap();
+        let e = restore_disk(
+            &s,
+            &index,
+            &out,
+            &Progress::default(),
+            &CancelToken::new(),
+            1,
+        )
+        .unwrap_err();
+        assert!(matches!(e.faulty_chunk(), Some(d) if d == ds[0] || d == ds[1]));
+        assert!(!out.exists() && !partial_path(&out).exists());
+    }
+
+    #[test]
+    fn chunk_of_the_wrong_length_is_refused() {
+        let cs = 1 << 16;
+        let short = compressible(1, 100);
+        let (t, s, ds) = store_with(&[&short]);
+        let index = DiskIndex {
+            capacity: 4 * cs as u64,
+            chunk_size: cs as u32,
+            entries: vec![(1, ds[0])],
+        };
+        let out = t.path().join("d.raw");
+        let e = restore_disk(
+            &s,
+            &index,
+            &out,
+            &Progress::default(),
+            &CancelToken::new(),
+            2,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("slot 1"), "{e}");
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn cancelled_restore_removes_the_partial_file() {
+        let (t, s, ds) = store_with(&[&random(1, 1 << 16)]);
+        let index = DiskIndex {
+            capacity: 1 << 20,
+            chunk_size: 1 << 16,
+            entries: vec![(0, ds[0])],
+        };
+        let c = CancelToken::new();
+        c.cancel();
+        let out = t.path().join("d.raw");
+        let e = restore_disk(&s, &index, &out, &Progress::default(), &c, 2).unwrap_err();
+        assert!(matches!(e, StoreError::Cancelled));
+        assert!(!out.exists() && !partial_path(&out).exists());
+    }
+
+    #[test]
+    fn write_sparse_skips_zero_blocks_only() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .read(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(1 << 20).unwrap();
+        let mut data = vec![0u8; 5 * 4096 + 10];
+        data[4096] = 1; // block 1
+        data[5 * 4096 + 9] = 2; // the short tail
+        write_sparse(&f, 4096, &data).unwrap();
+        let img = fs::read(&p).unwrap();
+        assert_eq!(img[4096 + 4096], 1);
+        assert_eq!(img[4096 + 5 * 4096 + 9], 2);
+        assert_eq!(img.iter().filter(|b| **b != 0).count(), 2);
+    }
+}
