@@ -890,12 +890,41 @@ impl BackupJob {
             return Ok(());
         }
         self.active = false;
-        match self.virsh.raw(
-            &["domjobabort", &self.uuid],
-            qemu::QUICK,
-            &CancelToken::new(),
-        ) {
-            Ok(_) => Ok(()),
+        let no_cancel = CancelToken::new();
+        match self
+            .virsh
+            .raw(&["domjobabort", &self.uuid], qemu::QUICK, &no_cancel)
+        {
+            Ok(_) => {
+                // The abort returns before libvirt has torn the job down; the next backup
+                // of this domain can begin only once it has.
+                let start = std::time::Instant::now();
+                while start.elapsed() < qemu::QUICK {
+                    match self
+                        .virsh
+                        .raw(&["domjobinfo", &self.uuid], qemu::QUICK, &no_cancel)
+                    {
+                        Ok(info)
+                            if info
+                                .lines()
+                                .any(|l| l.starts_with("Job type:") && !l.contains("None")) =>
+                        {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+                Err(ProviderError::new(
+                    "ToolTimedOut",
+                    "The backup job did not end",
+                    format!(
+                        "the backup job of domain {} was still running {} s after it was aborted",
+                        self.uuid,
+                        qemu::QUICK.as_secs()
+                    ),
+                )
+                .recommend(format!("Check it with: virsh domjobinfo {}", self.uuid)))
+            }
             // The domain stopped meanwhile, and its job with it.
             Err(e)
                 if e.stderr().contains("no job is active")
