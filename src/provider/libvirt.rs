@@ -57,7 +57,7 @@ use crate::provider::{DiskReader, Provider, ProviderError, RegistrationReport, S
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1159,6 +1159,7 @@ impl Provider for LibvirtProvider {
 mod tests {
     use super::qemu::test_support::*;
     use super::*;
+    use std::path::Path;
     use std::process::Command;
 
     const DOMAIN_XML: &str = r#"<domain type='kvm' id='3'>

@@ -503,8 +503,7 @@ pub enum MapTarget {
 /// Runs `qemu-img map --output=json` on `target`.
 pub fn image_map(target: &MapTarget, cancel: &CancelToken) -> Result<Vec<MapEntry>, ProviderError> {
     let mut a = args!["map", "--output=json"];
-    let what: String;
-    match target {
+    let what = match target {
         MapTarget::File {
             path,
             format,
@@ -516,14 +515,14 @@ pub fn image_map(target: &MapTarget, cancel: &CancelToken) -> Result<Vec<MapEntr
                 a.push("-U".into());
             }
             a.push(path.into());
-            what = format!("listing allocated extents of {}", path.display());
+            format!("listing allocated extents of {}", path.display())
         }
         MapTarget::ImageOpts(opts) => {
             a.push("--image-opts".into());
             a.push(opts.into());
-            what = format!("listing extents of {opts}");
+            format!("listing extents of {opts}")
         }
-    }
+    };
     let out = run_tool("qemu-img", &a, MAP_TIMEOUT, cancel).map_err(|e| match target {
         MapTarget::File { path, .. } => image_error(e, path, "listing allocated extents"),
         MapTarget::ImageOpts(_) => e.into_provider(&what),
