@@ -928,9 +928,10 @@ mod tests {
         let mut s = settings(dir.path());
         s.allow_crash_consistent_reads = Some(true);
         let allowed = ImagesProvider::new(&s).unwrap();
-        let snap = allowed
-            .snapshot(&vms[0], Utc::now(), &CancelToken::new())
-            .unwrap();
+        let snap = match allowed.snapshot(&vms[0], Utc::now(), &CancelToken::new()) {
+            Ok(s) => s,
+            Err(e) => panic!("{:?}", e.details()),
+        };
         assert_eq!(snap.consistency(), Consistency::CrashConsistent);
         let r = snap.open_disk(0).unwrap();
         let mut buf = vec![0u8; 4096];

@@ -944,7 +944,9 @@ impl NbdServer {
                     ),
                 ));
             }
-            if server.socket.exists() && UnixStream::connect(&server.socket).is_ok() {
+            // A full handshake: qemu-nbd may listen before it has opened (and locked)
+            // the image, and exits when that fails.
+            if server.socket.exists() && NbdConn::connect(&server.socket, "").is_ok() {
                 return Ok(server);
             }
             cancel.check()?;
