@@ -160,7 +160,11 @@ impl Config {
                     line: None,
                     message: format!("cannot read the configuration file: {e}"),
                 })?;
-                Config::parse(&text, &origin)
+                let mut cfg = Config::parse(&text, &origin)?;
+                if let Some(dir) = p.parent() {
+                    cfg.resolve_relative_paths(dir);
+                }
+                Ok(cfg)
             }
             None => Config::parse(EMBEDDED_DEFAULT, "embedded default configuration"),
         }
@@ -187,6 +191,12 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for v in &self.vaults {
             let at = format!("\"{}\"", v.name);
+            // Keys of this vault are found after its name.
+            let from = text.find(&at).unwrap_or(0);
+            let err = |needle: &str, message: String| {
+                let line = text[from..].find(needle).map(|o| line_of(text, from + o)).or_else(|| text.find(needle).map(|o| line_of(text, o)));
+                ConfigError { origin: self.origin.clone(), line, message }
+            };
             if v.name.trim().is_empty()
                 || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
@@ -213,6 +223,11 @@ impl Config {
                     ),
                 ));
             }
+            if let SourceConfig::Simulated(sim) = &v.source {
+                if let Err(crate::provider::sim::SimError::Setting { key, message }) = sim.validate() {
+                    return Err(err(key, format!("vault \"{}\": source.{key}: {message}", v.name)));
+                }
+            }
             if !(1..=19).contains(&v.compression_level) {
                 return Err(err(
                     "compression_level",
@@ -232,6 +247,34 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Paths in the file are relative to the file's folder, not to the working directory.
+    fn resolve_relative_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            let expanded = expand_home(p);
+            *p = if expanded.is_relative() { base.join(expanded) } else { expanded };
+        };
+        if let Some(d) = &mut self.data_dir {
+            fix(d);
+        }
+        if let Some(l) = &mut self.log_file {
+            fix(l);
+        }
+        for v in &mut self.vaults {
+            if let Some(s) = &mut v.storage {
+                fix(s);
+            }
+            match &mut v.source {
+                SourceConfig::Simulated(s) => {
+                    if let Some(p) = &mut s.subscription {
+                        fix(p);
+                    }
+                }
+                SourceConfig::Images(s) => fix(&mut s.path),
+                SourceConfig::Libvirt(_) => {}
+            }
+        }
     }
 
     pub fn vault_names(&self) -> String {

@@ -8,3 +8,6 @@
 pub mod cancel;
 pub mod model;
 pub mod provider;
+pub mod vault;
+pub mod fmt;
+pub mod policy;

@@ -983,7 +983,12 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
         PolicyCommand::Import(a) => {
             let text = std::fs::read_to_string(&a.file)
                 .map_err(|e| CliError::usage(format!("cannot read {}: {e}", a.file.display())))?;
-            let mut policies = crate::policy::import_azure(&text).map_err(|e| CliError::usage(e.to_string()))?;
+            let imported = crate::policy::import_azure(&text, &a.file.display().to_string())
+                .map_err(|e| CliError::usage(e.to_string()))?;
+            for s in &imported.skipped {
+                eprintln!("Skipped policy {}: {}", s.name, s.reason);
+            }
+            let mut policies = imported.policies;
             if let Some(name) = &a.name {
                 if policies.len() != 1 {
                     return Err(CliError::usage(format!(

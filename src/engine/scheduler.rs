@@ -192,9 +192,18 @@ impl Engine {
         }
         let _guard = self.inner.schedule_lock.lock().await;
         let engine = self.clone();
-        tokio::task::spawn_blocking(move || engine.advance_blocking(by))
+        // Latencies and the read throttle are for people watching; simulated time skips them.
+        let sim = self.simulator();
+        if let Some(s) = &sim {
+            s.set_fast_forward(true);
+        }
+        let r = tokio::task::spawn_blocking(move || engine.advance_blocking(by))
             .await
-            .map_err(|e| EngineError::Failed(format!("sim advance stopped unexpectedly: {e}")))?
+            .map_err(|e| EngineError::Failed(format!("sim advance stopped unexpectedly: {e}")));
+        if let Some(s) = &sim {
+            s.set_fast_forward(false);
+        }
+        r?
     }
 
     fn advance_blocking(&self, by: Duration) -> Result<AdvanceReport> {

@@ -35,7 +35,6 @@ macro_rules! named_enum {
         }
     };
 }
-pub(crate) use named_enum;
 
 named_enum!(
     /// Guest operating system family.

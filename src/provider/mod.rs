@@ -121,3 +121,5 @@ pub trait DiskReader: Send + Sync {
     /// Fills `buf` with the bytes at `offset` (must lie within the capacity).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError>;
 }
+
+pub mod sim;

@@ -1,0 +1,190 @@
+//! Shared test support: a fresh data folder and configuration per test, and helpers to run
+//! the real `vmvault` binary.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub data: PathBuf,
+}
+
+/// Simulator settings that make tests instant.
+pub const FAST_SIM: &str = "kind = \"simulated\", discovery_latency_ms = 0, registration_latency_ms = 0, snapshot_latency_ms = 0";
+
+impl Env {
+    /// Two vaults on the default simulated subscription: `test-we` (westeurope, the default)
+    /// and `test-eus` (eastus). `extra_source` adds keys to both sources.
+    pub fn with_source(extra_source: &str) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let config = dir.path().join("config.toml");
+        let extra = if extra_source.is_empty() { String::new() } else { format!(", {extra_source}") };
+        let text = format!(
+            "[engine]\nmax_concurrent_jobs = 2\n\n\
+             [[vault]]\nname = \"test-we\"\nregion = \"westeurope\"\nsource = {{ {FAST_SIM}{extra} }}\n\n\
+             [[vault]]\nname = \"test-eus\"\nregion = \"eastus\"\nsource = {{ {FAST_SIM}{extra} }}\n"
+        );
+        std::fs::write(&config, text).expect("write config");
+        Env { dir, config, data }
+    }
+
+    pub fn new() -> Env {
+        Env::with_source("")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn vault_dir(&self, name: &str) -> PathBuf {
+        self.data.join("vaults").join(name)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("vmvault").expect("binary");
+        c.env_remove("VMVAULT_CONFIG").env_remove("VMVAULT_VAULT").env_remove("VMVAULT_DATA_DIR");
+        c.arg("--config").arg(&self.config).arg("--data-dir").arg(&self.data);
+        c.timeout(std::time::Duration::from_secs(300));
+        c
+    }
+
+    /// A std command (for processes the test kills or runs in the background).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmvault"));
+        c.env_remove("VMVAULT_CONFIG").env_remove("VMVAULT_VAULT").env_remove("VMVAULT_DATA_DIR");
+        c.arg("--config").arg(&self.config).arg("--data-dir").arg(&self.data);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run vmvault")
+    }
+
+    /// Runs and asserts exit code 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "vmvault {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs with `--json` appended, asserts success, parses stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let s = self.ok(&a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("vmvault {a:?}: not JSON ({e}):\n{s}"))
+    }
+
+    /// Runs and asserts the exit code; returns (stdout, stderr).
+    pub fn fails_with(&self, code: i32, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert_eq!(out.status.code(), Some(code), "vmvault {args:?}: expected exit {code}\nstdout:\n{o}\nstderr:\n{e}");
+        (o, e)
+    }
+
+    /// discover + register + protect `vms` with DefaultPolicy.
+    pub fn protect(&self, vms: &[&str]) {
+        self.ok(&["discover"]);
+        let mut reg = vec!["register"];
+        reg.extend_from_slice(vms);
+        self.ok(&reg);
+        let mut prot = vec!["protect"];
+        prot.extend_from_slice(vms);
+        prot.extend_from_slice(&["--policy", "DefaultPolicy"]);
+        self.ok(&prot);
+    }
+
+    /// Backs up `vm` and returns the new point id.
+    pub fn backup(&self, vm: &str) -> String {
+        let job = self.json(&["backup", vm]);
+        assert_eq!(job["status"], "Completed", "{job:#}");
+        job["details"]["recovery_point"].as_str().expect("point id").to_string()
+    }
+
+    pub fn point_time(&self, vm: &str, point: &str) -> String {
+        let points = self.json(&["points", vm]);
+        points
+            .as_array()
+            .expect("points array")
+            .iter()
+            .find(|p| p["id"] == point)
+            .unwrap_or_else(|| panic!("point {point} not listed: {points:#}"))["time"]
+            .as_str()
+            .expect("time")
+            .to_string()
+    }
+
+    /// Restores `point` of `vm` into a new folder and checks every disk equals what the
+    /// simulator says the disk held at the point's time.
+    pub fn assert_restore_matches_source(&self, vm: &str, point: &str, tag: &str) {
+        let to = self.path(&format!("restore-{tag}"));
+        self.ok(&["restore", vm, "--point", point, "--to", to.to_str().expect("utf8")]);
+        let time = self.point_time(vm, point);
+        let name = vm.rsplit('/').next().expect("name");
+        let item = self.json(&["items"]).as_array().expect("items").iter().find(|i| {
+            i["name"] == name && (vm.contains('/') && i["cloud_service"] == vm.split('/').next().expect("cs") || !vm.contains('/'))
+        }).cloned().expect("item");
+        for d in item["disks"].as_array().expect("disks") {
+            let n = d["index"].as_u64().expect("index");
+            let restored = to.join(format!("{name}-disk{n}.raw"));
+            let export = self.path(&format!("export-{tag}-{n}.raw"));
+            self.ok(&["sim", "export-disk", vm, "--disk", &n.to_string(), "--at", &time, "--to", export.to_str().expect("utf8")]);
+            assert_files_equal(&restored, &export);
+        }
+    }
+}
+
+/// Compares two files in blocks (they may be large and sparse).
+pub fn assert_files_equal(a: &Path, b: &Path) {
+    use std::io::Read;
+    let ma = std::fs::metadata(a).unwrap_or_else(|e| panic!("{}: {e}", a.display()));
+    let mb = std::fs::metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
+    assert_eq!(ma.len(), mb.len(), "sizes differ: {} vs {}", a.display(), b.display());
+    let mut fa = std::fs::File::open(a).expect("open a");
+    let mut fb = std::fs::File::open(b).expect("open b");
+    let mut ba = vec![0u8; 1 << 20];
+    let mut bb = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    loop {
+        let n = fa.read(&mut ba).expect("read a");
+        if n == 0 {
+            break;
+        }
+        fb.read_exact(&mut bb[..n]).expect("read b");
+        if ba[..n] != bb[..n] {
+            let i = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y).unwrap_or(0);
+            panic!("{} and {} differ at byte {}", a.display(), b.display(), off + i as u64);
+        }
+        off += n as u64;
+    }
+}
+
+/// Whether a test that needs an external tool should run: when the tool is missing it
+/// prints why and returns false, unless VMVAULT_REQUIRE_TOOLS=1 (CI), where it panics.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("VMVAULT_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{tool} is required (VMVAULT_REQUIRE_TOOLS=1) but not installed");
+        }
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}

@@ -1,0 +1,176 @@
+//! Crash, corruption and ownership: nothing already stored is ever lost.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Polls `cond` until it holds (or panics after `secs`).
+fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn running_backup(env: &Env) -> Option<Value> {
+    let out = env.run(&["jobs", "--operation", "Backup", "--status", "InProgress", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array()?.first().cloned()
+}
+
+#[test]
+fn kill_during_backup_leaves_earlier_points_intact() {
+    // Reads throttled so the backup is still running when it is killed.
+    let env = Env::with_source("read_throughput_mib_s = 8");
+    env.protect(&["app01"]);
+    let fast = Env::new();
+    // Earlier points: taken with the same vault through an unthrottled config.
+    std::fs::copy(&fast.config, &env.path("fast.toml")).unwrap();
+    let fast_cfg = env.path("fast.toml");
+    let backup_fast = |vm: &str| -> String {
+        let out = env.cmd().arg("--config").arg(&fast_cfg).args(["backup", vm, "--json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["details"]["recovery_point"].as_str().unwrap().to_string()
+    };
+    let p1 = backup_fast("app01");
+
+    let mut child = env.std_cmd().args(["backup", "app01"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut job_id = String::new();
+    wait_until(60, "the backup to move data", || match running_backup(&env) {
+        Some(j) if j["bytes_done"].as_u64().unwrap_or(0) > 0 => {
+            job_id = j["id"].as_str().unwrap().to_string();
+            true
+        }
+        _ => false,
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // At the next start the job reads Failed (interrupted).
+    let job = env.json(&["job", &job_id]);
+    assert_eq!(job["status"], "Failed", "{job:#}");
+    assert_eq!(job["error"]["code"], "JobInterrupted");
+    assert!(job["error"]["message"].as_str().unwrap().contains("interrupted"));
+
+    // Earlier points still restore bit-identical; a new backup succeeds and restores too.
+    env.assert_restore_matches_source("app01", &p1, "p1");
+    let p2 = backup_fast("app01");
+    env.assert_restore_matches_source("app01", &p2, "p2");
+    env.ok(&["verify"]);
+    assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 2);
+}
+
+fn chunk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn flipped_byte_is_found_by_verify_and_only_its_points_fail_to_restore() {
+    let env = Env::new();
+    env.protect(&["app01", "sql01"]);
+    let pa = env.backup("app01");
+    let chunks = env.vault_dir("test-we").join("chunks");
+    let before: std::collections::HashSet<_> = chunk_files(&chunks).into_iter().collect();
+    let pb = env.backup("sql01");
+    let new: Vec<_> = chunk_files(&chunks).into_iter().filter(|p| !before.contains(p)).collect();
+    assert!(!new.is_empty(), "sql01's backup stored chunks of its own");
+
+    // Flip one byte in the middle of one of sql01's chunks.
+    let victim = &new[new.len() / 2];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x40;
+    std::fs::write(victim, &bytes).unwrap();
+
+    let out = env.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let affected: Vec<&str> = job["details"]["affected_points"].as_array().unwrap().iter().map(|a| a["point"].as_str().unwrap()).collect();
+    assert_eq!(affected, vec![pb.as_str()], "{job:#}");
+    assert!(job["error"]["message"].as_str().unwrap().contains(&pb));
+
+    // Human output names the point too.
+    let (_, err) = env.fails_with(1, &["verify"]);
+    assert!(err.contains(&pb), "{err}");
+
+    // Restoring the damaged point fails clearly and leaves no image behind.
+    let to = env.path("bad-restore");
+    let (_, err) = env.fails_with(1, &["restore", "sql01", "--point", &pb, "--to", to.to_str().unwrap()]);
+    assert!(err.contains(&pb) && err.contains("verify"), "{err}");
+    assert!(!to.join("sql01-disk0.raw").exists());
+
+    // The other item's point still restores exactly.
+    env.assert_restore_matches_source("app01", &pa, "ok");
+}
+
+#[test]
+fn second_process_gets_the_owner_pid() {
+    let env = Env::with_source("read_throughput_mib_s = 4");
+    env.protect(&["app01"]);
+    let mut child = env.std_cmd().args(["backup", "app01"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    wait_until(60, "the backup to start", || running_backup(&env).is_some());
+    let (_, err) = env.fails_with(2, &["register", "sql01"]);
+    assert!(err.contains(&format!("process {}", child.id())), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    // Reading still works while the owner runs, and sees the running job.
+    let running = env.json(&["jobs", "--status", "InProgress"]);
+    assert_eq!(running.as_array().unwrap().len(), 1);
+    // Ending the owner with a cancel from its own terminal is recorded as Cancelled.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let jobs = env.json(&["jobs", "--operation", "Backup"]);
+    assert_eq!(jobs[0]["status"], "Cancelled", "{jobs:#}");
+    // Nothing was committed by the cancelled backup.
+    assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn no_wait_returns_a_job_id_that_completes_in_the_background() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let out = env.ok(&["backup", "app01", "--no-wait"]);
+    let id = out.trim().to_string();
+    assert_eq!(id.len(), 36, "a job id: {out}");
+    wait_until(120, "the background backup to complete", || {
+        let out = env.run(&["job", &id, "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout).map(|j| j["status"] == "Completed").unwrap_or(false)
+    });
+    assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn vault_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.protect(&["app01"]);
+    env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&vault), 0o700);
+    assert_eq!(mode(&vault.join("catalog.db")), 0o600);
+    for f in chunk_files(&vault.join("chunks")).iter().take(5) {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+}
