@@ -221,6 +221,12 @@ fn parse_domain(xml: &str) -> Result<DomainXml, String> {
                 skipped.push((target, format!("a {device}")));
                 continue;
             }
+            if child(d, "readonly").is_some() {
+                // Libvirt backup jobs leave read-only disks out; so do offline backups,
+                // so that both kinds of recovery point have the same disks.
+                skipped.push((target, "a read-only disk".into()));
+                continue;
+            }
             let kind = d.attribute("type").unwrap_or("file");
             let source = child(d, "source");
             let source = match (kind, source) {
@@ -1179,6 +1185,7 @@ mod tests {
     <disk type='volume' device='disk'><source pool='default' volume='logs.qcow2'/><target dev='vdc' bus='virtio'/></disk>
     <disk type='network' device='disk'><source protocol='rbd' name='pool/img'/><target dev='vdd' bus='virtio'/></disk>
     <disk type='file' device='cdrom'><source file='/iso/x.iso'/><target dev='sda' bus='sata'/><readonly/></disk>
+    <disk type='file' device='disk'><source file='/var/lib/libvirt/images/base.img'/><target dev='vde' bus='virtio'/><readonly/></disk>
     <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
   </devices>
   <seclabel type='dynamic' model='dac' relabel='yes'><label>+64055:+108</label></seclabel>
@@ -1206,7 +1213,7 @@ mod tests {
         );
         assert_eq!(d.disks[2].format, None);
         let skipped: Vec<&str> = d.skipped.iter().map(|s| s.0.as_str()).collect();
-        assert_eq!(skipped, ["vdd", "sda"]);
+        assert_eq!(skipped, ["vdd", "sda", "vde"]);
         // No metadata: Linux, no tag; Hyper-V enlightenments: Windows.
         let plain = "<domain><name>a</name><uuid>u</uuid><memory unit='MiB'>512</memory><devices/></domain>";
         let d = parse_domain(plain).unwrap();
