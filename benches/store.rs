@@ -89,20 +89,31 @@ fn fill_text(rng: &mut Rng, buf: &mut [u8]) {
         "initrd",
     ];
     let mut i = 0;
+    let mut piece = [0u8; 32];
     while i < buf.len() {
         let x = rng.next();
-        let mut piece = Vec::with_capacity(24);
-        piece.extend_from_slice(WORDS[(x & 31) as usize].as_bytes());
+        let w = WORDS[(x & 31) as usize].as_bytes();
+        piece[..w.len()].copy_from_slice(w);
+        let mut n = w.len();
         if x & 0x300 == 0 {
-            piece.extend_from_slice(((x >> 16) % 100_000).to_string().as_bytes());
+            let mut num = (x >> 16) % 100_000;
+            loop {
+                piece[n] = b'0' + (num % 10) as u8;
+                n += 1;
+                num /= 10;
+                if num == 0 {
+                    break;
+                }
+            }
         }
-        piece.push(match (x >> 10) & 7 {
+        piece[n] = match (x >> 10) & 7 {
             0 => b'\n',
             1 => b'/',
             2 => b'=',
             _ => b' ',
-        });
-        let take = piece.len().min(buf.len() - i);
+        };
+        n += 1;
+        let take = n.min(buf.len() - i);
         buf[i..i + take].copy_from_slice(&piece[..take]);
         i += take;
     }
@@ -118,25 +129,24 @@ fn make_image(path: &Path, capacity: u64) -> u64 {
         .unwrap();
     f.set_len(capacity).unwrap();
     let mut rng = Rng(42);
+    // Exactly 40 % holes, 30 % compressible, 30 % random extents, in a shuffled order.
+    let n = capacity.div_ceil(EXTENT) as usize;
+    let mut kinds: Vec<u8> = (0..n).map(|i| ((i * 10 / n.max(1)) as u8).min(9)).collect();
+    for i in (1..n).rev() {
+        kinds.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
     let mut buf = vec![0u8; EXTENT as usize];
     let mut allocated = 0;
-    let mut off = 0;
-    while off < capacity {
+    for (i, kind) in kinds.iter().enumerate() {
+        let off = i as u64 * EXTENT;
         let len = EXTENT.min(capacity - off) as usize;
-        match rng.next() % 10 {
-            0..=3 => {} // hole, never written
-            4..=6 => {
-                fill_text(&mut rng, &mut buf[..len]);
-                f.write_all_at(&buf[..len], off).unwrap();
-                allocated += len as u64;
-            }
-            _ => {
-                fill_random(&mut rng, &mut buf[..len]);
-                f.write_all_at(&buf[..len], off).unwrap();
-                allocated += len as u64;
-            }
+        match kind {
+            0..=3 => continue, // hole, never written
+            4..=6 => fill_text(&mut rng, &mut buf[..len]),
+            _ => fill_random(&mut rng, &mut buf[..len]),
         }
-        off += len as u64;
+        f.write_all_at(&buf[..len], off).unwrap();
+        allocated += len as u64;
     }
     f.sync_all().unwrap();
     allocated
@@ -220,6 +230,15 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// User + system CPU seconds of this process so far.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let mut n = 0;
     for e in fs::read_dir(dir).unwrap().flatten() {
@@ -251,6 +270,7 @@ fn file_digest(p: &Path) -> blake3::Hash {
 struct Row {
     step: &'static str,
     secs: f64,
+    cpu: f64,
     data_mib: f64,
     rss: f64,
     stored: u64,
@@ -299,7 +319,7 @@ fn main() {
     let backup = |changed: Option<Vec<Extent>>,
                   previous: Option<&DiskIndex>,
                   cbt: bool|
-     -> (DiskBackup, f64, f64) {
+     -> (DiskBackup, f64, f64, f64) {
         let disk = FileDisk {
             file: File::open(&image).unwrap(),
             capacity: size,
@@ -307,6 +327,7 @@ fn main() {
         };
         let progress = Progress::default();
         reset_peak_rss();
+        let c0 = cpu_secs();
         let t = Instant::now();
         let b = backup_disk(BackupParams {
             reader: &disk,
@@ -323,48 +344,53 @@ fn main() {
         })
         .unwrap();
         let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - c0;
         let rss = peak_rss_mib();
         let mut c = registry.0.lock().unwrap();
         for n in &b.new_chunks {
             c.insert(n.digest);
         }
-        (b, secs, rss)
+        (b, secs, cpu, rss)
     };
 
-    let (full, secs, rss) = backup(None, None, false);
+    let (full, secs, cpu, rss) = backup(None, None, false);
     rows.push(Row {
         step: "initial backup",
         secs,
+        cpu,
         data_mib: full.bytes_read as f64 / MIB as f64,
         rss,
         stored: full.stored_bytes,
     });
     let ratio = full.logical_bytes as f64 / full.stored_bytes.max(1) as f64;
 
-    let (unchanged, secs, rss) = backup(None, Some(&full.index), false);
+    let (unchanged, secs, cpu, rss) = backup(None, Some(&full.index), false);
     rows.push(Row {
         step: "unchanged (no CBT)",
         secs,
+        cpu,
         data_mib: unchanged.bytes_read as f64 / MIB as f64,
         rss,
         stored: unchanged.stored_bytes,
     });
 
     let changed = overwrite(&image, size, 7);
-    let (inc, secs, rss) = backup(Some(changed.clone()), Some(&full.index), false);
+    let (inc, secs, cpu, rss) = backup(Some(changed.clone()), Some(&full.index), false);
     rows.push(Row {
         step: "1% changed (no CBT)",
         secs,
+        cpu,
         data_mib: inc.bytes_read as f64 / MIB as f64,
         rss,
         stored: inc.stored_bytes,
     });
 
     let changed2 = overwrite(&image, size, 8);
-    let (inc_cbt, secs, rss) = backup(Some(changed2), Some(&inc.index), true);
+    let (inc_cbt, secs, cpu, rss) = backup(Some(changed2), Some(&inc.index), true);
     rows.push(Row {
         step: "1% changed (CBT)",
         secs,
+        cpu,
         data_mib: inc_cbt.bytes_read as f64 / MIB as f64,
         rss,
         stored: inc_cbt.stored_bytes,
@@ -372,6 +398,7 @@ fn main() {
 
     let out = base.join("restored.raw");
     reset_peak_rss();
+    let c0 = cpu_secs();
     let t = Instant::now();
     restore_disk(
         &store,
@@ -385,6 +412,7 @@ fn main() {
     rows.push(Row {
         step: "restore",
         secs: t.elapsed().as_secs_f64(),
+        cpu: cpu_secs() - c0,
         data_mib: inc_cbt.index.logical_bytes() as f64 / MIB as f64,
         rss: peak_rss_mib(),
         stored: 0,
@@ -395,11 +423,13 @@ fn main() {
     let digests = inc_cbt.index.unique_digests();
     let progress = Progress::default();
     reset_peak_rss();
+    let c0 = cpu_secs();
     let t = Instant::now();
     let faults = verify_chunks(&store, &digests, &progress, &cancel, threads).unwrap();
     rows.push(Row {
         step: "verify",
         secs: t.elapsed().as_secs_f64(),
+        cpu: cpu_secs() - c0,
         data_mib: progress.done() as f64 / MIB as f64,
         rss: peak_rss_mib(),
         stored: 0,
@@ -407,14 +437,15 @@ fn main() {
 
     println!();
     println!(
-        "{:<22} {:>8} {:>12} {:>12} {:>10} {:>12}",
-        "step", "wall s", "disk MiB/s", "data MiB/s", "peak MiB", "stored MB"
+        "{:<22} {:>8} {:>8} {:>12} {:>12} {:>10} {:>12}",
+        "step", "wall s", "cpu s", "disk MiB/s", "data MiB/s", "peak MiB", "stored MB"
     );
     for r in &rows {
         println!(
-            "{:<22} {:>8.3} {:>12.0} {:>12.0} {:>10.1} {:>12.1}",
+            "{:<22} {:>8.3} {:>8.3} {:>12.0} {:>12.0} {:>10.1} {:>12.1}",
             r.step,
             r.secs,
+            r.cpu,
             size as f64 / MIB as f64 / r.secs,
             r.data_mib / r.secs,
             r.rss,

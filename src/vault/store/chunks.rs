@@ -17,9 +17,9 @@
 use super::{digest_hex, StoreError, MAX_CHUNK_SIZE};
 use super::{is_zero, Digest};
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -114,14 +114,7 @@ impl ChunkStore {
                 raw.len()
             )));
         }
-        let (compression, payload) = enc.encode(raw)?;
-        let mut header = [0u8; HEADER_LEN];
-        header[..4].copy_from_slice(&MAGIC);
-        header[4] = FORMAT_V1;
-        header[5] = compression;
-        header[8..12].copy_from_slice(&(raw.len() as u32).to_le_bytes());
-        header[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-
+        let image = enc.encode(raw)?;
         let final_path = self.path_of(d);
         let hex = digest_hex(d);
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
@@ -130,13 +123,12 @@ impl ChunkStore {
             .join(&hex[..2])
             .join(format!("{TEMP_PREFIX}{hex}-{}-{n}", std::process::id()));
         let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
+            let f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&temp)?;
-            f.write_all(&header)?;
-            f.write_all(payload)?;
+            DirectFile::new(f, &temp).write_all_at(image, 0)?;
             fs::rename(&temp, &final_path)
         };
         if let Err(e) = write() {
@@ -146,7 +138,7 @@ impl ChunkStore {
                 e,
             ));
         }
-        Ok((HEADER_LEN + payload.len()) as u64)
+        Ok(image.len() as u64)
     }
 
     /// Reads, decompresses and re-hashes chunk `d`. A missing file or any mismatch is a
@@ -183,61 +175,74 @@ impl ChunkStore {
                 ))
             }
         };
-        r.file.clear();
-        // Bounded: a chunk file is never larger than the header + 16 MiB; a larger file is
-        // corrupt and must not make us read gigabytes.
-        let limit = (HEADER_LEN + MAX_CHUNK_SIZE as usize + 1) as u64;
-        (&mut f)
-            .take(limit)
-            .read_to_end(&mut r.file)
-            .map_err(|e| StoreError::io(format!("reading chunk {}", path.display()), e))?;
-        let buf = &r.file;
-        if buf.len() < HEADER_LEN {
+        let file_len = f
+            .metadata()
+            .map_err(|e| StoreError::io(format!("reading chunk {}", path.display()), e))?
+            .len();
+        if file_len < HEADER_LEN as u64 {
             return Err(corrupt(format!(
-                "file is {} bytes, shorter than its header",
-                buf.len()
+                "file is {file_len} bytes, shorter than its header"
             )));
         }
-        if buf[..4] != MAGIC {
+        let read_err = |e: io::Error| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                corrupt("file is shorter than its header says (truncated?)".into())
+            } else {
+                StoreError::io(format!("reading chunk {}", path.display()), e)
+            }
+        };
+        let mut header = [0u8; HEADER_LEN];
+        f.read_exact(&mut header).map_err(read_err)?;
+        if header[..4] != MAGIC {
             return Err(corrupt("not a chunk file (bad magic)".into()));
         }
-        if buf[4] != FORMAT_V1 {
-            return Err(corrupt(format!("unsupported chunk format {}", buf[4])));
+        if header[4] != FORMAT_V1 {
+            return Err(corrupt(format!("unsupported chunk format {}", header[4])));
         }
-        let raw_len = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
-        let payload_len = u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]) as usize;
+        let raw_len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        let payload_len =
+            u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as usize;
         if raw_len > MAX_CHUNK_SIZE as usize {
             return Err(corrupt(format!("raw length {raw_len} exceeds 16 MiB")));
         }
-        if payload_len != buf.len() - HEADER_LEN {
+        if payload_len as u64 != file_len - HEADER_LEN as u64 {
             return Err(corrupt(format!(
                 "payload is {} bytes, header says {payload_len} (truncated?)",
-                buf.len() - HEADER_LEN
+                file_len - HEADER_LEN as u64
             )));
         }
-        let payload = &buf[HEADER_LEN..];
-        let raw: &[u8] = match buf[5] {
+        // The raw bytes land in an aligned buffer, ready for O_DIRECT writes by restore.
+        let raw: &[u8] = match header[5] {
             COMPRESSION_NONE => {
                 if payload_len != raw_len {
                     return Err(corrupt(format!(
                         "raw chunk holds {payload_len} bytes, header says {raw_len}"
                     )));
                 }
-                payload
+                let out = r.raw.get(raw_len);
+                f.read_exact(out).map_err(read_err)?;
+                out
             }
             COMPRESSION_ZSTD => {
-                r.raw.clear();
-                r.raw.reserve(raw_len);
+                if payload_len >= raw_len {
+                    return Err(corrupt(format!(
+                        "compressed payload of {payload_len} bytes is not smaller than its \
+                         raw length {raw_len}"
+                    )));
+                }
+                r.file.resize(payload_len, 0);
+                f.read_exact(&mut r.file).map_err(read_err)?;
+                let out = r.raw.get(raw_len);
                 let n = r
                     .dctx
-                    .decompress_to_buffer(payload, &mut r.raw)
+                    .decompress_to_buffer(&r.file[..], out)
                     .map_err(|e| corrupt(format!("zstd payload does not decompress: {e}")))?;
                 if n != raw_len {
                     return Err(corrupt(format!(
                         "decompresses to {n} bytes, header says {raw_len}"
                     )));
                 }
-                &r.raw
+                out
             }
             c => return Err(corrupt(format!("unknown compression {c}"))),
         };
@@ -354,10 +359,27 @@ impl ChunkStore {
     }
 }
 
-/// Compresses chunks with a reusable zstd context; one per worker thread.
+/// Asks the kernel to start writing `len` bytes at `offset` of `f` to disk now (0, 0: the
+/// whole file) without waiting for it, so the disk works while we compute and the batched
+/// sync at the end finds little left to write. Advisory: errors are ignored here, and the
+/// final `syncfs`/`fsync` reports any write error.
+pub(crate) fn start_writeback(f: &File, offset: u64, len: u64) {
+    // SAFETY: sync_file_range only reads the descriptor, which `f` keeps open.
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+/// Compresses chunks with a reusable zstd context into a reusable, aligned file image;
+/// one per worker thread.
 pub struct ChunkEncoder {
     cctx: zstd::bulk::Compressor<'static>,
-    out: Vec<u8>,
+    out: AlignedBuf,
     sample_out: Vec<u8>,
 }
 
@@ -369,40 +391,50 @@ impl ChunkEncoder {
         })?;
         Ok(ChunkEncoder {
             cctx,
-            out: Vec::new(),
+            out: AlignedBuf::default(),
             sample_out: vec![0; zstd::zstd_safe::compress_bound(SAMPLE_LEN)],
         })
     }
 
-    /// Bytes held by this encoder's output buffer (for the memory accounting of pipelines).
+    /// Bytes held by this encoder's buffers (for the memory accounting of pipelines).
     pub(crate) fn buffer_capacity(&self) -> usize {
         self.out.capacity() + self.sample_out.capacity()
     }
 
-    /// Reserves the output buffer for chunks up to `max_len` bytes once, up front.
+    /// Allocates the buffer for chunks up to `max_len` bytes once, up front.
     pub(crate) fn reserve(&mut self, max_len: usize) {
-        if self.out.len() < max_len {
-            self.out.resize(max_len, 0);
-        }
+        self.out.get(HEADER_LEN + max_len);
     }
 
-    /// Returns (compression flag, payload): zstd when strictly smaller than `raw`, else
-    /// `raw` itself. Chunks whose samples do not compress are stored raw without
+    /// The chunk file for `raw`: header + payload, zstd when strictly smaller than `raw`,
+    /// else `raw` itself. Chunks whose samples do not compress are stored raw without
     /// compressing the whole chunk (incompressible data costs only the samples).
-    pub(crate) fn encode<'a>(&'a mut self, raw: &'a [u8]) -> Result<(u8, &'a [u8]), StoreError> {
-        if raw.is_empty() || !self.samples_compress(raw) {
-            return Ok((COMPRESSION_NONE, raw));
-        }
-        self.reserve(raw.len());
+    pub(crate) fn encode(&mut self, raw: &[u8]) -> Result<&[u8], StoreError> {
+        let try_zstd = !raw.is_empty() && self.samples_compress(raw);
+        let buf = self.out.get(HEADER_LEN + raw.len());
         // The destination is one byte shorter than the input: zstd fails when the result
         // would not be smaller, which is exactly when we keep the chunk raw.
-        match self
-            .cctx
-            .compress_to_buffer(raw, &mut self.out[..raw.len() - 1])
-        {
-            Ok(n) => Ok((COMPRESSION_ZSTD, &self.out[..n])),
-            Err(_) => Ok((COMPRESSION_NONE, raw)),
-        }
+        let compressed = if try_zstd {
+            self.cctx
+                .compress_to_buffer(raw, &mut buf[HEADER_LEN..HEADER_LEN + raw.len() - 1])
+                .ok()
+        } else {
+            None
+        };
+        let (compression, payload_len) = match compressed {
+            Some(n) => (COMPRESSION_ZSTD, n),
+            None => {
+                buf[HEADER_LEN..].copy_from_slice(raw);
+                (COMPRESSION_NONE, raw.len())
+            }
+        };
+        buf[..4].copy_from_slice(&MAGIC);
+        buf[4] = FORMAT_V1;
+        buf[5] = compression;
+        buf[6..8].fill(0);
+        buf[8..12].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+        buf[12..16].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        Ok(&buf[..HEADER_LEN + payload_len])
     }
 
     /// Whether a few 4 KiB samples spread across `raw` compress by at least
@@ -432,7 +464,7 @@ impl ChunkEncoder {
 /// Reusable buffers and zstd context for reading chunks; one per worker thread.
 pub(crate) struct ChunkReader {
     file: Vec<u8>,
-    raw: Vec<u8>,
+    raw: AlignedBuf,
     dctx: zstd::bulk::Decompressor<'static>,
 }
 
@@ -442,9 +474,80 @@ impl ChunkReader {
             .map_err(|e| StoreError::io("creating a zstd decompression context", e))?;
         Ok(ChunkReader {
             file: Vec::new(),
-            raw: Vec::new(),
+            raw: AlignedBuf::default(),
             dctx,
         })
+    }
+}
+
+/// Alignment of O_DIRECT buffers, offsets and lengths (the usual logical block size).
+pub(crate) const IO_ALIGN: usize = 4096;
+
+/// A reusable byte buffer whose start is [`IO_ALIGN`]-aligned, as O_DIRECT requires.
+#[derive(Default)]
+pub(crate) struct AlignedBuf {
+    v: Vec<u8>,
+    off: usize,
+}
+
+impl AlignedBuf {
+    /// The first `len` bytes (growing the buffer when needed; contents are not kept then).
+    pub(crate) fn get(&mut self, len: usize) -> &mut [u8] {
+        if self.v.len() < self.off + len {
+            self.v = vec![0u8; len + IO_ALIGN];
+            self.off = self.v.as_ptr().align_offset(IO_ALIGN);
+        }
+        &mut self.v[self.off..self.off + len]
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.v.capacity()
+    }
+}
+
+/// A file written with O_DIRECT where possible: aligned ranges bypass the page cache (on
+/// this kind of virtual machine that is 2–4× faster to get onto the disk, and costs no
+/// CPU for copying and writeback); the unaligned rest, and file systems without O_DIRECT
+/// (tmpfs), go through the page cache.
+pub(crate) struct DirectFile {
+    pub(crate) file: File,
+    direct: Option<File>,
+}
+
+impl DirectFile {
+    /// Wraps `file` (opened for writing at `path`), opening a second O_DIRECT descriptor.
+    pub(crate) fn new(file: File, path: &Path) -> DirectFile {
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok();
+        DirectFile { file, direct }
+    }
+
+    /// Writes all of `data` at `offset`.
+    pub(crate) fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let aligned = if offset % IO_ALIGN as u64 == 0 && (data.as_ptr() as usize) % IO_ALIGN == 0 {
+            data.len() / IO_ALIGN * IO_ALIGN
+        } else {
+            0
+        };
+        let mut buffered_from = 0;
+        if let (Some(d), true) = (&self.direct, aligned > 0) {
+            match d.write_all_at(&data[..aligned], offset) {
+                Ok(()) => buffered_from = aligned,
+                // Not supported for this file after all: the page cache will do.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if buffered_from < data.len() {
+            let rest = &data[buffered_from..];
+            let at = offset + buffered_from as u64;
+            self.file.write_all_at(rest, at)?;
+            start_writeback(&self.file, at, rest.len() as u64);
+        }
+        Ok(())
     }
 }
 
@@ -595,16 +698,39 @@ mod tests {
     fn encoder_keeps_incompressible_raw_and_mixed_compressed() {
         let mut enc = ChunkEncoder::new(1).unwrap();
         let noise = random(5, 1 << 20);
-        let (c, p) = enc.encode(&noise).unwrap();
-        assert_eq!((c, p.len()), (COMPRESSION_NONE, noise.len()));
+        let img = enc.encode(&noise).unwrap();
+        assert_eq!(img[5], COMPRESSION_NONE);
+        assert!(img[HEADER_LEN..] == noise[..]);
         // Half zeros, half noise: the samples see zeros, so it is compressed.
         let mut mixed = noise.clone();
         mixed[..1 << 19].fill(0);
-        let (c, p) = enc.encode(&mixed).unwrap();
-        assert_eq!(c, COMPRESSION_ZSTD);
-        assert!(p.len() < (1 << 19) + 4096);
+        let img = enc.encode(&mixed).unwrap();
+        assert_eq!(img[5], COMPRESSION_ZSTD);
+        assert!(img.len() < (1 << 19) + 4096);
         // A tiny chunk is always tried.
-        let (c, _) = enc.encode(&[1u8; 100]).unwrap();
-        assert_eq!(c, COMPRESSION_ZSTD);
+        let img = enc.encode(&[1u8; 100]).unwrap();
+        assert_eq!(img[5], COMPRESSION_ZSTD);
+    }
+
+    #[test]
+    fn direct_file_writes_aligned_and_unaligned_ranges() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .unwrap();
+        let df = DirectFile::new(f, &p);
+        let mut buf = AlignedBuf::default();
+        let data = buf.get(3 * IO_ALIGN + 100);
+        data.copy_from_slice(&random(9, 3 * IO_ALIGN + 100));
+        let want = data.to_vec();
+        df.write_all_at(data, IO_ALIGN as u64).unwrap(); // aligned part + tail
+        df.write_all_at(&want[1..50], 7).unwrap(); // unaligned: buffered
+        let got = fs::read(&p).unwrap();
+        assert_eq!(got.len(), 4 * IO_ALIGN + 100);
+        assert!(got[IO_ALIGN..] == want[..]);
+        assert!(got[7..56] == want[1..50]);
     }
 }

@@ -90,9 +90,11 @@ pub const BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
 /// Lower-case hex of a digest: the chunk's name on disk and in messages.
 pub fn digest_hex(d: &Digest) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(64);
     for b in d {
-        s.push_str(&format!("{b:02x}"));
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
     }
     s
 }

@@ -8,13 +8,13 @@
 //! never leaves a file that looks whole.
 
 use super::backup::worker_count;
-use super::chunks::ChunkReader;
+use super::chunks::{ChunkReader, DirectFile};
 use super::{digest_hex, is_zero, ChunkStore, Digest, DiskIndex, StoreError};
 use crate::cancel::{CancelToken, Progress};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -75,13 +75,14 @@ pub fn restore_disk(
             ))
         }
     };
+    let target = DirectFile::new(file, &partial);
     let result =
-        write_image(store, index, &file, &partial, progress, cancel, threads).and_then(|()| {
-            file.sync_all().map_err(|e| {
+        write_image(store, index, &target, &partial, progress, cancel, threads).and_then(|()| {
+            target.file.sync_all().map_err(|e| {
                 StoreError::io(format!("flushing restore target {}", partial.display()), e)
             })
         });
-    drop(file);
+    drop(target);
     if let Err(e) = result {
         let _ = fs::remove_file(&partial);
         return Err(e);
@@ -106,13 +107,13 @@ pub fn restore_disk(
 fn write_image(
     store: &ChunkStore,
     index: &DiskIndex,
-    file: &File,
+    file: &DirectFile,
     path: &Path,
     progress: &Progress,
     cancel: &CancelToken,
     threads: usize,
 ) -> Result<(), StoreError> {
-    file.set_len(index.capacity).map_err(|e| {
+    file.file.set_len(index.capacity).map_err(|e| {
         StoreError::io(
             format!(
                 "sizing restore target {} to {} bytes",
@@ -181,7 +182,7 @@ fn write_image(
 fn restore_slot(
     store: &ChunkStore,
     index: &DiskIndex,
-    file: &File,
+    file: &DirectFile,
     path: &Path,
     slot: u64,
     d: &Digest,
@@ -217,7 +218,7 @@ fn restore_slot(
 
 /// Writes the non-zero runs of `data` at `offset` (whole 4 KiB blocks of zeros are
 /// skipped; the file must read as zeros there already).
-fn write_sparse(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+fn write_sparse(file: &DirectFile, offset: u64, data: &[u8]) -> io::Result<()> {
     let mut run_start: Option<usize> = None;
     let mut pos = 0;
     while pos < data.len() {
@@ -394,6 +395,7 @@ mod tests {
             .open(&p)
             .unwrap();
         f.set_len(1 << 20).unwrap();
+        let f = DirectFile::new(f, &p);
         let mut data = vec![0u8; 5 * 4096 + 10];
         data[4096] = 1; // block 1
         data[5 * 4096 + 9] = 2; // the short tail
