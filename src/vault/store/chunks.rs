@@ -527,7 +527,9 @@ impl DirectFile {
 
     /// Writes all of `data` at `offset`.
     pub(crate) fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        let aligned = if offset % IO_ALIGN as u64 == 0 && (data.as_ptr() as usize) % IO_ALIGN == 0 {
+        let aligned = if offset.is_multiple_of(IO_ALIGN as u64)
+            && (data.as_ptr() as usize).is_multiple_of(IO_ALIGN)
+        {
             data.len() / IO_ALIGN * IO_ALIGN
         } else {
             0
