@@ -972,6 +972,41 @@ mod tests {
     }
 
     #[test]
+    fn damaged_chunk_is_named_by_verify_and_restore() {
+        let e = env();
+        let disk = mixed_disk();
+        let b = e.backup(&disk, MIB as u32);
+        // Damage the chunk of slot 1 (compressible) and remove the one of slot 9.
+        let d1 = *b.index.digest_at(1).unwrap();
+        let d9 = *b.index.digest_at(9).unwrap();
+        let p = e.store.path_of(&d1);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[100] ^= 0x01;
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::remove_file(e.store.path_of(&d9)).unwrap();
+
+        let ds = b.index.unique_digests();
+        let faults = verify_chunks(&e.store, &ds, &Progress::default(), &e.cancel, 2).unwrap();
+        let mut named: Vec<Digest> = faults.iter().map(|(d, _)| *d).collect();
+        named.sort();
+        let mut want = vec![d1, d9];
+        want.sort();
+        assert_eq!(named, want);
+        assert!(faults
+            .iter()
+            .any(|(d, f)| *d == d9 && *f == super::super::ChunkFault::Missing));
+
+        let out = e.root.join("bad.raw");
+        let err =
+            restore_disk(&e.store, &b.index, &out, &Progress::default(), &e.cancel, 1).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("slot 1") || msg.contains("slot 9"), "{msg}");
+        assert!(matches!(err.faulty_chunk(), Some(d) if d == d1 || d == d9));
+        assert!(!out.exists());
+        assert!(!super::super::restore::partial_path(&out).exists());
+    }
+
+    #[test]
     fn verify_after_backup_is_clean() {
         let e = env();
         let b = e.backup(&mixed_disk(), MIB as u32);

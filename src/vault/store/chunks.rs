@@ -47,8 +47,11 @@ pub struct ChunkStore {
     dir: PathBuf,
     /// Kept open for `syncfs(2)`.
     dir_fd: File,
-    temp_counter: AtomicU64,
 }
+
+/// Makes temp file names unique within the process (the pid makes them unique across
+/// processes), even with several `ChunkStore`s on one folder.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ChunkStore {
     /// Opens (creating when missing) the chunk folder `dir` and its 256 fan-out folders,
@@ -71,7 +74,6 @@ impl ChunkStore {
         Ok(ChunkStore {
             dir: dir.to_path_buf(),
             dir_fd,
-            temp_counter: AtomicU64::new(0),
         })
     }
 
@@ -117,7 +119,7 @@ impl ChunkStore {
         let image = enc.encode(raw)?;
         let final_path = self.path_of(d);
         let hex = digest_hex(d);
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = self
             .dir
             .join(&hex[..2])
