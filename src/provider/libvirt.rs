@@ -1521,6 +1521,11 @@ mod tests {
 
     impl TestDomain {
         fn start(agent: bool) -> TestDomain {
+            Self::start_with(agent, None)
+        }
+
+        /// `kit`: boot the guest kit (kernel + initramfs running the guest agent).
+        fn start_with(agent: bool, kit: Option<&Path>) -> TestDomain {
             use std::os::unix::fs::PermissionsExt;
             let dir = tempfile::tempdir().unwrap();
             // QEMU runs as another user: it must reach the image.
@@ -1551,11 +1556,26 @@ mod tests {
             } else {
                 ""
             };
+            let (boot, memory, console) = match kit {
+                Some(k) => (
+                    format!(
+                        "<kernel>{}</kernel><initrd>{}</initrd><cmdline>console=ttyS0 panic=-1</cmdline>",
+                        k.join("vmlinuz").display(),
+                        k.join("initrd.gz").display()
+                    ),
+                    256,
+                    format!(
+                        "<serial type='file'><source path='{}'/><target port='0'/></serial>",
+                        dir.path().join("console.log").display()
+                    ),
+                ),
+                None => (String::new(), 64, String::new()),
+            };
             let xml = format!(
-                "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
-                 <os><type arch='x86_64' machine='pc'>hvm</type></os><devices>\
+                "<domain type='qemu'><name>{name}</name><memory unit='MiB'>{memory}</memory><vcpu>1</vcpu>\
+                 <os><type arch='x86_64' machine='pc'>hvm</type>{boot}</os><devices>\
                  <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='vda' bus='virtio'/></disk>\
-                 {channel}<memballoon model='none'/></devices></domain>",
+                 {channel}{console}<memballoon model='none'/></devices></domain>",
                 disk.display()
             );
             let xml_path = dir.path().join("domain.xml");
@@ -1612,6 +1632,109 @@ mod tests {
             let _ = virsh(&["destroy", &self.name]);
             let _ = virsh(&["undefine", &self.name, "--checkpoints-metadata"]);
         }
+    }
+
+    /// The guest kit built by tests/support/guest-kit.sh, if there is one.
+    fn guest_kit() -> Option<PathBuf> {
+        let dir = std::env::var_os("VMVAULT_GUEST_KIT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/vmvault-test/guest-kit"));
+        if dir.join("vmlinuz").is_file() && dir.join("initrd.gz").is_file() {
+            Some(dir)
+        } else {
+            skip(&format!(
+                "no guest kit in {} (build it with tests/support/guest-kit.sh)",
+                dir.display()
+            ));
+            None
+        }
+    }
+
+    fn agent_status(dom: &TestDomain) -> String {
+        let out = dom.run(&[
+            "qemu-agent-command",
+            &dom.name,
+            "--timeout",
+            "10",
+            r#"{"execute":"guest-fsfreeze-status"}"#,
+        ]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["return"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn guest_agent_freeze_makes_a_file_system_consistent_point_and_always_thaws() {
+        if !system_libvirt() {
+            return;
+        }
+        let Some(kit) = guest_kit() else { return };
+        let scratch = tempfile::tempdir().unwrap();
+        let provider = system_provider(scratch.path());
+        let dom = TestDomain::start_with(true, Some(&kit));
+        let mut up = false;
+        for _ in 0..120 {
+            let ping = virsh(&[
+                "qemu-agent-command",
+                &dom.name,
+                "--timeout",
+                "2",
+                r#"{"execute":"guest-ping"}"#,
+            ]);
+            if ping.status.success() {
+                up = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let console =
+            || std::fs::read_to_string(dom.disk.with_file_name("console.log")).unwrap_or_default();
+        assert!(
+            up,
+            "the guest agent never answered; console:\n{}",
+            console()
+        );
+        let vm = dom.vm(&provider);
+        let reg = provider.register(&vm, &CancelToken::new()).unwrap();
+        assert!(
+            reg.findings
+                .iter()
+                .any(|f| f.contains("guest agent: responding")),
+            "{reg:?}"
+        );
+
+        let frozen_before = console().matches("guest-fsfreeze-freeze").count();
+        let snap = provider
+            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .unwrap();
+        assert_eq!(snap.consistency(), Consistency::FileSystemConsistent);
+        assert_eq!(
+            agent_status(&dom),
+            "thawed",
+            "thawed right after backup-begin"
+        );
+        assert!(
+            console().matches("guest-fsfreeze-freeze").count() > frozen_before,
+            "the agent was asked to freeze"
+        );
+        let r = snap.open_disk(0).unwrap();
+        assert_eq!(byte_at(r.as_ref(), 0), 0x11);
+        assert_eq!(byte_at(r.as_ref(), 16 << 20), 0x12);
+        drop(r);
+        snap.release().unwrap();
+
+        // A failure after the freeze still thaws the guest and ends the job.
+        provider
+            .fail_after_backup_begin
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(provider
+            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .is_err());
+        provider
+            .fail_after_backup_begin
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(agent_status(&dom), "thawed");
+        assert!(dom.job().contains("None"), "{}", dom.job());
+        no_work_left(scratch.path());
     }
 
     fn system_provider(scratch: &Path) -> LibvirtProvider {
