@@ -1025,7 +1025,7 @@ mod tests {
                     1 => compressible(r.next(), len as usize),
                     _ => vec![0u8; len as usize],
                 };
-                if r.next() % 4 == 0 {
+                if r.next().is_multiple_of(4) {
                     data[..(len as usize) / 2].fill(0);
                 }
                 disk.put(at, data);
@@ -1042,7 +1042,7 @@ mod tests {
                 let off = x.offset + r.next() % x.len;
                 let len = (1 + r.next() % 20_000).min(x.end() - off);
                 let mut data = vec![0u8; len as usize];
-                if r.next() % 3 > 0 {
+                if !r.next().is_multiple_of(3) {
                     fill_random(r.next(), &mut data);
                 }
                 disk.overwrite(off, &data);
