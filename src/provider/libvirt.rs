@@ -437,7 +437,22 @@ impl LibvirtProvider {
                 format!("domain {uuid}: {m}"),
             )
         })?;
-        let state = self.virsh.run(&["domstate", uuid], cancel)?;
+        let state = self
+            .virsh
+            .raw(&["domstate", uuid], qemu::QUICK, cancel)
+            .map_err(|e| {
+                if e.stderr().contains("ailed to get domain")
+                    || e.stderr().contains("Domain not found")
+                {
+                    ProviderError::new(
+                        "UserErrorVmNotFound",
+                        "VM not found",
+                        format!("domain {uuid} no longer exists on {}", self.virsh.uri),
+                    )
+                } else {
+                    e.into_provider(&format!("reading the state of domain {uuid}"))
+                }
+            })?;
         Ok((dom, power_state(&state)))
     }
 
@@ -481,8 +496,9 @@ impl LibvirtProvider {
         let mut out = Vec::new();
         for d in &dom.disks {
             let path = self.resolve_path(dom, d, cancel)?;
-            let local = self.is_local() && path.exists();
-            let (format, capacity) = if local {
+            // Local connections: the file itself (a missing one is an error); remote: ask
+            // libvirt, since the file lives on the other host.
+            let (format, capacity) = if self.is_local() {
                 let info = qemu::image_info(&path, d.format.as_deref(), true, cancel)?;
                 (info.format, info.virtual_size)
             } else {
@@ -504,6 +520,46 @@ impl LibvirtProvider {
                 format,
                 capacity,
             });
+        }
+        Ok(out)
+    }
+
+    /// Like `resolve_disks`, for discovery: a disk that cannot be inspected (a missing
+    /// file, a vanished volume) is listed with capacity 0 and a warning in the log, so that
+    /// the VM is still discovered (and not marked "not found"); its backup will say why.
+    fn resolve_disks_for_discovery(
+        &self,
+        dom: &DomainXml,
+        cancel: &CancelToken,
+    ) -> Result<Vec<ResolvedDisk>, ProviderError> {
+        let mut out = Vec::new();
+        for d in &dom.disks {
+            let one = DomainXml {
+                disks: vec![d.clone()],
+                ..dom.clone()
+            };
+            match self.resolve_disks(&one, cancel) {
+                Ok(mut r) => out.append(&mut r),
+                Err(ProviderError::Cancelled) => return Err(ProviderError::Cancelled),
+                Err(e) if e.details().code == qemu::TOOL_NOT_FOUND => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        "domain {}: disk {}: {}",
+                        dom.name,
+                        d.target,
+                        e.details().message
+                    );
+                    out.push(ResolvedDisk {
+                        target: d.target.clone(),
+                        path: match &d.source {
+                            DiskSource::Path(p) => p.clone(),
+                            DiskSource::Volume { volume, .. } => PathBuf::from(volume),
+                        },
+                        format: d.format.clone().unwrap_or_else(|| "raw".into()),
+                        capacity: 0,
+                    });
+                }
+            }
         }
         Ok(out)
     }
@@ -1050,7 +1106,7 @@ impl Provider for LibvirtProvider {
             if self.is_local() || dom.disks.is_empty() {
                 qemu::require_tool("qemu-img")?;
             }
-            let disks = self.resolve_disks(&dom, cancel)?;
+            let disks = self.resolve_disks_for_discovery(&dom, cancel)?;
             vms.push(self.to_vm(&dom, state, &disks, &host));
         }
         Ok(vms)
@@ -1347,6 +1403,15 @@ mod tests {
     </devices>
     <test:runstate>5</test:runstate>
   </domain>
+  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    <name>ghost01</name><uuid>33333333-2222-3333-4444-555555555555</uuid>
+    <memory unit='MiB'>512</memory><vcpu>1</vcpu>
+    <os><type arch='x86_64'>hvm</type></os>
+    <devices>
+      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/nonexistent/vmvault/ghost.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    </devices>
+    <test:runstate>5</test:runstate>
+  </domain>
 </node>"#,
             web = web.display(),
             data = data.display(),
@@ -1377,7 +1442,14 @@ mod tests {
         .unwrap();
         let mut vms = provider.discover(&CancelToken::new()).unwrap();
         vms.sort_by(|a, b| a.name.cmp(&b.name));
-        assert_eq!(vms.len(), 2);
+        assert_eq!(vms.len(), 3);
+        // A domain whose disk file is gone is still discovered (capacity unknown: 0).
+        let ghost = vms.remove(0);
+        assert_eq!(ghost.name, "ghost01");
+        assert_eq!(ghost.disks[0].capacity, 0);
+        assert!(provider
+            .snapshot(&ghost, Utc::now(), &CancelToken::new())
+            .is_err());
         let web = &vms[0];
         assert_eq!(
             web.source_id,
