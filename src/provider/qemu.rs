@@ -12,12 +12,17 @@
 //!   QEMU's `file-posix` driver), so a VM that starts during the backup cannot get the
 //!   write lock, and an image a running QEMU writes is refused before reading starts.
 //! - **Other formats** (qcow2 and its backing chain, vmdk, vhd, vhdx) are exported by a
-//!   private `qemu-nbd --read-only --persistent` on a unix socket in a private folder and
-//!   read with the small NBD client below (fixed newstyle handshake, `NBD_OPT_GO`, simple
-//!   replies). This decodes every format QEMU knows, at memory speed, with one connection
-//!   per reading thread (`--shared=0` allows any number). The alternatives were worse:
-//!   `qemu-nbd -c /dev/nbdX` needs the `nbd` kernel module (usually absent, and root), and
-//!   a `qemu-img dd`/`qemu-io` process per read costs a process start per chunk.
+//!   private `qemu-nbd --read-only --persistent` on a unix socket in a private folder, which
+//!   also holds QEMU's lock for as long as the snapshot lives. Data is read with the small
+//!   NBD client below (fixed newstyle handshake, `NBD_OPT_GO`, simple replies; one
+//!   connection per reading thread, `--shared=0`) — except that the data clusters of raw
+//!   and plain qcow2 layers are read straight from their files at the host offsets
+//!   `qemu-img map` reports (the image is locked against writers, so the map cannot go
+//!   stale). That makes qcow2 as fast as raw (measured: ~0.7 GB/s through qemu-nbd alone,
+//!   disk speed direct); compressed clusters and other formats go through NBD, which
+//!   decodes everything QEMU knows. The alternatives were worse: `qemu-nbd -c /dev/nbdX`
+//!   needs the `nbd` kernel module (usually absent, and root), and a `qemu-img dd`/`qemu-io`
+//!   process per read costs a process start per chunk.
 //! - A **libvirt backup job** exports the point-in-time view of a running domain's disk over
 //!   NBD too; the same client reads it, and `qemu-img map` over that export (with
 //!   `x-dirty-bitmap`) yields the blocks changed since a checkpoint.
@@ -355,6 +360,18 @@ pub struct ImageInfo {
     pub backing_files: Vec<PathBuf>,
     /// Extent files of split or flat vmdk images.
     pub extent_files: Vec<PathBuf>,
+    /// Every layer of the chain, top first (`depth` in `qemu-img map` indexes it).
+    pub layers: Vec<Layer>,
+}
+
+/// One layer of a backing chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub file: PathBuf,
+    pub format: String,
+    /// Data clusters of this layer may be read straight from `file` at the host offset
+    /// `qemu-img map` reports: raw, or qcow2 without external data file or encryption.
+    pub direct: bool,
 }
 
 /// Reads an image's format, capacity and backing chain. `format` pins the format (no
@@ -438,8 +455,21 @@ fn parse_image_info(json: &[u8], path: &Path) -> Result<ImageInfo, ProviderError
     let actual_size = top["actual-size"].as_u64().unwrap_or(0);
     let mut backing_files = Vec::new();
     let mut extent_files = Vec::new();
+    let mut layers = Vec::new();
     for layer in &chain {
         let file = layer["filename"].as_str().map(PathBuf::from);
+        let layer_format = layer["format"].as_str().unwrap_or_default().to_string();
+        let specific = &layer["format-specific"]["data"];
+        let direct = layer["encrypted"].as_bool() != Some(true)
+            && (layer_format == "raw"
+                || (layer_format == "qcow2"
+                    && specific.get("data-file").is_none()
+                    && specific.get("encrypt").is_none()));
+        layers.push(Layer {
+            file: file.clone().unwrap_or_default(),
+            format: layer_format,
+            direct: direct && file.is_some(),
+        });
         let dir = file
             .as_deref()
             .and_then(Path::parent)
@@ -473,6 +503,7 @@ fn parse_image_info(json: &[u8], path: &Path) -> Result<ImageInfo, ProviderError
         actual_size,
         backing_files,
         extent_files,
+        layers,
     })
 }
 
@@ -485,6 +516,20 @@ pub struct MapEntry {
     pub zero: bool,
     #[serde(default)]
     pub data: bool,
+    /// Host offset of the data in the file of layer `depth` (absent for zeros, and for
+    /// formats that do not tell).
+    #[serde(default)]
+    pub offset: Option<u64>,
+    #[serde(default)]
+    pub depth: usize,
+    #[serde(default)]
+    pub compressed: bool,
+}
+
+impl MapEntry {
+    pub fn end(&self) -> u64 {
+        self.start + self.length
+    }
 }
 
 /// What `qemu-img map` looks at.
@@ -986,8 +1031,76 @@ enum DataPath {
     /// An NBD export (a private qemu-nbd, or a libvirt backup job's export).
     Nbd {
         pool: NbdPool,
-        _server: Option<NbdServer>,
+        _server: Option<Box<NbdServer>>,
+        /// Where the data clusters of a locked local image lie in its files.
+        direct: Option<DirectMap>,
     },
+}
+
+/// The map of a local image that no one writes, for reading its data clusters straight
+/// from the layer files (at disk speed) instead of through qemu-nbd (which tops out at
+/// several hundred MB/s). Ranges the map cannot place (compressed clusters, layers of
+/// formats without plain host offsets) are still read through NBD; zeros are not read.
+struct DirectMap {
+    entries: Vec<MapEntry>,
+    /// The open file of each layer whose clusters may be read directly.
+    files: Vec<Option<File>>,
+}
+
+impl DirectMap {
+    fn build(path: &Path, format: &str, cancel: &CancelToken) -> Result<DirectMap, ProviderError> {
+        let info = image_info(path, Some(format), false, cancel)?;
+        let entries = image_map(
+            &MapTarget::File {
+                path: path.to_path_buf(),
+                format: format.to_string(),
+                force_share: false,
+            },
+            cancel,
+        )?;
+        // A layer that cannot be opened is read through NBD instead.
+        let files = info
+            .layers
+            .iter()
+            .map(|l| {
+                if l.direct {
+                    File::open(&l.file).ok()
+                } else {
+                    None
+                }
+            })
+            .collect();
+        Ok(DirectMap { entries, files })
+    }
+
+    fn read(&self, pool: &NbdPool, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = offset + buf.len() as u64;
+        let mut pos = offset;
+        let mut i = self.entries.partition_point(|e| e.end() <= pos);
+        while pos < end {
+            let out_at = (pos - offset) as usize;
+            let Some(e) = self.entries.get(i).filter(|e| e.start <= pos) else {
+                // Not in the map (it covers the whole disk; this is only a safety net).
+                let stop = self.entries.get(i).map_or(end, |e| e.start.min(end));
+                pool.read_at(pos, &mut buf[out_at..(stop - offset) as usize])?;
+                pos = stop;
+                continue;
+            };
+            let stop = e.end().min(end);
+            let out = &mut buf[out_at..(stop - offset) as usize];
+            let file = self.files.get(e.depth).and_then(Option::as_ref);
+            match (e.zero, e.data, e.offset, e.compressed, file) {
+                (true, ..) => out.fill(0),
+                (false, true, Some(host), false, Some(f)) => {
+                    read_file_at(f, host + (pos - e.start), out)?
+                }
+                _ => pool.read_at(pos, out)?,
+            }
+            pos = stop;
+            i += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Changed-block tracking of an NBD export: the checkpoint the bitmap counts from.
@@ -1038,9 +1151,16 @@ impl OpenDisk {
                     e,
                 )
             })?;
+            // An image in use changes under us: its map would go stale.
+            let direct = if force_share {
+                None
+            } else {
+                Some(DirectMap::build(path, format, cancel)?)
+            };
             DataPath::Nbd {
                 pool,
-                _server: Some(server),
+                _server: Some(Box::new(server)),
+                direct,
             }
         };
         let map = MapTarget::File {
@@ -1078,6 +1198,7 @@ impl OpenDisk {
             data: DataPath::Nbd {
                 pool,
                 _server: None,
+                direct: None,
             },
             dirty,
             extents: OnceLock::new(),
@@ -1101,8 +1222,12 @@ impl OpenDisk {
         if let Some(e) = self.extents.get() {
             return Ok(e.clone());
         }
-        let map = image_map(&self.map, &CancelToken::new())?;
-        let mut extents = allocated_extents(&map);
+        let mut extents = match &self.data {
+            DataPath::Nbd {
+                direct: Some(map), ..
+            } => allocated_extents(&map.entries),
+            _ => allocated_extents(&image_map(&self.map, &CancelToken::new())?),
+        };
         clamp(&mut extents, self.capacity);
         Ok(self.extents.get_or_init(|| extents).clone())
     }
@@ -1140,7 +1265,14 @@ impl OpenDisk {
         }
         let r = match &self.data {
             DataPath::File(f) => read_file_at(f, offset, buf),
-            DataPath::Nbd { pool, .. } => pool.read_at(offset, buf),
+            DataPath::Nbd {
+                pool,
+                direct: Some(map),
+                ..
+            } => map.read(pool, offset, buf),
+            DataPath::Nbd {
+                pool, direct: None, ..
+            } => pool.read_at(offset, buf),
         };
         r.map_err(|e| ProviderError::io(format!("reading {} at offset {offset}", self.label), e))
     }
@@ -1314,6 +1446,12 @@ pub(crate) mod test_support {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// True once an NBD server on `socket` completes a handshake (qemu-nbd listens before
+    /// it has opened and locked its image).
+    pub fn nbd_ready(socket: &Path) -> bool {
+        NbdConn::connect(socket, "").is_ok()
     }
 
     /// Reads every byte of `reader` (allocated extents only; holes as zeros).
@@ -1507,6 +1645,112 @@ mod tests {
     }
 
     #[test]
+    fn direct_reads_of_qcow2_chains_with_compressed_clusters_match_qemu() {
+        if !need_tool("qemu-img") || !need_tool("qemu-nbd") || !need_tool("qemu-io") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.raw");
+        let mut bytes = vec![0u8; 6 << 20];
+        for (i, b) in bytes.iter_mut().enumerate().take(3 << 20) {
+            *b = (i % 13) as u8;
+        }
+        std::fs::write(&src, &bytes).unwrap();
+        // A compressed base (its clusters are read through NBD) under a qcow2 overlay
+        // (read straight from the file), with a zero cluster.
+        let base = dir.path().join("base.qcow2");
+        sh(
+            "qemu-img",
+            &[
+                "convert",
+                "-c",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                src.to_str().unwrap(),
+                base.to_str().unwrap(),
+            ],
+        );
+        let top = dir.path().join("top.qcow2");
+        let ts = top.to_str().unwrap();
+        sh(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                base.to_str().unwrap(),
+                "-F",
+                "qcow2",
+                ts,
+            ],
+        );
+        sh(
+            "qemu-io",
+            &[
+                "-f",
+                "qcow2",
+                "-c",
+                "write -P 0x77 100k 300k",
+                "-c",
+                "write -z 2M 64k",
+                "-c",
+                "write -P 0x78 5M 8k",
+                ts,
+            ],
+        );
+        let map = image_map(
+            &MapTarget::File {
+                path: top.clone(),
+                format: "qcow2".into(),
+                force_share: false,
+            },
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert!(
+            map.iter().any(|e| e.compressed),
+            "the base has compressed clusters: {map:?}"
+        );
+        assert!(
+            map.iter()
+                .any(|e| e.data && !e.compressed && e.offset.is_some()),
+            "{map:?}"
+        );
+        let disk = Arc::new(
+            OpenDisk::open_image(&top, "qcow2", 6 << 20, false, "t", &CancelToken::new()).unwrap(),
+        );
+        assert!(matches!(
+            disk.data,
+            DataPath::Nbd {
+                direct: Some(_),
+                ..
+            }
+        ));
+        let r = disk.reader();
+        assert_eq!(read_all(r.as_ref()), raw_of(&top, "qcow2"));
+        // Reads that straddle entries, at odd offsets.
+        let expected = raw_of(&top, "qcow2");
+        for (off, len) in [
+            (100_000u64, 400_000usize),
+            (2_000_000, 200_000),
+            (5_242_000, 10_000),
+            (0, 6 << 20),
+        ] {
+            let mut buf = vec![0xffu8; len];
+            r.read_at(off, &mut buf).unwrap();
+            assert_eq!(
+                buf,
+                expected[off as usize..off as usize + len],
+                "at {off}+{len}"
+            );
+        }
+    }
+
+    #[test]
     fn raw_lock_keeps_writers_out_and_detects_them() {
         if !need_tool("qemu-img") || !need_tool("qemu-io") {
             return;
@@ -1564,7 +1808,7 @@ mod tests {
             .spawn()
             .unwrap();
         let t0 = Instant::now();
-        while !sock.exists() && t0.elapsed() < Duration::from_secs(10) {
+        while !nbd_ready(&sock) && t0.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(10));
         }
         Holder(child)
