@@ -37,7 +37,7 @@ use crate::cancel::CancelToken;
 use crate::model::Extent;
 use crate::provider::{DiskReader, ProviderError};
 use serde::{Deserialize, Serialize};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -1394,11 +1394,6 @@ pub fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[unit])
     }
-}
-
-/// Needed by tests and callers to pass file names around as OsStrings.
-pub fn os(s: impl AsRef<OsStr>) -> OsString {
-    s.as_ref().to_os_string()
 }
 
 #[cfg(test)]
