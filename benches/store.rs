@@ -346,6 +346,12 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         let cpu = cpu_secs() - c0;
         let rss = peak_rss_mib();
+        if b.stats.sync_time.as_secs_f64() > 0.001 {
+            println!(
+                "  (backup: {:.3} s of it in the final sync of the chunk store)",
+                b.stats.sync_time.as_secs_f64()
+            );
+        }
         let mut c = registry.0.lock().unwrap();
         for n in &b.new_chunks {
             c.insert(n.digest);
