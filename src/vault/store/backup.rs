@@ -925,6 +925,27 @@ mod tests {
     }
 
     #[test]
+    fn gc_deletes_only_unpinned_chunks() {
+        let pins = PinSet::new();
+        let g1 = pins.guard();
+        let g2 = pins.guard();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        g1.pin(&a);
+        g1.pin(&a); // once per guard
+        g2.pin(&a);
+        assert_eq!((g1.len(), pins.len()), (1, 1));
+        let mut ran = false;
+        assert_eq!(pins.remove_if_unpinned(&a, || ran = true), None);
+        assert!(!ran, "a pinned chunk is not deleted");
+        drop(g1);
+        assert!(pins.is_pinned(&a), "still pinned by the second backup");
+        drop(g2);
+        assert_eq!(pins.remove_if_unpinned(&a, || 7), Some(7));
+        assert_eq!(pins.remove_if_unpinned(&b, || 8), Some(8));
+        assert!(pins.is_empty());
+    }
+
+    #[test]
     fn worker_count_respects_the_budget() {
         assert_eq!(worker_count(2, 1 << 20, 2), 2);
         assert_eq!(worker_count(0, 1 << 20, 2), 1);
