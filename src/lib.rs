@@ -11,3 +11,7 @@ pub mod provider;
 pub mod vault;
 pub mod fmt;
 pub mod policy;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod tui;

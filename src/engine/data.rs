@@ -47,6 +47,15 @@ impl RestoreFormat {
             _ => None,
         }
     }
+    fn disk_format(self) -> crate::provider::qemu::DiskFormat {
+        use crate::provider::qemu::DiskFormat;
+        match self {
+            RestoreFormat::Raw => DiskFormat::Raw,
+            RestoreFormat::Qcow2 => DiskFormat::Qcow2,
+            RestoreFormat::Vhd => DiskFormat::Vhd,
+            RestoreFormat::Vmdk => DiskFormat::Vmdk,
+        }
+    }
     pub fn extension(self) -> &'static str {
         match self {
             RestoreFormat::Raw => "raw",
@@ -194,7 +203,7 @@ impl store::ChunkRegistry for CatalogRegistry<'_> {
     fn is_committed(&self, d: &store::Digest) -> std::result::Result<bool, store::StoreError> {
         self.0
             .chunk_committed(d)
-            .map_err(|e| store::StoreError::Catalog(e.to_string()))
+            .map_err(|e| store::StoreError::Invalid(format!("catalog: {e}")))
     }
 }
 
@@ -323,7 +332,7 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
     for (disk, index) in &indexes {
         index.write_atomic(&engine.index_path(&point_id, *disk)).map_err(store_fail)?;
     }
-    store::sync_dir(dir.parent().unwrap_or(&dir)).map_err(store_fail)?;
+    super::sync_dir(dir.parent().unwrap_or(&dir)).map_err(|e| JobFail::vault("Could not write to the vault", format!("syncing {}: {e}", dir.display())))?;
     ctx.cancel.check()?;
 
     let now = engine.now();
@@ -414,7 +423,7 @@ fn run_restore(
             });
         }
         if format != RestoreFormat::Raw {
-            let conv = crate::provider::qemu::convert_raw(&raw_target, format.into(), target);
+            let conv = crate::provider::qemu::convert_raw(&raw_target, format.disk_format(), target, &ctx.cancel);
             let _ = std::fs::remove_file(&raw_target);
             conv?;
         }
@@ -483,7 +492,7 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
         })?;
     for (digest, fault) in &faults {
         for pi in needed.get(digest).map(|v| v.as_slice()).unwrap_or(&[]) {
-            damaged.entry(*pi).or_default().push(format!("chunk {}: {fault}", store::hex(digest)));
+            damaged.entry(*pi).or_default().push(format!("chunk {}: {fault}", store::digest_hex(digest)));
         }
     }
     ctx.detail("points_checked", points.len());

@@ -75,6 +75,21 @@ impl From<EngineError> for JobFail {
     }
 }
 
+impl From<crate::vault::catalog::CatalogError> for JobFail {
+    fn from(e: crate::vault::catalog::CatalogError) -> Self {
+        JobFail::vault("The vault's catalog failed", e.to_string())
+    }
+}
+
+impl From<crate::vault::store::StoreError> for JobFail {
+    fn from(e: crate::vault::store::StoreError) -> Self {
+        match e {
+            crate::vault::store::StoreError::Cancelled => JobFail::Cancelled,
+            e => JobFail::Failed(e.details()),
+        }
+    }
+}
+
 impl JobFail {
     pub fn vault(title: &str, message: impl Into<String>) -> JobFail {
         JobFail::Failed(

@@ -14,13 +14,6 @@ use crate::model::*;
 use crate::policy::{points_to_prune, PointRef};
 use std::collections::HashSet;
 
-/// What a clean-up did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct PruneResult {
-    pub points_removed: usize,
-    pub items_purged: usize,
-}
-
 impl Engine {
     /// Which points Prune would remove now, and which soft-deleted items it would purge.
     fn prune_plan(&self) -> Result<(Vec<RecoveryPoint>, Vec<Item>)> {

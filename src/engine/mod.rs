@@ -17,6 +17,8 @@ mod scheduler;
 
 pub use clock::Clock;
 pub use jobs::JobProgress;
+pub use data::{restore_targets, RestoreFormat};
+pub use ops::DiscoveryResult;
 pub use scheduler::AdvanceReport;
 
 use crate::cancel::{CancelToken, Progress};
@@ -645,4 +647,9 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
         b.mode(0o700);
     }
     b.create(path)
+}
+
+/// Makes a folder's entries (new files, renames) durable.
+pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
 }

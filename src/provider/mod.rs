@@ -123,3 +123,6 @@ pub trait DiskReader: Send + Sync {
 }
 
 pub mod sim;
+pub mod images;
+pub mod libvirt;
+pub mod qemu;

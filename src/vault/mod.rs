@@ -3,3 +3,4 @@
 
 pub mod catalog;
 pub mod lock;
+pub mod store;
