@@ -27,7 +27,11 @@
 //! - **Whole or absent.** A chunk is written to `.tmp-…` in its fan-out folder and renamed
 //!   into place, so a final-named file is never half-written by a running process. Puts are
 //!   *not* fsynced one by one (that costs a journal commit per chunk); [`ChunkStore::sync`]
-//!   makes every earlier put durable at once with `syncfs(2)`. [`backup_disk`] calls it
+//!   makes every earlier put durable at once with `syncfs(2)`. Chunk files and restored
+//!   images are written with O_DIRECT where the file system allows it (the 4 KiB-aligned
+//!   part; the tail goes through the page cache): on the virtual machines we measured,
+//!   buffered writes plus a final sync reach 130–250 MB/s and O_DIRECT 400–1000 MB/s, and
+//!   the final sync is left with only metadata to commit. [`backup_disk`] calls it
 //!   before returning, so everything a returned [`DiskBackup`] references is durable and the
 //!   catalog may commit the recovery point. A crash before that sync can leave a final-named
 //!   file with garbage in it; such a file is never trusted because it is not in the
