@@ -70,8 +70,11 @@ pub struct VaultConfig {
     pub source: SourceConfig,
 }
 
+/// 1 MiB: a changed block costs one chunk, so smaller chunks store less per change (a 1 %
+/// change of a 2 GiB disk adds about 30 MB at 1 MiB against 60 MB at 4 MiB) while keeping
+/// indexes small (32 bytes per MiB of data). See the benchmarks in the README.
 fn default_chunk_kib() -> u32 {
-    4096
+    1024
 }
 fn default_compression() -> i32 {
     3

@@ -27,7 +27,7 @@ fn running_backup(env: &Env) -> Option<Value> {
 fn kill_during_backup_leaves_earlier_points_intact() {
     // Reads throttled so the backup is still running when it is killed.
     let env = Env::with_source("read_throughput_mib_s = 8");
-    env.protect(&["app01"]);
+    env.protect(&["app01", "sql01"]);
     let fast = Env::new();
     // Earlier points: taken with the same vault through an unthrottled config.
     std::fs::copy(&fast.config, &env.path("fast.toml")).unwrap();
@@ -40,7 +40,8 @@ fn kill_during_backup_leaves_earlier_points_intact() {
     };
     let p1 = backup_fast("app01");
 
-    let mut child = env.std_cmd().args(["backup", "app01"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    // A first (full) backup of another VM is killed while it moves data.
+    let mut child = env.std_cmd().args(["backup", "sql01"]).stdout(std::process::Stdio::null()).spawn().unwrap();
     let mut job_id = String::new();
     wait_until(60, "the backup to move data", || match running_backup(&env) {
         Some(j) if j["bytes_done"].as_u64().unwrap_or(0) > 0 => {
@@ -60,10 +61,13 @@ fn kill_during_backup_leaves_earlier_points_intact() {
 
     // Earlier points still restore bit-identical; a new backup succeeds and restores too.
     env.assert_restore_matches_source("app01", &p1, "p1");
-    let p2 = backup_fast("app01");
-    env.assert_restore_matches_source("app01", &p2, "p2");
+    assert_eq!(env.json(&["points", "sql01"]).as_array().unwrap().len(), 0);
+    let p2 = backup_fast("sql01");
+    env.assert_restore_matches_source("sql01", &p2, "p2");
     env.ok(&["verify"]);
-    assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 2);
+    // The killed backup's chunk files are garbage: collection keeps every committed one.
+    env.ok(&["gc"]);
+    env.ok(&["verify"]);
 }
 
 fn chunk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -173,4 +177,22 @@ fn vault_files_are_owner_only() {
     for f in chunk_files(&vault.join("chunks")).iter().take(5) {
         assert_eq!(mode(f), 0o600, "{}", f.display());
     }
+}
+
+#[test]
+fn cancel_from_another_shell_stops_a_background_backup() {
+    let env = Env::with_source("read_throughput_mib_s = 4");
+    env.protect(&["app01"]);
+    let id = env.ok(&["backup", "app01", "--no-wait"]).trim().to_string();
+    wait_until(60, "the backup to start", || running_backup(&env).is_some());
+    let out = env.ok(&["cancel", &id]);
+    assert!(out.contains(&id), "{out}");
+    wait_until(60, "the backup to be cancelled", || {
+        let out = env.run(&["job", &id, "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout).map(|j| j["status"] == "Cancelled").unwrap_or(false)
+    });
+    assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 0);
+    // Cancelling a finished job is refused as bad input.
+    let (_, err) = env.fails_with(2, &["cancel", &id]);
+    assert!(err.contains("not running"), "{err}");
 }

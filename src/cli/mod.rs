@@ -340,7 +340,7 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
 }
 
 fn items(setup: &Setup, a: &ItemsArgs) -> Result<u8> {
-    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let engine = setup.open(OpenMode::ReadOnly)?;
     let mut items = engine.items()?;
     if let Some(s) = &a.state {
         let state = ProtectionState::parse(s).ok_or_else(|| {
@@ -739,7 +739,7 @@ fn job_filter(engine: &Engine, a: &JobsArgs) -> Result<JobFilter> {
 }
 
 fn jobs(setup: &Setup, a: &JobsArgs) -> Result<u8> {
-    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let engine = setup.open(OpenMode::ReadOnly)?;
     let filter = job_filter(&engine, a)?;
     let list = engine.jobs(&filter)?;
     let now = engine.now();
@@ -775,7 +775,7 @@ fn jobs(setup: &Setup, a: &JobsArgs) -> Result<u8> {
 }
 
 async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
-    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let engine = setup.open(OpenMode::ReadOnly)?;
     let mut j = engine.job(&a.id)?;
     if a.wait && j.status.is_active() {
         j = engine.wait_job(&j.id).await?;
@@ -784,7 +784,7 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
     let live = engine.live_progress();
     if a.json {
         print_json(&json::job(&j, now, live.get(&j.id)));
-        return Ok(if j.status == JobStatus::Failed { 1 } else { 0 });
+        return Ok(job_exit(&j, a.wait));
     }
     println!("Job        {}", j.id);
     println!("Operation  {}", j.operation);
@@ -830,11 +830,20 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
             println!("           - {r}");
         }
     }
-    Ok(if j.status == JobStatus::Failed { 1 } else { 0 })
+    Ok(job_exit(&j, a.wait))
+}
+
+/// `job ID` reports; `job ID --wait` also returns the job's outcome as its exit code.
+fn job_exit(j: &Job, waited: bool) -> u8 {
+    if waited && j.status == JobStatus::Failed {
+        1
+    } else {
+        0
+    }
 }
 
 fn cancel(setup: &Setup, a: &CancelArgs) -> Result<u8> {
-    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let engine = setup.open(OpenMode::ReadOnly)?;
     let j = engine.cancel_job(&a.id)?;
     if a.json {
         print_json(&json::job(&j, engine.now(), None));
@@ -845,7 +854,7 @@ fn cancel(setup: &Setup, a: &CancelArgs) -> Result<u8> {
 }
 
 fn summary(setup: &Setup, as_json: bool) -> Result<u8> {
-    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let engine = setup.open(OpenMode::ReadOnly)?;
     let s = engine.summary()?;
     if as_json {
         print_json(&json::summary(&s));
@@ -867,7 +876,7 @@ fn summary(setup: &Setup, as_json: bool) -> Result<u8> {
 }
 
 fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
-    let engine = setup.open(OpenMode::ReadOrShare)?;
+    let engine = setup.open(OpenMode::ReadOnly)?;
     let item = engine.resolve_item(&a.vm)?;
     let points = engine.points(&item.id)?;
     if a.json {
@@ -905,7 +914,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
     use crate::policy::Policy;
     match cmd {
         PolicyCommand::List(a) => {
-            let engine = setup.open(OpenMode::ReadOrShare)?;
+            let engine = setup.open(OpenMode::ReadOnly)?;
             let usage = engine.policy_usage()?;
             let list = engine.policies()?;
             if a.json {
@@ -930,7 +939,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             Ok(0)
         }
         PolicyCommand::Show(a) => {
-            let engine = setup.open(OpenMode::ReadOrShare)?;
+            let engine = setup.open(OpenMode::ReadOnly)?;
             let p = engine.policy(&a.name)?;
             let usage = engine.policy_usage()?;
             let builtin = engine.policies()?.iter().any(|(r, _)| r.name == p.name && r.builtin);
@@ -1024,7 +1033,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             Ok(0)
         }
         PolicyCommand::Preview(a) => {
-            let engine = setup.open(OpenMode::ReadOrShare)?;
+            let engine = setup.open(OpenMode::ReadOnly)?;
             let p: Policy = engine.policy(&a.name)?;
             let from = match &a.from {
                 Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
@@ -1122,7 +1131,7 @@ async fn run_headless(setup: &Setup) -> Result<u8> {
 async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
     match cmd {
         SimCommand::Now(a) => {
-            let engine = setup.open(OpenMode::ReadOrShare)?;
+            let engine = setup.open(OpenMode::ReadOnly)?;
             require_sim(&engine)?;
             let now = engine.now();
             if a.json {
@@ -1155,7 +1164,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             Ok(0)
         }
         SimCommand::ExportDisk(a) => {
-            let engine = setup.open(OpenMode::ReadOrShare)?;
+            let engine = setup.open(OpenMode::ReadOnly)?;
             let sim = require_sim(&engine)?;
             let at = match &a.at {
                 Some(s) => fmt::parse_time(s, false).map_err(|e| CliError::usage(format!("--at: {e}")))?,

@@ -294,6 +294,7 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
             (Some(_), Some(token)) => reader.changed_extents(token)?,
             _ => None,
         };
+        ctx.progress.add_total(planned_read_bytes(reader.as_ref(), changed.as_deref())?);
         let result = store::backup_disk(BackupParams {
             reader: reader.as_ref(),
             previous: prev_index.as_ref(),
@@ -391,6 +392,30 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
     Ok(JobEnd::Saved)
 }
 
+/// Bytes a backup of this disk will read: allocated extents, within the changed ones when
+/// the source tracks changes (the store reads exactly these and zero-fills the rest).
+fn planned_read_bytes(reader: &dyn crate::provider::DiskReader, changed: Option<&[Extent]>) -> std::result::Result<u64, crate::provider::ProviderError> {
+    let allocated = reader.allocated_extents()?;
+    let Some(changed) = changed else {
+        return Ok(allocated.iter().map(|e| e.len).sum());
+    };
+    let (mut i, mut j, mut total) = (0, 0, 0u64);
+    while i < allocated.len() && j < changed.len() {
+        let (a, c) = (allocated[i], changed[j]);
+        let lo = a.offset.max(c.offset);
+        let hi = a.end().min(c.end());
+        if hi > lo {
+            total += hi - lo;
+        }
+        if a.end() < c.end() {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    Ok(total)
+}
+
 fn run_restore(
     ctx: &JobCtx,
     point: &RecoveryPoint,
@@ -406,7 +431,7 @@ fn run_restore(
     let mut indexes = Vec::new();
     for d in &point.disks {
         let ix = engine.read_index(&point.id, d.index).map_err(|e| restore_fail(point, e))?;
-        ctx.progress.add_total(ix.entries.len() as u64 * u64::from(ix.chunk_size));
+        ctx.progress.add_total(ix.logical_bytes());
         indexes.push((d.index, ix));
     }
     let threads = engine.inner.opts.threads.max(1);
@@ -469,10 +494,10 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
         for d in &p.disks {
             match engine.read_index(&p.id, d.index) {
                 Ok(ix) => {
-                    for (_, digest) in &ix.entries {
+                    for (slot, digest) in &ix.entries {
                         let v = needed.entry(*digest).or_default();
                         if v.is_empty() {
-                            total += u64::from(ix.chunk_size);
+                            total += ix.slot_len(*slot);
                         }
                         v.push(pi);
                     }

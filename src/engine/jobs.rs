@@ -148,6 +148,12 @@ impl JobCtx {
     }
 
     fn save_and_publish(&self) {
+        {
+            let mut j = self.job();
+            if self.cancel.is_cancelled() && j.status == JobStatus::InProgress {
+                j.status = JobStatus::Cancelling;
+            }
+        }
         let job = self.snapshot();
         if let Err(e) = self.engine.inner.catalog.save_job(&job) {
             tracing::error!("saving job {}: {e}", job.id);
@@ -390,7 +396,17 @@ impl Engine {
         if !job.status.is_active() {
             return usage(format!("job {} is not running (status {}); nothing to cancel", job.id, job.status));
         }
-        self.require_owner()?;
+        if !self.is_owner() {
+            // The job runs in the process that owns the vault: ask it through the catalog.
+            self.require_owner().or_else(|e| match e {
+                EngineError::Locked(_) => Ok(()),
+                e => Err(e),
+            })?;
+            crate::vault::catalog::Catalog::request_cancel(self.inner.catalog.path(), &job.id)?;
+            let mut j = job;
+            j.status = JobStatus::Cancelling;
+            return Ok(j);
+        }
         let token = {
             let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
             running.get(&job.id).map(|r| r.cancel.clone())
@@ -403,7 +419,7 @@ impl Engine {
         if j.status == JobStatus::InProgress {
             j.status = JobStatus::Cancelling;
             // Only the status changes here; the job's own thread owns the other fields.
-            self.inner.catalog.save_job(&j)?;
+            self.inner.catalog.mark_cancelling(&j.id)?;
             self.publish(Event::JobUpdated(Box::new(j.clone())));
         }
         Ok(j)
@@ -435,6 +451,17 @@ impl Engine {
                         })
                         .collect()
                 };
+                if tick % 4 == 0 {
+                    // Cancels asked for by other processes (`vmvault cancel` in a shell).
+                    if let Ok(ids) = engine.inner.catalog.cancel_requests() {
+                        for id in ids {
+                            let mine = engine.inner.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id);
+                            if mine {
+                                let _ = engine.cancel_job(&id);
+                            }
+                        }
+                    }
+                }
                 for p in updates {
                     if tick % 4 == 0 {
                         let _ = engine.inner.catalog.save_job_progress(&p.id, p.bytes_done, p.bytes_total);

@@ -122,8 +122,9 @@ pub struct EngineOptions {
 pub enum OpenMode {
     /// Own the vault (commands that change it). Fails when another process owns it.
     Exclusive,
-    /// Own it when free, else read it while its owner runs (listing commands).
-    ReadOrShare,
+    /// Read it, whether or not another process owns it (listing commands). Never takes
+    /// the lock, so it cannot get in the way of a process that changes the vault.
+    ReadOnly,
 }
 
 /// The dashboard: counts, last-24-hour jobs, storage.
@@ -188,8 +189,8 @@ pub(crate) struct Inner {
     pub rt: tokio::runtime::Handle,
     /// Serialises scheduler rounds and `sim advance`.
     pub schedule_lock: tokio::sync::Mutex<()>,
-    /// Who owns the vault when this engine only reads it.
-    pub owner: Option<LockError>,
+    /// Set when this engine only reads the vault.
+    pub owner: Option<()>,
     _lock: Option<VaultLock>,
 }
 
@@ -211,11 +212,15 @@ impl Engine {
         create_private_dir(&opts.dir).map_err(|e| {
             EngineError::Failed(format!("cannot create the vault folder {}: {e}", opts.dir.display()))
         })?;
-        let (lock, owner) = match VaultLock::acquire(&opts.dir) {
-            Ok(l) => (Some(l), None),
-            Err(e @ LockError::Busy { .. }) if mode == OpenMode::ReadOrShare => (None, Some(e)),
-            Err(e) => return Err(e.into()),
+        let catalog_path = opts.dir.join("catalog.db");
+        // Readers never take the lock (a script polling `jobs` must not make a backup
+        // started next to it fail); only a brand-new vault is created under the lock.
+        let lock = match mode {
+            OpenMode::Exclusive => Some(VaultLock::acquire_patiently(&opts.dir)?),
+            OpenMode::ReadOnly if !catalog_path.exists() => Some(VaultLock::acquire_patiently(&opts.dir)?),
+            OpenMode::ReadOnly => None,
         };
+        let owner = if lock.is_some() { None } else { Some(()) };
         let catalog_path = opts.dir.join("catalog.db");
         let catalog = if lock.is_some() {
             Catalog::open(&catalog_path)?
@@ -287,15 +292,26 @@ impl Engine {
     }
 
     fn require_owner(&self) -> Result<()> {
-        match &self.inner.owner {
-            None => Ok(()),
-            Some(LockError::Busy { path, pid, command }) => Err(EngineError::Locked(LockError::Busy {
-                path: path.clone(),
-                pid: pid.clone(),
-                command: command.clone(),
-            })),
-            Some(e) => Err(EngineError::Failed(e.to_string())),
+        if self.is_owner() {
+            return Ok(());
         }
+        match VaultLock::owner(&self.inner.opts.dir) {
+            Some(e) => Err(EngineError::Locked(e)),
+            None => Err(EngineError::Failed(format!(
+                "vault {} was opened for reading only; this operation changes it",
+                self.vault_name()
+            ))),
+        }
+    }
+
+    /// How a reader shows a job: one left InProgress while no process owns the vault was
+    /// interrupted (the next owner records it so; this shows it already).
+    pub(crate) fn present(&self, mut job: Job) -> Job {
+        if job.status.is_active() && !self.is_owner() && !VaultLock::is_held_elsewhere(&self.inner.opts.dir) {
+            job.status = JobStatus::Failed;
+            job.error = Some(crate::vault::catalog::interrupted_error());
+        }
+        job
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -428,26 +444,26 @@ impl Engine {
     }
 
     pub fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        Ok(self.inner.catalog.jobs(filter, true)?)
+        Ok(self.inner.catalog.jobs(filter, true)?.into_iter().map(|j| self.present(j)).collect())
     }
 
     /// Jobs without their tasks (for long lists).
     pub fn job_list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        Ok(self.inner.catalog.jobs(filter, false)?)
+        Ok(self.inner.catalog.jobs(filter, false)?.into_iter().map(|j| self.present(j)).collect())
     }
 
     /// A job by id or unique id prefix.
     pub fn job(&self, id: &str) -> Result<Job> {
         let id = id.trim();
         if let Some(j) = self.inner.catalog.job(id)? {
-            return Ok(j);
+            return Ok(self.present(j));
         }
         if id.len() >= 4 {
             let ids = self.inner.catalog.job_ids_with_prefix(id, 6)?;
             match ids.len() {
                 1 => {
                     if let Some(j) = self.inner.catalog.job(&ids[0])? {
-                        return Ok(j);
+                        return Ok(self.present(j));
                     }
                 }
                 0 => {}

@@ -73,7 +73,8 @@ CREATE TABLE jobs (
     bytes_total INTEGER NOT NULL DEFAULT 0,
     is_user_triggered INTEGER NOT NULL DEFAULT 1,
     error TEXT,
-    details TEXT NOT NULL DEFAULT '{}'
+    details TEXT NOT NULL DEFAULT '{}',
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_start ON jobs(start_time);
 CREATE INDEX jobs_item ON jobs(item_id, start_time);
@@ -690,6 +691,40 @@ impl Catalog {
         })
     }
 
+    /// Asks the process that owns the vault to cancel a job (from another process: opens
+    /// a short-lived read-write connection; SQLite serialises it with the owner's writes).
+    pub fn request_cancel(path: &Path, id: &str) -> Result<bool> {
+        let sql = |source| CatalogError::Sqlite { path: path.to_path_buf(), source };
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql)?;
+        let n = conn
+            .execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND status IN ('InProgress', 'Cancelling')",
+                [id],
+            )
+            .map_err(sql)?;
+        Ok(n > 0)
+    }
+
+    /// Records that a running job is being cancelled.
+    pub fn mark_cancelling(&self, id: &str) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute("UPDATE jobs SET status = 'Cancelling' WHERE id = ?1 AND status = 'InProgress'", [id])
+                .map(|_| ())
+        })
+    }
+
+    /// Active jobs another process asked to cancel.
+    pub fn cancel_requests(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id FROM jobs WHERE cancel_requested = 1 AND status IN ('InProgress', 'Cancelling')",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
     /// Marks every job still InProgress/Cancelling (left by a killed process) as Failed.
     pub fn fail_interrupted_jobs(&self, now: DateTime<Utc>) -> Result<Vec<Job>> {
         let active = self.jobs(
@@ -706,14 +741,7 @@ impl Catalog {
                     t.end_time = job.end_time;
                 }
             }
-            job.error = Some(
-                ErrorDetails::new(
-                    "JobInterrupted",
-                    "Interrupted",
-                    "the job was interrupted: the process that ran it stopped before it finished (killed or crashed)",
-                )
-                .recommend("Run the operation again; recovery points committed before the interruption are intact."),
-            );
+            job.error = Some(interrupted_error());
             self.save_job(&job)?;
             out.push(job);
         }
@@ -924,6 +952,16 @@ impl Catalog {
     pub fn delete_chunk(&self, digest: &[u8; 32]) -> Result<()> {
         self.transaction(|tx| tx.execute("DELETE FROM chunks WHERE digest = ?1", [&digest[..]]).map(|_| ()))
     }
+}
+
+/// The error of a job whose process stopped before it finished.
+pub fn interrupted_error() -> ErrorDetails {
+    ErrorDetails::new(
+        "JobInterrupted",
+        "Interrupted",
+        "the job was interrupted: the process that ran it stopped before it finished (killed or crashed)",
+    )
+    .recommend("Run the operation again; recovery points committed before the interruption are intact.")
 }
 
 /// Creates an empty file readable by the owner only.

@@ -60,11 +60,43 @@ impl VaultLock {
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         let command: Vec<String> = std::env::args().take(4).collect();
-        file.set_len(0).map_err(io)?;
+        // Overwrite in place, then cut: a reader never sees an empty file once a pid was
+        // written (it may see a stale one for an instant, which it cannot tell anyway).
+        let text = format!("{}\n{}\n", std::process::id(), command.join(" "));
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(file, "{}\n{}", std::process::id(), command.join(" ")).map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.set_len(text.len() as u64).map_err(io)?;
         file.flush().map_err(io)?;
         Ok(VaultLock { _file: file })
+    }
+
+    /// Takes the lock, waiting up to two seconds while another process holds it (a
+    /// process that only creates a new vault holds it for milliseconds).
+    pub fn acquire_patiently(dir: &Path) -> Result<VaultLock, LockError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match VaultLock::acquire(dir) {
+                Err(LockError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Who holds the lock of the vault in `dir` now (as a Busy error), if anyone.
+    pub fn owner(dir: &Path) -> Option<LockError> {
+        let mut file = File::open(dir.join("vault.lock")).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                None
+            }
+            Err(_) => {
+                let (pid, command) = read_owner(&mut file);
+                Some(LockError::Busy { path: dir.to_path_buf(), pid, command })
+            }
+        }
     }
 
     /// True when another process holds the lock of the vault in `dir` right now.

@@ -146,28 +146,58 @@ impl Env {
     }
 }
 
-/// Compares two files in blocks (they may be large and sparse).
+/// Data extents of a sparse file (SEEK_DATA / SEEK_HOLE); everything else reads as zeros.
+pub fn data_extents(f: &std::fs::File, len: u64) -> Vec<(u64, u64)> {
+    use std::os::unix::io::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut off: i64 = 0;
+    while (off as u64) < len {
+        // SAFETY: lseek on an open descriptor.
+        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // no more data (ENXIO)
+        }
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { len as i64 } else { hole };
+        out.push((data as u64, end as u64));
+        off = end;
+    }
+    out
+}
+
+/// Compares two (possibly huge, sparse) files byte for byte, reading only where either
+/// holds data.
 pub fn assert_files_equal(a: &Path, b: &Path) {
-    use std::io::Read;
-    let ma = std::fs::metadata(a).unwrap_or_else(|e| panic!("{}: {e}", a.display()));
-    let mb = std::fs::metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
-    assert_eq!(ma.len(), mb.len(), "sizes differ: {} vs {}", a.display(), b.display());
-    let mut fa = std::fs::File::open(a).expect("open a");
-    let mut fb = std::fs::File::open(b).expect("open b");
+    use std::os::unix::fs::FileExt;
+    let fa = std::fs::File::open(a).unwrap_or_else(|e| panic!("{}: {e}", a.display()));
+    let fb = std::fs::File::open(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
+    let (la, lb) = (fa.metadata().unwrap().len(), fb.metadata().unwrap().len());
+    assert_eq!(la, lb, "sizes differ: {} vs {}", a.display(), b.display());
+    let mut ranges = data_extents(&fa, la);
+    ranges.extend(data_extents(&fb, lb));
+    ranges.sort();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in ranges {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
     let mut ba = vec![0u8; 1 << 20];
     let mut bb = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    loop {
-        let n = fa.read(&mut ba).expect("read a");
-        if n == 0 {
-            break;
+    for (s, e) in merged {
+        let mut off = s;
+        while off < e {
+            let n = ((e - off) as usize).min(ba.len());
+            fa.read_exact_at(&mut ba[..n], off).expect("read a");
+            fb.read_exact_at(&mut bb[..n], off).expect("read b");
+            if ba[..n] != bb[..n] {
+                let i = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y).unwrap_or(0);
+                panic!("{} and {} differ at byte {}", a.display(), b.display(), off + i as u64);
+            }
+            off += n as u64;
         }
-        fb.read_exact(&mut bb[..n]).expect("read b");
-        if ba[..n] != bb[..n] {
-            let i = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y).unwrap_or(0);
-            panic!("{} and {} differ at byte {}", a.display(), b.display(), off + i as u64);
-        }
-        off += n as u64;
     }
 }
 
