@@ -145,7 +145,8 @@ pub struct BackupParams<'a> {
     /// Gets the bytes read from the disk added as they are read (nothing else is set).
     pub progress: &'a Progress,
     pub cancel: &'a CancelToken,
-    /// Worker threads (at least 1; capped so buffers stay within [`BUFFER_BUDGET`]).
+    /// Cores to use (at least 1); the pipeline runs one more worker than this (see
+    /// `backup_workers`), capped so buffers stay within [`BUFFER_BUDGET`].
     pub threads: usize,
     /// zstd level (1 fastest; 3 zstd's default).
     pub compression_level: i32,
@@ -210,11 +211,25 @@ impl From<ProviderError> for BackupError {
     }
 }
 
-/// Number of workers for `threads` requested and chunk size `cs` (each holds two chunk
-/// buffers).
-pub(crate) fn worker_count(threads: usize, cs: u32, buffers_per_worker: usize) -> usize {
+/// Number of workers for `wanted` workers and chunk size `cs` (each holds
+/// `buffers_per_worker` chunk buffers), capped so buffers stay within [`BUFFER_BUDGET`].
+pub(crate) fn worker_count(wanted: usize, cs: u32, buffers_per_worker: usize) -> usize {
     let per_worker = buffers_per_worker * cs as usize;
-    threads.max(1).min((BUFFER_BUDGET / per_worker).max(1))
+    wanted.max(1).min((BUFFER_BUDGET / per_worker).max(1))
+}
+
+/// Workers of a backup on `threads` cores: one spare, so that while a worker waits for
+/// its chunk write (O_DIRECT writes are synchronous) or for a read, its core has another
+/// worker to run. Backup is otherwise CPU-bound (compression, hashing).
+pub(crate) fn backup_workers(threads: usize, cs: u32) -> usize {
+    worker_count(threads.max(1) + 1, cs, 2)
+}
+
+/// Workers of a restore or verify on `threads` cores: two per core, because these wait
+/// for the disk (chunk reads, image writes) about as long as they compute, and more
+/// requests in flight keep both the cores and the disk busy.
+pub(crate) fn io_workers(threads: usize, cs: u32) -> usize {
+    worker_count(2 * threads.max(1), cs, 2)
 }
 
 /// Backs up one disk. See the module docs for the pipeline, and [`BackupParams`].
@@ -234,7 +249,7 @@ pub fn backup_disk(p: BackupParams) -> Result<DiskBackup, BackupError> {
         i: 0,
     };
 
-    let workers = worker_count(p.threads, cs, 2);
+    let workers = backup_workers(p.threads, cs);
     let queue_capacity = workers * 2;
     let pins = p.pins.guard();
     let shared = Shared {
@@ -880,7 +895,7 @@ mod tests {
         assert_eq!(b.index.entries.len(), 65);
         assert_eq!(b.index.capacity, cap);
         let workers = b.stats.workers;
-        assert_eq!(workers, 2);
+        assert_eq!(workers, 3, "two cores and a spare");
         let per_worker = 2 * cs as usize + 64 * 1024; // raw + compressed + samples
         assert!(
             b.stats.peak_buffer_bytes <= workers * per_worker,
@@ -951,6 +966,13 @@ mod tests {
         assert_eq!(worker_count(0, 1 << 20, 2), 1);
         assert_eq!(worker_count(64, 4 << 20, 2), 4);
         assert_eq!(worker_count(8, 16 << 20, 2), 1);
+        // A spare worker for backups, two per core for restore and verify; the budget
+        // still caps them.
+        assert_eq!(backup_workers(2, 1 << 20), 3);
+        assert_eq!(backup_workers(0, 1 << 20), 2);
+        assert_eq!(io_workers(2, 1 << 20), 4);
+        assert_eq!(io_workers(2, 16 << 20), 1);
+        assert_eq!(backup_workers(64, 4 << 20), 4);
     }
 
     #[test]
