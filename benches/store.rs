@@ -7,7 +7,9 @@
 //! default 2048), `VMVAULT_BENCH_CHUNK_KIB` (default 1024), `VMVAULT_BENCH_LEVEL` (zstd
 //! level, default 3), `VMVAULT_BENCH_THREADS` (default: available cores).
 //! The image is read from the page cache (it was just written), like the peers in
-//! `scripts/bench-peers.sh`; every timed step includes its final sync.
+//! `scripts/bench-peers.sh`; every timed step includes its final sync. The disk reader is
+//! a raw file read like the `images` source reads one (pread, and views mapped from the
+//! page cache for slots compared with the previous point).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -18,7 +20,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 use vmvault::cancel::{CancelToken, Progress};
 use vmvault::model::Extent;
-use vmvault::provider::{DiskReader, ProviderError};
+use vmvault::provider::{DiskReader, DiskView, MappedBytes, ProviderError};
 use vmvault::vault::store::{
     backup_disk, restore_disk, verify_chunks, BackupParams, ChunkRegistry, ChunkStore, Digest,
     DiskBackup, DiskIndex, PinSet, StoreError,
@@ -74,6 +76,12 @@ impl DiskReader for FileDisk {
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| ProviderError::io(format!("reading at {offset}"), e))
+    }
+    /// Mapped from the page cache, as the `images` source does for raw files.
+    fn view_at(&self, offset: u64, len: usize) -> Option<DiskView<'_>> {
+        MappedBytes::map(&self.file, offset, len)
+            .ok()
+            .map(DiskView::Mapped)
     }
 }
 
