@@ -18,8 +18,11 @@
 # restic: default settings (repository v2, compression auto), no password prompt.
 # borg: `borg init -e none`, `borg create --compression zstd,3`, `borg extract --sparse`.
 #
-# Measured: wall time and peak RSS with /usr/bin/time; MB/s = disk capacity / wall time;
-# stored = growth of the repository folder (du -sb); ratio = peer wall time / vmvault's.
+# Measured: wall time, CPU time (user + system) and peak RSS with /usr/bin/time; MB/s = disk
+# capacity / wall time; stored = growth of the repository folder (du -sb); ratio = peer wall
+# time / vmvault's (and vmvault's growth / the peer's). On a shared machine the CPU column
+# is the steadier one. A second vmvault vault, identical but for compression_level = 1,
+# runs the initial backup too, to show what the compression level trades.
 # Page cache (--cache): "hot" (default) reads each step's input once before it is timed (the
 # image before a backup, the whole repository before a restore), for every tool; "cold"
 # drops them from the cache instead (fadvise DONTNEED on each input file). Restores are
@@ -28,7 +31,7 @@
 # each round) and the table shows medians.
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="${VMVAULT_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}"
 dir="${TMPDIR:-/tmp}/vmvault-peers"
 size_mib=2048
 reps=1
@@ -101,14 +104,15 @@ timed() {
   shift 4
   local before after t="$dir/time.out" log="$dir/last.log"
   before=$(bytes_of "$repo")
-  if ! /usr/bin/time -f "%e %M" -o "$t" "$@" >"$log" 2>&1; then
+  if ! /usr/bin/time -f "%e %M %U %S" -o "$t" "$@" >"$log" 2>&1; then
     echo "FAILED: $tool $step: $*" >&2
     cat "$log" >&2
     exit 1
   fi
   after=$(bytes_of "$repo")
-  read -r wall kib <"$t"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$step" "$tool" "$wall" "$kib" "$((after - before))" >>"$results"
+  read -r wall kib usr sys <"$t"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$step" "$tool" "$wall" "$kib" "$((after - before))" \
+    "$(awk -v u="$usr" -v s="$sys" 'BEGIN { print u + s }')" >>"$results"
   awk -v t="$tool" -v s="$step" -v w="$wall" -v k="$kib" -v g="$((after - before))" \
     'BEGIN { printf "   %-8s %-18s %7.2f s  %6.1f MiB peak  %+.1f MB\n", t, s, w, k / 1024, g / 1e6 }' >&2
 }
@@ -119,7 +123,7 @@ check_restore() {
   cmp "$img" "$file" || { echo "FAILED: $tool restore differs from the image" >&2; exit 1; }
   local alloc
   alloc=$(( $(stat -c '%b * %B' "$file") ))
-  printf '%s\tallocated\t%s\t%s\t0\t0\n' "$rep" "$tool" "$alloc" >>"$results"
+  printf '%s\tallocated\t%s\t%s\t0\t0\t0\n' "$rep" "$tool" "$alloc" >>"$results"
   printf '   %-8s restore equals the image (cmp); %d MiB allocated of %d MiB\n' "$tool" \
     $((alloc / 1048576)) "$size_mib" >&2
 }
@@ -134,15 +138,26 @@ round() {
   mkdir -p "$images" "$dir/restore"
   image_tool make "$img" "$size_mib" >&2
 
+  # "bench" has the default settings; "bench-zstd1" differs only by compression_level = 1
+  # and runs the initial backup only, to show what the level trades.
   cat >"$dir/vmvault.toml" <<EOF
 [[vault]]
 name = "bench"
 region = "lab-1"
 source = { kind = "images", path = "$images", region = "lab-1" }
+
+[[vault]]
+name = "bench-zstd1"
+region = "lab-1"
+compression_level = 1
+source = { kind = "images", path = "$images", region = "lab-1" }
 EOF
-  vm discover >/dev/null
-  vm register disk >/dev/null
-  vm protect disk --policy DefaultPolicy >/dev/null
+  local v
+  for v in bench bench-zstd1; do
+    vm --vault "$v" discover >/dev/null
+    vm --vault "$v" register disk >/dev/null
+    vm --vault "$v" protect disk --policy DefaultPolicy >/dev/null
+  done
   restic init -q --repo "$rrepo" >/dev/null
   borg init -e none "$brepo" >/dev/null 2>&1
 
@@ -154,6 +169,11 @@ EOF
     prepare_cache "$images"
     timed "$rep" "$step" vmvault "$vault" "$vmvault_bin" --config "$dir/vmvault.toml" \
       --data-dir "$dir/vmvault-data" backup disk --json
+    if [ "$step" = "initial backup" ]; then
+      prepare_cache "$images"
+      timed "$rep" "$step" "vmvault, zstd 1" "$dir/vmvault-data/vaults/bench-zstd1" "$vmvault_bin" \
+        --config "$dir/vmvault.toml" --data-dir "$dir/vmvault-data" --vault bench-zstd1 backup disk --json
+    fi
     prepare_cache "$images"
     timed "$rep" "$step" restic "$rrepo" restic -q --repo "$rrepo" backup --host bench "$img"
     prepare_cache "$images"
@@ -162,7 +182,7 @@ EOF
 
   say "round $rep: restore"
   local point
-  point=$(vm points disk --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+  point=$(vm points disk --json | python3 -c 'import json,sys; print(max(json.load(sys.stdin), key=lambda p: p["time"])["id"])')
   prepare_cache "$vault"
   timed "$rep" restore vmvault "$dir/restore" "$vmvault_bin" --config "$dir/vmvault.toml" \
     --data-dir "$dir/vmvault-data" restore disk --point "$point" --to "$dir/restore/vmvault"
@@ -191,7 +211,8 @@ EOF
 # ---- changed-block tracking: the simulator -------------------------------------------
 # Two simulated VMs holding the same ~60 % of 2 GiB of data, one on a 2 GiB disk and one on
 # a 100 GiB disk, changing 1 % a day. After the initial backup, `sim advance 1d` runs the
-# scheduled backup of the next day, which reads only the changed extents.
+# scheduled backup of the next day (timed: the whole command), which reads only the changed
+# extents.
 cbt_round() {
   local rep="$1" capacity_gib
   for capacity_gib in 2 100; do
@@ -206,7 +227,7 @@ daily_change_percent = 1.0
 [[vm]]
 name = "$name"
 cloud_service = "bench"
-region = "lab-1"
+region = "westeurope"
 os = "Linux"
 size = "Standard_D2s_v3"
 power_state = "Running"
@@ -215,7 +236,7 @@ EOF
     cat >"$d/vmvault.toml" <<EOF
 [[vault]]
 name = "sim"
-region = "lab-1"
+region = "westeurope"
 source = { kind = "simulated", subscription = "$d/subscription.toml", discovery_latency_ms = 0, registration_latency_ms = 0, snapshot_latency_ms = 0 }
 EOF
     local s=("$vmvault_bin" --config "$d/vmvault.toml" --data-dir "$d/data")
@@ -223,11 +244,14 @@ EOF
     "${s[@]}" register "$name" >/dev/null
     "${s[@]}" protect "$name" --policy DefaultPolicy >/dev/null
     "${s[@]}" backup "$name" >/dev/null
+    # The first advance reaches today's scheduled backup (nothing changed yet that day);
+    # the timed one runs tomorrow's, after a day of changes.
+    "${s[@]}" sim advance 1d >/dev/null
     timed "$rep" "CBT ${capacity_gib} GiB disk" vmvault "$d/data" "${s[@]}" sim advance 1d
     local read
     read=$("${s[@]}" jobs --operation Backup --json | python3 -c \
       'import json,sys; j=json.load(sys.stdin); print(max(j, key=lambda x: x["start_time"])["details"].get("bytes_read", 0))')
-    printf '%s\tcbt-read\t%s\t%s\t0\t0\n' "$rep" "CBT ${capacity_gib} GiB disk" "$read" >>"$results"
+    printf '%s\tcbt-read\t%s\t%s\t0\t0\t0\n' "$rep" "CBT ${capacity_gib} GiB disk" "$read" >>"$results"
   done
 }
 
@@ -253,9 +277,9 @@ import sys, statistics
 from collections import defaultdict
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 cap = int(sys.argv[2])
-wall, kib, grow, extra = defaultdict(list), defaultdict(list), defaultdict(list), defaultdict(list)
+wall, kib, grow, cpu, extra = (defaultdict(list) for _ in range(5))
 order = []
-for rep, step, tool, w, k, g in rows:
+for rep, step, tool, w, k, g, c in rows:
     if step in ("allocated", "cbt-read"):
         extra[(step, tool)].append(float(w))
         continue
@@ -263,18 +287,19 @@ for rep, step, tool, w, k, g in rows:
     if key not in order:
         order.append(key)
     wall[key].append(float(w)); kib[key].append(float(k)); grow[key].append(float(g))
+    cpu[key].append(float(c))
 med = statistics.median
-print(f"\n| step | tool | wall s | MB/s | peak RSS MiB | stored MB | vmvault is |")
-print("|---|---|---:|---:|---:|---:|---|")
+print(f"\n| step | tool | wall s | CPU s | MB/s | peak RSS MiB | stored MB | vmvault is |")
+print("|---|---|---:|---:|---:|---:|---:|---|")
 for step, tool in order:
     key = (step, tool)
     w, g = med(wall[key]), med(grow[key])
     ratio = ""
     vm = (step, "vmvault")
-    if tool != "vmvault" and vm in wall:
+    if not tool.startswith("vmvault") and vm in wall:
         vw, vg = med(wall[vm]), med(grow[vm])
         ratio = f"{w / vw:.1f}× faster"
-        if step != "restore" and g > 0:
+        if step != "restore" and g > 1e6:
             ratio += f", stores {vg / g:.2f}×"
     stored = f"{g / 1e6:.1f}" if step not in ("restore", "verify") else "–"
     note = ""
@@ -282,7 +307,8 @@ for step, tool in order:
         note = f" (sparse: {med(extra[('allocated', tool)]) / 2**20:.0f} MiB allocated)"
     if step.startswith("CBT") and ("cbt-read", step) in extra:
         note = f" ({med(extra[('cbt-read', step)]) / 1e6:.1f} MB read)"
-    print(f"| {step}{note} | {tool} | {w:.2f} | {cap / 1e6 / w:.0f} | {med(kib[key]) / 1024:.1f} | {stored} | {ratio} |")
+    rate = "–" if step.startswith("CBT") else f"{cap / 1e6 / w:.0f}"
+    print(f"| {step}{note} | {tool} | {w:.2f} | {med(cpu[key]):.2f} | {rate} | {med(kib[key]) / 1024:.1f} | {stored} | {ratio} |")
 EOF
 
 if [ "$keep" = 0 ]; then
