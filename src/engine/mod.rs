@@ -17,8 +17,8 @@ mod scheduler;
 
 pub use clock::Clock;
 pub use jobs::JobProgress;
-pub use data::{restore_targets, RestoreFormat};
-pub use ops::DiscoveryResult;
+pub use data::{restore_targets, RestoreFormat, DEFAULT_ON_DEMAND_DAYS};
+pub use ops::{DiscoveryResult, MAX_ITEMS_PER_PROTECT, MAX_PROTECTED_PER_VAULT};
 pub use scheduler::AdvanceReport;
 
 use crate::cancel::{CancelToken, Progress};
@@ -450,6 +450,25 @@ impl Engine {
     /// Jobs without their tasks (for long lists).
     pub fn job_list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         Ok(self.inner.catalog.jobs(filter, false)?.into_iter().map(|j| self.present(j)).collect())
+    }
+
+    /// How many jobs match `filter` (its `limit` is ignored).
+    pub fn job_count(&self, filter: &JobFilter) -> Result<u64> {
+        Ok(self.inner.catalog.count_jobs(filter)?)
+    }
+
+    /// Jobs started since `since`, per UTC hour: (start of the hour, count), hours without
+    /// jobs left out.
+    pub fn jobs_per_hour(&self, since: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, u64)>> {
+        let rows = self.inner.catalog.job_counts_by_hour(since)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(hour, n)| {
+                chrono::NaiveDateTime::parse_from_str(&format!("{hour}:00:00"), "%Y-%m-%dT%H:%M:%S")
+                    .ok()
+                    .map(|t| (t.and_utc(), n))
+            })
+            .collect())
     }
 
     /// A job by id or unique id prefix.

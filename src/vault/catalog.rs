@@ -637,9 +637,9 @@ impl Catalog {
         })
     }
 
-    /// Jobs matching `filter`, newest first, with their tasks when `with_tasks`.
-    pub fn jobs(&self, filter: &JobFilter, with_tasks: bool) -> Result<Vec<Job>> {
-        let mut sql = format!("SELECT {} FROM jobs WHERE 1=1", Self::JOB_COLS);
+    /// The WHERE clause (after `WHERE 1=1`) and its arguments for a job filter.
+    fn job_filter_sql(filter: &JobFilter) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
+        let mut sql = String::new();
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
         if let Some(since) = filter.since {
             args.push(Box::new(fmt_time(since)));
@@ -661,6 +661,13 @@ impl Catalog {
             args.push(Box::new(format!("%{}%", text.to_lowercase())));
             sql.push_str(&format!(" AND lower(item) LIKE ?{}", args.len()));
         }
+        (sql, args)
+    }
+
+    /// Jobs matching `filter`, newest first, with their tasks when `with_tasks`.
+    pub fn jobs(&self, filter: &JobFilter, with_tasks: bool) -> Result<Vec<Job>> {
+        let (cond, args) = Self::job_filter_sql(filter);
+        let mut sql = format!("SELECT {} FROM jobs WHERE 1=1{cond}", Self::JOB_COLS);
         sql.push_str(" ORDER BY start_time DESC, id");
         if let Some(limit) = filter.limit {
             sql.push_str(&format!(" LIMIT {limit}"));
@@ -677,6 +684,29 @@ impl Catalog {
                 }
             }
             Ok(jobs)
+        })
+    }
+
+    /// How many jobs match `filter` (its `limit` is ignored): the console shows a window
+    /// of the newest jobs and the total.
+    pub fn count_jobs(&self, filter: &JobFilter) -> Result<u64> {
+        let (cond, args) = Self::job_filter_sql(filter);
+        let sql = format!("SELECT count(*) FROM jobs WHERE 1=1{cond}");
+        self.read(|c| {
+            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            c.query_row(&sql, refs.as_slice(), |r| r.get::<_, i64>(0)).map(|n| n as u64)
+        })
+    }
+
+    /// Jobs started at or after `since`, counted per UTC hour (`YYYY-MM-DDTHH`, the
+    /// prefix of the stored time), for the dashboard's jobs-per-hour chart.
+    pub fn job_counts_by_hour(&self, since: DateTime<Utc>) -> Result<Vec<(String, u64)>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT substr(start_time, 1, 13), count(*) FROM jobs WHERE start_time >= ?1 GROUP BY 1 ORDER BY 1",
+            )?;
+            let rows = st.query_map([fmt_time(since)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
         })
     }
 
