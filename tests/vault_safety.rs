@@ -30,7 +30,7 @@ fn kill_during_backup_leaves_earlier_points_intact() {
     env.protect(&["app01", "sql01"]);
     let fast = Env::new();
     // Earlier points: taken with the same vault through an unthrottled config.
-    std::fs::copy(&fast.config, &env.path("fast.toml")).unwrap();
+    std::fs::copy(&fast.config, env.path("fast.toml")).unwrap();
     let fast_cfg = env.path("fast.toml");
     let backup_fast = |vm: &str| -> String {
         let out = env.cmd().arg("--config").arg(&fast_cfg).args(["backup", vm, "--json"]).output().unwrap();

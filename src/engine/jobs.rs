@@ -451,7 +451,7 @@ impl Engine {
                         })
                         .collect()
                 };
-                if tick % 4 == 0 {
+                if tick.is_multiple_of(4) {
                     // Cancels asked for by other processes (`vmvault cancel` in a shell).
                     if let Ok(ids) = engine.inner.catalog.cancel_requests() {
                         for id in ids {
@@ -463,7 +463,7 @@ impl Engine {
                     }
                 }
                 for p in updates {
-                    if tick % 4 == 0 {
+                    if tick.is_multiple_of(4) {
                         let _ = engine.inner.catalog.save_job_progress(&p.id, p.bytes_done, p.bytes_total);
                     }
                     engine.publish(Event::JobProgress(p));

@@ -146,7 +146,7 @@ impl Engine {
                     orphans += 1;
                 }
             }
-            orphans += store.remove_stale_temp_files(real_cutoff)? as u64;
+            orphans += store.remove_stale_temp_files(real_cutoff)?;
             // Point folders without a catalog row (a crash between index write and commit).
             let known_points: HashSet<String> = points.iter().map(|p| p.id.clone()).collect();
             if let Ok(rd) = std::fs::read_dir(engine.inner.opts.dir.join("points")) {

@@ -33,7 +33,13 @@ pub enum Tab {
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [Tab::Dashboard, Tab::Registered, Tab::Protected, Tab::Jobs, Tab::Policies];
+    pub const ALL: [Tab; 5] = [
+        Tab::Dashboard,
+        Tab::Registered,
+        Tab::Protected,
+        Tab::Jobs,
+        Tab::Policies,
+    ];
     pub fn title(self) -> &'static str {
         match self {
             Tab::Dashboard => "Dashboard",
@@ -83,11 +89,29 @@ pub enum Command {
     Discover,
     Register(Vec<Item>),
     /// Protect items with a policy, creating the policy first when `create`.
-    Protect { items: Vec<Item>, policy: Box<Policy>, create: bool },
-    BackupNow { item: Box<Item>, retain_until: DateTime<Utc> },
-    Restore { item: Box<Item>, point: Box<RecoveryPoint>, dir: PathBuf, format: RestoreFormat },
-    StopProtection { item: Box<Item>, delete_data: bool },
-    ResumeProtection { item: Box<Item>, policy: String },
+    Protect {
+        items: Vec<Item>,
+        policy: Box<Policy>,
+        create: bool,
+    },
+    BackupNow {
+        item: Box<Item>,
+        retain_until: DateTime<Utc>,
+    },
+    Restore {
+        item: Box<Item>,
+        point: Box<RecoveryPoint>,
+        dir: PathBuf,
+        format: RestoreFormat,
+    },
+    StopProtection {
+        item: Box<Item>,
+        delete_data: bool,
+    },
+    ResumeProtection {
+        item: Box<Item>,
+        policy: String,
+    },
     Undelete(Box<Item>),
     CancelJob(String),
     CreatePolicy(Box<Policy>),
@@ -103,8 +127,12 @@ impl Command {
             Command::Protect { .. } => "Configure protection",
             Command::BackupNow { .. } => "Back up now",
             Command::Restore { .. } => "Restore",
-            Command::StopProtection { delete_data: false, .. } => "Stop protection",
-            Command::StopProtection { delete_data: true, .. } => "Stop protection and delete data",
+            Command::StopProtection {
+                delete_data: false, ..
+            } => "Stop protection",
+            Command::StopProtection {
+                delete_data: true, ..
+            } => "Stop protection and delete data",
             Command::ResumeProtection { .. } => "Resume protection",
             Command::Undelete(_) => "Undelete",
             Command::CancelJob(_) => "Cancel",
@@ -117,13 +145,21 @@ impl Command {
         Some(match self {
             Command::Discover => JobOperation::Discover,
             Command::Register(_) => JobOperation::Register,
-            Command::Protect { .. } | Command::ResumeProtection { .. } => JobOperation::ConfigureBackup,
+            Command::Protect { .. } | Command::ResumeProtection { .. } => {
+                JobOperation::ConfigureBackup
+            }
             Command::BackupNow { .. } => JobOperation::Backup,
             Command::Restore { .. } => JobOperation::Restore,
-            Command::StopProtection { delete_data: false, .. } => JobOperation::DisableBackup,
-            Command::StopProtection { delete_data: true, .. } => JobOperation::DeleteBackupData,
+            Command::StopProtection {
+                delete_data: false, ..
+            } => JobOperation::DisableBackup,
+            Command::StopProtection {
+                delete_data: true, ..
+            } => JobOperation::DeleteBackupData,
             Command::Undelete(_) => JobOperation::Undelete,
-            Command::CancelJob(_) | Command::CreatePolicy(_) | Command::DeletePolicy(_) => return None,
+            Command::CancelJob(_) | Command::CreatePolicy(_) | Command::DeletePolicy(_) => {
+                return None
+            }
         })
     }
     /// What it is about, for messages ("sales/web01", "policy Gold").
@@ -173,7 +209,10 @@ pub enum Effect {
     Reload,
     LoadJob(String),
     LoadPoints(String),
-    OpenVault { name: String, read_only: bool },
+    OpenVault {
+        name: String,
+        read_only: bool,
+    },
     Quit,
 }
 
@@ -189,9 +228,16 @@ pub enum Msg {
     Engine(Box<Event>),
     Done(Box<CommandDone>),
     JobLoaded(Box<Result<Job, String>>),
-    PointsLoaded { item_id: String, result: Result<Vec<RecoveryPoint>, String> },
+    PointsLoaded {
+        item_id: String,
+        result: Result<Vec<RecoveryPoint>, String>,
+    },
     VaultOpened(Box<VaultInfo>),
-    VaultFailed { name: String, message: String, locked: bool },
+    VaultFailed {
+        name: String,
+        message: String,
+        locked: bool,
+    },
 }
 
 /// The notification line.
@@ -239,12 +285,21 @@ impl Cx<'_> {
     pub fn writable(&mut self, what: &str) -> bool {
         match self.vault {
             None => {
-                self.notice = Some((NoticeLevel::Warning, format!("{what}: no vault is open; press v to choose one")));
+                self.notice = Some((
+                    NoticeLevel::Warning,
+                    format!("{what}: no vault is open; press v to choose one"),
+                ));
                 false
             }
             Some(v) => match &v.read_only {
                 Some(why) => {
-                    self.notice = Some((NoticeLevel::Warning, format!("{what} is not available: vault {} is open read-only ({why})", v.name)));
+                    self.notice = Some((
+                        NoticeLevel::Warning,
+                        format!(
+                            "{what} is not available: vault {} is open read-only ({why})",
+                            v.name
+                        ),
+                    ));
                     false
                 }
                 None => true,
@@ -326,7 +381,13 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(vault: Option<VaultInfo>, vaults: Vec<VaultChoice>, keys: KeyMap, theme: Theme, mouse: bool) -> App {
+    pub fn new(
+        vault: Option<VaultInfo>,
+        vaults: Vec<VaultChoice>,
+        keys: KeyMap,
+        theme: Theme,
+        mouse: bool,
+    ) -> App {
         App {
             vault,
             vaults,
@@ -382,7 +443,13 @@ impl App {
 
     /// Shows a line in the notification area.
     pub fn set_notice(&mut self, level: NoticeLevel, text: impl Into<String>) {
-        self.notice = Some(NoticeLine { level, text: text.into(), job_ids: vec![], operation: None, since: None });
+        self.notice = Some(NoticeLine {
+            level,
+            text: text.into(),
+            job_ids: vec![],
+            operation: None,
+            since: None,
+        });
     }
 
     /// Handles one message; returns what should happen outside.
@@ -460,17 +527,29 @@ impl App {
                 self.policies = Default::default();
                 self.dashboard = Default::default();
                 match ro {
-                    Some(why) => self.set_notice(NoticeLevel::Warning, format!("Opened vault {name} read-only ({why}); actions are disabled")),
+                    Some(why) => self.set_notice(
+                        NoticeLevel::Warning,
+                        format!("Opened vault {name} read-only ({why}); actions are disabled"),
+                    ),
                     None => self.set_notice(NoticeLevel::Info, format!("Opened vault {name}")),
                 }
                 vec![]
             }
-            Msg::VaultFailed { name, message, locked } => {
+            Msg::VaultFailed {
+                name,
+                message,
+                locked,
+            } => {
                 self.popups.retain(|p| !matches!(p, Popup::Locked(_)));
                 if locked {
-                    self.popups.push(Popup::Locked(popups::locked::State::new(name, message)));
+                    self.popups
+                        .push(Popup::Locked(popups::locked::State::new(name, message)));
                 } else {
-                    self.popups.push(Popup::Message(popups::message::State::error(format!("Cannot open vault {name}"), message)));
+                    self.popups
+                        .push(Popup::Message(popups::message::State::error(
+                            format!("Cannot open vault {name}"),
+                            message,
+                        )));
                 }
                 vec![]
             }
@@ -479,28 +558,48 @@ impl App {
 
     /// What a newly opened popup needs loaded (asked for once).
     fn popup_wants(&mut self) -> Vec<Effect> {
-        self.popups.last_mut().map(|p| p.wants()).unwrap_or_default()
+        self.popups
+            .last_mut()
+            .map(|p| p.wants())
+            .unwrap_or_default()
     }
 
     /// Running jobs from a snapshot, unless events said they finished.
     fn sync_running(&mut self) {
         if self.read_only() {
-            self.running = self.data.active_jobs.iter().map(|j| (j.id.clone(), j.clone())).collect();
+            self.running = self
+                .data
+                .active_jobs
+                .iter()
+                .map(|j| (j.id.clone(), j.clone()))
+                .collect();
             return;
         }
         for j in self.data.active_jobs.iter() {
             if !self.finished.contains(&j.id) {
-                self.running.entry(j.id.clone()).or_insert_with(|| j.clone());
+                self.running
+                    .entry(j.id.clone())
+                    .or_insert_with(|| j.clone());
             }
         }
         // A snapshot newer than a job's start that no longer lists it: it ended.
-        let active: HashSet<&str> = self.data.active_jobs.iter().map(|j| j.id.as_str()).collect();
+        let active: HashSet<&str> = self
+            .data
+            .active_jobs
+            .iter()
+            .map(|j| j.id.as_str())
+            .collect();
         let now = self.data.now;
-        self.running.retain(|id, j| active.contains(id.as_str()) || j.start_time > now);
+        self.running
+            .retain(|id, j| active.contains(id.as_str()) || j.start_time > now);
     }
 
     fn refresh_views(&mut self) {
-        let region = self.vault.as_ref().map(|v| v.region.clone()).unwrap_or_default();
+        let region = self
+            .vault
+            .as_ref()
+            .map(|v| v.region.clone())
+            .unwrap_or_default();
         self.registered.refresh(&self.data);
         self.protected.refresh(&self.data);
         self.jobs.refresh(&self.data);
@@ -547,8 +646,16 @@ impl App {
                 // "Discovering virtual machines…" counts the seconds while its job runs.
                 let ongoing = n.text.ends_with('…');
                 let running = n.job_id.as_ref().and_then(|id| self.running.get(id));
-                let since = if ongoing { Some(running.map(|j| j.start_time).unwrap_or(self.now)) } else { None };
-                let operation = n.job_id.as_ref().and_then(|id| self.running.get(id)).map(|j| j.operation);
+                let since = if ongoing {
+                    Some(running.map(|j| j.start_time).unwrap_or(self.now))
+                } else {
+                    None
+                };
+                let operation = n
+                    .job_id
+                    .as_ref()
+                    .and_then(|id| self.running.get(id))
+                    .map(|j| j.operation);
                 self.notice = Some(NoticeLine {
                     level: n.level,
                     text: n.text,
@@ -583,7 +690,12 @@ impl App {
             Ok(ids) => {
                 let view = self.keys.label(Action::ViewJobs);
                 let text = match (ids.len(), d.operation) {
-                    (_, None) => format!("{}: {}{}", d.label, d.subject, d.note.map(|n| format!(" — {n}")).unwrap_or_default()),
+                    (_, None) => format!(
+                        "{}: {}{}",
+                        d.label,
+                        d.subject,
+                        d.note.map(|n| format!(" — {n}")).unwrap_or_default()
+                    ),
                     (0, Some(_)) => format!("{}: nothing to do", d.label),
                     (1, Some(_)) => format!(
                         "{}: job created for {}{} — press {view} to view",
@@ -599,18 +711,33 @@ impl App {
                 };
                 // Discovery announces itself ("Discovering virtual machines…").
                 if d.operation != Some(JobOperation::Discover) {
-                    self.notice = Some(NoticeLine { level: NoticeLevel::Info, text, job_ids: ids, operation: d.operation, since: None });
+                    self.notice = Some(NoticeLine {
+                        level: NoticeLevel::Info,
+                        text,
+                        job_ids: ids,
+                        operation: d.operation,
+                        since: None,
+                    });
                 }
             }
             Err(message) => {
                 self.notice = Some(NoticeLine {
                     level: NoticeLevel::Error,
-                    text: format!("{} of {} refused: {}", d.label, d.subject, first_line(&message)),
+                    text: format!(
+                        "{} of {} refused: {}",
+                        d.label,
+                        d.subject,
+                        first_line(&message)
+                    ),
                     job_ids: vec![],
                     operation: None,
                     since: None,
                 });
-                self.popups.push(Popup::Message(popups::message::State::error(format!("{}: refused", d.label), message)));
+                self.popups
+                    .push(Popup::Message(popups::message::State::error(
+                        format!("{}: refused", d.label),
+                        message,
+                    )));
             }
         }
         vec![]
@@ -639,7 +766,10 @@ impl App {
             }
             if keys.is(Action::Help, &k) {
                 let entries = self.help_entries();
-                self.popups.push(Popup::Help(popups::help::State::new(self.tab.title().to_string(), entries)));
+                self.popups.push(Popup::Help(popups::help::State::new(
+                    self.tab.title().to_string(),
+                    entries,
+                )));
                 return vec![];
             }
             for t in Tab::ALL {
@@ -651,10 +781,14 @@ impl App {
                 return self.goto(Tab::ALL[(self.tab.index() + 1) % Tab::ALL.len()]);
             }
             if keys.is(Action::PrevTab, &k) {
-                return self.goto(Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]);
+                return self
+                    .goto(Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]);
             }
             if keys.is(Action::SwitchVault, &k) {
-                self.popups.push(Popup::Vaults(popups::vaults::State::new(&self.vaults, self.vault.as_ref().map(|v| v.name.as_str()))));
+                self.popups.push(Popup::Vaults(popups::vaults::State::new(
+                    &self.vaults,
+                    self.vault.as_ref().map(|v| v.name.as_str()),
+                )));
                 return vec![];
             }
             if keys.is(Action::Refresh, &k) {
@@ -677,7 +811,13 @@ impl App {
     }
 
     fn take(cx: Cx<'_>) -> CxResult {
-        CxResult { effects: cx.effects, nav: cx.nav, goto: cx.goto, notice: cx.notice, jobs_query: cx.jobs_query }
+        CxResult {
+            effects: cx.effects,
+            nav: cx.nav,
+            goto: cx.goto,
+            notice: cx.notice,
+            jobs_query: cx.jobs_query,
+        }
     }
 
     /// Applies what a handler asked for.
@@ -712,7 +852,11 @@ impl App {
                 _ => {}
             }
         }
-        let region = self.vault.as_ref().map(|v| v.region.clone()).unwrap_or_default();
+        let region = self
+            .vault
+            .as_ref()
+            .map(|v| v.region.clone())
+            .unwrap_or_default();
         if let Some(p) = self.popups.last_mut() {
             p.data_changed(&self.data, &region);
         }
@@ -751,7 +895,8 @@ impl App {
             [] => vec![],
             [one] => {
                 let id = one.clone();
-                self.popups.push(Popup::Job(Box::new(popups::job::State::new(id))));
+                self.popups
+                    .push(Popup::Job(Box::new(popups::job::State::new(id))));
                 vec![]
             }
             _ => {
@@ -781,7 +926,11 @@ impl App {
         };
         if let Some(p) = self.popups.last_mut() {
             if let Some(down) = down {
-                let code = if down { crossterm::event::KeyCode::Down } else { crossterm::event::KeyCode::Up };
+                let code = if down {
+                    crossterm::event::KeyCode::Down
+                } else {
+                    crossterm::event::KeyCode::Up
+                };
                 let _ = p;
                 return self.on_key(KeyEvent::new(code, crossterm::event::KeyModifiers::NONE));
             }
@@ -808,7 +957,12 @@ impl App {
             .tab_areas
             .borrow()
             .iter()
-            .find(|(r, _)| m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height)
+            .find(|(r, _)| {
+                m.column >= r.x
+                    && m.column < r.x + r.width
+                    && m.row >= r.y
+                    && m.row < r.y + r.height
+            })
             .map(|(_, t)| *t);
         if let Some(t) = hit {
             return self.goto(t);

@@ -32,7 +32,12 @@ pub enum TimeRange {
 }
 
 impl TimeRange {
-    pub const ALL: [TimeRange; 4] = [TimeRange::Day, TimeRange::Week, TimeRange::Month, TimeRange::All];
+    pub const ALL: [TimeRange; 4] = [
+        TimeRange::Day,
+        TimeRange::Week,
+        TimeRange::Month,
+        TimeRange::All,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             TimeRange::Day => "last 24 h",
@@ -69,8 +74,13 @@ pub enum StatusFilter {
 }
 
 impl StatusFilter {
-    pub const ALL: [StatusFilter; 5] =
-        [StatusFilter::Any, StatusFilter::Completed, StatusFilter::Failed, StatusFilter::InProgress, StatusFilter::Cancelled];
+    pub const ALL: [StatusFilter; 5] = [
+        StatusFilter::Any,
+        StatusFilter::Completed,
+        StatusFilter::Failed,
+        StatusFilter::InProgress,
+        StatusFilter::Cancelled,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             StatusFilter::Any => "any status",
@@ -111,14 +121,23 @@ pub const JOB_WINDOW: usize = 500;
 
 impl Default for JobsQuery {
     fn default() -> Self {
-        JobsQuery { status: StatusFilter::Any, operation: None, range: TimeRange::Day, item_text: String::new(), limit: JOB_WINDOW }
+        JobsQuery {
+            status: StatusFilter::Any,
+            operation: None,
+            range: TimeRange::Day,
+            item_text: String::new(),
+            limit: JOB_WINDOW,
+        }
     }
 }
 
 impl JobsQuery {
     /// Same filter, any window size.
     pub fn same_filter(&self, other: &JobsQuery) -> bool {
-        self.status == other.status && self.operation == other.operation && self.range == other.range && self.item_text == other.item_text
+        self.status == other.status
+            && self.operation == other.operation
+            && self.range == other.range
+            && self.item_text == other.item_text
     }
     pub fn to_filter(&self, now: DateTime<Utc>) -> JobFilter {
         JobFilter {
@@ -126,7 +145,8 @@ impl JobsQuery {
             statuses: self.status.statuses(),
             operations: self.operation.into_iter().collect(),
             item_id: None,
-            item_text: (!self.item_text.trim().is_empty()).then(|| self.item_text.trim().to_string()),
+            item_text: (!self.item_text.trim().is_empty())
+                .then(|| self.item_text.trim().to_string()),
             limit: Some(self.limit),
         }
     }
@@ -197,7 +217,12 @@ pub struct Stale {
 }
 
 impl Stale {
-    pub const ALL: Stale = Stale { items: true, jobs: true, policies: true, summary: true };
+    pub const ALL: Stale = Stale {
+        items: true,
+        jobs: true,
+        policies: true,
+        summary: true,
+    };
     pub fn any(self) -> bool {
         self.items || self.jobs || self.policies || self.summary
     }
@@ -210,10 +235,26 @@ impl Stale {
     /// What an engine event makes stale.
     pub fn of_event(e: &Event) -> Stale {
         match e {
-            Event::JobUpdated(_) => Stale { jobs: true, summary: true, ..Default::default() },
-            Event::ItemsChanged => Stale { items: true, summary: true, ..Default::default() },
-            Event::PointsChanged { .. } => Stale { items: true, summary: true, ..Default::default() },
-            Event::PoliciesChanged => Stale { policies: true, items: true, ..Default::default() },
+            Event::JobUpdated(_) => Stale {
+                jobs: true,
+                summary: true,
+                ..Default::default()
+            },
+            Event::ItemsChanged => Stale {
+                items: true,
+                summary: true,
+                ..Default::default()
+            },
+            Event::PointsChanged { .. } => Stale {
+                items: true,
+                summary: true,
+                ..Default::default()
+            },
+            Event::PoliciesChanged => Stale {
+                policies: true,
+                items: true,
+                ..Default::default()
+            },
             Event::ClockChanged(_) => Stale::ALL,
             Event::JobProgress(_) | Event::Notice(_) => Stale::default(),
         }
@@ -238,7 +279,11 @@ pub fn load(engine: &Engine, prev: &Data, stale: Stale, query: &JobsQuery) -> Re
             upcoming
                 .into_iter()
                 .take(DASHBOARD_ROWS)
-                .map(|(i, t)| Upcoming { item: i.qualified_name(), policy: i.policy.clone().unwrap_or_default(), time: t })
+                .map(|(i, t)| Upcoming {
+                    item: i.qualified_name(),
+                    policy: i.policy.clone().unwrap_or_default(),
+                    time: t,
+                })
                 .collect(),
         );
         d.items = Arc::new(items);
@@ -248,7 +293,11 @@ pub fn load(engine: &Engine, prev: &Data, stale: Stale, query: &JobsQuery) -> Re
         let list = engine.policies().map_err(err)?;
         d.policies = Arc::new(
             list.into_iter()
-                .map(|(row, p)| PolicyInfo { used_by: usage.get(&row.name).copied().unwrap_or(0), builtin: row.builtin, policy: p })
+                .map(|(row, p)| PolicyInfo {
+                    used_by: usage.get(&row.name).copied().unwrap_or(0),
+                    builtin: row.builtin,
+                    policy: p,
+                })
                 .collect(),
         );
     }
@@ -256,13 +305,26 @@ pub fn load(engine: &Engine, prev: &Data, stale: Stale, query: &JobsQuery) -> Re
         let filter = query.to_filter(now);
         let rows = engine.job_list(&filter).map_err(err)?;
         let total = engine.job_count(&filter).map_err(err)?;
-        d.jobs = Arc::new(JobWindow { query: query.clone(), rows, total });
+        d.jobs = Arc::new(JobWindow {
+            query: query.clone(),
+            rows,
+            total,
+        });
     }
     if stale.jobs {
         let active = engine
-            .job_list(&JobFilter { statuses: vec![JobStatus::InProgress, JobStatus::Cancelling], limit: Some(200), ..Default::default() })
+            .job_list(&JobFilter {
+                statuses: vec![JobStatus::InProgress, JobStatus::Cancelling],
+                limit: Some(200),
+                ..Default::default()
+            })
             .map_err(err)?;
-        d.active_jobs = Arc::new(active.into_iter().filter(|j| j.status.is_active()).collect());
+        d.active_jobs = Arc::new(
+            active
+                .into_iter()
+                .filter(|j| j.status.is_active())
+                .collect(),
+        );
         d.recent_failures = Arc::new(
             engine
                 .job_list(&JobFilter {
@@ -273,7 +335,12 @@ pub fn load(engine: &Engine, prev: &Data, stale: Stale, query: &JobsQuery) -> Re
                 })
                 .map_err(err)?,
         );
-        d.jobs_per_hour = Arc::new(hour_buckets(now, &engine.jobs_per_hour(hour_start(now) - Duration::hours(23)).map_err(err)?));
+        d.jobs_per_hour = Arc::new(hour_buckets(
+            now,
+            &engine
+                .jobs_per_hour(hour_start(now) - Duration::hours(23))
+                .map_err(err)?,
+        ));
     }
     if stale.summary || stale.items || stale.jobs {
         d.summary = Some(Arc::new(engine.summary().map_err(err)?));
@@ -285,16 +352,29 @@ pub fn load(engine: &Engine, prev: &Data, stale: Stale, query: &JobsQuery) -> Re
 
 /// The start of the clock hour of `t`.
 pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0)).unwrap_or(t)
+    t.with_minute(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(t)
 }
 
 /// 24 hourly buckets ending with the hour of `now`, filled from per-hour counts.
-pub fn hour_buckets(now: DateTime<Utc>, counts: &[(DateTime<Utc>, u64)]) -> Vec<(DateTime<Utc>, u64)> {
+pub fn hour_buckets(
+    now: DateTime<Utc>,
+    counts: &[(DateTime<Utc>, u64)],
+) -> Vec<(DateTime<Utc>, u64)> {
     let last = hour_start(now);
     (0..24)
         .map(|i| {
             let h = last - Duration::hours(23 - i);
-            (h, counts.iter().find(|(t, _)| *t == h).map(|(_, n)| *n).unwrap_or(0))
+            (
+                h,
+                counts
+                    .iter()
+                    .find(|(t, _)| *t == h)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0),
+            )
         })
         .collect()
 }
@@ -318,7 +398,11 @@ impl Loader {
     /// Starts the loader of `engine`; snapshots arrive on `out`. `poll` reloads everything
     /// that often even without events (a read-only console: another process changes the
     /// vault and its events do not reach us).
-    pub fn start(engine: Engine, out: mpsc::Sender<Result<Data, String>>, poll: Option<std::time::Duration>) -> Loader {
+    pub fn start(
+        engine: Engine,
+        out: mpsc::Sender<Result<Data, String>>,
+        poll: Option<std::time::Duration>,
+    ) -> Loader {
         let (tx, rx) = mpsc::unbounded_channel();
         let events = engine.subscribe();
         let task = tokio::spawn(loader_task(engine, rx, events, out, poll));
@@ -425,11 +509,20 @@ mod tests {
     #[test]
     fn hour_buckets_cover_24_hours_ending_now() {
         let now = Utc.with_ymd_and_hms(2026, 11, 28, 10, 42, 0).unwrap();
-        let counts = vec![(Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap(), 5), (Utc.with_ymd_and_hms(2026, 11, 27, 11, 0, 0).unwrap(), 2)];
+        let counts = vec![
+            (Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap(), 5),
+            (Utc.with_ymd_and_hms(2026, 11, 27, 11, 0, 0).unwrap(), 2),
+        ];
         let b = hour_buckets(now, &counts);
         assert_eq!(b.len(), 24);
-        assert_eq!(b[23], (Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap(), 5));
-        assert_eq!(b[0], (Utc.with_ymd_and_hms(2026, 11, 27, 11, 0, 0).unwrap(), 2));
+        assert_eq!(
+            b[23],
+            (Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap(), 5)
+        );
+        assert_eq!(
+            b[0],
+            (Utc.with_ymd_and_hms(2026, 11, 27, 11, 0, 0).unwrap(), 2)
+        );
         assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 7);
     }
 
@@ -437,9 +530,15 @@ mod tests {
     fn filters_cycle_and_map_to_statuses() {
         assert_eq!(StatusFilter::Any.next(), StatusFilter::Completed);
         assert_eq!(StatusFilter::Cancelled.next(), StatusFilter::Any);
-        assert_eq!(StatusFilter::InProgress.statuses(), vec![JobStatus::InProgress, JobStatus::Cancelling]);
+        assert_eq!(
+            StatusFilter::InProgress.statuses(),
+            vec![JobStatus::InProgress, JobStatus::Cancelling]
+        );
         assert_eq!(TimeRange::All.next(), TimeRange::Day);
-        let q = JobsQuery { item_text: "  ".into(), ..Default::default() };
+        let q = JobsQuery {
+            item_text: "  ".into(),
+            ..Default::default()
+        };
         assert!(q.to_filter(Utc::now()).item_text.is_none());
     }
 }

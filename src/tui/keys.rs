@@ -122,7 +122,11 @@ impl Action {
             Action::Refresh => "Reload",
             Action::PageUp | Action::PageDown => "Page",
             Action::Top | Action::Bottom => "Ends",
-            Action::TabDashboard | Action::TabRegistered | Action::TabProtected | Action::TabJobs | Action::TabPolicies => "Tab",
+            Action::TabDashboard
+            | Action::TabRegistered
+            | Action::TabProtected
+            | Action::TabJobs
+            | Action::TabPolicies => "Tab",
         }
     }
 }
@@ -140,19 +144,31 @@ impl KeySpec {
         let s = s.trim();
         if s.chars().count() == 1 {
             let c = s.chars().next()?;
-            return Some(KeySpec { code: KeyCode::Char(c), mods: KeyModifiers::NONE });
+            return Some(KeySpec {
+                code: KeyCode::Char(c),
+                mods: KeyModifiers::NONE,
+            });
         }
         let mut mods = KeyModifiers::NONE;
         let mut rest = s;
         loop {
             let lower = rest.to_ascii_lowercase();
-            if let Some(r) = lower.strip_prefix("ctrl-").or_else(|| lower.strip_prefix("ctrl+")) {
+            if let Some(r) = lower
+                .strip_prefix("ctrl-")
+                .or_else(|| lower.strip_prefix("ctrl+"))
+            {
                 mods |= KeyModifiers::CONTROL;
                 rest = &rest[rest.len() - r.len()..];
-            } else if let Some(r) = lower.strip_prefix("alt-").or_else(|| lower.strip_prefix("alt+")) {
+            } else if let Some(r) = lower
+                .strip_prefix("alt-")
+                .or_else(|| lower.strip_prefix("alt+"))
+            {
                 mods |= KeyModifiers::ALT;
                 rest = &rest[rest.len() - r.len()..];
-            } else if let Some(r) = lower.strip_prefix("shift-").or_else(|| lower.strip_prefix("shift+")) {
+            } else if let Some(r) = lower
+                .strip_prefix("shift-")
+                .or_else(|| lower.strip_prefix("shift+"))
+            {
                 mods |= KeyModifiers::SHIFT;
                 rest = &rest[rest.len() - r.len()..];
             } else {
@@ -161,7 +177,10 @@ impl KeySpec {
         }
         if rest.chars().count() == 1 {
             let c = rest.chars().next()?;
-            return Some(KeySpec { code: KeyCode::Char(c), mods });
+            return Some(KeySpec {
+                code: KeyCode::Char(c),
+                mods,
+            });
         }
         let code = match rest.to_ascii_lowercase().as_str() {
             "enter" | "return" => KeyCode::Enter,
@@ -202,7 +221,11 @@ impl KeySpec {
         let relevant = KeyModifiers::CONTROL | KeyModifiers::ALT;
         match (self.code, k.code) {
             (KeyCode::Char(a), KeyCode::Char(b)) => {
-                let same = if self.mods.contains(KeyModifiers::CONTROL) { a.eq_ignore_ascii_case(&b) } else { a == b };
+                let same = if self.mods.contains(KeyModifiers::CONTROL) {
+                    a.eq_ignore_ascii_case(&b)
+                } else {
+                    a == b
+                };
                 same && (k.modifiers & relevant) == (self.mods & relevant)
             }
             (a, b) => a == b && (k.modifiers & relevant) == (self.mods & relevant),
@@ -254,7 +277,15 @@ impl Default for KeyMap {
     fn default() -> Self {
         let keys = Action::ALL
             .iter()
-            .map(|a| (*a, a.default_keys().iter().filter_map(|k| KeySpec::parse(k)).collect()))
+            .map(|a| {
+                (
+                    *a,
+                    a.default_keys()
+                        .iter()
+                        .filter_map(|k| KeySpec::parse(k))
+                        .collect(),
+                )
+            })
             .collect();
         KeyMap { keys }
     }
@@ -291,12 +322,18 @@ impl KeyMap {
 
     /// Whether `k` is bound to `action`.
     pub fn is(&self, action: Action, k: &KeyEvent) -> bool {
-        self.keys.get(&action).is_some_and(|v| v.iter().any(|s| s.matches(k)))
+        self.keys
+            .get(&action)
+            .is_some_and(|v| v.iter().any(|s| s.matches(k)))
     }
 
     /// The first key of an action, as shown to people.
     pub fn label(&self, action: Action) -> String {
-        self.keys.get(&action).and_then(|v| v.first()).map(|k| k.label()).unwrap_or_else(|| "—".into())
+        self.keys
+            .get(&action)
+            .and_then(|v| v.first())
+            .map(|k| k.label())
+            .unwrap_or_else(|| "—".into())
     }
 
     /// Every key of an action, as shown in the help (`↓ / j`).
@@ -338,7 +375,10 @@ mod tests {
         let (map, warnings) = KeyMap::from_config(&o);
         assert!(map.is(Action::Discover, &key('D')));
         assert!(!map.is(Action::Discover, &key('d')));
-        assert!(map.is(Action::Quit, &KeyEvent::new(KeyCode::Char('q'), KeyModifiers::CONTROL)));
+        assert!(map.is(
+            Action::Quit,
+            &KeyEvent::new(KeyCode::Char('q'), KeyModifiers::CONTROL)
+        ));
         assert!(!map.is(Action::Quit, &key('q')));
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings.iter().any(|w| w.contains("dicsover")));
@@ -348,8 +388,17 @@ mod tests {
     #[test]
     fn ctrl_does_not_match_plain_characters() {
         let map = KeyMap::default();
-        assert!(map.is(Action::Quit, &KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)));
-        assert!(!map.is(Action::CancelJob, &KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)));
-        assert!(map.is(Action::Restore, &KeyEvent::new(KeyCode::Char('R'), KeyModifiers::SHIFT)));
+        assert!(map.is(
+            Action::Quit,
+            &KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)
+        ));
+        assert!(!map.is(
+            Action::CancelJob,
+            &KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)
+        ));
+        assert!(map.is(
+            Action::Restore,
+            &KeyEvent::new(KeyCode::Char('R'), KeyModifiers::SHIFT)
+        ));
     }
 }

@@ -38,7 +38,9 @@ use crate::cli::{CliError, Setup};
 use app::Msg;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream};
 use crossterm::execute;
-use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
 use futures_util::StreamExt;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
@@ -90,9 +92,10 @@ pub async fn run(setup: Setup) -> Result<u8, CliError> {
         ));
     }
     let mut session = session::Session::start(setup).await;
-    let guard = TerminalGuard::enter(session.app.mouse).map_err(|e| CliError::failed(format!("cannot set up the terminal: {e}")))?;
-    let mut terminal =
-        Terminal::new(CrosstermBackend::new(std::io::stdout())).map_err(|e| CliError::failed(format!("cannot set up the terminal: {e}")))?;
+    let guard = TerminalGuard::enter(session.app.mouse)
+        .map_err(|e| CliError::failed(format!("cannot set up the terminal: {e}")))?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
+        .map_err(|e| CliError::failed(format!("cannot set up the terminal: {e}")))?;
     let _ = terminal.hide_cursor();
     if let Ok(size) = terminal.size() {
         session.handle(Msg::Resize(size.width, size.height));
@@ -122,7 +125,9 @@ pub async fn run(setup: Setup) -> Result<u8, CliError> {
     let result = loop {
         if session.app.dirty {
             if let Err(e) = terminal.draw(|f| view::view(&session.app, f)) {
-                break Err(CliError::failed(format!("cannot draw on the terminal: {e}")));
+                break Err(CliError::failed(format!(
+                    "cannot draw on the terminal: {e}"
+                )));
             }
             session.app.dirty = false;
         }
@@ -155,7 +160,10 @@ pub async fn run(setup: Setup) -> Result<u8, CliError> {
     input.abort();
     // Say what is happening while running jobs are cancelled.
     if session.app.own_running_jobs() > 0 {
-        session.app.set_notice(crate::engine::NoticeLevel::Warning, "Cancelling running jobs and closing the vault…");
+        session.app.set_notice(
+            crate::engine::NoticeLevel::Warning,
+            "Cancelling running jobs and closing the vault…",
+        );
         let _ = terminal.draw(|f| view::view(&session.app, f));
     }
     session.close().await;

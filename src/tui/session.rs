@@ -60,7 +60,11 @@ impl Session {
             .config
             .vaults
             .iter()
-            .map(|v| VaultChoice { name: v.name.clone(), region: v.region.clone(), source: v.source.kind().to_string() })
+            .map(|v| VaultChoice {
+                name: v.name.clone(),
+                region: v.region.clone(),
+                source: v.source.kind().to_string(),
+            })
             .collect();
         let app = App::new(None, vaults, keys, theme, setup.config.tui.mouse);
         let (data_tx, data_rx) = mpsc::channel(2);
@@ -86,8 +90,13 @@ impl Session {
         let msg = s.install(vault.name.clone(), false, result);
         s.app.update(msg);
         if let Some(w) = s.warnings.first() {
-            let more = if s.warnings.len() > 1 { format!(" (and {} more warning(s) in the log)", s.warnings.len() - 1) } else { String::new() };
-            s.app.set_notice(crate::engine::NoticeLevel::Warning, format!("{w}{more}"));
+            let more = if s.warnings.len() > 1 {
+                format!(" (and {} more warning(s) in the log)", s.warnings.len() - 1)
+            } else {
+                String::new()
+            };
+            s.app
+                .set_notice(crate::engine::NoticeLevel::Warning, format!("{w}{more}"));
             for w in &s.warnings {
                 tracing::warn!("{w}");
             }
@@ -110,15 +119,31 @@ impl Session {
         let engine = match result {
             Ok(e) => e,
             Err(e) => {
-                let dir = self.setup.config.vault(&name).map(|v| self.setup.config.vault_dir(v, &self.setup.data_dir));
-                let locked = dir.as_deref().and_then(crate::vault::lock::VaultLock::owner).is_some();
-                return Msg::VaultFailed { name, message: e.message, locked };
+                let dir = self
+                    .setup
+                    .config
+                    .vault(&name)
+                    .map(|v| self.setup.config.vault_dir(v, &self.setup.data_dir));
+                let locked = dir
+                    .as_deref()
+                    .and_then(crate::vault::lock::VaultLock::owner)
+                    .is_some();
+                return Msg::VaultFailed {
+                    name,
+                    message: e.message,
+                    locked,
+                };
             }
         };
         let read_only_reason = (!engine.is_owner()).then(|| {
             let dir = engine.vault_dir().to_path_buf();
             match crate::vault::lock::VaultLock::owner(&dir) {
-                Some(e) => e.to_string().split(';').next().unwrap_or("owned by another process").replace(&format!("vault {} ", dir.display()), ""),
+                Some(e) => e
+                    .to_string()
+                    .split(';')
+                    .next()
+                    .unwrap_or("owned by another process")
+                    .replace(&format!("vault {} ", dir.display()), ""),
                 None => "opened for reading".to_string(),
             }
         });
@@ -208,13 +233,20 @@ impl Session {
             }
             Effect::OpenVault { name, read_only } => {
                 let Some(vault) = self.setup.config.vault(&name).cloned() else {
-                    let _ = self.msg_tx.send(Msg::VaultFailed { name: name.clone(), message: format!("no vault is named \"{name}\""), locked: false });
+                    let _ = self.msg_tx.send(Msg::VaultFailed {
+                        name: name.clone(),
+                        message: format!("no vault is named \"{name}\""),
+                        locked: false,
+                    });
                     return;
                 };
                 let old = self.close_engine();
                 let tx = self.open_tx.clone();
                 let setup = SetupLite::from(&self.setup);
-                self.app.set_notice(crate::engine::NoticeLevel::Info, format!("Opening vault {name}…"));
+                self.app.set_notice(
+                    crate::engine::NoticeLevel::Info,
+                    format!("Opening vault {name}…"),
+                );
                 tokio::spawn(async move {
                     if let Some(old) = old {
                         old.shutdown(SHUTDOWN_TIMEOUT).await;
@@ -243,8 +275,15 @@ impl Session {
     /// tick (steady while something runs, else at the next minute for the clock).
     pub async fn next(&mut self) -> Msg {
         loop {
-            let now = self.engine.as_ref().map(|e| e.now()).unwrap_or_else(Utc::now);
-            let wait = self.app.tick_interval().unwrap_or_else(|| until_next_minute(now));
+            let now = self
+                .engine
+                .as_ref()
+                .map(|e| e.now())
+                .unwrap_or_else(Utc::now);
+            let wait = self
+                .app
+                .tick_interval()
+                .unwrap_or_else(|| until_next_minute(now));
             let events = &mut self.events;
             tokio::select! {
                 biased;
@@ -295,7 +334,11 @@ impl Session {
 
     /// Handles messages until `done(&app)` holds or `timeout` passes; returns whether it
     /// held. (Headless tests.)
-    pub async fn run_until(&mut self, timeout: Duration, mut done: impl FnMut(&App) -> bool) -> bool {
+    pub async fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&App) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if done(&self.app) {
@@ -325,22 +368,45 @@ struct SetupLite {
 
 impl SetupLite {
     fn from(s: &Setup) -> SetupLite {
-        SetupLite { config: s.config.clone(), data_dir: s.data_dir.clone() }
+        SetupLite {
+            config: s.config.clone(),
+            data_dir: s.data_dir.clone(),
+        }
     }
     async fn open(self, vault: &VaultConfig, read_only: bool) -> Result<Engine, CliError> {
-        let setup = Setup { config: self.config, vault: vault.clone(), data_dir: self.data_dir };
+        let setup = Setup {
+            config: self.config,
+            vault: vault.clone(),
+            data_dir: self.data_dir,
+        };
         open_blocking(&setup, vault, read_only).await
     }
 }
 
 /// Opens a vault on a blocking thread (it reads the catalog and may wait for the lock).
-async fn open_blocking(setup: &Setup, vault: &VaultConfig, read_only: bool) -> Result<Engine, CliError> {
-    let s = Setup { config: setup.config.clone(), vault: vault.clone(), data_dir: setup.data_dir.clone() };
+async fn open_blocking(
+    setup: &Setup,
+    vault: &VaultConfig,
+    read_only: bool,
+) -> Result<Engine, CliError> {
+    let s = Setup {
+        config: setup.config.clone(),
+        vault: vault.clone(),
+        data_dir: setup.data_dir.clone(),
+    };
     let v = vault.clone();
-    let mode = if read_only { OpenMode::ReadOnly } else { OpenMode::Exclusive };
+    let mode = if read_only {
+        OpenMode::ReadOnly
+    } else {
+        OpenMode::Exclusive
+    };
     tokio::task::spawn_blocking(move || s.open_vault(&v, mode))
         .await
-        .unwrap_or_else(|e| Err(CliError::failed(format!("opening the vault stopped unexpectedly: {e}"))))
+        .unwrap_or_else(|e| {
+            Err(CliError::failed(format!(
+                "opening the vault stopped unexpectedly: {e}"
+            )))
+        })
 }
 
 fn until_next_minute(now: DateTime<Utc>) -> Duration {
@@ -355,8 +421,16 @@ pub fn run_command(engine: &Engine, cmd: Command) -> CommandDone {
     let result = match cmd {
         Command::Discover => engine.discover().map(|id| vec![id]),
         Command::Register(items) => engine.register(&items),
-        Command::Protect { items, policy, create } => {
-            let created = if create { engine.create_policy(&policy).map(|_| true) } else { Ok(false) };
+        Command::Protect {
+            items,
+            policy,
+            create,
+        } => {
+            let created = if create {
+                engine.create_policy(&policy).map(|_| true)
+            } else {
+                Ok(false)
+            };
             match created {
                 Ok(c) => {
                     if c {
@@ -367,10 +441,23 @@ pub fn run_command(engine: &Engine, cmd: Command) -> CommandDone {
                 Err(e) => Err(e),
             }
         }
-        Command::BackupNow { item, retain_until } => engine.backup_now(&item, Some(retain_until)).map(|id| vec![id]),
-        Command::Restore { item, point, dir, format } => engine.restore(&item, &point, &dir, format).map(|id| vec![id]),
-        Command::StopProtection { item, delete_data } => engine.stop_protection(&item, delete_data).map(|id| vec![id]),
-        Command::ResumeProtection { item, policy } => engine.resume_protection(&item, &policy).map(|id| vec![id]),
+        Command::BackupNow { item, retain_until } => engine
+            .backup_now(&item, Some(retain_until))
+            .map(|id| vec![id]),
+        Command::Restore {
+            item,
+            point,
+            dir,
+            format,
+        } => engine
+            .restore(&item, &point, &dir, format)
+            .map(|id| vec![id]),
+        Command::StopProtection { item, delete_data } => engine
+            .stop_protection(&item, delete_data)
+            .map(|id| vec![id]),
+        Command::ResumeProtection { item, policy } => {
+            engine.resume_protection(&item, &policy).map(|id| vec![id])
+        }
         Command::Undelete(item) => engine.undelete(&item).map(|id| vec![id]),
         Command::CancelJob(id) => engine.cancel_job(&id).map(|_| {
             note = Some("cancelling".into());
@@ -385,5 +472,11 @@ pub fn run_command(engine: &Engine, cmd: Command) -> CommandDone {
             vec![]
         }),
     };
-    CommandDone { label, subject, operation, result: result.map_err(|e| e.to_string()), note }
+    CommandDone {
+        label,
+        subject,
+        operation,
+        result: result.map_err(|e| e.to_string()),
+        note,
+    }
 }

@@ -87,7 +87,10 @@ pub fn parse_color(s: &str) -> Option<Color> {
 impl Theme {
     /// The default theme with `overrides` applied; `no_color` (NO_COLOR set) turns colour
     /// off. Returns the warnings to show.
-    pub fn from_config(overrides: &BTreeMap<String, String>, no_color: bool) -> (Theme, Vec<String>) {
+    pub fn from_config(
+        overrides: &BTreeMap<String, String>,
+        no_color: bool,
+    ) -> (Theme, Vec<String>) {
         let mut t = Theme::default();
         let mut warnings = Vec::new();
         for (role, value) in overrides {
@@ -118,7 +121,10 @@ impl Theme {
 
     /// A theme without colour (NO_COLOR).
     pub fn no_color() -> Theme {
-        Theme { color: false, ..Theme::default() }
+        Theme {
+            color: false,
+            ..Theme::default()
+        }
     }
 
     fn fg(&self, c: Color) -> Style {
@@ -160,7 +166,9 @@ impl Theme {
     /// The selected row: a background colour, or reverse video without colour.
     pub fn selected(&self) -> Style {
         if self.color {
-            Style::new().bg(self.selected_bg).add_modifier(Modifier::BOLD)
+            Style::new()
+                .bg(self.selected_bg)
+                .add_modifier(Modifier::BOLD)
         } else {
             Style::new().add_modifier(Modifier::REVERSED)
         }
@@ -168,7 +176,9 @@ impl Theme {
     /// A focused field in a form.
     pub fn focused(&self) -> Style {
         if self.color {
-            Style::new().fg(self.accent).add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+            Style::new()
+                .fg(self.accent)
+                .add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
         } else {
             Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
         }

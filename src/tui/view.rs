@@ -43,25 +43,48 @@ pub fn view(app: &App, f: &mut Frame) {
     draw_notice(app, f, notice);
     draw_footer(app, f, footer);
     for p in &app.popups {
-        p.draw(f, Rect { height: area.height.saturating_sub(1), ..area }, app);
+        p.draw(
+            f,
+            Rect {
+                height: area.height.saturating_sub(1),
+                ..area
+            },
+            app,
+        );
     }
 }
 
 fn too_small(app: &App, f: &mut Frame, area: Rect) {
     let t = &app.theme;
     let lines = vec![
-        Line::from(Span::styled("terminal too small", t.warning().add_modifier(Modifier::BOLD))),
-        Line::from(format!("{}×{}; vmvault needs {MIN_WIDTH}×{MIN_HEIGHT}", area.width, area.height)),
+        Line::from(Span::styled(
+            "terminal too small",
+            t.warning().add_modifier(Modifier::BOLD),
+        )),
+        Line::from(format!(
+            "{}×{}; vmvault needs {MIN_WIDTH}×{MIN_HEIGHT}",
+            area.width, area.height
+        )),
         Line::from(format!("{} quits", app.keys.label(Action::Quit))),
     ];
     let h = (lines.len() as u16).min(area.height);
     let y = area.y + area.height.saturating_sub(h) / 2;
-    f.render_widget(Paragraph::new(lines).centered(), Rect { y, height: h, ..area });
+    f.render_widget(
+        Paragraph::new(lines).centered(),
+        Rect {
+            y,
+            height: h,
+            ..area
+        },
+    );
 }
 
 fn draw_header(app: &App, f: &mut Frame, area: Rect) {
     let t = &app.theme;
-    let mut left = vec![Span::styled(" vmvault ", t.title().add_modifier(Modifier::REVERSED)), Span::raw(" ")];
+    let mut left = vec![
+        Span::styled(" vmvault ", t.title().add_modifier(Modifier::REVERSED)),
+        Span::raw(" "),
+    ];
     match &app.vault {
         Some(v) => {
             left.push(Span::styled(v.name.clone(), t.title()));
@@ -71,7 +94,10 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
             left.push(Span::raw(v.source_kind.clone()));
             if v.read_only.is_some() {
                 left.push(Span::styled(" │ ", t.muted()));
-                left.push(Span::styled("READ-ONLY", t.warning().add_modifier(Modifier::BOLD)));
+                left.push(Span::styled(
+                    "READ-ONLY",
+                    t.warning().add_modifier(Modifier::BOLD),
+                ));
             }
         }
         None => left.push(Span::styled("no vault open", t.warning())),
@@ -79,21 +105,38 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
     let mut right = Vec::new();
     if app.busy() {
         let n = app.running.len();
-        right.push(Span::styled(format!("{} ", SPINNER[app.spinner % SPINNER.len()]), t.running()));
-        right.push(Span::styled(if n == 1 { "1 job running".to_string() } else { format!("{n} jobs running") }, t.running()));
+        right.push(Span::styled(
+            format!("{} ", SPINNER[app.spinner % SPINNER.len()]),
+            t.running(),
+        ));
+        right.push(Span::styled(
+            if n == 1 {
+                "1 job running".to_string()
+            } else {
+                format!("{n} jobs running")
+            },
+            t.running(),
+        ));
         right.push(Span::styled(" │ ", t.muted()));
     }
     if let Some(e) = &app.load_error {
-        right.push(Span::styled(format!("⚠ {} ", super::app::first_line(e)), t.error()));
+        right.push(Span::styled(
+            format!("⚠ {} ", super::app::first_line(e)),
+            t.error(),
+        ));
     }
     let simulated = app.vault.as_ref().is_some_and(|v| v.simulated);
-    right.push(Span::raw(format!("{} UTC", app.now.format("%Y-%m-%d %H:%M"))));
+    right.push(Span::raw(format!(
+        "{} UTC",
+        app.now.format("%Y-%m-%d %H:%M")
+    )));
     if simulated {
         right.push(Span::styled(" (simulated)", t.muted()));
     }
     right.push(Span::raw(" "));
     let right_w: usize = right.iter().map(|s| s.width()).sum();
-    let [l, r] = Layout::horizontal([Constraint::Min(0), Constraint::Length(right_w as u16)]).areas(area);
+    let [l, r] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(right_w as u16)]).areas(area);
     f.render_widget(Paragraph::new(Line::from(left)), l);
     f.render_widget(Paragraph::new(Line::from(right)), r);
 }
@@ -106,8 +149,20 @@ fn draw_tabs(app: &App, f: &mut Frame, area: Rect) {
     for (i, tab) in Tab::ALL.iter().enumerate() {
         let text = format!(" {} {} ", i + 1, tab.title());
         let w = text.chars().count() as u16;
-        let style = if *tab == app.tab { t.selected().add_modifier(Modifier::BOLD) } else { t.muted() };
-        hit.push((Rect { x, y: area.y, width: w, height: 1 }, *tab));
+        let style = if *tab == app.tab {
+            t.selected().add_modifier(Modifier::BOLD)
+        } else {
+            t.muted()
+        };
+        hit.push((
+            Rect {
+                x,
+                y: area.y,
+                width: w,
+                height: 1,
+            },
+            *tab,
+        ));
         spans.push(Span::styled(text, style));
         spans.push(Span::raw(" "));
         x += w + 1;
@@ -136,7 +191,10 @@ fn draw_notice(app: &App, f: &mut Frame, area: Rect) {
         let secs = (app.now - since).num_seconds().max(0);
         text.push_str(&format!(" {}", crate::fmt::duration_secs(secs as f64)));
     }
-    let line = Line::from(vec![Span::styled(format!(" {icon} "), style), Span::styled(text, style)]);
+    let line = Line::from(vec![
+        Span::styled(format!(" {icon} "), style),
+        Span::styled(text, style),
+    ]);
     f.render_widget(Paragraph::new(line), area);
 }
 
@@ -155,5 +213,8 @@ fn draw_footer(app: &App, f: &mut Frame, area: Rect) {
     }
     let mut line = key_hints(&hints, t);
     line.spans.insert(0, Span::raw(" "));
-    f.render_widget(Paragraph::new(line).style(t.muted().remove_modifier(Modifier::BOLD)), area);
+    f.render_widget(
+        Paragraph::new(line).style(t.muted().remove_modifier(Modifier::BOLD)),
+        area,
+    );
 }

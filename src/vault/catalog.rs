@@ -844,6 +844,7 @@ impl Catalog {
     }
 
     /// Per item: (point count, newest point time, logical bytes of the newest point).
+    #[allow(clippy::type_complexity)]
     pub fn point_stats(&self) -> Result<Vec<(String, u64, Option<DateTime<Utc>>, u64)>> {
         self.read(|c| {
             let mut st = c.prepare(
@@ -860,6 +861,7 @@ impl Catalog {
 
     /// Commits a recovery point: its row, the chunks it added, the item's new state and
     /// the finished job, in one transaction. Call only after the data is durable.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit_point(
         &self,
         point: &RecoveryPoint,

@@ -19,8 +19,18 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(title: impl Into<String>, lines: Vec<String>, on_yes: Vec<Effect>, danger: bool) -> State {
-        State { title: title.into(), lines, on_yes, danger }
+    pub fn new(
+        title: impl Into<String>,
+        lines: Vec<String>,
+        on_yes: Vec<Effect>,
+        danger: bool,
+    ) -> State {
+        State {
+            title: title.into(),
+            lines,
+            on_yes,
+            danger,
+        }
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
@@ -36,16 +46,31 @@ impl State {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
-        let r = centered(area, 64.min(area.width.saturating_sub(2)), (self.lines.len() as u16 + 5).min(area.height));
+        let r = centered(
+            area,
+            64.min(area.width.saturating_sub(2)),
+            (self.lines.len() as u16 + 5).min(area.height),
+        );
         let inner = popup_frame(f, r, &self.title, t);
-        let [body, foot] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        let [body, foot] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
         let lines: Vec<Line> = self
             .lines
             .iter()
             .enumerate()
-            .map(|(i, l)| if i == 0 && self.danger { Line::styled(l.clone(), t.error()) } else { Line::from(l.clone()) })
+            .map(|(i, l)| {
+                if i == 0 && self.danger {
+                    Line::styled(l.clone(), t.error())
+                } else {
+                    Line::from(l.clone())
+                }
+            })
             .collect();
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
-        f.render_widget(Paragraph::new(key_hints(&[("y".into(), "yes"), ("n".into(), "no")], t)).right_aligned(), foot);
+        f.render_widget(
+            Paragraph::new(key_hints(&[("y".into(), "yes"), ("n".into(), "no")], t))
+                .right_aligned(),
+            foot,
+        );
     }
 }

@@ -8,7 +8,9 @@ use crate::model::*;
 use crate::tui::app::{App, Cx, Effect};
 use crate::tui::data::Data;
 use crate::tui::keys::Action;
-use crate::tui::widgets::{key_hints, panel, popup_frame, render_table, table::cell, wizard, Column, TableNav};
+use crate::tui::widgets::{
+    key_hints, panel, popup_frame, render_table, table::cell, wizard, Column, TableNav,
+};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -27,7 +29,13 @@ pub struct State {
 
 impl State {
     pub fn new(item: Item) -> State {
-        State { item, points: None, error: None, nav: TableNav::default(), requested: false }
+        State {
+            item,
+            points: None,
+            error: None,
+            nav: TableNav::default(),
+            requested: false,
+        }
     }
 
     pub fn item_id(&self) -> &str {
@@ -50,7 +58,7 @@ impl State {
             Ok(p) => {
                 // Newest first.
                 let mut p = p.clone();
-                p.sort_by(|a, b| b.time.cmp(&a.time));
+                p.sort_by_key(|b| std::cmp::Reverse(b.time));
                 self.nav.clamp(p.len());
                 self.points = Some(p);
                 self.error = None;
@@ -74,7 +82,9 @@ impl State {
         let mut v = vec![Action::Restore, Action::BackupNow];
         match self.item.protection_state {
             s if s.is_under_policy() => v.push(Action::StopProtection),
-            ProtectionState::ProtectionStopped => v.extend([Action::ResumeProtection, Action::StopProtection]),
+            ProtectionState::ProtectionStopped => {
+                v.extend([Action::ResumeProtection, Action::StopProtection])
+            }
             ProtectionState::SoftDeleted => v.push(Action::Undelete),
             _ => {}
         }
@@ -97,15 +107,30 @@ impl State {
             self.nav.down(self.nav.page(), len);
         } else if keys.is(Action::Restore, k) {
             let Some(points) = self.points.clone().filter(|p| !p.is_empty()) else {
-                cx.notice = Some((crate::engine::NoticeLevel::Warning, format!("{} has no recovery points to restore", self.item.qualified_name())));
+                cx.notice = Some((
+                    crate::engine::NoticeLevel::Warning,
+                    format!(
+                        "{} has no recovery points to restore",
+                        self.item.qualified_name()
+                    ),
+                ));
                 return;
             };
             if cx.writable("Restore") {
-                cx.push(Popup::Restore(Box::new(restore::State::new(self.item.clone(), points, self.nav.selected, cx.cwd, cx.now))));
+                cx.push(Popup::Restore(Box::new(restore::State::new(
+                    self.item.clone(),
+                    points,
+                    self.nav.selected,
+                    cx.cwd,
+                    cx.now,
+                ))));
             }
         } else if keys.is(Action::BackupNow, k) {
             if cx.writable("Back up now") {
-                cx.push(Popup::BackupNow(backup_now::State::new(self.item.clone(), cx.now)));
+                cx.push(Popup::BackupNow(backup_now::State::new(
+                    self.item.clone(),
+                    cx.now,
+                )));
             }
         } else if keys.is(Action::StopProtection, k) {
             let s = self.item.protection_state;
@@ -114,29 +139,59 @@ impl State {
                     cx.push(Popup::Stop(stop::State::new(self.item.clone(), len)));
                 }
             } else {
-                cx.notice = Some((crate::engine::NoticeLevel::Warning, format!("{} is {}: there is no protection to stop", self.item.qualified_name(), s.label().to_lowercase())));
+                cx.notice = Some((
+                    crate::engine::NoticeLevel::Warning,
+                    format!(
+                        "{} is {}: there is no protection to stop",
+                        self.item.qualified_name(),
+                        s.label().to_lowercase()
+                    ),
+                ));
             }
         } else if keys.is(Action::ResumeProtection, k) {
-            if matches!(self.item.protection_state, ProtectionState::ProtectionStopped | ProtectionState::BackupsSuspended) {
+            if matches!(
+                self.item.protection_state,
+                ProtectionState::ProtectionStopped | ProtectionState::BackupsSuspended
+            ) {
                 if cx.writable("Resume protection") {
                     let policies = cx
                         .data
                         .policies
                         .iter()
-                        .map(|p| (p.policy.name.clone(), p.policy.describe().into_iter().next().unwrap_or_default()))
+                        .map(|p| {
+                            (
+                                p.policy.name.clone(),
+                                p.policy.describe().into_iter().next().unwrap_or_default(),
+                            )
+                        })
                         .collect();
-                    cx.push(Popup::Resume(resume::State::new(self.item.clone(), policies)));
+                    cx.push(Popup::Resume(resume::State::new(
+                        self.item.clone(),
+                        policies,
+                    )));
                 }
             } else {
-                cx.notice = Some((crate::engine::NoticeLevel::Warning, format!("Resume applies to stopped protection; {} is {}", self.item.qualified_name(), self.item.protection_state.label().to_lowercase())));
+                cx.notice = Some((
+                    crate::engine::NoticeLevel::Warning,
+                    format!(
+                        "Resume applies to stopped protection; {} is {}",
+                        self.item.qualified_name(),
+                        self.item.protection_state.label().to_lowercase()
+                    ),
+                ));
             }
         } else if keys.is(Action::Undelete, k) {
             if self.item.protection_state == ProtectionState::SoftDeleted {
                 if cx.writable("Undelete") {
-                    cx.run(crate::tui::app::Command::Undelete(Box::new(self.item.clone())));
+                    cx.run(crate::tui::app::Command::Undelete(Box::new(
+                        self.item.clone(),
+                    )));
                 }
             } else {
-                cx.notice = Some((crate::engine::NoticeLevel::Warning, format!("{} is not soft-deleted", self.item.qualified_name())));
+                cx.notice = Some((
+                    crate::engine::NoticeLevel::Warning,
+                    format!("{} is not soft-deleted", self.item.qualified_name()),
+                ));
             }
         }
     }
@@ -147,29 +202,83 @@ impl State {
         let popup = wizard::area(area);
         let inner = popup_frame(f, popup, &format!("{} · {}", i.name, i.cloud_service), t);
         let facts_h = if inner.height >= 20 { 8 } else { 5 };
-        let [facts, points_a, foot] = Layout::vertical([Constraint::Length(facts_h), Constraint::Min(3), Constraint::Length(1)]).areas(inner);
-        let disks: Vec<String> = i.disks.iter().map(|d| format!("{} {}", d.name, fmt::bytes(d.capacity))).collect();
-        let kv = |k: &str, v: Span<'static>| Line::from(vec![Span::styled(format!("{k:<18}"), t.header()), v]);
+        let [facts, points_a, foot] = Layout::vertical([
+            Constraint::Length(facts_h),
+            Constraint::Min(3),
+            Constraint::Length(1),
+        ])
+        .areas(inner);
+        let disks: Vec<String> = i
+            .disks
+            .iter()
+            .map(|d| format!("{} {}", d.name, fmt::bytes(d.capacity)))
+            .collect();
+        let kv = |k: &str, v: Span<'static>| {
+            Line::from(vec![Span::styled(format!("{k:<18}"), t.header()), v])
+        };
         let mut lines = vec![
-            kv("Protection", Span::styled(format!("{}{}", i.protection_state.label(), i.policy.as_ref().map(|p| format!(" · policy {p}")).unwrap_or_default()), t.protection_state(i.protection_state))),
+            kv(
+                "Protection",
+                Span::styled(
+                    format!(
+                        "{}{}",
+                        i.protection_state.label(),
+                        i.policy
+                            .as_ref()
+                            .map(|p| format!(" · policy {p}"))
+                            .unwrap_or_default()
+                    ),
+                    t.protection_state(i.protection_state),
+                ),
+            ),
             kv(
                 "Last backup",
                 match (i.last_backup_time, i.last_backup_status) {
-                    (Some(tm), Some(s)) => Span::styled(format!("{} UTC · {s}", fmt::time(tm)), t.job_status(s)),
+                    (Some(tm), Some(s)) => {
+                        Span::styled(format!("{} UTC · {s}", fmt::time(tm)), t.job_status(s))
+                    }
                     _ => Span::styled("none yet", t.muted()),
                 },
             ),
-            kv("Next backup", Span::raw(app.data.next_backup.get(&i.id).map(|x| format!("{} UTC", fmt::time(*x))).unwrap_or_else(|| "—".into()))),
-            kv("VM", Span::raw(format!("{} · {} · {} · {} · {}", i.region, i.os, i.size, i.power_state, crate::tui::tabs::registration_label(i)))),
+            kv(
+                "Next backup",
+                Span::raw(
+                    app.data
+                        .next_backup
+                        .get(&i.id)
+                        .map(|x| format!("{} UTC", fmt::time(*x)))
+                        .unwrap_or_else(|| "—".into()),
+                ),
+            ),
+            kv(
+                "VM",
+                Span::raw(format!(
+                    "{} · {} · {} · {} · {}",
+                    i.region,
+                    i.os,
+                    i.size,
+                    i.power_state,
+                    crate::tui::tabs::registration_label(i)
+                )),
+            ),
             kv("Disks", Span::raw(disks.join(", "))),
         ];
         if let Some(p) = i.purge_at {
-            lines.push(kv("Purged at", Span::styled(format!("{} UTC (soft-deleted)", fmt::time(p)), t.warning())));
+            lines.push(kv(
+                "Purged at",
+                Span::styled(format!("{} UTC (soft-deleted)", fmt::time(p)), t.warning()),
+            ));
         }
         if let Some(e) = &i.last_error {
-            lines.push(kv("Last error", Span::styled(format!("{}: {}", e.code, e.message), t.error())));
+            lines.push(kv(
+                "Last error",
+                Span::styled(format!("{}: {}", e.code, e.message), t.error()),
+            ));
             for r in &e.recommendations {
-                lines.push(Line::from(Span::styled(format!("{:18}→ {r}", ""), t.muted())));
+                lines.push(Line::from(Span::styled(
+                    format!("{:18}→ {r}", ""),
+                    t.muted(),
+                )));
             }
         }
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), facts);
@@ -184,22 +293,55 @@ impl State {
         let (len, empty) = match (&self.points, &self.error) {
             (_, Some(e)) => (0, e.clone()),
             (None, _) => (0, "Loading recovery points…".to_string()),
-            (Some(p), _) => (p.len(), "No recovery points yet: back up now (b) or wait for the scheduled backup".to_string()),
+            (Some(p), _) => (
+                p.len(),
+                "No recovery points yet: back up now (b) or wait for the scheduled backup"
+                    .to_string(),
+            ),
         };
         let title = format!("Recovery points ({len})");
         let points = self.points.as_deref().unwrap_or(&[]);
-        render_table(f, points_a, panel(title, t), &cols, &self.nav, len, true, t, &empty, |n| {
-            let p = &points[n];
-            Row::new(vec![
-                cell(fmt::time(p.time), Default::default()),
-                cell(if p.kind == PointKind::OnDemand { "On demand" } else { "Scheduled" }, Default::default()),
-                cell(p.expiry.map(fmt::time).unwrap_or_else(|| "never".into()), if p.expiry.is_none() { t.muted() } else { Default::default() }),
-                cell(fmt::bytes(p.logical_bytes), Default::default()),
-                cell(p.consistency.to_string(), Default::default()),
-            ])
-        });
+        render_table(
+            f,
+            points_a,
+            panel(title, t),
+            &cols,
+            &self.nav,
+            len,
+            true,
+            t,
+            &empty,
+            |n| {
+                let p = &points[n];
+                Row::new(vec![
+                    cell(fmt::time(p.time), Default::default()),
+                    cell(
+                        if p.kind == PointKind::OnDemand {
+                            "On demand"
+                        } else {
+                            "Scheduled"
+                        },
+                        Default::default(),
+                    ),
+                    cell(
+                        p.expiry.map(fmt::time).unwrap_or_else(|| "never".into()),
+                        if p.expiry.is_none() {
+                            t.muted()
+                        } else {
+                            Default::default()
+                        },
+                    ),
+                    cell(fmt::bytes(p.logical_bytes), Default::default()),
+                    cell(p.consistency.to_string(), Default::default()),
+                ])
+            },
+        );
         let k = &app.keys;
-        let hints: Vec<(String, &str)> = self.footer().into_iter().map(|a| (k.label(a), a.short())).collect();
+        let hints: Vec<(String, &str)> = self
+            .footer()
+            .into_iter()
+            .map(|a| (k.label(a), a.short()))
+            .collect();
         f.render_widget(Paragraph::new(key_hints(&hints, t)), foot);
     }
 }

@@ -24,12 +24,24 @@ pub struct State {
 
 impl State {
     pub fn new(id: String) -> State {
-        State { id, job: None, error: None, scroll: 0, requested: false }
+        State {
+            id,
+            job: None,
+            error: None,
+            scroll: 0,
+            requested: false,
+        }
     }
 
     /// A job already loaded (tests, or from an event).
     pub fn with_job(job: Job) -> State {
-        State { id: job.id.clone(), job: Some(job), error: None, scroll: 0, requested: true }
+        State {
+            id: job.id.clone(),
+            job: Some(job),
+            error: None,
+            scroll: 0,
+            requested: true,
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -84,11 +96,24 @@ impl State {
     pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
         let popup = wizard::area(area);
-        let inner = popup_frame(f, popup, &format!("Job {}", crate::tui::app::short_id(&self.id)), t);
-        let [body, foot] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        let inner = popup_frame(
+            f,
+            popup,
+            &format!("Job {}", crate::tui::app::short_id(&self.id)),
+            t,
+        );
+        let [body, foot] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
         let k = &app.keys;
         f.render_widget(
-            Paragraph::new(key_hints(&[(k.label(Action::CancelJob), "cancel job"), ("↑/↓".into(), "scroll"), (k.label(Action::Back), "close")], t)),
+            Paragraph::new(key_hints(
+                &[
+                    (k.label(Action::CancelJob), "cancel job"),
+                    ("↑/↓".into(), "scroll"),
+                    (k.label(Action::Back), "close"),
+                ],
+                t,
+            )),
             foot,
         );
         let Some(j) = &self.job else {
@@ -97,30 +122,62 @@ impl State {
             return;
         };
         let live = app.progress.get(&j.id);
-        let kv = |k: &str, v: Span<'static>| Line::from(vec![Span::styled(format!("{k:<14}"), t.header()), v]);
+        let kv = |k: &str, v: Span<'static>| {
+            Line::from(vec![Span::styled(format!("{k:<14}"), t.header()), v])
+        };
         let now = app.now;
         let mut lines = vec![
             kv("Operation", Span::raw(j.operation.to_string())),
             kv("Item", Span::raw(j.item.clone())),
-            kv("Status", Span::styled(j.status.to_string(), t.job_status(j.status))),
-            kv("Started", Span::raw(format!("{} UTC{}", fmt::time(j.start_time), if j.is_user_triggered { "" } else { " · scheduled" }))),
+            kv(
+                "Status",
+                Span::styled(j.status.to_string(), t.job_status(j.status)),
+            ),
+            kv(
+                "Started",
+                Span::raw(format!(
+                    "{} UTC{}",
+                    fmt::time(j.start_time),
+                    if j.is_user_triggered {
+                        ""
+                    } else {
+                        " · scheduled"
+                    }
+                )),
+            ),
             kv(
                 "Duration",
                 Span::raw(format!(
                     "{}{}",
                     fmt::duration(j.end_time.unwrap_or(now.max(j.start_time)) - j.start_time),
-                    j.end_time.map(|e| format!(" · ended {} UTC", fmt::time(e))).unwrap_or_default()
+                    j.end_time
+                        .map(|e| format!(" · ended {} UTC", fmt::time(e)))
+                        .unwrap_or_default()
                 )),
             ),
             kv("Job id", Span::styled(j.id.clone(), t.muted())),
         ];
-        let (done, total) = live.map(|p| (p.bytes_done, p.bytes_total)).unwrap_or((j.bytes_done, j.bytes_total));
+        let (done, total) = live
+            .map(|p| (p.bytes_done, p.bytes_total))
+            .unwrap_or((j.bytes_done, j.bytes_total));
         if total > 0 || live.is_some() {
-            lines.push(kv("Data", Span::raw(format!("{} of {}", fmt::bytes(done), fmt::bytes(total)))));
+            lines.push(kv(
+                "Data",
+                Span::raw(format!("{} of {}", fmt::bytes(done), fmt::bytes(total))),
+            ));
         }
         if j.status.is_active() {
             let mut l = vec![Span::styled(format!("{:<14}", "Progress"), t.header())];
-            l.extend(progress_line(live, j.bytes_done, j.bytes_total, (body.width as usize).saturating_sub(16), t).spans);
+            l.extend(
+                progress_line(
+                    live,
+                    j.bytes_done,
+                    j.bytes_total,
+                    (body.width as usize).saturating_sub(16),
+                    t,
+                )
+                .spans,
+            );
             lines.push(Line::from(l));
             if let Some(task) = live.and_then(|p| p.task.clone()) {
                 lines.push(kv("Now", Span::raw(task)));
@@ -128,7 +185,10 @@ impl State {
         } else if let (Some(end), true) = (j.end_time, j.bytes_done > 0) {
             let secs = (end - j.start_time).num_milliseconds() as f64 / 1000.0;
             if secs > 0.0 {
-                lines.push(kv("Average rate", Span::raw(fmt::rate(j.bytes_done as f64 / secs))));
+                lines.push(kv(
+                    "Average rate",
+                    Span::raw(fmt::rate(j.bytes_done as f64 / secs)),
+                ));
             }
         }
         lines.push(Line::from(""));
@@ -148,7 +208,15 @@ impl State {
                 (Some(s), None) => fmt::duration(now.max(s) - s),
                 _ => String::new(),
             };
-            let bytes = if task.bytes_total > 0 { format!("  {} of {}", fmt::bytes(task.bytes_done), fmt::bytes(task.bytes_total)) } else { String::new() };
+            let bytes = if task.bytes_total > 0 {
+                format!(
+                    "  {} of {}",
+                    fmt::bytes(task.bytes_done),
+                    fmt::bytes(task.bytes_total)
+                )
+            } else {
+                String::new()
+            };
             lines.push(Line::from(vec![
                 Span::raw(format!("  {:<26}", task.name)),
                 Span::styled(format!("{:<12}", task.status.to_string()), style),
@@ -157,13 +225,20 @@ impl State {
         }
         if let Some(e) = &j.error {
             lines.push(Line::from(""));
-            let style = if j.status == JobStatus::Failed { t.error() } else { t.warning() };
+            let style = if j.status == JobStatus::Failed {
+                t.error()
+            } else {
+                t.warning()
+            };
             lines.push(Line::from(Span::styled("Error", t.header())));
             lines.push(kv("Code", Span::styled(e.code.clone(), style)));
             lines.push(kv("Title", Span::raw(e.title.clone())));
             lines.push(kv("Message", Span::raw(e.message.clone())));
             for r in &e.recommendations {
-                lines.push(Line::from(vec![Span::styled(format!("{:<14}", "Recommended"), t.header()), Span::raw(format!("→ {r}"))]));
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{:<14}", "Recommended"), t.header()),
+                    Span::raw(format!("→ {r}")),
+                ]));
             }
         }
         if !j.details.is_empty() {
@@ -174,9 +249,17 @@ impl State {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                lines.push(Line::from(vec![Span::styled(format!("  {key:<18}"), t.muted()), Span::raw(text)]));
+                lines.push(Line::from(vec![
+                    Span::styled(format!("  {key:<18}"), t.muted()),
+                    Span::raw(text),
+                ]));
             }
         }
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((self.scroll, 0)), body);
+        f.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .scroll((self.scroll, 0)),
+            body,
+        );
     }
 }

@@ -25,7 +25,10 @@ impl State {
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         let keys = cx.keys;
         if keys.is(Action::Open, k) || k.code == KeyCode::Char('o') {
-            cx.effects.push(Effect::OpenVault { name: self.vault.clone(), read_only: true });
+            cx.effects.push(Effect::OpenVault {
+                name: self.vault.clone(),
+                read_only: true,
+            });
             cx.close();
         } else if keys.is(Action::SwitchVault, k) {
             let current = cx.vault.map(|v| v.name.as_str());
@@ -39,20 +42,31 @@ impl State {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
-        let r = centered(area, 74.min(area.width.saturating_sub(2)), 12.min(area.height));
+        let r = centered(
+            area,
+            74.min(area.width.saturating_sub(2)),
+            12.min(area.height),
+        );
         let inner = popup_frame(f, r, &format!("Vault {} is in use", self.vault), t);
-        let [body, foot] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        let [body, foot] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
         let lines = vec![
             Line::from(Span::styled(self.message.clone(), t.error())),
             Line::from(""),
-            Line::from("Another vmvault process owns this vault (a console, `vmvault run`, or a backup)."),
+            Line::from(
+                "Another vmvault process owns this vault (a console, `vmvault run`, or a backup).",
+            ),
             Line::from("You can look at it read-only meanwhile: every action is disabled."),
         ];
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
         let k = &app.keys;
         f.render_widget(
             Paragraph::new(key_hints(
-                &[(k.label(Action::Open), "open read-only"), (k.label(Action::SwitchVault), "other vault"), (k.label(Action::Quit), "quit")],
+                &[
+                    (k.label(Action::Open), "open read-only"),
+                    (k.label(Action::SwitchVault), "other vault"),
+                    (k.label(Action::Quit), "quit"),
+                ],
                 t,
             )),
             foot,

@@ -11,7 +11,8 @@
 use crate::policy::model::{weekday_name, MONTHS, WEEKDAYS};
 use crate::policy::validate::name_problem;
 use crate::policy::{
-    DailyRule, DayOfMonth, DaySelector, Frequency, MonthlyRule, Policy, Retention, Schedule, WeekOfMonth, WeeklyRule, YearlyRule,
+    DailyRule, DayOfMonth, DaySelector, Frequency, MonthlyRule, Policy, Retention, Schedule,
+    WeekOfMonth, WeeklyRule, YearlyRule,
 };
 use crate::tui::keys::{Action, KeyMap};
 use crate::tui::theme::Theme;
@@ -38,16 +39,29 @@ pub struct SelectorDraft {
 
 impl SelectorDraft {
     fn first_sunday() -> SelectorDraft {
-        let mut s = SelectorDraft { by_weekday: true, weeks: [false; 5], days: [false; 7], dom: [false; 29] };
+        let mut s = SelectorDraft {
+            by_weekday: true,
+            weeks: [false; 5],
+            days: [false; 7],
+            dom: [false; 29],
+        };
         s.weeks[0] = true;
         s.days[0] = true;
         s.dom[0] = true;
         s
     }
     fn from(on: &DaySelector) -> SelectorDraft {
-        let mut s = SelectorDraft { by_weekday: true, weeks: [false; 5], days: [false; 7], dom: [false; 29] };
+        let mut s = SelectorDraft {
+            by_weekday: true,
+            weeks: [false; 5],
+            days: [false; 7],
+            dom: [false; 29],
+        };
         match on {
-            DaySelector::Weekdays { weeks_of_month, days_of_week } => {
+            DaySelector::Weekdays {
+                weeks_of_month,
+                days_of_week,
+            } => {
                 for w in weeks_of_month {
                     if let Some(i) = WeekOfMonth::ALL.iter().position(|x| x == w) {
                         s.weeks[i] = true;
@@ -75,12 +89,31 @@ impl SelectorDraft {
     fn to_selector(&self) -> DaySelector {
         if self.by_weekday {
             DaySelector::Weekdays {
-                weeks_of_month: WeekOfMonth::ALL.iter().zip(self.weeks).filter(|x| x.1).map(|x| *x.0).collect(),
-                days_of_week: WEEKDAYS.iter().zip(self.days).filter(|x| x.1).map(|x| *x.0).collect(),
+                weeks_of_month: WeekOfMonth::ALL
+                    .iter()
+                    .zip(self.weeks)
+                    .filter(|x| x.1)
+                    .map(|x| *x.0)
+                    .collect(),
+                days_of_week: WEEKDAYS
+                    .iter()
+                    .zip(self.days)
+                    .filter(|x| x.1)
+                    .map(|x| *x.0)
+                    .collect(),
             }
         } else {
             DaySelector::DaysOfMonth(
-                (0..29).filter(|i| self.dom[*i]).map(|i| if i == 28 { DayOfMonth::Last } else { DayOfMonth::Day(i as u8 + 1) }).collect(),
+                (0..29)
+                    .filter(|i| self.dom[*i])
+                    .map(|i| {
+                        if i == 28 {
+                            DayOfMonth::Last
+                        } else {
+                            DayOfMonth::Day(i as u8 + 1)
+                        }
+                    })
+                    .collect(),
             )
         }
     }
@@ -157,7 +190,12 @@ impl RetentionPreview {
         let from = crate::policy::schedule::local_date(p.time_zone, now);
         let pv = crate::policy::preview(p, from, days);
         let counts: Vec<u64> = pv.daily_counts.iter().map(|(_, n)| *n as u64).collect();
-        RetentionPreview { days, peak: counts.iter().copied().max().unwrap_or(0), last: counts.last().copied().unwrap_or(0), counts }
+        RetentionPreview {
+            days,
+            peak: counts.iter().copied().max().unwrap_or(0),
+            last: counts.last().copied().unwrap_or(0),
+            counts,
+        }
     }
 
     /// "60 days", "2 years".
@@ -177,27 +215,64 @@ pub fn draw_preview(f: &mut Frame, area: Rect, pv: &RetentionPreview, theme: &Th
     if area.height < 3 || area.width < 20 {
         return;
     }
-    let [head, chart, axis] = Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(1)]).areas(area);
+    let [head, chart, axis] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     f.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled("Retention preview", theme.header()),
             Span::styled(
-                format!(" · recovery points over the next {}: peak {}, {} at the end", pv.horizon_label(), pv.peak, pv.last),
+                format!(
+                    " · recovery points over the next {}: peak {}, {} at the end",
+                    pv.horizon_label(),
+                    pv.peak,
+                    pv.last
+                ),
                 theme.muted(),
             ),
         ])),
         head,
     );
     let label_w = pv.peak.to_string().len() as u16 + 1;
-    let c = Rect { x: chart.x + label_w, width: chart.width.saturating_sub(label_w), ..chart };
+    let c = Rect {
+        x: chart.x + label_w,
+        width: chart.width.saturating_sub(label_w),
+        ..chart
+    };
     let values = bars::bucket_max(&pv.counts, c.width as usize);
-    bars::draw(f.buffer_mut(), c, &values, Some(pv.peak), 1, 0, theme.accent());
-    f.render_widget(Paragraph::new(Span::styled(pv.peak.to_string(), theme.muted())), Rect { x: chart.x, y: chart.y, width: label_w, height: 1 });
+    bars::draw(
+        f.buffer_mut(),
+        c,
+        &values,
+        Some(pv.peak),
+        1,
+        0,
+        theme.accent(),
+    );
+    f.render_widget(
+        Paragraph::new(Span::styled(pv.peak.to_string(), theme.muted())),
+        Rect {
+            x: chart.x,
+            y: chart.y,
+            width: label_w,
+            height: 1,
+        },
+    );
     let end = format!("+{}", pv.horizon_label());
     let pad = (c.width as usize).saturating_sub(5 + end.len());
     f.render_widget(
-        Paragraph::new(Span::styled(format!("today{}{end}", " ".repeat(pad)), theme.muted())),
-        Rect { x: c.x, width: c.width, ..axis },
+        Paragraph::new(Span::styled(
+            format!("today{}{end}", " ".repeat(pad)),
+            theme.muted(),
+        )),
+        Rect {
+            x: c.x,
+            width: c.width,
+            ..axis
+        },
     );
 }
 
@@ -418,7 +493,12 @@ impl PolicyForm {
             .iter()
             .map(|tz| tz.name())
             .find(|n| n.to_ascii_lowercase().starts_with(&lower))
-            .or_else(|| chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).find(|n| n.to_ascii_lowercase().contains(&lower)))
+            .or_else(|| {
+                chrono_tz::TZ_VARIANTS
+                    .iter()
+                    .map(|tz| tz.name())
+                    .find(|n| n.to_ascii_lowercase().contains(&lower))
+            })
     }
 
     /// Handles a key of part `part`; returns true when it was used.
@@ -429,8 +509,12 @@ impl PolicyForm {
             return false;
         };
         let text_row = row.is_text() && !self.read_only;
-        let up = k.code == KeyCode::Up || k.code == KeyCode::BackTab || (!text_row && keys.is(Action::Up, k));
-        let down = k.code == KeyCode::Down || k.code == KeyCode::Tab || (!text_row && keys.is(Action::Down, k));
+        let up = k.code == KeyCode::Up
+            || k.code == KeyCode::BackTab
+            || (!text_row && keys.is(Action::Up, k));
+        let down = k.code == KeyCode::Down
+            || k.code == KeyCode::Tab
+            || (!text_row && keys.is(Action::Down, k));
         if up {
             if self.focus > 0 {
                 self.focus -= 1;
@@ -477,7 +561,11 @@ impl PolicyForm {
             }
             Row::MonthlyMode | Row::YearlyMode => {
                 if left || right || space {
-                    let s = if row == Row::MonthlyMode { &mut self.monthly } else { &mut self.yearly };
+                    let s = if row == Row::MonthlyMode {
+                        &mut self.monthly
+                    } else {
+                        &mut self.yearly
+                    };
                     s.by_weekday = !s.by_weekday;
                     true
                 } else {
@@ -556,14 +644,21 @@ impl PolicyForm {
         let name = self.name.value.trim().to_string();
         if self.with_name {
             if let Some(p) = name_problem(&name) {
-                problems.push(if name.is_empty() { "name: give the policy a name (letters, digits, '-', '_', '.')".into() } else { p.to_string() });
+                problems.push(if name.is_empty() {
+                    "name: give the policy a name (letters, digits, '-', '_', '.')".into()
+                } else {
+                    p.to_string()
+                });
                 bad_fields.push("name");
             }
         }
         let time = match NaiveTime::parse_from_str(self.time.value.trim(), "%H:%M") {
             Ok(t) => t,
             Err(_) => {
-                problems.push(format!("schedule.time: given {:?}; allowed: a time of day as HH:MM, 00:00 to 23:59", self.time.value));
+                problems.push(format!(
+                    "schedule.time: given {:?}; allowed: a time of day as HH:MM, 00:00 to 23:59",
+                    self.time.value
+                ));
                 bad_fields.push("schedule.time");
                 NaiveTime::MIN
             }
@@ -586,36 +681,69 @@ impl PolicyForm {
             match t.value.trim().parse::<u32>() {
                 Ok(n) => n,
                 Err(_) => {
-                    problems.push(format!("{field}: given {:?}; allowed: a whole number", t.value));
+                    problems.push(format!(
+                        "{field}: given {:?}; allowed: a whole number",
+                        t.value
+                    ));
                     bad_fields.push(field);
                     1
                 }
             }
         };
-        let daily = (self.daily_on && self.frequency == Frequency::Daily).then(|| DailyRule { days: count(&self.daily_n, "retention.daily.days") });
+        let daily = (self.daily_on && self.frequency == Frequency::Daily).then(|| DailyRule {
+            days: count(&self.daily_n, "retention.daily.days"),
+        });
         let weekly = self.weekly_on.then(|| WeeklyRule {
             weeks: count(&self.weekly_n, "retention.weekly.weeks"),
-            days_of_week: WEEKDAYS.iter().zip(self.weekly_days).filter(|x| x.1).map(|x| *x.0).collect(),
+            days_of_week: WEEKDAYS
+                .iter()
+                .zip(self.weekly_days)
+                .filter(|x| x.1)
+                .map(|x| *x.0)
+                .collect(),
         });
-        let monthly =
-            self.monthly_on.then(|| MonthlyRule { months: count(&self.monthly_n, "retention.monthly.months"), on: self.monthly.to_selector() });
+        let monthly = self.monthly_on.then(|| MonthlyRule {
+            months: count(&self.monthly_n, "retention.monthly.months"),
+            on: self.monthly.to_selector(),
+        });
         let yearly = self.yearly_on.then(|| YearlyRule {
             years: count(&self.yearly_n, "retention.yearly.years"),
-            months_of_year: MONTHS.iter().zip(self.yearly_months).filter(|x| x.1).map(|x| *x.0).collect(),
+            months_of_year: MONTHS
+                .iter()
+                .zip(self.yearly_months)
+                .filter(|x| x.1)
+                .map(|x| *x.0)
+                .collect(),
             on: self.yearly.to_selector(),
         });
         let policy = Policy {
-            name: if self.with_name && !bad_fields.contains(&"name") { name } else if self.with_name { "x".into() } else { name },
+            name: if self.with_name && !bad_fields.contains(&"name") {
+                name
+            } else if self.with_name {
+                "x".into()
+            } else {
+                name
+            },
             time_zone: tz,
             schedule: Schedule {
                 frequency: self.frequency,
                 time,
                 days: match self.frequency {
                     Frequency::Daily => vec![],
-                    Frequency::Weekly => WEEKDAYS.iter().zip(self.schedule_days).filter(|x| x.1).map(|x| *x.0).collect(),
+                    Frequency::Weekly => WEEKDAYS
+                        .iter()
+                        .zip(self.schedule_days)
+                        .filter(|x| x.1)
+                        .map(|x| *x.0)
+                        .collect(),
                 },
             },
-            retention: Retention { daily, weekly, monthly, yearly },
+            retention: Retention {
+                daily,
+                weekly,
+                monthly,
+                yearly,
+            },
         };
         if let Err(e) = policy.validate() {
             for p in e.problems {
@@ -633,18 +761,30 @@ impl PolicyForm {
 
     /// Problems that concern the schedule step (name, time, zone, days).
     pub fn schedule_problems(&self) -> Vec<&String> {
-        self.problems.iter().filter(|p| p.starts_with("name") || p.starts_with("schedule") || p.starts_with("time_zone")).collect()
+        self.problems
+            .iter()
+            .filter(|p| {
+                p.starts_with("name") || p.starts_with("schedule") || p.starts_with("time_zone")
+            })
+            .collect()
     }
 
     pub fn recompute(&mut self) {
-        let rows = self.rows(Part::Schedule).len().max(self.rows(Part::Retention).len());
+        let rows = self
+            .rows(Part::Schedule)
+            .len()
+            .max(self.rows(Part::Retention).len());
         if self.focus >= rows {
             self.focus = rows.saturating_sub(1);
         }
         match self.build() {
             Ok(p) => {
                 // The preview does not depend on the name: keep it when only that changed.
-                let same = self.policy.as_ref().is_some_and(|old| old.schedule == p.schedule && old.retention == p.retention && old.time_zone == p.time_zone);
+                let same = self.policy.as_ref().is_some_and(|old| {
+                    old.schedule == p.schedule
+                        && old.retention == p.retention
+                        && old.time_zone == p.time_zone
+                });
                 if !same || self.preview.is_none() {
                     self.preview = Some(RetentionPreview::compute(&p, self.now));
                 }
@@ -671,17 +811,39 @@ impl PolicyForm {
     }
 
     fn row_lines(&self, row: Row, focus: bool, t: &Theme) -> Vec<Line<'static>> {
-        let marker = if focus { Span::styled("▶ ", t.accent()) } else { Span::raw("  ") };
-        let label = |s: &str| Span::styled(format!("{s:<18}"), if focus { t.focused() } else { t.header() });
+        let marker = if focus {
+            Span::styled("▶ ", t.accent())
+        } else {
+            Span::raw("  ")
+        };
+        let label = |s: &str| {
+            Span::styled(
+                format!("{s:<18}"),
+                if focus { t.focused() } else { t.header() },
+            )
+        };
         let edit = focus && !self.read_only;
         let text = |ti: &TextInput| -> Vec<Span<'static>> {
-            ti.line(edit, Style::default(), Style::default().add_modifier(Modifier::REVERSED)).spans.into_iter().collect()
+            ti.line(
+                edit,
+                Style::default(),
+                Style::default().add_modifier(Modifier::REVERSED),
+            )
+            .spans
+            .into_iter()
+            .collect()
         };
         let choice = |a: &str, b: &str, first: bool| -> Vec<Span<'static>> {
             vec![
-                Span::styled(format!("{} {a}", super::super::widgets::radio(first)), if first { t.accent() } else { Style::default() }),
+                Span::styled(
+                    format!("{} {a}", super::super::widgets::radio(first)),
+                    if first { t.accent() } else { Style::default() },
+                ),
                 Span::raw("   "),
-                Span::styled(format!("{} {b}", super::super::widgets::radio(!first)), if !first { t.accent() } else { Style::default() }),
+                Span::styled(
+                    format!("{} {b}", super::super::widgets::radio(!first)),
+                    if !first { t.accent() } else { Style::default() },
+                ),
             ]
         };
         let picker = |names: &[String], on: &[bool]| -> Vec<Span<'static>> {
@@ -689,28 +851,62 @@ impl PolicyForm {
                 .iter()
                 .enumerate()
                 .map(|(i, n)| {
-                    let mut s = if on[i] { t.accent().add_modifier(Modifier::BOLD) } else { t.muted() };
+                    let mut s = if on[i] {
+                        t.accent().add_modifier(Modifier::BOLD)
+                    } else {
+                        t.muted()
+                    };
                     if edit && i == self.cursor {
                         s = s.add_modifier(Modifier::REVERSED);
                     }
-                    Span::styled(if on[i] { format!("[{n}]") } else { format!(" {n} ") }, s)
+                    Span::styled(
+                        if on[i] {
+                            format!("[{n}]")
+                        } else {
+                            format!(" {n} ")
+                        },
+                        s,
+                    )
                 })
                 .collect()
         };
         let rule = |name: &str, on: bool, n: &TextInput, unit: &str| -> Vec<Span<'static>> {
             let mut v = vec![
-                Span::styled(format!("{} ", super::super::widgets::check(on)), if on { t.accent() } else { t.muted() }),
+                Span::styled(
+                    format!("{} ", super::super::widgets::check(on)),
+                    if on { t.accent() } else { t.muted() },
+                ),
                 Span::raw("keep "),
             ];
             let _ = name;
-            v.extend(n.line(edit, if on { Style::default().add_modifier(Modifier::BOLD) } else { t.muted() }, Style::default().add_modifier(Modifier::REVERSED)).spans);
+            v.extend(
+                n.line(
+                    edit,
+                    if on {
+                        Style::default().add_modifier(Modifier::BOLD)
+                    } else {
+                        t.muted()
+                    },
+                    Style::default().add_modifier(Modifier::REVERSED),
+                )
+                .spans,
+            );
             v.push(Span::raw(format!(" {unit}")));
             v
         };
-        let weekday_names: Vec<String> = WEEKDAYS.iter().map(|d| weekday_name(*d)[..2].to_string()).collect();
-        let week_names: Vec<String> = WeekOfMonth::ALL.iter().map(|w| w.as_str().to_string()).collect();
+        let weekday_names: Vec<String> = WEEKDAYS
+            .iter()
+            .map(|d| weekday_name(*d)[..2].to_string())
+            .collect();
+        let week_names: Vec<String> = WeekOfMonth::ALL
+            .iter()
+            .map(|w| w.as_str().to_string())
+            .collect();
         let month_names: Vec<String> = MONTHS.iter().map(|m| m.name()[..3].to_string()).collect();
-        let dom_names: Vec<String> = (1..=28).map(|d| format!("{d:>2}")).chain(["Last".to_string()]).collect();
+        let dom_names: Vec<String> = (1..=28)
+            .map(|d| format!("{d:>2}"))
+            .chain(["Last".to_string()])
+            .collect();
         let line = |l: &str, mut rest: Vec<Span<'static>>| {
             let mut v = vec![marker.clone(), label(l)];
             v.append(&mut rest);
@@ -718,35 +914,66 @@ impl PolicyForm {
         };
         match row {
             Row::Name => vec![line("Policy name", text(&self.name))],
-            Row::Frequency => vec![line("Frequency", choice("Daily", "Weekly", self.frequency == Frequency::Daily))],
+            Row::Frequency => vec![line(
+                "Frequency",
+                choice("Daily", "Weekly", self.frequency == Frequency::Daily),
+            )],
             Row::ScheduleDays => vec![line("  on", picker(&weekday_names, &self.schedule_days))],
             Row::Time => vec![line("Time (HH:MM)", text(&self.time))],
             Row::TimeZone => {
                 let mut v = vec![line("Time zone", text(&self.time_zone))];
                 if edit {
                     if let Some(s) = self.tz_suggestion() {
-                        v.push(Line::from(vec![Span::raw(" ".repeat(20)), Span::styled(format!("→ {s}"), t.muted())]));
+                        v.push(Line::from(vec![
+                            Span::raw(" ".repeat(20)),
+                            Span::styled(format!("→ {s}"), t.muted()),
+                        ]));
                     }
                 }
                 v
             }
-            Row::Daily => vec![line("Daily backups", rule("daily", self.daily_on, &self.daily_n, "days"))],
-            Row::Weekly => vec![line("Weekly backups", rule("weekly", self.weekly_on, &self.weekly_n, "weeks"))],
+            Row::Daily => vec![line(
+                "Daily backups",
+                rule("daily", self.daily_on, &self.daily_n, "days"),
+            )],
+            Row::Weekly => vec![line(
+                "Weekly backups",
+                rule("weekly", self.weekly_on, &self.weekly_n, "weeks"),
+            )],
             Row::WeeklyDays => vec![line("  on", picker(&weekday_names, &self.weekly_days))],
-            Row::Monthly => vec![line("Monthly backups", rule("monthly", self.monthly_on, &self.monthly_n, "months"))],
-            Row::Yearly => vec![line("Yearly backups", rule("yearly", self.yearly_on, &self.yearly_n, "years"))],
-            Row::MonthlyMode => vec![line("  by", choice("Week and day", "Day of month", self.monthly.by_weekday))],
-            Row::YearlyMode => vec![line("  by", choice("Week and day", "Day of month", self.yearly.by_weekday))],
+            Row::Monthly => vec![line(
+                "Monthly backups",
+                rule("monthly", self.monthly_on, &self.monthly_n, "months"),
+            )],
+            Row::Yearly => vec![line(
+                "Yearly backups",
+                rule("yearly", self.yearly_on, &self.yearly_n, "years"),
+            )],
+            Row::MonthlyMode => vec![line(
+                "  by",
+                choice("Week and day", "Day of month", self.monthly.by_weekday),
+            )],
+            Row::YearlyMode => vec![line(
+                "  by",
+                choice("Week and day", "Day of month", self.yearly.by_weekday),
+            )],
             Row::MonthlyWeeks => vec![line("  week", picker(&week_names, &self.monthly.weeks))],
             Row::YearlyWeeks => vec![line("  week", picker(&week_names, &self.yearly.weeks))],
             Row::MonthlyDays => vec![line("  day", picker(&weekday_names, &self.monthly.days))],
             Row::YearlyDays => vec![line("  day", picker(&weekday_names, &self.yearly.days))],
             Row::YearlyMonths => vec![line("  in", picker(&month_names, &self.yearly_months))],
             Row::MonthlyDom | Row::YearlyDom => {
-                let s = if row == Row::MonthlyDom { &self.monthly } else { &self.yearly };
+                let s = if row == Row::MonthlyDom {
+                    &self.monthly
+                } else {
+                    &self.yearly
+                };
                 let spans = picker(&dom_names, &s.dom);
                 let (a, b) = spans.split_at(14);
-                vec![line("  days", a.to_vec()), Line::from([vec![Span::raw(" ".repeat(20))], b.to_vec()].concat())]
+                vec![
+                    line("  days", a.to_vec()),
+                    Line::from([vec![Span::raw(" ".repeat(20))], b.to_vec()].concat()),
+                ]
             }
         }
     }
@@ -782,10 +1009,16 @@ mod tests {
     #[test]
     fn existing_policies_round_trip() {
         let mut p = Policy::default_policy();
-        p.retention.weekly = Some(WeeklyRule { weeks: 104, days_of_week: vec![chrono::Weekday::Sun] });
+        p.retention.weekly = Some(WeeklyRule {
+            weeks: 104,
+            days_of_week: vec![chrono::Weekday::Sun],
+        });
         p.retention.monthly = Some(MonthlyRule {
             months: 120,
-            on: DaySelector::Weekdays { weeks_of_month: vec![WeekOfMonth::Last], days_of_week: vec![chrono::Weekday::Sun] },
+            on: DaySelector::Weekdays {
+                weeks_of_month: vec![WeekOfMonth::Last],
+                days_of_week: vec![chrono::Weekday::Sun],
+            },
         });
         p.retention.yearly = Some(YearlyRule {
             years: 99,
@@ -805,13 +1038,21 @@ mod tests {
         f.handle_key(&key(KeyCode::Char(' ')), &KeyMap::default(), Part::Schedule);
         assert_eq!(f.frequency, Frequency::Weekly);
         // A weekly schedule needs a weekly rule covering its days.
-        assert!(f.problems.iter().any(|p| p.contains("weekly")), "{:?}", f.problems);
+        assert!(
+            f.problems.iter().any(|p| p.contains("weekly")),
+            "{:?}",
+            f.problems
+        );
         f.weekly_on = true;
         f.recompute();
         assert!(f.problems.is_empty(), "{:?}", f.problems);
         f.time.set("25:00");
         f.recompute();
-        assert!(f.problems.iter().any(|p| p.starts_with("schedule.time")), "{:?}", f.problems);
+        assert!(
+            f.problems.iter().any(|p| p.starts_with("schedule.time")),
+            "{:?}",
+            f.problems
+        );
     }
 
     #[test]
@@ -821,6 +1062,10 @@ mod tests {
         assert_eq!(f.tz_suggestion(), Some("Europe/Berlin"));
         f.time_zone.set("W. Europe Standard Time");
         f.recompute();
-        assert!(f.problems.iter().any(|p| p.contains("Europe/Berlin")), "{:?}", f.problems);
+        assert!(
+            f.problems.iter().any(|p| p.contains("Europe/Berlin")),
+            "{:?}",
+            f.problems
+        );
     }
 }

@@ -25,16 +25,26 @@ pub struct State {
 
 impl State {
     pub fn new(existing: Vec<String>, now: DateTime<Utc>) -> State {
-        State { step: 0, form: PolicyForm::new(now), existing }
+        State {
+            step: 0,
+            form: PolicyForm::new(now),
+            existing,
+        }
     }
 
     pub fn problems(&self) -> Vec<String> {
         match self.step {
             0 => {
-                let mut v: Vec<String> = self.form.schedule_problems().into_iter().cloned().collect();
+                let mut v: Vec<String> =
+                    self.form.schedule_problems().into_iter().cloned().collect();
                 let name = self.form.name.value.trim();
                 if self.existing.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-                    v.insert(0, format!("name: a policy named \"{name}\" exists already; pick another name"));
+                    v.insert(
+                        0,
+                        format!(
+                            "name: a policy named \"{name}\" exists already; pick another name"
+                        ),
+                    );
                 }
                 v
             }
@@ -48,7 +58,15 @@ impl State {
     }
 
     pub fn actions(&self) -> Vec<Action> {
-        vec![Action::Up, Action::Down, Action::Left, Action::Right, Action::Toggle, Action::Open, Action::Back]
+        vec![
+            Action::Up,
+            Action::Down,
+            Action::Left,
+            Action::Right,
+            Action::Toggle,
+            Action::Open,
+            Action::Back,
+        ]
     }
 
     pub fn footer(&self) -> Vec<Action> {
@@ -84,7 +102,11 @@ impl State {
             }
             return;
         }
-        let part = if self.step == 0 { Part::Schedule } else { Part::Retention };
+        let part = if self.step == 0 {
+            Part::Schedule
+        } else {
+            Part::Retention
+        };
         if self.step < 2 {
             self.form.handle_key(k, cx.keys, part);
         }
@@ -99,12 +121,27 @@ impl State {
                 ("Space".into(), "toggle"),
                 ("←/→".into(), "choose"),
                 (k.label(Action::Open), "next"),
-                (k.label(Action::Back), if self.step == 0 { "cancel" } else { "back" }),
+                (
+                    k.label(Action::Back),
+                    if self.step == 0 { "cancel" } else { "back" },
+                ),
             ]
         } else {
-            vec![(k.label(Action::Open), "create"), (k.label(Action::Back), "back")]
+            vec![
+                (k.label(Action::Open), "create"),
+                (k.label(Action::Back), "back"),
+            ]
         };
-        let content = wizard::draw(f, wizard::area(area), "Create policy", &STEPS, self.step, &self.problems(), &hints, t);
+        let content = wizard::draw(
+            f,
+            wizard::area(area),
+            "Create policy",
+            &STEPS,
+            self.step,
+            &self.problems(),
+            &hints,
+            t,
+        );
         match self.step {
             0 => {
                 let mut lines = vec![Line::from(Span::styled("Schedule", t.header()))];
@@ -112,11 +149,20 @@ impl State {
                 f.render_widget(Paragraph::new(lines), content);
             }
             1 => {
-                let mut lines = vec![Line::from(Span::styled("Retention: which backups are kept, and how long", t.header()))];
+                let mut lines = vec![Line::from(Span::styled(
+                    "Retention: which backups are kept, and how long",
+                    t.header(),
+                ))];
                 lines.extend(self.form.lines(Part::Retention, true, t));
                 let h = lines.len() as u16;
-                let preview_h = if content.height > h + 6 { (content.height - h).min(10) } else { 0 };
-                let [top, bottom] = Layout::vertical([Constraint::Min(1), Constraint::Length(preview_h)]).areas(content);
+                let preview_h = if content.height > h + 6 {
+                    (content.height - h).min(10)
+                } else {
+                    0
+                };
+                let [top, bottom] =
+                    Layout::vertical([Constraint::Min(1), Constraint::Length(preview_h)])
+                        .areas(content);
                 f.render_widget(Paragraph::new(lines), top);
                 if let Some(pv) = &self.form.preview {
                     draw_preview(f, bottom, pv, t);
@@ -135,7 +181,11 @@ impl State {
                         k.label(Action::Protect)
                     )));
                 }
-                let [top, bottom] = Layout::vertical([Constraint::Min(1), Constraint::Length(content.height.saturating_sub(8).min(10))]).areas(content);
+                let [top, bottom] = Layout::vertical([
+                    Constraint::Min(1),
+                    Constraint::Length(content.height.saturating_sub(8).min(10)),
+                ])
+                .areas(content);
                 f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), top);
                 if let Some(pv) = &self.form.preview {
                     draw_preview(f, bottom, pv, t);

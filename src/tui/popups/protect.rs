@@ -102,7 +102,10 @@ impl State {
 
     fn choose(&mut self, i: usize) {
         self.choice = i.min(self.policies.len());
-        self.existing = self.policies.get(self.choice).map(|p| PolicyForm::from_policy(p, self.now));
+        self.existing = self
+            .policies
+            .get(self.choice)
+            .map(|p| PolicyForm::from_policy(p, self.now));
     }
 
     /// The policy the wizard will use, when valid.
@@ -119,7 +122,8 @@ impl State {
         match self.step {
             Step::Items => self.message.iter().cloned().collect(),
             Step::Schedule if self.is_new_policy() => {
-                let mut v: Vec<String> = self.form.schedule_problems().into_iter().cloned().collect();
+                let mut v: Vec<String> =
+                    self.form.schedule_problems().into_iter().cloned().collect();
                 if let Some(n) = self.name_taken() {
                     v.insert(0, n);
                 }
@@ -140,16 +144,40 @@ impl State {
 
     pub fn actions(&self) -> Vec<Action> {
         match self.step {
-            Step::Items => vec![Action::Up, Action::Down, Action::Toggle, Action::SelectAll, Action::Filter, Action::Open, Action::Back],
-            Step::Schedule | Step::Retention => vec![Action::Up, Action::Down, Action::Left, Action::Right, Action::Toggle, Action::Open, Action::Back],
+            Step::Items => vec![
+                Action::Up,
+                Action::Down,
+                Action::Toggle,
+                Action::SelectAll,
+                Action::Filter,
+                Action::Open,
+                Action::Back,
+            ],
+            Step::Schedule | Step::Retention => vec![
+                Action::Up,
+                Action::Down,
+                Action::Left,
+                Action::Right,
+                Action::Toggle,
+                Action::Open,
+                Action::Back,
+            ],
             Step::Review => vec![Action::Open, Action::Back],
         }
     }
 
     pub fn footer(&self) -> Vec<Action> {
         match self.step {
-            Step::Items => vec![Action::Toggle, Action::SelectAll, Action::Filter, Action::Open, Action::Back],
-            Step::Schedule | Step::Retention => vec![Action::Up, Action::Toggle, Action::Open, Action::Back],
+            Step::Items => vec![
+                Action::Toggle,
+                Action::SelectAll,
+                Action::Filter,
+                Action::Open,
+                Action::Back,
+            ],
+            Step::Schedule | Step::Retention => {
+                vec![Action::Up, Action::Toggle, Action::Open, Action::Back]
+            }
             Step::Review => vec![Action::Open, Action::Back],
         }
     }
@@ -168,7 +196,10 @@ impl State {
                     self.picker.mark_current_if_none();
                     let n = self.picker.marked.len();
                     if n == 0 {
-                        self.message = Some("Select at least one VM (Space), or discover and register VMs first".into());
+                        self.message = Some(
+                            "Select at least one VM (Space), or discover and register VMs first"
+                                .into(),
+                        );
                     } else if n > MAX_ITEMS {
                         self.message = Some(format!("{n} VMs selected: at most {MAX_ITEMS} can be protected in one operation; select fewer"));
                     } else {
@@ -195,7 +226,11 @@ impl State {
                         self.choose((self.choice + n - 1) % n);
                     } else if keys.is(Action::Right, k) || keys.is(Action::Toggle, k) {
                         self.choose((self.choice + 1) % n);
-                    } else if (k.code == KeyCode::Down || k.code == KeyCode::Tab || keys.is(Action::Down, k)) && self.is_new_policy() {
+                    } else if (k.code == KeyCode::Down
+                        || k.code == KeyCode::Tab
+                        || keys.is(Action::Down, k))
+                        && self.is_new_policy()
+                    {
                         self.on_choice = false;
                         self.form.focus = 0;
                     }
@@ -229,11 +264,17 @@ impl State {
                     return;
                 }
                 if keys.is(Action::Open, k) {
-                    let Some(policy) = self.policy().cloned() else { return };
+                    let Some(policy) = self.policy().cloned() else {
+                        return;
+                    };
                     if !cx.writable("Protect") {
                         return;
                     }
-                    cx.run(Command::Protect { items: self.picker.selected_items(), policy: Box::new(policy), create: self.is_new_policy() });
+                    cx.run(Command::Protect {
+                        items: self.picker.selected_items(),
+                        policy: Box::new(policy),
+                        create: self.is_new_policy(),
+                    });
                     cx.close();
                 }
             }
@@ -265,15 +306,31 @@ impl State {
                 (k.label(Action::Open), "next"),
                 (k.label(Action::Back), "back"),
             ],
-            Step::Schedule | Step::Retention => vec![(k.label(Action::Open), "next"), (k.label(Action::Back), "back")],
-            Step::Review => vec![(k.label(Action::Open), "protect"), (k.label(Action::Back), "back")],
+            Step::Schedule | Step::Retention => vec![
+                (k.label(Action::Open), "next"),
+                (k.label(Action::Back), "back"),
+            ],
+            Step::Review => vec![
+                (k.label(Action::Open), "protect"),
+                (k.label(Action::Back), "back"),
+            ],
         };
         let problems = self.problems();
-        let content = wizard::draw(f, popup, "Protect items", &STEPS, self.step.index(), &problems, &hints, t);
+        let content = wizard::draw(
+            f,
+            popup,
+            "Protect items",
+            &STEPS,
+            self.step.index(),
+            &problems,
+            &hints,
+            t,
+        );
         match self.step {
             Step::Items => {
                 let empty = "No registered, unprotected VMs in this region: register VMs first (Registered Items, r)";
-                self.picker.draw(f, content, "Registered VMs not protected yet", t, empty);
+                self.picker
+                    .draw(f, content, "Registered VMs not protected yet", t, empty);
             }
             Step::Schedule => self.draw_schedule(f, content, app),
             Step::Retention => self.draw_retention(f, content, app),
@@ -284,34 +341,67 @@ impl State {
     fn draw_schedule(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
         let mut lines = Vec::new();
-        let marker = if self.on_choice { Span::styled("▶ ", t.accent()) } else { Span::raw("  ") };
-        let label_style = if self.on_choice { t.focused() } else { t.header() };
-        let mut spans = vec![marker, Span::styled(format!("{:<18}", "Backup policy"), label_style)];
+        let marker = if self.on_choice {
+            Span::styled("▶ ", t.accent())
+        } else {
+            Span::raw("  ")
+        };
+        let label_style = if self.on_choice {
+            t.focused()
+        } else {
+            t.header()
+        };
+        let mut spans = vec![
+            marker,
+            Span::styled(format!("{:<18}", "Backup policy"), label_style),
+        ];
         for (i, p) in self.policies.iter().enumerate() {
             let on = i == self.choice;
-            spans.push(Span::styled(format!("{} {}  ", radio(on), p.name), if on { t.accent() } else { Default::default() }));
+            spans.push(Span::styled(
+                format!("{} {}  ", radio(on), p.name),
+                if on { t.accent() } else { Default::default() },
+            ));
         }
         let on = self.is_new_policy();
-        spans.push(Span::styled(format!("{} New policy", radio(on)), if on { t.accent() } else { Default::default() }));
+        spans.push(Span::styled(
+            format!("{} New policy", radio(on)),
+            if on { t.accent() } else { Default::default() },
+        ));
         lines.push(Line::from(spans));
         lines.push(Line::from(""));
         if self.is_new_policy() {
             lines.push(Line::from(Span::styled("New policy: schedule", t.header())));
             lines.extend(self.form.lines(Part::Schedule, !self.on_choice, t));
         } else if let Some(p) = self.policies.get(self.choice) {
-            lines.push(Line::from(Span::styled(format!("Policy {} (read-only)", p.name), t.header())));
+            lines.push(Line::from(Span::styled(
+                format!("Policy {} (read-only)", p.name),
+                t.header(),
+            )));
             for d in p.describe() {
                 lines.push(Line::from(format!("  {d}")));
             }
-            let users = app.data.policies.iter().find(|x| x.policy.name == p.name).map(|x| x.used_by).unwrap_or(0);
-            lines.push(Line::from(Span::styled(format!("  Used by {users} item(s)"), t.muted())));
+            let users = app
+                .data
+                .policies
+                .iter()
+                .find(|x| x.policy.name == p.name)
+                .map(|x| x.used_by)
+                .unwrap_or(0);
+            lines.push(Line::from(Span::styled(
+                format!("  Used by {users} item(s)"),
+                t.muted(),
+            )));
         }
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
     }
 
     fn draw_retention(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
-        let form = if self.is_new_policy() { &self.form } else { self.existing.as_ref().unwrap_or(&self.form) };
+        let form = if self.is_new_policy() {
+            &self.form
+        } else {
+            self.existing.as_ref().unwrap_or(&self.form)
+        };
         let mut lines = vec![Line::from(Span::styled(
             if form.read_only {
                 format!("Retention of {} (read-only: an existing policy's retention is changed with `vmvault policy update`)", form.name.value)
@@ -322,8 +412,13 @@ impl State {
         ))];
         lines.extend(form.lines(Part::Retention, !form.read_only, t));
         let form_h = lines.len() as u16;
-        let preview_h = if area.height > form_h + 6 { (area.height - form_h).min(10) } else { 0 };
-        let [top, bottom] = Layout::vertical([Constraint::Min(1), Constraint::Length(preview_h)]).areas(area);
+        let preview_h = if area.height > form_h + 6 {
+            (area.height - form_h).min(10)
+        } else {
+            0
+        };
+        let [top, bottom] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(preview_h)]).areas(area);
         f.render_widget(Paragraph::new(lines), top);
         if let Some(pv) = &form.preview {
             draw_preview(f, bottom, pv, t);
@@ -355,14 +450,25 @@ impl State {
             crate::fmt::time(next)
         )));
         lines.push(Line::from(""));
-        lines.push(Line::from(Span::styled(format!("Virtual machines ({})", items.len()), t.header())));
+        lines.push(Line::from(Span::styled(
+            format!("Virtual machines ({})", items.len()),
+            t.header(),
+        )));
         let room = (area.height as usize).saturating_sub(lines.len() + 1);
         for (n, i) in items.iter().enumerate() {
             if n + 1 >= room && items.len() > room {
-                lines.push(Line::from(Span::styled(format!("  … and {} more", items.len() - n), t.muted())));
+                lines.push(Line::from(Span::styled(
+                    format!("  … and {} more", items.len() - n),
+                    t.muted(),
+                )));
                 break;
             }
-            lines.push(Line::from(format!("  {}  ({}, {})", i.qualified_name(), i.os, i.region)));
+            lines.push(Line::from(format!(
+                "  {}  ({}, {})",
+                i.qualified_name(),
+                i.os,
+                i.region
+            )));
         }
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
     }

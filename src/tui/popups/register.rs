@@ -9,7 +9,10 @@ use crate::tui::app::{App, Command, Cx};
 use crate::tui::data::Data;
 use crate::tui::keys::{Action, KeyMap};
 use crate::tui::theme::Theme;
-use crate::tui::widgets::{centered, check, key_hints, panel, popup_frame, render_table, table::cell, Column, TableNav, TextInput};
+use crate::tui::widgets::{
+    centered, check, key_hints, panel, popup_frame, render_table, table::cell, Column, TableNav,
+    TextInput,
+};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -31,7 +34,10 @@ pub struct Picker {
 
 impl Picker {
     pub fn new(candidates: Vec<Item>) -> Picker {
-        let mut p = Picker { candidates, ..Default::default() };
+        let mut p = Picker {
+            candidates,
+            ..Default::default()
+        };
         p.rebuild();
         p
     }
@@ -56,19 +62,30 @@ impl Picker {
             .candidates
             .iter()
             .enumerate()
-            .filter(|(_, i)| needle.is_empty() || format!("{} {} {}", i.name, i.cloud_service, i.os).to_lowercase().contains(&needle))
+            .filter(|(_, i)| {
+                needle.is_empty()
+                    || format!("{} {} {}", i.name, i.cloud_service, i.os)
+                        .to_lowercase()
+                        .contains(&needle)
+            })
             .map(|(n, _)| n)
             .collect();
         self.nav.clamp(self.order.len());
     }
 
     pub fn current(&self) -> Option<&Item> {
-        self.order.get(self.nav.selected).map(|n| &self.candidates[*n])
+        self.order
+            .get(self.nav.selected)
+            .map(|n| &self.candidates[*n])
     }
 
     /// The selected items, in list order.
     pub fn selected_items(&self) -> Vec<Item> {
-        self.candidates.iter().filter(|i| self.marked.contains(&i.id)).cloned().collect()
+        self.candidates
+            .iter()
+            .filter(|i| self.marked.contains(&i.id))
+            .cloned()
+            .collect()
     }
 
     /// Marks the highlighted item when nothing is selected (Enter on a single row).
@@ -119,7 +136,11 @@ impl Picker {
             }
         } else if keys.is(Action::SelectAll, k) {
             // All shown (filtered) items, or none when they are all selected already.
-            let shown: Vec<String> = self.order.iter().map(|n| self.candidates[*n].id.clone()).collect();
+            let shown: Vec<String> = self
+                .order
+                .iter()
+                .map(|n| self.candidates[*n].id.clone())
+                .collect();
             if shown.iter().all(|id| self.marked.contains(id)) {
                 for id in shown {
                     self.marked.remove(&id);
@@ -136,9 +157,17 @@ impl Picker {
     }
 
     pub fn draw(&self, f: &mut Frame, area: Rect, title: &str, theme: &Theme, empty: &str) {
-        let mut t = format!("{title} · {} of {} selected", self.marked.len(), self.candidates.len());
+        let mut t = format!(
+            "{title} · {} of {} selected",
+            self.marked.len(),
+            self.candidates.len()
+        );
         if self.filtering || !self.filter.value.is_empty() {
-            t.push_str(&format!(" · filter \"{}{}\"", self.filter.value, if self.filtering { "▏" } else { "" }));
+            t.push_str(&format!(
+                " · filter \"{}{}\"",
+                self.filter.value,
+                if self.filtering { "▏" } else { "" }
+            ));
         }
         let cols = [
             Column::new("", Constraint::Length(3)),
@@ -148,18 +177,32 @@ impl Picker {
             Column::new("Power state", Constraint::Length(11)),
             Column::new("Disks", Constraint::Length(9)),
         ];
-        render_table(f, area, panel(t, theme), &cols, &self.nav, self.order.len(), true, theme, empty, |n| {
-            let i = &self.candidates[self.order[n]];
-            let on = self.marked.contains(&i.id);
-            Row::new(vec![
-                cell(check(on), if on { theme.accent() } else { theme.muted() }),
-                cell(i.name.clone(), Default::default()),
-                cell(i.cloud_service.clone(), Default::default()),
-                cell(i.os.to_string(), Default::default()),
-                cell(i.power_state.to_string(), Default::default()),
-                cell(crate::fmt::bytes(i.disks.iter().map(|d| d.capacity).sum()), theme.muted()),
-            ])
-        });
+        render_table(
+            f,
+            area,
+            panel(t, theme),
+            &cols,
+            &self.nav,
+            self.order.len(),
+            true,
+            theme,
+            empty,
+            |n| {
+                let i = &self.candidates[self.order[n]];
+                let on = self.marked.contains(&i.id);
+                Row::new(vec![
+                    cell(check(on), if on { theme.accent() } else { theme.muted() }),
+                    cell(i.name.clone(), Default::default()),
+                    cell(i.cloud_service.clone(), Default::default()),
+                    cell(i.os.to_string(), Default::default()),
+                    cell(i.power_state.to_string(), Default::default()),
+                    cell(
+                        crate::fmt::bytes(i.disks.iter().map(|d| d.capacity).sum()),
+                        theme.muted(),
+                    ),
+                ])
+            },
+        );
     }
 }
 
@@ -170,7 +213,10 @@ pub fn candidates(data: &Data, region: &str) -> Vec<Item> {
         .filter(|i| {
             i.region.eq_ignore_ascii_case(region)
                 && !i.not_found
-                && matches!(i.registration_state, RegistrationState::NotRegistered | RegistrationState::RegistrationFailed)
+                && matches!(
+                    i.registration_state,
+                    RegistrationState::NotRegistered | RegistrationState::RegistrationFailed
+                )
         })
         .cloned()
         .collect()
@@ -188,9 +234,16 @@ impl State {
         let other_regions = data
             .items
             .iter()
-            .filter(|i| !i.region.eq_ignore_ascii_case(region) && i.registration_state == RegistrationState::NotRegistered)
+            .filter(|i| {
+                !i.region.eq_ignore_ascii_case(region)
+                    && i.registration_state == RegistrationState::NotRegistered
+            })
             .count();
-        State { picker: Picker::new(candidates(data, region)), region: region.to_string(), other_regions }
+        State {
+            picker: Picker::new(candidates(data, region)),
+            region: region.to_string(),
+            other_regions,
+        }
     }
 
     pub fn refresh(&mut self, data: &Data, region: &str) {
@@ -218,13 +271,25 @@ impl State {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
-        let r = centered(area, area.width.saturating_sub(4).min(100), area.height.saturating_sub(2).min(30));
+        let r = centered(
+            area,
+            area.width.saturating_sub(4).min(100),
+            area.height.saturating_sub(2).min(30),
+        );
         let inner = popup_frame(f, r, "Register items", t);
-        let [intro, list, hints] = Layout::vertical([Constraint::Length(2), Constraint::Min(3), Constraint::Length(1)]).areas(inner);
+        let [intro, list, hints] = Layout::vertical([
+            Constraint::Length(2),
+            Constraint::Min(3),
+            Constraint::Length(1),
+        ])
+        .areas(inner);
         let mut lines = vec![Line::from(vec![
             Span::raw("Workload type: "),
             Span::styled("Virtual machine", t.accent()),
-            Span::raw(format!(" · discovered VMs of region {} that are not registered", self.region)),
+            Span::raw(format!(
+                " · discovered VMs of region {} that are not registered",
+                self.region
+            )),
         ])];
         if self.other_regions > 0 {
             lines.push(Line::from(Span::styled(
@@ -233,7 +298,10 @@ impl State {
             )));
         }
         f.render_widget(Paragraph::new(lines), intro);
-        let empty = format!("No unregistered VMs in {}: discover (d) to find new ones", self.region);
+        let empty = format!(
+            "No unregistered VMs in {}: discover (d) to find new ones",
+            self.region
+        );
         self.picker.draw(f, list, "Virtual machines", t, &empty);
         let k = &app.keys;
         let hints_v = [

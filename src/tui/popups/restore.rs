@@ -16,7 +16,12 @@ use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 use std::path::{Path, PathBuf};
 
-pub const FORMATS: [RestoreFormat; 4] = [RestoreFormat::Raw, RestoreFormat::Qcow2, RestoreFormat::Vhd, RestoreFormat::Vmdk];
+pub const FORMATS: [RestoreFormat; 4] = [
+    RestoreFormat::Raw,
+    RestoreFormat::Qcow2,
+    RestoreFormat::Vhd,
+    RestoreFormat::Vmdk,
+];
 
 #[derive(Debug)]
 pub struct State {
@@ -31,8 +36,18 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(item: Item, points: Vec<RecoveryPoint>, selected: usize, cwd: &Path, now: DateTime<Utc>) -> State {
-        let folder = cwd.join(format!("restore-{}-{}", item.name, now.format("%Y%m%d-%H%M")));
+    pub fn new(
+        item: Item,
+        points: Vec<RecoveryPoint>,
+        selected: usize,
+        cwd: &Path,
+        now: DateTime<Utc>,
+    ) -> State {
+        let folder = cwd.join(format!(
+            "restore-{}-{}",
+            item.name,
+            now.format("%Y%m%d-%H%M")
+        ));
         State {
             item,
             point: selected.min(points.len().saturating_sub(1)),
@@ -64,7 +79,9 @@ impl State {
             KeyCode::Up | KeyCode::BackTab => self.focus = self.focus.saturating_sub(1),
             KeyCode::Down | KeyCode::Tab => self.focus = (self.focus + 1).min(2),
             KeyCode::Enter => {
-                let Some(point) = self.points.get(self.point) else { return };
+                let Some(point) = self.points.get(self.point) else {
+                    return;
+                };
                 if self.folder.value.trim().is_empty() {
                     return;
                 }
@@ -83,8 +100,14 @@ impl State {
             }
             _ => {
                 let left = k.code == KeyCode::Left || cx.keys.is(Action::Left, k);
-                let right = k.code == KeyCode::Right || cx.keys.is(Action::Right, k) || k.code == KeyCode::Char(' ');
-                let (v, n) = if self.focus == 0 { (&mut self.point, self.points.len()) } else { (&mut self.format, FORMATS.len()) };
+                let right = k.code == KeyCode::Right
+                    || cx.keys.is(Action::Right, k)
+                    || k.code == KeyCode::Char(' ');
+                let (v, n) = if self.focus == 0 {
+                    (&mut self.point, self.points.len())
+                } else {
+                    (&mut self.format, FORMATS.len())
+                };
                 if n > 0 {
                     if left {
                         *v = (*v + n - 1) % n;
@@ -98,11 +121,36 @@ impl State {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
-        let r = centered(area, 90.min(area.width.saturating_sub(2)), 16.min(area.height));
-        let inner = popup_frame(f, r, &format!("Restore · {}", self.item.qualified_name()), t);
-        let [body, foot] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
-        let marker = |i: usize| if self.focus == i { Span::styled("▶ ", t.accent()) } else { Span::raw("  ") };
-        let label = |i: usize, s: &str| Span::styled(format!("{s:<16}"), if self.focus == i { t.focused() } else { t.header() });
+        let r = centered(
+            area,
+            90.min(area.width.saturating_sub(2)),
+            16.min(area.height),
+        );
+        let inner = popup_frame(
+            f,
+            r,
+            &format!("Restore · {}", self.item.qualified_name()),
+            t,
+        );
+        let [body, foot] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        let marker = |i: usize| {
+            if self.focus == i {
+                Span::styled("▶ ", t.accent())
+            } else {
+                Span::raw("  ")
+            }
+        };
+        let label = |i: usize, s: &str| {
+            Span::styled(
+                format!("{s:<16}"),
+                if self.focus == i {
+                    t.focused()
+                } else {
+                    t.header()
+                },
+            )
+        };
         let mut lines = Vec::new();
         if let Some(p) = self.points.get(self.point) {
             lines.push(Line::from(vec![
@@ -114,7 +162,11 @@ impl State {
                         "{} of {} · {} · {} · {}",
                         self.point + 1,
                         self.points.len(),
-                        if p.kind == PointKind::OnDemand { "on demand" } else { "scheduled" },
+                        if p.kind == PointKind::OnDemand {
+                            "on demand"
+                        } else {
+                            "scheduled"
+                        },
                         p.consistency,
                         fmt::bytes(p.logical_bytes)
                     ),
@@ -123,29 +175,57 @@ impl State {
             ]));
         }
         let mut folder = vec![marker(1), label(1, "Target folder")];
-        folder.extend(self.folder.line(self.focus == 1, Style::default(), Style::default().add_modifier(Modifier::REVERSED)).spans);
+        folder.extend(
+            self.folder
+                .line(
+                    self.focus == 1,
+                    Style::default(),
+                    Style::default().add_modifier(Modifier::REVERSED),
+                )
+                .spans,
+        );
         lines.push(Line::from(folder));
         let mut fmts = vec![marker(2), label(2, "Format")];
         for (i, fm) in FORMATS.iter().enumerate() {
             let on = i == self.format;
-            fmts.push(Span::styled(format!("{} {}   ", radio(on), fm.extension()), if on { t.accent() } else { Default::default() }));
+            fmts.push(Span::styled(
+                format!("{} {}   ", radio(on), fm.extension()),
+                if on { t.accent() } else { Default::default() },
+            ));
         }
         lines.push(Line::from(fmts));
         if FORMATS[self.format] != RestoreFormat::Raw {
-            lines.push(Line::from(Span::styled(format!("{:18}converted with qemu-img (package qemu-utils)", ""), t.muted())));
+            lines.push(Line::from(Span::styled(
+                format!("{:18}converted with qemu-img (package qemu-utils)", ""),
+                t.muted(),
+            )));
         }
         lines.push(Line::from(""));
         if let Some(p) = self.points.get(self.point) {
-            lines.push(Line::from(Span::styled("Files written (never overwritten):", t.header())));
+            lines.push(Line::from(Span::styled(
+                "Files written (never overwritten):",
+                t.header(),
+            )));
             // (No existence check here: drawing does no I/O; the engine refuses to overwrite.)
             for target in restore_targets(&self.item, p, &self.dir(), FORMATS[self.format]) {
-                lines.push(Line::from(Span::styled(format!("  {}", target.display()), t.muted())));
+                lines.push(Line::from(Span::styled(
+                    format!("  {}", target.display()),
+                    t.muted(),
+                )));
             }
         }
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
         let k = &app.keys;
         f.render_widget(
-            Paragraph::new(key_hints(&[("↑/↓".into(), "field"), ("←/→".into(), "choose"), (k.label(Action::Open), "restore"), (k.label(Action::Back), "cancel")], t)),
+            Paragraph::new(key_hints(
+                &[
+                    ("↑/↓".into(), "field"),
+                    ("←/→".into(), "choose"),
+                    (k.label(Action::Open), "restore"),
+                    (k.label(Action::Back), "cancel"),
+                ],
+                t,
+            )),
             foot,
         );
     }

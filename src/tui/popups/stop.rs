@@ -24,7 +24,11 @@ impl State {
     pub fn new(item: Item, points: usize) -> State {
         // A stopped item can only go on to having its data deleted.
         let choice = usize::from(item.protection_state == ProtectionState::ProtectionStopped);
-        State { item, choice, points }
+        State {
+            item,
+            choice,
+            points,
+        }
     }
 
     fn allowed(&self, choice: usize) -> bool {
@@ -48,20 +52,29 @@ impl State {
             let lines = if delete {
                 vec![
                     format!("Stop protection of {name} and DELETE its backup data?"),
-                    format!("Its {} recovery point(s) are soft-deleted: kept 14 days, then purged.", self.points),
+                    format!(
+                        "Its {} recovery point(s) are soft-deleted: kept 14 days, then purged.",
+                        self.points
+                    ),
                     "Undelete brings them back within those 14 days.".into(),
                 ]
             } else {
                 vec![
                     format!("Stop protection of {name} and retain its backup data?"),
-                    format!("No more backups run; its {} recovery point(s) are kept until deleted.", self.points),
+                    format!(
+                        "No more backups run; its {} recovery point(s) are kept until deleted.",
+                        self.points
+                    ),
                     "Resume protection later with a policy.".into(),
                 ]
             };
             cx.replace(Popup::Confirm(confirm::State::new(
                 "Stop protection",
                 lines,
-                vec![Effect::Run(Command::StopProtection { item: Box::new(self.item.clone()), delete_data: delete })],
+                vec![Effect::Run(Command::StopProtection {
+                    item: Box::new(self.item.clone()),
+                    delete_data: delete,
+                })],
                 delete,
             )));
         }
@@ -69,25 +82,59 @@ impl State {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
-        let r = centered(area, 72.min(area.width.saturating_sub(2)), 11.min(area.height));
-        let inner = popup_frame(f, r, &format!("Stop protection · {}", self.item.qualified_name()), t);
-        let [body, foot] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        let r = centered(
+            area,
+            72.min(area.width.saturating_sub(2)),
+            11.min(area.height),
+        );
+        let inner = popup_frame(
+            f,
+            r,
+            &format!("Stop protection · {}", self.item.qualified_name()),
+            t,
+        );
+        let [body, foot] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
         let opt = |i: usize, title: &str, words: &str| -> Vec<Line<'static>> {
             let sel = i == self.choice;
-            let style = if !self.allowed(i) { t.muted() } else if sel { t.selected() } else { Default::default() };
+            let style = if !self.allowed(i) {
+                t.muted()
+            } else if sel {
+                t.selected()
+            } else {
+                Default::default()
+            };
             vec![
                 Line::from(Span::styled(format!("{} {title}", radio(sel)), style)),
                 Line::from(Span::styled(format!("    {words}"), t.muted())),
             ]
         };
-        let mut lines = opt(0, "Retain backup data", "no more backups; recovery points kept until deleted by hand");
-        lines.extend(opt(1, "Delete backup data", "soft delete: kept 14 days, then purged (Undelete within 14 days)"));
+        let mut lines = opt(
+            0,
+            "Retain backup data",
+            "no more backups; recovery points kept until deleted by hand",
+        );
+        lines.extend(opt(
+            1,
+            "Delete backup data",
+            "soft delete: kept 14 days, then purged (Undelete within 14 days)",
+        ));
         lines.push(Line::from(""));
-        lines.push(Line::from(Span::styled(format!("{} recovery point(s) now.", self.points), t.muted())));
+        lines.push(Line::from(Span::styled(
+            format!("{} recovery point(s) now.", self.points),
+            t.muted(),
+        )));
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
         let k = &app.keys;
         f.render_widget(
-            Paragraph::new(key_hints(&[("↑/↓".into(), "choose"), (k.label(Action::Open), "continue"), (k.label(Action::Back), "cancel")], t)),
+            Paragraph::new(key_hints(
+                &[
+                    ("↑/↓".into(), "choose"),
+                    (k.label(Action::Open), "continue"),
+                    (k.label(Action::Back), "cancel"),
+                ],
+                t,
+            )),
             foot,
         );
     }

@@ -20,8 +20,14 @@ pub struct State {
 
 impl State {
     pub fn new(choices: &[VaultChoice], current: Option<&str>) -> State {
-        let selected = current.and_then(|c| choices.iter().position(|v| v.name == c)).unwrap_or(0);
-        State { choices: choices.to_vec(), selected, current: current.map(str::to_string) }
+        let selected = current
+            .and_then(|c| choices.iter().position(|v| v.name == c))
+            .unwrap_or(0);
+        State {
+            choices: choices.to_vec(),
+            selected,
+            current: current.map(str::to_string),
+        }
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
@@ -33,18 +39,32 @@ impl State {
         } else if keys.is(Action::Back, k) {
             cx.close();
         } else if keys.is(Action::Open, k) {
-            let Some(v) = self.choices.get(self.selected) else { return };
-            if self.current.as_deref() == Some(v.name.as_str()) && cx.vault.is_some_and(|x| x.read_only.is_none()) {
+            let Some(v) = self.choices.get(self.selected) else {
+                return;
+            };
+            if self.current.as_deref() == Some(v.name.as_str())
+                && cx.vault.is_some_and(|x| x.read_only.is_none())
+            {
                 cx.close();
                 return;
             }
-            let open = Effect::OpenVault { name: v.name.clone(), read_only: false };
-            let own_running = if cx.vault.is_some_and(|x| x.read_only.is_none()) { cx.running.len() } else { 0 };
+            let open = Effect::OpenVault {
+                name: v.name.clone(),
+                read_only: false,
+            };
+            let own_running = if cx.vault.is_some_and(|x| x.read_only.is_none()) {
+                cx.running.len()
+            } else {
+                0
+            };
             if own_running > 0 {
                 cx.replace(Popup::Confirm(confirm::State::new(
                     "Switch vault",
                     vec![
-                        format!("{own_running} job(s) are running in vault {}.", self.current.clone().unwrap_or_default()),
+                        format!(
+                            "{own_running} job(s) are running in vault {}.",
+                            self.current.clone().unwrap_or_default()
+                        ),
                         "Switching closes it: they are cancelled and recorded as Cancelled.".into(),
                         String::new(),
                         format!("Open vault {} anyway?", v.name),
@@ -61,16 +81,27 @@ impl State {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
-        let r = centered(area, 70.min(area.width.saturating_sub(2)), (self.choices.len() as u16 + 5).min(area.height));
+        let r = centered(
+            area,
+            70.min(area.width.saturating_sub(2)),
+            (self.choices.len() as u16 + 5).min(area.height),
+        );
         let inner = popup_frame(f, r, "Switch vault", t);
-        let [list, foot] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        let [list, foot] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
         let lines: Vec<Line> = self
             .choices
             .iter()
             .enumerate()
             .map(|(i, v)| {
                 let cur = self.current.as_deref() == Some(v.name.as_str());
-                let text = format!("{} {:<24} {:<16} {}", if cur { "●" } else { " " }, v.name, v.region, v.source);
+                let text = format!(
+                    "{} {:<24} {:<16} {}",
+                    if cur { "●" } else { " " },
+                    v.name,
+                    v.region,
+                    v.source
+                );
                 if i == self.selected {
                     Line::from(Span::styled(text, t.selected()))
                 } else {
@@ -80,6 +111,15 @@ impl State {
             .collect();
         f.render_widget(Paragraph::new(lines), list);
         let k = &app.keys;
-        f.render_widget(Paragraph::new(key_hints(&[(k.label(Action::Open), "open"), (k.label(Action::Back), "close")], t)), foot);
+        f.render_widget(
+            Paragraph::new(key_hints(
+                &[
+                    (k.label(Action::Open), "open"),
+                    (k.label(Action::Back), "close"),
+                ],
+                t,
+            )),
+            foot,
+        );
     }
 }

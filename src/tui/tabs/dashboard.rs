@@ -14,11 +14,23 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 use std::cell::Cell;
 
-pub const ACTIONS: &[Action] = &[Action::Left, Action::Right, Action::Up, Action::Down, Action::Open, Action::Discover, Action::Protect];
+pub const ACTIONS: &[Action] = &[
+    Action::Left,
+    Action::Right,
+    Action::Up,
+    Action::Down,
+    Action::Open,
+    Action::Discover,
+    Action::Protect,
+];
 pub const FOOTER: &[Action] = &[Action::Left, Action::Open];
 
 /// The three selectable counts of the last 24 hours.
-pub const CHOICES: [StatusFilter; 3] = [StatusFilter::Completed, StatusFilter::Failed, StatusFilter::InProgress];
+pub const CHOICES: [StatusFilter; 3] = [
+    StatusFilter::Completed,
+    StatusFilter::Failed,
+    StatusFilter::InProgress,
+];
 
 #[derive(Debug, Default)]
 pub struct State {
@@ -57,7 +69,11 @@ impl State {
 
 /// Opens Jobs filtered to the chosen count.
 fn open(i: usize, cx: &mut Cx) {
-    cx.jobs_query = Some(JobsQuery { status: CHOICES[i], range: TimeRange::Day, ..Default::default() });
+    cx.jobs_query = Some(JobsQuery {
+        status: CHOICES[i],
+        range: TimeRange::Day,
+        ..Default::default()
+    });
     cx.goto = Some(Tab::Jobs);
 }
 
@@ -71,8 +87,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Min(0),
     ])
     .areas(area);
-    let [items_a, jobs_a, storage_a] =
-        Layout::horizontal([Constraint::Percentage(28), Constraint::Percentage(36), Constraint::Percentage(36)]).areas(row1);
+    let [items_a, jobs_a, storage_a] = Layout::horizontal([
+        Constraint::Percentage(28),
+        Constraint::Percentage(36),
+        Constraint::Percentage(36),
+    ])
+    .areas(row1);
 
     let s = d.summary.as_deref();
     let num = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "…".into());
@@ -81,7 +101,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let lines = vec![
         kv("Protected", num(s.map(|s| s.protected)), Style::default()),
         kv("Registered", num(s.map(|s| s.registered)), Style::default()),
-        kv("Need attention", num(s.map(|s| s.needs_attention)), if attention > 0 { t.warning() } else { Style::default() }),
+        kv(
+            "Need attention",
+            num(s.map(|s| s.needs_attention)),
+            if attention > 0 {
+                t.warning()
+            } else {
+                Style::default()
+            },
+        ),
         kv("Discovered", d.items.len().to_string(), t.muted()),
     ];
     f.render_widget(Paragraph::new(lines).block(panel("Items", t)), items_a);
@@ -91,19 +119,46 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let inner = block.inner(jobs_a);
     f.render_widget(block, jobs_a);
     let counts = s.map(|s| s.jobs_24h);
-    let values = [counts.map(|c| c.completed), counts.map(|c| c.failed), counts.map(|c| c.in_progress)];
+    let values = [
+        counts.map(|c| c.completed),
+        counts.map(|c| c.failed),
+        counts.map(|c| c.in_progress),
+    ];
     let styles = [t.ok(), t.error(), t.running()];
     let cells = Layout::horizontal([Constraint::Ratio(1, 3); 3]).split(inner);
     for i in 0..3 {
         let selected = app.dashboard.selected == i && app.popups.is_empty();
         let r = cells[i];
         app.dashboard.areas[i].set(r);
-        let label_style = if selected { t.selected() } else { Style::default() };
+        let label_style = if selected {
+            t.selected()
+        } else {
+            Style::default()
+        };
         let value = num(values[i]);
-        let mut lines = vec![Line::from(""), Line::from(Span::styled(value, styles[i].add_modifier(ratatui::style::Modifier::BOLD))).centered()];
-        lines.push(Line::from(Span::styled(format!(" {} ", CHOICES[i].label()), label_style)).centered());
+        let mut lines = vec![
+            Line::from(""),
+            Line::from(Span::styled(
+                value,
+                styles[i].add_modifier(ratatui::style::Modifier::BOLD),
+            ))
+            .centered(),
+        ];
+        lines.push(
+            Line::from(Span::styled(
+                format!(" {} ", CHOICES[i].label()),
+                label_style,
+            ))
+            .centered(),
+        );
         if selected && inner.height >= 5 {
-            lines.push(Line::from(Span::styled(format!("{} opens", app.keys.label(Action::Open)), t.muted())).centered());
+            lines.push(
+                Line::from(Span::styled(
+                    format!("{} opens", app.keys.label(Action::Open)),
+                    t.muted(),
+                ))
+                .centered(),
+            );
         }
         f.render_widget(Paragraph::new(lines), r);
     }
@@ -112,10 +167,22 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let st = s.map(|s| s.storage);
     let lines = match st {
         Some(st) => vec![
-            kv("Protected size", fmt::bytes(st.protected_bytes), Style::default()),
+            kv(
+                "Protected size",
+                fmt::bytes(st.protected_bytes),
+                Style::default(),
+            ),
             kv("Stored size", fmt::bytes(st.stored_bytes), Style::default()),
-            kv("Deduplication", format!("{:.2}×", st.dedup_ratio), Style::default()),
-            kv("Compression", format!("{:.2}×", st.compression_ratio), Style::default()),
+            kv(
+                "Deduplication",
+                format!("{:.2}×", st.dedup_ratio),
+                Style::default(),
+            ),
+            kv(
+                "Compression",
+                format!("{:.2}×", st.compression_ratio),
+                Style::default(),
+            ),
             kv("Recovery points", st.recovery_points.to_string(), t.muted()),
         ],
         None => vec![Line::from(Span::styled("Loading…", t.muted()))],
@@ -128,17 +195,34 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let inner = block.inner(row2);
     f.render_widget(block, row2);
     if inner.height >= 2 && !d.jobs_per_hour.is_empty() {
-        let [chart, axis] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        let [chart, axis] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
         let values: Vec<u64> = d.jobs_per_hour.iter().map(|x| x.1).collect();
         let max = values.iter().copied().max().unwrap_or(0);
         // Bars as wide as fit: 24 bars with one column of gap.
         let label_w = max.to_string().len() as u16 + 1;
-        let chart = Rect { x: chart.x + label_w, width: chart.width.saturating_sub(label_w), ..chart };
+        let chart = Rect {
+            x: chart.x + label_w,
+            width: chart.width.saturating_sub(label_w),
+            ..chart
+        };
         let bar_w = ((chart.width + 1) / 24).saturating_sub(1).max(1);
-        let gap = if (bar_w + 1) * 24 <= chart.width + 1 { 1 } else { 0 };
+        let gap = if (bar_w + 1) * 24 <= chart.width + 1 {
+            1
+        } else {
+            0
+        };
         bars::draw(f.buffer_mut(), chart, &values, None, bar_w, gap, t.accent());
-        let ymax = Rect { x: inner.x, y: inner.y, width: label_w, height: 1 };
-        f.render_widget(Paragraph::new(Span::styled(max.to_string(), t.muted())), ymax);
+        let ymax = Rect {
+            x: inner.x,
+            y: inner.y,
+            width: label_w,
+            height: 1,
+        };
+        f.render_widget(
+            Paragraph::new(Span::styled(max.to_string(), t.muted())),
+            ymax,
+        );
         // Hour labels every 6 bars.
         let step = bar_w + gap;
         let mut axis_line = String::new();
@@ -151,18 +235,26 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 axis_line.push_str(&h.format("%H:00").to_string());
             }
         }
-        let axis = Rect { x: axis.x + label_w, width: axis.width.saturating_sub(label_w), ..axis };
+        let axis = Rect {
+            x: axis.x + label_w,
+            width: axis.width.saturating_sub(label_w),
+            ..axis
+        };
         f.render_widget(Paragraph::new(Span::styled(axis_line, t.muted())), axis);
     }
 
     // Upcoming backups and recent failures.
-    let [up_a, fail_a] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(row3);
+    let [up_a, fail_a] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(row3);
     let block = panel("Upcoming scheduled backups", t);
     let inner = block.inner(up_a);
     f.render_widget(block, up_a);
     let w = inner.width as usize;
     let lines: Vec<Line> = if d.upcoming.is_empty() {
-        vec![Line::from(Span::styled("No backups scheduled: protect items to schedule them", t.muted()))]
+        vec![Line::from(Span::styled(
+            "No backups scheduled: protect items to schedule them",
+            t.muted(),
+        ))]
     } else {
         d.upcoming
             .iter()
@@ -197,7 +289,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Line::from(vec![
                     Span::styled(time, t.error()),
                     Span::raw(" "),
-                    Span::raw(ellipsize(&format!("{} {} {code}", j.operation, j.item), rest)),
+                    Span::raw(ellipsize(
+                        &format!("{} {} {code}", j.operation, j.item),
+                        rest,
+                    )),
                 ])
             })
             .collect()
@@ -206,5 +301,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn kv(k: &str, v: String, style: Style) -> Line<'static> {
-    Line::from(vec![Span::raw(format!(" {k:<16}")), Span::styled(v, style.add_modifier(ratatui::style::Modifier::BOLD))])
+    Line::from(vec![
+        Span::raw(format!(" {k:<16}")),
+        Span::styled(v, style.add_modifier(ratatui::style::Modifier::BOLD)),
+    ])
 }

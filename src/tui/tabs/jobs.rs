@@ -8,7 +8,9 @@ use crate::tui::app::{short_id, App, Command, Cx};
 use crate::tui::data::{Data, JobsQuery, JOB_WINDOW};
 use crate::tui::keys::Action;
 use crate::tui::popups::{self, Popup};
-use crate::tui::widgets::{panel, progress::progress_line, render_table, table::cell, Column, TableNav, TextInput};
+use crate::tui::widgets::{
+    panel, progress::progress_line, render_table, table::cell, Column, TableNav, TextInput,
+};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -33,7 +35,14 @@ pub const ACTIONS: &[Action] = &[
     Action::SortReverse,
 ];
 
-const COLUMNS: [&str; 6] = ["Operation", "Item", "Status", "Start", "Duration", "Progress"];
+const COLUMNS: [&str; 6] = [
+    "Operation",
+    "Item",
+    "Status",
+    "Start",
+    "Duration",
+    "Progress",
+];
 
 /// Operations offered by the operation filter, in the order `o` cycles through them.
 const OPERATIONS: [JobOperation; 11] = [
@@ -112,7 +121,9 @@ impl State {
     }
 
     fn selected<'a>(&self, data: &'a Data) -> Option<&'a Job> {
-        self.order.get(self.nav.selected).and_then(|n| data.jobs.rows.get(*n))
+        self.order
+            .get(self.nav.selected)
+            .and_then(|n| data.jobs.rows.get(*n))
     }
 
     fn remember(&mut self, data: &Data) {
@@ -127,13 +138,23 @@ impl State {
         if self.filtering {
             return vec![Action::Open, Action::Back];
         }
-        vec![Action::Open, Action::CancelJob, Action::FilterStatus, Action::FilterOperation, Action::FilterTime, Action::Filter]
+        vec![
+            Action::Open,
+            Action::CancelJob,
+            Action::FilterStatus,
+            Action::FilterOperation,
+            Action::FilterTime,
+            Action::Filter,
+        ]
     }
 
     /// A larger window when the selection nears the end of the loaded one.
     fn grow_window(&mut self, data: &Data) -> Option<JobsQuery> {
         let loaded = data.jobs.rows.len();
-        if (data.jobs.total as usize) > loaded && self.nav.selected + 50 >= loaded && data.jobs.query.limit <= loaded {
+        if (data.jobs.total as usize) > loaded
+            && self.nav.selected + 50 >= loaded
+            && data.jobs.query.limit <= loaded
+        {
             let mut q = self.query.clone();
             q.limit = loaded + JOB_WINDOW;
             self.query = q.clone();
@@ -204,7 +225,11 @@ impl State {
             self.new_filter(cx, |q| {
                 q.operation = match q.operation {
                     None => Some(OPERATIONS[0]),
-                    Some(op) => OPERATIONS.iter().position(|o| *o == op).and_then(|i| OPERATIONS.get(i + 1)).copied(),
+                    Some(op) => OPERATIONS
+                        .iter()
+                        .position(|o| *o == op)
+                        .and_then(|i| OPERATIONS.get(i + 1))
+                        .copied(),
                 }
             });
             return;
@@ -258,11 +283,21 @@ impl State {
 pub fn cancel(j: &Job, cx: &mut Cx) {
     let running = cx.running.get(&j.id).map(|r| r.status).unwrap_or(j.status);
     if !running.is_active() {
-        cx.notice = Some((crate::engine::NoticeLevel::Warning, format!("Job {} is {}; only running jobs can be cancelled", short_id(&j.id), j.status)));
+        cx.notice = Some((
+            crate::engine::NoticeLevel::Warning,
+            format!(
+                "Job {} is {}; only running jobs can be cancelled",
+                short_id(&j.id),
+                j.status
+            ),
+        ));
         return;
     }
     if running == JobStatus::Cancelling {
-        cx.notice = Some((crate::engine::NoticeLevel::Info, format!("Job {} is being cancelled already", short_id(&j.id))));
+        cx.notice = Some((
+            crate::engine::NoticeLevel::Info,
+            format!("Job {} is being cancelled already", short_id(&j.id)),
+        ));
         return;
     }
     if cx.writable("Cancel") {
@@ -295,7 +330,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         spans.push(Span::raw("  "));
         spans.push(Span::styled(label(Action::Filter), t.key()));
         spans.push(Span::raw(" Item: "));
-        spans.push(Span::styled(format!("\"{}{}\"", s.filter.value, if s.filtering { "▏" } else { "" }), t.accent()));
+        spans.push(Span::styled(
+            format!(
+                "\"{}{}\"",
+                s.filter.value,
+                if s.filtering { "▏" } else { "" }
+            ),
+            t.accent(),
+        ));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), top);
 
@@ -311,14 +353,30 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     cols.push(Column::new(COLUMNS[4], Constraint::Length(8)));
     cols.push(Column::new(COLUMNS[5], Constraint::Fill(1)));
     let shown = s.order.len();
-    let mut title = list_title("Jobs", shown, window.total as usize, "", false, s.sort, &COLUMNS);
+    let mut title = list_title(
+        "Jobs",
+        shown,
+        window.total as usize,
+        "",
+        false,
+        s.sort,
+        &COLUMNS,
+    );
     if (window.total as usize) > shown {
-        title = format!("Jobs (newest {shown} of {}){}", window.total, title.split_once(')').map(|x| x.1).unwrap_or(""));
+        title = format!(
+            "Jobs (newest {shown} of {}){}",
+            window.total,
+            title.split_once(')').map(|x| x.1).unwrap_or("")
+        );
     }
     let empty = if !app.data.loaded {
         "Loading…".to_string()
     } else if q.is_filtered() || q.range != crate::tui::data::TimeRange::All {
-        format!("No jobs match ({}); {} clears the filters", q.range.label(), label(Action::ClearFilters))
+        format!(
+            "No jobs match ({}); {} clears the filters",
+            q.range.label(),
+            label(Action::ClearFilters)
+        )
     } else {
         "No jobs yet".to_string()
     };
@@ -327,33 +385,57 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let progress_w = (area.width.saturating_sub(fixed) / 2) as usize;
     let now = app.now;
     let rows = &window.rows;
-    render_table(f, body, panel(title, t), &cols, &s.nav, shown, true, t, &empty, |n| {
-        let j = &rows[s.order[n]];
-        // Status and progress from events when the job runs (the snapshot may lag).
-        let live = app.running.get(&j.id);
-        let status = live.map(|l| l.status).unwrap_or(j.status);
-        let mut cells = vec![
-            cell(j.operation.to_string(), Default::default()),
-            cell(j.item.clone(), Default::default()),
-            cell(status.to_string(), t.job_status(status)),
-        ];
-        if wide {
-            cells.push(cell(fmt::time(j.start_time), Default::default()));
-        }
-        let end = if status.is_active() { None } else { j.end_time };
-        cells.push(cell(fmt::duration(end.unwrap_or(now.max(j.start_time)) - j.start_time), Default::default()));
-        let progress = if status.is_active() {
-            progress_line(app.progress.get(&j.id), j.bytes_done, j.bytes_total, progress_w, t)
-        } else {
-            match (&j.error, status) {
-                (Some(e), JobStatus::Failed) => Line::from(Span::styled(e.code.clone(), t.error())),
-                (_, JobStatus::Completed | JobStatus::CompletedWithWarnings) if j.bytes_total > 0 => {
-                    Line::from(Span::styled(fmt::bytes(j.bytes_done), t.muted()))
-                }
-                _ => Line::from(""),
+    render_table(
+        f,
+        body,
+        panel(title, t),
+        &cols,
+        &s.nav,
+        shown,
+        true,
+        t,
+        &empty,
+        |n| {
+            let j = &rows[s.order[n]];
+            // Status and progress from events when the job runs (the snapshot may lag).
+            let live = app.running.get(&j.id);
+            let status = live.map(|l| l.status).unwrap_or(j.status);
+            let mut cells = vec![
+                cell(j.operation.to_string(), Default::default()),
+                cell(j.item.clone(), Default::default()),
+                cell(status.to_string(), t.job_status(status)),
+            ];
+            if wide {
+                cells.push(cell(fmt::time(j.start_time), Default::default()));
             }
-        };
-        cells.push(progress);
-        Row::new(cells)
-    });
+            let end = if status.is_active() { None } else { j.end_time };
+            cells.push(cell(
+                fmt::duration(end.unwrap_or(now.max(j.start_time)) - j.start_time),
+                Default::default(),
+            ));
+            let progress = if status.is_active() {
+                progress_line(
+                    app.progress.get(&j.id),
+                    j.bytes_done,
+                    j.bytes_total,
+                    progress_w,
+                    t,
+                )
+            } else {
+                match (&j.error, status) {
+                    (Some(e), JobStatus::Failed) => {
+                        Line::from(Span::styled(e.code.clone(), t.error()))
+                    }
+                    (_, JobStatus::Completed | JobStatus::CompletedWithWarnings)
+                        if j.bytes_total > 0 =>
+                    {
+                        Line::from(Span::styled(fmt::bytes(j.bytes_done), t.muted()))
+                    }
+                    _ => Line::from(""),
+                }
+            };
+            cells.push(progress);
+            Row::new(cells)
+        },
+    );
 }

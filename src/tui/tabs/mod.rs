@@ -56,12 +56,22 @@ pub struct ItemTable {
 impl ItemTable {
     /// Rebuilds the order when something it depends on changed, keeping the selection on
     /// the same item.
-    pub fn rebuild(&mut self, data: &Data, include: impl Fn(&Item) -> bool, text: impl Fn(&Item) -> String, key: impl Fn(&Item, usize) -> SortValue) {
+    pub fn rebuild(
+        &mut self,
+        data: &Data,
+        include: impl Fn(&Item) -> bool,
+        text: impl Fn(&Item) -> String,
+        key: impl Fn(&Item, usize) -> SortValue,
+    ) {
         let k = (data.generation, self.filter.value.clone(), self.sort);
         if self.built.as_ref() == Some(&k) {
             return;
         }
-        if let Some(i) = self.order.get(self.nav.selected).and_then(|i| data.items.get(*i)) {
+        if let Some(i) = self
+            .order
+            .get(self.nav.selected)
+            .and_then(|i| data.items.get(*i))
+        {
             self.selected_id = Some(i.id.clone());
         }
         let needle = self.filter.value.trim().to_lowercase();
@@ -74,7 +84,10 @@ impl ItemTable {
             .map(|(n, _)| n)
             .collect();
         if let Some(c) = self.sort.column {
-            let mut keyed: Vec<(SortValue, usize)> = order.iter().map(|n| (key(&data.items[*n], c), *n)).collect();
+            let mut keyed: Vec<(SortValue, usize)> = order
+                .iter()
+                .map(|n| (key(&data.items[*n], c), *n))
+                .collect();
             keyed.sort();
             order = keyed.into_iter().map(|(_, n)| n).collect();
         }
@@ -83,7 +96,11 @@ impl ItemTable {
         }
         self.order = order;
         if let Some(id) = &self.selected_id {
-            if let Some(pos) = self.order.iter().position(|n| data.items.get(*n).is_some_and(|i| &i.id == id)) {
+            if let Some(pos) = self
+                .order
+                .iter()
+                .position(|n| data.items.get(*n).is_some_and(|i| &i.id == id))
+            {
                 self.nav.selected = pos;
             }
         }
@@ -92,7 +109,9 @@ impl ItemTable {
     }
 
     pub fn selected<'a>(&self, data: &'a Data) -> Option<&'a Item> {
-        self.order.get(self.nav.selected).and_then(|n| data.items.get(*n))
+        self.order
+            .get(self.nav.selected)
+            .and_then(|n| data.items.get(*n))
     }
 
     pub fn remember_selection(&mut self, data: &Data) {
@@ -164,13 +183,32 @@ pub fn registration_label(i: &Item) -> &'static str {
 }
 
 /// The title of a list with its filter and sort, e.g. `Registered Items (13) · filter "web"`.
-pub fn list_title(name: &str, shown: usize, total: usize, filter: &str, filtering: bool, sort: Sort, columns: &[&str]) -> String {
-    let mut t = if shown == total { format!("{name} ({total})") } else { format!("{name} ({shown} of {total})") };
+pub fn list_title(
+    name: &str,
+    shown: usize,
+    total: usize,
+    filter: &str,
+    filtering: bool,
+    sort: Sort,
+    columns: &[&str],
+) -> String {
+    let mut t = if shown == total {
+        format!("{name} ({total})")
+    } else {
+        format!("{name} ({shown} of {total})")
+    };
     if filtering || !filter.is_empty() {
-        t.push_str(&format!(" · filter \"{filter}{}\"", if filtering { "▏" } else { "" }));
+        t.push_str(&format!(
+            " · filter \"{filter}{}\"",
+            if filtering { "▏" } else { "" }
+        ));
     }
     if let Some(c) = sort.column {
-        t.push_str(&format!(" · sorted by {}{}", columns.get(c).copied().unwrap_or("?"), if sort.reverse { " ↓" } else { " ↑" }));
+        t.push_str(&format!(
+            " · sorted by {}{}",
+            columns.get(c).copied().unwrap_or("?"),
+            if sort.reverse { " ↓" } else { " ↑" }
+        ));
     } else if sort.reverse {
         t.push_str(" · reversed");
     }

@@ -14,7 +14,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, Wrap};
 use ratatui::Frame;
 
-pub const ACTIONS: &[Action] = &[Action::Up, Action::Down, Action::NewPolicy, Action::DeletePolicy];
+pub const ACTIONS: &[Action] = &[
+    Action::Up,
+    Action::Down,
+    Action::NewPolicy,
+    Action::DeletePolicy,
+];
 pub const FOOTER: &[Action] = &[Action::Up, Action::NewPolicy, Action::DeletePolicy];
 
 #[derive(Debug, Default)]
@@ -35,10 +40,18 @@ impl State {
             self.preview = None;
             return;
         };
-        if self.preview.as_ref().is_some_and(|(n, g, _)| *n == p.policy.name && *g == data.generation) {
+        if self
+            .preview
+            .as_ref()
+            .is_some_and(|(n, g, _)| *n == p.policy.name && *g == data.generation)
+        {
             return;
         }
-        self.preview = Some((p.policy.name.clone(), data.generation, RetentionPreview::compute(&p.policy, now)));
+        self.preview = Some((
+            p.policy.name.clone(),
+            data.generation,
+            RetentionPreview::compute(&p.policy, now),
+        ));
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
@@ -50,14 +63,26 @@ impl State {
             self.nav.down(1, len);
         } else if keys.is(Action::NewPolicy, k) {
             if cx.writable("Create policy") {
-                let names = cx.data.policies.iter().map(|p| p.policy.name.clone()).collect();
-                cx.push(Popup::PolicyWizard(Box::new(policy_wizard::State::new(names, cx.now))));
+                let names = cx
+                    .data
+                    .policies
+                    .iter()
+                    .map(|p| p.policy.name.clone())
+                    .collect();
+                cx.push(Popup::PolicyWizard(Box::new(policy_wizard::State::new(
+                    names, cx.now,
+                ))));
             }
         } else if keys.is(Action::DeletePolicy, k) {
-            let Some(p) = cx.data.policies.get(self.nav.selected) else { return };
+            let Some(p) = cx.data.policies.get(self.nav.selected) else {
+                return;
+            };
             let name = p.policy.name.clone();
             if p.builtin {
-                cx.notice = Some((crate::engine::NoticeLevel::Warning, format!("{name} is built in and cannot be deleted")));
+                cx.notice = Some((
+                    crate::engine::NoticeLevel::Warning,
+                    format!("{name} is built in and cannot be deleted"),
+                ));
             } else if p.used_by > 0 {
                 cx.notice = Some((
                     crate::engine::NoticeLevel::Warning,
@@ -103,39 +128,86 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Column::new("Schedule", Constraint::Fill(2)),
         Column::new("Items", Constraint::Length(5)),
     ];
-    let empty = if d.loaded { "No policies" } else { "Loading…" };
-    render_table(f, list_a, panel(format!("Policies ({})", d.policies.len()), t), &cols, &s.nav, d.policies.len(), true, t, empty, |n| {
-        let p = &d.policies[n];
-        let name = if p.builtin { format!("{} (built in)", p.policy.name) } else { p.policy.name.clone() };
-        Row::new(vec![
-            cell(name, Default::default()),
-            cell(p.policy.describe().into_iter().next().unwrap_or_default(), Default::default()),
-            cell(format!("{:>5}", p.used_by), if p.used_by == 0 { t.muted() } else { Default::default() }),
-        ])
-    });
+    let empty = if d.loaded {
+        "No policies"
+    } else {
+        "Loading…"
+    };
+    render_table(
+        f,
+        list_a,
+        panel(format!("Policies ({})", d.policies.len()), t),
+        &cols,
+        &s.nav,
+        d.policies.len(),
+        true,
+        t,
+        empty,
+        |n| {
+            let p = &d.policies[n];
+            let name = if p.builtin {
+                format!("{} (built in)", p.policy.name)
+            } else {
+                p.policy.name.clone()
+            };
+            Row::new(vec![
+                cell(name, Default::default()),
+                cell(
+                    p.policy.describe().into_iter().next().unwrap_or_default(),
+                    Default::default(),
+                ),
+                cell(
+                    format!("{:>5}", p.used_by),
+                    if p.used_by == 0 {
+                        t.muted()
+                    } else {
+                        Default::default()
+                    },
+                ),
+            ])
+        },
+    );
     let block = panel("Details", t);
     let inner = block.inner(detail_a);
     f.render_widget(block, detail_a);
-    let Some(p) = d.policies.get(s.nav.selected) else { return };
+    let Some(p) = d.policies.get(s.nav.selected) else {
+        return;
+    };
     let mut lines = vec![
         Line::from(Span::styled(p.policy.name.clone(), t.title())),
-        Line::from(Span::styled(format!("Time zone {}", p.policy.time_zone.name()), t.muted())),
+        Line::from(Span::styled(
+            format!("Time zone {}", p.policy.time_zone.name()),
+            t.muted(),
+        )),
         Line::from(""),
     ];
     let desc = p.policy.describe();
-    lines.push(Line::from(vec![Span::styled("Schedule  ", t.header()), Span::raw(desc.first().cloned().unwrap_or_default())]));
+    lines.push(Line::from(vec![
+        Span::styled("Schedule  ", t.header()),
+        Span::raw(desc.first().cloned().unwrap_or_default()),
+    ]));
     for (i, r) in desc.iter().skip(1).enumerate() {
-        lines.push(Line::from(vec![Span::styled(if i == 0 { "Retention " } else { "          " }, t.header()), Span::raw(r.clone())]));
+        lines.push(Line::from(vec![
+            Span::styled(if i == 0 { "Retention " } else { "          " }, t.header()),
+            Span::raw(r.clone()),
+        ]));
     }
     lines.push(Line::from(""));
     let usage = match (p.builtin, p.used_by) {
         (true, n) => format!("Used by {n} item(s) · built in: cannot be deleted"),
-        (false, 0) => format!("Used by no item · {} deletes it", app.keys.label(Action::DeletePolicy)),
+        (false, 0) => format!(
+            "Used by no item · {} deletes it",
+            app.keys.label(Action::DeletePolicy)
+        ),
         (false, n) => format!("Used by {n} item(s) · can be deleted once no item uses it"),
     };
     lines.push(Line::from(Span::styled(usage, t.muted())));
     let text_h = lines.len() as u16 + 1;
-    let [text_a, chart_a] = Layout::vertical([Constraint::Length(text_h.min(inner.height)), Constraint::Min(0)]).areas(inner);
+    let [text_a, chart_a] = Layout::vertical([
+        Constraint::Length(text_h.min(inner.height)),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_a);
     if let Some((name, _, pv)) = &s.preview {
         if *name == p.policy.name {

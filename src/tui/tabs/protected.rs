@@ -29,7 +29,16 @@ pub const ACTIONS: &[Action] = &[
     Action::SortReverse,
 ];
 
-const COLUMNS: [&str; 8] = ["Name", "Cloud service", "Policy", "Protection state", "Last backup", "Last status", "Points", "Next backup"];
+const COLUMNS: [&str; 8] = [
+    "Name",
+    "Cloud service",
+    "Policy",
+    "Protection state",
+    "Last backup",
+    "Last status",
+    "Points",
+    "Next backup",
+];
 
 #[derive(Debug, Default)]
 pub struct State {
@@ -48,14 +57,26 @@ impl State {
         self.table.rebuild(
             data,
             is_listed,
-            |i| format!("{} {} {} {}", i.name, i.cloud_service, i.policy.as_deref().unwrap_or(""), i.protection_state.label()),
+            |i| {
+                format!(
+                    "{} {} {} {}",
+                    i.name,
+                    i.cloud_service,
+                    i.policy.as_deref().unwrap_or(""),
+                    i.protection_state.label()
+                )
+            },
             move |i, c| match c {
                 0 => SortValue::Text(i.name.to_lowercase()),
                 1 => SortValue::Text(i.cloud_service.to_lowercase()),
                 2 => SortValue::Text(i.policy.clone().unwrap_or_default()),
                 3 => SortValue::Text(i.protection_state.label().to_string()),
                 4 => SortValue::Time(i.last_backup_time),
-                5 => SortValue::Text(i.last_backup_status.map(|s| s.to_string()).unwrap_or_default()),
+                5 => SortValue::Text(
+                    i.last_backup_status
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                ),
                 6 => SortValue::Num(counts.get(&i.id).copied().unwrap_or(0) as i64),
                 _ => SortValue::Time(next.get(&i.id).copied()),
             },
@@ -70,7 +91,13 @@ impl State {
         if self.table.filtering {
             return vec![Action::Open, Action::Back];
         }
-        vec![Action::Protect, Action::BackupNow, Action::Open, Action::Filter, Action::Sort]
+        vec![
+            Action::Protect,
+            Action::BackupNow,
+            Action::Open,
+            Action::Filter,
+            Action::Sort,
+        ]
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
@@ -81,12 +108,19 @@ impl State {
         let keys = cx.keys;
         if keys.is(Action::Protect, k) {
             if cx.writable("Protect") {
-                cx.push(Popup::Protect(Box::new(popups::protect::State::new(cx.data, cx.region(), cx.now))));
+                cx.push(Popup::Protect(Box::new(popups::protect::State::new(
+                    cx.data,
+                    cx.region(),
+                    cx.now,
+                ))));
             }
         } else if keys.is(Action::BackupNow, k) {
             if let Some(i) = self.table.selected(cx.data) {
                 if cx.writable("Back up now") {
-                    cx.push(Popup::BackupNow(popups::backup_now::State::new(i.clone(), cx.now)));
+                    cx.push(Popup::BackupNow(popups::backup_now::State::new(
+                        i.clone(),
+                        cx.now,
+                    )));
                 }
             }
         } else if keys.is(Action::Open, k) {
@@ -105,7 +139,9 @@ impl State {
         if let Some(i) = self.table.nav.row_at(x, y, self.table.order.len()) {
             if i == self.table.nav.selected {
                 if let Some(item) = self.table.selected(cx.data) {
-                    cx.push(Popup::Item(Box::new(popups::item::State::new(item.clone()))));
+                    cx.push(Popup::Item(Box::new(popups::item::State::new(
+                        item.clone(),
+                    ))));
                 }
             }
             self.table.nav.selected = i;
@@ -129,10 +165,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     if medium {
         cols.push((2, Column::new(COLUMNS[2], Constraint::Length(14))));
     }
-    cols.push((3, Column::new(COLUMNS[3], Constraint::Length(if medium { 34 } else { 22 }))));
+    cols.push((
+        3,
+        Column::new(COLUMNS[3], Constraint::Length(if medium { 34 } else { 22 })),
+    ));
     cols.push((4, Column::new(COLUMNS[4], Constraint::Length(16))));
     if medium {
-        cols.push((5, Column::new(COLUMNS[5], Constraint::Length(if wide { 21 } else { 11 }))));
+        cols.push((
+            5,
+            Column::new(COLUMNS[5], Constraint::Length(if wide { 21 } else { 11 })),
+        ));
     }
     cols.push((6, Column::new(COLUMNS[6], Constraint::Length(6))));
     if medium {
@@ -140,11 +182,22 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
     let columns: Vec<Column> = cols.iter().map(|c| c.1).collect();
     let total = app.data.items.iter().filter(|i| is_listed(i)).count();
-    let title = list_title("Protected Items", s.table.order.len(), total, &s.table.filter.value, s.table.filtering, s.table.sort, &COLUMNS);
+    let title = list_title(
+        "Protected Items",
+        s.table.order.len(),
+        total,
+        &s.table.filter.value,
+        s.table.filtering,
+        s.table.sort,
+        &COLUMNS,
+    );
     let empty = if !app.data.loaded {
         "Loading…".to_string()
     } else if total == 0 {
-        format!("No protected items yet: press {} to protect registered VMs", app.keys.label(Action::Protect))
+        format!(
+            "No protected items yet: press {} to protect registered VMs",
+            app.keys.label(Action::Protect)
+        )
     } else {
         "No item matches the filter".to_string()
     };
@@ -155,40 +208,75 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .filter(|j| j.operation == JobOperation::Backup)
         .filter_map(|j| j.item_id.as_deref())
         .collect();
-    render_table(f, area, panel(title, t), &columns, &s.table.nav, s.table.order.len(), true, t, &empty, |n| {
-        let i = &data.items[s.table.order[n]];
-        let cells = cols
-            .iter()
-            .map(|(c, _)| match c {
-                0 => cell(if wide { i.name.clone() } else { i.qualified_name() }, Default::default()),
-                1 => cell(i.cloud_service.clone(), Default::default()),
-                2 => cell(i.policy.clone().unwrap_or_else(|| "—".into()), Default::default()),
-                3 => {
-                    let label = if medium {
-                        i.protection_state.label().to_string()
-                    } else {
-                        match i.protection_state {
-                            ProtectionState::IrPending => "Pending initial backup".to_string(),
-                            s => s.label().to_string(),
-                        }
-                    };
-                    cell(label, t.protection_state(i.protection_state))
-                }
-                4 => {
-                    if running_backup.contains(i.id.as_str()) {
-                        cell("backing up…", t.running())
-                    } else {
-                        cell(i.last_backup_time.map(fmt::time).unwrap_or_else(|| "—".into()), Default::default())
+    render_table(
+        f,
+        area,
+        panel(title, t),
+        &columns,
+        &s.table.nav,
+        s.table.order.len(),
+        true,
+        t,
+        &empty,
+        |n| {
+            let i = &data.items[s.table.order[n]];
+            let cells = cols
+                .iter()
+                .map(|(c, _)| match c {
+                    0 => cell(
+                        if wide {
+                            i.name.clone()
+                        } else {
+                            i.qualified_name()
+                        },
+                        Default::default(),
+                    ),
+                    1 => cell(i.cloud_service.clone(), Default::default()),
+                    2 => cell(
+                        i.policy.clone().unwrap_or_else(|| "—".into()),
+                        Default::default(),
+                    ),
+                    3 => {
+                        let label = if medium {
+                            i.protection_state.label().to_string()
+                        } else {
+                            match i.protection_state {
+                                ProtectionState::IrPending => "Pending initial backup".to_string(),
+                                s => s.label().to_string(),
+                            }
+                        };
+                        cell(label, t.protection_state(i.protection_state))
                     }
-                }
-                5 => match i.last_backup_status {
-                    Some(st) => cell(st.to_string(), t.job_status(st)),
-                    None => cell("—", t.muted()),
-                },
-                6 => cell(format!("{:>6}", data.point_counts.get(&i.id).copied().unwrap_or(0)), Default::default()),
-                _ => cell(data.next_backup.get(&i.id).map(|t| fmt::time(*t)).unwrap_or_else(|| "—".into()), Default::default()),
-            })
-            .collect::<Vec<_>>();
-        Row::new(cells)
-    });
+                    4 => {
+                        if running_backup.contains(i.id.as_str()) {
+                            cell("backing up…", t.running())
+                        } else {
+                            cell(
+                                i.last_backup_time
+                                    .map(fmt::time)
+                                    .unwrap_or_else(|| "—".into()),
+                                Default::default(),
+                            )
+                        }
+                    }
+                    5 => match i.last_backup_status {
+                        Some(st) => cell(st.to_string(), t.job_status(st)),
+                        None => cell("—", t.muted()),
+                    },
+                    6 => cell(
+                        format!("{:>6}", data.point_counts.get(&i.id).copied().unwrap_or(0)),
+                        Default::default(),
+                    ),
+                    _ => cell(
+                        data.next_backup
+                            .get(&i.id)
+                            .map(|t| fmt::time(*t))
+                            .unwrap_or_else(|| "—".into()),
+                        Default::default(),
+                    ),
+                })
+                .collect::<Vec<_>>();
+            Row::new(cells)
+        },
+    );
 }

@@ -30,7 +30,14 @@ pub const ACTIONS: &[Action] = &[
     Action::SortReverse,
 ];
 
-const COLUMNS: [&str; 6] = ["Name", "Cloud service", "Region", "OS", "Power state", "Status"];
+const COLUMNS: [&str; 6] = [
+    "Name",
+    "Cloud service",
+    "Region",
+    "OS",
+    "Power state",
+    "Status",
+];
 
 #[derive(Debug, Default)]
 pub struct State {
@@ -38,7 +45,14 @@ pub struct State {
 }
 
 fn text(i: &Item) -> String {
-    format!("{} {} {} {} {}", i.name, i.cloud_service, i.region, i.os, registration_label(i))
+    format!(
+        "{} {} {} {} {}",
+        i.name,
+        i.cloud_service,
+        i.region,
+        i.os,
+        registration_label(i)
+    )
 }
 
 fn key(i: &Item, c: usize) -> SortValue {
@@ -65,7 +79,13 @@ impl State {
         if self.table.filtering {
             return vec![Action::Open, Action::Back];
         }
-        vec![Action::Discover, Action::Register, Action::Open, Action::Filter, Action::Sort]
+        vec![
+            Action::Discover,
+            Action::Register,
+            Action::Open,
+            Action::Filter,
+            Action::Sort,
+        ]
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
@@ -76,15 +96,28 @@ impl State {
         let keys = cx.keys;
         if keys.is(Action::Discover, k) {
             if cx.writable("Discover") {
-                if let Some(j) = cx.running.values().find(|j| j.operation == JobOperation::Discover) {
-                    cx.notice = Some((crate::engine::NoticeLevel::Info, format!("Discovery is running already (job {})", crate::tui::app::short_id(&j.id))));
+                if let Some(j) = cx
+                    .running
+                    .values()
+                    .find(|j| j.operation == JobOperation::Discover)
+                {
+                    cx.notice = Some((
+                        crate::engine::NoticeLevel::Info,
+                        format!(
+                            "Discovery is running already (job {})",
+                            crate::tui::app::short_id(&j.id)
+                        ),
+                    ));
                 } else {
                     cx.run(Command::Discover);
                 }
             }
         } else if keys.is(Action::Register, k) {
             if cx.writable("Register") {
-                cx.push(Popup::Register(popups::register::State::new(cx.data, cx.region())));
+                cx.push(Popup::Register(popups::register::State::new(
+                    cx.data,
+                    cx.region(),
+                )));
             }
         } else if keys.is(Action::Workload, k) {
             cx.notice = Some((
@@ -107,7 +140,9 @@ impl State {
         if let Some(i) = self.table.nav.row_at(x, y, self.table.order.len()) {
             if i == self.table.nav.selected {
                 if let Some(item) = self.table.selected(cx.data) {
-                    cx.push(Popup::Item(Box::new(popups::item::State::new(item.clone()))));
+                    cx.push(Popup::Item(Box::new(popups::item::State::new(
+                        item.clone(),
+                    ))));
                 }
             }
             self.table.nav.selected = i;
@@ -121,11 +156,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let [top, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     let items = &app.data.items;
-    let registered = items.iter().filter(|i| i.registration_state == RegistrationState::Registered).count();
+    let registered = items
+        .iter()
+        .filter(|i| i.registration_state == RegistrationState::Registered)
+        .count();
     let region = app.vault.as_ref().map(|v| v.region.as_str()).unwrap_or("");
     let unregistered_here = items
         .iter()
-        .filter(|i| i.region.eq_ignore_ascii_case(region) && !i.not_found && i.registration_state != RegistrationState::Registered)
+        .filter(|i| {
+            i.region.eq_ignore_ascii_case(region)
+                && !i.not_found
+                && i.registration_state != RegistrationState::Registered
+        })
         .count();
     let line = Line::from(vec![
         Span::raw(" Workload type: "),
@@ -157,32 +199,68 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Column::new(COLUMNS[5], Constraint::Length(19)),
         ]
     };
-    let title = list_title("Registered Items", s.table.order.len(), items.len(), &s.table.filter.value, s.table.filtering, s.table.sort, &COLUMNS);
+    let title = list_title(
+        "Registered Items",
+        s.table.order.len(),
+        items.len(),
+        &s.table.filter.value,
+        s.table.filtering,
+        s.table.sort,
+        &COLUMNS,
+    );
     let empty = if !app.data.loaded {
         "Loading…".to_string()
     } else if items.is_empty() {
-        format!("No virtual machines yet: press {} to discover them", app.keys.label(Action::Discover))
+        format!(
+            "No virtual machines yet: press {} to discover them",
+            app.keys.label(Action::Discover)
+        )
     } else {
         "No item matches the filter".to_string()
     };
     let data = &app.data;
-    render_table(f, body, panel(title, t), &cols, &s.table.nav, s.table.order.len(), true, t, &empty, |n| {
-        let i = &data.items[s.table.order[n]];
-        let status_style = match (i.not_found, i.registration_state) {
-            (true, _) => t.warning(),
-            (_, RegistrationState::Registered) => t.ok(),
-            (_, RegistrationState::Registering) => t.running(),
-            (_, RegistrationState::RegistrationFailed) => t.error(),
-            _ => t.muted(),
-        };
-        let other_region = !i.region.eq_ignore_ascii_case(region);
-        Row::new(vec![
-            cell(i.name.clone(), Default::default()),
-            cell(i.cloud_service.clone(), Default::default()),
-            cell(i.region.clone(), if other_region { t.muted() } else { Default::default() }),
-            cell(i.os.to_string(), Default::default()),
-            cell(i.power_state.to_string(), if i.power_state == PowerState::Running { Default::default() } else { t.muted() }),
-            cell(registration_label(i), status_style),
-        ])
-    });
+    render_table(
+        f,
+        body,
+        panel(title, t),
+        &cols,
+        &s.table.nav,
+        s.table.order.len(),
+        true,
+        t,
+        &empty,
+        |n| {
+            let i = &data.items[s.table.order[n]];
+            let status_style = match (i.not_found, i.registration_state) {
+                (true, _) => t.warning(),
+                (_, RegistrationState::Registered) => t.ok(),
+                (_, RegistrationState::Registering) => t.running(),
+                (_, RegistrationState::RegistrationFailed) => t.error(),
+                _ => t.muted(),
+            };
+            let other_region = !i.region.eq_ignore_ascii_case(region);
+            Row::new(vec![
+                cell(i.name.clone(), Default::default()),
+                cell(i.cloud_service.clone(), Default::default()),
+                cell(
+                    i.region.clone(),
+                    if other_region {
+                        t.muted()
+                    } else {
+                        Default::default()
+                    },
+                ),
+                cell(i.os.to_string(), Default::default()),
+                cell(
+                    i.power_state.to_string(),
+                    if i.power_state == PowerState::Running {
+                        Default::default()
+                    } else {
+                        t.muted()
+                    },
+                ),
+                cell(registration_label(i), status_style),
+            ])
+        },
+    );
 }

@@ -10,14 +10,24 @@ const EIGHTHS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '�
 /// Draws `values` as bars in `area` (bottom-aligned), each `bar_w` wide with `gap` between,
 /// scaled to `max` (or the largest value). Values that do not fit are dropped from the left
 /// (the newest stay visible).
-pub fn draw(buf: &mut Buffer, area: Rect, values: &[u64], max: Option<u64>, bar_w: u16, gap: u16, style: Style) {
+pub fn draw(
+    buf: &mut Buffer,
+    area: Rect,
+    values: &[u64],
+    max: Option<u64>,
+    bar_w: u16,
+    gap: u16,
+    style: Style,
+) {
     if area.width == 0 || area.height == 0 || values.is_empty() || bar_w == 0 {
         return;
     }
     let step = bar_w + gap;
     let fit = ((area.width + gap) / step) as usize;
     let values = &values[values.len().saturating_sub(fit)..];
-    let max = max.unwrap_or_else(|| values.iter().copied().max().unwrap_or(0)).max(1);
+    let max = max
+        .unwrap_or_else(|| values.iter().copied().max().unwrap_or(0))
+        .max(1);
     let levels = area.height as u64 * 8;
     for (i, v) in values.iter().enumerate() {
         // A non-zero value always shows at least one eighth.
@@ -69,7 +79,15 @@ mod tests {
     #[test]
     fn bars_scale_to_the_height() {
         let mut buf = Buffer::empty(Rect::new(0, 0, 5, 2));
-        draw(&mut buf, Rect::new(0, 0, 5, 2), &[0, 1, 2], None, 1, 1, Style::default());
+        draw(
+            &mut buf,
+            Rect::new(0, 0, 5, 2),
+            &[0, 1, 2],
+            None,
+            1,
+            1,
+            Style::default(),
+        );
         assert_eq!(buf[(0, 1)].symbol(), " ");
         assert_eq!(buf[(2, 1)].symbol(), "█");
         assert_eq!(buf[(2, 0)].symbol(), " ");

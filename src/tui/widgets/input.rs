@@ -23,7 +23,11 @@ impl TextInput {
     }
 
     fn byte_at(&self, char_idx: usize) -> usize {
-        self.value.char_indices().nth(char_idx).map(|(i, _)| i).unwrap_or(self.value.len())
+        self.value
+            .char_indices()
+            .nth(char_idx)
+            .map(|(i, _)| i)
+            .unwrap_or(self.value.len())
     }
 
     /// Applies an editing key; returns true when the key was an edit (or cursor move).
@@ -81,9 +85,19 @@ impl TextInput {
         }
         let chars: Vec<char> = self.value.chars().collect();
         let before: String = chars[..self.cursor.min(chars.len())].iter().collect();
-        let at: String = chars.get(self.cursor).map(|c| c.to_string()).unwrap_or_else(|| " ".into());
-        let after: String = chars.get(self.cursor + 1..).map(|s| s.iter().collect()).unwrap_or_default();
-        Line::from(vec![Span::styled(before, style), Span::styled(at, cursor_style), Span::styled(after, style)])
+        let at: String = chars
+            .get(self.cursor)
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| " ".into());
+        let after: String = chars
+            .get(self.cursor + 1..)
+            .map(|s| s.iter().collect())
+            .unwrap_or_default();
+        Line::from(vec![
+            Span::styled(before, style),
+            Span::styled(at, cursor_style),
+            Span::styled(after, style),
+        ])
     }
 }
 

@@ -20,8 +20,12 @@ use ratatui::Frame;
 pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
-    let [v] = Layout::vertical([Constraint::Length(h)]).flex(Flex::Center).areas(area);
-    let [r] = Layout::horizontal([Constraint::Length(w)]).flex(Flex::Center).areas(v);
+    let [v] = Layout::vertical([Constraint::Length(h)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [r] = Layout::horizontal([Constraint::Length(w)])
+        .flex(Flex::Center)
+        .areas(v);
     r
 }
 

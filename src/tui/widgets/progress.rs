@@ -21,12 +21,22 @@ pub fn bar(fraction: f64, width: usize) -> (String, String) {
 }
 
 /// `███▌░░░░  45%  85.3 MiB/s  1m 20s left` fitted into `width` columns.
-pub fn progress_line(p: Option<&JobProgress>, bytes_done: u64, bytes_total: u64, width: usize, theme: &Theme) -> Line<'static> {
+pub fn progress_line(
+    p: Option<&JobProgress>,
+    bytes_done: u64,
+    bytes_total: u64,
+    width: usize,
+    theme: &Theme,
+) -> Line<'static> {
     let (done, total, rate, eta) = match p {
         Some(p) => (p.bytes_done, p.bytes_total, Some(p.rate), p.eta_seconds()),
         None => (bytes_done, bytes_total, None, None),
     };
-    let fraction = if total == 0 { 0.0 } else { done as f64 / total as f64 };
+    let fraction = if total == 0 {
+        0.0
+    } else {
+        done as f64 / total as f64
+    };
     let pct = format!("{:>3.0}%", (fraction * 100.0).min(100.0));
     let mut tail = String::new();
     if let Some(r) = rate.filter(|r| *r > 0.0) {
@@ -44,7 +54,12 @@ pub fn progress_line(p: Option<&JobProgress>, bytes_done: u64, bytes_total: u64,
     }
     bar_w = bar_w.min(30);
     let (a, b) = bar(fraction, bar_w);
-    let mut spans = vec![Span::styled(a, theme.running()), Span::styled(b, theme.muted()), Span::raw(" "), Span::raw(pct)];
+    let mut spans = vec![
+        Span::styled(a, theme.running()),
+        Span::styled(b, theme.muted()),
+        Span::raw(" "),
+        Span::raw(pct),
+    ];
     if show_tail {
         spans.push(Span::styled(tail, theme.muted()));
     }

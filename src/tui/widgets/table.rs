@@ -124,16 +124,33 @@ pub fn render_table<'a>(
     if inner.height == 0 || inner.width == 0 {
         return;
     }
-    let header = Row::new(columns.iter().map(|c| Span::styled(c.title, theme.header())));
+    let header = Row::new(
+        columns
+            .iter()
+            .map(|c| Span::styled(c.title, theme.header())),
+    );
     let body_height = inner.height.saturating_sub(1) as usize;
     nav.viewport.set(body_height);
-    nav.rows_area.set(Rect { x: inner.x, y: inner.y + 1, width: inner.width, height: body_height as u16 });
+    nav.rows_area.set(Rect {
+        x: inner.x,
+        y: inner.y + 1,
+        width: inner.width,
+        height: body_height as u16,
+    });
     if len == 0 {
         let t = Table::new(Vec::<Row>::new(), columns.iter().map(|c| c.width)).header(header);
         f.render_widget(t, inner);
         if inner.height > 2 {
-            let msg = Rect { y: inner.y + 2, height: inner.height - 2, ..inner };
-            f.render_widget(Paragraph::new(Line::from(Span::styled(empty.to_string(), theme.muted()))).centered(), msg);
+            let msg = Rect {
+                y: inner.y + 2,
+                height: inner.height - 2,
+                ..inner
+            };
+            f.render_widget(
+                Paragraph::new(Line::from(Span::styled(empty.to_string(), theme.muted())))
+                    .centered(),
+                msg,
+            );
         }
         nav.offset.set(0);
         return;

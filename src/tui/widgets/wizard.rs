@@ -11,13 +11,18 @@ use ratatui::Frame;
 
 /// The popup area of a wizard: nearly the whole screen, at most 110 columns wide.
 pub fn area(screen: Rect) -> Rect {
-    let w = screen.width.saturating_sub(4).min(110).max(screen.width.min(40));
+    let w = screen
+        .width
+        .saturating_sub(4)
+        .min(110)
+        .max(screen.width.min(40));
     let h = screen.height.saturating_sub(2);
     super::centered(screen, w, h)
 }
 
 /// Draws the frame; returns the area for the step's content. `problems` are shown under
 /// the content (red), `hints` at the bottom.
+#[allow(clippy::too_many_arguments)]
 pub fn draw(
     f: &mut Frame,
     area: Rect,
@@ -36,18 +41,35 @@ pub fn draw(
         }
         let text = format!("{} {s}", i + 1);
         let style = if i == current {
-            theme.accent().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+            theme
+                .accent()
+                .add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
         } else if i < current {
             theme.ok()
         } else {
             theme.muted()
         };
-        spans.push(Span::styled(if i < current { format!("✓ {s}") } else { text }, style));
+        spans.push(Span::styled(
+            if i < current {
+                format!("✓ {s}")
+            } else {
+                text
+            },
+            style,
+        ));
     }
-    let problem_lines: Vec<Line> = problems.iter().take(6).map(|p| Line::from(Span::styled(format!("✗ {p}"), theme.error()))).collect();
+    let problem_lines: Vec<Line> = problems
+        .iter()
+        .take(6)
+        .map(|p| Line::from(Span::styled(format!("✗ {p}"), theme.error())))
+        .collect();
     // Long problems wrap: give them room by their length.
     let width = inner.width.max(1) as usize;
-    let problem_h: u16 = problems.iter().take(6).map(|p| (p.chars().count() + 2).div_ceil(width) as u16).sum();
+    let problem_h: u16 = problems
+        .iter()
+        .take(6)
+        .map(|p| (p.chars().count() + 2).div_ceil(width) as u16)
+        .sum();
     let [steps_a, _, content, probs, hint_a] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
@@ -57,7 +79,10 @@ pub fn draw(
     ])
     .areas(inner);
     f.render_widget(Paragraph::new(Line::from(spans)), steps_a);
-    f.render_widget(Paragraph::new(problem_lines).wrap(Wrap { trim: false }), probs);
+    f.render_widget(
+        Paragraph::new(problem_lines).wrap(Wrap { trim: false }),
+        probs,
+    );
     f.render_widget(Paragraph::new(key_hints(hints, theme)), hint_a);
     content
 }
