@@ -295,10 +295,7 @@ impl Cx<'_> {
                 Some(why) => {
                     self.notice = Some((
                         NoticeLevel::Warning,
-                        format!(
-                            "{what} is not available: vault {} is open read-only ({why})",
-                            v.name
-                        ),
+                        format!("Read-only, {what} is disabled: vault {} is {why}", v.name),
                     ));
                     false
                 }

@@ -81,27 +81,8 @@ fn too_small(app: &App, f: &mut Frame, area: Rect) {
 
 fn draw_header(app: &App, f: &mut Frame, area: Rect) {
     let t = &app.theme;
-    let mut left = vec![
-        Span::styled(" vmvault ", t.title().add_modifier(Modifier::REVERSED)),
-        Span::raw(" "),
-    ];
-    match &app.vault {
-        Some(v) => {
-            left.push(Span::styled(v.name.clone(), t.title()));
-            left.push(Span::styled(" │ ", t.muted()));
-            left.push(Span::raw(v.region.clone()));
-            left.push(Span::styled(" │ ", t.muted()));
-            left.push(Span::raw(v.source_kind.clone()));
-            if v.read_only.is_some() {
-                left.push(Span::styled(" │ ", t.muted()));
-                left.push(Span::styled(
-                    "READ-ONLY",
-                    t.warning().add_modifier(Modifier::BOLD),
-                ));
-            }
-        }
-        None => left.push(Span::styled("no vault open", t.warning())),
-    }
+    // Narrow terminals get a shorter header: no badge, "2 running", "(sim)".
+    let narrow = area.width < 110;
     let mut right = Vec::new();
     if app.busy() {
         let n = app.running.len();
@@ -109,14 +90,12 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
             format!("{} ", SPINNER[app.spinner % SPINNER.len()]),
             t.running(),
         ));
-        right.push(Span::styled(
-            if n == 1 {
-                "1 job running".to_string()
-            } else {
-                format!("{n} jobs running")
-            },
-            t.running(),
-        ));
+        let words = match (n, narrow) {
+            (n, true) => format!("{n} running"),
+            (1, false) => "1 job running".to_string(),
+            (n, false) => format!("{n} jobs running"),
+        };
+        right.push(Span::styled(words, t.running()));
         right.push(Span::styled(" │ ", t.muted()));
     }
     if let Some(e) = &app.load_error {
@@ -131,12 +110,58 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
         app.now.format("%Y-%m-%d %H:%M")
     )));
     if simulated {
-        right.push(Span::styled(" (simulated)", t.muted()));
+        right.push(Span::styled(
+            if narrow { " (sim)" } else { " (simulated)" },
+            t.muted(),
+        ));
     }
     right.push(Span::raw(" "));
     let right_w: usize = right.iter().map(|s| s.width()).sum();
     let [l, r] =
         Layout::horizontal([Constraint::Min(0), Constraint::Length(right_w as u16)]).areas(area);
+
+    // Left: the vault's facts, the least important dropped first when they do not fit.
+    let mut left = if narrow {
+        vec![Span::raw(" ")]
+    } else {
+        vec![
+            Span::styled(" vmvault ", t.title().add_modifier(Modifier::REVERSED)),
+            Span::raw(" "),
+        ]
+    };
+    match &app.vault {
+        Some(v) => {
+            let mut parts: Vec<(u8, Span)> = vec![
+                (0, Span::styled(v.name.clone(), t.title())),
+                (2, Span::raw(v.region.clone())),
+                (3, Span::raw(v.source_kind.clone())),
+            ];
+            if v.read_only.is_some() {
+                parts.push((
+                    1,
+                    Span::styled("READ-ONLY", t.warning().add_modifier(Modifier::BOLD)),
+                ));
+            }
+            let fixed: usize = left.iter().map(|s| s.width()).sum();
+            let width = |p: &[(u8, Span)]| fixed + p.iter().map(|x| x.1.width() + 3).sum::<usize>();
+            while width(&parts) > l.width as usize && parts.len() > 1 {
+                let worst = parts
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, p)| p.0)
+                    .map(|(i, _)| i)
+                    .unwrap_or(0);
+                parts.remove(worst);
+            }
+            for (i, (_, span)) in parts.into_iter().enumerate() {
+                if i > 0 {
+                    left.push(Span::styled(" │ ", t.muted()));
+                }
+                left.push(span);
+            }
+        }
+        None => left.push(Span::styled("no vault open", t.warning())),
+    }
     f.render_widget(Paragraph::new(Line::from(left)), l);
     f.render_widget(Paragraph::new(Line::from(right)), r);
 }

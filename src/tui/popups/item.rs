@@ -201,7 +201,7 @@ impl State {
         let i = &self.item;
         let popup = wizard::area(area);
         let inner = popup_frame(f, popup, &format!("{} · {}", i.name, i.cloud_service), t);
-        let facts_h = if inner.height >= 20 { 8 } else { 5 };
+        let facts_h = if inner.height >= 20 { 8 } else { 6 };
         let [facts, points_a, foot] = Layout::vertical([
             Constraint::Length(facts_h),
             Constraint::Min(3),
@@ -253,12 +253,8 @@ impl State {
             kv(
                 "VM",
                 Span::raw(format!(
-                    "{} · {} · {} · {} · {}",
-                    i.region,
-                    i.os,
-                    i.size,
-                    i.power_state,
-                    crate::tui::tabs::registration_label(i)
+                    "{} · {} · {} · {}",
+                    i.region, i.os, i.size, i.power_state
                 )),
             ),
             kv("Disks", Span::raw(disks.join(", "))),

@@ -215,6 +215,16 @@ pub fn draw_preview(f: &mut Frame, area: Rect, pv: &RetentionPreview, theme: &Th
     if area.height < 3 || area.width < 20 {
         return;
     }
+    // A taller chart says no more.
+    let area = Rect {
+        height: area.height.min(10),
+        ..area
+    };
+    // A taller chart says no more.
+    let area = Rect {
+        height: area.height.min(10),
+        ..area
+    };
     let [head, chart, axis] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(1),
@@ -226,7 +236,7 @@ pub fn draw_preview(f: &mut Frame, area: Rect, pv: &RetentionPreview, theme: &Th
             Span::styled("Retention preview", theme.header()),
             Span::styled(
                 format!(
-                    " · recovery points over the next {}: peak {}, {} at the end",
+                    " · recovery points, next {} · peak {} · {} at the end",
                     pv.horizon_label(),
                     pv.peak,
                     pv.last
@@ -242,7 +252,7 @@ pub fn draw_preview(f: &mut Frame, area: Rect, pv: &RetentionPreview, theme: &Th
         width: chart.width.saturating_sub(label_w),
         ..chart
     };
-    let values = bars::bucket_max(&pv.counts, c.width as usize);
+    let values = bars::resample(&pv.counts, c.width as usize);
     bars::draw(
         f.buffer_mut(),
         c,
@@ -818,7 +828,7 @@ impl PolicyForm {
         };
         let label = |s: &str| {
             Span::styled(
-                format!("{s:<18}"),
+                format!("{s:<16}"),
                 if focus { t.focused() } else { t.header() },
             )
         };
@@ -925,8 +935,8 @@ impl PolicyForm {
                 if edit {
                     if let Some(s) = self.tz_suggestion() {
                         v.push(Line::from(vec![
-                            Span::raw(" ".repeat(20)),
-                            Span::styled(format!("→ {s}"), t.muted()),
+                            Span::raw(" ".repeat(18)),
+                            Span::styled(format!("→ {s}  (→ completes)"), t.muted()),
                         ]));
                     }
                 }
@@ -969,11 +979,18 @@ impl PolicyForm {
                     &self.yearly
                 };
                 let spans = picker(&dom_names, &s.dom);
-                let (a, b) = spans.split_at(14);
-                vec![
-                    line("  days", a.to_vec()),
-                    Line::from([vec![Span::raw(" ".repeat(20))], b.to_vec()].concat()),
-                ]
+                // Ten days a line: 1–10, 11–20, 21–28 and Last.
+                let mut out = Vec::new();
+                for (i, chunk) in spans.chunks(10).enumerate() {
+                    if i == 0 {
+                        out.push(line("  days", chunk.to_vec()));
+                    } else {
+                        out.push(Line::from(
+                            [vec![Span::raw(" ".repeat(18))], chunk.to_vec()].concat(),
+                        ));
+                    }
+                }
+                out
             }
         }
     }

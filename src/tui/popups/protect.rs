@@ -222,15 +222,19 @@ impl State {
                 }
                 if self.on_choice {
                     let n = self.policies.len() + 1;
-                    if keys.is(Action::Left, k) {
-                        self.choose((self.choice + n - 1) % n);
-                    } else if keys.is(Action::Right, k) || keys.is(Action::Toggle, k) {
-                        self.choose((self.choice + 1) % n);
-                    } else if (k.code == KeyCode::Down
-                        || k.code == KeyCode::Tab
-                        || keys.is(Action::Down, k))
-                        && self.is_new_policy()
-                    {
+                    let into_form = k.code == KeyCode::Tab
+                        || k.code == KeyCode::Right
+                        || keys.is(Action::Right, k);
+                    if keys.is(Action::Up, k) {
+                        self.choose(self.choice.saturating_sub(1));
+                    } else if keys.is(Action::Down, k) || k.code == KeyCode::Down {
+                        if self.choice + 1 < n {
+                            self.choose(self.choice + 1);
+                        } else {
+                            self.on_choice = false;
+                            self.form.focus = 0;
+                        }
+                    } else if into_form && self.is_new_policy() {
                         self.on_choice = false;
                         self.form.focus = 0;
                     }
@@ -294,8 +298,8 @@ impl State {
                 (k.label(Action::Back), "cancel"),
             ],
             Step::Schedule if self.on_choice => vec![
-                ("←/→".into(), "choose policy"),
-                ("↓".into(), "edit new policy"),
+                ("↑/↓".into(), "choose policy"),
+                ("→".into(), "edit new policy"),
                 (k.label(Action::Open), "next"),
                 (k.label(Action::Back), "back"),
             ],
@@ -340,41 +344,53 @@ impl State {
 
     fn draw_schedule(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
-        let mut lines = Vec::new();
-        let marker = if self.on_choice {
-            Span::styled("▶ ", t.accent())
-        } else {
-            Span::raw("  ")
-        };
-        let label_style = if self.on_choice {
-            t.focused()
-        } else {
-            t.header()
-        };
-        let mut spans = vec![
-            marker,
-            Span::styled(format!("{:<18}", "Backup policy"), label_style),
-        ];
-        for (i, p) in self.policies.iter().enumerate() {
+        // The policies on the left, the chosen one (or the new policy's form) on the right.
+        let [list_a, detail_a] =
+            Layout::horizontal([Constraint::Length(26), Constraint::Min(20)]).areas(area);
+        let mut list = vec![Line::from(Span::styled(
+            "Backup policy",
+            if self.on_choice {
+                t.focused()
+            } else {
+                t.header()
+            },
+        ))];
+        let names = self
+            .policies
+            .iter()
+            .map(|p| p.name.clone())
+            .chain(["New policy…".to_string()]);
+        for (i, name) in names.enumerate() {
             let on = i == self.choice;
-            spans.push(Span::styled(
-                format!("{} {}  ", radio(on), p.name),
-                if on { t.accent() } else { Default::default() },
-            ));
+            let style = match (on, self.on_choice) {
+                (true, true) => t.selected(),
+                (true, false) => t.accent(),
+                _ => Default::default(),
+            };
+            list.push(Line::from(Span::styled(
+                format!(
+                    "{} {}",
+                    radio(on),
+                    crate::tui::widgets::ellipsize(&name, 21)
+                ),
+                style,
+            )));
         }
-        let on = self.is_new_policy();
-        spans.push(Span::styled(
-            format!("{} New policy", radio(on)),
-            if on { t.accent() } else { Default::default() },
-        ));
-        lines.push(Line::from(spans));
-        lines.push(Line::from(""));
+        f.render_widget(Paragraph::new(list), list_a);
+        let mut lines = Vec::new();
         if self.is_new_policy() {
             lines.push(Line::from(Span::styled("New policy: schedule", t.header())));
             lines.extend(self.form.lines(Part::Schedule, !self.on_choice, t));
+            if self.on_choice {
+                lines.push(Line::from(""));
+                lines.push(Line::from(Span::styled(
+                    "→ or Tab: fill in the new policy",
+                    t.muted(),
+                )));
+            }
         } else if let Some(p) = self.policies.get(self.choice) {
             lines.push(Line::from(Span::styled(
-                format!("Policy {} (read-only)", p.name),
+                format!("Policy {}", p.name),
                 t.header(),
             )));
             for d in p.describe() {
@@ -392,7 +408,7 @@ impl State {
                 t.muted(),
             )));
         }
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), detail_a);
     }
 
     fn draw_retention(&self, f: &mut Frame, area: Rect, app: &App) {
@@ -404,7 +420,10 @@ impl State {
         };
         let mut lines = vec![Line::from(Span::styled(
             if form.read_only {
-                format!("Retention of {} (read-only: an existing policy's retention is changed with `vmvault policy update`)", form.name.value)
+                format!(
+                    "Retention of {} (read-only for an existing policy)",
+                    form.name.value
+                )
             } else {
                 "Retention: which backups are kept, and how long".to_string()
             },

@@ -10,8 +10,7 @@ use crate::tui::data::Data;
 use crate::tui::keys::{Action, KeyMap};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{
-    centered, check, key_hints, panel, popup_frame, render_table, table::cell, Column, TableNav,
-    TextInput,
+    check, key_hints, panel, popup_frame, render_table, table::cell, Column, TableNav, TextInput,
 };
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -271,14 +270,10 @@ impl State {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
-        let r = centered(
-            area,
-            area.width.saturating_sub(4).min(100),
-            area.height.saturating_sub(2).min(30),
-        );
+        let r = crate::tui::widgets::wizard::area(area);
         let inner = popup_frame(f, r, "Register items", t);
         let [intro, list, hints] = Layout::vertical([
-            Constraint::Length(2),
+            Constraint::Length(3),
             Constraint::Min(3),
             Constraint::Length(1),
         ])
@@ -287,17 +282,23 @@ impl State {
             Span::raw("Workload type: "),
             Span::styled("Virtual machine", t.accent()),
             Span::raw(format!(
-                " · discovered VMs of region {} that are not registered",
+                " · region {} · discovered, not registered",
                 self.region
             )),
         ])];
         if self.other_regions > 0 {
             lines.push(Line::from(Span::styled(
-                format!("{} VM(s) of other regions are not listed: register them in a vault of their region", self.other_regions),
+                format!(
+                    "{} VM(s) of other regions not listed (register them in their region's vault)",
+                    self.other_regions
+                ),
                 t.muted(),
             )));
         }
-        f.render_widget(Paragraph::new(lines), intro);
+        f.render_widget(
+            Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
+            intro,
+        );
         let empty = format!(
             "No unregistered VMs in {}: discover (d) to find new ones",
             self.region

@@ -8,7 +8,7 @@ use crate::tui::keys::Action;
 use crate::tui::widgets::{bars, ellipsize, panel};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Style;
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
@@ -20,8 +20,6 @@ pub const ACTIONS: &[Action] = &[
     Action::Up,
     Action::Down,
     Action::Open,
-    Action::Discover,
-    Action::Protect,
 ];
 pub const FOOTER: &[Action] = &[Action::Left, Action::Open];
 
@@ -49,10 +47,6 @@ impl State {
             self.selected = (self.selected + 1).min(CHOICES.len() - 1);
         } else if keys.is(Action::Open, k) {
             open(self.selected, cx);
-        } else if keys.is(Action::Discover, k) {
-            cx.goto = Some(Tab::Registered);
-        } else if keys.is(Action::Protect, k) {
-            cx.goto = Some(Tab::Protected);
         }
     }
 
@@ -125,42 +119,83 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         counts.map(|c| c.in_progress),
     ];
     let styles = [t.ok(), t.error(), t.running()];
-    let cells = Layout::horizontal([Constraint::Ratio(1, 3); 3]).split(inner);
-    for i in 0..3 {
-        let selected = app.dashboard.selected == i && app.popups.is_empty();
-        let r = cells[i];
-        app.dashboard.areas[i].set(r);
-        let label_style = if selected {
-            t.selected()
-        } else {
-            Style::default()
-        };
-        let value = num(values[i]);
-        let mut lines = vec![
-            Line::from(""),
-            Line::from(Span::styled(
-                value,
-                styles[i].add_modifier(ratatui::style::Modifier::BOLD),
-            ))
-            .centered(),
-        ];
-        lines.push(
-            Line::from(Span::styled(
-                format!(" {} ", CHOICES[i].label()),
-                label_style,
-            ))
-            .centered(),
-        );
-        if selected && inner.height >= 5 {
-            lines.push(
+    if inner.width >= 36 {
+        // Three columns: the count large, its name below.
+        let cells = Layout::horizontal([Constraint::Ratio(1, 3); 3]).split(inner);
+        for i in 0..3 {
+            let selected = app.dashboard.selected == i && app.popups.is_empty();
+            let r = cells[i];
+            app.dashboard.areas[i].set(r);
+            let label_style = if selected {
+                t.selected()
+            } else {
+                Style::default()
+            };
+            let mut lines = vec![
+                Line::from(""),
                 Line::from(Span::styled(
-                    format!("{} opens", app.keys.label(Action::Open)),
-                    t.muted(),
+                    num(values[i]),
+                    styles[i].add_modifier(Modifier::BOLD),
                 ))
                 .centered(),
+                Line::from(Span::styled(
+                    format!(" {} ", CHOICES[i].label()),
+                    label_style,
+                ))
+                .centered(),
+            ];
+            if selected && inner.height >= 5 {
+                lines.push(
+                    Line::from(Span::styled(
+                        format!("{} opens", app.keys.label(Action::Open)),
+                        t.muted(),
+                    ))
+                    .centered(),
+                );
+            }
+            f.render_widget(Paragraph::new(lines), r);
+        }
+    } else {
+        // Narrow: one row each.
+        for i in 0..3 {
+            let selected = app.dashboard.selected == i && app.popups.is_empty();
+            let r = Rect {
+                y: inner.y + 1 + i as u16,
+                height: 1,
+                ..inner
+            };
+            if r.y >= inner.y + inner.height {
+                break;
+            }
+            app.dashboard.areas[i].set(r);
+            let label_style = if selected {
+                t.selected()
+            } else {
+                Style::default()
+            };
+            let line = Line::from(vec![
+                Span::styled(
+                    format!(" {:>6} ", num(values[i])),
+                    styles[i].add_modifier(Modifier::BOLD),
+                ),
+                Span::styled(format!(" {} ", CHOICES[i].label()), label_style),
+            ]);
+            f.render_widget(Paragraph::new(line), r);
+        }
+        if inner.height >= 5 {
+            let r = Rect {
+                y: inner.y + 4,
+                height: 1,
+                ..inner
+            };
+            f.render_widget(
+                Paragraph::new(Span::styled(
+                    format!(" {} opens the jobs", app.keys.label(Action::Open)),
+                    t.muted(),
+                )),
+                r,
             );
         }
-        f.render_widget(Paragraph::new(lines), r);
     }
 
     // Storage.

@@ -351,7 +351,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         cols.push(Column::new(COLUMNS[3], Constraint::Length(16)));
     }
     cols.push(Column::new(COLUMNS[4], Constraint::Length(8)));
-    cols.push(Column::new(COLUMNS[5], Constraint::Fill(1)));
+    // Narrow: a running job's progress bar takes the place of its status.
+    if wide {
+        cols.push(Column::new(COLUMNS[5], Constraint::Fill(1)));
+    }
     let shown = s.order.len();
     let mut title = list_title(
         "Jobs",
@@ -403,7 +406,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             let mut cells = vec![
                 cell(j.operation.to_string(), Default::default()),
                 cell(j.item.clone(), Default::default()),
-                cell(status.to_string(), t.job_status(status)),
+                if !wide && status == JobStatus::InProgress {
+                    progress_line(app.progress.get(&j.id), j.bytes_done, j.bytes_total, 21, t)
+                } else {
+                    cell(status.to_string(), t.job_status(status))
+                },
             ];
             if wide {
                 cells.push(cell(fmt::time(j.start_time), Default::default()));
@@ -434,7 +441,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     _ => Line::from(""),
                 }
             };
-            cells.push(progress);
+            if wide {
+                cells.push(progress);
+            }
             Row::new(cells)
         },
     );

@@ -119,13 +119,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let d = &app.data;
     let [list_a, detail_a] = if area.width >= 100 {
-        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(area)
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area)
     } else {
         Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(area)
     };
     let cols = [
-        Column::new("Name", Constraint::Fill(1)),
-        Column::new("Schedule", Constraint::Fill(2)),
+        Column::new("Name", Constraint::Length(18)),
+        Column::new("Schedule", Constraint::Fill(1)),
         Column::new("Items", Constraint::Length(5)),
     ];
     let empty = if d.loaded {
@@ -145,11 +145,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         empty,
         |n| {
             let p = &d.policies[n];
-            let name = if p.builtin {
-                format!("{} (built in)", p.policy.name)
-            } else {
-                p.policy.name.clone()
-            };
+            let name = p.policy.name.clone();
             Row::new(vec![
                 cell(name, Default::default()),
                 cell(

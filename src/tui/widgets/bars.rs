@@ -54,6 +54,18 @@ pub fn draw(
     }
 }
 
+/// Fits `values` to exactly `n` columns: the maximum of each bucket when there are more
+/// values than columns, each value repeated over its share of columns when fewer.
+pub fn resample(values: &[u64], n: usize) -> Vec<u64> {
+    if values.len() >= n {
+        return bucket_max(values, n);
+    }
+    if values.is_empty() {
+        return Vec::new();
+    }
+    (0..n).map(|c| values[c * values.len() / n]).collect()
+}
+
 /// Averages `values` into at most `n` buckets (for a long series in a narrow chart); the
 /// maximum of each bucket is kept so peaks stay visible.
 pub fn bucket_max(values: &[u64], n: usize) -> Vec<u64> {
@@ -98,5 +110,7 @@ mod tests {
     fn buckets_keep_peaks() {
         assert_eq!(bucket_max(&[1, 9, 1, 1, 2, 3], 3), vec![9, 1, 3]);
         assert_eq!(bucket_max(&[1, 2], 5), vec![1, 2]);
+        assert_eq!(resample(&[1, 2], 4), vec![1, 1, 2, 2]);
+        assert_eq!(resample(&[1, 9, 1, 1], 2), vec![9, 1]);
     }
 }

@@ -11,12 +11,17 @@ use ratatui::Frame;
 
 /// The popup area of a wizard: nearly the whole screen, at most 110 columns wide.
 pub fn area(screen: Rect) -> Rect {
-    let w = screen
-        .width
-        .saturating_sub(4)
-        .min(110)
-        .max(screen.width.min(40));
-    let h = screen.height.saturating_sub(2);
+    // Narrow screens: all of it (a margin would only cost columns).
+    let w = if screen.width <= 100 {
+        screen.width
+    } else {
+        (screen.width - 4).min(110)
+    };
+    let h = if screen.height <= 30 {
+        screen.height
+    } else {
+        screen.height - 2
+    };
     super::centered(screen, w, h)
 }
 
