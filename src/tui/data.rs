@@ -239,10 +239,11 @@ impl Stale {
                 jobs: true,
                 summary: true,
                 ..Default::default()
-            },
+            }, // Policy usage counts items: they change with protection.
             Event::ItemsChanged => Stale {
                 items: true,
                 summary: true,
+                policies: true,
                 ..Default::default()
             },
             Event::PointsChanged { .. } => Stale {

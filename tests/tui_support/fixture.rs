@@ -82,7 +82,7 @@ pub fn items() -> Vec<Item> {
     let shop = item("retail-us", "shop01", "eastus", Os::Linux, PowerState::Running, R::NotRegistered, P::NotProtected, None);
     let files = item("apac-ops", "files01", "southeastasia", Os::Windows, PowerState::Running, R::NotRegistered, P::NotProtected, None);
     let mut v = vec![web, hr_web, sql, app, dc, etl, jump, payroll, old, shop, files];
-    v.sort_by(|a, b| (a.name.clone(), a.cloud_service.clone()).cmp(&(b.name.clone(), b.cloud_service.clone())));
+    v.sort_by_key(|a| (a.name.clone(), a.cloud_service.clone()));
     v
 }
 
