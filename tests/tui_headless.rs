@@ -32,7 +32,10 @@ fn press(s: &mut Session, keys: &str) {
 }
 
 fn item<'a>(items: &'a [Item], qualified: &str) -> &'a Item {
-    items.iter().find(|i| i.qualified_name() == qualified).unwrap_or_else(|| panic!("{qualified} not in {items:#?}"))
+    items
+        .iter()
+        .find(|i| i.qualified_name() == qualified)
+        .unwrap_or_else(|| panic!("{qualified} not in {items:#?}"))
 }
 
 fn engine_item(s: &Session, qualified: &str) -> Item {
@@ -40,17 +43,33 @@ fn engine_item(s: &Session, qualified: &str) -> Item {
 }
 
 fn notice(a: &App) -> String {
-    a.notice.as_ref().map(|n| n.text.clone()).unwrap_or_default()
+    a.notice
+        .as_ref()
+        .map(|n| n.text.clone())
+        .unwrap_or_default()
 }
 
 /// Waits for `pred` on the engine's items (polling through the session's messages).
 async fn until_item(s: &mut Session, qualified: &str, what: &str, pred: impl Fn(&Item) -> bool) {
     let q = qualified.to_string();
     let ok = s
-        .run_until(WAIT, |a| a.data.items.iter().any(|i| i.qualified_name() == q && pred(i)))
+        .run_until(WAIT, |a| {
+            a.data
+                .items
+                .iter()
+                .any(|i| i.qualified_name() == q && pred(i))
+        })
         .await;
-    assert!(ok, "{qualified}: {what} never happened; engine has {:#?}; notice: {}", engine_item(s, qualified), notice(&s.app));
-    assert!(pred(&engine_item(s, qualified)), "the snapshot and the engine disagree about {qualified}");
+    assert!(
+        ok,
+        "{qualified}: {what} never happened; engine has {:#?}; notice: {}",
+        engine_item(s, qualified),
+        notice(&s.app)
+    );
+    assert!(
+        pred(&engine_item(s, qualified)),
+        "the snapshot and the engine disagree about {qualified}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,16 +79,27 @@ async fn portal_flow_through_update() {
 
     // Discover from Registered Items.
     press(&mut s, "2d");
-    assert!(s.run_until(WAIT, |a| notice(a).starts_with("Discovery complete")).await, "{}", notice(&s.app));
+    assert!(
+        s.run_until(WAIT, |a| notice(a).starts_with("Discovery complete"))
+            .await,
+        "{}",
+        notice(&s.app)
+    );
     assert!(s.engine().unwrap().items().unwrap().len() >= 12);
     assert!(s.run_until(WAIT, |a| a.data.items.len() >= 12).await);
 
     // Register items: only this region's unregistered VMs are offered; filter, select.
     press(&mut s, "r");
     {
-        let Some(Popup::Register(r)) = s.app.popups.last() else { panic!("register popup not open") };
+        let Some(Popup::Register(r)) = s.app.popups.last() else {
+            panic!("register popup not open")
+        };
         assert!(r.picker.candidates.iter().all(|i| i.region == "westeurope"));
-        assert!(r.picker.candidates.iter().any(|i| i.qualified_name() == "hr/web01"));
+        assert!(r
+            .picker
+            .candidates
+            .iter()
+            .any(|i| i.qualified_name() == "hr/web01"));
         assert!(!r.picker.candidates.iter().any(|i| i.region == "eastus"));
     }
     press(&mut s, "/app01");
@@ -77,9 +107,15 @@ async fn portal_flow_through_update() {
     press(&mut s, " ");
     s.handle(code(KeyCode::Enter));
     assert!(s.app.popups.is_empty());
-    until_item(&mut s, "sales/app01", "registration", |i| i.registration_state == RegistrationState::Registered).await;
+    until_item(&mut s, "sales/app01", "registration", |i| {
+        i.registration_state == RegistrationState::Registered
+    })
+    .await;
     assert!(notice(&s.app).contains("Register"), "{}", notice(&s.app));
-    assert_eq!(engine_item(&s, "sales/web01").registration_state, RegistrationState::NotRegistered);
+    assert_eq!(
+        engine_item(&s, "sales/web01").registration_state,
+        RegistrationState::NotRegistered
+    );
 
     // Protect with a NEW policy through the wizard.
     press(&mut s, "3p");
@@ -92,36 +128,65 @@ async fn portal_flow_through_update() {
     s.handle(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL).into_msg());
     press(&mut s, "02:30");
     s.handle(code(KeyCode::Enter)); // → retention
-    // Keep 14 days instead of 30.
+                                    // Keep 14 days instead of 30.
     s.handle(code(KeyCode::Backspace));
     s.handle(code(KeyCode::Backspace));
     press(&mut s, "14");
     s.handle(code(KeyCode::Enter)); // → review
     s.handle(code(KeyCode::Enter)); // protect
     assert!(s.app.popups.is_empty(), "wizard still open");
-    until_item(&mut s, "sales/app01", "protection", |i| i.protection_state == ProtectionState::IrPending).await;
-    let p = s.engine().unwrap().policy("Nightly").expect("policy created");
+    until_item(&mut s, "sales/app01", "protection", |i| {
+        i.protection_state == ProtectionState::IrPending
+    })
+    .await;
+    let p = s
+        .engine()
+        .unwrap()
+        .policy("Nightly")
+        .expect("policy created");
     assert_eq!(p.retention.daily.as_ref().map(|d| d.days), Some(14));
     assert_eq!(p.schedule.time.format("%H:%M").to_string(), "02:30");
-    assert_eq!(engine_item(&s, "sales/app01").policy.as_deref(), Some("Nightly"));
+    assert_eq!(
+        engine_item(&s, "sales/app01").policy.as_deref(),
+        Some("Nightly")
+    );
 
     // Back up now (default retain-until: 30 days).
     s.app.protected.table.nav.selected = 0;
     press(&mut s, "b");
     assert!(matches!(s.app.popups.last(), Some(Popup::BackupNow(_))));
     s.handle(code(KeyCode::Enter));
-    until_item(&mut s, "sales/app01", "the initial backup", |i| i.protection_state == ProtectionState::Protected).await;
-    let points = s.engine().unwrap().points(&engine_item(&s, "sales/app01").id).unwrap();
+    until_item(&mut s, "sales/app01", "the initial backup", |i| {
+        i.protection_state == ProtectionState::Protected
+    })
+    .await;
+    let points = s
+        .engine()
+        .unwrap()
+        .points(&engine_item(&s, "sales/app01").id)
+        .unwrap();
     assert_eq!(points.len(), 1);
     let days = (points[0].expiry.unwrap() - points[0].time).num_days();
-    assert!((29..=30).contains(&days), "on-demand point kept {days} days");
+    assert!(
+        (29..=30).contains(&days),
+        "on-demand point kept {days} days"
+    );
 
     // Jobs tab lists the backup as Completed; Enter shows its tasks.
     press(&mut s, "4");
     assert!(
-        s.run_until(WAIT, |a| a.data.jobs.rows.iter().any(|j| j.operation == JobOperation::Backup && j.status == JobStatus::Completed)).await
+        s.run_until(WAIT, |a| a.data.jobs.rows.iter().any(|j| j.operation
+            == JobOperation::Backup
+            && j.status == JobStatus::Completed))
+            .await
     );
-    let pos = s.app.jobs.order.iter().position(|n| s.app.data.jobs.rows[*n].operation == JobOperation::Backup).unwrap();
+    let pos = s
+        .app
+        .jobs
+        .order
+        .iter()
+        .position(|n| s.app.data.jobs.rows[*n].operation == JobOperation::Backup)
+        .unwrap();
     s.app.jobs.nav.selected = pos;
     s.handle(code(KeyCode::Enter));
     assert!(
@@ -132,15 +197,29 @@ async fn portal_flow_through_update() {
 
     // Dashboard: counts, and Enter on "Completed" opens Jobs filtered to it.
     press(&mut s, "1");
-    assert!(s.run_until(WAIT, |a| a.data.summary.as_ref().is_some_and(|x| x.protected == 1)).await);
+    assert!(
+        s.run_until(WAIT, |a| a
+            .data
+            .summary
+            .as_ref()
+            .is_some_and(|x| x.protected == 1))
+            .await
+    );
     let sum = s.app.data.summary.clone().unwrap();
     assert_eq!(sum.registered, 1);
     assert!(sum.jobs_24h.completed >= 4, "{sum:?}");
     assert_eq!(sum.jobs_24h.failed, 0);
     s.handle(code(KeyCode::Enter));
     assert_eq!(s.app.tab, Tab::Jobs);
-    assert!(s.run_until(WAIT, |a| a.data.jobs.query.status == vmvault::tui::data::StatusFilter::Completed).await);
-    assert!(s.app.data.jobs.rows.iter().all(|j| matches!(j.status, JobStatus::Completed | JobStatus::CompletedWithWarnings)));
+    assert!(
+        s.run_until(WAIT, |a| a.data.jobs.query.status
+            == vmvault::tui::data::StatusFilter::Completed)
+            .await
+    );
+    assert!(s.app.data.jobs.rows.iter().all(|j| matches!(
+        j.status,
+        JobStatus::Completed | JobStatus::CompletedWithWarnings
+    )));
     assert_eq!(s.app.data.jobs.total, sum.jobs_24h.completed);
 
     // Restore the point from the item's details.
@@ -151,15 +230,31 @@ async fn portal_flow_through_update() {
     press(&mut s, "R");
     let target = env.path("restored");
     {
-        let Some(Popup::Restore(r)) = s.app.popups.last_mut() else { panic!("restore popup not open") };
+        let Some(Popup::Restore(r)) = s.app.popups.last_mut() else {
+            panic!("restore popup not open")
+        };
         r.folder.set(target.display().to_string());
     }
     s.handle(code(KeyCode::Enter));
     let restore_done = s
-        .run_until(WAIT, |a| a.data.jobs.rows.iter().any(|j| j.operation == JobOperation::Restore && !j.status.is_active()))
+        .run_until(WAIT, |a| {
+            a.data
+                .jobs
+                .rows
+                .iter()
+                .any(|j| j.operation == JobOperation::Restore && !j.status.is_active())
+        })
         .await;
     assert!(restore_done);
-    let job = s.app.data.jobs.rows.iter().find(|j| j.operation == JobOperation::Restore).unwrap().clone();
+    let job = s
+        .app
+        .data
+        .jobs
+        .rows
+        .iter()
+        .find(|j| j.operation == JobOperation::Restore)
+        .unwrap()
+        .clone();
     assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
     assert!(target.join("app01-disk0.raw").exists());
 
@@ -170,25 +265,54 @@ async fn portal_flow_through_update() {
     s.handle(code(KeyCode::Enter));
     assert!(matches!(s.app.popups.last(), Some(Popup::Confirm(_))));
     press(&mut s, "y");
-    until_item(&mut s, "sales/app01", "stop protection", |i| i.protection_state == ProtectionState::ProtectionStopped).await;
+    until_item(&mut s, "sales/app01", "stop protection", |i| {
+        i.protection_state == ProtectionState::ProtectionStopped
+    })
+    .await;
     s.handle(code(KeyCode::Enter));
     assert!(s.run_until(WAIT, |a| matches!(a.popups.last(), Some(Popup::Item(i)) if i.item.protection_state == ProtectionState::ProtectionStopped)).await);
     press(&mut s, "u");
     s.handle(code(KeyCode::Enter));
-    until_item(&mut s, "sales/app01", "resume", |i| i.protection_state == ProtectionState::Protected).await;
-    assert_eq!(engine_item(&s, "sales/app01").policy.as_deref(), Some("DefaultPolicy"));
+    until_item(&mut s, "sales/app01", "resume", |i| {
+        i.protection_state == ProtectionState::Protected
+    })
+    .await;
+    assert_eq!(
+        engine_item(&s, "sales/app01").policy.as_deref(),
+        Some("DefaultPolicy")
+    );
 
     // Policies: Nightly is unused now and can be deleted; DefaultPolicy cannot.
     s.handle(code(KeyCode::Esc));
     press(&mut s, "5");
-    assert!(s.run_until(WAIT, |a| a.data.policies.iter().any(|p| p.policy.name == "Nightly" && p.used_by == 0)).await);
+    assert!(
+        s.run_until(WAIT, |a| a
+            .data
+            .policies
+            .iter()
+            .any(|p| p.policy.name == "Nightly" && p.used_by == 0))
+            .await
+    );
     press(&mut s, "x");
     assert!(notice(&s.app).contains("built in"), "{}", notice(&s.app));
-    let pos = s.app.data.policies.iter().position(|p| p.policy.name == "Nightly").unwrap();
+    let pos = s
+        .app
+        .data
+        .policies
+        .iter()
+        .position(|p| p.policy.name == "Nightly")
+        .unwrap();
     s.app.policies.nav.selected = pos;
     press(&mut s, "x");
     press(&mut s, "y");
-    assert!(s.run_until(WAIT, |a| !a.data.policies.iter().any(|p| p.policy.name == "Nightly")).await);
+    assert!(
+        s.run_until(WAIT, |a| !a
+            .data
+            .policies
+            .iter()
+            .any(|p| p.policy.name == "Nightly"))
+            .await
+    );
     assert!(s.engine().unwrap().policy("Nightly").is_err());
 
     // Create a policy from the Policies tab.
@@ -197,15 +321,28 @@ async fn portal_flow_through_update() {
     s.handle(code(KeyCode::Down));
     s.handle(code(KeyCode::Right)); // weekly
     s.handle(code(KeyCode::Enter)); // schedule fine (Sunday)
-    // Retention: a weekly rule is needed; live problems keep Enter from moving on.
+                                    // Retention: a weekly rule is needed; live problems keep Enter from moving on.
     s.handle(code(KeyCode::Enter));
-    let Some(Popup::PolicyWizard(w)) = s.app.popups.last() else { panic!("wizard closed") };
+    let Some(Popup::PolicyWizard(w)) = s.app.popups.last() else {
+        panic!("wizard closed")
+    };
     assert_eq!(w.step, 1);
-    assert!(w.problems().iter().any(|p| p.contains("weekly")), "{:?}", w.problems());
+    assert!(
+        w.problems().iter().any(|p| p.contains("weekly")),
+        "{:?}",
+        w.problems()
+    );
     press(&mut s, " "); // weekly on
     s.handle(code(KeyCode::Enter));
     s.handle(code(KeyCode::Enter));
-    assert!(s.run_until(WAIT, |a| a.data.policies.iter().any(|p| p.policy.name == "Weekly-Sun")).await);
+    assert!(
+        s.run_until(WAIT, |a| a
+            .data
+            .policies
+            .iter()
+            .any(|p| p.policy.name == "Weekly-Sun"))
+            .await
+    );
 
     // Quit with nothing running: no question.
     press(&mut s, "q");
@@ -236,22 +373,58 @@ async fn cancel_and_quit_record_cancelled_jobs() {
     s.app.protected.table.nav.selected = 1;
     press(&mut s, "b");
     s.handle(code(KeyCode::Enter));
-    assert!(s.run_until(WAIT, |a| a.running.values().filter(|j| j.operation == JobOperation::Backup).count() == 2).await);
+    assert!(
+        s.run_until(WAIT, |a| a
+            .running
+            .values()
+            .filter(|j| j.operation == JobOperation::Backup)
+            .count()
+            == 2)
+            .await
+    );
     // Progress arrives from events.
-    assert!(s.run_until(WAIT, |a| a.progress.values().any(|p| p.bytes_done > 0)).await);
+    assert!(
+        s.run_until(WAIT, |a| a.progress.values().any(|p| p.bytes_done > 0))
+            .await
+    );
 
     // Cancel the first from the Jobs tab.
     press(&mut s, "4");
-    assert!(s.run_until(WAIT, |a| a.data.jobs.rows.iter().filter(|j| j.status == JobStatus::InProgress).count() == 2).await);
-    let pos = s.app.jobs.order.iter().position(|n| s.app.data.jobs.rows[*n].status == JobStatus::InProgress).unwrap();
+    assert!(
+        s.run_until(WAIT, |a| a
+            .data
+            .jobs
+            .rows
+            .iter()
+            .filter(|j| j.status == JobStatus::InProgress)
+            .count()
+            == 2)
+            .await
+    );
+    let pos = s
+        .app
+        .jobs
+        .order
+        .iter()
+        .position(|n| s.app.data.jobs.rows[*n].status == JobStatus::InProgress)
+        .unwrap();
     s.app.jobs.nav.selected = pos;
     let id = s.app.data.jobs.rows[s.app.jobs.order[pos]].id.clone();
     press(&mut s, "c");
     assert!(s.run_until(WAIT, |a| !a.running.contains_key(&id)).await);
-    assert_eq!(s.engine().unwrap().job(&id).unwrap().status, JobStatus::Cancelled);
+    assert_eq!(
+        s.engine().unwrap().job(&id).unwrap().status,
+        JobStatus::Cancelled
+    );
 
     // Quit asks while the other runs; yes cancels it and records it.
-    let other = s.app.running.keys().next().cloned().expect("the other backup still runs");
+    let other = s
+        .app
+        .running
+        .keys()
+        .next()
+        .cloned()
+        .expect("the other backup still runs");
     press(&mut s, "q");
     assert!(!s.app.should_quit);
     assert!(matches!(s.app.popups.last(), Some(Popup::Confirm(_))));
@@ -272,27 +445,48 @@ async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
     let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
     let mut s = Session::start(setup).await;
     assert!(s.app.vault.is_none());
-    let Some(Popup::Locked(l)) = s.app.popups.last() else { panic!("no locked popup") };
+    let Some(Popup::Locked(l)) = s.app.popups.last() else {
+        panic!("no locked popup")
+    };
     assert!(l.message.contains("in use by process"), "{}", l.message);
     // Enter opens it read-only: data shows, actions are refused with a notice.
     s.handle(code(KeyCode::Enter));
-    assert!(s.run_until(WAIT, |a| a.vault.as_ref().is_some_and(|v| v.read_only.is_some()) && a.data.loaded).await);
+    assert!(
+        s.run_until(WAIT, |a| a
+            .vault
+            .as_ref()
+            .is_some_and(|v| v.read_only.is_some())
+            && a.data.loaded)
+            .await
+    );
     assert!(s.app.data.items.len() >= 12);
     press(&mut s, "2d");
     assert!(notice(&s.app).contains("Read-only"), "{}", notice(&s.app));
     press(&mut s, "r");
     assert!(s.app.popups.is_empty());
-    assert!(!owner.job_list(&Default::default()).unwrap().iter().any(|j| j.operation == JobOperation::Discover && j.status.is_active()));
+    assert!(!owner
+        .job_list(&Default::default())
+        .unwrap()
+        .iter()
+        .any(|j| j.operation == JobOperation::Discover && j.status.is_active()));
 
     // Switch to the other vault (not owned elsewhere): owned, writable.
     press(&mut s, "v");
-    let Some(Popup::Vaults(v)) = s.app.popups.last() else { panic!("no vault list") };
+    let Some(Popup::Vaults(v)) = s.app.popups.last() else {
+        panic!("no vault list")
+    };
     let eus = v.choices.iter().position(|c| c.name == "test-eus").unwrap();
     for _ in 0..eus {
         s.handle(code(KeyCode::Down));
     }
     s.handle(code(KeyCode::Enter));
-    assert!(s.run_until(WAIT, |a| a.vault.as_ref().is_some_and(|v| v.name == "test-eus" && v.read_only.is_none())).await);
+    assert!(
+        s.run_until(WAIT, |a| a
+            .vault
+            .as_ref()
+            .is_some_and(|v| v.name == "test-eus" && v.read_only.is_none()))
+            .await
+    );
     assert_eq!(s.engine().unwrap().region(), "eastus");
     s.close().await;
     drop(owner);
@@ -302,7 +496,9 @@ async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
 async fn key_bindings_and_theme_from_config_with_warnings() {
     let env = Env::new();
     let mut text = std::fs::read_to_string(&env.config).unwrap();
-    text.push_str("\n[tui.keys]\ndiscover = \"D\"\ndicsover = \"x\"\n\n[tui.theme]\nerror = \"magenta\"\n");
+    text.push_str(
+        "\n[tui.keys]\ndiscover = \"D\"\ndicsover = \"x\"\n\n[tui.theme]\nerror = \"magenta\"\n",
+    );
     std::fs::write(&env.config, text).unwrap();
     let mut s = session(&env).await;
     assert!(notice(&s.app).contains("dicsover"), "{}", notice(&s.app));

@@ -44,18 +44,47 @@ fn tab_variants() {
     // Dashboard with "Failed" selected.
     shot("dashboard_failed_selected", on(&[code(KeyCode::Right)]));
     // Registered items sorted by status, then filtered while typing.
-    shot("registered_items_sorted", on(&[key('2'), key('s'), key('s'), key('s'), key('s'), key('s'), key('s')]));
-    shot("registered_items_filter", on(&[key('2'), key('/'), key('w'), key('e'), key('b')]));
-    shot("protected_items_filter_no_match", on(&[key('3'), key('/'), key('z'), key('z'), code(KeyCode::Enter)]));
+    shot(
+        "registered_items_sorted",
+        on(&[
+            key('2'),
+            key('s'),
+            key('s'),
+            key('s'),
+            key('s'),
+            key('s'),
+            key('s'),
+        ]),
+    );
+    shot(
+        "registered_items_filter",
+        on(&[key('2'), key('/'), key('w'), key('e'), key('b')]),
+    );
+    shot(
+        "protected_items_filter_no_match",
+        on(&[key('3'), key('/'), key('z'), key('z'), code(KeyCode::Enter)]),
+    );
     // Jobs filtered: Failed, Backup.
-    shot("jobs_filtered", on(&[key('4'), key('f'), key('f'), key('o')]));
-    shot("policies_gold_selected", on(&[key('5'), code(KeyCode::Down)]));
+    shot(
+        "jobs_filtered",
+        on(&[key('4'), key('f'), key('f'), key('o')]),
+    );
+    shot(
+        "policies_gold_selected",
+        on(&[key('5'), code(KeyCode::Down)]),
+    );
 }
 
 #[test]
 fn empty_and_special_states() {
     shot("loading", |w, h| {
-        let mut a = App::new(Some(vault()), vaults(), Default::default(), Default::default(), false);
+        let mut a = App::new(
+            Some(vault()),
+            vaults(),
+            Default::default(),
+            Default::default(),
+            false,
+        );
         a.now = now();
         a.update(Msg::Resize(w, h));
         a
@@ -70,7 +99,13 @@ fn empty_and_special_states() {
         a
     });
     shot("no_vault_locked", |w, h| {
-        let mut a = App::new(None, vaults(), Default::default(), Default::default(), false);
+        let mut a = App::new(
+            None,
+            vaults(),
+            Default::default(),
+            Default::default(),
+            false,
+        );
         a.now = now();
         a.update(Msg::Resize(w, h));
         a.update(Msg::VaultFailed {
@@ -90,11 +125,38 @@ fn empty_and_special_states() {
 #[test]
 fn popups() {
     shot("help_dashboard", on(&[key('?')]));
-    shot("help_jobs_search", on(&[key('4'), key('?'), key('c'), key('a'), key('n')]));
-    shot("register_items", on(&[key('2'), key('r'), key(' '), code(KeyCode::Down), key(' ')]));
-    shot("register_items_filter", on(&[key('2'), key('r'), key('/'), key('w'), key('e'), key('b')]));
-    shot("backup_now", on(&[key('3'), code(KeyCode::Down), code(KeyCode::Down), code(KeyCode::Down), key('b')]));
-    shot("backup_now_bad_date", on(&[key('3'), key('b'), code(KeyCode::Backspace), code(KeyCode::Backspace), key('x')]));
+    shot(
+        "help_jobs_search",
+        on(&[key('4'), key('?'), key('c'), key('a'), key('n')]),
+    );
+    shot(
+        "register_items",
+        on(&[key('2'), key('r'), key(' '), code(KeyCode::Down), key(' ')]),
+    );
+    shot(
+        "register_items_filter",
+        on(&[key('2'), key('r'), key('/'), key('w'), key('e'), key('b')]),
+    );
+    shot(
+        "backup_now",
+        on(&[
+            key('3'),
+            code(KeyCode::Down),
+            code(KeyCode::Down),
+            code(KeyCode::Down),
+            key('b'),
+        ]),
+    );
+    shot(
+        "backup_now_bad_date",
+        on(&[
+            key('3'),
+            key('b'),
+            code(KeyCode::Backspace),
+            code(KeyCode::Backspace),
+            key('x'),
+        ]),
+    );
     shot("vaults", on(&[key('v')]));
     shot("quit_with_running_jobs", on(&[key('q')]));
     shot("message_refused", |w, h| {
@@ -117,7 +179,10 @@ fn item_open(w: u16, h: u16) -> App {
     // Protected items in name order: old01, payroll01, sql01, web01 (hr), web01 (sales).
     a.update(code(KeyCode::End));
     a.update(code(KeyCode::Enter));
-    a.update(Msg::PointsLoaded { item_id: "sim:/sales/web01".into(), result: Ok(points()) });
+    a.update(Msg::PointsLoaded {
+        item_id: "sim:/sales/web01".into(),
+        result: Ok(points()),
+    });
     a
 }
 
@@ -130,7 +195,10 @@ fn item_and_its_actions() {
         a.update(code(KeyCode::Down));
         a.update(code(KeyCode::Down));
         a.update(code(KeyCode::Enter));
-        a.update(Msg::PointsLoaded { item_id: "sim:/sales/sql01".into(), result: Ok(vec![]) });
+        a.update(Msg::PointsLoaded {
+            item_id: "sim:/sales/sql01".into(),
+            result: Ok(vec![]),
+        });
         a
     });
     shot("restore", |w, h| {
@@ -163,7 +231,10 @@ fn item_and_its_actions() {
         a.update(key('3'));
         a.update(code(KeyCode::Down));
         a.update(code(KeyCode::Enter));
-        a.update(Msg::PointsLoaded { item_id: "sim:/hr/payroll01".into(), result: Ok(vec![]) });
+        a.update(Msg::PointsLoaded {
+            item_id: "sim:/hr/payroll01".into(),
+            result: Ok(vec![]),
+        });
         a.update(key('u'));
         a
     });
@@ -237,7 +308,11 @@ fn protect_wizard_steps() {
     });
     shot("protect_4_review_existing", |w, h| {
         let mut a = wizard(w, h);
-        for k in [code(KeyCode::Enter), code(KeyCode::Enter), code(KeyCode::Enter)] {
+        for k in [
+            code(KeyCode::Enter),
+            code(KeyCode::Enter),
+            code(KeyCode::Enter),
+        ] {
             a.update(k);
         }
         a
@@ -261,7 +336,10 @@ fn protect_wizard_steps() {
         a.update(key(' ')); // Saturday on
         a.update(code(KeyCode::Down));
         a.update(code(KeyCode::Down));
-        a.update(Msg::Key(crossterm::event::KeyEvent::new(KeyCode::Char('u'), crossterm::event::KeyModifiers::CONTROL)));
+        a.update(Msg::Key(crossterm::event::KeyEvent::new(
+            KeyCode::Char('u'),
+            crossterm::event::KeyModifiers::CONTROL,
+        )));
         typed(&mut a, "europe/be");
         a
     });

@@ -37,12 +37,31 @@ fn job_statuses_have_their_colours() {
     let mut a = app(120, 40);
     a.update(key('4'));
     let t = render(&a, 120, 40);
-    assert_eq!(fg(&t, find(&t, "Failed", Some("analytics/etl01"))), Color::Red);
-    assert!(t.backend().buffer()[find(&t, "Failed", Some("analytics/etl01"))].modifier.contains(Modifier::BOLD));
-    assert_eq!(fg(&t, find(&t, "Completed", Some("hr/web01"))), Color::Green);
-    assert_eq!(fg(&t, find(&t, "CompletedWithWarnings", None)), Color::Yellow);
-    assert_eq!(fg(&t, find(&t, "Cancelled", Some("hr/payroll01"))), Color::DarkGray);
-    assert_eq!(fg(&t, find(&t, "InProgress", Some("sales/web01"))), Color::Blue);
+    assert_eq!(
+        fg(&t, find(&t, "Failed", Some("analytics/etl01"))),
+        Color::Red
+    );
+    assert!(
+        t.backend().buffer()[find(&t, "Failed", Some("analytics/etl01"))]
+            .modifier
+            .contains(Modifier::BOLD)
+    );
+    assert_eq!(
+        fg(&t, find(&t, "Completed", Some("hr/web01"))),
+        Color::Green
+    );
+    assert_eq!(
+        fg(&t, find(&t, "CompletedWithWarnings", None)),
+        Color::Yellow
+    );
+    assert_eq!(
+        fg(&t, find(&t, "Cancelled", Some("hr/payroll01"))),
+        Color::DarkGray
+    );
+    assert_eq!(
+        fg(&t, find(&t, "InProgress", Some("sales/web01"))),
+        Color::Blue
+    );
     // The failed job's error code, red as well.
     assert_eq!(fg(&t, find(&t, "UserErrorVmNotFound", None)), Color::Red);
     // The progress bar of the running backup.
@@ -55,8 +74,14 @@ fn item_states_have_their_colours() {
     a.update(key('3'));
     let t = render(&a, 120, 40);
     assert_eq!(fg(&t, find(&t, "Protection error", None)), Color::Red);
-    assert_eq!(fg(&t, find(&t, "Protected (pending initial backup)", None)), Color::Blue);
-    assert_eq!(fg(&t, find(&t, "Protected", Some("DefaultPolicy"))), Color::Green);
+    assert_eq!(
+        fg(&t, find(&t, "Protected (pending initial backup)", None)),
+        Color::Blue
+    );
+    assert_eq!(
+        fg(&t, find(&t, "Protected", Some("DefaultPolicy"))),
+        Color::Green
+    );
     assert_eq!(fg(&t, find(&t, "Failed", Some("sql01"))), Color::Red);
     a.update(key('2'));
     let t = render(&a, 120, 40);
@@ -74,17 +99,25 @@ fn dashboard_counts_and_error_notices_are_coloured() {
     let count = t.backend().buffer()[(x + 3, y - 1)].clone();
     assert_eq!(count.symbol(), "2");
     assert_eq!(count.fg, Color::Red);
-    a.update(Msg::Engine(Box::new(vmvault::engine::Event::Notice(vmvault::engine::Notice {
-        level: vmvault::engine::NoticeLevel::Error,
-        text: "Backup of sales/sql01 failed: the VM was not found".into(),
-        job_id: None,
-    }))));
+    a.update(Msg::Engine(Box::new(vmvault::engine::Event::Notice(
+        vmvault::engine::Notice {
+            level: vmvault::engine::NoticeLevel::Error,
+            text: "Backup of sales/sql01 failed: the VM was not found".into(),
+            job_id: None,
+        },
+    ))));
     let t = render(&a, 120, 40);
-    assert_eq!(fg(&t, find(&t, "Backup of sales/sql01 failed", None)), Color::Red);
+    assert_eq!(
+        fg(&t, find(&t, "Backup of sales/sql01 failed", None)),
+        Color::Red
+    );
     // The selected row has the selection background.
     a.update(key('2'));
     let t = render(&a, 120, 40);
-    assert_eq!(t.backend().buffer()[find(&t, "app01", None)].bg, Color::Rgb(0x26, 0x4f, 0x78));
+    assert_eq!(
+        t.backend().buffer()[find(&t, "app01", None)].bg,
+        Color::Rgb(0x26, 0x4f, 0x78)
+    );
 }
 
 #[test]
@@ -95,12 +128,20 @@ fn no_color_means_no_colour_anywhere() {
         let t = render(&a, 120, 40);
         let buf = t.backend().buffer();
         for cell in buf.content() {
-            assert!(matches!(cell.fg, Color::Reset), "tab {tab}: a coloured cell {cell:?}");
-            assert!(matches!(cell.bg, Color::Reset), "tab {tab}: a coloured background {cell:?}");
+            assert!(
+                matches!(cell.fg, Color::Reset),
+                "tab {tab}: a coloured cell {cell:?}"
+            );
+            assert!(
+                matches!(cell.bg, Color::Reset),
+                "tab {tab}: a coloured background {cell:?}"
+            );
         }
         // Selection stays visible without colour.
         if tab == '2' {
-            assert!(buf[find(&t, "app01", None)].modifier.contains(Modifier::REVERSED));
+            assert!(buf[find(&t, "app01", None)]
+                .modifier
+                .contains(Modifier::REVERSED));
         }
     }
 }
@@ -115,6 +156,12 @@ fn theme_roles_from_config_recolour() {
     let mut a = app_with(120, 40, theme);
     a.update(key('4'));
     let t = render(&a, 120, 40);
-    assert_eq!(fg(&t, find(&t, "Failed", Some("analytics/etl01"))), Color::Rgb(0xff, 0, 0xff));
-    assert_eq!(fg(&t, find(&t, "Completed", Some("hr/web01"))), Color::LightGreen);
+    assert_eq!(
+        fg(&t, find(&t, "Failed", Some("analytics/etl01"))),
+        Color::Rgb(0xff, 0, 0xff)
+    );
+    assert_eq!(
+        fg(&t, find(&t, "Completed", Some("hr/web01"))),
+        Color::LightGreen
+    );
 }

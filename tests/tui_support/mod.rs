@@ -27,12 +27,22 @@ impl Console {
     pub fn spawn(args: &[&str], env: &[(&str, &str)], cols: u16, rows: u16) -> Console {
         let pty = native_pty_system();
         let pair = pty
-            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
+            .openpty(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
             .expect("open a pseudo-terminal");
         let mut cmd = CommandBuilder::new(assert_cmd::cargo::cargo_bin("vmvault"));
         cmd.args(args);
         cmd.env("TERM", "xterm-256color");
-        for k in ["VMVAULT_CONFIG", "VMVAULT_VAULT", "VMVAULT_DATA_DIR", "NO_COLOR"] {
+        for k in [
+            "VMVAULT_CONFIG",
+            "VMVAULT_VAULT",
+            "VMVAULT_DATA_DIR",
+            "NO_COLOR",
+        ] {
             cmd.env_remove(k);
         }
         for (k, v) in env {
@@ -41,7 +51,10 @@ impl Console {
         if let Ok(cwd) = std::env::current_dir() {
             cmd.cwd(cwd);
         }
-        let child = pair.slave.spawn_command(cmd).expect("start vmvault in the pty");
+        let child = pair
+            .slave
+            .spawn_command(cmd)
+            .expect("start vmvault in the pty");
         drop(pair.slave);
         let mut reader = pair.master.try_clone_reader().expect("pty reader");
         let writer = pair.master.take_writer().expect("pty writer");
@@ -56,7 +69,13 @@ impl Console {
                 }
             }
         });
-        Console { child, writer, _master: pair.master, parser, reader: Some(reader) }
+        Console {
+            child,
+            writer,
+            _master: pair.master,
+            parser,
+            reader: Some(reader),
+        }
     }
 
     /// The screen's text.
@@ -71,11 +90,18 @@ impl Console {
 
     /// Waits until the screen shows `text`; panics with the screen after `timeout`.
     pub fn wait_for(&mut self, text: &str, timeout: Duration) -> String {
-        self.wait_until(&format!("{text:?} on the screen"), timeout, |s| s.contains(text))
+        self.wait_until(&format!("{text:?} on the screen"), timeout, |s| {
+            s.contains(text)
+        })
     }
 
     /// Waits until `pred(screen)` holds; panics (showing the screen) after `timeout`.
-    pub fn wait_until(&mut self, what: &str, timeout: Duration, mut pred: impl FnMut(&str) -> bool) -> String {
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.screen();
@@ -94,7 +120,9 @@ impl Console {
 
     /// Types text (characters as keys).
     pub fn send(&mut self, s: &str) {
-        self.writer.write_all(s.as_bytes()).expect("write to the pty");
+        self.writer
+            .write_all(s.as_bytes())
+            .expect("write to the pty");
         self.writer.flush().expect("flush the pty");
     }
 
@@ -115,6 +143,23 @@ impl Console {
     pub fn esc(&mut self) {
         self.send("\x1b");
         std::thread::sleep(Duration::from_millis(150));
+    }
+
+    /// Resizes the terminal (the console gets SIGWINCH).
+    pub fn resize(&mut self, cols: u16, rows: u16) {
+        self._master
+            .resize(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("resize the pty");
+        self.parser
+            .lock()
+            .unwrap()
+            .screen_mut()
+            .set_size(rows, cols);
     }
 
     /// Waits for the process to exit; returns its exit code.
