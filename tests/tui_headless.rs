@@ -206,6 +206,36 @@ async fn portal_flow_through_update() {
             .await
     );
     let sum = s.app.data.summary.clone().unwrap();
+    // The loader derives counts and next backups itself: they agree with the engine's.
+    let engine_sum = s.engine().unwrap().summary().unwrap();
+    assert_eq!(
+        (
+            sum.protected,
+            sum.registered,
+            sum.needs_attention,
+            sum.jobs_24h
+        ),
+        (
+            engine_sum.protected,
+            engine_sum.registered,
+            engine_sum.needs_attention,
+            engine_sum.jobs_24h
+        )
+    );
+    assert_eq!(
+        sum.storage.recovery_points,
+        engine_sum.storage.recovery_points
+    );
+    let upcoming = s.engine().unwrap().upcoming_backups().unwrap();
+    assert_eq!(upcoming.len(), s.app.data.next_backup.len());
+    for (i, t) in &upcoming {
+        assert_eq!(
+            s.app.data.next_backup.get(&i.id),
+            Some(t),
+            "next backup of {}",
+            i.qualified_name()
+        );
+    }
     assert_eq!(sum.registered, 1);
     assert!(sum.jobs_24h.completed >= 4, "{sum:?}");
     assert_eq!(sum.jobs_24h.failed, 0);

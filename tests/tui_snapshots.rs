@@ -417,3 +417,39 @@ fn policy_wizard_steps() {
         a
     });
 }
+
+#[test]
+fn notifications() {
+    use vmvault::engine::{Event, Notice, NoticeLevel};
+    // A discovery running for 6 s: the line counts.
+    shot("notice_discovering", |w, h| {
+        let mut a = app(w, h);
+        let mut job = running_backup();
+        job.id = "d15c0000-0000-4000-8000-000000000000".into();
+        job.operation = vmvault::model::JobOperation::Discover;
+        job.start_time = now() - chrono::Duration::seconds(6);
+        a.update(Msg::Engine(Box::new(Event::JobUpdated(Box::new(
+            job.clone(),
+        )))));
+        a.update(Msg::Engine(Box::new(Event::Notice(Notice {
+            level: NoticeLevel::Info,
+            text: "Discovering virtual machines…".into(),
+            job_id: Some(job.id.clone()),
+        }))));
+        a.update(Msg::Tick(now()));
+        a
+    });
+    // Register answered: two jobs, J views them.
+    shot("notice_register_created", |w, h| {
+        let mut a = app(w, h);
+        a.update(key('2'));
+        a.update(Msg::Done(Box::new(vmvault::tui::app::CommandDone {
+            label: "Register",
+            subject: "2 VMs".into(),
+            operation: Some(vmvault::model::JobOperation::Register),
+            result: Ok(vec!["a".into(), "b".into()]),
+            note: None,
+        })));
+        a
+    });
+}

@@ -579,17 +579,24 @@ impl Engine {
         let protected = items.iter().filter(|i| i.protection_state.is_under_policy()).count() as u64;
         let registered = items.iter().filter(|i| i.registration_state == RegistrationState::Registered).count() as u64;
         let needs_attention = items.iter().filter(|i| i.needs_attention()).count() as u64;
-        let mut jobs_24h = JobCounts::default();
-        for (status, n) in self.inner.catalog.job_counts_since(now - Duration::hours(24))? {
+        let jobs_24h = self.job_counts_since(now - Duration::hours(24))?;
+        let storage = self.storage_summary()?;
+        Ok(Summary { protected, registered, needs_attention, jobs_24h, storage, time: now })
+    }
+
+    /// Jobs started since `since` by the dashboard's groups (Completed counts
+    /// CompletedWithWarnings; In progress counts Cancelling; Cancelled is not counted).
+    pub fn job_counts_since(&self, since: DateTime<Utc>) -> Result<JobCounts> {
+        let mut c = JobCounts::default();
+        for (status, n) in self.inner.catalog.job_counts_since(since)? {
             match status {
-                JobStatus::Completed | JobStatus::CompletedWithWarnings => jobs_24h.completed += n,
-                JobStatus::Failed => jobs_24h.failed += n,
-                JobStatus::InProgress | JobStatus::Cancelling => jobs_24h.in_progress += n,
+                JobStatus::Completed | JobStatus::CompletedWithWarnings => c.completed += n,
+                JobStatus::Failed => c.failed += n,
+                JobStatus::InProgress | JobStatus::Cancelling => c.in_progress += n,
                 JobStatus::Cancelled => {}
             }
         }
-        let storage = self.storage_summary()?;
-        Ok(Summary { protected, registered, needs_attention, jobs_24h, storage, time: now })
+        Ok(c)
     }
 
     pub fn storage_summary(&self) -> Result<StorageSummary> {

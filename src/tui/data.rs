@@ -271,36 +271,66 @@ pub fn load(engine: &Engine, prev: &Data, stale: Stale, query: &JobsQuery) -> Re
     let now = engine.now();
     d.now = now;
     let err = |e: crate::engine::EngineError| e.to_string();
-    if stale.items {
-        let items = engine.items().map_err(err)?;
-        d.point_counts = Arc::new(engine.point_counts().map_err(err)?);
-        let upcoming = engine.upcoming_backups().map_err(err)?;
-        d.next_backup = Arc::new(upcoming.iter().map(|(i, t)| (i.id.clone(), *t)).collect());
-        d.upcoming = Arc::new(
-            upcoming
-                .into_iter()
-                .take(DASHBOARD_ROWS)
-                .map(|(i, t)| Upcoming {
-                    item: i.qualified_name(),
-                    policy: i.policy.clone().unwrap_or_default(),
-                    time: t,
-                })
-                .collect(),
-        );
-        d.items = Arc::new(items);
-    }
-    if stale.policies {
-        let usage = engine.policy_usage().map_err(err)?;
+    // Policies first: the items part uses them for the next backups.
+    if stale.policies || stale.items || d.policies.is_empty() {
         let list = engine.policies().map_err(err)?;
         d.policies = Arc::new(
             list.into_iter()
                 .map(|(row, p)| PolicyInfo {
-                    used_by: usage.get(&row.name).copied().unwrap_or(0),
+                    used_by: 0,
                     builtin: row.builtin,
                     policy: p,
                 })
                 .collect(),
         );
+    }
+    if stale.items {
+        // The items are read once; usage, next backups and the item counts of the summary
+        // are derived from them here (the engine's helpers would each read them again).
+        let items = engine.items().map_err(err)?;
+        d.point_counts = Arc::new(engine.point_counts().map_err(err)?);
+        let policies: HashMap<&str, &Policy> = d
+            .policies
+            .iter()
+            .map(|p| (p.policy.name.as_str(), &p.policy))
+            .collect();
+        let mut usage: HashMap<String, usize> = HashMap::new();
+        let mut upcoming: Vec<(DateTime<Utc>, &Item)> = Vec::new();
+        for i in items
+            .iter()
+            .filter(|i| i.protection_state.is_under_policy())
+        {
+            let Some(name) = i.policy.as_deref() else {
+                continue;
+            };
+            *usage.entry(name.to_string()).or_insert(0) += 1;
+            if let Some(p) = policies.get(name) {
+                upcoming.push((next_backup(p, i, now), i));
+            }
+        }
+        upcoming.sort_by_key(|(t, _)| *t);
+        d.next_backup = Arc::new(upcoming.iter().map(|(t, i)| (i.id.clone(), *t)).collect());
+        d.upcoming = Arc::new(
+            upcoming
+                .iter()
+                .take(DASHBOARD_ROWS)
+                .map(|(t, i)| Upcoming {
+                    item: i.qualified_name(),
+                    policy: i.policy.clone().unwrap_or_default(),
+                    time: *t,
+                })
+                .collect(),
+        );
+        d.policies = Arc::new(
+            d.policies
+                .iter()
+                .map(|p| PolicyInfo {
+                    used_by: usage.get(&p.policy.name).copied().unwrap_or(0),
+                    ..p.clone()
+                })
+                .collect(),
+        );
+        d.items = Arc::new(items);
     }
     if stale.jobs || !d.jobs.query.eq(query) {
         let filter = query.to_filter(now);
@@ -343,12 +373,55 @@ pub fn load(engine: &Engine, prev: &Data, stale: Stale, query: &JobsQuery) -> Re
                 .map_err(err)?,
         ));
     }
-    if stale.summary || stale.items || stale.jobs {
-        d.summary = Some(Arc::new(engine.summary().map_err(err)?));
+    let jobs_24h = if stale.jobs || d.summary.is_none() {
+        Some(
+            engine
+                .job_counts_since(now - Duration::hours(24))
+                .map_err(err)?,
+        )
+    } else {
+        None
+    };
+    if stale.summary || stale.items || d.summary.is_none() {
+        // Item counts as Engine::summary counts them; storage from the engine.
+        let items = &d.items;
+        let storage = engine.storage_summary().map_err(err)?;
+        d.summary = Some(Arc::new(Summary {
+            protected: items
+                .iter()
+                .filter(|i| i.protection_state.is_under_policy())
+                .count() as u64,
+            registered: items
+                .iter()
+                .filter(|i| i.registration_state == RegistrationState::Registered)
+                .count() as u64,
+            needs_attention: items.iter().filter(|i| i.needs_attention()).count() as u64,
+            jobs_24h: jobs_24h
+                .or_else(|| d.summary.as_ref().map(|s| s.jobs_24h))
+                .unwrap_or_default(),
+            storage,
+            time: now,
+        }));
+    } else if let (Some(c), Some(s)) = (jobs_24h, &d.summary) {
+        d.summary = Some(Arc::new(Summary {
+            jobs_24h: c,
+            time: now,
+            ..(**s).clone()
+        }));
     }
     d.loaded = true;
     d.generation = prev.generation + 1;
     Ok(d)
+}
+
+/// The next scheduled backup of an item under `policy` — as `Engine::upcoming_backups`
+/// computes it (from the last scheduled run, never before now).
+pub fn next_backup(policy: &Policy, item: &Item, now: DateTime<Utc>) -> DateTime<Utc> {
+    let base = item
+        .last_scheduled_run
+        .unwrap_or(item.discovered_at)
+        .max(now);
+    crate::policy::next_run_after(policy, base)
 }
 
 /// The start of the clock hour of `t`.

@@ -402,3 +402,84 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod example_config {
+    use super::*;
+
+    /// The `# name = "value"` lines of a `[section]` of config.example.toml.
+    fn commented(section: &str) -> BTreeMap<String, String> {
+        let text = include_str!("../../config.example.toml");
+        let mut out = BTreeMap::new();
+        let mut inside = false;
+        for line in text.lines() {
+            let l = line.trim();
+            if l.starts_with('[') {
+                inside = l == format!("[{section}]");
+                continue;
+            }
+            if !inside {
+                continue;
+            }
+            let Some(rest) = l.strip_prefix("# ") else {
+                continue;
+            };
+            // Only `# key = "value"` lines: prose comments have spaces in the "key".
+            let Some((k, v)) = rest.split_once(" = ") else {
+                continue;
+            };
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let Some(v) = v.strip_prefix('"').and_then(|v| v.split_once('"')) else {
+                continue;
+            };
+            out.insert(k.to_string(), v.0.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn config_example_lists_every_action_with_its_default_keys() {
+        let listed = commented("tui.keys");
+        let names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+        for n in &names {
+            assert!(
+                listed.contains_key(*n),
+                "config.example.toml [tui.keys] does not list {n}"
+            );
+        }
+        for k in listed.keys() {
+            assert!(
+                names.contains(&k.as_str()),
+                "config.example.toml [tui.keys] lists {k}, which is no action"
+            );
+        }
+        // The values shown are the defaults, and parse without warnings.
+        let (map, warnings) = KeyMap::from_config(&listed);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let defaults = KeyMap::default();
+        for a in Action::ALL {
+            assert_eq!(
+                map.labels(*a),
+                defaults.labels(*a),
+                "{}: the example shows other keys than the default",
+                a.name()
+            );
+        }
+    }
+
+    #[test]
+    fn config_example_lists_every_colour_role() {
+        let listed = commented("tui.theme");
+        let roles: Vec<&str> = crate::tui::theme::ROLES.iter().map(|r| r.0).collect();
+        for r in &roles {
+            assert!(
+                listed.contains_key(*r),
+                "config.example.toml [tui.theme] does not list {r}"
+            );
+        }
+        let (_, warnings) = crate::tui::theme::Theme::from_config(&listed, false);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+}
