@@ -188,6 +188,8 @@ impl Engine {
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                         _ => {}
                     },
+                    // Notice a stop request promptly.
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
                 }
                 if stop.is_cancelled() {
                     return;
