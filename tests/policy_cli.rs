@@ -286,3 +286,112 @@ fn preview_agrees_with_simulated_time() {
         .to_string();
     env.assert_restore_matches_source("jump01", &newest, "newest");
 }
+
+#[test]
+fn soft_deleted_data_is_purged_after_14_days_and_undelete_before_keeps_it() {
+    let env = Env::new();
+    env.protect(&["jump01", "payroll01"]);
+    env.backup("jump01");
+    env.backup("payroll01");
+    env.ok(&["stop-protection", "jump01", "--delete-data"]);
+    env.ok(&["stop-protection", "payroll01", "--delete-data"]);
+    let stored_before = env.json(&["summary"])["storage"]["stored_bytes"]
+        .as_u64()
+        .unwrap();
+    env.ok(&["sim", "advance", "13d"]);
+    // Still there on day 13; undelete one of them.
+    assert_eq!(env.json(&["points", "jump01"]).as_array().unwrap().len(), 1);
+    env.ok(&["undelete", "payroll01"]);
+    env.ok(&["sim", "advance", "2d"]);
+    let items = env.json(&["items"]);
+    let get = |n: &str| {
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(get("jump01")["protection_state"], "NotProtected");
+    assert_eq!(
+        get("jump01")["registration_state"],
+        "Registered",
+        "purge removes data, not the registration"
+    );
+    assert!(env
+        .json(&["points", "jump01"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(get("payroll01")["protection_state"], "ProtectionStopped");
+    assert_eq!(
+        env.json(&["points", "payroll01"]).as_array().unwrap().len(),
+        1
+    );
+    // The purge freed jump01's chunks (garbage collection ran after it).
+    let stored_after = env.json(&["summary"])["storage"]["stored_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        stored_after < stored_before,
+        "{stored_after} < {stored_before}"
+    );
+    env.ok(&["verify"]);
+    let prunes = env.json(&["jobs", "--operation", "Prune"]);
+    assert!(prunes
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|j| j["details"]["items_purged"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())));
+}
+
+#[test]
+fn retention_changes_apply_to_existing_points() {
+    let env = Env::new();
+    let gold = write(&env, "gold.toml", GOLD);
+    env.ok(&["policy", "create", "--file", &gold]);
+    env.ok(&["discover"]);
+    env.ok(&["register", "jump01"]);
+    env.ok(&["protect", "jump01", "--policy", "Gold"]);
+    env.ok(&["sim", "advance", "20d"]);
+    let count = |env: &Env| env.json(&["points", "jump01"]).as_array().unwrap().len();
+    let before = count(&env);
+    assert!(before >= 19, "{before}");
+    // Shorter daily retention: existing points get earlier expiries at once…
+    let short = write(&env, "short.toml", &GOLD.replace("days = 30", "days = 3"));
+    env.ok(&["policy", "update", "Gold", "--file", &short]);
+    let points = env.json(&["points", "jump01"]);
+    let newest =
+        chrono::DateTime::parse_from_rfc3339(points[0]["scheduled_time"].as_str().unwrap())
+            .unwrap();
+    let newest_expiry =
+        chrono::DateTime::parse_from_rfc3339(points[0]["expiry"].as_str().unwrap()).unwrap();
+    assert!(
+        newest_expiry - newest <= chrono::Duration::days(104 * 7),
+        "re-evaluated"
+    );
+    let non_sunday_old = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            let t = chrono::DateTime::parse_from_rfc3339(p["scheduled_time"].as_str().unwrap())
+                .unwrap();
+            let e = chrono::DateTime::parse_from_rfc3339(p["expiry"].as_str().unwrap()).unwrap();
+            e - t == chrono::Duration::days(3)
+        })
+        .count();
+    assert!(
+        non_sunday_old > 0,
+        "dailies now expire after 3 days: {points:#}"
+    );
+    // …and the next clean-up (after the next scheduled backup) removes what expired.
+    env.ok(&["sim", "advance", "1d"]);
+    let after = count(&env);
+    assert!(after < before, "{after} < {before}");
+    // Sundays are kept by the weekly rule; at most 3 days of dailies plus Sundays remain.
+    assert!(after <= 3 + 4, "{after}");
+}

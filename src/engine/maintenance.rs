@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 impl Engine {
     /// Which points Prune would remove now, and which soft-deleted items it would purge.
-    fn prune_plan(&self) -> Result<(Vec<RecoveryPoint>, Vec<Item>)> {
+    fn prune_plan(&self, purge_only: bool) -> Result<(Vec<RecoveryPoint>, Vec<Item>)> {
         let now = self.now();
         let mut remove = Vec::new();
         let mut purge = Vec::new();
@@ -27,6 +27,9 @@ impl Engine {
                     remove.extend(points);
                     purge.push(item);
                 }
+                continue;
+            }
+            if purge_only {
                 continue;
             }
             // Stopped protection (retain data) keeps every point: expiry is None there.
@@ -46,7 +49,16 @@ impl Engine {
 
     /// Runs Prune (as a job) when there is anything to prune or purge. Returns the job.
     pub(crate) fn prune_inline(&self, user_triggered: bool) -> Result<Option<Job>> {
-        let (remove, purge) = self.prune_plan()?;
+        self.prune_with(user_triggered, false)
+    }
+
+    /// Purges soft-deleted data whose time is up (a Prune job that touches nothing else).
+    pub(crate) fn purge_inline(&self) -> Result<Option<Job>> {
+        self.prune_with(false, true)
+    }
+
+    fn prune_with(&self, user_triggered: bool, purge_only: bool) -> Result<Option<Job>> {
+        let (remove, purge) = self.prune_plan(purge_only)?;
         if remove.is_empty() && purge.is_empty() && !user_triggered {
             return Ok(None);
         }

@@ -83,6 +83,16 @@ impl Engine {
             .min())
     }
 
+    /// When the earliest soft-deleted data is due to be purged.
+    pub fn next_purge(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .items()?
+            .iter()
+            .filter(|i| i.protection_state == ProtectionState::SoftDeleted)
+            .filter_map(|i| i.purge_at)
+            .min())
+    }
+
     /// Next scheduled backup of every item under a policy.
     pub fn upcoming_backups(&self) -> Result<Vec<(Item, DateTime<Utc>)>> {
         let now = self.now();
@@ -134,6 +144,20 @@ impl Engine {
                 Err(e) => tracing::error!("scheduled backup of {}: {e}", item.qualified_name()),
             }
         }
+        if started.is_empty() && self.next_purge()?.is_some_and(|t| t <= now) {
+            let e = self.clone();
+            self.inner.rt.spawn(async move {
+                let _guard = e.inner.schedule_lock.lock().await;
+                let e2 = e.clone();
+                let _ = tokio::task::spawn_blocking(move || -> Result<()> {
+                    if e2.purge_inline()?.is_some() {
+                        e2.gc_inline(false)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            });
+        }
         if !started.is_empty() {
             self.publish(Event::ItemsChanged);
             let engine = self.clone();
@@ -169,7 +193,13 @@ impl Engine {
                 }
             }
             let now = self.now();
-            let next = self.next_scheduled().ok().flatten();
+            let next = [
+                self.next_scheduled().ok().flatten(),
+                self.next_purge().ok().flatten(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let wait = next
                 .map(|t| (t - now).to_std().unwrap_or_default())
                 .unwrap_or(std::time::Duration::from_secs(60))
@@ -346,7 +376,23 @@ impl Engine {
                 }
                 continue;
             }
-            match self.next_scheduled()? {
+            // Soft-deleted data whose 14 days are over is purged at that instant.
+            if self.next_purge()?.is_some_and(|t| t <= now) {
+                if let Some(job) = self.purge_inline()? {
+                    report.points_removed += job
+                        .details
+                        .get("points_removed")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(0) as usize;
+                    pruned_since_gc = true;
+                }
+                continue;
+            }
+            let next = [self.next_scheduled()?, self.next_purge()?]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
                 Some(t) if t <= target => {
                     self.inner.clock.set_now(t);
                 }
