@@ -2,6 +2,16 @@
 //! scripts, a progress bar on a terminal. It only sends commands to the engine and prints
 //! what comes back.
 
+/// Prints to stdout; a closed pipe (`vmvault jobs | head`) ends the process quietly, as
+/// SIGPIPE would, instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), false) };
+}
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), true) };
+}
+
 pub mod args;
 mod json;
 mod progress;
@@ -223,10 +233,20 @@ fn init_logging(config: &Config, data_dir: &Path) {
         .try_init();
 }
 
-fn print_json(v: &Value) {
+#[doc(hidden)]
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
     let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, v);
-    let _ = writeln!(out);
+    let r = out.write_fmt(args).and_then(|_| if newline { out.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+    }
+}
+
+fn print_json(v: &Value) {
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into());
+    outln!("{text}");
 }
 
 fn stdout_is_tty() -> bool {
@@ -368,8 +388,8 @@ fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
                 .to_string(),
         ]);
     }
-    print!("{t}");
-    println!("(configuration: {})", setup.config.origin);
+    out!("{t}");
+    outln!("(configuration: {})", setup.config.origin);
     Ok(0)
 }
 
@@ -377,7 +397,7 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
     let engine = setup.open(OpenMode::Exclusive)?;
     let id = engine.discover()?;
     if !as_json && stdout_is_tty() {
-        println!("Discovering virtual machines… (job {id})");
+        outln!("Discovering virtual machines… (job {id})");
     }
     let done = wait_jobs(&engine, &[id], false).await?;
     let job = &done[0];
@@ -397,7 +417,7 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
         return Ok(0);
     }
     let n = |k: &str| job.details.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    println!(
+    outln!(
         "Discovery complete: {} found, {} new, {} no longer found (job {})",
         n("found"),
         n("new"),
@@ -431,7 +451,7 @@ fn items(setup: &Setup, a: &ItemsArgs) -> Result<u8> {
         return Ok(0);
     }
     if items.is_empty() && a.state.is_none() {
-        println!(
+        outln!(
             "No VMs known to vault {} yet: run `vmvault discover`.",
             engine.vault_name()
         );
@@ -481,7 +501,7 @@ fn print_items(engine: &Engine, items: &[Item]) -> Result<()> {
             counts.get(&i.id).copied().unwrap_or(0).to_string(),
         ]);
     }
-    print!("{t}");
+    out!("{t}");
     Ok(())
 }
 
@@ -610,7 +630,7 @@ async fn spawn_detached(
     if as_json {
         print_json(&json!({ "job_id": id, "status": "InProgress", "pid": child.id() }));
     } else {
-        println!("{id}");
+        outln!("{id}");
         if stdout_is_tty() {
             eprintln!("Started in the background; follow it with `vmvault job {id}`.");
         }
@@ -645,7 +665,7 @@ async fn detached(setup: &Setup, a: &DetachedArgs) -> Result<u8> {
         }
         other => return Err(CliError::usage(format!("unknown detached job {other}"))),
     };
-    println!("{id}");
+    outln!("{id}");
     let _ = std::io::stdout().flush();
     detach_stdio();
     let job = engine.wait_job(&id).await?;
@@ -678,7 +698,7 @@ fn print_started(engine: &Engine, ids: &[String], as_json: bool) -> Result<u8> {
         print_json(&Value::Array(jobs));
     } else {
         for id in ids {
-            println!("{id}");
+            outln!("{id}");
         }
     }
     Ok(0)
@@ -838,17 +858,17 @@ fn print_job_outcome(j: &Job) {
                 ),
                 _ => String::new(),
             };
-            println!(
+            outln!(
                 "{} of {} {} in {dur}{what} (job {})",
                 j.operation, j.item, j.status, j.id
             );
             if let Some(w) = d("warnings").and_then(|v| v.as_array()) {
                 for w in w.iter().filter_map(|w| w.as_str()) {
-                    println!("  warning: {w}");
+                    outln!("  warning: {w}");
                 }
             }
         }
-        JobStatus::Cancelled => println!(
+        JobStatus::Cancelled => outln!(
             "{} of {} Cancelled after {dur} (job {})",
             j.operation, j.item, j.id
         ),
@@ -954,9 +974,9 @@ fn jobs(setup: &Setup, a: &JobsArgs) -> Result<u8> {
             progress,
         ]);
     }
-    print!("{t}");
+    out!("{t}");
     if list.is_empty() {
-        println!("(no jobs match)");
+        outln!("(no jobs match)");
     }
     Ok(0)
 }
@@ -973,24 +993,24 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
         print_json(&json::job(&j, now, live.get(&j.id)));
         return Ok(job_exit(&j, a.wait));
     }
-    println!("Job        {}", j.id);
-    println!("Operation  {}", j.operation);
-    println!("Item       {}", j.item);
-    println!("Status     {}", j.status);
-    println!("Started    {} UTC", fmt::time(j.start_time));
+    outln!("Job        {}", j.id);
+    outln!("Operation  {}", j.operation);
+    outln!("Item       {}", j.item);
+    outln!("Status     {}", j.status);
+    outln!("Started    {} UTC", fmt::time(j.start_time));
     if let Some(e) = j.end_time {
-        println!("Ended      {} UTC", fmt::time(e));
+        outln!("Ended      {} UTC", fmt::time(e));
     }
-    println!("Duration   {}", fmt::duration(j.duration(now)));
+    outln!("Duration   {}", fmt::duration(j.duration(now)));
     if j.bytes_total > 0 {
-        println!(
+        outln!(
             "Progress   {:.1}%  {} of {}",
             j.bytes_done as f64 * 100.0 / j.bytes_total as f64,
             fmt::bytes(j.bytes_done),
             fmt::bytes(j.bytes_total)
         );
     }
-    println!(
+    outln!(
         "Triggered  {}",
         if j.is_user_triggered {
             "by a user"
@@ -999,7 +1019,7 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
         }
     );
     if !j.tasks.is_empty() {
-        println!("Tasks:");
+        outln!("Tasks:");
         for t in &j.tasks {
             let dur = match (t.start_time, t.end_time) {
                 (Some(s), Some(e)) => fmt::duration(e - s),
@@ -1015,7 +1035,7 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
             } else {
                 String::new()
             };
-            println!("  {:<26} {:<12} {dur}{bytes}", t.name, t.status.to_string());
+            outln!("  {:<26} {:<12} {dur}{bytes}", t.name, t.status.to_string());
         }
     }
     for (k, v) in &j.details {
@@ -1023,13 +1043,13 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        println!("{:<10} {s}", k);
+        outln!("{:<10} {s}", k);
     }
     if let Some(e) = &j.error {
-        println!("Error      {}: {}", e.code, e.title);
-        println!("           {}", e.message);
+        outln!("Error      {}: {}", e.code, e.title);
+        outln!("           {}", e.message);
         for r in &e.recommendations {
-            println!("           - {r}");
+            outln!("           - {r}");
         }
     }
     Ok(job_exit(&j, a.wait))
@@ -1050,7 +1070,7 @@ fn cancel(setup: &Setup, a: &CancelArgs) -> Result<u8> {
     if a.json {
         print_json(&json::job(&j, engine.now(), None));
     } else {
-        println!("Cancelling job {} ({} of {})", j.id, j.operation, j.item);
+        outln!("Cancelling job {} ({} of {})", j.id, j.operation, j.item);
     }
     Ok(0)
 }
@@ -1062,35 +1082,35 @@ fn summary(setup: &Setup, as_json: bool) -> Result<u8> {
         print_json(&json::summary(&s));
         return Ok(0);
     }
-    println!(
+    outln!(
         "Vault {} ({}, {} source) at {} UTC",
         engine.vault_name(),
         engine.region(),
         engine.source_kind(),
         fmt::time(s.time)
     );
-    println!();
-    println!("  Protected items        {}", s.protected);
-    println!("  Registered items       {}", s.registered);
-    println!("  Needing attention      {}", s.needs_attention);
-    println!();
-    println!(
+    outln!();
+    outln!("  Protected items        {}", s.protected);
+    outln!("  Registered items       {}", s.registered);
+    outln!("  Needing attention      {}", s.needs_attention);
+    outln!();
+    outln!(
         "  Jobs, last 24 hours    Completed {}   Failed {}   In progress {}",
         s.jobs_24h.completed, s.jobs_24h.failed, s.jobs_24h.in_progress
     );
-    println!();
+    outln!();
     let st = &s.storage;
-    println!(
+    outln!(
         "  Protected size         {}",
         fmt::bytes(st.protected_bytes)
     );
-    println!(
+    outln!(
         "  Stored size            {} in {} chunks, {} recovery points",
         fmt::bytes(st.stored_bytes),
         st.chunks,
         st.recovery_points
     );
-    println!(
+    outln!(
         "  Deduplication          {:.2}×   Compression {:.2}×",
         st.dedup_ratio, st.compression_ratio
     );
@@ -1108,7 +1128,7 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
         return Ok(0);
     }
     if points.is_empty() {
-        println!("{} has no recovery points yet.", item.qualified_name());
+        outln!("{} has no recovery points yet.", item.qualified_name());
         return Ok(0);
     }
     let mut t = Table::new(&[
@@ -1131,7 +1151,7 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
             fmt::bytes(p.stored_bytes),
         ]);
     }
-    print!("{t}");
+    out!("{t}");
     Ok(0)
 }
 
@@ -1172,7 +1192,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                     usage.get(&p.name).copied().unwrap_or(0).to_string(),
                 ]);
             }
-            print!("{t}");
+            out!("{t}");
             Ok(0)
         }
         PolicyCommand::Show(a) => {
@@ -1191,15 +1211,15 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                 ));
                 return Ok(0);
             }
-            println!(
+            outln!(
                 "Policy {}{}",
                 p.name,
                 if builtin { " (built in)" } else { "" }
             );
             for line in p.describe() {
-                println!("  {line}");
+                outln!("  {line}");
             }
-            println!(
+            outln!(
                 "  Used by {} item(s)",
                 usage.get(&p.name).copied().unwrap_or(0)
             );
@@ -1212,9 +1232,9 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             if a.json {
                 print_json(&policy_json(&p, false, 0));
             } else {
-                println!("Created policy {}:", p.name);
+                outln!("Created policy {}:", p.name);
                 for line in p.describe() {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
             }
             Ok(0)
@@ -1228,7 +1248,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                     &json!({ "policy": policy_json(&p, false, 0), "points_reevaluated": n }),
                 );
             } else {
-                println!(
+                outln!(
                     "Updated policy {}; {} existing recovery point(s) re-evaluated",
                     p.name, n
                 );
@@ -1241,7 +1261,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             if a.json {
                 print_json(&json!({ "deleted": a.name }));
             } else {
-                println!("Deleted policy {}", a.name);
+                outln!("Deleted policy {}", a.name);
             }
             Ok(0)
         }
@@ -1282,9 +1302,9 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                 ));
             } else {
                 for p in &policies {
-                    println!("Imported policy {}:", p.name);
+                    outln!("Imported policy {}:", p.name);
                     for line in p.describe() {
-                        println!("  {line}");
+                        outln!("  {line}");
                     }
                 }
             }
@@ -1320,7 +1340,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                 }));
                 return Ok(0);
             }
-            println!(
+            outln!(
                 "Policy {}: after {} days from {} ({}), {} recovery point(s) exist:",
                 p.name,
                 a.days,
@@ -1340,7 +1360,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                         .join(", "),
                 ]);
             }
-            print!("{t}");
+            out!("{t}");
             Ok(0)
         }
     }
@@ -1409,7 +1429,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
                     &json!({ "now": fmt::rfc3339(now), "offset_seconds": (now - chrono::Utc::now()).num_seconds() }),
                 );
             } else {
-                println!("{}", fmt::rfc3339(now));
+                outln!("{}", fmt::rfc3339(now));
             }
             Ok(0)
         }
@@ -1425,7 +1445,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             if a.json {
                 print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
             } else {
-                println!(
+                outln!(
                     "Simulated clock: {} → {} UTC. {} scheduled backup(s) ({} failed), {} expired point(s) removed, {} garbage collection(s); {} recovery point(s) now. Took {:.1}s.",
                     fmt::time(r.from),
                     fmt::time(r.to),
@@ -1470,7 +1490,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             let n = sim
                 .export_disk(&item.id, a.disk, at, &a.to)
                 .map_err(|e| CliError::failed(e.details().to_string()))?;
-            println!(
+            outln!(
                 "Wrote {} ({} of data) as disk {} of {} held it at {}",
                 a.to.display(),
                 fmt::bytes(n),
