@@ -386,8 +386,8 @@ fn backup_body(
     }
     ctx.cancel.check()?;
 
-    // Make the data durable, then the indexes, then commit the catalog row.
-    store.sync().map_err(store_fail)?;
+    // The data is durable (backup_disk syncs the chunks it wrote before it returns); now the
+    // indexes, then the catalog row that commits the point.
     let dir = engine.point_dir(&point_id);
     super::create_private_dir(&dir).map_err(|e| {
         JobFail::vault(
