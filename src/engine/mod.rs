@@ -666,8 +666,7 @@ impl Engine {
         } = self.inner.catalog.chunk_totals()?;
         let stats = self.inner.catalog.point_stats()?;
         let protected_bytes = stats.iter().map(|s| s.newest_logical_bytes).sum();
-        let points = self.inner.catalog.all_points()?;
-        let points_logical_bytes: u64 = points.iter().map(|p| p.logical_bytes).sum();
+        let (recovery_points, points_logical_bytes) = self.inner.catalog.point_totals()?;
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         Ok(StorageSummary {
             protected_bytes,
@@ -675,7 +674,7 @@ impl Engine {
             unique_bytes: raw_bytes,
             stored_bytes,
             chunks,
-            recovery_points: points.len() as u64,
+            recovery_points,
             dedup_ratio: ratio(points_logical_bytes, raw_bytes),
             compression_ratio: ratio(raw_bytes, stored_bytes),
         })

@@ -893,6 +893,15 @@ impl Catalog {
         })
     }
 
+    /// (number of points, their logical bytes added up).
+    pub fn point_totals(&self) -> Result<(u64, u64)> {
+        self.read(|c| {
+            c.query_row("SELECT count(*), coalesce(sum(logical_bytes), 0) FROM points", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+        })
+    }
+
     /// Every point of the vault, oldest first.
     pub fn all_points(&self) -> Result<Vec<RecoveryPoint>> {
         self.read(|c| {
