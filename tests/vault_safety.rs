@@ -175,6 +175,16 @@ fn flipped_byte_is_found_by_verify_and_only_its_points_fail_to_restore() {
 
     // The other item's point still restores exactly.
     env.assert_restore_matches_source("app01", &pa, "ok");
+
+    // The damaged point is marked; the next backup of sql01 reads it whole, writes the
+    // damaged chunk again, and so repairs the old point too.
+    let points = env.json(&["points", "sql01"]);
+    assert_eq!(points[0]["damaged"], true);
+    let job = env.json(&["backup", "sql01"]);
+    assert_eq!(job["status"], "CompletedWithWarnings", "{job:#}");
+    env.ok(&["verify"]);
+    assert_eq!(env.json(&["points", "sql01"])[1]["damaged"], false);
+    env.assert_restore_matches_source("sql01", &pb, "repaired");
 }
 
 #[test]

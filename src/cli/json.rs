@@ -91,7 +91,7 @@ pub fn job(j: &Job, now: chrono::DateTime<chrono::Utc>, live: Option<&JobProgres
     })
 }
 
-pub fn point(p: &RecoveryPoint, item: &Item) -> Value {
+pub fn point(p: &RecoveryPoint, item: &Item, damaged: bool) -> Value {
     json!({
         "id": p.id,
         "item": item.qualified_name(),
@@ -105,6 +105,7 @@ pub fn point(p: &RecoveryPoint, item: &Item) -> Value {
         "stored_bytes": p.stored_bytes,
         "disks": p.disks.iter().map(|d| json!({"index": d.index, "name": d.name, "capacity": d.capacity})).collect::<Vec<_>>(),
         "job_id": p.job_id,
+        "damaged": damaged,
     })
 }
 

@@ -236,7 +236,13 @@ fn init_logging(config: &Config, data_dir: &Path) {
 #[doc(hidden)]
 pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
     let mut out = std::io::stdout().lock();
-    let r = out.write_fmt(args).and_then(|_| if newline { out.write_all(b"\n") } else { Ok(()) });
+    let r = out.write_fmt(args).and_then(|_| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
     if let Err(e) = r {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(141);
@@ -860,7 +866,10 @@ fn print_job_outcome(j: &Job) {
             };
             outln!(
                 "{} of {} {} in {dur}{what} (job {})",
-                j.operation, j.item, j.status, j.id
+                j.operation,
+                j.item,
+                j.status,
+                j.id
             );
             if let Some(w) = d("warnings").and_then(|v| v.as_array()) {
                 for w in w.iter().filter_map(|w| w.as_str()) {
@@ -870,7 +879,9 @@ fn print_job_outcome(j: &Job) {
         }
         JobStatus::Cancelled => outln!(
             "{} of {} Cancelled after {dur} (job {})",
-            j.operation, j.item, j.id
+            j.operation,
+            j.item,
+            j.id
         ),
         _ => {
             eprintln!(
@@ -1096,7 +1107,9 @@ fn summary(setup: &Setup, as_json: bool) -> Result<u8> {
     outln!();
     outln!(
         "  Jobs, last 24 hours    Completed {}   Failed {}   In progress {}",
-        s.jobs_24h.completed, s.jobs_24h.failed, s.jobs_24h.in_progress
+        s.jobs_24h.completed,
+        s.jobs_24h.failed,
+        s.jobs_24h.in_progress
     );
     outln!();
     let st = &s.storage;
@@ -1112,7 +1125,8 @@ fn summary(setup: &Setup, as_json: bool) -> Result<u8> {
     );
     outln!(
         "  Deduplication          {:.2}×   Compression {:.2}×",
-        st.dedup_ratio, st.compression_ratio
+        st.dedup_ratio,
+        st.compression_ratio
     );
     Ok(0)
 }
@@ -1121,9 +1135,14 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
     let engine = setup.open(OpenMode::ReadOnly)?;
     let item = engine.resolve_item(&a.vm)?;
     let points = engine.points(&item.id)?;
+    let damaged = engine.damaged_points(&item.id)?;
     if a.json {
         print_json(&Value::Array(
-            points.iter().rev().map(|p| json::point(p, &item)).collect(),
+            points
+                .iter()
+                .rev()
+                .map(|p| json::point(p, &item, damaged.contains(&p.id)))
+                .collect(),
         ));
         return Ok(0);
     }
@@ -1149,6 +1168,11 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
             p.expiry.map(fmt::time).unwrap_or_else(|| "kept".into()),
             fmt::bytes(p.logical_bytes),
             fmt::bytes(p.stored_bytes),
+            if damaged.contains(&p.id) {
+                "DAMAGED (see vmvault verify)".into()
+            } else {
+                String::new()
+            },
         ]);
     }
     out!("{t}");
@@ -1250,7 +1274,8 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             } else {
                 outln!(
                     "Updated policy {}; {} existing recovery point(s) re-evaluated",
-                    p.name, n
+                    p.name,
+                    n
                 );
             }
             Ok(0)

@@ -316,7 +316,24 @@ fn backup_body(
 
     // Task 2: Transfer data to vault.
     ctx.start_task(1);
-    let previous = engine.inner.catalog.points(&item.id)?.into_iter().last();
+    let mut warnings = Vec::new();
+    let mut previous = engine.inner.catalog.points(&item.id)?.into_iter().last();
+    if let Some(p) = &previous {
+        if engine
+            .inner
+            .catalog
+            .damaged_points(Some(&item.id))?
+            .contains(&p.id)
+        {
+            // Its unchanged slots may hold damaged chunks: read everything, which also
+            // writes those chunks again and so repairs every point that shares them.
+            warnings.push(format!(
+                "the previous recovery point {} is damaged (see `vmvault verify`); the whole VM was read again",
+                p.id
+            ));
+            previous = None;
+        }
+    }
     let point_id = uuid::Uuid::new_v4().to_string();
     let chunk_size = engine.chunk_size();
     let registry = CatalogRegistry(&engine.inner.catalog);
@@ -324,7 +341,6 @@ fn backup_body(
     let mut new_chunks: Vec<ChunkRow> = Vec::new();
     let mut pins = Vec::new();
     let (mut logical, mut stored, mut read) = (0u64, 0u64, 0u64);
-    let mut warnings = Vec::new();
     let threads = engine.inner.opts.threads.max(1);
     for disk in snapshot.disks().to_vec() {
         ctx.cancel.check()?;
@@ -658,6 +674,28 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     }
     ctx.detail("points_checked", points.len());
     ctx.detail("chunks_checked", digests.len());
+    // Damaged chunks stop counting as stored, so the next backup that meets their data
+    // writes them again (repairing every point that shares them); corrupt files are set
+    // aside as `<chunk>.damaged` for inspection.
+    let bad: Vec<store::Digest> = faults.iter().map(|(d, _)| *d).collect();
+    engine.inner.catalog.delete_chunks(&bad)?;
+    for (d, fault) in &faults {
+        if matches!(fault, store::ChunkFault::Corrupt(_)) {
+            let path = store.path_of(d);
+            let _ = std::fs::rename(&path, path.with_extension("damaged"));
+        }
+    }
+    let damaged_ids: Vec<String> = damaged.keys().map(|pi| points[*pi].id.clone()).collect();
+    let clean_ids: Vec<String> = points
+        .iter()
+        .enumerate()
+        .filter(|(pi, _)| !damaged.contains_key(pi))
+        .map(|(_, p)| p.id.clone())
+        .collect();
+    engine
+        .inner
+        .catalog
+        .set_points_damaged(&damaged_ids, &clean_ids)?;
     if damaged.is_empty() {
         return Ok(JobEnd::Done { warnings: vec![] });
     }
@@ -701,6 +739,7 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
             ),
         )
         .recommend("Restore from a recovery point that is not affected.")
-        .recommend("Take a new backup of the affected items: unchanged data is written again where chunks are damaged or missing only if they are not in the catalog; check the storage for hardware faults."),
+        .recommend("Back up the affected items again: the next backup reads them whole and writes the damaged chunks again where the VM still holds that data, which repairs every point that shares them.")
+        .recommend("Check the vault's storage for hardware faults (damaged chunk files were renamed *.damaged)."),
     ))
 }

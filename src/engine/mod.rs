@@ -538,6 +538,11 @@ impl Engine {
             .collect()
     }
 
+    /// Points of an item that the last verification found damaged.
+    pub fn damaged_points(&self, item_id: &str) -> Result<std::collections::HashSet<String>> {
+        Ok(self.inner.catalog.damaged_points(Some(item_id))?)
+    }
+
     pub fn points(&self, item_id: &str) -> Result<Vec<RecoveryPoint>> {
         Ok(self.inner.catalog.points(item_id)?)
     }

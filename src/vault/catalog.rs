@@ -108,7 +108,8 @@ CREATE TABLE points (
     disks TEXT NOT NULL,
     cbt_token TEXT,
     job_id TEXT,
-    chunk_size INTEGER NOT NULL
+    chunk_size INTEGER NOT NULL,
+    damaged INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX points_item ON points(item_id, time);
 CREATE TABLE chunks (
@@ -893,12 +894,43 @@ impl Catalog {
         })
     }
 
+    /// Records what verification found: `damaged` points need a chunk that is missing or
+    /// corrupt; `clean` points were verified whole.
+    pub fn set_points_damaged(&self, damaged: &[String], clean: &[String]) -> Result<()> {
+        self.transaction(|tx| {
+            let mut st = tx.prepare_cached("UPDATE points SET damaged = ?2 WHERE id = ?1")?;
+            for id in damaged {
+                st.execute(params![id, true])?;
+            }
+            for id in clean {
+                st.execute(params![id, false])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Ids of points the last verification found damaged (of one item, or all).
+    pub fn damaged_points(
+        &self,
+        item_id: Option<&str>,
+    ) -> Result<std::collections::HashSet<String>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id FROM points WHERE damaged = 1 AND (?1 IS NULL OR item_id = ?1)",
+            )?;
+            let rows = st.query_map([item_id], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
     /// (number of points, their logical bytes added up).
     pub fn point_totals(&self) -> Result<(u64, u64)> {
         self.read(|c| {
-            c.query_row("SELECT count(*), coalesce(sum(logical_bytes), 0) FROM points", [], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
+            c.query_row(
+                "SELECT count(*), coalesce(sum(logical_bytes), 0) FROM points",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
         })
     }
 
