@@ -254,13 +254,16 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
     // Task 1: Take snapshot.
     ctx.start_task(0);
     let at = snapshot_at.unwrap_or_else(|| engine.now());
-    let snapshot = engine.inner.opts.provider.snapshot(&item_vm(&item), at, &ctx.cancel)?;
+    // The newest point is the incremental base: the source keeps its change tracking.
+    let previous = engine.inner.catalog.points(&item.id)?.into_iter().last();
+    let since = previous.as_ref().and_then(|p| p.cbt_token.as_deref());
+    let snapshot = engine.inner.opts.provider.snapshot(&item_vm(&item), at, since, &ctx.cancel)?;
     ctx.detail("consistency", snapshot.consistency().as_str());
+    let mut warnings = snapshot.warnings();
     ctx.end_task(0, TaskStatus::Completed);
 
     // Task 2: Transfer data to vault.
     ctx.start_task(1);
-    let previous = engine.inner.catalog.points(&item.id)?.into_iter().last();
     let point_id = uuid::Uuid::new_v4().to_string();
     let chunk_size = engine.chunk_size();
     let registry = CatalogRegistry(&engine.inner.catalog);
@@ -268,7 +271,6 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
     let mut new_chunks: Vec<ChunkRow> = Vec::new();
     let mut pins = Vec::new();
     let (mut logical, mut stored, mut read) = (0u64, 0u64, 0u64);
-    let mut warnings = Vec::new();
     let threads = engine.inner.opts.threads.max(1);
     for disk in snapshot.disks().to_vec() {
         ctx.cancel.check()?;

@@ -6,10 +6,10 @@
 //! # Discovery
 //! `virsh list --all --uuid`, then per domain `virsh dumpxml` and `virsh domstate`: name,
 //! UUID (source id `libvirt:<uuid>`), power state, vCPUs and memory (the size label), the OS
-//! when libosinfo metadata names it (Hyper-V enlightenments also mean Windows), and the
-//! disks that can be backed up: `type='file'`, `type='block'` and `type='volume'` disks
-//! with `device='disk'` (cdroms, floppies and network disks are not backed up; registration
-//! says so). The cloud service is the host (`virsh hostname`), or the domain's own tag:
+//! when libosinfo metadata names it (Hyper-V enlightenments also mean Windows; otherwise
+//! `Unknown`), and the disks that can be backed up: `type='file'`, `type='block'` and
+//! `type='volume'` disks with `device='disk'` (cdroms, floppies and network disks are not
+//! backed up; registration says so). The cloud service is the host (`virsh hostname`), or the domain's own tag:
 //!
 //! ```text
 //! virsh metadata DOMAIN urn:vmvault:libvirt:1 --key vmvault --set \
@@ -38,12 +38,15 @@
 //!   backups.
 //! - **Changed-block tracking**: when every backed-up disk is qcow2, each backup of a running
 //!   domain creates a libvirt checkpoint (a persistent QEMU dirty bitmap) named
-//!   `vmvault-<time>-<id>`; that name is the snapshot's `cbt_token`. The next backup is
-//!   incremental from the newest vmvault checkpoint, whose bitmap libvirt exports as
-//!   `backup-<disk>`; `changed_extents(since)` lists it (`qemu-img map` with
-//!   `x-dirty-bitmap`) when `since` is that checkpoint, and answers `None` (read everything)
-//!   for any other token — e.g. after a failed backup whose checkpoint the vault never
-//!   committed. Older vmvault checkpoints are deleted, so bitmaps do not pile up.
+//!   `vmvault-<time>-<id>`; that name is the snapshot's `cbt_token`, which the vault keeps
+//!   with the recovery point. The next backup is incremental from the checkpoint the vault
+//!   names as `since` (its newest recovery point's token) when that checkpoint still
+//!   exists; libvirt exports the blocks written since then as the bitmap `backup-<disk>`,
+//!   and `changed_extents(since)` lists them (`qemu-img map` with `x-dirty-bitmap`). Any
+//!   other vmvault checkpoint is deleted when a backup starts — an older one, or the one of
+//!   a backup that failed or was cancelled before the vault committed it — so bitmaps do
+//!   not pile up and such a backup never costs the next one its incremental base. Without
+//!   a usable base the backup is full (`changed_extents` answers `None`).
 //! - Cleanup: every step that changes the domain has a guard whose `Drop` undoes it — a
 //!   frozen guest is thawed, a started job is ended — so an error, a cancel or a panic
 //!   between the steps leaves the domain as it was.
@@ -193,9 +196,9 @@ fn parse_domain(xml: &str) -> Result<DomainXml, String> {
         .is_some();
     let os = match osinfo.and_then(|o| o.attribute("id")) {
         Some(id) if id.contains("microsoft.com/win") => Os::Windows,
-        Some(_) => Os::Linux,
-        None if hyperv => Os::Windows,
-        None => Os::Linux,
+        Some(id) if osinfo_is_linux(id) => Os::Linux,
+        _ if hyperv => Os::Windows,
+        _ => Os::Unknown,
     };
     let cloud_service = metadata
         .and_then(|m| {
@@ -292,6 +295,42 @@ fn parse_domain(xml: &str) -> Result<DomainXml, String> {
         has_agent_channel,
         qemu_owner,
     })
+}
+
+/// Whether a libosinfo OS id (`http://debian.org/debian/12`) names a Linux distribution.
+fn osinfo_is_linux(id: &str) -> bool {
+    const LINUX: &[&str] = &[
+        "linux",
+        "debian.org",
+        "ubuntu.com",
+        "redhat.com",
+        "centos.org",
+        "fedoraproject.org",
+        "almalinux.org",
+        "rockylinux.org",
+        "suse.com",
+        "opensuse.org",
+        "archlinux.org",
+        "alpinelinux.org",
+        "oracle.com",
+        "gentoo.org",
+        "mageia.org",
+        "nixos.org",
+        "voidlinux.org",
+        "slackware.com",
+        "mandriva.com",
+        "novell.com",
+        "cirros-cloud.net",
+        "altlinux.org",
+        "eurolinux.eu",
+        "asianux.com",
+        "endlessos.com",
+        "popos",
+        "manjaro",
+        "kali.org",
+    ];
+    let id = id.to_ascii_lowercase();
+    LINUX.iter().any(|l| id.contains(l))
 }
 
 fn unit_bytes(unit: &str) -> Option<u64> {
@@ -627,6 +666,7 @@ impl LibvirtProvider {
         vm: &Vm,
         dom: &DomainXml,
         at: DateTime<Utc>,
+        since: Option<&str>,
         cancel: &CancelToken,
     ) -> Result<Box<dyn Snapshot>, ProviderError> {
         let uuid = dom.uuid.as_str();
@@ -657,19 +697,25 @@ impl LibvirtProvider {
                         .map(str::trim)
                         .filter(|l| l.starts_with(CHECKPOINT_PREFIX))
                         .collect();
-                    if let Some((newest, older)) = ours.split_last() {
-                        for old in older {
-                            if let Err(e) =
-                                self.virsh.run(&["checkpoint-delete", uuid, old], cancel)
-                            {
-                                tracing::warn!(
-                                    "{}: could not delete old checkpoint {old}: {}",
-                                    vm.qualified_name(),
-                                    e.details().message
-                                );
-                            }
+                    // The base is the checkpoint of the vault's newest recovery point; any
+                    // other vmvault checkpoint (older ones, or one of a backup that failed or
+                    // was cancelled before the vault committed it) can never serve as a base
+                    // again, and deleting it keeps QEMU from tracking writes in its bitmap.
+                    base = since.filter(|s| ours.contains(s)).map(str::to_string);
+                    for old in ours.iter().filter(|c| Some(**c) != base.as_deref()) {
+                        if let Err(e) = self.virsh.run(&["checkpoint-delete", uuid, old], cancel) {
+                            tracing::warn!(
+                                "{}: could not delete old checkpoint {old}: {}",
+                                vm.qualified_name(),
+                                e.details().message
+                            );
                         }
-                        base = Some(newest.to_string());
+                    }
+                    if let (Some(s), None) = (since, &base) {
+                        tracing::info!(
+                            "{}: checkpoint {s} of the previous recovery point is gone; taking a full backup",
+                            vm.qualified_name()
+                        );
                     }
                 }
                 Err(ProviderError::Cancelled) => return Err(ProviderError::Cancelled),
@@ -1185,6 +1231,7 @@ impl Provider for LibvirtProvider {
         &self,
         vm: &Vm,
         at: DateTime<Utc>,
+        since: Option<&str>,
         cancel: &CancelToken,
     ) -> Result<Box<dyn Snapshot>, ProviderError> {
         qemu::require_tool("virsh")?;
@@ -1206,14 +1253,14 @@ impl Provider for LibvirtProvider {
                     // Started meanwhile? Then take the running path once.
                     let (dom, state) = self.domain(uuid, cancel)?;
                     if state == PowerState::Running {
-                        return self.running_snapshot(vm, &dom, at, cancel);
+                        return self.running_snapshot(vm, &dom, at, since, cancel);
                     }
                     Err(e.recommend("Another process holds the disk for writing although the domain is shut off; stop it and retry"))
                 }
                 other => other,
             }
         } else {
-            self.running_snapshot(vm, &dom, at, cancel)
+            self.running_snapshot(vm, &dom, at, since, cancel)
         }
     }
 }
@@ -1276,7 +1323,28 @@ mod tests {
         let d = parse_domain(plain).unwrap();
         assert_eq!(
             (d.os, d.cloud_service, d.memory_kib, d.vcpus),
-            (Os::Linux, None, 512 << 10, 1)
+            (Os::Unknown, None, 512 << 10, 1)
+        );
+        let osinfo = |id: &str| {
+            format!("<domain><name>a</name><uuid>u</uuid><metadata><libosinfo:libosinfo xmlns:libosinfo=\"{LIBOSINFO_NS}\"><libosinfo:os id=\"{id}\"/></libosinfo:libosinfo></metadata></domain>")
+        };
+        assert_eq!(
+            parse_domain(&osinfo("http://debian.org/debian/12"))
+                .unwrap()
+                .os,
+            Os::Linux
+        );
+        assert_eq!(
+            parse_domain(&osinfo("http://ubuntu.com/ubuntu/24.04"))
+                .unwrap()
+                .os,
+            Os::Linux
+        );
+        assert_eq!(
+            parse_domain(&osinfo("http://freebsd.org/freebsd/14.0"))
+                .unwrap()
+                .os,
+            Os::Unknown
         );
         let hv = "<domain><name>a</name><uuid>u</uuid><features><hyperv mode='custom'/></features></domain>";
         assert_eq!(parse_domain(hv).unwrap().os, Os::Windows);
@@ -1449,7 +1517,7 @@ mod tests {
         assert_eq!(ghost.name, "ghost01");
         assert_eq!(ghost.disks[0].capacity, 0);
         assert!(provider
-            .snapshot(&ghost, Utc::now(), &CancelToken::new())
+            .snapshot(&ghost, Utc::now(), None, &CancelToken::new())
             .is_err());
         let web = &vms[0];
         assert_eq!(
@@ -1465,7 +1533,7 @@ mod tests {
             ("web01", "sales", "lab-1")
         );
         assert_eq!(web.size, "2 vCPU, 2 GiB");
-        assert_eq!(web.os, Os::Linux);
+        assert_eq!(web.os, Os::Unknown, "no OS metadata");
         assert_eq!(web.power_state, PowerState::Stopped);
         let disks: Vec<(&str, u64)> = web
             .disks
@@ -1510,7 +1578,7 @@ mod tests {
         );
 
         let snap = provider
-            .snapshot(web, Utc::now(), &CancelToken::new())
+            .snapshot(web, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(snap.consistency(), Consistency::CrashConsistent);
         assert_eq!(snap.cbt_token(), None);
@@ -1530,7 +1598,7 @@ mod tests {
             ..web.clone()
         };
         let e = provider
-            .snapshot(&gone, Utc::now(), &CancelToken::new())
+            .snapshot(&gone, Utc::now(), None, &CancelToken::new())
             .err()
             .unwrap()
             .details();
@@ -1777,7 +1845,7 @@ mod tests {
 
         let frozen_before = console().matches("guest-fsfreeze-freeze").count();
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(snap.consistency(), Consistency::FileSystemConsistent);
         assert_eq!(
@@ -1800,7 +1868,7 @@ mod tests {
             .fail_after_backup_begin
             .store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .is_err());
         provider
             .fail_after_backup_begin
@@ -1877,7 +1945,7 @@ mod tests {
             b
         };
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(
             snap.consistency(),
@@ -1913,7 +1981,7 @@ mod tests {
         dom.guest_write("write -P 0xee 1M 64k");
         dom.guest_write("write -P 0xef 20M 4k");
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), Some(&token1), &CancelToken::new())
             .unwrap();
         let token2 = snap.cbt_token().unwrap();
         assert_ne!(token1, token2);
@@ -1959,11 +2027,12 @@ mod tests {
             "{ckpts}"
         );
 
-        // The next backup is incremental from token2; token1 is pruned, and asking for
-        // changes since token1 answers "unknown".
+        // The next backup is incremental from token2, the vault's newest point; token1 is
+        // pruned, and asking for changes since token1 answers "unknown".
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), Some(&token2), &CancelToken::new())
             .unwrap();
+        let token3 = snap.cbt_token().unwrap();
         let r = snap.open_disk(0).unwrap();
         assert_eq!(r.changed_extents(&token1).unwrap(), None);
         assert_eq!(
@@ -1975,7 +2044,7 @@ mod tests {
         drop(snap);
         let ckpts = dom.run(&["checkpoint-list", &dom.name, "--name"]);
         assert!(
-            !ckpts.contains(&token1) && ckpts.contains(&token2),
+            !ckpts.contains(&token1) && ckpts.contains(&token2) && ckpts.contains(&token3),
             "{ckpts}"
         );
 
@@ -1984,7 +2053,7 @@ mod tests {
             .fail_after_backup_begin
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let e = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), Some(&token3), &CancelToken::new())
             .err()
             .unwrap();
         assert_eq!(e.details().code, "InjectedFailure");
@@ -1999,11 +2068,39 @@ mod tests {
         no_work_left(scratch.path());
         assert_eq!(dom.run(&["domstate", &dom.name]).trim(), "running");
 
+        // The failed backup's checkpoint never becomes a base: the next backup is still
+        // incremental from the vault's token3, and the stray checkpoint is deleted.
+        dom.guest_write("write -P 0xab 8M 4k");
+        let snap = provider
+            .snapshot(&vm, Utc::now(), Some(&token3), &CancelToken::new())
+            .unwrap();
+        let token4 = snap.cbt_token().unwrap();
+        let r = snap.open_disk(0).unwrap();
+        let changed = r
+            .changed_extents(&token3)
+            .unwrap()
+            .expect("changed-block tracking from token3 despite the failed backup");
+        let covers = |off: u64| changed.iter().any(|e| e.offset <= off && off < e.end());
+        assert!(covers(8 << 20) && !covers(0), "{changed:?}");
+        drop(r);
+        snap.release().unwrap();
+        let ckpts: Vec<String> = dom
+            .run(&["checkpoint-list", &dom.name, "--name"])
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(ckpts.len(), 2, "{ckpts:?}");
+        assert!(
+            ckpts.contains(&token3) && ckpts.contains(&token4),
+            "{ckpts:?}"
+        );
+
         // A cancelled backup starts nothing.
         let cancel = CancelToken::new();
         cancel.cancel();
         assert!(matches!(
-            provider.snapshot(&vm, Utc::now(), &cancel),
+            provider.snapshot(&vm, Utc::now(), None, &cancel),
             Err(ProviderError::Cancelled)
         ));
         assert!(dom.job().contains("None"));
@@ -2011,11 +2108,11 @@ mod tests {
 
         // A job left behind by a crashed vmvault is recognised and ended.
         let stale = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         std::mem::forget(stale);
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(byte_at(snap.open_disk(0).unwrap().as_ref(), 0), 0xcd);
         snap.release().unwrap();
@@ -2034,7 +2131,7 @@ mod tests {
         let vm = dom.vm(&provider);
         assert_eq!(vm.power_state, PowerState::Stopped);
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(
             (snap.consistency(), snap.cbt_token()),
