@@ -1145,7 +1145,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             let by = fmt::parse_period(&a.by).map_err(CliError::usage)?;
             let engine = setup.open(OpenMode::Exclusive)?;
             require_sim(&engine)?;
-            let r: AdvanceReport = engine.sim_advance(by).await?;
+            let r: AdvanceReport = if a.offline { engine.sim_advance_offline(by)? } else { engine.sim_advance(by).await? };
             if a.json {
                 print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
             } else {
