@@ -451,17 +451,6 @@ impl Domain {
             .any(|l| l.starts_with("Job type:") && !l.contains("None"))
     }
 
-    /// Whether a backup job has fully begun (libvirt answers "backup job data missing"
-    /// while `backup-begin` is still setting it up).
-    fn backup_running(&self) -> bool {
-        let out = virsh(&["domjobinfo", &self.name]);
-        let info = String::from_utf8_lossy(&out.stdout);
-        out.status.success()
-            && info
-                .lines()
-                .any(|l| l.starts_with("Operation:") && l.contains("Backup"))
-    }
-
     fn checkpoints(&self) -> Vec<String> {
         self.run(&["checkpoint-list", &self.name, "--name"])
             .lines()
@@ -718,22 +707,16 @@ fn wait_exit(pid: i32) {
     panic!("background vmvault {pid} did not exit");
 }
 
-/// Waits until libvirt runs the backup job of `dom` (vmvault has called backup-begin).
-fn wait_for_backup_job(dom: &Domain, env: &Env, id: &str) {
-    let t0 = Instant::now();
-    while !dom.backup_running() {
-        let j = env.json(&["job", id]);
+/// Waits until the backup job `id` transfers data (vmvault has begun libvirt's backup job
+/// and opened its export).
+fn wait_for_transfer(env: &Env, id: &str) {
+    job_until(env, id, "the backup never started its transfer", |j| {
         assert_eq!(
             j["status"], "InProgress",
-            "the backup ended before its libvirt job was seen: {j:#}"
+            "the backup ended before its transfer was seen: {j:#}"
         );
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no backup job on {}",
-            dom.name
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        j["tasks"][1]["status"] == "InProgress"
+    });
 }
 
 #[test]
@@ -783,12 +766,12 @@ fn running_domain_with_guest_agent_file_system_consistent_and_cleanup_after_canc
         "{points:#}"
     );
 
-    // The guest changes 256 MiB: enough for the next backups (incremental from the first
+    // The guest changes 384 MiB: enough for the next backups (incremental from the first
     // point) to take a while.
     let writes = [
         (0xcdu8, 0u64, 64usize << 10),
         (0xee, 700 << 20, 4 << 10),
-        (0x77, 0, 256 << 20),
+        (0x77, 0, 384 << 20),
     ];
     guest_writes(&dom, &writes);
     let qemu = dom.qemu_pid();
@@ -796,7 +779,7 @@ fn running_domain_with_guest_agent_file_system_consistent_and_cleanup_after_canc
     // Cancel midway: QEMU is stopped while vmvault reads its export, so the cancel lands
     // before the backup can finish.
     let (id, pid) = backup_in_background(&env, &vm);
-    wait_for_backup_job(&dom, &env, &id);
+    wait_for_transfer(&env, &id);
     // SAFETY: sending signals to the test domain's QEMU.
     unsafe { libc::kill(qemu, libc::SIGSTOP) };
     let j = env.json(&["job", &id]);
@@ -820,7 +803,7 @@ fn running_domain_with_guest_agent_file_system_consistent_and_cleanup_after_canc
     // stopped until the abort is on its way, so it lands before the reads can finish). The
     // job fails with a clear error, and nothing is left behind.
     let (id, pid) = backup_in_background(&env, &vm);
-    wait_for_backup_job(&dom, &env, &id);
+    wait_for_transfer(&env, &id);
     unsafe { libc::kill(qemu, libc::SIGSTOP) };
     assert_eq!(env.json(&["job", &id])["status"], "InProgress");
     let abort = std::process::Command::new("virsh")
@@ -837,6 +820,12 @@ fn running_domain_with_guest_agent_file_system_consistent_and_cleanup_after_canc
     assert!(
         message.contains(&format!("vda of kit/{}", dom.name)),
         "the error names the disk and the VM: {j:#}"
+    );
+    assert!(
+        j["error"]["recommendations"]
+            .to_string()
+            .contains("domjobabort"),
+        "and says what may have happened: {j:#}"
     );
     wait_exit(pid);
     assert!(!dom.has_job(), "no backup job left after the failure");
@@ -860,8 +849,8 @@ fn running_domain_with_guest_agent_file_system_consistent_and_cleanup_after_canc
     let read_b = b["details"]["bytes_read"].as_u64().expect("bytes_read");
     assert_eq!(read_a, (513 << 20), "{a:#}");
     assert!(
-        (256 << 20..=(256 << 20) + (128 << 10)).contains(&read_b),
-        "incremental after a cancel and a failure: {read_b} bytes read for 256 MiB + 2 blocks changed: {b:#}"
+        (384 << 20..=(384 << 20) + (128 << 10)).contains(&read_b),
+        "incremental after a cancel and a failure: {read_b} bytes read for 384 MiB + 2 blocks changed: {b:#}"
     );
     assert_eq!(
         dom.checkpoints().len(),

@@ -851,6 +851,7 @@ impl LibvirtProvider {
 
         let mut disks = Vec::new();
         let mut open = Vec::new();
+        let mut labels = Vec::new();
         for (i, d) in dom.disks.iter().enumerate() {
             cancel.check()?;
             let dirty = base.as_ref().map(|b| DirtyBitmap {
@@ -858,17 +859,20 @@ impl LibvirtProvider {
                 bitmap: format!("backup-{}", d.target),
             });
             let label = format!("disk {} of {}", d.target, vm.qualified_name());
-            let disk = OpenDisk::open_nbd_export(&socket, &d.target, dirty, &label)?;
+            let disk = OpenDisk::open_nbd_export(&socket, &d.target, dirty, &label)
+                .map_err(|e| e.recommend(job_ended_hint(uuid)))?;
             disks.push(DiskInfo {
                 index: i as u32,
                 name: d.target.clone(),
                 capacity: disk.capacity(),
             });
             open.push(Arc::new(disk));
+            labels.push(label);
         }
         Ok(Box::new(RunningSnapshot {
             open,
             disks,
+            labels,
             consistency,
             token: checkpoint,
             job,
@@ -1060,6 +1064,8 @@ struct RunningSnapshot {
     // Field order is drop order: readers disconnect, then the job ends, then the folder goes.
     open: Vec<Arc<OpenDisk>>,
     disks: Vec<DiskInfo>,
+    /// `disk vda of sales/web01`, per disk.
+    labels: Vec<String>,
     consistency: Consistency,
     token: Option<String>,
     job: BackupJob,
@@ -1077,11 +1083,64 @@ impl Snapshot for RunningSnapshot {
         &self.disks
     }
     fn open_disk(&self, index: u32) -> Result<Box<dyn DiskReader>, ProviderError> {
-        open_disk(&self.open, index)
+        Ok(Box::new(ExportReader {
+            inner: open_disk(&self.open, index)?,
+            uuid: self.job.uuid.clone(),
+            label: self.labels.get(index as usize).cloned().unwrap_or_default(),
+        }))
     }
     fn release(mut self: Box<Self>) -> Result<(), ProviderError> {
         self.open.clear();
         self.job.end()
+    }
+}
+
+/// Reads a backup job's export; a failure says what usually causes it: the job ended
+/// under vmvault.
+struct ExportReader {
+    inner: Box<dyn DiskReader>,
+    uuid: String,
+    /// `disk vda of sales/web01`, named in every error.
+    label: String,
+}
+
+impl ExportReader {
+    fn explain<T>(&self, r: Result<T, ProviderError>) -> Result<T, ProviderError> {
+        r.map_err(|e| match e {
+            ProviderError::Failed(mut d) => {
+                if !d.message.contains(&self.label) {
+                    d.message = format!("{}: {}", self.label, d.message);
+                }
+                ProviderError::Failed(d).recommend(job_ended_hint(&self.uuid))
+            }
+            c => c,
+        })
+    }
+}
+
+/// What usually makes a backup job's export unreadable.
+fn job_ended_hint(uuid: &str) -> String {
+    format!(
+        "The backup job of domain {uuid} may have ended while vmvault read it (`virsh domjobabort`, or the \
+         domain was shut down or crashed); check `virsh domjobinfo {uuid}` and the domain's log, then back up again"
+    )
+}
+
+impl DiskReader for ExportReader {
+    fn capacity(&self) -> u64 {
+        self.inner.capacity()
+    }
+    fn allocated_extents(&self) -> Result<Vec<crate::model::Extent>, ProviderError> {
+        self.explain(self.inner.allocated_extents())
+    }
+    fn changed_extents(
+        &self,
+        since: &str,
+    ) -> Result<Option<Vec<crate::model::Extent>>, ProviderError> {
+        self.explain(self.inner.changed_extents(since))
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError> {
+        self.explain(self.inner.read_at(offset, buf))
     }
 }
 
