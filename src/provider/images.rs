@@ -25,7 +25,8 @@
 //! through the `libvirt` source, which takes a consistent snapshot of a running domain),
 //! unless `allow_crash_consistent_reads = true`: then it is read while it changes, which is
 //! crash-consistent at best (blocks written during the read may come from different
-//! instants) — a warning is logged for each such disk.
+//! instants) — each such disk is a warning of the backup job (`Snapshot::warnings`), which
+//! then completes with warnings.
 //!
 //! Plain files have no changed-block tracking: `cbt_token` is `None` and the vault reads
 //! every allocated extent (its deduplication still stores only changed chunks).
