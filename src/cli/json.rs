@@ -49,7 +49,10 @@ pub fn job(j: &Job, now: chrono::DateTime<chrono::Utc>, live: Option<&JobProgres
         Some(p) => (p.bytes_done, p.bytes_total),
         None => (j.bytes_done, j.bytes_total),
     };
-    let progress = if matches!(j.status, JobStatus::Completed | JobStatus::CompletedWithWarnings) {
+    let progress = if matches!(
+        j.status,
+        JobStatus::Completed | JobStatus::CompletedWithWarnings
+    ) {
         100.0
     } else if total > 0 {
         ((done as f64 / total as f64) * 1000.0).round() / 10.0

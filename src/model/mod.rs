@@ -75,7 +75,9 @@ impl ProtectionState {
     pub fn is_under_policy(self) -> bool {
         matches!(
             self,
-            ProtectionState::IrPending | ProtectionState::Protected | ProtectionState::ProtectionError
+            ProtectionState::IrPending
+                | ProtectionState::Protected
+                | ProtectionState::ProtectionError
         )
     }
     /// Words for people ("Protected (pending initial backup)" for IRPending).
@@ -316,7 +318,11 @@ impl Job {
     /// Fraction done in 0..=1 (1 when finished).
     pub fn progress(&self) -> f64 {
         if !self.status.is_active() {
-            return if self.status == JobStatus::Completed { 1.0 } else { self.raw_progress() };
+            return if self.status == JobStatus::Completed {
+                1.0
+            } else {
+                self.raw_progress()
+            };
         }
         self.raw_progress()
     }

@@ -46,9 +46,11 @@ impl ProviderError {
     pub fn details(&self) -> ErrorDetails {
         match self {
             ProviderError::Failed(d) => d.clone(),
-            ProviderError::Cancelled => {
-                ErrorDetails::new("OperationCancelled", "Cancelled", "the operation was cancelled")
-            }
+            ProviderError::Cancelled => ErrorDetails::new(
+                "OperationCancelled",
+                "Cancelled",
+                "the operation was cancelled",
+            ),
         }
     }
 }
@@ -132,7 +134,7 @@ pub trait DiskReader: Send + Sync {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError>;
 }
 
-pub mod sim;
 pub mod images;
 pub mod libvirt;
 pub mod qemu;
+pub mod sim;

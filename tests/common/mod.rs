@@ -23,7 +23,11 @@ impl Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let config = dir.path().join("config.toml");
-        let extra = if extra_source.is_empty() { String::new() } else { format!(", {extra_source}") };
+        let extra = if extra_source.is_empty() {
+            String::new()
+        } else {
+            format!(", {extra_source}")
+        };
         let text = format!(
             "[engine]\nmax_concurrent_jobs = 2\n\n\
              [[vault]]\nname = \"test-we\"\nregion = \"westeurope\"\nsource = {{ {FAST_SIM}{extra} }}\n\n\
@@ -56,8 +60,13 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("vmvault").expect("binary");
-        c.env_remove("VMVAULT_CONFIG").env_remove("VMVAULT_VAULT").env_remove("VMVAULT_DATA_DIR");
-        c.arg("--config").arg(&self.config).arg("--data-dir").arg(&self.data);
+        c.env_remove("VMVAULT_CONFIG")
+            .env_remove("VMVAULT_VAULT")
+            .env_remove("VMVAULT_DATA_DIR");
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data);
         c.timeout(std::time::Duration::from_secs(300));
         c
     }
@@ -65,8 +74,13 @@ impl Env {
     /// A std command (for processes the test kills or runs in the background).
     pub fn std_cmd(&self) -> std::process::Command {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmvault"));
-        c.env_remove("VMVAULT_CONFIG").env_remove("VMVAULT_VAULT").env_remove("VMVAULT_DATA_DIR");
-        c.arg("--config").arg(&self.config).arg("--data-dir").arg(&self.data);
+        c.env_remove("VMVAULT_CONFIG")
+            .env_remove("VMVAULT_VAULT")
+            .env_remove("VMVAULT_DATA_DIR");
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data);
         c
     }
 
@@ -98,8 +112,15 @@ impl Env {
     /// Runs and asserts the exit code; returns (stdout, stderr).
     pub fn fails_with(&self, code: i32, args: &[&str]) -> (String, String) {
         let out = self.run(args);
-        let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-        assert_eq!(out.status.code(), Some(code), "vmvault {args:?}: expected exit {code}\nstdout:\n{o}\nstderr:\n{e}");
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "vmvault {args:?}: expected exit {code}\nstdout:\n{o}\nstderr:\n{e}"
+        );
         (o, e)
     }
 
@@ -119,7 +140,10 @@ impl Env {
     pub fn backup(&self, vm: &str) -> String {
         let job = self.json(&["backup", vm]);
         assert_eq!(job["status"], "Completed", "{job:#}");
-        job["details"]["recovery_point"].as_str().expect("point id").to_string()
+        job["details"]["recovery_point"]
+            .as_str()
+            .expect("point id")
+            .to_string()
     }
 
     pub fn point_time(&self, vm: &str, point: &str) -> String {
@@ -139,17 +163,43 @@ impl Env {
     /// simulator says the disk held at the point's time.
     pub fn assert_restore_matches_source(&self, vm: &str, point: &str, tag: &str) {
         let to = self.path(&format!("restore-{tag}"));
-        self.ok(&["restore", vm, "--point", point, "--to", to.to_str().expect("utf8")]);
+        self.ok(&[
+            "restore",
+            vm,
+            "--point",
+            point,
+            "--to",
+            to.to_str().expect("utf8"),
+        ]);
         let time = self.point_time(vm, point);
         let name = vm.rsplit('/').next().expect("name");
-        let item = self.json(&["items"]).as_array().expect("items").iter().find(|i| {
-            i["name"] == name && (vm.contains('/') && i["cloud_service"] == vm.split('/').next().expect("cs") || !vm.contains('/'))
-        }).cloned().expect("item");
+        let item = self
+            .json(&["items"])
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|i| {
+                i["name"] == name
+                    && (vm.contains('/') && i["cloud_service"] == vm.split('/').next().expect("cs")
+                        || !vm.contains('/'))
+            })
+            .cloned()
+            .expect("item");
         for d in item["disks"].as_array().expect("disks") {
             let n = d["index"].as_u64().expect("index");
             let restored = to.join(format!("{name}-disk{n}.raw"));
             let export = self.path(&format!("export-{tag}-{n}.raw"));
-            self.ok(&["sim", "export-disk", vm, "--disk", &n.to_string(), "--at", &time, "--to", export.to_str().expect("utf8")]);
+            self.ok(&[
+                "sim",
+                "export-disk",
+                vm,
+                "--disk",
+                &n.to_string(),
+                "--at",
+                &time,
+                "--to",
+                export.to_str().expect("utf8"),
+            ]);
             assert_files_equal(&restored, &export);
         }
     }
@@ -202,8 +252,17 @@ pub fn assert_files_equal(a: &Path, b: &Path) {
             fa.read_exact_at(&mut ba[..n], off).expect("read a");
             fb.read_exact_at(&mut bb[..n], off).expect("read b");
             if ba[..n] != bb[..n] {
-                let i = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y).unwrap_or(0);
-                panic!("{} and {} differ at byte {}", a.display(), b.display(), off + i as u64);
+                let i = ba[..n]
+                    .iter()
+                    .zip(&bb[..n])
+                    .position(|(x, y)| x != y)
+                    .unwrap_or(0);
+                panic!(
+                    "{} and {} differ at byte {}",
+                    a.display(),
+                    b.display(),
+                    off + i as u64
+                );
             }
             off += n as u64;
         }
