@@ -317,7 +317,11 @@ impl Config {
                     }
                 }
                 SourceConfig::Images(s) => fix(&mut s.path),
-                SourceConfig::Libvirt(_) => {}
+                SourceConfig::Libvirt(s) => {
+                    if let Some(p) = &mut s.scratch_dir {
+                        fix(p);
+                    }
+                }
             }
         }
     }
@@ -433,6 +437,55 @@ mod tests {
         let e = Config::parse(text, "c.toml").unwrap_err();
         assert_eq!(e.line, Some(4));
         assert!(e.message.contains("simulated"), "{e}");
+    }
+
+    /// The commented vault examples of config.example.toml, uncommented, parse: every key
+    /// they show exists, with a value of the right type.
+    #[test]
+    fn commented_source_examples_of_the_example_config_parse() {
+        let example = include_str!("../config.example.toml");
+        let mut blocks = Vec::new();
+        let mut current: Option<String> = None;
+        for line in example.lines() {
+            match (&mut current, line) {
+                (None, "# [[vault]]") => current = Some("[[vault]]\n".into()),
+                (Some(b), l) if l.starts_with("# ") => {
+                    let l = &l[2..];
+                    // Nested comments ("# # key = …") are optional keys: uncomment them too.
+                    let l = l
+                        .strip_prefix("# ")
+                        .filter(|k| k.contains(" = ") && !k.starts_with(' '))
+                        .unwrap_or(l);
+                    if !l.starts_with('#') {
+                        b.push_str(l);
+                        b.push('\n');
+                    }
+                }
+                (Some(_), _) => blocks.push(current.take().unwrap_or_default()),
+                _ => {}
+            }
+        }
+        let kinds: Vec<&str> = blocks
+            .iter()
+            .map(|b| {
+                Config::parse(b, "example")
+                    .unwrap_or_else(|e| panic!("{e}\n{b}"))
+                    .vaults[0]
+                    .source
+                    .kind()
+            })
+            .collect();
+        assert_eq!(kinds, ["images", "libvirt"]);
+        assert!(
+            blocks[0].contains("allow_crash_consistent_reads"),
+            "{}",
+            blocks[0]
+        );
+        assert!(
+            blocks[1].contains("scratch_dir") && blocks[1].contains("cloud_service"),
+            "{}",
+            blocks[1]
+        );
     }
 
     #[test]

@@ -306,18 +306,9 @@ fn backup_body(
     // Task 1: Take snapshot.
     ctx.start_task(0);
     let at = snapshot_at.unwrap_or_else(|| engine.now());
-    let snapshot = engine
-        .inner
-        .opts
-        .provider
-        .snapshot(&item_vm(&item), at, &ctx.cancel)?;
-    ctx.detail("consistency", snapshot.consistency().as_str());
-    ctx.end_task(0, TaskStatus::Completed);
-
-    // Task 2: Transfer data to vault.
-    ctx.start_task(1);
-    let mut warnings = Vec::new();
+    // The newest point is the incremental base: the source keeps its change tracking.
     let mut previous = engine.inner.catalog.points(&item.id)?.into_iter().last();
+    let mut damaged_base = None;
     if let Some(p) = &previous {
         if engine
             .inner
@@ -327,13 +318,27 @@ fn backup_body(
         {
             // Its unchanged slots may hold damaged chunks: read everything, which also
             // writes those chunks again and so repairs every point that shares them.
-            warnings.push(format!(
-                "the previous recovery point {} is damaged (see `vmvault verify`); the whole VM was read again",
-                p.id
-            ));
+            damaged_base = Some(p.id.clone());
             previous = None;
         }
     }
+    let since = previous.as_ref().and_then(|p| p.cbt_token.as_deref());
+    let snapshot = engine
+        .inner
+        .opts
+        .provider
+        .snapshot(&item_vm(&item), at, since, &ctx.cancel)?;
+    ctx.detail("consistency", snapshot.consistency().as_str());
+    let mut warnings = snapshot.warnings();
+    if let Some(id) = damaged_base {
+        warnings.push(format!(
+            "the previous recovery point {id} is damaged (see `vmvault verify`); the whole VM was read again"
+        ));
+    }
+    ctx.end_task(0, TaskStatus::Completed);
+
+    // Task 2: Transfer data to vault.
+    ctx.start_task(1);
     let point_id = uuid::Uuid::new_v4().to_string();
     let chunk_size = engine.chunk_size();
     let registry = CatalogRegistry(&engine.inner.catalog);

@@ -37,8 +37,9 @@ macro_rules! named_enum {
 }
 
 named_enum!(
-    /// Guest operating system family.
-    Os { Linux => "Linux", Windows => "Windows" }
+    /// Guest operating system family. `Unknown` when the source cannot tell (a disk image
+    /// says nothing reliable about its guest; a libvirt domain without OS metadata).
+    Os { Linux => "Linux", Windows => "Windows", Unknown => "Unknown" }
 );
 
 named_enum!(
