@@ -53,7 +53,12 @@ impl Stats {
         let median = self.0[n / 2];
         let p99 = self.0[((n * 99) / 100).min(n - 1)];
         let mean = self.0.iter().sum::<Duration>() / n as u32;
-        println!("  {what:<58} median {:>8.2} ms   p99 {:>8.2} ms   mean {:>8.2} ms   (n={n})", Self::ms(median), Self::ms(p99), Self::ms(mean));
+        println!(
+            "  {what:<58} median {:>8.2} ms   p99 {:>8.2} ms   mean {:>8.2} ms   (n={n})",
+            Self::ms(median),
+            Self::ms(p99),
+            Self::ms(mean)
+        );
     }
 }
 
@@ -62,8 +67,13 @@ fn key(c: KeyCode) -> Msg {
 }
 
 fn main() {
-    let base = std::env::var_os("VMVAULT_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new().prefix("vmvault-tui-bench").tempdir_in(&base).expect("temp dir");
+    let base = std::env::var_os("VMVAULT_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("vmvault-tui-bench")
+        .tempdir_in(&base)
+        .expect("temp dir");
     let config = dir.path().join("config.toml");
     let data_dir = dir.path().join("data");
     std::fs::write(
@@ -74,8 +84,14 @@ fn main() {
         ),
     )
     .expect("write config");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    println!("vmvault console benchmark: {VMS} VMs, {PROTECTED} protected, {JOBS} jobs (folder {})", dir.path().display());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "vmvault console benchmark: {VMS} VMs, {PROTECTED} protected, {JOBS} jobs (folder {})",
+        dir.path().display()
+    );
 
     // 1. The vault: discover, register and protect (real jobs through the engine).
     let t = Instant::now();
@@ -84,7 +100,13 @@ fn main() {
         let engine = setup.open(OpenMode::Exclusive).expect("open");
         let id = engine.discover().expect("discover");
         engine.wait_job(&id).await.expect("discovery");
-        let here: Vec<Item> = engine.items().unwrap().into_iter().filter(|i| i.region == "westeurope").take(PROTECTED).collect();
+        let here: Vec<Item> = engine
+            .items()
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.region == "westeurope")
+            .take(PROTECTED)
+            .collect();
         for batch in here.chunks(100) {
             for id in engine.register(batch).expect("register") {
                 engine.wait_job(&id).await.expect("register job");
@@ -95,12 +117,18 @@ fn main() {
         }
         engine.shutdown(Duration::from_secs(10)).await;
     });
-    println!("setup: discovered {VMS} VMs, registered and protected {PROTECTED} in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "setup: discovered {VMS} VMs, registered and protected {PROTECTED} in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // 2. 100,000 jobs over the last 30 days, straight into the catalog.
     let t = Instant::now();
     seed_jobs(&data_dir.join("vaults/bench/catalog.db"));
-    println!("setup: seeded {JOBS} jobs (with tasks) in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "setup: seeded {JOBS} jobs (with tasks) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     rt.block_on(async {
         let setup = Setup::load(Some(&config), Some(&data_dir), None).expect("setup");
@@ -116,12 +144,21 @@ fn seed_jobs(catalog: &Path) {
     let cat = Catalog::open(catalog).expect("catalog");
     let items = cat.items().expect("items");
     let now = chrono::Utc::now();
-    let ops = [JobOperation::Backup, JobOperation::Backup, JobOperation::Backup, JobOperation::Restore, JobOperation::Register, JobOperation::ConfigureBackup, JobOperation::Prune];
+    let ops = [
+        JobOperation::Backup,
+        JobOperation::Backup,
+        JobOperation::Backup,
+        JobOperation::Restore,
+        JobOperation::Register,
+        JobOperation::ConfigureBackup,
+        JobOperation::Prune,
+    ];
     cat.transaction(|tx| {
         for n in 0..JOBS {
             let item = &items[n % items.len()];
             let op = ops[n % ops.len()];
-            let start = now - chrono::Duration::seconds(((n as i64) * 30 * 86_400) / JOBS as i64 + 60);
+            let start =
+                now - chrono::Duration::seconds(((n as i64) * 30 * 86_400) / JOBS as i64 + 60);
             let status = match n % 40 {
                 0 | 1 => JobStatus::Failed,
                 2 => JobStatus::Cancelled,
@@ -147,8 +184,14 @@ fn seed_jobs(catalog: &Path) {
                 bytes_done: 1 << 30,
                 bytes_total: 1 << 30,
                 is_user_triggered: n % 3 == 0,
-                tasks: if op == JobOperation::Backup { vec![task("Take snapshot"), task("Transfer data to vault")] } else { vec![task("Run")] },
-                error: (status == JobStatus::Failed).then(|| ErrorDetails::new("UserErrorSnapshotFailed", "The snapshot failed", "bench")),
+                tasks: if op == JobOperation::Backup {
+                    vec![task("Take snapshot"), task("Transfer data to vault")]
+                } else {
+                    vec![task("Run")]
+                },
+                error: (status == JobStatus::Failed).then(|| {
+                    ErrorDetails::new("UserErrorSnapshotFailed", "The snapshot failed", "bench")
+                }),
                 details: Default::default(),
             };
             Catalog::save_job_tx(tx, &job)?;
@@ -162,21 +205,53 @@ fn measure(engine: &Engine) {
     let q = JobsQuery::default();
     println!("\nloader (background thread; what an engine event costs before the UI sees it):");
     let mut full = Data::default();
-    Stats::of(5, || full = data::load(engine, &Data::default(), Stale::ALL, &q).expect("load")).line("full snapshot (items, jobs window, policies, summary)");
+    Stats::of(5, || {
+        full = data::load(engine, &Data::default(), Stale::ALL, &q).expect("load")
+    })
+    .line("full snapshot (items, jobs window, policies, summary)");
     Stats::of(10, || {
-        data::load(engine, &full, Stale { jobs: true, summary: true, ..Default::default() }, &q).expect("load");
+        data::load(
+            engine,
+            &full,
+            Stale {
+                jobs: true,
+                summary: true,
+                ..Default::default()
+            },
+            &q,
+        )
+        .expect("load");
     })
     .line("after a job event (jobs window + summary)");
     Stats::of(5, || {
-        data::load(engine, &full, Stale { items: true, summary: true, policies: true, ..Default::default() }, &q).expect("load");
+        data::load(
+            engine,
+            &full,
+            Stale {
+                items: true,
+                summary: true,
+                policies: true,
+                ..Default::default()
+            },
+            &q,
+        )
+        .expect("load");
     })
     .line("after an items event (10k items + counts + summary)");
-    let failed_all = JobsQuery { status: StatusFilter::Failed, range: TimeRange::All, ..Default::default() };
+    let failed_all = JobsQuery {
+        status: StatusFilter::Failed,
+        range: TimeRange::All,
+        ..Default::default()
+    };
     Stats::of(10, || {
         data::load(engine, &full, Stale::default(), &failed_all).expect("load");
     })
     .line("Jobs filter: Failed, all time (window + count of 100k)");
-    let text = JobsQuery { item_text: "vm-0042".into(), range: TimeRange::All, ..Default::default() };
+    let text = JobsQuery {
+        item_text: "vm-0042".into(),
+        range: TimeRange::All,
+        ..Default::default()
+    };
     Stats::of(10, || {
         data::load(engine, &full, Stale::default(), &text).expect("load");
     })
@@ -197,7 +272,13 @@ fn measure(engine: &Engine) {
         simulated: true,
         read_only: None,
     };
-    let mut app = App::new(Some(info), vec![], KeyMap::default(), Theme::default(), false);
+    let mut app = App::new(
+        Some(info),
+        vec![],
+        KeyMap::default(),
+        Theme::default(),
+        false,
+    );
     println!("\nUI task (update + view; no I/O):");
     let mut fresh = full.clone();
     Stats::of(20, || {
@@ -208,10 +289,20 @@ fn measure(engine: &Engine) {
     for (w, h) in [(200u16, 50u16), (80, 24)] {
         let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
         app.update(Msg::Resize(w, h));
-        for (tab, name) in [('1', "Dashboard"), ('2', "Registered Items (10k)"), ('3', "Protected Items (1k)"), ('4', "Jobs (window of 100k)"), ('5', "Policies")] {
-            app.update(Msg::Key(KeyEvent::new(KeyCode::Char(tab), KeyModifiers::NONE)));
+        for (tab, name) in [
+            ('1', "Dashboard"),
+            ('2', "Registered Items (10k)"),
+            ('3', "Protected Items (1k)"),
+            ('4', "Jobs (window of 100k)"),
+            ('5', "Policies"),
+        ] {
+            app.update(Msg::Key(KeyEvent::new(
+                KeyCode::Char(tab),
+                KeyModifiers::NONE,
+            )));
             Stats::of(200, || {
-                term.draw(|f| vmvault::tui::view::view(&app, f)).expect("draw");
+                term.draw(|f| vmvault::tui::view::view(&app, f))
+                    .expect("draw");
             })
             .line(&format!("frame {w}×{h}: {name}"));
         }
@@ -220,17 +311,27 @@ fn measure(engine: &Engine) {
     app.update(Msg::Resize(200, 50));
     let mut frame = |app: &mut App, m: Msg| {
         app.update(m);
-        term.draw(|f| vmvault::tui::view::view(app, f)).expect("draw");
+        term.draw(|f| vmvault::tui::view::view(app, f))
+            .expect("draw");
     };
     println!("\nkey to frame (update + draw at 200×50):");
-    frame(&mut app, Msg::Key(KeyEvent::new(KeyCode::Char('2'), KeyModifiers::NONE)));
+    frame(
+        &mut app,
+        Msg::Key(KeyEvent::new(KeyCode::Char('2'), KeyModifiers::NONE)),
+    );
     Stats::of(500, || frame(&mut app, key(KeyCode::Down))).line("Registered Items: ↓");
     Stats::of(100, || frame(&mut app, key(KeyCode::PageDown))).line("Registered Items: PgDn");
     Stats::of(20, || {
-        frame(&mut app, Msg::Key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::NONE)));
+        frame(
+            &mut app,
+            Msg::Key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::NONE)),
+        );
     })
     .line("Registered Items: s (sort 10k by the next column)");
-    frame(&mut app, Msg::Key(KeyEvent::new(KeyCode::Char('/'), KeyModifiers::NONE)));
+    frame(
+        &mut app,
+        Msg::Key(KeyEvent::new(KeyCode::Char('/'), KeyModifiers::NONE)),
+    );
     let mut typed = 0;
     Stats::of(20, || {
         let c = if typed % 2 == 0 { '1' } else { '\u{8}' };
@@ -238,16 +339,26 @@ fn measure(engine: &Engine) {
         if c == '\u{8}' {
             frame(&mut app, key(KeyCode::Backspace));
         } else {
-            frame(&mut app, Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)));
+            frame(
+                &mut app,
+                Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)),
+            );
         }
     })
     .line("Registered Items: type in the filter (10k items)");
     frame(&mut app, key(KeyCode::Esc));
-    frame(&mut app, Msg::Key(KeyEvent::new(KeyCode::Char('4'), KeyModifiers::NONE)));
+    frame(
+        &mut app,
+        Msg::Key(KeyEvent::new(KeyCode::Char('4'), KeyModifiers::NONE)),
+    );
     Stats::of(400, || frame(&mut app, key(KeyCode::Down))).line("Jobs: ↓");
     Stats::of(50, || frame(&mut app, key(KeyCode::PageDown))).line("Jobs: PgDn");
-    frame(&mut app, Msg::Key(KeyEvent::new(KeyCode::Char('2'), KeyModifiers::NONE)));
-    Stats::of(20, || frame(&mut app, key(KeyCode::Enter))).line("Registered Items: Enter (open an item's details)");
+    frame(
+        &mut app,
+        Msg::Key(KeyEvent::new(KeyCode::Char('2'), KeyModifiers::NONE)),
+    );
+    Stats::of(20, || frame(&mut app, key(KeyCode::Enter)))
+        .line("Registered Items: Enter (open an item's details)");
 }
 
 /// CPU time the real console uses while idle (nothing running) for 10 s, from /proc.
@@ -255,9 +366,21 @@ fn idle_cpu(config: &Path, data_dir: &Path) {
     use portable_pty::{native_pty_system, CommandBuilder, PtySize};
     use std::io::Read;
     let pty = native_pty_system();
-    let pair = pty.openpty(PtySize { rows: 50, cols: 200, pixel_width: 0, pixel_height: 0 }).expect("pty");
+    let pair = pty
+        .openpty(PtySize {
+            rows: 50,
+            cols: 200,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("pty");
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_vmvault"));
-    cmd.args(["--config", config.to_str().unwrap_or(""), "--data-dir", data_dir.to_str().unwrap_or("")]);
+    cmd.args([
+        "--config",
+        config.to_str().unwrap_or(""),
+        "--data-dir",
+        data_dir.to_str().unwrap_or(""),
+    ]);
     cmd.env("TERM", "xterm-256color");
     let mut child = pair.slave.spawn_command(cmd).expect("spawn");
     drop(pair.slave);
@@ -277,7 +400,10 @@ fn idle_cpu(config: &Path, data_dir: &Path) {
     let started = Instant::now();
     let pid = child.process_id().unwrap_or(0);
     loop {
-        let s = parser.lock().map(|p| p.screen().contents()).unwrap_or_default();
+        let s = parser
+            .lock()
+            .map(|p| p.screen().contents())
+            .unwrap_or_default();
         if s.contains(&format!("Protected       {PROTECTED}")) {
             break;
         }
@@ -292,8 +418,18 @@ fn idle_cpu(config: &Path, data_dir: &Path) {
     std::thread::sleep(Duration::from_secs(2));
     let cpu = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit_once(')').map(|x| x.1).unwrap_or("").split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|x| x.1)
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the ')'.
         (ticks(11) + ticks(12)) / 100.0
     };
@@ -303,7 +439,10 @@ fn idle_cpu(config: &Path, data_dir: &Path) {
     let used = cpu(pid) - c0;
     let secs = t0.elapsed().as_secs_f64();
     println!("\nreal console ({VMS} VMs, {JOBS} jobs, 200×50 pty):");
-    println!("  start to first full screen of data                           {:>8.2} s", first.as_secs_f64());
+    println!(
+        "  start to first full screen of data                           {:>8.2} s",
+        first.as_secs_f64()
+    );
     println!("  CPU while idle                                               {:>8.2} % of one core ({used:.2} s in {secs:.1} s)", used / secs * 100.0);
     let _ = std::io::Write::write_all(&mut writer, b"q");
     let t = Instant::now();

@@ -41,6 +41,15 @@ impl Env {
         Env::with_source("")
     }
 
+    /// A configuration of the test's own: `text` gets the test's folder (for paths).
+    pub fn with_config(text: impl FnOnce(&Path) -> String) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text(dir.path())).expect("write config");
+        Env { dir, config, data }
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -276,4 +285,89 @@ pub fn require_tool(tool: &str) -> bool {
         eprintln!("skipping: {tool} is not installed");
     }
     found
+}
+
+/// Runs a program, asserts it succeeded, returns its stdout.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The path as &str (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Converts a disk image to raw with qemu-img (`-U`: also while a QEMU holds it).
+pub fn to_raw(image: &Path, format: &str, out: &Path) {
+    sh(
+        "qemu-img",
+        &["convert", "-U", "-f", format, "-O", "raw", s(image), s(out)],
+    );
+}
+
+/// Writes `mib` MiB of deterministic pseudo-random (incompressible) data from `seed` at
+/// `offset` of `file` (which may be sparse around it).
+pub fn write_random(file: &Path, offset: u64, mib: usize, seed: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(file)
+        .expect("open");
+    let mut x = seed | 1;
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        for c in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all_at(&block, offset + ((i as u64) << 20))
+            .expect("write");
+    }
+    f.sync_all().expect("sync");
+}
+
+/// The item named `name` (or `cloud_service/name`) in an `items --json` listing.
+pub fn item<'a>(items: &'a Value, name: &str) -> &'a Value {
+    let (cs, n) = match name.split_once('/') {
+        Some((c, n)) => (Some(c), n),
+        None => (None, name),
+    };
+    items
+        .as_array()
+        .expect("items array")
+        .iter()
+        .find(|i| i["name"] == n && cs.is_none_or(|c| i["cloud_service"] == c))
+        .unwrap_or_else(|| panic!("{name} not in {items:#}"))
+}
+
+/// A PATH holding only symlinks to the given tools (plus what a shell needs), to run
+/// vmvault on a machine that lacks the others.
+pub fn path_with_only(dir: &Path, tools: &[&str]) -> std::ffi::OsString {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for t in tools {
+        let found = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .expect("sh");
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        if !path.is_empty() {
+            let _ = std::os::unix::fs::symlink(path, dir.join(t));
+        }
+    }
+    dir.as_os_str().to_owned()
 }
