@@ -46,7 +46,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_concurrent_jobs: 2, threads: 0 }
+        EngineConfig {
+            max_concurrent_jobs: 2,
+            threads: 0,
+        }
     }
 }
 
@@ -141,7 +144,11 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            ConfigError { origin: origin.to_string(), line, message: e.message().to_string() }
+            ConfigError {
+                origin: origin.to_string(),
+                line,
+                message: e.message().to_string(),
+            }
         })?;
         cfg.origin = origin.to_string();
         cfg.check(text)?;
@@ -177,10 +184,17 @@ impl Config {
     fn check(&self, text: &str) -> Result<(), ConfigError> {
         let err = |needle: &str, message: String| {
             let line = text.find(needle).map(|o| line_of(text, o));
-            ConfigError { origin: self.origin.clone(), line, message }
+            ConfigError {
+                origin: self.origin.clone(),
+                line,
+                message,
+            }
         };
         if self.vaults.is_empty() {
-            return Err(err("", "no [[vault]] is defined: add one (see config.example.toml)".into()));
+            return Err(err(
+                "",
+                "no [[vault]] is defined: add one (see config.example.toml)".into(),
+            ));
         }
         if self.engine.max_concurrent_jobs == 0 || self.engine.max_concurrent_jobs > 64 {
             return Err(err(
@@ -197,11 +211,21 @@ impl Config {
             // Keys of this vault are found after its name.
             let from = text.find(&at).unwrap_or(0);
             let err = |needle: &str, message: String| {
-                let line = text[from..].find(needle).map(|o| line_of(text, from + o)).or_else(|| text.find(needle).map(|o| line_of(text, o)));
-                ConfigError { origin: self.origin.clone(), line, message }
+                let line = text[from..]
+                    .find(needle)
+                    .map(|o| line_of(text, from + o))
+                    .or_else(|| text.find(needle).map(|o| line_of(text, o)));
+                ConfigError {
+                    origin: self.origin.clone(),
+                    line,
+                    message,
+                }
             };
             if v.name.trim().is_empty()
-                || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || !v
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
                 return Err(err(
                     &at,
@@ -212,7 +236,13 @@ impl Config {
                 ));
             }
             if !seen.insert(v.name.to_lowercase()) {
-                return Err(err(&at, format!("vault.name: \"{}\" is defined twice, expected unique names", v.name)));
+                return Err(err(
+                    &at,
+                    format!(
+                        "vault.name: \"{}\" is defined twice, expected unique names",
+                        v.name
+                    ),
+                ));
             }
             if v.region.trim().is_empty() {
                 return Err(err(&at, format!("vault \"{}\": region is empty, expected a region name such as \"westeurope\"", v.name)));
@@ -227,8 +257,13 @@ impl Config {
                 ));
             }
             if let SourceConfig::Simulated(sim) = &v.source {
-                if let Err(crate::provider::sim::SimError::Setting { key, message }) = sim.validate() {
-                    return Err(err(key, format!("vault \"{}\": source.{key}: {message}", v.name)));
+                if let Err(crate::provider::sim::SimError::Setting { key, message }) =
+                    sim.validate()
+                {
+                    return Err(err(
+                        key,
+                        format!("vault \"{}\": source.{key}: {message}", v.name),
+                    ));
                 }
             }
             if !(1..=19).contains(&v.compression_level) {
@@ -245,7 +280,10 @@ impl Config {
             if self.vault(d).is_none() {
                 return Err(err(
                     "default_vault",
-                    format!("default_vault: no vault is named \"{d}\", expected one of: {}", self.vault_names()),
+                    format!(
+                        "default_vault: no vault is named \"{d}\", expected one of: {}",
+                        self.vault_names()
+                    ),
                 ));
             }
         }
@@ -256,7 +294,11 @@ impl Config {
     fn resolve_relative_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             let expanded = expand_home(p);
-            *p = if expanded.is_relative() { base.join(expanded) } else { expanded };
+            *p = if expanded.is_relative() {
+                base.join(expanded)
+            } else {
+                expanded
+            };
         };
         if let Some(d) = &mut self.data_dir {
             fix(d);
@@ -275,17 +317,27 @@ impl Config {
                     }
                 }
                 SourceConfig::Images(s) => fix(&mut s.path),
-                SourceConfig::Libvirt(_) => {}
+                SourceConfig::Libvirt(s) => {
+                    if let Some(p) = &mut s.scratch_dir {
+                        fix(p);
+                    }
+                }
             }
         }
     }
 
     pub fn vault_names(&self) -> String {
-        self.vaults.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.vaults
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn vault(&self, name: &str) -> Option<&VaultConfig> {
-        self.vaults.iter().find(|v| v.name.eq_ignore_ascii_case(name))
+        self.vaults
+            .iter()
+            .find(|v| v.name.eq_ignore_ascii_case(name))
     }
 
     /// The vault to use: `name` when given, else `default_vault`, else the first.
@@ -295,7 +347,10 @@ impl Config {
             Some(n) => self.vault(n).ok_or_else(|| ConfigError {
                 origin: self.origin.clone(),
                 line: None,
-                message: format!("no vault is named \"{n}\"; configured vaults: {}", self.vault_names()),
+                message: format!(
+                    "no vault is named \"{n}\"; configured vaults: {}",
+                    self.vault_names()
+                ),
             }),
             None => self.vaults.first().ok_or_else(|| ConfigError {
                 origin: self.origin.clone(),
@@ -382,6 +437,55 @@ mod tests {
         let e = Config::parse(text, "c.toml").unwrap_err();
         assert_eq!(e.line, Some(4));
         assert!(e.message.contains("simulated"), "{e}");
+    }
+
+    /// The commented vault examples of config.example.toml, uncommented, parse: every key
+    /// they show exists, with a value of the right type.
+    #[test]
+    fn commented_source_examples_of_the_example_config_parse() {
+        let example = include_str!("../config.example.toml");
+        let mut blocks = Vec::new();
+        let mut current: Option<String> = None;
+        for line in example.lines() {
+            match (&mut current, line) {
+                (None, "# [[vault]]") => current = Some("[[vault]]\n".into()),
+                (Some(b), l) if l.starts_with("# ") => {
+                    let l = &l[2..];
+                    // Nested comments ("# # key = …") are optional keys: uncomment them too.
+                    let l = l
+                        .strip_prefix("# ")
+                        .filter(|k| k.contains(" = ") && !k.starts_with(' '))
+                        .unwrap_or(l);
+                    if !l.starts_with('#') {
+                        b.push_str(l);
+                        b.push('\n');
+                    }
+                }
+                (Some(_), _) => blocks.push(current.take().unwrap_or_default()),
+                _ => {}
+            }
+        }
+        let kinds: Vec<&str> = blocks
+            .iter()
+            .map(|b| {
+                Config::parse(b, "example")
+                    .unwrap_or_else(|e| panic!("{e}\n{b}"))
+                    .vaults[0]
+                    .source
+                    .kind()
+            })
+            .collect();
+        assert_eq!(kinds, ["images", "libvirt"]);
+        assert!(
+            blocks[0].contains("allow_crash_consistent_reads"),
+            "{}",
+            blocks[0]
+        );
+        assert!(
+            blocks[1].contains("scratch_dir") && blocks[1].contains("cloud_service"),
+            "{}",
+            blocks[1]
+        );
     }
 
     #[test]

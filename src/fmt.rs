@@ -64,13 +64,22 @@ pub fn parse_time(s: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Ok(Utc.from_utc_datetime(&t));
         }
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let t = if end_of_day { d.and_hms_opt(23, 59, 59) } else { d.and_hms_opt(0, 0, 0) };
+        let t = if end_of_day {
+            d.and_hms_opt(23, 59, 59)
+        } else {
+            d.and_hms_opt(0, 0, 0)
+        };
         if let Some(t) = t {
             return Ok(Utc.from_utc_datetime(&t));
         }
@@ -83,7 +92,8 @@ pub fn parse_time(s: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
 /// Parses a period like `24h`, `7d`, `30m`, `2w`, `90s`, `1y` (365 days).
 pub fn parse_period(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let err = || format!("\"{s}\" is not a period: use a number and a unit, e.g. 30m, 24h, 7d, 2w, 1y");
+    let err =
+        || format!("\"{s}\" is not a period: use a number and a unit, e.g. 30m, 24h, 7d, 2w, 1y");
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
     let (num, unit) = s.split_at(split);
     let n: i64 = num.parse().map_err(|_| err())?;
@@ -114,10 +124,21 @@ mod tests {
 
     #[test]
     fn times_and_periods_parse() {
-        assert_eq!(rfc3339(parse_time("2027-01-31", true).unwrap()), "2027-01-31T23:59:59Z");
-        assert_eq!(rfc3339(parse_time("2027-01-31 22:30", false).unwrap()), "2027-01-31T22:30:00Z");
-        assert_eq!(rfc3339(parse_time("2027-01-31T22:30:00+01:00", false).unwrap()), "2027-01-31T21:30:00Z");
-        assert!(parse_time("tomorrow", false).unwrap_err().contains("YYYY-MM-DD"));
+        assert_eq!(
+            rfc3339(parse_time("2027-01-31", true).unwrap()),
+            "2027-01-31T23:59:59Z"
+        );
+        assert_eq!(
+            rfc3339(parse_time("2027-01-31 22:30", false).unwrap()),
+            "2027-01-31T22:30:00Z"
+        );
+        assert_eq!(
+            rfc3339(parse_time("2027-01-31T22:30:00+01:00", false).unwrap()),
+            "2027-01-31T21:30:00Z"
+        );
+        assert!(parse_time("tomorrow", false)
+            .unwrap_err()
+            .contains("YYYY-MM-DD"));
         assert_eq!(parse_period("24h").unwrap(), Duration::hours(24));
         assert_eq!(parse_period("800d").unwrap(), Duration::days(800));
         assert!(parse_period("soon").is_err());

@@ -6,12 +6,12 @@
 //! `engine` (jobs, scheduler, events) ← front ends `cli` and `tui`.
 
 pub mod cancel;
-pub mod model;
-pub mod provider;
-pub mod vault;
-pub mod fmt;
-pub mod policy;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod fmt;
+pub mod model;
+pub mod policy;
+pub mod provider;
 pub mod tui;
+pub mod vault;

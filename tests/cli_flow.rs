@@ -29,8 +29,17 @@ fn scripted_flow_end_to_end() {
     let items = env.json(&["items"]);
     let web = find(&items, "sales", "web01");
     for key in [
-        "id", "name", "cloud_service", "region", "os", "power_state", "registration_state",
-        "protection_state", "policy", "last_backup_time", "last_backup_status",
+        "id",
+        "name",
+        "cloud_service",
+        "region",
+        "os",
+        "power_state",
+        "registration_state",
+        "protection_state",
+        "policy",
+        "last_backup_time",
+        "last_backup_status",
     ] {
         assert!(web.get(key).is_some(), "items JSON lacks {key}: {web:#}");
     }
@@ -39,14 +48,29 @@ fn scripted_flow_end_to_end() {
 
     // Two VMs are named web01: the bare name is ambiguous and the error lists both.
     let (_, err) = env.fails_with(2, &["register", "web01"]);
-    assert!(err.contains("sales/web01") && err.contains("hr/web01"), "{err}");
+    assert!(
+        err.contains("sales/web01") && err.contains("hr/web01"),
+        "{err}"
+    );
 
     env.ok(&["register", "sales/web01", "app01"]);
     let items = env.json(&["items"]);
-    assert_eq!(find(&items, "sales", "web01")["registration_state"], "Registered");
-    assert_eq!(find(&items, "hr", "web01")["registration_state"], "NotRegistered");
+    assert_eq!(
+        find(&items, "sales", "web01")["registration_state"],
+        "Registered"
+    );
+    assert_eq!(
+        find(&items, "hr", "web01")["registration_state"],
+        "NotRegistered"
+    );
 
-    env.ok(&["protect", "sales/web01", "app01", "--policy", "DefaultPolicy"]);
+    env.ok(&[
+        "protect",
+        "sales/web01",
+        "app01",
+        "--policy",
+        "DefaultPolicy",
+    ]);
     let items = env.json(&["items"]);
     let web = find(&items, "sales", "web01");
     assert_eq!(web["protection_state"], "IRPending");
@@ -60,7 +84,10 @@ fn scripted_flow_end_to_end() {
     assert_eq!(job["tasks"][1]["name"], "Transfer data to vault");
     assert_eq!(job["progress"], 100.0);
     assert!(job["bytes_total"].as_u64().unwrap() > 0);
-    let point = job["details"]["recovery_point"].as_str().unwrap().to_string();
+    let point = job["details"]["recovery_point"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let items = env.json(&["items"]);
     let web = find(&items, "sales", "web01");
@@ -71,8 +98,20 @@ fn scripted_flow_end_to_end() {
     let p = &points[0];
     assert_eq!(p["id"], point.as_str());
     assert_eq!(p["kind"], "on_demand");
-    assert!(p["expiry"].as_str().unwrap().starts_with("2099-01-31"), "{p:#}");
-    for key in ["id", "item", "time", "expiry", "kind", "consistency", "logical_bytes", "stored_bytes"] {
+    assert!(
+        p["expiry"].as_str().unwrap().starts_with("2099-01-31"),
+        "{p:#}"
+    );
+    for key in [
+        "id",
+        "item",
+        "time",
+        "expiry",
+        "kind",
+        "consistency",
+        "logical_bytes",
+        "stored_bytes",
+    ] {
         assert!(p.get(key).is_some(), "points JSON lacks {key}");
     }
 
@@ -82,7 +121,20 @@ fn scripted_flow_end_to_end() {
     let id = jobs[0]["id"].as_str().unwrap();
     let one = env.json(&["job", &id[..8]]);
     assert_eq!(one["id"], id);
-    for key in ["id", "operation", "item", "status", "start_time", "end_time", "duration_seconds", "progress", "bytes_done", "bytes_total", "tasks", "error"] {
+    for key in [
+        "id",
+        "operation",
+        "item",
+        "status",
+        "start_time",
+        "end_time",
+        "duration_seconds",
+        "progress",
+        "bytes_done",
+        "bytes_total",
+        "tasks",
+        "error",
+    ] {
         assert!(one.get(key).is_some(), "job JSON lacks {key}");
     }
 
@@ -98,10 +150,25 @@ fn scripted_flow_end_to_end() {
     assert_eq!(s["protected"], 2);
     assert_eq!(s["registered"], 2);
     let jobs = env.json(&["jobs", "--since", "24h"]);
-    let count = |st: &[&str]| jobs.as_array().unwrap().iter().filter(|j| st.contains(&j["status"].as_str().unwrap())).count() as u64;
-    assert_eq!(s["jobs_24h"]["completed"].as_u64().unwrap(), count(&["Completed", "CompletedWithWarnings"]));
-    assert_eq!(s["jobs_24h"]["failed"].as_u64().unwrap(), count(&["Failed"]));
-    assert_eq!(s["jobs_24h"]["in_progress"].as_u64().unwrap(), count(&["InProgress", "Cancelling"]));
+    let count = |st: &[&str]| {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| st.contains(&j["status"].as_str().unwrap()))
+            .count() as u64
+    };
+    assert_eq!(
+        s["jobs_24h"]["completed"].as_u64().unwrap(),
+        count(&["Completed", "CompletedWithWarnings"])
+    );
+    assert_eq!(
+        s["jobs_24h"]["failed"].as_u64().unwrap(),
+        count(&["Failed"])
+    );
+    assert_eq!(
+        s["jobs_24h"]["in_progress"].as_u64().unwrap(),
+        count(&["InProgress", "Cancelling"])
+    );
     assert!(s["jobs_24h"]["completed"].as_u64().unwrap() >= 8);
 
     env.ok(&["verify", "sales/web01"]);
@@ -112,15 +179,40 @@ fn scripted_flow_end_to_end() {
     assert_eq!(web["protection_state"], "ProtectionStopped");
     let (_, err) = env.fails_with(2, &["backup", "sales/web01"]);
     assert!(err.contains("resume"), "{err}");
-    assert!(env.json(&["points", "sales/web01"]).as_array().unwrap().iter().all(|p| p["expiry"].is_null()));
-    env.ok(&["resume-protection", "sales/web01", "--policy", "DefaultPolicy"]);
-    assert_eq!(find(&env.json(&["items"]), "sales", "web01")["protection_state"], "Protected");
+    assert!(env
+        .json(&["points", "sales/web01"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["expiry"].is_null()));
+    env.ok(&[
+        "resume-protection",
+        "sales/web01",
+        "--policy",
+        "DefaultPolicy",
+    ]);
+    assert_eq!(
+        find(&env.json(&["items"]), "sales", "web01")["protection_state"],
+        "Protected"
+    );
     env.ok(&["stop-protection", "sales/web01", "--delete-data"]);
-    assert_eq!(find(&env.json(&["items"]), "sales", "web01")["protection_state"], "SoftDeleted");
+    assert_eq!(
+        find(&env.json(&["items"]), "sales", "web01")["protection_state"],
+        "SoftDeleted"
+    );
     env.ok(&["undelete", "sales/web01"]);
-    assert_eq!(find(&env.json(&["items"]), "sales", "web01")["protection_state"], "ProtectionStopped");
+    assert_eq!(
+        find(&env.json(&["items"]), "sales", "web01")["protection_state"],
+        "ProtectionStopped"
+    );
     // Points survived all of it.
-    assert_eq!(env.json(&["points", "sales/web01"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        env.json(&["points", "sales/web01"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     env.assert_restore_matches_source("sales/web01", &point, "c");
 }
 
@@ -131,8 +223,14 @@ fn registering_a_vm_of_another_region_is_refused_and_changes_nothing() {
     let before = env.json(&["items"]);
     let jobs_before = env.json(&["jobs"]);
     let (_, err) = env.fails_with(2, &["register", "shop01"]);
-    assert!(err.contains("eastus") && err.contains("westeurope"), "{err}");
-    assert!(err.contains("test-eus"), "should point at the vault of that region: {err}");
+    assert!(
+        err.contains("eastus") && err.contains("westeurope"),
+        "{err}"
+    );
+    assert!(
+        err.contains("test-eus"),
+        "should point at the vault of that region: {err}"
+    );
     assert_eq!(env.json(&["items"]), before);
     assert_eq!(env.json(&["jobs"]), jobs_before);
     // The vault of that region takes it.
@@ -148,14 +246,23 @@ fn failing_vm_reports_error_details_and_exit_1() {
         env.json(&["items"])
     };
     // The subscription has one VM whose backups fail with a realistic error.
-    let failing = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/subscription.toml")).unwrap();
+    let failing = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/subscription.toml"
+    ))
+    .unwrap();
     let _ = failing;
     let names: Vec<(String, String)> = items
         .as_array()
         .unwrap()
         .iter()
         .filter(|i| i["region"] == "westeurope")
-        .map(|i| (i["cloud_service"].as_str().unwrap().to_string(), i["name"].as_str().unwrap().to_string()))
+        .map(|i| {
+            (
+                i["cloud_service"].as_str().unwrap().to_string(),
+                i["name"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let mut saw_failure = false;
     for (cs, name) in names {
@@ -169,7 +276,10 @@ fn failing_vm_reports_error_details_and_exit_1() {
             let e = &job["error"];
             assert!(!e["code"].as_str().unwrap().is_empty());
             assert!(!e["message"].as_str().unwrap().is_empty());
-            assert!(!e["recommendations"].as_array().unwrap().is_empty(), "{e:#}");
+            assert!(
+                !e["recommendations"].as_array().unwrap().is_empty(),
+                "{e:#}"
+            );
             let item = find(&env.json(&["items"]), &cs, &name).clone();
             assert_eq!(item["protection_state"], "ProtectionError");
             assert_eq!(item["last_backup_status"], "Failed");
@@ -187,7 +297,13 @@ fn broken_config_names_file_and_line() {
     let env = Env::new();
     let bad = env.path("bad.toml");
     std::fs::write(&bad, "[engine]\nmax_concurrent_jobs = 2\n\n[[vault]]\nname = \"x\"\nregion = \"westeurope\"\nchunk_size_kib = \"large\"\nsource = { kind = \"simulated\" }\n").unwrap();
-    let out = env.cmd().arg("--config").arg(&bad).arg("items").output().unwrap();
+    let out = env
+        .cmd()
+        .arg("--config")
+        .arg(&bad)
+        .arg("items")
+        .output()
+        .unwrap();
     // The later --config wins over the one Env adds.
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -195,10 +311,19 @@ fn broken_config_names_file_and_line() {
     assert!(err.contains("expected"), "{err}");
 
     std::fs::write(&bad, "[[vault]]\nname = \"x\"\nregion = \"westeurope\"\nsource = { kind = \"simulated\", discovery_latency = 3 }\n").unwrap();
-    let out = env.cmd().arg("--config").arg(&bad).arg("items").output().unwrap();
+    let out = env
+        .cmd()
+        .arg("--config")
+        .arg(&bad)
+        .arg("items")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains(":4") && err.contains("discovery_latency"), "{err}");
+    assert!(
+        err.contains(":4") && err.contains("discovery_latency"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -210,9 +335,15 @@ fn bad_input_is_exit_2_with_guidance() {
     let (_, err) = env.fails_with(2, &["backup", "app01", "--retain-until", "2001-01-01"]);
     assert!(err.contains("not in the future"), "{err}");
     let (_, err) = env.fails_with(2, &["protect", "sql01", "--policy", "DefaultPolicy"]);
-    assert!(err.contains("not registered") && err.contains("vmvault register"), "{err}");
+    assert!(
+        err.contains("not registered") && err.contains("vmvault register"),
+        "{err}"
+    );
     let (_, err) = env.fails_with(2, &["protect", "app01", "--policy", "Nope"]);
-    assert!(err.contains("no policy named") && err.contains("DefaultPolicy"), "{err}");
+    assert!(
+        err.contains("no policy named") && err.contains("DefaultPolicy"),
+        "{err}"
+    );
     let (_, err) = env.fails_with(2, &["jobs", "--status", "Done"]);
     assert!(err.contains("InProgress"), "{err}");
     let (_, err) = env.fails_with(2, &["job", "00000000-dead"]);

@@ -18,7 +18,14 @@ fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn running_backup(env: &Env) -> Option<Value> {
-    let out = env.run(&["jobs", "--operation", "Backup", "--status", "InProgress", "--json"]);
+    let out = env.run(&[
+        "jobs",
+        "--operation",
+        "Backup",
+        "--status",
+        "InProgress",
+        "--json",
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v.as_array()?.first().cloned()
 }
@@ -30,25 +37,43 @@ fn kill_during_backup_leaves_earlier_points_intact() {
     env.protect(&["app01", "sql01"]);
     let fast = Env::new();
     // Earlier points: taken with the same vault through an unthrottled config.
-    std::fs::copy(&fast.config, &env.path("fast.toml")).unwrap();
+    std::fs::copy(&fast.config, env.path("fast.toml")).unwrap();
     let fast_cfg = env.path("fast.toml");
     let backup_fast = |vm: &str| -> String {
-        let out = env.cmd().arg("--config").arg(&fast_cfg).args(["backup", vm, "--json"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = env
+            .cmd()
+            .arg("--config")
+            .arg(&fast_cfg)
+            .args(["backup", vm, "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         v["details"]["recovery_point"].as_str().unwrap().to_string()
     };
     let p1 = backup_fast("app01");
 
     // A first (full) backup of another VM is killed while it moves data.
-    let mut child = env.std_cmd().args(["backup", "sql01"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = env
+        .std_cmd()
+        .args(["backup", "sql01"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let mut job_id = String::new();
-    wait_until(60, "the backup to move data", || match running_backup(&env) {
-        Some(j) if j["bytes_done"].as_u64().unwrap_or(0) > 0 => {
-            job_id = j["id"].as_str().unwrap().to_string();
-            true
+    wait_until(60, "the backup to move data", || {
+        match running_backup(&env) {
+            Some(j) if j["bytes_done"].as_u64().unwrap_or(0) > 0 => {
+                job_id = j["id"].as_str().unwrap().to_string();
+                true
+            }
+            _ => false,
         }
-        _ => false,
     });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -57,7 +82,10 @@ fn kill_during_backup_leaves_earlier_points_intact() {
     let job = env.json(&["job", &job_id]);
     assert_eq!(job["status"], "Failed", "{job:#}");
     assert_eq!(job["error"]["code"], "JobInterrupted");
-    assert!(job["error"]["message"].as_str().unwrap().contains("interrupted"));
+    assert!(job["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("interrupted"));
 
     // Earlier points still restore bit-identical; a new backup succeeds and restores too.
     env.assert_restore_matches_source("app01", &p1, "p1");
@@ -95,7 +123,10 @@ fn flipped_byte_is_found_by_verify_and_only_its_points_fail_to_restore() {
     let chunks = env.vault_dir("test-we").join("chunks");
     let before: std::collections::HashSet<_> = chunk_files(&chunks).into_iter().collect();
     let pb = env.backup("sql01");
-    let new: Vec<_> = chunk_files(&chunks).into_iter().filter(|p| !before.contains(p)).collect();
+    let new: Vec<_> = chunk_files(&chunks)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
     assert!(!new.is_empty(), "sql01's backup stored chunks of its own");
 
     // Flip one byte in the middle of one of sql01's chunks.
@@ -106,9 +137,19 @@ fn flipped_byte_is_found_by_verify_and_only_its_points_fail_to_restore() {
     std::fs::write(victim, &bytes).unwrap();
 
     let out = env.run(&["verify", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let job: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let affected: Vec<&str> = job["details"]["affected_points"].as_array().unwrap().iter().map(|a| a["point"].as_str().unwrap()).collect();
+    let affected: Vec<&str> = job["details"]["affected_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["point"].as_str().unwrap())
+        .collect();
     assert_eq!(affected, vec![pb.as_str()], "{job:#}");
     assert!(job["error"]["message"].as_str().unwrap().contains(&pb));
 
@@ -118,19 +159,44 @@ fn flipped_byte_is_found_by_verify_and_only_its_points_fail_to_restore() {
 
     // Restoring the damaged point fails clearly and leaves no image behind.
     let to = env.path("bad-restore");
-    let (_, err) = env.fails_with(1, &["restore", "sql01", "--point", &pb, "--to", to.to_str().unwrap()]);
+    let (_, err) = env.fails_with(
+        1,
+        &[
+            "restore",
+            "sql01",
+            "--point",
+            &pb,
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
     assert!(err.contains(&pb) && err.contains("verify"), "{err}");
     assert!(!to.join("sql01-disk0.raw").exists());
 
     // The other item's point still restores exactly.
     env.assert_restore_matches_source("app01", &pa, "ok");
+
+    // The damaged point is marked; the next backup of sql01 reads it whole, writes the
+    // damaged chunk again, and so repairs the old point too.
+    let points = env.json(&["points", "sql01"]);
+    assert_eq!(points[0]["damaged"], true);
+    let job = env.json(&["backup", "sql01"]);
+    assert_eq!(job["status"], "CompletedWithWarnings", "{job:#}");
+    env.ok(&["verify"]);
+    assert_eq!(env.json(&["points", "sql01"])[1]["damaged"], false);
+    env.assert_restore_matches_source("sql01", &pb, "repaired");
 }
 
 #[test]
 fn second_process_gets_the_owner_pid() {
     let env = Env::with_source("read_throughput_mib_s = 4");
     env.protect(&["app01"]);
-    let mut child = env.std_cmd().args(["backup", "app01"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = env
+        .std_cmd()
+        .args(["backup", "app01"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until(60, "the backup to start", || running_backup(&env).is_some());
     let (_, err) = env.fails_with(2, &["register", "sql01"]);
     assert!(err.contains(&format!("process {}", child.id())), "{err}");
@@ -159,7 +225,9 @@ fn no_wait_returns_a_job_id_that_completes_in_the_background() {
     assert_eq!(id.len(), 36, "a job id: {out}");
     wait_until(120, "the background backup to complete", || {
         let out = env.run(&["job", &id, "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout).map(|j| j["status"] == "Completed").unwrap_or(false)
+        serde_json::from_slice::<Value>(&out.stdout)
+            .map(|j| j["status"] == "Completed")
+            .unwrap_or(false)
     });
     assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 1);
 }
@@ -189,7 +257,9 @@ fn cancel_from_another_shell_stops_a_background_backup() {
     assert!(out.contains(&id), "{out}");
     wait_until(60, "the backup to be cancelled", || {
         let out = env.run(&["job", &id, "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout).map(|j| j["status"] == "Cancelled").unwrap_or(false)
+        serde_json::from_slice::<Value>(&out.stdout)
+            .map(|j| j["status"] == "Cancelled")
+            .unwrap_or(false)
     });
     assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 0);
     // Cancelling a finished job is refused as bad input.

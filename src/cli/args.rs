@@ -323,6 +323,10 @@ pub enum SimCommand {
 pub struct SimAdvance {
     #[arg(value_name = "DURATION")]
     pub by: String,
+    /// As if the vault was not running: no backups in between (the next start of the
+    /// scheduler — `vmvault run` or the console — catches up once per item)
+    #[arg(long)]
+    pub offline: bool,
     #[arg(long)]
     pub json: bool,
 }

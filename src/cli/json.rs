@@ -49,7 +49,10 @@ pub fn job(j: &Job, now: chrono::DateTime<chrono::Utc>, live: Option<&JobProgres
         Some(p) => (p.bytes_done, p.bytes_total),
         None => (j.bytes_done, j.bytes_total),
     };
-    let progress = if matches!(j.status, JobStatus::Completed | JobStatus::CompletedWithWarnings) {
+    let progress = if matches!(
+        j.status,
+        JobStatus::Completed | JobStatus::CompletedWithWarnings
+    ) {
         100.0
     } else if total > 0 {
         ((done as f64 / total as f64) * 1000.0).round() / 10.0
@@ -88,7 +91,7 @@ pub fn job(j: &Job, now: chrono::DateTime<chrono::Utc>, live: Option<&JobProgres
     })
 }
 
-pub fn point(p: &RecoveryPoint, item: &Item) -> Value {
+pub fn point(p: &RecoveryPoint, item: &Item, damaged: bool) -> Value {
     json!({
         "id": p.id,
         "item": item.qualified_name(),
@@ -102,6 +105,7 @@ pub fn point(p: &RecoveryPoint, item: &Item) -> Value {
         "stored_bytes": p.stored_bytes,
         "disks": p.disks.iter().map(|d| json!({"index": d.index, "name": d.name, "capacity": d.capacity})).collect::<Vec<_>>(),
         "job_id": p.job_id,
+        "damaged": damaged,
     })
 }
 

@@ -2,13 +2,25 @@
 //! scripts, a progress bar on a terminal. It only sends commands to the engine and prints
 //! what comes back.
 
+/// Prints to stdout; a closed pipe (`vmvault jobs | head`) ends the process quietly, as
+/// SIGPIPE would, instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), false) };
+}
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), true) };
+}
+
 pub mod args;
 mod json;
 mod progress;
 mod table;
 
 use crate::config::{Config, ConfigError, SourceConfig, VaultConfig};
-use crate::engine::{AdvanceReport, Engine, EngineError, EngineOptions, Event, OpenMode, RestoreFormat};
+use crate::engine::{
+    AdvanceReport, Engine, EngineError, EngineOptions, Event, OpenMode, RestoreFormat,
+};
 use crate::fmt;
 use crate::model::*;
 use crate::provider::Provider;
@@ -32,10 +44,16 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(message: impl Into<String>) -> CliError {
-        CliError { code: 2, message: message.into() }
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
     }
     pub fn failed(message: impl Into<String>) -> CliError {
-        CliError { code: 1, message: message.into() }
+        CliError {
+            code: 1,
+            message: message.into(),
+        }
     }
 }
 
@@ -66,7 +84,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -95,14 +116,26 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn load(cli_config: Option<&Path>, data_dir: Option<&Path>, vault: Option<&str>) -> Result<Setup> {
+    pub fn load(
+        cli_config: Option<&Path>,
+        data_dir: Option<&Path>,
+        vault: Option<&str>,
+    ) -> Result<Setup> {
         let config = Config::load(cli_config)?;
         let vault = config.select_vault(vault)?.clone();
         let data_dir = config.data_dir(data_dir)?;
-        crate::engine::create_private_dir_pub(&data_dir)
-            .map_err(|e| CliError::failed(format!("cannot create the data folder {}: {e}", data_dir.display())))?;
+        crate::engine::create_private_dir_pub(&data_dir).map_err(|e| {
+            CliError::failed(format!(
+                "cannot create the data folder {}: {e}",
+                data_dir.display()
+            ))
+        })?;
         init_logging(&config, &data_dir);
-        Ok(Setup { config, vault, data_dir })
+        Ok(Setup {
+            config,
+            vault,
+            data_dir,
+        })
     }
 
     pub fn vault_dir(&self) -> PathBuf {
@@ -117,7 +150,9 @@ impl Setup {
     pub fn open_vault(&self, vault: &VaultConfig, mode: OpenMode) -> Result<Engine> {
         let (provider, simulator) = build_provider(&vault.source)?;
         let threads = match self.config.engine.threads {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             n => n,
         };
         let opts = EngineOptions {
@@ -143,22 +178,28 @@ impl Setup {
     }
 }
 
-type Providers = (Arc<dyn Provider>, Option<Arc<crate::provider::sim::SimProvider>>);
+type Providers = (
+    Arc<dyn Provider>,
+    Option<Arc<crate::provider::sim::SimProvider>>,
+);
 
 /// Builds the provider a vault's source names.
 pub fn build_provider(source: &SourceConfig) -> Result<Providers> {
     match source {
         SourceConfig::Simulated(s) => {
-            let sub = crate::provider::sim::Subscription::load(s).map_err(|e| CliError::usage(e.to_string()))?;
+            let sub = crate::provider::sim::Subscription::load(s)
+                .map_err(|e| CliError::usage(e.to_string()))?;
             let sim = Arc::new(crate::provider::sim::SimProvider::new(sub, s));
             Ok((sim.clone(), Some(sim)))
         }
         SourceConfig::Images(s) => {
-            let p = crate::provider::images::ImagesProvider::new(s).map_err(|e| CliError::usage(e.details().to_string()))?;
+            let p = crate::provider::images::ImagesProvider::new(s)
+                .map_err(|e| CliError::usage(e.details().to_string()))?;
             Ok((Arc::new(p), None))
         }
         SourceConfig::Libvirt(s) => {
-            let p = crate::provider::libvirt::LibvirtProvider::new(s).map_err(|e| CliError::usage(e.details().to_string()))?;
+            let p = crate::provider::libvirt::LibvirtProvider::new(s)
+                .map_err(|e| CliError::usage(e.details().to_string()))?;
             Ok((Arc::new(p), None))
         }
     }
@@ -170,7 +211,11 @@ fn init_logging(config: &Config, data_dir: &Path) {
     if DONE.set(()).is_err() {
         return;
     }
-    let path = config.log_file.clone().map(|p| crate::config::expand_home(&p)).unwrap_or_else(|| data_dir.join("vmvault.log"));
+    let path = config
+        .log_file
+        .clone()
+        .map(|p| crate::config::expand_home(&p))
+        .unwrap_or_else(|| data_dir.join("vmvault.log"));
     let mut opts = std::fs::OpenOptions::new();
     opts.create(true).append(true);
     #[cfg(unix)]
@@ -188,10 +233,26 @@ fn init_logging(config: &Config, data_dir: &Path) {
         .try_init();
 }
 
-fn print_json(v: &Value) {
+#[doc(hidden)]
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
     let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, v);
-    let _ = writeln!(out);
+    let r = out.write_fmt(args).and_then(|_| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+    }
+}
+
+fn print_json(v: &Value) {
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into());
+    outln!("{text}");
 }
 
 fn stdout_is_tty() -> bool {
@@ -200,23 +261,45 @@ fn stdout_is_tty() -> bool {
 
 async fn run(cli: Cli) -> Result<u8> {
     let Some(command) = cli.command else {
-        let setup = Setup::load(cli.config.as_deref(), cli.data_dir.as_deref(), cli.vault.as_deref())?;
+        let setup = Setup::load(
+            cli.config.as_deref(),
+            cli.data_dir.as_deref(),
+            cli.vault.as_deref(),
+        )?;
         return crate::tui::run(setup).await;
     };
-    let setup = Setup::load(cli.config.as_deref(), cli.data_dir.as_deref(), cli.vault.as_deref())?;
+    let setup = Setup::load(
+        cli.config.as_deref(),
+        cli.data_dir.as_deref(),
+        cli.vault.as_deref(),
+    )?;
     match command {
         Command::Vaults(a) => vaults(&setup, a.json),
         Command::Discover(a) => discover(&setup, a.json).await,
         Command::Items(a) => items(&setup, &a),
         Command::Register(a) => register(&setup, &a).await,
         Command::Protect(a) => protect(&setup, &a).await,
-        Command::Backup(a) => backup(&setup, &cli_globals(&cli.config, &cli.data_dir, &cli.vault), &a).await,
+        Command::Backup(a) => {
+            backup(
+                &setup,
+                &cli_globals(&cli.config, &cli.data_dir, &cli.vault),
+                &a,
+            )
+            .await
+        }
         Command::Jobs(a) => jobs(&setup, &a),
         Command::Job(a) => job(&setup, &a).await,
         Command::Cancel(a) => cancel(&setup, &a),
         Command::Summary(a) => summary(&setup, a.json),
         Command::Points(a) => points(&setup, &a),
-        Command::Restore(a) => restore(&setup, &cli_globals(&cli.config, &cli.data_dir, &cli.vault), &a).await,
+        Command::Restore(a) => {
+            restore(
+                &setup,
+                &cli_globals(&cli.config, &cli.data_dir, &cli.vault),
+                &a,
+            )
+            .await
+        }
         Command::Verify(a) => verify(&setup, &a).await,
         Command::StopProtection(a) => {
             let engine = setup.open(OpenMode::Exclusive)?;
@@ -256,7 +339,11 @@ async fn run(cli: Cli) -> Result<u8> {
 }
 
 /// Global flags to hand to a detached child.
-fn cli_globals(config: &Option<PathBuf>, data_dir: &Option<PathBuf>, vault: &Option<String>) -> Vec<String> {
+fn cli_globals(
+    config: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    vault: &Option<String>,
+) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(c) = config {
         v.extend(["--config".to_string(), c.display().to_string()]);
@@ -292,15 +379,23 @@ fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
     let mut t = Table::new(&["", "VAULT", "REGION", "SOURCE", "STORAGE"]);
     for v in &setup.config.vaults {
         t.row(vec![
-            if v.name == setup.vault.name { "*".into() } else { String::new() },
+            if v.name == setup.vault.name {
+                "*".into()
+            } else {
+                String::new()
+            },
             v.name.clone(),
             v.region.clone(),
             v.source.kind().into(),
-            setup.config.vault_dir(v, &setup.data_dir).display().to_string(),
+            setup
+                .config
+                .vault_dir(v, &setup.data_dir)
+                .display()
+                .to_string(),
         ]);
     }
-    print!("{t}");
-    println!("(configuration: {})", setup.config.origin);
+    out!("{t}");
+    outln!("(configuration: {})", setup.config.origin);
     Ok(0)
 }
 
@@ -308,7 +403,7 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
     let engine = setup.open(OpenMode::Exclusive)?;
     let id = engine.discover()?;
     if !as_json && stdout_is_tty() {
-        println!("Discovering virtual machines… (job {id})");
+        outln!("Discovering virtual machines… (job {id})");
     }
     let done = wait_jobs(&engine, &[id], false).await?;
     let job = &done[0];
@@ -328,7 +423,7 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
         return Ok(0);
     }
     let n = |k: &str| job.details.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    println!(
+    outln!(
         "Discovery complete: {} found, {} new, {} no longer found (job {})",
         n("found"),
         n("new"),
@@ -344,19 +439,28 @@ fn items(setup: &Setup, a: &ItemsArgs) -> Result<u8> {
     let mut items = engine.items()?;
     if let Some(s) = &a.state {
         let state = ProtectionState::parse(s).ok_or_else(|| {
-            CliError::usage(format!("unknown protection state \"{s}\"; expected one of {}", ProtectionState::names()))
+            CliError::usage(format!(
+                "unknown protection state \"{s}\"; expected one of {}",
+                ProtectionState::names()
+            ))
         })?;
         items.retain(|i| i.protection_state == state);
     }
     if a.json {
         let counts = engine.point_counts()?;
         print_json(&Value::Array(
-            items.iter().map(|i| json::item(i, counts.get(&i.id).copied().unwrap_or(0))).collect(),
+            items
+                .iter()
+                .map(|i| json::item(i, counts.get(&i.id).copied().unwrap_or(0)))
+                .collect(),
         ));
         return Ok(0);
     }
     if items.is_empty() && a.state.is_none() {
-        println!("No VMs known to vault {} yet: run `vmvault discover`.", engine.vault_name());
+        outln!(
+            "No VMs known to vault {} yet: run `vmvault discover`.",
+            engine.vault_name()
+        );
         return Ok(0);
     }
     print_items(&engine, &items)?;
@@ -366,17 +470,34 @@ fn items(setup: &Setup, a: &ItemsArgs) -> Result<u8> {
 fn print_items(engine: &Engine, items: &[Item]) -> Result<()> {
     let counts = engine.point_counts()?;
     let mut t = Table::new(&[
-        "NAME", "CLOUD SERVICE", "REGION", "OS", "POWER", "REGISTRATION", "PROTECTION", "POLICY", "LAST BACKUP", "POINTS",
+        "NAME",
+        "CLOUD SERVICE",
+        "REGION",
+        "OS",
+        "POWER",
+        "REGISTRATION",
+        "PROTECTION",
+        "POLICY",
+        "LAST BACKUP",
+        "POINTS",
     ]);
     for i in items {
-        let region = if i.region.eq_ignore_ascii_case(engine.region()) { i.region.clone() } else { format!("{} (other)", i.region) };
+        let region = if i.region.eq_ignore_ascii_case(engine.region()) {
+            i.region.clone()
+        } else {
+            format!("{} (other)", i.region)
+        };
         t.row(vec![
             i.name.clone(),
             i.cloud_service.clone(),
             region,
             i.os.to_string(),
             i.power_state.to_string(),
-            if i.not_found { "Not found".into() } else { i.registration_state.to_string() },
+            if i.not_found {
+                "Not found".into()
+            } else {
+                i.registration_state.to_string()
+            },
             i.protection_state.label().to_string(),
             i.policy.clone().unwrap_or_else(|| "-".into()),
             match (i.last_backup_time, i.last_backup_status) {
@@ -386,7 +507,7 @@ fn print_items(engine: &Engine, items: &[Item]) -> Result<()> {
             counts.get(&i.id).copied().unwrap_or(0).to_string(),
         ]);
     }
-    print!("{t}");
+    out!("{t}");
     Ok(())
 }
 
@@ -422,7 +543,9 @@ async fn backup(setup: &Setup, globals: &[String], a: &BackupArgs) -> Result<u8>
     let retain_until = a
         .retain_until
         .as_deref()
-        .map(|s| fmt::parse_time(s, true).map_err(|e| CliError::usage(format!("--retain-until: {e}"))))
+        .map(|s| {
+            fmt::parse_time(s, true).map_err(|e| CliError::usage(format!("--retain-until: {e}")))
+        })
         .transpose()?;
     if a.no_wait {
         let mut args = vec!["detached".to_string(), "backup".to_string(), a.vm.clone()];
@@ -438,8 +561,12 @@ async fn backup(setup: &Setup, globals: &[String], a: &BackupArgs) -> Result<u8>
 }
 
 async fn restore(setup: &Setup, globals: &[String], a: &RestoreArgs) -> Result<u8> {
-    let format = RestoreFormat::parse(&a.format)
-        .ok_or_else(|| CliError::usage(format!("--format {}: expected raw, qcow2, vhd or vmdk", a.format)))?;
+    let format = RestoreFormat::parse(&a.format).ok_or_else(|| {
+        CliError::usage(format!(
+            "--format {}: expected raw, qcow2, vhd or vmdk",
+            a.format
+        ))
+    })?;
     if a.no_wait {
         let to = std::path::absolute(&a.to).unwrap_or_else(|_| a.to.clone());
         let args = vec![
@@ -464,10 +591,16 @@ async fn restore(setup: &Setup, globals: &[String], a: &RestoreArgs) -> Result<u
 
 /// `--no-wait`: a child process owns the vault and runs the job to its end; this process
 /// prints the job id once the child has created the job.
-async fn spawn_detached(_setup: &Setup, globals: &[String], args: Vec<String>, as_json: bool) -> Result<u8> {
+async fn spawn_detached(
+    _setup: &Setup,
+    globals: &[String],
+    args: Vec<String>,
+    as_json: bool,
+) -> Result<u8> {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| CliError::failed(format!("cannot find the vmvault binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::failed(format!("cannot find the vmvault binary: {e}")))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(globals).args(&args);
     cmd.stdin(std::process::Stdio::null())
@@ -475,22 +608,35 @@ async fn spawn_detached(_setup: &Setup, globals: &[String], args: Vec<String>, a
         .stderr(std::process::Stdio::piped());
     // Its own session: closing this terminal or Ctrl-C here must not stop the job.
     cmd.process_group(0);
-    let mut child = cmd.spawn().map_err(|e| CliError::failed(format!("cannot start the background job: {e}")))?;
-    let stdout = child.stdout.take().ok_or_else(|| CliError::failed("no pipe to the background job"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CliError::failed(format!("cannot start the background job: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| CliError::failed("no pipe to the background job"))?;
     let mut line = String::new();
     let _ = std::io::BufReader::new(stdout).read_line(&mut line);
     let id = line.trim().to_string();
     if id.is_empty() {
         // The child refused before creating a job: relay its message and exit code.
-        let out = child.wait_with_output().map_err(|e| CliError::failed(e.to_string()))?;
-        let msg = String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("error: ").to_string();
+        let out = child
+            .wait_with_output()
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        let msg = String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .trim_start_matches("error: ")
+            .to_string();
         let code = out.status.code().unwrap_or(1) as u8;
-        return Err(CliError { code: if code == 0 { 1 } else { code }, message: msg });
+        return Err(CliError {
+            code: if code == 0 { 1 } else { code },
+            message: msg,
+        });
     }
     if as_json {
         print_json(&json!({ "job_id": id, "status": "InProgress", "pid": child.id() }));
     } else {
-        println!("{id}");
+        outln!("{id}");
         if stdout_is_tty() {
             eprintln!("Started in the background; follow it with `vmvault job {id}`.");
         }
@@ -507,7 +653,10 @@ async fn detached(setup: &Setup, a: &DetachedArgs) -> Result<u8> {
             let retain_until = a
                 .retain_until
                 .as_deref()
-                .map(|s| fmt::parse_time(s, true).map_err(|e| CliError::usage(format!("--retain-until: {e}"))))
+                .map(|s| {
+                    fmt::parse_time(s, true)
+                        .map_err(|e| CliError::usage(format!("--retain-until: {e}")))
+                })
                 .transpose()?;
             engine.backup_now(&item, retain_until)?
         }
@@ -515,16 +664,22 @@ async fn detached(setup: &Setup, a: &DetachedArgs) -> Result<u8> {
             let point = engine.resolve_point(&item, a.point.as_deref().unwrap_or_default())?;
             let format = RestoreFormat::parse(a.format.as_deref().unwrap_or("raw"))
                 .ok_or_else(|| CliError::usage("bad --format"))?;
-            let to = a.to.clone().ok_or_else(|| CliError::usage("--to is required"))?;
+            let to =
+                a.to.clone()
+                    .ok_or_else(|| CliError::usage("--to is required"))?;
             engine.restore(&item, &point, &to, format)?
         }
         other => return Err(CliError::usage(format!("unknown detached job {other}"))),
     };
-    println!("{id}");
+    outln!("{id}");
     let _ = std::io::stdout().flush();
     detach_stdio();
     let job = engine.wait_job(&id).await?;
-    Ok(if job.status == JobStatus::Failed { 1 } else { 0 })
+    Ok(if job.status == JobStatus::Failed {
+        1
+    } else {
+        0
+    })
 }
 
 /// Points stdout and stderr at /dev/null (the parent stopped reading them).
@@ -549,7 +704,7 @@ fn print_started(engine: &Engine, ids: &[String], as_json: bool) -> Result<u8> {
         print_json(&Value::Array(jobs));
     } else {
         for id in ids {
-            println!("{id}");
+            outln!("{id}");
         }
     }
     Ok(0)
@@ -561,7 +716,10 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
     let mut bars: Vec<progress::Bar> = ids
         .iter()
         .map(|id| {
-            let label = engine.job(id).map(|j| format!("{} {}", j.operation, j.item)).unwrap_or_default();
+            let label = engine
+                .job(id)
+                .map(|j| format!("{} {}", j.operation, j.item))
+                .unwrap_or_default();
             progress::Bar::new(bar && ids.len() == 1 && stdout_is_tty(), label)
         })
         .collect();
@@ -610,7 +768,10 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
     }
     let jobs: Vec<Job> = finished.into_iter().flatten().collect();
     if interrupted {
-        return Err(CliError { code: 130, message: "interrupted: the job(s) were cancelled".into() });
+        return Err(CliError {
+            code: 130,
+            message: "interrupted: the job(s) were cancelled".into(),
+        });
     }
     Ok(jobs)
 }
@@ -626,7 +787,11 @@ fn report_finished(engine: &Engine, jobs: &[Job], as_json: bool) -> Result<u8> {
     if as_json {
         let now = engine.now();
         let v: Vec<Value> = jobs.iter().map(|j| json::job(j, now, None)).collect();
-        print_json(&if v.len() == 1 { v.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(v) });
+        print_json(&if v.len() == 1 {
+            v.into_iter().next().unwrap_or(Value::Null)
+        } else {
+            Value::Array(v)
+        });
     } else {
         for j in jobs {
             print_job_outcome(j);
@@ -637,7 +802,10 @@ fn report_finished(engine: &Engine, jobs: &[Job], as_json: bool) -> Result<u8> {
 
 fn print_job_outcome(j: &Job) {
     let d = |k: &str| j.details.get(k);
-    let dur = j.end_time.map(|e| fmt::duration(e - j.start_time)).unwrap_or_default();
+    let dur = j
+        .end_time
+        .map(|e| fmt::duration(e - j.start_time))
+        .unwrap_or_default();
     match j.status {
         JobStatus::Completed | JobStatus::CompletedWithWarnings => {
             let what = match j.operation {
@@ -651,7 +819,11 @@ fn print_job_outcome(j: &Job) {
                 JobOperation::Restore => match d("files").and_then(|v| v.as_array()) {
                     Some(files) => format!(
                         ": {}",
-                        files.iter().filter_map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                        files
+                            .iter()
+                            .filter_map(|f| f.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     None => String::new(),
                 },
@@ -676,7 +848,13 @@ fn print_job_outcome(j: &Job) {
                 ),
                 JobOperation::Register => match d("findings").and_then(|v| v.as_array()) {
                     Some(f) if !f.is_empty() => {
-                        format!(" ({})", f.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; "))
+                        format!(
+                            " ({})",
+                            f.iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )
                     }
                     _ => String::new(),
                 },
@@ -686,16 +864,30 @@ fn print_job_outcome(j: &Job) {
                 ),
                 _ => String::new(),
             };
-            println!("{} of {} {} in {dur}{what} (job {})", j.operation, j.item, j.status, j.id);
+            outln!(
+                "{} of {} {} in {dur}{what} (job {})",
+                j.operation,
+                j.item,
+                j.status,
+                j.id
+            );
             if let Some(w) = d("warnings").and_then(|v| v.as_array()) {
                 for w in w.iter().filter_map(|w| w.as_str()) {
-                    println!("  warning: {w}");
+                    outln!("  warning: {w}");
                 }
             }
         }
-        JobStatus::Cancelled => println!("{} of {} Cancelled after {dur} (job {})", j.operation, j.item, j.id),
+        JobStatus::Cancelled => outln!(
+            "{} of {} Cancelled after {dur} (job {})",
+            j.operation,
+            j.item,
+            j.id
+        ),
         _ => {
-            eprintln!("error: {} of {} {} (job {})", j.operation, j.item, j.status, j.id);
+            eprintln!(
+                "error: {} of {} {} (job {})",
+                j.operation, j.item, j.status, j.id
+            );
             if let Some(e) = &j.error {
                 eprintln!("  {}: {}", e.code, e.title);
                 eprintln!("  {}", e.message);
@@ -711,24 +903,34 @@ fn print_job_outcome(j: &Job) {
 }
 
 fn job_filter(engine: &Engine, a: &JobsArgs) -> Result<JobFilter> {
-    let mut f = JobFilter { limit: a.limit, ..Default::default() };
+    let mut f = JobFilter {
+        limit: a.limit,
+        ..Default::default()
+    };
     if let Some(s) = &a.since {
         f.since = Some(match fmt::parse_period(s) {
             Ok(d) => engine.now() - d,
-            Err(pe) => fmt::parse_time(s, false).map_err(|_| CliError::usage(format!("--since: {pe}, or a time")))?,
+            Err(pe) => fmt::parse_time(s, false)
+                .map_err(|_| CliError::usage(format!("--since: {pe}, or a time")))?,
         });
     }
     for s in &a.status {
         for part in s.split(',') {
             f.statuses.push(JobStatus::parse(part).ok_or_else(|| {
-                CliError::usage(format!("--status {part}: unknown status; expected one of {}", JobStatus::names()))
+                CliError::usage(format!(
+                    "--status {part}: unknown status; expected one of {}",
+                    JobStatus::names()
+                ))
             })?);
         }
     }
     for s in &a.operation {
         for part in s.split(',') {
             f.operations.push(JobOperation::parse(part).ok_or_else(|| {
-                CliError::usage(format!("--operation {part}: unknown operation; expected one of {}", JobOperation::names()))
+                CliError::usage(format!(
+                    "--operation {part}: unknown operation; expected one of {}",
+                    JobOperation::names()
+                ))
             })?);
         }
     }
@@ -745,13 +947,29 @@ fn jobs(setup: &Setup, a: &JobsArgs) -> Result<u8> {
     let now = engine.now();
     let live = engine.live_progress();
     if a.json {
-        print_json(&Value::Array(list.iter().map(|j| json::job(j, now, live.get(&j.id))).collect()));
+        print_json(&Value::Array(
+            list.iter()
+                .map(|j| json::job(j, now, live.get(&j.id)))
+                .collect(),
+        ));
         return Ok(0);
     }
-    let mut t = Table::new(&["JOB ID", "OPERATION", "ITEM", "STATUS", "START (UTC)", "DURATION", "PROGRESS"]);
+    let mut t = Table::new(&[
+        "JOB ID",
+        "OPERATION",
+        "ITEM",
+        "STATUS",
+        "START (UTC)",
+        "DURATION",
+        "PROGRESS",
+    ]);
     for j in &list {
         let progress = if j.status.is_active() && j.bytes_total > 0 {
-            format!("{:.0}% of {}", j.bytes_done as f64 * 100.0 / j.bytes_total as f64, fmt::bytes(j.bytes_total))
+            format!(
+                "{:.0}% of {}",
+                j.bytes_done as f64 * 100.0 / j.bytes_total as f64,
+                fmt::bytes(j.bytes_total)
+            )
         } else if j.bytes_total > 0 {
             fmt::bytes(j.bytes_total)
         } else {
@@ -767,9 +985,9 @@ fn jobs(setup: &Setup, a: &JobsArgs) -> Result<u8> {
             progress,
         ]);
     }
-    print!("{t}");
+    out!("{t}");
     if list.is_empty() {
-        println!("(no jobs match)");
+        outln!("(no jobs match)");
     }
     Ok(0)
 }
@@ -786,34 +1004,49 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
         print_json(&json::job(&j, now, live.get(&j.id)));
         return Ok(job_exit(&j, a.wait));
     }
-    println!("Job        {}", j.id);
-    println!("Operation  {}", j.operation);
-    println!("Item       {}", j.item);
-    println!("Status     {}", j.status);
-    println!("Started    {} UTC", fmt::time(j.start_time));
+    outln!("Job        {}", j.id);
+    outln!("Operation  {}", j.operation);
+    outln!("Item       {}", j.item);
+    outln!("Status     {}", j.status);
+    outln!("Started    {} UTC", fmt::time(j.start_time));
     if let Some(e) = j.end_time {
-        println!("Ended      {} UTC", fmt::time(e));
+        outln!("Ended      {} UTC", fmt::time(e));
     }
-    println!("Duration   {}", fmt::duration(j.duration(now)));
+    outln!("Duration   {}", fmt::duration(j.duration(now)));
     if j.bytes_total > 0 {
-        println!(
+        outln!(
             "Progress   {:.1}%  {} of {}",
             j.bytes_done as f64 * 100.0 / j.bytes_total as f64,
             fmt::bytes(j.bytes_done),
             fmt::bytes(j.bytes_total)
         );
     }
-    println!("Triggered  {}", if j.is_user_triggered { "by a user" } else { "by the schedule" });
+    outln!(
+        "Triggered  {}",
+        if j.is_user_triggered {
+            "by a user"
+        } else {
+            "by the schedule"
+        }
+    );
     if !j.tasks.is_empty() {
-        println!("Tasks:");
+        outln!("Tasks:");
         for t in &j.tasks {
             let dur = match (t.start_time, t.end_time) {
                 (Some(s), Some(e)) => fmt::duration(e - s),
                 (Some(s), None) => fmt::duration(now - s),
                 _ => String::new(),
             };
-            let bytes = if t.bytes_total > 0 { format!("  {} of {}", fmt::bytes(t.bytes_done), fmt::bytes(t.bytes_total)) } else { String::new() };
-            println!("  {:<26} {:<12} {dur}{bytes}", t.name, t.status.to_string());
+            let bytes = if t.bytes_total > 0 {
+                format!(
+                    "  {} of {}",
+                    fmt::bytes(t.bytes_done),
+                    fmt::bytes(t.bytes_total)
+                )
+            } else {
+                String::new()
+            };
+            outln!("  {:<26} {:<12} {dur}{bytes}", t.name, t.status.to_string());
         }
     }
     for (k, v) in &j.details {
@@ -821,13 +1054,13 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        println!("{:<10} {s}", k);
+        outln!("{:<10} {s}", k);
     }
     if let Some(e) = &j.error {
-        println!("Error      {}: {}", e.code, e.title);
-        println!("           {}", e.message);
+        outln!("Error      {}: {}", e.code, e.title);
+        outln!("           {}", e.message);
         for r in &e.recommendations {
-            println!("           - {r}");
+            outln!("           - {r}");
         }
     }
     Ok(job_exit(&j, a.wait))
@@ -848,7 +1081,7 @@ fn cancel(setup: &Setup, a: &CancelArgs) -> Result<u8> {
     if a.json {
         print_json(&json::job(&j, engine.now(), None));
     } else {
-        println!("Cancelling job {} ({} of {})", j.id, j.operation, j.item);
+        outln!("Cancelling job {} ({} of {})", j.id, j.operation, j.item);
     }
     Ok(0)
 }
@@ -860,18 +1093,41 @@ fn summary(setup: &Setup, as_json: bool) -> Result<u8> {
         print_json(&json::summary(&s));
         return Ok(0);
     }
-    println!("Vault {} ({}, {} source) at {} UTC", engine.vault_name(), engine.region(), engine.source_kind(), fmt::time(s.time));
-    println!();
-    println!("  Protected items        {}", s.protected);
-    println!("  Registered items       {}", s.registered);
-    println!("  Needing attention      {}", s.needs_attention);
-    println!();
-    println!("  Jobs, last 24 hours    Completed {}   Failed {}   In progress {}", s.jobs_24h.completed, s.jobs_24h.failed, s.jobs_24h.in_progress);
-    println!();
+    outln!(
+        "Vault {} ({}, {} source) at {} UTC",
+        engine.vault_name(),
+        engine.region(),
+        engine.source_kind(),
+        fmt::time(s.time)
+    );
+    outln!();
+    outln!("  Protected items        {}", s.protected);
+    outln!("  Registered items       {}", s.registered);
+    outln!("  Needing attention      {}", s.needs_attention);
+    outln!();
+    outln!(
+        "  Jobs, last 24 hours    Completed {}   Failed {}   In progress {}",
+        s.jobs_24h.completed,
+        s.jobs_24h.failed,
+        s.jobs_24h.in_progress
+    );
+    outln!();
     let st = &s.storage;
-    println!("  Protected size         {}", fmt::bytes(st.protected_bytes));
-    println!("  Stored size            {} in {} chunks, {} recovery points", fmt::bytes(st.stored_bytes), st.chunks, st.recovery_points);
-    println!("  Deduplication          {:.2}×   Compression {:.2}×", st.dedup_ratio, st.compression_ratio);
+    outln!(
+        "  Protected size         {}",
+        fmt::bytes(st.protected_bytes)
+    );
+    outln!(
+        "  Stored size            {} in {} chunks, {} recovery points",
+        fmt::bytes(st.stored_bytes),
+        st.chunks,
+        st.recovery_points
+    );
+    outln!(
+        "  Deduplication          {:.2}×   Compression {:.2}×",
+        st.dedup_ratio,
+        st.compression_ratio
+    );
     Ok(0)
 }
 
@@ -879,15 +1135,30 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
     let engine = setup.open(OpenMode::ReadOnly)?;
     let item = engine.resolve_item(&a.vm)?;
     let points = engine.points(&item.id)?;
+    let damaged = engine.damaged_points(&item.id)?;
     if a.json {
-        print_json(&Value::Array(points.iter().rev().map(|p| json::point(p, &item)).collect()));
+        print_json(&Value::Array(
+            points
+                .iter()
+                .rev()
+                .map(|p| json::point(p, &item, damaged.contains(&p.id)))
+                .collect(),
+        ));
         return Ok(0);
     }
     if points.is_empty() {
-        println!("{} has no recovery points yet.", item.qualified_name());
+        outln!("{} has no recovery points yet.", item.qualified_name());
         return Ok(0);
     }
-    let mut t = Table::new(&["POINT ID", "TIME (UTC)", "KIND", "CONSISTENCY", "EXPIRY (UTC)", "SIZE", "STORED"]);
+    let mut t = Table::new(&[
+        "POINT ID",
+        "TIME (UTC)",
+        "KIND",
+        "CONSISTENCY",
+        "EXPIRY (UTC)",
+        "SIZE",
+        "STORED",
+    ]);
     for p in points.iter().rev() {
         t.row(vec![
             p.id.clone(),
@@ -897,15 +1168,23 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
             p.expiry.map(fmt::time).unwrap_or_else(|| "kept".into()),
             fmt::bytes(p.logical_bytes),
             fmt::bytes(p.stored_bytes),
+            if damaged.contains(&p.id) {
+                "DAMAGED (see vmvault verify)".into()
+            } else {
+                String::new()
+            },
         ]);
     }
-    print!("{t}");
+    out!("{t}");
     Ok(0)
 }
 
 async fn verify(setup: &Setup, a: &VerifyArgs) -> Result<u8> {
     let engine = setup.open(OpenMode::Exclusive)?;
-    let item = a.vm.as_deref().map(|v| engine.resolve_item(v)).transpose()?;
+    let item =
+        a.vm.as_deref()
+            .map(|v| engine.resolve_item(v))
+            .transpose()?;
     let id = engine.verify(item.as_ref())?;
     wait_and_report(&engine, &[id], a.json).await
 }
@@ -920,7 +1199,9 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             if a.json {
                 let v: Vec<Value> = list
                     .iter()
-                    .map(|(row, p)| policy_json(p, row.builtin, usage.get(&p.name).copied().unwrap_or(0)))
+                    .map(|(row, p)| {
+                        policy_json(p, row.builtin, usage.get(&p.name).copied().unwrap_or(0))
+                    })
                     .collect();
                 print_json(&Value::Array(v));
                 return Ok(0);
@@ -935,23 +1216,37 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                     usage.get(&p.name).copied().unwrap_or(0).to_string(),
                 ]);
             }
-            print!("{t}");
+            out!("{t}");
             Ok(0)
         }
         PolicyCommand::Show(a) => {
             let engine = setup.open(OpenMode::ReadOnly)?;
             let p = engine.policy(&a.name)?;
             let usage = engine.policy_usage()?;
-            let builtin = engine.policies()?.iter().any(|(r, _)| r.name == p.name && r.builtin);
+            let builtin = engine
+                .policies()?
+                .iter()
+                .any(|(r, _)| r.name == p.name && r.builtin);
             if a.json {
-                print_json(&policy_json(&p, builtin, usage.get(&p.name).copied().unwrap_or(0)));
+                print_json(&policy_json(
+                    &p,
+                    builtin,
+                    usage.get(&p.name).copied().unwrap_or(0),
+                ));
                 return Ok(0);
             }
-            println!("Policy {}{}", p.name, if builtin { " (built in)" } else { "" });
+            outln!(
+                "Policy {}{}",
+                p.name,
+                if builtin { " (built in)" } else { "" }
+            );
             for line in p.describe() {
-                println!("  {line}");
+                outln!("  {line}");
             }
-            println!("  Used by {} item(s)", usage.get(&p.name).copied().unwrap_or(0));
+            outln!(
+                "  Used by {} item(s)",
+                usage.get(&p.name).copied().unwrap_or(0)
+            );
             Ok(0)
         }
         PolicyCommand::Create(a) => {
@@ -961,9 +1256,9 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             if a.json {
                 print_json(&policy_json(&p, false, 0));
             } else {
-                println!("Created policy {}:", p.name);
+                outln!("Created policy {}:", p.name);
                 for line in p.describe() {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
             }
             Ok(0)
@@ -973,9 +1268,15 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             let engine = setup.open(OpenMode::Exclusive)?;
             let n = engine.update_policy(&a.name, &p)?;
             if a.json {
-                print_json(&json!({ "policy": policy_json(&p, false, 0), "points_reevaluated": n }));
+                print_json(
+                    &json!({ "policy": policy_json(&p, false, 0), "points_reevaluated": n }),
+                );
             } else {
-                println!("Updated policy {}; {} existing recovery point(s) re-evaluated", p.name, n);
+                outln!(
+                    "Updated policy {}; {} existing recovery point(s) re-evaluated",
+                    p.name,
+                    n
+                );
             }
             Ok(0)
         }
@@ -985,7 +1286,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             if a.json {
                 print_json(&json!({ "deleted": a.name }));
             } else {
-                println!("Deleted policy {}", a.name);
+                outln!("Deleted policy {}", a.name);
             }
             Ok(0)
         }
@@ -1021,12 +1322,14 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                 engine.create_policy(p)?;
             }
             if a.json {
-                print_json(&Value::Array(policies.iter().map(|p| policy_json(p, false, 0)).collect()));
+                print_json(&Value::Array(
+                    policies.iter().map(|p| policy_json(p, false, 0)).collect(),
+                ));
             } else {
                 for p in &policies {
-                    println!("Imported policy {}:", p.name);
+                    outln!("Imported policy {}:", p.name);
                     for line in p.describe() {
-                        println!("  {line}");
+                        outln!("  {line}");
                     }
                 }
             }
@@ -1036,12 +1339,16 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             let engine = setup.open(OpenMode::ReadOnly)?;
             let p: Policy = engine.policy(&a.name)?;
             let from = match &a.from {
-                Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                    .map_err(|_| CliError::usage(format!("--from {s}: expected a date YYYY-MM-DD")))?,
+                Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+                    CliError::usage(format!("--from {s}: expected a date YYYY-MM-DD"))
+                })?,
                 None => engine.now().with_timezone(&p.time_zone).date_naive(),
             };
             if a.days == 0 || a.days > 365 * 100 {
-                return Err(CliError::usage(format!("--days {}: expected 1..=36500", a.days)));
+                return Err(CliError::usage(format!(
+                    "--days {}: expected 1..=36500",
+                    a.days
+                )));
             }
             let preview = crate::policy::preview(&p, from, a.days);
             if a.json {
@@ -1058,7 +1365,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                 }));
                 return Ok(0);
             }
-            println!(
+            outln!(
                 "Policy {}: after {} days from {} ({}), {} recovery point(s) exist:",
                 p.name,
                 a.days,
@@ -1071,10 +1378,14 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                 t.row(vec![
                     fmt::time(pt.time),
                     fmt::time(pt.expiry),
-                    pt.rules.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "),
+                    pt.rules
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ]);
             }
-            print!("{t}");
+            out!("{t}");
             Ok(0)
         }
     }
@@ -1093,7 +1404,8 @@ fn policy_json(p: &crate::policy::Policy, builtin: bool, items: usize) -> Value 
 fn read_policy_file(path: &Path) -> Result<crate::policy::Policy> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
-    crate::policy::Policy::from_toml_str(&text, &path.display().to_string()).map_err(|e| CliError::usage(e.to_string()))
+    crate::policy::Policy::from_toml_str(&text, &path.display().to_string())
+        .map_err(|e| CliError::usage(e.to_string()))
 }
 
 async fn run_headless(setup: &Setup) -> Result<u8> {
@@ -1102,7 +1414,10 @@ async fn run_headless(setup: &Setup) -> Result<u8> {
     let stop = crate::cancel::CancelToken::new();
     let mut term = signal(SignalKind::terminate()).map_err(|e| CliError::failed(e.to_string()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| CliError::failed(e.to_string()))?;
-    tracing::info!(vault = engine.vault_name(), "vmvault run: engine and scheduler started");
+    tracing::info!(
+        vault = engine.vault_name(),
+        "vmvault run: engine and scheduler started"
+    );
     eprintln!(
         "vmvault run: vault {} ({}, {} source); scheduler running. Logs: {}. Stop with Ctrl-C or SIGTERM.",
         engine.vault_name(),
@@ -1135,9 +1450,11 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             require_sim(&engine)?;
             let now = engine.now();
             if a.json {
-                print_json(&json!({ "now": fmt::rfc3339(now), "offset_seconds": (now - chrono::Utc::now()).num_seconds() }));
+                print_json(
+                    &json!({ "now": fmt::rfc3339(now), "offset_seconds": (now - chrono::Utc::now()).num_seconds() }),
+                );
             } else {
-                println!("{}", fmt::rfc3339(now));
+                outln!("{}", fmt::rfc3339(now));
             }
             Ok(0)
         }
@@ -1145,11 +1462,15 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             let by = fmt::parse_period(&a.by).map_err(CliError::usage)?;
             let engine = setup.open(OpenMode::Exclusive)?;
             require_sim(&engine)?;
-            let r: AdvanceReport = engine.sim_advance(by).await?;
+            let r: AdvanceReport = if a.offline {
+                engine.sim_advance_offline(by)?
+            } else {
+                engine.sim_advance(by).await?
+            };
             if a.json {
                 print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
             } else {
-                println!(
+                outln!(
                     "Simulated clock: {} → {} UTC. {} scheduled backup(s) ({} failed), {} expired point(s) removed, {} garbage collection(s); {} recovery point(s) now. Took {:.1}s.",
                     fmt::time(r.from),
                     fmt::time(r.to),
@@ -1167,7 +1488,9 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             let engine = setup.open(OpenMode::ReadOnly)?;
             let sim = require_sim(&engine)?;
             let at = match &a.at {
-                Some(s) => fmt::parse_time(s, false).map_err(|e| CliError::usage(format!("--at: {e}")))?,
+                Some(s) => {
+                    fmt::parse_time(s, false).map_err(|e| CliError::usage(format!("--at: {e}")))?
+                }
                 None => engine.now(),
             };
             let item = engine.resolve_item(&a.vm)?;
@@ -1176,14 +1499,30 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
                     "{} has no disk {}; its disks are {}",
                     item.qualified_name(),
                     a.disk,
-                    item.disks.iter().map(|d| d.index.to_string()).collect::<Vec<_>>().join(", ")
+                    item.disks
+                        .iter()
+                        .map(|d| d.index.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
             if a.to.exists() {
-                return Err(CliError::usage(format!("{} exists already; choose another file", a.to.display())));
+                return Err(CliError::usage(format!(
+                    "{} exists already; choose another file",
+                    a.to.display()
+                )));
             }
-            let n = sim.export_disk(&item.id, a.disk, at, &a.to).map_err(|e| CliError::failed(e.details().to_string()))?;
-            println!("Wrote {} ({} of data) as disk {} of {} held it at {}", a.to.display(), fmt::bytes(n), a.disk, item.qualified_name(), fmt::rfc3339(at));
+            let n = sim
+                .export_disk(&item.id, a.disk, at, &a.to)
+                .map_err(|e| CliError::failed(e.details().to_string()))?;
+            outln!(
+                "Wrote {} ({} of data) as disk {} of {} held it at {}",
+                a.to.display(),
+                fmt::bytes(n),
+                a.disk,
+                item.qualified_name(),
+                fmt::rfc3339(at)
+            );
             Ok(0)
         }
     }

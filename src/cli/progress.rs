@@ -12,7 +12,11 @@ pub struct Bar {
 
 impl Bar {
     pub fn new(enabled: bool, label: impl Into<String>) -> Bar {
-        Bar { enabled, last_len: 0, label: label.into() }
+        Bar {
+            enabled,
+            last_len: 0,
+            label: label.into(),
+        }
     }
 
     pub fn draw(&mut self, p: &JobProgress) {
@@ -20,11 +24,22 @@ impl Bar {
             return;
         }
         let width = 30usize;
-        let frac = if p.bytes_total > 0 { (p.bytes_done as f64 / p.bytes_total as f64).clamp(0.0, 1.0) } else { 0.0 };
+        let frac = if p.bytes_total > 0 {
+            (p.bytes_done as f64 / p.bytes_total as f64).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let filled = (frac * width as f64).round() as usize;
         let bar: String = "█".repeat(filled) + &"░".repeat(width - filled);
-        let eta = p.eta_seconds().map(|s| format!(" {} left", fmt::duration_secs(s))).unwrap_or_default();
-        let task = p.task.as_deref().map(|t| format!("  {t}")).unwrap_or_default();
+        let eta = p
+            .eta_seconds()
+            .map(|s| format!(" {} left", fmt::duration_secs(s)))
+            .unwrap_or_default();
+        let task = p
+            .task
+            .as_deref()
+            .map(|t| format!("  {t}"))
+            .unwrap_or_default();
         let line = format!(
             "{} {bar} {:>5.1}%  {} / {}  {}{eta}{task}",
             self.label,

@@ -13,11 +13,17 @@ pub struct Clock {
 
 impl Clock {
     pub fn real() -> Clock {
-        Clock { simulated: false, offset_us: AtomicI64::new(0) }
+        Clock {
+            simulated: false,
+            offset_us: AtomicI64::new(0),
+        }
     }
 
     pub fn simulated(offset: Duration) -> Clock {
-        Clock { simulated: true, offset_us: AtomicI64::new(offset.num_microseconds().unwrap_or(0)) }
+        Clock {
+            simulated: true,
+            offset_us: AtomicI64::new(offset.num_microseconds().unwrap_or(0)),
+        }
     }
 
     pub fn is_simulated(&self) -> bool {
@@ -36,7 +42,8 @@ impl Clock {
     pub fn set_now(&self, t: DateTime<Utc>) {
         if self.simulated {
             let off = t - Utc::now();
-            self.offset_us.store(off.num_microseconds().unwrap_or(0), Ordering::SeqCst);
+            self.offset_us
+                .store(off.num_microseconds().unwrap_or(0), Ordering::SeqCst);
         }
     }
 }

@@ -67,11 +67,23 @@ impl RestoreFormat {
 }
 
 /// Files a restore of `point` into `dir` writes.
-pub fn restore_targets(item: &Item, point: &RecoveryPoint, dir: &Path, format: RestoreFormat) -> Vec<PathBuf> {
+pub fn restore_targets(
+    item: &Item,
+    point: &RecoveryPoint,
+    dir: &Path,
+    format: RestoreFormat,
+) -> Vec<PathBuf> {
     point
         .disks
         .iter()
-        .map(|d| dir.join(format!("{}-disk{}.{}", item.name, d.index, format.extension())))
+        .map(|d| {
+            dir.join(format!(
+                "{}-disk{}.{}",
+                item.name,
+                d.index,
+                format.extension()
+            ))
+        })
         .collect()
 }
 
@@ -142,7 +154,11 @@ impl Engine {
         user_triggered: bool,
         snapshot_at: Option<DateTime<Utc>>,
     ) -> Result<String> {
-        let mut spec = JobSpec::new(JobOperation::Backup, Some(item), &["Take snapshot", "Transfer data to vault"]);
+        let mut spec = JobSpec::new(
+            JobOperation::Backup,
+            Some(item),
+            &["Take snapshot", "Transfer data to vault"],
+        );
         spec.user_triggered = user_triggered;
         spec.data = true;
         let item = item.clone();
@@ -150,15 +166,30 @@ impl Engine {
     }
 
     /// Runs a backup on this thread (scheduler rounds of `sim advance`).
-    pub(crate) fn backup_inline(&self, item: &Item, kind: BackupKind, snapshot_at: Option<DateTime<Utc>>) -> Result<Job> {
-        let mut spec = JobSpec::new(JobOperation::Backup, Some(item), &["Take snapshot", "Transfer data to vault"]);
+    pub(crate) fn backup_inline(
+        &self,
+        item: &Item,
+        kind: BackupKind,
+        snapshot_at: Option<DateTime<Utc>>,
+    ) -> Result<Job> {
+        let mut spec = JobSpec::new(
+            JobOperation::Backup,
+            Some(item),
+            &["Take snapshot", "Transfer data to vault"],
+        );
         spec.user_triggered = false;
         let item = item.clone();
         self.run_job_inline(spec, move |ctx| run_backup(ctx, &item, kind, snapshot_at))
     }
 
     /// Restores every disk of a point into `dir` as `<vm>-disk<N>.<format>`.
-    pub fn restore(&self, item: &Item, point: &RecoveryPoint, dir: &Path, format: RestoreFormat) -> Result<String> {
+    pub fn restore(
+        &self,
+        item: &Item,
+        point: &RecoveryPoint,
+        dir: &Path,
+        format: RestoreFormat,
+    ) -> Result<String> {
         self.require_owner()?;
         let targets = restore_targets(item, point, dir, format);
         for t in &targets {
@@ -175,23 +206,34 @@ impl Engine {
         let mut spec = JobSpec::new(JobOperation::Restore, Some(item), &["Restore disks"]);
         spec.data = true;
         spec.details.insert("point".into(), point.id.clone().into());
-        spec.details.insert("target".into(), dir.display().to_string().into());
+        spec.details
+            .insert("target".into(), dir.display().to_string().into());
         let point = point.clone();
         let dir = dir.to_path_buf();
-        self.spawn_job(spec, move |ctx| run_restore(ctx, &point, &dir, &targets, format))
+        self.spawn_job(spec, move |ctx| {
+            run_restore(ctx, &point, &dir, &targets, format)
+        })
     }
 
     /// Verifies every chunk the points of `item` (or of the whole vault) need.
     pub fn verify(&self, item: Option<&Item>) -> Result<String> {
         self.require_owner()?;
-        let mut spec = JobSpec::new(JobOperation::Verify, item, &["Read indexes", "Verify chunks"]);
+        let mut spec = JobSpec::new(
+            JobOperation::Verify,
+            item,
+            &["Read indexes", "Verify chunks"],
+        );
         spec.data = true;
         let item_id = item.map(|i| i.id.clone());
         self.spawn_job(spec, move |ctx| run_verify(ctx, item_id.as_deref()))
     }
 
     /// Reads the index of one disk of a point.
-    pub(crate) fn read_index(&self, point_id: &str, disk: u32) -> std::result::Result<DiskIndex, store::StoreError> {
+    pub(crate) fn read_index(
+        &self,
+        point_id: &str,
+        disk: u32,
+    ) -> std::result::Result<DiskIndex, store::StoreError> {
         DiskIndex::read(&self.index_path(point_id, disk))
     }
 }
@@ -211,7 +253,12 @@ fn store_fail(e: store::StoreError) -> JobFail {
     JobFail::vault("Could not write to the vault", e.to_string())
 }
 
-fn run_backup(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<DateTime<Utc>>) -> super::jobs::JobResult {
+fn run_backup(
+    ctx: &JobCtx,
+    item: &Item,
+    kind: BackupKind,
+    snapshot_at: Option<DateTime<Utc>>,
+) -> super::jobs::JobResult {
     let engine = &ctx.engine;
     let result = backup_body(ctx, item, kind, snapshot_at);
     if let Err(fail) = &result {
@@ -236,7 +283,12 @@ fn run_backup(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<D
     result
 }
 
-fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<DateTime<Utc>>) -> super::jobs::JobResult {
+fn backup_body(
+    ctx: &JobCtx,
+    item: &Item,
+    kind: BackupKind,
+    snapshot_at: Option<DateTime<Utc>>,
+) -> super::jobs::JobResult {
     let engine = &ctx.engine;
     let store = engine.store()?;
     let item = engine.item(&item.id)?.unwrap_or_else(|| item.clone());
@@ -254,13 +306,39 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
     // Task 1: Take snapshot.
     ctx.start_task(0);
     let at = snapshot_at.unwrap_or_else(|| engine.now());
-    let snapshot = engine.inner.opts.provider.snapshot(&item_vm(&item), at, &ctx.cancel)?;
+    // The newest point is the incremental base: the source keeps its change tracking.
+    let mut previous = engine.inner.catalog.points(&item.id)?.into_iter().last();
+    let mut damaged_base = None;
+    if let Some(p) = &previous {
+        if engine
+            .inner
+            .catalog
+            .damaged_points(Some(&item.id))?
+            .contains(&p.id)
+        {
+            // Its unchanged slots may hold damaged chunks: read everything, which also
+            // writes those chunks again and so repairs every point that shares them.
+            damaged_base = Some(p.id.clone());
+            previous = None;
+        }
+    }
+    let since = previous.as_ref().and_then(|p| p.cbt_token.as_deref());
+    let snapshot = engine
+        .inner
+        .opts
+        .provider
+        .snapshot(&item_vm(&item), at, since, &ctx.cancel)?;
     ctx.detail("consistency", snapshot.consistency().as_str());
+    let mut warnings = snapshot.warnings();
+    if let Some(id) = damaged_base {
+        warnings.push(format!(
+            "the previous recovery point {id} is damaged (see `vmvault verify`); the whole VM was read again"
+        ));
+    }
     ctx.end_task(0, TaskStatus::Completed);
 
     // Task 2: Transfer data to vault.
     ctx.start_task(1);
-    let previous = engine.inner.catalog.points(&item.id)?.into_iter().last();
     let point_id = uuid::Uuid::new_v4().to_string();
     let chunk_size = engine.chunk_size();
     let registry = CatalogRegistry(&engine.inner.catalog);
@@ -268,7 +346,6 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
     let mut new_chunks: Vec<ChunkRow> = Vec::new();
     let mut pins = Vec::new();
     let (mut logical, mut stored, mut read) = (0u64, 0u64, 0u64);
-    let mut warnings = Vec::new();
     let threads = engine.inner.opts.threads.max(1);
     for disk in snapshot.disks().to_vec() {
         ctx.cancel.check()?;
@@ -290,11 +367,15 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
                 }
             }
         });
-        let changed = match (&prev_index, previous.as_ref().and_then(|p| p.cbt_token.as_deref())) {
+        let changed = match (
+            &prev_index,
+            previous.as_ref().and_then(|p| p.cbt_token.as_deref()),
+        ) {
             (Some(_), Some(token)) => reader.changed_extents(token)?,
             _ => None,
         };
-        ctx.progress.add_total(planned_read_bytes(reader.as_ref(), changed.as_deref())?);
+        ctx.progress
+            .add_total(planned_read_bytes(reader.as_ref(), changed.as_deref())?);
         let result = store::backup_disk(BackupParams {
             reader: reader.as_ref(),
             previous: prev_index.as_ref(),
@@ -326,19 +407,36 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
     }
     ctx.cancel.check()?;
 
-    // Make the data durable, then the indexes, then commit the catalog row.
-    store.sync().map_err(store_fail)?;
+    // The data is durable (backup_disk syncs the chunks it wrote before it returns); now the
+    // indexes, then the catalog row that commits the point.
     let dir = engine.point_dir(&point_id);
-    super::create_private_dir(&dir).map_err(|e| JobFail::vault("Could not write to the vault", format!("creating {}: {e}", dir.display())))?;
+    super::create_private_dir(&dir).map_err(|e| {
+        JobFail::vault(
+            "Could not write to the vault",
+            format!("creating {}: {e}", dir.display()),
+        )
+    })?;
     for (disk, index) in &indexes {
-        index.write_atomic(&engine.index_path(&point_id, *disk)).map_err(store_fail)?;
+        index
+            .write_atomic(&engine.index_path(&point_id, *disk))
+            .map_err(store_fail)?;
     }
-    super::sync_dir(dir.parent().unwrap_or(&dir)).map_err(|e| JobFail::vault("Could not write to the vault", format!("syncing {}: {e}", dir.display())))?;
+    super::sync_dir(dir.parent().unwrap_or(&dir)).map_err(|e| {
+        JobFail::vault(
+            "Could not write to the vault",
+            format!("syncing {}: {e}", dir.display()),
+        )
+    })?;
     ctx.cancel.check()?;
 
     let now = engine.now();
     let (point_kind, scheduled_time, expiry, retain_until) = match kind {
-        BackupKind::OnDemand { retain_until } => (PointKind::OnDemand, at, Some(retain_until), Some(retain_until)),
+        BackupKind::OnDemand { retain_until } => (
+            PointKind::OnDemand,
+            at,
+            Some(retain_until),
+            Some(retain_until),
+        ),
         BackupKind::Scheduled { scheduled_time } => {
             let expiry = item
                 .policy
@@ -373,7 +471,11 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
     if !warnings.is_empty() {
         ctx.detail("warnings", warnings.clone());
     }
-    let status = if warnings.is_empty() { JobStatus::Completed } else { JobStatus::CompletedWithWarnings };
+    let status = if warnings.is_empty() {
+        JobStatus::Completed
+    } else {
+        JobStatus::CompletedWithWarnings
+    };
     let job = ctx.final_job(status, None);
     let mut updated = engine.item(&item.id)?.unwrap_or(item.clone());
     updated.last_backup_time = Some(at);
@@ -385,16 +487,29 @@ fn backup_body(ctx: &JobCtx, item: &Item, kind: BackupKind, snapshot_at: Option<
     engine
         .inner
         .catalog
-        .commit_point(&point, retain_until, chunk_size, &new_chunks, now, &updated, &job)?;
+        .commit_point(&crate::vault::catalog::PointCommit {
+            point: &point,
+            retain_until,
+            chunk_size,
+            chunks: &new_chunks,
+            now,
+            item: &updated,
+            job: &job,
+        })?;
     drop(pins);
     engine.publish(Event::ItemsChanged);
-    engine.publish(Event::PointsChanged { item_id: item.id.clone() });
+    engine.publish(Event::PointsChanged {
+        item_id: item.id.clone(),
+    });
     Ok(JobEnd::Saved)
 }
 
 /// Bytes a backup of this disk will read: allocated extents, within the changed ones when
 /// the source tracks changes (the store reads exactly these and zero-fills the rest).
-fn planned_read_bytes(reader: &dyn crate::provider::DiskReader, changed: Option<&[Extent]>) -> std::result::Result<u64, crate::provider::ProviderError> {
+fn planned_read_bytes(
+    reader: &dyn crate::provider::DiskReader,
+    changed: Option<&[Extent]>,
+) -> std::result::Result<u64, crate::provider::ProviderError> {
     let allocated = reader.allocated_extents()?;
     let Some(changed) = changed else {
         return Ok(allocated.iter().map(|e| e.len).sum());
@@ -426,19 +541,31 @@ fn run_restore(
     let engine = &ctx.engine;
     let store = engine.store()?;
     ctx.start_task(0);
-    super::create_private_dir(dir)
-        .map_err(|e| JobFail::vault("Could not create the target folder", format!("{}: {e}", dir.display())))?;
+    super::create_private_dir(dir).map_err(|e| {
+        JobFail::vault(
+            "Could not create the target folder",
+            format!("{}: {e}", dir.display()),
+        )
+    })?;
     let mut indexes = Vec::new();
     for d in &point.disks {
-        let ix = engine.read_index(&point.id, d.index).map_err(|e| restore_fail(point, e))?;
+        let ix = engine
+            .read_index(&point.id, d.index)
+            .map_err(|e| restore_fail(point, e))?;
         ctx.progress.add_total(ix.logical_bytes());
         indexes.push((d.index, ix));
     }
     let threads = engine.inner.opts.threads.max(1);
     let mut written: Vec<PathBuf> = Vec::new();
     for ((_, ix), target) in indexes.iter().zip(targets) {
-        let raw_target = if format == RestoreFormat::Raw { target.clone() } else { target.with_extension("raw.partial-convert") };
-        if let Err(e) = store::restore_disk(store, ix, &raw_target, &ctx.progress, &ctx.cancel, threads) {
+        let raw_target = if format == RestoreFormat::Raw {
+            target.clone()
+        } else {
+            target.with_extension("raw.partial-convert")
+        };
+        if let Err(e) =
+            store::restore_disk(store, ix, &raw_target, &ctx.progress, &ctx.cancel, threads)
+        {
             for w in &written {
                 let _ = std::fs::remove_file(w);
             }
@@ -448,16 +575,31 @@ fn run_restore(
             });
         }
         if format != RestoreFormat::Raw {
-            let conv = crate::provider::qemu::convert_raw(&raw_target, format.disk_format(), target, &ctx.cancel);
+            let conv = crate::provider::qemu::convert_raw(
+                &raw_target,
+                format.disk_format(),
+                target,
+                &ctx.cancel,
+            );
             let _ = std::fs::remove_file(&raw_target);
             conv?;
         }
         written.push(target.clone());
     }
-    ctx.detail("files", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>());
+    ctx.detail(
+        "files",
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>(),
+    );
     engine.notice(
         NoticeLevel::Info,
-        format!("Restore complete: {} disk image(s) in {}", written.len(), dir.display()),
+        format!(
+            "Restore complete: {} disk image(s) in {}",
+            written.len(),
+            dir.display()
+        ),
         Some(&ctx.id()),
     );
     Ok(JobEnd::Done { warnings: vec![] })
@@ -483,8 +625,11 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
         Some(id) => engine.inner.catalog.points(id)?,
         None => engine.inner.catalog.all_points()?,
     };
-    let items: std::collections::HashMap<String, String> =
-        engine.items()?.into_iter().map(|i| (i.id.clone(), i.qualified_name())).collect();
+    let items: std::collections::HashMap<String, String> = engine
+        .items()?
+        .into_iter()
+        .map(|i| (i.id.clone(), i.qualified_name()))
+        .collect();
     // digest → points that need it
     let mut needed: std::collections::HashMap<store::Digest, Vec<usize>> = Default::default();
     let mut damaged: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
@@ -502,7 +647,10 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
                         v.push(pi);
                     }
                 }
-                Err(e) => damaged.entry(pi).or_default().push(format!("index of disk {}: {e}", d.index)),
+                Err(e) => damaged
+                    .entry(pi)
+                    .or_default()
+                    .push(format!("index of disk {}: {e}", d.index)),
             }
         }
     }
@@ -510,18 +658,49 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     ctx.start_task(1);
     ctx.progress.set_total(total);
     let digests: Vec<store::Digest> = needed.keys().copied().collect();
-    let faults = store::verify_chunks(store, &digests, &ctx.progress, &ctx.cancel, engine.inner.opts.threads.max(1))
-        .map_err(|e| match e {
-            store::StoreError::Cancelled => JobFail::Cancelled,
-            e => store_fail(e),
-        })?;
+    let faults = store::verify_chunks(
+        store,
+        &digests,
+        &ctx.progress,
+        &ctx.cancel,
+        engine.inner.opts.threads.max(1),
+    )
+    .map_err(|e| match e {
+        store::StoreError::Cancelled => JobFail::Cancelled,
+        e => store_fail(e),
+    })?;
     for (digest, fault) in &faults {
         for pi in needed.get(digest).map(|v| v.as_slice()).unwrap_or(&[]) {
-            damaged.entry(*pi).or_default().push(format!("chunk {}: {fault}", store::digest_hex(digest)));
+            damaged
+                .entry(*pi)
+                .or_default()
+                .push(format!("chunk {}: {fault}", store::digest_hex(digest)));
         }
     }
     ctx.detail("points_checked", points.len());
     ctx.detail("chunks_checked", digests.len());
+    // Damaged chunks stop counting as stored, so the next backup that meets their data
+    // writes them again (repairing every point that shares them); corrupt files are set
+    // aside as `<chunk>.damaged` for inspection.
+    let bad: Vec<store::Digest> = faults.iter().map(|(d, _)| *d).collect();
+    engine.inner.catalog.delete_chunks(&bad)?;
+    for (d, fault) in &faults {
+        if matches!(fault, store::ChunkFault::Corrupt(_)) {
+            let path = store.path_of(d);
+            let _ = std::fs::rename(&path, path.with_extension("damaged"));
+        }
+    }
+    let damaged_ids: Vec<String> = damaged.keys().map(|pi| points[*pi].id.clone()).collect();
+    let clean_ids: Vec<String> = points
+        .iter()
+        .enumerate()
+        .filter(|(pi, _)| !damaged.contains_key(pi))
+        .map(|(_, p)| p.id.clone())
+        .collect();
+    engine
+        .inner
+        .catalog
+        .set_points_damaged(&damaged_ids, &clean_ids)?;
     if damaged.is_empty() {
         return Ok(JobEnd::Done { warnings: vec![] });
     }
@@ -545,7 +724,10 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
             format!(
                 "{} of {} ({})",
                 p.id,
-                items.get(&p.item_id).cloned().unwrap_or_else(|| p.item_id.clone()),
+                items
+                    .get(&p.item_id)
+                    .cloned()
+                    .unwrap_or_else(|| p.item_id.clone()),
                 p.time.format("%Y-%m-%d %H:%M UTC")
             )
         })
@@ -562,6 +744,7 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
             ),
         )
         .recommend("Restore from a recovery point that is not affected.")
-        .recommend("Take a new backup of the affected items: unchanged data is written again where chunks are damaged or missing only if they are not in the catalog; check the storage for hardware faults."),
+        .recommend("Back up the affected items again: the next backup reads them whole and writes the damaged chunks again where the VM still holds that data, which repairs every point that shares them.")
+        .recommend("Check the vault's storage for hardware faults (damaged chunk files were renamed *.damaged)."),
     ))
 }

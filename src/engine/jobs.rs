@@ -71,7 +71,11 @@ impl From<crate::provider::ProviderError> for JobFail {
 
 impl From<EngineError> for JobFail {
     fn from(e: EngineError) -> Self {
-        JobFail::Failed(ErrorDetails::new("VaultError", "The vault could not complete the operation", e.to_string()))
+        JobFail::Failed(ErrorDetails::new(
+            "VaultError",
+            "The vault could not complete the operation",
+            e.to_string(),
+        ))
     }
 }
 
@@ -92,10 +96,9 @@ impl From<crate::vault::store::StoreError> for JobFail {
 
 impl JobFail {
     pub fn vault(title: &str, message: impl Into<String>) -> JobFail {
-        JobFail::Failed(
-            ErrorDetails::new("VaultError", title, message)
-                .recommend("Run `vmvault verify` to check the vault, and see the log file for details."),
-        )
+        JobFail::Failed(ErrorDetails::new("VaultError", title, message).recommend(
+            "Run `vmvault verify` to check the vault, and see the log file for details.",
+        ))
     }
 }
 
@@ -205,12 +208,26 @@ impl JobCtx {
     pub fn final_job(&self, status: JobStatus, error: Option<ErrorDetails>) -> Job {
         let now = self.engine.now();
         let mut job = self.job();
-        finalize(&mut job, status, error, now, self.progress.done(), self.progress.total());
+        finalize(
+            &mut job,
+            status,
+            error,
+            now,
+            self.progress.done(),
+            self.progress.total(),
+        );
         job.clone()
     }
 }
 
-fn finalize(job: &mut Job, status: JobStatus, error: Option<ErrorDetails>, now: chrono::DateTime<chrono::Utc>, done: u64, total: u64) {
+fn finalize(
+    job: &mut Job,
+    status: JobStatus,
+    error: Option<ErrorDetails>,
+    now: chrono::DateTime<chrono::Utc>,
+    done: u64,
+    total: u64,
+) {
     job.status = status;
     job.end_time = Some(now.max(job.start_time));
     job.error = error;
@@ -220,7 +237,9 @@ fn finalize(job: &mut Job, status: JobStatus, error: Option<ErrorDetails>, now: 
         match t.status {
             TaskStatus::InProgress => {
                 t.status = match status {
-                    JobStatus::Completed | JobStatus::CompletedWithWarnings => TaskStatus::Completed,
+                    JobStatus::Completed | JobStatus::CompletedWithWarnings => {
+                        TaskStatus::Completed
+                    }
                     JobStatus::Cancelled | JobStatus::Cancelling => TaskStatus::Cancelled,
                     _ => TaskStatus::Failed,
                 };
@@ -249,7 +268,10 @@ impl Engine {
 
     pub(crate) fn running_of_op(&self, op: JobOperation) -> Option<String> {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.iter().find(|(_, r)| r.op == op).map(|(id, _)| id.clone())
+        running
+            .iter()
+            .find(|(_, r)| r.op == op)
+            .map(|(id, _)| id.clone())
     }
 
     /// Creates a job (saved as InProgress) and runs `body` on a blocking thread.
@@ -264,7 +286,11 @@ impl Engine {
         let slots = self.inner.data_slots.clone();
         let id = ctx.id();
         self.inner.rt.spawn(async move {
-            let _permit = if data { slots.acquire_owned().await.ok() } else { None };
+            let _permit = if data {
+                slots.acquire_owned().await.ok()
+            } else {
+                None
+            };
             let result = if ctx.cancel.is_cancelled() {
                 Err(JobFail::Cancelled)
             } else {
@@ -301,7 +327,11 @@ impl Engine {
             id: uuid::Uuid::new_v4().to_string(),
             operation: spec.op,
             item_id: spec.item.as_ref().map(|i| i.id.clone()),
-            item: spec.item.as_ref().map(|i| i.qualified_name()).unwrap_or_else(|| self.vault_name().to_string()),
+            item: spec
+                .item
+                .as_ref()
+                .map(|i| i.qualified_name())
+                .unwrap_or_else(|| self.vault_name().to_string()),
             status: JobStatus::InProgress,
             start_time: now,
             end_time: None,
@@ -344,7 +374,16 @@ impl Engine {
         }
         tracing::info!(job = %job.id, op = %job.operation, item = %job.item, "job started");
         self.publish(Event::JobUpdated(Box::new(job.clone())));
-        Ok((JobCtx { engine: self.clone(), job: Mutex::new(job), cancel, progress, task }, spec.data))
+        Ok((
+            JobCtx {
+                engine: self.clone(),
+                job: Mutex::new(job),
+                cancel,
+                progress,
+                task,
+            },
+            spec.data,
+        ))
     }
 
     fn finish_job(&self, ctx: &JobCtx, result: JobResult) {
@@ -355,7 +394,11 @@ impl Engine {
             match result {
                 Ok(JobEnd::Saved) => {}
                 Ok(JobEnd::Done { warnings }) => {
-                    let status = if warnings.is_empty() { JobStatus::Completed } else { JobStatus::CompletedWithWarnings };
+                    let status = if warnings.is_empty() {
+                        JobStatus::Completed
+                    } else {
+                        JobStatus::CompletedWithWarnings
+                    };
                     if !warnings.is_empty() {
                         job.details.insert("warnings".into(), warnings.into());
                     }
@@ -365,7 +408,9 @@ impl Engine {
                     let e = ErrorDetails::new("OperationCancelled", "Cancelled", "the job was cancelled before it finished; nothing it had started was committed");
                     finalize(&mut job, JobStatus::Cancelled, Some(e), now, done, total);
                 }
-                Err(JobFail::Failed(e)) => finalize(&mut job, JobStatus::Failed, Some(e), now, done, total),
+                Err(JobFail::Failed(e)) => {
+                    finalize(&mut job, JobStatus::Failed, Some(e), now, done, total)
+                }
             }
             job.clone()
         };
@@ -379,12 +424,22 @@ impl Engine {
         tracing::info!(job = %job.id, status = %job.status, "job finished");
         match job.status {
             JobStatus::Failed => {
-                let msg = job.error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
-                self.notice(NoticeLevel::Error, format!("{} of {} failed: {msg}", job.operation, job.item), Some(&job.id));
+                let msg = job
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default();
+                self.notice(
+                    NoticeLevel::Error,
+                    format!("{} of {} failed: {msg}", job.operation, job.item),
+                    Some(&job.id),
+                );
             }
-            JobStatus::Cancelled => {
-                self.notice(NoticeLevel::Warning, format!("{} of {} cancelled", job.operation, job.item), Some(&job.id))
-            }
+            JobStatus::Cancelled => self.notice(
+                NoticeLevel::Warning,
+                format!("{} of {} cancelled", job.operation, job.item),
+                Some(&job.id),
+            ),
             _ => {}
         }
         self.publish(Event::JobUpdated(Box::new(job)));
@@ -394,7 +449,10 @@ impl Engine {
     pub fn cancel_job(&self, id: &str) -> Result<Job> {
         let job = self.job(id)?;
         if !job.status.is_active() {
-            return usage(format!("job {} is not running (status {}); nothing to cancel", job.id, job.status));
+            return usage(format!(
+                "job {} is not running (status {}); nothing to cancel",
+                job.id, job.status
+            ));
         }
         if !self.is_owner() {
             // The job runs in the process that owns the vault: ask it through the catalog.
@@ -438,24 +496,39 @@ impl Engine {
                 let engine = Engine { inner };
                 tick += 1;
                 let updates: Vec<JobProgress> = {
-                    let mut running = engine.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut running = engine
+                        .inner
+                        .running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
                     running
                         .iter_mut()
                         .filter_map(|(id, r)| {
                             let done = r.progress.done();
-                            let delta = done.saturating_sub(r.last_done) as f64 / period.as_secs_f64();
-                            r.rate = if r.rate == 0.0 { delta } else { 0.7 * r.rate + 0.3 * delta };
-                            let changed = done != r.last_done || r.progress.total() > 0 && r.rate > 0.0;
+                            let delta =
+                                done.saturating_sub(r.last_done) as f64 / period.as_secs_f64();
+                            r.rate = if r.rate == 0.0 {
+                                delta
+                            } else {
+                                0.7 * r.rate + 0.3 * delta
+                            };
+                            let changed =
+                                done != r.last_done || r.progress.total() > 0 && r.rate > 0.0;
                             r.last_done = done;
                             changed.then(|| progress_of(id, r))
                         })
                         .collect()
                 };
-                if tick % 4 == 0 {
+                if tick.is_multiple_of(4) {
                     // Cancels asked for by other processes (`vmvault cancel` in a shell).
                     if let Ok(ids) = engine.inner.catalog.cancel_requests() {
                         for id in ids {
-                            let mine = engine.inner.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id);
+                            let mine = engine
+                                .inner
+                                .running
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .contains_key(&id);
                             if mine {
                                 let _ = engine.cancel_job(&id);
                             }
@@ -463,8 +536,12 @@ impl Engine {
                     }
                 }
                 for p in updates {
-                    if tick % 4 == 0 {
-                        let _ = engine.inner.catalog.save_job_progress(&p.id, p.bytes_done, p.bytes_total);
+                    if tick.is_multiple_of(4) {
+                        let _ = engine.inner.catalog.save_job_progress(
+                            &p.id,
+                            p.bytes_done,
+                            p.bytes_total,
+                        );
                     }
                     engine.publish(Event::JobProgress(p));
                 }

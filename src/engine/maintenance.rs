@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 impl Engine {
     /// Which points Prune would remove now, and which soft-deleted items it would purge.
-    fn prune_plan(&self) -> Result<(Vec<RecoveryPoint>, Vec<Item>)> {
+    fn prune_plan(&self, purge_only: bool) -> Result<(Vec<RecoveryPoint>, Vec<Item>)> {
         let now = self.now();
         let mut remove = Vec::new();
         let mut purge = Vec::new();
@@ -29,10 +29,17 @@ impl Engine {
                 }
                 continue;
             }
+            if purge_only {
+                continue;
+            }
             // Stopped protection (retain data) keeps every point: expiry is None there.
             let refs: Vec<PointRef> = points
                 .iter()
-                .map(|p| PointRef { id: p.id.clone(), time: p.time, expiry: p.expiry })
+                .map(|p| PointRef {
+                    id: p.id.clone(),
+                    time: p.time,
+                    expiry: p.expiry,
+                })
                 .collect();
             let gone: HashSet<String> = points_to_prune(&refs, now).into_iter().collect();
             remove.extend(points.into_iter().filter(|p| gone.contains(&p.id)));
@@ -42,11 +49,24 @@ impl Engine {
 
     /// Runs Prune (as a job) when there is anything to prune or purge. Returns the job.
     pub(crate) fn prune_inline(&self, user_triggered: bool) -> Result<Option<Job>> {
-        let (remove, purge) = self.prune_plan()?;
+        self.prune_with(user_triggered, false)
+    }
+
+    /// Purges soft-deleted data whose time is up (a Prune job that touches nothing else).
+    pub(crate) fn purge_inline(&self) -> Result<Option<Job>> {
+        self.prune_with(false, true)
+    }
+
+    fn prune_with(&self, user_triggered: bool, purge_only: bool) -> Result<Option<Job>> {
+        let (remove, purge) = self.prune_plan(purge_only)?;
         if remove.is_empty() && purge.is_empty() && !user_triggered {
             return Ok(None);
         }
-        let mut spec = JobSpec::new(JobOperation::Prune, None, &["Remove expired recovery points"]);
+        let mut spec = JobSpec::new(
+            JobOperation::Prune,
+            None,
+            &["Remove expired recovery points"],
+        );
         spec.user_triggered = user_triggered;
         let job = self.run_job_inline(spec, move |ctx| {
             ctx.start_task(0);
@@ -66,13 +86,18 @@ impl Engine {
             }
             let items: HashSet<&str> = remove.iter().map(|p| p.item_id.as_str()).collect();
             for item_id in items {
-                ctx.engine.publish(Event::PointsChanged { item_id: item_id.to_string() });
+                ctx.engine.publish(Event::PointsChanged {
+                    item_id: item_id.to_string(),
+                });
             }
             if !purge.is_empty() {
                 ctx.engine.publish(Event::ItemsChanged);
             }
             ctx.detail("points_removed", ids.len());
-            ctx.detail("items_purged", purge.iter().map(|i| i.qualified_name()).collect::<Vec<_>>());
+            ctx.detail(
+                "items_purged",
+                purge.iter().map(|i| i.qualified_name()).collect::<Vec<_>>(),
+            );
             Ok(JobEnd::Done { warnings: vec![] })
         })?;
         Ok(Some(job))
@@ -80,7 +105,11 @@ impl Engine {
 
     /// Runs GarbageCollect (as a job) on this thread.
     pub(crate) fn gc_inline(&self, user_triggered: bool) -> Result<Job> {
-        let mut spec = JobSpec::new(JobOperation::GarbageCollect, None, &["Mark chunks in use", "Sweep unused chunks"]);
+        let mut spec = JobSpec::new(
+            JobOperation::GarbageCollect,
+            None,
+            &["Mark chunks in use", "Sweep unused chunks"],
+        );
         spec.user_triggered = user_triggered;
         self.run_job_inline(spec, |ctx| {
             let engine = &ctx.engine;
@@ -98,7 +127,10 @@ impl Engine {
                             ErrorDetails::new(
                                 "GarbageCollectionAborted",
                                 "Garbage collection stopped without deleting anything",
-                                format!("cannot read the index of recovery point {} disk {}: {e}", p.id, d.index),
+                                format!(
+                                    "cannot read the index of recovery point {} disk {}: {e}",
+                                    p.id, d.index
+                                ),
                             )
                             .recommend("Run `vmvault verify` to find damaged recovery points."),
                         )
@@ -114,23 +146,40 @@ impl Engine {
             let mut freed_bytes = 0u64;
             let known: Vec<(crate::vault::store::Digest, chrono::DateTime<chrono::Utc>)> =
                 engine.inner.catalog.chunks_added()?;
-            let mut in_table: HashSet<crate::vault::store::Digest> = HashSet::with_capacity(known.len());
+            let mut in_table: HashSet<crate::vault::store::Digest> =
+                HashSet::with_capacity(known.len());
+            let mut candidates = Vec::new();
             for (digest, added) in known {
                 in_table.insert(digest);
-                if marked.contains(&digest) || added > cutoff {
-                    continue;
+                if !marked.contains(&digest) && added <= cutoff {
+                    candidates.push(digest);
                 }
+            }
+            for batch in candidates.chunks(256) {
                 ctx.cancel.check()?;
-                let removed = engine.inner.pins.remove_if_unpinned(&digest, || -> Result<u64> {
-                    let size = std::fs::metadata(store.path_of(&digest)).map(|m| m.len()).unwrap_or(0);
-                    engine.inner.catalog.delete_chunk(&digest)?;
-                    store.remove(&digest)?;
-                    Ok(size)
-                });
-                if let Some(r) = removed {
-                    freed_bytes += r?;
-                    freed += 1;
-                }
+                let (n, bytes) =
+                    engine
+                        .inner
+                        .pins
+                        .remove_unpinned(batch, |free| -> Result<(u64, u64)> {
+                            let bytes: u64 = free
+                                .iter()
+                                .map(|d| {
+                                    std::fs::metadata(store.path_of(d))
+                                        .map(|m| m.len())
+                                        .unwrap_or(0)
+                                })
+                                .sum();
+                            // Rows first (durably), then files: a crash in between leaves orphan
+                            // files, never a row without its file.
+                            engine.inner.catalog.delete_chunks(free)?;
+                            for d in free {
+                                store.remove(d)?;
+                            }
+                            Ok((free.len() as u64, bytes))
+                        })?;
+                freed += n;
+                freed_bytes += bytes;
             }
             // Orphan files: written by a backup that never committed (crash, cancel).
             let real_cutoff = std::time::SystemTime::now()
@@ -142,17 +191,26 @@ impl Engine {
                 if in_table.contains(&digest) || marked.contains(&digest) || mtime > real_cutoff {
                     continue;
                 }
-                if engine.inner.pins.remove_if_unpinned(&digest, || store.remove(&digest)).is_some() {
+                if engine
+                    .inner
+                    .pins
+                    .remove_if_unpinned(&digest, || store.remove(&digest))
+                    .is_some()
+                {
                     orphans += 1;
                 }
             }
-            orphans += store.remove_stale_temp_files(real_cutoff)? as u64;
+            orphans += store.remove_stale_temp_files(real_cutoff)?;
             // Point folders without a catalog row (a crash between index write and commit).
             let known_points: HashSet<String> = points.iter().map(|p| p.id.clone()).collect();
             if let Ok(rd) = std::fs::read_dir(engine.inner.opts.dir.join("points")) {
                 for e in rd.flatten() {
                     let name = e.file_name().to_string_lossy().to_string();
-                    let old = e.metadata().and_then(|m| m.modified()).map(|t| t < real_cutoff).unwrap_or(false);
+                    let old = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .map(|t| t < real_cutoff)
+                        .unwrap_or(false);
                     if !known_points.contains(&name) && old {
                         let _ = std::fs::remove_dir_all(e.path());
                     }
@@ -181,6 +239,8 @@ impl Engine {
         let e = self.clone();
         tokio::task::spawn_blocking(move || e.gc_inline(true))
             .await
-            .map_err(|e| super::EngineError::Failed(format!("garbage collection stopped unexpectedly: {e}")))?
+            .map_err(|e| {
+                super::EngineError::Failed(format!("garbage collection stopped unexpectedly: {e}"))
+            })?
     }
 }

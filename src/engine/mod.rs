@@ -16,9 +16,9 @@ mod ops;
 mod scheduler;
 
 pub use clock::Clock;
+pub use data::{restore_targets, RestoreFormat, DEFAULT_ON_DEMAND_DAYS};
 pub use jobs::JobProgress;
-pub use data::{restore_targets, RestoreFormat};
-pub use ops::DiscoveryResult;
+pub use ops::{DiscoveryResult, MAX_ITEMS_PER_PROTECT, MAX_PROTECTED_PER_VAULT};
 pub use scheduler::AdvanceReport;
 
 use crate::cancel::{CancelToken, Progress};
@@ -76,7 +76,9 @@ pub enum Event {
     /// Items changed (discovery, registration, protection, backups).
     ItemsChanged,
     /// Recovery points of an item changed.
-    PointsChanged { item_id: String },
+    PointsChanged {
+        item_id: String,
+    },
     PoliciesChanged,
     /// A line for the notification area.
     Notice(Notice),
@@ -210,14 +212,19 @@ impl Engine {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| EngineError::Failed("the engine needs a tokio runtime".into()))?;
         create_private_dir(&opts.dir).map_err(|e| {
-            EngineError::Failed(format!("cannot create the vault folder {}: {e}", opts.dir.display()))
+            EngineError::Failed(format!(
+                "cannot create the vault folder {}: {e}",
+                opts.dir.display()
+            ))
         })?;
         let catalog_path = opts.dir.join("catalog.db");
         // Readers never take the lock (a script polling `jobs` must not make a backup
         // started next to it fail); only a brand-new vault is created under the lock.
         let lock = match mode {
             OpenMode::Exclusive => Some(VaultLock::acquire_patiently(&opts.dir)?),
-            OpenMode::ReadOnly if !catalog_path.exists() => Some(VaultLock::acquire_patiently(&opts.dir)?),
+            OpenMode::ReadOnly if !catalog_path.exists() => {
+                Some(VaultLock::acquire_patiently(&opts.dir)?)
+            }
             OpenMode::ReadOnly => None,
         };
         let owner = if lock.is_some() { None } else { Some(()) };
@@ -235,7 +242,10 @@ impl Engine {
         let now = Utc::now();
         let chunk_size = match catalog.setting(SETTING_CHUNK_SIZE)? {
             Some(s) => s.parse::<u32>().map_err(|_| {
-                EngineError::Failed(format!("catalog {}: bad chunk size setting `{s}`", catalog_path.display()))
+                EngineError::Failed(format!(
+                    "catalog {}: bad chunk size setting `{s}`",
+                    catalog_path.display()
+                ))
             })?,
             None => {
                 if lock.is_some() {
@@ -275,7 +285,9 @@ impl Engine {
             owner,
             _lock: lock,
         };
-        let engine = Engine { inner: Arc::new(inner) };
+        let engine = Engine {
+            inner: Arc::new(inner),
+        };
         if engine.is_owner() {
             let interrupted = engine.inner.catalog.fail_interrupted_jobs(engine.now())?;
             for job in &interrupted {
@@ -307,7 +319,10 @@ impl Engine {
     /// How a reader shows a job: one left InProgress while no process owns the vault was
     /// interrupted (the next owner records it so; this shows it already).
     pub(crate) fn present(&self, mut job: Job) -> Job {
-        if job.status.is_active() && !self.is_owner() && !VaultLock::is_held_elsewhere(&self.inner.opts.dir) {
+        if job.status.is_active()
+            && !self.is_owner()
+            && !VaultLock::is_held_elsewhere(&self.inner.opts.dir)
+        {
             job.status = JobStatus::Failed;
             job.error = Some(crate::vault::catalog::interrupted_error());
         }
@@ -323,7 +338,11 @@ impl Engine {
     }
 
     pub(crate) fn notice(&self, level: NoticeLevel, text: impl Into<String>, job_id: Option<&str>) {
-        self.publish(Event::Notice(Notice { level, text: text.into(), job_id: job_id.map(str::to_string) }));
+        self.publish(Event::Notice(Notice {
+            level,
+            text: text.into(),
+            job_id: job_id.map(str::to_string),
+        }));
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -382,7 +401,9 @@ impl Engine {
     pub(crate) fn save_clock(&self) -> Result<()> {
         if self.inner.clock.is_simulated() {
             let off = self.inner.clock.offset().num_microseconds().unwrap_or(0);
-            self.inner.catalog.set_setting(SETTING_CLOCK_OFFSET, &off.to_string())?;
+            self.inner
+                .catalog
+                .set_setting(SETTING_CLOCK_OFFSET, &off.to_string())?;
         }
         Ok(())
     }
@@ -405,12 +426,17 @@ impl Engine {
         }
         let all_named = |name: &str| self.inner.catalog.items_named(name);
         if let Some((cs, name)) = what.rsplit_once('/') {
-            let found: Vec<Item> =
-                all_named(name)?.into_iter().filter(|i| i.cloud_service.eq_ignore_ascii_case(cs)).collect();
+            let found: Vec<Item> = all_named(name)?
+                .into_iter()
+                .filter(|i| i.cloud_service.eq_ignore_ascii_case(cs))
+                .collect();
             return match found.len() {
                 1 => Ok(found.into_iter().next().unwrap_or_else(|| unreachable!())),
                 0 => usage(self.not_found_message(what)),
-                _ => usage(format!("\"{what}\" names {} items; use the item id (see `vmvault items`)", found.len())),
+                _ => usage(format!(
+                    "\"{what}\" names {} items; use the item id (see `vmvault items`)",
+                    found.len()
+                )),
             };
         }
         let found = all_named(what)?;
@@ -418,8 +444,17 @@ impl Engine {
             0 => usage(self.not_found_message(what)),
             1 => Ok(found.into_iter().next().unwrap_or_else(|| unreachable!())),
             _ => {
-                let list: Vec<String> =
-                    found.iter().map(|i| format!("  {} (cloud service {}, region {})", i.qualified_name(), i.cloud_service, i.region)).collect();
+                let list: Vec<String> = found
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "  {} (cloud service {}, region {})",
+                            i.qualified_name(),
+                            i.cloud_service,
+                            i.region
+                        )
+                    })
+                    .collect();
                 usage(format!(
                     "\"{what}\" is ambiguous: {} VMs have that name:\n{}\nName one as cloud-service/name, e.g. `{}`",
                     found.len(),
@@ -444,12 +479,43 @@ impl Engine {
     }
 
     pub fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        Ok(self.inner.catalog.jobs(filter, true)?.into_iter().map(|j| self.present(j)).collect())
+        Ok(self
+            .inner
+            .catalog
+            .jobs(filter, true)?
+            .into_iter()
+            .map(|j| self.present(j))
+            .collect())
     }
 
     /// Jobs without their tasks (for long lists).
     pub fn job_list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        Ok(self.inner.catalog.jobs(filter, false)?.into_iter().map(|j| self.present(j)).collect())
+        Ok(self
+            .inner
+            .catalog
+            .jobs(filter, false)?
+            .into_iter()
+            .map(|j| self.present(j))
+            .collect())
+    }
+
+    /// How many jobs match `filter` (its `limit` is ignored).
+    pub fn job_count(&self, filter: &JobFilter) -> Result<u64> {
+        Ok(self.inner.catalog.count_jobs(filter)?)
+    }
+
+    /// Jobs started since `since`, per UTC hour: (start of the hour, count), hours without
+    /// jobs left out.
+    pub fn jobs_per_hour(&self, since: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, u64)>> {
+        let rows = self.inner.catalog.job_counts_by_hour(since)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(hour, n)| {
+                chrono::NaiveDateTime::parse_from_str(&format!("{hour}:00:00"), "%Y-%m-%dT%H:%M:%S")
+                    .ok()
+                    .map(|t| (t.and_utc(), n))
+            })
+            .collect())
     }
 
     /// A job by id or unique id prefix.
@@ -469,14 +535,17 @@ impl Engine {
                 0 => {}
                 _ => {
                     return usage(format!(
-                        "job id prefix \"{id}\" is ambiguous: it matches {}{}; give more characters",
-                        ids.join(", "),
-                        if ids.len() == 6 { ", …" } else { "" }
-                    ))
+                    "job id prefix \"{id}\" is ambiguous: it matches {}{}; give more characters",
+                    ids.join(", "),
+                    if ids.len() == 6 { ", …" } else { "" }
+                ))
                 }
             }
         }
-        usage(format!("no job with id \"{id}\" in vault {}; `vmvault jobs` lists them", self.vault_name()))
+        usage(format!(
+            "no job with id \"{id}\" in vault {}; `vmvault jobs` lists them",
+            self.vault_name()
+        ))
     }
 
     /// Live progress of running jobs (rate and current task), keyed by job id.
@@ -486,6 +555,11 @@ impl Engine {
             .iter()
             .map(|(id, r)| (id.clone(), jobs::progress_of(id, r)))
             .collect()
+    }
+
+    /// Points of an item that the last verification found damaged.
+    pub fn damaged_points(&self, item_id: &str) -> Result<std::collections::HashSet<String>> {
+        Ok(self.inner.catalog.damaged_points(Some(item_id))?)
     }
 
     pub fn points(&self, item_id: &str) -> Result<Vec<RecoveryPoint>> {
@@ -499,7 +573,10 @@ impl Engine {
             if p.item_id == item.id {
                 return Ok(p);
             }
-            return usage(format!("recovery point {id} belongs to another item, not to {}", item.qualified_name()));
+            return usage(format!(
+                "recovery point {id} belongs to another item, not to {}",
+                item.qualified_name()
+            ));
         }
         let ids = self.inner.catalog.point_ids_with_prefix(&item.id, id, 3)?;
         match ids.len() {
@@ -512,7 +589,9 @@ impl Engine {
                 item.qualified_name(),
                 item.qualified_name()
             )),
-            _ => usage(format!("recovery point prefix \"{id}\" is ambiguous; give more characters")),
+            _ => usage(format!(
+                "recovery point prefix \"{id}\" is ambiguous; give more characters"
+            )),
         }
     }
 
@@ -529,15 +608,28 @@ impl Engine {
         match self.inner.catalog.policy(name)? {
             Some(row) => self.parse_policy_row(&row),
             None => {
-                let names: Vec<String> = self.inner.catalog.policies()?.into_iter().map(|r| r.name).collect();
-                usage(format!("no policy named \"{name}\"; policies in vault {}: {}", self.vault_name(), names.join(", ")))
+                let names: Vec<String> = self
+                    .inner
+                    .catalog
+                    .policies()?
+                    .into_iter()
+                    .map(|r| r.name)
+                    .collect();
+                usage(format!(
+                    "no policy named \"{name}\"; policies in vault {}: {}",
+                    self.vault_name(),
+                    names.join(", ")
+                ))
             }
         }
     }
 
     fn parse_policy_row(&self, row: &PolicyRow) -> Result<Policy> {
-        Policy::from_toml_str(&row.definition, &format!("policy {} in the catalog", row.name))
-            .map_err(|e| EngineError::Failed(e.to_string()))
+        Policy::from_toml_str(
+            &row.definition,
+            &format!("policy {} in the catalog", row.name),
+        )
+        .map_err(|e| EngineError::Failed(e.to_string()))
     }
 
     /// Number of items using each policy.
@@ -557,28 +649,51 @@ impl Engine {
     pub fn summary(&self) -> Result<Summary> {
         let now = self.now();
         let items = self.inner.catalog.items()?;
-        let protected = items.iter().filter(|i| i.protection_state.is_under_policy()).count() as u64;
-        let registered = items.iter().filter(|i| i.registration_state == RegistrationState::Registered).count() as u64;
+        let protected = items
+            .iter()
+            .filter(|i| i.protection_state.is_under_policy())
+            .count() as u64;
+        let registered = items
+            .iter()
+            .filter(|i| i.registration_state == RegistrationState::Registered)
+            .count() as u64;
         let needs_attention = items.iter().filter(|i| i.needs_attention()).count() as u64;
-        let mut jobs_24h = JobCounts::default();
-        for (status, n) in self.inner.catalog.job_counts_since(now - Duration::hours(24))? {
+        let jobs_24h = self.job_counts_since(now - Duration::hours(24))?;
+        let storage = self.storage_summary()?;
+        Ok(Summary {
+            protected,
+            registered,
+            needs_attention,
+            jobs_24h,
+            storage,
+            time: now,
+        })
+    }
+
+    /// Jobs started since `since` by the dashboard's groups (Completed counts
+    /// CompletedWithWarnings; In progress counts Cancelling; Cancelled is not counted).
+    pub fn job_counts_since(&self, since: DateTime<Utc>) -> Result<JobCounts> {
+        let mut c = JobCounts::default();
+        for (status, n) in self.inner.catalog.job_counts_since(since)? {
             match status {
-                JobStatus::Completed | JobStatus::CompletedWithWarnings => jobs_24h.completed += n,
-                JobStatus::Failed => jobs_24h.failed += n,
-                JobStatus::InProgress | JobStatus::Cancelling => jobs_24h.in_progress += n,
+                JobStatus::Completed | JobStatus::CompletedWithWarnings => c.completed += n,
+                JobStatus::Failed => c.failed += n,
+                JobStatus::InProgress | JobStatus::Cancelling => c.in_progress += n,
                 JobStatus::Cancelled => {}
             }
         }
-        let storage = self.storage_summary()?;
-        Ok(Summary { protected, registered, needs_attention, jobs_24h, storage, time: now })
+        Ok(c)
     }
 
     pub fn storage_summary(&self) -> Result<StorageSummary> {
-        let ChunkTotals { chunks, stored_bytes, raw_bytes } = self.inner.catalog.chunk_totals()?;
+        let ChunkTotals {
+            chunks,
+            stored_bytes,
+            raw_bytes,
+        } = self.inner.catalog.chunk_totals()?;
         let stats = self.inner.catalog.point_stats()?;
-        let protected_bytes = stats.iter().map(|s| s.3).sum();
-        let points = self.inner.catalog.all_points()?;
-        let points_logical_bytes: u64 = points.iter().map(|p| p.logical_bytes).sum();
+        let protected_bytes = stats.iter().map(|s| s.newest_logical_bytes).sum();
+        let (recovery_points, points_logical_bytes) = self.inner.catalog.point_totals()?;
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         Ok(StorageSummary {
             protected_bytes,
@@ -586,7 +701,7 @@ impl Engine {
             unique_bytes: raw_bytes,
             stored_bytes,
             chunks,
-            recovery_points: points.len() as u64,
+            recovery_points,
             dedup_ratio: ratio(points_logical_bytes, raw_bytes),
             compression_ratio: ratio(raw_bytes, stored_bytes),
         })
@@ -594,7 +709,13 @@ impl Engine {
 
     /// Point counts per item id.
     pub fn point_counts(&self) -> Result<HashMap<String, u64>> {
-        Ok(self.inner.catalog.point_stats()?.into_iter().map(|(id, n, _, _)| (id, n)).collect())
+        Ok(self
+            .inner
+            .catalog
+            .point_stats()?
+            .into_iter()
+            .map(|s| (s.item_id, s.count))
+            .collect())
     }
 
     /// Waits until a job has finished and returns it.
@@ -633,7 +754,12 @@ impl Engine {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let left = self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).len();
+            let left = self
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
             if left == 0 || tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -644,7 +770,11 @@ impl Engine {
 
     /// Jobs running now in this process.
     pub fn running_job_count(&self) -> usize {
-        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }
 

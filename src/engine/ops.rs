@@ -33,7 +33,11 @@ impl Engine {
         let spec = JobSpec::new(JobOperation::Discover, None, &["Discover virtual machines"]);
         self.spawn_job(spec, |ctx| {
             ctx.start_task(0);
-            ctx.engine.notice(NoticeLevel::Info, "Discovering virtual machines…", Some(&ctx.id()));
+            ctx.engine.notice(
+                NoticeLevel::Info,
+                "Discovering virtual machines…",
+                Some(&ctx.id()),
+            );
             let vms = ctx.engine.inner.opts.provider.discover(&ctx.cancel)?;
             ctx.cancel.check()?;
             let r = ctx.engine.merge_discovery(&vms)?;
@@ -57,10 +61,19 @@ impl Engine {
     /// backed up is deleted because a VM disappeared.
     pub(crate) fn merge_discovery(&self, vms: &[Vm]) -> Result<DiscoveryResult> {
         let now = self.now();
-        let existing: HashMap<String, Item> =
-            self.inner.catalog.items()?.into_iter().map(|i| (i.id.clone(), i)).collect();
-        let mut result = DiscoveryResult { found: vms.len(), ..Default::default() };
-        let seen: std::collections::HashSet<&str> = vms.iter().map(|v| v.source_id.as_str()).collect();
+        let existing: HashMap<String, Item> = self
+            .inner
+            .catalog
+            .items()?
+            .into_iter()
+            .map(|i| (i.id.clone(), i))
+            .collect();
+        let mut result = DiscoveryResult {
+            found: vms.len(),
+            ..Default::default()
+        };
+        let seen: std::collections::HashSet<&str> =
+            vms.iter().map(|v| v.source_id.as_str()).collect();
         self.inner.catalog.transaction(|tx| {
             for vm in vms {
                 let item = match existing.get(&vm.source_id) {
@@ -104,7 +117,10 @@ impl Engine {
             for (id, old) in &existing {
                 if !seen.contains(id.as_str()) && !old.not_found {
                     result.no_longer_found += 1;
-                    let item = Item { not_found: true, ..old.clone() };
+                    let item = Item {
+                        not_found: true,
+                        ..old.clone()
+                    };
                     crate::vault::catalog::Catalog::put_item_tx(tx, &item)?;
                 }
             }
@@ -155,10 +171,17 @@ impl Engine {
             }
             match item.registration_state {
                 RegistrationState::Registered => {
-                    return usage(format!("{} is already registered with vault {}", item.qualified_name(), self.vault_name()))
+                    return usage(format!(
+                        "{} is already registered with vault {}",
+                        item.qualified_name(),
+                        self.vault_name()
+                    ))
                 }
                 RegistrationState::Registering => {
-                    return usage(format!("{} is being registered already", item.qualified_name()))
+                    return usage(format!(
+                        "{} is being registered already",
+                        item.qualified_name()
+                    ))
                 }
                 _ => {}
             }
@@ -170,7 +193,11 @@ impl Engine {
                 i.last_error = None;
             })?;
             self.publish(Event::ItemsChanged);
-            let spec = JobSpec::new(JobOperation::Register, Some(&updated), &["Register virtual machine"]);
+            let spec = JobSpec::new(
+                JobOperation::Register,
+                Some(&updated),
+                &["Register virtual machine"],
+            );
             let item_id = updated.id.clone();
             let vm = item_vm(&updated);
             let id = self.spawn_job(spec, move |ctx| {
@@ -180,14 +207,22 @@ impl Engine {
                     Ok(report) => {
                         ctx.detail("findings", report.findings.clone());
                         let warnings = report.warnings.clone();
-                        (RegistrationState::Registered, None, Ok(JobEnd::Done { warnings }))
+                        (
+                            RegistrationState::Registered,
+                            None,
+                            Ok(JobEnd::Done { warnings }),
+                        )
                     }
-                    Err(crate::provider::ProviderError::Cancelled) => {
-                        (RegistrationState::NotRegistered, None, Err(JobFail::Cancelled))
-                    }
-                    Err(crate::provider::ProviderError::Failed(d)) => {
-                        (RegistrationState::RegistrationFailed, Some(d.clone()), Err(JobFail::Failed(d)))
-                    }
+                    Err(crate::provider::ProviderError::Cancelled) => (
+                        RegistrationState::NotRegistered,
+                        None,
+                        Err(JobFail::Cancelled),
+                    ),
+                    Err(crate::provider::ProviderError::Failed(d)) => (
+                        RegistrationState::RegistrationFailed,
+                        Some(d.clone()),
+                        Err(JobFail::Failed(d)),
+                    ),
                 };
                 ctx.engine.inner.catalog.update_item(&item_id, |i| {
                     i.registration_state = state;
@@ -217,7 +252,10 @@ impl Engine {
         }
         let policy = self.policy(policy_name)?;
         let all = self.items()?;
-        let protected = all.iter().filter(|i| i.protection_state.is_under_policy()).count();
+        let protected = all
+            .iter()
+            .filter(|i| i.protection_state.is_under_policy())
+            .count();
         if protected + items.len() > MAX_PROTECTED_PER_VAULT {
             return usage(format!(
                 "vault {} protects {protected} VMs; protecting {} more would pass the limit of {MAX_PROTECTED_PER_VAULT} per vault. Use another vault in the same region",
@@ -259,13 +297,21 @@ impl Engine {
                 ));
             }
             if let Some(id) = self.running_on_item(&item.id, &[JobOperation::ConfigureBackup]) {
-                return usage(format!("{} is being protected already (job {id})", item.qualified_name()));
+                return usage(format!(
+                    "{} is being protected already (job {id})",
+                    item.qualified_name()
+                ));
             }
         }
         let mut ids = Vec::new();
         for item in items {
-            let mut spec = JobSpec::new(JobOperation::ConfigureBackup, Some(item), &["Configure protection"]);
-            spec.details.insert("policy".into(), policy.name.clone().into());
+            let mut spec = JobSpec::new(
+                JobOperation::ConfigureBackup,
+                Some(item),
+                &["Configure protection"],
+            );
+            spec.details
+                .insert("policy".into(), policy.name.clone().into());
             let item_id = item.id.clone();
             let policy_name = policy.name.clone();
             let id = self.spawn_job(spec, move |ctx| {
@@ -292,7 +338,8 @@ impl Engine {
         self.require_owner()?;
         let item = self.item(&item.id)?.unwrap_or_else(|| item.clone());
         let allowed = if delete_data {
-            item.protection_state.is_under_policy() || item.protection_state == ProtectionState::ProtectionStopped
+            item.protection_state.is_under_policy()
+                || item.protection_state == ProtectionState::ProtectionStopped
         } else {
             item.protection_state.is_under_policy()
         };
@@ -303,13 +350,19 @@ impl Engine {
                 item.protection_state.label().to_lowercase()
             ));
         }
-        if let Some(id) = self.running_on_item(&item.id, &[JobOperation::Backup, JobOperation::Restore]) {
+        if let Some(id) =
+            self.running_on_item(&item.id, &[JobOperation::Backup, JobOperation::Restore])
+        {
             return usage(format!(
                 "{} has a job running (job {id}); wait for it or cancel it (`vmvault cancel {id}`), then stop protection",
                 item.qualified_name()
             ));
         }
-        let op = if delete_data { JobOperation::DeleteBackupData } else { JobOperation::DisableBackup };
+        let op = if delete_data {
+            JobOperation::DeleteBackupData
+        } else {
+            JobOperation::DisableBackup
+        };
         let spec = JobSpec::new(op, Some(&item), &["Stop protection"]);
         let item_id = item.id.clone();
         self.spawn_job(spec, move |ctx| {
@@ -317,7 +370,8 @@ impl Engine {
             let now = ctx.engine.now();
             let points = ctx.engine.inner.catalog.points(&item_id)?;
             // Points are kept until deleted by hand (retain) or until the purge (delete).
-            let keep: Vec<(String, Option<DateTime<Utc>>)> = points.iter().map(|p| (p.id.clone(), None)).collect();
+            let keep: Vec<(String, Option<DateTime<Utc>>)> =
+                points.iter().map(|p| (p.id.clone(), None)).collect();
             ctx.engine.inner.catalog.set_point_expiries(&keep)?;
             let purge_at = now + Duration::days(SOFT_DELETE_DAYS);
             ctx.engine.inner.catalog.update_item(&item_id, |i| {
@@ -334,7 +388,9 @@ impl Engine {
             }
             ctx.detail("points", points.len());
             ctx.engine.publish(Event::ItemsChanged);
-            ctx.engine.publish(Event::PointsChanged { item_id: item_id.clone() });
+            ctx.engine.publish(Event::PointsChanged {
+                item_id: item_id.clone(),
+            });
             Ok(JobEnd::Done { warnings: vec![] })
         })
     }
@@ -380,30 +436,41 @@ impl Engine {
             }
             s => {
                 return usage(format!(
-                    "cannot resume protection of {}: it is {} (resume applies to stopped protection)",
-                    item.qualified_name(),
-                    s.label().to_lowercase()
-                ))
+                "cannot resume protection of {}: it is {} (resume applies to stopped protection)",
+                item.qualified_name(),
+                s.label().to_lowercase()
+            ))
             }
         }
         if !item.region.eq_ignore_ascii_case(self.region()) {
             return usage(self.region_refusal(&item, "protect"));
         }
-        let mut spec = JobSpec::new(JobOperation::ConfigureBackup, Some(&item), &["Resume protection"]);
-        spec.details.insert("policy".into(), policy.name.clone().into());
+        let mut spec = JobSpec::new(
+            JobOperation::ConfigureBackup,
+            Some(&item),
+            &["Resume protection"],
+        );
+        spec.details
+            .insert("policy".into(), policy.name.clone().into());
         let item_id = item.id.clone();
         self.spawn_job(spec, move |ctx| {
             ctx.start_task(0);
             let now = ctx.engine.now();
             let has_points = !ctx.engine.inner.catalog.points(&item_id)?.is_empty();
             ctx.engine.inner.catalog.update_item(&item_id, |i| {
-                i.protection_state = if has_points { ProtectionState::Protected } else { ProtectionState::IrPending };
+                i.protection_state = if has_points {
+                    ProtectionState::Protected
+                } else {
+                    ProtectionState::IrPending
+                };
                 i.policy = Some(policy.name.clone());
                 i.last_scheduled_run = Some(now);
             })?;
             ctx.engine.reevaluate_item_expiries(&item_id, &policy)?;
             ctx.engine.publish(Event::ItemsChanged);
-            ctx.engine.publish(Event::PointsChanged { item_id: item_id.clone() });
+            ctx.engine.publish(Event::PointsChanged {
+                item_id: item_id.clone(),
+            });
             Ok(JobEnd::Done { warnings: vec![] })
         })
     }
@@ -413,14 +480,18 @@ impl Engine {
     /// Adds a new policy. Its name must be new.
     pub fn create_policy(&self, policy: &Policy) -> Result<()> {
         self.require_owner()?;
-        policy.validate().map_err(|e| super::EngineError::Usage(e.to_string()))?;
+        policy
+            .validate()
+            .map_err(|e| super::EngineError::Usage(e.to_string()))?;
         if let Some(existing) = self.inner.catalog.policy(&policy.name)? {
             return usage(format!(
                 "a policy named \"{}\" exists already; choose another name or use `vmvault policy update {}`",
                 policy.name, existing.name
             ));
         }
-        self.inner.catalog.put_policy(&policy.name, &policy.to_toml_string(), false, self.now())?;
+        self.inner
+            .catalog
+            .put_policy(&policy.name, &policy.to_toml_string(), false, self.now())?;
         self.publish(Event::PoliciesChanged);
         Ok(())
     }
@@ -437,13 +508,19 @@ impl Engine {
                 policy.name, old.name
             ));
         }
-        policy.validate().map_err(|e| super::EngineError::Usage(e.to_string()))?;
+        policy
+            .validate()
+            .map_err(|e| super::EngineError::Usage(e.to_string()))?;
         let mut p = policy.clone();
         p.name = old.name.clone();
-        self.inner.catalog.put_policy(&p.name, &p.to_toml_string(), false, self.now())?;
+        self.inner
+            .catalog
+            .put_policy(&p.name, &p.to_toml_string(), false, self.now())?;
         let mut n = 0;
         for item in self.items()? {
-            if item.policy.as_deref() == Some(p.name.as_str()) && item.protection_state.is_under_policy() {
+            if item.policy.as_deref() == Some(p.name.as_str())
+                && item.protection_state.is_under_policy()
+            {
                 n += self.reevaluate_item_expiries(&item.id, &p)?;
             }
         }
@@ -496,14 +573,18 @@ impl Engine {
         }
         self.inner.catalog.set_point_expiries(&updates)?;
         if !updates.is_empty() {
-            self.publish(Event::PointsChanged { item_id: item_id.to_string() });
+            self.publish(Event::PointsChanged {
+                item_id: item_id.to_string(),
+            });
         }
         Ok(points.len())
     }
 
     /// After a restart: items left mid-operation by an interrupted job get a settled state.
     pub(crate) fn after_interrupted(&self, job: &Job) -> Result<()> {
-        let Some(item_id) = &job.item_id else { return Ok(()) };
+        let Some(item_id) = &job.item_id else {
+            return Ok(());
+        };
         match job.operation {
             JobOperation::Register => {
                 self.inner.catalog.update_item(item_id, |i| {

@@ -39,7 +39,9 @@ impl Engine {
             if !item.protection_state.is_under_policy() {
                 continue;
             }
-            let Some(name) = item.policy.clone() else { continue };
+            let Some(name) = item.policy.clone() else {
+                continue;
+            };
             let policy = match cache.get(&name) {
                 Some(p) => p.clone(),
                 None => {
@@ -72,7 +74,22 @@ impl Engine {
         Ok(self
             .scheduled_items()?
             .iter()
-            .map(|(item, policy)| next_run_after(policy, item.last_scheduled_run.unwrap_or(item.discovered_at)))
+            .map(|(item, policy)| {
+                next_run_after(
+                    policy,
+                    item.last_scheduled_run.unwrap_or(item.discovered_at),
+                )
+            })
+            .min())
+    }
+
+    /// When the earliest soft-deleted data is due to be purged.
+    pub fn next_purge(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .items()?
+            .iter()
+            .filter(|i| i.protection_state == ProtectionState::SoftDeleted)
+            .filter_map(|i| i.purge_at)
             .min())
     }
 
@@ -83,7 +100,10 @@ impl Engine {
             .scheduled_items()?
             .into_iter()
             .map(|(item, policy)| {
-                let base = item.last_scheduled_run.unwrap_or(item.discovered_at).max(now);
+                let base = item
+                    .last_scheduled_run
+                    .unwrap_or(item.discovered_at)
+                    .max(now);
                 let t = next_run_after(&policy, base);
                 (item, t)
             })
@@ -93,7 +113,9 @@ impl Engine {
     }
 
     fn mark_scheduled(&self, item_id: &str, at: DateTime<Utc>) -> Result<()> {
-        self.inner.catalog.update_item(item_id, |i| i.last_scheduled_run = Some(at))?;
+        self.inner
+            .catalog
+            .update_item(item_id, |i| i.last_scheduled_run = Some(at))?;
         Ok(())
     }
 
@@ -106,13 +128,35 @@ impl Engine {
         for (item, at) in self.due_backups(now)? {
             self.mark_scheduled(&item.id, at)?;
             if let Some(id) = self.running_on_item(&item.id, &[JobOperation::Backup]) {
-                tracing::warn!("scheduled backup of {} at {at} skipped: job {id} still runs", item.qualified_name());
+                tracing::warn!(
+                    "scheduled backup of {} at {at} skipped: job {id} still runs",
+                    item.qualified_name()
+                );
                 continue;
             }
-            match self.start_backup(&item, BackupKind::Scheduled { scheduled_time: at }, false, None) {
+            match self.start_backup(
+                &item,
+                BackupKind::Scheduled { scheduled_time: at },
+                false,
+                None,
+            ) {
                 Ok(id) => started.push(id),
                 Err(e) => tracing::error!("scheduled backup of {}: {e}", item.qualified_name()),
             }
+        }
+        if started.is_empty() && self.next_purge()?.is_some_and(|t| t <= now) {
+            let e = self.clone();
+            self.inner.rt.spawn(async move {
+                let _guard = e.inner.schedule_lock.lock().await;
+                let e2 = e.clone();
+                let _ = tokio::task::spawn_blocking(move || -> Result<()> {
+                    if e2.purge_inline()?.is_some() {
+                        e2.gc_inline(false)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            });
         }
         if !started.is_empty() {
             self.publish(Event::ItemsChanged);
@@ -149,11 +193,20 @@ impl Engine {
                 }
             }
             let now = self.now();
-            let next = self.next_scheduled().ok().flatten();
+            let next = [
+                self.next_scheduled().ok().flatten(),
+                self.next_purge().ok().flatten(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let wait = next
                 .map(|t| (t - now).to_std().unwrap_or_default())
                 .unwrap_or(std::time::Duration::from_secs(60))
-                .clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(60));
+                .clamp(
+                    std::time::Duration::from_millis(200),
+                    std::time::Duration::from_secs(60),
+                );
             let sleep = tokio::time::sleep(wait);
             tokio::pin!(sleep);
             loop {
@@ -165,6 +218,8 @@ impl Engine {
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                         _ => {}
                     },
+                    // Notice a stop request promptly.
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
                 }
                 if stop.is_cancelled() {
                     return;
@@ -206,6 +261,36 @@ impl Engine {
         r?
     }
 
+    /// Moves the simulated clock forward as if the vault was not running: no backup runs
+    /// in between; the next start of the scheduler catches up once per item.
+    pub fn sim_advance_offline(&self, by: Duration) -> Result<AdvanceReport> {
+        self.require_owner()?;
+        if !self.inner.clock.is_simulated() {
+            return usage(format!(
+                "`sim advance` needs a simulated source; vault {} uses the {} source",
+                self.vault_name(),
+                self.source_kind()
+            ));
+        }
+        if by <= Duration::zero() {
+            return usage("give a positive duration, e.g. `vmvault sim advance 3d --offline`");
+        }
+        let from = self.now();
+        self.inner.clock.set_now(from + by);
+        self.save_clock()?;
+        self.publish(Event::ClockChanged(self.now()));
+        Ok(AdvanceReport {
+            from,
+            to: from + by,
+            backups: 0,
+            backups_failed: 0,
+            points_removed: 0,
+            gc_runs: 0,
+            points_alive: self.inner.catalog.all_points()?.len(),
+            elapsed_seconds: 0.0,
+        })
+    }
+
     fn advance_blocking(&self, by: Duration) -> Result<AdvanceReport> {
         let started = std::time::Instant::now();
         let from = self.now();
@@ -226,18 +311,60 @@ impl Engine {
             let now = self.now();
             let due = self.due_backups(now)?;
             if !due.is_empty() {
-                for (item, at) in due {
-                    self.mark_scheduled(&item.id, at)?;
-                    // On time: stamp with the scheduled instant; a catch-up: with now.
-                    let stamp = if (now - at) < Duration::seconds(1) { at } else { now };
-                    let job = self.backup_inline(&item, BackupKind::Scheduled { scheduled_time: at }, Some(stamp))?;
+                for (item, at) in &due {
+                    self.mark_scheduled(&item.id, *at)?;
+                }
+                // The round's backups run side by side (as many as data jobs may), each
+                // stamped with its scheduled instant (a catch-up: with now).
+                let lanes = self.inner.opts.max_concurrent_jobs.max(1).min(due.len());
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let results: Vec<Result<Job>> = std::thread::scope(|s| {
+                    let workers: Vec<_> = (0..lanes)
+                        .map(|_| {
+                            s.spawn(|| {
+                                let mut out = Vec::new();
+                                loop {
+                                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    let Some((item, at)) = due.get(i) else { break };
+                                    let stamp = if (now - *at) < Duration::seconds(1) {
+                                        *at
+                                    } else {
+                                        now
+                                    };
+                                    out.push(self.backup_inline(
+                                        item,
+                                        BackupKind::Scheduled {
+                                            scheduled_time: *at,
+                                        },
+                                        Some(stamp),
+                                    ));
+                                }
+                                out
+                            })
+                        })
+                        .collect();
+                    workers
+                        .into_iter()
+                        .flat_map(|w| {
+                            w.join().unwrap_or_else(|_| {
+                                vec![Err(EngineError::Failed("a backup thread panicked".into()))]
+                            })
+                        })
+                        .collect()
+                });
+                for job in results {
+                    let job = job?;
                     report.backups += 1;
                     if job.status == JobStatus::Failed {
                         report.backups_failed += 1;
                     }
                 }
                 if let Some(job) = self.prune_inline(false)? {
-                    let n = job.details.get("points_removed").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+                    let n = job
+                        .details
+                        .get("points_removed")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(0) as usize;
                     report.points_removed += n;
                     pruned_since_gc |= n > 0;
                 }
@@ -249,19 +376,32 @@ impl Engine {
                 }
                 continue;
             }
-            match self.next_scheduled()? {
+            // Soft-deleted data whose 14 days are over is purged at that instant.
+            if self.next_purge()?.is_some_and(|t| t <= now) {
+                if let Some(job) = self.purge_inline()? {
+                    report.points_removed += job
+                        .details
+                        .get("points_removed")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(0) as usize;
+                    pruned_since_gc = true;
+                }
+                continue;
+            }
+            let next = [self.next_scheduled()?, self.next_purge()?]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
                 Some(t) if t <= target => {
                     self.inner.clock.set_now(t);
                 }
                 _ => break,
             }
         }
+        // Clean-up runs after scheduled backups only (as `policy preview` assumes): points
+        // that expire after the last round stay until the next one.
         self.inner.clock.set_now(target);
-        // Soft-deleted data whose time is up is purged by the clean-up at the end too.
-        if let Some(job) = self.prune_inline(false)? {
-            report.points_removed += job.details.get("points_removed").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-            pruned_since_gc = true;
-        }
         if pruned_since_gc {
             self.gc_inline(false)?;
             report.gc_runs += 1;

@@ -37,8 +37,9 @@ macro_rules! named_enum {
 }
 
 named_enum!(
-    /// Guest operating system family.
-    Os { Linux => "Linux", Windows => "Windows" }
+    /// Guest operating system family. `Unknown` when the source cannot tell (a disk image
+    /// says nothing reliable about its guest; a libvirt domain without OS metadata).
+    Os { Linux => "Linux", Windows => "Windows", Unknown => "Unknown" }
 );
 
 named_enum!(
@@ -74,7 +75,9 @@ impl ProtectionState {
     pub fn is_under_policy(self) -> bool {
         matches!(
             self,
-            ProtectionState::IrPending | ProtectionState::Protected | ProtectionState::ProtectionError
+            ProtectionState::IrPending
+                | ProtectionState::Protected
+                | ProtectionState::ProtectionError
         )
     }
     /// Words for people ("Protected (pending initial backup)" for IRPending).
@@ -315,7 +318,11 @@ impl Job {
     /// Fraction done in 0..=1 (1 when finished).
     pub fn progress(&self) -> f64 {
         if !self.status.is_active() {
-            return if self.status == JobStatus::Completed { 1.0 } else { self.raw_progress() };
+            return if self.status == JobStatus::Completed {
+                1.0
+            } else {
+                self.raw_progress()
+            };
         }
         self.raw_progress()
     }

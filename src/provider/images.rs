@@ -25,7 +25,8 @@
 //! through the `libvirt` source, which takes a consistent snapshot of a running domain),
 //! unless `allow_crash_consistent_reads = true`: then it is read while it changes, which is
 //! crash-consistent at best (blocks written during the read may come from different
-//! instants) — a warning is logged for each such disk.
+//! instants) — each such disk is a warning of the backup job (`Snapshot::warnings`), which
+//! then completes with warnings.
 //!
 //! Plain files have no changed-block tracking: `cbt_token` is `None` and the vault reads
 //! every allocated extent (its deduplication still stores only changed chunks).
@@ -381,14 +382,20 @@ fn display_format(qemu_format: &str) -> &str {
     }
 }
 
-/// A disk image tells nothing reliable about its OS; a name that says Windows is taken at
-/// its word, anything else is reported as Linux.
+/// A disk image tells nothing reliable about its OS; a name that says Windows or a common
+/// Linux distribution is taken at its word, anything else is Unknown.
 fn guess_os(name: &str) -> Os {
     let n = name.to_ascii_lowercase();
+    const LINUX: &[&str] = &[
+        "linux", "debian", "ubuntu", "rhel", "centos", "fedora", "alma", "rocky", "suse", "sles",
+        "arch", "alpine", "oracle",
+    ];
     if n.contains("windows") || n.starts_with("win") {
         Os::Windows
-    } else {
+    } else if LINUX.iter().any(|l| n.contains(l)) {
         Os::Linux
+    } else {
+        Os::Unknown
     }
 }
 
@@ -476,10 +483,13 @@ impl Provider for ImagesProvider {
         &self,
         vm: &Vm,
         _at: DateTime<Utc>,
+        // Image files have no changed-block tracking.
+        _since: Option<&str>,
         cancel: &CancelToken,
     ) -> Result<Box<dyn Snapshot>, ProviderError> {
         let found = self.find(vm, cancel)?;
         let mut open = Vec::with_capacity(found.disks.len());
+        let mut warnings = Vec::new();
         for d in &found.disks {
             let label = format!("disk {} of {}", d.file_name, vm.qualified_name());
             let disk = match OpenDisk::open_image(
@@ -496,6 +506,11 @@ impl Provider for ImagesProvider {
                         "{label}: {} is in use by a running QEMU; reading it while it changes (allow_crash_consistent_reads)",
                         d.path.display()
                     );
+                    warnings.push(format!(
+                        "{} was in use by a running QEMU and was read while it changed (allow_crash_consistent_reads): \
+                         the recovery point is crash-consistent at best; a libvirt source takes a consistent snapshot",
+                        d.file_name
+                    ));
                     OpenDisk::open_image(
                         &d.path,
                         &d.info.format,
@@ -513,6 +528,7 @@ impl Provider for ImagesProvider {
         Ok(Box::new(ImagesSnapshot {
             disks: disk_infos(&found.disks),
             open,
+            warnings,
         }))
     }
 }
@@ -521,6 +537,8 @@ impl Provider for ImagesProvider {
 struct ImagesSnapshot {
     disks: Vec<DiskInfo>,
     open: Vec<Arc<OpenDisk>>,
+    /// One per disk read while a running QEMU wrote it.
+    warnings: Vec<String>,
 }
 
 impl Snapshot for ImagesSnapshot {
@@ -532,6 +550,9 @@ impl Snapshot for ImagesSnapshot {
     }
     fn disks(&self) -> &[DiskInfo] {
         &self.disks
+    }
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
     fn open_disk(&self, index: u32) -> Result<Box<dyn DiskReader>, ProviderError> {
         self.open
@@ -716,7 +737,7 @@ mod tests {
 
     fn check_all_disks(provider: &ImagesProvider, vm: &Vm, dir: &Path) {
         let snap = provider
-            .snapshot(vm, Utc::now(), &CancelToken::new())
+            .snapshot(vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(snap.consistency(), Consistency::CrashConsistent);
         assert_eq!(snap.cbt_token(), None);
@@ -800,7 +821,7 @@ mod tests {
         }
         // Holes are never read: the raw disk's extents cover its data, not its 24 MiB.
         let snap = provider
-            .snapshot(&vms[4], Utc::now(), &CancelToken::new())
+            .snapshot(&vms[4], Utc::now(), None, &CancelToken::new())
             .unwrap();
         let ext = snap.open_disk(0).unwrap().allocated_extents().unwrap();
         assert!(ext.iter().map(|e| e.len).sum::<u64>() <= 2 << 20, "{ext:?}");
@@ -908,7 +929,7 @@ mod tests {
             "{reg:?}"
         );
         let err = provider
-            .snapshot(&vms[0], Utc::now(), &CancelToken::new())
+            .snapshot(&vms[0], Utc::now(), None, &CancelToken::new())
             .err()
             .unwrap()
             .details();
@@ -928,11 +949,16 @@ mod tests {
         let mut s = settings(dir.path());
         s.allow_crash_consistent_reads = Some(true);
         let allowed = ImagesProvider::new(&s).unwrap();
-        let snap = match allowed.snapshot(&vms[0], Utc::now(), &CancelToken::new()) {
+        let snap = match allowed.snapshot(&vms[0], Utc::now(), None, &CancelToken::new()) {
             Ok(s) => s,
             Err(e) => panic!("{:?}", e.details()),
         };
         assert_eq!(snap.consistency(), Consistency::CrashConsistent);
+        assert!(
+            snap.warnings().len() == 1 && snap.warnings()[0].contains("busy.qcow2"),
+            "{:?}",
+            snap.warnings()
+        );
         let r = snap.open_disk(0).unwrap();
         let mut buf = vec![0u8; 4096];
         r.read_at(0, &mut buf).unwrap();
@@ -974,7 +1000,7 @@ mod tests {
             disks: vec![],
         };
         let e = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .err()
             .unwrap()
             .details();
@@ -1007,7 +1033,8 @@ mod tests {
         let vms = [vm("web.qcow2"), vm("web.raw"), vm("db.raw"), vm("web")];
         assert_eq!(names(&vms), vec!["web.qcow2", "web.raw", "db", "web"]);
         assert_eq!(guess_os("win2019-dc"), Os::Windows);
-        assert_eq!(guess_os("ubuntu"), Os::Linux);
+        assert_eq!(guess_os("ubuntu-22.04"), Os::Linux);
+        assert_eq!(guess_os("web01"), Os::Unknown);
     }
 
     /// Read throughput of raw vs qcow2 (release build):
@@ -1045,7 +1072,7 @@ mod tests {
         for vm in provider.discover(&CancelToken::new()).unwrap() {
             // Drop the page cache's advantage of the first read: read once, then measure.
             let snap = provider
-                .snapshot(&vm, Utc::now(), &CancelToken::new())
+                .snapshot(&vm, Utc::now(), None, &CancelToken::new())
                 .unwrap();
             let r = snap.open_disk(0).unwrap();
             let ext = r.allocated_extents().unwrap();

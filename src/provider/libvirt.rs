@@ -6,10 +6,10 @@
 //! # Discovery
 //! `virsh list --all --uuid`, then per domain `virsh dumpxml` and `virsh domstate`: name,
 //! UUID (source id `libvirt:<uuid>`), power state, vCPUs and memory (the size label), the OS
-//! when libosinfo metadata names it (Hyper-V enlightenments also mean Windows), and the
-//! disks that can be backed up: `type='file'`, `type='block'` and `type='volume'` disks
-//! with `device='disk'` (cdroms, floppies and network disks are not backed up; registration
-//! says so). The cloud service is the host (`virsh hostname`), or the domain's own tag:
+//! when libosinfo metadata names it (Hyper-V enlightenments also mean Windows; otherwise
+//! `Unknown`), and the disks that can be backed up: `type='file'`, `type='block'` and
+//! `type='volume'` disks with `device='disk'` (cdroms, floppies and network disks are not
+//! backed up; registration says so). The cloud service is the host (`virsh hostname`), or the domain's own tag:
 //!
 //! ```text
 //! virsh metadata DOMAIN urn:vmvault:libvirt:1 --key vmvault --set \
@@ -38,12 +38,15 @@
 //!   backups.
 //! - **Changed-block tracking**: when every backed-up disk is qcow2, each backup of a running
 //!   domain creates a libvirt checkpoint (a persistent QEMU dirty bitmap) named
-//!   `vmvault-<time>-<id>`; that name is the snapshot's `cbt_token`. The next backup is
-//!   incremental from the newest vmvault checkpoint, whose bitmap libvirt exports as
-//!   `backup-<disk>`; `changed_extents(since)` lists it (`qemu-img map` with
-//!   `x-dirty-bitmap`) when `since` is that checkpoint, and answers `None` (read everything)
-//!   for any other token — e.g. after a failed backup whose checkpoint the vault never
-//!   committed. Older vmvault checkpoints are deleted, so bitmaps do not pile up.
+//!   `vmvault-<time>-<id>`; that name is the snapshot's `cbt_token`, which the vault keeps
+//!   with the recovery point. The next backup is incremental from the checkpoint the vault
+//!   names as `since` (its newest recovery point's token) when that checkpoint still
+//!   exists; libvirt exports the blocks written since then as the bitmap `backup-<disk>`,
+//!   and `changed_extents(since)` lists them (`qemu-img map` with `x-dirty-bitmap`). Any
+//!   other vmvault checkpoint is deleted when a backup starts — an older one, or the one of
+//!   a backup that failed or was cancelled before the vault committed it — so bitmaps do
+//!   not pile up and such a backup never costs the next one its incremental base. Without
+//!   a usable base the backup is full (`changed_extents` answers `None`).
 //! - Cleanup: every step that changes the domain has a guard whose `Drop` undoes it — a
 //!   frozen guest is thawed, a started job is ended — so an error, a cancel or a panic
 //!   between the steps leaves the domain as it was.
@@ -193,9 +196,9 @@ fn parse_domain(xml: &str) -> Result<DomainXml, String> {
         .is_some();
     let os = match osinfo.and_then(|o| o.attribute("id")) {
         Some(id) if id.contains("microsoft.com/win") => Os::Windows,
-        Some(_) => Os::Linux,
-        None if hyperv => Os::Windows,
-        None => Os::Linux,
+        Some(id) if osinfo_is_linux(id) => Os::Linux,
+        _ if hyperv => Os::Windows,
+        _ => Os::Unknown,
     };
     let cloud_service = metadata
         .and_then(|m| {
@@ -292,6 +295,42 @@ fn parse_domain(xml: &str) -> Result<DomainXml, String> {
         has_agent_channel,
         qemu_owner,
     })
+}
+
+/// Whether a libosinfo OS id (`http://debian.org/debian/12`) names a Linux distribution.
+fn osinfo_is_linux(id: &str) -> bool {
+    const LINUX: &[&str] = &[
+        "linux",
+        "debian.org",
+        "ubuntu.com",
+        "redhat.com",
+        "centos.org",
+        "fedoraproject.org",
+        "almalinux.org",
+        "rockylinux.org",
+        "suse.com",
+        "opensuse.org",
+        "archlinux.org",
+        "alpinelinux.org",
+        "oracle.com",
+        "gentoo.org",
+        "mageia.org",
+        "nixos.org",
+        "voidlinux.org",
+        "slackware.com",
+        "mandriva.com",
+        "novell.com",
+        "cirros-cloud.net",
+        "altlinux.org",
+        "eurolinux.eu",
+        "asianux.com",
+        "endlessos.com",
+        "popos",
+        "manjaro",
+        "kali.org",
+    ];
+    let id = id.to_ascii_lowercase();
+    LINUX.iter().any(|l| id.contains(l))
 }
 
 fn unit_bytes(unit: &str) -> Option<u64> {
@@ -627,6 +666,7 @@ impl LibvirtProvider {
         vm: &Vm,
         dom: &DomainXml,
         at: DateTime<Utc>,
+        since: Option<&str>,
         cancel: &CancelToken,
     ) -> Result<Box<dyn Snapshot>, ProviderError> {
         let uuid = dom.uuid.as_str();
@@ -657,19 +697,25 @@ impl LibvirtProvider {
                         .map(str::trim)
                         .filter(|l| l.starts_with(CHECKPOINT_PREFIX))
                         .collect();
-                    if let Some((newest, older)) = ours.split_last() {
-                        for old in older {
-                            if let Err(e) =
-                                self.virsh.run(&["checkpoint-delete", uuid, old], cancel)
-                            {
-                                tracing::warn!(
-                                    "{}: could not delete old checkpoint {old}: {}",
-                                    vm.qualified_name(),
-                                    e.details().message
-                                );
-                            }
+                    // The base is the checkpoint of the vault's newest recovery point; any
+                    // other vmvault checkpoint (older ones, or one of a backup that failed or
+                    // was cancelled before the vault committed it) can never serve as a base
+                    // again, and deleting it keeps QEMU from tracking writes in its bitmap.
+                    base = since.filter(|s| ours.contains(s)).map(str::to_string);
+                    for old in ours.iter().filter(|c| Some(**c) != base.as_deref()) {
+                        if let Err(e) = self.virsh.run(&["checkpoint-delete", uuid, old], cancel) {
+                            tracing::warn!(
+                                "{}: could not delete old checkpoint {old}: {}",
+                                vm.qualified_name(),
+                                e.details().message
+                            );
                         }
-                        base = Some(newest.to_string());
+                    }
+                    if let (Some(s), None) = (since, &base) {
+                        tracing::info!(
+                            "{}: checkpoint {s} of the previous recovery point is gone; taking a full backup",
+                            vm.qualified_name()
+                        );
                     }
                 }
                 Err(ProviderError::Cancelled) => return Err(ProviderError::Cancelled),
@@ -805,6 +851,7 @@ impl LibvirtProvider {
 
         let mut disks = Vec::new();
         let mut open = Vec::new();
+        let mut labels = Vec::new();
         for (i, d) in dom.disks.iter().enumerate() {
             cancel.check()?;
             let dirty = base.as_ref().map(|b| DirtyBitmap {
@@ -812,17 +859,20 @@ impl LibvirtProvider {
                 bitmap: format!("backup-{}", d.target),
             });
             let label = format!("disk {} of {}", d.target, vm.qualified_name());
-            let disk = OpenDisk::open_nbd_export(&socket, &d.target, dirty, &label)?;
+            let disk = OpenDisk::open_nbd_export(&socket, &d.target, dirty, &label)
+                .map_err(|e| e.recommend(job_ended_hint(uuid)))?;
             disks.push(DiskInfo {
                 index: i as u32,
                 name: d.target.clone(),
                 capacity: disk.capacity(),
             });
             open.push(Arc::new(disk));
+            labels.push(label);
         }
         Ok(Box::new(RunningSnapshot {
             open,
             disks,
+            labels,
             consistency,
             token: checkpoint,
             job,
@@ -1014,6 +1064,8 @@ struct RunningSnapshot {
     // Field order is drop order: readers disconnect, then the job ends, then the folder goes.
     open: Vec<Arc<OpenDisk>>,
     disks: Vec<DiskInfo>,
+    /// `disk vda of sales/web01`, per disk.
+    labels: Vec<String>,
     consistency: Consistency,
     token: Option<String>,
     job: BackupJob,
@@ -1031,11 +1083,64 @@ impl Snapshot for RunningSnapshot {
         &self.disks
     }
     fn open_disk(&self, index: u32) -> Result<Box<dyn DiskReader>, ProviderError> {
-        open_disk(&self.open, index)
+        Ok(Box::new(ExportReader {
+            inner: open_disk(&self.open, index)?,
+            uuid: self.job.uuid.clone(),
+            label: self.labels.get(index as usize).cloned().unwrap_or_default(),
+        }))
     }
     fn release(mut self: Box<Self>) -> Result<(), ProviderError> {
         self.open.clear();
         self.job.end()
+    }
+}
+
+/// Reads a backup job's export; a failure says what usually causes it: the job ended
+/// under vmvault.
+struct ExportReader {
+    inner: Box<dyn DiskReader>,
+    uuid: String,
+    /// `disk vda of sales/web01`, named in every error.
+    label: String,
+}
+
+impl ExportReader {
+    fn explain<T>(&self, r: Result<T, ProviderError>) -> Result<T, ProviderError> {
+        r.map_err(|e| match e {
+            ProviderError::Failed(mut d) => {
+                if !d.message.contains(&self.label) {
+                    d.message = format!("{}: {}", self.label, d.message);
+                }
+                ProviderError::Failed(d).recommend(job_ended_hint(&self.uuid))
+            }
+            c => c,
+        })
+    }
+}
+
+/// What usually makes a backup job's export unreadable.
+fn job_ended_hint(uuid: &str) -> String {
+    format!(
+        "The backup job of domain {uuid} may have ended while vmvault read it (`virsh domjobabort`, or the \
+         domain was shut down or crashed); check `virsh domjobinfo {uuid}` and the domain's log, then back up again"
+    )
+}
+
+impl DiskReader for ExportReader {
+    fn capacity(&self) -> u64 {
+        self.inner.capacity()
+    }
+    fn allocated_extents(&self) -> Result<Vec<crate::model::Extent>, ProviderError> {
+        self.explain(self.inner.allocated_extents())
+    }
+    fn changed_extents(
+        &self,
+        since: &str,
+    ) -> Result<Option<Vec<crate::model::Extent>>, ProviderError> {
+        self.explain(self.inner.changed_extents(since))
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError> {
+        self.explain(self.inner.read_at(offset, buf))
     }
 }
 
@@ -1185,6 +1290,7 @@ impl Provider for LibvirtProvider {
         &self,
         vm: &Vm,
         at: DateTime<Utc>,
+        since: Option<&str>,
         cancel: &CancelToken,
     ) -> Result<Box<dyn Snapshot>, ProviderError> {
         qemu::require_tool("virsh")?;
@@ -1206,14 +1312,14 @@ impl Provider for LibvirtProvider {
                     // Started meanwhile? Then take the running path once.
                     let (dom, state) = self.domain(uuid, cancel)?;
                     if state == PowerState::Running {
-                        return self.running_snapshot(vm, &dom, at, cancel);
+                        return self.running_snapshot(vm, &dom, at, since, cancel);
                     }
                     Err(e.recommend("Another process holds the disk for writing although the domain is shut off; stop it and retry"))
                 }
                 other => other,
             }
         } else {
-            self.running_snapshot(vm, &dom, at, cancel)
+            self.running_snapshot(vm, &dom, at, since, cancel)
         }
     }
 }
@@ -1276,7 +1382,28 @@ mod tests {
         let d = parse_domain(plain).unwrap();
         assert_eq!(
             (d.os, d.cloud_service, d.memory_kib, d.vcpus),
-            (Os::Linux, None, 512 << 10, 1)
+            (Os::Unknown, None, 512 << 10, 1)
+        );
+        let osinfo = |id: &str| {
+            format!("<domain><name>a</name><uuid>u</uuid><metadata><libosinfo:libosinfo xmlns:libosinfo=\"{LIBOSINFO_NS}\"><libosinfo:os id=\"{id}\"/></libosinfo:libosinfo></metadata></domain>")
+        };
+        assert_eq!(
+            parse_domain(&osinfo("http://debian.org/debian/12"))
+                .unwrap()
+                .os,
+            Os::Linux
+        );
+        assert_eq!(
+            parse_domain(&osinfo("http://ubuntu.com/ubuntu/24.04"))
+                .unwrap()
+                .os,
+            Os::Linux
+        );
+        assert_eq!(
+            parse_domain(&osinfo("http://freebsd.org/freebsd/14.0"))
+                .unwrap()
+                .os,
+            Os::Unknown
         );
         let hv = "<domain><name>a</name><uuid>u</uuid><features><hyperv mode='custom'/></features></domain>";
         assert_eq!(parse_domain(hv).unwrap().os, Os::Windows);
@@ -1449,7 +1576,7 @@ mod tests {
         assert_eq!(ghost.name, "ghost01");
         assert_eq!(ghost.disks[0].capacity, 0);
         assert!(provider
-            .snapshot(&ghost, Utc::now(), &CancelToken::new())
+            .snapshot(&ghost, Utc::now(), None, &CancelToken::new())
             .is_err());
         let web = &vms[0];
         assert_eq!(
@@ -1465,7 +1592,7 @@ mod tests {
             ("web01", "sales", "lab-1")
         );
         assert_eq!(web.size, "2 vCPU, 2 GiB");
-        assert_eq!(web.os, Os::Linux);
+        assert_eq!(web.os, Os::Unknown, "no OS metadata");
         assert_eq!(web.power_state, PowerState::Stopped);
         let disks: Vec<(&str, u64)> = web
             .disks
@@ -1510,7 +1637,7 @@ mod tests {
         );
 
         let snap = provider
-            .snapshot(web, Utc::now(), &CancelToken::new())
+            .snapshot(web, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(snap.consistency(), Consistency::CrashConsistent);
         assert_eq!(snap.cbt_token(), None);
@@ -1530,7 +1657,7 @@ mod tests {
             ..web.clone()
         };
         let e = provider
-            .snapshot(&gone, Utc::now(), &CancelToken::new())
+            .snapshot(&gone, Utc::now(), None, &CancelToken::new())
             .err()
             .unwrap()
             .details();
@@ -1777,7 +1904,7 @@ mod tests {
 
         let frozen_before = console().matches("guest-fsfreeze-freeze").count();
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(snap.consistency(), Consistency::FileSystemConsistent);
         assert_eq!(
@@ -1800,7 +1927,7 @@ mod tests {
             .fail_after_backup_begin
             .store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .is_err());
         provider
             .fail_after_backup_begin
@@ -1877,7 +2004,7 @@ mod tests {
             b
         };
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(
             snap.consistency(),
@@ -1913,7 +2040,7 @@ mod tests {
         dom.guest_write("write -P 0xee 1M 64k");
         dom.guest_write("write -P 0xef 20M 4k");
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), Some(&token1), &CancelToken::new())
             .unwrap();
         let token2 = snap.cbt_token().unwrap();
         assert_ne!(token1, token2);
@@ -1959,11 +2086,12 @@ mod tests {
             "{ckpts}"
         );
 
-        // The next backup is incremental from token2; token1 is pruned, and asking for
-        // changes since token1 answers "unknown".
+        // The next backup is incremental from token2, the vault's newest point; token1 is
+        // pruned, and asking for changes since token1 answers "unknown".
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), Some(&token2), &CancelToken::new())
             .unwrap();
+        let token3 = snap.cbt_token().unwrap();
         let r = snap.open_disk(0).unwrap();
         assert_eq!(r.changed_extents(&token1).unwrap(), None);
         assert_eq!(
@@ -1975,7 +2103,7 @@ mod tests {
         drop(snap);
         let ckpts = dom.run(&["checkpoint-list", &dom.name, "--name"]);
         assert!(
-            !ckpts.contains(&token1) && ckpts.contains(&token2),
+            !ckpts.contains(&token1) && ckpts.contains(&token2) && ckpts.contains(&token3),
             "{ckpts}"
         );
 
@@ -1984,7 +2112,7 @@ mod tests {
             .fail_after_backup_begin
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let e = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), Some(&token3), &CancelToken::new())
             .err()
             .unwrap();
         assert_eq!(e.details().code, "InjectedFailure");
@@ -1999,11 +2127,39 @@ mod tests {
         no_work_left(scratch.path());
         assert_eq!(dom.run(&["domstate", &dom.name]).trim(), "running");
 
+        // The failed backup's checkpoint never becomes a base: the next backup is still
+        // incremental from the vault's token3, and the stray checkpoint is deleted.
+        dom.guest_write("write -P 0xab 8M 4k");
+        let snap = provider
+            .snapshot(&vm, Utc::now(), Some(&token3), &CancelToken::new())
+            .unwrap();
+        let token4 = snap.cbt_token().unwrap();
+        let r = snap.open_disk(0).unwrap();
+        let changed = r
+            .changed_extents(&token3)
+            .unwrap()
+            .expect("changed-block tracking from token3 despite the failed backup");
+        let covers = |off: u64| changed.iter().any(|e| e.offset <= off && off < e.end());
+        assert!(covers(8 << 20) && !covers(0), "{changed:?}");
+        drop(r);
+        snap.release().unwrap();
+        let ckpts: Vec<String> = dom
+            .run(&["checkpoint-list", &dom.name, "--name"])
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(ckpts.len(), 2, "{ckpts:?}");
+        assert!(
+            ckpts.contains(&token3) && ckpts.contains(&token4),
+            "{ckpts:?}"
+        );
+
         // A cancelled backup starts nothing.
         let cancel = CancelToken::new();
         cancel.cancel();
         assert!(matches!(
-            provider.snapshot(&vm, Utc::now(), &cancel),
+            provider.snapshot(&vm, Utc::now(), None, &cancel),
             Err(ProviderError::Cancelled)
         ));
         assert!(dom.job().contains("None"));
@@ -2011,11 +2167,11 @@ mod tests {
 
         // A job left behind by a crashed vmvault is recognised and ended.
         let stale = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         std::mem::forget(stale);
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(byte_at(snap.open_disk(0).unwrap().as_ref(), 0), 0xcd);
         snap.release().unwrap();
@@ -2034,7 +2190,7 @@ mod tests {
         let vm = dom.vm(&provider);
         assert_eq!(vm.power_state, PowerState::Stopped);
         let snap = provider
-            .snapshot(&vm, Utc::now(), &CancelToken::new())
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
             .unwrap();
         assert_eq!(
             (snap.consistency(), snap.cbt_token()),

@@ -46,9 +46,11 @@ impl ProviderError {
     pub fn details(&self) -> ErrorDetails {
         match self {
             ProviderError::Failed(d) => d.clone(),
-            ProviderError::Cancelled => {
-                ErrorDetails::new("OperationCancelled", "Cancelled", "the operation was cancelled")
-            }
+            ProviderError::Cancelled => ErrorDetails::new(
+                "OperationCancelled",
+                "Cancelled",
+                "the operation was cancelled",
+            ),
         }
     }
 }
@@ -77,11 +79,15 @@ pub trait Provider: Send + Sync {
     fn register(&self, vm: &Vm, cancel: &CancelToken) -> Result<RegistrationReport, ProviderError>;
 
     /// Takes a consistent point-in-time snapshot of the VM's disks. `at` is the vault's
-    /// clock (simulated time for the simulator). The snapshot is released when dropped.
+    /// clock (simulated time for the simulator). `since` is the `cbt_token` of the vault's
+    /// newest recovery point of this VM (None: no point, or one without a token): a source
+    /// that tracks changes keeps what it needs to answer `changed_extents(since)` and may
+    /// drop its tracking state for any other token. The snapshot is released when dropped.
     fn snapshot(
         &self,
         vm: &Vm,
         at: DateTime<Utc>,
+        since: Option<&str>,
         cancel: &CancelToken,
     ) -> Result<Box<dyn Snapshot>, ProviderError>;
 }
@@ -98,6 +104,12 @@ pub trait Snapshot: Send + Sync {
     fn disks(&self) -> &[DiskInfo];
 
     fn open_disk(&self, index: u32) -> Result<Box<dyn DiskReader>, ProviderError>;
+
+    /// What the backup job should warn about (e.g. a disk read while a running VM writes
+    /// it). Empty by default.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Releases the snapshot, reporting a failure to clean up.
     fn release(self: Box<Self>) -> Result<(), ProviderError> {
@@ -134,7 +146,7 @@ pub use view::{DiskView, MappedBytes};
 
 mod view;
 
-pub mod sim;
 pub mod images;
 pub mod libvirt;
 pub mod qemu;
+pub mod sim;

@@ -1,8 +1,12 @@
 //! The catalog: what the vault knows (items, policies, jobs, recovery points, committed
 //! chunks, settings) in one SQLite database per vault.
 //!
-//! - WAL mode with `synchronous = FULL`: a committed transaction is durable, which is what
-//!   makes the catalog row of a recovery point its commit record.
+//! - WAL mode. Transactions that other files depend on (a recovery point's commit record,
+//!   the deletion of point rows before their index files go, the deletion of chunk rows
+//!   before their files go) run with `synchronous = FULL`: durable when the call returns.
+//!   Job and item bookkeeping runs with `synchronous = NORMAL`: it survives a killed
+//!   process in full; a power loss may lose its last moments (a job then reads as
+//!   interrupted), never the consistency of the catalog.
 //! - Schema migrations by `PRAGMA user_version`; a catalog written by a newer vmvault is
 //!   refused instead of being misread.
 //! - One transaction per state change. Times are stored as fixed-width RFC 3339 UTC text
@@ -104,7 +108,8 @@ CREATE TABLE points (
     disks TEXT NOT NULL,
     cbt_token TEXT,
     job_id TEXT,
-    chunk_size INTEGER NOT NULL
+    chunk_size INTEGER NOT NULL,
+    damaged INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX points_item ON points(item_id, time);
 CREATE TABLE chunks (
@@ -123,7 +128,9 @@ pub fn fmt_time(t: DateTime<Utc>) -> String {
 fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 fn opt_time(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -139,8 +146,9 @@ fn conv_err(what: &str, value: &str) -> rusqlite::Error {
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(s)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -173,6 +181,31 @@ pub struct ChunkRow {
     pub digest: [u8; 32],
     pub stored_len: u64,
     pub raw_len: u64,
+}
+
+/// Recovery point counts of one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemPointStats {
+    pub item_id: String,
+    pub count: u64,
+    pub newest: Option<DateTime<Utc>>,
+    pub newest_logical_bytes: u64,
+}
+
+/// Everything committed with a recovery point, in one transaction.
+#[derive(Clone, Copy)]
+pub struct PointCommit<'a> {
+    pub point: &'a RecoveryPoint,
+    /// The retain-until of an on-demand point (kept to restore its expiry on resume).
+    pub retain_until: Option<DateTime<Utc>>,
+    pub chunk_size: u32,
+    /// Chunks this point added to the store.
+    pub chunks: &'a [ChunkRow],
+    pub now: DateTime<Utc>,
+    /// The item's new state.
+    pub item: &'a Item,
+    /// The finished job.
+    pub job: &'a Job,
 }
 
 /// Totals of the chunk store as the catalog knows it.
@@ -211,7 +244,10 @@ impl Catalog {
             path: path.to_path_buf(),
             source,
         })?;
-        let cat = Catalog { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        let cat = Catalog {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
         cat.configure(false)?;
         cat.migrate()?;
         Ok(cat)
@@ -223,8 +259,14 @@ impl Catalog {
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|source| CatalogError::Sqlite { path: path.to_path_buf(), source })?;
-        let cat = Catalog { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        .map_err(|source| CatalogError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cat = Catalog {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
         cat.configure(true)?;
         let v = cat.schema_version()?;
         if v as usize != MIGRATIONS.len() {
@@ -241,11 +283,17 @@ impl Catalog {
     }
 
     fn invalid(&self, message: impl Into<String>) -> CatalogError {
-        CatalogError::Invalid { path: self.path.clone(), message: message.into() }
+        CatalogError::Invalid {
+            path: self.path.clone(),
+            message: message.into(),
+        }
     }
 
     fn sql(&self, source: rusqlite::Error) -> CatalogError {
-        CatalogError::Sqlite { path: self.path.clone(), source }
+        CatalogError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -256,12 +304,16 @@ impl Catalog {
 
     fn configure(&self, read_only: bool) -> Result<()> {
         let conn = self.lock();
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| self.sql(e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| self.sql(e))?;
         if !read_only {
-            conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| self.sql(e))?;
-            conn.pragma_update(None, "synchronous", "FULL").map_err(|e| self.sql(e))?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| self.sql(e))?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| self.sql(e))?;
         }
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| self.sql(e))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| self.sql(e))?;
         Ok(())
     }
 
@@ -283,7 +335,8 @@ impl Catalog {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
             let tx = conn.transaction().map_err(|e| self.sql(e))?;
             tx.execute_batch(sql).map_err(|e| self.sql(e))?;
-            tx.pragma_update(None, "user_version", (i + 1) as u32).map_err(|e| self.sql(e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as u32)
+                .map_err(|e| self.sql(e))?;
             tx.commit().map_err(|e| self.sql(e))?;
         }
         Ok(())
@@ -301,6 +354,26 @@ impl Catalog {
         Ok(v)
     }
 
+    /// Runs `f` in one transaction that is durable (fsynced) when this returns.
+    pub fn transaction_durable<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.sql(e))?;
+        let result = (|| {
+            let tx = conn.transaction()?;
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        })();
+        let reset = conn.pragma_update(None, "synchronous", "NORMAL");
+        let v = result.map_err(|e| self.sql(e))?;
+        reset.map_err(|e| self.sql(e))?;
+        Ok(v)
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.lock();
         f(&conn).map_err(|e| self.sql(e))
@@ -310,8 +383,10 @@ impl Catalog {
 
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
         self.read(|c| {
-            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
         })
     }
 
@@ -328,7 +403,8 @@ impl Catalog {
 
     // ---- items ----
 
-    const ITEM_COLS: &'static str = "id, name, cloud_service, region, os, size, power_state, disks, \
+    const ITEM_COLS: &'static str =
+        "id, name, cloud_service, region, os, size, power_state, disks, \
         registration_state, protection_state, policy, last_backup_time, last_backup_status, \
         not_found, discovered_at, purge_at, last_scheduled_run, last_error";
 
@@ -485,7 +561,13 @@ impl Catalog {
         })
     }
 
-    pub fn put_policy(&self, name: &str, definition: &str, builtin: bool, now: DateTime<Utc>) -> Result<()> {
+    pub fn put_policy(
+        &self,
+        name: &str,
+        definition: &str,
+        builtin: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         self.transaction(|tx| {
             tx.execute(
                 "INSERT INTO policies(name, definition, builtin, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
@@ -498,7 +580,8 @@ impl Catalog {
 
     pub fn delete_policy(&self, name: &str) -> Result<bool> {
         self.transaction(|tx| {
-            tx.execute("DELETE FROM policies WHERE name = ?1", [name]).map(|n| n > 0)
+            tx.execute("DELETE FROM policies WHERE name = ?1", [name])
+                .map(|n| n > 0)
         })
     }
 
@@ -545,7 +628,9 @@ impl Catalog {
         let mut st = c.prepare_cached(
             "SELECT name, status, start_time, end_time, bytes_done, bytes_total FROM job_tasks WHERE job_id = ?1 ORDER BY seq",
         )?;
-        job.tasks = st.query_map([&job.id], Self::task_from_row)?.collect::<rusqlite::Result<_>>()?;
+        job.tasks = st
+            .query_map([&job.id], Self::task_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(())
     }
 
@@ -637,20 +722,28 @@ impl Catalog {
         })
     }
 
-    /// Jobs matching `filter`, newest first, with their tasks when `with_tasks`.
-    pub fn jobs(&self, filter: &JobFilter, with_tasks: bool) -> Result<Vec<Job>> {
-        let mut sql = format!("SELECT {} FROM jobs WHERE 1=1", Self::JOB_COLS);
+    /// The WHERE clause (after `WHERE 1=1`) and its arguments for a job filter.
+    fn job_filter_sql(filter: &JobFilter) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
+        let mut sql = String::new();
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
         if let Some(since) = filter.since {
             args.push(Box::new(fmt_time(since)));
             sql.push_str(&format!(" AND start_time >= ?{}", args.len()));
         }
         if !filter.statuses.is_empty() {
-            let list: Vec<String> = filter.statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            let list: Vec<String> = filter
+                .statuses
+                .iter()
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect();
             sql.push_str(&format!(" AND status IN ({})", list.join(",")));
         }
         if !filter.operations.is_empty() {
-            let list: Vec<String> = filter.operations.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            let list: Vec<String> = filter
+                .operations
+                .iter()
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect();
             sql.push_str(&format!(" AND operation IN ({})", list.join(",")));
         }
         if let Some(item) = &filter.item_id {
@@ -661,6 +754,13 @@ impl Catalog {
             args.push(Box::new(format!("%{}%", text.to_lowercase())));
             sql.push_str(&format!(" AND lower(item) LIKE ?{}", args.len()));
         }
+        (sql, args)
+    }
+
+    /// Jobs matching `filter`, newest first, with their tasks when `with_tasks`.
+    pub fn jobs(&self, filter: &JobFilter, with_tasks: bool) -> Result<Vec<Job>> {
+        let (cond, args) = Self::job_filter_sql(filter);
+        let mut sql = format!("SELECT {} FROM jobs WHERE 1=1{cond}", Self::JOB_COLS);
         sql.push_str(" ORDER BY start_time DESC, id");
         if let Some(limit) = filter.limit {
             sql.push_str(&format!(" LIMIT {limit}"));
@@ -680,10 +780,36 @@ impl Catalog {
         })
     }
 
+    /// How many jobs match `filter` (its `limit` is ignored): the console shows a window
+    /// of the newest jobs and the total.
+    pub fn count_jobs(&self, filter: &JobFilter) -> Result<u64> {
+        let (cond, args) = Self::job_filter_sql(filter);
+        let sql = format!("SELECT count(*) FROM jobs WHERE 1=1{cond}");
+        self.read(|c| {
+            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            c.query_row(&sql, refs.as_slice(), |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        })
+    }
+
+    /// Jobs started at or after `since`, counted per UTC hour (`YYYY-MM-DDTHH`, the
+    /// prefix of the stored time), for the dashboard's jobs-per-hour chart.
+    pub fn job_counts_by_hour(&self, since: DateTime<Utc>) -> Result<Vec<(String, u64)>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT substr(start_time, 1, 13), count(*) FROM jobs WHERE start_time >= ?1 GROUP BY 1 ORDER BY 1",
+            )?;
+            let rows = st.query_map([fmt_time(since)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        })
+    }
+
     /// Counts of jobs by status started at or after `since`.
     pub fn job_counts_since(&self, since: DateTime<Utc>) -> Result<Vec<(JobStatus, u64)>> {
         self.read(|c| {
-            let mut st = c.prepare("SELECT status, count(*) FROM jobs WHERE start_time >= ?1 GROUP BY status")?;
+            let mut st = c.prepare(
+                "SELECT status, count(*) FROM jobs WHERE start_time >= ?1 GROUP BY status",
+            )?;
             let rows = st.query_map([fmt_time(since)], |r| {
                 Ok((enum_col!(r, 0, JobStatus), r.get::<_, i64>(1)? as u64))
             })?;
@@ -694,9 +820,14 @@ impl Catalog {
     /// Asks the process that owns the vault to cancel a job (from another process: opens
     /// a short-lived read-write connection; SQLite serialises it with the owner's writes).
     pub fn request_cancel(path: &Path, id: &str) -> Result<bool> {
-        let sql = |source| CatalogError::Sqlite { path: path.to_path_buf(), source };
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql)?;
+        let sql = |source| CatalogError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
         let n = conn
             .execute(
                 "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND status IN ('InProgress', 'Cancelling')",
@@ -709,8 +840,11 @@ impl Catalog {
     /// Records that a running job is being cancelled.
     pub fn mark_cancelling(&self, id: &str) -> Result<()> {
         self.transaction(|tx| {
-            tx.execute("UPDATE jobs SET status = 'Cancelling' WHERE id = ?1 AND status = 'InProgress'", [id])
-                .map(|_| ())
+            tx.execute(
+                "UPDATE jobs SET status = 'Cancelling' WHERE id = ?1 AND status = 'InProgress'",
+                [id],
+            )
+            .map(|_| ())
         })
     }
 
@@ -728,7 +862,10 @@ impl Catalog {
     /// Marks every job still InProgress/Cancelling (left by a killed process) as Failed.
     pub fn fail_interrupted_jobs(&self, now: DateTime<Utc>) -> Result<Vec<Job>> {
         let active = self.jobs(
-            &JobFilter { statuses: vec![JobStatus::InProgress, JobStatus::Cancelling], ..Default::default() },
+            &JobFilter {
+                statuses: vec![JobStatus::InProgress, JobStatus::Cancelling],
+                ..Default::default()
+            },
             true,
         )?;
         let mut out = Vec::new();
@@ -737,7 +874,11 @@ impl Catalog {
             job.end_time = Some(now.max(job.start_time));
             for t in &mut job.tasks {
                 if matches!(t.status, TaskStatus::InProgress | TaskStatus::NotStarted) {
-                    t.status = if t.status == TaskStatus::InProgress { TaskStatus::Failed } else { TaskStatus::Cancelled };
+                    t.status = if t.status == TaskStatus::InProgress {
+                        TaskStatus::Failed
+                    } else {
+                        TaskStatus::Cancelled
+                    };
                     t.end_time = job.end_time;
                 }
             }
@@ -750,7 +891,8 @@ impl Catalog {
 
     // ---- recovery points ----
 
-    const POINT_COLS: &'static str = "id, item_id, time, scheduled_time, expiry, kind, consistency, \
+    const POINT_COLS: &'static str =
+        "id, item_id, time, scheduled_time, expiry, kind, consistency, \
         logical_bytes, stored_bytes, disks, cbt_token, job_id";
 
     fn point_from_row(r: &Row<'_>) -> rusqlite::Result<RecoveryPoint> {
@@ -783,10 +925,53 @@ impl Catalog {
         })
     }
 
+    /// Records what verification found: `damaged` points need a chunk that is missing or
+    /// corrupt; `clean` points were verified whole.
+    pub fn set_points_damaged(&self, damaged: &[String], clean: &[String]) -> Result<()> {
+        self.transaction(|tx| {
+            let mut st = tx.prepare_cached("UPDATE points SET damaged = ?2 WHERE id = ?1")?;
+            for id in damaged {
+                st.execute(params![id, true])?;
+            }
+            for id in clean {
+                st.execute(params![id, false])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Ids of points the last verification found damaged (of one item, or all).
+    pub fn damaged_points(
+        &self,
+        item_id: Option<&str>,
+    ) -> Result<std::collections::HashSet<String>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id FROM points WHERE damaged = 1 AND (?1 IS NULL OR item_id = ?1)",
+            )?;
+            let rows = st.query_map([item_id], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// (number of points, their logical bytes added up).
+    pub fn point_totals(&self) -> Result<(u64, u64)> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT count(*), coalesce(sum(logical_bytes), 0) FROM points",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+        })
+    }
+
     /// Every point of the vault, oldest first.
     pub fn all_points(&self) -> Result<Vec<RecoveryPoint>> {
         self.read(|c| {
-            let mut st = c.prepare(&format!("SELECT {} FROM points ORDER BY time, id", Self::POINT_COLS))?;
+            let mut st = c.prepare(&format!(
+                "SELECT {} FROM points ORDER BY time, id",
+                Self::POINT_COLS
+            ))?;
             let rows = st.query_map([], Self::point_from_row)?;
             rows.collect()
         })
@@ -804,17 +989,24 @@ impl Catalog {
     }
 
     /// Point ids starting with `prefix`.
-    pub fn point_ids_with_prefix(&self, item_id: &str, prefix: &str, limit: usize) -> Result<Vec<String>> {
+    pub fn point_ids_with_prefix(
+        &self,
+        item_id: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
         self.read(|c| {
-            let mut st = c.prepare("SELECT id FROM points WHERE item_id = ?1 AND id LIKE ?2 ORDER BY id LIMIT ?3")?;
+            let mut st = c.prepare(
+                "SELECT id FROM points WHERE item_id = ?1 AND id LIKE ?2 ORDER BY id LIMIT ?3",
+            )?;
             let rows = st.query_map(params![item_id, pattern, limit as i64], |r| r.get(0))?;
             rows.collect()
         })
     }
 
-    /// Per item: (point count, newest point time, logical bytes of the newest point).
-    pub fn point_stats(&self) -> Result<Vec<(String, u64, Option<DateTime<Utc>>, u64)>> {
+    /// Per item: point count, newest point time, logical bytes of the newest point.
+    pub fn point_stats(&self) -> Result<Vec<ItemPointStats>> {
         self.read(|c| {
             let mut st = c.prepare(
                 "SELECT p.item_id, count(*), max(p.time),
@@ -822,7 +1014,12 @@ impl Catalog {
                  FROM points p GROUP BY p.item_id",
             )?;
             let rows = st.query_map([], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, opt_time(r.get(2)?)?, r.get::<_, i64>(3)? as u64))
+                Ok(ItemPointStats {
+                    item_id: r.get(0)?,
+                    count: r.get::<_, i64>(1)? as u64,
+                    newest: opt_time(r.get(2)?)?,
+                    newest_logical_bytes: r.get::<_, i64>(3)? as u64,
+                })
             })?;
             rows.collect()
         })
@@ -830,17 +1027,17 @@ impl Catalog {
 
     /// Commits a recovery point: its row, the chunks it added, the item's new state and
     /// the finished job, in one transaction. Call only after the data is durable.
-    pub fn commit_point(
-        &self,
-        point: &RecoveryPoint,
-        retain_until: Option<DateTime<Utc>>,
-        chunk_size: u32,
-        chunks: &[ChunkRow],
-        now: DateTime<Utc>,
-        item: &Item,
-        job: &Job,
-    ) -> Result<()> {
-        self.transaction(|tx| {
+    pub fn commit_point(&self, c: &PointCommit<'_>) -> Result<()> {
+        let PointCommit {
+            point,
+            retain_until,
+            chunk_size,
+            chunks,
+            now,
+            item,
+            job,
+        } = *c;
+        self.transaction_durable(|tx| {
             tx.execute(
                 &format!(
                     "INSERT INTO points ({}, retain_until, chunk_size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -879,7 +1076,9 @@ impl Catalog {
     pub fn point_retain_until(&self, id: &str) -> Result<Option<DateTime<Utc>>> {
         self.read(|c| {
             let s: Option<Option<String>> = c
-                .query_row("SELECT retain_until FROM points WHERE id = ?1", [id], |r| r.get(0))
+                .query_row("SELECT retain_until FROM points WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             opt_time(s.flatten())
         })
@@ -899,7 +1098,7 @@ impl Catalog {
     /// Deletes point rows (one transaction). Their index files are removed afterwards by
     /// the caller; a crash in between leaves only unreferenced files for GC.
     pub fn delete_points(&self, ids: &[String]) -> Result<()> {
-        self.transaction(|tx| {
+        self.transaction_durable(|tx| {
             let mut st = tx.prepare_cached("DELETE FROM points WHERE id = ?1")?;
             for id in ids {
                 st.execute([id])?;
@@ -949,8 +1148,15 @@ impl Catalog {
         })
     }
 
-    pub fn delete_chunk(&self, digest: &[u8; 32]) -> Result<()> {
-        self.transaction(|tx| tx.execute("DELETE FROM chunks WHERE digest = ?1", [&digest[..]]).map(|_| ()))
+    /// Deletes chunk rows in one durable transaction (before their files go).
+    pub fn delete_chunks(&self, digests: &[[u8; 32]]) -> Result<()> {
+        self.transaction_durable(|tx| {
+            let mut st = tx.prepare_cached("DELETE FROM chunks WHERE digest = ?1")?;
+            for d in digests {
+                st.execute([&d[..]])?;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("vault {path} is in use by process {pid} ({command}); wait for it to finish or stop it, then try again")]
-    Busy { path: PathBuf, pid: String, command: String },
+    Busy {
+        path: PathBuf,
+        pid: String,
+        command: String,
+    },
     #[error("cannot lock vault {path}: {source}")]
     Io {
         path: PathBuf,
@@ -35,14 +39,24 @@ fn read_owner(file: &mut File) -> (String, String) {
     let mut lines = text.lines();
     let pid = lines.next().unwrap_or("unknown").trim().to_string();
     let command = lines.next().unwrap_or("vmvault").trim().to_string();
-    (if pid.is_empty() { "unknown".into() } else { pid }, command)
+    (
+        if pid.is_empty() {
+            "unknown".into()
+        } else {
+            pid
+        },
+        command,
+    )
 }
 
 impl VaultLock {
     /// Takes the lock of the vault in `dir`, or says who holds it.
     pub fn acquire(dir: &Path) -> Result<VaultLock, LockError> {
         let path = dir.join("vault.lock");
-        let io = |source| LockError::Io { path: path.clone(), source };
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut opts = OpenOptions::new();
         opts.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
@@ -55,7 +69,11 @@ impl VaultLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let (pid, command) = read_owner(&mut file);
-                return Err(LockError::Busy { path: dir.to_path_buf(), pid, command });
+                return Err(LockError::Busy {
+                    path: dir.to_path_buf(),
+                    pid,
+                    command,
+                });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -94,7 +112,11 @@ impl VaultLock {
             }
             Err(_) => {
                 let (pid, command) = read_owner(&mut file);
-                Some(LockError::Busy { path: dir.to_path_buf(), pid, command })
+                Some(LockError::Busy {
+                    path: dir.to_path_buf(),
+                    pid,
+                    command,
+                })
             }
         }
     }

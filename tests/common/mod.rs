@@ -23,7 +23,11 @@ impl Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let config = dir.path().join("config.toml");
-        let extra = if extra_source.is_empty() { String::new() } else { format!(", {extra_source}") };
+        let extra = if extra_source.is_empty() {
+            String::new()
+        } else {
+            format!(", {extra_source}")
+        };
         let text = format!(
             "[engine]\nmax_concurrent_jobs = 2\n\n\
              [[vault]]\nname = \"test-we\"\nregion = \"westeurope\"\nsource = {{ {FAST_SIM}{extra} }}\n\n\
@@ -37,6 +41,15 @@ impl Env {
         Env::with_source("")
     }
 
+    /// A configuration of the test's own: `text` gets the test's folder (for paths).
+    pub fn with_config(text: impl FnOnce(&Path) -> String) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text(dir.path())).expect("write config");
+        Env { dir, config, data }
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -47,8 +60,13 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("vmvault").expect("binary");
-        c.env_remove("VMVAULT_CONFIG").env_remove("VMVAULT_VAULT").env_remove("VMVAULT_DATA_DIR");
-        c.arg("--config").arg(&self.config).arg("--data-dir").arg(&self.data);
+        c.env_remove("VMVAULT_CONFIG")
+            .env_remove("VMVAULT_VAULT")
+            .env_remove("VMVAULT_DATA_DIR");
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data);
         c.timeout(std::time::Duration::from_secs(300));
         c
     }
@@ -56,8 +74,13 @@ impl Env {
     /// A std command (for processes the test kills or runs in the background).
     pub fn std_cmd(&self) -> std::process::Command {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmvault"));
-        c.env_remove("VMVAULT_CONFIG").env_remove("VMVAULT_VAULT").env_remove("VMVAULT_DATA_DIR");
-        c.arg("--config").arg(&self.config).arg("--data-dir").arg(&self.data);
+        c.env_remove("VMVAULT_CONFIG")
+            .env_remove("VMVAULT_VAULT")
+            .env_remove("VMVAULT_DATA_DIR");
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data);
         c
     }
 
@@ -89,8 +112,15 @@ impl Env {
     /// Runs and asserts the exit code; returns (stdout, stderr).
     pub fn fails_with(&self, code: i32, args: &[&str]) -> (String, String) {
         let out = self.run(args);
-        let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-        assert_eq!(out.status.code(), Some(code), "vmvault {args:?}: expected exit {code}\nstdout:\n{o}\nstderr:\n{e}");
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "vmvault {args:?}: expected exit {code}\nstdout:\n{o}\nstderr:\n{e}"
+        );
         (o, e)
     }
 
@@ -110,7 +140,10 @@ impl Env {
     pub fn backup(&self, vm: &str) -> String {
         let job = self.json(&["backup", vm]);
         assert_eq!(job["status"], "Completed", "{job:#}");
-        job["details"]["recovery_point"].as_str().expect("point id").to_string()
+        job["details"]["recovery_point"]
+            .as_str()
+            .expect("point id")
+            .to_string()
     }
 
     pub fn point_time(&self, vm: &str, point: &str) -> String {
@@ -130,17 +163,43 @@ impl Env {
     /// simulator says the disk held at the point's time.
     pub fn assert_restore_matches_source(&self, vm: &str, point: &str, tag: &str) {
         let to = self.path(&format!("restore-{tag}"));
-        self.ok(&["restore", vm, "--point", point, "--to", to.to_str().expect("utf8")]);
+        self.ok(&[
+            "restore",
+            vm,
+            "--point",
+            point,
+            "--to",
+            to.to_str().expect("utf8"),
+        ]);
         let time = self.point_time(vm, point);
         let name = vm.rsplit('/').next().expect("name");
-        let item = self.json(&["items"]).as_array().expect("items").iter().find(|i| {
-            i["name"] == name && (vm.contains('/') && i["cloud_service"] == vm.split('/').next().expect("cs") || !vm.contains('/'))
-        }).cloned().expect("item");
+        let item = self
+            .json(&["items"])
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|i| {
+                i["name"] == name
+                    && (vm.contains('/') && i["cloud_service"] == vm.split('/').next().expect("cs")
+                        || !vm.contains('/'))
+            })
+            .cloned()
+            .expect("item");
         for d in item["disks"].as_array().expect("disks") {
             let n = d["index"].as_u64().expect("index");
             let restored = to.join(format!("{name}-disk{n}.raw"));
             let export = self.path(&format!("export-{tag}-{n}.raw"));
-            self.ok(&["sim", "export-disk", vm, "--disk", &n.to_string(), "--at", &time, "--to", export.to_str().expect("utf8")]);
+            self.ok(&[
+                "sim",
+                "export-disk",
+                vm,
+                "--disk",
+                &n.to_string(),
+                "--at",
+                &time,
+                "--to",
+                export.to_str().expect("utf8"),
+            ]);
             assert_files_equal(&restored, &export);
         }
     }
@@ -193,8 +252,17 @@ pub fn assert_files_equal(a: &Path, b: &Path) {
             fa.read_exact_at(&mut ba[..n], off).expect("read a");
             fb.read_exact_at(&mut bb[..n], off).expect("read b");
             if ba[..n] != bb[..n] {
-                let i = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y).unwrap_or(0);
-                panic!("{} and {} differ at byte {}", a.display(), b.display(), off + i as u64);
+                let i = ba[..n]
+                    .iter()
+                    .zip(&bb[..n])
+                    .position(|(x, y)| x != y)
+                    .unwrap_or(0);
+                panic!(
+                    "{} and {} differ at byte {}",
+                    a.display(),
+                    b.display(),
+                    off + i as u64
+                );
             }
             off += n as u64;
         }
@@ -217,4 +285,89 @@ pub fn require_tool(tool: &str) -> bool {
         eprintln!("skipping: {tool} is not installed");
     }
     found
+}
+
+/// Runs a program, asserts it succeeded, returns its stdout.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The path as &str (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Converts a disk image to raw with qemu-img (`-U`: also while a QEMU holds it).
+pub fn to_raw(image: &Path, format: &str, out: &Path) {
+    sh(
+        "qemu-img",
+        &["convert", "-U", "-f", format, "-O", "raw", s(image), s(out)],
+    );
+}
+
+/// Writes `mib` MiB of deterministic pseudo-random (incompressible) data from `seed` at
+/// `offset` of `file` (which may be sparse around it).
+pub fn write_random(file: &Path, offset: u64, mib: usize, seed: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(file)
+        .expect("open");
+    let mut x = seed | 1;
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        for c in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all_at(&block, offset + ((i as u64) << 20))
+            .expect("write");
+    }
+    f.sync_all().expect("sync");
+}
+
+/// The item named `name` (or `cloud_service/name`) in an `items --json` listing.
+pub fn item<'a>(items: &'a Value, name: &str) -> &'a Value {
+    let (cs, n) = match name.split_once('/') {
+        Some((c, n)) => (Some(c), n),
+        None => (None, name),
+    };
+    items
+        .as_array()
+        .expect("items array")
+        .iter()
+        .find(|i| i["name"] == n && cs.is_none_or(|c| i["cloud_service"] == c))
+        .unwrap_or_else(|| panic!("{name} not in {items:#}"))
+}
+
+/// A PATH holding only symlinks to the given tools (plus what a shell needs), to run
+/// vmvault on a machine that lacks the others.
+pub fn path_with_only(dir: &Path, tools: &[&str]) -> std::ffi::OsString {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for t in tools {
+        let found = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .expect("sh");
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        if !path.is_empty() {
+            let _ = std::os::unix::fs::symlink(path, dir.join(t));
+        }
+    }
+    dir.as_os_str().to_owned()
 }

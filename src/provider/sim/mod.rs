@@ -477,7 +477,7 @@ fn no_such_disk(vm: &Vm, disk: u32) -> ProviderError {
 fn guest_agent_unavailable(vm: &Vm) -> ProviderError {
     let agent = match vm.os {
         Os::Windows => "the Windows Azure Guest Agent service",
-        Os::Linux => "the Linux agent (waagent)",
+        Os::Linux | Os::Unknown => "the Linux agent (waagent)",
     };
     ProviderError::new(
         "UserErrorGuestAgentStatusUnavailable",
@@ -622,7 +622,7 @@ impl Provider for SimProvider {
                 "VMSnapshot",
                 "application-consistent (VSS writers)",
             ),
-            Os::Linux => (
+            Os::Linux | Os::Unknown => (
                 "Linux agent (waagent) 2.9.1.1",
                 "VMSnapshotLinux",
                 "file-system-consistent (fsfreeze)",
@@ -673,6 +673,9 @@ impl Provider for SimProvider {
         &self,
         vm: &Vm,
         at: DateTime<Utc>,
+        // The simulator derives changes from its model: any earlier day of the same disk
+        // layout is a usable base, so nothing needs to be kept for `since`.
+        _since: Option<&str>,
         cancel: &CancelToken,
     ) -> Result<Box<dyn Snapshot>, ProviderError> {
         let i = self.find(vm)?;
@@ -690,7 +693,7 @@ impl Provider for SimProvider {
         }
         let consistency = match (running, v.vm.os) {
             (true, Os::Windows) => Consistency::ApplicationConsistent,
-            (true, Os::Linux) => Consistency::FileSystemConsistent,
+            (true, Os::Linux | Os::Unknown) => Consistency::FileSystemConsistent,
             (false, _) => Consistency::CrashConsistent,
         };
         let day = self.simulated_day(at);

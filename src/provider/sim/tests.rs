@@ -58,7 +58,8 @@ fn small(seed: u64, churn_percent: f64) -> SimProvider {
 }
 
 fn snap(p: &SimProvider, id: &str, at: DateTime<Utc>) -> Box<dyn Snapshot> {
-    p.snapshot(&vm_of(p, id), at, &CancelToken::new()).unwrap()
+    p.snapshot(&vm_of(p, id), at, None, &CancelToken::new())
+        .unwrap()
 }
 
 fn whole_disk(p: &SimProvider, id: &str, disk: u32, at: DateTime<Utc>) -> Vec<u8> {
@@ -520,7 +521,7 @@ fn the_failing_vm_fails_every_backup() {
     let vm = vm_of(&p, "sim:/analytics/etl01");
     for d in [0, 1, 50, 400] {
         let e = p
-            .snapshot(&vm, day(d), &CancelToken::new())
+            .snapshot(&vm, day(d), None, &CancelToken::new())
             .err()
             .expect("backups of etl01 fail");
         let details = e.details();
@@ -555,6 +556,7 @@ fn transient_failures_are_deterministic() {
                 match p.snapshot(
                     &vm,
                     day(0) + chrono::Duration::hours(h),
+                    None,
                     &CancelToken::new(),
                 ) {
                     Ok(_) => None,
@@ -582,6 +584,7 @@ fn transient_failures_are_deterministic() {
         .snapshot(
             &vm,
             day(0) + chrono::Duration::hours(h),
+            None,
             &CancelToken::new()
         )
         .is_ok()));
@@ -643,12 +646,12 @@ fn cancel_interrupts_latencies() {
     canceller.join().unwrap();
     let vm = vm_of(&p, "sim:/sales/web01");
     assert!(matches!(
-        p.snapshot(&vm, day(1), &cancel),
+        p.snapshot(&vm, day(1), None, &cancel),
         Err(ProviderError::Cancelled)
     ));
     // Fast-forward skips latencies altogether.
     p.set_fast_forward(true);
-    assert!(p.snapshot(&vm, day(1), &CancelToken::new()).is_ok());
+    assert!(p.snapshot(&vm, day(1), None, &CancelToken::new()).is_ok());
 }
 
 #[test]
@@ -793,7 +796,7 @@ fn generation_speed() {
     let mut tokens: HashMap<String, String> = HashMap::new();
     for d in 1..=800 {
         for vm in &vms {
-            let Ok(s) = p.snapshot(vm, day(d), &CancelToken::new()) else {
+            let Ok(s) = p.snapshot(vm, day(d), None, &CancelToken::new()) else {
                 continue;
             };
             for info in s.disks() {

@@ -86,6 +86,21 @@ impl PinSet {
             Some(r)
         }
     }
+
+    /// Like [`PinSet::remove_if_unpinned`] for many chunks at once: holds the pin lock,
+    /// keeps only the unpinned digests of `ds`, and runs `delete` on them (one catalog
+    /// transaction for the batch instead of one per chunk).
+    pub fn remove_unpinned<R>(&self, ds: &[Digest], delete: impl FnOnce(&[Digest]) -> R) -> R {
+        let counts = lock(&self.counts);
+        let free: Vec<Digest> = ds
+            .iter()
+            .filter(|d| !counts.contains_key(*d))
+            .copied()
+            .collect();
+        let r = delete(&free);
+        drop(counts);
+        r
+    }
 }
 
 /// Pins held by one backup; dropping it unpins them. Keep it until the recovery point is

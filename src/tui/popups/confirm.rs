@@ -1,0 +1,76 @@
+//! A yes/no question (quit with running jobs, delete a policy, delete backup data). `y` or
+//! Enter answers yes; `n` or Esc no.
+
+use crate::tui::app::{App, Cx, Effect, Nav};
+use crate::tui::widgets::{centered, key_hints, popup_frame};
+use crossterm::event::{KeyCode, KeyEvent};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::Line;
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+
+#[derive(Debug)]
+pub struct State {
+    pub title: String,
+    pub lines: Vec<String>,
+    pub on_yes: Vec<Effect>,
+    /// The answer destroys something: the question is in the error colour.
+    pub danger: bool,
+}
+
+impl State {
+    pub fn new(
+        title: impl Into<String>,
+        lines: Vec<String>,
+        on_yes: Vec<Effect>,
+        danger: bool,
+    ) -> State {
+        State {
+            title: title.into(),
+            lines,
+            on_yes,
+            danger,
+        }
+    }
+
+    pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
+        match k.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+                cx.effects.append(&mut self.on_yes);
+                cx.nav = Nav::CloseAll;
+            }
+            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => cx.close(),
+            _ => {}
+        }
+    }
+
+    pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
+        let t = &app.theme;
+        let r = centered(
+            area,
+            64.min(area.width.saturating_sub(2)),
+            (self.lines.len() as u16 + 5).min(area.height),
+        );
+        let inner = popup_frame(f, r, &self.title, t);
+        let [body, foot] =
+            Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        let lines: Vec<Line> = self
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == 0 && self.danger {
+                    Line::styled(l.clone(), t.error())
+                } else {
+                    Line::from(l.clone())
+                }
+            })
+            .collect();
+        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
+        f.render_widget(
+            Paragraph::new(key_hints(&[("y".into(), "yes"), ("n".into(), "no")], t))
+                .right_aligned(),
+            foot,
+        );
+    }
+}

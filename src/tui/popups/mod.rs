@@ -1,0 +1,151 @@
+//! Popups: one file each. A popup gets every key while it is on top; the stack lets one
+//! open another (an item's details open the restore dialog) and Esc go back.
+
+pub mod backup_now;
+pub mod confirm;
+pub mod help;
+pub mod item;
+pub mod job;
+pub mod locked;
+pub mod message;
+pub mod policy_form;
+pub mod policy_wizard;
+pub mod protect;
+pub mod register;
+pub mod restore;
+pub mod resume;
+pub mod stop;
+pub mod vaults;
+
+use super::app::{App, Cx, Effect};
+use super::data::Data;
+use super::keys::Action;
+use crossterm::event::KeyEvent;
+use ratatui::layout::Rect;
+use ratatui::Frame;
+
+pub enum Popup {
+    Help(help::State),
+    Register(register::State),
+    Protect(Box<protect::State>),
+    PolicyWizard(Box<policy_wizard::State>),
+    BackupNow(backup_now::State),
+    Item(Box<item::State>),
+    Restore(Box<restore::State>),
+    Stop(stop::State),
+    Resume(resume::State),
+    Confirm(confirm::State),
+    Job(Box<job::State>),
+    Vaults(vaults::State),
+    Locked(locked::State),
+    Message(message::State),
+}
+
+impl Popup {
+    pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
+        match self {
+            Popup::Help(s) => s.handle_key(k, cx),
+            Popup::Register(s) => s.handle_key(k, cx),
+            Popup::Protect(s) => s.handle_key(k, cx),
+            Popup::PolicyWizard(s) => s.handle_key(k, cx),
+            Popup::BackupNow(s) => s.handle_key(k, cx),
+            Popup::Item(s) => s.handle_key(k, cx),
+            Popup::Restore(s) => s.handle_key(k, cx),
+            Popup::Stop(s) => s.handle_key(k, cx),
+            Popup::Resume(s) => s.handle_key(k, cx),
+            Popup::Confirm(s) => s.handle_key(k, cx),
+            Popup::Job(s) => s.handle_key(k, cx),
+            Popup::Vaults(s) => s.handle_key(k, cx),
+            Popup::Locked(s) => s.handle_key(k, cx),
+            Popup::Message(s) => s.handle_key(k, cx),
+        }
+    }
+
+    pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
+        match self {
+            Popup::Help(s) => s.draw(f, area, app),
+            Popup::Register(s) => s.draw(f, area, app),
+            Popup::Protect(s) => s.draw(f, area, app),
+            Popup::PolicyWizard(s) => s.draw(f, area, app),
+            Popup::BackupNow(s) => s.draw(f, area, app),
+            Popup::Item(s) => s.draw(f, area, app),
+            Popup::Restore(s) => s.draw(f, area, app),
+            Popup::Stop(s) => s.draw(f, area, app),
+            Popup::Resume(s) => s.draw(f, area, app),
+            Popup::Confirm(s) => s.draw(f, area, app),
+            Popup::Job(s) => s.draw(f, area, app),
+            Popup::Vaults(s) => s.draw(f, area, app),
+            Popup::Locked(s) => s.draw(f, area, app),
+            Popup::Message(s) => s.draw(f, area, app),
+        }
+    }
+
+    /// The keys this popup knows (help).
+    pub fn actions(&self) -> Vec<Action> {
+        use Action::*;
+        match self {
+            Popup::Help(_) => vec![Filter, Up, Down, Back],
+            Popup::Register(_) => vec![Up, Down, Toggle, SelectAll, Filter, Open, Back],
+            Popup::Protect(s) => s.actions(),
+            Popup::PolicyWizard(s) => s.actions(),
+            Popup::BackupNow(_) => vec![Open, Back],
+            Popup::Item(_) => vec![
+                Up,
+                Down,
+                Restore,
+                BackupNow,
+                StopProtection,
+                ResumeProtection,
+                Undelete,
+                Back,
+            ],
+            Popup::Restore(_) => vec![Up, Down, Left, Right, Open, Back],
+            Popup::Stop(_) => vec![Up, Down, Open, Back],
+            Popup::Resume(_) => vec![Up, Down, Open, Back],
+            Popup::Confirm(_) => vec![Open, Back],
+            Popup::Job(_) => vec![Up, Down, CancelJob, Back],
+            Popup::Vaults(_) => vec![Up, Down, Open, Back],
+            Popup::Locked(_) => vec![Open, SwitchVault, Quit],
+            Popup::Message(_) => vec![Up, Down, Back],
+        }
+    }
+
+    /// The keys the footer shows.
+    pub fn footer(&self) -> Vec<Action> {
+        use Action::*;
+        match self {
+            Popup::Help(_) => vec![Back],
+            Popup::Register(_) => vec![Toggle, SelectAll, Filter, Open, Back],
+            Popup::Protect(s) => s.footer(),
+            Popup::PolicyWizard(s) => s.footer(),
+            Popup::BackupNow(_) => vec![Open, Back],
+            Popup::Item(s) => s.footer(),
+            Popup::Restore(_) => vec![Up, Left, Open, Back],
+            Popup::Stop(_) | Popup::Resume(_) | Popup::Vaults(_) => vec![Up, Open, Back],
+            Popup::Confirm(_) => vec![Open, Back],
+            Popup::Job(_) => vec![Up, CancelJob, Back],
+            Popup::Locked(_) => vec![Open, SwitchVault, Quit],
+            Popup::Message(_) => vec![Back],
+        }
+    }
+
+    /// What a newly opened popup needs loaded.
+    pub fn wants(&mut self) -> Vec<Effect> {
+        match self {
+            Popup::Item(s) => s.wants(),
+            Popup::Job(s) => s.wants(),
+            Popup::Restore(s) => s.wants(),
+            _ => vec![],
+        }
+    }
+
+    /// A new snapshot arrived.
+    pub fn data_changed(&mut self, data: &Data, region: &str) {
+        match self {
+            Popup::Register(s) => s.refresh(data, region),
+            Popup::Protect(s) => s.refresh(data, region),
+            Popup::Item(s) => s.refresh(data),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Jobs: the newest jobs matching the filters (status, operation, time range, item text),
+//! running ones with a live progress bar. Enter opens a job's details, `c` cancels.
+
+use super::{list_title, Sort, SortValue};
+use crate::fmt;
+use crate::model::*;
+use crate::tui::app::{short_id, App, Command, Cx};
+use crate::tui::data::{Data, JobsQuery, JOB_WINDOW};
+use crate::tui::keys::Action;
+use crate::tui::popups::{self, Popup};
+use crate::tui::widgets::{
+    panel, progress::progress_line, render_table, table::cell, Column, TableNav, TextInput,
+};
+use crossterm::event::{KeyCode, KeyEvent};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Row};
+use ratatui::Frame;
+
+pub const ACTIONS: &[Action] = &[
+    Action::Open,
+    Action::CancelJob,
+    Action::FilterStatus,
+    Action::FilterOperation,
+    Action::FilterTime,
+    Action::Filter,
+    Action::ClearFilters,
+    Action::Up,
+    Action::Down,
+    Action::PageUp,
+    Action::PageDown,
+    Action::Top,
+    Action::Bottom,
+    Action::Sort,
+    Action::SortReverse,
+];
+
+const COLUMNS: [&str; 6] = [
+    "Operation",
+    "Item",
+    "Status",
+    "Start",
+    "Duration",
+    "Progress",
+];
+
+/// Operations offered by the operation filter, in the order `o` cycles through them.
+const OPERATIONS: [JobOperation; 11] = [
+    JobOperation::Backup,
+    JobOperation::Restore,
+    JobOperation::Register,
+    JobOperation::ConfigureBackup,
+    JobOperation::Discover,
+    JobOperation::DisableBackup,
+    JobOperation::DeleteBackupData,
+    JobOperation::Undelete,
+    JobOperation::Prune,
+    JobOperation::Verify,
+    JobOperation::GarbageCollect,
+];
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub nav: TableNav,
+    pub query: JobsQuery,
+    pub filter: TextInput,
+    pub filtering: bool,
+    pub sort: Sort,
+    /// Row order (indices into the loaded window).
+    pub order: Vec<usize>,
+    built: Option<(u64, Sort)>,
+    selected_id: Option<String>,
+}
+
+impl State {
+    pub fn set_query(&mut self, q: JobsQuery) {
+        self.filter.set(q.item_text.clone());
+        self.query = q;
+        self.nav.selected = 0;
+        self.selected_id = None;
+    }
+
+    pub fn refresh(&mut self, data: &Data) {
+        let k = (data.generation, self.sort);
+        if self.built == Some(k) {
+            return;
+        }
+        let rows = &data.jobs.rows;
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        if let Some(c) = self.sort.column {
+            let now = data.now;
+            let mut keyed: Vec<(SortValue, usize)> = order
+                .iter()
+                .map(|n| {
+                    let j = &rows[*n];
+                    let key = match c {
+                        0 => SortValue::Text(j.operation.to_string()),
+                        1 => SortValue::Text(j.item.to_lowercase()),
+                        2 => SortValue::Text(j.status.to_string()),
+                        3 => SortValue::Time(Some(j.start_time)),
+                        4 => SortValue::Num(j.duration(now).num_milliseconds()),
+                        _ => SortValue::Num((j.progress() * 1000.0) as i64),
+                    };
+                    (key, *n)
+                })
+                .collect();
+            keyed.sort();
+            order = keyed.into_iter().map(|(_, n)| n).collect();
+        }
+        if self.sort.reverse {
+            order.reverse();
+        }
+        self.order = order;
+        if let Some(id) = &self.selected_id {
+            if let Some(p) = self.order.iter().position(|n| rows[*n].id == *id) {
+                self.nav.selected = p;
+            }
+        }
+        self.nav.clamp(self.order.len());
+        self.built = Some(k);
+    }
+
+    fn selected<'a>(&self, data: &'a Data) -> Option<&'a Job> {
+        self.order
+            .get(self.nav.selected)
+            .and_then(|n| data.jobs.rows.get(*n))
+    }
+
+    fn remember(&mut self, data: &Data) {
+        self.selected_id = self.selected(data).map(|j| j.id.clone());
+    }
+
+    pub fn capturing_text(&self) -> bool {
+        self.filtering
+    }
+
+    pub fn footer(&self) -> Vec<Action> {
+        if self.filtering {
+            return vec![Action::Open, Action::Back];
+        }
+        vec![
+            Action::Open,
+            Action::CancelJob,
+            Action::FilterStatus,
+            Action::FilterOperation,
+            Action::FilterTime,
+            Action::Filter,
+        ]
+    }
+
+    /// A larger window when the selection nears the end of the loaded one.
+    fn grow_window(&mut self, data: &Data) -> Option<JobsQuery> {
+        let loaded = data.jobs.rows.len();
+        if (data.jobs.total as usize) > loaded
+            && self.nav.selected + 50 >= loaded
+            && data.jobs.query.limit <= loaded
+        {
+            let mut q = self.query.clone();
+            q.limit = loaded + JOB_WINDOW;
+            self.query = q.clone();
+            return Some(q);
+        }
+        None
+    }
+
+    fn new_filter(&mut self, cx: &mut Cx, f: impl FnOnce(&mut JobsQuery)) {
+        let mut q = self.query.clone();
+        f(&mut q);
+        q.limit = JOB_WINDOW;
+        self.nav.selected = 0;
+        self.selected_id = None;
+        self.query = q.clone();
+        cx.effects.push(crate::tui::app::Effect::Jobs(q));
+    }
+
+    pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
+        let keys = cx.keys;
+        let len = self.order.len();
+        if self.filtering {
+            match k.code {
+                KeyCode::Enter => self.filtering = false,
+                KeyCode::Esc => {
+                    self.filtering = false;
+                    self.filter.set("");
+                }
+                _ => {
+                    self.filter.handle(k);
+                }
+            }
+            let text = self.filter.value.clone();
+            if text != self.query.item_text {
+                self.new_filter(cx, |q| q.item_text = text);
+            }
+            return;
+        }
+        if keys.is(Action::Up, k) {
+            self.nav.up(1);
+        } else if keys.is(Action::Down, k) {
+            self.nav.down(1, len);
+        } else if keys.is(Action::PageUp, k) {
+            self.nav.up(self.nav.page());
+        } else if keys.is(Action::PageDown, k) {
+            self.nav.down(self.nav.page(), len);
+        } else if keys.is(Action::Top, k) {
+            self.nav.top();
+        } else if keys.is(Action::Bottom, k) {
+            self.nav.bottom(len);
+        } else if keys.is(Action::Sort, k) {
+            self.remember(cx.data);
+            self.sort.next(COLUMNS.len());
+            self.refresh(cx.data);
+            return;
+        } else if keys.is(Action::SortReverse, k) {
+            self.remember(cx.data);
+            self.sort.reverse = !self.sort.reverse;
+            self.refresh(cx.data);
+            return;
+        } else if keys.is(Action::Filter, k) {
+            self.filtering = true;
+            return;
+        } else if keys.is(Action::FilterStatus, k) {
+            self.new_filter(cx, |q| q.status = q.status.next());
+            return;
+        } else if keys.is(Action::FilterOperation, k) {
+            self.new_filter(cx, |q| {
+                q.operation = match q.operation {
+                    None => Some(OPERATIONS[0]),
+                    Some(op) => OPERATIONS
+                        .iter()
+                        .position(|o| *o == op)
+                        .and_then(|i| OPERATIONS.get(i + 1))
+                        .copied(),
+                }
+            });
+            return;
+        } else if keys.is(Action::FilterTime, k) {
+            self.new_filter(cx, |q| q.range = q.range.next());
+            return;
+        } else if keys.is(Action::ClearFilters, k) {
+            self.filter.set("");
+            self.new_filter(cx, |q| *q = JobsQuery::default());
+            return;
+        } else if keys.is(Action::Open, k) {
+            if let Some(j) = self.selected(cx.data) {
+                cx.push(Popup::Job(Box::new(popups::job::State::new(j.id.clone()))));
+            }
+            return;
+        } else if keys.is(Action::CancelJob, k) {
+            if let Some(j) = self.selected(cx.data) {
+                cancel(j, cx);
+            }
+            return;
+        } else {
+            return;
+        }
+        self.remember(cx.data);
+        if let Some(q) = self.grow_window(cx.data) {
+            cx.effects.push(crate::tui::app::Effect::Jobs(q));
+        }
+    }
+
+    /// Mouse wheel; returns a new query when the window should grow.
+    pub fn scroll(&mut self, down: bool) -> Option<JobsQuery> {
+        let len = self.order.len();
+        self.nav.scroll(down, 3, len);
+        None
+    }
+
+    pub fn click(&mut self, x: u16, y: u16, cx: &mut Cx) {
+        if let Some(i) = self.nav.row_at(x, y, self.order.len()) {
+            if i == self.nav.selected {
+                if let Some(j) = self.selected(cx.data) {
+                    cx.push(Popup::Job(Box::new(popups::job::State::new(j.id.clone()))));
+                }
+            }
+            self.nav.selected = i;
+            self.remember(cx.data);
+        }
+    }
+}
+
+/// Asks to cancel a job, or says why it cannot be.
+pub fn cancel(j: &Job, cx: &mut Cx) {
+    let running = cx.running.get(&j.id).map(|r| r.status).unwrap_or(j.status);
+    if !running.is_active() {
+        cx.notice = Some((
+            crate::engine::NoticeLevel::Warning,
+            format!(
+                "Job {} is {}; only running jobs can be cancelled",
+                short_id(&j.id),
+                j.status
+            ),
+        ));
+        return;
+    }
+    if running == JobStatus::Cancelling {
+        cx.notice = Some((
+            crate::engine::NoticeLevel::Info,
+            format!("Job {} is being cancelled already", short_id(&j.id)),
+        ));
+        return;
+    }
+    if cx.writable("Cancel") {
+        cx.run(Command::CancelJob(j.id.clone()));
+    }
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let s = &app.jobs;
+    let t = &app.theme;
+    let [top, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    let q = &s.query;
+    let label = |k: Action| app.keys.label(k);
+    let window = &app.data.jobs;
+    let mut spans = vec![
+        Span::raw(" "),
+        Span::styled(label(Action::FilterStatus), t.key()),
+        Span::raw(" Status: "),
+        Span::styled(q.status.label(), t.accent()),
+        Span::raw("  "),
+        Span::styled(label(Action::FilterOperation), t.key()),
+        Span::raw(" Operation: "),
+        Span::styled(q.operation.map(|o| o.as_str()).unwrap_or("any"), t.accent()),
+        Span::raw("  "),
+        Span::styled(label(Action::FilterTime), t.key()),
+        Span::raw(" Time: "),
+        Span::styled(q.range.label(), t.accent()),
+    ];
+    if !q.item_text.is_empty() || s.filtering {
+        spans.push(Span::raw("  "));
+        spans.push(Span::styled(label(Action::Filter), t.key()));
+        spans.push(Span::raw(" Item: "));
+        spans.push(Span::styled(
+            format!(
+                "\"{}{}\"",
+                s.filter.value,
+                if s.filtering { "▏" } else { "" }
+            ),
+            t.accent(),
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), top);
+
+    let wide = area.width >= 110;
+    let mut cols = vec![
+        Column::new(COLUMNS[0], Constraint::Length(16)),
+        Column::new(COLUMNS[1], Constraint::Fill(1)),
+        Column::new(COLUMNS[2], Constraint::Length(21)),
+    ];
+    if wide {
+        cols.push(Column::new(COLUMNS[3], Constraint::Length(16)));
+    }
+    cols.push(Column::new(COLUMNS[4], Constraint::Length(8)));
+    // Narrow: a running job's progress bar takes the place of its status.
+    if wide {
+        cols.push(Column::new(COLUMNS[5], Constraint::Fill(1)));
+    }
+    let shown = s.order.len();
+    let mut title = list_title(
+        "Jobs",
+        shown,
+        window.total as usize,
+        "",
+        false,
+        s.sort,
+        &COLUMNS,
+    );
+    if (window.total as usize) > shown {
+        title = format!(
+            "Jobs (newest {shown} of {}){}",
+            window.total,
+            title.split_once(')').map(|x| x.1).unwrap_or("")
+        );
+    }
+    let empty = if !app.data.loaded {
+        "Loading…".to_string()
+    } else if q.is_filtered() || q.range != crate::tui::data::TimeRange::All {
+        format!(
+            "No jobs match ({}); {} clears the filters",
+            q.range.label(),
+            label(Action::ClearFilters)
+        )
+    } else {
+        "No jobs yet".to_string()
+    };
+    // Width of the progress column (what is left after the fixed ones, shared with Item).
+    let fixed: u16 = 16 + 21 + 8 + if wide { 16 } else { 0 } + cols.len() as u16 - 1 + 2;
+    let progress_w = (area.width.saturating_sub(fixed) / 2) as usize;
+    let now = app.now;
+    let rows = &window.rows;
+    render_table(
+        f,
+        body,
+        panel(title, t),
+        &cols,
+        &s.nav,
+        shown,
+        true,
+        t,
+        &empty,
+        |n| {
+            let j = &rows[s.order[n]];
+            // Status and progress from events when the job runs (the snapshot may lag).
+            let live = app.running.get(&j.id);
+            let status = live.map(|l| l.status).unwrap_or(j.status);
+            let mut cells = vec![
+                cell(j.operation.to_string(), Default::default()),
+                cell(j.item.clone(), Default::default()),
+                if !wide && status == JobStatus::InProgress {
+                    progress_line(app.progress.get(&j.id), j.bytes_done, j.bytes_total, 21, t)
+                } else {
+                    cell(status.to_string(), t.job_status(status))
+                },
+            ];
+            if wide {
+                cells.push(cell(fmt::time(j.start_time), Default::default()));
+            }
+            let end = if status.is_active() { None } else { j.end_time };
+            cells.push(cell(
+                fmt::duration(end.unwrap_or(now.max(j.start_time)) - j.start_time),
+                Default::default(),
+            ));
+            let progress = if status.is_active() {
+                progress_line(
+                    app.progress.get(&j.id),
+                    j.bytes_done,
+                    j.bytes_total,
+                    progress_w,
+                    t,
+                )
+            } else {
+                match (&j.error, status) {
+                    (Some(e), JobStatus::Failed) => {
+                        Line::from(Span::styled(e.code.clone(), t.error()))
+                    }
+                    (_, JobStatus::Completed | JobStatus::CompletedWithWarnings)
+                        if j.bytes_total > 0 =>
+                    {
+                        Line::from(Span::styled(fmt::bytes(j.bytes_done), t.muted()))
+                    }
+                    _ => Line::from(""),
+                }
+            };
+            if wide {
+                cells.push(progress);
+            }
+            Row::new(cells)
+        },
+    );
+}

@@ -1,0 +1,196 @@
+//! The shared table: selection and scrolling ([`TableNav`]) and a renderer that builds
+//! only the rows that fit on screen, so 10,000 items or a window of jobs cost no more to
+//! draw than twenty.
+
+use crate::tui::theme::Theme;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
+use ratatui::Frame;
+use std::cell::Cell;
+
+/// A column: its title and width.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub title: &'static str,
+    pub width: Constraint,
+}
+
+impl Column {
+    pub const fn new(title: &'static str, width: Constraint) -> Column {
+        Column { title, width }
+    }
+}
+
+/// Selection and scroll position of a table. The offset and the viewport are written by
+/// the renderer (it is the one that knows the height) and read by key and mouse handling.
+#[derive(Debug, Default, Clone)]
+pub struct TableNav {
+    pub selected: usize,
+    offset: Cell<usize>,
+    /// Rows visible at the last draw.
+    viewport: Cell<usize>,
+    /// Where the rows were drawn (for mouse clicks).
+    rows_area: Cell<Rect>,
+}
+
+impl PartialEq for TableNav {
+    fn eq(&self, other: &Self) -> bool {
+        self.selected == other.selected
+    }
+}
+
+impl TableNav {
+    pub fn offset(&self) -> usize {
+        self.offset.get()
+    }
+    pub fn page(&self) -> usize {
+        self.viewport.get().max(1)
+    }
+    pub fn clamp(&mut self, len: usize) {
+        if len == 0 {
+            self.selected = 0;
+        } else if self.selected >= len {
+            self.selected = len - 1;
+        }
+    }
+    pub fn up(&mut self, n: usize) {
+        self.selected = self.selected.saturating_sub(n);
+    }
+    pub fn down(&mut self, n: usize, len: usize) {
+        if len > 0 {
+            self.selected = (self.selected + n).min(len - 1);
+        }
+    }
+    pub fn top(&mut self) {
+        self.selected = 0;
+    }
+    pub fn bottom(&mut self, len: usize) {
+        self.selected = len.saturating_sub(1);
+    }
+    /// The row under a click at (`x`, `y`), if any.
+    pub fn row_at(&self, x: u16, y: u16, len: usize) -> Option<usize> {
+        let a = self.rows_area.get();
+        if x < a.x || x >= a.x + a.width || y < a.y || y >= a.y + a.height {
+            return None;
+        }
+        let i = self.offset.get() + (y - a.y) as usize;
+        (i < len).then_some(i)
+    }
+    /// Scrolls the view by `n` rows (mouse wheel) keeping the selection visible.
+    pub fn scroll(&mut self, down: bool, n: usize, len: usize) {
+        if down {
+            self.down(n, len);
+        } else {
+            self.up(n);
+        }
+    }
+
+    /// The first visible row for a viewport of `height` rows: the old offset when the
+    /// selection is still visible, else the nearest offset that shows it.
+    fn visible_offset(&self, height: usize, len: usize) -> usize {
+        let mut off = self.offset.get();
+        if height == 0 {
+            return 0;
+        }
+        if self.selected < off {
+            off = self.selected;
+        } else if self.selected >= off + height {
+            off = self.selected + 1 - height;
+        }
+        // No empty space below the last row when rows were removed.
+        off.min(len.saturating_sub(height))
+    }
+}
+
+/// Draws a table of `len` rows in `block`: the header, then only the visible rows, built by
+/// `row(i)` for each visible index `i`. `empty` is shown when there are no rows.
+#[allow(clippy::too_many_arguments)]
+pub fn render_table<'a>(
+    f: &mut Frame,
+    area: Rect,
+    block: Block<'a>,
+    columns: &[Column],
+    nav: &TableNav,
+    len: usize,
+    focused: bool,
+    theme: &Theme,
+    empty: &str,
+    row: impl Fn(usize) -> Row<'a>,
+) {
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if inner.height == 0 || inner.width == 0 {
+        return;
+    }
+    let header = Row::new(
+        columns
+            .iter()
+            .map(|c| Span::styled(c.title, theme.header())),
+    );
+    let body_height = inner.height.saturating_sub(1) as usize;
+    nav.viewport.set(body_height);
+    nav.rows_area.set(Rect {
+        x: inner.x,
+        y: inner.y + 1,
+        width: inner.width,
+        height: body_height as u16,
+    });
+    if len == 0 {
+        let t = Table::new(Vec::<Row>::new(), columns.iter().map(|c| c.width)).header(header);
+        f.render_widget(t, inner);
+        if inner.height > 2 {
+            let msg = Rect {
+                y: inner.y + 2,
+                height: inner.height - 2,
+                ..inner
+            };
+            f.render_widget(
+                Paragraph::new(Line::from(Span::styled(empty.to_string(), theme.muted())))
+                    .centered(),
+                msg,
+            );
+        }
+        nav.offset.set(0);
+        return;
+    }
+    let offset = nav.visible_offset(body_height, len);
+    nav.offset.set(offset);
+    let end = (offset + body_height).min(len);
+    let rows: Vec<Row> = (offset..end).map(&row).collect();
+    let mut state = TableState::default();
+    if focused {
+        state.select(Some(nav.selected.saturating_sub(offset)));
+    }
+    let t = Table::new(rows, columns.iter().map(|c| c.width))
+        .header(header)
+        .column_spacing(1)
+        .row_highlight_style(theme.selected());
+    f.render_stateful_widget(t, inner, &mut state);
+}
+
+/// A cell's text in a style (shorthand for rows).
+pub fn cell<'a>(text: impl Into<String>, style: Style) -> Line<'a> {
+    Line::from(Span::styled(text.into(), style))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_follows_the_selection() {
+        let mut n = TableNav::default();
+        n.down(30, 100);
+        assert_eq!(n.visible_offset(10, 100), 21);
+        n.offset.set(21);
+        n.up(5);
+        assert_eq!(n.visible_offset(10, 100), 21, "still visible: no scroll");
+        n.up(10);
+        assert_eq!(n.visible_offset(10, 100), 15);
+        n.offset.set(95);
+        n.selected = 97;
+        assert_eq!(n.visible_offset(10, 98), 88, "no blank rows after the last");
+    }
+}

@@ -1,0 +1,494 @@
+//! The `images` source through the real CLI (issue 5): a folder of raw, qcow2 (with a
+//! backing file), vmdk and vhd images made by qemu-img; discover, register, protect, back
+//! up, change blocks, back up again, restore both points in every format and compare with
+//! what the images held at each backup; an image a running QEMU holds; missing tools.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn tools() -> bool {
+    require_tool("qemu-img") && require_tool("qemu-nbd") && require_tool("qemu-io")
+}
+
+/// A test folder with the images folder `lab-images` (the cloud service) and two vaults on
+/// it: `lab` (the default) and `lab-crash` (allow_crash_consistent_reads = true).
+fn lab() -> (Env, PathBuf) {
+    let env = Env::with_config(|dir| {
+        let images = dir.join("lab-images");
+        std::fs::create_dir(&images).expect("mkdir");
+        format!(
+            "[engine]\nmax_concurrent_jobs = 2\n\n\
+             [[vault]]\nname = \"lab\"\nregion = \"lab-1\"\nchunk_size_kib = 64\n\
+             source = {{ kind = \"images\", path = \"{0}\", region = \"lab-1\" }}\n\n\
+             [[vault]]\nname = \"lab-crash\"\nregion = \"lab-1\"\nchunk_size_kib = 64\n\
+             source = {{ kind = \"images\", path = \"{0}\", region = \"lab-1\", allow_crash_consistent_reads = true }}\n",
+            images.display()
+        )
+    });
+    let images = env.path("lab-images");
+    (env, images)
+}
+
+/// The VMs of the folder: (name, file, qemu format).
+const VMS: &[(&str, &str, &str)] = &[
+    ("web01", "web01.raw", "raw"),
+    ("app01", "app01.qcow2", "qcow2"),
+    ("legacy", "legacy.vmdk", "vmdk"),
+    ("hyperv", "hyperv.vhd", "vpc"),
+];
+
+/// Makes the four images: incompressible data with holes, so that deduplication of the
+/// second backup and skipped holes are visible.
+fn make_images(env: &Env, images: &Path) {
+    let work = env.path("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    // raw: 24 MiB, 3 MiB of data at 0, 1 MiB at 17 MiB, the rest a hole.
+    let web = images.join("web01.raw");
+    sh("qemu-img", &["create", "-q", "-f", "raw", s(&web), "24M"]);
+    write_random(&web, 0, 3, 1);
+    write_random(&web, 17 << 20, 1, 2);
+    // qcow2 overlay on a backing file (one disk): base 32 MiB with data, overlay writes.
+    let base_raw = work.join("base.raw");
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "raw", s(&base_raw), "32M"],
+    );
+    write_random(&base_raw, 0, 4, 3);
+    write_random(&base_raw, 30 << 20, 1, 4);
+    sh(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            s(&base_raw),
+            s(&images.join("base.qcow2")),
+        ],
+    );
+    let app = images.join("app01.qcow2");
+    sh(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            s(&app),
+        ],
+    );
+    sh(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x23 2M 1M",
+            "-c",
+            "write -z 30M 512k",
+            s(&app),
+        ],
+    );
+    // vmdk converted from raw data.
+    let vmdk_raw = work.join("vmdk.raw");
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "raw", s(&vmdk_raw), "16M"],
+    );
+    write_random(&vmdk_raw, 1 << 20, 2, 5);
+    sh(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            s(&vmdk_raw),
+            s(&images.join("legacy.vmdk")),
+        ],
+    );
+    // vhd (vpc) created by qemu-img, written through qemu-io.
+    let vhd = images.join("hyperv.vhd");
+    sh("qemu-img", &["create", "-q", "-f", "vpc", s(&vhd), "16M"]);
+    sh(
+        "qemu-io",
+        &[
+            "-f",
+            "vpc",
+            "-c",
+            "write -P 0x41 5M 1M",
+            "-c",
+            "write -P 0x42 0 64k",
+            s(&vhd),
+        ],
+    );
+}
+
+/// Changes some blocks of every image: the raw file directly, the others through qemu-io.
+fn change_blocks(images: &Path) {
+    write_random(&images.join("web01.raw"), 10 << 20, 1, 9);
+    write_random(&images.join("web01.raw"), 1 << 20, 1, 10);
+    let q = |fmt: &str, file: &str, cmd: &str| {
+        sh("qemu-io", &["-f", fmt, "-c", cmd, s(&images.join(file))])
+    };
+    q("qcow2", "app01.qcow2", "write -P 0xab 1M 64k");
+    q("qcow2", "app01.qcow2", "write -P 0xac 31M 4k");
+    q("vmdk", "legacy.vmdk", "write -P 0xab 8M 64k");
+    q("vpc", "hyperv.vhd", "write -P 0xab 0 64k");
+}
+
+/// Saves what every image holds now, as raw files `<tag>-<vm>.raw`.
+fn save_originals(env: &Env, images: &Path, tag: &str) {
+    for (vm, file, fmt) in VMS {
+        to_raw(
+            &images.join(file),
+            fmt,
+            &env.path(&format!("{tag}-{vm}.raw")),
+        );
+    }
+}
+
+fn details(job: &Value) -> &Value {
+    &job["details"]
+}
+
+#[test]
+fn images_back_up_change_back_up_and_restore_both_points_in_every_format() {
+    if !tools() {
+        return;
+    }
+    let (env, images) = lab();
+    make_images(&env, &images);
+    std::fs::write(images.join("notes.txt"), "not an image").expect("write");
+
+    // Discover: one VM per image; the backing file is part of app01, not a VM.
+    let d = env.json(&["discover"]);
+    assert_eq!(d["job"]["status"], "Completed", "{d:#}");
+    assert_eq!(d["found"], 4, "{d:#}");
+    let items = env.json(&["items"]);
+    assert_eq!(items.as_array().expect("items").len(), 4, "{items:#}");
+    for (vm, file, _) in VMS {
+        let i = item(&items, vm);
+        assert_eq!(i["cloud_service"], "lab-images", "the folder's name: {i:#}");
+        assert_eq!(i["region"], "lab-1");
+        assert_eq!(i["power_state"], "Stopped");
+        assert_eq!(i["os"], "Unknown", "a disk image does not say: {i:#}");
+        assert_eq!(i["id"], format!("images:{file}"));
+        assert_eq!(i["disks"][0]["name"], *file);
+    }
+    assert_eq!(item(&items, "web01")["disks"][0]["capacity"], 24u64 << 20);
+    assert_eq!(item(&items, "app01")["disks"][0]["capacity"], 32u64 << 20);
+    assert_eq!(item(&items, "app01")["size"], "qcow2, 32 MiB");
+    assert_eq!(item(&items, "legacy")["disks"][0]["capacity"], 16u64 << 20);
+
+    // Register: findings name formats and the backing file.
+    let names: Vec<&str> = VMS.iter().map(|v| v.0).collect();
+    let mut reg = vec!["register"];
+    reg.extend(&names);
+    reg.push("--json");
+    let jobs: Value = serde_json::from_str(&env.ok(&reg)).expect("json");
+    let app_reg = jobs
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .find(|j| j["item"].as_str().is_some_and(|i| i.ends_with("app01")))
+        .expect("register job of app01");
+    assert_eq!(app_reg["status"], "Completed", "{app_reg:#}");
+    let findings = details(app_reg)["findings"].to_string();
+    assert!(
+        findings.contains("qcow2") && findings.contains("backing file"),
+        "{findings}"
+    );
+    let mut prot = vec!["protect"];
+    prot.extend(&names);
+    prot.extend(["--policy", "DefaultPolicy"]);
+    env.ok(&prot);
+
+    // First backup of every VM, with the images' contents saved at that time.
+    save_originals(&env, &images, "a");
+    let mut first = Vec::new();
+    for vm in &names {
+        let job = env.json(&["backup", vm]);
+        assert_eq!(job["status"], "Completed", "{job:#}");
+        assert_eq!(details(&job)["consistency"], "CrashConsistent");
+        first.push(job);
+    }
+    // Holes are never read: web01 has 4 MiB of data in 24 MiB.
+    assert_eq!(
+        details(&first[0])["bytes_read"],
+        4u64 << 20,
+        "{:#}",
+        first[0]
+    );
+
+    change_blocks(&images);
+    save_originals(&env, &images, "b");
+    let mut second = Vec::new();
+    for (vm, a) in names.iter().zip(&first) {
+        let job = env.json(&["backup", vm]);
+        assert_eq!(job["status"], "Completed", "{job:#}");
+        // No changed-block tracking for files: everything allocated is read again, but
+        // only changed chunks are stored.
+        let (stored_a, stored_b) = (
+            details(a)["stored_bytes"].as_u64().expect("n"),
+            details(&job)["stored_bytes"].as_u64().expect("n"),
+        );
+        assert!(
+            stored_b < stored_a,
+            "{vm}: second backup stored {stored_b} bytes, first {stored_a}"
+        );
+        second.push(job);
+    }
+    let web_b = details(&second[0])["stored_bytes"].as_u64().expect("n");
+    assert!(
+        web_b <= 3 << 20,
+        "2 MiB changed in web01, {web_b} bytes stored"
+    );
+
+    // Restore both points of every VM; each equals the image at its backup time.
+    for (i, (vm, _, _)) in VMS.iter().enumerate() {
+        for (tag, job) in [("a", &first[i]), ("b", &second[i])] {
+            let point = details(job)["recovery_point"].as_str().expect("point");
+            let to = env.path(&format!("restore-{tag}-{vm}"));
+            let r = env.json(&["restore", vm, "--point", point, "--to", s(&to)]);
+            assert_eq!(r["status"], "Completed", "{r:#}");
+            assert_files_equal(
+                &to.join(format!("{vm}-disk0.raw")),
+                &env.path(&format!("{tag}-{vm}.raw")),
+            );
+        }
+    }
+
+    // Restore as qcow2, vhd and vmdk: converted back to raw, each equals the source.
+    for (i, vm) in [(0usize, "web01"), (1, "app01"), (3, "hyperv")] {
+        for (tag, job) in [("a", &first[i]), ("b", &second[i])] {
+            let point = details(job)["recovery_point"].as_str().expect("point");
+            for (format, qemu) in [("qcow2", "qcow2"), ("vhd", "vpc"), ("vmdk", "vmdk")] {
+                let to = env.path(&format!("restore-{tag}-{vm}-{format}"));
+                let r = env.json(&[
+                    "restore",
+                    vm,
+                    "--point",
+                    point,
+                    "--to",
+                    s(&to),
+                    "--format",
+                    format,
+                ]);
+                assert_eq!(r["status"], "Completed", "{r:#}");
+                let image = to.join(format!("{vm}-disk0.{format}"));
+                let info: Value =
+                    serde_json::from_str(&sh("qemu-img", &["info", "--output=json", s(&image)]))
+                        .expect("json");
+                assert_eq!(info["format"], qemu, "{info:#}");
+                let back = env.path(&format!("back-{tag}-{vm}-{format}.raw"));
+                to_raw(&image, qemu, &back);
+                assert_files_equal(&back, &env.path(&format!("{tag}-{vm}.raw")));
+                let left: Vec<_> = std::fs::read_dir(&to)
+                    .expect("ls")
+                    .map(|e| e.expect("entry").file_name())
+                    .collect();
+                assert_eq!(
+                    left.len(),
+                    1,
+                    "only the image is left in {}: {left:?}",
+                    to.display()
+                );
+            }
+        }
+    }
+    let v = env.json(&["verify"]);
+    assert_eq!(v["status"], "Completed", "{v:#}");
+}
+
+/// Kills the process on drop.
+struct Holder(std::process::Child);
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A qemu-nbd that holds `image` open for writing, as a running VM's QEMU does.
+fn hold(image: &Path, format: &str) -> Holder {
+    let sock = image.with_extension("holder.sock");
+    let child = std::process::Command::new("qemu-nbd")
+        .args([
+            "--persistent",
+            "--format",
+            format,
+            "--socket",
+            s(&sock),
+            s(image),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(image.with_extension("holder.log")).expect("log"))
+        .spawn()
+        .expect("qemu-nbd");
+    let mut holder = Holder(child);
+    // Ready once a reader without force-share is refused.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(60) {
+        let out = std::process::Command::new("qemu-img")
+            .args(["info", s(image)])
+            .output()
+            .expect("qemu-img");
+        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("lock") {
+            return holder;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = holder.0.try_wait();
+    let log = std::fs::read_to_string(image.with_extension("holder.log")).unwrap_or_default();
+    panic!(
+        "qemu-nbd never locked {} ({status:?}): {log}",
+        image.display()
+    );
+}
+
+#[test]
+fn an_image_in_use_fails_the_backup_clearly_unless_crash_consistent_reads_are_allowed() {
+    if !tools() {
+        return;
+    }
+    let (env, images) = lab();
+    let busy = images.join("busy.qcow2");
+    sh("qemu-img", &["create", "-q", "-f", "qcow2", s(&busy), "8M"]);
+    sh(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x61 0 1M",
+            "-c",
+            "write -P 0x62 6M 64k",
+            s(&busy),
+        ],
+    );
+    let expected = env.path("busy-expected.raw");
+    to_raw(&busy, "qcow2", &expected);
+    let holder = hold(&busy, "qcow2");
+
+    // Discovery sees it in use: Running.
+    env.ok(&["discover"]);
+    let items = env.json(&["items"]);
+    assert_eq!(item(&items, "busy")["power_state"], "Running", "{items:#}");
+    // Registration succeeds (the VM may be shut down before its backup) and warns.
+    let reg = env.json(&["register", "busy"]);
+    assert_eq!(reg["status"], "CompletedWithWarnings", "{reg:#}");
+    let warnings = reg["details"]["warnings"].to_string();
+    assert!(
+        warnings.contains("in use by a running QEMU")
+            && warnings.contains("allow_crash_consistent_reads"),
+        "{warnings}"
+    );
+    env.ok(&["protect", "busy", "--policy", "DefaultPolicy"]);
+
+    // The backup fails (exit 1) with a clear error and what to do.
+    let out = env.run(&["backup", "busy", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(job["status"], "Failed", "{job:#}");
+    assert_eq!(job["error"]["code"], "UserErrorImageInUse", "{job:#}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("busy.qcow2"),
+        "{job:#}"
+    );
+    let recs = job["error"]["recommendations"].to_string();
+    assert!(
+        recs.contains("libvirt") && recs.contains("allow_crash_consistent_reads = true"),
+        "{recs}"
+    );
+    // The text output says the same.
+    let (_, err) = env.fails_with(1, &["backup", "busy"]);
+    assert!(
+        err.contains("UserErrorImageInUse") && err.contains("allow_crash_consistent_reads"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let items = env.json(&["items"]);
+    assert_eq!(item(&items, "busy")["protection_state"], "ProtectionError");
+
+    // The vault that allows crash-consistent reads backs it up, with a warning.
+    let v = ["--vault", "lab-crash"];
+    env.ok(&[v[0], v[1], "discover"]);
+    env.ok(&[v[0], v[1], "register", "busy"]);
+    env.ok(&[v[0], v[1], "protect", "busy", "--policy", "DefaultPolicy"]);
+    let job = env.json(&[v[0], v[1], "backup", "busy"]);
+    assert_eq!(job["status"], "CompletedWithWarnings", "{job:#}");
+    assert_eq!(job["details"]["consistency"], "CrashConsistent");
+    let w = job["details"]["warnings"].to_string();
+    assert!(
+        w.contains("busy.qcow2") && w.contains("crash-consistent"),
+        "{w}"
+    );
+    let point = job["details"]["recovery_point"]
+        .as_str()
+        .expect("point")
+        .to_string();
+    let to = env.path("restore-crash");
+    env.ok(&[
+        v[0],
+        v[1],
+        "restore",
+        "busy",
+        "--point",
+        &point,
+        "--to",
+        s(&to),
+    ]);
+    assert_files_equal(&to.join("busy-disk0.raw"), &expected);
+
+    // Once the QEMU is gone, the default vault backs it up too.
+    drop(holder);
+    let job = env.json(&["backup", "busy"]);
+    assert_eq!(job["status"], "Completed", "{job:#}");
+    assert_eq!(
+        item(&env.json(&["items"]), "busy")["protection_state"],
+        "Protected"
+    );
+}
+
+#[test]
+fn a_missing_qemu_img_is_a_clear_error_at_discovery() {
+    let (env, images) = lab();
+    std::fs::write(images.join("web01.raw"), vec![0u8; 1 << 20]).expect("write");
+    let path = path_with_only(&env.path("bin"), &[]);
+    let out = env
+        .cmd()
+        .env("PATH", &path)
+        .arg("discover")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a failed Discover job: {err}");
+    assert!(err.contains("UserErrorToolNotFound"), "{err}");
+    assert!(
+        err.contains("qemu-img not found") && err.contains("qemu-utils"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // Nothing was discovered; with the tool back, discovery works.
+    if require_tool("qemu-img") {
+        let d = env.json(&["discover"]);
+        assert_eq!(d["found"], 1, "{d:#}");
+    }
+}

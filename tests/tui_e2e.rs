@@ -1,0 +1,218 @@
+//! The real `vmvault` console in a pseudo-terminal, driven by keys and read from the screen:
+//! discover → register → protect with a new policy → back up now → the job completes →
+//! dashboard counts → restore (bit-identical to the simulated disk at the point's time).
+//! Waits poll the screen with generous timeouts (CI machines are small and busy).
+
+mod common;
+mod tui_support;
+
+use common::*;
+use tui_support::*;
+
+fn console(env: &Env, cols: u16, rows: u16, extra_env: &[(&str, &str)]) -> Console {
+    let config = env.config.to_str().expect("utf8 path").to_string();
+    let data = env.data.to_str().expect("utf8 path").to_string();
+    Console::spawn(
+        &["--config", &config, "--data-dir", &data],
+        extra_env,
+        cols,
+        rows,
+    )
+}
+
+/// A line of the screen that contains every one of `parts`.
+fn has_line(screen: &str, parts: &[&str]) -> bool {
+    screen.lines().any(|l| parts.iter().all(|p| l.contains(p)))
+}
+
+#[test]
+fn portal_flow_in_a_real_terminal() {
+    let env = Env::new();
+    let mut c = console(&env, 120, 40, &[]);
+    c.wait_for("1 Dashboard", TIMEOUT);
+    c.wait_for("test-we", TIMEOUT);
+
+    // Discover.
+    c.send("2");
+    c.wait_for("Workload type", TIMEOUT);
+    c.send("d");
+    c.wait_for("Discovery complete", TIMEOUT);
+    c.wait_until("app01 listed", TIMEOUT, |s| {
+        has_line(s, &["app01", "sales", "Not registered"])
+    });
+
+    // Register app01 (filter, select, Enter).
+    c.send("r");
+    c.wait_for("Register items", TIMEOUT);
+    c.send("/app01");
+    c.wait_for("filter \"app01", TIMEOUT);
+    c.enter();
+    c.send(" ");
+    c.wait_until("app01 selected", TIMEOUT, |s| {
+        has_line(s, &["[x]", "app01"])
+    });
+    c.enter();
+    c.wait_until("app01 registered", TIMEOUT, |s| {
+        has_line(s, &["app01", "sales", "Registered"])
+            && !has_line(s, &["app01", "sales", "Not registered"])
+    });
+
+    // Protect with a new policy.
+    c.send("3");
+    c.wait_for("Protected Items", TIMEOUT);
+    c.send("p");
+    c.wait_for("Registered VMs not protected yet", TIMEOUT);
+    c.enter();
+    c.wait_for("New policy…", TIMEOUT);
+    c.down();
+    c.send("\t");
+    c.wait_for("New policy: schedule", TIMEOUT);
+    c.send("Nightly");
+    c.wait_until("the name typed", TIMEOUT, |s| {
+        has_line(s, &["Policy name", "Nightly"])
+    });
+    c.enter();
+    c.wait_for("Retention: which backups are kept", TIMEOUT);
+    c.wait_for("Retention preview", TIMEOUT);
+    c.enter();
+    c.wait_for("What will happen", TIMEOUT);
+    c.wait_for("Policy Nightly is created", TIMEOUT);
+    c.enter();
+    c.wait_until("app01 pending its initial backup", TIMEOUT, |s| {
+        has_line(
+            s,
+            &[
+                "sales/app01",
+                "Nightly",
+                "Protected (pending initial backup)",
+            ],
+        )
+    });
+
+    // Back up now; the job completes.
+    c.send("b");
+    c.wait_for("Retain backup until", TIMEOUT);
+    c.enter();
+    c.wait_until("the backup completed", TIMEOUT, |s| {
+        has_line(s, &["sales/app01", "Nightly", "Protected", "Completed"])
+    });
+
+    // Jobs: the backup is listed as Completed.
+    c.send("4");
+    c.wait_until("the backup job listed", TIMEOUT, |s| {
+        has_line(s, &["Backup", "sales/app01", "Completed"])
+    });
+
+    // Dashboard counts.
+    c.send("1");
+    c.wait_until("1 protected item", TIMEOUT, |s| {
+        has_line(s, &["Protected       1"])
+    });
+    let s = c.wait_until("1 registered item", TIMEOUT, |s| {
+        has_line(s, &["Registered      1"])
+    });
+    assert!(has_line(&s, &["Need attention  0"]), "{s}");
+
+    // Restore the point into a folder of our own.
+    let target = env.path("restored");
+    c.send("3");
+    c.wait_for("Protected Items (1)", TIMEOUT);
+    c.enter();
+    c.wait_for("Recovery points (1)", TIMEOUT);
+    c.send("R");
+    c.wait_for("Target folder", TIMEOUT);
+    c.send("\x15"); // Ctrl-U: clear the suggested folder
+    c.send(target.to_str().expect("utf8"));
+    c.wait_for("restored/app01-disk0.raw", TIMEOUT);
+    c.enter();
+    c.wait_for("Restore complete", TIMEOUT);
+
+    // The restored disks equal the simulated disks at the point's time.
+    let points = env.json(&["points", "sales/app01"]);
+    let point = points[0]["id"].as_str().expect("point id").to_string();
+    let time = env.point_time("sales/app01", &point);
+    let items = env.json(&["items"]);
+    let app01 = items
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["name"] == "app01")
+        .expect("app01")
+        .clone();
+    for d in app01["disks"].as_array().expect("disks") {
+        let n = d["index"].as_u64().expect("index");
+        let export = env.path(&format!("export-{n}.raw"));
+        env.ok(&[
+            "sim",
+            "export-disk",
+            "sales/app01",
+            "--disk",
+            &n.to_string(),
+            "--at",
+            &time,
+            "--to",
+            export.to_str().expect("utf8"),
+        ]);
+        assert_files_equal(&target.join(format!("app01-disk{n}.raw")), &export);
+    }
+
+    // Quit: nothing runs, so no question.
+    c.send("q");
+    assert_eq!(c.wait_exit(TIMEOUT), 0);
+}
+
+#[test]
+fn any_size_no_color_and_quit_asks_while_jobs_run() {
+    let env = Env::with_source("read_throughput_mib_s = 1");
+    env.protect(&["sales/web01"]);
+    let mut c = console(&env, 80, 24, &[("NO_COLOR", "1")]);
+    c.wait_for("1 Dashboard", TIMEOUT);
+    c.wait_for("Protected       1", TIMEOUT);
+    // NO_COLOR: not one coloured cell.
+    c.with_screen(|s| {
+        for row in 0..24 {
+            for col in 0..80 {
+                let cell = s.cell(row, col).expect("cell");
+                assert_eq!(
+                    cell.fgcolor(),
+                    vt100::Color::Default,
+                    "coloured text at {row},{col}"
+                );
+                assert_eq!(
+                    cell.bgcolor(),
+                    vt100::Color::Default,
+                    "coloured background at {row},{col}"
+                );
+            }
+        }
+    });
+    // Tiny: says so; back to normal.
+    c.resize(30, 8);
+    c.wait_for("terminal too small", TIMEOUT);
+    c.resize(80, 24);
+    c.wait_for("1 Dashboard", TIMEOUT);
+
+    // A slow backup runs; quitting asks, and the job ends Cancelled.
+    c.send("3");
+    c.wait_for("sales/web01", TIMEOUT);
+    c.send("b");
+    c.wait_for("Retain backup until", TIMEOUT);
+    c.enter();
+    c.wait_for("1 running", TIMEOUT);
+    c.send("4");
+    c.wait_until("a progress bar", TIMEOUT, |s| {
+        has_line(s, &["Backup", "sales/web01", "%"])
+    });
+    c.send("q");
+    c.wait_for("Quitting cancels them", TIMEOUT);
+    c.send("y");
+    assert_eq!(c.wait_exit(TIMEOUT), 0);
+    let jobs = env.json(&["jobs", "--operation", "Backup"]);
+    let statuses: Vec<&str> = jobs
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["status"].as_str().unwrap_or(""))
+        .collect();
+    assert!(statuses.contains(&"Cancelled"), "{statuses:?}");
+}

@@ -1,0 +1,188 @@
+//! Input handling without an engine: the mouse (off by default; clicks on tabs and rows,
+//! the wheel), the searchable help, what J opens, and keys that must not act while typing.
+
+mod tui_support;
+
+use crossterm::event::{KeyCode, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use tui_support::fixture::*;
+use vmvault::tui::app::{App, Effect, Msg, Tab};
+use vmvault::tui::popups::Popup;
+
+fn mouse(kind: MouseEventKind, column: u16, row: u16) -> Msg {
+    Msg::Mouse(MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+fn click(column: u16, row: u16) -> Msg {
+    mouse(MouseEventKind::Down(MouseButton::Left), column, row)
+}
+
+/// Draws (so the layout is known to the mouse handling) and returns the text.
+fn draw(a: &App) -> String {
+    text(&render(a, 120, 40))
+}
+
+fn position(screen: &str, text: &str) -> (u16, u16) {
+    for (y, line) in screen.lines().enumerate() {
+        if let Some(b) = line.find(text) {
+            return (line[..b].chars().count() as u16, y as u16);
+        }
+    }
+    panic!("{text:?} not on screen:\n{screen}");
+}
+
+#[test]
+fn mouse_is_off_by_default() {
+    let mut a = app(120, 40);
+    let s = draw(&a);
+    let (x, y) = position(&s, "4 Jobs");
+    a.update(click(x + 1, y));
+    assert_eq!(a.tab, Tab::Dashboard);
+}
+
+#[test]
+fn mouse_clicks_tabs_and_rows_and_scrolls() {
+    let mut a = app(120, 40);
+    a.mouse = true;
+    let s = draw(&a);
+    let (x, y) = position(&s, "2 Registered Items");
+    a.update(click(x + 2, y));
+    assert_eq!(a.tab, Tab::Registered);
+    let s = draw(&a);
+    // Click a row: it is selected; a second click opens it.
+    let (x, y) = position(&s, "jump01");
+    a.update(click(x, y));
+    assert_eq!(a.registered.table.selected(&a.data).unwrap().name, "jump01");
+    assert!(a.popups.is_empty());
+    let effects = a.update(click(x, y));
+    assert!(matches!(a.popups.last(), Some(Popup::Item(i)) if i.item.name == "jump01"));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::LoadPoints(id) if id.ends_with("jump01"))));
+    a.update(code(KeyCode::Esc));
+    // The wheel moves the selection.
+    let before = a.registered.table.nav.selected;
+    a.update(mouse(MouseEventKind::ScrollDown, 10, 10));
+    assert_eq!(a.registered.table.nav.selected, before + 3);
+    a.update(mouse(MouseEventKind::ScrollUp, 10, 10));
+    assert_eq!(a.registered.table.nav.selected, before);
+    // Dashboard: clicking the Failed count opens Jobs filtered to failures.
+    a.update(key('1'));
+    let s = draw(&a);
+    let (x, y) = position(&s, "Failed");
+    let effects = a.update(click(x, y));
+    assert_eq!(a.tab, Tab::Jobs);
+    assert!(effects.iter().any(
+        |e| matches!(e, Effect::Jobs(q) if q.status == vmvault::tui::data::StatusFilter::Failed)
+    ));
+}
+
+#[test]
+fn help_lists_this_views_keys_and_searches() {
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    a.update(key('?'));
+    let Some(Popup::Help(h)) = a.popups.last() else {
+        panic!("help not open")
+    };
+    assert!(h
+        .entries
+        .iter()
+        .any(|(k, d)| k == "c" && d.contains("Cancel")));
+    assert!(
+        !h.entries.iter().any(|(_, d)| d.contains("Register items")),
+        "the Jobs help lists Registered Items keys"
+    );
+    for c in "time".chars() {
+        a.update(key(c));
+    }
+    let Some(Popup::Help(h)) = a.popups.last() else {
+        panic!("help closed while typing")
+    };
+    let m = h.matching();
+    assert!(
+        !m.is_empty() && m.iter().all(|(_, d)| d.to_lowercase().contains("time")),
+        "{m:?}"
+    );
+    // Typing did not switch tabs or quit; Esc clears the search, a second Esc closes.
+    a.update(code(KeyCode::Esc));
+    assert!(matches!(a.popups.last(), Some(Popup::Help(_))));
+    a.update(code(KeyCode::Esc));
+    assert!(a.popups.is_empty());
+    assert_eq!(a.tab, Tab::Jobs);
+}
+
+#[test]
+fn typing_in_a_filter_does_not_trigger_actions() {
+    let mut a = app(120, 40);
+    a.update(key('2'));
+    a.update(key('/'));
+    let effects: Vec<Effect> = "dq1r".chars().flat_map(|c| a.update(key(c))).collect();
+    assert!(effects.is_empty(), "{effects:?}");
+    assert!(!a.should_quit);
+    assert_eq!(a.tab, Tab::Registered);
+    assert_eq!(a.registered.table.filter.value, "dq1r");
+    assert!(a.popups.is_empty());
+}
+
+#[test]
+fn view_jobs_opens_what_the_notification_is_about() {
+    let mut a = app(120, 40);
+    a.update(Msg::Done(Box::new(vmvault::tui::app::CommandDone {
+        label: "Register",
+        subject: "2 VMs".into(),
+        operation: Some(vmvault::model::JobOperation::Register),
+        result: Ok(vec!["a".into(), "b".into()]),
+        note: None,
+    })));
+    assert!(a.notice.as_ref().unwrap().text.contains("press J to view"));
+    let effects = a.update(key('J'));
+    assert_eq!(a.tab, Tab::Jobs);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Jobs(q) if q.operation == Some(vmvault::model::JobOperation::Register))));
+    // One job: its details.
+    a.update(Msg::Done(Box::new(vmvault::tui::app::CommandDone {
+        label: "Back up now",
+        subject: "sales/web01".into(),
+        operation: Some(vmvault::model::JobOperation::Backup),
+        result: Ok(vec![running_backup().id]),
+        note: None,
+    })));
+    let effects = a.update(key('J'));
+    assert!(matches!(a.popups.last(), Some(Popup::Job(_))));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::LoadJob(id) if *id == running_backup().id)));
+}
+
+#[test]
+fn refused_commands_explain_and_tiny_terminals_do_not_panic() {
+    let mut a = app(120, 40);
+    a.update(Msg::Done(Box::new(vmvault::tui::app::CommandDone {
+        label: "Protect",
+        subject: "sales/app01".into(),
+        operation: None,
+        result: Err("cannot protect sales/app01: it is not registered".into()),
+        note: None,
+    })));
+    assert!(
+        matches!(a.popups.last(), Some(Popup::Message(m)) if m.text.contains("not registered"))
+    );
+    // Every view and popup at every small size: no panic.
+    for (w, h) in [(1, 1), (10, 3), (59, 14), (60, 15), (61, 16), (80, 24)] {
+        for k in ['1', '2', '3', '4', '5'] {
+            let mut b = app(w, h);
+            b.update(key(k));
+            render(&b, w, h);
+            for p in ['?', 'r', 'p', 'v', 'n'] {
+                let mut c = app(w, h);
+                c.update(key(k));
+                c.update(key(p));
+                render(&c, w, h);
+            }
+        }
+    }
+}
