@@ -7,10 +7,12 @@
 //! default 2048), `VMVAULT_BENCH_CHUNK_KIB` (default 1024), `VMVAULT_BENCH_LEVEL` (zstd
 //! level, default 3), `VMVAULT_BENCH_THREADS` (default: available cores).
 //! The image is read from the page cache (it was just written), like the peers in
-//! `scripts/bench-peers.sh`; every timed step includes its final sync.
+//! `scripts/bench-peers.sh`; every timed step includes its final sync. The disk reader is
+//! a raw file read like the `images` source reads one (pread, and views mapped from the
+//! page cache for slots compared with the previous point).
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -18,14 +20,15 @@ use std::sync::Mutex;
 use std::time::Instant;
 use vmvault::cancel::{CancelToken, Progress};
 use vmvault::model::Extent;
-use vmvault::provider::{DiskReader, ProviderError};
+use vmvault::provider::{DiskReader, DiskView, MappedBytes, ProviderError};
 use vmvault::vault::store::{
     backup_disk, restore_disk, verify_chunks, BackupParams, ChunkRegistry, ChunkStore, Digest,
     DiskBackup, DiskIndex, PinSet, StoreError,
 };
 
-const MIB: u64 = 1 << 20;
-const EXTENT: u64 = 4 * MIB;
+#[path = "support/image.rs"]
+mod disk_image;
+use disk_image::{make_image, MIB};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -34,139 +37,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-fn fill_random(rng: &mut Rng, buf: &mut [u8]) {
-    for c in buf.chunks_mut(8) {
-        let v = rng.next().to_le_bytes();
-        c.copy_from_slice(&v[..c.len()]);
-    }
-}
-
-/// Text-like bytes (words, paths, numbers) that zstd compresses about 3-4x.
-fn fill_text(rng: &mut Rng, buf: &mut [u8]) {
-    const WORDS: [&str; 32] = [
-        "usr",
-        "lib",
-        "bin",
-        "share",
-        "config",
-        "kernel",
-        "module",
-        "system",
-        "service",
-        "network",
-        "device",
-        "driver",
-        "python3",
-        "package",
-        "version",
-        "x86_64",
-        "debian",
-        "include",
-        "header",
-        "locale",
-        "timezone",
-        "firmware",
-        "openssl",
-        "libc.so.6",
-        "cache",
-        "journal",
-        "var",
-        "log",
-        "etc",
-        "passwd",
-        "boot",
-        "initrd",
-    ];
-    let mut i = 0;
-    let mut piece = [0u8; 32];
-    while i < buf.len() {
-        let x = rng.next();
-        let w = WORDS[(x & 31) as usize].as_bytes();
-        piece[..w.len()].copy_from_slice(w);
-        let mut n = w.len();
-        if x & 0x300 == 0 {
-            let mut num = (x >> 16) % 100_000;
-            loop {
-                piece[n] = b'0' + (num % 10) as u8;
-                n += 1;
-                num /= 10;
-                if num == 0 {
-                    break;
-                }
-            }
-        }
-        piece[n] = match (x >> 10) & 7 {
-            0 => b'\n',
-            1 => b'/',
-            2 => b'=',
-            _ => b' ',
-        };
-        n += 1;
-        let take = n.min(buf.len() - i);
-        buf[i..i + take].copy_from_slice(&piece[..take]);
-        i += take;
-    }
-}
-
-/// Writes the mixed image; returns (allocated bytes, kinds of the extents).
-fn make_image(path: &Path, capacity: u64) -> u64 {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
-    f.set_len(capacity).unwrap();
-    let mut rng = Rng(42);
-    // Exactly 40 % holes, 30 % compressible, 30 % random extents, in a shuffled order.
-    let n = capacity.div_ceil(EXTENT) as usize;
-    let mut kinds: Vec<u8> = (0..n).map(|i| ((i * 10 / n.max(1)) as u8).min(9)).collect();
-    for i in (1..n).rev() {
-        kinds.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-    }
-    let mut buf = vec![0u8; EXTENT as usize];
-    let mut allocated = 0;
-    for (i, kind) in kinds.iter().enumerate() {
-        let off = i as u64 * EXTENT;
-        let len = EXTENT.min(capacity - off) as usize;
-        match kind {
-            0..=3 => continue, // hole, never written
-            4..=6 => fill_text(&mut rng, &mut buf[..len]),
-            _ => fill_random(&mut rng, &mut buf[..len]),
-        }
-        f.write_all_at(&buf[..len], off).unwrap();
-        allocated += len as u64;
-    }
-    f.sync_all().unwrap();
-    allocated
-}
-
-/// 20 deterministic 1 MiB overwrites of random data at 4 KiB-aligned offsets; returns them.
 fn overwrite(path: &Path, capacity: u64, seed: u64) -> Vec<Extent> {
-    let f = OpenOptions::new().write(true).open(path).unwrap();
-    let mut rng = Rng(seed);
-    let mut buf = vec![0u8; MIB as usize];
-    let mut changed = Vec::new();
-    for _ in 0..20 {
-        let off = (rng.next() % (capacity - MIB)) & !4095;
-        fill_random(&mut rng, &mut buf);
-        f.write_all_at(&buf, off).unwrap();
-        changed.push(Extent::new(off, MIB));
-    }
-    f.sync_all().unwrap();
-    changed.sort();
-    changed
+    disk_image::overwrite(path, capacity, seed).unwrap()
 }
 
 /// A raw image file as a disk: extents from SEEK_DATA/SEEK_HOLE, reads with pread.
@@ -204,6 +76,12 @@ impl DiskReader for FileDisk {
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| ProviderError::io(format!("reading at {offset}"), e))
+    }
+    /// Mapped from the page cache, as the `images` source does for raw files.
+    fn view_at(&self, offset: u64, len: usize) -> Option<DiskView<'_>> {
+        MappedBytes::map(&self.file, offset, len)
+            .ok()
+            .map(DiskView::Mapped)
     }
 }
 
@@ -302,7 +180,7 @@ fn main() {
         base.display()
     );
     let t = Instant::now();
-    let allocated = make_image(&image, size);
+    let allocated = make_image(&image, size).unwrap();
     println!(
         "image made in {:.2} s: {} MiB allocated ({:.0} % holes)",
         t.elapsed().as_secs_f64(),

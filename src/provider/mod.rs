@@ -132,7 +132,19 @@ pub trait DiskReader: Send + Sync {
 
     /// Fills `buf` with the bytes at `offset` (must lie within the capacity).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError>;
+
+    /// The bytes at `offset..offset + len` without a copy, where the reader can offer them
+    /// (raw image files are mapped from the page cache); `None` where it cannot: use
+    /// `read_at`. The range must be allocated and within the capacity. A view may change
+    /// while it lives if something writes the disk, so callers copy what they store.
+    fn view_at(&self, _offset: u64, _len: usize) -> Option<DiskView<'_>> {
+        None
+    }
 }
+
+pub use view::{DiskView, MappedBytes};
+
+mod view;
 
 pub mod images;
 pub mod libvirt;

@@ -1278,6 +1278,22 @@ impl OpenDisk {
     }
 }
 
+impl OpenDisk {
+    /// A raw file's bytes mapped from the page cache (see `DiskReader::view_at`); None for
+    /// other data paths, or when mapping fails (the caller reads instead).
+    fn view_at(&self, offset: u64, len: usize) -> Option<super::DiskView<'_>> {
+        let DataPath::File(f) = &self.data else {
+            return None;
+        };
+        if offset.checked_add(len as u64)? > self.capacity {
+            return None;
+        }
+        super::MappedBytes::map(f, offset, len)
+            .ok()
+            .map(super::DiskView::Mapped)
+    }
+}
+
 /// pread that treats bytes past the end of a (shorter) file as zeros.
 fn read_file_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
     let mut done = 0;
@@ -1318,6 +1334,9 @@ impl DiskReader for OpenDiskReader {
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError> {
         self.0.read_at(offset, buf)
+    }
+    fn view_at(&self, offset: u64, len: usize) -> Option<super::DiskView<'_>> {
+        self.0.view_at(offset, len)
     }
 }
 

@@ -160,7 +160,8 @@ pub struct BackupParams<'a> {
     /// Gets the bytes read from the disk added as they are read (nothing else is set).
     pub progress: &'a Progress,
     pub cancel: &'a CancelToken,
-    /// Worker threads (at least 1; capped so buffers stay within [`BUFFER_BUDGET`]).
+    /// Cores to use (at least 1); the pipeline runs one more worker than this (see
+    /// `backup_workers`), capped so buffers stay within [`BUFFER_BUDGET`].
     pub threads: usize,
     /// zstd level (1 fastest; 3 zstd's default).
     pub compression_level: i32,
@@ -225,11 +226,25 @@ impl From<ProviderError> for BackupError {
     }
 }
 
-/// Number of workers for `threads` requested and chunk size `cs` (each holds two chunk
-/// buffers).
-pub(crate) fn worker_count(threads: usize, cs: u32, buffers_per_worker: usize) -> usize {
+/// Number of workers for `wanted` workers and chunk size `cs` (each holds
+/// `buffers_per_worker` chunk buffers), capped so buffers stay within [`BUFFER_BUDGET`].
+pub(crate) fn worker_count(wanted: usize, cs: u32, buffers_per_worker: usize) -> usize {
     let per_worker = buffers_per_worker * cs as usize;
-    threads.max(1).min((BUFFER_BUDGET / per_worker).max(1))
+    wanted.max(1).min((BUFFER_BUDGET / per_worker).max(1))
+}
+
+/// Workers of a backup on `threads` cores: one spare, so that while a worker waits for
+/// its chunk write (O_DIRECT writes are synchronous) or for a read, its core has another
+/// worker to run. Backup is otherwise CPU-bound (compression, hashing).
+pub(crate) fn backup_workers(threads: usize, cs: u32) -> usize {
+    worker_count(threads.max(1) + 1, cs, 2)
+}
+
+/// Workers of a restore or verify on `threads` cores: two per core, because these wait
+/// for the disk (chunk reads, image writes) about as long as they compute, and more
+/// requests in flight keep both the cores and the disk busy.
+pub(crate) fn io_workers(threads: usize, cs: u32) -> usize {
+    worker_count(2 * threads.max(1), cs, 2)
 }
 
 /// Backs up one disk. See the module docs for the pipeline, and [`BackupParams`].
@@ -249,7 +264,7 @@ pub fn backup_disk(p: BackupParams) -> Result<DiskBackup, BackupError> {
         i: 0,
     };
 
-    let workers = worker_count(p.threads, cs, 2);
+    let workers = backup_workers(p.threads, cs);
     let queue_capacity = workers * 2;
     let pins = p.pins.guard();
     let shared = Shared {
@@ -423,6 +438,9 @@ impl Shared<'_, '_> {
         let capacity = p.reader.capacity();
         let s0 = job.slot * u64::from(p.chunk_size);
         let len = slot_len(capacity, p.chunk_size, job.slot) as usize;
+        if self.unchanged_in_place(&job, s0, len) {
+            return Ok(());
+        }
         let buf = &mut raw[..len];
         // Read the allocated parts; the gaps between them are holes, hence zeros.
         let mut at = 0usize;
@@ -456,6 +474,39 @@ impl Shared<'_, '_> {
         }
         lock(&self.entries).push((job.slot, d));
         Ok(())
+    }
+}
+
+impl Shared<'_, '_> {
+    /// Whether slot `job` still holds what the previous point stored for it, checked on a
+    /// view of the disk's bytes (no copy: see `DiskReader::view_at`); if so, records the
+    /// slot and returns true. Only a slot allocated from end to end, with a previous
+    /// digest, whose reader offers views, is checked so. A slot that changed is read into
+    /// the worker's buffer afterwards, and its digest is computed from that copy: what is
+    /// stored always matches its name, even if the disk changes meanwhile.
+    fn unchanged_in_place(&self, job: &Job, s0: u64, len: usize) -> bool {
+        let p = self.p;
+        let Some(previous) = p.previous.and_then(|prev| prev.digest_at(job.slot)) else {
+            return false;
+        };
+        let whole_slot = matches!(job.reads[..], [e] if e.offset == s0 && e.len == len as u64);
+        if !whole_slot {
+            return false;
+        }
+        let Some(view) = p.reader.view_at(s0, len) else {
+            return false;
+        };
+        if blake3::hash(&view).as_bytes() != previous {
+            return false;
+        }
+        drop(view);
+        // The previous point is committed and kept while this backup runs: its chunk
+        // needs no registry query, only a pin.
+        self.pins.pin(previous);
+        lock(&self.entries).push((job.slot, *previous));
+        p.progress.add_done(len as u64);
+        self.bytes_read.fetch_add(len as u64, Ordering::Relaxed);
+        true
     }
 }
 
@@ -833,6 +884,108 @@ mod tests {
     }
 
     #[test]
+    fn unchanged_slots_are_checked_in_place_and_only_changed_ones_are_read() {
+        use super::super::testutil::FileDisk;
+        let e = env();
+        let mut mem = MemDisk::new(24 * MIB + MIB / 2);
+        mem.put(0, compressible(1, 8 * MIB as usize));
+        mem.put(8 * MIB, random(2, 8 * MIB as usize));
+        mem.put(20 * MIB + 4096, random(3, 4096)); // slot 20: partly allocated
+        mem.put(24 * MIB, compressible(4, (MIB / 2) as usize)); // short last slot
+        let disk = FileDisk::from_mem(&e.root.join("disk.raw"), &mem);
+        let first = e.backup(&disk, MIB as u32);
+        let reads_first = disk.reads.load(Ordering::SeqCst);
+        assert_eq!(
+            disk.views.load(Ordering::SeqCst),
+            0,
+            "no previous: nothing to compare"
+        );
+
+        // Change slots 3 and 9 (and the partly allocated slot 20), no changed-block tracking.
+        disk.overwrite(3 * MIB + 100, &random(5, 5000));
+        disk.overwrite(9 * MIB + MIB - 10, &random(6, 10));
+        disk.overwrite(20 * MIB + 4096, &random(7, 4096));
+        mem.overwrite(3 * MIB + 100, &random(5, 5000));
+        mem.overwrite(9 * MIB + MIB - 10, &random(6, 10));
+        mem.overwrite(20 * MIB + 4096, &random(7, 4096));
+        let progress = Progress::default();
+        let mut p = e.params(&disk, Some(&first.index), None, MIB as u32);
+        p.progress = &progress;
+        let second = backup_disk(p).unwrap();
+        e.reg.commit(&second);
+        // 16 whole slots + the short last one are viewed; only the two that changed are
+        // read after their view, plus slot 20 (partly allocated: always read).
+        assert_eq!(disk.views.load(Ordering::SeqCst), 17);
+        assert_eq!(disk.reads.load(Ordering::SeqCst) - reads_first, 3);
+        assert_eq!(second.new_chunks.len(), 3);
+        assert_eq!(
+            second.bytes_read, first.bytes_read,
+            "every allocated byte counted once"
+        );
+        assert_eq!(progress.done(), second.bytes_read);
+        assert_eq!(second.pinned.len(), second.index.unique_digests().len());
+        // The same index a full backup computes, and the same bytes back.
+        let full = backup_disk(e.params(&mem, None, None, MIB as u32)).unwrap();
+        assert_eq!(second.index, full.index);
+        assert_eq!(e.restore(&second.index, "viewed.raw"), mem.image());
+    }
+
+    /// A disk whose views show other bytes than its reads (it changes between the two).
+    struct Shifting<'a> {
+        inner: &'a MemDisk,
+        view_of: Vec<u8>,
+    }
+
+    impl DiskReader for Shifting<'_> {
+        fn capacity(&self) -> u64 {
+            self.inner.capacity
+        }
+        fn allocated_extents(&self) -> Result<Vec<Extent>, ProviderError> {
+            self.inner.allocated_extents()
+        }
+        fn changed_extents(&self, _: &str) -> Result<Option<Vec<Extent>>, ProviderError> {
+            Ok(None)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError> {
+            self.inner.read_at(offset, buf)
+        }
+        fn view_at(&self, offset: u64, len: usize) -> Option<crate::provider::DiskView<'_>> {
+            let a = offset as usize;
+            Some(crate::provider::DiskView::Borrowed(
+                &self.view_of[a..a + len],
+            ))
+        }
+    }
+
+    #[test]
+    fn a_slot_changing_between_view_and_read_is_stored_as_read() {
+        let e = env();
+        let mut disk = MemDisk::new(4 * MIB).with(0, compressible(1, 4 * MIB as usize));
+        let first = e.backup(&disk, MIB as u32);
+        // The view of slot 2 shows one change, the read that follows another.
+        let mut seen = disk.image();
+        seen[2 * MIB as usize + 7] ^= 1;
+        disk.overwrite(2 * MIB + 9, &[0xAB; 3]);
+        let shifting = Shifting {
+            inner: &disk,
+            view_of: seen,
+        };
+        let b = backup_disk(e.params(&shifting, Some(&first.index), None, MIB as u32)).unwrap();
+        let want = *blake3::hash(&disk.image()[2 * MIB as usize..3 * MIB as usize]).as_bytes();
+        assert_eq!(
+            b.index.digest_at(2),
+            Some(&want),
+            "named after the bytes read"
+        );
+        assert_eq!(b.new_chunks.len(), 1);
+        let ds = b.index.unique_digests();
+        let faults = verify_chunks(&e.store, &ds, &Progress::default(), &e.cancel, 2).unwrap();
+        assert!(faults.is_empty(), "{faults:?}");
+        e.reg.commit(&b);
+        assert_eq!(e.restore(&b.index, "shifted.raw"), disk.image());
+    }
+
+    #[test]
     fn cbt_against_another_layout_reads_everything() {
         let e = env();
         let disk = mixed_disk();
@@ -895,7 +1048,7 @@ mod tests {
         assert_eq!(b.index.entries.len(), 65);
         assert_eq!(b.index.capacity, cap);
         let workers = b.stats.workers;
-        assert_eq!(workers, 2);
+        assert_eq!(workers, 3, "two cores and a spare");
         let per_worker = 2 * cs as usize + 64 * 1024; // raw + compressed + samples
         assert!(
             b.stats.peak_buffer_bytes <= workers * per_worker,
@@ -966,6 +1119,13 @@ mod tests {
         assert_eq!(worker_count(0, 1 << 20, 2), 1);
         assert_eq!(worker_count(64, 4 << 20, 2), 4);
         assert_eq!(worker_count(8, 16 << 20, 2), 1);
+        // A spare worker for backups, two per core for restore and verify; the budget
+        // still caps them.
+        assert_eq!(backup_workers(2, 1 << 20), 3);
+        assert_eq!(backup_workers(0, 1 << 20), 2);
+        assert_eq!(io_workers(2, 1 << 20), 4);
+        assert_eq!(io_workers(2, 16 << 20), 1);
+        assert_eq!(backup_workers(64, 4 << 20), 4);
     }
 
     #[test]

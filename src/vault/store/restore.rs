@@ -7,7 +7,7 @@
 //! to `<out>.partial`, fsynced, then renamed to `out`: a failed or interrupted restore
 //! never leaves a file that looks whole.
 
-use super::backup::worker_count;
+use super::backup::io_workers;
 use super::chunks::{ChunkReader, DirectFile};
 use super::{digest_hex, is_zero, ChunkStore, Digest, DiskIndex, StoreError};
 use crate::cancel::{CancelToken, Progress};
@@ -123,7 +123,7 @@ fn write_image(
             e,
         )
     })?;
-    let workers = worker_count(threads, index.chunk_size, 2).min(index.entries.len().max(1));
+    let workers = io_workers(threads, index.chunk_size).min(index.entries.len().max(1));
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let error: Mutex<Option<StoreError>> = Mutex::new(None);

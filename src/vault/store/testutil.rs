@@ -2,7 +2,7 @@
 
 use crate::cancel::CancelToken;
 use crate::model::Extent;
-use crate::provider::{DiskReader, ProviderError};
+use crate::provider::{DiskReader, DiskView, MappedBytes, ProviderError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -196,6 +196,87 @@ impl DiskReader for MemDisk {
             "read of an unallocated range at {offset}"
         );
         Ok(())
+    }
+    fn view_at(&self, offset: u64, len: usize) -> Option<DiskView<'_>> {
+        self.slice(offset, len).map(DiskView::Borrowed)
+    }
+}
+
+impl MemDisk {
+    /// The bytes of `offset..offset + len` when they lie inside one extent.
+    fn slice(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let (e, bytes) = self
+            .extents
+            .iter()
+            .find(|(e, _)| e.offset <= offset && offset + len as u64 <= e.end())?;
+        let a = (offset - e.offset) as usize;
+        Some(&bytes[a..a + len])
+    }
+}
+
+/// A raw image file as a disk (sparse where nothing was put), read with pread and viewed
+/// with real mappings, like the `images` source reads raw files; counts both.
+pub struct FileDisk {
+    pub file: std::fs::File,
+    pub capacity: u64,
+    pub extents: Vec<Extent>,
+    pub reads: AtomicU64,
+    pub views: AtomicU64,
+}
+
+impl FileDisk {
+    /// A sparse file at `path` holding `disk`'s extents.
+    pub fn from_mem(path: &std::path::Path, disk: &MemDisk) -> FileDisk {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        file.set_len(disk.capacity).unwrap();
+        for (e, bytes) in &disk.extents {
+            file.write_all_at(bytes, e.offset).unwrap();
+        }
+        FileDisk {
+            file,
+            capacity: disk.capacity,
+            extents: disk.extents.iter().map(|(e, _)| *e).collect(),
+            reads: AtomicU64::new(0),
+            views: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes `data` at `offset` (inside the extents).
+    pub fn overwrite(&self, offset: u64, data: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(data, offset).unwrap();
+    }
+}
+
+impl DiskReader for FileDisk {
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+    fn allocated_extents(&self) -> Result<Vec<Extent>, ProviderError> {
+        Ok(self.extents.clone())
+    }
+    fn changed_extents(&self, _since: &str) -> Result<Option<Vec<Extent>>, ProviderError> {
+        Ok(None)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError> {
+        use std::os::unix::fs::FileExt;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| ProviderError::io("test read", e))
+    }
+    fn view_at(&self, offset: u64, len: usize) -> Option<DiskView<'_>> {
+        self.views.fetch_add(1, Ordering::SeqCst);
+        MappedBytes::map(&self.file, offset, len)
+            .ok()
+            .map(DiskView::Mapped)
     }
 }
 

@@ -2,7 +2,7 @@
 //! one. Which recovery points a faulty chunk affects is the catalog's question (it knows
 //! which indexes reference which digests).
 
-use super::backup::worker_count;
+use super::backup::io_workers;
 use super::chunks::ChunkReader;
 use super::{ChunkStore, Digest, StoreError, DEFAULT_CHUNK_SIZE};
 use crate::cancel::{CancelToken, Progress};
@@ -41,7 +41,7 @@ pub fn verify_chunks(
     order.dedup_by_key(|i| digests[*i]);
     // Chunk files are read in name order: neighbouring files share fan-out folders. Buffers
     // grow to the largest chunk read; the worker cap assumes the default chunk size.
-    let workers = worker_count(threads, DEFAULT_CHUNK_SIZE, 2).min(order.len().max(1));
+    let workers = io_workers(threads, DEFAULT_CHUNK_SIZE).min(order.len().max(1));
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let faults: Mutex<Vec<(usize, ChunkFault)>> = Mutex::new(Vec::new());

@@ -1,0 +1,219 @@
+//! Single-core speed of each stage of the data path, on 1 MiB chunks of the benchmark
+//! image's kinds of data (text-like and random): read from the page cache, zero check,
+//! BLAKE3, compression at several zstd levels, chunk write (`ChunkStore::put`, O_DIRECT)
+//! and chunk read (`ChunkStore::get`: read + decompress + re-hash).
+//!
+//! Run: `cargo bench --bench stages` (release build). Each figure is the best of several
+//! rounds (the machine may be shared: the best round is the least disturbed one).
+//! `VMVAULT_BENCH_DIR` sets the folder for the files (default: the system temp folder).
+
+#[path = "support/image.rs"]
+mod disk_image;
+
+use disk_image::{fill_random, fill_text, Rng, MIB};
+use std::fs::{self, File, OpenOptions};
+use std::hint::black_box;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use vmvault::vault::store::{is_zero, ChunkStore, Digest};
+
+const CHUNK: usize = MIB as usize;
+/// Chunks per round of each measurement.
+const CHUNKS: usize = 32;
+const ROUNDS: usize = 5;
+
+/// Best (shortest) of `ROUNDS` runs of `f` over all chunks.
+fn best(mut f: impl FnMut()) -> Duration {
+    (0..ROUNDS)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn line(what: &str, bytes: usize, d: Duration, extra: &str) {
+    println!(
+        "{what:<44} {:>8.0} MB/s {:>8.2} ms/chunk  {extra}",
+        bytes as f64 / 1e6 / d.as_secs_f64(),
+        d.as_secs_f64() * 1e3 / CHUNKS as f64
+    );
+}
+
+fn main() {
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && a != "stages")
+    {
+        return;
+    }
+    let base: PathBuf = std::env::var_os("VMVAULT_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("vmvault-stages-{}", std::process::id()));
+    fs::create_dir_all(&base).unwrap();
+    let mut rng = Rng(7);
+    let text: Vec<Vec<u8>> = (0..CHUNKS)
+        .map(|_| {
+            let mut v = vec![0u8; CHUNK];
+            fill_text(&mut rng, &mut v);
+            v
+        })
+        .collect();
+    let random: Vec<Vec<u8>> = (0..CHUNKS)
+        .map(|_| {
+            let mut v = vec![0u8; CHUNK];
+            fill_random(&mut rng, &mut v);
+            v
+        })
+        .collect();
+    let total = CHUNKS * CHUNK;
+    println!("{CHUNKS} chunks of 1 MiB per round, best of {ROUNDS} rounds, one thread\n");
+
+    // Read from the page cache (a file just written).
+    let path = base.join("source.raw");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    for (i, c) in text.iter().enumerate() {
+        f.write_all_at(c, (i * CHUNK) as u64).unwrap();
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let d = best(|| {
+        for i in 0..CHUNKS {
+            f.read_exact_at(&mut buf, (i * CHUNK) as u64).unwrap();
+        }
+    });
+    line("pread from the page cache", total, d, "");
+
+    // Read + hash, as the backup of an unchanged slot does: whole chunk, then in pieces
+    // hashed right after they are read (while they are still in the core's cache).
+    let d = best(|| {
+        for i in 0..CHUNKS {
+            f.read_exact_at(&mut buf, (i * CHUNK) as u64).unwrap();
+            black_box(blake3::hash(&buf));
+        }
+    });
+    line("pread + BLAKE3, whole 1 MiB chunk", total, d, "");
+    {
+        use std::os::fd::AsRawFd;
+        let d = best(|| {
+            for i in 0..CHUNKS {
+                // SAFETY: a read-only private view of a file nobody truncates here.
+                unsafe {
+                    let p = libc::mmap(
+                        std::ptr::null_mut(),
+                        CHUNK,
+                        libc::PROT_READ,
+                        libc::MAP_SHARED | libc::MAP_POPULATE,
+                        f.as_raw_fd(),
+                        (i * CHUNK) as libc::off_t,
+                    );
+                    assert_ne!(p, libc::MAP_FAILED);
+                    let s = std::slice::from_raw_parts(p as *const u8, CHUNK);
+                    black_box(blake3::hash(s));
+                    libc::munmap(p, CHUNK);
+                }
+            }
+        });
+        line("mmap (populate) + BLAKE3 + munmap", total, d, "");
+    }
+    for piece in [64 << 10, 128 << 10, 256 << 10] {
+        let d = best(|| {
+            for i in 0..CHUNKS {
+                let mut h = blake3::Hasher::new();
+                for (k, p) in buf.chunks_mut(piece).enumerate() {
+                    f.read_exact_at(p, (i * CHUNK + k * piece) as u64).unwrap();
+                    h.update(p);
+                }
+                black_box(h.finalize());
+            }
+        });
+        line(
+            &format!("pread + BLAKE3 in {} KiB pieces", piece >> 10),
+            total,
+            d,
+            "",
+        );
+    }
+
+    let d = best(|| {
+        for c in &text {
+            black_box(is_zero(black_box(c)));
+        }
+    });
+    line("zero check (non-zero data: early exit)", total, d, "");
+    let zeros = vec![0u8; CHUNK];
+    let d = best(|| {
+        for _ in 0..CHUNKS {
+            black_box(is_zero(black_box(&zeros)));
+        }
+    });
+    line("zero check (all zeros: full scan)", total, d, "");
+
+    let d = best(|| {
+        for c in &text {
+            black_box(blake3::hash(c));
+        }
+    });
+    line("BLAKE3", total, d, "");
+
+    for level in [-1, 1, 2, 3] {
+        let mut cctx = zstd::bulk::Compressor::new(level).unwrap();
+        let mut out = vec![0u8; zstd::zstd_safe::compress_bound(CHUNK)];
+        let mut packed = 0;
+        let d = best(|| {
+            packed = 0;
+            for c in &text {
+                packed += cctx.compress_to_buffer(c, &mut out[..]).unwrap();
+            }
+        });
+        line(
+            &format!("zstd level {level}, text"),
+            total,
+            d,
+            &format!("ratio {:.3}", total as f64 / packed as f64),
+        );
+    }
+
+    let store = ChunkStore::open(&base.join("chunks")).unwrap();
+    let digests =
+        |v: &[Vec<u8>]| -> Vec<Digest> { v.iter().map(|c| *blake3::hash(c).as_bytes()).collect() };
+    for (kind, data) in [("text", &text), ("random", &random)] {
+        let ds = digests(data);
+        let d = best(|| {
+            for (c, d) in data.iter().zip(&ds) {
+                let _ = fs::remove_file(store.path_of(d));
+                store.put(d, c).unwrap();
+            }
+        });
+        line(
+            &format!("ChunkStore::put (zstd 3, O_DIRECT), {kind}"),
+            total,
+            d,
+            "",
+        );
+        let d = best(|| {
+            for d in &ds {
+                black_box(store.get(d).unwrap());
+            }
+        });
+        line(&format!("ChunkStore::get, {kind}"), total, d, "");
+    }
+    let t = Instant::now();
+    store.sync().unwrap();
+    println!(
+        "final sync of the chunk store: {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
+    drop(f);
+    let _ = File::open(&path);
+    let _ = fs::remove_dir_all(&base);
+}
