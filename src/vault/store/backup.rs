@@ -409,14 +409,11 @@ impl Shared<'_, '_> {
 
     fn worker(&self, rx: crossbeam_channel::Receiver<Job>) {
         let cs = self.p.chunk_size as usize;
-        let mut enc = match ChunkEncoder::new(self.p.compression_level) {
-            Ok(e) => e,
-            Err(e) => return self.fail(e.into()),
-        };
-        enc.reserve(cs);
-        let mut raw = vec![0u8; cs];
-        let held = raw.capacity() + enc.buffer_capacity();
-        self.account(held);
+        // Buffers and the zstd context are made on the first slot: a worker of a backup
+        // with nothing to read (an unchanged disk under changed-block tracking) costs no
+        // allocation, which matters when `sim advance` runs thousands of such backups.
+        let mut bufs: Option<(Vec<u8>, ChunkEncoder)> = None;
+        let mut held = 0;
         while let Ok(job) = rx.recv() {
             if self.stop.load(Ordering::SeqCst) {
                 break;
@@ -425,7 +422,24 @@ impl Shared<'_, '_> {
                 self.fail(BackupError::Cancelled);
                 break;
             }
-            if let Err(e) = self.process(job, &mut raw, &mut enc) {
+            if bufs.is_none() {
+                let mut enc = match ChunkEncoder::new(self.p.compression_level) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.fail(e.into());
+                        break;
+                    }
+                };
+                enc.reserve(cs);
+                let raw = vec![0u8; cs];
+                held = raw.capacity() + enc.buffer_capacity();
+                self.account(held);
+                bufs = Some((raw, enc));
+            }
+            let Some((raw, enc)) = bufs.as_mut() else {
+                break;
+            };
+            if let Err(e) = self.process(job, raw, enc) {
                 self.fail(e);
                 break;
             }
