@@ -347,6 +347,10 @@ fn backup_body(
     let mut pins = Vec::new();
     let (mut logical, mut stored, mut read) = (0u64, 0u64, 0u64);
     let threads = engine.inner.opts.threads.max(1);
+    // Plan every disk before reading any, so the job's total is known from the start and
+    // its percent and time left only move forward (a total that grew as each disk started
+    // made the bar reach ~100% and fall back on multi-disk VMs).
+    let mut plans = Vec::new();
     for disk in snapshot.disks().to_vec() {
         ctx.cancel.check()?;
         let reader = snapshot.open_disk(disk.index)?;
@@ -374,8 +378,13 @@ fn backup_body(
             (Some(_), Some(token)) => reader.changed_extents(token)?,
             _ => None,
         };
-        ctx.progress
-            .add_total(planned_read_bytes(reader.as_ref(), changed.as_deref())?);
+        let planned = planned_read_bytes(reader.as_ref(), changed.as_deref())?;
+        plans.push((disk, reader, prev_index, changed, planned));
+    }
+    ctx.progress
+        .set_total(plans.iter().map(|(.., planned)| *planned).sum());
+    for (disk, reader, prev_index, changed, _) in plans {
+        ctx.cancel.check()?;
         let result = store::backup_disk(BackupParams {
             reader: reader.as_ref(),
             previous: prev_index.as_ref(),
