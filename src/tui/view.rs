@@ -4,6 +4,7 @@
 
 use super::app::{App, Tab};
 use super::keys::Action;
+use super::popups::Popup;
 use super::tabs;
 use super::widgets::{key_hints, SPINNER};
 use crate::engine::NoticeLevel;
@@ -226,6 +227,14 @@ fn draw_notice(app: &App, f: &mut Frame, area: Rect) {
 fn draw_footer(app: &App, f: &mut Frame, area: Rect) {
     let t = &app.theme;
     let mut hints: Vec<(String, &str)> = Vec::new();
+    if let Some(Popup::Confirm(_)) = app.popups.last() {
+        // A question answers to y and n, not to the actions of a view.
+        hints.extend(
+            crate::tui::popups::confirm::HINTS
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v)),
+        );
+    }
     for a in app.footer_actions() {
         let label = match a {
             Action::Up | Action::Down => "↑↓".to_string(),

@@ -1,5 +1,6 @@
-//! A yes/no question (quit with running jobs, delete a policy, delete backup data). `y` or
-//! Enter answers yes; `n` or Esc no.
+//! A yes/no question (quit with running jobs, delete a policy, delete backup data). Every
+//! question guards something destructive, so only `y` answers yes: Enter, `n` and Esc
+//! answer no (Enter is pressed out of habit, and must never destroy anything).
 
 use crate::tui::app::{App, Cx, Effect, Nav};
 use crate::tui::widgets::{centered, key_hints, popup_frame};
@@ -8,6 +9,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
+
+/// The keys of the question, for its own last line and the console's footer.
+pub const HINTS: [(&str, &str); 2] = [("y", "Yes"), ("n/Esc", "No")];
 
 #[derive(Debug)]
 pub struct State {
@@ -35,11 +39,11 @@ impl State {
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         match k.code {
-            KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+            KeyCode::Char('y') | KeyCode::Char('Y') => {
                 cx.effects.append(&mut self.on_yes);
                 cx.nav = Nav::CloseAll;
             }
-            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => cx.close(),
+            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Enter => cx.close(),
             _ => {}
         }
     }
@@ -68,8 +72,7 @@ impl State {
             .collect();
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
         f.render_widget(
-            Paragraph::new(key_hints(&[("y".into(), "yes"), ("n".into(), "no")], t))
-                .right_aligned(),
+            Paragraph::new(key_hints(&HINTS.map(|(k, v)| (k.to_string(), v)), t)).right_aligned(),
             foot,
         );
     }

@@ -1,0 +1,85 @@
+//! What keys do (and refuse to do) in the fixture console, through `App::update`, without
+//! an engine: confirmations of destructive actions, refusals with a reason, and what the
+//! footer offers.
+
+mod tui_support;
+
+use crossterm::event::KeyCode;
+use tui_support::fixture::*;
+use vmvault::tui::app::{App, Command, Effect, Msg};
+use vmvault::tui::popups::Popup;
+
+fn runs(effects: &[Effect], pred: impl Fn(&Command) -> bool) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::Run(c) if pred(c)))
+}
+
+fn is_confirm(a: &App) -> bool {
+    matches!(a.popups.last(), Some(Popup::Confirm(_)))
+}
+
+/// The item details of sales/web01 (Protected Items, last row) with its points loaded.
+fn web01_details() -> App {
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::End));
+    a.update(code(KeyCode::Enter));
+    a.update(Msg::PointsLoaded {
+        item_id: "sim:/sales/web01".into(),
+        result: Ok(points()),
+    });
+    a
+}
+
+fn delete_data_question() -> App {
+    let mut a = web01_details();
+    a.update(key('s'));
+    a.update(code(KeyCode::Down));
+    a.update(code(KeyCode::Enter));
+    assert!(is_confirm(&a));
+    a
+}
+
+#[test]
+fn enter_never_confirms_a_destructive_question() {
+    // Delete backup data: Enter answers no, and so do n and Esc.
+    for no in [code(KeyCode::Enter), key('n'), code(KeyCode::Esc)] {
+        let mut a = delete_data_question();
+        let effects = a.update(no.clone());
+        assert!(!is_confirm(&a), "{no:?} left the question open");
+        assert!(
+            !runs(&effects, |c| matches!(c, Command::StopProtection { .. })),
+            "{no:?} deleted the data"
+        );
+    }
+    let mut a = delete_data_question();
+    let effects = a.update(key('y'));
+    assert!(runs(&effects, |c| matches!(
+        c,
+        Command::StopProtection {
+            delete_data: true,
+            ..
+        }
+    )));
+
+    // Quit with running jobs: Enter does not quit (it would cancel them).
+    let mut a = app(120, 40);
+    a.update(key('q'));
+    assert!(is_confirm(&a));
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(!a.should_quit && !effects.iter().any(|e| matches!(e, Effect::Quit)));
+    a.update(key('q'));
+    let effects = a.update(key('y'));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Quit)));
+}
+
+#[test]
+fn a_question_footer_offers_yes_and_no_not_open() {
+    let a = delete_data_question();
+    let screen = text(&render(&a, 120, 40));
+    let footer = screen.lines().last().unwrap_or_default();
+    assert!(footer.contains("y Yes"), "{footer}");
+    assert!(footer.contains("n/Esc No"), "{footer}");
+    assert!(!footer.contains("Enter"), "{footer}");
+}
