@@ -83,3 +83,54 @@ fn a_question_footer_offers_yes_and_no_not_open() {
     assert!(footer.contains("n/Esc No"), "{footer}");
     assert!(!footer.contains("Enter"), "{footer}");
 }
+
+#[test]
+fn cancel_job_asks_first_and_finished_jobs_do_not_offer_it() {
+    // Jobs tab: the first row is the running backup.
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    let effects = a.update(key('c'));
+    assert!(!runs(&effects, |c| matches!(c, Command::CancelJob(_))));
+    let Some(Popup::Confirm(q)) = a.popups.last() else {
+        panic!("c did not ask: {:?}", a.popups.len())
+    };
+    assert!(
+        q.lines[0].starts_with("Cancel the Backup of "),
+        "{:?}",
+        q.lines
+    );
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(a.popups.is_empty());
+    assert!(!runs(&effects, |c| matches!(c, Command::CancelJob(_))));
+    a.update(key('c'));
+    let effects = a.update(key('y'));
+    let id = running_backup().id;
+    assert!(runs(
+        &effects,
+        |c| matches!(c, Command::CancelJob(j) if *j == id)
+    ));
+
+    // Job details of the running job: c asks, and yes goes back to the details.
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    a.update(code(KeyCode::Enter));
+    a.update(Msg::JobLoaded(Box::new(Ok(running_backup()))));
+    assert!(text(&render(&a, 120, 40)).contains("c Cancel job"));
+    a.update(key('c'));
+    assert!(is_confirm(&a));
+    let effects = a.update(key('y'));
+    assert!(runs(&effects, |c| matches!(c, Command::CancelJob(_))));
+    assert!(matches!(a.popups.last(), Some(Popup::Job(_))));
+
+    // Details of a failed job: no c in the footer or the popup's hints, and c asks nothing.
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    a.update(code(KeyCode::End));
+    a.update(code(KeyCode::Enter));
+    a.update(Msg::JobLoaded(Box::new(Ok(failed_backup()))));
+    let screen = text(&render(&a, 120, 40));
+    assert!(!screen.contains("Cancel job"), "{screen}");
+    assert!(!screen.contains("cancel job"), "{screen}");
+    a.update(key('c'));
+    assert!(matches!(a.popups.last(), Some(Popup::Job(_))));
+}

@@ -440,7 +440,13 @@ async fn cancel_and_quit_record_cancelled_jobs() {
         .unwrap();
     s.app.jobs.nav.selected = pos;
     let id = s.app.data.jobs.rows[s.app.jobs.order[pos]].id.clone();
+    // c asks first; Enter answers no, y cancels.
     press(&mut s, "c");
+    assert!(matches!(s.app.popups.last(), Some(Popup::Confirm(_))));
+    s.handle(code(KeyCode::Enter));
+    assert!(s.app.popups.is_empty());
+    assert!(s.app.running.contains_key(&id));
+    press(&mut s, "cy");
     assert!(s.run_until(WAIT, |a| !a.running.contains_key(&id)).await);
     assert_eq!(
         s.engine().unwrap().job(&id).unwrap().status,

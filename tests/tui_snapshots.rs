@@ -159,6 +159,7 @@ fn popups() {
     );
     shot("vaults", on(&[key('v')]));
     shot("quit_with_running_jobs", on(&[key('q')]));
+    shot("cancel_job_confirm", on(&[key('4'), key('c')]));
     shot("message_refused", |w, h| {
         let mut a = app(w, h);
         a.update(Msg::Done(Box::new(vmvault::tui::app::CommandDone {

@@ -20,6 +20,9 @@ pub struct State {
     pub on_yes: Vec<Effect>,
     /// The answer destroys something: the question is in the error colour.
     pub danger: bool,
+    /// Yes closes every popup (the question ends what they were about); otherwise only
+    /// the question closes, back to the popup that asked it.
+    pub close_all: bool,
 }
 
 impl State {
@@ -34,14 +37,25 @@ impl State {
             lines,
             on_yes,
             danger,
+            close_all: true,
         }
+    }
+
+    /// Yes goes back to the popup below (which stays meaningful after the answer).
+    pub fn keep_below(mut self) -> State {
+        self.close_all = false;
+        self
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         match k.code {
             KeyCode::Char('y') | KeyCode::Char('Y') => {
                 cx.effects.append(&mut self.on_yes);
-                cx.nav = Nav::CloseAll;
+                cx.nav = if self.close_all {
+                    Nav::CloseAll
+                } else {
+                    Nav::Close
+                };
             }
             KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Enter => cx.close(),
             _ => {}

@@ -124,7 +124,7 @@ impl Popup {
             Popup::Stop(_) | Popup::Resume(_) | Popup::Vaults(_) => vec![Up, Open, Back],
             // Its y/n hints come first (view.rs); they include Esc.
             Popup::Confirm(_) => vec![],
-            Popup::Job(_) => vec![Up, CancelJob, Back],
+            Popup::Job(s) => s.footer(),
             Popup::Locked(_) => vec![Open, SwitchVault, Quit],
             Popup::Message(_) => vec![Back],
         }
