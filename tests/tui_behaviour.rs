@@ -134,3 +134,60 @@ fn cancel_job_asks_first_and_finished_jobs_do_not_offer_it() {
     a.update(key('c'));
     assert!(matches!(a.popups.last(), Some(Popup::Job(_))));
 }
+
+fn notice(a: &App) -> String {
+    a.notice
+        .as_ref()
+        .map(|n| n.text.clone())
+        .unwrap_or_default()
+}
+
+fn footer(a: &App) -> String {
+    let screen = text(&render(a, 120, 40));
+    screen.lines().last().unwrap_or_default().to_string()
+}
+
+#[test]
+fn back_up_now_is_refused_at_once_with_the_key_to_press() {
+    // Protected Items in name order: old01 (soft-deleted), payroll01 (stopped), …
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    assert!(!footer(&a).contains("Back up now"), "{}", footer(&a));
+    a.update(key('b'));
+    assert!(a.popups.is_empty());
+    assert_eq!(
+        notice(&a),
+        "sales/old01: its backup data is soft-deleted — press Enter, then U to undelete, then u to resume"
+    );
+    a.update(code(KeyCode::Down));
+    a.update(key('b'));
+    assert!(a.popups.is_empty());
+    assert_eq!(
+        notice(&a),
+        "hr/payroll01: protection is stopped — press Enter, then u to resume"
+    );
+    // In its details, u works directly.
+    a.update(code(KeyCode::Enter));
+    assert!(!footer(&a).contains("Back up now"), "{}", footer(&a));
+    a.update(key('b'));
+    assert!(matches!(a.popups.last(), Some(Popup::Item(_))));
+    assert_eq!(
+        notice(&a),
+        "hr/payroll01: protection is stopped — press u to resume"
+    );
+    a.update(code(KeyCode::Esc));
+    // sales/web01 (last) has a backup running already.
+    a.update(code(KeyCode::End));
+    a.update(key('b'));
+    assert!(a.popups.is_empty());
+    assert!(
+        notice(&a).starts_with("sales/web01: a backup is already running (job 00000001)"),
+        "{}",
+        notice(&a)
+    );
+    // hr/web01 (protected, pending its initial backup) opens the dialog.
+    a.update(code(KeyCode::Up));
+    assert!(footer(&a).contains("b Back up now"), "{}", footer(&a));
+    a.update(key('b'));
+    assert!(matches!(a.popups.last(), Some(Popup::BackupNow(_))));
+}

@@ -151,6 +151,9 @@ fn popups() {
         "backup_now_bad_date",
         on(&[
             key('3'),
+            code(KeyCode::Down),
+            code(KeyCode::Down),
+            code(KeyCode::Down),
             key('b'),
             code(KeyCode::Backspace),
             code(KeyCode::Backspace),

@@ -110,25 +110,29 @@ impl Engine {
     fn check_backup_allowed(&self, item: &Item) -> Result<()> {
         let item = self.item(&item.id)?.unwrap_or_else(|| item.clone());
         if !item.protection_state.is_under_policy() {
-            let hint = match item.protection_state {
+            let q = item.qualified_name();
+            let policy = self
+                .previous_policy(&item)?
+                .unwrap_or_else(|| "DefaultPolicy".into());
+            let why = match item.protection_state {
                 ProtectionState::NotProtected if item.registration_state != RegistrationState::Registered => format!(
-                    "; register it (`vmvault register {0}`) and protect it (`vmvault protect {0} --policy DefaultPolicy`) first",
-                    item.qualified_name()
+                    "it is not registered; register it (`vmvault register {q}`) and protect it (`vmvault protect {q} --policy DefaultPolicy`) first"
                 ),
                 ProtectionState::NotProtected => {
-                    format!("; protect it first: `vmvault protect {} --policy DefaultPolicy`", item.qualified_name())
+                    format!("it is not protected; protect it first: `vmvault protect {q} --policy DefaultPolicy`")
                 }
                 ProtectionState::ProtectionStopped => format!(
-                    "; resume protection first: `vmvault resume-protection {} --policy DefaultPolicy`",
-                    item.qualified_name()
+                    "its protection is stopped; resume protection first: `vmvault resume-protection {q} --policy {policy}`"
                 ),
-                _ => String::new(),
+                ProtectionState::SoftDeleted => format!(
+                    "its backup data is soft-deleted; undelete it (`vmvault undelete {q}`), then resume protection (`vmvault resume-protection {q} --policy {policy}`)"
+                ),
+                ProtectionState::BackupsSuspended => format!(
+                    "its backups are suspended; resume protection first: `vmvault resume-protection {q} --policy {policy}`"
+                ),
+                s => format!("its state is {}", s.label().to_lowercase()),
             };
-            return usage(format!(
-                "cannot back up {}: it is {}{hint}",
-                item.qualified_name(),
-                item.protection_state.label().to_lowercase()
-            ));
+            return usage(format!("cannot back up {q}: {why}"));
         }
         if let Some(id) = self.running_on_item(&item.id, &[JobOperation::Backup]) {
             return usage(format!(

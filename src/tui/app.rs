@@ -1007,7 +1007,7 @@ impl App {
                 let mut v = match self.tab {
                     Tab::Dashboard => tabs::dashboard::FOOTER.to_vec(),
                     Tab::Registered => self.registered.footer(),
-                    Tab::Protected => self.protected.footer(),
+                    Tab::Protected => self.protected.footer(&self.data),
                     Tab::Jobs => self.jobs.footer(),
                     Tab::Policies => tabs::policies::FOOTER.to_vec(),
                 };

@@ -79,7 +79,10 @@ impl State {
     }
 
     pub fn footer(&self) -> Vec<Action> {
-        let mut v = vec![Action::Restore, Action::BackupNow];
+        let mut v = vec![Action::Restore];
+        if self.item.protection_state.is_under_policy() {
+            v.push(Action::BackupNow);
+        }
         match self.item.protection_state {
             s if s.is_under_policy() => v.push(Action::StopProtection),
             ProtectionState::ProtectionStopped => {
@@ -126,7 +129,9 @@ impl State {
                 ))));
             }
         } else if keys.is(Action::BackupNow, k) {
-            if cx.writable("Back up now") {
+            if let Some(why) = backup_now::refusal(&self.item, cx, true) {
+                cx.notice = Some((crate::engine::NoticeLevel::Warning, why));
+            } else if cx.writable("Back up now") {
                 cx.push(Popup::BackupNow(backup_now::State::new(
                     self.item.clone(),
                     cx.now,

@@ -87,17 +87,21 @@ impl State {
         self.table.filtering
     }
 
-    pub fn footer(&self) -> Vec<Action> {
+    pub fn footer(&self, data: &Data) -> Vec<Action> {
         if self.table.filtering {
             return vec![Action::Open, Action::Back];
         }
-        vec![
-            Action::Protect,
-            Action::BackupNow,
-            Action::Open,
-            Action::Filter,
-            Action::Sort,
-        ]
+        let mut v = vec![Action::Protect];
+        // b only for an item that can be backed up (b on another says why).
+        if self
+            .table
+            .selected(data)
+            .is_some_and(|i| i.protection_state.is_under_policy())
+        {
+            v.push(Action::BackupNow);
+        }
+        v.extend([Action::Open, Action::Filter, Action::Sort]);
+        v
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
@@ -116,7 +120,9 @@ impl State {
             }
         } else if keys.is(Action::BackupNow, k) {
             if let Some(i) = self.table.selected(cx.data) {
-                if cx.writable("Back up now") {
+                if let Some(why) = popups::backup_now::refusal(i, cx, false) {
+                    cx.notice = Some((crate::engine::NoticeLevel::Warning, why));
+                } else if cx.writable("Back up now") {
                     cx.push(Popup::BackupNow(popups::backup_now::State::new(
                         i.clone(),
                         cx.now,
