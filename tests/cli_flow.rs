@@ -200,6 +200,28 @@ fn scripted_flow_end_to_end() {
         find(&env.json(&["items"]), "sales", "web01")["protection_state"],
         "SoftDeleted"
     );
+    // Soft-deleted data is restored only after an undelete.
+    let point = env.json(&["points", "sales/web01"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let to = env.path("soft-deleted-restore");
+    let (_, err) = env.fails_with(
+        2,
+        &[
+            "restore",
+            "sales/web01",
+            "--point",
+            &point,
+            "--to",
+            common::s(&to),
+        ],
+    );
+    assert!(
+        err.contains("soft-deleted") && err.contains("vmvault undelete sales/web01"),
+        "{err}"
+    );
+    assert!(!to.exists());
     env.ok(&["undelete", "sales/web01"]);
     assert_eq!(
         find(&env.json(&["items"]), "sales", "web01")["protection_state"],

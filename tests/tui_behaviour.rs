@@ -191,3 +191,27 @@ fn back_up_now_is_refused_at_once_with_the_key_to_press() {
     a.update(key('b'));
     assert!(matches!(a.popups.last(), Some(Popup::BackupNow(_))));
 }
+
+#[test]
+fn soft_deleted_item_reads_as_future_purge_and_refuses_restore() {
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::Enter)); // sales/old01, soft-deleted
+    a.update(Msg::PointsLoaded {
+        item_id: "sim:/sales/old01".into(),
+        result: Ok(points()),
+    });
+    let screen = text(&render(&a, 120, 40));
+    assert!(
+        screen.contains("Will be purged    2026-12-08 10:00 UTC · U undeletes it until then"),
+        "{screen}"
+    );
+    assert!(!screen.contains("Purged at"), "{screen}");
+    assert!(!footer(&a).contains("Restore"), "{}", footer(&a));
+    a.update(key('R'));
+    assert!(matches!(a.popups.last(), Some(Popup::Item(_))));
+    assert_eq!(
+        notice(&a),
+        "sales/old01: its backup data is soft-deleted — press U to undelete it, then restore"
+    );
+}

@@ -205,6 +205,16 @@ fn item_and_its_actions() {
         });
         a
     });
+    shot("item_details_soft_deleted", |w, h| {
+        let mut a = app(w, h);
+        a.update(key('3'));
+        a.update(code(KeyCode::Enter));
+        a.update(Msg::PointsLoaded {
+            item_id: "sim:/sales/old01".into(),
+            result: Ok(points()),
+        });
+        a
+    });
     shot("restore", |w, h| {
         let mut a = item_open(w, h);
         a.update(code(KeyCode::Down));

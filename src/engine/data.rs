@@ -195,6 +195,13 @@ impl Engine {
         format: RestoreFormat,
     ) -> Result<String> {
         self.require_owner()?;
+        let fresh = self.item(&item.id)?.unwrap_or_else(|| item.clone());
+        if fresh.protection_state == ProtectionState::SoftDeleted {
+            let q = fresh.qualified_name();
+            return usage(format!(
+                "cannot restore {q}: its backup data is soft-deleted; undelete it first (`vmvault undelete {q}`)"
+            ));
+        }
         let targets = restore_targets(item, point, dir, format);
         for t in &targets {
             if t.exists() {

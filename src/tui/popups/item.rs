@@ -79,7 +79,10 @@ impl State {
     }
 
     pub fn footer(&self) -> Vec<Action> {
-        let mut v = vec![Action::Restore];
+        let mut v = vec![];
+        if self.item.protection_state != ProtectionState::SoftDeleted {
+            v.push(Action::Restore);
+        }
         if self.item.protection_state.is_under_policy() {
             v.push(Action::BackupNow);
         }
@@ -109,6 +112,17 @@ impl State {
         } else if keys.is(Action::PageDown, k) {
             self.nav.down(self.nav.page(), len);
         } else if keys.is(Action::Restore, k) {
+            if self.item.protection_state == ProtectionState::SoftDeleted {
+                cx.notice = Some((
+                    crate::engine::NoticeLevel::Warning,
+                    format!(
+                        "{}: its backup data is soft-deleted — press {} to undelete it, then restore",
+                        self.item.qualified_name(),
+                        keys.label(Action::Undelete)
+                    ),
+                ));
+                return;
+            }
             let Some(points) = self.points.clone().filter(|p| !p.is_empty()) else {
                 cx.notice = Some((
                     crate::engine::NoticeLevel::Warning,
@@ -265,10 +279,16 @@ impl State {
             kv("Disks", Span::raw(disks.join(", "))),
         ];
         if let Some(p) = i.purge_at {
-            lines.push(kv(
-                "Purged at",
-                Span::styled(format!("{} UTC (soft-deleted)", fmt::time(p)), t.warning()),
-            ));
+            let when = if p > app.now {
+                format!(
+                    "{} UTC · {} undeletes it until then",
+                    fmt::time(p),
+                    app.keys.label(Action::Undelete)
+                )
+            } else {
+                format!("{} UTC · at the next clean-up", fmt::time(p))
+            };
+            lines.push(kv("Will be purged", Span::styled(when, t.warning())));
         }
         if let Some(e) = &i.last_error {
             lines.push(kv(
