@@ -498,6 +498,11 @@ async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
     assert!(s.app.data.items.len() >= 12);
     press(&mut s, "2d");
     assert!(notice(&s.app).contains("Read-only"), "{}", notice(&s.app));
+    let n = notice(&s.app);
+    assert!(
+        n.contains(" is in use by process ") && !n.contains("is is"),
+        "{n}"
+    );
     press(&mut s, "r");
     assert!(s.app.popups.is_empty());
     assert!(!owner
