@@ -215,3 +215,34 @@ fn soft_deleted_item_reads_as_future_purge_and_refuses_restore() {
         "sales/old01: its backup data is soft-deleted — press U to undelete it, then restore"
     );
 }
+
+#[test]
+fn resume_chooses_the_previous_policy_first() {
+    // hr/payroll01 (stopped) had Gold.
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::Down));
+    a.update(code(KeyCode::Enter));
+    a.update(key('u'));
+    let Some(Popup::Resume(r)) = a.popups.last() else {
+        panic!("u did not open the resume dialog")
+    };
+    assert_eq!(r.policies[r.selected].0, "Gold");
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(runs(&effects, |c| matches!(
+        c,
+        Command::ResumeProtection { policy, .. } if policy == "Gold"
+    )));
+    // The intro is whole at 120 columns (it wraps instead of being cut).
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::Down));
+    a.update(code(KeyCode::Enter));
+    a.update(Msg::PointsLoaded {
+        item_id: "sim:/hr/payroll01".into(),
+        result: Ok(vec![]),
+    });
+    a.update(key('u'));
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains("points again."), "{screen}");
+}

@@ -288,7 +288,8 @@ async fn portal_flow_through_update() {
     assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
     assert!(target.join("app01-disk0.raw").exists());
 
-    // Stop protection (retain data), confirmed; then resume with DefaultPolicy.
+    // Stop protection (retain data), confirmed; then resume: its previous policy (Nightly)
+    // is chosen first; pick DefaultPolicy instead.
     s.handle(code(KeyCode::Enter));
     assert!(matches!(s.app.popups.last(), Some(Popup::Item(_))));
     press(&mut s, "s");
@@ -302,6 +303,24 @@ async fn portal_flow_through_update() {
     s.handle(code(KeyCode::Enter));
     assert!(s.run_until(WAIT, |a| matches!(a.popups.last(), Some(Popup::Item(i)) if i.item.protection_state == ProtectionState::ProtectionStopped)).await);
     press(&mut s, "u");
+    let Some(Popup::Resume(r)) = s.app.popups.last() else {
+        panic!("u did not open the resume dialog")
+    };
+    assert_eq!(r.policies[r.selected].0, "Nightly");
+    let default = r
+        .policies
+        .iter()
+        .position(|(n, _)| n == "DefaultPolicy")
+        .expect("DefaultPolicy listed");
+    let moves = r.selected.abs_diff(default);
+    let step = if default < r.selected {
+        KeyCode::Up
+    } else {
+        KeyCode::Down
+    };
+    for _ in 0..moves {
+        s.handle(code(step));
+    }
     s.handle(code(KeyCode::Enter));
     until_item(&mut s, "sales/app01", "resume", |i| {
         i.protection_state == ProtectionState::Protected

@@ -187,6 +187,10 @@ impl State {
                     cx.push(Popup::Resume(resume::State::new(
                         self.item.clone(),
                         policies,
+                        cx.data
+                            .previous_policy
+                            .get(&self.item.id)
+                            .map(String::as_str),
                     )));
                 }
             } else {
