@@ -137,6 +137,16 @@ fn scripted_flow_end_to_end() {
     ] {
         assert!(one.get(key).is_some(), "job JSON lacks {key}");
     }
+    // JSON keeps raw details; the text says them in words and sizes.
+    assert!(one["details"]["bytes_read"].is_u64(), "{one:#}");
+    let text = env.ok(&["job", id]);
+    assert!(text.contains("\n  Bytes read "), "{text}");
+    assert!(!text.contains("bytes_read"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  Logical bytes") && l.ends_with("iB")),
+        "{text}"
+    );
 
     // Restore is bit-identical to what the simulated disk held at the point's time.
     env.assert_restore_matches_source("sales/web01", &point, "a");

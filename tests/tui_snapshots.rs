@@ -263,6 +263,31 @@ fn job_details() {
         a.update(Msg::JobLoaded(Box::new(Ok(running_backup()))));
         a
     });
+    shot("job_completed_details", |w, h| {
+        let mut a = app(w, h);
+        a.update(key('4'));
+        a.update(code(KeyCode::Enter));
+        let mut j = running_backup();
+        j.status = vmvault::model::JobStatus::CompletedWithWarnings;
+        j.end_time = Some(now());
+        j.bytes_done = j.bytes_total;
+        for (k, v) in [
+            ("bytes_read", serde_json::json!(365551616u64)),
+            ("logical_bytes", serde_json::json!(4u64 << 30)),
+            ("new_chunks", serde_json::json!(87)),
+            (
+                "warnings",
+                serde_json::json!([
+                    "VM agent: not responding",
+                    "2 disk(s) read crash-consistent"
+                ]),
+            ),
+        ] {
+            j.details.insert(k.into(), v);
+        }
+        a.update(Msg::JobLoaded(Box::new(Ok(j))));
+        a
+    });
     shot("job_failed", |w, h| {
         let mut a = app(w, h);
         a.update(key('4'));

@@ -255,14 +255,14 @@ impl State {
             lines.push(Line::from(""));
             lines.push(Line::from(Span::styled("Details", t.header())));
             for (key, v) in &j.details {
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                lines.push(Line::from(vec![
-                    Span::styled(format!("  {key:<18}"), t.muted()),
-                    Span::raw(text),
-                ]));
+                let (label, values) = fmt::job_detail(key, v);
+                for (n, text) in values.into_iter().enumerate() {
+                    let label = if n == 0 { label.as_str() } else { "" };
+                    lines.push(Line::from(vec![
+                        Span::styled(format!("  {label:<18}"), t.muted()),
+                        Span::raw(text),
+                    ]));
+                }
             }
         }
         f.render_widget(
