@@ -260,6 +260,7 @@ fn images_back_up_change_back_up_and_restore_both_points_in_every_format() {
             let to = env.path(&format!("restore-{tag}-{vm}"));
             let r = env.json(&["restore", vm, "--point", point, "--to", s(&to)]);
             assert_eq!(r["status"], "Completed", "{r:#}");
+            assert_eq!(mode(&to.join(format!("{vm}-disk0.raw"))), 0o600);
             assert_files_equal(
                 &to.join(format!("{vm}-disk0.raw")),
                 &env.path(&format!("{tag}-{vm}.raw")),
@@ -285,6 +286,7 @@ fn images_back_up_change_back_up_and_restore_both_points_in_every_format() {
                 ]);
                 assert_eq!(r["status"], "Completed", "{r:#}");
                 let image = to.join(format!("{vm}-disk0.{format}"));
+                assert_eq!(mode(&image), 0o600, "{} is not owner-only", image.display());
                 let info: Value =
                     serde_json::from_str(&sh("qemu-img", &["info", "--output=json", s(&image)]))
                         .expect("json");
@@ -491,4 +493,10 @@ fn a_missing_qemu_img_is_a_clear_error_at_discovery() {
         let d = env.json(&["discover"]);
         assert_eq!(d["found"], 1, "{d:#}");
     }
+}
+
+/// Permission bits of a file.
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
 }
