@@ -323,23 +323,30 @@ impl Drop for Holder {
 /// A qemu-nbd that holds `image` open for writing, as a running VM's QEMU does.
 fn hold(image: &Path, format: &str) -> Holder {
     let sock = image.with_extension("holder.sock");
-    let child = std::process::Command::new("qemu-nbd")
-        .args([
-            "--persistent",
-            "--format",
-            format,
-            "--socket",
-            s(&sock),
-            s(image),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(image.with_extension("holder.log")).expect("log"))
-        .spawn()
-        .expect("qemu-nbd");
-    let mut holder = Holder(child);
+    let spawn = || {
+        std::process::Command::new("qemu-nbd")
+            .args([
+                "--persistent",
+                "--format",
+                format,
+                "--socket",
+                s(&sock),
+                s(image),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(image.with_extension("holder.log")).expect("log"))
+            .spawn()
+            .expect("qemu-nbd")
+    };
+    let mut holder = Holder(spawn());
     // Ready once a reader without force-share is refused.
     let t0 = std::time::Instant::now();
     while t0.elapsed() < std::time::Duration::from_secs(60) {
+        // The probe below holds a shared lock for an instant; a qemu-nbd starting in that
+        // instant cannot take its write lock and exits: start it again.
+        if let Ok(Some(_)) = holder.0.try_wait() {
+            holder = Holder(spawn());
+        }
         let out = std::process::Command::new("qemu-img")
             .args(["info", s(image)])
             .output()
