@@ -49,6 +49,24 @@ impl Tab {
             Tab::Policies => "Policies",
         }
     }
+    /// The title for a narrow tab bar.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            Tab::Registered => "Registered",
+            Tab::Protected => "Protected",
+            t => t.title(),
+        }
+    }
+    /// The title for a very narrow tab bar.
+    pub fn tiny_title(self) -> &'static str {
+        match self {
+            Tab::Dashboard => "Dash",
+            Tab::Registered => "Reg.",
+            Tab::Protected => "Prot.",
+            Tab::Jobs => "Jobs",
+            Tab::Policies => "Pol.",
+        }
+    }
     pub fn action(self) -> Action {
         match self {
             Tab::Dashboard => Action::TabDashboard,

@@ -172,8 +172,22 @@ fn draw_tabs(app: &App, f: &mut Frame, area: Rect) {
     let mut spans = vec![Span::raw(" ")];
     let mut x = area.x + 1;
     let mut hit = Vec::new();
+    // Full titles when they fit, else shorter ones, so that every tab stays visible.
+    let width_of = |title: fn(Tab) -> &'static str| -> usize {
+        1 + Tab::ALL
+            .iter()
+            .map(|t| title(*t).chars().count() + 5)
+            .sum::<usize>()
+    };
+    let title: fn(Tab) -> &'static str = if width_of(Tab::title) <= area.width as usize {
+        Tab::title
+    } else if width_of(Tab::short_title) <= area.width as usize {
+        Tab::short_title
+    } else {
+        Tab::tiny_title
+    };
     for (i, tab) in Tab::ALL.iter().enumerate() {
-        let text = format!(" {} {} ", i + 1, tab.title());
+        let text = format!(" {} {} ", i + 1, title(*tab));
         let w = text.chars().count() as u16;
         let style = if *tab == app.tab {
             t.selected().add_modifier(Modifier::BOLD)

@@ -8,7 +8,7 @@ use crate::tui::app::{App, Cx};
 use crate::tui::data::Data;
 use crate::tui::keys::Action;
 use crate::tui::popups::{self, Popup};
-use crate::tui::widgets::{panel, render_table, table::cell, Column};
+use crate::tui::widgets::{panel, render_table, table::cell, table::fit_columns, Column};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::widgets::Row;
@@ -173,7 +173,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
     cols.push((
         3,
-        Column::new(COLUMNS[3], Constraint::Length(if medium { 34 } else { 22 })),
+        Column::new(COLUMNS[3], Constraint::Length(if wide { 34 } else { 22 })),
     ));
     cols.push((4, Column::new(COLUMNS[4], Constraint::Length(16))));
     if medium {
@@ -186,6 +186,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     if medium {
         cols.push((7, Column::new(COLUMNS[7], Constraint::Length(16))));
     }
+    // The name keeps room for "cloud-service/name": the optional columns go first.
+    fit_columns(&mut cols, w, if wide { 16 } else { 24 }, &[7, 5, 2, 1]);
     let columns: Vec<Column> = cols.iter().map(|c| c.1).collect();
     let total = app.data.items.iter().filter(|i| is_listed(i)).count();
     let title = list_title(
@@ -243,7 +245,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         Default::default(),
                     ),
                     3 => {
-                        let label = if medium {
+                        let label = if wide {
                             i.protection_state.label().to_string()
                         } else {
                             match i.protection_state {
