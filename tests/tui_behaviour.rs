@@ -246,3 +246,40 @@ fn resume_chooses_the_previous_policy_first() {
     let screen = text(&render(&a, 120, 40));
     assert!(screen.contains("points again."), "{screen}");
 }
+
+#[test]
+fn policies_text_comes_before_the_chart_and_tables_keys_work() {
+    let mut a = app(120, 40);
+    a.update(key('5'));
+    a.update(code(KeyCode::Down)); // Gold: every retention rule
+    let s = text(&render(&a, 120, 40));
+    assert!(s.contains("Used by 2 item(s)"), "{s}");
+    let gold = gold();
+    let desc = gold.describe();
+    let last = desc.last().map(String::as_str).unwrap_or_default();
+    let tail: String = last
+        .chars()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert!(
+        s.contains(tail.trim()),
+        "{tail:?} of {last:?} not shown:\n{s}"
+    );
+
+    a.update(key('G'));
+    assert_eq!(a.policies.nav.selected, 2);
+    a.update(key('g'));
+    assert_eq!(a.policies.nav.selected, 0);
+    a.update(code(KeyCode::End));
+    assert_eq!(a.policies.nav.selected, 2);
+    a.update(code(KeyCode::Home));
+    assert_eq!(a.policies.nav.selected, 0);
+    a.update(code(KeyCode::PageDown));
+    assert_eq!(a.policies.nav.selected, 2);
+    a.update(code(KeyCode::PageUp));
+    assert_eq!(a.policies.nav.selected, 0);
+}
