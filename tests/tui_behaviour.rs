@@ -283,3 +283,27 @@ fn policies_text_comes_before_the_chart_and_tables_keys_work() {
     a.update(code(KeyCode::PageUp));
     assert_eq!(a.policies.nav.selected, 0);
 }
+
+#[test]
+fn jobs_footer_offers_clear_filters_and_keeps_help_and_quit() {
+    for w in [80, 120] {
+        let mut a = app(w, 24);
+        a.update(key('4'));
+        let f = text(&render(&a, w, 24));
+        let f = f.lines().last().unwrap_or_default().to_string();
+        assert!(!f.contains("Clear filters"), "{w}: {f}");
+        assert!(f.contains("? Help") && f.contains("q Quit"), "{w}: {f}");
+        a.update(key('f'));
+        let f = text(&render(&a, w, 24));
+        let f = f.lines().last().unwrap_or_default().to_string();
+        assert!(f.contains("X Clear filters"), "{w}: {f}");
+        assert!(f.contains("? Help") && f.contains("q Quit"), "{w}: {f}");
+        a.update(key('X'));
+        assert!(!footer_at(&a, w).contains("Clear filters"));
+    }
+}
+
+fn footer_at(a: &App, w: u16) -> String {
+    let s = text(&render(a, w, 24));
+    s.lines().last().unwrap_or_default().to_string()
+}

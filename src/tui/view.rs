@@ -259,6 +259,23 @@ fn draw_footer(app: &App, f: &mut Frame, area: Rect) {
             hints.push((label, a.short()));
         }
     }
+    // Too long for the width: drop the view's last hints, never Help and Quit (the way
+    // out and the way to every other key).
+    let keep = [app.keys.label(Action::Help), app.keys.label(Action::Quit)];
+    let width = |h: &[(String, &str)]| -> usize {
+        1 + h
+            .iter()
+            .map(|(k, l)| k.chars().count() + 1 + l.chars().count() + 2)
+            .sum::<usize>()
+    };
+    while width(&hints) > area.width as usize + 2 {
+        match hints.iter().rposition(|(k, _)| !keep.contains(k)) {
+            Some(i) => {
+                hints.remove(i);
+            }
+            None => break,
+        }
+    }
     let mut line = key_hints(&hints, t);
     line.spans.insert(0, Span::raw(" "));
     f.render_widget(

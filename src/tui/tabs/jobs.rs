@@ -138,14 +138,21 @@ impl State {
         if self.filtering {
             return vec![Action::Open, Action::Back];
         }
-        vec![
-            Action::Open,
-            Action::CancelJob,
+        let mut v = vec![Action::Open, Action::CancelJob];
+        // With a filter set, clearing it matters more than setting another.
+        if self.query.is_filtered()
+            || self.query.range != JobsQuery::default().range
+            || !self.filter.value.is_empty()
+        {
+            v.push(Action::ClearFilters);
+        }
+        v.extend([
             Action::FilterStatus,
             Action::FilterOperation,
             Action::FilterTime,
             Action::Filter,
-        ]
+        ]);
+        v
     }
 
     /// A larger window when the selection nears the end of the loaded one.
