@@ -24,6 +24,38 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A job's detail for people (the console's job details and `vmvault job ID`): a label
+/// ("bytes_read" → "Bytes read") and its value as lines — a list one item a line, byte
+/// counts in KiB/MiB/GiB, never raw JSON. `--json` keeps the raw details.
+pub fn job_detail(key: &str, value: &serde_json::Value) -> (String, Vec<String>) {
+    use serde_json::Value;
+    let mut label = key.replace('_', " ");
+    if let Some(first) = label.get(..1) {
+        label = first.to_uppercase() + &label[1..];
+    }
+    let is_bytes = key.split('_').any(|w| w == "bytes");
+    let scalar = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_u64() {
+            Some(b) if is_bytes => bytes(b),
+            _ => n.to_string(),
+        },
+        Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+        Value::Null => "—".to_string(),
+        other => other.to_string(),
+    };
+    let lines = match value {
+        Value::Array(a) if a.is_empty() => vec!["none".to_string()],
+        Value::Array(a) => a.iter().map(scalar).collect(),
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", scalar(v)))
+            .collect(),
+        v => vec![scalar(v)],
+    };
+    (label, lines)
+}
+
 /// `85.3 MiB/s`.
 pub fn rate(bytes_per_second: f64) -> String {
     format!("{}/s", bytes(bytes_per_second.max(0.0) as u64))
@@ -143,5 +175,35 @@ mod tests {
         assert_eq!(parse_period("800d").unwrap(), Duration::days(800));
         assert!(parse_period("soon").is_err());
         assert!(parse_period("5x").is_err());
+    }
+}
+
+#[cfg(test)]
+mod job_detail_tests {
+    use super::job_detail;
+    use serde_json::json;
+
+    #[test]
+    fn lists_are_lines_and_bytes_are_sizes() {
+        assert_eq!(
+            job_detail("bytes_read", &json!(365551616u64)),
+            ("Bytes read".to_string(), vec!["349 MiB".to_string()])
+        );
+        assert_eq!(
+            job_detail(
+                "findings",
+                &json!(["VM agent: ready", "2 disk(s) readable"])
+            ),
+            (
+                "Findings".to_string(),
+                vec![
+                    "VM agent: ready".to_string(),
+                    "2 disk(s) readable".to_string()
+                ]
+            )
+        );
+        assert_eq!(job_detail("new_chunks", &json!(42)).1, vec!["42"]);
+        assert_eq!(job_detail("warnings", &json!([])).1, vec!["none"]);
+        assert_eq!(job_detail("recovery_point", &json!("abc")).1, vec!["abc"]);
     }
 }

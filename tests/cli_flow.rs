@@ -137,6 +137,16 @@ fn scripted_flow_end_to_end() {
     ] {
         assert!(one.get(key).is_some(), "job JSON lacks {key}");
     }
+    // JSON keeps raw details; the text says them in words and sizes.
+    assert!(one["details"]["bytes_read"].is_u64(), "{one:#}");
+    let text = env.ok(&["job", id]);
+    assert!(text.contains("\n  Bytes read "), "{text}");
+    assert!(!text.contains("bytes_read"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  Logical bytes") && l.ends_with("iB")),
+        "{text}"
+    );
 
     // Restore is bit-identical to what the simulated disk held at the point's time.
     env.assert_restore_matches_source("sales/web01", &point, "a");
@@ -200,6 +210,28 @@ fn scripted_flow_end_to_end() {
         find(&env.json(&["items"]), "sales", "web01")["protection_state"],
         "SoftDeleted"
     );
+    // Soft-deleted data is restored only after an undelete.
+    let point = env.json(&["points", "sales/web01"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let to = env.path("soft-deleted-restore");
+    let (_, err) = env.fails_with(
+        2,
+        &[
+            "restore",
+            "sales/web01",
+            "--point",
+            &point,
+            "--to",
+            common::s(&to),
+        ],
+    );
+    assert!(
+        err.contains("soft-deleted") && err.contains("vmvault undelete sales/web01"),
+        "{err}"
+    );
+    assert!(!to.exists());
     env.ok(&["undelete", "sales/web01"]);
     assert_eq!(
         find(&env.json(&["items"]), "sales", "web01")["protection_state"],

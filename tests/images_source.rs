@@ -260,6 +260,7 @@ fn images_back_up_change_back_up_and_restore_both_points_in_every_format() {
             let to = env.path(&format!("restore-{tag}-{vm}"));
             let r = env.json(&["restore", vm, "--point", point, "--to", s(&to)]);
             assert_eq!(r["status"], "Completed", "{r:#}");
+            assert_eq!(mode(&to.join(format!("{vm}-disk0.raw"))), 0o600);
             assert_files_equal(
                 &to.join(format!("{vm}-disk0.raw")),
                 &env.path(&format!("{tag}-{vm}.raw")),
@@ -285,6 +286,7 @@ fn images_back_up_change_back_up_and_restore_both_points_in_every_format() {
                 ]);
                 assert_eq!(r["status"], "Completed", "{r:#}");
                 let image = to.join(format!("{vm}-disk0.{format}"));
+                assert_eq!(mode(&image), 0o600, "{} is not owner-only", image.display());
                 let info: Value =
                     serde_json::from_str(&sh("qemu-img", &["info", "--output=json", s(&image)]))
                         .expect("json");
@@ -321,23 +323,30 @@ impl Drop for Holder {
 /// A qemu-nbd that holds `image` open for writing, as a running VM's QEMU does.
 fn hold(image: &Path, format: &str) -> Holder {
     let sock = image.with_extension("holder.sock");
-    let child = std::process::Command::new("qemu-nbd")
-        .args([
-            "--persistent",
-            "--format",
-            format,
-            "--socket",
-            s(&sock),
-            s(image),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(image.with_extension("holder.log")).expect("log"))
-        .spawn()
-        .expect("qemu-nbd");
-    let mut holder = Holder(child);
+    let spawn = || {
+        std::process::Command::new("qemu-nbd")
+            .args([
+                "--persistent",
+                "--format",
+                format,
+                "--socket",
+                s(&sock),
+                s(image),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(image.with_extension("holder.log")).expect("log"))
+            .spawn()
+            .expect("qemu-nbd")
+    };
+    let mut holder = Holder(spawn());
     // Ready once a reader without force-share is refused.
     let t0 = std::time::Instant::now();
     while t0.elapsed() < std::time::Duration::from_secs(60) {
+        // The probe below holds a shared lock for an instant; a qemu-nbd starting in that
+        // instant cannot take its write lock and exits: start it again.
+        if let Ok(Some(_)) = holder.0.try_wait() {
+            holder = Holder(spawn());
+        }
         let out = std::process::Command::new("qemu-img")
             .args(["info", s(image)])
             .output()
@@ -491,4 +500,10 @@ fn a_missing_qemu_img_is_a_clear_error_at_discovery() {
         let d = env.json(&["discover"]);
         assert_eq!(d["found"], 1, "{d:#}");
     }
+}
+
+/// Permission bits of a file.
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
 }

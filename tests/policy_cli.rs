@@ -61,6 +61,15 @@ fn create_show_update_delete() {
     env.protect(&["app01"]);
     env.ok(&["stop-protection", "app01", "--retain-data"]);
     env.ok(&["resume-protection", "app01", "--policy", "Gold"]);
+    // Stopped again: a backup is refused in plain words, suggesting the policy it had.
+    env.ok(&["stop-protection", "app01", "--retain-data"]);
+    let (_, err) = env.fails_with(2, &["backup", "app01"]);
+    assert!(
+        err.contains("cannot back up sales/app01: its protection is stopped")
+            && err.contains("`vmvault resume-protection sales/app01 --policy Gold`"),
+        "{err}"
+    );
+    env.ok(&["resume-protection", "app01", "--policy", "Gold"]);
     let (_, err) = env.fails_with(2, &["policy", "delete", "Gold"]);
     assert!(
         err.contains("used by") && err.contains("sales/app01"),

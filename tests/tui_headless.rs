@@ -288,7 +288,8 @@ async fn portal_flow_through_update() {
     assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
     assert!(target.join("app01-disk0.raw").exists());
 
-    // Stop protection (retain data), confirmed; then resume with DefaultPolicy.
+    // Stop protection (retain data), confirmed; then resume: its previous policy (Nightly)
+    // is chosen first; pick DefaultPolicy instead.
     s.handle(code(KeyCode::Enter));
     assert!(matches!(s.app.popups.last(), Some(Popup::Item(_))));
     press(&mut s, "s");
@@ -302,6 +303,24 @@ async fn portal_flow_through_update() {
     s.handle(code(KeyCode::Enter));
     assert!(s.run_until(WAIT, |a| matches!(a.popups.last(), Some(Popup::Item(i)) if i.item.protection_state == ProtectionState::ProtectionStopped)).await);
     press(&mut s, "u");
+    let Some(Popup::Resume(r)) = s.app.popups.last() else {
+        panic!("u did not open the resume dialog")
+    };
+    assert_eq!(r.policies[r.selected].0, "Nightly");
+    let default = r
+        .policies
+        .iter()
+        .position(|(n, _)| n == "DefaultPolicy")
+        .expect("DefaultPolicy listed");
+    let moves = r.selected.abs_diff(default);
+    let step = if default < r.selected {
+        KeyCode::Up
+    } else {
+        KeyCode::Down
+    };
+    for _ in 0..moves {
+        s.handle(code(step));
+    }
     s.handle(code(KeyCode::Enter));
     until_item(&mut s, "sales/app01", "resume", |i| {
         i.protection_state == ProtectionState::Protected
@@ -440,7 +459,13 @@ async fn cancel_and_quit_record_cancelled_jobs() {
         .unwrap();
     s.app.jobs.nav.selected = pos;
     let id = s.app.data.jobs.rows[s.app.jobs.order[pos]].id.clone();
+    // c asks first; Enter answers no, y cancels.
     press(&mut s, "c");
+    assert!(matches!(s.app.popups.last(), Some(Popup::Confirm(_))));
+    s.handle(code(KeyCode::Enter));
+    assert!(s.app.popups.is_empty());
+    assert!(s.app.running.contains_key(&id));
+    press(&mut s, "cy");
     assert!(s.run_until(WAIT, |a| !a.running.contains_key(&id)).await);
     assert_eq!(
         s.engine().unwrap().job(&id).unwrap().status,
@@ -492,6 +517,11 @@ async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
     assert!(s.app.data.items.len() >= 12);
     press(&mut s, "2d");
     assert!(notice(&s.app).contains("Read-only"), "{}", notice(&s.app));
+    let n = notice(&s.app);
+    assert!(
+        n.contains(" is in use by process ") && !n.contains("is is"),
+        "{n}"
+    );
     press(&mut s, "r");
     assert!(s.app.popups.is_empty());
     assert!(!owner

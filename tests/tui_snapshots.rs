@@ -151,6 +151,9 @@ fn popups() {
         "backup_now_bad_date",
         on(&[
             key('3'),
+            code(KeyCode::Down),
+            code(KeyCode::Down),
+            code(KeyCode::Down),
             key('b'),
             code(KeyCode::Backspace),
             code(KeyCode::Backspace),
@@ -159,6 +162,7 @@ fn popups() {
     );
     shot("vaults", on(&[key('v')]));
     shot("quit_with_running_jobs", on(&[key('q')]));
+    shot("cancel_job_confirm", on(&[key('4'), key('c')]));
     shot("message_refused", |w, h| {
         let mut a = app(w, h);
         a.update(Msg::Done(Box::new(vmvault::tui::app::CommandDone {
@@ -198,6 +202,16 @@ fn item_and_its_actions() {
         a.update(Msg::PointsLoaded {
             item_id: "sim:/sales/sql01".into(),
             result: Ok(vec![]),
+        });
+        a
+    });
+    shot("item_details_soft_deleted", |w, h| {
+        let mut a = app(w, h);
+        a.update(key('3'));
+        a.update(code(KeyCode::Enter));
+        a.update(Msg::PointsLoaded {
+            item_id: "sim:/sales/old01".into(),
+            result: Ok(points()),
         });
         a
     });
@@ -247,6 +261,31 @@ fn job_details() {
         a.update(key('4'));
         a.update(code(KeyCode::Enter));
         a.update(Msg::JobLoaded(Box::new(Ok(running_backup()))));
+        a
+    });
+    shot("job_completed_details", |w, h| {
+        let mut a = app(w, h);
+        a.update(key('4'));
+        a.update(code(KeyCode::Enter));
+        let mut j = running_backup();
+        j.status = vmvault::model::JobStatus::CompletedWithWarnings;
+        j.end_time = Some(now());
+        j.bytes_done = j.bytes_total;
+        for (k, v) in [
+            ("bytes_read", serde_json::json!(365551616u64)),
+            ("logical_bytes", serde_json::json!(4u64 << 30)),
+            ("new_chunks", serde_json::json!(87)),
+            (
+                "warnings",
+                serde_json::json!([
+                    "VM agent: not responding",
+                    "2 disk(s) read crash-consistent"
+                ]),
+            ),
+        ] {
+            j.details.insert(k.into(), v);
+        }
+        a.update(Msg::JobLoaded(Box::new(Ok(j))));
         a
     });
     shot("job_failed", |w, h| {

@@ -75,7 +75,7 @@ fn item_states_have_their_colours() {
     let t = render(&a, 120, 40);
     assert_eq!(fg(&t, find(&t, "Protection error", None)), Color::Red);
     assert_eq!(
-        fg(&t, find(&t, "Protected (pending initial backup)", None)),
+        fg(&t, find(&t, "Pending initial backup", None)),
         Color::Blue
     );
     assert_eq!(

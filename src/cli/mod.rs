@@ -1049,12 +1049,14 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
             outln!("  {:<26} {:<12} {dur}{bytes}", t.name, t.status.to_string());
         }
     }
-    for (k, v) in &j.details {
-        let s = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        outln!("{:<10} {s}", k);
+    if !j.details.is_empty() {
+        outln!("Details:");
+        for (k, v) in &j.details {
+            let (label, values) = fmt::job_detail(k, v);
+            for (n, text) in values.iter().enumerate() {
+                outln!("  {:<20} {text}", if n == 0 { label.as_str() } else { "" });
+            }
+        }
     }
     if let Some(e) = &j.error {
         outln!("Error      {}: {}", e.code, e.title);

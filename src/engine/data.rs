@@ -110,25 +110,29 @@ impl Engine {
     fn check_backup_allowed(&self, item: &Item) -> Result<()> {
         let item = self.item(&item.id)?.unwrap_or_else(|| item.clone());
         if !item.protection_state.is_under_policy() {
-            let hint = match item.protection_state {
+            let q = item.qualified_name();
+            let policy = self
+                .previous_policy(&item)?
+                .unwrap_or_else(|| "DefaultPolicy".into());
+            let why = match item.protection_state {
                 ProtectionState::NotProtected if item.registration_state != RegistrationState::Registered => format!(
-                    "; register it (`vmvault register {0}`) and protect it (`vmvault protect {0} --policy DefaultPolicy`) first",
-                    item.qualified_name()
+                    "it is not registered; register it (`vmvault register {q}`) and protect it (`vmvault protect {q} --policy DefaultPolicy`) first"
                 ),
                 ProtectionState::NotProtected => {
-                    format!("; protect it first: `vmvault protect {} --policy DefaultPolicy`", item.qualified_name())
+                    format!("it is not protected; protect it first: `vmvault protect {q} --policy DefaultPolicy`")
                 }
                 ProtectionState::ProtectionStopped => format!(
-                    "; resume protection first: `vmvault resume-protection {} --policy DefaultPolicy`",
-                    item.qualified_name()
+                    "its protection is stopped; resume protection first: `vmvault resume-protection {q} --policy {policy}`"
                 ),
-                _ => String::new(),
+                ProtectionState::SoftDeleted => format!(
+                    "its backup data is soft-deleted; undelete it (`vmvault undelete {q}`), then resume protection (`vmvault resume-protection {q} --policy {policy}`)"
+                ),
+                ProtectionState::BackupsSuspended => format!(
+                    "its backups are suspended; resume protection first: `vmvault resume-protection {q} --policy {policy}`"
+                ),
+                s => format!("its state is {}", s.label().to_lowercase()),
             };
-            return usage(format!(
-                "cannot back up {}: it is {}{hint}",
-                item.qualified_name(),
-                item.protection_state.label().to_lowercase()
-            ));
+            return usage(format!("cannot back up {q}: {why}"));
         }
         if let Some(id) = self.running_on_item(&item.id, &[JobOperation::Backup]) {
             return usage(format!(
@@ -191,6 +195,13 @@ impl Engine {
         format: RestoreFormat,
     ) -> Result<String> {
         self.require_owner()?;
+        let fresh = self.item(&item.id)?.unwrap_or_else(|| item.clone());
+        if fresh.protection_state == ProtectionState::SoftDeleted {
+            let q = fresh.qualified_name();
+            return usage(format!(
+                "cannot restore {q}: its backup data is soft-deleted; undelete it first (`vmvault undelete {q}`)"
+            ));
+        }
         let targets = restore_targets(item, point, dir, format);
         for t in &targets {
             if t.exists() {
@@ -347,6 +358,10 @@ fn backup_body(
     let mut pins = Vec::new();
     let (mut logical, mut stored, mut read) = (0u64, 0u64, 0u64);
     let threads = engine.inner.opts.threads.max(1);
+    // Plan every disk before reading any, so the job's total is known from the start and
+    // its percent and time left only move forward (a total that grew as each disk started
+    // made the bar reach ~100% and fall back on multi-disk VMs).
+    let mut plans = Vec::new();
     for disk in snapshot.disks().to_vec() {
         ctx.cancel.check()?;
         let reader = snapshot.open_disk(disk.index)?;
@@ -374,8 +389,13 @@ fn backup_body(
             (Some(_), Some(token)) => reader.changed_extents(token)?,
             _ => None,
         };
-        ctx.progress
-            .add_total(planned_read_bytes(reader.as_ref(), changed.as_deref())?);
+        let planned = planned_read_bytes(reader.as_ref(), changed.as_deref())?;
+        plans.push((disk, reader, prev_index, changed, planned));
+    }
+    ctx.progress
+        .set_total(plans.iter().map(|(.., planned)| *planned).sum());
+    for (disk, reader, prev_index, changed, _) in plans {
+        ctx.cancel.check()?;
         let result = store::backup_disk(BackupParams {
             reader: reader.as_ref(),
             previous: prev_index.as_ref(),

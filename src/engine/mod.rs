@@ -548,6 +548,34 @@ impl Engine {
         ))
     }
 
+    /// The policy an item is or was protected with, when that policy still exists: its
+    /// current one, or after protection stopped the policy of its last successful
+    /// ConfigureBackup job (protect or resume). What to suggest when resuming.
+    pub fn previous_policy(&self, item: &Item) -> Result<Option<String>> {
+        let exists =
+            |name: &str| -> Result<bool> { Ok(self.inner.catalog.policy(name)?.is_some()) };
+        if let Some(p) = &item.policy {
+            if exists(p)? {
+                return Ok(Some(p.clone()));
+            }
+        }
+        let configured = self.inner.catalog.jobs(
+            &JobFilter {
+                item_id: Some(item.id.clone()),
+                operations: vec![JobOperation::ConfigureBackup],
+                statuses: vec![JobStatus::Completed, JobStatus::CompletedWithWarnings],
+                ..JobFilter::default()
+            },
+            false,
+        )?;
+        for job in configured {
+            if let Some(name) = job.details.get("policy").and_then(|v| v.as_str()) {
+                return Ok(exists(name)?.then(|| name.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Live progress of running jobs (rate and current task), keyed by job id.
     pub fn live_progress(&self) -> HashMap<String, JobProgress> {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());

@@ -1362,6 +1362,11 @@ pub fn convert_raw(
         .unwrap_or_default();
     let tmp = out.with_file_name(format!(".{file_name}.vmvault-partial"));
     let _ = std::fs::remove_file(&tmp);
+    // A restored disk is the VM's data: owner-only like a raw restore. qemu-img creates its
+    // output with the umask's mode (often 0644) but keeps the mode of a file that exists,
+    // so the file is made first; the mode is set again before the rename in case a driver
+    // recreated it.
+    private_file(&tmp).map_err(|e| ProviderError::io(format!("creating {}", tmp.display()), e))?;
     let mut a = args![
         "convert",
         "-f",
@@ -1386,6 +1391,11 @@ pub fn convert_raw(
         return Err(e);
     }
     let durable = || -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        }
         File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, out)?;
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -1397,6 +1407,18 @@ pub fn convert_raw(
         let _ = std::fs::remove_file(&tmp);
         ProviderError::io(format!("writing {}", out.display()), e)
     })
+}
+
+/// Creates an empty file only its owner can read and write.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map(drop)
 }
 
 /// Formats a byte count for people (`10 GiB`, `512 MiB`).

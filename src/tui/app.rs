@@ -49,6 +49,24 @@ impl Tab {
             Tab::Policies => "Policies",
         }
     }
+    /// The title for a narrow tab bar.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            Tab::Registered => "Registered",
+            Tab::Protected => "Protected",
+            t => t.title(),
+        }
+    }
+    /// The title for a very narrow tab bar.
+    pub fn tiny_title(self) -> &'static str {
+        match self {
+            Tab::Dashboard => "Dash",
+            Tab::Registered => "Reg.",
+            Tab::Protected => "Prot.",
+            Tab::Jobs => "Jobs",
+            Tab::Policies => "Pol.",
+        }
+    }
     pub fn action(self) -> Action {
         match self {
             Tab::Dashboard => Action::TabDashboard,
@@ -1007,7 +1025,7 @@ impl App {
                 let mut v = match self.tab {
                     Tab::Dashboard => tabs::dashboard::FOOTER.to_vec(),
                     Tab::Registered => self.registered.footer(),
-                    Tab::Protected => self.protected.footer(),
+                    Tab::Protected => self.protected.footer(&self.data),
                     Tab::Jobs => self.jobs.footer(),
                     Tab::Policies => tabs::policies::FOOTER.to_vec(),
                 };

@@ -205,6 +205,9 @@ pub struct Data {
     pub active_jobs: Arc<Vec<Job>>,
     /// Bumped by every load, so views can cache what they derive from it.
     pub generation: u64,
+    /// Items whose protection stopped (or was suspended or soft-deleted), by id: the
+    /// policy they had, when it still exists (what resuming suggests).
+    pub previous_policy: Arc<HashMap<String, String>>,
 }
 
 /// Which parts of [`Data`] to reload.
@@ -294,6 +297,20 @@ pub fn load(engine: &Engine, prev: &Data, stale: Stale, query: &JobsQuery) -> Re
             .iter()
             .map(|p| (p.policy.name.as_str(), &p.policy))
             .collect();
+        let mut previous = HashMap::new();
+        for i in items.iter().filter(|i| {
+            matches!(
+                i.protection_state,
+                ProtectionState::ProtectionStopped
+                    | ProtectionState::BackupsSuspended
+                    | ProtectionState::SoftDeleted
+            )
+        }) {
+            if let Some(p) = engine.previous_policy(i).map_err(err)? {
+                previous.insert(i.id.clone(), p);
+            }
+        }
+        d.previous_policy = Arc::new(previous);
         let mut usage: HashMap<String, usize> = HashMap::new();
         let mut upcoming: Vec<(DateTime<Utc>, &Item)> = Vec::new();
         for i in items

@@ -137,15 +137,10 @@ impl Session {
         };
         let read_only_reason = (!engine.is_owner()).then(|| {
             let dir = engine.vault_dir().to_path_buf();
-            match crate::vault::lock::VaultLock::owner(&dir) {
-                Some(e) => e
-                    .to_string()
-                    .split(';')
-                    .next()
-                    .unwrap_or("owned by another process")
-                    .replace(&format!("vault {} ", dir.display()), ""),
-                None => "opened for reading".to_string(),
-            }
+            // A phrase that reads after "vault X is …" and "read-only (…)".
+            crate::vault::lock::VaultLock::owner(&dir)
+                .and_then(|e| e.holder())
+                .unwrap_or_else(|| "opened for reading".to_string())
         });
         let _ = read_only;
         let info = VaultInfo {

@@ -4,6 +4,7 @@
 
 use super::app::{App, Tab};
 use super::keys::Action;
+use super::popups::Popup;
 use super::tabs;
 use super::widgets::{key_hints, SPINNER};
 use crate::engine::NoticeLevel;
@@ -171,8 +172,22 @@ fn draw_tabs(app: &App, f: &mut Frame, area: Rect) {
     let mut spans = vec![Span::raw(" ")];
     let mut x = area.x + 1;
     let mut hit = Vec::new();
+    // Full titles when they fit, else shorter ones, so that every tab stays visible.
+    let width_of = |title: fn(Tab) -> &'static str| -> usize {
+        1 + Tab::ALL
+            .iter()
+            .map(|t| title(*t).chars().count() + 5)
+            .sum::<usize>()
+    };
+    let title: fn(Tab) -> &'static str = if width_of(Tab::title) <= area.width as usize {
+        Tab::title
+    } else if width_of(Tab::short_title) <= area.width as usize {
+        Tab::short_title
+    } else {
+        Tab::tiny_title
+    };
     for (i, tab) in Tab::ALL.iter().enumerate() {
-        let text = format!(" {} {} ", i + 1, tab.title());
+        let text = format!(" {} {} ", i + 1, title(*tab));
         let w = text.chars().count() as u16;
         let style = if *tab == app.tab {
             t.selected().add_modifier(Modifier::BOLD)
@@ -226,6 +241,14 @@ fn draw_notice(app: &App, f: &mut Frame, area: Rect) {
 fn draw_footer(app: &App, f: &mut Frame, area: Rect) {
     let t = &app.theme;
     let mut hints: Vec<(String, &str)> = Vec::new();
+    if let Some(Popup::Confirm(_)) = app.popups.last() {
+        // A question answers to y and n, not to the actions of a view.
+        hints.extend(
+            crate::tui::popups::confirm::HINTS
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v)),
+        );
+    }
     for a in app.footer_actions() {
         let label = match a {
             Action::Up | Action::Down => "↑↓".to_string(),
@@ -234,6 +257,23 @@ fn draw_footer(app: &App, f: &mut Frame, area: Rect) {
         };
         if !hints.iter().any(|(k, _)| *k == label) {
             hints.push((label, a.short()));
+        }
+    }
+    // Too long for the width: drop the view's last hints, never Help and Quit (the way
+    // out and the way to every other key).
+    let keep = [app.keys.label(Action::Help), app.keys.label(Action::Quit)];
+    let width = |h: &[(String, &str)]| -> usize {
+        1 + h
+            .iter()
+            .map(|(k, l)| k.chars().count() + 1 + l.chars().count() + 2)
+            .sum::<usize>()
+    };
+    while width(&hints) > area.width as usize + 2 {
+        match hints.iter().rposition(|(k, _)| !keep.contains(k)) {
+            Some(i) => {
+                hints.remove(i);
+            }
+            None => break,
         }
     }
     let mut line = key_hints(&hints, t);

@@ -9,6 +9,18 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+impl LockError {
+    /// Who holds the vault, for a sentence about it: "in use by process 42 (vmvault run)".
+    pub fn holder(&self) -> Option<String> {
+        match self {
+            LockError::Busy { pid, command, .. } => {
+                Some(format!("in use by process {pid} ({command})"))
+            }
+            LockError::Io { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("vault {path} is in use by process {pid} ({command}); wait for it to finish or stop it, then try again")]
@@ -31,6 +43,33 @@ pub struct VaultLock {
     _file: File,
 }
 
+/// Longest owner command shown in messages, in characters.
+const SHOWN_COMMAND_CHARS: usize = 72;
+
+/// The owner's command line for people: the program's file name (not its whole path) and
+/// its arguments; a long one is cut between arguments and ends with "…", never inside an
+/// option or a path.
+fn shown_command(recorded: &str) -> String {
+    let mut words = recorded.split_whitespace();
+    let Some(program) = words.next() else {
+        return "vmvault".into();
+    };
+    let program = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| program.to_string());
+    let mut shown = program;
+    for w in words {
+        if shown.chars().count() + 1 + w.chars().count() > SHOWN_COMMAND_CHARS {
+            shown.push_str(" …");
+            break;
+        }
+        shown.push(' ');
+        shown.push_str(w);
+    }
+    shown
+}
+
 /// Who holds a lock, as recorded in the lock file.
 fn read_owner(file: &mut File) -> (String, String) {
     let mut text = String::new();
@@ -38,7 +77,7 @@ fn read_owner(file: &mut File) -> (String, String) {
     let _ = file.read_to_string(&mut text);
     let mut lines = text.lines();
     let pid = lines.next().unwrap_or("unknown").trim().to_string();
-    let command = lines.next().unwrap_or("vmvault").trim().to_string();
+    let command = shown_command(lines.next().unwrap_or("vmvault"));
     (
         if pid.is_empty() {
             "unknown".into()
@@ -77,7 +116,10 @@ impl VaultLock {
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        let command: Vec<String> = std::env::args().take(4).collect();
+        // The whole command line (shown_command shortens it for messages).
+        let command: Vec<String> = std::env::args()
+            .map(|a| a.replace(['\n', '\r'], " "))
+            .collect();
         // Overwrite in place, then cut: a reader never sees an empty file once a pid was
         // written (it may see a stale one for an instant, which it cannot tell anyway).
         let text = format!("{}\n{}\n", std::process::id(), command.join(" "));
@@ -154,5 +196,34 @@ mod tests {
         drop(first);
         assert!(!VaultLock::is_held_elsewhere(dir.path()));
         VaultLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn owner_command_is_whole_or_cut_between_arguments() {
+        assert_eq!(
+            shown_command("/work/target/debug/vmvault run --data-dir /srv/vmvault"),
+            "vmvault run --data-dir /srv/vmvault"
+        );
+        let long = format!(
+            "/usr/bin/vmvault --config /etc/vmvault/config.toml --data-dir {} run",
+            "/srv/very/long/path/to/the/data/folder/of/this/vault"
+        );
+        let shown = shown_command(&long);
+        assert_eq!(
+            shown,
+            "vmvault --config /etc/vmvault/config.toml --data-dir …"
+        );
+        assert!(shown.chars().count() <= SHOWN_COMMAND_CHARS + 2);
+        assert_eq!(shown_command(""), "vmvault");
+    }
+
+    #[test]
+    fn busy_error_names_the_holder_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = VaultLock::acquire(dir.path()).unwrap();
+        let e = VaultLock::owner(dir.path()).expect("held");
+        let holder = e.holder().expect("busy");
+        assert!(holder.starts_with("in use by process "), "{holder}");
+        assert!(!e.to_string().contains("is is"), "{e}");
     }
 }

@@ -608,6 +608,10 @@ pub fn data() -> Data {
         recent_failures: Arc::new(vec![failed_backup()]),
         active_jobs: Arc::new(active),
         generation: 1,
+        previous_policy: Arc::new(HashMap::from([(
+            "sim:/hr/payroll01".to_string(),
+            "Gold".to_string(),
+        )])),
     }
 }
 

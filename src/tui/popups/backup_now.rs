@@ -2,7 +2,7 @@
 //! a Backup job.
 
 use crate::fmt;
-use crate::model::Item;
+use crate::model::{Item, JobOperation, ProtectionState, RegistrationState};
 use crate::tui::app::{App, Command, Cx};
 use crate::tui::keys::Action;
 use crate::tui::widgets::{centered, key_hints, popup_frame, TextInput};
@@ -13,6 +13,72 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
+
+/// Why `item` cannot be backed up now, in words that end with the key to press; None when
+/// it can. `in_details`: asked from the item's details (its keys work there directly),
+/// otherwise from a list (the item's details open with Enter first).
+pub fn refusal(item: &Item, cx: &Cx, in_details: bool) -> Option<String> {
+    let q = item.qualified_name();
+    let key = |a: Action| cx.keys.label(a);
+    let open = if in_details {
+        String::new()
+    } else {
+        format!("{}, then ", key(Action::Open))
+    };
+    let region = cx.region();
+    if !region.is_empty() && !item.region.eq_ignore_ascii_case(region) {
+        return Some(format!(
+            "{q} is in region {}, this vault in {region}; back it up from a vault in {} — press {} to switch vault",
+            item.region,
+            item.region,
+            key(Action::SwitchVault)
+        ));
+    }
+    let why = match item.protection_state {
+        s if s.is_under_policy() => {
+            let running = cx.running.values().find(|j| {
+                j.operation == JobOperation::Backup
+                    && j.item_id.as_deref() == Some(item.id.as_str())
+                    && j.status.is_active()
+            });
+            return running.map(|j| {
+                format!(
+                    "{q}: a backup is already running (job {}) — press {} to see it",
+                    crate::tui::app::short_id(&j.id),
+                    key(Action::TabJobs)
+                )
+            });
+        }
+        ProtectionState::NotProtected
+            if item.registration_state != RegistrationState::Registered =>
+        {
+            format!(
+                "is not registered — register it in Registered Items ({}, then {})",
+                key(Action::TabRegistered),
+                key(Action::Register)
+            )
+        }
+        ProtectionState::NotProtected => format!(
+            "is not protected — press {} in Protected Items to protect it",
+            key(Action::Protect)
+        ),
+        ProtectionState::ProtectionStopped => format!(
+            "protection is stopped — press {open}{} to resume",
+            key(Action::ResumeProtection)
+        ),
+        ProtectionState::BackupsSuspended => format!(
+            "backups are suspended — press {open}{} to resume",
+            key(Action::ResumeProtection)
+        ),
+        ProtectionState::SoftDeleted => format!(
+            "its backup data is soft-deleted — press {open}{} to undelete, then {} to resume",
+            key(Action::Undelete),
+            key(Action::ResumeProtection)
+        ),
+        s => format!("cannot be backed up while {}", s.label().to_lowercase()),
+    };
+    Some(format!("{q}: {why}"))
+}
 
 #[derive(Debug)]
 pub struct State {

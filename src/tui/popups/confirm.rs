@@ -1,5 +1,6 @@
-//! A yes/no question (quit with running jobs, delete a policy, delete backup data). `y` or
-//! Enter answers yes; `n` or Esc no.
+//! A yes/no question (quit with running jobs, delete a policy, delete backup data). Every
+//! question guards something destructive, so only `y` answers yes: Enter, `n` and Esc
+//! answer no (Enter is pressed out of habit, and must never destroy anything).
 
 use crate::tui::app::{App, Cx, Effect, Nav};
 use crate::tui::widgets::{centered, key_hints, popup_frame};
@@ -9,6 +10,9 @@ use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
+/// The keys of the question, for its own last line and the console's footer.
+pub const HINTS: [(&str, &str); 2] = [("y", "Yes"), ("n/Esc", "No")];
+
 #[derive(Debug)]
 pub struct State {
     pub title: String,
@@ -16,6 +20,9 @@ pub struct State {
     pub on_yes: Vec<Effect>,
     /// The answer destroys something: the question is in the error colour.
     pub danger: bool,
+    /// Yes closes every popup (the question ends what they were about); otherwise only
+    /// the question closes, back to the popup that asked it.
+    pub close_all: bool,
 }
 
 impl State {
@@ -30,16 +37,27 @@ impl State {
             lines,
             on_yes,
             danger,
+            close_all: true,
         }
+    }
+
+    /// Yes goes back to the popup below (which stays meaningful after the answer).
+    pub fn keep_below(mut self) -> State {
+        self.close_all = false;
+        self
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         match k.code {
-            KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+            KeyCode::Char('y') | KeyCode::Char('Y') => {
                 cx.effects.append(&mut self.on_yes);
-                cx.nav = Nav::CloseAll;
+                cx.nav = if self.close_all {
+                    Nav::CloseAll
+                } else {
+                    Nav::Close
+                };
             }
-            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => cx.close(),
+            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Enter => cx.close(),
             _ => {}
         }
     }
@@ -68,8 +86,7 @@ impl State {
             .collect();
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
         f.render_widget(
-            Paragraph::new(key_hints(&[("y".into(), "yes"), ("n".into(), "no")], t))
-                .right_aligned(),
+            Paragraph::new(key_hints(&HINTS.map(|(k, v)| (k.to_string(), v)), t)).right_aligned(),
             foot,
         );
     }

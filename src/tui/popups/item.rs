@@ -79,7 +79,13 @@ impl State {
     }
 
     pub fn footer(&self) -> Vec<Action> {
-        let mut v = vec![Action::Restore, Action::BackupNow];
+        let mut v = vec![];
+        if self.item.protection_state != ProtectionState::SoftDeleted {
+            v.push(Action::Restore);
+        }
+        if self.item.protection_state.is_under_policy() {
+            v.push(Action::BackupNow);
+        }
         match self.item.protection_state {
             s if s.is_under_policy() => v.push(Action::StopProtection),
             ProtectionState::ProtectionStopped => {
@@ -106,6 +112,17 @@ impl State {
         } else if keys.is(Action::PageDown, k) {
             self.nav.down(self.nav.page(), len);
         } else if keys.is(Action::Restore, k) {
+            if self.item.protection_state == ProtectionState::SoftDeleted {
+                cx.notice = Some((
+                    crate::engine::NoticeLevel::Warning,
+                    format!(
+                        "{}: its backup data is soft-deleted — press {} to undelete it, then restore",
+                        self.item.qualified_name(),
+                        keys.label(Action::Undelete)
+                    ),
+                ));
+                return;
+            }
             let Some(points) = self.points.clone().filter(|p| !p.is_empty()) else {
                 cx.notice = Some((
                     crate::engine::NoticeLevel::Warning,
@@ -126,7 +143,9 @@ impl State {
                 ))));
             }
         } else if keys.is(Action::BackupNow, k) {
-            if cx.writable("Back up now") {
+            if let Some(why) = backup_now::refusal(&self.item, cx, true) {
+                cx.notice = Some((crate::engine::NoticeLevel::Warning, why));
+            } else if cx.writable("Back up now") {
                 cx.push(Popup::BackupNow(backup_now::State::new(
                     self.item.clone(),
                     cx.now,
@@ -168,6 +187,10 @@ impl State {
                     cx.push(Popup::Resume(resume::State::new(
                         self.item.clone(),
                         policies,
+                        cx.data
+                            .previous_policy
+                            .get(&self.item.id)
+                            .map(String::as_str),
                     )));
                 }
             } else {
@@ -260,10 +283,16 @@ impl State {
             kv("Disks", Span::raw(disks.join(", "))),
         ];
         if let Some(p) = i.purge_at {
-            lines.push(kv(
-                "Purged at",
-                Span::styled(format!("{} UTC (soft-deleted)", fmt::time(p)), t.warning()),
-            ));
+            let when = if p > app.now {
+                format!(
+                    "{} UTC · {} undeletes it until then",
+                    fmt::time(p),
+                    app.keys.label(Action::Undelete)
+                )
+            } else {
+                format!("{} UTC · at the next clean-up", fmt::time(p))
+            };
+            lines.push(kv("Will be purged", Span::styled(when, t.warning())));
         }
         if let Some(e) = &i.last_error {
             lines.push(kv(

@@ -78,6 +78,22 @@ impl State {
         }
     }
 
+    /// The job can still be cancelled (as far as this popup knows).
+    pub fn cancellable(&self) -> bool {
+        self.job
+            .as_ref()
+            .is_some_and(|j| j.status.is_active() && j.status != JobStatus::Cancelling)
+    }
+
+    /// The keys the footer shows: `c` only while the job can be cancelled.
+    pub fn footer(&self) -> Vec<Action> {
+        if self.cancellable() {
+            vec![Action::Up, Action::CancelJob, Action::Back]
+        } else {
+            vec![Action::Up, Action::Back]
+        }
+    }
+
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         let keys = cx.keys;
         if keys.is(Action::Back, k) {
@@ -105,17 +121,11 @@ impl State {
         let [body, foot] =
             Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
         let k = &app.keys;
-        f.render_widget(
-            Paragraph::new(key_hints(
-                &[
-                    (k.label(Action::CancelJob), "cancel job"),
-                    ("↑/↓".into(), "scroll"),
-                    (k.label(Action::Back), "close"),
-                ],
-                t,
-            )),
-            foot,
-        );
+        let mut hints = vec![("↑/↓".into(), "scroll"), (k.label(Action::Back), "close")];
+        if self.cancellable() {
+            hints.insert(0, (k.label(Action::CancelJob), "cancel job"));
+        }
+        f.render_widget(Paragraph::new(key_hints(&hints, t)), foot);
         let Some(j) = &self.job else {
             let msg = self.error.clone().unwrap_or_else(|| "Loading…".into());
             f.render_widget(Paragraph::new(Span::styled(msg, t.muted())), body);
@@ -245,14 +255,14 @@ impl State {
             lines.push(Line::from(""));
             lines.push(Line::from(Span::styled("Details", t.header())));
             for (key, v) in &j.details {
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                lines.push(Line::from(vec![
-                    Span::styled(format!("  {key:<18}"), t.muted()),
-                    Span::raw(text),
-                ]));
+                let (label, values) = fmt::job_detail(key, v);
+                for (n, text) in values.into_iter().enumerate() {
+                    let label = if n == 0 { label.as_str() } else { "" };
+                    lines.push(Line::from(vec![
+                        Span::styled(format!("  {label:<18}"), t.muted()),
+                        Span::raw(text),
+                    ]));
+                }
             }
         }
         f.render_widget(

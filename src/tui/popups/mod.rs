@@ -102,7 +102,7 @@ impl Popup {
             Popup::Restore(_) => vec![Up, Down, Left, Right, Open, Back],
             Popup::Stop(_) => vec![Up, Down, Open, Back],
             Popup::Resume(_) => vec![Up, Down, Open, Back],
-            Popup::Confirm(_) => vec![Open, Back],
+            Popup::Confirm(_) => vec![Back],
             Popup::Job(_) => vec![Up, Down, CancelJob, Back],
             Popup::Vaults(_) => vec![Up, Down, Open, Back],
             Popup::Locked(_) => vec![Open, SwitchVault, Quit],
@@ -122,8 +122,9 @@ impl Popup {
             Popup::Item(s) => s.footer(),
             Popup::Restore(_) => vec![Up, Left, Open, Back],
             Popup::Stop(_) | Popup::Resume(_) | Popup::Vaults(_) => vec![Up, Open, Back],
-            Popup::Confirm(_) => vec![Open, Back],
-            Popup::Job(_) => vec![Up, CancelJob, Back],
+            // Its y/n hints come first (view.rs); they include Esc.
+            Popup::Confirm(_) => vec![],
+            Popup::Job(s) => s.footer(),
             Popup::Locked(_) => vec![Open, SwitchVault, Quit],
             Popup::Message(_) => vec![Back],
         }

@@ -7,7 +7,7 @@ use crate::tui::widgets::{centered, key_hints, popup_frame, radio};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -15,15 +15,25 @@ pub struct State {
     pub item: Item,
     pub policies: Vec<(String, String)>,
     pub selected: usize,
+    /// The policy the item had (when it still exists).
+    pub previous: Option<String>,
 }
 
 impl State {
-    /// `policies`: (name, first line of its description).
-    pub fn new(item: Item, policies: Vec<(String, String)>) -> State {
+    /// `policies`: (name, first line of its description). `previous`: the policy the item
+    /// had, chosen first when it is in the list.
+    pub fn new(item: Item, policies: Vec<(String, String)>, previous: Option<&str>) -> State {
+        let selected = previous
+            .and_then(|p| policies.iter().position(|(n, _)| n == p))
+            .unwrap_or(0);
+        let previous = previous
+            .filter(|p| policies.iter().any(|(n, _)| n == p))
+            .map(str::to_string);
         State {
             item,
             policies,
-            selected: 0,
+            selected,
+            previous,
         }
     }
 
@@ -53,7 +63,7 @@ impl State {
         let r = centered(
             area,
             72.min(area.width.saturating_sub(2)),
-            (self.policies.len() as u16 + 6).min(area.height),
+            (self.policies.len() as u16 + 7).min(area.height),
         );
         let inner = popup_frame(
             f,
@@ -62,7 +72,7 @@ impl State {
             t,
         );
         let [intro, list, foot] = Layout::vertical([
-            Constraint::Length(2),
+            Constraint::Length(3),
             Constraint::Min(1),
             Constraint::Length(1),
         ])
@@ -70,7 +80,8 @@ impl State {
         f.render_widget(
             Paragraph::new(
                 "Choose the policy; its retention applies to the item's scheduled points again.",
-            ),
+            )
+            .wrap(Wrap { trim: true }),
             intro,
         );
         let lines: Vec<Line> = self
@@ -79,7 +90,7 @@ impl State {
             .enumerate()
             .map(|(i, (n, d))| {
                 let sel = i == self.selected;
-                Line::from(vec![
+                let mut l = vec![
                     Span::styled(
                         format!("{} {n:<20}", radio(sel)),
                         if sel {
@@ -89,7 +100,11 @@ impl State {
                         },
                     ),
                     Span::styled(format!(" {d}"), t.muted()),
-                ])
+                ];
+                if self.previous.as_deref() == Some(n.as_str()) {
+                    l.push(Span::styled(" · previous", t.muted()));
+                }
+                Line::from(l)
             })
             .collect();
         f.render_widget(Paragraph::new(lines), list);

@@ -92,10 +92,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let num = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "…".into());
     // Items.
     let attention = s.map(|s| s.needs_attention).unwrap_or(0);
+    let w = items_a.width.saturating_sub(2);
+    let ikv = |k: &str, v: String, style: Style| kv(k, v, style, w);
     let lines = vec![
-        kv("Protected", num(s.map(|s| s.protected)), Style::default()),
-        kv("Registered", num(s.map(|s| s.registered)), Style::default()),
-        kv(
+        ikv("Protected", num(s.map(|s| s.protected)), Style::default()),
+        ikv("Registered", num(s.map(|s| s.registered)), Style::default()),
+        ikv(
             "Need attention",
             num(s.map(|s| s.needs_attention)),
             if attention > 0 {
@@ -104,7 +106,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Style::default()
             },
         ),
-        kv("Discovered", d.items.len().to_string(), t.muted()),
+        ikv("Discovered", d.items.len().to_string(), t.muted()),
     ];
     f.render_widget(Paragraph::new(lines).block(panel("Items", t)), items_a);
 
@@ -200,25 +202,27 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
 
     // Storage.
     let st = s.map(|s| s.storage);
+    let w = storage_a.width.saturating_sub(2);
+    let skv = |k: &str, v: String, style: Style| kv(k, v, style, w);
     let lines = match st {
         Some(st) => vec![
-            kv(
+            skv(
                 "Protected size",
                 fmt::bytes(st.protected_bytes),
                 Style::default(),
             ),
-            kv("Stored size", fmt::bytes(st.stored_bytes), Style::default()),
-            kv(
+            skv("Stored size", fmt::bytes(st.stored_bytes), Style::default()),
+            skv(
                 "Deduplication",
                 format!("{:.2}×", st.dedup_ratio),
                 Style::default(),
             ),
-            kv(
+            skv(
                 "Compression",
                 format!("{:.2}×", st.compression_ratio),
                 Style::default(),
             ),
-            kv("Recovery points", st.recovery_points.to_string(), t.muted()),
+            skv("Recovery points", st.recovery_points.to_string(), t.muted()),
         ],
         None => vec![Line::from(Span::styled("Loading…", t.muted()))],
     };
@@ -335,9 +339,22 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(lines), inner);
 }
 
-fn kv(k: &str, v: String, style: Style) -> Line<'static> {
+/// A label and its value in a panel `width` wide (inside the borders). The value is never
+/// cut: the label gives way first (shortened with "…", then dropped).
+fn kv(k: &str, v: String, style: Style, width: u16) -> Line<'static> {
+    let width = width as usize;
+    let value_len = v.chars().count();
+    let room = width.saturating_sub(value_len + 2); // a space before and after the label
+    let label = if k.chars().count() <= room {
+        format!(" {k:<w$} ", w = room.min(15))
+    } else if room >= 3 {
+        let cut: String = k.chars().take(room - 1).collect();
+        format!(" {cut}… ")
+    } else {
+        " ".repeat(width.saturating_sub(value_len).min(1))
+    };
     Line::from(vec![
-        Span::raw(format!(" {k:<16}")),
+        Span::raw(label),
         Span::styled(v, style.add_modifier(ratatui::style::Modifier::BOLD)),
     ])
 }

@@ -4,7 +4,7 @@
 use super::{list_title, Sort, SortValue};
 use crate::fmt;
 use crate::model::*;
-use crate::tui::app::{short_id, App, Command, Cx};
+use crate::tui::app::{short_id, App, Command, Cx, Effect};
 use crate::tui::data::{Data, JobsQuery, JOB_WINDOW};
 use crate::tui::keys::Action;
 use crate::tui::popups::{self, Popup};
@@ -138,14 +138,21 @@ impl State {
         if self.filtering {
             return vec![Action::Open, Action::Back];
         }
-        vec![
-            Action::Open,
-            Action::CancelJob,
+        let mut v = vec![Action::Open, Action::CancelJob];
+        // With a filter set, clearing it matters more than setting another.
+        if self.query.is_filtered()
+            || self.query.range != JobsQuery::default().range
+            || !self.filter.value.is_empty()
+        {
+            v.push(Action::ClearFilters);
+        }
+        v.extend([
             Action::FilterStatus,
             Action::FilterOperation,
             Action::FilterTime,
             Action::Filter,
-        ]
+        ]);
+        v
     }
 
     /// A larger window when the selection nears the end of the loaded one.
@@ -301,7 +308,25 @@ pub fn cancel(j: &Job, cx: &mut Cx) {
         return;
     }
     if cx.writable("Cancel") {
-        cx.run(Command::CancelJob(j.id.clone()));
+        // Cancelling throws away the work done so far: ask first.
+        let mut lines = vec![format!("Cancel the {} of {}?", j.operation, j.item)];
+        lines.push(format!(
+            "Job {} started {} UTC; it is recorded as Cancelled.",
+            short_id(&j.id),
+            crate::fmt::time(j.start_time)
+        ));
+        if j.operation == JobOperation::Backup {
+            lines.push("A cancelled backup creates no recovery point.".into());
+        }
+        cx.push(Popup::Confirm(
+            popups::confirm::State::new(
+                "Cancel job",
+                lines,
+                vec![Effect::Run(Command::CancelJob(j.id.clone()))],
+                false,
+            )
+            .keep_below(),
+        ));
     }
 }
 

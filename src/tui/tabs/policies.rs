@@ -17,6 +17,10 @@ use ratatui::Frame;
 pub const ACTIONS: &[Action] = &[
     Action::Up,
     Action::Down,
+    Action::PageUp,
+    Action::PageDown,
+    Action::Top,
+    Action::Bottom,
     Action::NewPolicy,
     Action::DeletePolicy,
 ];
@@ -61,6 +65,14 @@ impl State {
             self.nav.up(1);
         } else if keys.is(Action::Down, k) {
             self.nav.down(1, len);
+        } else if keys.is(Action::PageUp, k) {
+            self.nav.up(self.nav.page());
+        } else if keys.is(Action::PageDown, k) {
+            self.nav.down(self.nav.page(), len);
+        } else if keys.is(Action::Top, k) {
+            self.nav.top();
+        } else if keys.is(Action::Bottom, k) {
+            self.nav.bottom(len);
         } else if keys.is(Action::NewPolicy, k) {
             if cx.writable("Create policy") {
                 let names = cx
@@ -198,7 +210,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         (false, n) => format!("Used by {n} item(s) · can be deleted once no item uses it"),
     };
     lines.push(Line::from(Span::styled(usage, t.muted())));
-    let text_h = lines.len() as u16 + 1;
+    // The text first (every rule and the usage line); the chart only in the room left.
+    let text_h = lines
+        .iter()
+        .map(|l| wrapped_rows(l, inner.width))
+        .sum::<u16>()
+        + 1;
     let [text_a, chart_a] = Layout::vertical([
         Constraint::Length(text_h.min(inner.height)),
         Constraint::Min(0),
@@ -206,8 +223,30 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     .areas(inner);
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_a);
     if let Some((name, _, pv)) = &s.preview {
-        if *name == p.policy.name {
+        if *name == p.policy.name && chart_a.height >= MIN_CHART_ROWS {
             draw_preview(f, chart_a, pv, t);
         }
     }
+}
+
+/// Fewest rows worth drawing the retention chart in.
+const MIN_CHART_ROWS: u16 = 5;
+
+/// Rows a line takes when word-wrapped to `width` (as `Wrap` does, give or take a row).
+fn wrapped_rows(line: &Line, width: u16) -> u16 {
+    let width = width.max(1) as usize;
+    let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+    let mut rows = 1;
+    let mut used = 0;
+    for word in text.split(' ') {
+        let w = word.chars().count();
+        let need = if used == 0 { w } else { used + 1 + w };
+        if need <= width {
+            used = need;
+        } else {
+            rows += 1 + (w.saturating_sub(1) / width);
+            used = w % width;
+        }
+    }
+    rows as u16
 }

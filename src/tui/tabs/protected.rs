@@ -8,7 +8,7 @@ use crate::tui::app::{App, Cx};
 use crate::tui::data::Data;
 use crate::tui::keys::Action;
 use crate::tui::popups::{self, Popup};
-use crate::tui::widgets::{panel, render_table, table::cell, Column};
+use crate::tui::widgets::{panel, render_table, table::cell, table::fit_columns, Column};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::widgets::Row;
@@ -87,17 +87,21 @@ impl State {
         self.table.filtering
     }
 
-    pub fn footer(&self) -> Vec<Action> {
+    pub fn footer(&self, data: &Data) -> Vec<Action> {
         if self.table.filtering {
             return vec![Action::Open, Action::Back];
         }
-        vec![
-            Action::Protect,
-            Action::BackupNow,
-            Action::Open,
-            Action::Filter,
-            Action::Sort,
-        ]
+        let mut v = vec![Action::Protect];
+        // b only for an item that can be backed up (b on another says why).
+        if self
+            .table
+            .selected(data)
+            .is_some_and(|i| i.protection_state.is_under_policy())
+        {
+            v.push(Action::BackupNow);
+        }
+        v.extend([Action::Open, Action::Filter, Action::Sort]);
+        v
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
@@ -116,7 +120,9 @@ impl State {
             }
         } else if keys.is(Action::BackupNow, k) {
             if let Some(i) = self.table.selected(cx.data) {
-                if cx.writable("Back up now") {
+                if let Some(why) = popups::backup_now::refusal(i, cx, false) {
+                    cx.notice = Some((crate::engine::NoticeLevel::Warning, why));
+                } else if cx.writable("Back up now") {
                     cx.push(Popup::BackupNow(popups::backup_now::State::new(
                         i.clone(),
                         cx.now,
@@ -167,7 +173,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
     cols.push((
         3,
-        Column::new(COLUMNS[3], Constraint::Length(if medium { 34 } else { 22 })),
+        Column::new(COLUMNS[3], Constraint::Length(if wide { 34 } else { 22 })),
     ));
     cols.push((4, Column::new(COLUMNS[4], Constraint::Length(16))));
     if medium {
@@ -180,6 +186,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     if medium {
         cols.push((7, Column::new(COLUMNS[7], Constraint::Length(16))));
     }
+    // The name keeps room for "cloud-service/name": the optional columns go first.
+    fit_columns(&mut cols, w, if wide { 16 } else { 24 }, &[7, 5, 2, 1]);
     let columns: Vec<Column> = cols.iter().map(|c| c.1).collect();
     let total = app.data.items.iter().filter(|i| is_listed(i)).count();
     let title = list_title(
@@ -237,7 +245,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         Default::default(),
                     ),
                     3 => {
-                        let label = if medium {
+                        let label = if wide {
                             i.protection_state.label().to_string()
                         } else {
                             match i.protection_state {

@@ -7,7 +7,7 @@ use crate::tui::app::{App, Command, Cx};
 use crate::tui::data::Data;
 use crate::tui::keys::Action;
 use crate::tui::popups::{self, Popup};
-use crate::tui::widgets::{panel, render_table, table::cell, Column};
+use crate::tui::widgets::{panel, render_table, table::cell, table::fit_columns, Column};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -180,25 +180,29 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(line), top);
 
     let wide = area.width >= 100;
-    let cols: Vec<Column> = if wide {
+    let mut cols: Vec<(usize, Column)> = if wide {
         vec![
-            Column::new(COLUMNS[0], Constraint::Fill(2)),
-            Column::new(COLUMNS[1], Constraint::Fill(1)),
-            Column::new(COLUMNS[2], Constraint::Length(14)),
-            Column::new(COLUMNS[3], Constraint::Length(8)),
-            Column::new(COLUMNS[4], Constraint::Length(11)),
-            Column::new(COLUMNS[5], Constraint::Length(19)),
+            (0, Column::new(COLUMNS[0], Constraint::Fill(2))),
+            (1, Column::new(COLUMNS[1], Constraint::Fill(1))),
+            (2, Column::new(COLUMNS[2], Constraint::Length(14))),
+            (3, Column::new(COLUMNS[3], Constraint::Length(8))),
+            (4, Column::new(COLUMNS[4], Constraint::Length(11))),
+            (5, Column::new(COLUMNS[5], Constraint::Length(19))),
         ]
     } else {
         vec![
-            Column::new(COLUMNS[0], Constraint::Fill(1)),
-            Column::new(COLUMNS[1], Constraint::Length(13)),
-            Column::new(COLUMNS[2], Constraint::Length(13)),
-            Column::new(COLUMNS[3], Constraint::Length(7)),
-            Column::new(COLUMNS[4], Constraint::Length(11)),
-            Column::new(COLUMNS[5], Constraint::Length(19)),
+            (0, Column::new(COLUMNS[0], Constraint::Fill(1))),
+            (1, Column::new(COLUMNS[1], Constraint::Length(13))),
+            (2, Column::new(COLUMNS[2], Constraint::Length(13))),
+            (3, Column::new(COLUMNS[3], Constraint::Length(7))),
+            (4, Column::new(COLUMNS[4], Constraint::Length(11))),
+            (5, Column::new(COLUMNS[5], Constraint::Length(19))),
         ]
     };
+    // Narrow: region and OS go first, then power state and cloud service; never the name.
+    fit_columns(&mut cols, area.width, 10, &[2, 3, 4, 1]);
+    let kept: Vec<usize> = cols.iter().map(|c| c.0).collect();
+    let cols: Vec<Column> = cols.into_iter().map(|c| c.1).collect();
     let title = list_title(
         "Registered Items",
         s.table.order.len(),
@@ -239,7 +243,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 _ => t.muted(),
             };
             let other_region = !i.region.eq_ignore_ascii_case(region);
-            Row::new(vec![
+            let mut all = vec![
                 cell(i.name.clone(), Default::default()),
                 cell(i.cloud_service.clone(), Default::default()),
                 cell(
@@ -260,7 +264,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     },
                 ),
                 cell(registration_label(i), status_style),
-            ])
+            ];
+            let mut n = 0;
+            all.retain(|_| {
+                n += 1;
+                kept.contains(&(n - 1))
+            });
+            Row::new(all)
         },
     );
 }

@@ -170,6 +170,34 @@ pub fn render_table<'a>(
     f.render_stateful_widget(t, inner, &mut state);
 }
 
+/// Drops columns, in `drop_order`, until the one `Fill` column (the item's name) gets at
+/// least `name_min` of a bordered table `width` wide: the name is the last thing to go.
+/// `cols` pairs each column with its index in the view's full list.
+pub fn fit_columns(
+    cols: &mut Vec<(usize, Column)>,
+    width: u16,
+    name_min: u16,
+    drop_order: &[usize],
+) {
+    let name_width = |cols: &[(usize, Column)]| {
+        let fixed: u16 = cols
+            .iter()
+            .map(|(_, c)| match c.width {
+                Constraint::Length(n) | Constraint::Min(n) => n,
+                _ => 0,
+            })
+            .sum();
+        let gaps = cols.len().saturating_sub(1) as u16;
+        width.saturating_sub(2).saturating_sub(fixed + gaps)
+    };
+    for drop in drop_order {
+        if name_width(cols) >= name_min {
+            break;
+        }
+        cols.retain(|(i, _)| i != drop);
+    }
+}
+
 /// A cell's text in a style (shorthand for rows).
 pub fn cell<'a>(text: impl Into<String>, style: Style) -> Line<'a> {
     Line::from(Span::styled(text.into(), style))

@@ -1,0 +1,309 @@
+//! What keys do (and refuse to do) in the fixture console, through `App::update`, without
+//! an engine: confirmations of destructive actions, refusals with a reason, and what the
+//! footer offers.
+
+mod tui_support;
+
+use crossterm::event::KeyCode;
+use tui_support::fixture::*;
+use vmvault::tui::app::{App, Command, Effect, Msg};
+use vmvault::tui::popups::Popup;
+
+fn runs(effects: &[Effect], pred: impl Fn(&Command) -> bool) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::Run(c) if pred(c)))
+}
+
+fn is_confirm(a: &App) -> bool {
+    matches!(a.popups.last(), Some(Popup::Confirm(_)))
+}
+
+/// The item details of sales/web01 (Protected Items, last row) with its points loaded.
+fn web01_details() -> App {
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::End));
+    a.update(code(KeyCode::Enter));
+    a.update(Msg::PointsLoaded {
+        item_id: "sim:/sales/web01".into(),
+        result: Ok(points()),
+    });
+    a
+}
+
+fn delete_data_question() -> App {
+    let mut a = web01_details();
+    a.update(key('s'));
+    a.update(code(KeyCode::Down));
+    a.update(code(KeyCode::Enter));
+    assert!(is_confirm(&a));
+    a
+}
+
+#[test]
+fn enter_never_confirms_a_destructive_question() {
+    // Delete backup data: Enter answers no, and so do n and Esc.
+    for no in [code(KeyCode::Enter), key('n'), code(KeyCode::Esc)] {
+        let mut a = delete_data_question();
+        let effects = a.update(no.clone());
+        assert!(!is_confirm(&a), "{no:?} left the question open");
+        assert!(
+            !runs(&effects, |c| matches!(c, Command::StopProtection { .. })),
+            "{no:?} deleted the data"
+        );
+    }
+    let mut a = delete_data_question();
+    let effects = a.update(key('y'));
+    assert!(runs(&effects, |c| matches!(
+        c,
+        Command::StopProtection {
+            delete_data: true,
+            ..
+        }
+    )));
+
+    // Quit with running jobs: Enter does not quit (it would cancel them).
+    let mut a = app(120, 40);
+    a.update(key('q'));
+    assert!(is_confirm(&a));
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(!a.should_quit && !effects.iter().any(|e| matches!(e, Effect::Quit)));
+    a.update(key('q'));
+    let effects = a.update(key('y'));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Quit)));
+}
+
+#[test]
+fn a_question_footer_offers_yes_and_no_not_open() {
+    let a = delete_data_question();
+    let screen = text(&render(&a, 120, 40));
+    let footer = screen.lines().last().unwrap_or_default();
+    assert!(footer.contains("y Yes"), "{footer}");
+    assert!(footer.contains("n/Esc No"), "{footer}");
+    assert!(!footer.contains("Enter"), "{footer}");
+}
+
+#[test]
+fn cancel_job_asks_first_and_finished_jobs_do_not_offer_it() {
+    // Jobs tab: the first row is the running backup.
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    let effects = a.update(key('c'));
+    assert!(!runs(&effects, |c| matches!(c, Command::CancelJob(_))));
+    let Some(Popup::Confirm(q)) = a.popups.last() else {
+        panic!("c did not ask: {:?}", a.popups.len())
+    };
+    assert!(
+        q.lines[0].starts_with("Cancel the Backup of "),
+        "{:?}",
+        q.lines
+    );
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(a.popups.is_empty());
+    assert!(!runs(&effects, |c| matches!(c, Command::CancelJob(_))));
+    a.update(key('c'));
+    let effects = a.update(key('y'));
+    let id = running_backup().id;
+    assert!(runs(
+        &effects,
+        |c| matches!(c, Command::CancelJob(j) if *j == id)
+    ));
+
+    // Job details of the running job: c asks, and yes goes back to the details.
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    a.update(code(KeyCode::Enter));
+    a.update(Msg::JobLoaded(Box::new(Ok(running_backup()))));
+    assert!(text(&render(&a, 120, 40)).contains("c Cancel job"));
+    a.update(key('c'));
+    assert!(is_confirm(&a));
+    let effects = a.update(key('y'));
+    assert!(runs(&effects, |c| matches!(c, Command::CancelJob(_))));
+    assert!(matches!(a.popups.last(), Some(Popup::Job(_))));
+
+    // Details of a failed job: no c in the footer or the popup's hints, and c asks nothing.
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    a.update(code(KeyCode::End));
+    a.update(code(KeyCode::Enter));
+    a.update(Msg::JobLoaded(Box::new(Ok(failed_backup()))));
+    let screen = text(&render(&a, 120, 40));
+    assert!(!screen.contains("Cancel job"), "{screen}");
+    assert!(!screen.contains("cancel job"), "{screen}");
+    a.update(key('c'));
+    assert!(matches!(a.popups.last(), Some(Popup::Job(_))));
+}
+
+fn notice(a: &App) -> String {
+    a.notice
+        .as_ref()
+        .map(|n| n.text.clone())
+        .unwrap_or_default()
+}
+
+fn footer(a: &App) -> String {
+    let screen = text(&render(a, 120, 40));
+    screen.lines().last().unwrap_or_default().to_string()
+}
+
+#[test]
+fn back_up_now_is_refused_at_once_with_the_key_to_press() {
+    // Protected Items in name order: old01 (soft-deleted), payroll01 (stopped), …
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    assert!(!footer(&a).contains("Back up now"), "{}", footer(&a));
+    a.update(key('b'));
+    assert!(a.popups.is_empty());
+    assert_eq!(
+        notice(&a),
+        "sales/old01: its backup data is soft-deleted — press Enter, then U to undelete, then u to resume"
+    );
+    a.update(code(KeyCode::Down));
+    a.update(key('b'));
+    assert!(a.popups.is_empty());
+    assert_eq!(
+        notice(&a),
+        "hr/payroll01: protection is stopped — press Enter, then u to resume"
+    );
+    // In its details, u works directly.
+    a.update(code(KeyCode::Enter));
+    assert!(!footer(&a).contains("Back up now"), "{}", footer(&a));
+    a.update(key('b'));
+    assert!(matches!(a.popups.last(), Some(Popup::Item(_))));
+    assert_eq!(
+        notice(&a),
+        "hr/payroll01: protection is stopped — press u to resume"
+    );
+    a.update(code(KeyCode::Esc));
+    // sales/web01 (last) has a backup running already.
+    a.update(code(KeyCode::End));
+    a.update(key('b'));
+    assert!(a.popups.is_empty());
+    assert!(
+        notice(&a).starts_with("sales/web01: a backup is already running (job 00000001)"),
+        "{}",
+        notice(&a)
+    );
+    // hr/web01 (protected, pending its initial backup) opens the dialog.
+    a.update(code(KeyCode::Up));
+    assert!(footer(&a).contains("b Back up now"), "{}", footer(&a));
+    a.update(key('b'));
+    assert!(matches!(a.popups.last(), Some(Popup::BackupNow(_))));
+}
+
+#[test]
+fn soft_deleted_item_reads_as_future_purge_and_refuses_restore() {
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::Enter)); // sales/old01, soft-deleted
+    a.update(Msg::PointsLoaded {
+        item_id: "sim:/sales/old01".into(),
+        result: Ok(points()),
+    });
+    let screen = text(&render(&a, 120, 40));
+    assert!(
+        screen.contains("Will be purged    2026-12-08 10:00 UTC · U undeletes it until then"),
+        "{screen}"
+    );
+    assert!(!screen.contains("Purged at"), "{screen}");
+    assert!(!footer(&a).contains("Restore"), "{}", footer(&a));
+    a.update(key('R'));
+    assert!(matches!(a.popups.last(), Some(Popup::Item(_))));
+    assert_eq!(
+        notice(&a),
+        "sales/old01: its backup data is soft-deleted — press U to undelete it, then restore"
+    );
+}
+
+#[test]
+fn resume_chooses_the_previous_policy_first() {
+    // hr/payroll01 (stopped) had Gold.
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::Down));
+    a.update(code(KeyCode::Enter));
+    a.update(key('u'));
+    let Some(Popup::Resume(r)) = a.popups.last() else {
+        panic!("u did not open the resume dialog")
+    };
+    assert_eq!(r.policies[r.selected].0, "Gold");
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(runs(&effects, |c| matches!(
+        c,
+        Command::ResumeProtection { policy, .. } if policy == "Gold"
+    )));
+    // The intro is whole at 120 columns (it wraps instead of being cut).
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::Down));
+    a.update(code(KeyCode::Enter));
+    a.update(Msg::PointsLoaded {
+        item_id: "sim:/hr/payroll01".into(),
+        result: Ok(vec![]),
+    });
+    a.update(key('u'));
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains("points again."), "{screen}");
+}
+
+#[test]
+fn policies_text_comes_before_the_chart_and_tables_keys_work() {
+    let mut a = app(120, 40);
+    a.update(key('5'));
+    a.update(code(KeyCode::Down)); // Gold: every retention rule
+    let s = text(&render(&a, 120, 40));
+    assert!(s.contains("Used by 2 item(s)"), "{s}");
+    let gold = gold();
+    let desc = gold.describe();
+    let last = desc.last().map(String::as_str).unwrap_or_default();
+    let tail: String = last
+        .chars()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert!(
+        s.contains(tail.trim()),
+        "{tail:?} of {last:?} not shown:\n{s}"
+    );
+
+    a.update(key('G'));
+    assert_eq!(a.policies.nav.selected, 2);
+    a.update(key('g'));
+    assert_eq!(a.policies.nav.selected, 0);
+    a.update(code(KeyCode::End));
+    assert_eq!(a.policies.nav.selected, 2);
+    a.update(code(KeyCode::Home));
+    assert_eq!(a.policies.nav.selected, 0);
+    a.update(code(KeyCode::PageDown));
+    assert_eq!(a.policies.nav.selected, 2);
+    a.update(code(KeyCode::PageUp));
+    assert_eq!(a.policies.nav.selected, 0);
+}
+
+#[test]
+fn jobs_footer_offers_clear_filters_and_keeps_help_and_quit() {
+    for w in [80, 120] {
+        let mut a = app(w, 24);
+        a.update(key('4'));
+        let f = text(&render(&a, w, 24));
+        let f = f.lines().last().unwrap_or_default().to_string();
+        assert!(!f.contains("Clear filters"), "{w}: {f}");
+        assert!(f.contains("? Help") && f.contains("q Quit"), "{w}: {f}");
+        a.update(key('f'));
+        let f = text(&render(&a, w, 24));
+        let f = f.lines().last().unwrap_or_default().to_string();
+        assert!(f.contains("X Clear filters"), "{w}: {f}");
+        assert!(f.contains("? Help") && f.contains("q Quit"), "{w}: {f}");
+        a.update(key('X'));
+        assert!(!footer_at(&a, w).contains("Clear filters"));
+    }
+}
+
+fn footer_at(a: &App, w: u16) -> String {
+    let s = text(&render(a, w, 24));
+    s.lines().last().unwrap_or_default().to_string()
+}

@@ -1,0 +1,87 @@
+//! Narrow and wide layouts: numbers are never cut, every tab stays in the tab bar, and the
+//! item's name is the last column to go.
+
+mod tui_support;
+
+use tui_support::fixture::*;
+
+fn screen(tab: char, w: u16, h: u16) -> String {
+    let mut a = app(w, h);
+    a.update(key(tab));
+    text(&render(&a, w, h))
+}
+
+fn line_with<'a>(s: &'a str, what: &str) -> &'a str {
+    s.lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("{what:?} not on screen:\n{s}"))
+}
+
+#[test]
+fn dashboard_numbers_are_whole_at_narrow_sizes() {
+    for (w, h) in [(70, 20), (60, 15)] {
+        let s = screen('1', w, h);
+        // 11 VMs discovered; 7.00 GiB protected, 4.00 GiB stored.
+        assert!(
+            line_with(&s, "Discovered").contains(" 11│"),
+            "{w}x{h}:\n{s}"
+        );
+        assert!(line_with(&s, "Need att").contains(" 2│"), "{w}x{h}:\n{s}");
+        assert!(s.contains("7.00 GiB"), "{w}x{h}:\n{s}");
+        assert!(s.contains("4.00 GiB"), "{w}x{h}:\n{s}");
+        // Every tab is in the tab bar.
+        let tabs = s.lines().nth(1).unwrap_or_default();
+        for n in ["1 ", "2 ", "3 ", "4 Jobs", "5 Pol"] {
+            assert!(tabs.contains(n), "{w}x{h}: {tabs}");
+        }
+    }
+}
+
+#[test]
+fn registered_items_keep_the_name_when_narrow() {
+    for w in [74, 70, 60] {
+        let s = screen('2', w, 24);
+        let header = line_with(&s, "Status");
+        assert!(header.contains("│Name "), "{w}: {header}");
+        assert!(s.contains("payroll01 "), "{w}:\n{s}");
+        // Region and OS went first.
+        assert!(!header.contains("Region"), "{w}: {header}");
+    }
+    let s = screen('2', 100, 24);
+    assert!(line_with(&s, "Status").contains("Region"), "{s}");
+}
+
+#[test]
+fn protected_items_give_the_name_room_at_every_width() {
+    for w in [80, 100, 120, 140] {
+        let s = screen('3', w, 24);
+        let header = line_with(&s, "Protection state");
+        let name = header.find("Name").unwrap_or(0);
+        let next = header[name + 4..]
+            .find(|c: char| c != ' ')
+            .map(|n| n + name + 4)
+            .unwrap_or(0);
+        assert!(
+            next - name >= 24,
+            "{w}: name column {} wide: {header}",
+            next - name
+        );
+        assert!(s.contains("hr/payroll01"), "{w}:\n{s}");
+    }
+}
+
+#[test]
+fn protected_items_show_every_column_when_wide() {
+    let s = screen('3', 150, 24);
+    let header = line_with(&s, "Protection state");
+    for c in [
+        "Name",
+        "Cloud service",
+        "Policy",
+        "Last status",
+        "Points",
+        "Next backup",
+    ] {
+        assert!(header.contains(c), "{c}: {header}");
+    }
+}
