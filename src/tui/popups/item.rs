@@ -103,14 +103,7 @@ impl State {
         let len = self.points.as_ref().map(|p| p.len()).unwrap_or(0);
         if keys.is(Action::Back, k) {
             cx.close();
-        } else if keys.is(Action::Up, k) {
-            self.nav.up(1);
-        } else if keys.is(Action::Down, k) {
-            self.nav.down(1, len);
-        } else if keys.is(Action::PageUp, k) {
-            self.nav.up(self.nav.page());
-        } else if keys.is(Action::PageDown, k) {
-            self.nav.down(self.nav.page(), len);
+        } else if self.nav.navigate(keys, k, len) {
         } else if keys.is(Action::Restore, k) {
             if self.item.protection_state == ProtectionState::SoftDeleted {
                 cx.notice = Some((

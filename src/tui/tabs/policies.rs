@@ -61,18 +61,7 @@ impl State {
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         let keys = cx.keys;
         let len = cx.data.policies.len();
-        if keys.is(Action::Up, k) {
-            self.nav.up(1);
-        } else if keys.is(Action::Down, k) {
-            self.nav.down(1, len);
-        } else if keys.is(Action::PageUp, k) {
-            self.nav.up(self.nav.page());
-        } else if keys.is(Action::PageDown, k) {
-            self.nav.down(self.nav.page(), len);
-        } else if keys.is(Action::Top, k) {
-            self.nav.top();
-        } else if keys.is(Action::Bottom, k) {
-            self.nav.bottom(len);
+        if self.nav.navigate(keys, k, len) {
         } else if keys.is(Action::NewPolicy, k) {
             if cx.writable("Create policy") {
                 let names = cx

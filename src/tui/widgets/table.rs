@@ -69,6 +69,32 @@ impl TableNav {
     pub fn bottom(&mut self, len: usize) {
         self.selected = len.saturating_sub(1);
     }
+    /// Moves the selection for a movement key (up, down, page up/down, top, bottom) of
+    /// `keys`; false when `k` is no movement key.
+    pub fn navigate(
+        &mut self,
+        keys: &crate::tui::keys::KeyMap,
+        k: &crossterm::event::KeyEvent,
+        len: usize,
+    ) -> bool {
+        use crate::tui::keys::Action;
+        if keys.is(Action::Up, k) {
+            self.up(1);
+        } else if keys.is(Action::Down, k) {
+            self.down(1, len);
+        } else if keys.is(Action::PageUp, k) {
+            self.up(self.page());
+        } else if keys.is(Action::PageDown, k) {
+            self.down(self.page(), len);
+        } else if keys.is(Action::Top, k) {
+            self.top();
+        } else if keys.is(Action::Bottom, k) {
+            self.bottom(len);
+        } else {
+            return false;
+        }
+        true
+    }
     /// The row under a click at (`x`, `y`), if any.
     pub fn row_at(&self, x: u16, y: u16, len: usize) -> Option<usize> {
         let a = self.rows_area.get();
