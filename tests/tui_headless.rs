@@ -370,7 +370,14 @@ async fn portal_flow_through_update() {
     s.handle(code(KeyCode::Down));
     s.handle(code(KeyCode::Right)); // weekly
     s.handle(code(KeyCode::Enter)); // schedule fine (Sunday)
-                                    // Retention: a weekly rule is needed; live problems keep Enter from moving on.
+                                    // Retention: the weekly rule came on with the weekly schedule, on its Sunday.
+    let Some(Popup::PolicyWizard(w)) = s.app.popups.last() else {
+        panic!("wizard closed")
+    };
+    assert_eq!(w.step, 1);
+    assert!(w.problems().is_empty(), "{:?}", w.problems());
+    // Without it the schedule keeps nothing: live problems keep Enter from moving on.
+    press(&mut s, " "); // weekly off
     s.handle(code(KeyCode::Enter));
     let Some(Popup::PolicyWizard(w)) = s.app.popups.last() else {
         panic!("wizard closed")

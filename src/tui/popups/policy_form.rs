@@ -564,6 +564,12 @@ impl PolicyForm {
                         Frequency::Daily => Frequency::Weekly,
                         Frequency::Weekly => Frequency::Daily,
                     };
+                    if self.frequency == Frequency::Weekly && !self.weekly_on {
+                        // As the portal does: a weekly schedule keeps its points with a
+                        // weekly rule on the scheduled days (the daily rule does not apply).
+                        self.weekly_on = true;
+                        self.weekly_days = self.schedule_days;
+                    }
                     true
                 } else {
                     false
@@ -612,9 +618,24 @@ impl PolicyForm {
                 }
                 if space {
                     let c = self.cursor;
+                    let before = self.schedule_days;
                     if let Some(p) = self.picker(row) {
                         if let Some(b) = p.get_mut(c) {
                             *b = !*b;
+                        }
+                    }
+                    if row == Row::ScheduleDays {
+                        // Weekday pickers of the rules that still follow the schedule
+                        // (the same days as before this change) follow it.
+                        let after = self.schedule_days;
+                        for days in [
+                            &mut self.weekly_days,
+                            &mut self.monthly.days,
+                            &mut self.yearly.days,
+                        ] {
+                            if *days == before {
+                                *days = after;
+                            }
                         }
                     }
                     true
@@ -1054,7 +1075,26 @@ mod tests {
         assert_eq!(f.focused_row(Part::Schedule), Some(Row::Frequency));
         f.handle_key(&key(KeyCode::Char(' ')), &KeyMap::default(), Part::Schedule);
         assert_eq!(f.frequency, Frequency::Weekly);
+        // Like the portal: the weekly rule comes on, on the scheduled days.
+        assert!(f.weekly_on);
+        assert!(f.problems.is_empty(), "{:?}", f.problems);
+        // Scheduling Wednesday too: the rules' weekdays follow the schedule.
+        f.handle_key(&key(KeyCode::Down), &KeyMap::default(), Part::Schedule);
+        assert_eq!(f.focused_row(Part::Schedule), Some(Row::ScheduleDays));
+        for _ in 0..3 {
+            f.handle_key(&key(KeyCode::Right), &KeyMap::default(), Part::Schedule);
+        }
+        f.handle_key(&key(KeyCode::Char(' ')), &KeyMap::default(), Part::Schedule);
+        assert_eq!(
+            f.schedule_days,
+            [true, false, false, true, false, false, false]
+        );
+        assert_eq!(f.weekly_days, f.schedule_days);
+        assert_eq!(f.monthly.days, f.schedule_days);
+        assert!(f.problems.is_empty(), "{:?}", f.problems);
         // A weekly schedule needs a weekly rule covering its days.
+        f.weekly_on = false;
+        f.recompute();
         assert!(
             f.problems.iter().any(|p| p.contains("weekly")),
             "{:?}",
