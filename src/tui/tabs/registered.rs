@@ -263,7 +263,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         t.muted()
                     },
                 ),
-                cell(registration_label(i), status_style),
+                cell(
+                    // An unregistered VM of another region cannot be registered here:
+                    // say so in words (colour may be off), as `vmvault items` does.
+                    if other_region && i.registration_state == RegistrationState::NotRegistered {
+                        "Other region"
+                    } else {
+                        registration_label(i)
+                    },
+                    status_style,
+                ),
             ];
             let mut n = 0;
             all.retain(|_| {
