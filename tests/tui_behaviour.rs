@@ -133,6 +133,13 @@ fn cancel_job_asks_first_and_finished_jobs_do_not_offer_it() {
     assert!(!screen.contains("cancel job"), "{screen}");
     a.update(key('c'));
     assert!(matches!(a.popups.last(), Some(Popup::Job(_))));
+
+    // The Jobs tab's footer offers c on the running job only.
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    assert!(footer(&a).contains("Cancel"), "{}", footer(&a));
+    a.update(code(KeyCode::End));
+    assert!(!footer(&a).contains("Cancel"), "{}", footer(&a));
 }
 
 fn notice(a: &App) -> String {

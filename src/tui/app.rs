@@ -1026,7 +1026,7 @@ impl App {
                     Tab::Dashboard => tabs::dashboard::FOOTER.to_vec(),
                     Tab::Registered => self.registered.footer(),
                     Tab::Protected => self.protected.footer(&self.data),
-                    Tab::Jobs => self.jobs.footer(),
+                    Tab::Jobs => self.jobs.footer(&self.data, &self.running),
                     Tab::Policies => tabs::policies::FOOTER.to_vec(),
                 };
                 v.extend_from_slice(&[Action::Help, Action::Quit]);

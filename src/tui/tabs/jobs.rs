@@ -16,6 +16,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row};
 use ratatui::Frame;
+use std::collections::HashMap;
 
 pub const ACTIONS: &[Action] = &[
     Action::Open,
@@ -134,11 +135,17 @@ impl State {
         self.filtering
     }
 
-    pub fn footer(&self) -> Vec<Action> {
+    pub fn footer(&self, data: &Data, running: &HashMap<String, Job>) -> Vec<Action> {
         if self.filtering {
             return vec![Action::Open, Action::Back];
         }
-        let mut v = vec![Action::Open, Action::CancelJob];
+        let mut v = vec![Action::Open];
+        // Cancel only where the selected job can be cancelled (its live status if it runs).
+        if self.selected(data).is_some_and(|j| {
+            running.get(&j.id).map_or(j.status, |r| r.status) == JobStatus::InProgress
+        }) {
+            v.push(Action::CancelJob);
+        }
         // With a filter set, clearing it matters more than setting another.
         if self.query.is_filtered()
             || self.query.range != JobsQuery::default().range
