@@ -241,15 +241,7 @@ fn resume_chooses_the_previous_policy_first() {
         Command::ResumeProtection { policy, .. } if policy == "Gold"
     )));
     // The intro is whole at 120 columns (it wraps instead of being cut).
-    let mut a = app(120, 40);
-    a.update(key('3'));
-    a.update(code(KeyCode::Down));
-    a.update(code(KeyCode::Enter));
-    a.update(Msg::PointsLoaded {
-        item_id: "sim:/hr/payroll01".into(),
-        result: Ok(vec![]),
-    });
-    a.update(key('u'));
+    let a = resume_dialog(120, 40);
     let screen = text(&render(&a, 120, 40));
     assert!(screen.contains("points again."), "{screen}");
 }

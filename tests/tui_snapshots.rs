@@ -240,18 +240,7 @@ fn item_and_its_actions() {
         a.update(code(KeyCode::Enter));
         a
     });
-    shot("resume_protection", |w, h| {
-        let mut a = app(w, h);
-        a.update(key('3'));
-        a.update(code(KeyCode::Down));
-        a.update(code(KeyCode::Enter));
-        a.update(Msg::PointsLoaded {
-            item_id: "sim:/hr/payroll01".into(),
-            result: Ok(vec![]),
-        });
-        a.update(key('u'));
-        a
-    });
+    shot("resume_protection", resume_dialog);
 }
 
 #[test]

@@ -659,6 +659,21 @@ pub fn app(w: u16, h: u16) -> App {
     app_with(w, h, Theme::default())
 }
 
+/// The fixture console with the Resume protection dialog open on hr/payroll01 (protection
+/// stopped, no recovery points).
+pub fn resume_dialog(w: u16, h: u16) -> App {
+    let mut a = app(w, h);
+    a.update(key('3'));
+    a.update(code(KeyCode::Down));
+    a.update(code(KeyCode::Enter));
+    a.update(Msg::PointsLoaded {
+        item_id: "sim:/hr/payroll01".into(),
+        result: Ok(vec![]),
+    });
+    a.update(key('u'));
+    a
+}
+
 pub fn key(c: char) -> Msg {
     Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
 }
