@@ -39,73 +39,27 @@ fn env_on(uri: &str, scratch: Option<&Path>) -> Env {
 
 // ---- libvirt's test driver ------------------------------------------------------------
 
-/// Images and a node XML for the test driver: web01 (two qcow2 disks, one an overlay on a
-/// backing file, a cdrom, tagged cloud service "sales"), win01 (Windows by its libosinfo
-/// metadata, no tag) and run01 ("running").
+include!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/support/libvirt_node.rs"
+));
+
+/// The shared test-driver node (web01, win01) with a base image of random data, and run01
+/// ("running", Linux by its libosinfo metadata).
 fn test_node(dir: &Path) -> PathBuf {
-    let base = dir.join("base.qcow2");
-    let raw = dir.join("base.raw");
-    sh("qemu-img", &["create", "-q", "-f", "raw", s(&raw), "16M"]);
-    write_random(&raw, 0, 2, 7);
-    sh(
-        "qemu-img",
-        &["convert", "-f", "raw", "-O", "qcow2", s(&raw), s(&base)],
-    );
-    std::fs::remove_file(&raw).expect("rm");
-    let web = dir.join("web.qcow2");
-    sh(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            s(&base),
-            "-F",
-            "qcow2",
-            s(&web),
-        ],
-    );
-    sh(
-        "qemu-io",
-        &["-f", "qcow2", "-c", "write -P 0x22 1M 64k", s(&web)],
-    );
-    let data = dir.join("data.qcow2");
-    sh("qemu-img", &["create", "-q", "-f", "qcow2", s(&data), "8M"]);
-    sh(
-        "qemu-io",
-        &["-f", "qcow2", "-c", "write -P 0x23 4M 128k", s(&data)],
-    );
-    let db = dir.join("db.qcow2");
-    sh("qemu-img", &["create", "-q", "-f", "qcow2", s(&db), "4M"]);
-    let node = format!(
-        r#"<node>
-  <cpu><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads><active>2</active><mhz>2000</mhz><model>x86_64</model></cpu>
-  <memory>8388608</memory>
-  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
-    <name>web01</name><uuid>11111111-2222-3333-4444-555555555555</uuid>
-    <memory unit='MiB'>2048</memory><vcpu>2</vcpu>
-    <metadata><vmvault:vm xmlns:vmvault="urn:vmvault:libvirt:1"><vmvault:cloud-service>sales</vmvault:cloud-service></vmvault:vm></metadata>
-    <os><type arch='x86_64'>hvm</type></os>
-    <devices>
-      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{web}'/><target dev='vda' bus='virtio'/></disk>
-      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{data}'/><target dev='vdb' bus='virtio'/></disk>
-      <disk type='file' device='cdrom'><source file='/nonexistent.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>
-    </devices>
-    <test:runstate>5</test:runstate>
-  </domain>
-  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
-    <name>win01</name><uuid>22222222-2222-3333-4444-555555555555</uuid>
-    <memory unit='GiB'>4</memory><vcpu>4</vcpu>
-    <metadata><libosinfo:libosinfo xmlns:libosinfo="http://libosinfo.org/xmlns/libvirt/domain/1.0"><libosinfo:os id="http://microsoft.com/win/10"/></libosinfo:libosinfo></metadata>
-    <os><type arch='x86_64'>hvm</type></os>
-    <devices>
-      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{db}'/><target dev='sda' bus='sata'/></disk>
-    </devices>
-    <test:runstate>5</test:runstate>
-  </domain>
-  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    libvirt_test_node(
+        dir,
+        |base| {
+            let raw = dir.join("base.raw");
+            sh("qemu-img", &["create", "-q", "-f", "raw", s(&raw), "16M"]);
+            write_random(&raw, 0, 2, 7);
+            sh(
+                "qemu-img",
+                &["convert", "-f", "raw", "-O", "qcow2", s(&raw), s(base)],
+            );
+            std::fs::remove_file(&raw).expect("rm");
+        },
+        r#"<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
     <name>run01</name><uuid>33333333-2222-3333-4444-555555555555</uuid>
     <memory unit='MiB'>512</memory><vcpu>1</vcpu>
     <metadata><libosinfo:libosinfo xmlns:libosinfo="http://libosinfo.org/xmlns/libvirt/domain/1.0"><libosinfo:os id="http://debian.org/debian/12"/></libosinfo:libosinfo></metadata>
@@ -114,15 +68,8 @@ fn test_node(dir: &Path) -> PathBuf {
       <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{db}'/><target dev='vda' bus='virtio'/></disk>
     </devices>
     <test:runstate>1</test:runstate>
-  </domain>
-</node>"#,
-        web = web.display(),
-        data = data.display(),
-        db = db.display()
-    );
-    let path = dir.join("node.xml");
-    std::fs::write(&path, node).expect("write node");
-    path
+  </domain>"#,
+    )
 }
 
 #[test]

@@ -1466,72 +1466,23 @@ mod tests {
         path.to_str().unwrap()
     }
 
-    /// A node XML for libvirt's test driver: two shut-off domains on real qcow2 files (one
-    /// an overlay with a backing file) and one "running" domain.
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/libvirt_node.rs"
+    ));
+
+    /// The shared test-driver node (web01, win01) and ghost01, whose disk file is gone.
     fn test_node(dir: &Path) -> PathBuf {
-        let base = dir.join("base.qcow2");
-        sh(
-            "qemu-img",
-            &["create", "-q", "-f", "qcow2", p(&base), "16M"],
-        );
-        sh(
-            "qemu-io",
-            &["-f", "qcow2", "-c", "write -P 0x21 0 2M", p(&base)],
-        );
-        let web = dir.join("web.qcow2");
-        sh(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                p(&base),
-                "-F",
-                "qcow2",
-                p(&web),
-            ],
-        );
-        sh(
-            "qemu-io",
-            &["-f", "qcow2", "-c", "write -P 0x22 1M 64k", p(&web)],
-        );
-        let data = dir.join("data.qcow2");
-        sh("qemu-img", &["create", "-q", "-f", "qcow2", p(&data), "8M"]);
-        sh(
-            "qemu-io",
-            &["-f", "qcow2", "-c", "write -P 0x23 4M 128k", p(&data)],
-        );
-        let db = dir.join("db.qcow2");
-        sh("qemu-img", &["create", "-q", "-f", "qcow2", p(&db), "4M"]);
-        let node = format!(
-            r#"<node>
-  <cpu><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads><active>2</active><mhz>2000</mhz><model>x86_64</model></cpu>
-  <memory>8388608</memory>
-  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
-    <name>web01</name><uuid>11111111-2222-3333-4444-555555555555</uuid>
-    <memory unit='MiB'>2048</memory><vcpu>2</vcpu>
-    <metadata><vmvault:vm xmlns:vmvault="urn:vmvault:libvirt:1"><vmvault:cloud-service>sales</vmvault:cloud-service></vmvault:vm></metadata>
-    <os><type arch='x86_64'>hvm</type></os>
-    <devices>
-      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{web}'/><target dev='vda' bus='virtio'/></disk>
-      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{data}'/><target dev='vdb' bus='virtio'/></disk>
-      <disk type='file' device='cdrom'><source file='/nonexistent.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>
-    </devices>
-    <test:runstate>5</test:runstate>
-  </domain>
-  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
-    <name>win01</name><uuid>22222222-2222-3333-4444-555555555555</uuid>
-    <memory unit='GiB'>4</memory><vcpu>4</vcpu>
-    <metadata><libosinfo:libosinfo xmlns:libosinfo="http://libosinfo.org/xmlns/libvirt/domain/1.0"><libosinfo:os id="http://microsoft.com/win/10"/></libosinfo:libosinfo></metadata>
-    <os><type arch='x86_64'>hvm</type></os>
-    <devices>
-      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{db}'/><target dev='sda' bus='sata'/></disk>
-    </devices>
-    <test:runstate>5</test:runstate>
-  </domain>
-  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+        libvirt_test_node(
+            dir,
+            |base| {
+                let base = base.to_str().expect("UTF-8 test path");
+                sh(
+                    "qemu-io",
+                    &["-f", "qcow2", "-c", "write -P 0x21 0 2M", base],
+                );
+            },
+            r#"<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
     <name>ghost01</name><uuid>33333333-2222-3333-4444-555555555555</uuid>
     <memory unit='MiB'>512</memory><vcpu>1</vcpu>
     <os><type arch='x86_64'>hvm</type></os>
@@ -1539,15 +1490,8 @@ mod tests {
       <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/nonexistent/vmvault/ghost.qcow2'/><target dev='vda' bus='virtio'/></disk>
     </devices>
     <test:runstate>5</test:runstate>
-  </domain>
-</node>"#,
-            web = web.display(),
-            data = data.display(),
-            db = db.display()
-        );
-        let path = dir.join("node.xml");
-        std::fs::write(&path, node).unwrap();
-        path
+  </domain>"#,
+        )
     }
 
     #[test]
