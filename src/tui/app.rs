@@ -939,27 +939,26 @@ impl App {
             MouseEventKind::ScrollUp => Some(false),
             _ => None,
         };
-        if let Some(p) = self.popups.last_mut() {
+        if !self.popups.is_empty() {
             if let Some(down) = down {
                 let code = if down {
                     crossterm::event::KeyCode::Down
                 } else {
                     crossterm::event::KeyCode::Up
                 };
-                let _ = p;
                 return self.on_key(KeyEvent::new(code, crossterm::event::KeyModifiers::NONE));
             }
             return vec![];
         }
         if let Some(down) = down {
             match self.tab {
-                Tab::Registered => self.registered.scroll(down),
-                Tab::Protected => self.protected.scroll(down),
+                Tab::Registered => self.registered.table.scroll(down, &self.data),
+                Tab::Protected => self.protected.table.scroll(down, &self.data),
                 Tab::Jobs => {
-                    let q = self.jobs.scroll(down);
+                    let q = self.jobs.scroll(down, &self.data);
                     return q.map(|q| vec![Effect::Jobs(q)]).unwrap_or_default();
                 }
-                Tab::Policies => self.policies.scroll(down, self.data.policies.len()),
+                Tab::Policies => self.policies.scroll(down, &self.data, self.now),
                 Tab::Dashboard => {}
             }
             return vec![];
@@ -984,8 +983,8 @@ impl App {
         }
         let mut cx = cx!(self);
         match self.tab {
-            Tab::Registered => self.registered.click(m.column, m.row, &mut cx),
-            Tab::Protected => self.protected.click(m.column, m.row, &mut cx),
+            Tab::Registered => self.registered.table.click(m.column, m.row, &mut cx),
+            Tab::Protected => self.protected.table.click(m.column, m.row, &mut cx),
             Tab::Jobs => self.jobs.click(m.column, m.row, &mut cx),
             Tab::Policies => self.policies.click(m.column, m.row, &mut cx),
             Tab::Dashboard => self.dashboard.click(m.column, m.row, &mut cx),

@@ -263,10 +263,11 @@ impl State {
     }
 
     /// Mouse wheel; returns a new query when the window should grow.
-    pub fn scroll(&mut self, down: bool) -> Option<JobsQuery> {
+    pub fn scroll(&mut self, down: bool, data: &Data) -> Option<JobsQuery> {
         let len = self.order.len();
         self.nav.scroll(down, 3, len);
-        None
+        self.remember(data);
+        self.grow_window(data)
     }
 
     pub fn click(&mut self, x: u16, y: u16, cx: &mut Cx) {

@@ -54,6 +54,32 @@ pub struct ItemTable {
 }
 
 impl ItemTable {
+    /// Opens the item details of the selected row.
+    pub fn open_selected(&self, cx: &mut super::app::Cx) {
+        if let Some(i) = self.selected(cx.data) {
+            cx.push(super::popups::Popup::Item(Box::new(
+                super::popups::item::State::new(i.clone()),
+            )));
+        }
+    }
+
+    pub fn scroll(&mut self, down: bool, data: &Data) {
+        let len = self.order.len();
+        self.nav.scroll(down, 3, len);
+        self.remember_selection(data);
+    }
+
+    /// A click selects a row; a click on the selected row opens it.
+    pub fn click(&mut self, x: u16, y: u16, cx: &mut super::app::Cx) {
+        if let Some(i) = self.nav.row_at(x, y, self.order.len()) {
+            if i == self.nav.selected {
+                self.open_selected(cx);
+            }
+            self.nav.selected = i;
+            self.remember_selection(cx.data);
+        }
+    }
+
     /// Rebuilds the order when something it depends on changed, keeping the selection on
     /// the same item.
     pub fn rebuild(
@@ -67,12 +93,17 @@ impl ItemTable {
         if self.built.as_ref() == Some(&k) {
             return;
         }
-        if let Some(i) = self
-            .order
-            .get(self.nav.selected)
-            .and_then(|i| data.items.get(*i))
-        {
-            self.selected_id = Some(i.id.clone());
+        // `order` indexes the items it was built from: only while they are still the items
+        // shown can it name the selected one (every move remembers it anyway; a new
+        // snapshot may have shifted the indices).
+        if self.built.as_ref().is_some_and(|b| b.0 == data.generation) {
+            if let Some(i) = self
+                .order
+                .get(self.nav.selected)
+                .and_then(|i| data.items.get(*i))
+            {
+                self.selected_id = Some(i.id.clone());
+            }
         }
         let needle = self.filter.value.trim().to_lowercase();
         let mut order: Vec<usize> = data

@@ -103,8 +103,9 @@ impl State {
         self.update_preview(cx.data, cx.now);
     }
 
-    pub fn scroll(&mut self, down: bool, len: usize) {
-        self.nav.scroll(down, 1, len);
+    pub fn scroll(&mut self, down: bool, data: &Data, now: DateTime<Utc>) {
+        self.nav.scroll(down, 1, data.policies.len());
+        self.update_preview(data, now);
     }
 
     pub fn click(&mut self, x: u16, y: u16, cx: &mut Cx) {

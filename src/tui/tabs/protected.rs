@@ -130,28 +130,7 @@ impl State {
                 }
             }
         } else if keys.is(Action::Open, k) {
-            if let Some(i) = self.table.selected(cx.data) {
-                cx.push(Popup::Item(Box::new(popups::item::State::new(i.clone()))));
-            }
-        }
-    }
-
-    pub fn scroll(&mut self, down: bool) {
-        let len = self.table.order.len();
-        self.table.nav.scroll(down, 3, len);
-    }
-
-    pub fn click(&mut self, x: u16, y: u16, cx: &mut Cx) {
-        if let Some(i) = self.table.nav.row_at(x, y, self.table.order.len()) {
-            if i == self.table.nav.selected {
-                if let Some(item) = self.table.selected(cx.data) {
-                    cx.push(Popup::Item(Box::new(popups::item::State::new(
-                        item.clone(),
-                    ))));
-                }
-            }
-            self.table.nav.selected = i;
-            self.table.remember_selection(cx.data);
+            self.table.open_selected(cx);
         }
     }
 }
