@@ -731,17 +731,30 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     }
     ctx.detail("points_checked", points.len());
     ctx.detail("chunks_checked", digests.len());
-    // Damaged chunks stop counting as stored, so the next backup that meets their data
-    // writes them again (repairing every point that shares them); corrupt files are set
-    // aside as `<chunk>.damaged` for inspection.
-    let bad: Vec<store::Digest> = faults.iter().map(|(d, _)| *d).collect();
-    engine.inner.catalog.delete_chunks(&bad)?;
-    for (d, fault) in &faults {
-        if matches!(fault, store::ChunkFault::Corrupt(_)) {
-            let path = store.path_of(d);
-            let _ = std::fs::rename(&path, path.with_extension("damaged"));
-        }
-    }
+    // Missing and corrupt chunks stop counting as stored, so the next backup that meets
+    // their data writes them again (repairing every point that shares them); corrupt files
+    // are set aside as `<chunk>.damaged` for inspection. Unreadable ones (an I/O error) are
+    // only reported: they may be fine. A chunk a running backup has pinned is left for the
+    // next verify, as garbage collection leaves it: that backup is relying on it.
+    let bad: Vec<store::Digest> = faults
+        .iter()
+        .filter(|(_, f)| !matches!(f, store::ChunkFault::Unreadable(_)))
+        .map(|(d, _)| *d)
+        .collect();
+    engine
+        .inner
+        .pins
+        .remove_unpinned(&bad, |free| -> Result<()> {
+            engine.inner.catalog.delete_chunks(free)?;
+            let free: std::collections::HashSet<&store::Digest> = free.iter().collect();
+            for (d, fault) in &faults {
+                if free.contains(d) && matches!(fault, store::ChunkFault::Corrupt(_)) {
+                    let path = store.path_of(d);
+                    let _ = std::fs::rename(&path, path.with_extension("damaged"));
+                }
+            }
+            Ok(())
+        })?;
     let damaged_ids: Vec<String> = damaged.keys().map(|pi| points[*pi].id.clone()).collect();
     let clean_ids: Vec<String> = points
         .iter()

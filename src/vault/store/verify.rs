@@ -13,8 +13,12 @@ use std::sync::Mutex;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkFault {
     Missing,
-    /// Unreadable, damaged header, does not decompress, or hashes to another digest.
+    /// Damaged header, does not decompress, or hashes to another digest.
     Corrupt(String),
+    /// Could not be read (an I/O error: permissions, too many open files, a failing disk).
+    /// It may be fine: what needs it cannot be trusted now, but nothing should be thrown
+    /// away for it.
+    Unreadable(String),
 }
 
 impl std::fmt::Display for ChunkFault {
@@ -22,6 +26,7 @@ impl std::fmt::Display for ChunkFault {
         match self {
             ChunkFault::Missing => f.write_str("missing"),
             ChunkFault::Corrupt(r) => write!(f, "corrupt: {r}"),
+            ChunkFault::Unreadable(r) => write!(f, "unreadable: {r}"),
         }
     }
 }
@@ -71,9 +76,8 @@ pub fn verify_chunks(
                         }
                         Err(StoreError::ChunkMissing { .. }) => ChunkFault::Missing,
                         Err(StoreError::ChunkCorrupt { reason, .. }) => ChunkFault::Corrupt(reason),
-                        // A chunk that cannot be read is as bad as a corrupt one for the
-                        // points that need it.
-                        Err(e) => ChunkFault::Corrupt(e.to_string()),
+                        // Unreadable is not proven damaged: reported, never set aside.
+                        Err(e) => ChunkFault::Unreadable(e.to_string()),
                     };
                     faults
                         .lock()
@@ -148,6 +152,19 @@ mod tests {
         assert_eq!(faults[1].0, ds[4]);
         assert!(matches!(faults[1].1, ChunkFault::Corrupt(_)));
         assert_eq!(faults[2], (ds[7], ChunkFault::Missing));
+
+        // A chunk that cannot be read (here its file became a folder: EISDIR) is reported
+        // as unreadable, not as corrupt: verify must not throw it away for an I/O error.
+        let p = s.path_of(&ds[5]);
+        fs::remove_file(&p).unwrap();
+        fs::create_dir(&p).unwrap();
+        let faults =
+            verify_chunks(&s, &ds[5..6], &Progress::default(), &CancelToken::new(), 1).unwrap();
+        assert_eq!(faults.len(), 1, "{faults:?}");
+        assert!(
+            matches!(faults[0].1, ChunkFault::Unreadable(_)),
+            "{faults:?}"
+        );
     }
 
     #[test]
