@@ -382,4 +382,12 @@ fn bad_input_is_exit_2_with_guidance() {
     assert!(err.contains("no job"), "{err}");
     let (_, err) = env.fails_with(2, &["restore", "app01", "--point", "zzz", "--to", "/tmp/x"]);
     assert!(err.contains("no recovery point"), "{err}");
+    for offline in [false, true] {
+        let mut args = vec!["sim", "advance", "40000d"];
+        if offline {
+            args.push("--offline");
+        }
+        let (_, err) = env.fails_with(2, &args);
+        assert!(err.contains("at most 100 years"), "{args:?}: {err}");
+    }
 }

@@ -18,6 +18,9 @@ use crate::policy::{last_run_at_or_before, next_run_after, Policy};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 
+/// The longest `sim advance` (100 years; chrono's dates end long after, but not arbitrarily).
+const MAX_ADVANCE_DAYS: i64 = 365 * 100;
+
 /// What `sim advance` did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AdvanceReport {
@@ -193,9 +196,11 @@ impl Engine {
                 }
             }
             let now = self.now();
+            // A purge that is overdue after this round is running, or failed (a full
+            // disk…): the round retries it when it wakes, at most once a minute.
             let next = [
                 self.next_scheduled().ok().flatten(),
-                self.next_purge().ok().flatten(),
+                self.next_purge().ok().flatten().filter(|t| *t > now),
             ]
             .into_iter()
             .flatten()
@@ -242,7 +247,7 @@ impl Engine {
         if by <= Duration::zero() {
             return usage("give a positive duration, e.g. `vmvault sim advance 30d`");
         }
-        if by > Duration::days(365 * 100) {
+        if by > Duration::days(MAX_ADVANCE_DAYS) {
             return usage("advance by at most 100 years at a time");
         }
         let _guard = self.inner.schedule_lock.lock().await;
@@ -274,6 +279,9 @@ impl Engine {
         }
         if by <= Duration::zero() {
             return usage("give a positive duration, e.g. `vmvault sim advance 3d --offline`");
+        }
+        if by > Duration::days(MAX_ADVANCE_DAYS) {
+            return usage("advance by at most 100 years at a time");
         }
         let from = self.now();
         self.inner.clock.set_now(from + by);
@@ -316,11 +324,12 @@ impl Engine {
                 }
                 // The round's backups run side by side, each stamped with its scheduled
                 // instant (a catch-up: with now). A simulated day's backups are small, so
-                // each one mostly waits for its fsyncs: two lanes per core (at least as
-                // many as data jobs may run, at most 8) keep the cores busy meanwhile;
+                // each one mostly waits for its fsyncs: two lanes per core of
+                // `engine.threads` (at least as many as data jobs may run, at most 8) keep
+                // the cores busy meanwhile;
                 // measured on 2 cores, 60 days of 8 VMs took 11.9 s with 2 lanes, 7.3 s
                 // with 4, for the same CPU time.
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let cores = self.inner.opts.threads.max(1);
                 let lanes = self
                     .inner
                     .opts
@@ -391,6 +400,21 @@ impl Engine {
             // Soft-deleted data whose 14 days are over is purged at that instant.
             if self.next_purge()?.is_some_and(|t| t <= now) {
                 if let Some(job) = self.purge_inline()? {
+                    if job.status == JobStatus::Failed {
+                        // It would stay due: stop here, with the clock where it is.
+                        self.save_clock()?;
+                        self.publish(Event::ClockChanged(self.now()));
+                        let why = job
+                            .error
+                            .as_ref()
+                            .map(|e| format!("{}: {}", e.title, e.message))
+                            .unwrap_or_else(|| "the job failed".into());
+                        return Err(EngineError::Failed(format!(
+                            "sim advance stopped at {}: purging soft-deleted data failed ({why});                              fix the cause, then run `vmvault sim advance` again (`vmvault job {}` has the details)",
+                            self.now().format("%Y-%m-%d %H:%M UTC"),
+                            job.id
+                        )));
+                    }
                     report.points_removed += job
                         .details
                         .get("points_removed")
