@@ -1285,6 +1285,18 @@ impl OpenDisk {
         let DataPath::File(f) = &self.data else {
             return None;
         };
+        // Mapped only under QEMU's read lock: a file another process may shrink meanwhile
+        // (crash-consistent reads of an image in use) would kill us with SIGBUS; `read_at`
+        // reads past its end as zeros instead.
+        if matches!(
+            self.map,
+            MapTarget::File {
+                force_share: true,
+                ..
+            }
+        ) {
+            return None;
+        }
         if offset.checked_add(len as u64)? > self.capacity {
             return None;
         }
@@ -1797,6 +1809,10 @@ mod tests {
         sh("qemu-img", &["create", "-q", "-f", "raw", ps, "4M"]);
         let disk =
             OpenDisk::open_image(&p, "raw", 4 << 20, false, "d", &CancelToken::new()).unwrap();
+        assert!(
+            disk.view_at(0, 4096).is_some(),
+            "a locked raw file is mapped"
+        );
         // A writer (what a starting VM does) is refused while we read.
         let out = Command::new("qemu-io")
             .args(["-f", "raw", "-c", "write 0 4k", ps])
@@ -1814,8 +1830,11 @@ mod tests {
             .err()
             .unwrap();
         assert!(is_image_in_use(&e), "{e:?}");
-        // … unless crash-consistent reads are allowed.
-        OpenDisk::open_image(&p, "raw", 4 << 20, true, "d", &CancelToken::new()).unwrap();
+        // … unless crash-consistent reads are allowed; then it is read, never mapped (a
+        // writer may shrink it under the mapping).
+        let shared =
+            OpenDisk::open_image(&p, "raw", 4 << 20, true, "d", &CancelToken::new()).unwrap();
+        assert!(shared.view_at(0, 4096).is_none());
     }
 
     /// A qemu-nbd that holds `path` open for writing and does not share writes, like a
