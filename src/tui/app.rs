@@ -867,14 +867,8 @@ impl App {
                 _ => {}
             }
         }
-        let region = self
-            .vault
-            .as_ref()
-            .map(|v| v.region.clone())
-            .unwrap_or_default();
-        if let Some(p) = self.popups.last_mut() {
-            p.data_changed(&self.data, &region);
-        }
+        // Popups are made from the current data and refreshed with every new snapshot
+        // (`refresh_views`): a key needs no refresh (it would re-filter 10,000 items).
         effects
     }
 
