@@ -387,7 +387,6 @@ pub struct App {
     /// Commands sent and not answered yet.
     pub pending: usize,
     pub spinner: usize,
-    pub size: (u16, u16),
     pub should_quit: bool,
     /// Something changed since the last draw.
     pub dirty: bool,
@@ -426,7 +425,6 @@ impl App {
             finished: HashSet::new(),
             pending: 0,
             spinner: 0,
-            size: (80, 24),
             should_quit: false,
             dirty: true,
             tab_areas: RefCell::new(Vec::new()),
@@ -485,10 +483,8 @@ impl App {
                 effects.extend(self.popup_wants());
                 effects
             }
-            Msg::Resize(w, h) => {
-                self.size = (w, h);
-                vec![]
-            }
+            // The next draw lays out for the new size.
+            Msg::Resize(..) => vec![],
             Msg::Tick(now) => {
                 self.now = now;
                 if self.busy() {

@@ -25,7 +25,7 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_ONLY_POLL: Duration = Duration::from_secs(2);
 
 /// Result of opening a vault in the background.
-type Opened = (String, bool, Result<Engine, CliError>);
+type Opened = (String, Result<Engine, CliError>);
 
 pub struct Session {
     pub app: App,
@@ -87,7 +87,7 @@ impl Session {
         };
         let vault = s.setup.vault.clone();
         let result = open_blocking(&s.setup, &vault, false).await;
-        let msg = s.install(vault.name.clone(), false, result);
+        let msg = s.install(vault.name.clone(), result);
         s.app.update(msg);
         if let Some(w) = s.warnings.first() {
             let more = if s.warnings.len() > 1 {
@@ -115,7 +115,7 @@ impl Session {
     }
 
     /// Installs a freshly opened engine (or reports why it could not be opened).
-    fn install(&mut self, name: String, read_only: bool, result: Result<Engine, CliError>) -> Msg {
+    fn install(&mut self, name: String, result: Result<Engine, CliError>) -> Msg {
         let engine = match result {
             Ok(e) => e,
             Err(e) => {
@@ -142,7 +142,6 @@ impl Session {
                 .and_then(|e| e.holder())
                 .unwrap_or_else(|| "opened for reading".to_string())
         });
-        let _ = read_only;
         let info = VaultInfo {
             name: engine.vault_name().to_string(),
             region: engine.region().to_string(),
@@ -248,7 +247,7 @@ impl Session {
                         drop(old);
                     }
                     let r = setup.open(&vault, read_only).await;
-                    let _ = tx.send((name, read_only, r));
+                    let _ = tx.send((name, r));
                 });
             }
             Effect::Quit => {}
@@ -289,7 +288,7 @@ impl Session {
                     if let Some(d) = d { return Msg::Data(Box::new(d)); }
                 }
                 o = self.open_rx.recv() => {
-                    if let Some((name, ro, r)) = o { return self.install(name, ro, r); }
+                    if let Some((name, r)) = o { return self.install(name, r); }
                 }
                 e = async {
                     match events.as_mut() {
