@@ -564,6 +564,8 @@ impl Engine {
                 item_id: Some(item.id.clone()),
                 operations: vec![JobOperation::ConfigureBackup],
                 statuses: vec![JobStatus::Completed, JobStatus::CompletedWithWarnings],
+                // Newest first; every ConfigureBackup job records its policy.
+                limit: Some(1),
                 ..JobFilter::default()
             },
             false,
