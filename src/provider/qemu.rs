@@ -1378,7 +1378,8 @@ pub fn convert_raw(
     // output with the umask's mode (often 0644) but keeps the mode of a file that exists,
     // so the file is made first; the mode is set again before the rename in case a driver
     // recreated it.
-    private_file(&tmp).map_err(|e| ProviderError::io(format!("creating {}", tmp.display()), e))?;
+    crate::vault::catalog::create_private_file(&tmp)
+        .map_err(|e| ProviderError::io(format!("creating {}", tmp.display()), e))?;
     let mut a = args![
         "convert",
         "-f",
@@ -1419,18 +1420,6 @@ pub fn convert_raw(
         let _ = std::fs::remove_file(&tmp);
         ProviderError::io(format!("writing {}", out.display()), e)
     })
-}
-
-/// Creates an empty file only its owner can read and write.
-fn private_file(path: &Path) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path).map(drop)
 }
 
 /// Formats a byte count for people (`10 GiB`, `512 MiB`).
