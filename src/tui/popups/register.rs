@@ -195,17 +195,21 @@ impl Picker {
 }
 
 /// VMs Register items offers: discovered in this region, not registered, still found.
+/// Whether `i` can be registered in a vault of `region`: found there, not registered and
+/// not registering.
+pub fn can_register(i: &Item, region: &str) -> bool {
+    i.region.eq_ignore_ascii_case(region)
+        && !i.not_found
+        && matches!(
+            i.registration_state,
+            RegistrationState::NotRegistered | RegistrationState::RegistrationFailed
+        )
+}
+
 pub fn candidates(data: &Data, region: &str) -> Vec<Item> {
     data.items
         .iter()
-        .filter(|i| {
-            i.region.eq_ignore_ascii_case(region)
-                && !i.not_found
-                && matches!(
-                    i.registration_state,
-                    RegistrationState::NotRegistered | RegistrationState::RegistrationFailed
-                )
-        })
+        .filter(|i| can_register(i, region))
         .cloned()
         .collect()
 }

@@ -140,13 +140,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .filter(|i| i.registration_state == RegistrationState::Registered)
         .count();
     let region = app.vault.as_ref().map(|v| v.region.as_str()).unwrap_or("");
+    // As many as the Register popup offers.
     let unregistered_here = items
         .iter()
-        .filter(|i| {
-            i.region.eq_ignore_ascii_case(region)
-                && !i.not_found
-                && i.registration_state != RegistrationState::Registered
-        })
+        .filter(|i| popups::register::can_register(i, region))
         .count();
     let line = Line::from(vec![
         Span::raw(" Workload type: "),
