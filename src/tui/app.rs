@@ -305,7 +305,10 @@ impl Cx<'_> {
             None => {
                 self.notice = Some((
                     NoticeLevel::Warning,
-                    format!("{what}: no vault is open; press v to choose one"),
+                    format!(
+                        "{what}: no vault is open; press {} to choose one",
+                        self.keys.label(Action::SwitchVault)
+                    ),
                 ));
                 false
             }

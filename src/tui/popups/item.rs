@@ -313,8 +313,10 @@ impl State {
             (None, _) => (0, "Loading recovery points…".to_string()),
             (Some(p), _) => (
                 p.len(),
-                "No recovery points yet: back up now (b) or wait for the scheduled backup"
-                    .to_string(),
+                format!(
+                    "No recovery points yet: back up now ({}) or wait for the scheduled backup",
+                    app.keys.label(Action::BackupNow)
+                ),
             ),
         };
         let title = format!("Recovery points ({len})");

@@ -196,10 +196,10 @@ impl State {
                     self.picker.mark_current_if_none();
                     let n = self.picker.marked.len();
                     if n == 0 {
-                        self.message = Some(
-                            "Select at least one VM (Space), or discover and register VMs first"
-                                .into(),
-                        );
+                        self.message = Some(format!(
+                            "Select at least one VM ({}), or discover and register VMs first",
+                            keys.label(Action::Toggle)
+                        ));
                     } else if n > MAX_ITEMS {
                         self.message = Some(format!("{n} VMs selected: at most {MAX_ITEMS} can be protected in one operation; select fewer"));
                     } else {

@@ -293,8 +293,9 @@ impl State {
             intro,
         );
         let empty = format!(
-            "No unregistered VMs in {}: discover (d) to find new ones",
-            self.region
+            "No unregistered VMs in {}: discover ({}) to find new ones",
+            self.region,
+            app.keys.label(Action::Discover)
         );
         self.picker.draw(f, list, "Virtual machines", t, &empty);
         let k = &app.keys;
