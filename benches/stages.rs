@@ -104,26 +104,37 @@ fn main() {
     line("pread + BLAKE3, whole 1 MiB chunk", total, d, "");
     {
         use std::os::fd::AsRawFd;
-        let d = best(|| {
-            for i in 0..CHUNKS {
-                // SAFETY: a read-only private view of a file nobody truncates here.
-                unsafe {
-                    let p = libc::mmap(
-                        std::ptr::null_mut(),
-                        CHUNK,
-                        libc::PROT_READ,
-                        libc::MAP_SHARED | libc::MAP_POPULATE,
-                        f.as_raw_fd(),
-                        (i * CHUNK) as libc::off_t,
-                    );
-                    assert_ne!(p, libc::MAP_FAILED);
-                    let s = std::slice::from_raw_parts(p as *const u8, CHUNK);
-                    black_box(blake3::hash(s));
-                    libc::munmap(p, CHUNK);
+        // Each chunk mapped, used by `on_chunk`, unmapped.
+        let mut mapped = |on_chunk: &mut dyn FnMut(&[u8])| {
+            best(|| {
+                for i in 0..CHUNKS {
+                    // SAFETY: a read-only shared view of a file nobody truncates here.
+                    unsafe {
+                        let p = libc::mmap(
+                            std::ptr::null_mut(),
+                            CHUNK,
+                            libc::PROT_READ,
+                            libc::MAP_SHARED | libc::MAP_POPULATE,
+                            f.as_raw_fd(),
+                            (i * CHUNK) as libc::off_t,
+                        );
+                        assert_ne!(p, libc::MAP_FAILED);
+                        on_chunk(std::slice::from_raw_parts(p as *const u8, CHUNK));
+                        libc::munmap(p, CHUNK);
+                    }
                 }
-            }
+            })
+        };
+        let d = mapped(&mut |s| {
+            black_box(blake3::hash(s));
         });
         line("mmap (populate) + BLAKE3 + munmap", total, d, "");
+        let mut copy = vec![0u8; CHUNK];
+        let d = mapped(&mut |s| {
+            copy.copy_from_slice(s);
+            black_box(&copy);
+        });
+        line("mmap (populate) + copy + munmap (read_at)", total, d, "");
     }
     for piece in [64 << 10, 128 << 10, 256 << 10] {
         let d = best(|| {

@@ -1264,7 +1264,21 @@ impl OpenDisk {
             ));
         }
         let r = match &self.data {
-            DataPath::File(f) => read_file_at(f, offset, buf),
+            // Large reads of a raw file are copied from a mapping of its pages (where
+            // `view_at` allows one): cheaper than pread, whose copy looks up the page cache
+            // page by page (1 MiB: 0.2 ms instead of 0.6 ms, `benches/stages.rs`).
+            DataPath::File(f) => {
+                let mapped = (buf.len() >= MAP_READ_MIN)
+                    .then(|| self.view_at(offset, buf.len()))
+                    .flatten();
+                match mapped {
+                    Some(v) => {
+                        buf.copy_from_slice(&v);
+                        Ok(())
+                    }
+                    None => read_file_at(f, offset, buf),
+                }
+            }
             DataPath::Nbd {
                 pool,
                 direct: Some(map),
@@ -1277,6 +1291,9 @@ impl OpenDisk {
         r.map_err(|e| ProviderError::io(format!("reading {} at offset {offset}", self.label), e))
     }
 }
+
+/// Reads of raw files at least this large are copied from a mapping (see `read_at`).
+const MAP_READ_MIN: usize = 256 * 1024;
 
 impl OpenDisk {
     /// A raw file's bytes mapped from the page cache (see `DiskReader::view_at`); None for
@@ -1784,6 +1801,35 @@ mod tests {
                 expected[off as usize..off as usize + len],
                 "at {off}+{len}"
             );
+        }
+    }
+
+    #[test]
+    fn raw_reads_from_mappings_equal_the_file_at_any_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.raw");
+        let cap: u64 = (3 << 20) + 100; // not a whole number of pages
+        let bytes: Vec<u8> = (0..cap).map(|i| (i * 7 + i / 4099) as u8).collect();
+        std::fs::write(&p, &bytes).unwrap();
+        for force_share in [false, true] {
+            let disk =
+                OpenDisk::open_image(&p, "raw", cap, force_share, "d", &CancelToken::new())
+                    .unwrap();
+            // Below and above MAP_READ_MIN, page-aligned or not, up to the last byte.
+            for (off, len) in [
+                (0, 4096),
+                (1, MAP_READ_MIN),
+                (4097, 1 << 20),
+                (1 << 20, 2 << 20),
+                (cap - MAP_READ_MIN as u64 - 3, MAP_READ_MIN + 3),
+            ] {
+                let mut buf = vec![0xEEu8; len];
+                disk.read_at(off, &mut buf).unwrap();
+                assert!(
+                    buf[..] == bytes[off as usize..off as usize + len],
+                    "force_share {force_share}, at {off}+{len}"
+                );
+            }
         }
     }
 
