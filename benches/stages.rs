@@ -105,7 +105,7 @@ fn main() {
     {
         use std::os::fd::AsRawFd;
         // Each chunk mapped, used by `on_chunk`, unmapped.
-        let mut mapped = |on_chunk: &mut dyn FnMut(&[u8])| {
+        let mapped = |on_chunk: &mut dyn FnMut(&[u8])| {
             best(|| {
                 for i in 0..CHUNKS {
                     // SAFETY: a read-only shared view of a file nobody truncates here.
