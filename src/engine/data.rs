@@ -524,63 +524,18 @@ fn backup_body(
     Ok(JobEnd::Saved)
 }
 
-/// Bytes a backup of this disk will read: allocated extents, within the changed ones when
-/// the source tracks changes (the store reads exactly these and zero-fills the rest).
+/// Bytes a backup of this disk will read (see [`crate::vault::store::planned_read_bytes`]).
 fn planned_read_bytes(
     reader: &dyn crate::provider::DiskReader,
     changed: Option<&[Extent]>,
     chunk_size: u32,
 ) -> std::result::Result<u64, crate::provider::ProviderError> {
-    let allocated = reader.allocated_extents()?;
-    Ok(read_bytes_of(&allocated, changed, u64::from(chunk_size)))
-}
-
-/// The bytes a backup reads: every allocated byte, or with changed extents the allocated
-/// bytes of every slot a changed extent touches (a changed slot is read whole, as the
-/// store does), so the job's total equals what its progress counts.
-fn read_bytes_of(allocated: &[Extent], changed: Option<&[Extent]>, slot: u64) -> u64 {
-    let Some(changed) = changed else {
-        return allocated.iter().map(|e| e.len).sum();
-    };
-    let slot = slot.max(1);
-    // Changed extents widened to whole slots, sorted and merged.
-    let mut slots: Vec<Extent> = changed
-        .iter()
-        .filter(|c| c.len > 0)
-        .map(|c| {
-            let lo = c.offset / slot * slot;
-            let hi = c.end().div_ceil(slot) * slot;
-            Extent::new(lo, hi - lo)
-        })
-        .collect();
-    slots.sort_by_key(|e| e.offset);
-    let mut merged: Vec<Extent> = Vec::with_capacity(slots.len());
-    for e in slots {
-        match merged.last_mut() {
-            Some(m) if e.offset <= m.end() => {
-                let end = m.end().max(e.end());
-                m.len = end - m.offset;
-            }
-            _ => merged.push(e),
-        }
-    }
-    let mut allocated = allocated.to_vec();
-    allocated.sort_by_key(|e| e.offset);
-    let (mut i, mut j, mut total) = (0, 0, 0u64);
-    while i < allocated.len() && j < merged.len() {
-        let (a, c) = (allocated[i], merged[j]);
-        let lo = a.offset.max(c.offset);
-        let hi = a.end().min(c.end());
-        if hi > lo {
-            total += hi - lo;
-        }
-        if a.end() < c.end() {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    total
+    Ok(crate::vault::store::planned_read_bytes(
+        reader.allocated_extents()?,
+        changed.map(<[Extent]>::to_vec),
+        reader.capacity(),
+        chunk_size,
+    ))
 }
 
 fn run_restore(
@@ -812,38 +767,4 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
         .recommend("Back up the affected items again: the next backup reads them whole and writes the damaged chunks again where the VM still holds that data, which repairs every point that shares them.")
         .recommend("Check the vault's storage for hardware faults (damaged chunk files were renamed *.damaged)."),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::read_bytes_of;
-    use crate::model::Extent;
-
-    const S: u64 = 1 << 20;
-
-    #[test]
-    fn without_changed_blocks_every_allocated_byte_is_read() {
-        let alloc = [Extent::new(0, 3 * S), Extent::new(10 * S, 4096)];
-        assert_eq!(read_bytes_of(&alloc, None, S), 3 * S + 4096);
-    }
-
-    #[test]
-    fn a_changed_extent_reads_the_allocated_part_of_its_whole_slots() {
-        // Slot 0 and 1 fully allocated, slot 5 half allocated.
-        let alloc = [Extent::new(0, 2 * S), Extent::new(5 * S, S / 2)];
-        // 4 KiB changed in slot 0, two extents in slot 5 (counted once), one spanning
-        // slots 1 and 2 (slot 2 is a hole: nothing to read there).
-        let changed = [
-            Extent::new(4096, 4096),
-            Extent::new(5 * S + 10, 10),
-            Extent::new(5 * S + 100, 10),
-            Extent::new(2 * S - 10, 20),
-        ];
-        assert_eq!(
-            read_bytes_of(&alloc, Some(&changed), S),
-            S + S + S / 2,
-            "slots 0, 1 whole; slot 5's allocated half"
-        );
-        assert_eq!(read_bytes_of(&alloc, Some(&[]), S), 0, "nothing changed");
-    }
 }

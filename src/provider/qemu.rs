@@ -1812,9 +1812,8 @@ mod tests {
         let bytes: Vec<u8> = (0..cap).map(|i| (i * 7 + i / 4099) as u8).collect();
         std::fs::write(&p, &bytes).unwrap();
         for force_share in [false, true] {
-            let disk =
-                OpenDisk::open_image(&p, "raw", cap, force_share, "d", &CancelToken::new())
-                    .unwrap();
+            let disk = OpenDisk::open_image(&p, "raw", cap, force_share, "d", &CancelToken::new())
+                .unwrap();
             // Below and above MAP_READ_MIN, page-aligned or not, up to the last byte.
             for (off, len) in [
                 (0, 4096),

@@ -372,6 +372,38 @@ pub fn backup_disk(p: BackupParams) -> Result<DiskBackup, BackupError> {
     })
 }
 
+/// The bytes [`backup_disk`] reads of a disk of `capacity` with `allocated` extents, in
+/// slots of `chunk_size`: every allocated byte or, with `changed` extents (changed-block
+/// tracking against a previous index of the same layout), the allocated bytes of each slot
+/// a changed extent touches (such a slot is read whole). It plans with the backup's own
+/// planner, so a job's total is exactly what its progress will count.
+pub fn planned_read_bytes(
+    allocated: Vec<Extent>,
+    changed: Option<Vec<Extent>>,
+    capacity: u64,
+    chunk_size: u32,
+) -> u64 {
+    let alloc = normalize(allocated, capacity);
+    let Some(changed) = changed else {
+        return alloc.iter().map(|e| e.len).sum();
+    };
+    let mut changed = ChangedCursor {
+        ext: normalize(changed, capacity),
+        i: 0,
+    };
+    let cs = u64::from(chunk_size.max(1));
+    SlotPlanner {
+        alloc: &alloc,
+        ai: 0,
+        pos: 0,
+        cs,
+        capacity,
+    }
+    .filter(|(slot, _)| changed.touches(slot * cs, (slot * cs + cs).min(capacity)))
+    .map(|(_, reads)| reads.iter().map(|e| e.len).sum::<u64>())
+    .sum()
+}
+
 /// One slot to read: its allocated parts, absolute disk ranges inside the slot.
 struct Job {
     slot: u64,
@@ -1143,6 +1175,40 @@ mod tests {
     }
 
     #[test]
+    fn planned_read_bytes_without_changed_blocks_is_every_allocated_byte() {
+        let alloc = vec![Extent::new(0, 3 * MIB), Extent::new(10 * MIB, 4096)];
+        assert_eq!(
+            planned_read_bytes(alloc, None, 16 * MIB, MIB as u32),
+            3 * MIB + 4096
+        );
+    }
+
+    #[test]
+    fn planned_read_bytes_with_changed_extents_counts_their_whole_slots() {
+        // Slot 0 and 1 fully allocated, slot 5 half allocated.
+        let alloc = vec![Extent::new(0, 2 * MIB), Extent::new(5 * MIB, MIB / 2)];
+        // 4 KiB changed in slot 0, two extents in slot 5 (counted once), one spanning
+        // slots 1 and 2 (slot 2 is a hole: nothing to read there).
+        let changed = vec![
+            Extent::new(4096, 4096),
+            Extent::new(5 * MIB + 10, 10),
+            Extent::new(5 * MIB + 100, 10),
+            Extent::new(2 * MIB - 10, 20),
+        ];
+        let cs = MIB as u32;
+        assert_eq!(
+            planned_read_bytes(alloc.clone(), Some(changed), 8 * MIB, cs),
+            MIB + MIB + MIB / 2,
+            "slots 0, 1 whole; slot 5's allocated half"
+        );
+        assert_eq!(
+            planned_read_bytes(alloc, Some(vec![]), 8 * MIB, cs),
+            0,
+            "nothing changed"
+        );
+    }
+
+    #[test]
     fn planner_and_normalize() {
         let alloc = normalize(
             vec![
@@ -1268,11 +1334,20 @@ mod tests {
                 changed.push(Extent::new(off, len));
             }
             changed.push(Extent::new(r.next() % cap, 10));
+            let planned = planned_read_bytes(
+                disk.allocated_extents().unwrap(),
+                Some(changed.clone()),
+                cap,
+                cs,
+            );
             let inc = backup_disk(e.params(&disk, Some(&first.index), Some(changed), cs)).unwrap();
             e.reg.commit(&inc);
+            assert_eq!(inc.bytes_read, planned, "seed {seed}: planned = read");
             let full = backup_disk(e.params(&disk, None, None, cs)).unwrap();
             assert_eq!(inc.index, full.index, "seed {seed}");
             assert!(inc.bytes_read <= full.bytes_read);
+            let all = planned_read_bytes(disk.allocated_extents().unwrap(), None, cap, cs);
+            assert_eq!(full.bytes_read, all, "seed {seed}: planned = read");
             let name = format!("r{seed}-inc.raw");
             assert_eq!(e.restore(&inc.index, &name), disk.image(), "seed {seed}");
         }

@@ -86,7 +86,8 @@ pub mod verify;
 pub(crate) mod testutil;
 
 pub use backup::{
-    backup_disk, BackupError, BackupParams, ChunkRegistry, DiskBackup, NewChunk, PinGuard, PinSet,
+    backup_disk, planned_read_bytes, BackupError, BackupParams, ChunkRegistry, DiskBackup,
+    NewChunk, PinGuard, PinSet,
 };
 pub use chunks::{ChunkEncoder, ChunkStore, DEFAULT_COMPRESSION_LEVEL};
 pub use index::DiskIndex;
