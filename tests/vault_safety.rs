@@ -266,3 +266,71 @@ fn cancel_from_another_shell_stops_a_background_backup() {
     let (_, err) = env.fails_with(2, &["cancel", &id]);
     assert!(err.contains("not running"), "{err}");
 }
+
+#[test]
+fn a_killed_restore_leaves_no_half_written_file_once_the_vault_reopens() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let point = env.backup("app01");
+    let partials = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.to_string_lossy().contains("partial"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // A restore takes a fraction of a second: kill restores until one dies while its image
+    // is half-written (its `.partial` file exists).
+    for attempt in 0..30 {
+        let dir = env.path(&format!("r{attempt}"));
+        let mut child = env
+            .std_cmd()
+            .args(["restore", "app01", "--point", &point, "--to"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let caught = loop {
+            if !partials(&dir).is_empty() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                break true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        if !caught || partials(&dir).is_empty() {
+            continue; // finished before the kill landed
+        }
+        // The restore reads Failed (interrupted) at once.
+        let jobs = env.json(&["jobs", "--operation", "Restore", "--json"]);
+        let job = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["status"] == "Failed")
+            .cloned()
+            .expect("the killed restore");
+        assert_eq!(job["error"]["code"], "JobInterrupted", "{job:#}");
+        // The next command that owns the vault removes what it left half-written (before,
+        // a new restore into that folder was refused until the user removed it), and the
+        // same folder takes a new restore, which completes.
+        env.ok(&[
+            "restore",
+            "app01",
+            "--point",
+            &point,
+            "--to",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(dir.join("app01-disk0.raw").exists());
+        assert_eq!(partials(&dir), Vec::<std::path::PathBuf>::new());
+        return;
+    }
+    panic!("no restore was caught half-way in 30 attempts");
+}

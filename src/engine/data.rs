@@ -219,6 +219,16 @@ impl Engine {
         spec.details.insert("point".into(), point.id.clone().into());
         spec.details
             .insert("target".into(), dir.display().to_string().into());
+        // The files it will write: if the process dies mid-restore, the next owner of the
+        // vault removes what they left half-written (see `restore_leftovers`).
+        spec.details.insert(
+            "targets".into(),
+            targets
+                .iter()
+                .map(|t| t.display().to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        );
         let point = point.clone();
         let dir = dir.to_path_buf();
         self.spawn_job(spec, move |ctx| {
@@ -568,7 +578,7 @@ fn run_restore(
         let raw_target = if format == RestoreFormat::Raw {
             target.clone()
         } else {
-            target.with_extension("raw.partial-convert")
+            convert_source_path(target)
         };
         if let Err(e) =
             store::restore_disk(store, ix, &raw_target, &ctx.progress, &ctx.cancel, threads)
@@ -610,6 +620,24 @@ fn run_restore(
         Some(&ctx.id()),
     );
     Ok(JobEnd::Done { warnings: vec![] })
+}
+
+/// The raw image a converted restore writes first, beside its target.
+fn convert_source_path(target: &Path) -> PathBuf {
+    target.with_extension("raw.partial-convert")
+}
+
+/// The half-written files a restore into `target` may leave when its process dies: the
+/// store's `.partial` image, and for converted formats the raw image and the converter's
+/// output. Finished targets are not among them.
+pub(crate) fn restore_leftovers(target: &Path) -> Vec<PathBuf> {
+    let raw = convert_source_path(target);
+    vec![
+        store::restore::partial_path(target),
+        store::restore::partial_path(&raw),
+        raw,
+        crate::provider::qemu::convert_temp_path(target),
+    ]
 }
 
 fn restore_fail(point: &RecoveryPoint, e: store::StoreError) -> JobFail {

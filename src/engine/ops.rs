@@ -8,6 +8,7 @@ use crate::model::*;
 use crate::policy::Policy;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
+use std::path::Path;
 
 /// Limits from DOMAIN.md.
 pub const MAX_PROTECTED_PER_VAULT: usize = 1000;
@@ -593,6 +594,27 @@ impl Engine {
                         i.last_error = job.error.clone();
                     }
                 })?;
+            }
+            JobOperation::Restore => {
+                let targets = job.details.get("targets").and_then(|v| v.as_array());
+                for t in targets.into_iter().flatten().filter_map(|v| v.as_str()) {
+                    for f in super::data::restore_leftovers(Path::new(t)) {
+                        match std::fs::remove_file(&f) {
+                            Ok(()) => tracing::info!(
+                                job = %job.id,
+                                file = %f.display(),
+                                "removed a half-written file of an interrupted restore"
+                            ),
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => tracing::warn!(
+                                job = %job.id,
+                                file = %f.display(),
+                                error = %e,
+                                "could not remove a half-written file of an interrupted restore"
+                            ),
+                        }
+                    }
+                }
             }
             JobOperation::Backup => {
                 self.inner.catalog.update_item(item_id, |i| {

@@ -1372,6 +1372,16 @@ impl DiskReader for OpenDiskReader {
 // ---------------------------------------------------------------------------------------
 // Restore: raw → qcow2 | vhd | vmdk
 
+/// Where [`convert_raw`] writes `out` until it is complete: `.<name>.vmvault-partial`
+/// beside it.
+pub fn convert_temp_path(out: &Path) -> PathBuf {
+    let file_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!(".{file_name}.vmvault-partial"))
+}
+
 /// Converts a restored raw image to `format` at `out` (through a temporary file renamed
 /// into place, flushed to disk). The result, converted back to raw, equals `raw` byte for
 /// byte: vhd images are written with `force_size` so that their capacity is not rounded to
@@ -1385,11 +1395,7 @@ pub fn convert_raw(
     let size = std::fs::metadata(raw)
         .map_err(|e| ProviderError::io(format!("reading the restored image {}", raw.display()), e))?
         .len();
-    let file_name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = out.with_file_name(format!(".{file_name}.vmvault-partial"));
+    let tmp = convert_temp_path(out);
     let _ = std::fs::remove_file(&tmp);
     // A restored disk is the VM's data: owner-only like a raw restore. qemu-img creates its
     // output with the umask's mode (often 0644) but keeps the mode of a file that exists,
