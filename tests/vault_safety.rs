@@ -285,10 +285,13 @@ fn a_killed_restore_leaves_no_half_written_file_once_the_vault_reopens() {
     // is half-written (its `.partial` file exists).
     for attempt in 0..30 {
         let dir = env.path(&format!("r{attempt}"));
+        // A relative folder, from the vault's folder: the cleanup below runs from another
+        // working directory and must still find the file.
         let mut child = env
             .std_cmd()
+            .current_dir(env.path(""))
             .args(["restore", "app01", "--point", &point, "--to"])
-            .arg(&dir)
+            .arg(format!("r{attempt}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

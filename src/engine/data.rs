@@ -202,6 +202,11 @@ impl Engine {
                 "cannot restore {q}: its backup data is soft-deleted; undelete it first (`vmvault undelete {q}`)"
             ));
         }
+        // Absolute: the job records its files, and whichever process cleans up after an
+        // interrupted restore may run in another working directory.
+        let dir = &std::path::absolute(dir).map_err(|e| {
+            super::EngineError::Failed(format!("cannot resolve {}: {e}", dir.display()))
+        })?;
         let targets = restore_targets(item, point, dir, format);
         for t in &targets {
             if t.exists() {
