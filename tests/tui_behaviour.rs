@@ -306,3 +306,58 @@ fn footer_at(a: &App, w: u16) -> String {
     let s = text(&render(a, w, 24));
     s.lines().last().unwrap_or_default().to_string()
 }
+
+#[test]
+fn a_refused_restore_stays_in_its_form_with_the_reason_and_what_was_typed() {
+    use vmvault::model::JobOperation;
+    use vmvault::tui::app::CommandDone;
+    let done = |result: Result<Vec<String>, String>| {
+        Msg::Done(Box::new(CommandDone {
+            label: "Restore",
+            subject: "sales/web01".into(),
+            operation: Some(JobOperation::Restore),
+            result,
+            note: None,
+        }))
+    };
+    let mut a = web01_details();
+    a.update(key('R'));
+    let Some(Popup::Restore(form)) = a.popups.last() else {
+        panic!("R did not open the restore form")
+    };
+    let folder = form.folder.value.clone();
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(runs(&effects, |c| matches!(c, Command::Restore { .. })));
+    // Waiting for the engine: the form stays, a second Enter asks nothing more.
+    assert!(matches!(a.popups.last(), Some(Popup::Restore(_))));
+    assert!(text(&render(&a, 120, 40)).contains("Starting the restore…"));
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(!runs(&effects, |c| matches!(c, Command::Restore { .. })));
+
+    // Refused: the reason is in the form, the folder as typed; no extra message popup.
+    let why = "/tmp/x/web01-disk0.raw exists already; restore never overwrites files";
+    a.update(done(Err(why.into())));
+    let Some(Popup::Restore(form)) = a.popups.last() else {
+        panic!("the refusal closed the form")
+    };
+    assert_eq!(form.folder.value, folder);
+    let screen = text(&render(&a, 120, 40));
+    assert!(
+        screen.contains("Refused: /tmp/x/web01-disk0.raw exists already"),
+        "{screen}"
+    );
+    assert!(notice(&a).contains("refused"), "{}", notice(&a));
+
+    // Editing the folder clears the reason; Enter asks again; a created job closes the
+    // form and the item details beneath it.
+    a.update(key('2'));
+    assert!(!text(&render(&a, 120, 40)).contains("Refused:"));
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(runs(&effects, |c| matches!(
+        c,
+        Command::Restore { dir, .. } if dir.to_string_lossy().ends_with(&format!("{}2", folder.rsplit('/').next().unwrap_or_default()))
+    )));
+    a.update(done(Ok(vec!["0123456789abcdef".into()])));
+    assert!(a.popups.is_empty());
+    assert!(notice(&a).contains("job created"), "{}", notice(&a));
+}

@@ -700,6 +700,20 @@ impl App {
 
     fn on_done(&mut self, d: CommandDone) -> Vec<Effect> {
         self.pending = self.pending.saturating_sub(1);
+        // A restore form waiting for this answer closes on success (with the item popup
+        // beneath it), or keeps the refusal to show it where it can be corrected.
+        let mut refusal_shown = false;
+        if d.operation == Some(JobOperation::Restore) {
+            if let Some(Popup::Restore(form)) = self.popups.last_mut() {
+                if form.pending {
+                    if form.answered(&d.result) {
+                        self.popups.clear();
+                    } else {
+                        refusal_shown = true;
+                    }
+                }
+            }
+        }
         match d.result {
             Ok(ids) => {
                 let view = self.keys.label(Action::ViewJobs);
@@ -747,11 +761,13 @@ impl App {
                     operation: None,
                     since: None,
                 });
-                self.popups
-                    .push(Popup::Message(popups::message::State::error(
-                        format!("{}: refused", d.label),
-                        message,
-                    )));
+                if !refusal_shown {
+                    self.popups
+                        .push(Popup::Message(popups::message::State::error(
+                            format!("{}: refused", d.label),
+                            message,
+                        )));
+                }
             }
         }
         vec![]

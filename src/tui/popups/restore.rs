@@ -1,5 +1,7 @@
 //! Restore: pick the recovery point, the target folder and the disk image format (raw,
-//! qcow2, vhd, vmdk); Enter starts a Restore job. Files are never overwritten.
+//! qcow2, vhd, vmdk); Enter starts a Restore job. Files are never overwritten. The form
+//! stays open until the engine answers: a refusal (a file exists already, the folder is a
+//! file…) is shown in the form, with what was typed kept, so it can be corrected there.
 
 use crate::engine::{restore_targets, RestoreFormat};
 use crate::fmt;
@@ -33,6 +35,10 @@ pub struct State {
     /// 0 point, 1 folder, 2 format.
     pub focus: usize,
     cwd: PathBuf,
+    /// Asked for; waiting for the engine's answer (see [`State::answered`]).
+    pub pending: bool,
+    /// The engine's refusal of the last attempt.
+    pub error: Option<String>,
 }
 
 impl State {
@@ -56,6 +62,21 @@ impl State {
             format: 0,
             focus: 1,
             cwd: cwd.to_path_buf(),
+            pending: false,
+            error: None,
+        }
+    }
+
+    /// The engine answered the restore this form asked for: true when the form should
+    /// close (a job was created); a refusal stays in the form.
+    pub fn answered(&mut self, result: &Result<Vec<String>, String>) -> bool {
+        self.pending = false;
+        match result {
+            Ok(_) => true,
+            Err(message) => {
+                self.error = Some(message.clone());
+                false
+            }
         }
     }
 
@@ -82,7 +103,7 @@ impl State {
                 let Some(point) = self.points.get(self.point) else {
                     return;
                 };
-                if self.folder.value.trim().is_empty() {
+                if self.folder.value.trim().is_empty() || self.pending {
                     return;
                 }
                 if cx.writable("Restore") {
@@ -92,11 +113,14 @@ impl State {
                         dir: self.dir(),
                         format: FORMATS[self.format],
                     });
-                    cx.nav = crate::tui::app::Nav::CloseAll;
+                    self.pending = true;
+                    self.error = None;
                 }
             }
             _ if typing => {
-                self.folder.handle(k);
+                if self.folder.handle(k) {
+                    self.error = None;
+                }
             }
             _ => {
                 let left = k.code == KeyCode::Left || cx.keys.is(Action::Left, k);
@@ -201,6 +225,14 @@ impl State {
             )));
         }
         lines.push(Line::from(""));
+        if let Some(e) = &self.error {
+            lines.push(Line::from(Span::styled(format!("Refused: {e}"), t.error())));
+        } else if self.pending {
+            lines.push(Line::from(Span::styled(
+                "Starting the restore…",
+                t.running(),
+            )));
+        }
         if let Some(p) = self.points.get(self.point) {
             lines.push(Line::from(Span::styled(
                 "Files written (never overwritten):",
