@@ -383,16 +383,52 @@ fn display_format(qemu_format: &str) -> &str {
 }
 
 /// A disk image tells nothing reliable about its OS; a name that says Windows or a common
-/// Linux distribution is taken at its word, anything else is Unknown.
+/// Linux distribution is taken at its word, anything else is Unknown. Words are compared
+/// whole, with a version allowed after them (`ubuntu-22.04`, `rhel9`, `win2019-dc`), so
+/// `archive` or `winterfell` say nothing.
 fn guess_os(name: &str) -> Os {
-    let n = name.to_ascii_lowercase();
     const LINUX: &[&str] = &[
-        "linux", "debian", "ubuntu", "rhel", "centos", "fedora", "alma", "rocky", "suse", "sles",
-        "arch", "alpine", "oracle",
+        "linux",
+        "debian",
+        "ubuntu",
+        "rhel",
+        "centos",
+        "fedora",
+        "alma",
+        "almalinux",
+        "rocky",
+        "rockylinux",
+        "suse",
+        "opensuse",
+        "sles",
+        "arch",
+        "archlinux",
+        "alpine",
+        "oraclelinux",
+        "ol",
+        "amzn",
+        "amazonlinux",
+        "gentoo",
+        "nixos",
     ];
-    if n.contains("windows") || n.starts_with("win") {
+    const WINDOWS: &[&str] = &["windows", "win", "winsrv"];
+    let n = name.to_ascii_lowercase();
+    // "win2k19", "rhel9", "ubuntu2204": the word, then only digits (and k, as in 2k19).
+    let is = |word: &str, names: &[&str]| {
+        names.iter().any(|w| {
+            word.strip_prefix(w).is_some_and(|rest| {
+                rest.chars().all(|c| c.is_ascii_digit() || c == 'k')
+                    && (rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+        })
+    };
+    let words: Vec<&str> = n
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.iter().any(|w| is(w, WINDOWS)) {
         Os::Windows
-    } else if LINUX.iter().any(|l| n.contains(l)) {
+    } else if words.iter().any(|w| is(w, LINUX) || w.ends_with("linux")) {
         Os::Linux
     } else {
         Os::Unknown
@@ -1033,8 +1069,23 @@ mod tests {
         let vms = [vm("web.qcow2"), vm("web.raw"), vm("db.raw"), vm("web")];
         assert_eq!(names(&vms), vec!["web.qcow2", "web.raw", "db", "web"]);
         assert_eq!(guess_os("win2019-dc"), Os::Windows);
+        assert_eq!(guess_os("Windows_Server_2022"), Os::Windows);
+        assert_eq!(guess_os("dc-win2k19"), Os::Windows);
         assert_eq!(guess_os("ubuntu-22.04"), Os::Linux);
+        assert_eq!(guess_os("rhel9-db"), Os::Linux);
+        assert_eq!(guess_os("ol8"), Os::Linux);
+        assert_eq!(guess_os("kali-linux"), Os::Linux);
         assert_eq!(guess_os("web01"), Os::Unknown);
+        // Words that only begin like a system's name say nothing.
+        assert_eq!(guess_os("archive01"), Os::Unknown);
+        assert_eq!(guess_os("winterfell"), Os::Unknown);
+        assert_eq!(
+            guess_os("oracle-erp"),
+            Os::Unknown,
+            "Oracle's software runs on Windows too"
+        );
+        assert_eq!(guess_os("oraclelinux8"), Os::Linux);
+        assert_eq!(guess_os("research"), Os::Unknown);
     }
 
     /// Read throughput of raw vs qcow2 (release build):

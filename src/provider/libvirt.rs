@@ -298,6 +298,8 @@ fn parse_domain(xml: &str) -> Result<DomainXml, String> {
 }
 
 /// Whether a libosinfo OS id (`http://debian.org/debian/12`) names a Linux distribution.
+/// Vendors with other systems too are matched on their Linux path only (Oracle Linux is
+/// `oracle.com/ol`, where `oracle.com/solaris` is not Linux; Novell's ids are NetWare).
 fn osinfo_is_linux(id: &str) -> bool {
     const LINUX: &[&str] = &[
         "linux",
@@ -312,14 +314,13 @@ fn osinfo_is_linux(id: &str) -> bool {
         "opensuse.org",
         "archlinux.org",
         "alpinelinux.org",
-        "oracle.com",
+        "oracle.com/ol",
         "gentoo.org",
         "mageia.org",
         "nixos.org",
         "voidlinux.org",
         "slackware.com",
         "mandriva.com",
-        "novell.com",
         "cirros-cloud.net",
         "altlinux.org",
         "eurolinux.eu",
@@ -1330,6 +1331,28 @@ mod tests {
     use super::*;
     use std::path::Path;
     use std::process::Command;
+
+    #[test]
+    fn osinfo_ids_of_linux_distributions_and_of_other_systems() {
+        for id in [
+            "http://debian.org/debian/12",
+            "http://ubuntu.com/ubuntu/24.04",
+            "http://redhat.com/rhel/9.4",
+            "http://oracle.com/ol/8.0",
+            "http://suse.com/sles/15.5",
+            "http://archlinux.org/archlinux/rolling",
+        ] {
+            assert!(osinfo_is_linux(id), "{id}");
+        }
+        for id in [
+            "http://oracle.com/solaris/11",
+            "http://novell.com/netware/6.5",
+            "http://freebsd.org/freebsd/14.0",
+            "http://microsoft.com/win/2k19",
+        ] {
+            assert!(!osinfo_is_linux(id), "{id}");
+        }
+    }
 
     const DOMAIN_XML: &str = r#"<domain type='kvm' id='3'>
   <name>web01</name>
