@@ -361,3 +361,61 @@ fn a_refused_restore_stays_in_its_form_with_the_reason_and_what_was_typed() {
     assert!(a.popups.is_empty());
     assert!(notice(&a).contains("job created"), "{}", notice(&a));
 }
+
+#[test]
+fn edit_policy_changes_schedule_and_retention_but_not_the_name() {
+    let mut a = app(120, 40);
+    a.update(key('5'));
+    assert!(footer(&a).contains("e Edit"), "{}", footer(&a));
+    a.update(key('e'));
+    let Some(Popup::PolicyWizard(w)) = a.popups.last() else {
+        panic!("e did not open the policy wizard")
+    };
+    let name = w.form.name.value.clone();
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains(&format!("Edit policy {name}")), "{screen}");
+    assert!(
+        !screen.contains("Policy name"),
+        "the name is not edited: {screen}"
+    );
+
+    // Unchanged, the review says so.
+    a.update(code(KeyCode::Enter));
+    a.update(code(KeyCode::Enter));
+    assert!(text(&render(&a, 120, 40)).contains("Nothing changed."));
+
+    // Back to the schedule: a new time, then save.
+    a.update(code(KeyCode::Esc));
+    a.update(code(KeyCode::Esc));
+    let Some(Popup::PolicyWizard(w)) = a.popups.last() else {
+        panic!("Esc left the wizard")
+    };
+    let time_row = w
+        .form
+        .rows(vmvault::tui::popups::policy_form::Part::Schedule)
+        .iter()
+        .position(|r| matches!(r, vmvault::tui::popups::policy_form::Row::Time))
+        .expect("a time row");
+    for _ in 0..time_row {
+        a.update(code(KeyCode::Down));
+    }
+    for _ in 0..8 {
+        a.update(code(KeyCode::Backspace));
+    }
+    for c in "03:30".chars() {
+        a.update(key(c));
+    }
+    a.update(code(KeyCode::Enter));
+    a.update(code(KeyCode::Enter));
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains("saves it"), "{screen}");
+    let effects = a.update(code(KeyCode::Enter));
+    let updated = effects.iter().find_map(|e| match e {
+        Effect::Run(Command::UpdatePolicy(p)) => Some(p.clone()),
+        _ => None,
+    });
+    let p = updated.expect("Enter on the review saves the policy");
+    assert_eq!(p.name, name);
+    assert_eq!(p.schedule.time.format("%H:%M").to_string(), "03:30");
+    assert!(a.popups.is_empty());
+}

@@ -400,6 +400,52 @@ async fn portal_flow_through_update() {
             .await
     );
 
+    // Edit it: a new backup time, saved in the vault.
+    let idx = s
+        .app
+        .data
+        .policies
+        .iter()
+        .position(|p| p.policy.name == "Weekly-Sun")
+        .expect("listed");
+    s.handle(code(KeyCode::Home));
+    for _ in 0..idx {
+        s.handle(code(KeyCode::Down));
+    }
+    press(&mut s, "e");
+    let Some(Popup::PolicyWizard(w)) = s.app.popups.last() else {
+        panic!("e did not open the wizard")
+    };
+    let time_row = w
+        .form
+        .rows(vmvault::tui::popups::policy_form::Part::Schedule)
+        .iter()
+        .position(|r| matches!(r, vmvault::tui::popups::policy_form::Row::Time))
+        .expect("a time row");
+    for _ in 0..time_row {
+        s.handle(code(KeyCode::Down));
+    }
+    for _ in 0..8 {
+        s.handle(code(KeyCode::Backspace));
+    }
+    press(&mut s, "05:15");
+    s.handle(code(KeyCode::Enter));
+    s.handle(code(KeyCode::Enter));
+    s.handle(code(KeyCode::Enter));
+    assert!(
+        s.run_until(WAIT, |a| a.data.policies.iter().any(|p| p.policy.name
+            == "Weekly-Sun"
+            && p.policy.schedule.time.format("%H:%M").to_string() == "05:15"))
+            .await
+    );
+    let saved = s.engine().unwrap().policy("Weekly-Sun").unwrap();
+    assert_eq!(saved.schedule.time.format("%H:%M").to_string(), "05:15");
+    assert_eq!(
+        saved.schedule.days.len(),
+        1,
+        "the rest unchanged: {saved:?}"
+    );
+
     // Quit with nothing running: no question.
     press(&mut s, "q");
     assert!(s.app.should_quit);

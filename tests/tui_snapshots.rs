@@ -437,6 +437,22 @@ fn policy_wizard_steps() {
         a.update(code(KeyCode::Enter));
         a
     });
+    shot("edit_policy_1_schedule", |w, h| {
+        let mut a = app(w, h);
+        a.update(key('5'));
+        a.update(key('e'));
+        a
+    });
+    shot("edit_policy_3_review", |w, h| {
+        let mut a = app(w, h);
+        a.update(key('5'));
+        a.update(key('e'));
+        a.update(code(KeyCode::Enter));
+        a.update(code(KeyCode::Down));
+        a.update(key(' ')); // weekly rule on
+        a.update(code(KeyCode::Enter));
+        a
+    });
     shot("delete_policy_confirm", |w, h| {
         let mut a = app(w, h);
         a.update(key('5'));

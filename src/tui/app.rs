@@ -133,6 +133,8 @@ pub enum Command {
     Undelete(Box<Item>),
     CancelJob(String),
     CreatePolicy(Box<Policy>),
+    /// Replaces the schedule and retention of the policy of that name.
+    UpdatePolicy(Box<Policy>),
     DeletePolicy(String),
 }
 
@@ -155,6 +157,7 @@ impl Command {
             Command::Undelete(_) => "Undelete",
             Command::CancelJob(_) => "Cancel",
             Command::CreatePolicy(_) => "Create policy",
+            Command::UpdatePolicy(_) => "Edit policy",
             Command::DeletePolicy(_) => "Delete policy",
         }
     }
@@ -175,9 +178,10 @@ impl Command {
                 delete_data: true, ..
             } => JobOperation::DeleteBackupData,
             Command::Undelete(_) => JobOperation::Undelete,
-            Command::CancelJob(_) | Command::CreatePolicy(_) | Command::DeletePolicy(_) => {
-                return None
-            }
+            Command::CancelJob(_)
+            | Command::CreatePolicy(_)
+            | Command::UpdatePolicy(_)
+            | Command::DeletePolicy(_) => return None,
         })
     }
     /// What it is about, for messages ("sales/web01", "policy Gold").
@@ -194,7 +198,7 @@ impl Command {
             | Command::ResumeProtection { item, .. }
             | Command::Undelete(item) => item.qualified_name(),
             Command::CancelJob(id) => format!("job {}", short_id(id)),
-            Command::CreatePolicy(p) => format!("policy {}", p.name),
+            Command::CreatePolicy(p) | Command::UpdatePolicy(p) => format!("policy {}", p.name),
             Command::DeletePolicy(n) => format!("policy {n}"),
         }
     }

@@ -75,6 +75,7 @@ actions! {
     ResumeProtection => "resume_protection", ["u"], "Resume protection";
     Undelete => "undelete", ["U"], "Undelete soft-deleted data";
     NewPolicy => "new_policy", ["n"], "Create a policy";
+    EditPolicy => "edit_policy", ["e"], "Edit the selected policy (schedule and retention)";
     DeletePolicy => "delete_policy", ["x"], "Delete the selected policy (when unused)";
     ViewJobs => "view_jobs", ["J"], "View the jobs of the last notification";
     FilterStatus => "filter_status", ["f"], "Jobs: next status filter";
@@ -112,6 +113,7 @@ impl Action {
             Action::ResumeProtection => "Resume",
             Action::Undelete => "Undelete",
             Action::NewPolicy => "New policy",
+            Action::EditPolicy => "Edit",
             Action::DeletePolicy => "Delete",
             Action::ViewJobs => "View jobs",
             Action::FilterStatus => "Status",

@@ -461,6 +461,13 @@ pub fn run_command(engine: &Engine, cmd: Command) -> CommandDone {
             note = Some("created".into());
             vec![]
         }),
+        Command::UpdatePolicy(p) => engine.update_policy(&p.name, &p).map(|n| {
+            note = Some(match n {
+                0 => "saved".into(),
+                n => format!("saved; {n} recovery point(s) now expire by the new rules"),
+            });
+            vec![]
+        }),
         Command::DeletePolicy(n) => engine.delete_policy(&n).map(|_| {
             note = Some("deleted".into());
             vec![]

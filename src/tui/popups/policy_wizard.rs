@@ -1,5 +1,7 @@
 //! Create policy (Policies tab, `n`): the protect wizard's policy steps — schedule,
-//! retention with live validation and the preview — and a review.
+//! retention with live validation and the preview — and a review. Edit policy (`e`) is the
+//! same wizard on an existing policy, without the name (policies are not renamed); saving
+//! it re-evaluates the expiry of the recovery points of the items it protects.
 
 use super::policy_form::{draw_preview, Part, PolicyForm};
 use crate::policy::Policy;
@@ -21,6 +23,8 @@ pub struct State {
     pub step: usize,
     pub form: PolicyForm,
     existing: Vec<String>,
+    /// Editing this policy (used by this many items), not creating one.
+    editing: Option<(Policy, usize)>,
 }
 
 impl State {
@@ -29,6 +33,29 @@ impl State {
             step: 0,
             form: PolicyForm::new(now),
             existing,
+            editing: None,
+        }
+    }
+
+    /// The wizard on `policy`, which `used_by` items follow, to change its schedule and
+    /// retention.
+    pub fn edit(policy: &Policy, used_by: usize, now: DateTime<Utc>) -> State {
+        let mut form = PolicyForm::from_policy(policy, now);
+        form.read_only = false;
+        form.with_name = false;
+        form.recompute();
+        State {
+            step: 0,
+            form,
+            existing: vec![],
+            editing: Some((policy.clone(), used_by)),
+        }
+    }
+
+    fn title(&self) -> String {
+        match &self.editing {
+            Some((p, _)) => format!("Edit policy {}", p.name),
+            None => "Create policy".into(),
         }
     }
 
@@ -93,8 +120,17 @@ impl State {
                 }
                 _ => {
                     if let Some(p) = self.policy().cloned() {
-                        if cx.writable("Create policy") {
-                            cx.run(Command::CreatePolicy(Box::new(p)));
+                        let what = if self.editing.is_some() {
+                            "Edit policy"
+                        } else {
+                            "Create policy"
+                        };
+                        if cx.writable(what) {
+                            cx.run(if self.editing.is_some() {
+                                Command::UpdatePolicy(Box::new(p))
+                            } else {
+                                Command::CreatePolicy(Box::new(p))
+                            });
                             cx.close();
                         }
                     }
@@ -128,14 +164,21 @@ impl State {
             ]
         } else {
             vec![
-                (k.label(Action::Open), "create"),
+                (
+                    k.label(Action::Open),
+                    if self.editing.is_some() {
+                        "save"
+                    } else {
+                        "create"
+                    },
+                ),
                 (k.label(Action::Back), "back"),
             ]
         };
         let content = wizard::draw(
             f,
             wizard::area(area),
-            "Create policy",
+            &self.title(),
             &STEPS,
             self.step,
             &self.problems(),
@@ -176,10 +219,21 @@ impl State {
                         lines.push(Line::from(format!("  {d}")));
                     }
                     lines.push(Line::from(""));
-                    lines.push(Line::from(format!(
-                        "Enter creates it; protect VMs with it in the protect wizard (Protected Items, {}).",
-                        k.label(Action::Protect)
-                    )));
+                    match &self.editing {
+                        Some((old, _)) if old == p => lines.push(Line::from(Span::styled(
+                            "Nothing changed.",
+                            t.muted(),
+                        ))),
+                        Some((_, used_by)) => lines.push(Line::from(format!(
+                            "{} saves it: the {used_by} item(s) it protects follow it from their \
+                             next backup, and their recovery points the new retention.",
+                            k.label(Action::Open)
+                        ))),
+                        None => lines.push(Line::from(format!(
+                            "Enter creates it; protect VMs with it in the protect wizard (Protected Items, {}).",
+                            k.label(Action::Protect)
+                        ))),
+                    }
                 }
                 let [top, bottom] = Layout::vertical([
                     Constraint::Min(1),

@@ -22,9 +22,15 @@ pub const ACTIONS: &[Action] = &[
     Action::Top,
     Action::Bottom,
     Action::NewPolicy,
+    Action::EditPolicy,
     Action::DeletePolicy,
 ];
-pub const FOOTER: &[Action] = &[Action::Up, Action::NewPolicy, Action::DeletePolicy];
+pub const FOOTER: &[Action] = &[
+    Action::Up,
+    Action::NewPolicy,
+    Action::EditPolicy,
+    Action::DeletePolicy,
+];
 
 #[derive(Debug, Default)]
 pub struct State {
@@ -72,6 +78,15 @@ impl State {
                     .collect();
                 cx.push(Popup::PolicyWizard(Box::new(policy_wizard::State::new(
                     names, cx.now,
+                ))));
+            }
+        } else if keys.is(Action::EditPolicy, k) {
+            let Some(p) = cx.data.policies.get(self.nav.selected) else {
+                return;
+            };
+            if cx.writable("Edit policy") {
+                cx.push(Popup::PolicyWizard(Box::new(policy_wizard::State::edit(
+                    &p.policy, p.used_by, cx.now,
                 ))));
             }
         } else if keys.is(Action::DeletePolicy, k) {
