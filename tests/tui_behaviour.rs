@@ -419,3 +419,40 @@ fn edit_policy_changes_schedule_and_retention_but_not_the_name() {
     assert_eq!(p.schedule.time.format("%H:%M").to_string(), "03:30");
     assert!(a.popups.is_empty());
 }
+
+#[test]
+fn job_details_that_failed_to_load_can_be_asked_again() {
+    use crossterm::event::{KeyEvent, KeyModifiers};
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    let effects = a.update(code(KeyCode::Enter));
+    let Some(Effect::LoadJob(id)) = effects
+        .iter()
+        .find(|e| matches!(e, Effect::LoadJob(_)))
+        .cloned()
+    else {
+        panic!("the job popup asked for nothing: {effects:?}")
+    };
+    a.update(Msg::JobLoaded(Box::new(Err("catalog is busy".into()))));
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains("catalog is busy"), "{screen}");
+    assert!(screen.contains("Press Ctrl-r to try again."), "{screen}");
+    let ctrl_r = Msg::Key(KeyEvent::new(KeyCode::Char('r'), KeyModifiers::CONTROL));
+    let effects = a.update(ctrl_r);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::LoadJob(again) if *again == id)),
+        "{effects:?}"
+    );
+    let job = jobs()
+        .into_iter()
+        .find(|j| j.id.starts_with(&id) || id.starts_with(&j.id))
+        .expect("a fixture job");
+    a.update(Msg::JobLoaded(Box::new(Ok(job))));
+    let screen = text(&render(&a, 120, 40));
+    assert!(
+        !screen.contains("catalog is busy") && screen.contains("Operation"),
+        "{screen}"
+    );
+}

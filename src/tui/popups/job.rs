@@ -106,6 +106,10 @@ impl State {
             if let Some(j) = &self.job {
                 crate::tui::tabs::jobs::cancel(j, cx);
             }
+        } else if keys.is(Action::Refresh, k) {
+            // Load it again (after a load error, or to be sure it is current).
+            self.error = None;
+            cx.effects.push(Effect::LoadJob(self.id.clone()));
         }
     }
 
@@ -127,8 +131,16 @@ impl State {
         }
         f.render_widget(Paragraph::new(key_hints(&hints, t)), foot);
         let Some(j) = &self.job else {
-            let msg = self.error.clone().unwrap_or_else(|| "Loading…".into());
-            f.render_widget(Paragraph::new(Span::styled(msg, t.muted())), body);
+            let msg = match &self.error {
+                Some(e) => format!("{e}\n\nPress {} to try again.", k.label(Action::Refresh)),
+                None => "Loading…".into(),
+            };
+            f.render_widget(
+                Paragraph::new(msg)
+                    .style(t.muted())
+                    .wrap(Wrap { trim: false }),
+                body,
+            );
             return;
         };
         let live = app.progress.get(&j.id);
