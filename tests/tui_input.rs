@@ -125,7 +125,7 @@ fn typing_in_a_filter_does_not_trigger_actions() {
     assert!(effects.is_empty(), "{effects:?}");
     assert!(!a.should_quit);
     assert_eq!(a.tab, Tab::Registered);
-    assert_eq!(a.registered.table.filter.value, "dq1r");
+    assert_eq!(a.registered.table.filter.value(), "dq1r");
     assert!(a.popups.is_empty());
 }
 
@@ -185,4 +185,28 @@ fn refused_commands_explain_and_tiny_terminals_do_not_panic() {
             }
         }
     }
+}
+
+#[test]
+fn filter_typing_ends_the_same_way_in_every_list() {
+    // Jobs: ↓ ends typing (and moves), as in the item tables.
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    a.update(key('/'));
+    a.update(key('w'));
+    assert!(a.jobs.filter.typing);
+    a.update(code(KeyCode::Down));
+    assert!(!a.jobs.filter.typing);
+    assert_eq!(a.jobs.filter.value(), "w", "the text stays");
+    // Item tables: the same.
+    a.update(key('2'));
+    a.update(key('/'));
+    a.update(key('w'));
+    a.update(code(KeyCode::Down));
+    assert!(!a.registered.table.filter.typing);
+    assert_eq!(a.registered.table.filter.value(), "w");
+    // Esc while typing clears.
+    a.update(key('/'));
+    a.update(code(KeyCode::Esc));
+    assert_eq!(a.registered.table.filter.value(), "");
 }

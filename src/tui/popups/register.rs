@@ -10,9 +10,10 @@ use crate::tui::data::Data;
 use crate::tui::keys::{Action, KeyMap};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{
-    check, key_hints, panel, popup_frame, render_table, table::cell, Column, TableNav, TextInput,
+    check, key_hints, panel, popup_frame, render_table, table::cell, Column, FilterInput,
+    FilterKey, TableNav,
 };
-use crossterm::event::{KeyCode, KeyEvent};
+use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row};
@@ -26,8 +27,7 @@ pub struct Picker {
     /// Ids of the selected items.
     pub marked: BTreeSet<String>,
     pub nav: TableNav,
-    pub filter: TextInput,
-    pub filtering: bool,
+    pub filter: FilterInput,
     order: Vec<usize>,
 }
 
@@ -56,7 +56,7 @@ impl Picker {
     }
 
     fn rebuild(&mut self) {
-        let needle = self.filter.value.trim().to_lowercase();
+        let needle = self.filter.value().trim().to_lowercase();
         self.order = self
             .candidates
             .iter()
@@ -99,17 +99,7 @@ impl Picker {
     /// Handles navigation, selection and filter keys; true when used.
     pub fn handle_key(&mut self, k: &KeyEvent, keys: &KeyMap) -> bool {
         let len = self.order.len();
-        if self.filtering {
-            match k.code {
-                KeyCode::Enter | KeyCode::Down | KeyCode::Up => self.filtering = false,
-                KeyCode::Esc => {
-                    self.filtering = false;
-                    self.filter.set("");
-                }
-                _ => {
-                    self.filter.handle(k);
-                }
-            }
+        if self.filter.handle(k) == FilterKey::Used {
             self.nav.selected = 0;
             self.rebuild();
             return true;
@@ -137,7 +127,7 @@ impl Picker {
                 self.marked.extend(shown);
             }
         } else if keys.is(Action::Filter, k) {
-            self.filtering = true;
+            self.filter.start();
         } else {
             return false;
         }
@@ -150,12 +140,8 @@ impl Picker {
             self.marked.len(),
             self.candidates.len()
         );
-        if self.filtering || !self.filter.value.is_empty() {
-            t.push_str(&format!(
-                " · filter \"{}{}\"",
-                self.filter.value,
-                if self.filtering { "▏" } else { "" }
-            ));
+        if let Some(f) = self.filter.shown() {
+            t.push_str(&format!(" · filter \"{f}\""));
         }
         let cols = [
             Column::new("", Constraint::Length(3)),

@@ -9,9 +9,10 @@ use crate::tui::data::{Data, JobsQuery, JOB_WINDOW};
 use crate::tui::keys::Action;
 use crate::tui::popups::{self, Popup};
 use crate::tui::widgets::{
-    panel, progress::progress_line, render_table, table::cell, Column, TableNav, TextInput,
+    panel, progress::progress_line, render_table, table::cell, Column, FilterInput, FilterKey,
+    TableNav,
 };
-use crossterm::event::{KeyCode, KeyEvent};
+use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row};
@@ -64,8 +65,7 @@ const OPERATIONS: [JobOperation; 11] = [
 pub struct State {
     pub nav: TableNav,
     pub query: JobsQuery,
-    pub filter: TextInput,
-    pub filtering: bool,
+    pub filter: FilterInput,
     pub sort: Sort,
     /// Row order (indices into the loaded window).
     pub order: Vec<usize>,
@@ -132,11 +132,11 @@ impl State {
     }
 
     pub fn capturing_text(&self) -> bool {
-        self.filtering
+        self.filter.typing
     }
 
     pub fn footer(&self, data: &Data, running: &HashMap<String, Job>) -> Vec<Action> {
-        if self.filtering {
+        if self.filter.typing {
             return vec![Action::Open, Action::Back];
         }
         let mut v = vec![Action::Open];
@@ -149,7 +149,7 @@ impl State {
         // With a filter set, clearing it matters more than setting another.
         if self.query.is_filtered()
             || self.query.range != JobsQuery::default().range
-            || !self.filter.value.is_empty()
+            || !self.filter.value().is_empty()
         {
             v.push(Action::ClearFilters);
         }
@@ -190,18 +190,8 @@ impl State {
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         let keys = cx.keys;
         let len = self.order.len();
-        if self.filtering {
-            match k.code {
-                KeyCode::Enter => self.filtering = false,
-                KeyCode::Esc => {
-                    self.filtering = false;
-                    self.filter.set("");
-                }
-                _ => {
-                    self.filter.handle(k);
-                }
-            }
-            let text = self.filter.value.clone();
+        if self.filter.handle(k) == FilterKey::Used {
+            let text = self.filter.value().to_string();
             if text != self.query.item_text {
                 self.new_filter(cx, |q| q.item_text = text);
             }
@@ -219,7 +209,7 @@ impl State {
             self.refresh(cx.data);
             return;
         } else if keys.is(Action::Filter, k) {
-            self.filtering = true;
+            self.filter.start();
             return;
         } else if keys.is(Action::FilterStatus, k) {
             self.new_filter(cx, |q| q.status = q.status.next());
@@ -348,18 +338,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Span::raw(" Time: "),
         Span::styled(q.range.label(), t.accent()),
     ];
-    if !q.item_text.is_empty() || s.filtering {
+    if let Some(f) = s.filter.shown() {
         spans.push(Span::raw("  "));
         spans.push(Span::styled(label(Action::Filter), t.key()));
         spans.push(Span::raw(" Item: "));
-        spans.push(Span::styled(
-            format!(
-                "\"{}{}\"",
-                s.filter.value,
-                if s.filtering { "▏" } else { "" }
-            ),
-            t.accent(),
-        ));
+        spans.push(Span::styled(format!("\"{f}\""), t.accent()));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), top);
 
@@ -382,8 +365,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         "Jobs",
         shown,
         window.total as usize,
-        "",
-        false,
+        &FilterInput::default(),
         s.sort,
         &COLUMNS,
     );

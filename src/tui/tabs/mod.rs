@@ -8,7 +8,7 @@ pub mod registered;
 
 use super::data::Data;
 use super::keys::{Action, KeyMap};
-use super::widgets::{TableNav, TextInput};
+use super::widgets::{FilterInput, FilterKey, TableNav};
 use crate::model::*;
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
@@ -44,8 +44,7 @@ impl Sort {
 #[derive(Debug, Default)]
 pub struct ItemTable {
     pub nav: TableNav,
-    pub filter: TextInput,
-    pub filtering: bool,
+    pub filter: FilterInput,
     pub sort: Sort,
     /// Indices into `data.items`, in display order.
     pub order: Vec<usize>,
@@ -89,7 +88,7 @@ impl ItemTable {
         text: impl Fn(&Item) -> String,
         key: impl Fn(&Item, usize) -> SortValue,
     ) {
-        let k = (data.generation, self.filter.value.clone(), self.sort);
+        let k = (data.generation, self.filter.value().to_string(), self.sort);
         if self.built.as_ref() == Some(&k) {
             return;
         }
@@ -105,7 +104,7 @@ impl ItemTable {
                 self.selected_id = Some(i.id.clone());
             }
         }
-        let needle = self.filter.value.trim().to_lowercase();
+        let needle = self.filter.value().trim().to_lowercase();
         let mut order: Vec<usize> = data
             .items
             .iter()
@@ -152,34 +151,20 @@ impl ItemTable {
     /// Navigation, filter typing and sorting. Returns true when the key was used.
     pub fn handle(&mut self, k: &KeyEvent, keys: &KeyMap, columns: usize, data: &Data) -> bool {
         let len = self.order.len();
-        if self.filtering {
-            match k.code {
-                KeyCode::Enter => self.filtering = false,
-                KeyCode::Esc => {
-                    self.filtering = false;
-                    self.filter.set("");
-                }
-                KeyCode::Up | KeyCode::Down => {
-                    self.filtering = false;
-                    return self.handle(k, keys, columns, data);
-                }
-                _ => {
-                    self.filter.handle(k);
-                }
-            }
+        if self.filter.handle(k) == FilterKey::Used {
             self.nav.selected = 0;
             return true;
         }
         if self.nav.navigate(keys, k, len) {
         } else if keys.is(Action::Filter, k) {
-            self.filtering = true;
+            self.filter.start();
         } else if keys.is(Action::Sort, k) {
             self.remember_selection(data);
             self.sort.next(columns);
         } else if keys.is(Action::SortReverse, k) {
             self.remember_selection(data);
             self.sort.reverse = !self.sort.reverse;
-        } else if k.code == KeyCode::Esc && !self.filter.value.is_empty() {
+        } else if k.code == KeyCode::Esc && !self.filter.value().is_empty() {
             self.filter.set("");
         } else {
             return false;
@@ -207,8 +192,7 @@ pub fn list_title(
     name: &str,
     shown: usize,
     total: usize,
-    filter: &str,
-    filtering: bool,
+    filter: &FilterInput,
     sort: Sort,
     columns: &[&str],
 ) -> String {
@@ -217,11 +201,8 @@ pub fn list_title(
     } else {
         format!("{name} ({shown} of {total})")
     };
-    if filtering || !filter.is_empty() {
-        t.push_str(&format!(
-            " · filter \"{filter}{}\"",
-            if filtering { "▏" } else { "" }
-        ));
+    if let Some(f) = filter.shown() {
+        t.push_str(&format!(" · filter \"{f}\""));
     }
     if let Some(c) = sort.column {
         t.push_str(&format!(

@@ -84,11 +84,11 @@ impl State {
     }
 
     pub fn capturing_text(&self) -> bool {
-        self.table.filtering
+        self.table.filter.typing
     }
 
     pub fn footer(&self, data: &Data) -> Vec<Action> {
-        if self.table.filtering {
+        if self.table.filter.typing {
             return vec![Action::Open, Action::Back];
         }
         let mut v = vec![Action::Protect];
@@ -173,8 +173,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         "Protected Items",
         s.table.order.len(),
         total,
-        &s.table.filter.value,
-        s.table.filtering,
+        &s.table.filter,
         s.table.sort,
         &COLUMNS,
     );

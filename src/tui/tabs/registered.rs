@@ -72,11 +72,11 @@ impl State {
     }
 
     pub fn capturing_text(&self) -> bool {
-        self.table.filtering
+        self.table.filter.typing
     }
 
     pub fn footer(&self) -> Vec<Action> {
-        if self.table.filtering {
+        if self.table.filter.typing {
             return vec![Action::Open, Action::Back];
         }
         vec![
@@ -183,8 +183,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         "Registered Items",
         s.table.order.len(),
         items.len(),
-        &s.table.filter.value,
-        s.table.filtering,
+        &s.table.filter,
         s.table.sort,
         &COLUMNS,
     );

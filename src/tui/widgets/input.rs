@@ -101,6 +101,68 @@ impl TextInput {
     }
 }
 
+/// The text filter of a list, the same everywhere (item tables, Jobs, the Register popup):
+/// the filter key starts typing; Enter ends it and keeps the text; Esc ends it and clears
+/// the text; ↑/↓ end it and move in the list.
+#[derive(Debug, Clone, Default)]
+pub struct FilterInput {
+    pub text: TextInput,
+    /// Keys go to the text.
+    pub typing: bool,
+}
+
+/// What [`FilterInput::handle`] did with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterKey {
+    /// Not typing: the key is the list's.
+    NotTyping,
+    /// Typed (or typing ended): the key is used up.
+    Used,
+    /// Typing ended on ↑/↓: the list should still move.
+    EndedOnMove,
+}
+
+impl FilterInput {
+    pub fn value(&self) -> &str {
+        &self.text.value
+    }
+
+    pub fn set(&mut self, value: impl Into<String>) {
+        self.text.set(value);
+    }
+
+    pub fn start(&mut self) {
+        self.typing = true;
+    }
+
+    pub fn handle(&mut self, k: &KeyEvent) -> FilterKey {
+        if !self.typing {
+            return FilterKey::NotTyping;
+        }
+        match k.code {
+            KeyCode::Enter => self.typing = false,
+            KeyCode::Esc => {
+                self.typing = false;
+                self.text.set("");
+            }
+            KeyCode::Up | KeyCode::Down => {
+                self.typing = false;
+                return FilterKey::EndedOnMove;
+            }
+            _ => {
+                self.text.handle(k);
+            }
+        }
+        FilterKey::Used
+    }
+
+    /// `web▏` while typing, `web` after; None without a filter.
+    pub fn shown(&self) -> Option<String> {
+        (self.typing || !self.text.value.is_empty())
+            .then(|| format!("{}{}", self.text.value, if self.typing { "▏" } else { "" }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +186,27 @@ mod tests {
         t.handle(&KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
         assert_eq!(t.value, "");
         assert!(!t.handle(&k(KeyCode::Enter)));
+    }
+
+    #[test]
+    fn filter_keys_are_the_same_everywhere() {
+        let mut f = FilterInput::default();
+        assert_eq!(f.handle(&k(KeyCode::Char('w'))), FilterKey::NotTyping);
+        assert_eq!(f.shown(), None);
+        f.start();
+        assert_eq!(f.shown().as_deref(), Some("▏"));
+        for c in "web".chars() {
+            assert_eq!(f.handle(&k(KeyCode::Char(c))), FilterKey::Used);
+        }
+        assert_eq!(f.shown().as_deref(), Some("web▏"));
+        assert_eq!(f.handle(&k(KeyCode::Enter)), FilterKey::Used);
+        assert_eq!((f.value(), f.typing), ("web", false));
+        assert_eq!(f.shown().as_deref(), Some("web"));
+        f.start();
+        assert_eq!(f.handle(&k(KeyCode::Down)), FilterKey::EndedOnMove);
+        assert_eq!((f.value(), f.typing), ("web", false));
+        f.start();
+        assert_eq!(f.handle(&k(KeyCode::Esc)), FilterKey::Used);
+        assert_eq!((f.value(), f.typing, f.shown()), ("", false, None));
     }
 }

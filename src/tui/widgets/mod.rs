@@ -7,7 +7,7 @@ pub mod progress;
 pub mod table;
 pub mod wizard;
 
-pub use input::TextInput;
+pub use input::{FilterInput, FilterKey, TextInput};
 pub use table::{render_table, Column, TableNav};
 
 use crate::tui::theme::Theme;
