@@ -148,7 +148,7 @@ impl Setup {
     }
 
     pub fn open_vault(&self, vault: &VaultConfig, mode: OpenMode) -> Result<Engine> {
-        let (provider, simulator) = build_provider(&vault.source)?;
+        let (provider, simulator) = build_provider(&vault.source, &vault.name)?;
         let threads = match self.config.engine.threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -183,8 +183,8 @@ type Providers = (
     Option<Arc<crate::provider::sim::SimProvider>>,
 );
 
-/// Builds the provider a vault's source names.
-pub fn build_provider(source: &SourceConfig) -> Result<Providers> {
+/// Builds the provider a vault's source names, for the vault named `vault`.
+pub fn build_provider(source: &SourceConfig, vault: &str) -> Result<Providers> {
     match source {
         SourceConfig::Simulated(s) => {
             let sub = crate::provider::sim::Subscription::load(s)
@@ -199,7 +199,8 @@ pub fn build_provider(source: &SourceConfig) -> Result<Providers> {
         }
         SourceConfig::Libvirt(s) => {
             let p = crate::provider::libvirt::LibvirtProvider::new(s)
-                .map_err(|e| CliError::usage(e.details().to_string()))?;
+                .map_err(|e| CliError::usage(e.details().to_string()))?
+                .for_vault(vault);
             Ok((Arc::new(p), None))
         }
     }

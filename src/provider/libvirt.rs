@@ -38,12 +38,15 @@
 //!   backups.
 //! - **Changed-block tracking**: when every backed-up disk is qcow2, each backup of a running
 //!   domain creates a libvirt checkpoint (a persistent QEMU dirty bitmap) named
-//!   `vmvault-<time>-<id>`; that name is the snapshot's `cbt_token`, which the vault keeps
+//!   `vmvault-v<vault>-<time>-<id>` (`<vault>`: 8 hex digits of the vault's name, so two
+//!   vaults backing up one domain each keep their own); that name is the snapshot's
+//!   `cbt_token`, which the vault keeps
 //!   with the recovery point. The next backup is incremental from the checkpoint the vault
 //!   names as `since` (its newest recovery point's token) when that checkpoint still
 //!   exists; libvirt exports the blocks written since then as the bitmap `backup-<disk>`,
 //!   and `changed_extents(since)` lists them (`qemu-img map` with `x-dirty-bitmap`). Any
-//!   other vmvault checkpoint is deleted when a backup starts — an older one, or the one of
+//!   other checkpoint of this vault (or of vmvault before checkpoint names carried the
+//!   vault, `vmvault-<time>-<id>`) is deleted when a backup starts — an older one, or the one of
 //!   a backup that failed or was cancelled before the vault committed it — so bitmaps do
 //!   not pile up and such a backup never costs the next one its incremental base. Without
 //!   a usable base the backup is full (`changed_extents` answers `None`).
@@ -89,6 +92,14 @@ const LIBOSINFO_NS: &str = "http://libosinfo.org/xmlns/libvirt/domain/1.0";
 const ID_PREFIX: &str = "libvirt:";
 /// Prefix of the checkpoints and work folders vmvault creates.
 const CHECKPOINT_PREFIX: &str = "vmvault-";
+
+/// Whether `name` is a checkpoint of vmvault from before names carried the vault:
+/// `vmvault-20261128T101500Z-1a2b3c4d`.
+fn legacy_checkpoint(name: &str) -> bool {
+    name.strip_prefix(CHECKPOINT_PREFIX)
+        .and_then(|rest| rest.get(..9))
+        .is_some_and(|t| t[..8].bytes().all(|b| b.is_ascii_digit()) && t.ends_with('T'))
+}
 const WORK_PREFIX: &str = "vmvault-backup";
 /// Guest agent calls: a frozen guest must not wait long for us.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -100,6 +111,8 @@ pub struct LibvirtProvider {
     region: String,
     cloud_service: Option<String>,
     scratch_dir: PathBuf,
+    /// Start of the names of this vault's checkpoints (see [`LibvirtProvider::for_vault`]).
+    checkpoint_prefix: String,
     #[cfg(test)]
     fail_after_backup_begin: std::sync::atomic::AtomicBool,
 }
@@ -391,9 +404,25 @@ impl LibvirtProvider {
             region: s.region.trim().to_string(),
             cloud_service: s.cloud_service.clone().filter(|c| !c.trim().is_empty()),
             scratch_dir: s.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
+            checkpoint_prefix: CHECKPOINT_PREFIX.to_string(),
             #[cfg(test)]
             fail_after_backup_begin: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// This provider serves the vault named `vault`: its checkpoints carry the vault
+    /// (`vmvault-v<8 hex digits of the name>-…`), and only they (and pre-vault names) are
+    /// its to delete, so another vault backing up the same domain keeps its incremental
+    /// base. Without it, every vmvault checkpoint counts as this provider's.
+    pub fn for_vault(mut self, vault: &str) -> Self {
+        let tag = blake3::hash(vault.as_bytes()).to_hex();
+        self.checkpoint_prefix = format!("{CHECKPOINT_PREFIX}v{}-", &tag[..8]);
+        self
+    }
+
+    /// Whether checkpoint `name` is this vault's (or from before names carried a vault).
+    fn owns_checkpoint(&self, name: &str) -> bool {
+        name.starts_with(&self.checkpoint_prefix) || legacy_checkpoint(name)
     }
 
     /// The host part of the URI (empty for local connections).
@@ -696,7 +725,7 @@ impl LibvirtProvider {
                     let ours: Vec<&str> = list
                         .lines()
                         .map(str::trim)
-                        .filter(|l| l.starts_with(CHECKPOINT_PREFIX))
+                        .filter(|l| self.owns_checkpoint(l))
                         .collect();
                     // The base is the checkpoint of the vault's newest recovery point; any
                     // other vmvault checkpoint (older ones, or one of a backup that failed or
@@ -729,7 +758,8 @@ impl LibvirtProvider {
         }
         let checkpoint = cbt.then(|| {
             format!(
-                "{CHECKPOINT_PREFIX}{}-{}",
+                "{}{}-{}",
+                self.checkpoint_prefix,
                 at.format("%Y%m%dT%H%M%SZ"),
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             )
@@ -1333,6 +1363,28 @@ mod tests {
     use std::process::Command;
 
     #[test]
+    fn checkpoints_are_the_vaults_own_or_from_before_names_carried_a_vault() {
+        let s = LibvirtSettings {
+            uri: "test:///default".into(),
+            region: "lab-1".into(),
+            cloud_service: None,
+            scratch_dir: None,
+        };
+        let a = LibvirtProvider::new(&s).unwrap().for_vault("vault-a");
+        let b = LibvirtProvider::new(&s).unwrap().for_vault("vault-b");
+        let legacy = "vmvault-20261128T101500Z-1a2b3c4d";
+        assert!(legacy_checkpoint(legacy));
+        assert!(a.owns_checkpoint(legacy) && b.owns_checkpoint(legacy));
+        let mine = format!("{}20261128T101500Z-1a2b3c4d", a.checkpoint_prefix);
+        assert!(a.owns_checkpoint(&mine) && !b.owns_checkpoint(&mine));
+        assert!(!legacy_checkpoint(&mine));
+        assert!(!a.owns_checkpoint("nightly") && !a.owns_checkpoint("vmvault-backup"));
+        // The same vault name gives the same names in every process.
+        let again = LibvirtProvider::new(&s).unwrap().for_vault("vault-a");
+        assert_eq!(a.checkpoint_prefix, again.checkpoint_prefix);
+    }
+
+    #[test]
     fn osinfo_ids_of_linux_distributions_and_of_other_systems() {
         for id in [
             "http://debian.org/debian/12",
@@ -1934,7 +1986,7 @@ mod tests {
             return;
         }
         let scratch = tempfile::tempdir().unwrap();
-        let provider = system_provider(scratch.path());
+        let provider = system_provider(scratch.path()).for_vault("vault-a");
         let dom = TestDomain::start(true);
         let vm = dom.vm(&provider);
         assert_eq!(vm.power_state, PowerState::Running);
@@ -2121,6 +2173,40 @@ mod tests {
             ckpts.contains(&token3) && ckpts.contains(&token4),
             "{ckpts:?}"
         );
+
+        // Another vault backing up the same domain keeps to its own checkpoints: ours is
+        // still our base afterwards, and our next backup leaves its checkpoint alone.
+        let other = system_provider(scratch.path()).for_vault("vault-b");
+        let snap_b = other
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
+            .unwrap();
+        let b1 = snap_b.cbt_token().unwrap();
+        assert!(!provider.owns_checkpoint(&b1) && other.owns_checkpoint(&b1));
+        snap_b.release().unwrap();
+        dom.guest_write("write -P 0xac 12M 4k");
+        let snap = provider
+            .snapshot(&vm, Utc::now(), Some(&token4), &CancelToken::new())
+            .unwrap();
+        let token5 = snap.cbt_token().unwrap();
+        let r = snap.open_disk(0).unwrap();
+        let changed = r
+            .changed_extents(&token4)
+            .unwrap()
+            .expect("still incremental from token4 after the other vault's backup");
+        assert!(
+            changed
+                .iter()
+                .any(|e| e.offset <= 12 << 20 && 12 << 20 < e.end()),
+            "{changed:?}"
+        );
+        drop(r);
+        snap.release().unwrap();
+        let ckpts = dom.run(&["checkpoint-list", &dom.name, "--name"]);
+        assert!(
+            ckpts.contains(&b1) && ckpts.contains(&token4) && ckpts.contains(&token5),
+            "{ckpts}"
+        );
+        assert!(!ckpts.contains(&token3), "{ckpts}");
 
         // A cancelled backup starts nothing.
         let cancel = CancelToken::new();
