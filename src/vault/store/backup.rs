@@ -283,17 +283,23 @@ pub fn backup_disk(p: BackupParams) -> Result<DiskBackup, BackupError> {
 
     std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(queue_capacity);
-        for i in 0..workers {
-            let rx = rx.clone();
-            let shared = &shared;
-            let spawned = std::thread::Builder::new()
-                .name(format!("backup-{i}"))
-                .spawn_scoped(s, move || shared.worker(rx));
-            if let Err(e) = spawned {
-                shared.fail(StoreError::io("starting a backup worker thread", e).into());
+        // Workers start with the first slot to read: a backup with nothing to read (an
+        // unchanged disk under changed-block tracking, as most of `sim advance`'s are)
+        // starts no thread.
+        let mut rx = Some(rx);
+        let mut start_workers = || {
+            let Some(rx) = rx.take() else { return };
+            for i in 0..workers {
+                let rx = rx.clone();
+                let shared = &shared;
+                let spawned = std::thread::Builder::new()
+                    .name(format!("backup-{i}"))
+                    .spawn_scoped(s, move || shared.worker(rx));
+                if let Err(e) = spawned {
+                    shared.fail(StoreError::io("starting a backup worker thread", e).into());
+                }
             }
-        }
-        drop(rx);
+        };
 
         let mut prev_cursor = 0usize;
         for (slot, reads) in (SlotPlanner {
@@ -328,6 +334,7 @@ pub fn backup_disk(p: BackupParams) -> Result<DiskBackup, BackupError> {
                     continue;
                 }
             }
+            start_workers();
             if tx.send(Job { slot, reads }).is_err() {
                 break; // every worker has stopped; the error is recorded
             }
@@ -441,9 +448,9 @@ impl Shared<'_, '_> {
 
     fn worker(&self, rx: crossbeam_channel::Receiver<Job>) {
         let cs = self.p.chunk_size as usize;
-        // Buffers and the zstd context are made on the first slot: a worker of a backup
-        // with nothing to read (an unchanged disk under changed-block tracking) costs no
-        // allocation, which matters when `sim advance` runs thousands of such backups.
+        // Buffers and the zstd context are made on the first slot: a worker that gets no
+        // slot (a backup with fewer slots to read than workers, as most of `sim advance`'s
+        // thousands of small incremental backups are) costs no allocation.
         let mut bufs: Option<(Vec<u8>, ChunkEncoder)> = None;
         let mut held = 0;
         while let Ok(job) = rx.recv() {
