@@ -456,3 +456,35 @@ fn job_details_that_failed_to_load_can_be_asked_again() {
         "{screen}"
     );
 }
+
+#[test]
+fn a_restore_answer_finds_its_form_under_another_commands_message() {
+    use vmvault::model::JobOperation;
+    use vmvault::tui::app::CommandDone;
+    let mut a = web01_details();
+    a.update(key('R'));
+    a.update(code(KeyCode::Enter)); // the restore is asked for; the form waits
+                                    // Another command's refusal arrives first: its message goes on top of the form.
+    a.update(Msg::Done(Box::new(CommandDone {
+        label: "Back up now",
+        subject: "sales/web01".into(),
+        operation: Some(JobOperation::Backup),
+        result: Err("a backup of sales/web01 is running".into()),
+        note: None,
+    })));
+    assert!(matches!(a.popups.last(), Some(Popup::Message(_))));
+    // The restore's job is created: its form (and the item details) close, the message stays.
+    a.update(Msg::Done(Box::new(CommandDone {
+        label: "Restore",
+        subject: "sales/web01".into(),
+        operation: Some(JobOperation::Restore),
+        result: Ok(vec!["0123456789abcdef".into()]),
+        note: None,
+    })));
+    assert_eq!(a.popups.len(), 1);
+    assert!(matches!(a.popups.last(), Some(Popup::Message(_))));
+    assert!(!a
+        .popups
+        .iter()
+        .any(|p| matches!(p, Popup::Restore(_) | Popup::Item(_))));
+}

@@ -705,16 +705,27 @@ impl App {
     fn on_done(&mut self, d: CommandDone) -> Vec<Effect> {
         self.pending = self.pending.saturating_sub(1);
         // A restore form waiting for this answer closes on success (with the item popup
-        // beneath it), or keeps the refusal to show it where it can be corrected.
+        // beneath it), or keeps the refusal to show it where it can be corrected. It is
+        // looked for in the whole stack: another command's refusal may have put a message
+        // on top of it meanwhile.
         let mut refusal_shown = false;
         if d.operation == Some(JobOperation::Restore) {
-            if let Some(Popup::Restore(form)) = self.popups.last_mut() {
-                if form.pending {
-                    if form.answered(&d.result) {
-                        self.popups.clear();
-                    } else {
-                        refusal_shown = true;
+            let waiting = self
+                .popups
+                .iter()
+                .rposition(|p| matches!(p, Popup::Restore(f) if f.pending));
+            if let Some(at) = waiting {
+                let closes = match &mut self.popups[at] {
+                    Popup::Restore(form) => form.answered(&d.result),
+                    _ => false,
+                };
+                if closes {
+                    self.popups.remove(at);
+                    if at > 0 && matches!(self.popups[at - 1], Popup::Item(_)) {
+                        self.popups.remove(at - 1);
                     }
+                } else {
+                    refusal_shown = true;
                 }
             }
         }
