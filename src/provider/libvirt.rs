@@ -93,6 +93,18 @@ const ID_PREFIX: &str = "libvirt:";
 /// Prefix of the checkpoints and work folders vmvault creates.
 const CHECKPOINT_PREFIX: &str = "vmvault-";
 
+/// Whether `xml` names a socket in a vmvault work folder from before their names carried
+/// the vault: `/vmvault-backup-<12 hex digits>/` (tagged ones are `vmvault-backup-v…`).
+fn legacy_work_folder_in(xml: &str) -> bool {
+    let marker = format!("/{WORK_PREFIX}-");
+    xml.match_indices(&marker).any(|(i, _)| {
+        xml[i + marker.len()..]
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_hexdigit())
+    })
+}
+
 /// Whether `name` is a checkpoint of vmvault from before names carried the vault:
 /// `vmvault-20261128T101500Z-1a2b3c4d`.
 fn legacy_checkpoint(name: &str) -> bool {
@@ -113,6 +125,8 @@ pub struct LibvirtProvider {
     scratch_dir: PathBuf,
     /// Start of the names of this vault's checkpoints (see [`LibvirtProvider::for_vault`]).
     checkpoint_prefix: String,
+    /// Start of the names of this vault's work folders (the same tag).
+    work_prefix: String,
     #[cfg(test)]
     fail_after_backup_begin: std::sync::atomic::AtomicBool,
 }
@@ -405,6 +419,7 @@ impl LibvirtProvider {
             cloud_service: s.cloud_service.clone().filter(|c| !c.trim().is_empty()),
             scratch_dir: s.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
             checkpoint_prefix: CHECKPOINT_PREFIX.to_string(),
+            work_prefix: WORK_PREFIX.to_string(),
             #[cfg(test)]
             fail_after_backup_begin: std::sync::atomic::AtomicBool::new(false),
         })
@@ -413,10 +428,13 @@ impl LibvirtProvider {
     /// This provider serves the vault named `vault`: its checkpoints carry the vault
     /// (`vmvault-v<8 hex digits of the name>-…`), and only they (and pre-vault names) are
     /// its to delete, so another vault backing up the same domain keeps its incremental
-    /// base. Without it, every vmvault checkpoint counts as this provider's.
+    /// base. Its work folders carry the vault too, so a backup job of another vault's
+    /// live process is never taken for one left behind (see `end_stale_backup`). Without
+    /// it, every vmvault checkpoint and job counts as this provider's.
     pub fn for_vault(mut self, vault: &str) -> Self {
         let tag = blake3::hash(vault.as_bytes()).to_hex();
         self.checkpoint_prefix = format!("{CHECKPOINT_PREFIX}v{}-", &tag[..8]);
+        self.work_prefix = format!("{WORK_PREFIX}-v{}", &tag[..8]);
         self
     }
 
@@ -702,7 +720,7 @@ impl LibvirtProvider {
         let uuid = dom.uuid.as_str();
         self.end_stale_backup(uuid, cancel)?;
         // QEMU creates the socket and scratch files: the folder must be its own.
-        let work = PrivateDir::create(&self.scratch_dir, WORK_PREFIX)?;
+        let work = PrivateDir::create(&self.scratch_dir, &self.work_prefix)?;
         if let Some((uid, gid)) = dom.qemu_owner {
             // Fails harmlessly when vmvault is not root (session mode: QEMU runs as us).
             let _ = std::os::unix::fs::chown(work.path(), Some(uid), Some(gid));
@@ -911,8 +929,10 @@ impl LibvirtProvider {
         }))
     }
 
-    /// Ends a backup job that an earlier vmvault run left behind (recognised by its socket
-    /// in a vmvault work folder); leaves anybody else's job alone.
+    /// Ends a backup job that an earlier vmvault run of this vault left behind (recognised
+    /// by its socket in one of this vault's work folders, or in a work folder from before
+    /// they carried the vault); leaves anybody else's job alone, another vault's too (only
+    /// one vmvault process owns a vault, so a job of this vault is never live here).
     fn end_stale_backup(&self, uuid: &str, cancel: &CancelToken) -> Result<(), ProviderError> {
         let info = match self.virsh.raw(&["domjobinfo", uuid], qemu::QUICK, cancel) {
             Ok(i) => i,
@@ -926,12 +946,20 @@ impl LibvirtProvider {
             return Ok(());
         }
         let xml = self.virsh.run(&["backup-dumpxml", uuid], cancel)?;
-        if xml.contains(&format!("/{WORK_PREFIX}-")) {
+        let ours = xml.contains(&format!("/{}-", self.work_prefix)) || legacy_work_folder_in(&xml);
+        if ours {
             tracing::warn!(
                 "domain {uuid}: ending a backup job left behind by an earlier vmvault run"
             );
             self.virsh.run(&["domjobabort", uuid], cancel)?;
             Ok(())
+        } else if xml.contains(&format!("/{WORK_PREFIX}-v")) {
+            Err(ProviderError::new(
+                "UserErrorBackupJobRunning",
+                "Another backup job is running",
+                format!("domain {uuid} is being backed up by another vmvault vault"),
+            )
+            .recommend("Wait for that backup to finish; the next scheduled backup runs as usual"))
         } else {
             Err(ProviderError::new(
                 "UserErrorBackupJobRunning",
@@ -1382,6 +1410,19 @@ mod tests {
         // The same vault name gives the same names in every process.
         let again = LibvirtProvider::new(&s).unwrap().for_vault("vault-a");
         assert_eq!(a.checkpoint_prefix, again.checkpoint_prefix);
+    }
+
+    #[test]
+    fn work_folders_from_before_they_carried_the_vault() {
+        assert!(legacy_work_folder_in(
+            "<server transport='unix' socket='/tmp/vmvault-backup-1a2b3c4d5e6f/nbd.sock'/>"
+        ));
+        assert!(!legacy_work_folder_in(
+            "<server transport='unix' socket='/tmp/vmvault-backup-v0011aabb-1a2b3c4d5e6f/nbd.sock'/>"
+        ));
+        assert!(!legacy_work_folder_in(
+            "<server socket='/run/other/nbd.sock'/>"
+        ));
     }
 
     #[test]
@@ -2207,6 +2248,27 @@ mod tests {
             "{ckpts}"
         );
         assert!(!ckpts.contains(&token3), "{ckpts}");
+
+        // While the other vault's backup job runs, ours does not take it for one left
+        // behind: it is refused, and the other job goes on.
+        let live_b = other
+            .snapshot(&vm, Utc::now(), None, &CancelToken::new())
+            .unwrap();
+        let e = provider
+            .snapshot(&vm, Utc::now(), Some(&token5), &CancelToken::new())
+            .err()
+            .expect("refused while another vault backs the domain up");
+        assert_eq!(e.details().code, "UserErrorBackupJobRunning", "{e:?}");
+        assert!(
+            e.details().message.contains("another vmvault vault"),
+            "{e:?}"
+        );
+        assert!(
+            dom.job().contains("Backup"),
+            "the other job runs on: {}",
+            dom.job()
+        );
+        live_b.release().unwrap();
 
         // A cancelled backup starts nothing.
         let cancel = CancelToken::new();
