@@ -387,23 +387,8 @@ fn edit_policy_changes_schedule_and_retention_but_not_the_name() {
     // Back to the schedule: a new time, then save.
     a.update(code(KeyCode::Esc));
     a.update(code(KeyCode::Esc));
-    let Some(Popup::PolicyWizard(w)) = a.popups.last() else {
-        panic!("Esc left the wizard")
-    };
-    let time_row = w
-        .form
-        .rows(vmvault::tui::popups::policy_form::Part::Schedule)
-        .iter()
-        .position(|r| matches!(r, vmvault::tui::popups::policy_form::Row::Time))
-        .expect("a time row");
-    for _ in 0..time_row {
-        a.update(code(KeyCode::Down));
-    }
-    for _ in 0..8 {
-        a.update(code(KeyCode::Backspace));
-    }
-    for c in "03:30".chars() {
-        a.update(key(c));
+    for k in retype_schedule_time(&a, "03:30") {
+        a.update(k);
     }
     a.update(code(KeyCode::Enter));
     a.update(code(KeyCode::Enter));

@@ -25,6 +25,18 @@ async fn session(env: &Env) -> Session {
     s
 }
 
+/// Selects the policy named `name` in the Policies tab.
+fn select_policy(s: &mut Session, name: &str) {
+    let pos = s
+        .app
+        .data
+        .policies
+        .iter()
+        .position(|p| p.policy.name == name)
+        .unwrap_or_else(|| panic!("policy {name} not listed"));
+    s.app.policies.nav.selected = pos;
+}
+
 fn press(s: &mut Session, keys: &str) {
     for c in keys.chars() {
         s.handle(key(c));
@@ -344,14 +356,7 @@ async fn portal_flow_through_update() {
     );
     press(&mut s, "x");
     assert!(notice(&s.app).contains("built in"), "{}", notice(&s.app));
-    let pos = s
-        .app
-        .data
-        .policies
-        .iter()
-        .position(|p| p.policy.name == "Nightly")
-        .unwrap();
-    s.app.policies.nav.selected = pos;
+    select_policy(&mut s, "Nightly");
     press(&mut s, "x");
     press(&mut s, "y");
     assert!(
@@ -401,34 +406,11 @@ async fn portal_flow_through_update() {
     );
 
     // Edit it: a new backup time, saved in the vault.
-    let idx = s
-        .app
-        .data
-        .policies
-        .iter()
-        .position(|p| p.policy.name == "Weekly-Sun")
-        .expect("listed");
-    s.handle(code(KeyCode::Home));
-    for _ in 0..idx {
-        s.handle(code(KeyCode::Down));
-    }
+    select_policy(&mut s, "Weekly-Sun");
     press(&mut s, "e");
-    let Some(Popup::PolicyWizard(w)) = s.app.popups.last() else {
-        panic!("e did not open the wizard")
-    };
-    let time_row = w
-        .form
-        .rows(vmvault::tui::popups::policy_form::Part::Schedule)
-        .iter()
-        .position(|r| matches!(r, vmvault::tui::popups::policy_form::Row::Time))
-        .expect("a time row");
-    for _ in 0..time_row {
-        s.handle(code(KeyCode::Down));
+    for k in tui_support::fixture::retype_schedule_time(&s.app, "05:15") {
+        s.handle(k);
     }
-    for _ in 0..8 {
-        s.handle(code(KeyCode::Backspace));
-    }
-    press(&mut s, "05:15");
     s.handle(code(KeyCode::Enter));
     s.handle(code(KeyCode::Enter));
     s.handle(code(KeyCode::Enter));

@@ -689,6 +689,25 @@ pub fn typed(app: &mut App, s: &str) {
     }
 }
 
+/// The keys that move the policy wizard on top of `app` (at its schedule step, on its
+/// first row) to the time row, clear it and type `time`.
+pub fn retype_schedule_time(app: &App, time: &str) -> Vec<Msg> {
+    use vmvault::tui::popups::policy_form::{Part, Row};
+    let Some(vmvault::tui::popups::Popup::PolicyWizard(w)) = app.popups.last() else {
+        panic!("no policy wizard open")
+    };
+    let row = w
+        .form
+        .rows(Part::Schedule)
+        .iter()
+        .position(|r| matches!(r, Row::Time))
+        .expect("a time row");
+    let mut keys = vec![code(KeyCode::Down); row];
+    keys.extend(vec![code(KeyCode::Backspace); 8]);
+    keys.extend(time.chars().map(key));
+    keys
+}
+
 /// Draws the app into a `w`×`h` test terminal.
 pub fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
