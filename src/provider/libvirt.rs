@@ -90,8 +90,12 @@ pub struct LibvirtSettings {
 pub const METADATA_NS: &str = "urn:vmvault:libvirt:1";
 const LIBOSINFO_NS: &str = "http://libosinfo.org/xmlns/libvirt/domain/1.0";
 const ID_PREFIX: &str = "libvirt:";
-/// Prefix of the checkpoints and work folders vmvault creates.
+/// Prefix of the checkpoints and work folders vmvault creates (a vault's own add its tag:
+/// see `LibvirtProvider::for_vault`).
 const CHECKPOINT_PREFIX: &str = "vmvault-";
+const WORK_PREFIX: &str = "vmvault-backup";
+/// Guest agent calls: a frozen guest must not wait long for us.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether `xml` names a socket in a vmvault work folder from before their names carried
 /// the vault: `/vmvault-backup-<12 hex digits>/` (tagged ones are `vmvault-backup-v…`).
@@ -112,9 +116,6 @@ fn legacy_checkpoint(name: &str) -> bool {
         .and_then(|rest| rest.get(..9))
         .is_some_and(|t| t[..8].bytes().all(|b| b.is_ascii_digit()) && t.ends_with('T'))
 }
-const WORK_PREFIX: &str = "vmvault-backup";
-/// Guest agent calls: a frozen guest must not wait long for us.
-const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A libvirt host as a source of VMs.
 #[derive(Debug)]
@@ -746,7 +747,7 @@ impl LibvirtProvider {
                         .filter(|l| self.owns_checkpoint(l))
                         .collect();
                     // The base is the checkpoint of the vault's newest recovery point; any
-                    // other vmvault checkpoint (older ones, or one of a backup that failed or
+                    // other checkpoint of this vault (older ones, or one of a backup that failed or
                     // was cancelled before the vault committed it) can never serve as a base
                     // again, and deleting it keeps QEMU from tracking writes in its bitmap.
                     base = since.filter(|s| ours.contains(s)).map(str::to_string);

@@ -52,10 +52,19 @@ impl State {
         }
     }
 
+    /// What the wizard does: "Edit policy" or "Create policy".
+    fn verb(&self) -> &'static str {
+        if self.editing.is_some() {
+            "Edit policy"
+        } else {
+            "Create policy"
+        }
+    }
+
     fn title(&self) -> String {
         match &self.editing {
-            Some((p, _)) => format!("Edit policy {}", p.name),
-            None => "Create policy".into(),
+            Some((p, _)) => format!("{} {}", self.verb(), p.name),
+            None => self.verb().into(),
         }
     }
 
@@ -120,12 +129,7 @@ impl State {
                 }
                 _ => {
                     if let Some(p) = self.policy().cloned() {
-                        let what = if self.editing.is_some() {
-                            "Edit policy"
-                        } else {
-                            "Create policy"
-                        };
-                        if cx.writable(what) {
+                        if cx.writable(self.verb()) {
                             cx.run(if self.editing.is_some() {
                                 Command::UpdatePolicy(Box::new(p))
                             } else {
@@ -230,7 +234,8 @@ impl State {
                             k.label(Action::Open)
                         ))),
                         None => lines.push(Line::from(format!(
-                            "Enter creates it; protect VMs with it in the protect wizard (Protected Items, {}).",
+                            "{} creates it; protect VMs with it in the protect wizard (Protected Items, {}).",
+                            k.label(Action::Open),
                             k.label(Action::Protect)
                         ))),
                     }

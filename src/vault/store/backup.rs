@@ -284,8 +284,7 @@ pub fn backup_disk(p: BackupParams) -> Result<DiskBackup, BackupError> {
     std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(queue_capacity);
         // Workers start with the first slot to read: a backup with nothing to read (an
-        // unchanged disk under changed-block tracking, as most of `sim advance`'s are)
-        // starts no thread.
+        // unchanged disk under changed-block tracking) starts no thread.
         let mut rx = Some(rx);
         let mut start_workers = || {
             let Some(rx) = rx.take() else { return };
