@@ -401,6 +401,23 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// Restores `index` to `out` with `threads`, without progress or cancel.
+    fn restore(
+        s: &ChunkStore,
+        index: &DiskIndex,
+        out: &Path,
+        threads: usize,
+    ) -> Result<(), StoreError> {
+        restore_disk(
+            s,
+            index,
+            out,
+            &Progress::default(),
+            &CancelToken::new(),
+            threads,
+        )
+    }
+
     fn store_with(chunks: &[&[u8]]) -> (tempfile::TempDir, ChunkStore, Vec<Digest>) {
         let t = tempfile::tempdir().unwrap();
         let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
@@ -476,15 +493,7 @@ mod tests {
                 .collect(),
         };
         let out = t.path().join("d.raw");
-        restore_disk(
-            &s,
-            &index,
-            &out,
-            &Progress::default(),
-            &CancelToken::new(),
-            2,
-        )
-        .unwrap();
+        restore(&s, &index, &out, 2).unwrap();
         let img = fs::read(&out).unwrap();
         for (i, c) in chunks.iter().enumerate() {
             assert!(img[(i + 2) * cs..(i + 3) * cs] == c[..], "chunk {i}");
@@ -518,15 +527,7 @@ mod tests {
         bytes[last] ^= 1;
         fs::write(&p, bytes).unwrap();
         let out = t.path().join("d.raw");
-        let e = restore_disk(
-            &s,
-            &index,
-            &out,
-            &Progress::default(),
-            &CancelToken::new(),
-            2,
-        )
-        .unwrap_err();
+        let e = restore(&s, &index, &out, 2).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("slot 5") && msg.contains(&digest_hex(&ds[1])),
@@ -537,15 +538,7 @@ mod tests {
         assert!(!out.exists() && !partial_path(&out).exists());
 
         fs::remove_file(s.path_of(&ds[0])).unwrap();
-        let e = restore_disk(
-            &s,
-            &index,
-            &out,
-            &Progress::default(),
-            &CancelToken::new(),
-            1,
-        )
-        .unwrap_err();
+        let e = restore(&s, &index, &out, 1).unwrap_err();
         assert!(matches!(e.faulty_chunk(), Some(d) if d == ds[0] || d == ds[1]));
         assert!(!out.exists() && !partial_path(&out).exists());
     }
@@ -561,15 +554,7 @@ mod tests {
             entries: vec![(1, ds[0])],
         };
         let out = t.path().join("d.raw");
-        let e = restore_disk(
-            &s,
-            &index,
-            &out,
-            &Progress::default(),
-            &CancelToken::new(),
-            2,
-        )
-        .unwrap_err();
+        let e = restore(&s, &index, &out, 2).unwrap_err();
         assert!(e.to_string().contains("slot 1"), "{e}");
         assert!(!out.exists());
     }
