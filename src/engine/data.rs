@@ -205,7 +205,10 @@ impl Engine {
         // Absolute: the job records its files, and whichever process cleans up after an
         // interrupted restore may run in another working directory.
         let dir = &std::path::absolute(dir).map_err(|e| {
-            super::EngineError::Failed(format!("cannot resolve {}: {e}", dir.display()))
+            super::EngineError::Usage(format!(
+                "cannot use {:?} as the target folder ({e}): give the path of a folder to restore into",
+                dir.display().to_string()
+            ))
         })?;
         let targets = restore_targets(item, point, dir, format);
         for t in &targets {
