@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod fmt;
+pub mod fsx;
 pub mod model;
 pub mod policy;
 pub mod provider;
