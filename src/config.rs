@@ -375,6 +375,52 @@ impl Config {
         })
     }
 
+    /// Checks that no two vaults share a folder (or one lies inside another's): their
+    /// catalogs, locks and chunk stores would be one, and each would take the other's
+    /// chunks for garbage.
+    pub fn check_vault_folders(&self, data_dir: &Path) -> Result<(), ConfigError> {
+        let dirs: Vec<(&str, PathBuf)> = self
+            .vaults
+            .iter()
+            .map(|v| {
+                (
+                    v.name.as_str(),
+                    comparable_path(&self.vault_dir(v, data_dir)),
+                )
+            })
+            .collect();
+        for (i, (a, da)) in dirs.iter().enumerate() {
+            for (b, db) in &dirs[i + 1..] {
+                let clash = if da == db {
+                    Some(format!(
+                        "vaults \"{a}\" and \"{b}\" use the same folder {}",
+                        da.display()
+                    ))
+                } else if db.starts_with(da) || da.starts_with(db) {
+                    Some(format!(
+                        "the folder of vault \"{}\" ({}) lies inside the folder of vault \"{}\" ({})",
+                        if db.starts_with(da) { b } else { a },
+                        if db.starts_with(da) { db.display() } else { da.display() },
+                        if db.starts_with(da) { a } else { b },
+                        if db.starts_with(da) { da.display() } else { db.display() },
+                    ))
+                } else {
+                    None
+                };
+                if let Some(what) = clash {
+                    return Err(ConfigError {
+                        origin: self.origin.clone(),
+                        line: None,
+                        message: format!(
+                            "{what}: every vault needs a folder of its own (set a different `storage` for one of them)"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The folder of a vault.
     pub fn vault_dir(&self, vault: &VaultConfig, data_dir: &Path) -> PathBuf {
         match &vault.storage {
@@ -382,6 +428,42 @@ impl Config {
             None => data_dir.join("vaults").join(&vault.name),
         }
     }
+}
+
+/// A path in a form two spellings of one folder agree on: absolute, `.`/`..` removed,
+/// symlinks resolved as far as the path exists.
+fn comparable_path(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut clean = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => clean.push(c),
+        }
+    }
+    // Resolve the longest existing prefix, keep the rest as written.
+    let mut existing = clean.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(n), Some(parent)) => {
+                rest.push(n);
+                existing = parent.to_path_buf();
+            }
+            _ => return clean,
+        }
+    }
+    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+    for n in rest.iter().rev() {
+        out.push(n);
+    }
+    out
 }
 
 /// Expands a leading `~/` to the home folder.
@@ -397,6 +479,35 @@ pub fn expand_home(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_vaults_never_share_a_folder() {
+        let text = |a: &str, b: &str| {
+            format!(
+                "[[vault]]\nname = \"a\"\nregion = \"r\"\n{a}\nsource = {{ kind = \"simulated\" }}\n\n[[vault]]\nname = \"b\"\nregion = \"r\"\n{b}\nsource = {{ kind = \"simulated\" }}\n"
+            )
+        };
+        let data = Path::new("/srv/vmvault");
+        let ok = Config::parse(&text("", ""), "t").unwrap();
+        ok.check_vault_folders(data).unwrap();
+        let same = Config::parse(
+            &text("storage = \"/srv/v\"", "storage = \"/srv/x/../v\""),
+            "t",
+        )
+        .unwrap();
+        let e = same.check_vault_folders(data).unwrap_err().to_string();
+        assert!(e.contains("use the same folder /srv/v"), "{e}");
+        // A vault's default folder given to another as its storage.
+        let taken = Config::parse(&text("", "storage = \"/srv/vmvault/vaults/a\""), "t").unwrap();
+        assert!(taken.check_vault_folders(data).is_err());
+        let inside = Config::parse(
+            &text("storage = \"/srv/v\"", "storage = \"/srv/v/chunks\""),
+            "t",
+        )
+        .unwrap();
+        let e = inside.check_vault_folders(data).unwrap_err().to_string();
+        assert!(e.contains("lies inside"), "{e}");
+    }
 
     #[test]
     fn embedded_default_parses() {

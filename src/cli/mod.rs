@@ -124,13 +124,10 @@ impl Setup {
         let config = Config::load(cli_config)?;
         let vault = config.select_vault(vault)?.clone();
         let data_dir = config.data_dir(data_dir)?;
-        crate::engine::create_private_dir_pub(&data_dir).map_err(|e| {
-            CliError::failed(format!(
-                "cannot create the data folder {}: {e}",
-                data_dir.display()
-            ))
-        })?;
-        init_logging(&config, &data_dir);
+        config.check_vault_folders(&data_dir)?;
+        let data = crate::fsx::Dir::open_private(&data_dir, true)
+            .map_err(|e| CliError::failed(format!("data folder: {e}")))?;
+        init_logging(&config, &data);
         Ok(Setup {
             config,
             vault,
@@ -206,25 +203,47 @@ pub fn build_provider(source: &SourceConfig, vault: &str) -> Result<Providers> {
     }
 }
 
-fn init_logging(config: &Config, data_dir: &Path) {
+/// Opens the log (appending; never through a symlink, never a file of another user or with
+/// other names) and installs the subscriber. A log that cannot be opened is skipped with a
+/// warning: vmvault works without it.
+fn init_logging(config: &Config, data_dir: &crate::fsx::Dir) {
     use std::sync::OnceLock;
     static DONE: OnceLock<()> = OnceLock::new();
     if DONE.set(()).is_err() {
         return;
     }
-    let path = config
+    let opened = match config
         .log_file
-        .clone()
-        .map(|p| crate::config::expand_home(&p))
-        .unwrap_or_else(|| data_dir.join("vmvault.log"));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.create(true).append(true);
-    #[cfg(unix)]
+        .as_ref()
+        .map(|p| crate::config::expand_home(p))
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let Ok(file) = opts.open(&path) else { return };
+        None => data_dir.open_append("vmvault.log", 0o600),
+        Some(path) => {
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            match path.file_name() {
+                Some(name) => {
+                    crate::fsx::Dir::open_user(&parent).and_then(|d| d.open_append(name, 0o600))
+                }
+                None => {
+                    eprintln!(
+                        "warning: log_file {} names no file; logging is off",
+                        path.display()
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("warning: not logging: {e}");
+            return;
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

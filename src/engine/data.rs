@@ -257,13 +257,39 @@ impl Engine {
         self.spawn_job(spec, move |ctx| run_verify(ctx, item_id.as_deref()))
     }
 
-    /// Reads the index of one disk of a point.
+    /// Reads the index of one disk of a point, checking that it is that point's: the point
+    /// and disk it names, the capacity recorded with the point and the checksum recorded at
+    /// commit.
     pub(crate) fn read_index(
         &self,
-        point_id: &str,
+        point: &RecoveryPoint,
         disk: u32,
     ) -> std::result::Result<DiskIndex, store::StoreError> {
-        DiskIndex::read(&self.index_path(point_id, disk))
+        let path = self.index_path(&point.id, disk);
+        let capacity = point
+            .disks
+            .iter()
+            .find(|d| d.index == disk)
+            .map(|d| d.capacity)
+            .ok_or_else(|| store::StoreError::IndexCorrupt {
+                path: path.clone(),
+                reason: format!("recovery point {} has no disk {disk}", point.id),
+            })?;
+        let checksum = self
+            .inner
+            .catalog
+            .point_index_hashes(&point.id)
+            .map_err(|e| store::StoreError::Invalid(format!("catalog: {e}")))?
+            .and_then(|h| h.into_iter().find(|(d, _)| *d == disk).map(|(_, s)| s));
+        DiskIndex::read_for(
+            &path,
+            &store::index::IndexExpect {
+                point_id: &point.id,
+                disk,
+                capacity,
+                checksum,
+            },
+        )
     }
 }
 
@@ -388,7 +414,7 @@ fn backup_body(
             if !p.disks.iter().any(|d| d.index == disk.index && d.capacity == reader.capacity()) {
                 return None;
             }
-            match engine.read_index(&p.id, disk.index) {
+            match engine.read_index(p, disk.index) {
                 Ok(ix) if ix.chunk_size == chunk_size && ix.capacity == reader.capacity() => Some(ix),
                 Ok(_) => None,
                 Err(e) => {
@@ -446,7 +472,12 @@ fn backup_body(
     ctx.cancel.check()?;
 
     // The data is durable (backup_disk syncs the chunks it wrote before it returns); now the
-    // indexes, then the catalog row that commits the point.
+    // indexes, then the catalog row that commits the point. The point's folder is announced
+    // first, so that garbage collection can tell it from a folder it knows nothing about.
+    engine
+        .inner
+        .catalog
+        .record_point_write(&point_id, &ctx.id(), engine.now())?;
     let dir = engine.point_dir(&point_id);
     super::create_private_dir(&dir).map_err(|e| {
         JobFail::vault(
@@ -454,10 +485,16 @@ fn backup_body(
             format!("creating {}: {e}", dir.display()),
         )
     })?;
+    let mut index_hashes = Vec::with_capacity(indexes.len());
     for (disk, index) in &indexes {
-        index
-            .write_atomic(&engine.index_path(&point_id, *disk))
+        let owner = store::index::IndexOwner {
+            point_id: point_id.clone(),
+            disk: *disk,
+        };
+        let sum = index
+            .write_atomic(&engine.index_path(&point_id, *disk), &owner)
             .map_err(store_fail)?;
+        index_hashes.push((*disk, sum));
     }
     super::sync_dir(dir.parent().unwrap_or(&dir)).map_err(|e| {
         JobFail::vault(
@@ -529,6 +566,7 @@ fn backup_body(
             point: &point,
             retain_until,
             chunk_size,
+            index_hashes: &index_hashes,
             chunks: &new_chunks,
             now,
             item: &updated,
@@ -575,7 +613,7 @@ fn run_restore(
     let mut indexes = Vec::new();
     for d in &point.disks {
         let ix = engine
-            .read_index(&point.id, d.index)
+            .read_index(point, d.index)
             .map_err(|e| restore_fail(point, e))?;
         ctx.progress.add_total(ix.logical_bytes());
         indexes.push((d.index, ix));
@@ -680,7 +718,7 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     for (pi, p) in points.iter().enumerate() {
         ctx.cancel.check()?;
         for d in &p.disks {
-            match engine.read_index(&p.id, d.index) {
+            match engine.read_index(p, d.index) {
                 Ok(ix) => {
                     for (slot, digest) in &ix.entries {
                         let v = needed.entry(*digest).or_default();

@@ -7,12 +7,28 @@
 //! candidates at all (defence in depth). Deletion order is catalog row first, then the
 //! file: a crash in between leaves an orphan file (swept later), never a catalog row
 //! pointing at nothing.
+//!
+//! **The interlock.** GC deletes what the catalog does not reference, so a catalog that
+//! does not describe the store (lost and replaced, restored from an old copy, or another
+//! vault's) would make it delete recovery points. Before deleting anything GC checks that
+//! the catalog accounts for the store: every point folder is a committed point or one the
+//! catalog announced before writing it ([`crate::vault::catalog::Catalog::record_point_write`]),
+//! and a store with chunk files has a catalog that recorded backups. Otherwise the job
+//! fails with `GarbageCollectionRefused`, names what it does not know, and deletes nothing.
 
 use super::jobs::{JobEnd, JobFail, JobSpec};
 use super::{Engine, Event, Result};
 use crate::model::*;
 use crate::policy::{points_to_prune, PointRef};
 use std::collections::HashSet;
+
+fn refused(message: String) -> JobFail {
+    JobFail::Failed(ErrorDetails::new(
+        "GarbageCollectionRefused",
+        "Garbage collection stopped without deleting anything",
+        message,
+    ))
+}
 
 impl Engine {
     /// Which points Prune would remove now, and which soft-deleted items it would purge.
@@ -71,7 +87,10 @@ impl Engine {
         let job = self.run_job_inline(spec, move |ctx| {
             ctx.start_task(0);
             let ids: Vec<String> = remove.iter().map(|p| p.id.clone()).collect();
-            ctx.engine.inner.catalog.delete_points(&ids)?;
+            ctx.engine
+                .inner
+                .catalog
+                .delete_points(&ids, &ctx.id(), ctx.engine.now())?;
             for item in &purge {
                 ctx.engine.inner.catalog.update_item(&item.id, |i| {
                     i.protection_state = ProtectionState::NotProtected;
@@ -80,10 +99,19 @@ impl Engine {
                     i.last_scheduled_run = None;
                 })?;
             }
-            // Rows are gone (committed); the files are garbage now.
-            for id in &ids {
-                let _ = std::fs::remove_dir_all(ctx.engine.point_dir(id));
-            }
+            // Rows are gone (committed); the files are garbage now. A folder that cannot be
+            // removed stays announced, for garbage collection to try again.
+            let removed: Vec<String> = ids
+                .iter()
+                .filter(
+                    |id| match std::fs::remove_dir_all(ctx.engine.point_dir(id)) {
+                        Ok(()) => true,
+                        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+                    },
+                )
+                .cloned()
+                .collect();
+            ctx.engine.inner.catalog.delete_point_writes(&removed)?;
             let items: HashSet<&str> = remove.iter().map(|p| p.item_id.as_str()).collect();
             for item_id in items {
                 ctx.engine.publish(Event::PointsChanged {
@@ -116,13 +144,17 @@ impl Engine {
             let store = engine.store()?;
             ctx.start_task(0);
             let points = engine.inner.catalog.all_points()?;
+            let real_cutoff = std::time::SystemTime::now()
+                .checked_sub(engine.inner.opts.gc_grace.to_std().unwrap_or_default())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let stale_writes = engine.check_store_is_accounted_for(&points, real_cutoff)?;
             let mut marked: HashSet<crate::vault::store::Digest> = HashSet::new();
             for p in &points {
                 ctx.cancel.check()?;
                 for d in &p.disks {
                     // An index we cannot read means we do not know what is in use: sweep
                     // nothing rather than guess.
-                    let ix = engine.read_index(&p.id, d.index).map_err(|e| {
+                    let ix = engine.read_index(p, d.index).map_err(|e| {
                         JobFail::Failed(
                             ErrorDetails::new(
                                 "GarbageCollectionAborted",
@@ -144,6 +176,21 @@ impl Engine {
             let cutoff = now - engine.inner.opts.gc_grace;
             let mut freed = 0u64;
             let mut freed_bytes = 0u64;
+            // Folders of points whose backup stopped before committing them.
+            for point_id in &stale_writes {
+                ctx.cancel.check()?;
+                match std::fs::remove_dir_all(engine.point_dir(point_id)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(JobFail::vault(
+                            "Could not remove an unfinished recovery point",
+                            format!("{}: {e}", engine.point_dir(point_id).display()),
+                        ))
+                    }
+                }
+            }
+            engine.inner.catalog.delete_point_writes(&stale_writes)?;
             let known: Vec<(crate::vault::store::Digest, chrono::DateTime<chrono::Utc>)> =
                 engine.inner.catalog.chunks_added()?;
             let mut in_table: HashSet<crate::vault::store::Digest> =
@@ -182,46 +229,122 @@ impl Engine {
                 freed_bytes += bytes;
             }
             // Orphan files: written by a backup that never committed (crash, cancel).
-            let real_cutoff = std::time::SystemTime::now()
-                .checked_sub(engine.inner.opts.gc_grace.to_std().unwrap_or_default())
-                .unwrap_or(std::time::UNIX_EPOCH);
             let mut orphans = 0u64;
             for entry in store.list() {
                 let (digest, mtime) = entry?;
                 if in_table.contains(&digest) || marked.contains(&digest) || mtime > real_cutoff {
                     continue;
                 }
-                if engine
+                let size = std::fs::symlink_metadata(store.path_of(&digest))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                if let Some(r) = engine
                     .inner
                     .pins
                     .remove_if_unpinned(&digest, || store.remove(&digest))
-                    .is_some()
                 {
+                    r?;
                     orphans += 1;
+                    freed += 1;
+                    freed_bytes += size;
                 }
             }
-            orphans += store.remove_stale_temp_files(real_cutoff)?;
-            // Point folders without a catalog row (a crash between index write and commit).
-            let known_points: HashSet<String> = points.iter().map(|p| p.id.clone()).collect();
-            if let Ok(rd) = std::fs::read_dir(engine.inner.opts.dir.join("points")) {
-                for e in rd.flatten() {
-                    let name = e.file_name().to_string_lossy().to_string();
-                    let old = e
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .map(|t| t < real_cutoff)
-                        .unwrap_or(false);
-                    if !known_points.contains(&name) && old {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
-                }
-            }
+            let temp_files = store.remove_stale_temp_files(real_cutoff)?;
             ctx.detail("chunks_in_use", marked.len());
+            // Everything removed: unreferenced committed chunks and orphan chunk files.
             ctx.detail("chunks_freed", freed);
             ctx.detail("bytes_freed", freed_bytes);
-            ctx.detail("orphan_files_removed", orphans);
+            ctx.detail("orphan_files_removed", orphans + temp_files);
+            ctx.detail("unfinished_points_removed", stale_writes.len());
             Ok(JobEnd::Done { warnings: vec![] })
         })
+    }
+
+    /// The interlock (see the module docs): fails, deleting nothing, unless the catalog
+    /// accounts for everything in the store. Returns the announced point writes whose
+    /// folders may go (their job is not running and they are older than the grace period).
+    fn check_store_is_accounted_for(
+        &self,
+        points: &[RecoveryPoint],
+        cutoff: std::time::SystemTime,
+    ) -> std::result::Result<Vec<String>, JobFail> {
+        let catalog = &self.inner.catalog;
+        let known: HashSet<&str> = points.iter().map(|p| p.id.as_str()).collect();
+        let writes = catalog.point_writes()?;
+        let announced: HashSet<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
+        let running: HashSet<String> = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let points_dir = self.inner.opts.dir.join(crate::vault::folder::POINTS_DIR);
+        let mut unknown = Vec::new();
+        let mut stale = Vec::new();
+        let rd = std::fs::read_dir(&points_dir)
+            .map_err(|e| refused(format!("cannot list {}: {e}", points_dir.display())))?;
+        for e in rd {
+            let e = e.map_err(|e| refused(format!("cannot list {}: {e}", points_dir.display())))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if known.contains(name.as_str()) {
+                continue;
+            }
+            if !announced.contains(name.as_str()) {
+                unknown.push(e.path());
+            }
+        }
+        if !unknown.is_empty() {
+            let shown: Vec<String> = unknown
+                .iter()
+                .take(5)
+                .map(|p| p.display().to_string())
+                .collect();
+            return Err(JobFail::Failed(
+                ErrorDetails::new(
+                    "GarbageCollectionRefused",
+                    "Garbage collection refused: the catalog does not describe the store",
+                    format!(
+                        "{} recovery point folder(s) in the vault are not in the catalog ({}{}); the catalog may be an old copy or another vault's. Nothing was deleted",
+                        unknown.len(),
+                        shown.join(", "),
+                        if unknown.len() > shown.len() { ", …" } else { "" }
+                    ),
+                )
+                .recommend("If catalog.db was restored from an old copy, put back a newer one: the points it does not know hold data.")
+                .recommend("If you are sure no catalog knows these folders (e.g. left by a vmvault older than 0.2 that crashed during a backup), move them out of points/; garbage collection then runs again."),
+            ));
+        }
+        if !catalog.knows_stored_data()? {
+            let chunk_files = self
+                .store()?
+                .list()
+                .filter(|r| r.as_ref().is_ok_and(|(_, t)| *t <= cutoff))
+                .take(1)
+                .count();
+            if chunk_files > 0 {
+                return Err(JobFail::Failed(
+                    ErrorDetails::new(
+                        "GarbageCollectionRefused",
+                        "Garbage collection refused: the catalog does not describe the store",
+                        "the store holds chunk files, but the catalog has no record of any backup (a catalog lost and replaced?). Nothing was deleted",
+                    )
+                    .recommend("Restore catalog.db from a copy while vmvault is stopped.")
+                    .recommend("If this vault never kept a backup you need, move its chunks/ folder away; garbage collection then runs again."),
+                ));
+            }
+        }
+        for (point_id, job_id) in writes {
+            let old = std::fs::symlink_metadata(points_dir.join(&point_id))
+                .and_then(|m| m.modified())
+                .map(|t| t <= cutoff)
+                .unwrap_or(true);
+            if !running.contains(&job_id) && old {
+                stale.push(point_id);
+            }
+        }
+        Ok(stale)
     }
 
     /// Prune now (as a user-triggered job), on a blocking thread.

@@ -25,9 +25,14 @@ use crate::cancel::{CancelToken, Progress};
 use crate::model::*;
 use crate::policy::Policy;
 use crate::provider::Provider;
-use crate::vault::catalog::{Catalog, CatalogError, ChunkTotals, JobFilter, PolicyRow};
+use crate::vault::catalog::{
+    Catalog, CatalogError, ChunkTotals, JobFilter, PolicyRow, CATALOG_FILE,
+};
+use crate::vault::folder::{
+    open_catalog, open_catalog_read_only, FolderError, VaultFolder, CHUNKS_DIR, POINTS_DIR,
+};
 use crate::vault::lock::{LockError, VaultLock};
-use crate::vault::store::{ChunkStore, PinSet, StoreError};
+use crate::vault::store::{self as store, ChunkStore, PinSet, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +55,12 @@ pub enum EngineError {
 
 impl From<CatalogError> for EngineError {
     fn from(e: CatalogError) -> Self {
+        EngineError::Failed(e.to_string())
+    }
+}
+
+impl From<FolderError> for EngineError {
+    fn from(e: FolderError) -> Self {
         EngineError::Failed(e.to_string())
     }
 }
@@ -211,31 +222,37 @@ impl Engine {
     pub fn open(opts: EngineOptions, mode: OpenMode) -> Result<Engine> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| EngineError::Failed("the engine needs a tokio runtime".into()))?;
-        create_private_dir(&opts.dir).map_err(|e| {
-            EngineError::Failed(format!(
-                "cannot create the vault folder {}: {e}",
-                opts.dir.display()
-            ))
-        })?;
-        let catalog_path = opts.dir.join("catalog.db");
+        let folder = VaultFolder::open(&opts.dir, true)?;
         // Readers never take the lock (a script polling `jobs` must not make a backup
         // started next to it fail); only a brand-new vault is created under the lock.
+        let new_vault = !folder
+            .dir()
+            .exists(CATALOG_FILE)
+            .map_err(FolderError::from)?
+            && !folder.stored_data()?.any();
         let lock = match mode {
-            OpenMode::Exclusive => Some(VaultLock::acquire_patiently(&opts.dir)?),
-            OpenMode::ReadOnly if !catalog_path.exists() => {
-                Some(VaultLock::acquire_patiently(&opts.dir)?)
-            }
+            OpenMode::Exclusive => Some(VaultLock::acquire_patiently(folder.dir())?),
+            OpenMode::ReadOnly if new_vault => Some(VaultLock::acquire_patiently(folder.dir())?),
             OpenMode::ReadOnly => None,
         };
         let owner = if lock.is_some() { None } else { Some(()) };
-        let catalog_path = opts.dir.join("catalog.db");
+        let catalog_path = folder.catalog_path();
         let catalog = if lock.is_some() {
-            Catalog::open(&catalog_path)?
+            open_catalog(&folder, &opts.vault_name)?.0
         } else {
-            Catalog::open_read_only(&catalog_path)?
+            open_catalog_read_only(&folder)?
         };
         let store = if lock.is_some() {
-            Some(ChunkStore::open(&opts.dir.join("chunks"))?)
+            // Both folders are the vault's own (never a link elsewhere).
+            folder
+                .dir()
+                .subdir(POINTS_DIR, true)
+                .map_err(FolderError::from)?;
+            folder
+                .dir()
+                .subdir(CHUNKS_DIR, true)
+                .map_err(FolderError::from)?;
+            Some(ChunkStore::open(&folder.path().join(CHUNKS_DIR))?)
         } else {
             None
         };
@@ -293,9 +310,39 @@ impl Engine {
             for job in &interrupted {
                 engine.after_interrupted(job)?;
             }
+            engine.bind_legacy_indexes()?;
             engine.spawn_progress_ticker();
         }
         Ok(engine)
+    }
+
+    /// Records the checksums of the indexes of points committed before indexes were bound
+    /// to their point (once per point): from then on an index swapped for another is
+    /// caught. An index that cannot be read, or describes another disk, is left unbound
+    /// for verify to report.
+    fn bind_legacy_indexes(&self) -> Result<()> {
+        let catalog = &self.inner.catalog;
+        for id in catalog.points_without_index_hashes()? {
+            let Some(point) = catalog.point(&id)? else {
+                continue;
+            };
+            let hashes: Option<Vec<(u32, store::Digest)>> = point
+                .disks
+                .iter()
+                .map(|d| {
+                    let f = store::DiskIndex::read_file(&self.index_path(&id, d.index)).ok()?;
+                    let ours = f
+                        .owner
+                        .as_ref()
+                        .is_none_or(|o| o.point_id == id && o.disk == d.index);
+                    (ours && f.index.capacity == d.capacity).then_some((d.index, f.checksum))
+                })
+                .collect();
+            if let Some(hashes) = hashes {
+                catalog.set_point_index_hashes(&id, &hashes)?;
+            }
+        }
+        Ok(())
     }
 
     /// True when this process owns the vault (can change it).

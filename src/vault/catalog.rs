@@ -35,7 +35,8 @@ pub enum CatalogError {
 pub type Result<T> = std::result::Result<T, CatalogError>;
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE items (
     id TEXT PRIMARY KEY,
@@ -118,7 +119,22 @@ CREATE TABLE chunks (
     raw_len INTEGER NOT NULL,
     added_at TEXT NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    // 2: indexes are bound to their point (the hash of each index file, recorded at commit),
+    // and a point's folder is announced before it is written (so garbage collection can tell a
+    // half-written point of ours from data it does not know).
+    r#"
+ALTER TABLE points ADD COLUMN index_hashes TEXT;
+CREATE TABLE point_writes (
+    point_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    started TEXT NOT NULL
+);
+"#,
+];
+
+/// The catalog file's name in the vault folder.
+pub const CATALOG_FILE: &str = "catalog.db";
 
 /// Formats a time the way the catalog stores it (fixed width, sortable).
 pub fn fmt_time(t: DateTime<Utc>) -> String {
@@ -199,6 +215,8 @@ pub struct PointCommit<'a> {
     /// The retain-until of an on-demand point (kept to restore its expiry on resume).
     pub retain_until: Option<DateTime<Utc>>,
     pub chunk_size: u32,
+    /// Disk number → BLAKE3 of its index file, as written.
+    pub index_hashes: &'a [(u32, [u8; 32])],
     /// Chunks this point added to the store.
     pub chunks: &'a [ChunkRow],
     pub now: DateTime<Utc>,
@@ -231,30 +249,87 @@ pub struct Catalog {
     conn: Mutex<Connection>,
 }
 
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("path", &self.path).finish()
+    }
+}
+
 impl Catalog {
-    /// Opens (creating and migrating) the catalog at `path` for reading and writing.
-    pub fn open(path: &Path) -> Result<Catalog> {
-        if !path.exists() {
-            create_private_file(path).map_err(|e| CatalogError::Invalid {
-                path: path.to_path_buf(),
+    /// Creates a new, empty catalog at `path` (an error if anything is there). Only the
+    /// vault folder's opening rules decide when this is right ([`crate::vault::folder`]):
+    /// never next to stored data.
+    pub fn create(dir: &crate::fsx::Dir, name: &str) -> Result<Catalog> {
+        let path = dir.path_of(name);
+        dir.create_new(name, 0o600)
+            .map_err(|e| CatalogError::Invalid {
+                path: path.clone(),
                 message: format!("cannot create the catalog file: {e}"),
             })?;
-        }
-        let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cat = Catalog {
-            path: path.to_path_buf(),
-            conn: Mutex::new(conn),
-        };
+        let cat = Catalog::connect(&path)?;
         cat.configure(false)?;
         cat.migrate()?;
         Ok(cat)
     }
 
+    /// Opens the existing catalog at `path` for reading and writing, migrating its schema.
+    /// A missing, empty or foreign file is an error: this never creates a catalog.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        Catalog::check_file(path)?;
+        let cat = Catalog::connect(path)?;
+        cat.configure(false)?;
+        if cat.schema_version()? == 0 {
+            return Err(cat.not_a_catalog());
+        }
+        cat.migrate()?;
+        Ok(cat)
+    }
+
+    fn connect(path: &Path) -> Result<Catalog> {
+        // Without SQLITE_OPEN_CREATE: a catalog that vanished is an error, never a new one.
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| CatalogError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Catalog {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Refuses a catalog file that is not there or is empty, with what to do.
+    fn check_file(path: &Path) -> Result<()> {
+        let invalid = |message: String| CatalogError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => Err(invalid(
+                "is a symbolic link; vmvault opens only a catalog file in the vault folder".into(),
+            )),
+            Ok(m) if !m.is_file() => Err(invalid("is not a regular file".into())),
+            Ok(m) if m.len() == 0 => Err(invalid(format!(
+                "is empty (0 bytes): the catalog was lost or truncated. {}",
+                RESTORE_CATALOG_ADVICE
+            ))),
+            Ok(_) => Ok(()),
+            Err(e) => Err(invalid(format!("cannot be opened: {e}"))),
+        }
+    }
+
+    fn not_a_catalog(&self) -> CatalogError {
+        self.invalid(format!(
+            "is not a vmvault catalog (an SQLite database without vmvault's tables). {RESTORE_CATALOG_ADVICE}"
+        ))
+    }
+
     /// Opens an existing catalog for reading only (while another process owns the vault).
     pub fn open_read_only(path: &Path) -> Result<Catalog> {
+        Catalog::check_file(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -269,12 +344,17 @@ impl Catalog {
         };
         cat.configure(true)?;
         let v = cat.schema_version()?;
-        if v as usize != MIGRATIONS.len() {
+        if v == 0 {
+            return Err(cat.not_a_catalog());
+        }
+        if v as usize > MIGRATIONS.len() {
             return Err(cat.invalid(format!(
-                "schema version {v}, this vmvault reads version {}; open the vault once with a command that changes it (e.g. `vmvault discover`) or upgrade vmvault",
+                "written by a newer vmvault (schema version {v}, this one reads version {}); upgrade vmvault",
                 MIGRATIONS.len()
             )));
         }
+        // An older schema is read as it is (the owner upgrades it): what readers query
+        // exists in every version; the owner alone uses what later migrations added.
         Ok(cat)
     }
 
@@ -1032,6 +1112,7 @@ impl Catalog {
             point,
             retain_until,
             chunk_size,
+            index_hashes,
             chunks,
             now,
             item,
@@ -1040,7 +1121,7 @@ impl Catalog {
         self.transaction_durable(|tx| {
             tx.execute(
                 &format!(
-                    "INSERT INTO points ({}, retain_until, chunk_size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    "INSERT INTO points ({}, retain_until, chunk_size, index_hashes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                     Self::POINT_COLS
                 ),
                 params![
@@ -1058,8 +1139,10 @@ impl Catalog {
                     point.job_id,
                     retain_until.map(fmt_time),
                     chunk_size as i64,
+                    index_hashes_text(index_hashes),
                 ],
             )?;
+            tx.execute("DELETE FROM point_writes WHERE point_id = ?1", [&point.id])?;
             let mut st = tx.prepare_cached(
                 "INSERT OR IGNORE INTO chunks (digest, stored_len, raw_len, added_at) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -1095,15 +1178,115 @@ impl Catalog {
         })
     }
 
-    /// Deletes point rows (one transaction). Their index files are removed afterwards by
-    /// the caller; a crash in between leaves only unreferenced files for GC.
-    pub fn delete_points(&self, ids: &[String]) -> Result<()> {
+    /// Deletes point rows (one transaction) on behalf of job `job_id`. Their folders are
+    /// removed afterwards by the caller, then forgotten with
+    /// [`Catalog::delete_point_write`]; until then the catalog still accounts for them
+    /// (as point writes), so a crash in between leaves folders garbage collection may
+    /// remove, never folders it does not know.
+    pub fn delete_points(&self, ids: &[String], job_id: &str, now: DateTime<Utc>) -> Result<()> {
         self.transaction_durable(|tx| {
             let mut st = tx.prepare_cached("DELETE FROM points WHERE id = ?1")?;
+            let mut announce = tx.prepare_cached(
+                "INSERT OR REPLACE INTO point_writes (point_id, job_id, started) VALUES (?1, ?2, ?3)",
+            )?;
+            let now = fmt_time(now);
             for id in ids {
+                st.execute([id])?;
+                announce.execute(params![id, job_id, now])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Announces, durably, that `job_id` is about to write the folder of point `point_id`
+    /// (its indexes): garbage collection removes such a folder if the point is never
+    /// committed, and refuses to touch a point folder it has no record of.
+    pub fn record_point_write(
+        &self,
+        point_id: &str,
+        job_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.transaction_durable(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO point_writes (point_id, job_id, started) VALUES (?1, ?2, ?3)",
+                params![point_id, job_id, fmt_time(now)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Points announced by [`Catalog::record_point_write`] and never committed: (point,
+    /// job that wrote it).
+    pub fn point_writes(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT point_id, job_id FROM point_writes ORDER BY started")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Forgets announced point writes (their folders are gone).
+    pub fn delete_point_writes(&self, point_ids: &[String]) -> Result<()> {
+        self.transaction_durable(|tx| {
+            let mut st = tx.prepare_cached("DELETE FROM point_writes WHERE point_id = ?1")?;
+            for id in point_ids {
                 st.execute([id])?;
             }
             Ok(())
+        })
+    }
+
+    /// The recorded hash of each disk index of a point (disk number → BLAKE3 of the index
+    /// file); None for a point committed before indexes were bound to their point.
+    pub fn point_index_hashes(&self, point_id: &str) -> Result<Option<IndexHashes>> {
+        let text: Option<Option<String>> = self.read(|c| {
+            c.query_row(
+                "SELECT index_hashes FROM points WHERE id = ?1",
+                [point_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        let Some(text) = text.flatten() else {
+            return Ok(None);
+        };
+        parse_index_hashes(&text)
+            .map(Some)
+            .ok_or_else(|| self.invalid(format!("bad index hashes of recovery point {point_id}")))
+    }
+
+    /// Records the hashes of a point's indexes (points committed before they were bound).
+    pub fn set_point_index_hashes(&self, point_id: &str, hashes: &[(u32, [u8; 32])]) -> Result<()> {
+        self.transaction_durable(|tx| {
+            tx.execute(
+                "UPDATE points SET index_hashes = ?2 WHERE id = ?1",
+                params![point_id, index_hashes_text(hashes)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Ids of points whose index hashes were never recorded.
+    pub fn points_without_index_hashes(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT id FROM points WHERE index_hashes IS NULL")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Whether this catalog has any record of stored data: a recovery point, a committed
+    /// chunk, or a backup that ever ran (which may have left chunks behind).
+    pub fn knows_stored_data(&self) -> Result<bool> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM points) OR EXISTS (SELECT 1 FROM chunks)
+                     OR EXISTS (SELECT 1 FROM jobs WHERE operation = 'Backup')
+                     OR EXISTS (SELECT 1 FROM point_writes)",
+                [],
+                |r| r.get(0),
+            )
         })
     }
 
@@ -1159,6 +1342,29 @@ impl Catalog {
         })
     }
 }
+
+/// Disk number → checksum of that disk's index, of one recovery point.
+pub type IndexHashes = Vec<(u32, [u8; 32])>;
+
+/// Index hashes as stored: `{"0": "hex", "1": "hex"}`.
+fn index_hashes_text(hashes: &[(u32, [u8; 32])]) -> String {
+    let map: std::collections::BTreeMap<String, String> = hashes
+        .iter()
+        .map(|(d, h)| (d.to_string(), crate::vault::store::digest_hex(h)))
+        .collect();
+    to_json(&map)
+}
+
+fn parse_index_hashes(text: &str) -> Option<IndexHashes> {
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text).ok()?;
+    map.iter()
+        .map(|(d, h)| Some((d.parse().ok()?, crate::vault::store::parse_digest(h)?)))
+        .collect()
+}
+
+/// What to do when the catalog is lost or damaged (until the vault can rebuild it from the
+/// stored data).
+pub const RESTORE_CATALOG_ADVICE: &str = "Nothing stored was changed. Restore catalog.db from a copy (a file-system snapshot or a backup of the vault folder) while vmvault is stopped; do not delete the vault's chunks/ or points/ folders. A rebuild of the catalog from the stored data comes with vault format v2.";
 
 /// The error of a job whose process stopped before it finished.
 pub fn interrupted_error() -> ErrorDetails {

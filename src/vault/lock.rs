@@ -4,10 +4,19 @@
 //! the kernel drops it when the process dies, so a killed process never leaves a stale
 //! lock behind. The file records the owner's pid and command so that a second process
 //! can say who holds the vault instead of hanging or corrupting it.
+//!
+//! The file is opened through the vault folder's handle ([`crate::fsx::Dir`]) without
+//! following a symlink, only when it is a regular file of ours with one name, and is never
+//! truncated before the lock is held: a `vault.lock` planted as a link to another file is
+//! an error, never a file overwritten.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use crate::fsx::{Dir, FsxError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+/// The lock file's name in the vault folder.
+pub const LOCK_FILE: &str = "vault.lock";
 
 impl LockError {
     /// Who holds the vault, for a sentence about it: "in use by process 42 (vmvault run)".
@@ -16,7 +25,7 @@ impl LockError {
             LockError::Busy { pid, command, .. } => {
                 Some(format!("in use by process {pid} ({command})"))
             }
-            LockError::Io { .. } => None,
+            LockError::Io { .. } | LockError::Unsafe { .. } => None,
         }
     }
 }
@@ -34,6 +43,12 @@ pub enum LockError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot lock vault {path}: {source}")]
+    Unsafe {
+        path: PathBuf,
+        #[source]
+        source: FsxError,
     },
 }
 
@@ -90,26 +105,24 @@ fn read_owner(file: &mut File) -> (String, String) {
 
 impl VaultLock {
     /// Takes the lock of the vault in `dir`, or says who holds it.
-    pub fn acquire(dir: &Path) -> Result<VaultLock, LockError> {
-        let path = dir.join("vault.lock");
+    pub fn acquire(dir: &Dir) -> Result<VaultLock, LockError> {
+        let path = dir.path_of(LOCK_FILE);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
         };
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut file = opts.open(&path).map_err(io)?;
+        let mut file =
+            dir.open_or_create(LOCK_FILE, 0o600)
+                .map_err(|source| LockError::Unsafe {
+                    path: dir.path().to_path_buf(),
+                    source,
+                })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let (pid, command) = read_owner(&mut file);
                 return Err(LockError::Busy {
-                    path: dir.to_path_buf(),
+                    path: dir.path().to_path_buf(),
                     pid,
                     command,
                 });
@@ -132,7 +145,7 @@ impl VaultLock {
 
     /// Takes the lock, waiting up to two seconds while another process holds it (a
     /// process that only creates a new vault holds it for milliseconds).
-    pub fn acquire_patiently(dir: &Path) -> Result<VaultLock, LockError> {
+    pub fn acquire_patiently(dir: &Dir) -> Result<VaultLock, LockError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
             match VaultLock::acquire(dir) {
@@ -146,7 +159,7 @@ impl VaultLock {
 
     /// Who holds the lock of the vault in `dir` now (as a Busy error), if anyone.
     pub fn owner(dir: &Path) -> Option<LockError> {
-        let mut file = File::open(dir.join("vault.lock")).ok()?;
+        let mut file = open_for_reading(dir)?;
         match file.try_lock_shared() {
             Ok(()) => {
                 let _ = file.unlock();
@@ -165,37 +178,74 @@ impl VaultLock {
 
     /// True when another process holds the lock of the vault in `dir` right now.
     pub fn is_held_elsewhere(dir: &Path) -> bool {
-        match File::open(dir.join("vault.lock")) {
-            Ok(f) => match f.try_lock_shared() {
+        match open_for_reading(dir) {
+            Some(f) => match f.try_lock_shared() {
                 Ok(()) => {
                     let _ = f.unlock();
                     false
                 }
                 Err(_) => true,
             },
-            Err(_) => false,
+            None => false,
         }
     }
+}
+
+/// The lock file of the vault in `dir`, opened for reading without following a symlink
+/// (readers do not own the vault; a planted link is treated as no lock).
+fn open_for_reading(dir: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(LOCK_FILE))
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn vault_dir() -> (tempfile::TempDir, Dir) {
+        let t = tempfile::tempdir().unwrap();
+        let d = Dir::open_private(t.path(), false).unwrap();
+        (t, d)
+    }
+
     #[test]
     fn second_lock_names_the_owner() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = VaultLock::acquire(dir.path()).unwrap();
+        let (dir, d) = vault_dir();
+        let first = VaultLock::acquire(&d).unwrap();
         // flock locks belong to the open file description: a second open in the same
         // process conflicts exactly like another process would.
-        match VaultLock::acquire(dir.path()) {
+        match VaultLock::acquire(&d) {
             Err(LockError::Busy { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
             other => panic!("expected Busy, got {other:?}"),
         }
         assert!(VaultLock::is_held_elsewhere(dir.path()));
         drop(first);
         assert!(!VaultLock::is_held_elsewhere(dir.path()));
-        VaultLock::acquire(dir.path()).unwrap();
+        VaultLock::acquire(&d).unwrap();
+    }
+
+    #[test]
+    fn a_planted_lock_link_is_never_written_through() {
+        let (dir, d) = vault_dir();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"root:secret\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(LOCK_FILE)).unwrap();
+        let e = VaultLock::acquire(&d).unwrap_err();
+        assert!(matches!(e, LockError::Unsafe { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"root:secret\n");
+        // Readers do not follow it either (nothing of the victim reaches a message).
+        assert!(VaultLock::owner(dir.path()).is_none());
+        // A hard link to another file is refused too.
+        std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
+        std::fs::hard_link(&victim, dir.path().join(LOCK_FILE)).unwrap();
+        assert!(VaultLock::acquire(&d).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"root:secret\n");
     }
 
     #[test]
@@ -219,8 +269,8 @@ mod tests {
 
     #[test]
     fn busy_error_names_the_holder_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let _first = VaultLock::acquire(dir.path()).unwrap();
+        let (dir, d) = vault_dir();
+        let _first = VaultLock::acquire(&d).unwrap();
         let e = VaultLock::owner(dir.path()).expect("held");
         let holder = e.holder().expect("busy");
         assert!(holder.starts_with("in use by process "), "{holder}");

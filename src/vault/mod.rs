@@ -2,5 +2,6 @@
 //! process at a time.
 
 pub mod catalog;
+pub mod folder;
 pub mod lock;
 pub mod store;

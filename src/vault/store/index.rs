@@ -1,17 +1,25 @@
 //! Disk index: which chunk holds each slot of one disk of one recovery point.
 //!
-//! File format v1 (little endian):
+//! File format v2 (little endian):
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 0..6 | magic `VMVIDX` |
-//! | 6..8 | version (1) |
+//! | 6..8 | version (2) |
 //! | 8..16 | disk capacity in bytes |
 //! | 16..20 | chunk size in bytes |
-//! | 20..24 | reserved, 0 |
+//! | 20..24 | disk number within its recovery point |
 //! | 24..32 | entry count `n` |
-//! | 32..32+40n | entries: slot (u64) + digest (32 bytes), slots strictly increasing |
-//! | last 32 | BLAKE3 of every byte before it |
+//! | 32..96 | id of its recovery point, UTF-8, padded with NUL bytes |
+//! | 96..96+40n | entries: slot (u64) + digest (32 bytes), slots strictly increasing |
+//! | last 32 | BLAKE3 of every byte before it (the index's *checksum*) |
+//!
+//! Version 1 (still read) has no point id (bytes 20..24 reserved, entries from byte 32).
+//!
+//! **An index is bound to its point.** It names its recovery point and disk, and the
+//! catalog records its checksum when the point is committed; [`DiskIndex::read_for`]
+//! checks the name, the disk, the capacity and the checksum, so an index copied from
+//! another point (which passes its own checksum) is refused as not this point's.
 //!
 //! Only non-hole slots are listed, so the file grows with the allocated data, not with the
 //! capacity. It is read and written in a streaming way (no second copy of the entries).
@@ -23,8 +31,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 const MAGIC: [u8; 6] = *b"VMVIDX";
-const VERSION: u16 = 1;
-const HEADER_LEN: u64 = 32;
+const VERSION: u16 = 2;
+const HEADER_LEN_V1: u64 = 32;
+const HEADER_LEN: u64 = 96;
+/// Longest point id an index can name.
+const POINT_ID_LEN: usize = 64;
 const ENTRY_LEN: u64 = 40;
 const CHECKSUM_LEN: u64 = 32;
 
@@ -36,6 +47,34 @@ pub struct DiskIndex {
     pub chunk_size: u32,
     /// Non-hole slots, sorted by slot, each slot once.
     pub entries: Vec<(u64, Digest)>,
+}
+
+/// Which point and disk an index belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexOwner {
+    pub point_id: String,
+    pub disk: u32,
+}
+
+/// What the catalog says an index must be.
+#[derive(Debug, Clone)]
+pub struct IndexExpect<'a> {
+    pub point_id: &'a str,
+    pub disk: u32,
+    /// The disk's capacity recorded with the point.
+    pub capacity: u64,
+    /// The checksum recorded at commit (None for points committed before it was).
+    pub checksum: Option<Digest>,
+}
+
+/// The header facts of an index file that are not part of [`DiskIndex`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFile {
+    pub index: DiskIndex,
+    /// None for a version 1 index (it names no point).
+    pub owner: Option<IndexOwner>,
+    /// BLAKE3 of the file's bytes before the checksum (the last 32 bytes).
+    pub checksum: Digest,
 }
 
 impl DiskIndex {
@@ -89,9 +128,18 @@ impl DiskIndex {
         Ok(())
     }
 
-    /// Writes the index to `path` durably: temp file in the same folder, fsync, rename,
-    /// fsync of the folder. The parent folder must exist.
-    pub fn write_atomic(&self, path: &Path) -> Result<(), StoreError> {
+    /// Writes the index of `owner` to `path` durably: temp file in the same folder, fsync,
+    /// rename, fsync of the folder. The parent folder must exist. Returns the checksum (to
+    /// record with the point).
+    pub fn write_atomic(&self, path: &Path, owner: &IndexOwner) -> Result<Digest, StoreError> {
+        let id = owner.point_id.as_bytes();
+        if id.is_empty() || id.len() > POINT_ID_LEN || id.contains(&0) {
+            return Err(StoreError::Invalid(format!(
+                "refusing to write disk index {}: point id `{}` cannot be recorded in it",
+                path.display(),
+                owner.point_id
+            )));
+        }
         self.validate().map_err(|r| {
             StoreError::Invalid(format!(
                 "refusing to write disk index {}: {r}",
@@ -115,7 +163,7 @@ impl DiskIndex {
             std::process::id()
         ));
         let ctx = |what: &str| format!("{what} disk index {}", path.display());
-        let write = || -> io::Result<()> {
+        let write = || -> io::Result<Digest> {
             // A temp file of ours from a crashed run may be in the way.
             let _ = fs::remove_file(&temp);
             let f = OpenOptions::new()
@@ -132,7 +180,9 @@ impl DiskIndex {
             header[6..8].copy_from_slice(&VERSION.to_le_bytes());
             header[8..16].copy_from_slice(&self.capacity.to_le_bytes());
             header[16..20].copy_from_slice(&self.chunk_size.to_le_bytes());
+            header[20..24].copy_from_slice(&owner.disk.to_le_bytes());
             header[24..32].copy_from_slice(&(self.entries.len() as u64).to_le_bytes());
+            header[32..32 + id.len()].copy_from_slice(id);
             w.write_all(&header)?;
             for (slot, d) in &self.entries {
                 w.write_all(&slot.to_le_bytes())?;
@@ -144,7 +194,8 @@ impl DiskIndex {
             f.sync_all()?;
             drop(f);
             fs::rename(&temp, path)?;
-            File::open(parent)?.sync_all()
+            File::open(parent)?.sync_all()?;
+            Ok(*sum.as_bytes())
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&temp);
@@ -153,7 +204,46 @@ impl DiskIndex {
     }
 
     /// Reads and checks an index: magic, version, size, checksum, then the invariants.
+    /// Says nothing about which point it belongs to: see [`DiskIndex::read_for`].
     pub fn read(path: &Path) -> Result<DiskIndex, StoreError> {
+        Ok(DiskIndex::read_file(path)?.index)
+    }
+
+    /// Reads the index of disk `expect.disk` of point `expect.point_id` and checks that it
+    /// is that point's: the point and disk it names, the capacity recorded with the point,
+    /// and the checksum recorded at commit.
+    pub fn read_for(path: &Path, expect: &IndexExpect<'_>) -> Result<DiskIndex, StoreError> {
+        let f = DiskIndex::read_file(path)?;
+        let wrong = |reason: String| StoreError::IndexCorrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if let Some(o) = &f.owner {
+            if o.point_id != expect.point_id || o.disk != expect.disk {
+                return Err(wrong(format!(
+                    "the index belongs to disk {} of recovery point {}, not to disk {} of {} (an index copied from another point)",
+                    o.disk, o.point_id, expect.disk, expect.point_id
+                )));
+            }
+        }
+        if let Some(sum) = expect.checksum {
+            if sum != f.checksum {
+                return Err(wrong(
+                    "the index is not the one committed with its recovery point (its checksum differs from the catalog's record)".into(),
+                ));
+            }
+        }
+        if f.index.capacity != expect.capacity {
+            return Err(wrong(format!(
+                "the index describes a disk of {} bytes, the recovery point one of {} bytes",
+                f.index.capacity, expect.capacity
+            )));
+        }
+        Ok(f.index)
+    }
+
+    /// Reads and checks an index file, with the point it names and its checksum.
+    pub fn read_file(path: &Path) -> Result<IndexFile, StoreError> {
         let corrupt = |reason: String| StoreError::IndexCorrupt {
             path: path.to_path_buf(),
             reason,
@@ -162,7 +252,7 @@ impl DiskIndex {
             |e: io::Error| StoreError::io(format!("reading disk index {}", path.display()), e);
         let f = File::open(path).map_err(ioerr)?;
         let file_len = f.metadata().map_err(ioerr)?.len();
-        if file_len < HEADER_LEN + CHECKSUM_LEN {
+        if file_len < HEADER_LEN_V1 + CHECKSUM_LEN {
             return Err(corrupt(format!(
                 "truncated disk index ({file_len} bytes, shorter than header and checksum)"
             )));
@@ -170,22 +260,35 @@ impl DiskIndex {
         let mut r = BufReader::with_capacity(64 * 1024, f);
         let mut hasher = blake3::Hasher::new();
         let mut header = [0u8; HEADER_LEN as usize];
-        r.read_exact(&mut header).map_err(ioerr)?;
-        hasher.update(&header);
+        r.read_exact(&mut header[..HEADER_LEN_V1 as usize])
+            .map_err(ioerr)?;
         if header[..6] != MAGIC {
             return Err(corrupt("not a disk index (bad magic)".into()));
         }
         let version = u16::from_le_bytes([header[6], header[7]]);
-        if version != VERSION {
+        let header_len = match version {
+            1 => HEADER_LEN_V1,
+            VERSION => HEADER_LEN,
+            _ => {
+                return Err(corrupt(format!(
+                    "unsupported disk index version {version} (this vmvault reads versions 1 and {VERSION})"
+                )))
+            }
+        };
+        if file_len < header_len + CHECKSUM_LEN {
             return Err(corrupt(format!(
-                "unsupported disk index version {version} (this vmvault reads version {VERSION})"
+                "truncated disk index ({file_len} bytes, shorter than header and checksum)"
             )));
         }
+        r.read_exact(&mut header[HEADER_LEN_V1 as usize..header_len as usize])
+            .map_err(ioerr)?;
+        let header = &header[..header_len as usize];
+        hasher.update(header);
         let le64 = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
         let capacity = le64(&header[8..16]);
         let chunk_size = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
         let count = le64(&header[24..32]);
-        let body_len = file_len - HEADER_LEN - CHECKSUM_LEN;
+        let body_len = file_len - header_len - CHECKSUM_LEN;
         // Only trust the count (and allocate for it) when the file size agrees with it.
         let consistent = count.checked_mul(ENTRY_LEN) == Some(body_len);
         let mut entries = Vec::new();
@@ -215,6 +318,18 @@ impl DiskIndex {
         if hasher.finalize().as_bytes() != &sum {
             return Err(corrupt("checksum mismatch".into()));
         }
+        let owner = if version == 1 {
+            None
+        } else {
+            let id = &header[32..32 + POINT_ID_LEN];
+            let len = id.iter().position(|b| *b == 0).unwrap_or(POINT_ID_LEN);
+            let point_id = std::str::from_utf8(&id[..len])
+                .map_err(|_| corrupt("the point id in the header is not UTF-8".into()))?;
+            Some(IndexOwner {
+                point_id: point_id.to_string(),
+                disk: u32::from_le_bytes([header[20], header[21], header[22], header[23]]),
+            })
+        };
         if !consistent {
             return Err(corrupt(format!(
                 "entry count {count} does not match the file size {file_len}"
@@ -226,7 +341,11 @@ impl DiskIndex {
             entries,
         };
         index.validate().map_err(corrupt)?;
-        Ok(index)
+        Ok(IndexFile {
+            index,
+            owner,
+            checksum: sum,
+        })
     }
 }
 
@@ -251,6 +370,22 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn owner() -> IndexOwner {
+        IndexOwner {
+            point_id: "0b5f4f5e-2c57-4a37-9f55-1b1f3c7a3e11".into(),
+            disk: 1,
+        }
+    }
+
+    fn expect(checksum: Option<Digest>) -> IndexExpect<'static> {
+        IndexExpect {
+            point_id: "0b5f4f5e-2c57-4a37-9f55-1b1f3c7a3e11",
+            disk: 1,
+            capacity: (10 << 20) + 123,
+            checksum,
+        }
+    }
+
     fn sample() -> DiskIndex {
         DiskIndex {
             capacity: (10 << 20) + 123,
@@ -264,7 +399,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("disk0.idx");
         let i = sample();
-        i.write_atomic(&p).unwrap();
+        i.write_atomic(&p, &owner()).unwrap();
         let r = DiskIndex::read(&p).unwrap();
         assert_eq!(r, i);
         assert_eq!(r.digest_at(3), Some(&[2; 32]));
@@ -281,7 +416,7 @@ mod tests {
         // Overwriting is atomic too.
         let mut j = i.clone();
         j.entries.pop();
-        j.write_atomic(&p).unwrap();
+        j.write_atomic(&p, &owner()).unwrap();
         assert_eq!(DiskIndex::read(&p).unwrap(), j);
     }
 
@@ -289,7 +424,7 @@ mod tests {
     fn every_flipped_byte_is_caught() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("disk0.idx");
-        sample().write_atomic(&p).unwrap();
+        sample().write_atomic(&p, &owner()).unwrap();
         let good = fs::read(&p).unwrap();
         for i in 0..good.len() {
             let mut b = good.clone();
@@ -316,7 +451,7 @@ mod tests {
     fn truncation_and_wrong_magic() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("disk0.idx");
-        sample().write_atomic(&p).unwrap();
+        sample().write_atomic(&p, &owner()).unwrap();
         let good = fs::read(&p).unwrap();
         fs::write(&p, &good[..good.len() - 1]).unwrap();
         assert!(matches!(
@@ -342,18 +477,89 @@ mod tests {
     }
 
     #[test]
+    fn an_index_is_bound_to_its_point_disk_and_commit() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("disk1.idx");
+        let sum = sample().write_atomic(&p, &owner()).unwrap();
+        let f = DiskIndex::read_file(&p).unwrap();
+        assert_eq!(f.owner, Some(owner()));
+        assert_eq!(f.checksum, sum);
+        assert_eq!(
+            DiskIndex::read_for(&p, &expect(Some(sum))).unwrap(),
+            sample()
+        );
+        // Another point's index (passes its own checksum) is refused by name...
+        let other = t.path().join("other.idx");
+        let mut o = owner();
+        o.point_id = "11111111-2222-3333-4444-555555555555".into();
+        let other_sum = sample().write_atomic(&other, &o).unwrap();
+        std::fs::copy(&other, &p).unwrap();
+        let e = DiskIndex::read_for(&p, &expect(Some(sum)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("copied from another point"), "{e}");
+        // ...and by the recorded checksum, even when it names the same point and disk.
+        let mut j = sample();
+        j.entries.pop();
+        j.write_atomic(&p, &owner()).unwrap();
+        let e = DiskIndex::read_for(&p, &expect(Some(sum)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not the one committed"), "{e}");
+        // Another disk of the same point.
+        let mut o = owner();
+        o.disk = 0;
+        sample().write_atomic(&p, &o).unwrap();
+        assert!(DiskIndex::read_for(&p, &expect(None)).is_err());
+        // A capacity that disagrees with the catalog's.
+        sample().write_atomic(&p, &owner()).unwrap();
+        let mut e = expect(None);
+        e.capacity += 1;
+        let msg = DiskIndex::read_for(&p, &e).unwrap_err().to_string();
+        assert!(msg.contains("bytes"), "{msg}");
+        assert_ne!(sum, other_sum);
+    }
+
+    #[test]
+    fn version_1_indexes_are_still_read() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("disk0.idx");
+        let i = sample();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(b"VMVIDX");
+        bytes.extend_from_slice(&1u16.to_le_bytes());
+        bytes.extend_from_slice(&i.capacity.to_le_bytes());
+        bytes.extend_from_slice(&i.chunk_size.to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&(i.entries.len() as u64).to_le_bytes());
+        for (slot, d) in &i.entries {
+            bytes.extend_from_slice(&slot.to_le_bytes());
+            bytes.extend_from_slice(d);
+        }
+        let sum = *blake3::hash(&bytes).as_bytes();
+        bytes.extend_from_slice(&sum);
+        fs::write(&p, &bytes).unwrap();
+        let f = DiskIndex::read_file(&p).unwrap();
+        assert_eq!(f.index, i);
+        assert_eq!(f.owner, None);
+        assert_eq!(f.checksum, sum);
+        assert!(DiskIndex::read_for(&p, &expect(Some(sum))).is_ok());
+        assert!(DiskIndex::read_for(&p, &expect(Some([9; 32]))).is_err());
+    }
+
+    #[test]
     fn invalid_indexes_are_refused() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("x.idx");
         let mut i = sample();
         i.entries.push((11, [4; 32]));
-        assert!(i.write_atomic(&p).is_err());
+        assert!(i.write_atomic(&p, &owner()).is_err());
         let mut i = sample();
         i.entries.swap(0, 1);
-        assert!(i.write_atomic(&p).is_err());
+        assert!(i.write_atomic(&p, &owner()).is_err());
         let mut i = sample();
         i.chunk_size = 1000;
-        assert!(i.write_atomic(&p).is_err());
+        assert!(i.write_atomic(&p, &owner()).is_err());
         assert!(!p.exists());
     }
 }

@@ -1,0 +1,464 @@
+//! The vault folder: what makes a folder a vault, and the rules for opening one.
+//!
+//! A vault folder holds the catalog (`catalog.db`), the chunk store (`chunks/`), one
+//! folder of disk indexes per recovery point (`points/`), the lock (`vault.lock`) and a
+//! marker (`vault.toml`) with the vault's id. The catalog stores the same id.
+//!
+//! # Never a new catalog next to stored data
+//! A catalog that is missing, empty, foreign or of another vault must never be replaced by
+//! a fresh one: a fresh catalog knows no recovery points, so garbage collection would then
+//! delete every chunk and index as unreferenced. [`open_catalog`] therefore creates a
+//! catalog only in a folder that holds no vault data at all (no marker, no chunk file, no
+//! point folder); otherwise it opens the existing catalog, checks that it belongs to this
+//! folder (the ids agree), and refuses with what happened and how to recover. Garbage
+//! collection has its own interlock on top ([`crate::engine`]'s maintenance): it refuses to
+//! delete anything while the store holds data the catalog has no record of.
+//!
+//! Vaults written before the marker existed are adopted once: their catalog gets an id and
+//! the marker is written, unless the catalog knows no stored data while the folder holds
+//! some (the aftermath of a lost catalog), which is refused like a missing catalog.
+
+use super::catalog::{Catalog, CatalogError, CATALOG_FILE, RESTORE_CATALOG_ADVICE};
+use crate::fsx::{Dir, FsxError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The marker file's name.
+pub const MARKER_FILE: &str = "vault.toml";
+/// The chunk store's folder.
+pub const CHUNKS_DIR: &str = "chunks";
+/// The folder of point folders (disk indexes).
+pub const POINTS_DIR: &str = "points";
+/// Catalog setting: the vault's id.
+pub const SETTING_VAULT_ID: &str = "vault_id";
+/// Version of the folder layout written in the marker.
+const FORMAT: u32 = 1;
+/// Largest marker file read.
+const MARKER_LIMIT: u64 = 64 * 1024;
+
+/// Why a vault folder cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    #[error("vault folder: {0}")]
+    Unsafe(#[from] FsxError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The catalog is missing (or empty of records) but the folder holds vault data.
+    #[error("vault {}: {what}, but the folder holds the vault's data ({data}). vmvault will not start a new catalog here: it would hide every recovery point, and garbage collection would delete them. {advice}", .path.display(), advice = RESTORE_CATALOG_ADVICE)]
+    CatalogLost {
+        path: PathBuf,
+        what: String,
+        data: StoredData,
+    },
+    /// The catalog and the folder's marker name different vaults.
+    #[error("vault {}: catalog.db belongs to vault {catalog_id}, but this folder is vault {folder_id} (vault.toml): a catalog from another vault was put here. Nothing was changed. Put this vault's own catalog.db back (from a copy), or move the folder away", .path.display())]
+    ForeignCatalog {
+        path: PathBuf,
+        catalog_id: String,
+        folder_id: String,
+    },
+    #[error("vault {}: {message}", .path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// What vault data a folder holds (counted up to a small limit: enough to say so).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredData {
+    pub marker: bool,
+    pub chunk_files: u64,
+    pub point_folders: u64,
+}
+
+/// How far [`StoredData`] counts before it stops looking.
+const COUNT_LIMIT: u64 = 1000;
+
+impl StoredData {
+    pub fn any(&self) -> bool {
+        self.marker || self.chunk_files > 0 || self.point_folders > 0
+    }
+}
+
+impl std::fmt::Display for StoredData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = |n: u64| {
+            if n >= COUNT_LIMIT {
+                format!("{COUNT_LIMIT} or more")
+            } else {
+                n.to_string()
+            }
+        };
+        let mut parts = Vec::new();
+        if self.chunk_files > 0 {
+            parts.push(format!("{} chunk file(s)", count(self.chunk_files)));
+        }
+        if self.point_folders > 0 {
+            parts.push(format!(
+                "{} recovery point folder(s)",
+                count(self.point_folders)
+            ));
+        }
+        if self.marker {
+            parts.push("its vault.toml".into());
+        }
+        write!(f, "{}", parts.join(", "))
+    }
+}
+
+/// A vault folder opened through a checked handle.
+#[derive(Debug)]
+pub struct VaultFolder {
+    dir: Dir,
+}
+
+/// The marker's contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub id: String,
+    pub name: String,
+}
+
+impl VaultFolder {
+    /// Opens the folder of a vault (creating it, owner-only, when `create`), refusing a
+    /// folder that another user owns or can write.
+    pub fn open(path: &Path, create: bool) -> Result<VaultFolder, FolderError> {
+        Ok(VaultFolder {
+            dir: Dir::open_private(path, create)?,
+        })
+    }
+
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn catalog_path(&self) -> PathBuf {
+        self.dir.path_of(CATALOG_FILE)
+    }
+
+    /// The marker, if the folder has one.
+    pub fn marker(&self) -> Result<Option<Marker>, FolderError> {
+        let mut f = match self.dir.open_read(MARKER_FILE) {
+            Ok(f) => f,
+            Err(FsxError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut text = String::new();
+        Read::by_ref(&mut f)
+            .take(MARKER_LIMIT)
+            .read_to_string(&mut text)
+            .map_err(|e| self.invalid(format!("cannot read {MARKER_FILE}: {e}")))?;
+        parse_marker(&text)
+            .map(Some)
+            .ok_or_else(|| self.invalid(format!("{MARKER_FILE} is damaged (no vault id in it); restore it from a copy, or remove it if catalog.db is intact")))
+    }
+
+    /// Writes the marker durably; never replaces one that is there.
+    pub fn write_marker(&self, m: &Marker) -> Result<(), FolderError> {
+        let temp = format!(".tmp-{MARKER_FILE}-{}", std::process::id());
+        let _ = self.dir.remove_file(&temp);
+        let text = format!(
+            "# This folder is a vmvault vault. Do not edit or delete this file.\nformat = {FORMAT}\nid = \"{}\"\nname = {}\n",
+            m.id,
+            toml::Value::String(m.name.clone())
+        );
+        let write = || -> Result<(), FsxError> {
+            let mut f = self.dir.create_new(&temp, 0o600)?;
+            f.write_all(text.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| FsxError::Io {
+                    path: self.dir.path_of(&temp),
+                    source: e,
+                })?;
+            self.dir.rename_noreplace(&temp, &self.dir, MARKER_FILE)?;
+            self.dir.sync()
+        };
+        write().map_err(|e| {
+            let _ = self.dir.remove_file(&temp);
+            FolderError::from(e)
+        })
+    }
+
+    /// What vault data the folder holds (stops counting at a small limit).
+    pub fn stored_data(&self) -> Result<StoredData, FolderError> {
+        let marker = self.dir.exists(MARKER_FILE)?;
+        let chunk_files = count_entries(&self.dir.path_of(CHUNKS_DIR), 2)?;
+        let point_folders = count_entries(&self.dir.path_of(POINTS_DIR), 1)?;
+        Ok(StoredData {
+            marker,
+            chunk_files,
+            point_folders,
+        })
+    }
+
+    fn invalid(&self, message: String) -> FolderError {
+        FolderError::Invalid {
+            path: self.dir.path().to_path_buf(),
+            message,
+        }
+    }
+}
+
+/// Counts entries `depth` levels down under `root` (chunks live at depth 2: `ab/abcd…`),
+/// ignoring vmvault's temporary files; stops at [`COUNT_LIMIT`].
+fn count_entries(root: &Path, depth: u32) -> Result<u64, FolderError> {
+    let rd = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(FolderError::Invalid {
+                path: root.to_path_buf(),
+                message: format!("cannot list it: {e}"),
+            })
+        }
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            continue;
+        }
+        n += if depth > 1 {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                count_entries(&e.path(), depth - 1)?
+            } else {
+                0
+            }
+        } else {
+            1
+        };
+        if n >= COUNT_LIMIT {
+            return Ok(COUNT_LIMIT);
+        }
+    }
+    Ok(n)
+}
+
+fn parse_marker(text: &str) -> Option<Marker> {
+    let v: toml::Table = toml::from_str(text).ok()?;
+    let id = v.get("id")?.as_str()?.trim().to_string();
+    if id.is_empty() {
+        return None;
+    }
+    let name = v
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or("")
+        .to_string();
+    Some(Marker { id, name })
+}
+
+/// How [`open_catalog`] opened the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogOpened {
+    /// A new vault: the folder held no data, and a new catalog was created.
+    Created,
+    /// The vault's own catalog.
+    Existing,
+    /// A catalog written before vault ids existed, now given one (and the marker).
+    Adopted,
+}
+
+/// Opens the catalog of the vault in `folder` for its owner, following the rules in the
+/// module docs: creates one only where no vault data is; never pairs a catalog with the
+/// wrong folder.
+pub fn open_catalog(
+    folder: &VaultFolder,
+    vault_name: &str,
+) -> Result<(Catalog, CatalogOpened), FolderError> {
+    let marker = folder.marker()?;
+    let mut present = folder.dir.exists(CATALOG_FILE)?;
+    if present && marker.is_none() && catalog_is_empty_file(folder) && !folder.stored_data()?.any()
+    {
+        // A creation killed before the catalog got its tables: nothing is lost by
+        // starting again.
+        folder.dir.remove_file(CATALOG_FILE)?;
+        present = false;
+    }
+    if !present {
+        let data = folder.stored_data()?;
+        if data.any() {
+            return Err(FolderError::CatalogLost {
+                path: folder.path().to_path_buf(),
+                what: "catalog.db is missing".into(),
+                data,
+            });
+        }
+        let catalog = Catalog::create(&folder.dir, CATALOG_FILE)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        catalog.set_setting(SETTING_VAULT_ID, &id)?;
+        folder.write_marker(&Marker {
+            id,
+            name: vault_name.to_string(),
+        })?;
+        return Ok((catalog, CatalogOpened::Created));
+    }
+    let catalog = Catalog::open(&folder.catalog_path())?;
+    let catalog_id = catalog.setting(SETTING_VAULT_ID)?;
+    match (catalog_id, marker) {
+        (Some(c), Some(m)) if c == m.id => Ok((catalog, CatalogOpened::Existing)),
+        (Some(c), Some(m)) => Err(FolderError::ForeignCatalog {
+            path: folder.path().to_path_buf(),
+            catalog_id: c,
+            folder_id: m.id,
+        }),
+        // A crash between creating the catalog and writing the marker: the catalog is
+        // the vault's own (it was created here because the folder held nothing).
+        (Some(c), None) => {
+            folder.write_marker(&Marker {
+                id: c,
+                name: vault_name.to_string(),
+            })?;
+            Ok((catalog, CatalogOpened::Existing))
+        }
+        (None, Some(m)) => Err(FolderError::ForeignCatalog {
+            path: folder.path().to_path_buf(),
+            catalog_id: "(none: a catalog made elsewhere or before this vault)".into(),
+            folder_id: m.id,
+        }),
+        (None, None) => {
+            let data = folder.stored_data()?;
+            if data.any() && !catalog.knows_stored_data()? {
+                return Err(FolderError::CatalogLost {
+                    path: folder.path().to_path_buf(),
+                    what: "catalog.db has no record of any backup".into(),
+                    data,
+                });
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            catalog.set_setting(SETTING_VAULT_ID, &id)?;
+            folder.write_marker(&Marker {
+                id,
+                name: vault_name.to_string(),
+            })?;
+            Ok((catalog, CatalogOpened::Adopted))
+        }
+    }
+}
+
+fn catalog_is_empty_file(folder: &VaultFolder) -> bool {
+    std::fs::symlink_metadata(folder.catalog_path()).is_ok_and(|m| m.is_file() && m.len() == 0)
+}
+
+/// Opens the catalog of the vault in `folder` for reading (another process may own the
+/// vault). A missing catalog is an error that says what happened.
+pub fn open_catalog_read_only(folder: &VaultFolder) -> Result<Catalog, FolderError> {
+    if !folder.dir.exists(CATALOG_FILE)? {
+        let data = folder.stored_data()?;
+        return Err(FolderError::CatalogLost {
+            path: folder.path().to_path_buf(),
+            what: "catalog.db is missing".into(),
+            data,
+        });
+    }
+    Ok(Catalog::open_read_only(&folder.catalog_path())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder() -> (tempfile::TempDir, VaultFolder) {
+        let t = tempfile::tempdir().unwrap();
+        let f = VaultFolder::open(&t.path().join("v"), true).unwrap();
+        (t, f)
+    }
+
+    fn plant_chunk(f: &VaultFolder) {
+        let d = f.path().join("chunks/ab");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("ab{}", "0".repeat(62))), b"x").unwrap();
+    }
+
+    #[test]
+    fn a_new_folder_gets_a_catalog_and_a_marker_with_one_id() {
+        let (_t, f) = folder();
+        let (c, how) = open_catalog(&f, "v1").unwrap();
+        assert_eq!(how, CatalogOpened::Created);
+        let m = f.marker().unwrap().unwrap();
+        assert_eq!(c.setting(SETTING_VAULT_ID).unwrap(), Some(m.id.clone()));
+        assert_eq!(m.name, "v1");
+        drop(c);
+        let (_, how) = open_catalog(&f, "v1").unwrap();
+        assert_eq!(how, CatalogOpened::Existing);
+    }
+
+    #[test]
+    fn a_lost_catalog_is_never_replaced() {
+        let (_t, f) = folder();
+        drop(open_catalog(&f, "v1").unwrap());
+        plant_chunk(&f);
+        std::fs::remove_file(f.catalog_path()).unwrap();
+        let e = open_catalog(&f, "v1").unwrap_err();
+        assert!(matches!(e, FolderError::CatalogLost { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("catalog.db is missing"), "{msg}");
+        assert!(msg.contains("1 chunk file(s)"), "{msg}");
+        assert!(msg.contains("Restore catalog.db from a copy"), "{msg}");
+        assert!(!f.catalog_path().exists(), "no new catalog was created");
+        // Even with the marker gone too, the chunks alone refuse a new catalog.
+        std::fs::remove_file(f.path().join(MARKER_FILE)).unwrap();
+        assert!(open_catalog(&f, "v1").is_err());
+        assert!(!f.catalog_path().exists());
+        // And a read-only open says the same.
+        let e = open_catalog_read_only(&f).unwrap_err();
+        assert!(matches!(e, FolderError::CatalogLost { .. }), "{e}");
+    }
+
+    #[test]
+    fn an_empty_or_foreign_catalog_is_refused() {
+        let (_t, f) = folder();
+        drop(open_catalog(&f, "v1").unwrap());
+        // Zero bytes (SQLite would take it for a new database).
+        std::fs::write(f.catalog_path(), b"").unwrap();
+        let e = open_catalog(&f, "v1").unwrap_err().to_string();
+        assert!(e.contains("is empty (0 bytes)"), "{e}");
+        assert!(!e.contains("discover"), "{e}");
+        assert_eq!(std::fs::metadata(f.catalog_path()).unwrap().len(), 0);
+        // Another vault's catalog.
+        let (_t2, other) = folder();
+        drop(open_catalog(&other, "v2").unwrap());
+        std::fs::copy(other.catalog_path(), f.catalog_path()).unwrap();
+        let e = open_catalog(&f, "v1").unwrap_err();
+        assert!(matches!(e, FolderError::ForeignCatalog { .. }), "{e}");
+        // Garbage.
+        std::fs::write(
+            f.catalog_path(),
+            b"not a database at all, just some text....",
+        )
+        .unwrap();
+        assert!(open_catalog(&f, "v1").is_err());
+    }
+
+    #[test]
+    fn a_creation_killed_early_starts_again() {
+        let (_t, f) = folder();
+        std::fs::write(f.catalog_path(), b"").unwrap();
+        let (_, how) = open_catalog(&f, "v1").unwrap();
+        assert_eq!(how, CatalogOpened::Created);
+    }
+
+    #[test]
+    fn legacy_vaults_are_adopted_unless_their_catalog_knows_nothing() {
+        let (_t, f) = folder();
+        let (c, _) = open_catalog(&f, "v1").unwrap();
+        // Make it look like a vault from before ids: no id, no marker.
+        c.transaction(|tx| tx.execute("DELETE FROM settings", []).map(|_| ()))
+            .unwrap();
+        drop(c);
+        std::fs::remove_file(f.path().join(MARKER_FILE)).unwrap();
+        // An empty catalog next to stored data: the old bug's aftermath.
+        plant_chunk(&f);
+        let e = open_catalog(&f, "v1").unwrap_err();
+        assert!(matches!(e, FolderError::CatalogLost { .. }), "{e}");
+        assert!(e.to_string().contains("no record of any backup"), "{e}");
+        // Without data it is adopted.
+        std::fs::remove_dir_all(f.path().join(CHUNKS_DIR)).unwrap();
+        let (_, how) = open_catalog(&f, "v1").unwrap();
+        assert_eq!(how, CatalogOpened::Adopted);
+        assert!(f.marker().unwrap().is_some());
+    }
+}
