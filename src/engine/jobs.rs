@@ -414,10 +414,16 @@ impl Engine {
             }
             job.clone()
         };
-        if let Err(e) = self.inner.catalog.save_job(&job) {
-            tracing::error!("saving final state of job {}: {e}", job.id);
-        }
         {
+            // The end must be known even when it cannot be recorded (the vault's disk is
+            // full): kept in memory, shown by this engine, and saved again with the next
+            // job's end. Removed from `running` only after, so a waiter never sees neither.
+            let mut unsaved = self.inner.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            unsaved.retain(|_, j| self.inner.catalog.save_job(j).is_err());
+            if let Err(e) = self.inner.catalog.save_job(&job) {
+                tracing::error!("saving final state of job {}: {e}", job.id);
+                unsaved.insert(job.id.clone(), job.clone());
+            }
             let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
             running.remove(&job.id);
         }

@@ -198,6 +198,8 @@ pub(crate) struct Inner {
     pub clock: Clock,
     pub events: broadcast::Sender<Event>,
     pub running: Mutex<HashMap<String, RunningJob>>,
+    /// Jobs that ended but whose end could not be recorded (e.g. the disk is full).
+    pub unsaved: Mutex<HashMap<String, Job>>,
     pub data_slots: Arc<Semaphore>,
     pub rt: tokio::runtime::Handle,
     /// Serialises scheduler rounds and `sim advance`.
@@ -296,6 +298,7 @@ impl Engine {
             clock,
             events,
             running: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(HashMap::new()),
             data_slots: Arc::new(Semaphore::new(max)),
             rt,
             schedule_lock: tokio::sync::Mutex::new(()),
@@ -366,6 +369,12 @@ impl Engine {
     /// How a reader shows a job: one left InProgress while no process owns the vault was
     /// interrupted (the next owner records it so; this shows it already).
     pub(crate) fn present(&self, mut job: Job) -> Job {
+        if job.status.is_active() && self.is_owner() {
+            let unsaved = self.inner.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(j) = unsaved.get(&job.id) {
+                return j.clone();
+            }
+        }
         if job.status.is_active()
             && !self.is_owner()
             && !VaultLock::is_held_elsewhere(&self.inner.opts.dir)

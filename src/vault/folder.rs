@@ -316,7 +316,7 @@ pub fn open_catalog(
         }
         (None, Some(m)) => Err(FolderError::ForeignCatalog {
             path: folder.path().to_path_buf(),
-            catalog_id: "(none: a catalog made elsewhere or before this vault)".into(),
+            catalog_id: NO_ID.into(),
             folder_id: m.id,
         }),
         (None, None) => {
@@ -354,8 +354,22 @@ pub fn open_catalog_read_only(folder: &VaultFolder) -> Result<Catalog, FolderErr
             data,
         });
     }
-    Ok(Catalog::open_read_only(&folder.catalog_path())?)
+    let catalog = Catalog::open_read_only(&folder.catalog_path())?;
+    if let Some(m) = folder.marker()? {
+        let id = catalog.setting(SETTING_VAULT_ID)?;
+        if id.as_deref() != Some(m.id.as_str()) {
+            return Err(FolderError::ForeignCatalog {
+                path: folder.path().to_path_buf(),
+                catalog_id: id.unwrap_or_else(|| NO_ID.into()),
+                folder_id: m.id,
+            });
+        }
+    }
+    Ok(catalog)
 }
+
+/// How a catalog without a vault id is named in messages.
+const NO_ID: &str = "(none: a catalog made elsewhere or before this vault)";
 
 #[cfg(test)]
 mod tests {
@@ -423,6 +437,8 @@ mod tests {
         drop(open_catalog(&other, "v2").unwrap());
         std::fs::copy(other.catalog_path(), f.catalog_path()).unwrap();
         let e = open_catalog(&f, "v1").unwrap_err();
+        assert!(matches!(e, FolderError::ForeignCatalog { .. }), "{e}");
+        let e = open_catalog_read_only(&f).unwrap_err();
         assert!(matches!(e, FolderError::ForeignCatalog { .. }), "{e}");
         // Garbage.
         std::fs::write(

@@ -1,0 +1,316 @@
+//! The fault suite: a lost or swapped catalog, swapped indexes, planted symlinks and folders
+//! of other users. What is stored is never lost, and nothing outside the vault is written.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// One vault (westeurope) with no grace period for garbage collection.
+fn env_without_grace() -> Env {
+    Env::with_config(|_| {
+        format!(
+            "[[vault]]\nname = \"test-we\"\nregion = \"westeurope\"\ngc_grace_minutes = 0\nsource = {{ {FAST_SIM} }}\n\n\
+             [[vault]]\nname = \"test-eus\"\nregion = \"eastus\"\nsource = {{ {FAST_SIM} }}\n"
+        )
+    })
+}
+
+/// The id of the one point of `vm` that is not `known`.
+fn other_point(env: &Env, vm: &str, known: &str) -> String {
+    let points = env.json(&["points", vm]);
+    let ids: Vec<&str> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .filter(|id| *id != known)
+        .collect();
+    assert_eq!(ids.len(), 1, "{points:#}");
+    ids[0].to_string()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn catalog_files(vault: &Path) -> Vec<PathBuf> {
+    ["catalog.db", "catalog.db-wal", "catalog.db-shm"]
+        .iter()
+        .map(|n| vault.join(n))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn save_catalog(vault: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in catalog_files(vault) {
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+fn put_back_catalog(from: &Path, vault: &Path) {
+    for f in catalog_files(vault) {
+        std::fs::remove_file(f).unwrap();
+    }
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(e.path(), vault.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn a_lost_catalog_is_never_replaced_and_nothing_is_deleted() {
+    let env = env_without_grace();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let stored = files_under(&vault.join("chunks"));
+    assert!(!stored.is_empty());
+    let copy = env.path("catalog-copy");
+    save_catalog(&vault, &copy);
+
+    for f in catalog_files(&vault) {
+        std::fs::remove_file(f).unwrap();
+    }
+    // Every command refuses, listings included, and none creates a catalog.
+    for args in [
+        &["items"][..],
+        &["discover"],
+        &["gc"],
+        &["jobs"],
+        &["backup", "app01"],
+    ] {
+        let (_, err) = env.fails_with(1, args);
+        assert!(err.contains("catalog.db is missing"), "{args:?}: {err}");
+        assert!(err.contains("Restore catalog.db from a copy"), "{err}");
+        assert!(!err.contains("vmvault discover"), "{err}");
+        assert!(
+            !vault.join("catalog.db").exists(),
+            "{args:?} created a catalog"
+        );
+    }
+    assert_eq!(files_under(&vault.join("chunks")), stored);
+
+    // A zero-length catalog (SQLite would take it for a new, empty one) is refused too.
+    std::fs::write(vault.join("catalog.db"), b"").unwrap();
+    let (_, err) = env.fails_with(1, &["gc"]);
+    assert!(err.contains("is empty (0 bytes)"), "{err}");
+    assert!(!err.contains("vmvault discover"), "{err}");
+
+    // Another vault's catalog is refused.
+    env.ok(&["--vault", "test-eus", "items"]);
+    std::fs::remove_file(vault.join("catalog.db")).unwrap();
+    std::fs::copy(
+        env.vault_dir("test-eus").join("catalog.db"),
+        vault.join("catalog.db"),
+    )
+    .unwrap();
+    let (_, err) = env.fails_with(1, &["items"]);
+    assert!(err.contains("belongs to vault"), "{err}");
+
+    // The copy put back: everything is there.
+    put_back_catalog(&copy, &vault);
+    env.ok(&["verify"]);
+    env.assert_restore_matches_source("app01", &p1, "after");
+}
+
+#[test]
+fn garbage_collection_refuses_while_the_catalog_does_not_know_the_store() {
+    let env = env_without_grace();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let old = env.path("old-catalog");
+    save_catalog(&vault, &old);
+    env.ok(&["sim", "advance", "1d"]);
+    let newer = env.path("newer-catalog");
+    save_catalog(&vault, &newer);
+    let p2 = other_point(&env, "app01", &p1);
+    let before = files_under(&vault);
+
+    // An old copy of the catalog (it knows p1 only): GC deletes nothing.
+    put_back_catalog(&old, &vault);
+    let out = env.run(&["gc", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["error"]["code"], "GarbageCollectionRefused", "{job:#}");
+    assert!(
+        job["error"]["message"].as_str().unwrap().contains(&p2),
+        "{job:#}"
+    );
+    let after: Vec<PathBuf> = files_under(&vault)
+        .into_iter()
+        .filter(|p| {
+            !p.starts_with(vault.join("catalog.db")) && !p.to_string_lossy().contains("catalog.db")
+        })
+        .collect();
+    let before: Vec<PathBuf> = before
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("catalog.db"))
+        .collect();
+    assert_eq!(after, before, "garbage collection deleted files");
+
+    // The newer catalog back: GC runs, and the newest point restores.
+    put_back_catalog(&newer, &vault);
+    env.ok(&["gc"]);
+    env.assert_restore_matches_source("app01", &p2, "newer");
+}
+
+#[test]
+fn garbage_collection_reports_the_orphans_it_frees() {
+    let env = env_without_grace();
+    env.protect(&["app01"]);
+    env.backup("app01");
+    let chunks = env.vault_dir("test-we").join("chunks");
+    // Orphans: chunk files no point references (as a killed backup leaves them).
+    let mut orphan_bytes = 0;
+    for (i, f) in files_under(&chunks).iter().take(3).enumerate() {
+        let name = format!("{:02x}{}", i + 0xf0, "e".repeat(62));
+        let dir = chunks.join(&name[..2]);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(f, dir.join(&name)).unwrap();
+        orphan_bytes += std::fs::metadata(f).unwrap().len();
+    }
+    let job = env.json(&["gc"]);
+    assert_eq!(job["details"]["chunks_freed"], 3, "{job:#}");
+    assert_eq!(job["details"]["bytes_freed"], orphan_bytes, "{job:#}");
+    env.ok(&["verify"]);
+}
+
+#[test]
+fn an_index_copied_from_another_point_is_refused() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    env.ok(&["sim", "advance", "1d"]);
+    let p2 = other_point(&env, "app01", &p1);
+    let dir = env.vault_dir("test-we").join("points");
+    std::fs::copy(
+        dir.join(&p1).join("disk0.idx"),
+        dir.join(&p2).join("disk0.idx"),
+    )
+    .unwrap();
+
+    let out = env.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let affected = job["details"]["affected_points"].as_array().unwrap();
+    assert_eq!(affected.len(), 1, "{job:#}");
+    assert_eq!(affected[0]["point"], p2.as_str());
+    assert!(
+        affected[0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("copied from another point"),
+        "{job:#}"
+    );
+    let to = env.path("swapped");
+    let (_, err) = env.fails_with(
+        1,
+        &[
+            "restore",
+            "app01",
+            "--point",
+            &p2,
+            "--to",
+            to.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("another point"), "{err}");
+    assert!(!to.join("app01-disk0.raw").exists());
+    env.assert_restore_matches_source("app01", &p1, "p1");
+}
+
+#[test]
+fn planted_symlinks_in_the_data_folder_are_never_written_through() {
+    let env = Env::new();
+    env.ok(&["items"]);
+    let victim = env.path("victim");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    let log = env.data.join("vmvault.log");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let lock = env.vault_dir("test-we").join("vault.lock");
+    let _ = std::fs::remove_file(&lock);
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+
+    let (_, err) = env.fails_with(2, &["discover"]);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(err.contains("vault.lock"), "{err}");
+    assert!(err.contains("not logging"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    // Listings do not follow it either, and still work.
+    env.ok(&["items"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+
+    // A chunks folder that is a link elsewhere is refused.
+    std::fs::remove_file(&lock).unwrap();
+    let chunks = env.vault_dir("test-we").join("chunks");
+    std::fs::remove_dir_all(&chunks).unwrap();
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &chunks).unwrap();
+    let (_, err) = env.fails_with(1, &["discover"]);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+#[test]
+fn folders_others_can_write_or_own_are_refused_with_the_fix() {
+    let env = Env::new();
+    env.ok(&["items"]);
+    std::fs::set_permissions(&env.data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (_, err) = env.fails_with(1, &["items"]);
+    assert!(err.contains("can be written by other users"), "{err}");
+    assert!(err.contains("chmod go-w"), "{err}");
+    std::fs::set_permissions(&env.data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let vault = env.vault_dir("test-we");
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let (_, err) = env.fails_with(1, &["items"]);
+    assert!(err.contains("chmod go-w"), "{err}");
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.ok(&["items"]);
+
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var("VMVAULT_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("required by VMVAULT_REQUIRE_TOOLS=1: root, to give a folder to another user");
+        }
+        eprintln!("skipped: giving a folder to another user needs root");
+        return;
+    }
+    // Root on a folder another user prepared: refused, nothing written there.
+    let theirs = env.path("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmvault"))
+        .arg("--config")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(&theirs)
+        .arg("items")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("belongs to"), "{err}");
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+}
