@@ -160,9 +160,10 @@ fn a_converted_restore_never_writes_through_what_others_plant_in_the_target_fold
     std::fs::write(&victim, b"precious").expect("write");
     let to = env.path("to");
     std::fs::create_dir(&to).expect("mkdir");
-    // A qemu-img that first plays a user who can write the target folder: every name there
-    // is moved away and replaced by a symlink to the victim (a folder by a folder of
-    // symlinks, at the names it held and the ones a converter might use).
+    // A qemu-img that first plays a user who can write the target folder: each file there
+    // but the raw source is moved away and replaced by a symlink to the victim, and each
+    // folder by a folder of such symlinks (at the names it held and the ones a converter
+    // might use).
     let real = sh("sh", &["-c", "command -v qemu-img"]).trim().to_string();
     let bin = env.path("bin");
     let path = path_with_only(&bin, &["sh", "mv", "mkdir", "ln", "ls"]);
@@ -175,7 +176,7 @@ fn a_converted_restore_never_writes_through_what_others_plant_in_the_target_fold
                mv \"$e\" \"$e.moved\"; mkdir \"$e\"\n\
                for n in $(ls -A \"$e.moved\") disk.raw disk.raw.partial converted; do ln -sf \"$VICTIM\" \"$e/$n\"; done\n\
              else\n\
-               mv \"$e\" \"$e.moved\"; ln -s \"$VICTIM\" \"$e\"\n\
+               case \"$e\" in *.raw*) ;; *) mv \"$e\" \"$e.moved\"; ln -s \"$VICTIM\" \"$e\";; esac\n\
              fi\n\
            done\n\
          fi\n\
@@ -194,8 +195,13 @@ fn a_converted_restore_never_writes_through_what_others_plant_in_the_target_fold
         .output()
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
+    let kept = std::fs::read(&victim).expect("victim");
+    assert!(
+        kept == b"precious",
+        "the victim was written ({} bytes): {err}",
+        kept.len()
+    );
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
     // The image is the point's disk, and the moved work folder holds nothing of ours.
     let image = to.join("app01-disk0.qcow2");
     assert!(!std::fs::symlink_metadata(&image)
