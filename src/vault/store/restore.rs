@@ -385,7 +385,7 @@ pub fn place(
 pub fn remove_if_ours(dir: &Dir, name: &OsStr, file: &File) {
     if dir.holds(name, file.as_fd()).unwrap_or(false) {
         if let Err(e) = dir.remove_file(name) {
-            tracing::warn!(error = %e, "could not remove a partial restore file");
+            tracing::warn!(error = %e, "could not remove a file of a failed restore");
         }
     }
 }
