@@ -637,6 +637,71 @@ impl Dir {
     pub fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
+
+    /// Lets the child that `cmd` starts inherit this folder's descriptor, so that it can
+    /// reach files in it by [`Dir::proc_path`]. Only that child: the descriptor stays
+    /// close-on-exec in this process, so children other threads start do not get it. The
+    /// folder must stay open until the child has started.
+    pub fn pass_to(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
+        // which is async-signal-safe; it touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || cvt(libc::fcntl(fd, libc::F_SETFD, 0)).map(|_| ()));
+        }
+    }
+
+    /// Whether the entry `name` is the file `file` is open on (same device and inode; a
+    /// symlink at `name` is not followed): to tell that what a name leads to is ours.
+    pub fn holds(&self, name: impl AsRef<OsStr>, file: BorrowedFd<'_>) -> Result<bool> {
+        let name = name.as_ref();
+        let path = self.path_of(name);
+        let c = check_name(name).map_err(|e| FsxError::io(&path, e))?;
+        let ours = fstat(file).map_err(|e| FsxError::io(&path, e))?;
+        match fstatat_nofollow(self.fd.as_raw_fd(), &c) {
+            Ok(st) => Ok(st.st_dev == ours.st_dev && st.st_ino == ours.st_ino),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(FsxError::io(&path, e)),
+        }
+    }
+
+    /// Free space and state of the file system that holds this folder.
+    pub fn fs_stat(&self) -> Result<FsStat> {
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: fstatvfs writes a whole `statvfs` into the buffer on success.
+        cvt(unsafe { libc::fstatvfs(self.fd.as_raw_fd(), st.as_mut_ptr()) })
+            .map_err(|e| FsxError::io(&self.path, e))?;
+        // SAFETY: initialised by the successful call above.
+        let st = unsafe { st.assume_init() };
+        Ok(FsStat {
+            free_bytes: st.f_bavail.saturating_mul(st.f_frsize),
+            read_only: st.f_flag & libc::ST_RDONLY != 0,
+        })
+    }
+
+    /// Whether this process may create files in the folder (the permission bits and ACLs,
+    /// checked with the effective user id; not a promise: the file system may still refuse).
+    pub fn writable(&self) -> bool {
+        // SAFETY: "." is NUL-terminated; faccessat only reads the descriptor.
+        unsafe {
+            libc::faccessat(
+                self.fd.as_raw_fd(),
+                c".".as_ptr(),
+                libc::W_OK | libc::X_OK,
+                libc::AT_EACCESS,
+            ) == 0
+        }
+    }
+}
+
+/// What [`Dir::fs_stat`] tells about a file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsStat {
+    /// Bytes this process may still write (`f_bavail`: without the reserve for root).
+    pub free_bytes: u64,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 /// `path` made absolute against the current folder (without resolving symlinks).

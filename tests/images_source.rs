@@ -507,3 +507,46 @@ fn mode(p: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
 }
+
+#[test]
+fn a_raw_image_whose_size_is_not_a_multiple_of_512_restores_to_exactly_that_size() {
+    if !tools() {
+        return;
+    }
+    let (env, images) = lab();
+    // 1,000,001 bytes, none of them zero: qemu-img calls it 1,000,448.
+    let bytes: Vec<u8> = (0..1_000_001u32).map(|i| (i % 251) as u8 | 1).collect();
+    std::fs::write(images.join("odd.raw"), &bytes).expect("write");
+    env.protect(&["odd"]);
+    let items = env.json(&["items"]);
+    assert_eq!(
+        item(&items, "odd")["disks"][0]["capacity"],
+        1_000_001,
+        "{items:#}"
+    );
+    let point = env.backup("odd");
+    let to = env.path("restore-odd");
+    let r = env.json(&["restore", "odd", "--point", &point, "--to", s(&to)]);
+    assert_eq!(r["status"], "Completed", "{r:#}");
+    let restored = std::fs::read(to.join("odd-disk0.raw")).expect("read");
+    assert_eq!(restored.len(), 1_000_001);
+    assert!(restored == bytes, "the restored image differs");
+    // A converted image holds whole sectors (qemu-img pads with zeros), as README says.
+    let to = env.path("restore-odd-qcow2");
+    let r = env.json(&[
+        "restore",
+        "odd",
+        "--point",
+        &point,
+        "--to",
+        s(&to),
+        "--format",
+        "qcow2",
+    ]);
+    assert_eq!(r["status"], "Completed", "{r:#}");
+    let back = env.path("odd-back.raw");
+    to_raw(&to.join("odd-disk0.qcow2"), "qcow2", &back);
+    let back = std::fs::read(&back).expect("read");
+    assert_eq!(back.len(), 1_000_448);
+    assert!(back[..bytes.len()] == bytes[..] && back[bytes.len()..].iter().all(|b| *b == 0));
+}

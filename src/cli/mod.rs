@@ -1528,7 +1528,8 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
                         .join(", ")
                 )));
             }
-            if a.to.exists() {
+            // A dangling symlink counts as taken: the file is never written through one.
+            if a.to.symlink_metadata().is_ok() {
                 return Err(CliError::usage(format!(
                     "{} exists already; choose another file",
                     a.to.display()

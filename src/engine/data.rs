@@ -7,11 +7,15 @@
 
 use super::jobs::{JobCtx, JobEnd, JobFail, JobSpec};
 use super::ops::item_vm;
+use super::restore_target::{self, Failure};
 use super::{usage, Engine, Event, NoticeLevel, Result};
+use crate::fsx::Dir;
 use crate::model::*;
+use crate::provider::qemu::human_bytes;
 use crate::vault::catalog::ChunkRow;
 use crate::vault::store::{self, BackupParams, DiskIndex};
 use chrono::{DateTime, Duration, Utc};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 /// Most recovery points an item may have (DOMAIN.md).
@@ -73,17 +77,12 @@ pub fn restore_targets(
     dir: &Path,
     format: RestoreFormat,
 ) -> Vec<PathBuf> {
+    // One plain file name per disk, whatever the VM's name holds.
+    let name = item.name.replace(['/', '\0'], "_");
     point
         .disks
         .iter()
-        .map(|d| {
-            dir.join(format!(
-                "{}-disk{}.{}",
-                item.name,
-                d.index,
-                format.extension()
-            ))
-        })
+        .map(|d| dir.join(format!("{name}-disk{}.{}", d.index, format.extension())))
         .collect()
 }
 
@@ -211,24 +210,21 @@ impl Engine {
             ))
         })?;
         let targets = restore_targets(item, point, dir, format);
-        for t in &targets {
-            if t.exists() {
-                return usage(format!(
-                    "{} exists already; restore never overwrites files: choose another folder or move the file away",
-                    t.display()
-                ));
-            }
-        }
-        if dir.exists() && !dir.is_dir() {
-            return usage(format!("{} is not a folder", dir.display()));
-        }
+        let names: Vec<&OsStr> = targets.iter().filter_map(|t| t.file_name()).collect();
+        restore_target::check(dir, &names).map_err(|e| {
+            super::EngineError::Usage(format!(
+                "cannot restore into {}: {e}. {}",
+                dir.display(),
+                e.fix()
+            ))
+        })?;
         let mut spec = JobSpec::new(JobOperation::Restore, Some(item), &["Restore disks"]);
         spec.data = true;
         spec.details.insert("point".into(), point.id.clone().into());
         spec.details
             .insert("target".into(), dir.display().to_string().into());
         // The files it will write: if the process dies mid-restore, the next owner of the
-        // vault removes what they left half-written (see `restore_leftovers`).
+        // vault removes what they left half-written (see `restore_target::remove_leftovers`).
         spec.details.insert(
             "targets".into(),
             targets
@@ -604,54 +600,52 @@ fn run_restore(
     let engine = &ctx.engine;
     let store = engine.store()?;
     ctx.start_task(0);
-    super::create_private_dir(dir).map_err(|e| {
-        JobFail::vault(
-            "Could not create the target folder",
-            format!("{}: {e}", dir.display()),
-        )
-    })?;
+    let target = restore_target::open(dir).map_err(|e| JobFail::Failed(e.details()))?;
     let mut indexes = Vec::new();
     for d in &point.disks {
         let ix = engine
             .read_index(point, d.index)
-            .map_err(|e| restore_fail(point, e))?;
+            .map_err(|e| restore_fail(point, e.into(), &target, 0))?;
         ctx.progress.add_total(ix.logical_bytes());
-        indexes.push((d.index, ix));
+        indexes.push(ix);
     }
+    let need = space_needed(&indexes, format);
     let threads = engine.inner.opts.threads.max(1);
-    let mut written: Vec<PathBuf> = Vec::new();
-    for ((_, ix), target) in indexes.iter().zip(targets) {
-        let raw_target = if format == RestoreFormat::Raw {
-            target.clone()
-        } else {
-            convert_source_path(target)
-        };
-        if let Err(e) =
-            store::restore_disk(store, ix, &raw_target, &ctx.progress, &ctx.cancel, threads)
-        {
-            for w in &written {
-                let _ = std::fs::remove_file(w);
+    let mut placed: Vec<(&OsStr, std::fs::File)> = Vec::new();
+    for (ix, path) in indexes.iter().zip(targets) {
+        let name = path.file_name().unwrap_or_default();
+        let (progress, cancel) = (&ctx.progress, &ctx.cancel);
+        let result = match format {
+            RestoreFormat::Raw => {
+                store::restore_disk_at(store, ix, &target, name, progress, cancel, threads)
+                    .map_err(Failure::from)
             }
-            return Err(match e {
-                store::StoreError::Cancelled => JobFail::Cancelled,
-                e => restore_fail(point, e),
-            });
+            f => restore_target::restore_converted(
+                store,
+                ix,
+                &target,
+                name,
+                f.disk_format(),
+                progress,
+                cancel,
+                threads,
+            ),
+        };
+        match result {
+            Ok(file) => placed.push((name, file)),
+            Err(e) => {
+                // All or nothing: the disks placed before go too (each only while its
+                // name still leads to the file this restore wrote).
+                for (name, file) in &placed {
+                    store::restore::remove_if_ours(&target, name, file);
+                }
+                return Err(restore_fail(point, e, &target, need));
+            }
         }
-        if format != RestoreFormat::Raw {
-            let conv = crate::provider::qemu::convert_raw(
-                &raw_target,
-                format.disk_format(),
-                target,
-                &ctx.cancel,
-            );
-            let _ = std::fs::remove_file(&raw_target);
-            conv?;
-        }
-        written.push(target.clone());
     }
     ctx.detail(
         "files",
-        written
+        targets
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>(),
@@ -660,7 +654,7 @@ fn run_restore(
         NoticeLevel::Info,
         format!(
             "Restore complete: {} disk image(s) in {}",
-            written.len(),
+            placed.len(),
             dir.display()
         ),
         Some(&ctx.id()),
@@ -668,30 +662,63 @@ fn run_restore(
     Ok(JobEnd::Done { warnings: vec![] })
 }
 
-/// The raw image a converted restore writes first, beside its target.
-fn convert_source_path(target: &Path) -> PathBuf {
-    target.with_extension("raw.partial-convert")
+/// Bytes a restore writes into its target folder at most: the data of every disk, and
+/// while a disk is converted, its raw image beside the result.
+fn space_needed(indexes: &[DiskIndex], format: RestoreFormat) -> u64 {
+    let data: u64 = indexes.iter().map(DiskIndex::logical_bytes).sum();
+    let beside = match format {
+        RestoreFormat::Raw => 0,
+        _ => indexes
+            .iter()
+            .map(DiskIndex::logical_bytes)
+            .max()
+            .unwrap_or(0),
+    };
+    data.saturating_add(beside)
 }
 
-/// The half-written files a restore into `target` may leave when its process dies: the
-/// store's `.partial` image, and for converted formats the raw image and the converter's
-/// output. Finished targets are not among them.
-pub(crate) fn restore_leftovers(target: &Path) -> Vec<PathBuf> {
-    let raw = convert_source_path(target);
-    vec![
-        store::restore::partial_path(target),
-        store::restore::partial_path(&raw),
-        raw,
-        crate::provider::qemu::convert_temp_path(target),
-    ]
-}
-
-fn restore_fail(point: &RecoveryPoint, e: store::StoreError) -> JobFail {
+/// The job's error for a failed restore, by whose problem it is: the target's (what to fix
+/// there; the point is intact), the converter's, the vault storage's, or damaged data.
+fn restore_fail(point: &RecoveryPoint, e: Failure, target: &Dir, need: u64) -> JobFail {
+    let e = match e {
+        Failure::Tool(e) => return JobFail::from(e),
+        Failure::Store(store::StoreError::Cancelled) => return JobFail::Cancelled,
+        Failure::Store(store::StoreError::Target(t)) => {
+            let mut d = t.details();
+            if t.is_full() && need > 0 {
+                let free = target
+                    .fs_stat()
+                    .map(|s| format!("; {} are free there now", human_bytes(s.free_bytes)))
+                    .unwrap_or_default();
+                d.recommendations.insert(
+                    1,
+                    format!(
+                        "This restore writes up to {} into {}{free}.",
+                        human_bytes(need),
+                        target.path().display()
+                    ),
+                );
+            }
+            return JobFail::Failed(d);
+        }
+        Failure::Store(e) => e,
+    };
+    let at = format!(
+        "recovery point {} (taken {})",
+        point.id,
+        point.time.format("%Y-%m-%d %H:%M UTC")
+    );
+    if let store::StoreError::Io { .. } = e {
+        // The vault's storage failed (not the data): see its details.
+        let mut d = e.details();
+        d.message = format!("{at}: {}", d.message);
+        return JobFail::Failed(d);
+    }
     JobFail::Failed(
         ErrorDetails::new(
             "RecoveryPointDataDamaged",
             "The recovery point cannot be restored",
-            format!("recovery point {} (taken {}): {e}", point.id, point.time.format("%Y-%m-%d %H:%M UTC")),
+            format!("{at}: {e}"),
         )
         .recommend("Run `vmvault verify` to list every affected recovery point.")
         .recommend("Restore another recovery point of this item; the others do not depend on the damaged data."),

@@ -13,6 +13,7 @@ mod data;
 mod jobs;
 mod maintenance;
 mod ops;
+mod restore_target;
 mod scheduler;
 
 pub use clock::Clock;

@@ -598,22 +598,7 @@ impl Engine {
             JobOperation::Restore => {
                 let targets = job.details.get("targets").and_then(|v| v.as_array());
                 for t in targets.into_iter().flatten().filter_map(|v| v.as_str()) {
-                    for f in super::data::restore_leftovers(Path::new(t)) {
-                        match std::fs::remove_file(&f) {
-                            Ok(()) => tracing::info!(
-                                job = %job.id,
-                                file = %f.display(),
-                                "removed a half-written file of an interrupted restore"
-                            ),
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => tracing::warn!(
-                                job = %job.id,
-                                file = %f.display(),
-                                error = %e,
-                                "could not remove a half-written file of an interrupted restore"
-                            ),
-                        }
-                    }
+                    super::restore_target::remove_leftovers(&job.id, Path::new(t));
                 }
             }
             JobOperation::Backup => {

@@ -255,6 +255,18 @@ pub fn run_tool<S: AsRef<OsStr>>(
     timeout: Duration,
     cancel: &CancelToken,
 ) -> Result<Vec<u8>, RunError> {
+    run_tool_with(tool, args, timeout, cancel, |_| {})
+}
+
+/// Like [`run_tool`], with `setup` adjusting the command before it starts (to pass it a
+/// descriptor, see [`crate::fsx::Dir::pass_to`]).
+pub fn run_tool_with<S: AsRef<OsStr>>(
+    tool: &str,
+    args: &[S],
+    timeout: Duration,
+    cancel: &CancelToken,
+    setup: impl FnOnce(&mut Command),
+) -> Result<Vec<u8>, RunError> {
     cancel.check().map_err(|_| RunError::Cancelled)?;
     let path = find_tool(tool).ok_or_else(|| RunError::NotFound {
         tool: tool.to_string(),
@@ -268,6 +280,7 @@ pub fn run_tool<S: AsRef<OsStr>>(
         // Own process group, so that a kill also ends what the tool started (ssh for
         // qemu+ssh:// URIs).
         .process_group(0);
+    setup(&mut cmd);
     let mut child = cmd.spawn().map_err(|error| RunError::Spawn {
         tool: tool.to_string(),
         error,
@@ -393,7 +406,22 @@ pub fn image_info(
     a.push(path.into());
     let out = run_tool("qemu-img", &a, QUICK, cancel)
         .map_err(|e| image_error(e, path, "reading image information"))?;
-    parse_image_info(&out, path)
+    let mut info = parse_image_info(&out, path)?;
+    exact_raw_size(&mut info, path);
+    Ok(info)
+}
+
+/// qemu-img reports the size of a raw file rounded up to whole 512-byte sectors
+/// (1,000,001 bytes as 1,000,448). A backup must restore the file's exact length, so the
+/// capacity of a raw regular file is its length (a block device keeps qemu-img's size).
+fn exact_raw_size(info: &mut ImageInfo, path: &Path) {
+    if info.format != "raw" {
+        return;
+    }
+    match std::fs::metadata(path) {
+        Ok(md) if md.is_file() => info.virtual_size = md.len(),
+        _ => {}
+    }
 }
 
 /// Maps a qemu-img failure to an error, recognising QEMU's image lock.
@@ -1401,37 +1429,51 @@ impl DiskReader for OpenDiskReader {
 // ---------------------------------------------------------------------------------------
 // Restore: raw → qcow2 | vhd | vmdk
 
-/// Where [`convert_raw`] writes `out` until it is complete: `.<name>.vmvault-partial`
-/// beside it.
-pub fn convert_temp_path(out: &Path) -> PathBuf {
-    let file_name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    out.with_file_name(format!(".{file_name}.vmvault-partial"))
+/// Why [`convert_raw`] failed.
+#[derive(Debug)]
+pub enum ConvertError {
+    /// The file system of the folder failed: the output could not be created or written
+    /// (full, read-only, …). qemu-img's own messages about such errors are recognised by
+    /// the OS error they name.
+    Io(crate::fsx::FsxError),
+    /// qemu-img is missing, failed for another reason, timed out, or was cancelled.
+    Tool(ProviderError),
 }
 
-/// Converts a restored raw image to `format` at `out` (through a temporary file renamed
-/// into place, flushed to disk). The result, converted back to raw, equals `raw` byte for
-/// byte: vhd images are written with `force_size` so that their capacity is not rounded to
-/// a CHS geometry. `Raw` copies the file.
+impl From<crate::fsx::FsxError> for ConvertError {
+    fn from(e: crate::fsx::FsxError) -> Self {
+        ConvertError::Io(e)
+    }
+}
+
+/// Converts the raw image `raw` to `format` as the new file `out` (mode 0600, flushed to
+/// disk), both in the folder `dir`, which must be one no one else can write. qemu-img
+/// reaches both through `/proc/self/fd/N/…`, N being its inherited descriptor of `dir`:
+/// a folder renamed or a symlink planted in the path meanwhile cannot redirect it. The
+/// result, converted back to raw, equals `raw` byte for byte, up to a size that is not a
+/// multiple of 512: qemu-img reads a raw image in whole 512-byte sectors, so such an image
+/// comes back with zeros up to the next multiple (vhd images are written with `force_size`
+/// so that their capacity is not rounded to a CHS geometry). Returns the output, open.
 pub fn convert_raw(
-    raw: &Path,
+    dir: &crate::fsx::Dir,
+    raw: &str,
     format: DiskFormat,
-    out: &Path,
+    out: &str,
     cancel: &CancelToken,
-) -> Result<(), ProviderError> {
-    let size = std::fs::metadata(raw)
-        .map_err(|e| ProviderError::io(format!("reading the restored image {}", raw.display()), e))?
+) -> Result<File, ConvertError> {
+    let size = dir
+        .open_read(raw)?
+        .metadata()
+        .map_err(|e| crate::fsx::FsxError::Io {
+            path: dir.path_of(raw),
+            source: e,
+        })?
         .len();
-    let tmp = convert_temp_path(out);
-    let _ = std::fs::remove_file(&tmp);
     // A restored disk is the VM's data: owner-only like a raw restore. qemu-img creates its
     // output with the umask's mode (often 0644) but keeps the mode of a file that exists,
-    // so the file is made first; the mode is set again before the rename in case a driver
+    // so the file is made first; the mode is set again afterwards in case a driver
     // recreated it.
-    crate::vault::catalog::create_private_file(&tmp)
-        .map_err(|e| ProviderError::io(format!("creating {}", tmp.display()), e))?;
+    drop(dir.create_new(out, 0o600)?);
     let mut a = args![
         "convert",
         "-f",
@@ -1445,32 +1487,54 @@ pub fn convert_raw(
         DiskFormat::Vhd => a.extend(args!["-o", "subformat=dynamic,force_size=on"]),
         DiskFormat::Qcow2 | DiskFormat::Vmdk | DiskFormat::Raw => {}
     }
-    a.push(raw.into());
-    a.push(tmp.clone().into());
+    a.push(dir.proc_path().join(raw).into());
+    a.push(dir.proc_path().join(out).into());
     // A conversion takes as long as the disk is big; allow 10 MB/s plus a minute.
     let timeout = Duration::from_secs(60 + size / 10_000_000);
-    let what = format!("converting {} to {format}", raw.display());
-    let result = run_tool("qemu-img", &a, timeout, cancel).map_err(|e| e.into_provider(&what));
+    let result = run_tool_with("qemu-img", &a, timeout, cancel, |cmd| dir.pass_to(cmd));
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        let _ = dir.remove_file(out);
+        return Err(match os_error_named(e.stderr()) {
+            Some(errno) => ConvertError::Io(crate::fsx::FsxError::Io {
+                path: dir.path_of(out),
+                source: std::io::Error::from_raw_os_error(errno),
+            }),
+            None => ConvertError::Tool(e.into_provider(&format!(
+                "converting {} to {format}",
+                dir.path_of(raw).display()
+            ))),
+        });
     }
+    let file = dir.open_read(out)?;
     let durable = || -> std::io::Result<()> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        }
-        File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, out)?;
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.sync_all()
     };
-    durable().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ProviderError::io(format!("writing {}", out.display()), e)
+    durable().map_err(|e| crate::fsx::FsxError::Io {
+        path: dir.path_of(out),
+        source: e,
+    })?;
+    Ok(file)
+}
+
+/// The OS error a tool's message names, among those that say the file system it wrote to
+/// failed (qemu-img prints `strerror` texts; run_tool sets LC_ALL=C).
+fn os_error_named(stderr: &str) -> Option<i32> {
+    [
+        libc::ENOSPC,
+        libc::EDQUOT,
+        libc::EROFS,
+        libc::EFBIG,
+        libc::EIO,
+        libc::EACCES,
+        libc::EPERM,
+    ]
+    .into_iter()
+    .find(|&errno| {
+        let text = std::io::Error::from_raw_os_error(errno).to_string();
+        let text = text.split(" (os error").next().unwrap_or_default();
+        !text.is_empty() && stderr.contains(text)
     })
 }
 
@@ -1945,22 +2009,70 @@ mod tests {
         if !need_tool("qemu-img") {
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let raw = dir.path().join("disk.raw");
+        let t = tempfile::tempdir().unwrap();
+        let dir = crate::fsx::Dir::open_user(t.path()).unwrap();
         let mut bytes = vec![0u8; 5 << 20];
         for (i, b) in bytes.iter_mut().enumerate().skip(1 << 20).take(300_000) {
             *b = (i * 7 % 251) as u8;
         }
-        std::fs::write(&raw, &bytes).unwrap();
+        std::fs::write(t.path().join("disk.raw"), &bytes).unwrap();
         for &f in DiskFormat::ALL {
-            let out = dir.path().join(format!("out.{}", f.extension()));
-            convert_raw(&raw, f, &out, &CancelToken::new()).unwrap();
+            let name = format!("out.{}", f.extension());
+            convert_raw(&dir, "disk.raw", f, &name, &CancelToken::new()).unwrap();
+            let out = t.path().join(&name);
+            let mode =
+                std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(&out).unwrap()) & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
             let info = image_info(&out, None, false, &CancelToken::new()).unwrap();
             assert_eq!(info.format, f.qemu_name(), "{f}");
             assert_eq!(raw_of(&out, f.qemu_name()), bytes, "{f} round trip differs");
         }
-        assert!(std::fs::read_dir(dir.path())
-            .unwrap()
-            .all(|e| { !e.unwrap().file_name().to_string_lossy().contains("partial") }));
+        // A name taken is never written through.
+        let e = convert_raw(
+            &dir,
+            "disk.raw",
+            DiskFormat::Qcow2,
+            "out.qcow2",
+            &CancelToken::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, ConvertError::Io(ref e) if e.is_exists()),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn convert_raw_reaches_its_folder_by_handle_not_by_path() {
+        if !need_tool("qemu-img") {
+            return;
+        }
+        // The work folder is moved away and another put in its place, with symlinks at the
+        // names the conversion uses: qemu-img must still read and write the first folder.
+        let t = tempfile::tempdir().unwrap();
+        let work = t.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let dir = crate::fsx::Dir::open_user(&work).unwrap();
+        // 1,000,001 bytes: qemu-img reads whole sectors, so the result holds 1,000,448.
+        let bytes: Vec<u8> = (0..1_000_001u32).map(|i| (i % 253) as u8 | 1).collect();
+        std::fs::write(work.join("disk.raw"), &bytes).unwrap();
+        std::fs::rename(&work, t.path().join("moved")).unwrap();
+        std::fs::create_dir(&work).unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, work.join("disk.raw")).unwrap();
+        std::os::unix::fs::symlink(&victim, work.join("out.qcow2")).unwrap();
+        convert_raw(
+            &dir,
+            "disk.raw",
+            DiskFormat::Qcow2,
+            "out.qcow2",
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let back = raw_of(&t.path().join("moved/out.qcow2"), "qcow2");
+        assert_eq!(back.len(), 1_000_448);
+        assert!(back[..bytes.len()] == bytes[..] && back[bytes.len()..].iter().all(|b| *b == 0));
     }
 }

@@ -305,32 +305,44 @@ impl SimProvider {
         let file_name = to
             .file_name()
             .ok_or_else(|| failed("exporting to", std::io::Error::other("not a file path")))?;
-        let tmp = to.with_file_name(format!(
+        // Like a restore: created owner-only through a handle of the folder, never through
+        // a symlink, and moved into place without replacing anything.
+        let folder = match to.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let fsx_failed = |what: &str, e: crate::fsx::FsxError| {
+            ProviderError::new(
+                "DiskExportFailed",
+                "Could not export the simulated disk",
+                format!("{what}: {e}"),
+            )
+            .recommend("Check that the target folder exists, is writable and has room for the disk's data.")
+        };
+        let dir = crate::fsx::Dir::open_user(folder)
+            .map_err(|e| fsx_failed("opening the target folder", e))?;
+        let tmp = format!(
             ".{}.partial-{}",
             file_name.to_string_lossy(),
             std::process::id()
-        ));
+        );
+        let mut f = dir
+            .create_new(&tmp, 0o600)
+            .map_err(|e| fsx_failed("creating a temporary file", e))?;
         let result = (|| {
-            let mut f = std::fs::File::create(&tmp)
-                .map_err(|e| failed("creating a temporary file for", e))?;
             f.set_len(info.capacity).map_err(|e| failed("sizing", e))?;
             let written = write_sparse(&mut f, &state).map_err(|e| failed("writing", e))?;
             f.sync_all().map_err(|e| failed("syncing", e))?;
+            dir.rename_noreplace(&tmp, &dir, file_name)
+                .map_err(|e| fsx_failed("placing the exported disk", e))?;
+            dir.sync()
+                .map_err(|e| fsx_failed("syncing the folder", e))?;
             Ok(written)
         })();
-        match result {
-            Ok(written) => {
-                std::fs::rename(&tmp, to).map_err(|e| {
-                    let _ = std::fs::remove_file(&tmp);
-                    failed("renaming the temporary file to", e)
-                })?;
-                Ok(written)
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(e)
-            }
+        if result.is_err() {
+            let _ = dir.remove_file(&tmp);
         }
+        result
     }
 
     fn index_of(&self, source_id: &str, shown_as: &str) -> Result<usize, ProviderError> {

@@ -397,6 +397,21 @@ fn export_disk_equals_read_at_and_is_sparse() {
     }
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&to).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "owner-only like a restore");
+    }
+    // Never replaced, never written through a symlink (dangling or not).
+    let e = p.export_disk("sim:/test/tiny", 0, at, &to).unwrap_err();
+    assert!(e.details().message.contains("already exists"), "{e}");
+    assert!(std::fs::read(&to).unwrap() == file);
+    let link = dir.path().join("link.raw");
+    std::os::unix::fs::symlink(dir.path().join("nothing"), &link).unwrap();
+    assert!(p.export_disk("sim:/test/tiny", 0, at, &link).is_err());
+    assert!(!dir.path().join("nothing").exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     // Unknown VM or disk: clear errors.
     let e = p.export_disk("sim:/test/nope", 0, at, &to).unwrap_err();
     assert_eq!(e.details().code, "UserErrorVmNotFound");

@@ -130,7 +130,7 @@ impl ChunkStore {
                 .create_new(true)
                 .mode(0o600)
                 .open(&temp)?;
-            DirectFile::new(f, &temp).write_all_at(image, 0)?;
+            DirectFile::new(f).write_all_at(image, 0)?;
             fs::rename(&temp, &final_path)
         };
         if let Err(e) = write() {
@@ -517,12 +517,14 @@ pub(crate) struct DirectFile {
 }
 
 impl DirectFile {
-    /// Wraps `file` (opened for writing at `path`), opening a second O_DIRECT descriptor.
-    pub(crate) fn new(file: File, path: &Path) -> DirectFile {
+    /// Wraps `file` (open for writing), opening a second O_DIRECT descriptor of the same
+    /// file. It is reopened through `/proc/self/fd`, never by its name: a name someone
+    /// swapped meanwhile (for a symlink to another file) cannot redirect the writes.
+    pub(crate) fn new(file: File) -> DirectFile {
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
-            .open(path)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .ok();
         DirectFile { file, direct }
     }
@@ -725,7 +727,7 @@ mod tests {
             .create_new(true)
             .open(&p)
             .unwrap();
-        let df = DirectFile::new(f, &p);
+        let df = DirectFile::new(f);
         let mut buf = AlignedBuf::default();
         let data = buf.get(3 * IO_ALIGN + 100);
         data.copy_from_slice(&random(9, 3 * IO_ALIGN + 100));

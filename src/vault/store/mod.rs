@@ -11,7 +11,8 @@
 //! - [`backup`]: [`backup_disk`], the bounded parallel pipeline read → zero check → hash →
 //!   dedup → compress → write, plus [`PinSet`] (digests a running backup relies on).
 //! - [`restore`]: [`restore_disk`], parallel fetch + decompress + verify + `pwrite` into a
-//!   sparse image.
+//!   sparse image, placed without replacing anything; [`TargetError`] for what goes wrong
+//!   in the target folder (as opposed to the vault's data).
 //! - [`verify`]: [`verify_chunks`], re-read + decompress + re-hash.
 //!
 //! # Design rationale
@@ -91,7 +92,7 @@ pub use backup::{
 };
 pub use chunks::{ChunkEncoder, ChunkStore, DEFAULT_COMPRESSION_LEVEL};
 pub use index::DiskIndex;
-pub use restore::restore_disk;
+pub use restore::{restore_disk, restore_disk_at, TargetError};
 pub use verify::{verify_chunks, ChunkFault};
 
 use crate::model::ErrorDetails;
@@ -193,8 +194,9 @@ pub enum StoreError {
         #[source]
         source: Box<StoreError>,
     },
-    #[error("restore target {} already exists: choose another target folder or move it away", .path.display())]
-    TargetExists { path: PathBuf },
+    /// A problem of the restore target (its folder, its file system), not of the vault.
+    #[error(transparent)]
+    Target(TargetError),
     #[error("{0}")]
     Invalid(String),
     #[error("cancelled")]
@@ -255,11 +257,7 @@ impl StoreError {
                     "Check free space, permissions and health of the vault's storage location.",
                 )
             }
-            StoreError::TargetExists { .. } => ErrorDetails::new(
-                "RestoreTargetExists",
-                "The restore target already exists",
-                msg,
-            ),
+            StoreError::Target(t) => t.details(),
             StoreError::Invalid(_) => ErrorDetails::new("InvalidArgument", "Invalid argument", msg),
             StoreError::Cancelled => ErrorDetails::new(
                 "OperationCancelled",

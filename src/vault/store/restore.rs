@@ -2,8 +2,20 @@
 //!
 //! Workers take slots of the index in turn (a shared cursor, no queue), fetch, decompress
 //! and re-hash each chunk, and `pwrite` it at its disk offset, skipping 4 KiB blocks of
-//! zeros so the image stays sparse. The image is written to `<out>.partial`, fsynced, then
-//! renamed to `out`: a failed or interrupted restore never leaves a file that looks whole.
+//! zeros so the image stays sparse. The image is written to `<name>.partial`, fsynced, then
+//! moved to `<name>`: a failed or interrupted restore never leaves a file that looks whole.
+//!
+//! # The target folder is not the vault
+//! The folder a restore writes into is the user's, and others may be able to write in it.
+//! Everything there goes through one handle of the folder ([`Dir`]), never a path looked up
+//! again: `<name>.partial` is created with `O_EXCL|O_NOFOLLOW` (a name planted in advance is
+//! refused, never written through), its O_DIRECT descriptor is a reopen of that file, and
+//! the finished image is moved with a rename that never replaces ([`Dir::rename_noreplace`]):
+//! whatever appeared at `<name>` while the restore ran stays, and the restore fails saying
+//! so. Afterwards `<name>` is checked to be the file that was written (whoever can write the
+//! folder could have swapped `<name>.partial`). Every failure of the target (full, read-only,
+//! no permission, a name taken, the folder gone) is a [`TargetError`], which says that the
+//! target is at fault, not the vault's data, and what to do.
 //!
 //! The file is created empty and extended with `set_len`, so it reads as zeros wherever
 //! nothing is written. Before the workers start, the ranges the index holds chunks for are
@@ -23,11 +35,12 @@ use super::backup::io_workers;
 use super::chunks::{ChunkReader, DirectFile};
 use super::{digest_hex, is_zero, ChunkStore, Digest, DiskIndex, StoreError};
 use crate::cancel::{CancelToken, Progress};
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use crate::fsx::{Dir, FsxError};
+use crate::model::ErrorDetails;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -35,18 +48,221 @@ use std::sync::Mutex;
 /// Granularity of hole detection in restored images (the usual file system block).
 const SPARSE_BLOCK: usize = 4096;
 
-/// `out` + ".partial": where a restore writes until it is complete.
-pub fn partial_path(out: &Path) -> PathBuf {
-    let mut s: OsString = out.as_os_str().to_owned();
+/// `<name>.partial`: where a restore writes until it is complete.
+pub fn partial_name(name: &OsStr) -> OsString {
+    let mut s = name.to_owned();
     s.push(".partial");
-    PathBuf::from(s)
+    s
 }
 
-/// Restores the disk described by `index` to a new sparse file `out` (an error if it
-/// exists). Any missing or corrupt chunk fails the restore with an error naming the chunk,
-/// the slot and the disk offset, and removes the partial output. `progress` gets the raw
-/// bytes of each chunk restored added (holes are not counted: set the total to
-/// [`DiskIndex::logical_bytes`]).
+/// `out` + ".partial" (tests look for it).
+#[cfg(test)]
+pub(crate) fn partial_path(out: &Path) -> PathBuf {
+    out.with_file_name(partial_name(out.file_name().unwrap_or_default()))
+}
+
+/// A problem of the restore target: the folder the user chose or its file system, not the
+/// vault's data (the recovery point is intact and can be restored once it is fixed).
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Something (a file, a folder, a symlink, dangling or not) is at the target's name.
+    #[error("{} already exists ({kind}); restore never replaces anything", .path.display())]
+    Exists { path: PathBuf, kind: &'static str },
+    /// A work file of a restore is there: another restore into the same folder runs, or
+    /// one was interrupted and its leftovers could not be removed.
+    #[error("{} already exists: another restore into this folder is running, or an interrupted one left it", .path.display())]
+    Leftover { path: PathBuf },
+    /// After the move, the target's name leads to another file than the one written.
+    #[error("{} is not the restored image: someone who can write in the folder replaced the file while the restore placed it", .path.display())]
+    Changed { path: PathBuf },
+    /// The folder or a file in it is refused by the safe-file rules (see [`crate::fsx`]).
+    #[error("{0}")]
+    Refused(String),
+    /// The file system refused an operation (full, read-only, no permission, gone, …).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The target folder, named in the fix.
+        folder: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl TargetError {
+    /// An I/O error in the target folder `folder` while doing `what` (which names the path).
+    pub fn io(folder: &Path, what: impl Into<String>, source: io::Error) -> TargetError {
+        TargetError::Io {
+            what: what.into(),
+            folder: folder.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A failed [`Dir`] operation in the target folder `folder` while doing `what` (the
+    /// path the error names is appended).
+    pub fn from_fsx(folder: &Path, what: &str, e: FsxError) -> TargetError {
+        match e {
+            FsxError::Io { path, source } => {
+                TargetError::io(folder, format!("{what} {}", path.display()), source)
+            }
+            FsxError::NotDir { path } => TargetError::io(
+                folder,
+                format!("{what} {}", path.display()),
+                io::Error::from_raw_os_error(libc::ENOTDIR),
+            ),
+            FsxError::Exists { path } => TargetError::Exists {
+                kind: "something",
+                path,
+            },
+            e => TargetError::Refused(e.to_string()),
+        }
+    }
+
+    /// The OS error behind this one, if any.
+    pub fn os_error(&self) -> Option<i32> {
+        match self {
+            TargetError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// Whether the target's file system ran out of space (or quota).
+    pub fn is_full(&self) -> bool {
+        matches!(self.os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    }
+
+    /// A stable code per problem, a title, and what the user can do.
+    fn class(&self) -> (&'static str, &'static str, String) {
+        let folder = |f: &Path| format!("'{}'", f.display());
+        match self {
+            TargetError::Exists { path, .. } => (
+                "RestoreTargetExists",
+                "The restore target already exists",
+                format!("Move {} away, or restore into another folder.", path.display()),
+            ),
+            TargetError::Leftover { path } => (
+                "RestoreTargetInUse",
+                "A restore into this folder is running or was interrupted",
+                format!(
+                    "If no other restore into this folder is running, remove {} and restore again.",
+                    path.display()
+                ),
+            ),
+            TargetError::Changed { .. } => (
+                "RestoreTargetChanged",
+                "The restore target was changed by someone else",
+                "Restore into a folder that only you can write (mode 0700).".to_string(),
+            ),
+            TargetError::Refused(_) => (
+                "RestoreTargetRefused",
+                "The restore target is refused",
+                "Restore into a folder of your own that others cannot change.".to_string(),
+            ),
+            TargetError::Io { folder: f, .. } => match self.os_error() {
+                Some(libc::ENOSPC) => (
+                    "RestoreTargetFull",
+                    "The restore target's file system is full",
+                    format!(
+                        "Free space on the file system that holds {} (`df -h {}`), or restore into a folder on another file system.",
+                        folder(f),
+                        folder(f)
+                    ),
+                ),
+                Some(libc::EDQUOT) => (
+                    "RestoreTargetFull",
+                    "The disk quota of the restore target is exhausted",
+                    format!(
+                        "Free space within the quota that applies to {}, raise the quota, or restore into another folder.",
+                        folder(f)
+                    ),
+                ),
+                Some(libc::EROFS) => (
+                    "RestoreTargetReadOnly",
+                    "The restore target is on a read-only file system",
+                    format!(
+                        "Restore into a folder on a writable file system, or remount the one that holds {} read-write.",
+                        folder(f)
+                    ),
+                ),
+                Some(libc::EACCES | libc::EPERM) => (
+                    "RestoreTargetAccessDenied",
+                    "vmvault may not write in the restore target",
+                    format!(
+                        "Restore into a folder that {} may write, or allow it to write in {} (permissions, ACLs, `chattr -i`).",
+                        crate::fsx::user_name(crate::fsx::euid()),
+                        folder(f)
+                    ),
+                ),
+                Some(libc::ENOENT) => (
+                    "RestoreTargetMissing",
+                    "The restore target folder is missing",
+                    format!(
+                        "{} (or a folder above it) was removed or renamed: create it again or choose another folder, then restore again.",
+                        folder(f)
+                    ),
+                ),
+                Some(libc::ENOTDIR) => (
+                    "RestoreTargetNotAFolder",
+                    "The restore target is not a folder",
+                    format!(
+                        "{} or a part of its path is a file: give the path of a folder.",
+                        folder(f)
+                    ),
+                ),
+                Some(libc::EFBIG) => (
+                    "RestoreTargetTooLarge",
+                    "The restore target's file system cannot hold a file this large",
+                    "Restore into a folder on a file system that allows large files (ext4, xfs, btrfs).".to_string(),
+                ),
+                _ => (
+                    "RestoreTargetError",
+                    "Writing the restore target failed",
+                    format!(
+                        "Check the file system and the disk that hold {} (`dmesg`).",
+                        folder(f)
+                    ),
+                ),
+            },
+        }
+    }
+
+    /// The stable code of this problem (`RestoreTargetFull`, …).
+    pub fn code(&self) -> &'static str {
+        self.class().0
+    }
+
+    /// What the user can do about it.
+    pub fn fix(&self) -> String {
+        self.class().2
+    }
+
+    /// The details to record on a job.
+    pub fn details(&self) -> ErrorDetails {
+        let (code, title, fix) = self.class();
+        ErrorDetails::new(code, title, self.to_string())
+            .recommend(fix)
+            .recommend("The recovery point is intact: nothing in the vault was changed. Restore again once the target is fixed.")
+    }
+}
+
+impl From<TargetError> for StoreError {
+    fn from(e: TargetError) -> Self {
+        StoreError::Target(e)
+    }
+}
+
+/// The error for `name` in `dir` being taken, saying what is there.
+pub fn exists_error(dir: &Dir, name: &OsStr) -> TargetError {
+    TargetError::Exists {
+        path: dir.path_of(name),
+        kind: dir.entry_kind(name).ok().flatten().unwrap_or("something"),
+    }
+}
+
+/// Restores the disk described by `index` to the new sparse file `out`: like
+/// [`restore_disk_at`] in the folder of `out`, opened once by its path.
 pub fn restore_disk(
     store: &ChunkStore,
     index: &DiskIndex,
@@ -54,67 +270,145 @@ pub fn restore_disk(
     progress: &Progress,
     cancel: &CancelToken,
     threads: usize,
-) -> Result<(), StoreError> {
+) -> Result<File, StoreError> {
+    let folder = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = out
+        .file_name()
+        .ok_or_else(|| StoreError::Invalid(format!("{} does not name a file", out.display())))?;
+    let dir = Dir::open_user(folder)
+        .map_err(|e| TargetError::from_fsx(folder, "opening the target folder", e))?;
+    restore_disk_at(store, index, &dir, name, progress, cancel, threads)
+}
+
+/// Restores the disk described by `index` to the new sparse file `name` in `dir` (an error
+/// if anything is there, and the restore never replaces what appears there meanwhile).
+/// Any missing or corrupt chunk fails the restore with an error naming the chunk, the slot
+/// and the disk offset; every failure removes the partial output. `progress` gets the raw
+/// bytes of each chunk restored added (holes are not counted: set the total to
+/// [`DiskIndex::logical_bytes`]). Returns the placed file, open for reading.
+pub fn restore_disk_at(
+    store: &ChunkStore,
+    index: &DiskIndex,
+    dir: &Dir,
+    name: &OsStr,
+    progress: &Progress,
+    cancel: &CancelToken,
+    threads: usize,
+) -> Result<File, StoreError> {
     index.validate().map_err(|r| {
         StoreError::Invalid(format!("cannot restore from an invalid disk index: {r}"))
     })?;
     if cancel.is_cancelled() {
         return Err(StoreError::Cancelled);
     }
-    if out.symlink_metadata().is_ok() {
-        return Err(StoreError::TargetExists {
-            path: out.to_path_buf(),
-        });
-    }
-    let partial = partial_path(out);
-    let file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)
+    let folder = dir.path();
+    if dir
+        .exists(name)
+        .map_err(|e| TargetError::from_fsx(folder, "checking", e))?
     {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(StoreError::Invalid(format!(
-                "{} already exists (left by an interrupted restore, or another restore to the \
-                 same target is running): remove it and retry",
-                partial.display()
-            )))
+        return Err(exists_error(dir, name).into());
+    }
+    let partial = partial_name(name);
+    let partial_path = dir.path_of(&partial);
+    let file = dir.create_new_rw(&partial, 0o600).map_err(|e| {
+        if e.is_exists() {
+            TargetError::Leftover {
+                path: partial_path.clone(),
+            }
+        } else {
+            TargetError::from_fsx(folder, "creating", e)
         }
-        Err(e) => {
-            return Err(StoreError::io(
-                format!("creating restore target {}", partial.display()),
-                e,
-            ))
-        }
-    };
-    let target = DirectFile::new(file, &partial);
-    let result =
-        write_image(store, index, &target, &partial, progress, cancel, threads).and_then(|()| {
-            target.file.sync_all().map_err(|e| {
-                StoreError::io(format!("flushing restore target {}", partial.display()), e)
-            })
-        });
-    drop(target);
+    })?;
+    let target = DirectFile::new(file);
+    let result = write_image(
+        store,
+        index,
+        &target,
+        &partial_path,
+        progress,
+        cancel,
+        threads,
+    )
+    .and_then(|()| {
+        target
+            .file
+            .sync_all()
+            .map_err(|e| target_io(&partial_path, "flushing", e))
+    })
+    .and_then(|()| place(dir, &partial, dir, name, &target.file));
+    let DirectFile { file, .. } = target;
     if let Err(e) = result {
-        let _ = fs::remove_file(&partial);
+        remove_if_ours(dir, &partial, &file);
         return Err(e);
     }
-    let finish = || -> io::Result<()> {
-        fs::rename(&partial, out)?;
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(parent)?.sync_all()
-    };
-    finish().map_err(|e| {
-        let _ = fs::remove_file(&partial);
-        StoreError::io(
-            format!("moving the restored image into place at {}", out.display()),
-            e,
-        )
-    })
+    Ok(file)
+}
+
+/// Moves the finished `partial` in `from` (the file `file`) to `name` in `dir` (on the same
+/// file system) without replacing anything, checks that `name` now leads to that file, and
+/// makes the move durable.
+pub fn place(
+    from: &Dir,
+    partial: &OsStr,
+    dir: &Dir,
+    name: &OsStr,
+    file: &File,
+) -> Result<(), StoreError> {
+    #[cfg(test)]
+    hooks::before_placing();
+    let folder = dir.path();
+    from.rename_noreplace(partial, dir, name).map_err(|e| {
+        if e.is_exists() {
+            exists_error(dir, name)
+        } else {
+            TargetError::from_fsx(folder, "moving the restored image into place at", e)
+        }
+    })?;
+    let ours = dir
+        .holds(name, file.as_fd())
+        .map_err(|e| TargetError::from_fsx(folder, "checking", e))?;
+    if !ours {
+        return Err(TargetError::Changed {
+            path: dir.path_of(name),
+        }
+        .into());
+    }
+    dir.sync()
+        .map_err(|e| TargetError::from_fsx(folder, "flushing the folder", e).into())
+}
+
+/// Removes `name` from `dir` if it is the file `file` (a file someone else put there
+/// meanwhile is left alone).
+pub fn remove_if_ours(dir: &Dir, name: &OsStr, file: &File) {
+    if dir.holds(name, file.as_fd()).unwrap_or(false) {
+        if let Err(e) = dir.remove_file(name) {
+            tracing::warn!(error = %e, "could not remove a file of a failed restore");
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod hooks {
+    //! A test's hook into a running restore (this thread only).
+    use std::cell::RefCell;
+
+    thread_local! {
+        static BEFORE_PLACING: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` once, just before the next restore on this thread places its image.
+    pub fn on_placing(f: impl FnOnce() + 'static) {
+        BEFORE_PLACING.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    pub(super) fn before_placing() {
+        if let Some(f) = BEFORE_PLACING.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
 }
 
 fn write_image(
@@ -126,25 +420,11 @@ fn write_image(
     cancel: &CancelToken,
     threads: usize,
 ) -> Result<(), StoreError> {
-    file.file.set_len(index.capacity).map_err(|e| {
-        StoreError::io(
-            format!(
-                "sizing restore target {} to {} bytes",
-                path.display(),
-                index.capacity
-            ),
-            e,
-        )
-    })?;
-    let preallocated = preallocate(&file.file, index).map_err(|e| {
-        StoreError::io(
-            format!(
-                "sizing restore target {} after a failed preallocation",
-                path.display()
-            ),
-            e,
-        )
-    })?;
+    file.file
+        .set_len(index.capacity)
+        .map_err(|e| target_io(path, &format!("sizing to {} bytes", index.capacity), e))?;
+    let preallocated = preallocate(&file.file, index)
+        .map_err(|e| target_io(path, "sizing after a failed preallocation", e))?;
     let holes = HolePuncher::new(&file.file, preallocated);
     let workers = io_workers(threads, index.chunk_size).min(index.entries.len().max(1));
     let next = AtomicUsize::new(0);
@@ -210,6 +490,12 @@ fn write_image(
     }
     holes.finish();
     Ok(())
+}
+
+/// An I/O error on the file `path` of the target folder while `what`.
+fn target_io(path: &Path, what: &str, e: io::Error) -> StoreError {
+    let folder = path.parent().unwrap_or(path);
+    TargetError::io(folder, format!("{} ({what})", path.display()), e).into()
 }
 
 /// Allocates the ranges `index` has chunks for (one call per run of consecutive slots).
@@ -347,15 +633,8 @@ fn restore_slot(
         });
     }
     let offset = slot * u64::from(index.chunk_size);
-    write_sparse(file, offset, raw, holes).map_err(|e| {
-        StoreError::io(
-            format!(
-                "writing restore target {} at offset {offset}",
-                path.display()
-            ),
-            e,
-        )
-    })?;
+    write_sparse(file, offset, raw, holes)
+        .map_err(|e| target_io(path, &format!("writing at offset {offset}"), e))?;
     progress.add_done(raw.len() as u64);
     Ok(())
 }
@@ -399,6 +678,7 @@ fn write_sparse(
 mod tests {
     use super::super::testutil::{compressible, random};
     use super::*;
+    use std::fs::{self, OpenOptions};
     use std::os::unix::fs::MetadataExt;
 
     /// Restores `index` to `out` with `threads`, without progress or cancel.
@@ -416,6 +696,7 @@ mod tests {
             &CancelToken::new(),
             threads,
         )
+        .map(drop)
     }
 
     fn store_with(chunks: &[&[u8]]) -> (tempfile::TempDir, ChunkStore, Vec<Digest>) {
@@ -464,7 +745,10 @@ mod tests {
 
         // The target exists now: refused, untouched.
         let e = restore_disk(&s, &index, &out, &progress, &CancelToken::new(), 2).unwrap_err();
-        assert!(matches!(e, StoreError::TargetExists { .. }), "{e}");
+        assert!(
+            matches!(e, StoreError::Target(TargetError::Exists { .. })),
+            "{e}"
+        );
     }
 
     #[test]
@@ -559,6 +843,170 @@ mod tests {
         assert!(!out.exists());
     }
 
+    /// A one-chunk disk in a fresh store, and the folder to restore it into.
+    fn one_chunk_disk() -> (tempfile::TempDir, ChunkStore, DiskIndex) {
+        let (t, s, ds) = store_with(&[&random(1, 1 << 16)]);
+        let index = DiskIndex {
+            capacity: 1 << 20,
+            chunk_size: 1 << 16,
+            entries: vec![(0, ds[0])],
+        };
+        (t, s, index)
+    }
+
+    fn target_code(e: &StoreError) -> &'static str {
+        match e {
+            StoreError::Target(t) => t.code(),
+            e => panic!("not a target error: {e}"),
+        }
+    }
+
+    #[test]
+    fn what_appears_at_the_target_while_restoring_is_kept() {
+        let (t, s, index) = one_chunk_disk();
+        let out = t.path().join("d.raw");
+        // A file, then a dangling symlink, created while the image is written.
+        let planted = out.clone();
+        hooks::on_placing(move || fs::write(&planted, b"theirs").unwrap());
+        let e = restore(&s, &index, &out, 2).unwrap_err();
+        assert_eq!(target_code(&e), "RestoreTargetExists", "{e}");
+        assert!(e.to_string().contains("never replaces"), "{e}");
+        assert_eq!(fs::read(&out).unwrap(), b"theirs");
+        assert!(!partial_path(&out).exists());
+
+        let out = t.path().join("e.raw");
+        let planted = out.clone();
+        hooks::on_placing(move || std::os::unix::fs::symlink("/nonexistent", &planted).unwrap());
+        let e = restore(&s, &index, &out, 2).unwrap_err();
+        assert!(e.to_string().contains("a symbolic link"), "{e}");
+        assert_eq!(fs::read_link(&out).unwrap(), Path::new("/nonexistent"));
+        assert!(!partial_path(&out).exists());
+    }
+
+    #[test]
+    fn a_partial_file_swapped_meanwhile_is_not_taken_for_the_image() {
+        let (t, s, index) = one_chunk_disk();
+        let out = t.path().join("d.raw");
+        let (partial, moved) = (partial_path(&out), t.path().join("moved"));
+        hooks::on_placing(move || {
+            fs::rename(&partial, &moved).unwrap();
+            fs::write(&partial, b"theirs").unwrap();
+        });
+        let e = restore(&s, &index, &out, 2).unwrap_err();
+        assert_eq!(target_code(&e), "RestoreTargetChanged", "{e}");
+    }
+
+    #[test]
+    fn names_planted_before_the_restore_are_refused_and_left_alone() {
+        let (t, s, index) = one_chunk_disk();
+        let victim = t.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        // A dangling symlink at the target counts as something there.
+        let out = t.path().join("d.raw");
+        std::os::unix::fs::symlink(t.path().join("nothing"), &out).unwrap();
+        let e = restore(&s, &index, &out, 2).unwrap_err();
+        assert_eq!(target_code(&e), "RestoreTargetExists", "{e}");
+        assert!(fs::symlink_metadata(&out).unwrap().is_symlink());
+        assert!(!t.path().join("nothing").exists());
+        // A symlink at the `.partial` name is never written through.
+        let out = t.path().join("e.raw");
+        std::os::unix::fs::symlink(&victim, partial_path(&out)).unwrap();
+        let e = restore(&s, &index, &out, 2).unwrap_err();
+        assert_eq!(target_code(&e), "RestoreTargetInUse", "{e}");
+        assert!(e.to_string().contains("e.raw.partial"), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!out.exists());
+    }
+
+    /// A small tmpfs mounted on a new folder, unmounted when dropped (needs root).
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(options: &str) -> Option<Tmpfs> {
+            if crate::fsx::euid() != 0 {
+                crate::provider::qemu::test_support::skip("mounting a tmpfs needs root");
+                return None;
+            }
+            let t = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(t.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                crate::provider::qemu::test_support::skip("mount -t tmpfs failed");
+                return None;
+            }
+            Some(Tmpfs(t))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_full_or_read_only_target_is_the_target_s_problem() {
+        // 4 MiB of incompressible data into 1 MiB.
+        let chunks: Vec<Vec<u8>> = (0..4).map(|i| random(10 + i, 1 << 20)).collect();
+        let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+        let (_t, s, ds) = store_with(&refs);
+        let index = DiskIndex {
+            capacity: 8 << 20,
+            chunk_size: 1 << 20,
+            entries: ds.iter().enumerate().map(|(i, d)| (i as u64, *d)).collect(),
+        };
+        let Some(small) = Tmpfs::mount("size=1m,mode=0700") else {
+            return;
+        };
+        let out = small.0.path().join("d.raw");
+        let e = restore(&s, &index, &out, 2).unwrap_err();
+        assert_eq!(target_code(&e), "RestoreTargetFull", "{e}");
+        let d = e.details();
+        assert!(d.message.contains("No space left"), "{d:?}");
+        assert!(d.recommendations[0].contains("df -h"), "{d:?}");
+        assert!(!d.to_string().contains("verify"), "{d:?}");
+        assert!(!out.exists() && !partial_path(&out).exists());
+        let Some(ro) = Tmpfs::mount("size=1m,ro") else {
+            return;
+        };
+        let e = restore(&s, &index, &ro.0.path().join("d.raw"), 2).unwrap_err();
+        assert_eq!(target_code(&e), "RestoreTargetReadOnly", "{e}");
+        assert!(e.details().recommendations[0].contains("read-write"), "{e}");
+    }
+
+    #[test]
+    fn each_target_problem_has_its_own_code_and_fix() {
+        let folder = Path::new("/srv/restore");
+        let cases = [
+            (libc::ENOSPC, "RestoreTargetFull", "Free space"),
+            (libc::EDQUOT, "RestoreTargetFull", "quota"),
+            (libc::EROFS, "RestoreTargetReadOnly", "read-write"),
+            (libc::EACCES, "RestoreTargetAccessDenied", "may write"),
+            (libc::EPERM, "RestoreTargetAccessDenied", "may write"),
+            (libc::ENOENT, "RestoreTargetMissing", "create it again"),
+            (libc::ENOTDIR, "RestoreTargetNotAFolder", "a file"),
+            (libc::EFBIG, "RestoreTargetTooLarge", "large files"),
+            (libc::EIO, "RestoreTargetError", "dmesg"),
+        ];
+        for (errno, code, fix) in cases {
+            let e = StoreError::from(TargetError::io(
+                folder,
+                "writing /srv/restore/d.raw.partial",
+                io::Error::from_raw_os_error(errno),
+            ));
+            let d = e.details();
+            assert_eq!(d.code, code, "errno {errno}");
+            assert!(d.recommendations[0].contains(fix), "{d:?}");
+            assert!(d.recommendations[1].contains("intact"), "{d:?}");
+            assert!(d.message.contains("d.raw.partial"), "{d:?}");
+        }
+    }
+
     #[test]
     fn cancelled_restore_removes_the_partial_file() {
         let (t, s, ds) = store_with(&[&random(1, 1 << 16)]);
@@ -587,7 +1035,7 @@ mod tests {
             .open(&p)
             .unwrap();
         f.set_len(1 << 20).unwrap();
-        let f = DirectFile::new(f, &p);
+        let f = DirectFile::new(f);
         let mut data = vec![0u8; 5 * 4096 + 10];
         data[4096] = 1; // block 1
         data[5 * 4096 + 9] = 2; // the short tail
