@@ -1,8 +1,7 @@
-//! The fault suite: a lost or swapped catalog, swapped indexes, planted symlinks and folders
-//! of other users. What is stored is never lost, and nothing outside the vault is written.
+//! A lost or swapped catalog, swapped indexes, planted symlinks and folders of other users:
+//! what is stored is never lost, and nothing outside the vault is written.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
