@@ -704,6 +704,38 @@ pub struct FsStat {
     pub read_only: bool,
 }
 
+/// Whether an I/O error means the file system (or the user's quota on it) is full.
+pub fn is_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
+/// "the file system holding PATH has 0 B free of 40 MiB": for messages about a full disk.
+/// Asks the nearest folder of `path` that exists; None if none can be asked.
+pub fn space_note(path: &Path) -> Option<String> {
+    let mut p = path;
+    loop {
+        if let Ok(c) = cstr(p.as_os_str()) {
+            let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+            // SAFETY: `c` is NUL-terminated; statvfs writes a whole struct on success.
+            if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } == 0 {
+                // SAFETY: initialised by the successful call above.
+                let st = unsafe { st.assume_init() };
+                let free = st.f_bavail.saturating_mul(st.f_frsize);
+                let total = st.f_blocks.saturating_mul(st.f_frsize);
+                return Some(format!(
+                    "the file system holding {} has {} free of {}",
+                    path.display(),
+                    crate::fmt::bytes(free),
+                    crate::fmt::bytes(total)
+                ));
+            }
+        }
+        p = p.parent()?;
+    }
+}
+
 /// `path` made absolute against the current folder (without resolving symlinks).
 pub fn absolute(path: &Path) -> Result<PathBuf> {
     if path.as_os_str().is_empty() {

@@ -301,7 +301,12 @@ impl store::ChunkRegistry for CatalogRegistry<'_> {
 }
 
 fn store_fail(e: store::StoreError) -> JobFail {
-    JobFail::vault("Could not write to the vault", e.to_string())
+    match e {
+        store::StoreError::Io { ref source, .. } if crate::fsx::is_full(source) => {
+            JobFail::Failed(e.details())
+        }
+        e => JobFail::vault("Could not write to the vault", e.to_string()),
+    }
 }
 
 fn run_backup(

@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 /// An error of the catalog, with the database it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("catalog {path}: {source}")]
+    #[error("catalog {}: {source}{}", .path.display(), full_note(.source, .path))]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -33,6 +33,28 @@ pub enum CatalogError {
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
+
+impl CatalogError {
+    /// Whether the catalog failed because its file system is full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, CatalogError::Sqlite { source, .. } if is_disk_full(source))
+    }
+}
+
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+}
+
+/// Where the space ran out, for the message of a full disk.
+fn full_note(e: &rusqlite::Error, path: &Path) -> String {
+    if !is_disk_full(e) {
+        return String::new();
+    }
+    match path.parent().and_then(crate::fsx::space_note) {
+        Some(note) => format!(" ({note}: free space there, or move the vault)"),
+        None => " (its file system is full: free space there, or move the vault)".into(),
+    }
+}
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
