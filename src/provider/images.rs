@@ -52,6 +52,35 @@ pub struct ImagesSettings {
     /// Read images that a running QEMU writes (crash-consistent at best). Default false.
     #[serde(default)]
     pub allow_crash_consistent_reads: Option<bool>,
+    /// Folders outside `path` whose files images may reference (shared backing files,
+    /// vmdk extents, symlinked images). Default none: only files inside `path` are read.
+    #[serde(default)]
+    pub allowed_roots: Vec<PathBuf>,
+}
+
+impl ImagesSettings {
+    /// Checks what serde cannot; `Err((key, message))` names the key at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.path.as_os_str().is_empty() {
+            return Err((
+                "path",
+                "path is empty: give the folder that holds the images (e.g. path = \"/srv/images\")".into(),
+            ));
+        }
+        if self.region.trim().is_empty() {
+            return Err((
+                "region",
+                "region is empty: name the region this folder stands for".into(),
+            ));
+        }
+        if self.allowed_roots.iter().any(|r| r.as_os_str().is_empty()) {
+            return Err((
+                "allowed_roots",
+                "allowed_roots holds an empty path: give folders (e.g. allowed_roots = [\"/srv/base-images\"])".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A folder of disk images as a source of VMs.
@@ -100,16 +129,7 @@ struct ImageVm {
 
 impl ImagesProvider {
     pub fn new(s: &ImagesSettings) -> Result<Self, ProviderError> {
-        if s.region.trim().is_empty() {
-            return Err(settings_error(
-                "region is empty: name the region this folder stands for",
-            ));
-        }
-        if s.path.as_os_str().is_empty() {
-            return Err(settings_error(
-                "path is empty: give the folder that holds the images",
-            ));
-        }
+        s.validate().map_err(|(_, msg)| settings_error(&msg))?;
         let root = std::path::absolute(&s.path).unwrap_or_else(|_| s.path.clone());
         let cloud_service = root
             .file_name()
@@ -626,6 +646,7 @@ mod tests {
             path: path.to_path_buf(),
             region: "lab-1".into(),
             allow_crash_consistent_reads: None,
+            allowed_roots: vec![],
         }
     }
 
