@@ -131,6 +131,8 @@ impl Setup {
             ))
         })?;
         init_logging(&config, &data_dir);
+        // Ends what a killed earlier run left running (a qemu-nbd holding an image lock).
+        crate::provider::supervise::init(&data_dir);
         Ok(Setup {
             config,
             vault,

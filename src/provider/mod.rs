@@ -150,3 +150,4 @@ pub mod images;
 pub mod libvirt;
 pub mod qemu;
 pub mod sim;
+pub mod supervise;

@@ -28,24 +28,24 @@
 //!   `x-dirty-bitmap`) yields the blocks changed since a checkpoint.
 //!
 //! # Processes
-//! Every child runs with a timeout, is killed (with its process group) when the job is
-//! cancelled, runs with `LC_ALL=C` so its messages can be recognised, and its stderr ends up
-//! in the error message. A missing tool is a clear [`ProviderError`] naming the package to
+//! Every child is started by `supervise` (it dies with vmvault), runs with a timeout, is
+//! killed (with its process group) when the job is cancelled, runs with `LC_ALL=C` so its
+//! messages can be recognised, and its stderr ends up in the error message. A missing tool is a clear [`ProviderError`] naming the package to
 //! install, never a panic.
 
 use crate::cancel::CancelToken;
 use crate::model::Extent;
+use crate::provider::supervise::Supervised;
 use crate::provider::{DiskReader, ProviderError};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -255,6 +255,18 @@ pub fn run_tool<S: AsRef<OsStr>>(
     timeout: Duration,
     cancel: &CancelToken,
 ) -> Result<Vec<u8>, RunError> {
+    run_tool_with_fds(tool, args, &[], timeout, cancel)
+}
+
+/// Like [`run_tool`]; the descriptors in `inherit` stay open in the tool (an image named
+/// `/proc/self/fd/N`).
+pub fn run_tool_with_fds<S: AsRef<OsStr>>(
+    tool: &str,
+    args: &[S],
+    inherit: &[RawFd],
+    timeout: Duration,
+    cancel: &CancelToken,
+) -> Result<Vec<u8>, RunError> {
     cancel.check().map_err(|_| RunError::Cancelled)?;
     let path = find_tool(tool).ok_or_else(|| RunError::NotFound {
         tool: tool.to_string(),
@@ -264,35 +276,30 @@ pub fn run_tool<S: AsRef<OsStr>>(
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Own process group, so that a kill also ends what the tool started (ssh for
-        // qemu+ssh:// URIs).
-        .process_group(0);
-    let mut child = cmd.spawn().map_err(|error| RunError::Spawn {
+        .stderr(Stdio::piped());
+    let mut child = Supervised::spawn(cmd, inherit).map_err(|error| RunError::Spawn {
         tool: tool.to_string(),
         error,
     })?;
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
+    let out = drain(child.child_mut().stdout.take());
+    let err = drain(child.child_mut().stderr.take());
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
             Err(error) => {
-                kill_group(&mut child);
                 return Err(RunError::Spawn {
                     tool: tool.to_string(),
                     error,
                 });
             }
         }
+        // Dropping `child` below kills it with its process group.
         if cancel.is_cancelled() {
-            kill_group(&mut child);
             return Err(RunError::Cancelled);
         }
         if start.elapsed() >= timeout {
-            kill_group(&mut child);
             return Err(RunError::TimedOut {
                 tool: tool.to_string(),
                 after: timeout,
@@ -327,16 +334,6 @@ fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<
         }
         buf
     })
-}
-
-fn kill_group(child: &mut Child) {
-    // SAFETY: kill(2) with a negative pid signals the process group the child leads
-    // (it was spawned with process_group(0)); no memory is involved.
-    unsafe {
-        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Builds an argument list of mixed strings and paths.
@@ -924,9 +921,10 @@ impl Drop for PrivateDir {
     }
 }
 
-/// A `qemu-nbd` exporting one image read-only on a private unix socket; killed on drop.
+/// A `qemu-nbd` exporting one image read-only on a private unix socket; killed on drop
+/// (and when vmvault dies: see `supervise`).
 pub struct NbdServer {
-    child: Child,
+    child: Supervised,
     socket: PathBuf,
     _dir: PrivateDir,
 }
@@ -961,12 +959,11 @@ impl NbdServer {
         cmd.env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = cmd.spawn().map_err(|e| {
+            .stderr(Stdio::piped());
+        let mut child = Supervised::spawn(cmd, &[]).map_err(|e| {
             ProviderError::io(format!("starting qemu-nbd for {}", path.display()), e)
         })?;
-        let stderr = drain(child.stderr.take());
+        let stderr = drain(child.child_mut().stderr.take());
         let mut server = NbdServer {
             child,
             socket,
@@ -1012,12 +1009,6 @@ impl NbdServer {
 
     pub fn socket(&self) -> &Path {
         &self.socket
-    }
-}
-
-impl Drop for NbdServer {
-    fn drop(&mut self) {
-        kill_group(&mut self.child);
     }
 }
 
@@ -1578,6 +1569,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+    use std::process::Child;
 
     #[test]
     fn merge_joins_touching_and_overlapping_ranges() {
