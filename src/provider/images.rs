@@ -8,12 +8,28 @@
 //! - Each subfolder holding images is a VM with several disks, ordered by file name.
 //! - Image files are recognised by extension: `.raw .img .bin .qcow2 .qcow .vmdk .vhd .vpc
 //!   .vhdx` (other files, and hidden ones, are ignored). The format is pinned by the
-//!   extension — probing a raw disk could mistake guest data for an image header — except
-//!   for `.img`/`.bin`, which are probed (cloud images named `.img` are usually qcow2).
-//! - A file that is the backing file of another image, or an extent of a split vmdk, is
-//!   part of that disk, not a VM: a qcow2 overlay with its backing chain is ONE disk.
+//!   extension, never probed: `.raw .img .bin` are raw (a raw disk holds guest data, which
+//!   can look like an image header naming other files). An `.img` that starts like a
+//!   qcow2 image is read as raw, with a warning (cloud images named `.img` are often qcow2:
+//!   rename those to `.qcow2`).
+//! - A file that is the backing file of another image, its data file, or an extent of a
+//!   split vmdk, is part of that disk, not a VM: a qcow2 overlay with its backing chain is
+//!   ONE disk. A VM that became part of another so is reported by discovery with what
+//!   happened.
 //! - The cloud service is the folder's name, the region comes from the settings, and the
 //!   source id is `images:<path relative to the folder>`, stable across runs.
+//!
+//! # What is read
+//! Only regular files inside the folder, or inside the folders of `allowed_roots`; every
+//! file an image names (backing files, data files, vmdk extents) is checked before QEMU's
+//! tools may open it, and they get exactly the checked files (see `chain`). Registration
+//! shows each disk's chain.
+//!
+//! # One bad image does not hide the others
+//! An entry that looks like a VM but cannot be read (a truncated image, a missing backing
+//! file, a backing loop, a FIFO, a socket or a device named like an image, a file outside
+//! the folder) is listed with its error and is a warning of the Discover job; the other
+//! VMs are listed as usual. Registering or backing it up fails with the same error.
 //!
 //! # Consistency
 //! An image that no QEMU writes does not change while vmvault reads it: the snapshot holds
@@ -31,13 +47,16 @@
 //! Plain files have no changed-block tracking: `cbt_token` is `None` and the vault reads
 //! every allocated extent (its deduplication still stores only changed chunks).
 
+use super::chain::{display_format, format_of_name, FileId, ImageChain, Roots, TopInfo};
 use super::qemu::{self, human_bytes, OpenDisk};
 use crate::cancel::CancelToken;
-use crate::model::{Consistency, DiskInfo, Os, PowerState, Vm};
-use crate::provider::{DiskReader, Provider, ProviderError, RegistrationReport, Snapshot};
+use crate::model::{Consistency, DiskInfo, ErrorDetails, Os, PowerState, Vm};
+use crate::provider::{
+    Discovery, DiskReader, Provider, ProviderError, RegistrationReport, Snapshot, VM_ABSORBED,
+};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -87,6 +106,7 @@ impl ImagesSettings {
 #[derive(Debug, Clone)]
 pub struct ImagesProvider {
     root: PathBuf,
+    allowed_roots: Vec<PathBuf>,
     region: String,
     cloud_service: String,
     allow_crash_consistent_reads: bool,
@@ -95,36 +115,64 @@ pub struct ImagesProvider {
 /// Prefix of this source's VM ids.
 const ID_PREFIX: &str = "images:";
 
-/// Extensions of image files, with the format they pin (None: probe).
-const IMAGE_EXTENSIONS: &[(&str, Option<&str>)] = &[
-    ("raw", Some("raw")),
-    ("img", None),
-    ("bin", None),
-    ("qcow2", Some("qcow2")),
-    ("qcow", Some("qcow")),
-    ("vmdk", Some("vmdk")),
-    ("vhd", Some("vpc")),
-    ("vpc", Some("vpc")),
-    ("vhdx", Some("vhdx")),
-];
+/// Size label of a VM that cannot be read.
+const UNREADABLE: &str = "unreadable";
 
-/// One disk image of a VM, as found on disk.
-#[derive(Debug, Clone)]
+/// One disk image of a VM, as found on disk, with everything it reads.
+#[derive(Debug)]
 struct ImageDisk {
     path: PathBuf,
     file_name: String,
-    info: qemu::ImageInfo,
+    chain: ImageChain,
+    info: TopInfo,
     in_use: bool,
+    /// Worth a warning, but readable (an `.img` that looks like qcow2).
+    notes: Vec<String>,
+}
+
+/// A disk image that cannot be read, with why.
+#[derive(Debug)]
+struct BadDisk {
+    file_name: String,
+    /// What the entry is (following symlinks), to tell whether it is part of another image.
+    id: Option<FileId>,
+    error: ProviderError,
 }
 
 /// A VM of the folder: one image file, or a subfolder of images.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ImageVm {
     /// Path relative to the folder (`web.qcow2`, `db`).
     rel: String,
     /// The name before clash resolution (file stem or folder name).
     stem: String,
-    disks: Vec<ImageDisk>,
+    disks: Vec<Result<ImageDisk, BadDisk>>,
+    /// Why the VM as a whole cannot be read (a subfolder outside the folder).
+    error: Option<ProviderError>,
+}
+
+impl ImageVm {
+    /// The first error that keeps this VM from being read.
+    fn error(&self) -> Option<&ProviderError> {
+        self.error.as_ref().or_else(|| {
+            self.disks
+                .iter()
+                .find_map(|d| d.as_ref().err().map(|b| &b.error))
+        })
+    }
+
+    fn readable(&self) -> impl Iterator<Item = &ImageDisk> {
+        self.disks.iter().filter_map(|d| d.as_ref().ok())
+    }
+
+    /// The identity of a single-file VM's file (to tell whether it is part of another).
+    fn single_file(&self) -> Option<FileId> {
+        match self.disks.as_slice() {
+            [Ok(d)] if self.rel == d.file_name => Some(d.chain.top().file.id),
+            [Err(b)] if self.rel == b.file_name => b.id,
+            _ => None,
+        }
+    }
 }
 
 impl ImagesProvider {
@@ -138,13 +186,19 @@ impl ImagesProvider {
             .unwrap_or_else(|| "images".to_string());
         Ok(ImagesProvider {
             root,
+            allowed_roots: s
+                .allowed_roots
+                .iter()
+                .map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone()))
+                .collect(),
             region: s.region.trim().to_string(),
             cloud_service,
             allow_crash_consistent_reads: s.allow_crash_consistent_reads.unwrap_or(false),
         })
     }
 
-    fn check_root(&self) -> Result<(), ProviderError> {
+    /// The folders images may read, once the folder is found to exist.
+    fn roots(&self) -> Result<Roots, ProviderError> {
         if !self.root.is_dir() {
             return Err(ProviderError::new(
                 "UserErrorImagesFolderNotFound",
@@ -156,110 +210,172 @@ impl ImagesProvider {
             )
             .recommend("Check `path` of the vault's source in the configuration"));
         }
-        Ok(())
+        Roots::new(&self.root, &self.allowed_roots).map_err(|e| {
+            ProviderError::io(
+                format!("resolving the images folder {}", self.root.display()),
+                e,
+            )
+        })
     }
 
-    /// Every VM of the folder, backing files and vmdk extents excluded.
-    fn scan(&self, cancel: &CancelToken) -> Result<Vec<ImageVm>, ProviderError> {
-        self.check_root()?;
+    /// Every VM of the folder, parts of other images excluded; with the ids of VMs that are
+    /// now parts of others, and why.
+    fn scan(
+        &self,
+        cancel: &CancelToken,
+    ) -> Result<(Vec<ImageVm>, Vec<(String, ErrorDetails)>), ProviderError> {
+        let roots = self.roots()?;
         qemu::require_tool("qemu-img")?;
         let mut vms = Vec::new();
         for entry in sorted_entries(&self.root)? {
             cancel.check()?;
-            let name = entry
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = file_name(&entry);
             if entry.is_dir() {
-                let disks = self.images_in(&entry, cancel)?;
-                if !disks.is_empty() {
-                    vms.push(ImageVm {
-                        rel: name.clone(),
-                        stem: name,
-                        disks,
-                    });
+                let vm = self.folder_vm(&entry, &name, &roots, cancel)?;
+                if !vm.disks.is_empty() || vm.error.is_some() {
+                    vms.push(vm);
                 }
-            } else if let Some(fmt) = image_format_hint(&entry) {
-                let disk = self.inspect(&entry, fmt, cancel)?;
+            } else if let Some(format) = format_of_name(&entry) {
                 vms.push(ImageVm {
-                    rel: name.clone(),
                     stem: stem_of(&name),
-                    disks: vec![disk],
+                    disks: vec![self.inspect(&entry, format, &roots, cancel)?],
+                    rel: name,
+                    error: None,
                 });
             }
         }
         // A file that is part of another image is no VM of its own.
-        let parts: HashSet<PathBuf> = vms
+        let parts: HashMap<FileId, String> = vms
             .iter()
-            .flat_map(|vm| vm.disks.iter())
-            .flat_map(|d| {
-                d.info
-                    .backing_files
-                    .iter()
-                    .chain(d.info.extent_files.iter())
+            .flat_map(|vm| vm.readable().map(move |d| (vm, d)))
+            .flat_map(|(vm, d)| {
+                d.chain.parts().map(move |(id, role)| {
+                    (
+                        id,
+                        format!("{role} of {} (VM {})", d.path_in(&vm.rel), vm.stem),
+                    )
+                })
             })
-            .map(|p| canonical(p))
             .collect();
-        vms.retain(|vm| {
-            !(vm.disks.len() == 1
-                && vm.rel == vm.disks[0].file_name
-                && parts.contains(&canonical(&vm.disks[0].path)))
+        let mut absorbed = Vec::new();
+        vms.retain_mut(|vm| {
+            if let Some(of) = vm.single_file().and_then(|id| parts.get(&id)) {
+                absorbed.push((format!("{ID_PREFIX}{}", vm.rel), self.absorbed(&vm.rel, of)));
+                return false;
+            }
+            vm.disks.retain(|d| {
+                let id = match d {
+                    Ok(d) => Some(d.chain.top().file.id),
+                    Err(b) => b.id,
+                };
+                !id.is_some_and(|id| parts.contains_key(&id))
+            });
+            !vm.disks.is_empty() || vm.error.is_some()
         });
-        Ok(vms)
+        Ok((vms, absorbed))
     }
 
-    /// The images of a subfolder (one VM), ordered by file name, parts of others excluded.
-    fn images_in(&self, dir: &Path, cancel: &CancelToken) -> Result<Vec<ImageDisk>, ProviderError> {
-        let mut disks = Vec::new();
-        for f in sorted_entries(dir)? {
+    /// Why a VM that became part of another is no VM any more.
+    fn absorbed(&self, rel: &str, of: &str) -> ErrorDetails {
+        ErrorDetails::new(
+            VM_ABSORBED,
+            "The image is now part of another VM",
+            format!(
+                "{rel} is no VM of its own any more: it is now the {of}; its data is backed up with that VM"
+            ),
+        )
+        .recommend("Back up the VM it belongs to now (register and protect it if it is not yet)")
+        .recommend(format!(
+            "Or, if {rel} must stay a VM of its own, keep a copy of it for the other image (qemu-img create -b COPY …) and run discovery again"
+        ))
+        .recommend("Its recovery points are kept; stop its protection when it needs no new backups")
+    }
+
+    /// A subfolder as a VM: its images, ordered by file name.
+    fn folder_vm(
+        &self,
+        dir: &Path,
+        name: &str,
+        roots: &Roots,
+        cancel: &CancelToken,
+    ) -> Result<ImageVm, ProviderError> {
+        let mut vm = ImageVm {
+            rel: name.to_string(),
+            stem: name.to_string(),
+            disks: Vec::new(),
+            error: None,
+        };
+        let images: Vec<PathBuf> = sorted_entries(dir)?
+            .into_iter()
+            .filter(|f| !f.is_dir() && format_of_name(f).is_some())
+            .collect();
+        if images.is_empty() {
+            return Ok(vm);
+        }
+        // A symlink to a folder elsewhere: its images are not the folder's.
+        if let Err(e) = roots.check_folder(dir) {
+            vm.error = Some(e);
+            return Ok(vm);
+        }
+        for f in images {
             cancel.check()?;
-            if let Some(fmt) = image_format_hint(&f).filter(|_| f.is_file()) {
-                disks.push(self.inspect(&f, fmt, cancel)?);
+            if let Some(format) = format_of_name(&f) {
+                vm.disks.push(self.inspect(&f, format, roots, cancel)?);
             }
         }
-        let parts: HashSet<PathBuf> = disks
-            .iter()
-            .flat_map(|d| {
-                d.info
-                    .backing_files
-                    .iter()
-                    .chain(d.info.extent_files.iter())
-            })
-            .map(|p| canonical(p))
-            .collect();
-        disks.retain(|d| !parts.contains(&canonical(&d.path)));
-        Ok(disks)
+        Ok(vm)
     }
 
-    /// Reads an image's format and capacity; an image a running QEMU holds is reported as
-    /// in use (its information read with force-share).
+    /// Resolves an image's chain and reads its capacity; an image a running QEMU holds is
+    /// reported as in use (its information read with force-share). Errors of the image
+    /// are a `BadDisk`; only cancellation and a missing tool fail the caller.
     fn inspect(
         &self,
         path: &Path,
-        format: Option<&str>,
+        format: &str,
+        roots: &Roots,
         cancel: &CancelToken,
-    ) -> Result<ImageDisk, ProviderError> {
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (info, in_use) = match qemu::image_info(path, format, false, cancel) {
-            Ok(info) => (info, false),
-            Err(e) if qemu::is_image_in_use(&e) => {
-                (qemu::image_info(path, format, true, cancel)?, true)
+    ) -> Result<Result<ImageDisk, BadDisk>, ProviderError> {
+        let file_name = file_name(path);
+        let inspected = ImageChain::resolve(path, format, roots).and_then(|chain| {
+            let (info, in_use) = match chain.info(false, cancel) {
+                Ok(info) => (info, false),
+                Err(e) if qemu::is_image_in_use(&e) => (chain.info(true, cancel)?, true),
+                Err(e) => return Err(e),
+            };
+            Ok((chain, info, in_use))
+        });
+        match inspected {
+            Ok((chain, info, in_use)) => {
+                let notes = looks_like_qcow2(&chain)
+                    .then(|| format!(
+                        "{file_name} starts like a qcow2 image but is read as raw, because its name says raw; if it is a qcow2 image (a cloud image, not a VM's disk), rename it to {}.qcow2",
+                        stem_of(&file_name)
+                    ))
+                    .into_iter()
+                    .collect();
+                Ok(Ok(ImageDisk {
+                    path: path.to_path_buf(),
+                    file_name,
+                    chain,
+                    info,
+                    in_use,
+                    notes,
+                }))
             }
-            Err(e) => return Err(e),
-        };
-        Ok(ImageDisk {
-            path: path.to_path_buf(),
-            file_name,
-            info,
-            in_use,
-        })
+            Err(ProviderError::Cancelled) => Err(ProviderError::Cancelled),
+            Err(e) if e.details().code == qemu::TOOL_NOT_FOUND => Err(e),
+            Err(error) => Ok(Err(BadDisk {
+                file_name,
+                id: FileId::of_path(path),
+                error,
+            })),
+        }
     }
 
-    /// Finds the VM behind a source id again (the folder may have changed since discovery).
-    fn find(&self, vm: &Vm, cancel: &CancelToken) -> Result<ImageVm, ProviderError> {
+    /// Finds the VM behind a source id again (the folder may have changed since discovery);
+    /// an image of it that cannot be read is the error.
+    fn find(&self, vm: &Vm, cancel: &CancelToken) -> Result<Vec<ImageDisk>, ProviderError> {
         let not_found = || {
             ProviderError::new(
                 "UserErrorVmNotFound",
@@ -282,32 +398,59 @@ impl ImagesProvider {
         {
             return Err(not_found());
         }
-        self.check_root()?;
+        let roots = self.roots()?;
         qemu::require_tool("qemu-img")?;
         let path = self.root.join(rel_path);
-        let disks = if path.is_dir() {
-            self.images_in(&path, cancel)?
-        } else if let Some(fmt) = image_format_hint(&path).filter(|_| path.is_file()) {
-            vec![self.inspect(&path, fmt, cancel)?]
+        let found = if path.is_dir() {
+            self.folder_vm(&path, rel, &roots, cancel)?
+        } else if let Some(format) =
+            format_of_name(&path).filter(|_| std::fs::symlink_metadata(&path).is_ok())
+        {
+            ImageVm {
+                rel: rel.to_string(),
+                stem: vm.name.clone(),
+                disks: vec![self.inspect(&path, format, &roots, cancel)?],
+                error: None,
+            }
         } else {
             return Err(not_found());
         };
+        if let Some(e) = found.error() {
+            return Err(e.clone());
+        }
+        // Parts of the subfolder's other images are no disks of their own.
+        let mut disks: Vec<ImageDisk> = found.disks.into_iter().filter_map(Result::ok).collect();
+        let parts: std::collections::HashSet<FileId> = disks
+            .iter()
+            .flat_map(|d| d.chain.parts().map(|(id, _)| id))
+            .collect();
+        disks.retain(|d| !parts.contains(&d.chain.top().file.id));
         if disks.is_empty() {
             return Err(not_found());
         }
-        Ok(ImageVm {
-            rel: rel.to_string(),
-            stem: vm.name.clone(),
-            disks,
-        })
+        Ok(disks)
     }
 
     fn to_vm(&self, vm: &ImageVm, name: String) -> Vm {
-        let capacity: u64 = vm.disks.iter().map(|d| d.info.virtual_size).sum();
+        let disks: Vec<DiskInfo> = vm
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DiskInfo {
+                index: i as u32,
+                name: match d {
+                    Ok(d) => d.file_name.clone(),
+                    Err(b) => b.file_name.clone(),
+                },
+                capacity: d.as_ref().map_or(0, |d| d.info.virtual_size),
+            })
+            .collect();
+        let capacity: u64 = disks.iter().map(|d| d.capacity).sum();
         let size = match vm.disks.as_slice() {
-            [one] => format!(
+            _ if vm.error().is_some() => UNREADABLE.to_string(),
+            [Ok(one)] => format!(
                 "{}, {}",
-                display_format(&one.info.format),
+                display_format(one.chain.format()),
                 human_bytes(capacity)
             ),
             many => format!("{} disks, {}", many.len(), human_bytes(capacity)),
@@ -319,12 +462,50 @@ impl ImagesProvider {
             cloud_service: self.cloud_service.clone(),
             region: self.region.clone(),
             size,
-            power_state: if vm.disks.iter().any(|d| d.in_use) {
+            power_state: if vm.readable().any(|d| d.in_use) {
                 PowerState::Running
             } else {
                 PowerState::Stopped
             },
-            disks: disk_infos(&vm.disks),
+            disks,
+        }
+    }
+
+    /// Opens a disk for a snapshot: locked against writers, or (an image a running QEMU
+    /// writes, when allowed) shared, with a warning.
+    fn open_disk(
+        &self,
+        d: ImageDisk,
+        label: &str,
+        warnings: &mut Vec<String>,
+        cancel: &CancelToken,
+    ) -> Result<OpenDisk, ProviderError> {
+        let capacity = d.info.virtual_size;
+        let mut shared = |chain: ImageChain| {
+            if !self.allow_crash_consistent_reads {
+                return Err(self.in_use_error(qemu::image_in_use(&d.path)));
+            }
+            tracing::warn!(
+                "{label}: {} is in use by a running QEMU; reading it while it changes (allow_crash_consistent_reads)",
+                d.path.display()
+            );
+            warnings.push(format!(
+                "{} was in use by a running QEMU and was read while it changed (allow_crash_consistent_reads): \
+                 the recovery point is crash-consistent at best; a libvirt source takes a consistent snapshot",
+                d.file_name
+            ));
+            OpenDisk::open_chain(chain, capacity, true, label, cancel)
+        };
+        if d.in_use {
+            return shared(d.chain);
+        }
+        let format = d.chain.format().to_string();
+        match OpenDisk::open_chain(d.chain, capacity, false, label, cancel) {
+            // A VM started since the image was found: its chain again, shared.
+            Err(e) if qemu::is_image_in_use(&e) => {
+                shared(ImageChain::resolve(&d.path, &format, &self.roots()?)?)
+            }
+            other => other,
         }
     }
 
@@ -339,6 +520,43 @@ impl ImagesProvider {
              (crash-consistent at best)",
         )
     }
+}
+
+impl ImageDisk {
+    /// Files of the chain outside the images folder (read because `allowed_roots` allows
+    /// them), for a warning at registration.
+    fn outside(&self, roots: &Roots) -> Vec<String> {
+        self.chain
+            .files()
+            .filter(|f| !f.real.starts_with(roots.folder()))
+            .map(|f| f.real.display().to_string())
+            .collect()
+    }
+}
+
+trait PathIn {
+    fn path_in(&self, rel: &str) -> String;
+}
+
+impl PathIn for ImageDisk {
+    /// The disk's path relative to the images folder (`db01/1-data.qcow2`).
+    fn path_in(&self, rel: &str) -> String {
+        if rel == self.file_name {
+            rel.to_string()
+        } else {
+            format!("{rel}/{}", self.file_name)
+        }
+    }
+}
+
+/// A raw image whose first bytes are a qcow2 header.
+fn looks_like_qcow2(chain: &ImageChain) -> bool {
+    use std::os::unix::fs::FileExt;
+    let top = chain.top();
+    let mut magic = [0u8; 4];
+    top.format == "raw"
+        && top.file.file.read_exact_at(&mut magic, 0).is_ok()
+        && magic == *b"QFI\xfb"
 }
 
 fn settings_error(msg: &str) -> ProviderError {
@@ -374,13 +592,10 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ProviderError> {
     Ok(v)
 }
 
-/// `Some(format)` for an image file name (`Some(None)`: probe the format).
-fn image_format_hint(path: &Path) -> Option<Option<&'static str>> {
-    let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
-    IMAGE_EXTENSIONS
-        .iter()
-        .find(|(e, _)| *e == ext)
-        .map(|(_, f)| *f)
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn stem_of(file_name: &str) -> String {
@@ -388,18 +603,6 @@ fn stem_of(file_name: &str) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| file_name.to_string())
-}
-
-fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-fn display_format(qemu_format: &str) -> &str {
-    if qemu_format == "vpc" {
-        "vhd"
-    } else {
-        qemu_format
-    }
 }
 
 /// A disk image tells nothing reliable about its OS; a name that says Windows or a common
@@ -485,36 +688,60 @@ impl Provider for ImagesProvider {
         )
     }
 
-    fn discover(&self, cancel: &CancelToken) -> Result<Vec<Vm>, ProviderError> {
-        let vms = self.scan(cancel)?;
-        Ok(vms
-            .iter()
-            .zip(names(&vms))
-            .map(|(vm, name)| self.to_vm(vm, name))
-            .collect())
+    fn discover(&self, cancel: &CancelToken) -> Result<Discovery, ProviderError> {
+        let (vms, absorbed) = self.scan(cancel)?;
+        let mut found = Discovery {
+            absorbed,
+            ..Default::default()
+        };
+        for (vm, name) in vms.iter().zip(names(&vms)) {
+            found
+                .warnings
+                .extend(vm.readable().flat_map(|d| d.notes.iter().cloned()));
+            let listed = self.to_vm(vm, name);
+            match vm.error() {
+                Some(e) => found.unreadable.push((listed, e.details())),
+                None => found.vms.push(listed),
+            }
+        }
+        for r in &self.allowed_roots {
+            if !r.is_dir() {
+                found.warnings.push(format!(
+                    "allowed_roots: {} does not exist or is not a folder; it allows nothing",
+                    r.display()
+                ));
+            }
+        }
+        Ok(found)
     }
 
     fn register(&self, vm: &Vm, cancel: &CancelToken) -> Result<RegistrationReport, ProviderError> {
-        let found = self.find(vm, cancel)?;
+        let disks = self.find(vm, cancel)?;
+        let roots = self.roots()?;
         let mut report = RegistrationReport::default();
-        for (i, d) in found.disks.iter().enumerate() {
-            std::fs::File::open(&d.path).map_err(|e| {
-                ProviderError::io(
-                    format!("opening disk {} ({})", d.file_name, d.path.display()),
-                    e,
-                )
-            })?;
-            let mut line = format!(
-                "disk {i} {}: {}, {}, {} on the host",
+        for (i, d) in disks.iter().enumerate() {
+            let reads = if d.chain.layers.len() > 1 {
+                "backing chain"
+            } else {
+                "reads"
+            };
+            report.findings.push(format!(
+                "disk {i} {}: {}, {}, {} on the host; {reads}: {}",
                 d.file_name,
-                display_format(&d.info.format),
+                display_format(d.chain.format()),
                 human_bytes(d.info.virtual_size),
-                human_bytes(d.info.actual_size)
-            );
-            if let Some(b) = d.info.backing_files.first() {
-                line.push_str(&format!(", backing file {}", b.display()));
+                human_bytes(d.chain.allocated()),
+                d.chain.describe(&roots)
+            ));
+            let outside = d.outside(&roots);
+            if !outside.is_empty() {
+                report.warnings.push(format!(
+                    "disk {i} {} reads files outside the images folder (allowed by allowed_roots): {}",
+                    d.file_name,
+                    outside.join(", ")
+                ));
             }
-            report.findings.push(line);
+            report.warnings.extend(d.notes.iter().cloned());
             if d.in_use {
                 report.warnings.push(if self.allow_crash_consistent_reads {
                     format!(
@@ -544,45 +771,20 @@ impl Provider for ImagesProvider {
         cancel: &CancelToken,
     ) -> Result<Box<dyn Snapshot>, ProviderError> {
         let found = self.find(vm, cancel)?;
-        let mut open = Vec::with_capacity(found.disks.len());
+        let infos = disk_infos(&found);
+        let mut open = Vec::with_capacity(found.len());
         let mut warnings = Vec::new();
-        for d in &found.disks {
+        for d in found {
             let label = format!("disk {} of {}", d.file_name, vm.qualified_name());
-            let disk = match OpenDisk::open_image(
-                &d.path,
-                &d.info.format,
-                d.info.virtual_size,
-                false,
+            open.push(Arc::new(self.open_disk(
+                d,
                 &label,
+                &mut warnings,
                 cancel,
-            ) {
-                Ok(disk) => disk,
-                Err(e) if qemu::is_image_in_use(&e) && self.allow_crash_consistent_reads => {
-                    tracing::warn!(
-                        "{label}: {} is in use by a running QEMU; reading it while it changes (allow_crash_consistent_reads)",
-                        d.path.display()
-                    );
-                    warnings.push(format!(
-                        "{} was in use by a running QEMU and was read while it changed (allow_crash_consistent_reads): \
-                         the recovery point is crash-consistent at best; a libvirt source takes a consistent snapshot",
-                        d.file_name
-                    ));
-                    OpenDisk::open_image(
-                        &d.path,
-                        &d.info.format,
-                        d.info.virtual_size,
-                        true,
-                        &label,
-                        cancel,
-                    )?
-                }
-                Err(e) if qemu::is_image_in_use(&e) => return Err(self.in_use_error(e)),
-                Err(e) => return Err(e),
-            };
-            open.push(Arc::new(disk));
+            )?));
         }
         Ok(Box::new(ImagesSnapshot {
-            disks: disk_infos(&found.disks),
+            disks: infos,
             open,
             warnings,
         }))
@@ -829,7 +1031,12 @@ mod tests {
         }
         let dir = folder();
         let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
-        let vms = provider.discover(&CancelToken::new()).unwrap();
+        let found = provider.discover(&CancelToken::new()).unwrap();
+        assert!(
+            found.unreadable.is_empty() && found.warnings.is_empty(),
+            "{found:#?}"
+        );
+        let vms = found.vms;
         let summary: Vec<(String, String, Vec<String>)> = vms
             .iter()
             .map(|v| {
@@ -936,11 +1143,14 @@ mod tests {
                 p(&d.join("db01/1-data.qcow2")),
             ],
         );
-        for vm in &provider.discover(&CancelToken::new()).unwrap() {
+        for vm in &provider.discover(&CancelToken::new()).unwrap().vms {
             check_all_disks(&provider, vm, dir.path());
         }
         let reg = provider.register(&vms[0], &CancelToken::new()).unwrap();
-        assert!(reg.findings[0].contains("backing file"), "{reg:?}");
+        assert!(
+            reg.findings[0].contains("backing chain: app01.qcow2 (qcow2) → base.qcow2 (qcow2)"),
+            "{reg:?}"
+        );
         assert!(reg.warnings.is_empty(), "{reg:?}");
     }
 
@@ -976,7 +1186,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
-        let vms = provider.discover(&CancelToken::new()).unwrap();
+        let vms = provider.discover(&CancelToken::new()).unwrap().vms;
         assert_eq!(vms.len(), 1);
         assert_eq!(vms[0].power_state, PowerState::Running);
         assert_eq!(vms[0].disks[0].capacity, 8 << 20);
@@ -1086,6 +1296,7 @@ mod tests {
             rel: rel.into(),
             stem: stem_of(rel),
             disks: vec![],
+            error: None,
         };
         let vms = [vm("web.qcow2"), vm("web.raw"), vm("db.raw"), vm("web")];
         assert_eq!(names(&vms), vec!["web.qcow2", "web.raw", "db", "web"]);
@@ -1141,7 +1352,7 @@ mod tests {
             &["convert", "-f", "raw", "-O", "qcow2", p(&raw), p(&qcow)],
         );
         let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
-        for vm in provider.discover(&CancelToken::new()).unwrap() {
+        for vm in provider.discover(&CancelToken::new()).unwrap().vms {
             // Drop the page cache's advantage of the first read: read once, then measure.
             let snap = provider
                 .snapshot(&vm, Utc::now(), None, &CancelToken::new())

@@ -35,6 +35,7 @@
 
 use crate::cancel::CancelToken;
 use crate::model::Extent;
+use crate::provider::chain::ImageChain;
 use crate::provider::supervise::Supervised;
 use crate::provider::{DiskReader, ProviderError};
 use serde::{Deserialize, Serialize};
@@ -529,15 +530,70 @@ impl MapEntry {
     }
 }
 
+/// An image as QEMU's tools open it: a `json:` specification (format, file, and for a
+/// checked chain every layer, see `chain`) and the descriptors it names as
+/// `/proc/self/fd/N`, which the tool inherits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QemuImage {
+    spec: serde_json::Value,
+    fds: Vec<RawFd>,
+    /// The image's path, for messages.
+    shown: PathBuf,
+}
+
+impl QemuImage {
+    /// `spec` names files by the descriptors in `fds`; the caller keeps them open for as
+    /// long as a tool may use this.
+    pub fn new(spec: serde_json::Value, fds: Vec<RawFd>, shown: PathBuf) -> QemuImage {
+        QemuImage { spec, fds, shown }
+    }
+
+    /// An image file that QEMU opens by name, following what its header names (a libvirt
+    /// domain's disk: the domain's definition says which files it uses).
+    pub fn file(path: &Path, format: &str) -> QemuImage {
+        let spec = serde_json::json!({
+            "driver": format,
+            "file": { "filename": path.to_string_lossy() },
+        });
+        QemuImage::new(spec, Vec::new(), path.to_path_buf())
+    }
+
+    pub fn shown(&self) -> &Path {
+        &self.shown
+    }
+
+    pub fn fds(&self) -> &[RawFd] {
+        &self.fds
+    }
+
+    /// The tool's image argument; `force_share` reads an image a running QEMU holds (the
+    /// block layer's option behind qemu-img's `-U`).
+    fn arg(&self, force_share: bool) -> String {
+        let mut spec = self.spec.clone();
+        if force_share {
+            spec["force-share"] = true.into();
+            spec["read-only"] = true.into();
+        }
+        format!("json:{spec}")
+    }
+}
+
+/// `qemu-img info --output=json` of `image` (its top layer), as printed.
+pub fn qemu_img_info(
+    image: &QemuImage,
+    force_share: bool,
+    cancel: &CancelToken,
+) -> Result<Vec<u8>, ProviderError> {
+    let a = args!["info", "--output=json", image.arg(force_share)];
+    run_tool_with_fds("qemu-img", &a, image.fds(), QUICK, cancel)
+        .map_err(|e| image_error(e, image.shown(), "reading image information"))
+}
+
 /// What `qemu-img map` looks at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MapTarget {
-    /// An image file of a known format.
-    File {
-        path: PathBuf,
-        format: String,
-        force_share: bool,
-    },
+    /// An image (file or checked chain).
+    Image { image: QemuImage, force_share: bool },
     /// An `--image-opts` string (an NBD export, possibly with `x-dirty-bitmap`).
     ImageOpts(String),
 }
@@ -545,30 +601,27 @@ pub enum MapTarget {
 /// Runs `qemu-img map --output=json` on `target`.
 pub fn image_map(target: &MapTarget, cancel: &CancelToken) -> Result<Vec<MapEntry>, ProviderError> {
     let mut a = args!["map", "--output=json"];
-    let what = match target {
-        MapTarget::File {
-            path,
-            format,
-            force_share,
-        } => {
-            a.push("-f".into());
-            a.push(format.into());
-            if *force_share {
-                a.push("-U".into());
-            }
-            a.push(path.into());
-            format!("listing allocated extents of {}", path.display())
+    let (what, fds) = match target {
+        MapTarget::Image { image, force_share } => {
+            a.push(image.arg(*force_share).into());
+            (
+                format!("listing allocated extents of {}", image.shown().display()),
+                image.fds(),
+            )
         }
         MapTarget::ImageOpts(opts) => {
             a.push("--image-opts".into());
             a.push(opts.into());
-            format!("listing extents of {opts}")
+            (format!("listing extents of {opts}"), &[][..])
         }
     };
-    let out = run_tool("qemu-img", &a, MAP_TIMEOUT, cancel).map_err(|e| match target {
-        MapTarget::File { path, .. } => image_error(e, path, "listing allocated extents"),
-        MapTarget::ImageOpts(_) => e.into_provider(&what),
-    })?;
+    let out =
+        run_tool_with_fds("qemu-img", &a, fds, MAP_TIMEOUT, cancel).map_err(|e| match target {
+            MapTarget::Image { image, .. } => {
+                image_error(e, image.shown(), "listing allocated extents")
+            }
+            MapTarget::ImageOpts(_) => e.into_provider(&what),
+        })?;
     serde_json::from_slice(&out).map_err(|e| {
         ProviderError::new(
             "ToolOutputInvalid",
@@ -930,13 +983,13 @@ pub struct NbdServer {
 }
 
 impl NbdServer {
-    /// Starts qemu-nbd for `path` in `format` and waits until it accepts connections.
+    /// Starts qemu-nbd for `image` and waits until it accepts connections.
     pub fn start(
-        path: &Path,
-        format: &str,
+        image: &QemuImage,
         force_share: bool,
         cancel: &CancelToken,
     ) -> Result<NbdServer, ProviderError> {
+        let path = image.shown();
         let exe = require_tool("qemu-nbd")?;
         let dir = PrivateDir::create(&std::env::temp_dir(), "vmvault-nbd")?;
         let socket = dir.path().join("disk.sock");
@@ -945,22 +998,13 @@ impl NbdServer {
             .arg("--persistent")
             .arg("--shared=0")
             .arg("--socket")
-            .arg(&socket);
-        if force_share {
-            // qemu-nbd has no -U; the block layer's force-share option does the same.
-            cmd.arg("--image-opts").arg(format!(
-                "driver={},file.driver=file,file.filename={},force-share=on",
-                opt_escape(format),
-                opt_escape(&path.to_string_lossy())
-            ));
-        } else {
-            cmd.arg(format!("--format={format}")).arg(path);
-        }
+            .arg(&socket)
+            .arg(image.arg(force_share));
         cmd.env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = Supervised::spawn(cmd, &[]).map_err(|e| {
+        let mut child = Supervised::spawn(cmd, image.fds()).map_err(|e| {
             ProviderError::io(format!("starting qemu-nbd for {}", path.display()), e)
         })?;
         let stderr = drain(child.child_mut().stderr.take());
@@ -1010,6 +1054,11 @@ impl NbdServer {
     pub fn socket(&self) -> &Path {
         &self.socket
     }
+
+    /// The qemu-nbd process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1018,7 +1067,7 @@ impl NbdServer {
 /// Where the bytes of an opened disk come from.
 enum DataPath {
     /// A raw file, read with pread; the file also holds QEMU-compatible read locks.
-    File(File),
+    File(SourceFile),
     /// An NBD export (a private qemu-nbd, or a libvirt backup job's export).
     Nbd {
         pool: NbdPool,
@@ -1028,6 +1077,59 @@ enum DataPath {
     },
 }
 
+/// A file of a disk, read directly, with its size when it was opened: the disk's capacity
+/// may end past it (QEMU rounds a raw file's size up to whole sectors), but a file that
+/// ends before it shrank while it was read.
+struct SourceFile {
+    file: File,
+    len: u64,
+}
+
+impl SourceFile {
+    fn new(file: File) -> std::io::Result<SourceFile> {
+        let len = file.metadata()?.len();
+        Ok(SourceFile { file, len })
+    }
+
+    /// pread that reads past the opened size as zeros and fails when the file now ends
+    /// before it.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            match self.file.read_at(&mut buf[done..], at) {
+                Ok(0) if at < self.len => return Err(self.shrank()),
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    return Ok(());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The error of a file that is shorter than when it was opened.
+    fn shrank(&self) -> std::io::Error {
+        let now = self
+            .file
+            .metadata()
+            .map(|m| format!("{} bytes", m.len()))
+            .unwrap_or_else(|_| "unknown".into());
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "the image file shrank while it was read ({} bytes when opened, now {now}): \
+                 something truncated it, ignoring QEMU's image locks; this backup cannot be a \
+                 consistent copy",
+                self.len
+            ),
+        )
+    }
+}
+
 /// The map of a local image that no one writes, for reading its data clusters straight
 /// from the layer files (at disk speed) instead of through qemu-nbd (which tops out at
 /// several hundred MB/s). Ranges the map cannot place (compressed clusters, layers of
@@ -1035,16 +1137,21 @@ enum DataPath {
 struct DirectMap {
     entries: Vec<MapEntry>,
     /// The open file of each layer whose clusters may be read directly.
-    files: Vec<Option<File>>,
+    files: Vec<Option<SourceFile>>,
 }
 
 impl DirectMap {
-    fn build(path: &Path, format: &str, cancel: &CancelToken) -> Result<DirectMap, ProviderError> {
+    /// The map of an image file and its backing chain as `qemu-img` finds it (a libvirt
+    /// domain's disk).
+    fn of_file(
+        path: &Path,
+        format: &str,
+        cancel: &CancelToken,
+    ) -> Result<DirectMap, ProviderError> {
         let info = image_info(path, Some(format), false, cancel)?;
         let entries = image_map(
-            &MapTarget::File {
-                path: path.to_path_buf(),
-                format: format.to_string(),
+            &MapTarget::Image {
+                image: QemuImage::file(path, format),
                 force_share: false,
             },
             cancel,
@@ -1054,11 +1161,30 @@ impl DirectMap {
             .layers
             .iter()
             .map(|l| {
-                if l.direct {
-                    File::open(&l.file).ok()
-                } else {
-                    None
-                }
+                l.direct
+                    .then(|| File::open(&l.file).and_then(SourceFile::new).ok())
+                    .flatten()
+            })
+            .collect();
+        Ok(DirectMap { entries, files })
+    }
+
+    /// The map of a checked chain: its layers' own descriptors are read, never a name.
+    fn of_chain(chain: &ImageChain, cancel: &CancelToken) -> Result<DirectMap, ProviderError> {
+        let entries = image_map(
+            &MapTarget::Image {
+                image: chain.qemu_image(),
+                force_share: false,
+            },
+            cancel,
+        )?;
+        let files = chain
+            .layers
+            .iter()
+            .map(|l| {
+                l.direct
+                    .then(|| l.file.file.try_clone().and_then(SourceFile::new).ok())
+                    .flatten()
             })
             .collect();
         Ok(DirectMap { entries, files })
@@ -1083,7 +1209,7 @@ impl DirectMap {
             match (e.zero, e.data, e.offset, e.compressed, file) {
                 (true, ..) => out.fill(0),
                 (false, true, Some(host), false, Some(f)) => {
-                    read_file_at(f, host + (pos - e.start), out)?
+                    f.read_at(host + (pos - e.start), out)?
                 }
                 _ => pool.read_at(pos, out)?,
             }
@@ -1113,12 +1239,23 @@ pub struct OpenDisk {
     map: MapTarget,
     dirty: Option<DirtyBitmap>,
     extents: OnceLock<Vec<Extent>>,
+    /// Keeps the descriptors that `map` names open.
+    _chain: Option<ImageChain>,
+}
+
+/// What a disk image is opened from.
+enum ImageSource {
+    /// A file QEMU opens by name, following its header (a libvirt domain's disk).
+    File { path: PathBuf, format: String },
+    /// A checked chain of the images source: files opened by vmvault, passed by descriptor.
+    Chain(ImageChain),
 }
 
 impl OpenDisk {
-    /// Opens an image file for reading. Raw files are read directly (under QEMU's read
-    /// locks unless `force_share`), other formats through a private qemu-nbd.
-    /// `label` names the disk in error messages.
+    /// Opens an image file by name for reading (a libvirt domain's disk, whose files the
+    /// domain's definition names). Raw files are read directly (under QEMU's read locks
+    /// unless `force_share`), other formats through a private qemu-nbd. `label` names the
+    /// disk in error messages.
     pub fn open_image(
         path: &Path,
         format: &str,
@@ -1127,19 +1264,62 @@ impl OpenDisk {
         label: &str,
         cancel: &CancelToken,
     ) -> Result<OpenDisk, ProviderError> {
+        let source = ImageSource::File {
+            path: path.to_path_buf(),
+            format: format.to_string(),
+        };
+        Self::open_source(source, capacity, force_share, label, cancel)
+    }
+
+    /// Opens a checked chain of the images source for reading: QEMU's tools get its files
+    /// by descriptor (see `chain`), and a qemu-nbd that holds any other file is refused.
+    pub fn open_chain(
+        chain: ImageChain,
+        capacity: u64,
+        force_share: bool,
+        label: &str,
+        cancel: &CancelToken,
+    ) -> Result<OpenDisk, ProviderError> {
+        Self::open_source(
+            ImageSource::Chain(chain),
+            capacity,
+            force_share,
+            label,
+            cancel,
+        )
+    }
+
+    fn open_source(
+        source: ImageSource,
+        capacity: u64,
+        force_share: bool,
+        label: &str,
+        cancel: &CancelToken,
+    ) -> Result<OpenDisk, ProviderError> {
         cancel.check()?;
+        let (image, format) = match &source {
+            ImageSource::File { path, format } => (QemuImage::file(path, format), format.as_str()),
+            ImageSource::Chain(chain) => (chain.qemu_image(), chain.format()),
+        };
+        let path = image.shown().to_path_buf();
+        let opening = |e| ProviderError::io(format!("opening {label} ({})", path.display()), e);
         let mut mappable = false;
         let data = if format == "raw" {
-            let file = File::open(path).map_err(|e| {
-                ProviderError::io(format!("opening {label} ({})", path.display()), e)
-            })?;
+            let file = match &source {
+                ImageSource::File { path, .. } => File::open(path),
+                ImageSource::Chain(chain) => chain.top().file.file.try_clone(),
+            }
+            .map_err(opening)?;
             if !force_share {
-                lock_for_read(&file, path)?;
+                lock_for_read(&file, &path)?;
                 mappable = on_local_file_system(&file);
             }
-            DataPath::File(file)
+            DataPath::File(SourceFile::new(file).map_err(opening)?)
         } else {
-            let server = NbdServer::start(path, format, force_share, cancel)?;
+            let server = NbdServer::start(&image, force_share, cancel)?;
+            if let ImageSource::Chain(chain) = &source {
+                chain.check_open_files(server.pid())?;
+            }
             let pool = NbdPool::connect(server.socket(), "").map_err(|e| {
                 ProviderError::io(
                     format!("connecting to the export of {label} ({})", path.display()),
@@ -1147,10 +1327,12 @@ impl OpenDisk {
                 )
             })?;
             // An image in use changes under us: its map would go stale.
-            let direct = if force_share {
-                None
-            } else {
-                Some(DirectMap::build(path, format, cancel)?)
+            let direct = match (&source, force_share) {
+                (_, true) => None,
+                (ImageSource::File { path, format }, false) => {
+                    Some(DirectMap::of_file(path, format, cancel)?)
+                }
+                (ImageSource::Chain(chain), false) => Some(DirectMap::of_chain(chain, cancel)?),
             };
             DataPath::Nbd {
                 pool,
@@ -1158,19 +1340,18 @@ impl OpenDisk {
                 direct,
             }
         };
-        let map = MapTarget::File {
-            path: path.to_path_buf(),
-            format: format.to_string(),
-            force_share,
-        };
         Ok(OpenDisk {
             label: label.to_string(),
             capacity,
             data,
             mappable,
-            map,
+            map: MapTarget::Image { image, force_share },
             dirty: None,
             extents: OnceLock::new(),
+            _chain: match source {
+                ImageSource::Chain(chain) => Some(chain),
+                ImageSource::File { .. } => None,
+            },
         })
     }
 
@@ -1199,6 +1380,7 @@ impl OpenDisk {
             },
             dirty,
             extents: OnceLock::new(),
+            _chain: None,
         })
     }
 
@@ -1271,9 +1453,14 @@ impl OpenDisk {
                 match mapped {
                     Some(v) => {
                         buf.copy_from_slice(&v);
-                        Ok(())
+                        // Zeros where the file shrank under the mapping are not the disk's.
+                        if v.intact() {
+                            Ok(())
+                        } else {
+                            Err(f.shrank())
+                        }
                     }
-                    None => read_file_at(f, offset, buf),
+                    None => f.read_at(offset, buf),
                 }
             }
             DataPath::Nbd {
@@ -1299,20 +1486,20 @@ impl OpenDisk {
         let DataPath::File(f) = &self.data else {
             return None;
         };
-        // An access to a mapping that the kernel cannot back kills the process with
-        // SIGBUS, where `pread` would fail one job with an error. So a raw file is mapped
-        // only under QEMU's read lock (a file another process may shrink meanwhile, as in
-        // crash-consistent reads of an image in use, is not; `read_at` reads past its end
-        // as zeros instead), and only on a local file system (network and FUSE file
-        // systems fail reads more often than local disks). What is left: a process that
-        // ignores QEMU's locks and truncates the image, or a failing local disk.
+        // An access to a mapping that the kernel cannot back raises SIGBUS, where `pread`
+        // would fail one job with an error. A file that shrinks under its mapping is
+        // handled (`view` maps zeros over the missing pages and clears `intact`, which
+        // callers check), but a failing disk or a network file system would still kill the
+        // process. So a raw file is mapped only under QEMU's read lock (not an image a
+        // running QEMU writes, as in crash-consistent reads), and only on a local file
+        // system (network and FUSE file systems fail reads more often than local disks).
         if !self.mappable {
             return None;
         }
         if offset.checked_add(len as u64)? > self.capacity {
             return None;
         }
-        super::MappedBytes::map(f, offset, len)
+        super::MappedBytes::map(&f.file, offset, len)
             .ok()
             .map(super::DiskView::Mapped)
     }
@@ -1341,23 +1528,6 @@ fn on_local_file_system(f: &File) -> bool {
     // SAFETY: fstatfs succeeded, so the struct is initialised.
     let t = unsafe { st.assume_init() }.f_type as u64;
     LOCAL.contains(&t)
-}
-
-/// pread that treats bytes past the end of a (shorter) file as zeros.
-fn read_file_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => {
-                buf[done..].fill(0);
-                return Ok(());
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn clamp(extents: &mut Vec<Extent>, capacity: u64) {
@@ -1784,9 +1954,8 @@ mod tests {
             ],
         );
         let map = image_map(
-            &MapTarget::File {
-                path: top.clone(),
-                format: "qcow2".into(),
+            &MapTarget::Image {
+                image: QemuImage::file(&top, "qcow2"),
                 force_share: false,
             },
             &CancelToken::new(),
