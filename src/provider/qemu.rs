@@ -2030,6 +2030,47 @@ mod tests {
         }
     }
 
+    /// A raw image truncated while a backup reads it (by a process that ignores QEMU's
+    /// locks): reads through the mapping and through pread fail with a clear error. Without
+    /// the SIGBUS handler, touching the view kills the process.
+    #[test]
+    fn a_raw_image_truncated_while_it_is_read_fails_the_read_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.raw");
+        std::fs::write(&p, vec![0xABu8; 4 << 20]).unwrap();
+        let disk = Arc::new(
+            OpenDisk::open_image(&p, "raw", 4 << 20, false, "disk a.raw", &CancelToken::new())
+                .unwrap(),
+        );
+        let r = disk.reader();
+        let view = r
+            .view_at(1 << 20, 2 << 20)
+            .expect("a locked raw file is mapped");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        // Map, truncate, read: what the backup's hashing of a view does.
+        assert!(view.iter().all(|&b| b == 0), "past the new end: zeros");
+        assert!(!view.intact(), "the view knows it was cut");
+        drop(view);
+        for len in [4096, MAP_READ_MIN, 2 << 20] {
+            let mut buf = vec![0u8; len];
+            let e = r.read_at(1 << 20, &mut buf).unwrap_err().details();
+            assert!(
+                e.message.contains("disk a.raw") && e.message.contains("shrank while it was read"),
+                "{len}: {}",
+                e.message
+            );
+        }
+        // Before the cut, the bytes are still there.
+        let mut buf = vec![0u8; 4096];
+        r.read_at(0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0xAB));
+    }
+
     #[test]
     fn raw_lock_keeps_writers_out_and_detects_them() {
         if !need_tool("qemu-img") || !need_tool("qemu-io") {

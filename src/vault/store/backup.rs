@@ -1008,7 +1008,10 @@ mod tests {
         fn view_at(&self, offset: u64, len: usize) -> Option<crate::provider::DiskView<'_>> {
             let view = self.inner.view_at(offset, len)?;
             if offset + len as u64 > self.at {
-                let f = std::fs::OpenOptions::new().write(true).open(&self.path).unwrap();
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .unwrap();
                 f.set_len(self.at).unwrap();
             }
             Some(view)
