@@ -410,10 +410,19 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
     }
     let done = wait_jobs(&engine, &[id], false).await?;
     let job = &done[0];
-    if job.status != JobStatus::Completed {
+    if !matches!(
+        job.status,
+        JobStatus::Completed | JobStatus::CompletedWithWarnings
+    ) {
         return report_finished(&engine, &done, as_json);
     }
     let items = engine.items()?;
+    let warnings: Vec<&str> = job
+        .details
+        .get("warnings")
+        .and_then(|v| v.as_array())
+        .map(|w| w.iter().filter_map(|w| w.as_str()).collect())
+        .unwrap_or_default();
     if as_json {
         let counts = engine.point_counts()?;
         print_json(&json!({
@@ -421,6 +430,7 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
             "found": job.details.get("found"),
             "new": job.details.get("new"),
             "no_longer_found": job.details.get("no_longer_found"),
+            "warnings": warnings,
             "items": items.iter().map(|i| json::item(i, counts.get(&i.id).copied().unwrap_or(0))).collect::<Vec<_>>(),
         }));
         return Ok(0);
@@ -433,6 +443,9 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
         n("no_longer_found"),
         job.id
     );
+    for w in &warnings {
+        outln!("  warning: {w}");
+    }
     print_items(&engine, &items)?;
     Ok(0)
 }

@@ -833,6 +833,7 @@ impl Snapshot for ImagesSnapshot {
 mod tests {
     use super::qemu::test_support::*;
     use super::*;
+    use crate::provider::chain;
     use std::process::Command;
 
     struct KillOnDrop(std::process::Child);
@@ -1231,6 +1232,295 @@ mod tests {
         r.read_at(0, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 0x61));
         drop(snap);
+    }
+
+    // -----------------------------------------------------------------------------------
+    // The folder's walls: every way out that was found, each refused; allowed_roots.
+
+    const SECRET: &[u8; 8] = b"SECRET!!";
+
+    /// `lab/` (the images folder) and beside it `outside/secret.raw`: 1 MiB of SECRET!!.
+    struct Escape {
+        _dir: tempfile::TempDir,
+        lab: PathBuf,
+        outside: PathBuf,
+        secret: PathBuf,
+    }
+
+    fn escape() -> Escape {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = dir.path().join("lab");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&lab).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let secret = outside.join("secret.raw");
+        std::fs::write(&secret, SECRET.repeat(1 << 17)).unwrap();
+        Escape {
+            _dir: dir,
+            lab,
+            outside,
+            secret,
+        }
+    }
+
+    impl Escape {
+        fn provider(&self, allowed: &[&Path]) -> ImagesProvider {
+            let mut s = settings(&self.lab);
+            s.allowed_roots = allowed.iter().map(|r| r.to_path_buf()).collect();
+            ImagesProvider::new(&s).unwrap()
+        }
+
+        /// Discovery lists `name` as unreadable with `code`, registration and a snapshot
+        /// fail with the same error, and no other VM is hidden by it.
+        fn assert_refused(&self, name: &str, code: &str, says: &[&str]) -> ErrorDetails {
+            let p = self.provider(&[]);
+            let found = p.discover(&CancelToken::new()).unwrap();
+            let (vm, e) = found
+                .unreadable
+                .iter()
+                .find(|(vm, _)| vm.name == name)
+                .unwrap_or_else(|| panic!("{name} is not refused: {found:#?}"));
+            assert_eq!(e.code, code, "{e:?}");
+            for s in says {
+                assert!(
+                    e.message.contains(s) || e.recommendations.iter().any(|r| r.contains(s)),
+                    "{s:?} missing: {e:?}"
+                );
+            }
+            let reg = p.register(vm, &CancelToken::new()).unwrap_err().details();
+            assert_eq!(&reg, e, "registration says what discovery said");
+            let snap = p
+                .snapshot(vm, Utc::now(), None, &CancelToken::new())
+                .err()
+                .expect("no snapshot of a refused image")
+                .details();
+            assert_eq!(&snap, e);
+            e.clone()
+        }
+
+        /// Everything `vm` reads, as bytes.
+        fn read(&self, p: &ImagesProvider, name: &str) -> Vec<u8> {
+            let found = p.discover(&CancelToken::new()).unwrap();
+            let vm = found
+                .vms
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap_or_else(|| panic!("{name} not readable: {found:#?}"));
+            let snap = p
+                .snapshot(vm, Utc::now(), None, &CancelToken::new())
+                .unwrap_or_else(|e| panic!("{:?}", e.details()));
+            let bytes = read_all(snap.open_disk(0).unwrap().as_ref());
+            bytes
+        }
+    }
+
+    fn contains_secret(bytes: &[u8]) -> bool {
+        bytes.windows(SECRET.len()).any(|w| w == SECRET)
+    }
+
+    #[test]
+    fn a_raw_symlink_to_a_file_outside_is_refused_and_one_inside_is_read() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        std::os::unix::fs::symlink(&x.secret, x.lab.join("link.raw")).unwrap();
+        std::fs::create_dir(x.lab.join(".real")).unwrap();
+        std::fs::write(x.lab.join(".real/inside.raw"), vec![7u8; 1 << 20]).unwrap();
+        std::os::unix::fs::symlink(".real/inside.raw", x.lab.join("inside.raw")).unwrap();
+        let e = x.assert_refused(
+            "link",
+            chain::OUTSIDE_FOLDER,
+            &[
+                "link.raw is a symbolic link to",
+                "secret.raw",
+                "allowed_roots",
+            ],
+        );
+        assert!(!e.message.contains("no longer"), "{e:?}");
+        assert!(x.read(&x.provider(&[]), "inside") == vec![7u8; 1 << 20]);
+    }
+
+    #[test]
+    fn a_backing_file_outside_is_refused_unless_an_allowed_root_holds_it() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        let over = x.lab.join("over.qcow2");
+        sh(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "../outside/secret.raw",
+                "-F",
+                "raw",
+                p(&over),
+            ],
+        );
+        x.assert_refused(
+            "over",
+            chain::OUTSIDE_FOLDER,
+            &[
+                "backing file \"../outside/secret.raw\" of",
+                "over.qcow2",
+                "allowed_roots = [",
+            ],
+        );
+        // Allowed: read, and registration shows the chain and warns that it leaves the folder.
+        let p = x.provider(&[&x.outside]);
+        assert!(x.read(&p, "over") == std::fs::read(&x.secret).unwrap());
+        let vm = p.discover(&CancelToken::new()).unwrap().vms.remove(0);
+        let reg = p.register(&vm, &CancelToken::new()).unwrap();
+        let chain_shown = format!(
+            "backing chain: over.qcow2 (qcow2) → ../outside/secret.raw → {} (raw)",
+            std::fs::canonicalize(&x.secret).unwrap().display()
+        );
+        assert!(reg.findings[0].contains(&chain_shown), "{reg:?}");
+        assert!(
+            reg.warnings
+                .iter()
+                .any(|w| w.contains("outside the images folder") && w.contains("secret.raw")),
+            "{reg:?}"
+        );
+    }
+
+    #[test]
+    fn an_img_holding_a_qcow2_header_is_read_as_raw_bytes() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        // What a guest can write to its own raw disk: a qcow2 header naming a file outside.
+        let img = x.lab.join("guest.img");
+        sh(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                p(&x.secret),
+                "-F",
+                "raw",
+                p(&img),
+            ],
+        );
+        let p = x.provider(&[]);
+        let found = p.discover(&CancelToken::new()).unwrap();
+        assert!(
+            found
+                .warnings
+                .iter()
+                .any(|w| w.contains("guest.img starts like a qcow2 image but is read as raw")),
+            "{found:#?}"
+        );
+        let bytes = x.read(&p, "guest");
+        let file = std::fs::read(&img).unwrap();
+        // (QEMU rounds a raw file's size up to whole sectors: zeros after its end.)
+        let differ = bytes.iter().zip(&file).position(|(a, b)| a != b);
+        assert!(
+            bytes.len() >= file.len()
+                && differ.is_none()
+                && bytes[file.len()..].iter().all(|&b| b == 0),
+            "not the file's own bytes: {} vs {} bytes, first difference at {differ:?}",
+            bytes.len(),
+            file.len()
+        );
+        assert!(!contains_secret(&bytes));
+    }
+
+    #[test]
+    fn a_vmdk_extent_outside_is_refused_unless_an_allowed_root_holds_it() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        std::fs::write(
+            x.lab.join("split.vmdk"),
+            "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+             createType=\"monolithicFlat\"\n\n# Extent description\n\
+             RW 2048 FLAT \"../outside/secret.raw\" 0\n",
+        )
+        .unwrap();
+        x.assert_refused(
+            "split",
+            chain::OUTSIDE_FOLDER,
+            &["extent \"../outside/secret.raw\" of", "split.vmdk"],
+        );
+        // Allowed: QEMU reads the extent through the rewritten descriptor.
+        let p = x.provider(&[&x.outside]);
+        assert!(x.read(&p, "split") == std::fs::read(&x.secret).unwrap());
+    }
+
+    #[test]
+    fn json_and_protocol_backing_names_are_refused() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        let spec = format!(
+            "json:{{\"driver\":\"raw\",\"file\":{{\"driver\":\"file\",\"filename\":\"{}\"}}}}",
+            x.secret.display()
+        );
+        for (name, backing) in [
+            ("viajson", spec),
+            ("viafile", format!("file:{}", x.secret.display())),
+        ] {
+            let img = x.lab.join(format!("{name}.qcow2"));
+            sh(
+                "qemu-img",
+                &[
+                    "create",
+                    "-q",
+                    "-u",
+                    "-f",
+                    "qcow2",
+                    "-b",
+                    &backing,
+                    "-F",
+                    "raw",
+                    p(&img),
+                    "1M",
+                ],
+            );
+        }
+        x.assert_refused("viajson", chain::CHAIN_REFUSED, &["a json: specification"]);
+        x.assert_refused("viafile", chain::CHAIN_REFUSED, &["a protocol name"]);
+    }
+
+    #[test]
+    fn a_data_file_or_a_subfolder_outside_is_refused() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        let data = x.outside.join("data.raw");
+        sh(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &format!("data_file={}", p(&data)),
+                p(&x.lab.join("ext.qcow2")),
+                "1M",
+            ],
+        );
+        x.assert_refused("ext", chain::OUTSIDE_FOLDER, &["data file", "data.raw"]);
+        std::os::unix::fs::symlink(&x.outside, x.lab.join("vmdir")).unwrap();
+        x.assert_refused(
+            "vmdir",
+            chain::OUTSIDE_FOLDER,
+            &["vmdir is a symbolic link to"],
+        );
     }
 
     #[test]
