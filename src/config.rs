@@ -326,7 +326,7 @@ impl Config {
                 }
                 SourceConfig::Images(s) => {
                     fix(&mut s.path);
-                    s.allowed_roots.iter_mut().for_each(|r| fix(r));
+                    s.allowed_roots.iter_mut().for_each(&fix);
                 }
                 SourceConfig::Libvirt(s) => {
                     if let Some(p) = &mut s.scratch_dir {

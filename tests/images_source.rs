@@ -70,20 +70,7 @@ fn make_images(env: &Env, images: &Path) {
         ],
     );
     let app = images.join("app01.qcow2");
-    sh(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            s(&app),
-        ],
-    );
+    overlay(&app, "base.qcow2", None);
     sh(
         "qemu-io",
         &[
@@ -508,6 +495,33 @@ fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
 }
 
+/// A qcow2 overlay of `backing` (a qcow2) at `path`; with a size, made without opening
+/// the backing file (it may be missing).
+fn overlay(path: &Path, backing: &str, size: Option<&str>) {
+    let mut a = vec![
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        backing,
+        "-F",
+        "qcow2",
+        s(path),
+    ];
+    if let Some(size) = size {
+        a.insert(1, "-u");
+        a.push(size);
+    }
+    sh("qemu-img", &a);
+}
+
+/// A new qcow2 image of `size` with `write` (a qemu-io command) done on it.
+fn qcow2_with_data(path: &Path, size: &str, write: &str) {
+    sh("qemu-img", &["create", "-q", "-f", "qcow2", s(path), size]);
+    sh("qemu-io", &["-f", "qcow2", "-c", write, s(path)]);
+}
+
 /// The code and message of an item's error (`items --json`).
 fn item_error(items: &Value, name: &str) -> (String, String) {
     let e = &item(items, name)["last_error"];
@@ -547,27 +561,9 @@ fn bad_images_are_listed_with_their_errors_and_hide_no_good_one() {
         .open(img("trunc.qcow2"))
         .and_then(|f| f.set_len(64))
         .expect("truncate");
-    let overlay = |name: &str, backing: &str| {
-        sh(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-u",
-                "-f",
-                "qcow2",
-                "-b",
-                backing,
-                "-F",
-                "qcow2",
-                s(&img(name)),
-                "4M",
-            ],
-        )
-    };
-    overlay("orphan.qcow2", "missing.qcow2");
-    overlay("loop1.qcow2", "loop2.qcow2");
-    overlay("loop2.qcow2", "loop1.qcow2");
+    overlay(&img("orphan.qcow2"), "missing.qcow2", Some("4M"));
+    overlay(&img("loop1.qcow2"), "loop2.qcow2", Some("4M"));
+    overlay(&img("loop2.qcow2"), "loop1.qcow2", Some("4M"));
 
     let d = env.json(&["discover"]);
     assert_eq!(d["job"]["status"], "CompletedWithWarnings", "{d:#}");
@@ -631,29 +627,11 @@ fn an_image_that_becomes_a_backing_file_says_so_at_discovery_and_backup() {
         return;
     }
     let (env, images) = lab();
-    let base = images.join("base.qcow2");
-    sh("qemu-img", &["create", "-q", "-f", "qcow2", s(&base), "4M"]);
-    sh(
-        "qemu-io",
-        &["-f", "qcow2", "-c", "write -P 0x42 0 1M", s(&base)],
-    );
+    qcow2_with_data(&images.join("base.qcow2"), "4M", "write -P 0x42 0 1M");
     env.protect(&["base"]);
     env.backup("base");
     // Someone makes base.qcow2 the backing file of a new overlay.
-    sh(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            s(&images.join("app.qcow2")),
-        ],
-    );
+    overlay(&images.join("app.qcow2"), "base.qcow2", None);
     let d = env.json(&["discover"]);
     assert_eq!(d["job"]["status"], "CompletedWithWarnings", "{d:#}");
     assert_eq!(d["no_longer_found"], 1, "{d:#}");
@@ -714,11 +692,7 @@ fn a_killed_vmvault_leaves_no_qemu_nbd_holding_the_image() {
     }
     let (env, images) = lab();
     let disk = images.join("busy.qcow2");
-    sh("qemu-img", &["create", "-q", "-f", "qcow2", s(&disk), "8M"]);
-    sh(
-        "qemu-io",
-        &["-f", "qcow2", "-c", "write -P 0x61 0 1M", s(&disk)],
-    );
+    qcow2_with_data(&disk, "8M", "write -P 0x61 0 1M");
     env.protect(&["busy"]);
     // A qemu-img that stops at `map`: the backup then holds its qemu-nbd (and the image's
     // lock) and waits, until it is killed.

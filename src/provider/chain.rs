@@ -304,10 +304,9 @@ fn open_checked(named: &Path, roots: &Roots, role: Role<'_>) -> Result<ChainFile
             "Not a disk image file",
             format!(
                 "{shown}{}, which is {}: the images source reads regular files only",
-                if link.is_some() {
-                    format!(" ({})", real.display())
-                } else {
-                    String::new()
+                match &link {
+                    Some(target) if *target != real => format!(" ({})", real.display()),
+                    _ => String::new(),
                 },
                 kind_of(md.file_type())
             ),
@@ -714,7 +713,7 @@ fn describe_layers(layers: &[ChainLayer], roots: &Roots) -> String {
                 s.push_str(&format!(", data file {}", file(d)));
             }
             if !l.extents.is_empty() {
-                let names: Vec<String> = l.extents.iter().map(|e| file(e)).collect();
+                let names: Vec<String> = l.extents.iter().map(&file).collect();
                 s.push_str(&format!(", extents {}", names.join(", ")));
             }
             s.push(')');

@@ -151,6 +151,13 @@ struct ImageVm {
     error: Option<ProviderError>,
 }
 
+/// What a look at the folder found.
+struct Scan {
+    vms: Vec<ImageVm>,
+    /// Source ids of VMs that are now parts of other images, with why.
+    absorbed: Vec<(String, ErrorDetails)>,
+}
+
 impl ImageVm {
     /// The first error that keeps this VM from being read.
     fn error(&self) -> Option<&ProviderError> {
@@ -220,10 +227,7 @@ impl ImagesProvider {
 
     /// Every VM of the folder, parts of other images excluded; with the ids of VMs that are
     /// now parts of others, and why.
-    fn scan(
-        &self,
-        cancel: &CancelToken,
-    ) -> Result<(Vec<ImageVm>, Vec<(String, ErrorDetails)>), ProviderError> {
+    fn scan(&self, cancel: &CancelToken) -> Result<Scan, ProviderError> {
         let roots = self.roots()?;
         qemu::require_tool("qemu-img")?;
         let mut vms = Vec::new();
@@ -272,7 +276,7 @@ impl ImagesProvider {
             });
             !vm.disks.is_empty() || vm.error.is_some()
         });
-        Ok((vms, absorbed))
+        Ok(Scan { vms, absorbed })
     }
 
     /// Why a VM that became part of another is no VM any more.
@@ -689,16 +693,17 @@ impl Provider for ImagesProvider {
     }
 
     fn discover(&self, cancel: &CancelToken) -> Result<Discovery, ProviderError> {
-        let (vms, absorbed) = self.scan(cancel)?;
+        let Scan { vms, absorbed } = self.scan(cancel)?;
         let mut found = Discovery {
             absorbed,
             ..Default::default()
         };
         for (vm, name) in vms.iter().zip(names(&vms)) {
+            let listed = self.to_vm(vm, name);
+            let notes = vm.readable().flat_map(|d| &d.notes);
             found
                 .warnings
-                .extend(vm.readable().flat_map(|d| d.notes.iter().cloned()));
-            let listed = self.to_vm(vm, name);
+                .extend(notes.map(|n| format!("{}: {n}", listed.qualified_name())));
             match vm.error() {
                 Some(e) => found.unreadable.push((listed, e.details())),
                 None => found.vms.push(listed),
@@ -903,20 +908,7 @@ mod tests {
             ],
         );
         let app = d.join("app01.qcow2");
-        sh(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.qcow2",
-                "-F",
-                "qcow2",
-                p(&app),
-            ],
-        );
+        overlay(&app, "base.qcow2", "qcow2", None);
         sh(
             "qemu-io",
             &[
@@ -1348,20 +1340,7 @@ mod tests {
         }
         let x = escape();
         let over = x.lab.join("over.qcow2");
-        sh(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "../outside/secret.raw",
-                "-F",
-                "raw",
-                p(&over),
-            ],
-        );
+        overlay(&over, "../outside/secret.raw", "raw", None);
         x.assert_refused(
             "over",
             chain::OUTSIDE_FOLDER,
@@ -1397,20 +1376,7 @@ mod tests {
         let x = escape();
         // What a guest can write to its own raw disk: a qcow2 header naming a file outside.
         let img = x.lab.join("guest.img");
-        sh(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                p(&x.secret),
-                "-F",
-                "raw",
-                p(&img),
-            ],
-        );
+        overlay(&img, p(&x.secret), "raw", None);
         let p = x.provider(&[]);
         let found = p.discover(&CancelToken::new()).unwrap();
         assert!(
@@ -1472,22 +1438,11 @@ mod tests {
             ("viajson", spec),
             ("viafile", format!("file:{}", x.secret.display())),
         ] {
-            let img = x.lab.join(format!("{name}.qcow2"));
-            sh(
-                "qemu-img",
-                &[
-                    "create",
-                    "-q",
-                    "-u",
-                    "-f",
-                    "qcow2",
-                    "-b",
-                    &backing,
-                    "-F",
-                    "raw",
-                    p(&img),
-                    "1M",
-                ],
+            overlay(
+                &x.lab.join(format!("{name}.qcow2")),
+                &backing,
+                "raw",
+                Some("1M"),
             );
         }
         x.assert_refused("viajson", chain::CHAIN_REFUSED, &["a json: specification"]);

@@ -345,19 +345,14 @@ macro_rules! args {
 // ---------------------------------------------------------------------------------------
 // qemu-img info / map
 
-/// What `qemu-img info --backing-chain` tells about an image.
+/// What `qemu-img info --backing-chain` tells about an image (opened by name: a libvirt
+/// domain's disk; the images source resolves its chains itself, see `chain`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
     /// QEMU's format name (`raw`, `qcow2`, `vmdk`, `vpc`, `vhdx`, …).
     pub format: String,
     /// Capacity in bytes as the guest sees it.
     pub virtual_size: u64,
-    /// Bytes the image (top layer) takes on the host.
-    pub actual_size: u64,
-    /// Backing files of the chain (not the image itself), top to bottom.
-    pub backing_files: Vec<PathBuf>,
-    /// Extent files of split or flat vmdk images.
-    pub extent_files: Vec<PathBuf>,
     /// Every layer of the chain, top first (`depth` in `qemu-img map` indexes it).
     pub layers: Vec<Layer>,
 }
@@ -450,9 +445,6 @@ fn parse_image_info(json: &[u8], path: &Path) -> Result<ImageInfo, ProviderError
     let virtual_size = top["virtual-size"]
         .as_u64()
         .ok_or_else(|| bad("no virtual-size".into()))?;
-    let actual_size = top["actual-size"].as_u64().unwrap_or(0);
-    let mut backing_files = Vec::new();
-    let mut extent_files = Vec::new();
     let mut layers = Vec::new();
     for layer in &chain {
         let file = layer["filename"].as_str().map(PathBuf::from);
@@ -464,43 +456,14 @@ fn parse_image_info(json: &[u8], path: &Path) -> Result<ImageInfo, ProviderError
                     && specific.get("data-file").is_none()
                     && specific.get("encrypt").is_none()));
         layers.push(Layer {
-            file: file.clone().unwrap_or_default(),
-            format: layer_format,
             direct: direct && file.is_some(),
+            file: file.unwrap_or_default(),
+            format: layer_format,
         });
-        let dir = file
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
-        if let Some(extents) = layer["format-specific"]["data"]["extents"].as_array() {
-            for e in extents {
-                // A monolithic vmdk names itself as its only extent.
-                let Some(name) = e["filename"].as_str() else {
-                    continue;
-                };
-                let extent = dir.join(name);
-                if file
-                    .as_deref()
-                    .map(|f| dir.join(f.file_name().unwrap_or_default()))
-                    != Some(extent.clone())
-                {
-                    extent_files.push(extent);
-                }
-            }
-        }
-        if let Some(f) = file {
-            if !std::ptr::eq(*layer, *top) {
-                backing_files.push(f);
-            }
-        }
     }
     Ok(ImageInfo {
         format,
         virtual_size,
-        actual_size,
-        backing_files,
-        extent_files,
         layers,
     })
 }
@@ -1698,6 +1661,28 @@ pub(crate) mod test_support {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `qemu-img create -f qcow2 -b BACKING -F FORMAT PATH [SIZE]`: a qcow2 overlay. With a
+    /// size the backing file is not opened (`-u`: it may be missing or refused).
+    pub fn overlay(path: &Path, backing: &str, backing_format: &str, size: Option<&str>) {
+        let mut a = vec![
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            backing,
+            "-F",
+            backing_format,
+        ];
+        let path = path.to_str().unwrap();
+        a.push(path);
+        if let Some(size) = size {
+            a.insert(1, "-u");
+            a.push(size);
+        }
+        sh("qemu-img", &a);
+    }
+
     /// True once an NBD server on `socket` completes a handshake (qemu-nbd listens before
     /// it has opened and locked its image).
     pub fn nbd_ready(socket: &Path) -> bool {
@@ -1925,20 +1910,7 @@ mod tests {
         );
         let top = dir.path().join("top.qcow2");
         let ts = top.to_str().unwrap();
-        sh(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                base.to_str().unwrap(),
-                "-F",
-                "qcow2",
-                ts,
-            ],
-        );
+        overlay(&top, base.to_str().unwrap(), "qcow2", None);
         sh(
             "qemu-io",
             &[
