@@ -488,7 +488,8 @@ mod tests {
             .collect();
         assert_eq!(kinds, ["images", "libvirt"]);
         assert!(
-            blocks[0].contains("allow_crash_consistent_reads"),
+            blocks[0].contains("allow_crash_consistent_reads")
+                && blocks[0].contains("allowed_roots"),
             "{}",
             blocks[0]
         );
