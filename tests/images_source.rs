@@ -619,6 +619,24 @@ fn bad_images_are_listed_with_their_errors_and_hide_no_good_one() {
     );
     let reg = env.json(&["register", "good2"]);
     assert_eq!(reg["status"], "Completed", "{reg:#}");
+    // A registered VM whose image breaks stays found and registered, with its error.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(img("good2.qcow2"))
+        .and_then(|f| f.set_len(64))
+        .expect("truncate");
+    let d = env.json(&["discover"]);
+    assert_eq!(d["no_longer_found"], 0, "{d:#}");
+    let items = env.json(&["items"]);
+    let good2 = item(&items, "good2");
+    assert_eq!(good2["not_found"], false, "{good2:#}");
+    assert_eq!(good2["registration_state"], "Registered", "{good2:#}");
+    assert_eq!(
+        good2["disks"][0]["capacity"],
+        4u64 << 20,
+        "facts as last known"
+    );
+    assert_eq!(item_error(&items, "good2").0, "UserErrorImageInvalid");
 }
 
 #[test]

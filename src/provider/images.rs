@@ -1456,20 +1456,23 @@ mod tests {
         }
         let x = escape();
         let data = x.outside.join("data.raw");
+        let ext = x.lab.join("ext.qcow2");
+        let opt = format!("data_file={}", p(&data));
         sh(
             "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-o",
-                &format!("data_file={}", p(&data)),
-                p(&x.lab.join("ext.qcow2")),
-                "1M",
-            ],
+            &["create", "-q", "-f", "qcow2", "-o", &opt, p(&ext), "1M"],
+        );
+        sh(
+            "qemu-io",
+            &["-f", "qcow2", "-c", "write -P 0x44 0 64k", p(&ext)],
         );
         x.assert_refused("ext", chain::OUTSIDE_FOLDER, &["data file", "data.raw"]);
+        // Allowed: QEMU reads the data file by descriptor.
+        let bytes = x.read(&x.provider(&[&x.outside]), "ext");
+        assert!(
+            bytes[..64 << 10].iter().all(|&b| b == 0x44)
+                && bytes[64 << 10..].iter().all(|&b| b == 0)
+        );
         std::os::unix::fs::symlink(&x.outside, x.lab.join("vmdir")).unwrap();
         x.assert_refused(
             "vmdir",
