@@ -730,9 +730,13 @@ fn a_killed_vmvault_leaves_no_qemu_nbd_holding_the_image() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default());
+    // Its qemu-nbd's socket folder stays behind a kill -9: in the test's folder, not /tmp.
+    let tmp = env.path("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir");
     let mut vmvault = env
         .std_cmd()
         .env("PATH", &path)
+        .env("TMPDIR", &tmp)
         .args(["backup", "busy"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
