@@ -638,20 +638,6 @@ impl Dir {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 
-    /// Lets the child that `cmd` starts inherit this folder's descriptor, so that it can
-    /// reach files in it by [`Dir::proc_path`]. Only that child: the descriptor stays
-    /// close-on-exec in this process, so children other threads start do not get it. The
-    /// folder must stay open until the child has started.
-    pub fn pass_to(&self, cmd: &mut std::process::Command) {
-        use std::os::unix::process::CommandExt;
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
-        // which is async-signal-safe; it touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(move || cvt(libc::fcntl(fd, libc::F_SETFD, 0)).map(|_| ()));
-        }
-    }
-
     /// Whether the entry `name` is the file `file` is open on (same device and inode; a
     /// symlink at `name` is not followed): to tell that what a name leads to is ours.
     pub fn holds(&self, name: impl AsRef<OsStr>, file: BorrowedFd<'_>) -> Result<bool> {

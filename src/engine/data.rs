@@ -348,6 +348,9 @@ fn backup_body(
     let engine = &ctx.engine;
     let store = engine.store()?;
     let item = engine.item(&item.id)?.unwrap_or_else(|| item.clone());
+    if let Some(why) = super::ops::absorbed_reason(&item) {
+        return Err(JobFail::Failed(why.clone()));
+    }
     if item.not_found {
         return Err(JobFail::Failed(
             ErrorDetails::new(

@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 /// An error of the catalog, with the database it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("catalog {}: {source}{}", .path.display(), full_note(.source, .path))]
+    #[error("catalog {}: {source}{}", .path.display(), hint(.source, .path))]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -45,8 +45,13 @@ fn is_disk_full(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
 }
 
-/// Where the space ran out, for the message of a full disk.
-fn full_note(e: &rusqlite::Error, path: &Path) -> String {
+/// What to do about the catalog's error, where vmvault knows: where the space ran out, or
+/// how to recover a damaged catalog.
+fn hint(e: &rusqlite::Error, path: &Path) -> String {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    if matches!(e.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase)) {
+        return format!(". The catalog is damaged. {RESTORE_CATALOG_ADVICE}");
+    }
     if !is_disk_full(e) {
         return String::new();
     }
