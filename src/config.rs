@@ -165,7 +165,12 @@ impl Config {
         match path {
             Some(p) => {
                 let origin = p.display().to_string();
-                let text = std::fs::read_to_string(&p).map_err(|e| ConfigError {
+                let text = crate::fsx::read_input_text(
+                    &p,
+                    crate::fsx::limits::CONFIG,
+                    "a configuration file",
+                )
+                .map_err(|e| ConfigError {
                     origin: origin.clone(),
                     line: None,
                     message: format!("cannot read the configuration file: {e}"),
@@ -231,7 +236,7 @@ impl Config {
                     &at,
                     format!(
                         "vault.name: \"{}\" is not a valid vault name, expected letters, digits, '-', '_' or '.'",
-                        v.name
+                        crate::fmt::echo(&v.name)
                     ),
                 ));
             }
@@ -281,7 +286,8 @@ impl Config {
                 return Err(err(
                     "default_vault",
                     format!(
-                        "default_vault: no vault is named \"{d}\", expected one of: {}",
+                        "default_vault: no vault is named \"{}\", expected one of: {}",
+                        crate::fmt::echo(d),
                         self.vault_names()
                     ),
                 ));
@@ -348,7 +354,8 @@ impl Config {
                 origin: self.origin.clone(),
                 line: None,
                 message: format!(
-                    "no vault is named \"{n}\"; configured vaults: {}",
+                    "no vault is named \"{}\"; configured vaults: {}",
+                    crate::fmt::echo(n),
                     self.vault_names()
                 ),
             }),

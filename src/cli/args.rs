@@ -12,7 +12,10 @@ use std::path::PathBuf;
     long_about = "Back up virtual machines into a vault, following Azure Backup's portal flow.\n\
                   Without a command, opens the console. With no configuration file, uses the embedded \
                   default: a simulated subscription and one vault per region in your data folder.",
-    after_help = "Exit codes: 0 success, 1 the operation failed (a job Failed), 2 bad usage or bad input.",
+    after_help = "Exit codes: 0 success, 1 the operation failed (a job Failed), 2 bad usage or bad input \
+                  (nothing was changed), 3 a job was cancelled (by `vmvault cancel`, the console or a \
+                  shutdown), 130 interrupted by Ctrl-C (its jobs were cancelled). `vmvault job ID --wait` \
+                  exits with the job's code.",
     args_override_self = true
 )]
 pub struct Cli {
