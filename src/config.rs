@@ -86,6 +86,11 @@ fn default_gc_grace() -> u64 {
     60
 }
 
+/// The longest grace period of garbage collection: a year, in minutes.
+pub const MAX_GC_GRACE_MINUTES: u64 = 365 * 24 * 60;
+/// The most worker threads per data job a configuration may ask for.
+pub const MAX_THREADS: usize = 256;
+
 /// Where a vault's VMs come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -147,7 +152,8 @@ impl Config {
             ConfigError {
                 origin: origin.to_string(),
                 line,
-                message: e.message().to_string(),
+                // serde quotes the bad value, which may be huge.
+                message: crate::fmt::echo_at_most(e.message(), 1000),
             }
         })?;
         cfg.origin = origin.to_string();
@@ -207,6 +213,15 @@ impl Config {
                 format!(
                     "engine.max_concurrent_jobs: {} is out of range, expected 1..=64",
                     self.engine.max_concurrent_jobs
+                ),
+            ));
+        }
+        if self.engine.threads > MAX_THREADS {
+            return Err(err(
+                "threads",
+                format!(
+                    "engine.threads: {} is out of range, expected 0 (one per core) to {MAX_THREADS}",
+                    self.engine.threads
                 ),
             ));
         }
@@ -270,6 +285,15 @@ impl Config {
                         format!("vault \"{}\": source.{key}: {message}", v.name),
                     ));
                 }
+            }
+            if v.gc_grace_minutes > MAX_GC_GRACE_MINUTES {
+                return Err(err(
+                    "gc_grace_minutes",
+                    format!(
+                        "vault \"{}\": gc_grace_minutes = {} is out of range, expected 0 to {MAX_GC_GRACE_MINUTES} (a year)",
+                        v.name, v.gc_grace_minutes
+                    ),
+                ));
             }
             if !(1..=19).contains(&v.compression_level) {
                 return Err(err(

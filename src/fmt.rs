@@ -120,6 +120,22 @@ pub fn parse_time(s: &str, end_of_day: bool) -> Result<DateTime<Utc>, String> {
     Ok(t)
 }
 
+/// Parses a date a user typed (`YYYY-MM-DD`), years 1 to 9999.
+pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    let s = s.trim();
+    match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        Ok(d) if (1..=9999).contains(&d.year()) => Ok(d),
+        Ok(_) => Err(format!(
+            "\"{}\" is out of range: give a date in the years 1 to 9999",
+            echo(s)
+        )),
+        Err(_) => Err(format!(
+            "\"{}\" is not a date: use YYYY-MM-DD, e.g. 2027-01-31",
+            echo(s)
+        )),
+    }
+}
+
 fn parse_time_any_year(s: &str, end_of_day: bool) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
@@ -224,13 +240,18 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 /// [`ECHO_MAX_CHARS`] characters with how many were left out (`abc… (99800 more
 /// characters)`), so a huge argument or file cannot make a huge message.
 pub fn echo(s: &str) -> String {
+    echo_at_most(s, ECHO_MAX_CHARS)
+}
+
+/// Like [`echo`] with another cap: for a parser's whole message, which may quote the input.
+pub fn echo_at_most(s: &str, max_chars: usize) -> String {
     let safe = escape(s);
     let total = safe.chars().count();
-    if total <= ECHO_MAX_CHARS {
+    if total <= max_chars {
         return safe.into_owned();
     }
-    let head: String = safe.chars().take(ECHO_MAX_CHARS).collect();
-    format!("{head}… ({} more characters)", total - ECHO_MAX_CHARS)
+    let head: String = safe.chars().take(max_chars).collect();
+    format!("{head}… ({} more characters)", total - max_chars)
 }
 
 #[cfg(test)]
@@ -376,6 +397,13 @@ mod input_proptests {
                 let _ = time(t);
                 prop_assert!(t.checked_add_signed(Duration::days(365 * MAX_PERIOD_YEARS)).is_some());
                 prop_assert!(t.checked_sub_signed(Duration::days(365 * MAX_PERIOD_YEARS)).is_some());
+            }
+        }
+
+        #[test]
+        fn parse_date_never_panics_and_stays_in_years_1_to_9999(s in time_like()) {
+            if let Ok(d) = parse_date(&s) {
+                prop_assert!((1..=9999).contains(&d.year()));
             }
         }
 

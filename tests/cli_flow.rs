@@ -380,7 +380,10 @@ fn bad_input_is_exit_2_with_guidance() {
     assert!(err.contains("InProgress"), "{err}");
     let (_, err) = env.fails_with(2, &["job", "00000000-dead"]);
     assert!(err.contains("no job"), "{err}");
-    let (_, err) = env.fails_with(2, &["restore", "app01", "--point", "zzz", "--to", "/tmp/x"]);
+    let (_, err) = env.fails_with(
+        2,
+        &["restore", "app01", "--point", "dead00", "--to", "/tmp/x"],
+    );
     assert!(err.contains("no recovery point"), "{err}");
     for offline in [false, true] {
         let mut args = vec!["sim", "advance", "40000d"];

@@ -38,9 +38,10 @@ pub enum Command {
     Discover(JsonFlag),
     /// List discovered, registered and protected VMs
     Items(ItemsArgs),
-    /// Register VMs with the vault (one Register job each)
+    /// Register VMs with the vault (one Register job each; at most 1000 VMs at once)
     Register(RegisterArgs),
-    /// Protect registered VMs with a backup policy (one ConfigureBackup job each)
+    /// Protect registered VMs with a backup policy (one ConfigureBackup job each; at most 100
+    /// VMs at once, Azure Backup's limit per protect operation)
     Protect(ProtectArgs),
     /// Back up a protected VM now
     Backup(BackupArgs),
@@ -150,9 +151,10 @@ pub struct JobsArgs {
     /// Only jobs of this VM
     #[arg(long, value_name = "VM")]
     pub item: Option<String>,
-    /// At most this many jobs (newest first)
+    /// The newest N jobs; a running job the filters select is listed even when it is older
+    /// (a long backup never hides behind shorter jobs started after it)
     #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
+    pub limit: Option<u32>,
     #[arg(long)]
     pub json: bool,
 }

@@ -808,12 +808,9 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        for (i, id) in ids.iter().enumerate() {
-            if finished[i].is_none() {
-                let j = engine.job(id)?;
-                if !j.status.is_active() {
-                    finished[i] = Some(j);
-                }
+        for (id, slot) in ids.iter().zip(finished.iter_mut()) {
+            if slot.is_none() {
+                *slot = engine.ended_job(id)?;
             }
         }
         if finished.iter().all(|f| f.is_some()) {
@@ -986,15 +983,17 @@ fn print_job_outcome(j: &Job) {
 
 fn job_filter(engine: &Engine, a: &JobsArgs) -> Result<JobFilter> {
     let mut f = JobFilter {
-        limit: a.limit,
+        limit: a.limit.map(|n| n as usize),
         ..Default::default()
     };
     if let Some(s) = &a.since {
-        f.since = Some(match fmt::parse_period(s) {
-            Ok(d) => engine.now() - d,
-            Err(pe) => fmt::parse_time(s, false)
-                .map_err(|_| CliError::usage(format!("--since: {pe}, or a time")))?,
-        });
+        // A period is digits and a unit; a time has a date (`-`) or a clock (`:`).
+        let since = if s.contains(['-', ':']) {
+            fmt::parse_time(s, false)
+        } else {
+            fmt::parse_period(s).map(|d| engine.now() - d)
+        };
+        f.since = Some(since.map_err(|e| CliError::usage(format!("--since: {e}")))?);
     }
     for s in &a.status {
         for part in s.split(',') {
@@ -1244,6 +1243,7 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
         "EXPIRY (UTC)",
         "SIZE",
         "STORED",
+        "DAMAGED",
     ]);
     for p in points.iter().rev() {
         t.row(vec![
@@ -1255,9 +1255,9 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
             fmt::bytes(p.logical_bytes),
             fmt::bytes(p.stored_bytes),
             if damaged.contains(&p.id) {
-                "DAMAGED (see vmvault verify)".into()
+                "yes: see `vmvault verify`".into()
             } else {
-                String::new()
+                "no".into()
             },
         ]);
     }
@@ -1424,9 +1424,9 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             let engine = setup.open(OpenMode::ReadOnly)?;
             let p: Policy = engine.policy(&a.name)?;
             let from = match &a.from {
-                Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-                    CliError::usage(format!("--from {s}: expected a date YYYY-MM-DD"))
-                })?,
+                Some(s) => {
+                    fmt::parse_date(s).map_err(|e| CliError::usage(format!("--from: {e}")))?
+                }
                 None => engine.now().with_timezone(&p.time_zone).date_naive(),
             };
             if a.days == 0 || a.days > 365 * 100 {
@@ -1436,6 +1436,15 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                 )));
             }
             let preview = crate::policy::preview(&p, from, a.days);
+            // vmvault's dates end with the year 9999: a preview that would run or keep
+            // points past it is refused rather than printed as `+10000-…`.
+            if let Some(pt) = preview.points.iter().find(|pt| pt.expiry > fmt::max_time()) {
+                return Err(CliError::usage(format!(
+                    "--from {from} --days {}: the preview reaches past the year 9999 (the point of {} would be kept beyond it); vmvault handles dates up to 9999-12-31, so preview an earlier range",
+                    a.days,
+                    fmt::time(pt.time.min(fmt::max_time()))
+                )));
+            }
             if a.json {
                 print_json(&json!({
                     "policy": p.name,
@@ -1556,7 +1565,18 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             let r: AdvanceReport = if a.offline {
                 engine.sim_advance_offline(by)?
             } else {
-                engine.sim_advance(by).await?
+                // Ctrl-C stops after the current step, with the clock saved there.
+                let stop = crate::cancel::CancelToken::new();
+                let advance = engine.sim_advance(by, stop.clone());
+                tokio::pin!(advance);
+                tokio::select! {
+                    r = &mut advance => r?,
+                    _ = tokio::signal::ctrl_c() => {
+                        errln!("Interrupted: stopping after the current step…");
+                        stop.cancel();
+                        advance.await?
+                    }
+                }
             };
             if a.json {
                 print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
@@ -1573,7 +1593,14 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
                     r.elapsed_seconds
                 );
             }
-            Ok(0)
+            if r.interrupted {
+                errln!(
+                    "Interrupted at {} UTC (simulated); `vmvault sim advance` goes on from there.",
+                    fmt::time(r.to)
+                );
+                return Ok(exit::INTERRUPTED);
+            }
+            Ok(exit::OK)
         }
         SimCommand::ExportDisk(a) => {
             let engine = setup.open(OpenMode::ReadOnly)?;

@@ -71,7 +71,17 @@ impl Engine {
         let job = self.run_job_inline(spec, move |ctx| {
             ctx.start_task(0);
             let ids: Vec<String> = remove.iter().map(|p| p.id.clone()).collect();
-            ctx.engine.inner.catalog.delete_points(&ids)?;
+            let gone: HashSet<String> = ids.iter().cloned().collect();
+            let mut restated = Vec::new();
+            for item_id in remove
+                .iter()
+                .map(|p| p.item_id.as_str())
+                .collect::<HashSet<_>>()
+            {
+                let points = ctx.engine.inner.catalog.points(item_id)?;
+                restated.extend(ctx.engine.stored_after_prune(&points, &gone)?);
+            }
+            ctx.engine.inner.catalog.delete_points(&ids, &restated)?;
             for item in &purge {
                 ctx.engine.inner.catalog.update_item(&item.id, |i| {
                     i.protection_state = ProtectionState::NotProtected;

@@ -14,6 +14,7 @@ mod jobs;
 mod maintenance;
 mod ops;
 mod scheduler;
+mod stored;
 
 pub use clock::Clock;
 pub use data::{restore_targets, RestoreFormat, DEFAULT_ON_DEMAND_DAYS};
@@ -292,6 +293,8 @@ impl Engine {
         if engine.is_owner() {
             let interrupted = engine.inner.catalog.fail_interrupted_jobs(engine.now())?;
             for job in &interrupted {
+                // The end of a job whose process was killed: logged now, once.
+                tracing::info!(job = %job.id, status = %job.status, "job finished (interrupted: its process stopped)");
                 engine.after_interrupted(job)?;
             }
             engine.spawn_progress_ticker();
@@ -400,12 +403,27 @@ impl Engine {
     }
 
     pub(crate) fn save_clock(&self) -> Result<()> {
+        self.persist_clock_offset(self.inner.clock.offset())
+    }
+
+    fn persist_clock_offset(&self, off: Duration) -> Result<()> {
         if self.inner.clock.is_simulated() {
-            let off = self.inner.clock.offset().num_microseconds().unwrap_or(0);
+            let us = off.num_microseconds().unwrap_or(0);
             self.inner
                 .catalog
-                .set_setting(SETTING_CLOCK_OFFSET, &off.to_string())?;
+                .set_setting(SETTING_CLOCK_OFFSET, &us.to_string())?;
         }
+        Ok(())
+    }
+
+    /// Moves the simulated clock so that it reads `t`, saving the new clock before it
+    /// changes: whatever is committed at the new time afterwards is never ahead of the
+    /// clock a later process reads, even when this one is killed at once (`sim advance`
+    /// resumes from there, neither skipping nor repeating a scheduled instant).
+    pub(crate) fn move_clock(&self, t: DateTime<Utc>) -> Result<()> {
+        let off = self.inner.clock.offset_to(t);
+        self.persist_clock_offset(off)?;
+        self.inner.clock.set_offset(off);
         Ok(())
     }
 
@@ -771,12 +789,26 @@ impl Engine {
             .collect())
     }
 
-    /// Waits until a job has finished and returns it.
+    /// The job when it has ended: its final row is saved and, when this process runs it,
+    /// the engine is done with it (its end is logged). A job body may save its final row
+    /// before that (in its commit transaction): a process that exited on seeing the row
+    /// would cut off the rest of the job's end.
+    pub fn ended_job(&self, id: &str) -> Result<Option<Job>> {
+        let job = self.job(id)?;
+        let running_here = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&job.id);
+        Ok((!job.status.is_active() && !running_here).then_some(job))
+    }
+
+    /// Waits until a job has ended ([`Engine::ended_job`]) and returns it.
     pub async fn wait_job(&self, id: &str) -> Result<Job> {
         let mut rx = self.subscribe();
         loop {
-            let job = self.job(id)?;
-            if !job.status.is_active() {
+            if let Some(job) = self.ended_job(id)? {
                 return Ok(job);
             }
             if !self.is_owner() {
@@ -784,13 +816,11 @@ impl Engine {
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                 continue;
             }
-            match tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await {
-                Ok(Ok(Event::JobUpdated(j))) if j.id == job.id && !j.status.is_active() => {
-                    // The catalog has the final row too; reread it for the tasks.
-                    return self.job(&j.id);
-                }
-                Ok(Err(broadcast::error::RecvError::Closed)) => return self.job(id),
-                _ => {}
+            // Any event may be the end; look again at most a second later anyway.
+            if let Ok(Err(broadcast::error::RecvError::Closed)) =
+                tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await
+            {
+                return self.job(id);
             }
         }
     }
