@@ -88,6 +88,8 @@ fn default_gc_grace() -> u64 {
 
 /// The longest grace period of garbage collection: a year, in minutes.
 pub const MAX_GC_GRACE_MINUTES: u64 = 365 * 24 * 60;
+/// The longest vault name (Azure's limit for Recovery Services vaults).
+pub const MAX_VAULT_NAME_LEN: usize = 50;
 /// The most worker threads per data job a configuration may ask for.
 pub const MAX_THREADS: usize = 256;
 
@@ -242,6 +244,7 @@ impl Config {
                 }
             };
             if v.name.trim().is_empty()
+                || v.name.len() > MAX_VAULT_NAME_LEN
                 || !v
                     .name
                     .chars()
@@ -250,7 +253,7 @@ impl Config {
                 return Err(err(
                     &at,
                     format!(
-                        "vault.name: \"{}\" is not a valid vault name, expected letters, digits, '-', '_' or '.'",
+                        "vault.name: \"{}\" is not a valid vault name, expected 1 to {MAX_VAULT_NAME_LEN} letters, digits, '-', '_' or '.'",
                         crate::fmt::echo(&v.name)
                     ),
                 ));

@@ -205,3 +205,84 @@ async fn backup_total_is_known_before_reading_and_never_changes() {
         job.bytes_total
     );
 }
+
+/// `jobs --limit N` lists the newest N jobs and every running job besides: a long backup
+/// never hides behind the short jobs that started after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_job_list_never_hides_a_running_job() {
+    use vmvault::vault::catalog::JobFilter;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = SimSettings {
+        discovery_latency_ms: Some(0),
+        registration_latency_ms: Some(0),
+        snapshot_latency_ms: Some(0),
+        read_throughput_mib_s: Some(1),
+        ..SimSettings::default()
+    };
+    let sub = Subscription::from_toml_str(SUBSCRIPTION, "two-disks.toml").expect("subscription");
+    let sim = Arc::new(SimProvider::new(sub, &settings));
+    let engine = Engine::open(
+        EngineOptions {
+            vault_name: "vault".into(),
+            region: "westeurope".into(),
+            dir: dir.path().join("vault"),
+            provider: sim.clone(),
+            simulator: Some(sim),
+            chunk_size: 64 * 1024,
+            compression_level: 1,
+            gc_grace: chrono::Duration::minutes(0),
+            max_concurrent_jobs: 4,
+            threads: 2,
+            other_vaults: vec![],
+        },
+        OpenMode::Exclusive,
+    )
+    .expect("open");
+    wait_done(&engine, &engine.discover().expect("discover"));
+    let item = engine.resolve_item("test/db01").expect("item");
+    for id in engine
+        .register(std::slice::from_ref(&item))
+        .expect("register")
+    {
+        wait_done(&engine, &id);
+    }
+    let item = engine.resolve_item("test/db01").expect("item");
+    for id in engine
+        .protect(std::slice::from_ref(&item), "DefaultPolicy")
+        .expect("protect")
+    {
+        wait_done(&engine, &id);
+    }
+    let item = engine.resolve_item("test/db01").expect("item");
+    let backup = engine.backup_now(&item, None).expect("backup now");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(5));
+        wait_done(&engine, &engine.discover().expect("discover"));
+    }
+    let listed = engine
+        .jobs(&JobFilter {
+            limit: Some(2),
+            ..JobFilter::default()
+        })
+        .expect("jobs");
+    let ids: Vec<&str> = listed.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "the 2 newest and the running backup: {ids:?}");
+    assert!(ids.contains(&backup.as_str()), "{ids:?}");
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].start_time >= w[1].start_time),
+        "newest first"
+    );
+    // A filter that selects no running status lists no extra job.
+    let done = engine
+        .jobs(&JobFilter {
+            limit: Some(2),
+            statuses: vec![JobStatus::Completed],
+            ..JobFilter::default()
+        })
+        .expect("jobs");
+    assert_eq!(done.len(), 2);
+    engine.cancel_job(&backup).expect("cancel");
+    assert_eq!(wait_done(&engine, &backup).status, JobStatus::Cancelled);
+}

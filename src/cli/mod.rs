@@ -17,6 +17,8 @@ macro_rules! errln {
 }
 
 pub mod args;
+#[cfg(test)]
+mod input_proptests;
 mod json;
 mod progress;
 mod table;

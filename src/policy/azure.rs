@@ -395,7 +395,11 @@ impl Az {
                 None
             }
             Err(RunTimeError::Offset(why)) => {
-                self.push(&field, format!("{s:?}, {why}"), "a time of day in the policy's timeZone: \"Z\" (as Azure writes it) or that zone's own UTC offset");
+                self.push(
+                    &field,
+                    format!("{s:?}"),
+                    format!("a time of day in the policy's timeZone, with \"Z\" as Azure writes it or with that zone's own UTC offset; {why}"),
+                );
                 None
             }
         }
@@ -705,7 +709,7 @@ fn azure_time_of_day(s: &str, tz: Tz) -> Result<NaiveTime, RunTimeError> {
     let given = FixedOffset::east_opt(offset_seconds).ok_or(RunTimeError::Unreadable)?;
     let Some(date) = date else {
         return Err(RunTimeError::Offset(format!(
-            "an offset ({given}) without a date, so it cannot be compared with {tz}"
+            "{given} without a date cannot be compared with {tz}'s offset"
         )));
     };
     let local = date.and_time(clock);
@@ -728,7 +732,7 @@ fn azure_time_of_day(s: &str, tz: Tz) -> Result<NaiveTime, RunTimeError> {
         .map(|o| format!(" ({o} on {date})"))
         .unwrap_or_default();
     Err(RunTimeError::Offset(format!(
-        "whose offset {given} is not the policy's time zone {tz}{zone_at}: that instant is {there} there. Write the policy's wall-clock time with \"Z\" as Azure does (e.g. \"{date}T{}:00Z\" for {there}), or set timeZone to a zone at {given}",
+        "{given} is not the offset of {tz}{zone_at}: that instant is {there} there, so write \"{date}T{}:00Z\" for it, or set timeZone to a zone at {given}",
         there.get(..5).unwrap_or("")
     )))
 }
