@@ -53,7 +53,8 @@ pub enum Command {
     Cancel(CancelArgs),
     /// The dashboard: counts, jobs of the last 24 hours, storage
     Summary(JsonFlag),
-    /// List the recovery points of a VM
+    /// List the recovery points of a VM: SIZE (what it restores), STORED (the compressed
+    /// bytes it holds that the point before it does not; the oldest: all it holds), DAMAGED
     Points(PointsArgs),
     /// Restore the disks of a recovery point into a folder
     Restore(RestoreArgs),
@@ -164,7 +165,7 @@ pub struct JobArgs {
     /// Job id (or a unique prefix of at least 4 characters)
     #[arg(value_name = "JOB_ID")]
     pub id: String,
-    /// Wait until the job has finished
+    /// Wait until the job has finished, and exit with its outcome (0, 1 failed, 3 cancelled)
     #[arg(long)]
     pub wait: bool,
     #[arg(long)]
@@ -191,7 +192,7 @@ pub struct PointsArgs {
 pub struct RestoreArgs {
     #[arg(value_name = "VM")]
     pub vm: String,
-    /// Recovery point id (or a unique prefix); see `vmvault points VM`
+    /// Recovery point id (or a unique prefix of at least 4 characters); see `vmvault points VM`
     #[arg(long, value_name = "POINT_ID")]
     pub point: String,
     /// Target folder; each disk is written as <vm>-disk<N>.<format>
@@ -318,7 +319,8 @@ pub struct PolicyPreview {
 pub enum SimCommand {
     /// Print the simulated clock
     Now(JsonFlag),
-    /// Move the simulated clock forward (e.g. 800d, 12h, 2w), running every scheduled backup and clean-up in between
+    /// Move the simulated clock forward (e.g. 800d, 12h, 2w; at most 100 years), running every
+    /// scheduled backup and clean-up in between; Ctrl-C stops after the current step (exit 130)
     Advance(SimAdvance),
     /// Write what a simulated disk held at a time as a sparse raw image
     ExportDisk(SimExport),
