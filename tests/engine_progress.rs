@@ -132,27 +132,26 @@ fn wait_done(engine: &Engine, id: &str) -> vmvault::model::Job {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backup_total_is_known_before_reading_and_never_changes() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The simulator of `SUBSCRIPTION` without latencies, reads throttled to `mib_s` if given.
+fn simulator(mib_s: Option<u64>) -> Arc<SimProvider> {
     let settings = SimSettings {
         discovery_latency_ms: Some(0),
         registration_latency_ms: Some(0),
         snapshot_latency_ms: Some(0),
+        read_throughput_mib_s: mib_s,
         ..SimSettings::default()
     };
     let sub = Subscription::from_toml_str(SUBSCRIPTION, "two-disks.toml").expect("subscription");
-    let sim = Arc::new(SimProvider::new(sub, &settings));
-    let observer = Arc::new(Observer::default());
-    let provider = Arc::new(Watched {
-        inner: sim.clone(),
-        observer: observer.clone(),
-    });
-    let engine = Engine::open(
+    Arc::new(SimProvider::new(sub, &settings))
+}
+
+/// A new vault in `dir` on `provider` (the simulator `sim`, or a wrapper of it).
+fn open_vault(dir: &std::path::Path, provider: Arc<dyn Provider>, sim: Arc<SimProvider>) -> Engine {
+    Engine::open(
         EngineOptions {
             vault_name: "vault".into(),
             region: "westeurope".into(),
-            dir: dir.path().join("vault"),
+            dir: dir.join("vault"),
             provider,
             simulator: Some(sim),
             chunk_size: 64 * 1024,
@@ -164,26 +163,42 @@ async fn backup_total_is_known_before_reading_and_never_changes() {
         },
         OpenMode::Exclusive,
     )
-    .expect("open");
+    .expect("open")
+}
 
+/// Discovers, registers and protects db01; returns it.
+fn protected_db01(engine: &Engine) -> vmvault::model::Item {
     let discover = engine.discover().expect("discover");
-    wait_done(&engine, &discover);
+    wait_done(engine, &discover);
     let item = engine.resolve_item("test/db01").expect("item");
     assert_eq!(item.disks.len(), 3);
     for id in engine
         .register(std::slice::from_ref(&item))
         .expect("register")
     {
-        assert_eq!(wait_done(&engine, &id).status, JobStatus::Completed);
+        assert_eq!(wait_done(engine, &id).status, JobStatus::Completed);
     }
     let item = engine.resolve_item("test/db01").expect("item");
     for id in engine
         .protect(std::slice::from_ref(&item), "DefaultPolicy")
         .expect("protect")
     {
-        wait_done(&engine, &id);
+        wait_done(engine, &id);
     }
-    let item = engine.resolve_item("test/db01").expect("item");
+    engine.resolve_item("test/db01").expect("item")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_total_is_known_before_reading_and_never_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = simulator(None);
+    let observer = Arc::new(Observer::default());
+    let provider = Arc::new(Watched {
+        inner: sim.clone(),
+        observer: observer.clone(),
+    });
+    let engine = open_vault(dir.path(), provider, sim);
+    let item = protected_db01(&engine);
 
     // Only the backup runs from here: every total the source sees is this job's.
     let _ = observer.engine.set(engine.clone());
@@ -212,48 +227,9 @@ async fn backup_total_is_known_before_reading_and_never_changes() {
 async fn a_limited_job_list_never_hides_a_running_job() {
     use vmvault::vault::catalog::JobFilter;
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = SimSettings {
-        discovery_latency_ms: Some(0),
-        registration_latency_ms: Some(0),
-        snapshot_latency_ms: Some(0),
-        read_throughput_mib_s: Some(1),
-        ..SimSettings::default()
-    };
-    let sub = Subscription::from_toml_str(SUBSCRIPTION, "two-disks.toml").expect("subscription");
-    let sim = Arc::new(SimProvider::new(sub, &settings));
-    let engine = Engine::open(
-        EngineOptions {
-            vault_name: "vault".into(),
-            region: "westeurope".into(),
-            dir: dir.path().join("vault"),
-            provider: sim.clone(),
-            simulator: Some(sim),
-            chunk_size: 64 * 1024,
-            compression_level: 1,
-            gc_grace: chrono::Duration::minutes(0),
-            max_concurrent_jobs: 4,
-            threads: 2,
-            other_vaults: vec![],
-        },
-        OpenMode::Exclusive,
-    )
-    .expect("open");
-    wait_done(&engine, &engine.discover().expect("discover"));
-    let item = engine.resolve_item("test/db01").expect("item");
-    for id in engine
-        .register(std::slice::from_ref(&item))
-        .expect("register")
-    {
-        wait_done(&engine, &id);
-    }
-    let item = engine.resolve_item("test/db01").expect("item");
-    for id in engine
-        .protect(std::slice::from_ref(&item), "DefaultPolicy")
-        .expect("protect")
-    {
-        wait_done(&engine, &id);
-    }
-    let item = engine.resolve_item("test/db01").expect("item");
+    let sim = simulator(Some(1));
+    let engine = open_vault(dir.path(), sim.clone(), sim);
+    let item = protected_db01(&engine);
     let backup = engine.backup_now(&item, None).expect("backup now");
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(5));

@@ -26,6 +26,11 @@ fn value() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The value of `k` in a document whose key under test is `key`: `v` there, else `default`.
+fn pick(key: &str, v: &str, k: &str, default: &str) -> String {
+    if k == key { v } else { default }.to_string()
+}
+
 fn config_doc(key: &'static str, v: &str) -> String {
     let engine = |k: &str| {
         if k == key {
@@ -46,13 +51,7 @@ fn config_doc(key: &'static str, v: &str) -> String {
 }
 
 fn policy_doc(key: &'static str, v: &str) -> String {
-    let pick = |k: &str, default: &str| {
-        if k == key {
-            v.to_string()
-        } else {
-            default.to_string()
-        }
-    };
+    let pick = |k: &str, default: &str| pick(key, v, k, default);
     format!(
         "name = {}\ntime_zone = {}\n[schedule]\nfrequency = \"daily\"\ntime = {}\n[retention.daily]\ndays = {}\n[retention.monthly]\nmonths = {}\ndays_of_month = [{}]\n[retention.yearly]\nyears = {}\nmonths_of_year = [\"January\"]\ndays_of_month = [1]\n",
         pick("name", "\"P\""),
@@ -66,13 +65,7 @@ fn policy_doc(key: &'static str, v: &str) -> String {
 }
 
 fn azure_doc(key: &'static str, v: &str) -> String {
-    let pick = |k: &str, default: &str| {
-        if k == key {
-            v.to_string()
-        } else {
-            default.to_string()
-        }
-    };
+    let pick = |k: &str, default: &str| pick(key, v, k, default);
     format!(
         r#"{{"name": {}, "properties": {{"backupManagementType": "AzureIaasVM", "timeZone": {},
             "schedulePolicy": {{"schedulePolicyType": "SimpleSchedulePolicy", "scheduleRunFrequency": "Weekly",
