@@ -245,13 +245,19 @@ pub fn echo(s: &str) -> String {
 
 /// Like [`echo`] with another cap: for a parser's whole message, which may quote the input.
 pub fn echo_at_most(s: &str, max_chars: usize) -> String {
-    let safe = escape(s);
-    let total = safe.chars().count();
-    if total <= max_chars {
-        return safe.into_owned();
+    cut(&escape(s), max_chars).into_owned()
+}
+
+/// `s` cut after `max_chars` characters, saying how many were left out.
+pub fn cut(s: &str, max_chars: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max_chars) {
+        None => Cow::Borrowed(s),
+        Some((end, _)) => Cow::Owned(format!(
+            "{}… ({} more characters)",
+            &s[..end],
+            s[end..].chars().count()
+        )),
     }
-    let head: String = safe.chars().take(max_chars).collect();
-    format!("{head}… ({} more characters)", total - max_chars)
 }
 
 #[cfg(test)]
@@ -335,6 +341,8 @@ mod tests {
         assert!(e.ends_with("… (99800 more characters)"), "{e}");
         assert!(e.chars().count() < ECHO_MAX_CHARS + 40);
         assert_eq!(echo("short"), "short");
+        assert_eq!(cut("abcdéf", 3), "abc… (3 more characters)");
+        assert_eq!(cut("abc", 3), "abc");
     }
 }
 

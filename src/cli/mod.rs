@@ -119,6 +119,9 @@ impl From<ConfigError> for CliError {
 
 type Result<T> = std::result::Result<T, CliError>;
 
+/// The longest error message printed (a list of ambiguous VMs fits; a file does not).
+const MAX_ERROR_CHARS: usize = 10_000;
+
 /// Entry point of the `vmvault` binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -146,7 +149,9 @@ pub fn main() -> ExitCode {
         match run(cli).await {
             Ok(code) => code,
             Err(e) => {
-                errln!("error: {}", e.message);
+                // Messages echo user input capped where they are made; this bounds the rest
+                // (a path, a tool's output) however it was built.
+                errln!("error: {}", fmt::cut(&e.message, MAX_ERROR_CHARS));
                 e.code
             }
         }
