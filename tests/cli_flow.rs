@@ -526,6 +526,18 @@ fn huge_numbers_are_usage_errors_not_panics() {
                 "sim",
                 "export-disk",
                 "app01",
+                "--at",
+                "9999-01-01",
+                "--to",
+                "/tmp/x",
+            ],
+            "after the simulated clock",
+        ),
+        (
+            &[
+                "sim",
+                "export-disk",
+                "app01",
                 "--disk",
                 "99999999999",
                 "--to",
@@ -538,11 +550,17 @@ fn huge_numbers_are_usage_errors_not_panics() {
         let (_, err) = env.fails_with(2, args);
         assert!(err.contains(says), "{args:?}: {err}");
     }
-    // Many advances cannot take the clock past 9999 either.
-    for _ in 0..3 {
+    // Many advances cannot take the clock past 9999 either: the 80th century-long one stops.
+    let refused = (0..85).find_map(|_| {
         let out = env.run(&["sim", "advance", "36500d", "--offline"]);
-        assert!(matches!(out.status.code(), Some(0) | Some(2)));
-    }
+        (out.status.code() != Some(0)).then_some(out)
+    });
+    let out = refused.expect("the clock went past the year 9999");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("past the year 9999"));
+    let now = env.ok(&["sim", "now"]);
+    assert!(now.starts_with("99"), "{now}");
+    env.ok(&["jobs"]);
 }
 
 /// One rule for ids typed on the command line, jobs and recovery points alike: the whole

@@ -1612,12 +1612,22 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
         SimCommand::ExportDisk(a) => {
             let engine = setup.open(OpenMode::ReadOnly)?;
             let sim = require_sim(&engine)?;
+            let now = engine.now();
             let at = match &a.at {
                 Some(s) => {
                     fmt::parse_time(s, false).map_err(|e| CliError::usage(format!("--at: {e}")))?
                 }
-                None => engine.now(),
+                None => now,
             };
+            // The simulated disks have a history up to the simulated clock, not beyond (and
+            // working out a day far ahead would take as long as every day before it).
+            if at > now {
+                return Err(CliError::usage(format!(
+                    "--at {}: that is after the simulated clock ({} UTC); give a time up to `vmvault sim now`, or move the clock with `vmvault sim advance`",
+                    fmt::rfc3339(at),
+                    fmt::time(now)
+                )));
+            }
             let item = engine.resolve_item(&a.vm)?;
             if !item.disks.iter().any(|d| d.index == a.disk) {
                 return Err(CliError::usage(format!(
