@@ -86,6 +86,13 @@ fn default_gc_grace() -> u64 {
     60
 }
 
+/// The longest grace period of garbage collection: a year, in minutes.
+pub const MAX_GC_GRACE_MINUTES: u64 = 365 * 24 * 60;
+/// The longest vault name (Azure's limit for Recovery Services vaults).
+pub const MAX_VAULT_NAME_LEN: usize = 50;
+/// The most worker threads per data job a configuration may ask for.
+pub const MAX_THREADS: usize = 256;
+
 /// Where a vault's VMs come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -147,7 +154,8 @@ impl Config {
             ConfigError {
                 origin: origin.to_string(),
                 line,
-                message: e.message().to_string(),
+                // serde quotes the bad value, which may be huge.
+                message: crate::fmt::echo_at_most(e.message(), 1000),
             }
         })?;
         cfg.origin = origin.to_string();
@@ -165,7 +173,12 @@ impl Config {
         match path {
             Some(p) => {
                 let origin = p.display().to_string();
-                let text = std::fs::read_to_string(&p).map_err(|e| ConfigError {
+                let text = crate::fsx::read_input_text(
+                    &p,
+                    crate::fsx::limits::CONFIG,
+                    "a configuration file",
+                )
+                .map_err(|e| ConfigError {
                     origin: origin.clone(),
                     line: None,
                     message: format!("cannot read the configuration file: {e}"),
@@ -205,6 +218,15 @@ impl Config {
                 ),
             ));
         }
+        if self.engine.threads > MAX_THREADS {
+            return Err(err(
+                "threads",
+                format!(
+                    "engine.threads: {} is out of range, expected 0 (one per core) to {MAX_THREADS}",
+                    self.engine.threads
+                ),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for v in &self.vaults {
             let at = format!("\"{}\"", v.name);
@@ -222,6 +244,7 @@ impl Config {
                 }
             };
             if v.name.trim().is_empty()
+                || v.name.len() > MAX_VAULT_NAME_LEN
                 || !v
                     .name
                     .chars()
@@ -230,8 +253,8 @@ impl Config {
                 return Err(err(
                     &at,
                     format!(
-                        "vault.name: \"{}\" is not a valid vault name, expected letters, digits, '-', '_' or '.'",
-                        v.name
+                        "vault.name: \"{}\" is not a valid vault name, expected 1 to {MAX_VAULT_NAME_LEN} letters, digits, '-', '_' or '.'",
+                        crate::fmt::echo(&v.name)
                     ),
                 ));
             }
@@ -274,6 +297,15 @@ impl Config {
                     ));
                 }
             }
+            if v.gc_grace_minutes > MAX_GC_GRACE_MINUTES {
+                return Err(err(
+                    "gc_grace_minutes",
+                    format!(
+                        "vault \"{}\": gc_grace_minutes = {} is out of range, expected 0 to {MAX_GC_GRACE_MINUTES} (a year)",
+                        v.name, v.gc_grace_minutes
+                    ),
+                ));
+            }
             if !(1..=19).contains(&v.compression_level) {
                 return Err(err(
                     "compression_level",
@@ -289,7 +321,8 @@ impl Config {
                 return Err(err(
                     "default_vault",
                     format!(
-                        "default_vault: no vault is named \"{d}\", expected one of: {}",
+                        "default_vault: no vault is named \"{}\", expected one of: {}",
+                        crate::fmt::echo(d),
                         self.vault_names()
                     ),
                 ));
@@ -359,7 +392,8 @@ impl Config {
                 origin: self.origin.clone(),
                 line: None,
                 message: format!(
-                    "no vault is named \"{n}\"; configured vaults: {}",
+                    "no vault is named \"{}\"; configured vaults: {}",
+                    crate::fmt::echo(n),
                     self.vault_names()
                 ),
             }),

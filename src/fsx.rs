@@ -741,6 +741,8 @@ pub mod limits {
     pub const POLICY: u64 = 1 << 20;
     /// An Azure policy as JSON.
     pub const AZURE_JSON: u64 = 4 << 20;
+    /// A simulated subscription (a few hundred bytes per VM; `generate_vms` makes large ones).
+    pub const SUBSCRIPTION: u64 = 16 << 20;
 }
 
 /// Reads a file the user named as input (config, policy, Azure JSON): only a regular file

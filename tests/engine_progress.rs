@@ -134,27 +134,26 @@ fn wait_done(engine: &Engine, id: &str) -> vmvault::model::Job {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backup_total_is_known_before_reading_and_never_changes() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The simulator of `SUBSCRIPTION` without latencies, reads throttled to `mib_s` if given.
+fn simulator(mib_s: Option<u64>) -> Arc<SimProvider> {
     let settings = SimSettings {
         discovery_latency_ms: Some(0),
         registration_latency_ms: Some(0),
         snapshot_latency_ms: Some(0),
+        read_throughput_mib_s: mib_s,
         ..SimSettings::default()
     };
     let sub = Subscription::from_toml_str(SUBSCRIPTION, "two-disks.toml").expect("subscription");
-    let sim = Arc::new(SimProvider::new(sub, &settings));
-    let observer = Arc::new(Observer::default());
-    let provider = Arc::new(Watched {
-        inner: sim.clone(),
-        observer: observer.clone(),
-    });
-    let engine = Engine::open(
+    Arc::new(SimProvider::new(sub, &settings))
+}
+
+/// A new vault in `dir` on `provider` (the simulator `sim`, or a wrapper of it).
+fn open_vault(dir: &std::path::Path, provider: Arc<dyn Provider>, sim: Arc<SimProvider>) -> Engine {
+    Engine::open(
         EngineOptions {
             vault_name: "vault".into(),
             region: "westeurope".into(),
-            dir: dir.path().join("vault"),
+            dir: dir.join("vault"),
             provider,
             simulator: Some(sim),
             chunk_size: 64 * 1024,
@@ -166,26 +165,42 @@ async fn backup_total_is_known_before_reading_and_never_changes() {
         },
         OpenMode::Exclusive,
     )
-    .expect("open");
+    .expect("open")
+}
 
+/// Discovers, registers and protects db01; returns it.
+fn protected_db01(engine: &Engine) -> vmvault::model::Item {
     let discover = engine.discover().expect("discover");
-    wait_done(&engine, &discover);
+    wait_done(engine, &discover);
     let item = engine.resolve_item("test/db01").expect("item");
     assert_eq!(item.disks.len(), 3);
     for id in engine
         .register(std::slice::from_ref(&item))
         .expect("register")
     {
-        assert_eq!(wait_done(&engine, &id).status, JobStatus::Completed);
+        assert_eq!(wait_done(engine, &id).status, JobStatus::Completed);
     }
     let item = engine.resolve_item("test/db01").expect("item");
     for id in engine
         .protect(std::slice::from_ref(&item), "DefaultPolicy")
         .expect("protect")
     {
-        wait_done(&engine, &id);
+        wait_done(engine, &id);
     }
-    let item = engine.resolve_item("test/db01").expect("item");
+    engine.resolve_item("test/db01").expect("item")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_total_is_known_before_reading_and_never_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = simulator(None);
+    let observer = Arc::new(Observer::default());
+    let provider = Arc::new(Watched {
+        inner: sim.clone(),
+        observer: observer.clone(),
+    });
+    let engine = open_vault(dir.path(), provider, sim);
+    let item = protected_db01(&engine);
 
     // Only the backup runs from here: every total the source sees is this job's.
     let _ = observer.engine.set(engine.clone());
@@ -206,4 +221,46 @@ async fn backup_total_is_known_before_reading_and_never_changes() {
         totals.iter().collect::<std::collections::BTreeSet<_>>(),
         job.bytes_total
     );
+}
+
+/// `jobs --limit N` lists the newest N jobs and every running job besides: a long backup
+/// never hides behind the short jobs that started after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_job_list_never_hides_a_running_job() {
+    use vmvault::vault::catalog::JobFilter;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = simulator(Some(1));
+    let engine = open_vault(dir.path(), sim.clone(), sim);
+    let item = protected_db01(&engine);
+    let backup = engine.backup_now(&item, None).expect("backup now");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(5));
+        wait_done(&engine, &engine.discover().expect("discover"));
+    }
+    let listed = engine
+        .jobs(&JobFilter {
+            limit: Some(2),
+            ..JobFilter::default()
+        })
+        .expect("jobs");
+    let ids: Vec<&str> = listed.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "the 2 newest and the running backup: {ids:?}");
+    assert!(ids.contains(&backup.as_str()), "{ids:?}");
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].start_time >= w[1].start_time),
+        "newest first"
+    );
+    // A filter that selects no running status lists no extra job.
+    let done = engine
+        .jobs(&JobFilter {
+            limit: Some(2),
+            statuses: vec![JobStatus::Completed],
+            ..JobFilter::default()
+        })
+        .expect("jobs");
+    assert_eq!(done.len(), 2);
+    engine.cancel_job(&backup).expect("cancel");
+    assert_eq!(wait_done(&engine, &backup).status, JobStatus::Cancelled);
 }

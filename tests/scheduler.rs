@@ -135,3 +135,152 @@ fn scheduled_backup_runs_at_the_policy_time() {
         "the first scheduled backup is the initial backup"
     );
 }
+
+fn times(v: &Value, key: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            chrono::DateTime::parse_from_rfc3339(x[key].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        })
+        .collect()
+}
+
+/// A `sim advance` killed (SIGKILL) at any moment leaves the simulated clock at or after
+/// every point and job it committed, so the next advance goes on from there: no scheduled
+/// instant runs twice, and the points left at the end are the ones `policy preview`
+/// predicts.
+#[test]
+fn killed_sim_advance_leaves_the_clock_ahead_of_its_work_and_resumes_from_there() {
+    use chrono::Duration as D;
+    let env = Env::new();
+    env.ok(&["discover"]);
+    env.ok(&["register", "jump01"]); // a stopped VM: its backups are quick
+                                     // Start just after midnight UTC, so that whole days are advanced (DefaultPolicy: daily
+                                     // at 19:00 UTC, each point kept 30 days).
+    let now = sim_now(&env);
+    let start = (now.date_naive() + D::days(1))
+        .and_hms_opt(0, 1, 0)
+        .unwrap()
+        .and_utc();
+    let to_start = (start - now).num_seconds() + 1;
+    env.ok(&["sim", "advance", &format!("{to_start}s"), "--offline"]);
+    env.ok(&["protect", "jump01", "--policy", "DefaultPolicy"]);
+    let from = start.date_naive();
+    let days: i64 = 120;
+    let end = (from + D::days(days))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        - D::minutes(1);
+
+    let kills = [4, 20, 45];
+    for started in kills {
+        let mut child = env
+            .std_cmd()
+            .args(["sim", "advance", "400d"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(120, "scheduled backups to run", || {
+            backups(&env).len() >= started
+        });
+        child.kill().unwrap(); // SIGKILL: no chance to save anything on the way out
+        child.wait().unwrap();
+
+        let clock = sim_now(&env);
+        let newest_point = times(&env.json(&["points", "jump01"]), "time")
+            .into_iter()
+            .max()
+            .unwrap();
+        let newest_job = times(&env.json(&["jobs"]), "start_time")
+            .into_iter()
+            .max()
+            .unwrap();
+        assert!(
+            clock >= newest_point && clock >= newest_job,
+            "after a kill the clock ({clock}) is behind committed work (point {newest_point}, job {newest_job})"
+        );
+        // The job list shows the newest job first, nothing from the simulated future.
+        let first = env.json(&["jobs", "--limit", "1"]);
+        assert_eq!(times(&first, "start_time"), vec![newest_job]);
+    }
+    assert!(
+        sim_now(&env) < end - D::days(31),
+        "killed too late to check the rest"
+    );
+
+    // The rest of the way in one go.
+    let by = (end - sim_now(&env)).num_seconds();
+    let report = env.json(&["sim", "advance", &format!("{by}s")]);
+    assert_eq!(report["interrupted"], false);
+
+    // Each scheduled instant ran at most once (a backup interrupted by a kill is not
+    // repeated), and at most the kills cost an instant.
+    let jobs = backups(&env);
+    let days_run: std::collections::BTreeSet<chrono::NaiveDate> =
+        times(&Value::Array(jobs.clone()), "start_time")
+            .iter()
+            .map(|t| t.date_naive())
+            .collect();
+    assert_eq!(days_run.len(), jobs.len(), "an instant ran twice");
+    assert!(
+        jobs.len() as i64 >= days - kills.len() as i64 && jobs.len() as i64 <= days,
+        "{} backups over {days} days",
+        jobs.len()
+    );
+
+    let preview = env.json(&[
+        "policy",
+        "preview",
+        "DefaultPolicy",
+        "--from",
+        &from.to_string(),
+        "--days",
+        &days.to_string(),
+    ]);
+    let expected = times(&preview["points"], "time");
+    let mut actual = times(&env.json(&["points", "jump01"]), "scheduled_time");
+    actual.sort();
+    assert_eq!(actual, expected);
+}
+
+/// Ctrl-C stops `sim advance` after the step it is in: exit 130, the report says where the
+/// clock stopped, and no job is left running.
+#[test]
+fn ctrl_c_stops_sim_advance_after_the_current_step() {
+    let env = Env::new();
+    env.protect(&["jump01"]);
+    let child = env
+        .std_cmd()
+        .args(["sim", "advance", "400d", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(120, "scheduled backups to run", || backups(&env).len() >= 3);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    let stopped = chrono::DateTime::parse_from_rfc3339(report["to"].as_str().unwrap()).unwrap();
+    assert!(sim_now(&env) >= stopped);
+    assert!(sim_now(&env) < stopped + chrono::Duration::days(1));
+    assert!(env
+        .json(&["jobs", "--status", "InProgress,Cancelling"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Interrupted"));
+}

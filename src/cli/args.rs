@@ -12,7 +12,10 @@ use std::path::PathBuf;
     long_about = "Back up virtual machines into a vault, following Azure Backup's portal flow.\n\
                   Without a command, opens the console. With no configuration file, uses the embedded \
                   default: a simulated subscription and one vault per region in your data folder.",
-    after_help = "Exit codes: 0 success, 1 the operation failed (a job Failed), 2 bad usage or bad input.",
+    after_help = "Exit codes: 0 success, 1 the operation failed (a job Failed), 2 bad usage or bad input \
+                  (nothing was changed), 3 a job was cancelled (by `vmvault cancel`, the console or a \
+                  shutdown), 130 interrupted by Ctrl-C (its jobs were cancelled). `vmvault job ID --wait` \
+                  exits with the job's code.",
     args_override_self = true
 )]
 pub struct Cli {
@@ -35,9 +38,10 @@ pub enum Command {
     Discover(JsonFlag),
     /// List discovered, registered and protected VMs
     Items(ItemsArgs),
-    /// Register VMs with the vault (one Register job each)
+    /// Register VMs with the vault (one Register job each; at most 1000 VMs at once)
     Register(RegisterArgs),
-    /// Protect registered VMs with a backup policy (one ConfigureBackup job each)
+    /// Protect registered VMs with a backup policy (one ConfigureBackup job each; at most 100
+    /// VMs at once, Azure Backup's limit per protect operation)
     Protect(ProtectArgs),
     /// Back up a protected VM now
     Backup(BackupArgs),
@@ -49,7 +53,8 @@ pub enum Command {
     Cancel(CancelArgs),
     /// The dashboard: counts, jobs of the last 24 hours, storage
     Summary(JsonFlag),
-    /// List the recovery points of a VM
+    /// List the recovery points of a VM: SIZE (what it restores), STORED (the compressed
+    /// bytes it holds that the point before it does not; the oldest: all it holds), DAMAGED
     Points(PointsArgs),
     /// Restore the disks of a recovery point into a folder
     Restore(RestoreArgs),
@@ -147,9 +152,10 @@ pub struct JobsArgs {
     /// Only jobs of this VM
     #[arg(long, value_name = "VM")]
     pub item: Option<String>,
-    /// At most this many jobs (newest first)
+    /// The newest N jobs; a running job the filters select is listed even when it is older
+    /// (a long backup never hides behind shorter jobs started after it)
     #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
+    pub limit: Option<u32>,
     #[arg(long)]
     pub json: bool,
 }
@@ -159,7 +165,7 @@ pub struct JobArgs {
     /// Job id (or a unique prefix of at least 4 characters)
     #[arg(value_name = "JOB_ID")]
     pub id: String,
-    /// Wait until the job has finished
+    /// Wait until the job has finished, and exit with its outcome (0, 1 failed, 3 cancelled)
     #[arg(long)]
     pub wait: bool,
     #[arg(long)]
@@ -186,7 +192,7 @@ pub struct PointsArgs {
 pub struct RestoreArgs {
     #[arg(value_name = "VM")]
     pub vm: String,
-    /// Recovery point id (or a unique prefix); see `vmvault points VM`
+    /// Recovery point id (or a unique prefix of at least 4 characters); see `vmvault points VM`
     #[arg(long, value_name = "POINT_ID")]
     pub point: String,
     /// Target folder; each disk is written as <vm>-disk<N>.<format>
@@ -313,7 +319,8 @@ pub struct PolicyPreview {
 pub enum SimCommand {
     /// Print the simulated clock
     Now(JsonFlag),
-    /// Move the simulated clock forward (e.g. 800d, 12h, 2w), running every scheduled backup and clean-up in between
+    /// Move the simulated clock forward (e.g. 800d, 12h, 2w; at most 100 years), running every
+    /// scheduled backup and clean-up in between; Ctrl-C stops after the current step (exit 130)
     Advance(SimAdvance),
     /// Write what a simulated disk held at a time as a sparse raw image
     ExportDisk(SimExport),

@@ -11,8 +11,14 @@ macro_rules! outln {
     () => { $crate::cli::write_stdout(format_args!(""), true) };
     ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), true) };
 }
+/// A line on stderr, escaped like stdout.
+macro_rules! errln {
+    ($($t:tt)*) => { eprintln!("{}", $crate::fmt::printable(&format!($($t)*))) };
+}
 
 pub mod args;
+#[cfg(test)]
+mod input_proptests;
 mod json;
 mod progress;
 mod table;
@@ -22,6 +28,7 @@ use crate::engine::{
     AdvanceReport, Engine, EngineError, EngineOptions, Event, OpenMode, RestoreFormat,
 };
 use crate::fmt;
+use crate::fsx;
 use crate::model::*;
 use crate::provider::Provider;
 use crate::vault::catalog::JobFilter;
@@ -35,6 +42,43 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use table::Table;
 
+/// The exit codes of `vmvault` (README and `--help` list them: scripts rely on them).
+pub mod exit {
+    /// Success: every job Completed (or CompletedWithWarnings).
+    pub const OK: u8 = 0;
+    /// The operation failed: a job Failed, or the vault could not do it.
+    pub const FAILED: u8 = 1;
+    /// Bad usage or bad input; nothing was changed.
+    pub const USAGE: u8 = 2;
+    /// A job was cancelled (`vmvault cancel`, the console, the vault shutting down): it did
+    /// not do what was asked, and nothing it had started was committed.
+    pub const CANCELLED: u8 = 3;
+    /// Ctrl-C: the command stopped and cancelled its jobs (128 + SIGINT, as shells report).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// The exit code of jobs that have ended: success when every one completed, else
+/// cancelled when the others completed or were cancelled, else failed (a job still running
+/// is not a success either).
+pub fn exit_code_of(jobs: &[Job]) -> u8 {
+    let completed = |j: &Job| {
+        matches!(
+            j.status,
+            JobStatus::Completed | JobStatus::CompletedWithWarnings
+        )
+    };
+    if jobs.iter().all(completed) {
+        exit::OK
+    } else if jobs
+        .iter()
+        .all(|j| completed(j) || j.status == JobStatus::Cancelled)
+    {
+        exit::CANCELLED
+    } else {
+        exit::FAILED
+    }
+}
+
 /// An error the CLI reports: its message and exit code.
 #[derive(Debug)]
 pub struct CliError {
@@ -45,13 +89,13 @@ pub struct CliError {
 impl CliError {
     pub fn usage(message: impl Into<String>) -> CliError {
         CliError {
-            code: 2,
+            code: exit::USAGE,
             message: message.into(),
         }
     }
     pub fn failed(message: impl Into<String>) -> CliError {
         CliError {
-            code: 1,
+            code: exit::FAILED,
             message: message.into(),
         }
     }
@@ -75,13 +119,20 @@ impl From<ConfigError> for CliError {
 
 type Result<T> = std::result::Result<T, CliError>;
 
+/// The longest error message printed (a list of ambiguous VMs fits; a file does not).
+const MAX_ERROR_CHARS: usize = 10_000;
+
 /// Entry point of the `vmvault` binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -91,14 +142,16 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit::FAILED);
         }
     };
     let code = rt.block_on(async {
         match run(cli).await {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {}", e.message);
+                // Messages echo user input capped where they are made; this bounds the rest
+                // (a path, a tool's output) however it was built.
+                errln!("error: {}", fmt::cut(&e.message, MAX_ERROR_CHARS));
                 e.code
             }
         }
@@ -249,22 +302,58 @@ fn init_logging(config: &Config, data_dir: &crate::fsx::Dir) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::sync::Mutex::new(file))
+        .with_writer(SafeLog(std::sync::Mutex::new(file)))
         .with_ansi(false)
         .with_env_filter(filter)
         .try_init();
 }
 
+/// The log file, one line per event that no name can forge: every control character of an
+/// event except its final line break is escaped ([`fmt::escape`]), so a VM named
+/// `x\n… job finished …` or holding terminal escapes shows as such.
+struct SafeLog<W>(std::sync::Mutex<W>);
+
+struct SafeLogLine<'a, W>(std::sync::MutexGuard<'a, W>);
+
+impl<'a, W: Write + 'a> tracing_subscriber::fmt::MakeWriter<'a> for SafeLog<W> {
+    type Writer = SafeLogLine<'a, W>;
+    fn make_writer(&'a self) -> Self::Writer {
+        SafeLogLine(self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl<W: Write> Write for SafeLogLine<'_, W> {
+    /// Gets one whole formatted event (the formatter writes each event at once).
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (&*text, ""),
+        };
+        self.0.write_all(fmt::escape(body).as_bytes())?;
+        self.0.write_all(end.as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Prints to stdout with control characters escaped ([`fmt::printable`]): names from
+/// outside (image files, VMs) cannot move the cursor or forge lines in what people read.
 #[doc(hidden)]
 pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    let text = std::fmt::format(args);
     let mut out = std::io::stdout().lock();
-    let r = out.write_fmt(args).and_then(|_| {
-        if newline {
-            out.write_all(b"\n")
-        } else {
-            Ok(())
-        }
-    });
+    let r = out
+        .write_all(fmt::printable(&text).as_bytes())
+        .and_then(|_| {
+            if newline {
+                out.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        });
     if let Err(e) = r {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(141);
@@ -475,7 +564,8 @@ fn items(setup: &Setup, a: &ItemsArgs) -> Result<u8> {
     if let Some(s) = &a.state {
         let state = ProtectionState::parse(s).ok_or_else(|| {
             CliError::usage(format!(
-                "unknown protection state \"{s}\"; expected one of {}",
+                "unknown protection state \"{}\"; expected one of {}",
+                fmt::echo(s),
                 ProtectionState::names()
             ))
         })?;
@@ -599,7 +689,7 @@ async fn restore(setup: &Setup, globals: &[String], a: &RestoreArgs) -> Result<u
     let format = RestoreFormat::parse(&a.format).ok_or_else(|| {
         CliError::usage(format!(
             "--format {}: expected raw, qcow2, vhd or vmdk",
-            a.format
+            fmt::echo(&a.format)
         ))
     })?;
     if a.no_wait {
@@ -673,7 +763,7 @@ async fn spawn_detached(
     } else {
         outln!("{id}");
         if stdout_is_tty() {
-            eprintln!("Started in the background; follow it with `vmvault job {id}`.");
+            errln!("Started in the background; follow it with `vmvault job {id}`.");
         }
     }
     Ok(0)
@@ -710,11 +800,7 @@ async fn detached(setup: &Setup, a: &DetachedArgs) -> Result<u8> {
     let _ = std::io::stdout().flush();
     detach_stdio();
     let job = engine.wait_job(&id).await?;
-    Ok(if job.status == JobStatus::Failed {
-        1
-    } else {
-        0
-    })
+    Ok(exit_code_of(&[job]))
 }
 
 /// Points stdout and stderr at /dev/null (the parent stopped reading them).
@@ -763,12 +849,9 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        for (i, id) in ids.iter().enumerate() {
-            if finished[i].is_none() {
-                let j = engine.job(id)?;
-                if !j.status.is_active() {
-                    finished[i] = Some(j);
-                }
+        for (id, slot) in ids.iter().zip(finished.iter_mut()) {
+            if slot.is_none() {
+                *slot = engine.ended_job(id)?;
             }
         }
         if finished.iter().all(|f| f.is_some()) {
@@ -778,7 +861,7 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
             _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
                 for b in &mut bars { b.clear(); }
-                eprintln!("Interrupted: cancelling {} job(s)…", ids.len());
+                errln!("Interrupted: cancelling {} job(s)…", ids.len());
                 for id in ids {
                     let _ = engine.cancel_job(id);
                 }
@@ -804,7 +887,7 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
     let jobs: Vec<Job> = finished.into_iter().flatten().collect();
     if interrupted {
         return Err(CliError {
-            code: 130,
+            code: exit::INTERRUPTED,
             message: "interrupted: the job(s) were cancelled".into(),
         });
     }
@@ -816,9 +899,8 @@ async fn wait_and_report(engine: &Engine, ids: &[String], as_json: bool) -> Resu
     report_finished(engine, &jobs, as_json)
 }
 
-/// Prints finished jobs; exit code 1 when any failed.
+/// Prints finished jobs; the exit code says how they ended ([`exit_code_of`]).
 fn report_finished(engine: &Engine, jobs: &[Job], as_json: bool) -> Result<u8> {
-    let failed = jobs.iter().any(|j| j.status == JobStatus::Failed);
     if as_json {
         let now = engine.now();
         let v: Vec<Value> = jobs.iter().map(|j| json::job(j, now, None)).collect();
@@ -832,7 +914,7 @@ fn report_finished(engine: &Engine, jobs: &[Job], as_json: bool) -> Result<u8> {
             print_job_outcome(j);
         }
     }
-    Ok(if failed { 1 } else { 0 })
+    Ok(exit_code_of(jobs))
 }
 
 fn print_job_outcome(j: &Job) {
@@ -919,17 +1001,20 @@ fn print_job_outcome(j: &Job) {
             j.id
         ),
         _ => {
-            eprintln!(
+            errln!(
                 "error: {} of {} {} (job {})",
-                j.operation, j.item, j.status, j.id
+                j.operation,
+                j.item,
+                j.status,
+                j.id
             );
             if let Some(e) = &j.error {
-                eprintln!("  {}: {}", e.code, e.title);
-                eprintln!("  {}", e.message);
+                errln!("  {}: {}", e.code, e.title);
+                errln!("  {}", e.message);
                 if !e.recommendations.is_empty() {
-                    eprintln!("  What to do:");
+                    errln!("  What to do:");
                     for r in &e.recommendations {
-                        eprintln!("   - {r}");
+                        errln!("   - {r}");
                     }
                 }
             }
@@ -939,21 +1024,24 @@ fn print_job_outcome(j: &Job) {
 
 fn job_filter(engine: &Engine, a: &JobsArgs) -> Result<JobFilter> {
     let mut f = JobFilter {
-        limit: a.limit,
+        limit: a.limit.map(|n| n as usize),
         ..Default::default()
     };
     if let Some(s) = &a.since {
-        f.since = Some(match fmt::parse_period(s) {
-            Ok(d) => engine.now() - d,
-            Err(pe) => fmt::parse_time(s, false)
-                .map_err(|_| CliError::usage(format!("--since: {pe}, or a time")))?,
-        });
+        // A period is digits and a unit; a time has a date (`-`) or a clock (`:`).
+        let since = if s.contains(['-', ':']) {
+            fmt::parse_time(s, false)
+        } else {
+            fmt::parse_period(s).map(|d| engine.now() - d)
+        };
+        f.since = Some(since.map_err(|e| CliError::usage(format!("--since: {e}")))?);
     }
     for s in &a.status {
         for part in s.split(',') {
             f.statuses.push(JobStatus::parse(part).ok_or_else(|| {
                 CliError::usage(format!(
-                    "--status {part}: unknown status; expected one of {}",
+                    "--status {}: unknown status; expected one of {}",
+                    fmt::echo(part),
                     JobStatus::names()
                 ))
             })?);
@@ -963,7 +1051,8 @@ fn job_filter(engine: &Engine, a: &JobsArgs) -> Result<JobFilter> {
         for part in s.split(',') {
             f.operations.push(JobOperation::parse(part).ok_or_else(|| {
                 CliError::usage(format!(
-                    "--operation {part}: unknown operation; expected one of {}",
+                    "--operation {}: unknown operation; expected one of {}",
+                    fmt::echo(part),
                     JobOperation::names()
                 ))
             })?);
@@ -1105,10 +1194,10 @@ async fn job(setup: &Setup, a: &JobArgs) -> Result<u8> {
 
 /// `job ID` reports; `job ID --wait` also returns the job's outcome as its exit code.
 fn job_exit(j: &Job, waited: bool) -> u8 {
-    if waited && j.status == JobStatus::Failed {
-        1
+    if waited {
+        exit_code_of(std::slice::from_ref(j))
     } else {
-        0
+        exit::OK
     }
 }
 
@@ -1195,6 +1284,7 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
         "EXPIRY (UTC)",
         "SIZE",
         "STORED",
+        "DAMAGED",
     ]);
     for p in points.iter().rev() {
         t.row(vec![
@@ -1206,9 +1296,9 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
             fmt::bytes(p.logical_bytes),
             fmt::bytes(p.stored_bytes),
             if damaged.contains(&p.id) {
-                "DAMAGED (see vmvault verify)".into()
+                "yes: see `vmvault verify`".into()
             } else {
-                String::new()
+                "no".into()
             },
         ]);
     }
@@ -1328,12 +1418,11 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             Ok(0)
         }
         PolicyCommand::Import(a) => {
-            let text = std::fs::read_to_string(&a.file)
-                .map_err(|e| CliError::usage(format!("cannot read {}: {e}", a.file.display())))?;
+            let text = read_input(&a.file, fsx::limits::AZURE_JSON, "an Azure policy file")?;
             let imported = crate::policy::import_azure(&text, &a.file.display().to_string())
                 .map_err(|e| CliError::usage(e.to_string()))?;
             for s in &imported.skipped {
-                eprintln!("Skipped policy {}: {}", s.name, s.reason);
+                errln!("Skipped policy {}: {}", s.name, s.reason);
             }
             let mut policies = imported.policies;
             if let Some(name) = &a.name {
@@ -1376,9 +1465,9 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             let engine = setup.open(OpenMode::ReadOnly)?;
             let p: Policy = engine.policy(&a.name)?;
             let from = match &a.from {
-                Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-                    CliError::usage(format!("--from {s}: expected a date YYYY-MM-DD"))
-                })?,
+                Some(s) => {
+                    fmt::parse_date(s).map_err(|e| CliError::usage(format!("--from: {e}")))?
+                }
                 None => engine.now().with_timezone(&p.time_zone).date_naive(),
             };
             if a.days == 0 || a.days > 365 * 100 {
@@ -1388,6 +1477,15 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                 )));
             }
             let preview = crate::policy::preview(&p, from, a.days);
+            // vmvault's dates end with the year 9999: a preview that would run or keep
+            // points past it is refused rather than printed as `+10000-…`.
+            if let Some(pt) = preview.points.iter().find(|pt| pt.expiry > fmt::max_time()) {
+                return Err(CliError::usage(format!(
+                    "--from {from} --days {}: the preview reaches past the year 9999 (the point of {} would be kept beyond it); vmvault handles dates up to 9999-12-31, so preview an earlier range",
+                    a.days,
+                    fmt::time(pt.time.min(fmt::max_time()))
+                )));
+            }
             if a.json {
                 print_json(&json!({
                     "policy": p.name,
@@ -1438,9 +1536,15 @@ fn policy_json(p: &crate::policy::Policy, builtin: bool, items: usize) -> Value 
     v
 }
 
+/// Reads a file the user named as input: a regular file within `limit` bytes (a FIFO, a
+/// device or `/dev/zero` is refused at once, see [`fsx::read_input_file`]).
+fn read_input(path: &Path, limit: u64, what: &'static str) -> Result<String> {
+    fsx::read_input_text(path, limit, what)
+        .map_err(|e| CliError::usage(format!("cannot read {what}: {e}")))
+}
+
 fn read_policy_file(path: &Path) -> Result<crate::policy::Policy> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+    let text = read_input(path, fsx::limits::POLICY, "a policy file")?;
     crate::policy::Policy::from_toml_str(&text, &path.display().to_string())
         .map_err(|e| CliError::usage(e.to_string()))
 }
@@ -1455,7 +1559,7 @@ async fn run_headless(setup: &Setup) -> Result<u8> {
         vault = engine.vault_name(),
         "vmvault run: engine and scheduler started"
     );
-    eprintln!(
+    errln!(
         "vmvault run: vault {} ({}, {} source); scheduler running. Logs: {}. Stop with Ctrl-C or SIGTERM.",
         engine.vault_name(),
         engine.region(),
@@ -1476,7 +1580,7 @@ async fn run_headless(setup: &Setup) -> Result<u8> {
     engine.shutdown(std::time::Duration::from_secs(30)).await;
     let _ = sched.await;
     tracing::info!(cancelled = running, "vmvault run: stopped");
-    eprintln!("vmvault run: stopped ({running} running job(s) cancelled)");
+    errln!("vmvault run: stopped ({running} running job(s) cancelled)");
     Ok(0)
 }
 
@@ -1502,7 +1606,18 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             let r: AdvanceReport = if a.offline {
                 engine.sim_advance_offline(by)?
             } else {
-                engine.sim_advance(by).await?
+                // Ctrl-C stops after the current step, with the clock saved there.
+                let stop = crate::cancel::CancelToken::new();
+                let advance = engine.sim_advance(by, stop.clone());
+                tokio::pin!(advance);
+                tokio::select! {
+                    r = &mut advance => r?,
+                    _ = tokio::signal::ctrl_c() => {
+                        errln!("Interrupted: stopping after the current step…");
+                        stop.cancel();
+                        advance.await?
+                    }
+                }
             };
             if a.json {
                 print_json(&serde_json::to_value(&r).unwrap_or(Value::Null));
@@ -1519,17 +1634,34 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
                     r.elapsed_seconds
                 );
             }
-            Ok(0)
+            if r.interrupted {
+                errln!(
+                    "Interrupted at {} UTC (simulated); `vmvault sim advance` goes on from there.",
+                    fmt::time(r.to)
+                );
+                return Ok(exit::INTERRUPTED);
+            }
+            Ok(exit::OK)
         }
         SimCommand::ExportDisk(a) => {
             let engine = setup.open(OpenMode::ReadOnly)?;
             let sim = require_sim(&engine)?;
+            let now = engine.now();
             let at = match &a.at {
                 Some(s) => {
                     fmt::parse_time(s, false).map_err(|e| CliError::usage(format!("--at: {e}")))?
                 }
-                None => engine.now(),
+                None => now,
             };
+            // The simulated disks have a history up to the simulated clock, not beyond (and
+            // working out a day far ahead would take as long as every day before it).
+            if at > now {
+                return Err(CliError::usage(format!(
+                    "--at {}: that is after the simulated clock ({} UTC); give a time up to `vmvault sim now`, or move the clock with `vmvault sim advance`",
+                    fmt::rfc3339(at),
+                    fmt::time(now)
+                )));
+            }
             let item = engine.resolve_item(&a.vm)?;
             if !item.disks.iter().any(|d| d.index == a.disk) {
                 return Err(CliError::usage(format!(
@@ -1574,4 +1706,76 @@ fn require_sim(engine: &Engine) -> Result<Arc<crate::provider::sim::SimProvider>
             engine.source_kind()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_cannot_be_forged_by_names() {
+        let buf = Shared::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(SafeLog(std::sync::Mutex::new(buf.clone())))
+            .with_ansi(false)
+            .finish();
+        let name = "web01\n2026-01-01T00:00:00Z  INFO job finished status=Completed\x1b[2J";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(item = %name, "job started");
+            tracing::info!("second event");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains(
+                "item=web01\\n2026-01-01T00:00:00Z  INFO job finished status=Completed\\u{1b}[2J"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn exit_codes_follow_how_jobs_ended() {
+        let job = |status| Job {
+            id: "j".into(),
+            operation: JobOperation::Backup,
+            item_id: None,
+            item: "vm".into(),
+            status,
+            start_time: chrono::Utc::now(),
+            end_time: None,
+            bytes_done: 0,
+            bytes_total: 0,
+            is_user_triggered: true,
+            tasks: vec![],
+            error: None,
+            details: Default::default(),
+        };
+        use JobStatus::*;
+        assert_eq!(
+            exit_code_of(&[job(Completed), job(CompletedWithWarnings)]),
+            exit::OK
+        );
+        assert_eq!(
+            exit_code_of(&[job(Completed), job(Cancelled)]),
+            exit::CANCELLED
+        );
+        assert_eq!(exit_code_of(&[job(Cancelled), job(Failed)]), exit::FAILED);
+        assert_eq!(exit_code_of(&[job(InProgress)]), exit::FAILED);
+    }
 }

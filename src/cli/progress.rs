@@ -15,7 +15,8 @@ impl Bar {
         Bar {
             enabled,
             last_len: 0,
-            label: label.into(),
+            // The label holds the VM's name: escaped like every name printed.
+            label: crate::fmt::escape(&label.into()).into_owned(),
         }
     }
 

@@ -15,8 +15,18 @@ impl Table {
         }
     }
 
+    /// Adds a row; control characters in cells are escaped ([`crate::fmt::escape`]) so a
+    /// name holding a line break or a terminal escape cannot break the table.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| match crate::fmt::escape(&c) {
+                    std::borrow::Cow::Borrowed(_) => c,
+                    std::borrow::Cow::Owned(e) => e,
+                })
+                .collect(),
+        );
     }
 }
 

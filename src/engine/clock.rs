@@ -40,8 +40,17 @@ impl Clock {
 
     /// Moves a simulated clock so that `now()` reads `t` at this instant.
     pub fn set_now(&self, t: DateTime<Utc>) {
+        self.set_offset(self.offset_to(t));
+    }
+
+    /// The offset that makes `now()` read `t` at this instant (to save before moving).
+    pub fn offset_to(&self, t: DateTime<Utc>) -> Duration {
+        t - Utc::now()
+    }
+
+    /// Sets a simulated clock's offset (a real clock stays real time).
+    pub fn set_offset(&self, off: Duration) {
         if self.simulated {
-            let off = t - Utc::now();
             self.offset_us
                 .store(off.num_microseconds().unwrap_or(0), Ordering::SeqCst);
         }

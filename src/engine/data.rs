@@ -508,6 +508,7 @@ fn backup_body(
     })?;
     ctx.cancel.check()?;
 
+    let point_stored = engine.stored_of_new_point(&item.id, &indexes, &new_chunks)?;
     let now = engine.now();
     let (point_kind, scheduled_time, expiry, retain_until) = match kind {
         BackupKind::OnDemand { retain_until } => (
@@ -534,7 +535,7 @@ fn backup_body(
         kind: point_kind,
         consistency: snapshot.consistency(),
         logical_bytes: logical,
-        stored_bytes: stored,
+        stored_bytes: point_stored,
         disks: snapshot.disks().to_vec(),
         cbt_token: snapshot.cbt_token(),
         job_id: Some(ctx.id()),

@@ -434,10 +434,12 @@ impl Engine {
                 tracing::error!("saving final state of job {}: {e}", job.id);
                 unsaved.insert(job.id.clone(), job.clone());
             }
+            // Logged before the job leaves the running set: waiters (and so the CLI's
+            // exit) go on only after that, so every job's end is in the log exactly once.
+            tracing::info!(job = %job.id, status = %job.status, "job finished");
             let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
             running.remove(&job.id);
         }
-        tracing::info!(job = %job.id, status = %job.status, "job finished");
         match job.status {
             JobStatus::Failed => {
                 let msg = job

@@ -87,10 +87,20 @@ impl Engine {
         let job = self.run_job_inline(spec, move |ctx| {
             ctx.start_task(0);
             let ids: Vec<String> = remove.iter().map(|p| p.id.clone()).collect();
+            let gone: HashSet<String> = ids.iter().cloned().collect();
+            let mut restated = Vec::new();
+            for item_id in remove
+                .iter()
+                .map(|p| p.item_id.as_str())
+                .collect::<HashSet<_>>()
+            {
+                let points = ctx.engine.inner.catalog.points(item_id)?;
+                restated.extend(ctx.engine.stored_after_prune(&points, &gone)?);
+            }
             ctx.engine
                 .inner
                 .catalog
-                .delete_points(&ids, &ctx.id(), ctx.engine.now())?;
+                .delete_points(&ids, &restated, &ctx.id(), ctx.engine.now())?;
             for item in &purge {
                 ctx.engine.inner.catalog.update_item(&item.id, |i| {
                     i.protection_state = ProtectionState::NotProtected;

@@ -15,6 +15,7 @@ mod maintenance;
 mod ops;
 mod restore_target;
 mod scheduler;
+mod stored;
 
 pub use clock::Clock;
 pub use data::{restore_targets, RestoreFormat, DEFAULT_ON_DEMAND_DAYS};
@@ -23,6 +24,7 @@ pub use ops::{DiscoveryResult, MAX_ITEMS_PER_PROTECT, MAX_PROTECTED_PER_VAULT};
 pub use scheduler::AdvanceReport;
 
 use crate::cancel::{CancelToken, Progress};
+use crate::fmt;
 use crate::model::*;
 use crate::policy::Policy;
 use crate::provider::Provider;
@@ -312,6 +314,8 @@ impl Engine {
         if engine.is_owner() {
             let interrupted = engine.inner.catalog.fail_interrupted_jobs(engine.now())?;
             for job in &interrupted {
+                // The end of a job whose process was killed: logged now, once.
+                tracing::info!(job = %job.id, status = %job.status, "job finished (interrupted: its process stopped)");
                 engine.after_interrupted(job)?;
             }
             engine.bind_legacy_indexes()?;
@@ -456,12 +460,27 @@ impl Engine {
     }
 
     pub(crate) fn save_clock(&self) -> Result<()> {
+        self.persist_clock_offset(self.inner.clock.offset())
+    }
+
+    fn persist_clock_offset(&self, off: Duration) -> Result<()> {
         if self.inner.clock.is_simulated() {
-            let off = self.inner.clock.offset().num_microseconds().unwrap_or(0);
+            let us = off.num_microseconds().unwrap_or(0);
             self.inner
                 .catalog
-                .set_setting(SETTING_CLOCK_OFFSET, &off.to_string())?;
+                .set_setting(SETTING_CLOCK_OFFSET, &us.to_string())?;
         }
+        Ok(())
+    }
+
+    /// Moves the simulated clock so that it reads `t`, saving the new clock before it
+    /// changes: whatever is committed at the new time afterwards is never ahead of the
+    /// clock a later process reads, even when this one is killed at once (`sim advance`
+    /// resumes from there, neither skipping nor repeating a scheduled instant).
+    pub(crate) fn move_clock(&self, t: DateTime<Utc>) -> Result<()> {
+        let off = self.inner.clock.offset_to(t);
+        self.persist_clock_offset(off)?;
+        self.inner.clock.set_offset(off);
         Ok(())
     }
 
@@ -482,47 +501,43 @@ impl Engine {
             return Ok(item);
         }
         let all_named = |name: &str| self.inner.catalog.items_named(name);
-        if let Some((cs, name)) = what.rsplit_once('/') {
-            let found: Vec<Item> = all_named(name)?
+        let found: Vec<Item> = match what.rsplit_once('/') {
+            Some((cs, name)) => all_named(name)?
                 .into_iter()
                 .filter(|i| i.cloud_service.eq_ignore_ascii_case(cs))
-                .collect();
-            return match found.len() {
-                1 => Ok(found.into_iter().next().unwrap_or_else(|| unreachable!())),
-                0 => usage(self.not_found_message(what)),
-                _ => usage(format!(
-                    "\"{what}\" names {} items; use the item id (see `vmvault items`)",
-                    found.len()
-                )),
-            };
-        }
-        let found = all_named(what)?;
-        match found.len() {
-            0 => usage(self.not_found_message(what)),
-            1 => Ok(found.into_iter().next().unwrap_or_else(|| unreachable!())),
-            _ => {
-                let list: Vec<String> = found
+                .collect(),
+            None => all_named(what)?,
+        };
+        let mut found = found.into_iter();
+        match (found.next(), found.next()) {
+            (Some(item), None) => Ok(item),
+            (None, _) => usage(self.not_found_message(what)),
+            (Some(first), Some(second)) => {
+                let all: Vec<Item> = [first, second].into_iter().chain(found).collect();
+                let list: Vec<String> = all
                     .iter()
                     .map(|i| {
                         format!(
                             "  {} (cloud service {}, region {})",
-                            i.qualified_name(),
-                            i.cloud_service,
-                            i.region
+                            fmt::escape(&i.qualified_name()),
+                            fmt::escape(&i.cloud_service),
+                            fmt::escape(&i.region)
                         )
                     })
                     .collect();
                 usage(format!(
-                    "\"{what}\" is ambiguous: {} VMs have that name:\n{}\nName one as cloud-service/name, e.g. `{}`",
-                    found.len(),
+                    "\"{}\" is ambiguous: {} VMs have that name:\n{}\nName one as cloud-service/name, e.g. `{}`, or use its item id (see `vmvault items --json`)",
+                    fmt::echo(what),
+                    all.len(),
                     list.join("\n"),
-                    found[0].qualified_name()
+                    fmt::escape(&all[0].qualified_name())
                 ))
             }
         }
     }
 
     fn not_found_message(&self, what: &str) -> String {
+        let what = fmt::echo(what);
         match self.inner.catalog.items() {
             Ok(items) if items.is_empty() => format!(
                 "no VM named \"{what}\": vault {} has not discovered any VM yet; run `vmvault discover` first",
@@ -535,25 +550,52 @@ impl Engine {
         }
     }
 
+    /// Jobs matching `filter`, newest first, with their tasks. A `limit` keeps the newest
+    /// jobs but never hides a running one (see [`Engine::list_jobs`]).
     pub fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        Ok(self
-            .inner
-            .catalog
-            .jobs(filter, true)?
-            .into_iter()
-            .map(|j| self.present(j))
-            .collect())
+        self.list_jobs(filter, true)
     }
 
-    /// Jobs without their tasks (for long lists).
+    /// Jobs without their tasks (for long lists); a `limit` as in [`Engine::jobs`].
     pub fn job_list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        Ok(self
-            .inner
-            .catalog
-            .jobs(filter, false)?
-            .into_iter()
-            .map(|j| self.present(j))
-            .collect())
+        self.list_jobs(filter, false)
+    }
+
+    /// The newest `filter.limit` jobs, plus every running job the filter selects even when
+    /// it is older than those (a long backup must not vanish behind the short jobs that
+    /// started after it), newest first.
+    fn list_jobs(&self, filter: &JobFilter, with_tasks: bool) -> Result<Vec<Job>> {
+        let present =
+            |jobs: Vec<Job>| -> Vec<Job> { jobs.into_iter().map(|j| self.present(j)).collect() };
+        let mut jobs = present(self.inner.catalog.jobs(filter, with_tasks)?);
+        if filter.limit.is_none() {
+            return Ok(jobs);
+        }
+        let statuses: Vec<JobStatus> = if filter.statuses.is_empty() {
+            vec![JobStatus::InProgress, JobStatus::Cancelling]
+        } else {
+            filter
+                .statuses
+                .iter()
+                .copied()
+                .filter(|s| s.is_active())
+                .collect()
+        };
+        if statuses.is_empty() {
+            return Ok(jobs);
+        }
+        let running = JobFilter {
+            statuses,
+            limit: None,
+            ..filter.clone()
+        };
+        for job in present(self.inner.catalog.jobs(&running, with_tasks)?) {
+            if job.status.is_active() && !jobs.iter().any(|j| j.id == job.id) {
+                jobs.push(job);
+            }
+        }
+        jobs.sort_by(|a, b| b.start_time.cmp(&a.start_time).then(a.id.cmp(&b.id)));
+        Ok(jobs)
     }
 
     /// How many jobs match `filter` (its `limit` is ignored).
@@ -575,28 +617,26 @@ impl Engine {
             .collect())
     }
 
-    /// A job by id or unique id prefix.
+    /// A job by id or unique id prefix ([`id_prefix`]).
     pub fn job(&self, id: &str) -> Result<Job> {
-        let id = id.trim();
+        let id = id_prefix(id, "job id")?;
         if let Some(j) = self.inner.catalog.job(id)? {
             return Ok(self.present(j));
         }
-        if id.len() >= 4 {
-            let ids = self.inner.catalog.job_ids_with_prefix(id, 6)?;
-            match ids.len() {
-                1 => {
-                    if let Some(j) = self.inner.catalog.job(&ids[0])? {
-                        return Ok(self.present(j));
-                    }
+        let ids = self.inner.catalog.job_ids_with_prefix(id, 6)?;
+        match ids.as_slice() {
+            [one] => {
+                if let Some(j) = self.inner.catalog.job(one)? {
+                    return Ok(self.present(j));
                 }
-                0 => {}
-                _ => {
-                    return usage(format!(
+            }
+            [] => {}
+            _ => {
+                return usage(format!(
                     "job id prefix \"{id}\" is ambiguous: it matches {}{}; give more characters",
                     ids.join(", "),
                     if ids.len() == 6 { ", …" } else { "" }
                 ))
-                }
             }
         }
         usage(format!(
@@ -653,28 +693,28 @@ impl Engine {
         Ok(self.inner.catalog.points(item_id)?)
     }
 
-    /// A recovery point of `item` by id or unique prefix.
+    /// A recovery point of `item` by id or unique id prefix ([`id_prefix`]).
     pub fn resolve_point(&self, item: &Item, id: &str) -> Result<RecoveryPoint> {
-        let id = id.trim();
+        let id = id_prefix(id, "recovery point id")?;
         if let Some(p) = self.inner.catalog.point(id)? {
             if p.item_id == item.id {
                 return Ok(p);
             }
             return usage(format!(
                 "recovery point {id} belongs to another item, not to {}",
-                item.qualified_name()
+                fmt::escape(&item.qualified_name())
             ));
         }
         let ids = self.inner.catalog.point_ids_with_prefix(&item.id, id, 3)?;
-        match ids.len() {
-            1 => match self.inner.catalog.point(&ids[0])? {
+        match ids.as_slice() {
+            [one] => match self.inner.catalog.point(one)? {
                 Some(p) => Ok(p),
                 None => usage(format!("recovery point {id} disappeared")),
             },
-            0 => usage(format!(
+            [] => usage(format!(
                 "{} has no recovery point \"{id}\"; `vmvault points {}` lists them",
-                item.qualified_name(),
-                item.qualified_name()
+                fmt::escape(&item.qualified_name()),
+                fmt::escape(&item.qualified_name())
             )),
             _ => usage(format!(
                 "recovery point prefix \"{id}\" is ambiguous; give more characters"
@@ -703,7 +743,8 @@ impl Engine {
                     .map(|r| r.name)
                     .collect();
                 usage(format!(
-                    "no policy named \"{name}\"; policies in vault {}: {}",
+                    "no policy named \"{}\"; policies in vault {}: {}",
+                    fmt::echo(name),
                     self.vault_name(),
                     names.join(", ")
                 ))
@@ -805,12 +846,26 @@ impl Engine {
             .collect())
     }
 
-    /// Waits until a job has finished and returns it.
+    /// The job when it has ended: its final row is saved and, when this process runs it,
+    /// the engine is done with it (its end is logged). A job body may save its final row
+    /// before that (in its commit transaction): a process that exited on seeing the row
+    /// would cut off the rest of the job's end.
+    pub fn ended_job(&self, id: &str) -> Result<Option<Job>> {
+        let job = self.job(id)?;
+        let running_here = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&job.id);
+        Ok((!job.status.is_active() && !running_here).then_some(job))
+    }
+
+    /// Waits until a job has ended ([`Engine::ended_job`]) and returns it.
     pub async fn wait_job(&self, id: &str) -> Result<Job> {
         let mut rx = self.subscribe();
         loop {
-            let job = self.job(id)?;
-            if !job.status.is_active() {
+            if let Some(job) = self.ended_job(id)? {
                 return Ok(job);
             }
             if !self.is_owner() {
@@ -818,13 +873,11 @@ impl Engine {
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                 continue;
             }
-            match tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await {
-                Ok(Ok(Event::JobUpdated(j))) if j.id == job.id && !j.status.is_active() => {
-                    // The catalog has the final row too; reread it for the tasks.
-                    return self.job(&j.id);
-                }
-                Ok(Err(broadcast::error::RecvError::Closed)) => return self.job(id),
-                _ => {}
+            // Any event may be the end; look again at most a second later anyway.
+            if let Ok(Err(broadcast::error::RecvError::Closed)) =
+                tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await
+            {
+                return self.job(id);
             }
         }
     }
@@ -863,6 +916,34 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .len()
     }
+}
+
+/// The fewest characters of an id the user may type instead of the whole id.
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// The one rule for ids typed on the command line (jobs and recovery points alike): a whole
+/// id, or its first [`MIN_ID_PREFIX`] or more characters; only the characters ids are made
+/// of (hex digits and `-`). Returns the trimmed prefix; anything else is a usage error that
+/// says what to give.
+pub fn id_prefix<'a>(typed: &'a str, what: &str) -> Result<&'a str> {
+    let id = typed.trim();
+    if id.is_empty() {
+        return usage(format!(
+            "give a {what} (at least {MIN_ID_PREFIX} characters of it)"
+        ));
+    }
+    if !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return usage(format!(
+            "\"{}\" is not a {what}: ids are made of hex digits and '-', e.g. 3f2a9c10",
+            fmt::echo(id)
+        ));
+    }
+    if id.len() < MIN_ID_PREFIX {
+        return usage(format!(
+            "{what} \"{id}\" is too short: give at least {MIN_ID_PREFIX} characters"
+        ));
+    }
+    Ok(id)
 }
 
 /// Creates a folder (and parents) readable by the owner only.

@@ -11,9 +11,13 @@ use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Limits from DOMAIN.md.
+/// Limits from DOMAIN.md (Azure Backup's): protected VMs per vault, VMs in one protect
+/// operation.
 pub const MAX_PROTECTED_PER_VAULT: usize = 1000;
 pub const MAX_ITEMS_PER_PROTECT: usize = 100;
+/// VMs in one register operation (one job each): as many as a vault can protect, so one
+/// command can register a whole vault's worth.
+pub const MAX_ITEMS_PER_REGISTER: usize = MAX_PROTECTED_PER_VAULT;
 /// Soft-deleted data is kept this long before it is purged.
 pub const SOFT_DELETE_DAYS: i64 = 14;
 
@@ -216,6 +220,12 @@ impl Engine {
         if items.is_empty() {
             return usage("name at least one VM to register");
         }
+        if items.len() > MAX_ITEMS_PER_REGISTER {
+            return usage(format!(
+                "{} VMs in one register operation: at most {MAX_ITEMS_PER_REGISTER} can be registered at once (as many as a vault protects); split the list",
+                items.len()
+            ));
+        }
         for item in items {
             let item = self.item(&item.id)?.unwrap_or_else(|| item.clone());
             if !item.region.eq_ignore_ascii_case(self.region()) {
@@ -307,7 +317,7 @@ impl Engine {
         }
         if items.len() > MAX_ITEMS_PER_PROTECT {
             return usage(format!(
-                "{} VMs in one protect operation: at most {MAX_ITEMS_PER_PROTECT} can be protected at once; split the list",
+                "{} VMs in one protect operation: at most {MAX_ITEMS_PER_PROTECT} can be protected at once (Azure Backup's limit per operation); split the list",
                 items.len()
             ));
         }

@@ -13,13 +13,11 @@
 use super::data::BackupKind;
 use super::{usage, Engine, EngineError, Event, Result};
 use crate::cancel::CancelToken;
+use crate::fmt;
 use crate::model::*;
 use crate::policy::{last_run_at_or_before, next_run_after, Policy};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
-
-/// The longest `sim advance` (100 years; chrono's dates end long after, but not arbitrarily).
-const MAX_ADVANCE_DAYS: i64 = 365 * 100;
 
 /// What `sim advance` did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -32,6 +30,8 @@ pub struct AdvanceReport {
     pub gc_runs: usize,
     pub points_alive: usize,
     pub elapsed_seconds: f64,
+    /// Stopped before `to` (Ctrl-C): the clock is where the last finished step left it.
+    pub interrupted: bool,
 }
 
 impl Engine {
@@ -233,9 +233,9 @@ impl Engine {
         }
     }
 
-    /// Moves the simulated clock forward by `by`, running every scheduled backup and
-    /// clean-up in between in time order.
-    pub async fn sim_advance(&self, by: Duration) -> Result<AdvanceReport> {
+    /// Where `sim advance` by `by` would take the clock, when the move is allowed: forward,
+    /// by at most [`fmt::MAX_PERIOD_YEARS`] years, not past the year 9999.
+    fn advance_target(&self, by: Duration, example: &str) -> Result<DateTime<Utc>> {
         self.require_owner()?;
         if !self.inner.clock.is_simulated() {
             return usage(format!(
@@ -245,11 +245,29 @@ impl Engine {
             ));
         }
         if by <= Duration::zero() {
-            return usage("give a positive duration, e.g. `vmvault sim advance 30d`");
+            return usage(format!("give a positive duration, e.g. `{example}`"));
         }
-        if by > Duration::days(MAX_ADVANCE_DAYS) {
-            return usage("advance by at most 100 years at a time");
+        if by > Duration::days(365 * fmt::MAX_PERIOD_YEARS) {
+            return usage(format!(
+                "advance by at most {} years at a time",
+                fmt::MAX_PERIOD_YEARS
+            ));
         }
+        let now = self.now();
+        match now.checked_add_signed(by) {
+            Some(t) if t <= fmt::max_time() => Ok(t),
+            _ => usage(format!(
+                "the simulated clock ({}) cannot move past the year 9999; advance by less",
+                fmt::time(now)
+            )),
+        }
+    }
+
+    /// Moves the simulated clock forward by `by`, running every scheduled backup and
+    /// clean-up in between in time order. When `stop` is cancelled (Ctrl-C) it stops after
+    /// the step it is in, with the clock saved where that step left it.
+    pub async fn sim_advance(&self, by: Duration, stop: CancelToken) -> Result<AdvanceReport> {
+        self.advance_target(by, "vmvault sim advance 30d")?;
         let _guard = self.inner.schedule_lock.lock().await;
         let engine = self.clone();
         // Latencies and the read throttle are for people watching; simulated time skips them.
@@ -257,7 +275,7 @@ impl Engine {
         if let Some(s) = &sim {
             s.set_fast_forward(true);
         }
-        let r = tokio::task::spawn_blocking(move || engine.advance_blocking(by))
+        let r = tokio::task::spawn_blocking(move || engine.advance_blocking(by, &stop))
             .await
             .map_err(|e| EngineError::Failed(format!("sim advance stopped unexpectedly: {e}")));
         if let Some(s) = &sim {
@@ -269,40 +287,30 @@ impl Engine {
     /// Moves the simulated clock forward as if the vault was not running: no backup runs
     /// in between; the next start of the scheduler catches up once per item.
     pub fn sim_advance_offline(&self, by: Duration) -> Result<AdvanceReport> {
-        self.require_owner()?;
-        if !self.inner.clock.is_simulated() {
-            return usage(format!(
-                "`sim advance` needs a simulated source; vault {} uses the {} source",
-                self.vault_name(),
-                self.source_kind()
-            ));
-        }
-        if by <= Duration::zero() {
-            return usage("give a positive duration, e.g. `vmvault sim advance 3d --offline`");
-        }
-        if by > Duration::days(MAX_ADVANCE_DAYS) {
-            return usage("advance by at most 100 years at a time");
-        }
         let from = self.now();
-        self.inner.clock.set_now(from + by);
-        self.save_clock()?;
+        let to = self.advance_target(by, "vmvault sim advance 3d --offline")?;
+        self.move_clock(to)?;
         self.publish(Event::ClockChanged(self.now()));
         Ok(AdvanceReport {
             from,
-            to: from + by,
+            to,
             backups: 0,
             backups_failed: 0,
             points_removed: 0,
             gc_runs: 0,
             points_alive: self.inner.catalog.all_points()?.len(),
             elapsed_seconds: 0.0,
+            interrupted: false,
         })
     }
 
-    fn advance_blocking(&self, by: Duration) -> Result<AdvanceReport> {
+    /// The walk of `sim advance`. Every move of the clock is saved before the step at the
+    /// new time runs ([`Engine::move_clock`]), so after a kill at any moment the saved clock
+    /// is at least the time of every committed point and job.
+    fn advance_blocking(&self, by: Duration, stop: &CancelToken) -> Result<AdvanceReport> {
         let started = std::time::Instant::now();
         let from = self.now();
-        let target = from + by;
+        let target = self.advance_target(by, "vmvault sim advance 30d")?;
         let mut report = AdvanceReport {
             from,
             to: target,
@@ -312,10 +320,15 @@ impl Engine {
             gc_runs: 0,
             points_alive: 0,
             elapsed_seconds: 0.0,
+            interrupted: false,
         };
         let mut last_gc = from;
         let mut pruned_since_gc = false;
         loop {
+            if stop.is_cancelled() {
+                report.interrupted = true;
+                break;
+            }
             let now = self.now();
             let due = self.due_backups(now)?;
             if !due.is_empty() {
@@ -429,20 +442,21 @@ impl Engine {
                 .flatten()
                 .min();
             match next {
-                Some(t) if t <= target => {
-                    self.inner.clock.set_now(t);
-                }
+                Some(t) if t <= target => self.move_clock(t)?,
                 _ => break,
             }
         }
-        // Clean-up runs after scheduled backups only (as `policy preview` assumes): points
-        // that expire after the last round stay until the next one.
-        self.inner.clock.set_now(target);
-        if pruned_since_gc {
-            self.gc_inline(false)?;
-            report.gc_runs += 1;
+        if report.interrupted {
+            report.to = self.now();
+        } else {
+            // Clean-up runs after scheduled backups only (as `policy preview` assumes):
+            // points that expire after the last round stay until the next one.
+            self.move_clock(target)?;
+            if pruned_since_gc {
+                self.gc_inline(false)?;
+                report.gc_runs += 1;
+            }
         }
-        self.save_clock()?;
         self.publish(Event::ClockChanged(self.now()));
         self.publish(Event::ItemsChanged);
         report.points_alive = self.inner.catalog.all_points()?.len();

@@ -257,7 +257,7 @@ impl Az {
                 None
             }
         };
-        let schedule = self.schedule(props.get("schedulePolicy"), &p("schedulePolicy"));
+        let schedule = self.schedule(props.get("schedulePolicy"), &p("schedulePolicy"), time_zone);
         let retention = self.retention(props.get("retentionPolicy"), &p("retentionPolicy"));
         if self.problems.len() > before {
             return;
@@ -369,7 +369,12 @@ impl Az {
         )
     }
 
-    fn run_time(&mut self, o: &serde_json::Map<String, Value>, path: &str) -> Option<NaiveTime> {
+    fn run_time(
+        &mut self,
+        o: &serde_json::Map<String, Value>,
+        path: &str,
+        tz: Option<Tz>,
+    ) -> Option<NaiveTime> {
         let field = format!("{path}.scheduleRunTimes");
         let allowed = "exactly one time, e.g. [\"2018-01-24T02:00:00Z\"] (only its time of day counts, in the policy's time zone)";
         let times = match o.get("scheduleRunTimes") {
@@ -383,16 +388,24 @@ impl Az {
             self.push(&field, Value::Array(times.clone()).to_string(), allowed);
             return None;
         };
-        match azure_time_of_day(s) {
-            Some(t) => Some(t),
-            None => {
+        match azure_time_of_day(s, tz.unwrap_or(Tz::UTC)) {
+            Ok(t) => Some(t),
+            Err(RunTimeError::Unreadable) => {
                 self.push(&field, format!("{s:?}"), allowed);
+                None
+            }
+            Err(RunTimeError::Offset(why)) => {
+                self.push(
+                    &field,
+                    format!("{s:?}"),
+                    format!("a time of day in the policy's timeZone, with \"Z\" as Azure writes it or with that zone's own UTC offset; {why}"),
+                );
                 None
             }
         }
     }
 
-    fn schedule(&mut self, v: Option<&Value>, path: &str) -> Option<Schedule> {
+    fn schedule(&mut self, v: Option<&Value>, path: &str, tz: Option<Tz>) -> Option<Schedule> {
         let o = self.object(v, path, "a schedulePolicy object")?;
         let kind = o
             .get("schedulePolicyType")
@@ -444,7 +457,7 @@ impl Az {
         } else {
             (o, path.to_string())
         };
-        let time = self.run_time(src, &src_path);
+        let time = self.run_time(src, &src_path, tz);
         let days = match frequency {
             Frequency::Weekly => self.weekdays(src, &src_path, "scheduleRunDays"),
             // Azure may echo days for daily schedules; they mean nothing there.
@@ -640,15 +653,110 @@ impl Az {
     }
 }
 
-/// The wall-clock time of an Azure `scheduleRunTimes` entry: "2018-01-24T02:00:00Z" → 02:00
-/// (the date and the zone suffix mean nothing). Whole minutes only.
-fn azure_time_of_day(s: &str) -> Option<NaiveTime> {
-    let time = s.split_once('T').map_or(s, |(_, t)| t);
-    let hms = time.get(..8).unwrap_or(time);
-    let t = NaiveTime::parse_from_str(hms, "%H:%M:%S")
-        .ok()
-        .or_else(|| NaiveTime::parse_from_str(time.get(..5)?, "%H:%M").ok())?;
-    (t.second() == 0).then_some(t)
+/// Why a `scheduleRunTimes` entry was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum RunTimeError {
+    /// Not a time of day in whole minutes.
+    Unreadable,
+    /// A UTC offset that is not the policy's time zone's: what it means there.
+    Offset(String),
+}
+
+/// The wall-clock time of an Azure `scheduleRunTimes` entry in the policy's time zone
+/// `tz`: "2018-01-24T02:00:00Z" → 02:00. As in Azure the date means nothing and neither does
+/// "Z" (the time is read in the policy's `timeZone`). An explicit offset is taken only when
+/// it is the zone's own offset at that date and time (then the wall-clock time is what it
+/// says); any other offset is refused, with the time it stands for in the zone: vmvault does
+/// not guess whether the author meant the wall-clock time or the instant (for a zone with
+/// daylight saving or a weekly schedule the instant would not even be one daily time).
+fn azure_time_of_day(s: &str, tz: Tz) -> Result<NaiveTime, RunTimeError> {
+    use chrono::{FixedOffset, NaiveDate, Offset, TimeZone};
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (NaiveDate::parse_from_str(d, "%Y-%m-%d").ok(), t),
+        None => (None, s),
+    };
+    let (clock, rest) = match time
+        .get(..8)
+        .map(|c| NaiveTime::parse_from_str(c, "%H:%M:%S"))
+    {
+        Some(Ok(t)) => (t, &time[8..]),
+        _ => match time.get(..5).map(|c| NaiveTime::parse_from_str(c, "%H:%M")) {
+            Some(Ok(t)) => (t, &time[5..]),
+            _ => return Err(RunTimeError::Unreadable),
+        },
+    };
+    if clock.second() != 0 {
+        return Err(RunTimeError::Unreadable);
+    }
+    // A zero fraction of a second (".000") may come before the zone.
+    let zone = match rest.strip_prefix('.') {
+        Some(f) => {
+            let digits = f.len() - f.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if f[..digits].bytes().any(|b| b != b'0') {
+                return Err(RunTimeError::Unreadable);
+            }
+            &f[digits..]
+        }
+        None => rest,
+    };
+    let offset_seconds = match zone {
+        "" | "Z" | "z" => return Ok(clock),
+        z => parse_utc_offset(z).ok_or(RunTimeError::Unreadable)?,
+    };
+    if offset_seconds == 0 {
+        return Ok(clock);
+    }
+    let given = FixedOffset::east_opt(offset_seconds).ok_or(RunTimeError::Unreadable)?;
+    let Some(date) = date else {
+        return Err(RunTimeError::Offset(format!(
+            "{given} without a date cannot be compared with {tz}'s offset"
+        )));
+    };
+    let local = date.and_time(clock);
+    let zone_offsets: Vec<FixedOffset> = match tz.offset_from_local_datetime(&local) {
+        chrono::LocalResult::Single(o) => vec![o.fix()],
+        chrono::LocalResult::Ambiguous(a, b) => vec![a.fix(), b.fix()],
+        // A wall-clock time the zone skips (a daylight-saving gap).
+        chrono::LocalResult::None => vec![],
+    };
+    if zone_offsets.contains(&given) {
+        return Ok(clock);
+    }
+    let there = given
+        .from_local_datetime(&local)
+        .single()
+        .map(|t| t.with_timezone(&tz).format("%H:%M %Z").to_string())
+        .unwrap_or_default();
+    let zone_at = zone_offsets
+        .first()
+        .map(|o| format!(" ({o} on {date})"))
+        .unwrap_or_default();
+    Err(RunTimeError::Offset(format!(
+        "{given} is not the offset of {tz}{zone_at}: that instant is {there} there, so write \"{date}T{}:00Z\" for it, or set timeZone to a zone at {given}",
+        there.get(..5).unwrap_or("")
+    )))
+}
+
+/// `+05:30`, `-0800`, `+05` → seconds east of UTC.
+fn parse_utc_offset(z: &str) -> Option<i32> {
+    let (sign, digits) = match z.as_bytes().first()? {
+        b'+' => (1, &z[1..]),
+        b'-' => (-1, &z[1..]),
+        _ => return None,
+    };
+    let digits: String = digits.chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m) = match digits.len() {
+        2 => (digits.parse::<i32>().ok()?, 0),
+        4 => (
+            digits[..2].parse::<i32>().ok()?,
+            digits[2..].parse::<i32>().ok()?,
+        ),
+        _ => return None,
+    };
+    (h <= 23 && m <= 59).then_some(sign * (h * 3600 + m * 60))
 }
 
 #[cfg(test)]
@@ -951,13 +1059,91 @@ mod tests {
     }
 
     #[test]
-    fn time_of_day_ignores_date_and_zone() {
-        let t = |h, m| Some(NaiveTime::from_hms_opt(h, m, 0).unwrap());
-        assert_eq!(azure_time_of_day("2018-01-24T02:00:00Z"), t(2, 0));
-        assert_eq!(azure_time_of_day("2018-01-24T22:30:00+00:00"), t(22, 30));
-        assert_eq!(azure_time_of_day("2018-01-24T22:30:00.000Z"), t(22, 30));
-        assert_eq!(azure_time_of_day("22:30"), t(22, 30));
-        assert_eq!(azure_time_of_day("2018-01-24T22:30:15Z"), None);
-        assert_eq!(azure_time_of_day("noon"), None);
+    fn time_of_day_ignores_date_and_z() {
+        let t = |h, m| Ok(NaiveTime::from_hms_opt(h, m, 0).unwrap());
+        let tod = |s| azure_time_of_day(s, Tz::UTC);
+        assert_eq!(tod("2018-01-24T02:00:00Z"), t(2, 0));
+        assert_eq!(tod("2018-01-24T22:30:00+00:00"), t(22, 30));
+        assert_eq!(tod("2018-01-24T22:30:00.000Z"), t(22, 30));
+        assert_eq!(tod("22:30"), t(22, 30));
+        assert_eq!(tod("2018-01-24T22:30:15Z"), Err(RunTimeError::Unreadable));
+        assert_eq!(tod("noon"), Err(RunTimeError::Unreadable));
+    }
+
+    #[test]
+    fn run_time_offsets_are_taken_only_when_they_are_the_zones_own() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        // "Z" and no zone mean nothing, as in Azure: the wall-clock time in the policy's zone.
+        assert_eq!(
+            azure_time_of_day("2018-01-24T22:30:00Z", berlin),
+            Ok(t(22, 30))
+        );
+        assert_eq!(
+            azure_time_of_day("2018-01-24T22:30:00", berlin),
+            Ok(t(22, 30))
+        );
+        assert_eq!(
+            azure_time_of_day("2018-01-24T22:30:00.000Z", berlin),
+            Ok(t(22, 30))
+        );
+        assert_eq!(
+            azure_time_of_day("2018-01-24T22:30:00+00:00", berlin),
+            Ok(t(22, 30))
+        );
+        // The zone's own offset (winter +01:00, summer +02:00): the same wall-clock time.
+        assert_eq!(
+            azure_time_of_day("2018-01-24T22:30:00+01:00", berlin),
+            Ok(t(22, 30))
+        );
+        assert_eq!(
+            azure_time_of_day("2018-07-24T22:30:00+0200", berlin),
+            Ok(t(22, 30))
+        );
+        // Any other offset is refused, saying what it stands for there.
+        let Err(RunTimeError::Offset(why)) = azure_time_of_day("2018-01-24T02:00:00+05:30", berlin)
+        else {
+            panic!("an offset of another zone must be refused");
+        };
+        assert!(
+            why.contains("+05:30") && why.contains("Europe/Berlin"),
+            "{why}"
+        );
+        assert!(
+            why.contains("21:30"),
+            "02:00 at +05:30 is 21:30 in Berlin: {why}"
+        );
+        assert!(matches!(
+            azure_time_of_day("2018-07-24T22:30:00+01:00", berlin),
+            Err(RunTimeError::Offset(_))
+        ));
+        for bad in [
+            "2018-01-24T22:30:00 PST",
+            "2018-01-24T22:30:00.5Z",
+            "22:30:30",
+            "T",
+            "",
+        ] {
+            assert_eq!(
+                azure_time_of_day(bad, berlin),
+                Err(RunTimeError::Unreadable),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_run_time_with_a_foreign_offset_fails_the_import_naming_the_value() {
+        let doc = r#"{"name": "P", "properties": {"backupManagementType": "AzureIaasVM",
+            "timeZone": "W. Europe Standard Time",
+            "schedulePolicy": {"schedulePolicyType": "SimpleSchedulePolicy", "scheduleRunFrequency": "Daily",
+                               "scheduleRunTimes": ["2018-01-24T02:00:00+05:30"]},
+            "retentionPolicy": {"retentionPolicyType": "LongTermRetentionPolicy",
+                "dailySchedule": {"retentionTimes": ["2018-01-24T02:00:00Z"], "retentionDuration": {"count": 7, "durationType": "Days"}}}}}"#;
+        let e = import_azure(doc, "p.json").unwrap_err().to_string();
+        assert!(
+            e.contains("scheduleRunTimes") && e.contains("2018-01-24T02:00:00+05:30"),
+            "{e}"
+        );
     }
 }

@@ -495,9 +495,11 @@ impl Problem {
         given: impl Into<String>,
         allowed: impl Into<String>,
     ) -> Self {
+        // What the user gave is repeated capped (a 100,000-character name or a huge JSON
+        // value must not make a huge message) and with control characters escaped.
         Problem {
-            field: field.into(),
-            given: given.into(),
+            field: crate::fmt::echo(&field.into()),
+            given: crate::fmt::echo(&given.into()),
             allowed: allowed.into(),
             line: None,
         }
@@ -521,6 +523,9 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Problems a [`PolicyError`] lists one by one; the rest are counted.
+pub const MAX_PROBLEMS_SHOWN: usize = 20;
+
 /// A policy that cannot be used, with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyError {
@@ -539,8 +544,15 @@ impl fmt::Display for PolicyError {
             n,
             if n == 1 { "problem" } else { "problems" }
         )?;
-        for p in &self.problems {
+        for p in self.problems.iter().take(MAX_PROBLEMS_SHOWN) {
             write!(f, "\n  - {p}")?;
+        }
+        if n > MAX_PROBLEMS_SHOWN {
+            write!(
+                f,
+                "\n  … and {} more (fix these first)",
+                n - MAX_PROBLEMS_SHOWN
+            )?;
         }
         Ok(())
     }

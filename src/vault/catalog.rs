@@ -1205,12 +1205,18 @@ impl Catalog {
         })
     }
 
-    /// Deletes point rows (one transaction) on behalf of job `job_id`. Their folders are
-    /// removed afterwards by the caller, then forgotten with
-    /// [`Catalog::delete_point_write`]; until then the catalog still accounts for them
-    /// (as point writes), so a crash in between leaves folders garbage collection may
-    /// remove, never folders it does not know.
-    pub fn delete_points(&self, ids: &[String], job_id: &str, now: DateTime<Utc>) -> Result<()> {
+    /// Deletes point rows on behalf of job `job_id` and sets the STORED size of the points
+    /// that followed them, in one transaction. Their folders are removed afterwards by the
+    /// caller, then forgotten with [`Catalog::delete_point_writes`]; until then the catalog
+    /// still accounts for them (as point writes), so a crash in between leaves folders
+    /// garbage collection may remove, never folders it does not know.
+    pub fn delete_points(
+        &self,
+        ids: &[String],
+        restated: &[(String, u64)],
+        job_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         self.transaction_durable(|tx| {
             let mut st = tx.prepare_cached("DELETE FROM points WHERE id = ?1")?;
             let mut announce = tx.prepare_cached(
@@ -1220,6 +1226,10 @@ impl Catalog {
             for id in ids {
                 st.execute([id])?;
                 announce.execute(params![id, job_id, now])?;
+            }
+            let mut st = tx.prepare_cached("UPDATE points SET stored_bytes = ?2 WHERE id = ?1")?;
+            for (id, n) in restated {
+                st.execute(params![id, *n as i64])?;
             }
             Ok(())
         })
@@ -1323,6 +1333,23 @@ impl Catalog {
         self.read(|c| {
             let mut st = c.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
             st.exists([&digest[..]])
+        })
+    }
+
+    /// The stored (on-disk) bytes of committed chunks added up; digests the catalog does
+    /// not know count 0.
+    pub fn chunks_stored_bytes<'d>(
+        &self,
+        digests: impl IntoIterator<Item = &'d [u8; 32]>,
+    ) -> Result<u64> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT stored_len FROM chunks WHERE digest = ?1")?;
+            let mut sum = 0u64;
+            for d in digests {
+                let n: Option<i64> = st.query_row([&d[..]], |r| r.get(0)).optional()?;
+                sum += n.unwrap_or(0).max(0) as u64;
+            }
+            Ok(sum)
         })
     }
 

@@ -162,9 +162,14 @@ impl Subscription {
         settings.validate()?;
         let mut sub = match &settings.subscription {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| SimError::Io {
+                let text = crate::fsx::read_input_text(
+                    path,
+                    crate::fsx::limits::SUBSCRIPTION,
+                    "a subscription file",
+                )
+                .map_err(|e| SimError::Io {
                     path: path.clone(),
-                    source,
+                    source: std::io::Error::other(e.to_string()),
                 })?;
                 Subscription::from_toml_str(&text, &path.display().to_string())?
             }
