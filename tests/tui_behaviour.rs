@@ -473,3 +473,60 @@ fn a_restore_answer_finds_its_form_under_another_commands_message() {
         .iter()
         .any(|p| matches!(p, Popup::Restore(_) | Popup::Item(_))));
 }
+
+/// The first row of the Jobs list (the running backup of the fixture).
+fn first_job_row(a: &App) -> String {
+    let s = text(&render(a, 120, 40));
+    s.lines()
+        .find(|l| l.contains("sales/web01") && l.contains("Backup"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn percent(row: &str) -> Option<u32> {
+    let end = row.find('%')?;
+    row[..end].rsplit(' ').next()?.parse().ok()
+}
+
+#[test]
+fn a_progress_bar_never_goes_back() {
+    use vmvault::engine::{Event, JobProgress};
+    use vmvault::model::JobStatus;
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    let id = running_backup().id;
+    let progress = |done: u64| {
+        Msg::Engine(Box::new(Event::JobProgress(JobProgress {
+            id: id.clone(),
+            bytes_done: done,
+            bytes_total: 4 * GIB,
+            rate: 85.0 * 1024.0 * 1024.0,
+            task: None,
+        })))
+    };
+    // The snapshot says 38 %; live progress 73 %.
+    assert_eq!(percent(&first_job_row(&a)), Some(38));
+    a.update(progress(4 * GIB * 73 / 100));
+    assert_eq!(percent(&first_job_row(&a)), Some(73));
+    // A late progress event or an older snapshot does not take it back.
+    a.update(progress(4 * GIB / 2));
+    assert_eq!(percent(&first_job_row(&a)), Some(73));
+    a.update(Msg::Data(Box::new(Ok(data()))));
+    assert_eq!(percent(&first_job_row(&a)), Some(73));
+    // The job ends: its end shows at once, even while the last snapshot still lists it
+    // running at 38 %, and a snapshot loaded before the end does not bring that back.
+    let mut done = running_backup();
+    done.status = JobStatus::Completed;
+    done.end_time = Some(now());
+    done.bytes_done = 4 * GIB;
+    a.update(Msg::Engine(Box::new(Event::JobUpdated(Box::new(done)))));
+    for _ in 0..2 {
+        let row = first_job_row(&a);
+        assert!(row.contains("Completed") && percent(&row).is_none(), "{row}");
+        a.update(Msg::Data(Box::new(Ok(data()))));
+    }
+    // Late progress of an ended job is ignored.
+    a.update(progress(4 * GIB / 10));
+    let row = first_job_row(&a);
+    assert!(row.contains("Completed") && percent(&row).is_none(), "{row}");
+}

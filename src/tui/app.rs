@@ -12,6 +12,7 @@ use super::keys::{Action, KeyMap};
 use super::popups::{self, Popup};
 use super::tabs;
 use super::theme::Theme;
+use super::widgets::progress::Progress;
 use crate::engine::{Event, JobProgress, NoticeLevel, RestoreFormat};
 use crate::model::*;
 use crate::policy::Policy;
@@ -262,6 +263,19 @@ pub enum Msg {
     },
 }
 
+/// How many ended jobs the console remembers (until a snapshot shows their end).
+const MAX_ENDED: usize = 10_000;
+
+/// A job as the console shows it now (see [`App::job_now`]).
+#[derive(Debug, Clone, Copy)]
+pub struct JobNow<'a> {
+    /// The freshest record: final, live, or the snapshot's.
+    pub job: &'a Job,
+    pub progress: Progress,
+    /// The task running now (live progress only).
+    pub task: Option<&'a str>,
+}
+
 /// The notification line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoticeLine {
@@ -389,8 +403,9 @@ pub struct App {
     pub progress: HashMap<String, JobProgress>,
     /// Jobs running now, by id.
     pub running: HashMap<String, Job>,
-    /// Jobs seen finishing (a snapshot loaded before they finished must not revive them).
-    finished: HashSet<String>,
+    /// Jobs seen ending, with their final record: a snapshot loaded before they ended
+    /// must neither revive them nor draw their older progress.
+    ended: HashMap<String, Job>,
     /// Commands sent and not answered yet.
     pub pending: usize,
     pub spinner: usize,
@@ -429,7 +444,7 @@ impl App {
             notice: None,
             progress: HashMap::new(),
             running: HashMap::new(),
-            finished: HashSet::new(),
+            ended: HashMap::new(),
             pending: 0,
             spinner: 0,
             should_quit: false,
@@ -454,6 +469,52 @@ impl App {
     /// Something is running: the spinner turns and the screen redraws steadily.
     pub fn busy(&self) -> bool {
         !self.running.is_empty() || self.pending > 0
+    }
+
+    /// A job as it stands now: its final record when it was seen ending (whatever an older
+    /// snapshot says) or `row` is final, else its live status; while it runs, the most done that the
+    /// snapshot, its record and its live progress have shown — so a bar never goes back.
+    pub fn job_now<'a>(&'a self, row: &'a Job) -> JobNow<'a> {
+        // An end beats any running state, wherever it comes from.
+        let end = self
+            .ended
+            .get(&row.id)
+            .or((!row.status.is_active()).then_some(row));
+        if let Some(end) = end {
+            return JobNow {
+                job: end,
+                progress: Progress {
+                    done: end.bytes_done,
+                    total: end.bytes_total,
+                    ..Default::default()
+                },
+                task: None,
+            };
+        }
+        let record = self.running.get(&row.id);
+        let job = record.unwrap_or(row);
+        let live = self.progress.get(&row.id);
+        let seen = [
+            Some((row.bytes_done, row.bytes_total)),
+            record.map(|j| (j.bytes_done, j.bytes_total)),
+            live.map(|p| (p.bytes_done, p.bytes_total)),
+        ];
+        let total = seen.iter().flatten().map(|s| s.1).max().unwrap_or(0);
+        let mut done = seen.iter().flatten().map(|s| s.0).max().unwrap_or(0);
+        if total > 0 {
+            done = done.min(total);
+        }
+        let rate = live.map(|p| p.rate).filter(|r| *r > 0.0);
+        JobNow {
+            job,
+            progress: Progress {
+                done,
+                total,
+                rate,
+                eta: rate.map(|r| total.saturating_sub(done) as f64 / r),
+            },
+            task: live.and_then(|p| p.task.as_deref()),
+        }
     }
 
     /// How often to tick: steadily while something runs; otherwise only for the clock.
@@ -504,6 +565,10 @@ impl App {
                     Ok(d) => {
                         self.data = d;
                         self.load_error = None;
+                        // A snapshot begun after a job ended shows its end itself.
+                        let taken = self.data.now;
+                        self.ended
+                            .retain(|_, j| j.end_time.is_none_or(|end| end >= taken));
                         self.now = self.now.max(self.data.now);
                         self.sync_running();
                         self.refresh_views();
@@ -537,7 +602,7 @@ impl App {
                 self.data = Data::default();
                 self.progress.clear();
                 self.running.clear();
-                self.finished.clear();
+                self.ended.clear();
                 self.popups.clear();
                 self.jobs = Default::default();
                 self.registered = Default::default();
@@ -594,7 +659,7 @@ impl App {
             return;
         }
         for j in self.data.active_jobs.iter() {
-            if !self.finished.contains(&j.id) {
+            if !self.ended.contains_key(&j.id) {
                 self.running
                     .entry(j.id.clone())
                     .or_insert_with(|| j.clone());
@@ -629,24 +694,32 @@ impl App {
 
     fn on_event(&mut self, e: crate::engine::Event) -> Vec<Effect> {
         match e {
-            Event::JobProgress(p) => {
+            Event::JobProgress(mut p) => {
                 // Drawn at the next tick, not once per event.
                 self.dirty = false;
+                if self.ended.contains_key(&p.id) {
+                    return vec![];
+                }
+                if let Some(old) = self.progress.get(&p.id) {
+                    if old.bytes_total == p.bytes_total {
+                        p.bytes_done = p.bytes_done.max(old.bytes_done);
+                    }
+                }
                 self.progress.insert(p.id.clone(), p);
                 vec![]
             }
             Event::JobUpdated(job) => {
                 if job.status.is_active() {
-                    if !self.finished.contains(&job.id) {
+                    if !self.ended.contains_key(&job.id) {
                         self.running.insert(job.id.clone(), (*job).clone());
                     }
                 } else {
                     self.running.remove(&job.id);
                     self.progress.remove(&job.id);
-                    self.finished.insert(job.id.clone());
-                    if self.finished.len() > 10_000 {
-                        self.finished.clear();
+                    if self.ended.len() >= MAX_ENDED {
+                        self.ended.clear();
                     }
+                    self.ended.insert(job.id.clone(), (*job).clone());
                     if let Some(n) = &mut self.notice {
                         if n.job_ids.contains(&job.id) {
                             n.since = None;

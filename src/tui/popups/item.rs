@@ -14,7 +14,7 @@ use crate::tui::widgets::{
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, Wrap};
+use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -331,9 +331,9 @@ impl State {
             true,
             t,
             &empty,
-            |n| {
+            |n, _| {
                 let p = &points[n];
-                Row::new(vec![
+                vec![
                     cell(fmt::time(p.time), Default::default()),
                     cell(
                         if p.kind == PointKind::OnDemand {
@@ -353,7 +353,7 @@ impl State {
                     ),
                     cell(fmt::bytes(p.logical_bytes), Default::default()),
                     cell(p.consistency.to_string(), Default::default()),
-                ])
+                ]
             },
         );
         let k = &app.keys;

@@ -371,7 +371,7 @@ impl State {
                 format!(
                     "{} {}",
                     radio(on),
-                    crate::tui::widgets::ellipsize(&name, 21)
+                    crate::tui::widgets::truncate(&name, 21)
                 ),
                 style,
             )));

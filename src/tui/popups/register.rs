@@ -16,7 +16,7 @@ use crate::tui::widgets::{
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 use std::collections::BTreeSet;
 
@@ -161,10 +161,10 @@ impl Picker {
             true,
             theme,
             empty,
-            |n| {
+            |n, _| {
                 let i = &self.candidates[self.order[n]];
                 let on = self.marked.contains(&i.id);
-                Row::new(vec![
+                vec![
                     cell(check(on), if on { theme.accent() } else { theme.muted() }),
                     cell(i.name.clone(), Default::default()),
                     cell(i.cloud_service.clone(), Default::default()),
@@ -174,7 +174,7 @@ impl Picker {
                         crate::fmt::bytes(i.disks.iter().map(|d| d.capacity).sum()),
                         theme.muted(),
                     ),
-                ])
+                ]
             },
         );
     }

@@ -15,7 +15,7 @@ use crate::tui::widgets::{
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 use std::collections::HashMap;
 
@@ -45,6 +45,12 @@ const COLUMNS: [&str; 6] = [
     "Duration",
     "Progress",
 ];
+
+/// What the progress column of a wide list wants: a bar, the percent, the rate and the
+/// time left (`▍░░░  38%  85.0 MiB/s  1m 20s left`).
+const PROGRESS_WANTS: u16 = 34;
+/// The item's name keeps at least this much when the progress column takes its share.
+const ITEM_MIN: u16 = 16;
 
 /// Operations offered by the operation filter, in the order `o` cycles through them.
 const OPERATIONS: [JobOperation; 11] = [
@@ -356,9 +362,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         cols.push(Column::new(COLUMNS[3], Constraint::Length(16)));
     }
     cols.push(Column::new(COLUMNS[4], Constraint::Length(8)));
-    // Narrow: a running job's progress bar takes the place of its status.
+    // Narrow: a running job's progress bar takes the place of its status. Wide: the bar
+    // with its rate and time left, as long as the item keeps room for its name.
     if wide {
-        cols.push(Column::new(COLUMNS[5], Constraint::Fill(1)));
+        let fixed: u16 = cols.iter().map(|c| match c.width {
+            Constraint::Length(n) => n,
+            _ => 0,
+        }).sum::<u16>() + cols.len() as u16 + 2;
+        let rest = area.width.saturating_sub(fixed);
+        let progress = (rest / 2).max(PROGRESS_WANTS.min(rest.saturating_sub(ITEM_MIN)));
+        cols.push(Column::new(COLUMNS[5], Constraint::Length(progress)));
     }
     let shown = s.order.len();
     let mut title = list_title(
@@ -387,9 +400,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     } else {
         "No jobs yet".to_string()
     };
-    // Width of the progress column (what is left after the fixed ones, shared with Item).
-    let fixed: u16 = 16 + 21 + 8 + if wide { 16 } else { 0 } + cols.len() as u16 - 1 + 2;
-    let progress_w = (area.width.saturating_sub(fixed) / 2) as usize;
     let now = app.now;
     let rows = &window.rows;
     render_table(
@@ -402,16 +412,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         true,
         t,
         &empty,
-        |n| {
-            let j = &rows[s.order[n]];
-            // Status and progress from events when the job runs (the snapshot may lag).
-            let live = app.running.get(&j.id);
-            let status = live.map(|l| l.status).unwrap_or(j.status);
+        |n, widths| {
+            let row = &rows[s.order[n]];
+            // Status and progress as they stand now (the snapshot may lag the events).
+            let live = app.job_now(row);
+            let j = live.job;
+            let status = j.status;
+            let width = |c: usize| widths.get(c).copied().unwrap_or(0) as usize;
             let mut cells = vec![
                 cell(j.operation.to_string(), Default::default()),
                 cell(j.item.clone(), Default::default()),
                 if !wide && status == JobStatus::InProgress {
-                    progress_line(app.progress.get(&j.id), j.bytes_done, j.bytes_total, 21, t)
+                    progress_line(live.progress, width(2), t)
                 } else {
                     cell(status.to_string(), t.job_status(status))
                 },
@@ -424,31 +436,24 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 fmt::duration(end.unwrap_or(now.max(j.start_time)) - j.start_time),
                 Default::default(),
             ));
-            let progress = if status.is_active() {
-                progress_line(
-                    app.progress.get(&j.id),
-                    j.bytes_done,
-                    j.bytes_total,
-                    progress_w,
-                    t,
-                )
-            } else {
-                match (&j.error, status) {
-                    (Some(e), JobStatus::Failed) => {
-                        Line::from(Span::styled(e.code.clone(), t.error()))
-                    }
-                    (_, JobStatus::Completed | JobStatus::CompletedWithWarnings)
-                        if j.bytes_total > 0 =>
-                    {
-                        Line::from(Span::styled(fmt::bytes(j.bytes_done), t.muted()))
-                    }
-                    _ => Line::from(""),
-                }
-            };
             if wide {
-                cells.push(progress);
+                cells.push(if status.is_active() {
+                    progress_line(live.progress, width(5), t)
+                } else {
+                    match (&j.error, status) {
+                        (Some(e), JobStatus::Failed) => {
+                            Line::from(Span::styled(e.code.clone(), t.error()))
+                        }
+                        (_, JobStatus::Completed | JobStatus::CompletedWithWarnings)
+                            if j.bytes_total > 0 =>
+                        {
+                            Line::from(Span::styled(fmt::bytes(j.bytes_done), t.muted()))
+                        }
+                        _ => Line::from(""),
+                    }
+                });
             }
-            Row::new(cells)
+            cells
         },
     );
 }

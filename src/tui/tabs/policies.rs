@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, Wrap};
+use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 pub const ACTIONS: &[Action] = &[
@@ -160,10 +160,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         true,
         t,
         empty,
-        |n| {
+        |n, _| {
             let p = &d.policies[n];
             let name = p.policy.name.clone();
-            Row::new(vec![
+            vec![
                 cell(name, Default::default()),
                 cell(
                     p.policy.describe().into_iter().next().unwrap_or_default(),
@@ -177,7 +177,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         Default::default()
                     },
                 ),
-            ])
+            ]
         },
     );
     let block = panel("Details", t);
