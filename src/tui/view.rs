@@ -6,6 +6,7 @@ use super::app::{App, Tab};
 use super::keys::Action;
 use super::popups::Popup;
 use super::tabs;
+use super::widgets::text::fit_line;
 use super::widgets::{key_hints, SPINNER};
 use crate::engine::NoticeLevel;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -235,7 +236,7 @@ fn draw_notice(app: &App, f: &mut Frame, area: Rect) {
         Span::styled(format!(" {icon} "), style),
         Span::styled(text, style),
     ]);
-    f.render_widget(Paragraph::new(line), area);
+    f.render_widget(Paragraph::new(fit_line(line, area.width as usize)), area);
 }
 
 fn draw_footer(app: &App, f: &mut Frame, area: Rect) {

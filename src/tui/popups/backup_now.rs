@@ -11,7 +11,8 @@ use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
+use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 /// Why `item` cannot be backed up now, in words that end with the key to press; None when
@@ -174,7 +175,7 @@ impl State {
             "Date as YYYY-MM-DD (end of day, UTC) or YYYY-MM-DD HH:MM.",
             t.muted(),
         )));
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
+        f.render_widget(wrapped(lines, body.width), body);
         let k = &app.keys;
         f.render_widget(
             Paragraph::new(key_hints(

@@ -14,7 +14,8 @@ use crate::tui::widgets::{
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
+use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -299,7 +300,7 @@ impl State {
                 )));
             }
         }
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), facts);
+        f.render_widget(wrapped(lines, facts.width), facts);
 
         let cols = [
             Column::new("Time (UTC)", Constraint::Length(16)),

@@ -10,7 +10,8 @@ use crate::tui::widgets::{key_hints, popup_frame, progress::progress_line, wizar
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
+use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -136,9 +137,7 @@ impl State {
                 None => "Loading…".into(),
             };
             f.render_widget(
-                Paragraph::new(msg)
-                    .style(t.muted())
-                    .wrap(Wrap { trim: false }),
+                wrapped(msg.lines().map(Line::from).collect(), body.width).style(t.muted()),
                 body,
             );
             return;
@@ -277,9 +276,7 @@ impl State {
             }
         }
         f.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .scroll((self.scroll, 0)),
+            wrapped(lines, body.width).scroll((self.scroll, 0)),
             body,
         );
     }

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
+use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 pub const STEPS: [&str; 3] = ["Backup schedule", "Retention", "Review"];
@@ -245,7 +246,7 @@ impl State {
                     Constraint::Length(content.height.saturating_sub(8).min(10)),
                 ])
                 .areas(content);
-                f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), top);
+                f.render_widget(wrapped(lines, top.width), top);
                 if let Some(pv) = &self.form.preview {
                     draw_preview(f, bottom, pv, t);
                 }

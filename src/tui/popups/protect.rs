@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
+use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 pub const STEPS: [&str; 4] = ["Select items", "Backup schedule", "Retention", "Review"];
@@ -408,7 +409,7 @@ impl State {
                 t.muted(),
             )));
         }
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), detail_a);
+        f.render_widget(wrapped(lines, detail_a.width), detail_a);
     }
 
     fn draw_retention(&self, f: &mut Frame, area: Rect, app: &App) {
@@ -489,6 +490,6 @@ impl State {
                 i.region
             )));
         }
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+        f.render_widget(wrapped(lines, area.width), area);
     }
 }

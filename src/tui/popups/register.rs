@@ -17,6 +17,7 @@ use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
+use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 use std::collections::BTreeSet;
 
@@ -275,7 +276,7 @@ impl State {
             )));
         }
         f.render_widget(
-            Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
+            wrapped(lines, intro.width),
             intro,
         );
         let empty = format!(

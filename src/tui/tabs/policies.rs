@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 pub const ACTIONS: &[Action] = &[
@@ -226,7 +226,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Min(0),
     ])
     .areas(inner);
-    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_a);
+    f.render_widget(wrapped(lines, text_a.width), text_a);
     if let Some((name, _, pv)) = &s.preview {
         if *name == p.policy.name && chart_a.height >= MIN_CHART_ROWS {
             draw_preview(f, chart_a, pv, t);

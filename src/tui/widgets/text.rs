@@ -4,6 +4,7 @@
 //! Tables, labels and popups use these instead of letting the terminal cut silently.
 
 use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// The mark of cut text.
@@ -213,6 +214,12 @@ impl Wrapper<'_> {
             self.break_line();
         }
     }
+}
+
+/// A paragraph of `lines` wrapped by [`wrap`] for an area `cols` wide: every wrapped text
+/// of the console goes through here.
+pub fn wrapped<'a>(lines: Vec<Line<'a>>, cols: u16) -> Paragraph<'static> {
+    Paragraph::new(wrap(lines, cols as usize))
 }
 
 /// `"a  b c"` → `["a", "  ", "b", " ", "c"]`.
