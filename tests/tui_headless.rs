@@ -604,3 +604,50 @@ async fn key_bindings_and_theme_from_config_with_warnings() {
     assert!(s.run_until(WAIT, |a| a.data.items.len() >= 12).await);
     s.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_edit_counts_the_points_whose_expiry_changed() {
+    use vmvault::tui::app::Command;
+    use vmvault::tui::session::run_command;
+    let env = Env::new();
+    let daily = |days: u32| {
+        format!(
+            "name = \"Nightly\"\ntime_zone = \"UTC\"\n[schedule]\nfrequency = \"daily\"\ntime = \"22:30\"\n[retention.daily]\ndays = {days}\n"
+        )
+    };
+    let file = env.path("nightly.toml");
+    std::fs::write(&file, daily(30)).unwrap();
+    env.ok(&["policy", "create", "--file", file.to_str().unwrap()]);
+    env.ok(&["discover"]);
+    env.ok(&["register", "jump01"]);
+    env.ok(&["protect", "jump01", "--policy", "Nightly"]);
+    // Three on-demand points: they keep their own retain-until whatever the policy says.
+    for _ in 0..3 {
+        env.backup("jump01");
+    }
+    let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
+    let engine = setup.open(OpenMode::Exclusive).unwrap();
+    let mut p = engine.policy("Nightly").unwrap();
+    p.retention.daily = Some(vmvault::policy::DailyRule { days: 7 });
+    let done = tokio::task::spawn_blocking({
+        let engine = engine.clone();
+        let p = p.clone();
+        move || run_command(&engine, Command::UpdatePolicy(Box::new(p)))
+    })
+    .await
+    .unwrap();
+    assert!(done.result.is_ok(), "{:?}", done.result);
+    let note = done.note.unwrap_or_default();
+    assert!(
+        note.contains("no recovery point expires at another time"),
+        "{note}"
+    );
+    let changes = engine.update_policy("Nightly", &p).unwrap();
+    assert_eq!((changes.evaluated, changes.changed), (3, 0));
+    // A scheduled point does follow the new rules.
+    engine.sim_advance(chrono::Duration::days(1)).await.unwrap();
+    p.retention.daily = Some(vmvault::policy::DailyRule { days: 3 });
+    let changes = engine.update_policy("Nightly", &p).unwrap();
+    assert_eq!(changes.evaluated, 4, "{changes:?}");
+    assert_eq!(changes.changed, 1, "{changes:?}");
+}

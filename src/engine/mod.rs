@@ -18,7 +18,7 @@ mod scheduler;
 pub use clock::Clock;
 pub use data::{restore_targets, RestoreFormat, DEFAULT_ON_DEMAND_DAYS};
 pub use jobs::JobProgress;
-pub use ops::{DiscoveryResult, MAX_ITEMS_PER_PROTECT, MAX_PROTECTED_PER_VAULT};
+pub use ops::{DiscoveryResult, ExpiryChanges, MAX_ITEMS_PER_PROTECT, MAX_PROTECTED_PER_VAULT};
 pub use scheduler::AdvanceReport;
 
 use crate::cancel::{CancelToken, Progress};

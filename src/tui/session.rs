@@ -462,9 +462,9 @@ pub fn run_command(engine: &Engine, cmd: Command) -> CommandDone {
             vec![]
         }),
         Command::UpdatePolicy(p) => engine.update_policy(&p.name, &p).map(|n| {
-            note = Some(match n {
-                0 => "saved".into(),
-                n => format!("saved; {n} recovery point(s) now expire by the new rules"),
+            note = Some(match n.changed {
+                0 => "saved; no recovery point expires at another time".into(),
+                n => format!("saved; {n} recovery point(s) now expire at another time"),
             });
             vec![]
         }),
