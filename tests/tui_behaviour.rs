@@ -530,3 +530,33 @@ fn a_progress_bar_never_goes_back() {
     let row = first_job_row(&a);
     assert!(row.contains("Completed") && percent(&row).is_none(), "{row}");
 }
+
+#[test]
+fn back_up_now_refuses_a_date_beyond_99_years_in_its_form() {
+    // hr/web01 (protected, pending its initial backup): the dialog opens.
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::End));
+    a.update(code(KeyCode::Up));
+    a.update(key('b'));
+    assert!(matches!(a.popups.last(), Some(Popup::BackupNow(_))));
+    for _ in 0..10 {
+        a.update(code(KeyCode::Backspace));
+    }
+    typed(&mut a, "2126-12-01");
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(!runs(&effects, |c| matches!(c, Command::BackupNow { .. })));
+    let Some(Popup::BackupNow(form)) = a.popups.last() else {
+        panic!("the form was thrown away")
+    };
+    assert_eq!(form.retain_until.value, "2126-12-01", "what was typed stays");
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains("more than 99 years ahead"), "{screen}");
+    // Corrected in place, it starts.
+    for _ in 0..10 {
+        a.update(code(KeyCode::Backspace));
+    }
+    typed(&mut a, "2124-12-01");
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(runs(&effects, |c| matches!(c, Command::BackupNow { .. })));
+}

@@ -98,16 +98,14 @@ impl State {
         }
     }
 
-    /// The retain-until typed, or why it is not usable.
+    /// The retain-until typed, or why it is not usable (by the engine's own rule, so the
+    /// engine never refuses what the form accepted).
     pub fn parsed(&self) -> Result<DateTime<Utc>, String> {
         let t = fmt::parse_time(&self.retain_until.value, true)?;
-        if t <= self.now {
-            return Err(format!(
-                "{} is not in the future; give a later date",
-                fmt::time(t)
-            ));
+        match crate::engine::retain_until_problem(self.now, t) {
+            Some(problem) => Err(problem),
+            None => Ok(t),
         }
-        Ok(t)
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
