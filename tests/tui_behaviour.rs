@@ -560,3 +560,28 @@ fn back_up_now_refuses_a_date_beyond_99_years_in_its_form() {
     let effects = a.update(code(KeyCode::Enter));
     assert!(runs(&effects, |c| matches!(c, Command::BackupNow { .. })));
 }
+
+#[test]
+fn register_needs_a_ticked_vm_and_never_takes_the_highlighted_one() {
+    let mut a = app(120, 40);
+    a.update(key('2'));
+    a.update(key('r'));
+    assert!(matches!(a.popups.last(), Some(Popup::Register(_))));
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(!runs(&effects, |c| matches!(c, Command::Register(_))));
+    assert!(matches!(a.popups.last(), Some(Popup::Register(_))));
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains("No VM is ticked: Space ticks"), "{screen}");
+    // Ticked, Enter registers exactly that one.
+    let Some(Popup::Register(r)) = a.popups.last() else {
+        panic!("closed")
+    };
+    let first = r.picker.current().map(|i| i.name.clone()).unwrap_or_default();
+    a.update(key(' '));
+    assert!(!text(&render(&a, 120, 40)).contains("No VM is ticked"));
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(runs(&effects, |c| matches!(
+        c,
+        Command::Register(items) if items.len() == 1 && items[0].name == first
+    )));
+}
