@@ -209,3 +209,21 @@ fn any_size_no_color_and_quit_asks_while_jobs_run() {
         .collect();
     assert!(statuses.contains(&"Cancelled"), "{statuses:?}");
 }
+
+#[test]
+fn an_esc_typed_just_before_a_key_is_esc_then_that_key() {
+    let env = Env::new();
+    let mut c = console(&env, 100, 30, &[]);
+    c.wait_for("1 Dashboard", TIMEOUT);
+    c.send("2");
+    c.wait_for("Workload type", TIMEOUT);
+    c.send("r");
+    c.wait_for("Register items", TIMEOUT);
+    // One write: the terminal delivers ESC and "4" together, which reads as Alt+4.
+    c.send("\x1b4");
+    c.wait_until("Register items closed and the Jobs tab shown", TIMEOUT, |s| {
+        !s.contains("Register items") && s.contains("f Status:")
+    });
+    c.send("q");
+    assert_eq!(c.wait_exit(TIMEOUT), 0);
+}

@@ -542,8 +542,14 @@ impl App {
                     self.dirty = false;
                     return vec![];
                 }
-                let mut effects = self.on_key(k);
-                effects.extend(self.popup_wants());
+                let mut effects = Vec::new();
+                for k in self.keys.unfold_escape(k) {
+                    effects.extend(self.on_key(k));
+                    effects.extend(self.popup_wants());
+                    if self.should_quit {
+                        break;
+                    }
+                }
                 effects
             }
             Msg::Mouse(m) => {
