@@ -210,3 +210,43 @@ fn filter_typing_ends_the_same_way_in_every_list() {
     a.update(code(KeyCode::Esc));
     assert_eq!(a.registered.table.filter.value(), "");
 }
+
+#[test]
+fn help_works_inside_popups_with_the_popups_keys() {
+    // Item details: ? lists its keys (restore, back up now…), not the tab's.
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::Enter));
+    a.update(key('?'));
+    let Some(Popup::Help(h)) = a.popups.last() else {
+        panic!("? did nothing in the item details")
+    };
+    assert_eq!(h.view, "Item details");
+    assert!(h.entries.iter().any(|(k, d)| k == "R" && d.contains("Restore")));
+    assert!(!h.entries.iter().any(|(_, d)| d.contains("Discover")));
+    // ? closes it, back to the details.
+    a.update(key('?'));
+    assert!(matches!(a.popups.last(), Some(Popup::Item(_))));
+
+    // A question: y and n are listed.
+    let mut a = app(120, 40);
+    a.update(key('q'));
+    a.update(key('?'));
+    let Some(Popup::Help(h)) = a.popups.last() else {
+        panic!("? did nothing in a question")
+    };
+    assert!(h.entries.iter().any(|(k, _)| k == "y"), "{:?}", h.entries);
+
+    // While typing, ? is a character; F1 still helps.
+    let mut a = app(120, 40);
+    a.update(key('2'));
+    a.update(key('r'));
+    a.update(key('/'));
+    a.update(key('?'));
+    let Some(Popup::Register(r)) = a.popups.last() else {
+        panic!("? left the filter")
+    };
+    assert_eq!(r.picker.filter.value(), "?");
+    a.update(code(KeyCode::F(1)));
+    assert!(matches!(a.popups.last(), Some(Popup::Help(h)) if h.view == "Register items"));
+}

@@ -868,8 +868,22 @@ impl App {
     }
 
     fn on_key(&mut self, k: KeyEvent) -> Vec<Effect> {
-        // A popup gets every key.
+        // Help is `?` where keys type no text, and F1 everywhere.
+        let types_text = matches!(k.code, crossterm::event::KeyCode::Char(_))
+            && !k.modifiers.contains(crossterm::event::KeyModifiers::CONTROL);
+        // A popup gets every other key.
         if let Some(top) = self.popups.len().checked_sub(1) {
+            let popup = &self.popups[top];
+            if self.keys.is(Action::Help, &k)
+                && !matches!(popup, Popup::Help(_))
+                && !(types_text && popup.capturing_text())
+            {
+                let entries = self.help_entries();
+                let name = popup.name().to_string();
+                self.popups
+                    .push(Popup::Help(popups::help::State::new(name, entries)));
+                return vec![];
+            }
             let mut cx = cx!(self);
             let p = &mut self.popups[top];
             p.handle_key(&k, &mut cx);
@@ -884,17 +898,17 @@ impl App {
             Tab::Jobs => self.jobs.capturing_text(),
             Tab::Policies => false,
         };
+        if keys.is(Action::Help, &k) && !(capturing && types_text) {
+            let entries = self.help_entries();
+            self.popups.push(Popup::Help(popups::help::State::new(
+                self.tab.title().to_string(),
+                entries,
+            )));
+            return vec![];
+        }
         if !capturing {
             if keys.is(Action::Quit, &k) {
                 return self.quit();
-            }
-            if keys.is(Action::Help, &k) {
-                let entries = self.help_entries();
-                self.popups.push(Popup::Help(popups::help::State::new(
-                    self.tab.title().to_string(),
-                    entries,
-                )));
-                return vec![];
             }
             for t in Tab::ALL {
                 if keys.is(t.action(), &k) {
@@ -1111,12 +1125,17 @@ impl App {
         if self.popups.is_empty() {
             actions.extend_from_slice(GLOBAL_ACTIONS);
         }
+        actions.push(Action::Help);
         let mut seen = HashSet::new();
-        actions
+        let mut entries: Vec<(String, String)> = actions
             .into_iter()
             .filter(|a| seen.insert(*a))
             .map(|a| (self.keys.labels(a), a.help().to_string()))
-            .collect()
+            .collect();
+        if let Some(p) = self.popups.last() {
+            entries.extend(p.fixed_keys());
+        }
+        entries
     }
 
     /// The few keys the footer shows for the current view.

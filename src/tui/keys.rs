@@ -41,7 +41,7 @@ macro_rules! actions {
 
 actions! {
     Quit => "quit", ["q", "ctrl-c"], "Quit (asks first when jobs are running)";
-    Help => "help", ["?"], "Show the keys of this view";
+    Help => "help", ["?", "f1"], "Show the keys of this view (F1 also while typing)";
     NextTab => "next_tab", ["tab"], "Next tab";
     PrevTab => "prev_tab", ["backtab"], "Previous tab";
     TabDashboard => "tab_dashboard", ["1"], "Go to Dashboard";

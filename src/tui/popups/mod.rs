@@ -110,6 +110,63 @@ impl Popup {
         }
     }
 
+    /// What the help calls it ("Keys · Restore").
+    pub fn name(&self) -> &'static str {
+        match self {
+            Popup::Help(_) => "Help",
+            Popup::Register(_) => "Register items",
+            Popup::Protect(_) => "Protect",
+            Popup::PolicyWizard(_) => "Policy",
+            Popup::BackupNow(_) => "Back up now",
+            Popup::Item(_) => "Item details",
+            Popup::Restore(_) => "Restore",
+            Popup::Stop(_) => "Stop protection",
+            Popup::Resume(_) => "Resume protection",
+            Popup::Confirm(_) => "Question",
+            Popup::Job(_) => "Job details",
+            Popup::Vaults(_) => "Vaults",
+            Popup::Locked(_) => "Vault in use",
+            Popup::Message(_) => "Message",
+        }
+    }
+
+    /// Keys type text now (a search, a filter or a text field has the focus): a key that
+    /// types a character is that character, not an action.
+    pub fn capturing_text(&self) -> bool {
+        match self {
+            Popup::Help(_) | Popup::BackupNow(_) => true,
+            Popup::Register(s) => s.picker.filter.typing,
+            Popup::Protect(s) => s.capturing_text(),
+            Popup::PolicyWizard(s) => s.capturing_text(),
+            Popup::Restore(s) => s.capturing_text(),
+            Popup::Item(_)
+            | Popup::Stop(_)
+            | Popup::Resume(_)
+            | Popup::Confirm(_)
+            | Popup::Job(_)
+            | Popup::Vaults(_)
+            | Popup::Locked(_)
+            | Popup::Message(_) => false,
+        }
+    }
+
+    /// Keys of this popup that are no actions of the key map, for the help.
+    pub fn fixed_keys(&self) -> Vec<(String, String)> {
+        let pair = |k: &str, d: &str| (k.to_string(), d.to_string());
+        match self {
+            Popup::Confirm(_) => vec![
+                pair("y", "Yes"),
+                pair("n / Esc / Enter", "No (Enter never answers yes)"),
+            ],
+            Popup::Restore(_) => vec![
+                pair("Tab / Shift-Tab", "Next / previous field"),
+                pair("y", "Start the restore when asked to confirm"),
+            ],
+            Popup::Locked(_) => vec![pair("o", "Open the vault read-only")],
+            _ => vec![],
+        }
+    }
+
     /// The keys the footer shows.
     pub fn footer(&self) -> Vec<Action> {
         use Action::*;

@@ -110,6 +110,15 @@ impl State {
         vec![Action::Up, Action::Toggle, Action::Open, Action::Back]
     }
 
+    /// Keys type text now (a text field has the focus).
+    pub fn capturing_text(&self) -> bool {
+        match self.step {
+            0 => self.form.typing(Part::Schedule),
+            1 => self.form.typing(Part::Retention),
+            _ => false,
+        }
+    }
+
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         if k.code == KeyCode::Esc {
             if self.step == 0 {

@@ -167,6 +167,16 @@ impl State {
         }
     }
 
+    /// Keys type text now (a filter or a text field has the focus).
+    pub fn capturing_text(&self) -> bool {
+        match self.step {
+            Step::Items => self.picker.filter.typing,
+            Step::Schedule => !self.on_choice && self.form.typing(Part::Schedule),
+            Step::Retention => self.form.typing(Part::Retention),
+            Step::Review => false,
+        }
+    }
+
     pub fn footer(&self) -> Vec<Action> {
         match self.step {
             Step::Items => vec![

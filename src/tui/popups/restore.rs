@@ -81,6 +81,11 @@ impl State {
         }
     }
 
+    /// The target folder has the focus: keys type its name.
+    pub fn capturing_text(&self) -> bool {
+        self.focus == 1
+    }
+
     pub fn wants(&mut self) -> Vec<Effect> {
         vec![]
     }
