@@ -651,3 +651,42 @@ async fn a_policy_edit_counts_the_points_whose_expiry_changed() {
     assert_eq!(changes.evaluated, 4, "{changes:?}");
     assert_eq!(changes.changed, 1, "{changes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_jobs_shows_exactly_the_notifications_jobs() {
+    let env = Env::new();
+    env.ok(&["discover"]);
+    // Register jobs of another command, just before.
+    env.ok(&["register", "sales/web01", "hr/web01"]);
+    let mut s = session(&env).await;
+    press(&mut s, "2r");
+    let Some(Popup::Register(_)) = s.app.popups.last() else {
+        panic!("register popup not open")
+    };
+    press(&mut s, "  ");
+    s.handle(code(KeyCode::Enter));
+    assert!(
+        s.run_until(WAIT, |a| a.notice.as_ref().is_some_and(|n| n.job_ids.len() == 2))
+            .await,
+        "{}",
+        notice(&s.app)
+    );
+    let mut ids = s.app.notice.as_ref().unwrap().job_ids.clone();
+    press(&mut s, "J");
+    assert_eq!(s.app.tab, Tab::Jobs);
+    assert!(
+        s.run_until(WAIT, |a| a.data.jobs.query.job_ids.len() == 2)
+            .await
+    );
+    let mut shown: Vec<String> = s.app.data.jobs.rows.iter().map(|j| j.id.clone()).collect();
+    shown.sort();
+    ids.sort();
+    assert_eq!(shown, ids, "the Register jobs of the CLI are not shown");
+    // Coming back to the tab on one's own: every job of the last 24 hours again.
+    press(&mut s, "14");
+    assert!(
+        s.run_until(WAIT, |a| a.data.jobs.query.job_ids.is_empty() && a.data.jobs.rows.len() >= 5)
+            .await
+    );
+    s.close().await;
+}

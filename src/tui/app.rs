@@ -976,12 +976,14 @@ impl App {
         if let Some((level, text)) = r.notice {
             self.set_notice(level, text);
         }
+        // A drill-down (a dashboard count): its filter, until the user comes back on
+        // their own.
         if let Some(q) = r.jobs_query {
-            self.jobs.set_query(q.clone());
+            self.jobs.drill_down(q.clone());
             effects.push(Effect::Jobs(q));
         }
         if let Some(t) = r.goto {
-            effects.extend(self.goto(t));
+            self.tab = t;
         }
         for e in &effects {
             match e {
@@ -995,8 +997,16 @@ impl App {
         effects
     }
 
+    /// The user goes to a tab (a key, a click): coming to Jobs, a drill-down's filter
+    /// gives way to their own.
     fn goto(&mut self, t: Tab) -> Vec<Effect> {
+        let arriving = self.tab != t;
         self.tab = t;
+        if arriving && t == Tab::Jobs {
+            if let Some(q) = self.jobs.come_back() {
+                return vec![Effect::Jobs(q)];
+            }
+        }
         vec![]
     }
 
@@ -1031,16 +1041,16 @@ impl App {
                     .push(Popup::Job(Box::new(popups::job::State::new(id))));
                 vec![]
             }
-            _ => {
+            ids => {
+                // Exactly the notification's jobs, however old or many the others.
                 let q = JobsQuery {
                     status: StatusFilter::Any,
-                    operation: n.operation,
-                    range: TimeRange::Day,
-                    item_text: String::new(),
+                    range: TimeRange::All,
+                    job_ids: ids.to_vec(),
                     ..Default::default()
                 };
                 self.tab = Tab::Jobs;
-                self.jobs.set_query(q.clone());
+                self.jobs.drill_down(q.clone());
                 vec![Effect::Jobs(q)]
             }
         }

@@ -14,6 +14,8 @@ use crate::tui::widgets::{
 };
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
+use crate::tui::widgets::text::fit_line;
+use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
@@ -77,6 +79,9 @@ pub struct State {
     pub order: Vec<usize>,
     built: Option<(u64, Sort)>,
     selected_id: Option<String>,
+    /// While a drill-down (`J`, a dashboard count) shows its own filter: the query the
+    /// user had set, which comes back when they return to the tab on their own.
+    own: Option<JobsQuery>,
 }
 
 impl State {
@@ -85,6 +90,27 @@ impl State {
         self.query = q;
         self.nav.selected = 0;
         self.selected_id = None;
+    }
+
+    /// Shows what a drill-down asks for, keeping the user's own filter to come back to.
+    pub fn drill_down(&mut self, q: JobsQuery) {
+        if self.own.is_none() {
+            self.own = Some(self.query.clone());
+        }
+        self.set_query(q);
+    }
+
+    /// The user comes to the tab on their own: a drill-down's filter gives way to theirs
+    /// (returned, to be loaded).
+    pub fn come_back(&mut self) -> Option<JobsQuery> {
+        let own = self.own.take()?;
+        self.set_query(own.clone());
+        Some(own)
+    }
+
+    /// A drill-down's filter is shown (not one the user set).
+    pub fn drilled_down(&self) -> bool {
+        self.own.is_some()
     }
 
     pub fn refresh(&mut self, data: &Data) {
@@ -183,7 +209,9 @@ impl State {
         None
     }
 
+    /// The user changes the filter: what is shown is theirs from now on.
     fn new_filter(&mut self, cx: &mut Cx, f: impl FnOnce(&mut JobsQuery)) {
+        self.own = None;
         let mut q = self.query.clone();
         f(&mut q);
         q.limit = JOB_WINDOW;
@@ -330,27 +358,52 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let q = &s.query;
     let label = |k: Action| app.keys.label(k);
     let window = &app.data.jobs;
-    let mut spans = vec![
-        Span::raw(" "),
+    // A filter in force stands out; the defaults stay quiet.
+    let default = JobsQuery::default();
+    let value = |text: String, active: bool| {
+        Span::styled(
+            text,
+            if active {
+                t.warning().add_modifier(Modifier::BOLD)
+            } else {
+                t.accent()
+            },
+        )
+    };
+    let mut spans = vec![Span::raw(" ")];
+    if !q.job_ids.is_empty() {
+        spans.push(value(
+            format!("Jobs of the notification ({})", q.job_ids.len()),
+            true,
+        ));
+        spans.push(Span::raw("  "));
+    }
+    spans.extend([
         Span::styled(label(Action::FilterStatus), t.key()),
         Span::raw(" Status: "),
-        Span::styled(q.status.label(), t.accent()),
+        value(q.status.label().into(), q.status != default.status),
         Span::raw("  "),
         Span::styled(label(Action::FilterOperation), t.key()),
         Span::raw(" Operation: "),
-        Span::styled(q.operation.map(|o| o.as_str()).unwrap_or("any"), t.accent()),
+        value(
+            q.operation.map(|o| o.as_str()).unwrap_or("any").into(),
+            q.operation.is_some(),
+        ),
         Span::raw("  "),
         Span::styled(label(Action::FilterTime), t.key()),
         Span::raw(" Time: "),
-        Span::styled(q.range.label(), t.accent()),
-    ];
+        value(q.range.label().into(), q.range != default.range),
+    ]);
     if let Some(f) = s.filter.shown() {
         spans.push(Span::raw("  "));
         spans.push(Span::styled(label(Action::Filter), t.key()));
         spans.push(Span::raw(" Item: "));
-        spans.push(Span::styled(format!("\"{f}\""), t.accent()));
+        spans.push(value(format!("\"{f}\""), true));
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), top);
+    f.render_widget(
+        Paragraph::new(fit_line(Line::from(spans), top.width as usize)),
+        top,
+    );
 
     let wide = area.width >= 110;
     let mut cols = vec![
@@ -389,6 +442,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             title.split_once(')').map(|x| x.1).unwrap_or("")
         );
     }
+    // Whatever hides jobs is said where the eye is, with the way out.
+    let filters = q.describe();
+    if !filters.is_empty() {
+        title.push_str(&format!(
+            " · filtered: {} · {} clears",
+            filters.join(", "),
+            label(Action::ClearFilters)
+        ));
+    }
     let empty = if !app.data.loaded {
         "Loading…".to_string()
     } else if q.is_filtered() || q.range != crate::tui::data::TimeRange::All {
@@ -405,7 +467,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     render_table(
         f,
         body,
-        panel(title, t),
+        panel(
+            crate::tui::widgets::truncate(&title, body.width.saturating_sub(4) as usize),
+            t,
+        ),
         &cols,
         &s.nav,
         shown,
