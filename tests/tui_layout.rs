@@ -119,3 +119,33 @@ fn cut_text_ends_with_an_ellipsis() {
     let notice = line_with(&s, "Register: job created");
     assert!(notice.trim_end().ends_with("x…"), "{notice}");
 }
+
+#[test]
+fn a_form_scrolls_to_its_focused_field_at_60x15() {
+    use crossterm::event::KeyCode;
+    use vmvault::tui::popups::Popup;
+    // Edit Gold (every retention rule): its retention form is taller than the screen.
+    let mut a = app(60, 15);
+    a.update(key('5'));
+    a.update(code(KeyCode::Down));
+    a.update(key('e'));
+    a.update(code(KeyCode::Enter));
+    let rows = match a.popups.last() {
+        Some(Popup::PolicyWizard(w)) => w
+            .form
+            .rows(vmvault::tui::popups::policy_form::Part::Retention)
+            .len(),
+        _ => panic!("the policy wizard is not open"),
+    };
+    for n in 1..rows {
+        a.update(code(KeyCode::Down));
+        let s = text(&render(&a, 60, 15));
+        assert!(
+            s.lines().any(|l| l.contains("│▶ ")),
+            "field {n} of {rows} is off screen:\n{s}"
+        );
+    }
+    // The last one is the yearly rule's day.
+    let s = text(&render(&a, 60, 15));
+    assert!(line_with(&s, "▶").contains("day"), "{s}");
+}

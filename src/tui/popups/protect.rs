@@ -16,7 +16,7 @@ use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use crate::tui::widgets::text::wrapped;
+use crate::tui::widgets::text::{render_scrolled, wrapped};
 use ratatui::Frame;
 
 pub const STEPS: [&str; 4] = ["Select items", "Backup schedule", "Retention", "Review"];
@@ -389,9 +389,12 @@ impl State {
         }
         f.render_widget(Paragraph::new(list), list_a);
         let mut lines = Vec::new();
+        let mut focus = None;
         if self.is_new_policy() {
             lines.push(Line::from(Span::styled("New policy: schedule", t.header())));
-            lines.extend(self.form.lines(Part::Schedule, !self.on_choice, t));
+            let (form, f_focus) = self.form.lines(Part::Schedule, !self.on_choice, t);
+            focus = f_focus.map(|r| r.start + 1..r.end + 1);
+            lines.extend(form);
             if self.on_choice {
                 lines.push(Line::from(""));
                 lines.push(Line::from(Span::styled(
@@ -419,7 +422,7 @@ impl State {
                 t.muted(),
             )));
         }
-        f.render_widget(wrapped(lines, detail_a.width), detail_a);
+        render_scrolled(f, detail_a, lines, focus);
     }
 
     fn draw_retention(&self, f: &mut Frame, area: Rect, app: &App) {
@@ -440,7 +443,9 @@ impl State {
             },
             t.header(),
         ))];
-        lines.extend(form.lines(Part::Retention, !form.read_only, t));
+        let (form_lines, focus) = form.lines(Part::Retention, !form.read_only, t);
+        lines.extend(form_lines);
+        let focus = focus.map(|r| r.start + 1..r.end + 1);
         let form_h = lines.len() as u16;
         let preview_h = if area.height > form_h + 6 {
             (area.height - form_h).min(10)
@@ -449,7 +454,7 @@ impl State {
         };
         let [top, bottom] =
             Layout::vertical([Constraint::Min(1), Constraint::Length(preview_h)]).areas(area);
-        f.render_widget(Paragraph::new(lines), top);
+        render_scrolled(f, top, lines, focus);
         if let Some(pv) = &form.preview {
             draw_preview(f, bottom, pv, t);
         }

@@ -222,6 +222,39 @@ pub fn wrapped<'a>(lines: Vec<Line<'a>>, cols: u16) -> Paragraph<'static> {
     Paragraph::new(wrap(lines, cols as usize))
 }
 
+/// Draws `lines` wrapped in `area`, scrolled (when they do not fit) so that the lines
+/// `focus` — a range of `lines`, such as a form's focused field — are in view.
+pub fn render_scrolled(
+    f: &mut ratatui::Frame,
+    area: ratatui::layout::Rect,
+    lines: Vec<Line<'_>>,
+    focus: Option<std::ops::Range<usize>>,
+) {
+    let mut out = Vec::new();
+    let mut visual = None;
+    for (i, line) in lines.into_iter().enumerate() {
+        let start = out.len();
+        out.extend(wrap(vec![line], area.width as usize));
+        if let Some(r) = &focus {
+            if i == r.start {
+                visual = Some((start, out.len()));
+            }
+            if i + 1 == r.end {
+                visual = visual.map(|(s, _)| (s, out.len()));
+            }
+        }
+    }
+    let height = area.height as usize;
+    let offset = match visual {
+        Some((start, end)) if end > height => (end - height).min(start),
+        _ => 0,
+    };
+    f.render_widget(
+        Paragraph::new(out).scroll((offset.min(u16::MAX as usize) as u16, 0)),
+        area,
+    );
+}
+
 /// `"a  b c"` → `["a", "  ", "b", " ", "c"]`.
 fn split_keep_blanks(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
