@@ -534,7 +534,25 @@ async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
     let owner = setup.open(OpenMode::Exclusive).unwrap();
     let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
     let mut s = Session::start(setup).await;
+    // Drawn at once: the console says what it waits for instead of a blank screen.
     assert!(s.app.vault.is_none());
+    assert!(s.app.popups.is_empty());
+    assert!(
+        notice(&s.app).starts_with("Opening vault test-we"),
+        "{}",
+        notice(&s.app)
+    );
+    let screen = tui_support::fixture::text(&tui_support::fixture::render(&s.app, 100, 30));
+    assert!(screen.contains("Opening vault test-we"), "{screen}");
+    assert!(
+        s.run_until(WAIT, |a| !a.popups.is_empty()
+            || notice(a).contains("waiting for it, in use by process"))
+            .await
+    );
+    assert!(
+        s.run_until(WAIT, |a| matches!(a.popups.last(), Some(Popup::Locked(_))))
+            .await
+    );
     let Some(Popup::Locked(l)) = s.app.popups.last() else {
         panic!("no locked popup")
     };
@@ -687,6 +705,59 @@ async fn view_jobs_shows_exactly_the_notifications_jobs() {
     assert!(
         s.run_until(WAIT, |a| a.data.jobs.query.job_ids.is_empty() && a.data.jobs.rows.len() >= 5)
             .await
+    );
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_console_offers_to_take_over_when_the_owner_leaves() {
+    let env = Env::new();
+    env.ok(&["discover"]);
+    let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
+    let owner = setup.open(OpenMode::Exclusive).unwrap();
+    let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
+    let mut s = Session::start(setup).await;
+    assert!(
+        s.run_until(WAIT, |a| matches!(a.popups.last(), Some(Popup::Locked(_))))
+            .await
+    );
+    s.handle(code(KeyCode::Enter));
+    assert!(
+        s.run_until(WAIT, |a| a.read_only() && a.data.loaded).await,
+        "not opened read-only"
+    );
+    // While the owner is there, T says why it cannot take over yet.
+    press(&mut s, "T");
+    assert!(notice(&s.app).contains("once that process ends"), "{}", notice(&s.app));
+    assert!(s.app.read_only());
+
+    // The owner leaves: the console notices and offers to take over.
+    owner.shutdown(Duration::from_secs(10)).await;
+    drop(owner);
+    assert!(
+        s.run_until(WAIT, |a| a.vault.as_ref().is_some_and(|v| v.free))
+            .await,
+        "the owner's exit went unnoticed: {}",
+        notice(&s.app)
+    );
+    assert!(notice(&s.app).contains("press T to take it over"), "{}", notice(&s.app));
+    let screen = tui_support::fixture::text(&tui_support::fixture::render(&s.app, 120, 40));
+    assert!(screen.contains("free: T takes over"), "{screen}");
+    press(&mut s, "T");
+    assert!(
+        s.run_until(WAIT, |a| a.vault.as_ref().is_some_and(|v| v.read_only.is_none()))
+            .await,
+        "{}",
+        notice(&s.app)
+    );
+    assert!(s.engine().unwrap().is_owner());
+    // Actions work again.
+    press(&mut s, "2d");
+    assert!(
+        s.run_until(WAIT, |a| notice(a).starts_with("Discovery complete"))
+            .await,
+        "{}",
+        notice(&s.app)
     );
     s.close().await;
 }

@@ -90,8 +90,11 @@ pub struct VaultInfo {
     pub source_kind: String,
     pub source_description: String,
     pub simulated: bool,
-    /// Why the vault is only read (another process owns it), when it is.
+    /// Why the vault is only read (another process owns it), when it is: a phrase that
+    /// reads after "vault X is" ("in use by process 42 (vmvault run)").
     pub read_only: Option<String>,
+    /// Read-only, and the owner has left: the vault can be taken over.
+    pub free: bool,
 }
 
 /// A configured vault the user can switch to.
@@ -256,6 +259,16 @@ pub enum Msg {
         result: Result<Vec<RecoveryPoint>, String>,
     },
     VaultOpened(Box<VaultInfo>),
+    /// A vault is being opened; `holder`: the process it waits for, when one holds it.
+    Opening {
+        name: String,
+        holder: Option<String>,
+    },
+    /// Who holds the vault a read-only console shows changed (None: nobody; it is free).
+    VaultOwner {
+        name: String,
+        holder: Option<String>,
+    },
     VaultFailed {
         name: String,
         message: String,
@@ -331,6 +344,17 @@ impl Cx<'_> {
                 false
             }
             Some(v) => match &v.read_only {
+                Some(_) if v.free => {
+                    self.notice = Some((
+                        NoticeLevel::Warning,
+                        format!(
+                            "Read-only, {what} is disabled: vault {} is no longer in use — press {} to take it over",
+                            v.name,
+                            self.keys.label(Action::TakeOver)
+                        ),
+                    ));
+                    false
+                }
                 Some(why) => {
                     self.notice = Some((
                         NoticeLevel::Warning,
@@ -414,6 +438,8 @@ pub struct App {
     pub dirty: bool,
     /// Where the tab titles were drawn (for mouse clicks).
     pub(crate) tab_areas: RefCell<Vec<(Rect, Tab)>>,
+    /// A warning of the configuration, shown once the vault is open (and meanwhile).
+    pub startup_warning: Option<String>,
 }
 
 impl App {
@@ -450,6 +476,7 @@ impl App {
             should_quit: false,
             dirty: true,
             tab_areas: RefCell::new(Vec::new()),
+            startup_warning: None,
         }
     }
 
@@ -615,12 +642,52 @@ impl App {
                 self.protected = Default::default();
                 self.policies = Default::default();
                 self.dashboard = Default::default();
-                match ro {
-                    Some(why) => self.set_notice(
+                match (self.startup_warning.take(), ro) {
+                    (Some(w), _) => self.set_notice(NoticeLevel::Warning, w),
+                    (None, Some(why)) => self.set_notice(
                         NoticeLevel::Warning,
                         format!("Opened vault {name} read-only ({why}); actions are disabled"),
                     ),
-                    None => self.set_notice(NoticeLevel::Info, format!("Opened vault {name}")),
+                    (None, None) => {
+                        self.set_notice(NoticeLevel::Info, format!("Opened vault {name}"))
+                    }
+                }
+                vec![]
+            }
+            Msg::Opening { name, holder } => {
+                let text = match holder {
+                    Some(h) => format!("Opening vault {name}: waiting for it, {h}…"),
+                    None => format!("Opening vault {name}…"),
+                };
+                match self.startup_warning.clone() {
+                    Some(w) => self.set_notice(NoticeLevel::Warning, w),
+                    None => self.set_notice(NoticeLevel::Info, text),
+                }
+                vec![]
+            }
+            Msg::VaultOwner { name, holder } => {
+                let key = self.keys.label(Action::TakeOver);
+                let Some(v) = self.vault.as_mut().filter(|v| v.name == name) else {
+                    return vec![];
+                };
+                if v.read_only.is_none() {
+                    return vec![];
+                }
+                v.free = holder.is_none();
+                match holder {
+                    Some(h) => {
+                        v.read_only = Some(h.clone());
+                        self.set_notice(
+                            NoticeLevel::Warning,
+                            format!("Vault {name} is {h} now; still read-only"),
+                        );
+                    }
+                    None => self.set_notice(
+                        NoticeLevel::Warning,
+                        format!(
+                            "Vault {name} is no longer in use: press {key} to take it over (actions work again)"
+                        ),
+                    ),
                 }
                 vec![]
             }
@@ -935,6 +1002,9 @@ impl App {
             if keys.is(Action::ViewJobs, &k) {
                 return self.view_notice_jobs();
             }
+            if keys.is(Action::TakeOver, &k) {
+                return self.take_over();
+            }
         }
         let mut cx = cx!(self);
         match self.tab {
@@ -1028,6 +1098,26 @@ impl App {
         }
         self.should_quit = true;
         vec![Effect::Quit]
+    }
+
+    /// Takes over a read-only vault whose owner left: reopens it as its owner.
+    fn take_over(&mut self) -> Vec<Effect> {
+        let Some(v) = &self.vault else { return vec![] };
+        match (&v.read_only, v.free) {
+            (None, _) => vec![],
+            (Some(_), true) => vec![Effect::OpenVault {
+                name: v.name.clone(),
+                read_only: false,
+            }],
+            (Some(why), false) => {
+                let text = format!(
+                    "Vault {} is {why}: it can be taken over once that process ends (the console notices)",
+                    v.name
+                );
+                self.set_notice(NoticeLevel::Info, text);
+                vec![]
+            }
+        }
     }
 
     /// `J`: the jobs the notification is about.
@@ -1160,6 +1250,9 @@ impl App {
                     Tab::Jobs => self.jobs.footer(&self.data, &self.running),
                     Tab::Policies => tabs::policies::FOOTER.to_vec(),
                 };
+                if self.vault.as_ref().is_some_and(|v| v.free) {
+                    v.insert(0, Action::TakeOver);
+                }
                 v.extend_from_slice(&[Action::Help, Action::Quit]);
                 v
             }
@@ -1186,6 +1279,7 @@ pub const GLOBAL_ACTIONS: &[Action] = &[
     Action::TabPolicies,
     Action::ViewJobs,
     Action::SwitchVault,
+    Action::TakeOver,
     Action::Refresh,
     Action::Help,
     Action::Quit,

@@ -70,6 +70,7 @@ actions! {
     BackupNow => "backup_now", ["b"], "Back up now";
     CancelJob => "cancel_job", ["c"], "Cancel the selected job";
     SwitchVault => "switch_vault", ["v"], "Switch vault";
+    TakeOver => "take_over", ["T"], "Take over a read-only vault whose owner has left";
     Restore => "restore", ["R"], "Restore a recovery point";
     StopProtection => "stop_protection", ["s"], "Stop protection";
     ResumeProtection => "resume_protection", ["u"], "Resume protection";
@@ -108,6 +109,7 @@ impl Action {
             Action::BackupNow => "Back up now",
             Action::CancelJob => "Cancel job",
             Action::SwitchVault => "Vault",
+            Action::TakeOver => "Take over",
             Action::Restore => "Restore",
             Action::StopProtection => "Stop protection",
             Action::ResumeProtection => "Resume",

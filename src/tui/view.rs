@@ -139,9 +139,17 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
                 (3, Span::raw(v.source_kind.clone())),
             ];
             if v.read_only.is_some() {
+                let badge = if v.free {
+                    format!(
+                        "READ-ONLY · free: {} takes over",
+                        app.keys.label(Action::TakeOver)
+                    )
+                } else {
+                    "READ-ONLY".to_string()
+                };
                 parts.push((
                     1,
-                    Span::styled("READ-ONLY", t.warning().add_modifier(Modifier::BOLD)),
+                    Span::styled(badge, t.warning().add_modifier(Modifier::BOLD)),
                 ));
             }
             let fixed: usize = left.iter().map(|s| s.width()).sum();
