@@ -650,6 +650,32 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| FsxError::io(path, e))
 }
 
+/// Room for new files at `path` (which need not exist yet): the nearest existing folder at
+/// or above it, and the bytes an unprivileged user may still write on that folder's file
+/// system (`statvfs`'s available blocks). For showing, before writing: the answer may be
+/// stale a moment later.
+pub fn free_space(path: &Path) -> Result<(PathBuf, u64)> {
+    let mut at = path;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => at = p,
+                _ => return Err(FsxError::io(path, e)),
+            },
+            Err(e) => return Err(FsxError::io(at, e)),
+        }
+    }
+    let c = cstr(at.as_os_str()).map_err(|e| FsxError::io(at, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is NUL-terminated; statvfs writes a whole `statvfs` on success.
+    cvt(unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) }).map_err(|e| FsxError::io(at, e))?;
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    Ok((at.to_path_buf(), free))
+}
+
 /// Size limits for files the user hands vmvault.
 pub mod limits {
     /// A config file.
@@ -726,6 +752,21 @@ pub fn read_input_text(path: &Path, limit: u64, what: &'static str) -> Result<St
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod free_space_tests {
+    use super::*;
+
+    #[test]
+    fn free_space_is_asked_of_the_nearest_existing_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = dir.path().join("not/yet/there");
+        let (at, free) = free_space(&want).unwrap();
+        assert_eq!(at, dir.path());
+        assert!(free > 0);
+        assert!(free_space(Path::new("relative/and/missing")).is_err());
+    }
 }
 
 #[cfg(test)]

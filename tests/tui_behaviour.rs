@@ -325,9 +325,39 @@ fn a_refused_restore_stays_in_its_form_with_the_reason_and_what_was_typed() {
     let Some(Popup::Restore(form)) = a.popups.last() else {
         panic!("R did not open the restore form")
     };
-    let folder = form.folder.value.clone();
+    // No target is suggested (never the current folder), and none is refused in the form.
+    assert_eq!(form.folder.value, "");
+    for _ in 0..2 {
+        let effects = a.update(code(KeyCode::Enter));
+        assert!(!runs(&effects, |c| matches!(c, Command::Restore { .. })));
+    }
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains("Type the folder to restore into"), "{screen}");
+    // A target: its free space is asked for once, off the UI task.
+    let effects: Vec<Effect> = "/tmp/x".chars().flat_map(|c| a.update(key(c))).collect();
+    let probes: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ProbeSpace(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(probes.last().map(|d| d.to_string_lossy().into_owned()), Some("/tmp/x".into()));
+    let folder = "/tmp/x".to_string();
+    // Enter asks (what, how much, where); Enter again answers no; only y starts.
     let effects = a.update(code(KeyCode::Enter));
-    assert!(runs(&effects, |c| matches!(c, Command::Restore { .. })));
+    assert!(!runs(&effects, |c| matches!(c, Command::Restore { .. })));
+    let screen = text(&render(&a, 120, 40));
+    assert!(
+        screen.contains("Restore 2 disk(s) of sales/web01 (up to 192 GiB) into /tmp/x as raw?"),
+        "{screen}"
+    );
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(!runs(&effects, |c| matches!(c, Command::Restore { .. })));
+    assert!(matches!(a.popups.last(), Some(Popup::Restore(f)) if !f.confirming));
+    a.update(code(KeyCode::Enter));
+    let effects = a.update(key('y'));
+    assert!(runs(&effects, |c| matches!(c, Command::Restore { dir, .. } if dir.to_string_lossy() == "/tmp/x")));
     // Waiting for the engine: the form stays, a second Enter asks nothing more.
     assert!(matches!(a.popups.last(), Some(Popup::Restore(_))));
     assert!(text(&render(&a, 120, 40)).contains("Starting the restore…"));
@@ -348,11 +378,12 @@ fn a_refused_restore_stays_in_its_form_with_the_reason_and_what_was_typed() {
     );
     assert!(notice(&a).contains("refused"), "{}", notice(&a));
 
-    // Editing the folder clears the reason; Enter asks again; a created job closes the
-    // form and the item details beneath it.
+    // Editing the folder clears the reason; Enter and y ask again; a created job closes
+    // the form and the item details beneath it.
     a.update(key('2'));
     assert!(!text(&render(&a, 120, 40)).contains("Refused:"));
-    let effects = a.update(code(KeyCode::Enter));
+    a.update(code(KeyCode::Enter));
+    let effects = a.update(key('y'));
     assert!(runs(&effects, |c| matches!(
         c,
         Command::Restore { dir, .. } if dir.to_string_lossy().ends_with(&format!("{}2", folder.rsplit('/').next().unwrap_or_default()))
@@ -448,8 +479,10 @@ fn a_restore_answer_finds_its_form_under_another_commands_message() {
     use vmvault::tui::app::CommandDone;
     let mut a = web01_details();
     a.update(key('R'));
-    a.update(code(KeyCode::Enter)); // the restore is asked for; the form waits
-                                    // Another command's refusal arrives first: its message goes on top of the form.
+    typed(&mut a, "/tmp/x");
+    a.update(code(KeyCode::Enter));
+    a.update(key('y')); // the restore is asked for; the form waits
+                        // Another command's refusal arrives first: its message goes on top of the form.
     a.update(Msg::Done(Box::new(CommandDone {
         label: "Back up now",
         subject: "sales/web01".into(),

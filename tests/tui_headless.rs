@@ -277,7 +277,8 @@ async fn portal_flow_through_update() {
         };
         r.folder.set(target.display().to_string());
     }
-    s.handle(code(KeyCode::Enter));
+    s.handle(code(KeyCode::Enter)); // asks
+    press(&mut s, "y");
     let restore_done = s
         .run_until(WAIT, |a| {
             a.data
@@ -544,6 +545,9 @@ async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
     );
     let screen = tui_support::fixture::text(&tui_support::fixture::render(&s.app, 100, 30));
     assert!(screen.contains("Opening vault test-we"), "{screen}");
+    // Keys meanwhile say why they do nothing yet.
+    press(&mut s, "2d");
+    assert!(notice(&s.app).contains("still opening"), "{}", notice(&s.app));
     assert!(
         s.run_until(WAIT, |a| !a.popups.is_empty()
             || notice(a).contains("waiting for it, in use by process"))

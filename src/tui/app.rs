@@ -235,6 +235,8 @@ pub enum Effect {
     Reload,
     LoadJob(String),
     LoadPoints(String),
+    /// Tell the free space of the file system a restore target is on.
+    ProbeSpace(PathBuf),
     OpenVault {
         name: String,
         read_only: bool,
@@ -257,6 +259,11 @@ pub enum Msg {
     PointsLoaded {
         item_id: String,
         result: Result<Vec<RecoveryPoint>, String>,
+    },
+    /// The free space of a restore target (see [`Effect::ProbeSpace`]).
+    SpaceProbed {
+        dir: PathBuf,
+        space: popups::restore::Space,
     },
     VaultOpened(Box<VaultInfo>),
     /// A vault is being opened; `holder`: the process it waits for, when one holds it.
@@ -307,6 +314,8 @@ pub struct Cx<'a> {
     pub data: &'a Data,
     pub now: DateTime<Utc>,
     pub vault: Option<&'a VaultInfo>,
+    /// The vault being opened, while no vault is open yet.
+    pub opening: Option<&'a str>,
     pub vaults: &'a [VaultChoice],
     pub running: &'a HashMap<String, Job>,
     pub cwd: &'a std::path::Path,
@@ -334,13 +343,16 @@ impl Cx<'_> {
     pub fn writable(&mut self, what: &str) -> bool {
         match self.vault {
             None => {
-                self.notice = Some((
-                    NoticeLevel::Warning,
-                    format!(
+                let text = match self.opening {
+                    Some(name) => {
+                        format!("{what}: vault {name} is still opening; try again in a moment")
+                    }
+                    None => format!(
                         "{what}: no vault is open; press {} to choose one",
                         self.keys.label(Action::SwitchVault)
                     ),
-                ));
+                };
+                self.notice = Some((NoticeLevel::Warning, text));
                 false
             }
             Some(v) => match &v.read_only {
@@ -392,6 +404,7 @@ macro_rules! cx {
             data: &$s.data,
             now: $s.now,
             vault: $s.vault.as_ref(),
+            opening: $s.opening.as_deref(),
             vaults: &$s.vaults,
             running: &$s.running,
             cwd: &$s.cwd,
@@ -440,6 +453,8 @@ pub struct App {
     pub(crate) tab_areas: RefCell<Vec<(Rect, Tab)>>,
     /// A warning of the configuration, shown once the vault is open (and meanwhile).
     pub startup_warning: Option<String>,
+    /// The vault being opened (until it opened or failed).
+    pub opening: Option<String>,
 }
 
 impl App {
@@ -477,6 +492,7 @@ impl App {
             dirty: true,
             tab_areas: RefCell::new(Vec::new()),
             startup_warning: None,
+            opening: None,
         }
     }
 
@@ -620,6 +636,14 @@ impl App {
                 }
                 vec![]
             }
+            Msg::SpaceProbed { dir, space } => {
+                for p in self.popups.iter_mut() {
+                    if let Popup::Restore(r) = p {
+                        r.space_probed(&dir, &space);
+                    }
+                }
+                vec![]
+            }
             Msg::PointsLoaded { item_id, result } => {
                 for p in self.popups.iter_mut() {
                     if let Popup::Item(i) = p {
@@ -629,6 +653,7 @@ impl App {
                 vec![]
             }
             Msg::VaultOpened(info) => {
+                self.opening = None;
                 let name = info.name.clone();
                 let ro = info.read_only.clone();
                 self.vault = Some(*info);
@@ -655,6 +680,7 @@ impl App {
                 vec![]
             }
             Msg::Opening { name, holder } => {
+                self.opening = Some(name.clone());
                 let text = match holder {
                     Some(h) => format!("Opening vault {name}: waiting for it, {h}…"),
                     None => format!("Opening vault {name}…"),
@@ -696,6 +722,7 @@ impl App {
                 message,
                 locked,
             } => {
+                self.opening = None;
                 self.popups.retain(|p| !matches!(p, Popup::Locked(_)));
                 if locked {
                     self.popups

@@ -267,6 +267,13 @@ impl Session {
                     });
                 }
             }
+            Effect::ProbeSpace(dir) => {
+                let tx = self.msg_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let space = crate::fsx::free_space(&dir).map_err(|e| e.to_string());
+                    let _ = tx.send(Msg::SpaceProbed { dir, space });
+                });
+            }
             Effect::OpenVault { name, read_only } => {
                 let Some(vault) = self.setup.config.vault(&name).cloned() else {
                     let _ = self.msg_tx.send(Msg::VaultFailed {

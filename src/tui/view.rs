@@ -250,7 +250,7 @@ fn draw_notice(app: &App, f: &mut Frame, area: Rect) {
 fn draw_footer(app: &App, f: &mut Frame, area: Rect) {
     let t = &app.theme;
     let mut hints: Vec<(String, &str)> = Vec::new();
-    if let Some(Popup::Confirm(_)) = app.popups.last() {
+    if app.popups.last().is_some_and(Popup::asks) {
         // A question answers to y and n, not to the actions of a view.
         hints.extend(
             crate::tui::popups::confirm::HINTS

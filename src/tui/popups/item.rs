@@ -133,7 +133,6 @@ impl State {
                     points,
                     self.nav.selected,
                     cx.cwd,
-                    cx.now,
                 ))));
             }
         } else if keys.is(Action::BackupNow, k) {

@@ -160,7 +160,8 @@ impl Popup {
             ],
             Popup::Restore(_) => vec![
                 pair("Tab / Shift-Tab", "Next / previous field"),
-                pair("y", "Start the restore when asked to confirm"),
+                pair("y", "Start the restore (Enter asks first)"),
+                pair("n / Esc", "Back to the form from the question"),
             ],
             Popup::Locked(_) => vec![pair("o", "Open the vault read-only")],
             _ => vec![],
@@ -177,6 +178,7 @@ impl Popup {
             Popup::PolicyWizard(s) => s.footer(),
             Popup::BackupNow(_) => vec![Open, Back],
             Popup::Item(s) => s.footer(),
+            Popup::Restore(s) if s.confirming => vec![],
             Popup::Restore(_) => vec![Up, Left, Open, Back],
             Popup::Stop(_) | Popup::Resume(_) | Popup::Vaults(_) => vec![Up, Open, Back],
             // Its y/n hints come first (view.rs); they include Esc.
@@ -184,6 +186,15 @@ impl Popup {
             Popup::Job(s) => s.footer(),
             Popup::Locked(_) => vec![Open, SwitchVault, Quit],
             Popup::Message(_) => vec![Back],
+        }
+    }
+
+    /// A y/n question is asked (the footer shows its keys).
+    pub fn asks(&self) -> bool {
+        match self {
+            Popup::Confirm(_) => true,
+            Popup::Restore(s) => s.confirming,
+            _ => false,
         }
     }
 
