@@ -672,6 +672,8 @@ pub fn free_space(path: &Path) -> Result<(PathBuf, u64)> {
     cvt(unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) }).map_err(|e| FsxError::io(at, e))?;
     // SAFETY: initialised by the successful call above.
     let st = unsafe { st.assume_init() };
+    // The fields are narrower than u64 on some targets.
+    #[allow(clippy::unnecessary_cast)]
     let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
     Ok((at.to_path_buf(), free))
 }

@@ -332,7 +332,10 @@ fn a_refused_restore_stays_in_its_form_with_the_reason_and_what_was_typed() {
         assert!(!runs(&effects, |c| matches!(c, Command::Restore { .. })));
     }
     let screen = text(&render(&a, 120, 40));
-    assert!(screen.contains("Type the folder to restore into"), "{screen}");
+    assert!(
+        screen.contains("Type the folder to restore into"),
+        "{screen}"
+    );
     // A target: its free space is asked for once, off the UI task.
     let effects: Vec<Effect> = "/tmp/x".chars().flat_map(|c| a.update(key(c))).collect();
     let probes: Vec<_> = effects
@@ -342,7 +345,10 @@ fn a_refused_restore_stays_in_its_form_with_the_reason_and_what_was_typed() {
             _ => None,
         })
         .collect();
-    assert_eq!(probes.last().map(|d| d.to_string_lossy().into_owned()), Some("/tmp/x".into()));
+    assert_eq!(
+        probes.last().map(|d| d.to_string_lossy().into_owned()),
+        Some("/tmp/x".into())
+    );
     let folder = "/tmp/x".to_string();
     // Enter asks (what, how much, where); Enter again answers no; only y starts.
     let effects = a.update(code(KeyCode::Enter));
@@ -357,7 +363,10 @@ fn a_refused_restore_stays_in_its_form_with_the_reason_and_what_was_typed() {
     assert!(matches!(a.popups.last(), Some(Popup::Restore(f)) if !f.confirming));
     a.update(code(KeyCode::Enter));
     let effects = a.update(key('y'));
-    assert!(runs(&effects, |c| matches!(c, Command::Restore { dir, .. } if dir.to_string_lossy() == "/tmp/x")));
+    assert!(runs(
+        &effects,
+        |c| matches!(c, Command::Restore { dir, .. } if dir.to_string_lossy() == "/tmp/x")
+    ));
     // Waiting for the engine: the form stays, a second Enter asks nothing more.
     assert!(matches!(a.popups.last(), Some(Popup::Restore(_))));
     assert!(text(&render(&a, 120, 40)).contains("Starting the restore…"));
@@ -555,13 +564,19 @@ fn a_progress_bar_never_goes_back() {
     a.update(Msg::Engine(Box::new(Event::JobUpdated(Box::new(done)))));
     for _ in 0..2 {
         let row = first_job_row(&a);
-        assert!(row.contains("Completed") && percent(&row).is_none(), "{row}");
+        assert!(
+            row.contains("Completed") && percent(&row).is_none(),
+            "{row}"
+        );
         a.update(Msg::Data(Box::new(Ok(data()))));
     }
     // Late progress of an ended job is ignored.
     a.update(progress(4 * GIB / 10));
     let row = first_job_row(&a);
-    assert!(row.contains("Completed") && percent(&row).is_none(), "{row}");
+    assert!(
+        row.contains("Completed") && percent(&row).is_none(),
+        "{row}"
+    );
 }
 
 #[test]
@@ -582,7 +597,10 @@ fn back_up_now_refuses_a_date_beyond_99_years_in_its_form() {
     let Some(Popup::BackupNow(form)) = a.popups.last() else {
         panic!("the form was thrown away")
     };
-    assert_eq!(form.retain_until.value, "2126-12-01", "what was typed stays");
+    assert_eq!(
+        form.retain_until.value, "2126-12-01",
+        "what was typed stays"
+    );
     let screen = text(&render(&a, 120, 40));
     assert!(screen.contains("more than 99 years ahead"), "{screen}");
     // Corrected in place, it starts.
@@ -609,7 +627,11 @@ fn register_needs_a_ticked_vm_and_never_takes_the_highlighted_one() {
     let Some(Popup::Register(r)) = a.popups.last() else {
         panic!("closed")
     };
-    let first = r.picker.current().map(|i| i.name.clone()).unwrap_or_default();
+    let first = r
+        .picker
+        .current()
+        .map(|i| i.name.clone())
+        .unwrap_or_default();
     a.update(key(' '));
     assert!(!text(&render(&a, 120, 40)).contains("No VM is ticked"));
     let effects = a.update(code(KeyCode::Enter));

@@ -228,9 +228,11 @@ fn an_esc_typed_just_before_a_key_is_esc_then_that_key() {
     c.wait_for("Register items", TIMEOUT);
     // One write: the terminal delivers ESC and "4" together, which reads as Alt+4.
     c.send("\x1b4");
-    c.wait_until("Register items closed and the Jobs tab shown", TIMEOUT, |s| {
-        !s.contains("Register items") && s.contains("f Status:")
-    });
+    c.wait_until(
+        "Register items closed and the Jobs tab shown",
+        TIMEOUT,
+        |s| !s.contains("Register items") && s.contains("f Status:"),
+    );
     c.send("q");
     assert_eq!(c.wait_exit(TIMEOUT), 0);
 }

@@ -547,7 +547,11 @@ async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
     assert!(screen.contains("Opening vault test-we"), "{screen}");
     // Keys meanwhile say why they do nothing yet.
     press(&mut s, "2d");
-    assert!(notice(&s.app).contains("still opening"), "{}", notice(&s.app));
+    assert!(
+        notice(&s.app).contains("still opening"),
+        "{}",
+        notice(&s.app)
+    );
     assert!(
         s.run_until(WAIT, |a| !a.popups.is_empty()
             || notice(a).contains("waiting for it, in use by process"))
@@ -688,7 +692,10 @@ async fn view_jobs_shows_exactly_the_notifications_jobs() {
     press(&mut s, "  ");
     s.handle(code(KeyCode::Enter));
     assert!(
-        s.run_until(WAIT, |a| a.notice.as_ref().is_some_and(|n| n.job_ids.len() == 2))
+        s.run_until(WAIT, |a| a
+            .notice
+            .as_ref()
+            .is_some_and(|n| n.job_ids.len() == 2))
             .await,
         "{}",
         notice(&s.app)
@@ -707,7 +714,8 @@ async fn view_jobs_shows_exactly_the_notifications_jobs() {
     // Coming back to the tab on one's own: every job of the last 24 hours again.
     press(&mut s, "14");
     assert!(
-        s.run_until(WAIT, |a| a.data.jobs.query.job_ids.is_empty() && a.data.jobs.rows.len() >= 5)
+        s.run_until(WAIT, |a| a.data.jobs.query.job_ids.is_empty()
+            && a.data.jobs.rows.len() >= 5)
             .await
     );
     s.close().await;
@@ -732,7 +740,11 @@ async fn a_read_only_console_offers_to_take_over_when_the_owner_leaves() {
     );
     // While the owner is there, T says why it cannot take over yet.
     press(&mut s, "T");
-    assert!(notice(&s.app).contains("once that process ends"), "{}", notice(&s.app));
+    assert!(
+        notice(&s.app).contains("once that process ends"),
+        "{}",
+        notice(&s.app)
+    );
     assert!(s.app.read_only());
 
     // The owner leaves: the console notices and offers to take over.
@@ -744,12 +756,19 @@ async fn a_read_only_console_offers_to_take_over_when_the_owner_leaves() {
         "the owner's exit went unnoticed: {}",
         notice(&s.app)
     );
-    assert!(notice(&s.app).contains("press T to take it over"), "{}", notice(&s.app));
+    assert!(
+        notice(&s.app).contains("press T to take it over"),
+        "{}",
+        notice(&s.app)
+    );
     let screen = tui_support::fixture::text(&tui_support::fixture::render(&s.app, 120, 40));
     assert!(screen.contains("free: T takes over"), "{screen}");
     press(&mut s, "T");
     assert!(
-        s.run_until(WAIT, |a| a.vault.as_ref().is_some_and(|v| v.read_only.is_none()))
+        s.run_until(WAIT, |a| a
+            .vault
+            .as_ref()
+            .is_some_and(|v| v.read_only.is_none()))
             .await,
         "{}",
         notice(&s.app)

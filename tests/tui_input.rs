@@ -151,7 +151,10 @@ fn view_jobs_opens_what_the_notification_is_about() {
     // The filter says so where the eye is, and gives way when the user comes back.
     let s = text(&render(&a, 120, 40));
     assert!(s.contains("Jobs of the notification (2)"), "{s}");
-    assert!(s.contains("filtered: the 2 job(s) of the notification"), "{s}");
+    assert!(
+        s.contains("filtered: the 2 job(s) of the notification"),
+        "{s}"
+    );
     a.update(key('1'));
     let effects = a.update(key('4'));
     assert!(
@@ -240,7 +243,10 @@ fn help_works_inside_popups_with_the_popups_keys() {
         panic!("? did nothing in the item details")
     };
     assert_eq!(h.view, "Item details");
-    assert!(h.entries.iter().any(|(k, d)| k == "R" && d.contains("Restore")));
+    assert!(h
+        .entries
+        .iter()
+        .any(|(k, d)| k == "R" && d.contains("Restore")));
     assert!(!h.entries.iter().any(|(_, d)| d.contains("Discover")));
     // ? closes it, back to the details.
     a.update(key('?'));
@@ -291,7 +297,9 @@ fn a_drill_down_filter_gives_way_when_the_user_comes_back_and_their_own_stays() 
     // Away and back by hand: the user's own filter again, not the drill-down's.
     a.update(key('2'));
     let effects = a.update(key('4'));
-    assert!(effects.iter().any(|e| matches!(e, Effect::Jobs(q) if *q == own)));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Jobs(q) if *q == own)));
     assert_eq!(a.jobs.query, own);
     // Their own filter is theirs: it stays when they come back.
     a.update(key('2'));

@@ -17,7 +17,8 @@ mod scheduler;
 
 pub use clock::Clock;
 pub use data::{
-    restore_targets, retain_until_problem, RestoreFormat, DEFAULT_ON_DEMAND_DAYS, MAX_ON_DEMAND_DAYS,
+    restore_targets, retain_until_problem, RestoreFormat, DEFAULT_ON_DEMAND_DAYS,
+    MAX_ON_DEMAND_DAYS,
 };
 pub use jobs::JobProgress;
 pub use ops::{DiscoveryResult, ExpiryChanges, MAX_ITEMS_PER_PROTECT, MAX_PROTECTED_PER_VAULT};

@@ -964,7 +964,9 @@ impl App {
     fn on_key(&mut self, k: KeyEvent) -> Vec<Effect> {
         // Help is `?` where keys type no text, and F1 everywhere.
         let types_text = matches!(k.code, crossterm::event::KeyCode::Char(_))
-            && !k.modifiers.contains(crossterm::event::KeyModifiers::CONTROL);
+            && !k
+                .modifiers
+                .contains(crossterm::event::KeyModifiers::CONTROL);
         // A popup gets every other key.
         if let Some(top) = self.popups.len().checked_sub(1) {
             let popup = &self.popups[top];

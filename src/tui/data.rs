@@ -167,7 +167,10 @@ impl JobsQuery {
     pub fn describe(&self) -> Vec<String> {
         let mut v = Vec::new();
         if !self.job_ids.is_empty() {
-            v.push(format!("the {} job(s) of the notification", self.job_ids.len()));
+            v.push(format!(
+                "the {} job(s) of the notification",
+                self.job_ids.len()
+            ));
         }
         if self.status != StatusFilter::Any {
             v.push(format!("status {}", self.status.label()));

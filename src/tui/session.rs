@@ -466,10 +466,8 @@ async fn watch_owner(
     mut holder: Option<String>,
     tx: mpsc::UnboundedSender<Msg>,
 ) {
-    let mut timer = tokio::time::interval_at(
-        tokio::time::Instant::now() + READ_ONLY_POLL,
-        READ_ONLY_POLL,
-    );
+    let mut timer =
+        tokio::time::interval_at(tokio::time::Instant::now() + READ_ONLY_POLL, READ_ONLY_POLL);
     loop {
         timer.tick().await;
         let now = holder_of(dir.clone()).await;

@@ -5,6 +5,7 @@ use crate::fmt;
 use crate::model::{Item, JobOperation, ProtectionState, RegistrationState};
 use crate::tui::app::{App, Command, Cx};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{centered, key_hints, popup_frame, TextInput};
 use chrono::{DateTime, Duration, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
@@ -12,7 +13,6 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 /// Why `item` cannot be backed up now, in words that end with the key to press; None when

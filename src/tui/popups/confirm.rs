@@ -3,12 +3,12 @@
 //! answer no (Enter is pressed out of habit, and must never destroy anything).
 
 use crate::tui::app::{App, Cx, Effect, Nav};
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{centered, key_hints, popup_frame};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
-use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 /// The keys of the question, for its own last line and the console's footer.

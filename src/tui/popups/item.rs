@@ -8,6 +8,7 @@ use crate::model::*;
 use crate::tui::app::{App, Cx, Effect};
 use crate::tui::data::Data;
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{
     key_hints, panel, popup_frame, render_table, table::cell, wizard, Column, TableNav,
 };
@@ -15,7 +16,6 @@ use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 #[derive(Debug)]

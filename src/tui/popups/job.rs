@@ -6,12 +6,12 @@ use crate::fmt;
 use crate::model::*;
 use crate::tui::app::{App, Cx, Effect};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{key_hints, popup_frame, progress::progress_line, wizard};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -275,9 +275,6 @@ impl State {
                 }
             }
         }
-        f.render_widget(
-            wrapped(lines, body.width).scroll((self.scroll, 0)),
-            body,
-        );
+        f.render_widget(wrapped(lines, body.width).scroll((self.scroll, 0)), body);
     }
 }

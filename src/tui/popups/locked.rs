@@ -4,12 +4,12 @@
 use super::{vaults, Popup};
 use crate::tui::app::{App, Cx, Effect};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{centered, key_hints, popup_frame};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 #[derive(Debug)]

@@ -1,12 +1,12 @@
 //! A message (an error from the engine, with what to do), wrapped to fit; Esc closes.
 
 use crate::tui::app::{App, Cx};
+use crate::tui::widgets::text::wrap;
 use crate::tui::widgets::{centered, popup_frame};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use crate::tui::widgets::text::wrap;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -75,10 +75,7 @@ impl State {
         let inner = popup_frame(f, r, &self.title, t);
         let [body, foot] =
             Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
-        f.render_widget(
-            Paragraph::new(lines).scroll((self.scroll, 0)),
-            body,
-        );
+        f.render_widget(Paragraph::new(lines).scroll((self.scroll, 0)), body);
         f.render_widget(
             Paragraph::new(Span::styled("Esc close", t.muted())).right_aligned(),
             foot,

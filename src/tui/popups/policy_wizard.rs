@@ -7,12 +7,12 @@ use super::policy_form::{draw_preview, Part, PolicyForm};
 use crate::policy::Policy;
 use crate::tui::app::{App, Command, Cx};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::{render_scrolled, wrapped};
 use crate::tui::widgets::wizard;
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use crate::tui::widgets::text::{render_scrolled, wrapped};
 use ratatui::Frame;
 
 pub const STEPS: [&str; 3] = ["Backup schedule", "Retention", "Review"];

@@ -10,13 +10,13 @@ use crate::policy::Policy;
 use crate::tui::app::{App, Command, Cx};
 use crate::tui::data::Data;
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::{render_scrolled, wrapped};
 use crate::tui::widgets::{radio, wizard};
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use crate::tui::widgets::text::{render_scrolled, wrapped};
 use ratatui::Frame;
 
 pub const STEPS: [&str; 4] = ["Select items", "Backup schedule", "Retention", "Review"];
@@ -379,11 +379,7 @@ impl State {
                 _ => Default::default(),
             };
             list.push(Line::from(Span::styled(
-                format!(
-                    "{} {}",
-                    radio(on),
-                    crate::tui::widgets::truncate(&name, 21)
-                ),
+                format!("{} {}", radio(on), crate::tui::widgets::truncate(&name, 21)),
                 style,
             )));
         }

@@ -10,6 +10,7 @@ use crate::tui::app::{App, Command, Cx};
 use crate::tui::data::Data;
 use crate::tui::keys::{Action, KeyMap};
 use crate::tui::theme::Theme;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{
     check, key_hints, panel, popup_frame, render_table, table::cell, Column, FilterInput,
     FilterKey, TableNav,
@@ -18,7 +19,6 @@ use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 use std::collections::BTreeSet;
 
@@ -293,10 +293,7 @@ impl State {
                 t.muted(),
             )));
         }
-        f.render_widget(
-            wrapped(lines, intro.width),
-            intro,
-        );
+        f.render_widget(wrapped(lines, intro.width), intro);
         let empty = format!(
             "No unregistered VMs in {}: discover ({}) to find new ones",
             self.region,

@@ -298,7 +298,10 @@ impl State {
                 .spans,
         );
         if self.folder.value.is_empty() {
-            folder.push(Span::styled(" (none yet: type where to restore)", t.muted()));
+            folder.push(Span::styled(
+                " (none yet: type where to restore)",
+                t.muted(),
+            ));
         }
         lines.push(Line::from(folder));
         let mut fmts = vec![marker(2), label(2, "Format")];
@@ -382,7 +385,11 @@ impl State {
         let (text, style) = match (&self.space, fresh) {
             _ if self.dir().is_none() => ("— (give a target folder)".to_string(), t.muted()),
             (Some(Ok((at, free))), true) => {
-                let on = format!("{} on the file system of {}", fmt::bytes(*free), at.display());
+                let on = format!(
+                    "{} on the file system of {}",
+                    fmt::bytes(*free),
+                    at.display()
+                );
                 if *free < p.logical_bytes {
                     (
                         format!("{on}: too little, the data alone takes more"),

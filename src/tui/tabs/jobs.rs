@@ -8,13 +8,13 @@ use crate::tui::app::{short_id, App, Command, Cx, Effect};
 use crate::tui::data::{Data, JobsQuery, JOB_WINDOW};
 use crate::tui::keys::Action;
 use crate::tui::popups::{self, Popup};
+use crate::tui::widgets::text::fit_line;
 use crate::tui::widgets::{
     panel, progress::progress_line, render_table, table::cell, Column, FilterInput, FilterKey,
     TableNav,
 };
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
-use crate::tui::widgets::text::fit_line;
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
@@ -418,10 +418,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     // Narrow: a running job's progress bar takes the place of its status. Wide: the bar
     // with its rate and time left, as long as the item keeps room for its name.
     if wide {
-        let fixed: u16 = cols.iter().map(|c| match c.width {
-            Constraint::Length(n) => n,
-            _ => 0,
-        }).sum::<u16>() + cols.len() as u16 + 2;
+        let fixed: u16 = cols
+            .iter()
+            .map(|c| match c.width {
+                Constraint::Length(n) => n,
+                _ => 0,
+            })
+            .sum::<u16>()
+            + cols.len() as u16
+            + 2;
         let rest = area.width.saturating_sub(fixed);
         let progress = (rest / 2).max(PROGRESS_WANTS.min(rest.saturating_sub(ITEM_MIN)));
         cols.push(Column::new(COLUMNS[5], Constraint::Length(progress)));

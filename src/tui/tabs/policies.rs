@@ -6,12 +6,12 @@ use crate::tui::data::Data;
 use crate::tui::keys::Action;
 use crate::tui::popups::policy_form::{draw_preview, RetentionPreview};
 use crate::tui::popups::{confirm, policy_wizard, Popup};
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{panel, render_table, table::cell, Column, TableNav};
 use chrono::{DateTime, Utc};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use crate::tui::widgets::text::wrapped;
 use ratatui::Frame;
 
 pub const ACTIONS: &[Action] = &[

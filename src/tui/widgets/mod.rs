@@ -39,7 +39,10 @@ pub fn popup_frame(f: &mut Frame, area: Rect, title: &str, theme: &Theme) -> Rec
         .border_type(BorderType::Rounded)
         .border_style(theme.accent())
         .title(Span::styled(
-            format!(" {} ", truncate(title, area.width.saturating_sub(4) as usize)),
+            format!(
+                " {} ",
+                truncate(title, area.width.saturating_sub(4) as usize)
+            ),
             theme.title(),
         ));
     let inner = block.inner(area);

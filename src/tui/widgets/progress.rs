@@ -113,14 +113,24 @@ mod tests {
         };
         // Wide: all of it.
         let s = shown(p, 60);
-        assert!(s.contains("38%") && s.contains("MiB/s") && s.contains("1m 20s left"), "{s}");
+        assert!(
+            s.contains("38%") && s.contains("MiB/s") && s.contains("1m 20s left"),
+            "{s}"
+        );
         // Narrower: the time left stays longest, then only the percent.
         let s = shown(p, 24);
-        assert!(s.contains("38%") && s.contains("left") && !s.contains("MiB/s"), "{s}");
+        assert!(
+            s.contains("38%") && s.contains("left") && !s.contains("MiB/s"),
+            "{s}"
+        );
         let s = shown(p, 10);
         assert!(s.contains("38%") && !s.contains("left"), "{s}");
         for w in [0, 1, 5, 10, 24, 34, 60] {
-            assert!(shown(p, w).chars().count() <= w.max(5), "{w}: {}", shown(p, w));
+            assert!(
+                shown(p, w).chars().count() <= w.max(5),
+                "{w}: {}",
+                shown(p, w)
+            );
         }
     }
 }

@@ -2,8 +2,8 @@
 //! only the rows that fit on screen, so 10,000 items or a window of jobs cost no more to
 //! draw than twenty.
 
-use crate::tui::theme::Theme;
 use super::text::fit_line;
+use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};

@@ -303,7 +303,7 @@ mod tests {
             ]),
             12,
         );
-        assert_eq!(texts(&[l.clone()]), ["Backup sale…"]);
+        assert_eq!(texts(std::slice::from_ref(&l)), ["Backup sale…"]);
         assert_eq!(l.spans.last().map(|s| s.style), Some(Style::default()));
     }
 
@@ -319,7 +319,10 @@ mod tests {
         let t = texts(&lines);
         assert_eq!(t[0], "Message       the VM was not found at");
         for l in &t[1..] {
-            assert!(l.starts_with("              ") && !l.starts_with("               "), "{t:?}");
+            assert!(
+                l.starts_with("              ") && !l.starts_with("               "),
+                "{t:?}"
+            );
         }
         let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
         assert_eq!(
@@ -327,10 +330,16 @@ mod tests {
             words("Message the VM was not found at the source at the last discovery")
         );
         // Plain text keeps its own indent.
-        let t = texts(&wrap(vec![Line::from("  - a list entry that wraps around")], 16));
+        let t = texts(&wrap(
+            vec![Line::from("  - a list entry that wraps around")],
+            16,
+        ));
         assert_eq!(t, ["  - a list entry", "    that wraps", "    around"]);
         // A word longer than the line is cut, nothing lost.
-        let t = texts(&wrap(vec![Line::from("/a/very/long/path/without/blanks")], 10));
+        let t = texts(&wrap(
+            vec![Line::from("/a/very/long/path/without/blanks")],
+            10,
+        ));
         assert_eq!(t.concat(), "/a/very/long/path/without/blanks");
         assert!(t.iter().all(|l| width(l) <= 10), "{t:?}");
     }

@@ -82,10 +82,7 @@ pub fn draw(
     ])
     .areas(inner);
     f.render_widget(Paragraph::new(Line::from(spans)), steps_a);
-    f.render_widget(
-        Paragraph::new(problem_lines),
-        probs,
-    );
+    f.render_widget(Paragraph::new(problem_lines), probs);
     f.render_widget(Paragraph::new(key_hints(hints, theme)), hint_a);
     content
 }
