@@ -588,10 +588,13 @@ fn back_up_now_refuses_a_date_beyond_99_years_in_its_form() {
     a.update(code(KeyCode::Up));
     a.update(key('b'));
     assert!(matches!(a.popups.last(), Some(Popup::BackupNow(_))));
-    for _ in 0..10 {
-        a.update(code(KeyCode::Backspace));
-    }
-    typed(&mut a, "2126-12-01");
+    let retype = |a: &mut App, date: &str| {
+        for _ in 0..10 {
+            a.update(code(KeyCode::Backspace));
+        }
+        typed(a, date);
+    };
+    retype(&mut a, "2126-12-01");
     let effects = a.update(code(KeyCode::Enter));
     assert!(!runs(&effects, |c| matches!(c, Command::BackupNow { .. })));
     let Some(Popup::BackupNow(form)) = a.popups.last() else {
@@ -604,10 +607,7 @@ fn back_up_now_refuses_a_date_beyond_99_years_in_its_form() {
     let screen = text(&render(&a, 120, 40));
     assert!(screen.contains("more than 99 years ahead"), "{screen}");
     // Corrected in place, it starts.
-    for _ in 0..10 {
-        a.update(code(KeyCode::Backspace));
-    }
-    typed(&mut a, "2124-12-01");
+    retype(&mut a, "2124-12-01");
     let effects = a.update(code(KeyCode::Enter));
     assert!(runs(&effects, |c| matches!(c, Command::BackupNow { .. })));
 }

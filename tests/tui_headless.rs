@@ -61,6 +61,17 @@ fn notice(a: &App) -> String {
         .unwrap_or_default()
 }
 
+/// The console's screen at `w`×`h`.
+fn screen(s: &Session, w: u16, h: u16) -> String {
+    tui_support::fixture::text(&tui_support::fixture::render(&s.app, w, h))
+}
+
+#[track_caller]
+fn assert_notice(s: &Session, part: &str) {
+    let n = notice(&s.app);
+    assert!(n.contains(part), "{part:?} not in the notice: {n}");
+}
+
 /// Waits for `pred` on the engine's items (polling through the session's messages).
 async fn until_item(s: &mut Session, qualified: &str, what: &str, pred: impl Fn(&Item) -> bool) {
     let q = qualified.to_string();
@@ -526,37 +537,18 @@ async fn cancel_and_quit_record_cancelled_jobs() {
     assert_eq!(engine.job(&other).unwrap().status, JobStatus::Cancelled);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
-    let env = Env::new();
+/// Discovered VMs in test-we, owned by this process (as another process would), and a
+/// console started on it.
+async fn console_beside_an_owner(env: &Env) -> (vmvault::engine::Engine, Session) {
     env.ok(&["discover"]);
-    // This process owns test-we first.
     let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
     let owner = setup.open(OpenMode::Exclusive).unwrap();
     let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
-    let mut s = Session::start(setup).await;
-    // Drawn at once: the console says what it waits for instead of a blank screen.
-    assert!(s.app.vault.is_none());
-    assert!(s.app.popups.is_empty());
-    assert!(
-        notice(&s.app).starts_with("Opening vault test-we"),
-        "{}",
-        notice(&s.app)
-    );
-    let screen = tui_support::fixture::text(&tui_support::fixture::render(&s.app, 100, 30));
-    assert!(screen.contains("Opening vault test-we"), "{screen}");
-    // Keys meanwhile say why they do nothing yet.
-    press(&mut s, "2d");
-    assert!(
-        notice(&s.app).contains("still opening"),
-        "{}",
-        notice(&s.app)
-    );
-    assert!(
-        s.run_until(WAIT, |a| !a.popups.is_empty()
-            || notice(a).contains("waiting for it, in use by process"))
-            .await
-    );
+    (owner, Session::start(setup).await)
+}
+
+/// Waits for "vault in use" (naming its owner) and opens the vault read-only from it.
+async fn open_read_only(s: &mut Session) {
     assert!(
         s.run_until(WAIT, |a| matches!(a.popups.last(), Some(Popup::Locked(_))))
             .await
@@ -565,16 +557,37 @@ async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
         panic!("no locked popup")
     };
     assert!(l.message.contains("in use by process"), "{}", l.message);
-    // Enter opens it read-only: data shows, actions are refused with a notice.
     s.handle(code(KeyCode::Enter));
     assert!(
-        s.run_until(WAIT, |a| a
-            .vault
-            .as_ref()
-            .is_some_and(|v| v.read_only.is_some())
-            && a.data.loaded)
+        s.run_until(WAIT, |a| a.read_only() && a.data.loaded).await,
+        "not opened read-only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
+    let env = Env::new();
+    let (owner, mut s) = console_beside_an_owner(&env).await;
+    // Drawn at once: the console says what it waits for instead of a blank screen.
+    assert!(s.app.vault.is_none());
+    assert!(s.app.popups.is_empty());
+    assert!(
+        notice(&s.app).starts_with("Opening vault test-we"),
+        "{}",
+        notice(&s.app)
+    );
+    let shown = screen(&s, 100, 30);
+    assert!(shown.contains("Opening vault test-we"), "{shown}");
+    // Keys meanwhile say why they do nothing yet.
+    press(&mut s, "2d");
+    assert_notice(&s, "still opening");
+    assert!(
+        s.run_until(WAIT, |a| !a.popups.is_empty()
+            || notice(a).contains("waiting for it, in use by process"))
             .await
     );
+    // Enter opens it read-only: data shows, actions are refused with a notice.
+    open_read_only(&mut s).await;
     assert!(s.app.data.items.len() >= 12);
     press(&mut s, "2d");
     assert!(notice(&s.app).contains("Read-only"), "{}", notice(&s.app));
@@ -724,27 +737,11 @@ async fn view_jobs_shows_exactly_the_notifications_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_console_offers_to_take_over_when_the_owner_leaves() {
     let env = Env::new();
-    env.ok(&["discover"]);
-    let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
-    let owner = setup.open(OpenMode::Exclusive).unwrap();
-    let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
-    let mut s = Session::start(setup).await;
-    assert!(
-        s.run_until(WAIT, |a| matches!(a.popups.last(), Some(Popup::Locked(_))))
-            .await
-    );
-    s.handle(code(KeyCode::Enter));
-    assert!(
-        s.run_until(WAIT, |a| a.read_only() && a.data.loaded).await,
-        "not opened read-only"
-    );
+    let (owner, mut s) = console_beside_an_owner(&env).await;
+    open_read_only(&mut s).await;
     // While the owner is there, T says why it cannot take over yet.
     press(&mut s, "T");
-    assert!(
-        notice(&s.app).contains("once that process ends"),
-        "{}",
-        notice(&s.app)
-    );
+    assert_notice(&s, "once that process ends");
     assert!(s.app.read_only());
 
     // The owner leaves: the console notices and offers to take over.
@@ -756,13 +753,9 @@ async fn a_read_only_console_offers_to_take_over_when_the_owner_leaves() {
         "the owner's exit went unnoticed: {}",
         notice(&s.app)
     );
-    assert!(
-        notice(&s.app).contains("press T to take it over"),
-        "{}",
-        notice(&s.app)
-    );
-    let screen = tui_support::fixture::text(&tui_support::fixture::render(&s.app, 120, 40));
-    assert!(screen.contains("free: T takes over"), "{screen}");
+    assert_notice(&s, "press T to take it over");
+    let shown = screen(&s, 120, 40);
+    assert!(shown.contains("free: T takes over"), "{shown}");
     press(&mut s, "T");
     assert!(
         s.run_until(WAIT, |a| a

@@ -4,8 +4,10 @@
 //! one).
 //!
 //! Everything that touches the disk — engine commands, loading a job or an item's points,
-//! opening a vault — runs on a blocking thread and answers with a message, so the UI task
-//! only ever waits on channels and timers.
+//! opening a vault (which may wait for its lock), the free space of a restore target, the
+//! lock of a vault shown read-only — runs on a blocking thread and answers with a message,
+//! so the UI task only ever waits on channels and timers, and the console draws from its
+//! first moment.
 
 use super::app::{App, Command, CommandDone, Effect, Msg, VaultChoice, VaultInfo};
 use super::data::{Data, LoadRequest, Loader, Stale};
