@@ -271,6 +271,7 @@ fn measure(engine: &Engine) {
         source_description: engine.source_description(),
         simulated: true,
         read_only: None,
+        free: false,
     };
     let mut app = App::new(
         Some(info),

@@ -659,11 +659,7 @@ impl Dir {
         cvt(unsafe { libc::fstatvfs(self.fd.as_raw_fd(), st.as_mut_ptr()) })
             .map_err(|e| FsxError::io(&self.path, e))?;
         // SAFETY: initialised by the successful call above.
-        let st = unsafe { st.assume_init() };
-        Ok(FsStat {
-            free_bytes: st.f_bavail.saturating_mul(st.f_frsize),
-            read_only: st.f_flag & libc::ST_RDONLY != 0,
-        })
+        Ok(space_of(&unsafe { st.assume_init() }))
     }
 
     /// Whether this process may create files in the folder (the permission bits and ACLs,
@@ -686,8 +682,44 @@ impl Dir {
 pub struct FsStat {
     /// Bytes this process may still write (`f_bavail`: without the reserve for root).
     pub free_bytes: u64,
+    /// Size of the file system.
+    pub total_bytes: u64,
     /// Mounted read-only.
     pub read_only: bool,
+}
+
+/// What `statvfs` says, in bytes.
+fn space_of(st: &libc::statvfs) -> FsStat {
+    // The fields are narrower than u64 on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (frsize, bavail, blocks) = (st.f_frsize as u64, st.f_bavail as u64, st.f_blocks as u64);
+    FsStat {
+        free_bytes: bavail.saturating_mul(frsize),
+        total_bytes: blocks.saturating_mul(frsize),
+        read_only: st.f_flag & libc::ST_RDONLY != 0,
+    }
+}
+
+/// The file system of `path`, asked at `path` or the nearest folder above it that exists:
+/// that folder and what `statvfs` says of it.
+fn nearest_fs_stat(path: &Path) -> Result<(PathBuf, FsStat)> {
+    let mut at = path;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => at = p,
+                _ => return Err(FsxError::io(path, e)),
+            },
+            Err(e) => return Err(FsxError::io(at, e)),
+        }
+    }
+    let c = cstr(at.as_os_str()).map_err(|e| FsxError::io(at, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is NUL-terminated; statvfs writes a whole `statvfs` on success.
+    cvt(unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) }).map_err(|e| FsxError::io(at, e))?;
+    // SAFETY: initialised by the successful call above.
+    Ok((at.to_path_buf(), space_of(&unsafe { st.assume_init() })))
 }
 
 /// Whether an I/O error means the file system (or the user's quota on it) is full.
@@ -700,26 +732,13 @@ pub fn is_full(e: &io::Error) -> bool {
 /// "the file system holding PATH has 0 B free of 40 MiB": for messages about a full disk.
 /// Asks the nearest folder of `path` that exists; None if none can be asked.
 pub fn space_note(path: &Path) -> Option<String> {
-    let mut p = path;
-    loop {
-        if let Ok(c) = cstr(p.as_os_str()) {
-            let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-            // SAFETY: `c` is NUL-terminated; statvfs writes a whole struct on success.
-            if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } == 0 {
-                // SAFETY: initialised by the successful call above.
-                let st = unsafe { st.assume_init() };
-                let free = st.f_bavail.saturating_mul(st.f_frsize);
-                let total = st.f_blocks.saturating_mul(st.f_frsize);
-                return Some(format!(
-                    "the file system holding {} has {} free of {}",
-                    path.display(),
-                    crate::fmt::bytes(free),
-                    crate::fmt::bytes(total)
-                ));
-            }
-        }
-        p = p.parent()?;
-    }
+    let (_, st) = nearest_fs_stat(path).ok()?;
+    Some(format!(
+        "the file system holding {} has {} free of {}",
+        path.display(),
+        crate::fmt::bytes(st.free_bytes),
+        crate::fmt::bytes(st.total_bytes)
+    ))
 }
 
 /// `path` made absolute against the current folder (without resolving symlinks).
@@ -731,6 +750,14 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
         ));
     }
     std::path::absolute(path).map_err(|e| FsxError::io(path, e))
+}
+
+/// Room for new files at `path` (which need not exist yet): the nearest existing folder at
+/// or above it, and the bytes an unprivileged user may still write on that folder's file
+/// system (`statvfs`'s available blocks). For showing, before writing: the answer may be
+/// stale a moment later.
+pub fn free_space(path: &Path) -> Result<(PathBuf, u64)> {
+    nearest_fs_stat(path).map(|(at, st)| (at, st.free_bytes))
 }
 
 /// Size limits for files the user hands vmvault.
@@ -811,6 +838,21 @@ pub fn read_input_text(path: &Path, limit: u64, what: &'static str) -> Result<St
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod free_space_tests {
+    use super::*;
+
+    #[test]
+    fn free_space_is_asked_of_the_nearest_existing_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = dir.path().join("not/yet/there");
+        let (at, free) = free_space(&want).unwrap();
+        assert_eq!(at, dir.path());
+        assert!(free > 0);
+        assert!(free_space(Path::new("relative/and/missing")).is_err());
+    }
 }
 
 #[cfg(test)]

@@ -325,9 +325,48 @@ fn a_refused_restore_stays_in_its_form_with_the_reason_and_what_was_typed() {
     let Some(Popup::Restore(form)) = a.popups.last() else {
         panic!("R did not open the restore form")
     };
-    let folder = form.folder.value.clone();
+    // No target is suggested (never the current folder), and none is refused in the form.
+    assert_eq!(form.folder.value, "");
+    for _ in 0..2 {
+        let effects = a.update(code(KeyCode::Enter));
+        assert!(!runs(&effects, |c| matches!(c, Command::Restore { .. })));
+    }
+    let screen = text(&render(&a, 120, 40));
+    assert!(
+        screen.contains("Type the folder to restore into"),
+        "{screen}"
+    );
+    // A target: its free space is asked for once, off the UI task.
+    let effects: Vec<Effect> = "/tmp/x".chars().flat_map(|c| a.update(key(c))).collect();
+    let probes: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ProbeSpace(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        probes.last().map(|d| d.to_string_lossy().into_owned()),
+        Some("/tmp/x".into())
+    );
+    let folder = "/tmp/x".to_string();
+    // Enter asks (what, how much, where); Enter again answers no; only y starts.
     let effects = a.update(code(KeyCode::Enter));
-    assert!(runs(&effects, |c| matches!(c, Command::Restore { .. })));
+    assert!(!runs(&effects, |c| matches!(c, Command::Restore { .. })));
+    let screen = text(&render(&a, 120, 40));
+    assert!(
+        screen.contains("Restore 2 disk(s) of sales/web01 (up to 192 GiB) into /tmp/x as raw?"),
+        "{screen}"
+    );
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(!runs(&effects, |c| matches!(c, Command::Restore { .. })));
+    assert!(matches!(a.popups.last(), Some(Popup::Restore(f)) if !f.confirming));
+    a.update(code(KeyCode::Enter));
+    let effects = a.update(key('y'));
+    assert!(runs(
+        &effects,
+        |c| matches!(c, Command::Restore { dir, .. } if dir.to_string_lossy() == "/tmp/x")
+    ));
     // Waiting for the engine: the form stays, a second Enter asks nothing more.
     assert!(matches!(a.popups.last(), Some(Popup::Restore(_))));
     assert!(text(&render(&a, 120, 40)).contains("Starting the restore…"));
@@ -348,11 +387,12 @@ fn a_refused_restore_stays_in_its_form_with_the_reason_and_what_was_typed() {
     );
     assert!(notice(&a).contains("refused"), "{}", notice(&a));
 
-    // Editing the folder clears the reason; Enter asks again; a created job closes the
-    // form and the item details beneath it.
+    // Editing the folder clears the reason; Enter and y ask again; a created job closes
+    // the form and the item details beneath it.
     a.update(key('2'));
     assert!(!text(&render(&a, 120, 40)).contains("Refused:"));
-    let effects = a.update(code(KeyCode::Enter));
+    a.update(code(KeyCode::Enter));
+    let effects = a.update(key('y'));
     assert!(runs(&effects, |c| matches!(
         c,
         Command::Restore { dir, .. } if dir.to_string_lossy().ends_with(&format!("{}2", folder.rsplit('/').next().unwrap_or_default()))
@@ -448,8 +488,10 @@ fn a_restore_answer_finds_its_form_under_another_commands_message() {
     use vmvault::tui::app::CommandDone;
     let mut a = web01_details();
     a.update(key('R'));
-    a.update(code(KeyCode::Enter)); // the restore is asked for; the form waits
-                                    // Another command's refusal arrives first: its message goes on top of the form.
+    typed(&mut a, "/tmp/x");
+    a.update(code(KeyCode::Enter));
+    a.update(key('y')); // the restore is asked for; the form waits
+                        // Another command's refusal arrives first: its message goes on top of the form.
     a.update(Msg::Done(Box::new(CommandDone {
         label: "Back up now",
         subject: "sales/web01".into(),
@@ -472,4 +514,129 @@ fn a_restore_answer_finds_its_form_under_another_commands_message() {
         .popups
         .iter()
         .any(|p| matches!(p, Popup::Restore(_) | Popup::Item(_))));
+}
+
+/// The first row of the Jobs list (the running backup of the fixture).
+fn first_job_row(a: &App) -> String {
+    let s = text(&render(a, 120, 40));
+    s.lines()
+        .find(|l| l.contains("sales/web01") && l.contains("Backup"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn percent(row: &str) -> Option<u32> {
+    let end = row.find('%')?;
+    row[..end].rsplit(' ').next()?.parse().ok()
+}
+
+#[test]
+fn a_progress_bar_never_goes_back() {
+    use vmvault::engine::{Event, JobProgress};
+    use vmvault::model::JobStatus;
+    let mut a = app(120, 40);
+    a.update(key('4'));
+    let id = running_backup().id;
+    let progress = |done: u64| {
+        Msg::Engine(Box::new(Event::JobProgress(JobProgress {
+            id: id.clone(),
+            bytes_done: done,
+            bytes_total: 4 * GIB,
+            rate: 85.0 * 1024.0 * 1024.0,
+            task: None,
+        })))
+    };
+    // The snapshot says 38 %; live progress 73 %.
+    assert_eq!(percent(&first_job_row(&a)), Some(38));
+    a.update(progress(4 * GIB * 73 / 100));
+    assert_eq!(percent(&first_job_row(&a)), Some(73));
+    // A late progress event or an older snapshot does not take it back.
+    a.update(progress(4 * GIB / 2));
+    assert_eq!(percent(&first_job_row(&a)), Some(73));
+    a.update(Msg::Data(Box::new(Ok(data()))));
+    assert_eq!(percent(&first_job_row(&a)), Some(73));
+    // The job ends: its end shows at once, even while the last snapshot still lists it
+    // running at 38 %, and a snapshot loaded before the end does not bring that back.
+    let mut done = running_backup();
+    done.status = JobStatus::Completed;
+    done.end_time = Some(now());
+    done.bytes_done = 4 * GIB;
+    a.update(Msg::Engine(Box::new(Event::JobUpdated(Box::new(done)))));
+    for _ in 0..2 {
+        let row = first_job_row(&a);
+        assert!(
+            row.contains("Completed") && percent(&row).is_none(),
+            "{row}"
+        );
+        a.update(Msg::Data(Box::new(Ok(data()))));
+    }
+    // Late progress of an ended job is ignored.
+    a.update(progress(4 * GIB / 10));
+    let row = first_job_row(&a);
+    assert!(
+        row.contains("Completed") && percent(&row).is_none(),
+        "{row}"
+    );
+}
+
+#[test]
+fn back_up_now_refuses_a_date_beyond_99_years_in_its_form() {
+    // hr/web01 (protected, pending its initial backup): the dialog opens.
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::End));
+    a.update(code(KeyCode::Up));
+    a.update(key('b'));
+    assert!(matches!(a.popups.last(), Some(Popup::BackupNow(_))));
+    let retype = |a: &mut App, date: &str| {
+        for _ in 0..10 {
+            a.update(code(KeyCode::Backspace));
+        }
+        typed(a, date);
+    };
+    retype(&mut a, "2126-12-01");
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(!runs(&effects, |c| matches!(c, Command::BackupNow { .. })));
+    let Some(Popup::BackupNow(form)) = a.popups.last() else {
+        panic!("the form was thrown away")
+    };
+    assert_eq!(
+        form.retain_until.value, "2126-12-01",
+        "what was typed stays"
+    );
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains("more than 99 years ahead"), "{screen}");
+    // Corrected in place, it starts.
+    retype(&mut a, "2124-12-01");
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(runs(&effects, |c| matches!(c, Command::BackupNow { .. })));
+}
+
+#[test]
+fn register_needs_a_ticked_vm_and_never_takes_the_highlighted_one() {
+    let mut a = app(120, 40);
+    a.update(key('2'));
+    a.update(key('r'));
+    assert!(matches!(a.popups.last(), Some(Popup::Register(_))));
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(!runs(&effects, |c| matches!(c, Command::Register(_))));
+    assert!(matches!(a.popups.last(), Some(Popup::Register(_))));
+    let screen = text(&render(&a, 120, 40));
+    assert!(screen.contains("No VM is ticked: Space ticks"), "{screen}");
+    // Ticked, Enter registers exactly that one.
+    let Some(Popup::Register(r)) = a.popups.last() else {
+        panic!("closed")
+    };
+    let first = r
+        .picker
+        .current()
+        .map(|i| i.name.clone())
+        .unwrap_or_default();
+    a.update(key(' '));
+    assert!(!text(&render(&a, 120, 40)).contains("No VM is ticked"));
+    let effects = a.update(code(KeyCode::Enter));
+    assert!(runs(&effects, |c| matches!(
+        c,
+        Command::Register(items) if items.len() == 1 && items[0].name == first
+    )));
 }

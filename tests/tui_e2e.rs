@@ -30,7 +30,7 @@ fn portal_flow_in_a_real_terminal() {
     let env = Env::new();
     let mut c = console(&env, 120, 40, &[]);
     c.wait_for("1 Dashboard", TIMEOUT);
-    c.wait_for("test-we", TIMEOUT);
+    c.wait_for("Opened vault test-we", TIMEOUT);
 
     // Discover.
     c.send("2");
@@ -114,10 +114,17 @@ fn portal_flow_in_a_real_terminal() {
     c.wait_for("Recovery points (1)", TIMEOUT);
     c.send("R");
     c.wait_for("Target folder", TIMEOUT);
-    c.send("\x15"); // Ctrl-U: clear the suggested folder
+    // No folder is suggested: the target is typed. Its free space is shown.
+    c.wait_for("none yet: type where to restore", TIMEOUT);
     c.send(target.to_str().expect("utf8"));
     c.wait_for("restored/app01-disk0.raw", TIMEOUT);
+    c.wait_until("the target's free space", TIMEOUT, |s| {
+        has_line(s, &["Free space", "on the file system of"])
+    });
+    // Enter asks first; y starts.
     c.enter();
+    c.wait_for("as raw?", TIMEOUT);
+    c.send("y");
     c.wait_for("Restore complete", TIMEOUT);
 
     // The restored disks equal the simulated disks at the point's time.
@@ -208,4 +215,24 @@ fn any_size_no_color_and_quit_asks_while_jobs_run() {
         .map(|j| j["status"].as_str().unwrap_or(""))
         .collect();
     assert!(statuses.contains(&"Cancelled"), "{statuses:?}");
+}
+
+#[test]
+fn an_esc_typed_just_before_a_key_is_esc_then_that_key() {
+    let env = Env::new();
+    let mut c = console(&env, 100, 30, &[]);
+    c.wait_for("Opened vault test-we", TIMEOUT);
+    c.send("2");
+    c.wait_for("Workload type", TIMEOUT);
+    c.send("r");
+    c.wait_for("Register items", TIMEOUT);
+    // One write: the terminal delivers ESC and "4" together, which reads as Alt+4.
+    c.send("\x1b4");
+    c.wait_until(
+        "Register items closed and the Jobs tab shown",
+        TIMEOUT,
+        |s| !s.contains("Register items") && s.contains("f Status:"),
+    );
+    c.send("q");
+    assert_eq!(c.wait_exit(TIMEOUT), 0);
 }

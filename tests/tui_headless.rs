@@ -61,6 +61,17 @@ fn notice(a: &App) -> String {
         .unwrap_or_default()
 }
 
+/// The console's screen at `w`×`h`.
+fn screen(s: &Session, w: u16, h: u16) -> String {
+    tui_support::fixture::text(&tui_support::fixture::render(&s.app, w, h))
+}
+
+#[track_caller]
+fn assert_notice(s: &Session, part: &str) {
+    let n = notice(&s.app);
+    assert!(n.contains(part), "{part:?} not in the notice: {n}");
+}
+
 /// Waits for `pred` on the engine's items (polling through the session's messages).
 async fn until_item(s: &mut Session, qualified: &str, what: &str, pred: impl Fn(&Item) -> bool) {
     let q = qualified.to_string();
@@ -277,7 +288,8 @@ async fn portal_flow_through_update() {
         };
         r.folder.set(target.display().to_string());
     }
-    s.handle(code(KeyCode::Enter));
+    s.handle(code(KeyCode::Enter)); // asks
+    press(&mut s, "y");
     let restore_done = s
         .run_until(WAIT, |a| {
             a.data
@@ -525,30 +537,57 @@ async fn cancel_and_quit_record_cancelled_jobs() {
     assert_eq!(engine.job(&other).unwrap().status, JobStatus::Cancelled);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
-    let env = Env::new();
+/// Discovered VMs in test-we, owned by this process (as another process would), and a
+/// console started on it.
+async fn console_beside_an_owner(env: &Env) -> (vmvault::engine::Engine, Session) {
     env.ok(&["discover"]);
-    // This process owns test-we first.
     let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
     let owner = setup.open(OpenMode::Exclusive).unwrap();
     let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
-    let mut s = Session::start(setup).await;
-    assert!(s.app.vault.is_none());
+    (owner, Session::start(setup).await)
+}
+
+/// Waits for "vault in use" (naming its owner) and opens the vault read-only from it.
+async fn open_read_only(s: &mut Session) {
+    assert!(
+        s.run_until(WAIT, |a| matches!(a.popups.last(), Some(Popup::Locked(_))))
+            .await
+    );
     let Some(Popup::Locked(l)) = s.app.popups.last() else {
         panic!("no locked popup")
     };
     assert!(l.message.contains("in use by process"), "{}", l.message);
-    // Enter opens it read-only: data shows, actions are refused with a notice.
     s.handle(code(KeyCode::Enter));
     assert!(
-        s.run_until(WAIT, |a| a
-            .vault
-            .as_ref()
-            .is_some_and(|v| v.read_only.is_some())
-            && a.data.loaded)
+        s.run_until(WAIT, |a| a.read_only() && a.data.loaded).await,
+        "not opened read-only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_owned_elsewhere_opens_read_only_and_vaults_switch() {
+    let env = Env::new();
+    let (owner, mut s) = console_beside_an_owner(&env).await;
+    // Drawn at once: the console says what it waits for instead of a blank screen.
+    assert!(s.app.vault.is_none());
+    assert!(s.app.popups.is_empty());
+    assert!(
+        notice(&s.app).starts_with("Opening vault test-we"),
+        "{}",
+        notice(&s.app)
+    );
+    let shown = screen(&s, 100, 30);
+    assert!(shown.contains("Opening vault test-we"), "{shown}");
+    // Keys meanwhile say why they do nothing yet.
+    press(&mut s, "2d");
+    assert_notice(&s, "still opening");
+    assert!(
+        s.run_until(WAIT, |a| !a.popups.is_empty()
+            || notice(a).contains("waiting for it, in use by process"))
             .await
     );
+    // Enter opens it read-only: data shows, actions are refused with a notice.
+    open_read_only(&mut s).await;
     assert!(s.app.data.items.len() >= 12);
     press(&mut s, "2d");
     assert!(notice(&s.app).contains("Read-only"), "{}", notice(&s.app));
@@ -602,5 +641,145 @@ async fn key_bindings_and_theme_from_config_with_warnings() {
     assert!(s.app.pending == 0, "d no longer discovers");
     press(&mut s, "D");
     assert!(s.run_until(WAIT, |a| a.data.items.len() >= 12).await);
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_edit_counts_the_points_whose_expiry_changed() {
+    use vmvault::tui::app::Command;
+    use vmvault::tui::session::run_command;
+    let env = Env::new();
+    let daily = |days: u32| {
+        format!(
+            "name = \"Nightly\"\ntime_zone = \"UTC\"\n[schedule]\nfrequency = \"daily\"\ntime = \"22:30\"\n[retention.daily]\ndays = {days}\n"
+        )
+    };
+    let file = env.path("nightly.toml");
+    std::fs::write(&file, daily(30)).unwrap();
+    env.ok(&["policy", "create", "--file", file.to_str().unwrap()]);
+    env.ok(&["discover"]);
+    env.ok(&["register", "jump01"]);
+    env.ok(&["protect", "jump01", "--policy", "Nightly"]);
+    // Three on-demand points: they keep their own retain-until whatever the policy says.
+    for _ in 0..3 {
+        env.backup("jump01");
+    }
+    let setup = Setup::load(Some(&env.config), Some(&env.data), None).unwrap();
+    let engine = setup.open(OpenMode::Exclusive).unwrap();
+    let mut p = engine.policy("Nightly").unwrap();
+    p.retention.daily = Some(vmvault::policy::DailyRule { days: 7 });
+    let done = tokio::task::spawn_blocking({
+        let engine = engine.clone();
+        let p = p.clone();
+        move || run_command(&engine, Command::UpdatePolicy(Box::new(p)))
+    })
+    .await
+    .unwrap();
+    assert!(done.result.is_ok(), "{:?}", done.result);
+    let note = done.note.unwrap_or_default();
+    assert!(
+        note.contains("no recovery point expires at another time"),
+        "{note}"
+    );
+    let changes = engine.update_policy("Nightly", &p).unwrap();
+    assert_eq!((changes.evaluated, changes.changed), (3, 0));
+    // A scheduled point does follow the new rules.
+    engine
+        .sim_advance(
+            chrono::Duration::days(1),
+            vmvault::cancel::CancelToken::new(),
+        )
+        .await
+        .unwrap();
+    p.retention.daily = Some(vmvault::policy::DailyRule { days: 3 });
+    let changes = engine.update_policy("Nightly", &p).unwrap();
+    assert_eq!(changes.evaluated, 4, "{changes:?}");
+    assert_eq!(changes.changed, 1, "{changes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_jobs_shows_exactly_the_notifications_jobs() {
+    let env = Env::new();
+    env.ok(&["discover"]);
+    // Register jobs of another command, just before.
+    env.ok(&["register", "sales/web01", "hr/web01"]);
+    let mut s = session(&env).await;
+    press(&mut s, "2r");
+    let Some(Popup::Register(_)) = s.app.popups.last() else {
+        panic!("register popup not open")
+    };
+    press(&mut s, "  ");
+    s.handle(code(KeyCode::Enter));
+    assert!(
+        s.run_until(WAIT, |a| a
+            .notice
+            .as_ref()
+            .is_some_and(|n| n.job_ids.len() == 2))
+            .await,
+        "{}",
+        notice(&s.app)
+    );
+    let mut ids = s.app.notice.as_ref().unwrap().job_ids.clone();
+    press(&mut s, "J");
+    assert_eq!(s.app.tab, Tab::Jobs);
+    assert!(
+        s.run_until(WAIT, |a| a.data.jobs.query.job_ids.len() == 2)
+            .await
+    );
+    let mut shown: Vec<String> = s.app.data.jobs.rows.iter().map(|j| j.id.clone()).collect();
+    shown.sort();
+    ids.sort();
+    assert_eq!(shown, ids, "the Register jobs of the CLI are not shown");
+    // Coming back to the tab on one's own: every job of the last 24 hours again.
+    press(&mut s, "14");
+    assert!(
+        s.run_until(WAIT, |a| a.data.jobs.query.job_ids.is_empty()
+            && a.data.jobs.rows.len() >= 5)
+            .await
+    );
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_console_offers_to_take_over_when_the_owner_leaves() {
+    let env = Env::new();
+    let (owner, mut s) = console_beside_an_owner(&env).await;
+    open_read_only(&mut s).await;
+    // While the owner is there, T says why it cannot take over yet.
+    press(&mut s, "T");
+    assert_notice(&s, "once that process ends");
+    assert!(s.app.read_only());
+
+    // The owner leaves: the console notices and offers to take over.
+    owner.shutdown(Duration::from_secs(10)).await;
+    drop(owner);
+    assert!(
+        s.run_until(WAIT, |a| a.vault.as_ref().is_some_and(|v| v.free))
+            .await,
+        "the owner's exit went unnoticed: {}",
+        notice(&s.app)
+    );
+    assert_notice(&s, "press T to take it over");
+    let shown = screen(&s, 120, 40);
+    assert!(shown.contains("free: T takes over"), "{shown}");
+    press(&mut s, "T");
+    assert!(
+        s.run_until(WAIT, |a| a
+            .vault
+            .as_ref()
+            .is_some_and(|v| v.read_only.is_none()))
+            .await,
+        "{}",
+        notice(&s.app)
+    );
+    assert!(s.engine().unwrap().is_owner());
+    // Actions work again.
+    press(&mut s, "2d");
+    assert!(
+        s.run_until(WAIT, |a| notice(a).starts_with("Discovery complete"))
+            .await,
+        "{}",
+        notice(&s.app)
+    );
     s.close().await;
 }

@@ -142,7 +142,28 @@ fn view_jobs_opens_what_the_notification_is_about() {
     assert!(a.notice.as_ref().unwrap().text.contains("press J to view"));
     let effects = a.update(key('J'));
     assert_eq!(a.tab, Tab::Jobs);
-    assert!(effects.iter().any(|e| matches!(e, Effect::Jobs(q) if q.operation == Some(vmvault::model::JobOperation::Register))));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Jobs(q) if q.job_ids == ["a", "b"])),
+        "J shows the notification's jobs, not every job of the operation: {effects:?}"
+    );
+    // The filter says so where the eye is, and gives way when the user comes back.
+    let s = text(&render(&a, 120, 40));
+    assert!(s.contains("Jobs of the notification (2)"), "{s}");
+    assert!(
+        s.contains("filtered: the 2 job(s) of the notification"),
+        "{s}"
+    );
+    a.update(key('1'));
+    let effects = a.update(key('4'));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Jobs(q) if !q.is_filtered())),
+        "{effects:?}"
+    );
+    assert!(!text(&render(&a, 120, 40)).contains("filtered"));
     // One job: its details.
     a.update(Msg::Done(Box::new(vmvault::tui::app::CommandDone {
         label: "Back up now",
@@ -209,4 +230,80 @@ fn filter_typing_ends_the_same_way_in_every_list() {
     a.update(key('/'));
     a.update(code(KeyCode::Esc));
     assert_eq!(a.registered.table.filter.value(), "");
+}
+
+#[test]
+fn help_works_inside_popups_with_the_popups_keys() {
+    // Item details: ? lists its keys (restore, back up now…), not the tab's.
+    let mut a = app(120, 40);
+    a.update(key('3'));
+    a.update(code(KeyCode::Enter));
+    a.update(key('?'));
+    let Some(Popup::Help(h)) = a.popups.last() else {
+        panic!("? did nothing in the item details")
+    };
+    assert_eq!(h.view, "Item details");
+    assert!(h
+        .entries
+        .iter()
+        .any(|(k, d)| k == "R" && d.contains("Restore")));
+    assert!(!h.entries.iter().any(|(_, d)| d.contains("Discover")));
+    // ? closes it, back to the details.
+    a.update(key('?'));
+    assert!(matches!(a.popups.last(), Some(Popup::Item(_))));
+
+    // A question: y and n are listed.
+    let mut a = app(120, 40);
+    a.update(key('q'));
+    a.update(key('?'));
+    let Some(Popup::Help(h)) = a.popups.last() else {
+        panic!("? did nothing in a question")
+    };
+    assert!(h.entries.iter().any(|(k, _)| k == "y"), "{:?}", h.entries);
+
+    // While typing, ? is a character; F1 still helps.
+    let mut a = app(120, 40);
+    a.update(key('2'));
+    a.update(key('r'));
+    a.update(key('/'));
+    a.update(key('?'));
+    let Some(Popup::Register(r)) = a.popups.last() else {
+        panic!("? left the filter")
+    };
+    assert_eq!(r.picker.filter.value(), "?");
+    a.update(code(KeyCode::F(1)));
+    assert!(matches!(a.popups.last(), Some(Popup::Help(h)) if h.view == "Register items"));
+}
+
+#[test]
+fn a_drill_down_filter_gives_way_when_the_user_comes_back_and_their_own_stays() {
+    use vmvault::tui::data::StatusFilter;
+    let mut a = app(120, 40);
+    // The user's own filter on the Jobs tab.
+    a.update(key('4'));
+    a.update(key('o')); // operation: Backup
+    let own = a.jobs.query.clone();
+    assert!(own.operation.is_some());
+    // Dashboard: Enter on "Failed" (→ from Completed) opens Jobs filtered to failures.
+    a.update(key('1'));
+    a.update(code(KeyCode::Right));
+    let effects = a.update(code(KeyCode::Enter));
+    assert_eq!(a.tab, Tab::Jobs);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Jobs(q) if q.status == StatusFilter::Failed)));
+    let s = draw(&a);
+    assert!(s.contains("filtered: status Failed"), "{s}");
+    // Away and back by hand: the user's own filter again, not the drill-down's.
+    a.update(key('2'));
+    let effects = a.update(key('4'));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Jobs(q) if *q == own)));
+    assert_eq!(a.jobs.query, own);
+    // Their own filter is theirs: it stays when they come back.
+    a.update(key('2'));
+    let effects = a.update(key('4'));
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(a.jobs.query, own);
 }

@@ -85,3 +85,67 @@ fn protected_items_show_every_column_when_wide() {
         assert!(header.contains(c), "{c}: {header}");
     }
 }
+
+#[test]
+fn the_jobs_list_fits_rate_and_time_left_at_120_columns() {
+    let s = screen('4', 120, 40);
+    let row = line_with(&s, "InProgress");
+    assert!(row.contains("38%"), "{row}");
+    assert!(row.contains("MiB/s") && row.contains("left"), "{row}");
+    assert!(line_with(&s, "Item").contains("Item"), "{s}");
+}
+
+#[test]
+fn cut_text_ends_with_an_ellipsis() {
+    use std::sync::Arc;
+    use vmvault::tui::app::Msg;
+    let mut a = app(80, 24);
+    let mut d = data();
+    let mut items = (*d.items).clone();
+    items[0].name = "a-virtual-machine-with-a-name-far-too-long-for-its-column".into();
+    d.items = Arc::new(items);
+    d.generation += 1;
+    a.update(Msg::Data(Box::new(Ok(d))));
+    a.update(key('2'));
+    let s = text(&render(&a, 80, 24));
+    let row = line_with(&s, "a-virtual");
+    assert!(row.contains("a-virtual…"), "{row}");
+    // Labels too: the notification line.
+    a.set_notice(
+        vmvault::engine::NoticeLevel::Info,
+        format!("Register: job created for {}", "x".repeat(100)),
+    );
+    let s = text(&render(&a, 80, 24));
+    let notice = line_with(&s, "Register: job created");
+    assert!(notice.trim_end().ends_with("x…"), "{notice}");
+}
+
+#[test]
+fn a_form_scrolls_to_its_focused_field_at_60x15() {
+    use crossterm::event::KeyCode;
+    use vmvault::tui::popups::Popup;
+    // Edit Gold (every retention rule): its retention form is taller than the screen.
+    let mut a = app(60, 15);
+    a.update(key('5'));
+    a.update(code(KeyCode::Down));
+    a.update(key('e'));
+    a.update(code(KeyCode::Enter));
+    let rows = match a.popups.last() {
+        Some(Popup::PolicyWizard(w)) => w
+            .form
+            .rows(vmvault::tui::popups::policy_form::Part::Retention)
+            .len(),
+        _ => panic!("the policy wizard is not open"),
+    };
+    for n in 1..rows {
+        a.update(code(KeyCode::Down));
+        let s = text(&render(&a, 60, 15));
+        assert!(
+            s.lines().any(|l| l.contains("│▶ ")),
+            "field {n} of {rows} is off screen:\n{s}"
+        );
+    }
+    // The last one is the yearly rule's day.
+    let s = text(&render(&a, 60, 15));
+    assert!(line_with(&s, "▶").contains("day"), "{s}");
+}

@@ -224,8 +224,27 @@ fn item_and_its_actions() {
     shot("restore_qcow2", |w, h| {
         let mut a = item_open(w, h);
         a.update(key('R'));
+        typed(&mut a, "/srv/restore");
         a.update(code(KeyCode::Down));
         a.update(code(KeyCode::Right));
+        a
+    });
+    shot("restore_empty_target_refused", |w, h| {
+        let mut a = item_open(w, h);
+        a.update(key('R'));
+        a.update(code(KeyCode::Enter));
+        a
+    });
+    shot("restore_confirm_short_of_space", |w, h| {
+        let mut a = item_open(w, h);
+        a.update(key('R'));
+        typed(&mut a, "/srv/restore");
+        // The target's file system has 100 GiB free: the data fits, the full images not.
+        a.update(Msg::SpaceProbed {
+            dir: "/srv/restore".into(),
+            space: Ok(("/srv".into(), 100 * GIB)),
+        });
+        a.update(code(KeyCode::Enter));
         a
     });
     shot("stop_protection", |w, h| {

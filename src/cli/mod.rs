@@ -1393,7 +1393,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
         PolicyCommand::Update(a) => {
             let p = read_policy_file(&a.file)?;
             let engine = setup.open(OpenMode::Exclusive)?;
-            let n = engine.update_policy(&a.name, &p)?;
+            let n = engine.update_policy(&a.name, &p)?.evaluated;
             if a.json {
                 print_json(
                     &json!({ "policy": policy_json(&p, false, 0), "points_reevaluated": n }),

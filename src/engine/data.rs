@@ -22,6 +22,28 @@ use std::path::{Path, PathBuf};
 pub const MAX_POINTS_PER_ITEM: usize = 9999;
 /// Default retain-until of an on-demand backup.
 pub const DEFAULT_ON_DEMAND_DAYS: i64 = 30;
+/// The longest an on-demand point may be kept, in days (99 years, as Azure allows).
+pub const MAX_ON_DEMAND_DAYS: i64 = 365 * 99;
+
+/// Why `retain_until` is no retain-until for an on-demand backup taken at `now`, or None
+/// when it is one: the one rule the engine and the console's form both apply.
+pub fn retain_until_problem(now: DateTime<Utc>, retain_until: DateTime<Utc>) -> Option<String> {
+    if retain_until <= now {
+        return Some(format!(
+            "retain-until {} is not in the future (now is {}); give a later date",
+            retain_until.format("%Y-%m-%d %H:%M UTC"),
+            now.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
+    if retain_until > now + Duration::days(MAX_ON_DEMAND_DAYS) {
+        return Some(format!(
+            "retain-until {} is more than 99 years ahead; give a date before {}",
+            retain_until.format("%Y-%m-%d"),
+            (now + Duration::days(MAX_ON_DEMAND_DAYS)).format("%Y-%m-%d")
+        ));
+    }
+    None
+}
 
 /// Why a backup runs.
 #[derive(Debug, Clone, Copy)]
@@ -92,15 +114,8 @@ impl Engine {
         self.require_owner()?;
         let now = self.now();
         let retain_until = retain_until.unwrap_or(now + Duration::days(DEFAULT_ON_DEMAND_DAYS));
-        if retain_until <= now {
-            return usage(format!(
-                "retain-until {} is not in the future (now is {}); give a later date",
-                retain_until.format("%Y-%m-%d %H:%M UTC"),
-                now.format("%Y-%m-%d %H:%M UTC")
-            ));
-        }
-        if retain_until > now + Duration::days(365 * 99) {
-            return usage("retain-until is more than 99 years ahead; give an earlier date");
+        if let Some(problem) = retain_until_problem(now, retain_until) {
+            return usage(problem);
         }
         self.check_backup_allowed(item)?;
         self.start_backup(item, BackupKind::OnDemand { retain_until }, true, None)

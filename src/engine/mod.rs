@@ -18,9 +18,12 @@ mod scheduler;
 mod stored;
 
 pub use clock::Clock;
-pub use data::{restore_targets, RestoreFormat, DEFAULT_ON_DEMAND_DAYS};
+pub use data::{
+    restore_targets, retain_until_problem, RestoreFormat, DEFAULT_ON_DEMAND_DAYS,
+    MAX_ON_DEMAND_DAYS,
+};
 pub use jobs::JobProgress;
-pub use ops::{DiscoveryResult, MAX_ITEMS_PER_PROTECT, MAX_PROTECTED_PER_VAULT};
+pub use ops::{DiscoveryResult, ExpiryChanges, MAX_ITEMS_PER_PROTECT, MAX_PROTECTED_PER_VAULT};
 pub use scheduler::AdvanceReport;
 
 use crate::cancel::{CancelToken, Progress};

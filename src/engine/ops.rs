@@ -11,6 +11,15 @@ use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// What re-evaluating recovery points' expiries did (a policy edit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpiryChanges {
+    /// Points looked at (every point of the items under the policy).
+    pub evaluated: usize,
+    /// Points whose expiry changed (on-demand points keep their own date).
+    pub changed: usize,
+}
+
 /// Limits from DOMAIN.md (Azure Backup's): protected VMs per vault, VMs in one protect
 /// operation.
 pub const MAX_PROTECTED_PER_VAULT: usize = 1000;
@@ -570,7 +579,7 @@ impl Engine {
     /// Replaces a policy's schedule and retention. Existing points of its items are
     /// re-evaluated: longer retention keeps them longer, shorter lets them go at the next
     /// clean-up.
-    pub fn update_policy(&self, name: &str, policy: &Policy) -> Result<usize> {
+    pub fn update_policy(&self, name: &str, policy: &Policy) -> Result<ExpiryChanges> {
         self.require_owner()?;
         let old = self.policy(name)?;
         if !policy.name.eq_ignore_ascii_case(&old.name) {
@@ -587,12 +596,14 @@ impl Engine {
         self.inner
             .catalog
             .put_policy(&p.name, &p.to_toml_string(), false, self.now())?;
-        let mut n = 0;
+        let mut n = ExpiryChanges::default();
         for item in self.items()? {
             if item.policy.as_deref() == Some(p.name.as_str())
                 && item.protection_state.is_under_policy()
             {
-                n += self.reevaluate_item_expiries(&item.id, &p)?;
+                let c = self.reevaluate_item_expiries(&item.id, &p)?;
+                n.evaluated += c.evaluated;
+                n.changed += c.changed;
             }
         }
         self.publish(Event::PoliciesChanged);
@@ -628,9 +639,13 @@ impl Engine {
     }
 
     /// Sets the expiry of every point of an item under `policy`: scheduled points from the
-    /// retention rules, on-demand points from their own retain-until. Returns how many
-    /// points were evaluated.
-    pub(crate) fn reevaluate_item_expiries(&self, item_id: &str, policy: &Policy) -> Result<usize> {
+    /// retention rules, on-demand points from their own retain-until. Says how many points
+    /// were evaluated and how many of them now expire at another time.
+    pub(crate) fn reevaluate_item_expiries(
+        &self,
+        item_id: &str,
+        policy: &Policy,
+    ) -> Result<ExpiryChanges> {
         let points = self.inner.catalog.points(item_id)?;
         let mut updates = Vec::with_capacity(points.len());
         for p in &points {
@@ -648,7 +663,10 @@ impl Engine {
                 item_id: item_id.to_string(),
             });
         }
-        Ok(points.len())
+        Ok(ExpiryChanges {
+            evaluated: points.len(),
+            changed: updates.len(),
+        })
     }
 
     /// After a restart: items left mid-operation by an interrupted job get a settled state.

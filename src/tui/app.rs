@@ -12,6 +12,7 @@ use super::keys::{Action, KeyMap};
 use super::popups::{self, Popup};
 use super::tabs;
 use super::theme::Theme;
+use super::widgets::progress::Progress;
 use crate::engine::{Event, JobProgress, NoticeLevel, RestoreFormat};
 use crate::model::*;
 use crate::policy::Policy;
@@ -89,8 +90,11 @@ pub struct VaultInfo {
     pub source_kind: String,
     pub source_description: String,
     pub simulated: bool,
-    /// Why the vault is only read (another process owns it), when it is.
+    /// Why the vault is only read (another process owns it), when it is: a phrase that
+    /// reads after "vault X is" ("in use by process 42 (vmvault run)").
     pub read_only: Option<String>,
+    /// Read-only, and the owner has left: the vault can be taken over.
+    pub free: bool,
 }
 
 /// A configured vault the user can switch to.
@@ -231,6 +235,8 @@ pub enum Effect {
     Reload,
     LoadJob(String),
     LoadPoints(String),
+    /// Tell the free space of the file system a restore target is on.
+    ProbeSpace(PathBuf),
     OpenVault {
         name: String,
         read_only: bool,
@@ -254,12 +260,40 @@ pub enum Msg {
         item_id: String,
         result: Result<Vec<RecoveryPoint>, String>,
     },
+    /// The free space of a restore target (see [`Effect::ProbeSpace`]).
+    SpaceProbed {
+        dir: PathBuf,
+        space: popups::restore::Space,
+    },
     VaultOpened(Box<VaultInfo>),
+    /// A vault is being opened; `holder`: the process it waits for, when one holds it.
+    Opening {
+        name: String,
+        holder: Option<String>,
+    },
+    /// Who holds the vault a read-only console shows changed (None: nobody; it is free).
+    VaultOwner {
+        name: String,
+        holder: Option<String>,
+    },
     VaultFailed {
         name: String,
         message: String,
         locked: bool,
     },
+}
+
+/// How many ended jobs the console remembers (until a snapshot shows their end).
+const MAX_ENDED: usize = 10_000;
+
+/// A job as the console shows it now (see [`App::job_now`]).
+#[derive(Debug, Clone, Copy)]
+pub struct JobNow<'a> {
+    /// The freshest record: final, live, or the snapshot's.
+    pub job: &'a Job,
+    pub progress: Progress,
+    /// The task running now (live progress only).
+    pub task: Option<&'a str>,
 }
 
 /// The notification line.
@@ -280,6 +314,8 @@ pub struct Cx<'a> {
     pub data: &'a Data,
     pub now: DateTime<Utc>,
     pub vault: Option<&'a VaultInfo>,
+    /// The vault being opened, while no vault is open yet.
+    pub opening: Option<&'a str>,
     pub vaults: &'a [VaultChoice],
     pub running: &'a HashMap<String, Job>,
     pub cwd: &'a std::path::Path,
@@ -307,16 +343,30 @@ impl Cx<'_> {
     pub fn writable(&mut self, what: &str) -> bool {
         match self.vault {
             None => {
-                self.notice = Some((
-                    NoticeLevel::Warning,
-                    format!(
+                let text = match self.opening {
+                    Some(name) => {
+                        format!("{what}: vault {name} is still opening; try again in a moment")
+                    }
+                    None => format!(
                         "{what}: no vault is open; press {} to choose one",
                         self.keys.label(Action::SwitchVault)
                     ),
-                ));
+                };
+                self.notice = Some((NoticeLevel::Warning, text));
                 false
             }
             Some(v) => match &v.read_only {
+                Some(_) if v.free => {
+                    self.notice = Some((
+                        NoticeLevel::Warning,
+                        format!(
+                            "Read-only, {what} is disabled: vault {} is no longer in use — press {} to take it over",
+                            v.name,
+                            self.keys.label(Action::TakeOver)
+                        ),
+                    ));
+                    false
+                }
                 Some(why) => {
                     self.notice = Some((
                         NoticeLevel::Warning,
@@ -354,6 +404,7 @@ macro_rules! cx {
             data: &$s.data,
             now: $s.now,
             vault: $s.vault.as_ref(),
+            opening: $s.opening.as_deref(),
             vaults: &$s.vaults,
             running: &$s.running,
             cwd: &$s.cwd,
@@ -389,8 +440,9 @@ pub struct App {
     pub progress: HashMap<String, JobProgress>,
     /// Jobs running now, by id.
     pub running: HashMap<String, Job>,
-    /// Jobs seen finishing (a snapshot loaded before they finished must not revive them).
-    finished: HashSet<String>,
+    /// Jobs seen ending, with their final record: a snapshot loaded before they ended
+    /// must neither revive them nor draw their older progress.
+    ended: HashMap<String, Job>,
     /// Commands sent and not answered yet.
     pub pending: usize,
     pub spinner: usize,
@@ -399,6 +451,10 @@ pub struct App {
     pub dirty: bool,
     /// Where the tab titles were drawn (for mouse clicks).
     pub(crate) tab_areas: RefCell<Vec<(Rect, Tab)>>,
+    /// A warning of the configuration, shown once the vault is open (and meanwhile).
+    pub startup_warning: Option<String>,
+    /// The vault being opened (until it opened or failed).
+    pub opening: Option<String>,
 }
 
 impl App {
@@ -429,12 +485,14 @@ impl App {
             notice: None,
             progress: HashMap::new(),
             running: HashMap::new(),
-            finished: HashSet::new(),
+            ended: HashMap::new(),
             pending: 0,
             spinner: 0,
             should_quit: false,
             dirty: true,
             tab_areas: RefCell::new(Vec::new()),
+            startup_warning: None,
+            opening: None,
         }
     }
 
@@ -454,6 +512,52 @@ impl App {
     /// Something is running: the spinner turns and the screen redraws steadily.
     pub fn busy(&self) -> bool {
         !self.running.is_empty() || self.pending > 0
+    }
+
+    /// A job as it stands now: its final record when it was seen ending (whatever an older
+    /// snapshot says) or `row` is final, else its live status; while it runs, the most done that the
+    /// snapshot, its record and its live progress have shown — so a bar never goes back.
+    pub fn job_now<'a>(&'a self, row: &'a Job) -> JobNow<'a> {
+        // An end beats any running state, wherever it comes from.
+        let end = self
+            .ended
+            .get(&row.id)
+            .or((!row.status.is_active()).then_some(row));
+        if let Some(end) = end {
+            return JobNow {
+                job: end,
+                progress: Progress {
+                    done: end.bytes_done,
+                    total: end.bytes_total,
+                    ..Default::default()
+                },
+                task: None,
+            };
+        }
+        let record = self.running.get(&row.id);
+        let job = record.unwrap_or(row);
+        let live = self.progress.get(&row.id);
+        let seen = [
+            Some((row.bytes_done, row.bytes_total)),
+            record.map(|j| (j.bytes_done, j.bytes_total)),
+            live.map(|p| (p.bytes_done, p.bytes_total)),
+        ];
+        let total = seen.iter().flatten().map(|s| s.1).max().unwrap_or(0);
+        let mut done = seen.iter().flatten().map(|s| s.0).max().unwrap_or(0);
+        if total > 0 {
+            done = done.min(total);
+        }
+        let rate = live.map(|p| p.rate).filter(|r| *r > 0.0);
+        JobNow {
+            job,
+            progress: Progress {
+                done,
+                total,
+                rate,
+                eta: rate.map(|r| total.saturating_sub(done) as f64 / r),
+            },
+            task: live.and_then(|p| p.task.as_deref()),
+        }
     }
 
     /// How often to tick: steadily while something runs; otherwise only for the clock.
@@ -481,8 +585,14 @@ impl App {
                     self.dirty = false;
                     return vec![];
                 }
-                let mut effects = self.on_key(k);
-                effects.extend(self.popup_wants());
+                let mut effects = Vec::new();
+                for k in self.keys.unfold_escape(k) {
+                    effects.extend(self.on_key(k));
+                    effects.extend(self.popup_wants());
+                    if self.should_quit {
+                        break;
+                    }
+                }
                 effects
             }
             Msg::Mouse(m) => {
@@ -504,6 +614,10 @@ impl App {
                     Ok(d) => {
                         self.data = d;
                         self.load_error = None;
+                        // A snapshot begun after a job ended shows its end itself.
+                        let taken = self.data.now;
+                        self.ended
+                            .retain(|_, j| j.end_time.is_none_or(|end| end >= taken));
                         self.now = self.now.max(self.data.now);
                         self.sync_running();
                         self.refresh_views();
@@ -522,6 +636,14 @@ impl App {
                 }
                 vec![]
             }
+            Msg::SpaceProbed { dir, space } => {
+                for p in self.popups.iter_mut() {
+                    if let Popup::Restore(r) = p {
+                        r.space_probed(&dir, &space);
+                    }
+                }
+                vec![]
+            }
             Msg::PointsLoaded { item_id, result } => {
                 for p in self.popups.iter_mut() {
                     if let Popup::Item(i) = p {
@@ -531,25 +653,67 @@ impl App {
                 vec![]
             }
             Msg::VaultOpened(info) => {
+                self.opening = None;
                 let name = info.name.clone();
                 let ro = info.read_only.clone();
                 self.vault = Some(*info);
                 self.data = Data::default();
                 self.progress.clear();
                 self.running.clear();
-                self.finished.clear();
+                self.ended.clear();
                 self.popups.clear();
                 self.jobs = Default::default();
                 self.registered = Default::default();
                 self.protected = Default::default();
                 self.policies = Default::default();
                 self.dashboard = Default::default();
-                match ro {
-                    Some(why) => self.set_notice(
+                match (self.startup_warning.take(), ro) {
+                    (Some(w), _) => self.set_notice(NoticeLevel::Warning, w),
+                    (None, Some(why)) => self.set_notice(
                         NoticeLevel::Warning,
                         format!("Opened vault {name} read-only ({why}); actions are disabled"),
                     ),
-                    None => self.set_notice(NoticeLevel::Info, format!("Opened vault {name}")),
+                    (None, None) => {
+                        self.set_notice(NoticeLevel::Info, format!("Opened vault {name}"))
+                    }
+                }
+                vec![]
+            }
+            Msg::Opening { name, holder } => {
+                self.opening = Some(name.clone());
+                let text = match holder {
+                    Some(h) => format!("Opening vault {name}: waiting for it, {h}…"),
+                    None => format!("Opening vault {name}…"),
+                };
+                match self.startup_warning.clone() {
+                    Some(w) => self.set_notice(NoticeLevel::Warning, w),
+                    None => self.set_notice(NoticeLevel::Info, text),
+                }
+                vec![]
+            }
+            Msg::VaultOwner { name, holder } => {
+                let key = self.keys.label(Action::TakeOver);
+                let Some(v) = self.vault.as_mut().filter(|v| v.name == name) else {
+                    return vec![];
+                };
+                if v.read_only.is_none() {
+                    return vec![];
+                }
+                v.free = holder.is_none();
+                match holder {
+                    Some(h) => {
+                        v.read_only = Some(h.clone());
+                        self.set_notice(
+                            NoticeLevel::Warning,
+                            format!("Vault {name} is {h} now; still read-only"),
+                        );
+                    }
+                    None => self.set_notice(
+                        NoticeLevel::Warning,
+                        format!(
+                            "Vault {name} is no longer in use: press {key} to take it over (actions work again)"
+                        ),
+                    ),
                 }
                 vec![]
             }
@@ -558,6 +722,7 @@ impl App {
                 message,
                 locked,
             } => {
+                self.opening = None;
                 self.popups.retain(|p| !matches!(p, Popup::Locked(_)));
                 if locked {
                     self.popups
@@ -594,7 +759,7 @@ impl App {
             return;
         }
         for j in self.data.active_jobs.iter() {
-            if !self.finished.contains(&j.id) {
+            if !self.ended.contains_key(&j.id) {
                 self.running
                     .entry(j.id.clone())
                     .or_insert_with(|| j.clone());
@@ -629,24 +794,32 @@ impl App {
 
     fn on_event(&mut self, e: crate::engine::Event) -> Vec<Effect> {
         match e {
-            Event::JobProgress(p) => {
+            Event::JobProgress(mut p) => {
                 // Drawn at the next tick, not once per event.
                 self.dirty = false;
+                if self.ended.contains_key(&p.id) {
+                    return vec![];
+                }
+                if let Some(old) = self.progress.get(&p.id) {
+                    if old.bytes_total == p.bytes_total {
+                        p.bytes_done = p.bytes_done.max(old.bytes_done);
+                    }
+                }
                 self.progress.insert(p.id.clone(), p);
                 vec![]
             }
             Event::JobUpdated(job) => {
                 if job.status.is_active() {
-                    if !self.finished.contains(&job.id) {
+                    if !self.ended.contains_key(&job.id) {
                         self.running.insert(job.id.clone(), (*job).clone());
                     }
                 } else {
                     self.running.remove(&job.id);
                     self.progress.remove(&job.id);
-                    self.finished.insert(job.id.clone());
-                    if self.finished.len() > 10_000 {
-                        self.finished.clear();
+                    if self.ended.len() >= MAX_ENDED {
+                        self.ended.clear();
                     }
+                    self.ended.insert(job.id.clone(), (*job).clone());
                     if let Some(n) = &mut self.notice {
                         if n.job_ids.contains(&job.id) {
                             n.since = None;
@@ -789,8 +962,24 @@ impl App {
     }
 
     fn on_key(&mut self, k: KeyEvent) -> Vec<Effect> {
-        // A popup gets every key.
+        // Help is `?` where keys type no text, and F1 everywhere.
+        let types_text = matches!(k.code, crossterm::event::KeyCode::Char(_))
+            && !k
+                .modifiers
+                .contains(crossterm::event::KeyModifiers::CONTROL);
+        // A popup gets every other key.
         if let Some(top) = self.popups.len().checked_sub(1) {
+            let popup = &self.popups[top];
+            if self.keys.is(Action::Help, &k)
+                && !matches!(popup, Popup::Help(_))
+                && !(types_text && popup.capturing_text())
+            {
+                let entries = self.help_entries();
+                let name = popup.name().to_string();
+                self.popups
+                    .push(Popup::Help(popups::help::State::new(name, entries)));
+                return vec![];
+            }
             let mut cx = cx!(self);
             let p = &mut self.popups[top];
             p.handle_key(&k, &mut cx);
@@ -805,17 +994,17 @@ impl App {
             Tab::Jobs => self.jobs.capturing_text(),
             Tab::Policies => false,
         };
+        if keys.is(Action::Help, &k) && !(capturing && types_text) {
+            let entries = self.help_entries();
+            self.popups.push(Popup::Help(popups::help::State::new(
+                self.tab.title().to_string(),
+                entries,
+            )));
+            return vec![];
+        }
         if !capturing {
             if keys.is(Action::Quit, &k) {
                 return self.quit();
-            }
-            if keys.is(Action::Help, &k) {
-                let entries = self.help_entries();
-                self.popups.push(Popup::Help(popups::help::State::new(
-                    self.tab.title().to_string(),
-                    entries,
-                )));
-                return vec![];
             }
             for t in Tab::ALL {
                 if keys.is(t.action(), &k) {
@@ -841,6 +1030,9 @@ impl App {
             }
             if keys.is(Action::ViewJobs, &k) {
                 return self.view_notice_jobs();
+            }
+            if keys.is(Action::TakeOver, &k) {
+                return self.take_over();
             }
         }
         let mut cx = cx!(self);
@@ -883,12 +1075,14 @@ impl App {
         if let Some((level, text)) = r.notice {
             self.set_notice(level, text);
         }
+        // A drill-down (a dashboard count): its filter, until the user comes back on
+        // their own.
         if let Some(q) = r.jobs_query {
-            self.jobs.set_query(q.clone());
+            self.jobs.drill_down(q.clone());
             effects.push(Effect::Jobs(q));
         }
         if let Some(t) = r.goto {
-            effects.extend(self.goto(t));
+            self.tab = t;
         }
         for e in &effects {
             match e {
@@ -902,8 +1096,16 @@ impl App {
         effects
     }
 
+    /// The user goes to a tab (a key, a click): coming to Jobs, a drill-down's filter
+    /// gives way to their own.
     fn goto(&mut self, t: Tab) -> Vec<Effect> {
+        let arriving = self.tab != t;
         self.tab = t;
+        if arriving && t == Tab::Jobs {
+            if let Some(q) = self.jobs.come_back() {
+                return vec![Effect::Jobs(q)];
+            }
+        }
         vec![]
     }
 
@@ -927,6 +1129,26 @@ impl App {
         vec![Effect::Quit]
     }
 
+    /// Takes over a read-only vault whose owner left: reopens it as its owner.
+    fn take_over(&mut self) -> Vec<Effect> {
+        let Some(v) = &self.vault else { return vec![] };
+        match (&v.read_only, v.free) {
+            (None, _) => vec![],
+            (Some(_), true) => vec![Effect::OpenVault {
+                name: v.name.clone(),
+                read_only: false,
+            }],
+            (Some(why), false) => {
+                let text = format!(
+                    "Vault {} is {why}: it can be taken over once that process ends (the console notices)",
+                    v.name
+                );
+                self.set_notice(NoticeLevel::Info, text);
+                vec![]
+            }
+        }
+    }
+
     /// `J`: the jobs the notification is about.
     fn view_notice_jobs(&mut self) -> Vec<Effect> {
         let Some(n) = &self.notice else { return vec![] };
@@ -938,16 +1160,16 @@ impl App {
                     .push(Popup::Job(Box::new(popups::job::State::new(id))));
                 vec![]
             }
-            _ => {
+            ids => {
+                // Exactly the notification's jobs, however old or many the others.
                 let q = JobsQuery {
                     status: StatusFilter::Any,
-                    operation: n.operation,
-                    range: TimeRange::Day,
-                    item_text: String::new(),
+                    range: TimeRange::All,
+                    job_ids: ids.to_vec(),
                     ..Default::default()
                 };
                 self.tab = Tab::Jobs;
-                self.jobs.set_query(q.clone());
+                self.jobs.drill_down(q.clone());
                 vec![Effect::Jobs(q)]
             }
         }
@@ -1032,12 +1254,17 @@ impl App {
         if self.popups.is_empty() {
             actions.extend_from_slice(GLOBAL_ACTIONS);
         }
+        actions.push(Action::Help);
         let mut seen = HashSet::new();
-        actions
+        let mut entries: Vec<(String, String)> = actions
             .into_iter()
             .filter(|a| seen.insert(*a))
             .map(|a| (self.keys.labels(a), a.help().to_string()))
-            .collect()
+            .collect();
+        if let Some(p) = self.popups.last() {
+            entries.extend(p.fixed_keys());
+        }
+        entries
     }
 
     /// The few keys the footer shows for the current view.
@@ -1052,6 +1279,9 @@ impl App {
                     Tab::Jobs => self.jobs.footer(&self.data, &self.running),
                     Tab::Policies => tabs::policies::FOOTER.to_vec(),
                 };
+                if self.vault.as_ref().is_some_and(|v| v.free) {
+                    v.insert(0, Action::TakeOver);
+                }
                 v.extend_from_slice(&[Action::Help, Action::Quit]);
                 v
             }
@@ -1078,6 +1308,7 @@ pub const GLOBAL_ACTIONS: &[Action] = &[
     Action::TabPolicies,
     Action::ViewJobs,
     Action::SwitchVault,
+    Action::TakeOver,
     Action::Refresh,
     Action::Help,
     Action::Quit,

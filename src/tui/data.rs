@@ -112,6 +112,8 @@ pub struct JobsQuery {
     pub operation: Option<JobOperation>,
     pub range: TimeRange,
     pub item_text: String,
+    /// Only these jobs (`J`: the jobs a notification is about), when not empty.
+    pub job_ids: Vec<String>,
     /// How many of the newest matching jobs to load.
     pub limit: usize,
 }
@@ -126,6 +128,7 @@ impl Default for JobsQuery {
             operation: None,
             range: TimeRange::Day,
             item_text: String::new(),
+            job_ids: Vec::new(),
             limit: JOB_WINDOW,
         }
     }
@@ -138,6 +141,7 @@ impl JobsQuery {
             && self.operation == other.operation
             && self.range == other.range
             && self.item_text == other.item_text
+            && self.job_ids == other.job_ids
     }
     pub fn to_filter(&self, now: DateTime<Utc>) -> JobFilter {
         JobFilter {
@@ -147,11 +151,40 @@ impl JobsQuery {
             item_id: None,
             item_text: (!self.item_text.trim().is_empty())
                 .then(|| self.item_text.trim().to_string()),
+            ids: self.job_ids.clone(),
             limit: Some(self.limit),
         }
     }
     pub fn is_filtered(&self) -> bool {
-        self.status != StatusFilter::Any || self.operation.is_some() || !self.item_text.is_empty()
+        self.status != StatusFilter::Any
+            || self.operation.is_some()
+            || !self.item_text.is_empty()
+            || !self.job_ids.is_empty()
+    }
+
+    /// The filters in force, in words ("status Failed", "the 3 jobs of the notification"),
+    /// the time range only when it is not the default.
+    pub fn describe(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if !self.job_ids.is_empty() {
+            v.push(format!(
+                "the {} job(s) of the notification",
+                self.job_ids.len()
+            ));
+        }
+        if self.status != StatusFilter::Any {
+            v.push(format!("status {}", self.status.label()));
+        }
+        if let Some(op) = self.operation {
+            v.push(format!("operation {op}"));
+        }
+        if !self.item_text.trim().is_empty() {
+            v.push(format!("item \"{}\"", self.item_text.trim()));
+        }
+        if self.range != TimeRange::default() && self.job_ids.is_empty() {
+            v.push(self.range.label().to_string());
+        }
+        v
     }
 }
 

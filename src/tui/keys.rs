@@ -41,7 +41,7 @@ macro_rules! actions {
 
 actions! {
     Quit => "quit", ["q", "ctrl-c"], "Quit (asks first when jobs are running)";
-    Help => "help", ["?"], "Show the keys of this view";
+    Help => "help", ["?", "f1"], "Show the keys of this view (F1 also while typing)";
     NextTab => "next_tab", ["tab"], "Next tab";
     PrevTab => "prev_tab", ["backtab"], "Previous tab";
     TabDashboard => "tab_dashboard", ["1"], "Go to Dashboard";
@@ -70,6 +70,7 @@ actions! {
     BackupNow => "backup_now", ["b"], "Back up now";
     CancelJob => "cancel_job", ["c"], "Cancel the selected job";
     SwitchVault => "switch_vault", ["v"], "Switch vault";
+    TakeOver => "take_over", ["T"], "Take over a read-only vault whose owner has left";
     Restore => "restore", ["R"], "Restore a recovery point";
     StopProtection => "stop_protection", ["s"], "Stop protection";
     ResumeProtection => "resume_protection", ["u"], "Resume protection";
@@ -108,6 +109,7 @@ impl Action {
             Action::BackupNow => "Back up now",
             Action::CancelJob => "Cancel job",
             Action::SwitchVault => "Vault",
+            Action::TakeOver => "Take over",
             Action::Restore => "Restore",
             Action::StopProtection => "Stop protection",
             Action::ResumeProtection => "Resume",
@@ -329,6 +331,27 @@ impl KeyMap {
             .is_some_and(|v| v.iter().any(|s| s.matches(k)))
     }
 
+    /// Whether any action is bound to `k`.
+    pub fn binds(&self, k: &KeyEvent) -> bool {
+        self.keys.values().flatten().any(|s| s.matches(k))
+    }
+
+    /// The keys a key event stands for. A terminal sends Esc as a lone ESC byte and Alt+key
+    /// as ESC then the key, so an Esc typed just before another key arrives as Alt+key
+    /// (crossterm cannot tell them apart). The console binds no Alt key unless the config
+    /// does; an Alt+key bound to nothing is read as what it most likely was, as terminal
+    /// apps do: Esc, then the key.
+    pub fn unfold_escape(&self, k: KeyEvent) -> Vec<KeyEvent> {
+        if !k.modifiers.contains(KeyModifiers::ALT) || self.binds(&k) {
+            return vec![k];
+        }
+        let mut esc = KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE);
+        esc.kind = k.kind;
+        let mut key = k;
+        key.modifiers.remove(KeyModifiers::ALT);
+        vec![esc, key]
+    }
+
     /// The first key of an action, as shown to people.
     pub fn label(&self, action: Action) -> String {
         self.keys
@@ -385,6 +408,35 @@ mod tests {
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings.iter().any(|w| w.contains("dicsover")));
         assert!(warnings.iter().any(|w| w.contains("bogus-key")));
+    }
+
+    #[test]
+    fn an_unbound_alt_key_is_esc_then_the_key() {
+        let alt = |c: KeyCode| KeyEvent::new(c, KeyModifiers::ALT);
+        let map = KeyMap::default();
+        assert_eq!(
+            map.unfold_escape(alt(KeyCode::Char('4'))),
+            [KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE), key('4')]
+        );
+        assert_eq!(
+            map.unfold_escape(alt(KeyCode::Enter))[1],
+            KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)
+        );
+        // Ctrl stays: Esc then Ctrl-C (quit).
+        let ctrl_alt_c = KeyEvent::new(
+            KeyCode::Char('c'),
+            KeyModifiers::ALT | KeyModifiers::CONTROL,
+        );
+        assert!(map.is(Action::Quit, &map.unfold_escape(ctrl_alt_c)[1]));
+        assert_eq!(map.unfold_escape(key('4')), [key('4')]);
+        // An Alt key the config binds is that key.
+        let mut o = BTreeMap::new();
+        o.insert("refresh".to_string(), "alt-r".to_string());
+        let (map, _) = KeyMap::from_config(&o);
+        assert_eq!(
+            map.unfold_escape(alt(KeyCode::Char('r'))),
+            [alt(KeyCode::Char('r'))]
+        );
     }
 
     #[test]

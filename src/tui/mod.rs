@@ -14,6 +14,10 @@
 //!   something changed, debounced by 100 ms, and sends it through a bounded channel;
 //! - live job progress, job transitions and notices come straight from engine events.
 //!
+//! The two can disagree for a moment (a snapshot taken before a job ended arrives after
+//! its end): [`app::App::job_now`] merges them so that an end is never undone and a bar
+//! never goes back.
+//!
 //! The UI loop waits on the terminal's input, the data channel, engine events and a timer:
 //! the timer ticks a few times a second only while jobs run (spinner, progress bars), and
 //! otherwise once a minute for the clock. The screen is redrawn only when a message changed

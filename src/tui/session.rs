@@ -4,8 +4,10 @@
 //! one).
 //!
 //! Everything that touches the disk — engine commands, loading a job or an item's points,
-//! opening a vault — runs on a blocking thread and answers with a message, so the UI task
-//! only ever waits on channels and timers.
+//! opening a vault (which may wait for its lock), the free space of a restore target, the
+//! lock of a vault shown read-only — runs on a blocking thread and answers with a message,
+//! so the UI task only ever waits on channels and timers, and the console draws from its
+//! first moment.
 
 use super::app::{App, Command, CommandDone, Effect, Msg, VaultChoice, VaultInfo};
 use super::data::{Data, LoadRequest, Loader, Stale};
@@ -40,6 +42,8 @@ pub struct Session {
     open_tx: mpsc::UnboundedSender<Opened>,
     open_rx: mpsc::UnboundedReceiver<Opened>,
     scheduler: Option<(CancelToken, tokio::task::JoinHandle<()>)>,
+    /// A read-only console watches the vault's lock: its owner may leave.
+    owner_watch: Option<tokio::task::JoinHandle<()>>,
     /// Config warnings to show once the console is up.
     pub warnings: Vec<String>,
 }
@@ -50,8 +54,10 @@ pub fn no_color() -> bool {
 }
 
 impl Session {
-    /// Builds the console for `setup` and opens its vault (owning it; when another process
-    /// owns it, the console starts without a vault and offers read-only).
+    /// Builds the console for `setup` and starts opening its vault (owning it; when another
+    /// process owns it, the console offers read-only). It returns at once: the console
+    /// draws "Opening vault…" (or who it waits for) while the vault opens in the background
+    /// (opening waits up to two seconds for the lock).
     pub async fn start(setup: Setup) -> Session {
         let (keys, mut warnings) = KeyMap::from_config(&setup.config.tui.keys);
         let (theme, w) = Theme::from_config(&setup.config.tui.theme, no_color());
@@ -83,25 +89,54 @@ impl Session {
             open_tx,
             open_rx,
             scheduler: None,
+            owner_watch: None,
             warnings,
         };
         let vault = s.setup.vault.clone();
-        let result = open_blocking(&s.setup, &vault, false).await;
-        let msg = s.install(vault.name.clone(), result);
-        s.app.update(msg);
+        s.open(vault, false, None);
         if let Some(w) = s.warnings.first() {
             let more = if s.warnings.len() > 1 {
                 format!(" (and {} more warning(s) in the log)", s.warnings.len() - 1)
             } else {
                 String::new()
             };
-            s.app
-                .set_notice(crate::engine::NoticeLevel::Warning, format!("{w}{more}"));
+            s.app.startup_warning = Some(format!("{w}{more}"));
             for w in &s.warnings {
                 tracing::warn!("{w}");
             }
         }
         s
+    }
+
+    /// Opens `vault` in the background (after shutting `old` down): the answer arrives as
+    /// the next open result. Meanwhile the console says so, and whom it waits for when
+    /// another process holds the vault.
+    fn open(&mut self, vault: VaultConfig, read_only: bool, old: Option<Engine>) {
+        let name = vault.name.clone();
+        self.app.update(Msg::Opening {
+            name: name.clone(),
+            holder: None,
+        });
+        let tx = self.open_tx.clone();
+        let msgs = self.msg_tx.clone();
+        let setup = SetupLite::from(&self.setup);
+        let dir = self.setup.config.vault_dir(&vault, &self.setup.data_dir);
+        tokio::spawn(async move {
+            if let Some(old) = old {
+                old.shutdown(SHUTDOWN_TIMEOUT).await;
+                drop(old);
+            }
+            if !read_only {
+                if let Some(holder) = holder_of(dir).await {
+                    let _ = msgs.send(Msg::Opening {
+                        name: name.clone(),
+                        holder: Some(holder),
+                    });
+                }
+            }
+            let r = setup.open(&vault, read_only).await;
+            let _ = tx.send((name, r));
+        });
     }
 
     /// The engine of the open vault.
@@ -149,9 +184,18 @@ impl Session {
             source_description: engine.source_description(),
             simulated: engine.is_simulated(),
             read_only: read_only_reason,
+            free: false,
         };
         self.events = Some(engine.subscribe());
         let poll = (!engine.is_owner()).then_some(READ_ONLY_POLL);
+        if !engine.is_owner() {
+            self.owner_watch = Some(tokio::spawn(watch_owner(
+                info.name.clone(),
+                engine.vault_dir().to_path_buf(),
+                info.read_only.clone(),
+                self.msg_tx.clone(),
+            )));
+        }
         // A fresh channel: snapshots of the previous vault must not arrive after this.
         let (tx, rx) = mpsc::channel(2);
         self.data_tx = tx;
@@ -225,6 +269,13 @@ impl Session {
                     });
                 }
             }
+            Effect::ProbeSpace(dir) => {
+                let tx = self.msg_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let space = crate::fsx::free_space(&dir).map_err(|e| e.to_string());
+                    let _ = tx.send(Msg::SpaceProbed { dir, space });
+                });
+            }
             Effect::OpenVault { name, read_only } => {
                 let Some(vault) = self.setup.config.vault(&name).cloned() else {
                     let _ = self.msg_tx.send(Msg::VaultFailed {
@@ -235,20 +286,7 @@ impl Session {
                     return;
                 };
                 let old = self.close_engine();
-                let tx = self.open_tx.clone();
-                let setup = SetupLite::from(&self.setup);
-                self.app.set_notice(
-                    crate::engine::NoticeLevel::Info,
-                    format!("Opening vault {name}…"),
-                );
-                tokio::spawn(async move {
-                    if let Some(old) = old {
-                        old.shutdown(SHUTDOWN_TIMEOUT).await;
-                        drop(old);
-                    }
-                    let r = setup.open(&vault, read_only).await;
-                    let _ = tx.send((name, r));
-                });
+                self.open(vault, read_only, old);
             }
             Effect::Quit => {}
         }
@@ -259,6 +297,9 @@ impl Session {
         if let Some((stop, task)) = self.scheduler.take() {
             stop.cancel();
             task.abort();
+        }
+        if let Some(w) = self.owner_watch.take() {
+            w.abort();
         }
         self.loader = None;
         self.events = None;
@@ -403,6 +444,48 @@ async fn open_blocking(
         })
 }
 
+/// Who holds the lock of the vault in `dir` ("in use by process 42 (vmvault run)"), if
+/// anyone; asked on a blocking thread (it opens a file).
+async fn holder_of(dir: std::path::PathBuf) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        crate::vault::lock::VaultLock::owner(&dir).map(|e| {
+            e.holder()
+                .unwrap_or_else(|| "in use by another process".to_string())
+        })
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Watches who holds the vault a read-only console shows, every [`READ_ONLY_POLL`] (one
+/// `flock` probe off the UI task), and says when that changes — above all when the owner
+/// left and the vault can be taken over. Ends when the console closes or switches vault
+/// (the task is aborted) or stops listening.
+async fn watch_owner(
+    name: String,
+    dir: std::path::PathBuf,
+    mut holder: Option<String>,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let mut timer =
+        tokio::time::interval_at(tokio::time::Instant::now() + READ_ONLY_POLL, READ_ONLY_POLL);
+    loop {
+        timer.tick().await;
+        let now = holder_of(dir.clone()).await;
+        if now != holder {
+            holder = now.clone();
+            let msg = Msg::VaultOwner {
+                name: name.clone(),
+                holder: now,
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 fn until_next_minute(now: DateTime<Utc>) -> Duration {
     let into = now.second() as u64 * 1000 + (now.nanosecond() / 1_000_000) as u64 % 1000;
     Duration::from_millis(60_000u64.saturating_sub(into).max(50))
@@ -462,9 +545,9 @@ pub fn run_command(engine: &Engine, cmd: Command) -> CommandDone {
             vec![]
         }),
         Command::UpdatePolicy(p) => engine.update_policy(&p.name, &p).map(|n| {
-            note = Some(match n {
-                0 => "saved".into(),
-                n => format!("saved; {n} recovery point(s) now expire by the new rules"),
+            note = Some(match n.changed {
+                0 => "saved; no recovery point expires at another time".into(),
+                n => format!("saved; {n} recovery point(s) now expire at another time"),
             });
             vec![]
         }),

@@ -6,6 +6,7 @@ use super::app::{App, Tab};
 use super::keys::Action;
 use super::popups::Popup;
 use super::tabs;
+use super::widgets::text::fit_line;
 use super::widgets::{key_hints, SPINNER};
 use crate::engine::NoticeLevel;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -138,9 +139,17 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
                 (3, Span::raw(v.source_kind.clone())),
             ];
             if v.read_only.is_some() {
+                let badge = if v.free {
+                    format!(
+                        "READ-ONLY · free: {} takes over",
+                        app.keys.label(Action::TakeOver)
+                    )
+                } else {
+                    "READ-ONLY".to_string()
+                };
                 parts.push((
                     1,
-                    Span::styled("READ-ONLY", t.warning().add_modifier(Modifier::BOLD)),
+                    Span::styled(badge, t.warning().add_modifier(Modifier::BOLD)),
                 ));
             }
             let fixed: usize = left.iter().map(|s| s.width()).sum();
@@ -235,13 +244,13 @@ fn draw_notice(app: &App, f: &mut Frame, area: Rect) {
         Span::styled(format!(" {icon} "), style),
         Span::styled(text, style),
     ]);
-    f.render_widget(Paragraph::new(line), area);
+    f.render_widget(Paragraph::new(fit_line(line, area.width as usize)), area);
 }
 
 fn draw_footer(app: &App, f: &mut Frame, area: Rect) {
     let t = &app.theme;
     let mut hints: Vec<(String, &str)> = Vec::new();
-    if let Some(Popup::Confirm(_)) = app.popups.last() {
+    if app.popups.last().is_some_and(Popup::asks) {
         // A question answers to y and n, not to the actions of a view.
         hints.extend(
             crate::tui::popups::confirm::HINTS

@@ -215,6 +215,8 @@ pub struct JobFilter {
     pub item_id: Option<String>,
     /// Case-insensitive substring of the item's display name.
     pub item_text: Option<String>,
+    /// Only these jobs (when not empty).
+    pub ids: Vec<String>,
     pub limit: Option<usize>,
 }
 
@@ -860,6 +862,14 @@ impl Catalog {
         if let Some(text) = &filter.item_text {
             args.push(Box::new(format!("%{}%", text.to_lowercase())));
             sql.push_str(&format!(" AND lower(item) LIKE ?{}", args.len()));
+        }
+        if !filter.ids.is_empty() {
+            let mut marks = Vec::with_capacity(filter.ids.len());
+            for id in &filter.ids {
+                args.push(Box::new(id.clone()));
+                marks.push(format!("?{}", args.len()));
+            }
+            sql.push_str(&format!(" AND id IN ({})", marks.join(",")));
         }
         (sql, args)
     }

@@ -623,6 +623,7 @@ pub fn vault() -> VaultInfo {
         source_description: "simulated subscription \"Contoso (simulated)\"".into(),
         simulated: true,
         read_only: None,
+        free: false,
     }
 }
 

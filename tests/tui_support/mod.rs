@@ -138,11 +138,10 @@ impl Console {
     pub fn right(&mut self) {
         self.send("\x1b[C");
     }
-    /// Esc alone. A lone ESC byte followed at once by another key reads as Alt+key, so the
-    /// next input is held back until the console has seen it (the caller waits for text).
+    /// Esc. Sent at once with the next key it reads as Alt+key, which the console takes
+    /// for Esc then the key (as a fast typist's burst would be).
     pub fn esc(&mut self) {
         self.send("\x1b");
-        std::thread::sleep(Duration::from_millis(150));
     }
 
     /// Resizes the terminal (the console gets SIGWINCH).

@@ -5,13 +5,14 @@ use crate::fmt;
 use crate::model::{Item, JobOperation, ProtectionState, RegistrationState};
 use crate::tui::app::{App, Command, Cx};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{centered, key_hints, popup_frame, TextInput};
 use chrono::{DateTime, Duration, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 /// Why `item` cannot be backed up now, in words that end with the key to press; None when
@@ -97,16 +98,14 @@ impl State {
         }
     }
 
-    /// The retain-until typed, or why it is not usable.
+    /// The retain-until typed, or why it is not usable (by the engine's own rule, so the
+    /// engine never refuses what the form accepted).
     pub fn parsed(&self) -> Result<DateTime<Utc>, String> {
         let t = fmt::parse_time(&self.retain_until.value, true)?;
-        if t <= self.now {
-            return Err(format!(
-                "{} is not in the future; give a later date",
-                fmt::time(t)
-            ));
+        match crate::engine::retain_until_problem(self.now, t) {
+            Some(problem) => Err(problem),
+            None => Ok(t),
         }
-        Ok(t)
     }
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
@@ -174,7 +173,7 @@ impl State {
             "Date as YYYY-MM-DD (end of day, UTC) or YYYY-MM-DD HH:MM.",
             t.muted(),
         )));
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
+        f.render_widget(wrapped(lines, body.width), body);
         let k = &app.keys;
         f.render_widget(
             Paragraph::new(key_hints(

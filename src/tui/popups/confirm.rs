@@ -3,11 +3,12 @@
 //! answer no (Enter is pressed out of habit, and must never destroy anything).
 
 use crate::tui::app::{App, Cx, Effect, Nav};
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{centered, key_hints, popup_frame};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::Line;
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 /// The keys of the question, for its own last line and the console's footer.
@@ -84,7 +85,7 @@ impl State {
                 }
             })
             .collect();
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
+        f.render_widget(wrapped(lines, body.width), body);
         f.render_widget(
             Paragraph::new(key_hints(&HINTS.map(|(k, v)| (k.to_string(), v)), t)).right_aligned(),
             foot,

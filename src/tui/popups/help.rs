@@ -51,6 +51,7 @@ impl State {
                 self.scroll = (self.scroll + 1).min(self.matching().len().saturating_sub(1))
             }
             KeyCode::Char('?') if self.search.value.is_empty() => cx.close(),
+            KeyCode::F(1) => cx.close(),
             _ => {
                 if self.search.handle(k) {
                     self.scroll = 0;

@@ -8,13 +8,14 @@ use crate::model::*;
 use crate::tui::app::{App, Cx, Effect};
 use crate::tui::data::Data;
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{
     key_hints, panel, popup_frame, render_table, table::cell, wizard, Column, TableNav,
 };
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -132,7 +133,6 @@ impl State {
                     points,
                     self.nav.selected,
                     cx.cwd,
-                    cx.now,
                 ))));
             }
         } else if keys.is(Action::BackupNow, k) {
@@ -299,7 +299,7 @@ impl State {
                 )));
             }
         }
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), facts);
+        f.render_widget(wrapped(lines, facts.width), facts);
 
         let cols = [
             Column::new("Time (UTC)", Constraint::Length(16)),
@@ -331,9 +331,9 @@ impl State {
             true,
             t,
             &empty,
-            |n| {
+            |n, _| {
                 let p = &points[n];
-                Row::new(vec![
+                vec![
                     cell(fmt::time(p.time), Default::default()),
                     cell(
                         if p.kind == PointKind::OnDemand {
@@ -353,7 +353,7 @@ impl State {
                     ),
                     cell(fmt::bytes(p.logical_bytes), Default::default()),
                     cell(p.consistency.to_string(), Default::default()),
-                ])
+                ]
             },
         );
         let k = &app.keys;

@@ -6,11 +6,12 @@ use crate::fmt;
 use crate::model::*;
 use crate::tui::app::{App, Cx, Effect};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{key_hints, popup_frame, progress::progress_line, wizard};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -130,20 +131,28 @@ impl State {
             hints.insert(0, (k.label(Action::CancelJob), "cancel job"));
         }
         f.render_widget(Paragraph::new(key_hints(&hints, t)), foot);
-        let Some(j) = &self.job else {
+        let Some(loaded) = &self.job else {
             let msg = match &self.error {
                 Some(e) => format!("{e}\n\nPress {} to try again.", k.label(Action::Refresh)),
                 None => "Loading…".into(),
             };
             f.render_widget(
-                Paragraph::new(msg)
-                    .style(t.muted())
-                    .wrap(Wrap { trim: false }),
+                wrapped(msg.lines().map(Line::from).collect(), body.width).style(t.muted()),
                 body,
             );
             return;
         };
-        let live = app.progress.get(&j.id);
+        // As it stands now: the loaded record may be older than the job's end or progress
+        // (its tasks and details are kept when the newer record has none).
+        let live = app.job_now(loaded);
+        let mut newer = live.job.clone();
+        if newer.tasks.is_empty() {
+            newer.tasks = loaded.tasks.clone();
+        }
+        if newer.details.is_empty() {
+            newer.details = loaded.details.clone();
+        }
+        let j = &newer;
         let kv = |k: &str, v: Span<'static>| {
             Line::from(vec![Span::styled(format!("{k:<14}"), t.header()), v])
         };
@@ -179,30 +188,19 @@ impl State {
             ),
             kv("Job id", Span::styled(j.id.clone(), t.muted())),
         ];
-        let (done, total) = live
-            .map(|p| (p.bytes_done, p.bytes_total))
-            .unwrap_or((j.bytes_done, j.bytes_total));
-        if total > 0 || live.is_some() {
+        let p = live.progress;
+        if p.total > 0 || live.task.is_some() {
             lines.push(kv(
                 "Data",
-                Span::raw(format!("{} of {}", fmt::bytes(done), fmt::bytes(total))),
+                Span::raw(format!("{} of {}", fmt::bytes(p.done), fmt::bytes(p.total))),
             ));
         }
         if j.status.is_active() {
             let mut l = vec![Span::styled(format!("{:<14}", "Progress"), t.header())];
-            l.extend(
-                progress_line(
-                    live,
-                    j.bytes_done,
-                    j.bytes_total,
-                    (body.width as usize).saturating_sub(16),
-                    t,
-                )
-                .spans,
-            );
+            l.extend(progress_line(p, (body.width as usize).saturating_sub(16), t).spans);
             lines.push(Line::from(l));
-            if let Some(task) = live.and_then(|p| p.task.clone()) {
-                lines.push(kv("Now", Span::raw(task)));
+            if let Some(task) = live.task {
+                lines.push(kv("Now", Span::raw(task.to_string())));
             }
         } else if let (Some(end), true) = (j.end_time, j.bytes_done > 0) {
             let secs = (end - j.start_time).num_milliseconds() as f64 / 1000.0;
@@ -277,11 +275,6 @@ impl State {
                 }
             }
         }
-        f.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .scroll((self.scroll, 0)),
-            body,
-        );
+        f.render_widget(wrapped(lines, body.width).scroll((self.scroll, 0)), body);
     }
 }

@@ -4,11 +4,12 @@
 use super::{vaults, Popup};
 use crate::tui::app::{App, Cx, Effect};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{centered, key_hints, popup_frame};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -58,7 +59,7 @@ impl State {
             ),
             Line::from("You can look at it read-only meanwhile: every action is disabled."),
         ];
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
+        f.render_widget(wrapped(lines, body.width), body);
         let k = &app.keys;
         f.render_widget(
             Paragraph::new(key_hints(

@@ -1,11 +1,12 @@
 //! A message (an error from the engine, with what to do), wrapped to fit; Esc closes.
 
 use crate::tui::app::{App, Cx};
+use crate::tui::widgets::text::wrap;
 use crate::tui::widgets::{centered, popup_frame};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -47,12 +48,25 @@ impl State {
     pub fn draw(&self, f: &mut Frame, area: Rect, app: &App) {
         let t = &app.theme;
         let w = 76.min(area.width.saturating_sub(2));
-        let text_w = w.saturating_sub(2).max(1) as usize;
-        let lines_needed: u16 = self
-            .text
-            .lines()
-            .map(|l| (l.chars().count().max(1)).div_ceil(text_w) as u16)
-            .sum();
+        let style = if self.error {
+            t.error()
+        } else {
+            Default::default()
+        };
+        let lines = wrap(
+            self.text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| {
+                    Line::from(Span::styled(
+                        l.to_string(),
+                        if i == 0 { style } else { Default::default() },
+                    ))
+                })
+                .collect(),
+            w.saturating_sub(2) as usize,
+        );
+        let lines_needed = lines.len() as u16;
         let r = centered(
             area,
             w,
@@ -61,28 +75,7 @@ impl State {
         let inner = popup_frame(f, r, &self.title, t);
         let [body, foot] =
             Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
-        let style = if self.error {
-            t.error()
-        } else {
-            Default::default()
-        };
-        let lines: Vec<Line> = self
-            .text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| {
-                Line::from(Span::styled(
-                    l.to_string(),
-                    if i == 0 { style } else { Default::default() },
-                ))
-            })
-            .collect();
-        f.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .scroll((self.scroll, 0)),
-            body,
-        );
+        f.render_widget(Paragraph::new(lines).scroll((self.scroll, 0)), body);
         f.render_widget(
             Paragraph::new(Span::styled("Esc close", t.muted())).right_aligned(),
             foot,

@@ -110,6 +110,64 @@ impl Popup {
         }
     }
 
+    /// What the help calls it ("Keys · Restore").
+    pub fn name(&self) -> &'static str {
+        match self {
+            Popup::Help(_) => "Help",
+            Popup::Register(_) => "Register items",
+            Popup::Protect(_) => "Protect",
+            Popup::PolicyWizard(_) => "Policy",
+            Popup::BackupNow(_) => "Back up now",
+            Popup::Item(_) => "Item details",
+            Popup::Restore(_) => "Restore",
+            Popup::Stop(_) => "Stop protection",
+            Popup::Resume(_) => "Resume protection",
+            Popup::Confirm(_) => "Question",
+            Popup::Job(_) => "Job details",
+            Popup::Vaults(_) => "Vaults",
+            Popup::Locked(_) => "Vault in use",
+            Popup::Message(_) => "Message",
+        }
+    }
+
+    /// Keys type text now (a search, a filter or a text field has the focus): a key that
+    /// types a character is that character, not an action.
+    pub fn capturing_text(&self) -> bool {
+        match self {
+            Popup::Help(_) | Popup::BackupNow(_) => true,
+            Popup::Register(s) => s.picker.filter.typing,
+            Popup::Protect(s) => s.capturing_text(),
+            Popup::PolicyWizard(s) => s.capturing_text(),
+            Popup::Restore(s) => s.capturing_text(),
+            Popup::Item(_)
+            | Popup::Stop(_)
+            | Popup::Resume(_)
+            | Popup::Confirm(_)
+            | Popup::Job(_)
+            | Popup::Vaults(_)
+            | Popup::Locked(_)
+            | Popup::Message(_) => false,
+        }
+    }
+
+    /// Keys of this popup that are no actions of the key map, for the help.
+    pub fn fixed_keys(&self) -> Vec<(String, String)> {
+        let pair = |k: &str, d: &str| (k.to_string(), d.to_string());
+        match self {
+            Popup::Confirm(_) => vec![
+                pair("y", "Yes"),
+                pair("n / Esc / Enter", "No (Enter never answers yes)"),
+            ],
+            Popup::Restore(_) => vec![
+                pair("Tab / Shift-Tab", "Next / previous field"),
+                pair("y", "Start the restore (Enter asks first)"),
+                pair("n / Esc", "Back to the form from the question"),
+            ],
+            Popup::Locked(_) => vec![pair("o", "Open the vault read-only")],
+            _ => vec![],
+        }
+    }
+
     /// The keys the footer shows.
     pub fn footer(&self) -> Vec<Action> {
         use Action::*;
@@ -120,6 +178,7 @@ impl Popup {
             Popup::PolicyWizard(s) => s.footer(),
             Popup::BackupNow(_) => vec![Open, Back],
             Popup::Item(s) => s.footer(),
+            Popup::Restore(s) if s.confirming => vec![],
             Popup::Restore(_) => vec![Up, Left, Open, Back],
             Popup::Stop(_) | Popup::Resume(_) | Popup::Vaults(_) => vec![Up, Open, Back],
             // Its y/n hints come first (view.rs); they include Esc.
@@ -127,6 +186,15 @@ impl Popup {
             Popup::Job(s) => s.footer(),
             Popup::Locked(_) => vec![Open, SwitchVault, Quit],
             Popup::Message(_) => vec![Back],
+        }
+    }
+
+    /// A y/n question is asked (the footer shows its keys).
+    pub fn asks(&self) -> bool {
+        match self {
+            Popup::Confirm(_) => true,
+            Popup::Restore(s) => s.confirming,
+            _ => false,
         }
     }
 

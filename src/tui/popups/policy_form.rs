@@ -25,6 +25,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
+use std::ops::Range;
 
 /// Which days of a month a monthly or yearly rule keeps, as the form edits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -830,15 +831,26 @@ impl PolicyForm {
         }
     }
 
-    /// The lines of a part, with the focused row marked (when `focused`).
-    pub fn lines(&self, part: Part, focused: bool, theme: &Theme) -> Vec<Line<'static>> {
+    /// The lines of a part, with the focused row marked (when `focused`), and which of
+    /// them the focused row takes (to scroll to it where the form does not fit).
+    pub fn lines(
+        &self,
+        part: Part,
+        focused: bool,
+        theme: &Theme,
+    ) -> (Vec<Line<'static>>, Option<Range<usize>>) {
         let rows = self.rows(part);
         let mut out = Vec::new();
+        let mut focus = None;
         for (i, row) in rows.iter().enumerate() {
             let has_focus = focused && i == self.focus;
+            let start = out.len();
             out.extend(self.row_lines(*row, has_focus, theme));
+            if has_focus {
+                focus = Some(start..out.len());
+            }
         }
-        out
+        (out, focus)
     }
 
     fn row_lines(&self, row: Row, focus: bool, t: &Theme) -> Vec<Line<'static>> {

@@ -7,12 +7,12 @@ use super::policy_form::{draw_preview, Part, PolicyForm};
 use crate::policy::Policy;
 use crate::tui::app::{App, Command, Cx};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::{render_scrolled, wrapped};
 use crate::tui::widgets::wizard;
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 pub const STEPS: [&str; 3] = ["Backup schedule", "Retention", "Review"];
@@ -109,6 +109,15 @@ impl State {
         vec![Action::Up, Action::Toggle, Action::Open, Action::Back]
     }
 
+    /// Keys type text now (a text field has the focus).
+    pub fn capturing_text(&self) -> bool {
+        match self.step {
+            0 => self.form.typing(Part::Schedule),
+            1 => self.form.typing(Part::Retention),
+            _ => false,
+        }
+    }
+
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         if k.code == KeyCode::Esc {
             if self.step == 0 {
@@ -192,15 +201,17 @@ impl State {
         match self.step {
             0 => {
                 let mut lines = vec![Line::from(Span::styled("Schedule", t.header()))];
-                lines.extend(self.form.lines(Part::Schedule, true, t));
-                f.render_widget(Paragraph::new(lines), content);
+                let (form, focus) = self.form.lines(Part::Schedule, true, t);
+                lines.extend(form);
+                render_scrolled(f, content, lines, focus.map(|r| r.start + 1..r.end + 1));
             }
             1 => {
                 let mut lines = vec![Line::from(Span::styled(
                     "Retention: which backups are kept, and how long",
                     t.header(),
                 ))];
-                lines.extend(self.form.lines(Part::Retention, true, t));
+                let (form, focus) = self.form.lines(Part::Retention, true, t);
+                lines.extend(form);
                 let h = lines.len() as u16;
                 let preview_h = if content.height > h + 6 {
                     (content.height - h).min(10)
@@ -210,7 +221,7 @@ impl State {
                 let [top, bottom] =
                     Layout::vertical([Constraint::Min(1), Constraint::Length(preview_h)])
                         .areas(content);
-                f.render_widget(Paragraph::new(lines), top);
+                render_scrolled(f, top, lines, focus.map(|r| r.start + 1..r.end + 1));
                 if let Some(pv) = &self.form.preview {
                     draw_preview(f, bottom, pv, t);
                 }
@@ -245,7 +256,7 @@ impl State {
                     Constraint::Length(content.height.saturating_sub(8).min(10)),
                 ])
                 .areas(content);
-                f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), top);
+                f.render_widget(wrapped(lines, top.width), top);
                 if let Some(pv) = &self.form.preview {
                     draw_preview(f, bottom, pv, t);
                 }

@@ -10,12 +10,13 @@ use crate::policy::Policy;
 use crate::tui::app::{App, Command, Cx};
 use crate::tui::data::Data;
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::{render_scrolled, wrapped};
 use crate::tui::widgets::{radio, wizard};
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 pub const STEPS: [&str; 4] = ["Select items", "Backup schedule", "Retention", "Review"];
@@ -163,6 +164,16 @@ impl State {
                 Action::Back,
             ],
             Step::Review => vec![Action::Open, Action::Back],
+        }
+    }
+
+    /// Keys type text now (a filter or a text field has the focus).
+    pub fn capturing_text(&self) -> bool {
+        match self.step {
+            Step::Items => self.picker.filter.typing,
+            Step::Schedule => !self.on_choice && self.form.typing(Part::Schedule),
+            Step::Retention => self.form.typing(Part::Retention),
+            Step::Review => false,
         }
     }
 
@@ -368,19 +379,18 @@ impl State {
                 _ => Default::default(),
             };
             list.push(Line::from(Span::styled(
-                format!(
-                    "{} {}",
-                    radio(on),
-                    crate::tui::widgets::ellipsize(&name, 21)
-                ),
+                format!("{} {}", radio(on), crate::tui::widgets::truncate(&name, 21)),
                 style,
             )));
         }
         f.render_widget(Paragraph::new(list), list_a);
         let mut lines = Vec::new();
+        let mut focus = None;
         if self.is_new_policy() {
             lines.push(Line::from(Span::styled("New policy: schedule", t.header())));
-            lines.extend(self.form.lines(Part::Schedule, !self.on_choice, t));
+            let (form, f_focus) = self.form.lines(Part::Schedule, !self.on_choice, t);
+            focus = f_focus.map(|r| r.start + 1..r.end + 1);
+            lines.extend(form);
             if self.on_choice {
                 lines.push(Line::from(""));
                 lines.push(Line::from(Span::styled(
@@ -408,7 +418,7 @@ impl State {
                 t.muted(),
             )));
         }
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), detail_a);
+        render_scrolled(f, detail_a, lines, focus);
     }
 
     fn draw_retention(&self, f: &mut Frame, area: Rect, app: &App) {
@@ -429,7 +439,9 @@ impl State {
             },
             t.header(),
         ))];
-        lines.extend(form.lines(Part::Retention, !form.read_only, t));
+        let (form_lines, focus) = form.lines(Part::Retention, !form.read_only, t);
+        lines.extend(form_lines);
+        let focus = focus.map(|r| r.start + 1..r.end + 1);
         let form_h = lines.len() as u16;
         let preview_h = if area.height > form_h + 6 {
             (area.height - form_h).min(10)
@@ -438,7 +450,7 @@ impl State {
         };
         let [top, bottom] =
             Layout::vertical([Constraint::Min(1), Constraint::Length(preview_h)]).areas(area);
-        f.render_widget(Paragraph::new(lines), top);
+        render_scrolled(f, top, lines, focus);
         if let Some(pv) = &form.preview {
             draw_preview(f, bottom, pv, t);
         }
@@ -489,6 +501,6 @@ impl State {
                 i.region
             )));
         }
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+        f.render_widget(wrapped(lines, area.width), area);
     }
 }

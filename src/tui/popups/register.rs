@@ -1,6 +1,7 @@
 //! Register items: a multi-select list of the discovered, unregistered VMs of the vault's
 //! region (Space toggles, `a` selects all, `/` filters), with the cloud service shown so
-//! same-named VMs are told apart. Enter registers the selection: one Register job each.
+//! same-named VMs are told apart. Enter registers the ticked VMs, one Register job each;
+//! with none ticked it says how to tick one (it never guesses the highlighted row).
 //!
 //! [`Picker`], the selectable list, also serves the protect wizard's first step.
 
@@ -9,6 +10,7 @@ use crate::tui::app::{App, Command, Cx};
 use crate::tui::data::Data;
 use crate::tui::keys::{Action, KeyMap};
 use crate::tui::theme::Theme;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{
     check, key_hints, panel, popup_frame, render_table, table::cell, Column, FilterInput,
     FilterKey, TableNav,
@@ -16,7 +18,7 @@ use crate::tui::widgets::{
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 use std::collections::BTreeSet;
 
@@ -161,10 +163,10 @@ impl Picker {
             true,
             theme,
             empty,
-            |n| {
+            |n, _| {
                 let i = &self.candidates[self.order[n]];
                 let on = self.marked.contains(&i.id);
-                Row::new(vec![
+                vec![
                     cell(check(on), if on { theme.accent() } else { theme.muted() }),
                     cell(i.name.clone(), Default::default()),
                     cell(i.cloud_service.clone(), Default::default()),
@@ -174,7 +176,7 @@ impl Picker {
                         crate::fmt::bytes(i.disks.iter().map(|d| d.capacity).sum()),
                         theme.muted(),
                     ),
-                ])
+                ]
             },
         );
     }
@@ -205,6 +207,8 @@ pub struct State {
     pub picker: Picker,
     region: String,
     other_regions: usize,
+    /// Enter was pressed with no VM ticked: say how to tick one.
+    pub nothing_ticked: bool,
 }
 
 impl State {
@@ -221,6 +225,7 @@ impl State {
             picker: Picker::new(candidates(data, region)),
             region: region.to_string(),
             other_regions,
+            nothing_ticked: false,
         }
     }
 
@@ -230,14 +235,17 @@ impl State {
 
     pub fn handle_key(&mut self, k: &KeyEvent, cx: &mut Cx) {
         if self.picker.handle_key(k, cx.keys) {
+            self.nothing_ticked &= self.picker.marked.is_empty();
             return;
         }
         if cx.keys.is(Action::Back, k) {
             cx.close();
         } else if cx.keys.is(Action::Open, k) {
-            self.picker.mark_current_if_none();
+            // As the portal's Register button, Enter needs a ticked VM: registering the
+            // highlighted row unasked would act on a row the user may never have chosen.
             let items = self.picker.selected_items();
             if items.is_empty() {
+                self.nothing_ticked = true;
                 return;
             }
             if cx.writable("Register") {
@@ -265,6 +273,17 @@ impl State {
                 self.region
             )),
         ])];
+        if self.nothing_ticked {
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "No VM is ticked: {} ticks the highlighted one ({} all), then {} registers them",
+                    app.keys.label(Action::Toggle),
+                    app.keys.label(Action::SelectAll),
+                    app.keys.label(Action::Open)
+                ),
+                t.error(),
+            )));
+        }
         if self.other_regions > 0 {
             lines.push(Line::from(Span::styled(
                 format!(
@@ -274,10 +293,7 @@ impl State {
                 t.muted(),
             )));
         }
-        f.render_widget(
-            Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
-            intro,
-        );
+        f.render_widget(wrapped(lines, intro.width), intro);
         let empty = format!(
             "No unregistered VMs in {}: discover ({}) to find new ones",
             self.region,

@@ -3,11 +3,12 @@
 use crate::model::Item;
 use crate::tui::app::{App, Command, Cx};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{centered, key_hints, popup_frame, radio};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -78,10 +79,12 @@ impl State {
         ])
         .areas(inner);
         f.render_widget(
-            Paragraph::new(
-                "Choose the policy; its retention applies to the item's scheduled points again.",
-            )
-            .wrap(Wrap { trim: true }),
+            wrapped(
+                vec![Line::from(
+                    "Choose the policy; its retention applies to the item's scheduled points again.",
+                )],
+                intro.width,
+            ),
             intro,
         );
         let lines: Vec<Line> = self

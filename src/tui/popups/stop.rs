@@ -5,11 +5,12 @@ use super::{confirm, Popup};
 use crate::model::{Item, ProtectionState};
 use crate::tui::app::{App, Command, Cx, Effect};
 use crate::tui::keys::Action;
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{centered, key_hints, popup_frame, radio};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 #[derive(Debug)]
@@ -124,7 +125,7 @@ impl State {
             format!("{} recovery point(s) now.", self.points),
             t.muted(),
         )));
-        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
+        f.render_widget(wrapped(lines, body.width), body);
         let k = &app.keys;
         f.render_widget(
             Paragraph::new(key_hints(

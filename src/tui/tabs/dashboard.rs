@@ -5,7 +5,7 @@ use crate::fmt;
 use crate::tui::app::{App, Cx, Tab};
 use crate::tui::data::{JobsQuery, StatusFilter, TimeRange};
 use crate::tui::keys::Action;
-use crate::tui::widgets::{bars, ellipsize, panel};
+use crate::tui::widgets::{bars, panel, truncate};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -304,7 +304,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Line::from(vec![
                     Span::styled(time, t.accent()),
                     Span::raw(" "),
-                    Span::raw(ellipsize(&format!("{} ({})", u.item, u.policy), rest)),
+                    Span::raw(truncate(&format!("{} ({})", u.item, u.policy), rest)),
                 ])
             })
             .collect()
@@ -328,7 +328,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Line::from(vec![
                     Span::styled(time, t.error()),
                     Span::raw(" "),
-                    Span::raw(ellipsize(
+                    Span::raw(truncate(
                         &format!("{} {} {code}", j.operation, j.item),
                         rest,
                     )),

@@ -8,14 +8,16 @@ use crate::tui::app::{short_id, App, Command, Cx, Effect};
 use crate::tui::data::{Data, JobsQuery, JOB_WINDOW};
 use crate::tui::keys::Action;
 use crate::tui::popups::{self, Popup};
+use crate::tui::widgets::text::fit_line;
 use crate::tui::widgets::{
     panel, progress::progress_line, render_table, table::cell, Column, FilterInput, FilterKey,
     TableNav,
 };
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 use std::collections::HashMap;
 
@@ -46,6 +48,12 @@ const COLUMNS: [&str; 6] = [
     "Progress",
 ];
 
+/// What the progress column of a wide list wants: a bar, the percent, the rate and the
+/// time left (`▍░░░  38%  85.0 MiB/s  1m 20s left`).
+const PROGRESS_WANTS: u16 = 34;
+/// The item's name keeps at least this much when the progress column takes its share.
+const ITEM_MIN: u16 = 16;
+
 /// Operations offered by the operation filter, in the order `o` cycles through them.
 const OPERATIONS: [JobOperation; 11] = [
     JobOperation::Backup,
@@ -71,6 +79,9 @@ pub struct State {
     pub order: Vec<usize>,
     built: Option<(u64, Sort)>,
     selected_id: Option<String>,
+    /// While a drill-down (`J`, a dashboard count) shows its own filter: the query the
+    /// user had set, which comes back when they return to the tab on their own.
+    own: Option<JobsQuery>,
 }
 
 impl State {
@@ -79,6 +90,27 @@ impl State {
         self.query = q;
         self.nav.selected = 0;
         self.selected_id = None;
+    }
+
+    /// Shows what a drill-down asks for, keeping the user's own filter to come back to.
+    pub fn drill_down(&mut self, q: JobsQuery) {
+        if self.own.is_none() {
+            self.own = Some(self.query.clone());
+        }
+        self.set_query(q);
+    }
+
+    /// The user comes to the tab on their own: a drill-down's filter gives way to theirs
+    /// (returned, to be loaded).
+    pub fn come_back(&mut self) -> Option<JobsQuery> {
+        let own = self.own.take()?;
+        self.set_query(own.clone());
+        Some(own)
+    }
+
+    /// A drill-down's filter is shown (not one the user set).
+    pub fn drilled_down(&self) -> bool {
+        self.own.is_some()
     }
 
     pub fn refresh(&mut self, data: &Data) {
@@ -177,7 +209,9 @@ impl State {
         None
     }
 
+    /// The user changes the filter: what is shown is theirs from now on.
     fn new_filter(&mut self, cx: &mut Cx, f: impl FnOnce(&mut JobsQuery)) {
+        self.own = None;
         let mut q = self.query.clone();
         f(&mut q);
         q.limit = JOB_WINDOW;
@@ -324,27 +358,52 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let q = &s.query;
     let label = |k: Action| app.keys.label(k);
     let window = &app.data.jobs;
-    let mut spans = vec![
-        Span::raw(" "),
+    // A filter in force stands out; the defaults stay quiet.
+    let default = JobsQuery::default();
+    let value = |text: String, active: bool| {
+        Span::styled(
+            text,
+            if active {
+                t.warning().add_modifier(Modifier::BOLD)
+            } else {
+                t.accent()
+            },
+        )
+    };
+    let mut spans = vec![Span::raw(" ")];
+    if !q.job_ids.is_empty() {
+        spans.push(value(
+            format!("Jobs of the notification ({})", q.job_ids.len()),
+            true,
+        ));
+        spans.push(Span::raw("  "));
+    }
+    spans.extend([
         Span::styled(label(Action::FilterStatus), t.key()),
         Span::raw(" Status: "),
-        Span::styled(q.status.label(), t.accent()),
+        value(q.status.label().into(), q.status != default.status),
         Span::raw("  "),
         Span::styled(label(Action::FilterOperation), t.key()),
         Span::raw(" Operation: "),
-        Span::styled(q.operation.map(|o| o.as_str()).unwrap_or("any"), t.accent()),
+        value(
+            q.operation.map(|o| o.as_str()).unwrap_or("any").into(),
+            q.operation.is_some(),
+        ),
         Span::raw("  "),
         Span::styled(label(Action::FilterTime), t.key()),
         Span::raw(" Time: "),
-        Span::styled(q.range.label(), t.accent()),
-    ];
+        value(q.range.label().into(), q.range != default.range),
+    ]);
     if let Some(f) = s.filter.shown() {
         spans.push(Span::raw("  "));
         spans.push(Span::styled(label(Action::Filter), t.key()));
         spans.push(Span::raw(" Item: "));
-        spans.push(Span::styled(format!("\"{f}\""), t.accent()));
+        spans.push(value(format!("\"{f}\""), true));
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), top);
+    f.render_widget(
+        Paragraph::new(fit_line(Line::from(spans), top.width as usize)),
+        top,
+    );
 
     let wide = area.width >= 110;
     let mut cols = vec![
@@ -356,9 +415,21 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         cols.push(Column::new(COLUMNS[3], Constraint::Length(16)));
     }
     cols.push(Column::new(COLUMNS[4], Constraint::Length(8)));
-    // Narrow: a running job's progress bar takes the place of its status.
+    // Narrow: a running job's progress bar takes the place of its status. Wide: the bar
+    // with its rate and time left, as long as the item keeps room for its name.
     if wide {
-        cols.push(Column::new(COLUMNS[5], Constraint::Fill(1)));
+        let fixed: u16 = cols
+            .iter()
+            .map(|c| match c.width {
+                Constraint::Length(n) => n,
+                _ => 0,
+            })
+            .sum::<u16>()
+            + cols.len() as u16
+            + 2;
+        let rest = area.width.saturating_sub(fixed);
+        let progress = (rest / 2).max(PROGRESS_WANTS.min(rest.saturating_sub(ITEM_MIN)));
+        cols.push(Column::new(COLUMNS[5], Constraint::Length(progress)));
     }
     let shown = s.order.len();
     let mut title = list_title(
@@ -376,6 +447,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             title.split_once(')').map(|x| x.1).unwrap_or("")
         );
     }
+    // Whatever hides jobs is said where the eye is, with the way out.
+    let filters = q.describe();
+    if !filters.is_empty() {
+        title.push_str(&format!(
+            " · filtered: {} · {} clears",
+            filters.join(", "),
+            label(Action::ClearFilters)
+        ));
+    }
     let empty = if !app.data.loaded {
         "Loading…".to_string()
     } else if q.is_filtered() || q.range != crate::tui::data::TimeRange::All {
@@ -387,31 +467,33 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     } else {
         "No jobs yet".to_string()
     };
-    // Width of the progress column (what is left after the fixed ones, shared with Item).
-    let fixed: u16 = 16 + 21 + 8 + if wide { 16 } else { 0 } + cols.len() as u16 - 1 + 2;
-    let progress_w = (area.width.saturating_sub(fixed) / 2) as usize;
     let now = app.now;
     let rows = &window.rows;
     render_table(
         f,
         body,
-        panel(title, t),
+        panel(
+            crate::tui::widgets::truncate(&title, body.width.saturating_sub(4) as usize),
+            t,
+        ),
         &cols,
         &s.nav,
         shown,
         true,
         t,
         &empty,
-        |n| {
-            let j = &rows[s.order[n]];
-            // Status and progress from events when the job runs (the snapshot may lag).
-            let live = app.running.get(&j.id);
-            let status = live.map(|l| l.status).unwrap_or(j.status);
+        |n, widths| {
+            let row = &rows[s.order[n]];
+            // Status and progress as they stand now (the snapshot may lag the events).
+            let live = app.job_now(row);
+            let j = live.job;
+            let status = j.status;
+            let width = |c: usize| widths.get(c).copied().unwrap_or(0) as usize;
             let mut cells = vec![
                 cell(j.operation.to_string(), Default::default()),
                 cell(j.item.clone(), Default::default()),
                 if !wide && status == JobStatus::InProgress {
-                    progress_line(app.progress.get(&j.id), j.bytes_done, j.bytes_total, 21, t)
+                    progress_line(live.progress, width(2), t)
                 } else {
                     cell(status.to_string(), t.job_status(status))
                 },
@@ -424,31 +506,24 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 fmt::duration(end.unwrap_or(now.max(j.start_time)) - j.start_time),
                 Default::default(),
             ));
-            let progress = if status.is_active() {
-                progress_line(
-                    app.progress.get(&j.id),
-                    j.bytes_done,
-                    j.bytes_total,
-                    progress_w,
-                    t,
-                )
-            } else {
-                match (&j.error, status) {
-                    (Some(e), JobStatus::Failed) => {
-                        Line::from(Span::styled(e.code.clone(), t.error()))
-                    }
-                    (_, JobStatus::Completed | JobStatus::CompletedWithWarnings)
-                        if j.bytes_total > 0 =>
-                    {
-                        Line::from(Span::styled(fmt::bytes(j.bytes_done), t.muted()))
-                    }
-                    _ => Line::from(""),
-                }
-            };
             if wide {
-                cells.push(progress);
+                cells.push(if status.is_active() {
+                    progress_line(live.progress, width(5), t)
+                } else {
+                    match (&j.error, status) {
+                        (Some(e), JobStatus::Failed) => {
+                            Line::from(Span::styled(e.code.clone(), t.error()))
+                        }
+                        (_, JobStatus::Completed | JobStatus::CompletedWithWarnings)
+                            if j.bytes_total > 0 =>
+                        {
+                            Line::from(Span::styled(fmt::bytes(j.bytes_done), t.muted()))
+                        }
+                        _ => Line::from(""),
+                    }
+                });
             }
-            Row::new(cells)
+            cells
         },
     );
 }

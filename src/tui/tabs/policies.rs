@@ -6,12 +6,12 @@ use crate::tui::data::Data;
 use crate::tui::keys::Action;
 use crate::tui::popups::policy_form::{draw_preview, RetentionPreview};
 use crate::tui::popups::{confirm, policy_wizard, Popup};
+use crate::tui::widgets::text::wrapped;
 use crate::tui::widgets::{panel, render_table, table::cell, Column, TableNav};
 use chrono::{DateTime, Utc};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, Wrap};
 use ratatui::Frame;
 
 pub const ACTIONS: &[Action] = &[
@@ -160,10 +160,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         true,
         t,
         empty,
-        |n| {
+        |n, _| {
             let p = &d.policies[n];
             let name = p.policy.name.clone();
-            Row::new(vec![
+            vec![
                 cell(name, Default::default()),
                 cell(
                     p.policy.describe().into_iter().next().unwrap_or_default(),
@@ -177,7 +177,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                         Default::default()
                     },
                 ),
-            ])
+            ]
         },
     );
     let block = panel("Details", t);
@@ -226,7 +226,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Constraint::Min(0),
     ])
     .areas(inner);
-    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_a);
+    f.render_widget(wrapped(lines, text_a.width), text_a);
     if let Some((name, _, pv)) = &s.preview {
         if *name == p.policy.name && chart_a.height >= MIN_CHART_ROWS {
             draw_preview(f, chart_a, pv, t);

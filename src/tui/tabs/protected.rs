@@ -11,7 +11,6 @@ use crate::tui::popups::{self, Popup};
 use crate::tui::widgets::{panel, render_table, table::cell, table::fit_columns, Column};
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Rect};
-use ratatui::widgets::Row;
 use ratatui::Frame;
 
 pub const ACTIONS: &[Action] = &[
@@ -204,7 +203,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         true,
         t,
         &empty,
-        |n| {
+        |n, _| {
             let i = &data.items[s.table.order[n]];
             let cells = cols
                 .iter()
@@ -262,7 +261,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     ),
                 })
                 .collect::<Vec<_>>();
-            Row::new(cells)
+            cells
         },
     );
 }

@@ -11,7 +11,7 @@ use crate::tui::widgets::{panel, render_table, table::cell, table::fit_columns, 
 use crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 pub const ACTIONS: &[Action] = &[
@@ -208,7 +208,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         true,
         t,
         &empty,
-        |n| {
+        |n, _| {
             let i = &data.items[s.table.order[n]];
             let status_style = match (i.not_found, i.registration_state) {
                 (true, _) => t.warning(),
@@ -254,7 +254,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 n += 1;
                 kept.contains(&(n - 1))
             });
-            Row::new(all)
+            all
         },
     );
 }

@@ -5,10 +5,12 @@ pub mod bars;
 pub mod input;
 pub mod progress;
 pub mod table;
+pub mod text;
 pub mod wizard;
 
 pub use input::{FilterInput, FilterKey, TextInput};
 pub use table::{render_table, Column, TableNav};
+pub use text::truncate;
 
 use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
@@ -36,7 +38,13 @@ pub fn popup_frame(f: &mut Frame, area: Rect, title: &str, theme: &Theme) -> Rec
         .borders(Borders::ALL)
         .border_type(BorderType::Rounded)
         .border_style(theme.accent())
-        .title(Span::styled(format!(" {title} "), theme.title()));
+        .title(Span::styled(
+            format!(
+                " {} ",
+                truncate(title, area.width.saturating_sub(4) as usize)
+            ),
+            theme.title(),
+        ));
     let inner = block.inner(area);
     f.render_widget(block, area);
     inner
@@ -63,19 +71,6 @@ pub fn key_hints<'a>(hints: &[(String, &'a str)], theme: &Theme) -> Line<'a> {
         spans.push(Span::raw(*label));
     }
     Line::from(spans)
-}
-
-/// Cuts `s` to `width` display columns, ending with `…` when cut.
-pub fn ellipsize(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        return s.to_string();
-    }
-    if width == 0 {
-        return String::new();
-    }
-    let mut out: String = s.chars().take(width - 1).collect();
-    out.push('…');
-    out
 }
 
 /// `[x]` / `[ ]` check boxes.

@@ -1,6 +1,5 @@
 //! The progress cell of a running job: a bar, the percent, the rate and the time left.
 
-use crate::engine::JobProgress;
 use crate::fmt;
 use crate::tui::theme::Theme;
 use ratatui::text::{Line, Span};
@@ -20,48 +19,64 @@ pub fn bar(fraction: f64, width: usize) -> (String, String) {
     (done, "░".repeat(width - used))
 }
 
-/// `███▌░░░░  45%  85.3 MiB/s  1m 20s left` fitted into `width` columns.
-pub fn progress_line(
-    p: Option<&JobProgress>,
-    bytes_done: u64,
-    bytes_total: u64,
-    width: usize,
-    theme: &Theme,
-) -> Line<'static> {
-    let (done, total, rate, eta) = match p {
-        Some(p) => (p.bytes_done, p.bytes_total, Some(p.rate), p.eta_seconds()),
-        None => (bytes_done, bytes_total, None, None),
-    };
-    let fraction = if total == 0 {
-        0.0
-    } else {
-        done as f64 / total as f64
-    };
-    let pct = format!("{:>3.0}%", (fraction * 100.0).min(100.0));
-    let mut tail = String::new();
-    if let Some(r) = rate.filter(|r| *r > 0.0) {
-        tail.push_str(&format!("  {}", fmt::rate(r)));
+/// How far a running job is, as the console shows it (see `App::job_now`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    /// Bytes per second, when known (live progress only).
+    pub rate: Option<f64>,
+    /// Seconds left at that rate, when it can be told.
+    pub eta: Option<f64>,
+}
+
+impl Progress {
+    pub fn fraction(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            (self.done as f64 / self.total as f64).clamp(0.0, 1.0)
+        }
     }
-    if let Some(e) = eta {
-        tail.push_str(&format!("  {} left", fmt::duration_secs(e)));
+}
+
+/// The narrowest bar worth drawing beside the rate and the time left.
+const MIN_BAR: usize = 4;
+/// The widest bar.
+const MAX_BAR: usize = 30;
+
+/// `███▌░░░░  45%  85.3 MiB/s  1m 20s left` fitted into `width` columns: the percent
+/// always, then the time left, then the rate, each only when a bar of [`MIN_BAR`] still
+/// fits beside them; the bar takes the rest.
+pub fn progress_line(p: Progress, width: usize, theme: &Theme) -> Line<'static> {
+    let pct = format!("{:>3.0}%", p.fraction() * 100.0);
+    let eta = p.eta.map(|e| format!("  {} left", fmt::duration_secs(e)));
+    let rate = p
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| format!("  {}", fmt::rate(r)));
+    let mut used = pct.chars().count() + 1;
+    let mut shown = [None, None];
+    for (slot, part) in [eta, rate].into_iter().enumerate() {
+        if let Some(part) = part {
+            let w = part.chars().count();
+            if used + w + MIN_BAR <= width {
+                used += w;
+                shown[slot] = Some(part);
+            }
+        }
     }
-    // Bar takes what is left after the percent (and the tail when there is room).
-    let mut bar_w = width.saturating_sub(pct.len() + 1);
-    let mut show_tail = false;
-    if bar_w >= tail.chars().count() + 6 {
-        bar_w -= tail.chars().count();
-        show_tail = true;
-    }
-    bar_w = bar_w.min(30);
-    let (a, b) = bar(fraction, bar_w);
+    let (a, b) = bar(p.fraction(), width.saturating_sub(used).min(MAX_BAR));
     let mut spans = vec![
         Span::styled(a, theme.running()),
         Span::styled(b, theme.muted()),
         Span::raw(" "),
         Span::raw(pct),
     ];
-    if show_tail {
-        spans.push(Span::styled(tail, theme.muted()));
+    // The rate reads before the time left.
+    let [eta, rate] = shown;
+    for part in [rate, eta].into_iter().flatten() {
+        spans.push(Span::styled(part, theme.muted()));
     }
     Line::from(spans)
 }
@@ -78,5 +93,44 @@ mod tests {
         let (a, b) = bar(0.3, 4);
         assert_eq!(a.chars().count() + b.chars().count(), 4);
         assert_eq!(bar(7.0, 3).0, "███");
+    }
+
+    fn shown(p: Progress, width: usize) -> String {
+        progress_line(p, width, &Theme::default())
+            .spans
+            .iter()
+            .map(|s| s.content.as_ref())
+            .collect()
+    }
+
+    #[test]
+    fn the_time_left_and_the_rate_fit_before_the_bar_grows() {
+        let p = Progress {
+            done: 3 << 30,
+            total: 8 << 30,
+            rate: Some(85.0 * 1024.0 * 1024.0),
+            eta: Some(80.0),
+        };
+        // Wide: all of it.
+        let s = shown(p, 60);
+        assert!(
+            s.contains("38%") && s.contains("MiB/s") && s.contains("1m 20s left"),
+            "{s}"
+        );
+        // Narrower: the time left stays longest, then only the percent.
+        let s = shown(p, 24);
+        assert!(
+            s.contains("38%") && s.contains("left") && !s.contains("MiB/s"),
+            "{s}"
+        );
+        let s = shown(p, 10);
+        assert!(s.contains("38%") && !s.contains("left"), "{s}");
+        for w in [0, 1, 5, 10, 24, 34, 60] {
+            assert!(
+                shown(p, w).chars().count() <= w.max(5),
+                "{w}: {}",
+                shown(p, w)
+            );
+        }
     }
 }

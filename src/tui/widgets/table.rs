@@ -2,8 +2,9 @@
 //! only the rows that fit on screen, so 10,000 items or a window of jobs cost no more to
 //! draw than twenty.
 
+use super::text::fit_line;
 use crate::tui::theme::Theme;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
@@ -130,8 +131,11 @@ impl TableNav {
     }
 }
 
-/// Draws a table of `len` rows in `block`: the header, then only the visible rows, built by
-/// `row(i)` for each visible index `i`. `empty` is shown when there are no rows.
+/// Draws a table of `len` rows in `block`: the header, then only the visible rows, whose
+/// cells `row(i, widths)` builds for each visible index `i` (`widths`: the columns' widths
+/// on screen, for cells that lay themselves out, like progress bars). A cell wider than its
+/// column is cut with "…" ([`fit_line`]), never silently. `empty` is shown when there are
+/// no rows.
 #[allow(clippy::too_many_arguments)]
 pub fn render_table<'a>(
     f: &mut Frame,
@@ -143,7 +147,7 @@ pub fn render_table<'a>(
     focused: bool,
     theme: &Theme,
     empty: &str,
-    row: impl Fn(usize) -> Row<'a>,
+    row: impl Fn(usize, &[u16]) -> Vec<Line<'a>>,
 ) {
     let inner = block.inner(area);
     f.render_widget(block, area);
@@ -184,17 +188,41 @@ pub fn render_table<'a>(
     let offset = nav.visible_offset(body_height, len);
     nav.offset.set(offset);
     let end = (offset + body_height).min(len);
-    let rows: Vec<Row> = (offset..end).map(&row).collect();
+    let widths = column_widths(columns, inner.width);
+    let rows: Vec<Row> = (offset..end)
+        .map(|i| {
+            Row::new(
+                row(i, &widths)
+                    .into_iter()
+                    .zip(&widths)
+                    .map(|(cell, w)| fit_line(cell, *w as usize)),
+            )
+        })
+        .collect();
     let mut state = TableState::default();
     if focused {
         state.select(Some(nav.selected.saturating_sub(offset)));
     }
     let t = Table::new(rows, columns.iter().map(|c| c.width))
         .header(header)
-        .column_spacing(1)
+        .column_spacing(COLUMN_SPACING)
         .row_highlight_style(theme.selected());
     f.render_stateful_widget(t, inner, &mut state);
 }
+
+/// The widths ratatui's table gives `columns` in `width` (no highlight symbol, one blank
+/// between columns).
+pub fn column_widths(columns: &[Column], width: u16) -> Vec<u16> {
+    Layout::horizontal(columns.iter().map(|c| c.width))
+        .flex(Flex::Start)
+        .spacing(COLUMN_SPACING)
+        .split(Rect::new(0, 0, width, 1))
+        .iter()
+        .map(|r| r.width)
+        .collect()
+}
+
+const COLUMN_SPACING: u16 = 1;
 
 /// Drops columns, in `drop_order`, until the one `Fill` column (the item's name) gets at
 /// least `name_min` of a bordered table `width` wide: the name is the last thing to go.

@@ -6,7 +6,7 @@ use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 /// The popup area of a wizard: nearly the whole screen, at most 110 columns wide.
@@ -63,18 +63,16 @@ pub fn draw(
             style,
         ));
     }
-    let problem_lines: Vec<Line> = problems
-        .iter()
-        .take(6)
-        .map(|p| Line::from(Span::styled(format!("✗ {p}"), theme.error())))
-        .collect();
-    // Long problems wrap: give them room by their length.
-    let width = inner.width.max(1) as usize;
-    let problem_h: u16 = problems
-        .iter()
-        .take(6)
-        .map(|p| (p.chars().count() + 2).div_ceil(width) as u16)
-        .sum();
+    // Long problems wrap: give them the room they take.
+    let problem_lines = super::text::wrap(
+        problems
+            .iter()
+            .take(6)
+            .map(|p| Line::from(Span::styled(format!("✗ {p}"), theme.error())))
+            .collect(),
+        inner.width as usize,
+    );
+    let problem_h = problem_lines.len() as u16;
     let [steps_a, _, content, probs, hint_a] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
@@ -84,10 +82,7 @@ pub fn draw(
     ])
     .areas(inner);
     f.render_widget(Paragraph::new(Line::from(spans)), steps_a);
-    f.render_widget(
-        Paragraph::new(problem_lines).wrap(Wrap { trim: false }),
-        probs,
-    );
+    f.render_widget(Paragraph::new(problem_lines), probs);
     f.render_widget(Paragraph::new(key_hints(hints, theme)), hint_a);
     content
 }
