@@ -310,10 +310,10 @@ impl Engine {
             inner: Arc::new(inner),
         };
         if engine.is_owner() {
-            let interrupted = engine.inner.catalog.fail_interrupted_jobs(engine.now())?;
-            for job in &interrupted {
-                engine.after_interrupted(job)?;
-            }
+            engine
+                .inner
+                .catalog
+                .settle_interrupted_jobs(engine.now(), |job| engine.after_interrupted(job))?;
             engine.bind_legacy_indexes()?;
             engine.spawn_progress_ticker();
         }

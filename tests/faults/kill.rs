@@ -591,26 +591,43 @@ impl Faults {
 fn kill_9_at_random_moments_loses_nothing_and_leaves_nothing() {
     let started = Instant::now();
     let mut f = Faults::new();
-    f.env.protect(&VMS);
-    // One point to restore from the first round on.
-    f.env.backup("app01");
-    let mut round = 0;
-    while f.total_kills() < KILLS || !f.never_killed().is_empty() {
-        assert!(
-            round < MAX_ROUNDS,
-            "seed {}: only {} kills landed in {MAX_ROUNDS} rounds ({:?})",
-            f.seed,
-            f.total_kills(),
-            f.kills
-        );
-        f.round(round);
-        round += 1;
-    }
-    f.check_end_state();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        f.env.protect(&VMS);
+        // One point to restore from the first round on.
+        f.env.backup("app01");
+        let mut round = 0;
+        while f.total_kills() < KILLS || !f.never_killed().is_empty() {
+            assert!(
+                round < MAX_ROUNDS,
+                "seed {}: only {} kills landed in {MAX_ROUNDS} rounds ({:?})",
+                f.seed,
+                f.total_kills(),
+                f.kills
+            );
+            f.round(round);
+            round += 1;
+        }
+        f.check_end_state();
+        round
+    }));
+    let rounds = match run {
+        Ok(r) => r,
+        Err(panic) => {
+            // What vmvault said went wrong, for whoever reads the failure.
+            let log = std::fs::read_to_string(f.env.data.join("vmvault.log")).unwrap_or_default();
+            for line in log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            {
+                eprintln!("log: {line}");
+            }
+            std::panic::resume_unwind(panic);
+        }
+    };
     let mut kills: Vec<_> = f.kills.iter().collect();
     kills.sort();
     eprintln!(
-        "seed {}: {} kills in {round} rounds ({kills:?}), {:.1} s",
+        "seed {}: {} kills in {rounds} rounds ({kills:?}), {:.1} s",
         f.seed,
         f.total_kills(),
         started.elapsed().as_secs_f64()
