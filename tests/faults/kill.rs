@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 /// The protected VMs: one, one and two disks.
 const VMS: [&str; 3] = ["app01", "dc01", "sales/web01"];
 /// Kills that must land (the issue asks for at least 20).
-const KILLS: usize = 24;
+const KILLS: usize = 30;
 /// Rounds at most (an operation that ends before its kill costs a round).
-const MAX_ROUNDS: usize = 90;
+const MAX_ROUNDS: usize = 120;
 /// Source reads of the killed backups, in MiB/s: a first backup then takes a few seconds.
 const SLOW_READS_MIB_S: u32 = 32;
 /// Longest any one operation may take before the test calls it hung.
@@ -87,7 +87,7 @@ const WEIGHTS: [(Kind, usize); 6] = [
     (Kind::RestoreQcow2, 1),
     (Kind::Gc, 2),
     (Kind::Verify, 2),
-    (Kind::Advance, 1),
+    (Kind::Advance, 2),
 ];
 
 /// One operation to start (and, usually, kill).
@@ -255,6 +255,7 @@ impl Faults {
                 );
                 op.slow = true;
                 op.after_data = first && self.rng.below(2) == 0;
+                op.args.extend(self.retention());
                 op
             }
             Kind::Restore | Kind::RestoreQcow2 => {
@@ -289,6 +290,22 @@ impl Faults {
             Kind::Verify => simple(&["verify"], "verify"),
             Kind::Advance => simple(&["sim", "advance", "1d"], "advance"),
         }
+    }
+
+    /// Half the backups keep their point for two (simulated) hours only: the next `sim
+    /// advance` prunes it, and garbage collection then deletes committed chunks (the
+    /// windows between catalog rows and files).
+    fn retention(&mut self) -> Vec<String> {
+        if self.rng.below(2) == 0 {
+            return vec![];
+        }
+        let now: DateTime<Utc> = self.env.json(&["sim", "now"])["now"]
+            .as_str()
+            .expect("sim now")
+            .parse()
+            .expect("a time");
+        let until = now + chrono::Duration::hours(2);
+        vec!["--retain-until".into(), until.to_rfc3339()]
     }
 
     /// A random committed point of a random VM that has one.
@@ -424,23 +441,28 @@ impl Faults {
     }
 
     /// Ordinary work after a kill, in turn: verify, a backup, garbage collection, a restore
-    /// (into the killed restore's folder when it holds none of the files). Each must
-    /// succeed, and leave no job running.
+    /// (into the killed restore's folder when it holds none of the files), a day of
+    /// simulated time. Each must succeed, and leave no job running.
     fn normal_op(&mut self, round: usize) {
-        let env = &self.env;
-        let what = self.normal_ops % 4;
+        let what = self.normal_ops % 5;
         self.normal_ops += 1;
         match what {
             0 => {
-                env.ok(&["verify"]);
+                self.env.ok(&["verify"]);
             }
             1 => {
                 let vm = self.rng.pick(&VMS);
-                let job = env.json(&["backup", vm]);
+                let mut args = vec!["backup".to_string(), vm.to_string()];
+                args.extend(self.retention());
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let job = self.env.json(&args);
                 assert_eq!(job["status"], "Completed", "seed {}: {job:#}", self.seed);
             }
             2 => {
-                env.ok(&["gc"]);
+                self.env.ok(&["gc"]);
+            }
+            3 => {
+                self.env.ok(&["sim", "advance", "1d"]);
             }
             _ => {
                 let (vm, point) = self.some_point();
@@ -475,7 +497,20 @@ impl Faults {
         env.ok(&["verify"]);
 
         // Every job ended; the only failures are the interrupted ones.
-        for job in env.json(&["jobs"]).as_array().expect("jobs") {
+        let jobs = env.json(&["jobs"]);
+        let total = |key: &str| -> u64 {
+            jobs.as_array()
+                .expect("jobs")
+                .iter()
+                .filter_map(|j| j["details"][key].as_u64())
+                .sum()
+        };
+        eprintln!(
+            "seed {seed}: {} points pruned, {} chunks freed by garbage collection before the end",
+            total("points_removed"),
+            total("chunks_freed")
+        );
+        for job in jobs.as_array().expect("jobs") {
             let status = job["status"].as_str().expect("status");
             assert!(
                 !matches!(status, "InProgress" | "Cancelling"),
