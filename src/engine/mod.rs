@@ -6,7 +6,8 @@
 //! and nothing changes), then turned into one job per item. Jobs run on the tokio
 //! runtime with bounded concurrency for data jobs, can be cancelled, report progress,
 //! and persist every transition in the catalog. A job left `InProgress` by a killed
-//! process is marked `Failed` (interrupted) the next time the vault is opened.
+//! process is marked `Failed` (interrupted) the next time the vault is opened, after what
+//! it left half-done is cleaned up (so a second kill in between loses no clean-up).
 
 pub mod clock;
 mod data;
