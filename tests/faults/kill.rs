@@ -5,11 +5,12 @@
 //! (the chunk files left are exactly those the points reference) and the points restore
 //! bit-identical to what the simulator says the disks held.
 //!
-//! Where each kill lands is drawn from a seeded generator: the seed is printed, and
-//! `VMVAULT_FAULT_SEED=N` replays it. A kill lands at a random fraction of how long that
-//! operation was last seen to take (a guess until it was seen), or, for a first backup, at
-//! a random moment after it started moving data. An operation that ends before its kill
-//! must have succeeded; it costs a round but no kill.
+//! Which operation runs and where its kill lands are drawn from a seeded generator: the
+//! seed is printed, and `VMVAULT_FAULT_SEED=N` repeats the draws (the moments also depend on
+//! the machine's speed). A kill lands at a random fraction of how long that operation was
+//! last seen to take (a guess until it was seen), or, for a first backup, at a random
+//! moment after it started moving data. An operation that ends before its kill must have
+//! succeeded; it costs a round but no kill.
 
 use crate::common::*;
 use chrono::{DateTime, Utc};
