@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The protected VMs: one, one and two disks.
+/// The protected VMs: one, one and two disks (see `restored_names`).
 const VMS: [&str; 3] = ["app01", "dc01", "sales/web01"];
 /// Kills that must land (the issue asks for at least 20).
 const KILLS: usize = 30;
@@ -207,7 +207,7 @@ impl Faults {
         self.kills.values().sum()
     }
 
-    /// Kinds that may still go without a kill (qcow2 needs qemu-img).
+    /// The kinds this machine can run (qcow2 needs qemu-img).
     fn kinds(&self) -> Vec<Kind> {
         WEIGHTS
             .iter()
@@ -316,6 +316,7 @@ impl Faults {
             .map(|vm| (*vm, points(&self.env, vm)))
             .filter(|(_, p)| !p.is_empty())
             .collect();
+        assert!(!with_points.is_empty(), "seed {}: no point left", self.seed);
         let (vm, pts) = &with_points[self.rng.below(with_points.len())];
         (vm, pts[self.rng.below(pts.len())].0.clone())
     }
@@ -337,26 +338,37 @@ impl Faults {
             .expect("start vmvault")
     }
 
-    /// Whether a backup job is moving data now.
-    fn moving_data(&self) -> bool {
-        let out = self.env.run(&[
-            "jobs",
-            "--operation",
-            "Backup",
-            "--status",
-            "InProgress",
-            "--json",
-        ]);
+    /// Backup jobs as a reader sees them now (empty when the listing fails meanwhile).
+    fn backup_jobs(&self) -> Vec<Value> {
+        let out = self.env.run(&["jobs", "--operation", "Backup", "--json"]);
         serde_json::from_slice::<Value>(&out.stdout)
             .ok()
-            .and_then(|v| v.as_array()?.first()?["bytes_done"].as_u64())
-            .is_some_and(|b| b > 0)
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Whether a backup job other than `earlier` is moving data now.
+    fn moving_data(&self, earlier: &BTreeSet<String>) -> bool {
+        self.backup_jobs().iter().any(|j| {
+            j["status"] == "InProgress"
+                && j["id"].as_str().is_some_and(|id| !earlier.contains(id))
+                && j["bytes_done"].as_u64().is_some_and(|b| b > 0)
+        })
     }
 
     /// Starts `op` and kills it with SIGKILL at a random moment (unless it ends first).
     fn run_and_kill(&mut self, op: &Op, round: usize) -> Outcome {
         let span = self.spans[&op.span];
         let delay = span.mul_f64(self.rng.unit());
+        // A killed backup's job may still read InProgress until the new owner settles it.
+        let earlier: BTreeSet<String> = if op.after_data {
+            self.backup_jobs()
+                .iter()
+                .filter_map(|j| Some(j["id"].as_str()?.to_string()))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         let started = Instant::now();
         let mut child = self.spawn(op, round);
         let mut kill_at = (!op.after_data).then(|| started + delay);
@@ -369,7 +381,7 @@ impl Faults {
                 panic!("vmvault {:?} still runs after {HUNG:?}", op.args);
             }
             match kill_at {
-                None if self.moving_data() => kill_at = Some(Instant::now() + delay / 2),
+                None if self.moving_data(&earlier) => kill_at = Some(Instant::now() + delay / 2),
                 Some(t) if Instant::now() >= t => break,
                 _ => {}
             }
@@ -629,7 +641,7 @@ fn kill_9_at_random_moments_loses_nothing_and_leaves_nothing() {
     let mut f = Faults::new();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         f.env.protect(&VMS);
-        // One point to restore from the first round on.
+        // A point to restore from the first round on (kept 30 days: no prune reaches it).
         f.env.backup("app01");
         let mut round = 0;
         while f.total_kills() < KILLS || !f.never_killed().is_empty() {
