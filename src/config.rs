@@ -266,6 +266,14 @@ impl Config {
                     ));
                 }
             }
+            if let SourceConfig::Images(images) = &v.source {
+                if let Err((key, message)) = images.validate() {
+                    return Err(err(
+                        key,
+                        format!("vault \"{}\": source.{key}: {message}", v.name),
+                    ));
+                }
+            }
             if !(1..=19).contains(&v.compression_level) {
                 return Err(err(
                     "compression_level",
@@ -316,7 +324,10 @@ impl Config {
                         fix(p);
                     }
                 }
-                SourceConfig::Images(s) => fix(&mut s.path),
+                SourceConfig::Images(s) => {
+                    fix(&mut s.path);
+                    s.allowed_roots.iter_mut().for_each(&fix);
+                }
                 SourceConfig::Libvirt(s) => {
                     if let Some(p) = &mut s.scratch_dir {
                         fix(p);
@@ -588,7 +599,8 @@ mod tests {
             .collect();
         assert_eq!(kinds, ["images", "libvirt"]);
         assert!(
-            blocks[0].contains("allow_crash_consistent_reads"),
+            blocks[0].contains("allow_crash_consistent_reads")
+                && blocks[0].contains("allowed_roots"),
             "{}",
             blocks[0]
         );
@@ -597,6 +609,36 @@ mod tests {
             "{}",
             blocks[1]
         );
+    }
+
+    #[test]
+    fn images_source_refuses_an_empty_path_or_root_naming_line_and_key() {
+        let text = "[[vault]]\nname = \"lab\"\nregion = \"r\"\n[vault.source]\nkind = \"images\"\nregion = \"r\"\npath = \"\"\n";
+        let e = Config::parse(text, "c.toml").unwrap_err();
+        assert_eq!(e.line, Some(7), "{e}");
+        let s = e.to_string();
+        assert!(
+            s.starts_with("c.toml:7:") && s.contains("source.path") && s.contains("empty"),
+            "{s}"
+        );
+        let text = "[[vault]]\nname = \"lab\"\nregion = \"r\"\nsource = { kind = \"images\", path = \"/srv/i\", region = \"r\",\n  allowed_roots = [\"/srv/base\", \"\"] }\n";
+        let e = Config::parse(text, "c.toml").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("source.allowed_roots"), "{e}");
+        // Relative roots are relative to the configuration file, like `path`.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[[vault]]\nname = \"lab\"\nregion = \"r\"\nsource = { kind = \"images\", path = \"img\", region = \"r\", allowed_roots = [\"base\"] }\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        let SourceConfig::Images(s) = &c.vaults[0].source else {
+            panic!("{:?}", c.vaults[0].source)
+        };
+        assert_eq!(s.path, dir.path().join("img"));
+        assert_eq!(s.allowed_roots, vec![dir.path().join("base")]);
     }
 
     #[test]

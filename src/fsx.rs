@@ -638,20 +638,6 @@ impl Dir {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 
-    /// Lets the child that `cmd` starts inherit this folder's descriptor, so that it can
-    /// reach files in it by [`Dir::proc_path`]. Only that child: the descriptor stays
-    /// close-on-exec in this process, so children other threads start do not get it. The
-    /// folder must stay open until the child has started.
-    pub fn pass_to(&self, cmd: &mut std::process::Command) {
-        use std::os::unix::process::CommandExt;
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
-        // which is async-signal-safe; it touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(move || cvt(libc::fcntl(fd, libc::F_SETFD, 0)).map(|_| ()));
-        }
-    }
-
     /// Whether the entry `name` is the file `file` is open on (same device and inode; a
     /// symlink at `name` is not followed): to tell that what a name leads to is ours.
     pub fn holds(&self, name: impl AsRef<OsStr>, file: BorrowedFd<'_>) -> Result<bool> {
@@ -702,6 +688,38 @@ pub struct FsStat {
     pub free_bytes: u64,
     /// Mounted read-only.
     pub read_only: bool,
+}
+
+/// Whether an I/O error means the file system (or the user's quota on it) is full.
+pub fn is_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
+/// "the file system holding PATH has 0 B free of 40 MiB": for messages about a full disk.
+/// Asks the nearest folder of `path` that exists; None if none can be asked.
+pub fn space_note(path: &Path) -> Option<String> {
+    let mut p = path;
+    loop {
+        if let Ok(c) = cstr(p.as_os_str()) {
+            let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+            // SAFETY: `c` is NUL-terminated; statvfs writes a whole struct on success.
+            if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } == 0 {
+                // SAFETY: initialised by the successful call above.
+                let st = unsafe { st.assume_init() };
+                let free = st.f_bavail.saturating_mul(st.f_frsize);
+                let total = st.f_blocks.saturating_mul(st.f_frsize);
+                return Some(format!(
+                    "the file system holding {} has {} free of {}",
+                    path.display(),
+                    crate::fmt::bytes(free),
+                    crate::fmt::bytes(total)
+                ));
+            }
+        }
+        p = p.parent()?;
+    }
 }
 
 /// `path` made absolute against the current folder (without resolving symlinks).

@@ -8,7 +8,9 @@ use vmvault::cancel::CancelToken;
 use vmvault::engine::{Engine, EngineOptions, OpenMode};
 use vmvault::model::{Consistency, DiskInfo, Extent, JobStatus, Vm};
 use vmvault::provider::sim::{SimProvider, SimSettings, Subscription};
-use vmvault::provider::{DiskReader, Provider, ProviderError, RegistrationReport, Snapshot};
+use vmvault::provider::{
+    Discovery, DiskReader, Provider, ProviderError, RegistrationReport, Snapshot,
+};
 
 /// Totals of the running jobs seen by the source at each read, through the engine.
 #[derive(Default)]
@@ -49,7 +51,7 @@ impl Provider for Watched {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    fn discover(&self, cancel: &CancelToken) -> Result<Vec<Vm>, ProviderError> {
+    fn discover(&self, cancel: &CancelToken) -> Result<Discovery, ProviderError> {
         self.inner.discover(cancel)
     }
     fn register(&self, vm: &Vm, cancel: &CancelToken) -> Result<RegistrationReport, ProviderError> {

@@ -70,20 +70,7 @@ fn make_images(env: &Env, images: &Path) {
         ],
     );
     let app = images.join("app01.qcow2");
-    sh(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            s(&app),
-        ],
-    );
+    overlay(&app, "base.qcow2", None);
     sh(
         "qemu-io",
         &[
@@ -204,7 +191,7 @@ fn images_back_up_change_back_up_and_restore_both_points_in_every_format() {
     assert_eq!(app_reg["status"], "Completed", "{app_reg:#}");
     let findings = details(app_reg)["findings"].to_string();
     assert!(
-        findings.contains("qcow2") && findings.contains("backing file"),
+        findings.contains("backing chain: app01.qcow2 (qcow2) → base.qcow2 (qcow2)"),
         "{findings}"
     );
     let mut prot = vec!["protect"];
@@ -506,6 +493,292 @@ fn a_missing_qemu_img_is_a_clear_error_at_discovery() {
 fn mode(p: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
+/// A qcow2 overlay of `backing` (a qcow2) at `path`; with a size, made without opening
+/// the backing file (it may be missing).
+fn overlay(path: &Path, backing: &str, size: Option<&str>) {
+    let mut a = vec![
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        backing,
+        "-F",
+        "qcow2",
+        s(path),
+    ];
+    if let Some(size) = size {
+        a.insert(1, "-u");
+        a.push(size);
+    }
+    sh("qemu-img", &a);
+}
+
+/// A new qcow2 image of `size` with `write` (a qemu-io command) done on it.
+fn qcow2_with_data(path: &Path, size: &str, write: &str) {
+    sh("qemu-img", &["create", "-q", "-f", "qcow2", s(path), size]);
+    sh("qemu-io", &["-f", "qcow2", "-c", write, s(path)]);
+}
+
+/// The code and message of an item's error (`items --json`).
+fn item_error(items: &Value, name: &str) -> (String, String) {
+    let e = &item(items, name)["last_error"];
+    (
+        e["code"].as_str().unwrap_or_default().to_string(),
+        e["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn bad_images_are_listed_with_their_errors_and_hide_no_good_one() {
+    if !tools() {
+        return;
+    }
+    let (env, images) = lab();
+    let img = |name: &str| images.join(name);
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "raw", s(&img("good1.raw")), "4M"],
+    );
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", s(&img("good2.qcow2")), "4M"],
+    );
+    // Named like images, but a FIFO (it blocked discovery for 60 s), a socket and a
+    // symlink to a device.
+    sh("mkfifo", &[s(&img("fifo.raw"))]);
+    let _socket = std::os::unix::net::UnixListener::bind(img("sock.raw")).expect("bind");
+    std::os::unix::fs::symlink("/dev/null", img("dev.raw")).expect("symlink");
+    // A truncated qcow2, a missing backing file, a backing loop.
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", s(&img("trunc.qcow2")), "4M"],
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(img("trunc.qcow2"))
+        .and_then(|f| f.set_len(64))
+        .expect("truncate");
+    overlay(&img("orphan.qcow2"), "missing.qcow2", Some("4M"));
+    overlay(&img("loop1.qcow2"), "loop2.qcow2", Some("4M"));
+    overlay(&img("loop2.qcow2"), "loop1.qcow2", Some("4M"));
+
+    let d = env.json(&["discover"]);
+    assert_eq!(d["job"]["status"], "CompletedWithWarnings", "{d:#}");
+    assert_eq!(d["found"], 9, "{d:#}");
+    let items = env.json(&["items"]);
+    for good in ["good1", "good2"] {
+        assert!(item(&items, good)["last_error"].is_null(), "{items:#}");
+    }
+    let warnings = d["warnings"].to_string();
+    for (name, code, says) in [
+        ("fifo", "UserErrorImageNotAFile", "which is a FIFO"),
+        ("sock", "UserErrorImageNotAFile", "which is a socket"),
+        (
+            "dev",
+            "UserErrorImageNotAFile",
+            "symbolic link to /dev/null",
+        ),
+        (
+            "trunc",
+            "UserErrorImageInvalid",
+            "trunc.qcow2 is not a valid qcow2 image",
+        ),
+        (
+            "orphan",
+            "UserErrorImageFileMissing",
+            "\"missing.qcow2\" of",
+        ),
+        (
+            "loop1",
+            "UserErrorImageChainRefused",
+            "already in the chain",
+        ),
+        (
+            "loop2",
+            "UserErrorImageChainRefused",
+            "already in the chain",
+        ),
+    ] {
+        let (c, m) = item_error(&items, name);
+        assert_eq!(c, code, "{name}: {m}");
+        assert!(m.contains(says), "{name}: {m}");
+        assert_eq!(item(&items, name)["size"], "unreadable");
+        assert!(
+            warnings.contains(&format!("lab-images/{name}: ")),
+            "{name} is not a warning: {warnings}"
+        );
+    }
+    // Registration says what discovery said (not "no longer in the images folder").
+    let (_, err) = env.fails_with(1, &["register", "dev"]);
+    assert!(
+        err.contains("character device") && !err.contains("no longer"),
+        "{err}"
+    );
+    let reg = env.json(&["register", "good2"]);
+    assert_eq!(reg["status"], "Completed", "{reg:#}");
+    // A registered VM whose image breaks stays found and registered, with its error.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(img("good2.qcow2"))
+        .and_then(|f| f.set_len(64))
+        .expect("truncate");
+    let d = env.json(&["discover"]);
+    assert_eq!(d["no_longer_found"], 0, "{d:#}");
+    let items = env.json(&["items"]);
+    let good2 = item(&items, "good2");
+    assert_eq!(good2["not_found"], false, "{good2:#}");
+    assert_eq!(good2["registration_state"], "Registered", "{good2:#}");
+    assert_eq!(
+        good2["disks"][0]["capacity"],
+        4u64 << 20,
+        "facts as last known"
+    );
+    assert_eq!(item_error(&items, "good2").0, "UserErrorImageInvalid");
+}
+
+#[test]
+fn an_image_that_becomes_a_backing_file_says_so_at_discovery_and_backup() {
+    if !tools() {
+        return;
+    }
+    let (env, images) = lab();
+    qcow2_with_data(&images.join("base.qcow2"), "4M", "write -P 0x42 0 1M");
+    env.protect(&["base"]);
+    env.backup("base");
+    // Someone makes base.qcow2 the backing file of a new overlay.
+    overlay(&images.join("app.qcow2"), "base.qcow2", None);
+    let d = env.json(&["discover"]);
+    assert_eq!(d["job"]["status"], "CompletedWithWarnings", "{d:#}");
+    assert_eq!(d["no_longer_found"], 1, "{d:#}");
+    let w = d["warnings"].to_string();
+    assert!(
+        w.contains("lab-images/base: base.qcow2 is no VM of its own any more: it is now the backing file of app.qcow2 (VM app)"),
+        "{w}"
+    );
+    let out = env.run(&["backup", "base", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let job: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(job["error"]["code"], "UserErrorVmPartOfAnother", "{job:#}");
+    let recs = job["error"]["recommendations"].to_string();
+    assert!(recs.contains("Back up the VM it belongs to now"), "{recs}");
+    // The overlay's registration shows its chain.
+    let out = env.ok(&["register", "app"]);
+    assert!(
+        out.contains("backing chain: app.qcow2 (qcow2) → base.qcow2 (qcow2)"),
+        "{out}"
+    );
+}
+
+/// Processes whose parent is `pid`: (pid, command name).
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if fields.get(1) == Some(&pid.to_string().as_str()) {
+            if let Ok(p) = e.file_name().to_string_lossy().parse() {
+                out.push((p, stat[open + 1..close].to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `pid` still runs (a zombie waiting for its new parent to reap it does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+#[test]
+fn a_killed_vmvault_leaves_no_qemu_nbd_holding_the_image() {
+    if !tools() {
+        return;
+    }
+    let (env, images) = lab();
+    let disk = images.join("busy.qcow2");
+    qcow2_with_data(&disk, "8M", "write -P 0x61 0 1M");
+    env.protect(&["busy"]);
+    // A qemu-img that stops at `map`: the backup then holds its qemu-nbd (and the image's
+    // lock) and waits, until it is killed.
+    let bin = env.path("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let real = sh("sh", &["-c", "command -v qemu-img"]).trim().to_string();
+    let mark = env.path("at-map");
+    let wrapper = bin.join("qemu-img");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = map ]; then touch '{}'; exec sleep 600; fi\nexec '{real}' \"$@\"\n",
+            s(&mark)
+        ),
+    )
+    .expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default());
+    // Its qemu-nbd's socket folder stays behind a kill -9: in the test's folder, not /tmp.
+    let tmp = env.path("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir");
+    let mut vmvault = env
+        .std_cmd()
+        .env("PATH", &path)
+        .env("TMPDIR", &tmp)
+        .args(["backup", "busy"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let t0 = std::time::Instant::now();
+    while !mark.exists() && t0.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kids = children_of(vmvault.id());
+    let _ = vmvault.kill();
+    let _ = vmvault.wait();
+    assert!(mark.exists(), "the backup never reached qemu-img map");
+    assert!(
+        kids.iter().any(|(_, name)| name == "qemu-nbd"),
+        "the backup holds a qemu-nbd: {kids:?}"
+    );
+    // kill -9 of vmvault ends its children (qemu-nbd and the sleeping qemu-img).
+    let t0 = std::time::Instant::now();
+    while kids.iter().any(|(p, _)| running(*p)) && t0.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left: Vec<_> = kids.iter().filter(|(p, _)| running(*p)).collect();
+    assert!(left.is_empty(), "children outlived vmvault: {left:?}");
+    // The image's lock is free: a writer (a VM starting) gets it.
+    sh(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0x62 0 4k", s(&disk)],
+    );
+    // The killed run's records of its children are cleared by the next run.
+    let records = env.data.join("children");
+    assert!(
+        std::fs::read_dir(&records).expect("records").count() >= 1,
+        "the killed run recorded its children"
+    );
+    env.ok(&["items"]);
+    let rest: Vec<_> = std::fs::read_dir(&records)
+        .expect("records")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(rest.is_empty(), "records left: {rest:?}");
 }
 
 #[test]

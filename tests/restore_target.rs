@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// A vault with app01 backed up once; returns the point.
@@ -85,33 +85,6 @@ fn a_taken_name_a_leftover_or_a_file_is_refused_before_the_job() {
         assert!(!err.contains("verify"), "{err}");
     }
     assert_eq!(std::fs::read(&file).expect("file"), b"x");
-}
-
-/// A tmpfs mounted on a new folder, unmounted when dropped; None (after saying why) where
-/// the test cannot mount one.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(env: &Env, name: &str, options: &str) -> Option<Tmpfs> {
-        // SAFETY: geteuid has no failure mode.
-        if unsafe { libc::geteuid() } != 0 {
-            if std::env::var("VMVAULT_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("mounting a tmpfs needs root (VMVAULT_REQUIRE_TOOLS=1)");
-            }
-            eprintln!("skipping: mounting a tmpfs needs root");
-            return None;
-        }
-        let dir = env.path(name);
-        std::fs::create_dir(&dir).expect("mkdir");
-        sh("mount", &["-t", "tmpfs", "-o", options, "tmpfs", s(&dir)]);
-        Some(Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]

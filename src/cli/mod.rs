@@ -128,6 +128,8 @@ impl Setup {
         let data = crate::fsx::Dir::open_private(&data_dir, true)
             .map_err(|e| CliError::failed(format!("data folder: {e}")))?;
         init_logging(&config, &data);
+        // Ends what a killed earlier run left running (a qemu-nbd holding an image lock).
+        crate::provider::supervise::init(&data_dir);
         Ok(Setup {
             config,
             vault,
@@ -427,10 +429,19 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
     }
     let done = wait_jobs(&engine, &[id], false).await?;
     let job = &done[0];
-    if job.status != JobStatus::Completed {
+    if !matches!(
+        job.status,
+        JobStatus::Completed | JobStatus::CompletedWithWarnings
+    ) {
         return report_finished(&engine, &done, as_json);
     }
     let items = engine.items()?;
+    let warnings: Vec<&str> = job
+        .details
+        .get("warnings")
+        .and_then(|v| v.as_array())
+        .map(|w| w.iter().filter_map(|w| w.as_str()).collect())
+        .unwrap_or_default();
     if as_json {
         let counts = engine.point_counts()?;
         print_json(&json!({
@@ -438,6 +449,7 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
             "found": job.details.get("found"),
             "new": job.details.get("new"),
             "no_longer_found": job.details.get("no_longer_found"),
+            "warnings": warnings,
             "items": items.iter().map(|i| json::item(i, counts.get(&i.id).copied().unwrap_or(0))).collect::<Vec<_>>(),
         }));
         return Ok(0);
@@ -450,6 +462,9 @@ async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
         n("no_longer_found"),
         job.id
     );
+    for w in &warnings {
+        outln!("  warning: {w}");
+    }
     print_items(&engine, &items)?;
     Ok(0)
 }

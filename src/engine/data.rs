@@ -301,7 +301,12 @@ impl store::ChunkRegistry for CatalogRegistry<'_> {
 }
 
 fn store_fail(e: store::StoreError) -> JobFail {
-    JobFail::vault("Could not write to the vault", e.to_string())
+    match e {
+        store::StoreError::Io { ref source, .. } if crate::fsx::is_full(source) => {
+            JobFail::Failed(e.details())
+        }
+        e => JobFail::vault("Could not write to the vault", e.to_string()),
+    }
 }
 
 fn run_backup(
@@ -343,6 +348,9 @@ fn backup_body(
     let engine = &ctx.engine;
     let store = engine.store()?;
     let item = engine.item(&item.id)?.unwrap_or_else(|| item.clone());
+    if let Some(why) = super::ops::absorbed_reason(&item) {
+        return Err(JobFail::Failed(why.clone()));
+    }
     if item.not_found {
         return Err(JobFail::Failed(
             ErrorDetails::new(

@@ -81,6 +81,9 @@ impl From<EngineError> for JobFail {
 
 impl From<crate::vault::catalog::CatalogError> for JobFail {
     fn from(e: crate::vault::catalog::CatalogError) -> Self {
+        if e.is_full() {
+            return JobFail::Failed(crate::vault::store::storage_full(e.to_string()));
+        }
         JobFail::vault("The vault's catalog failed", e.to_string())
     }
 }
@@ -408,7 +411,14 @@ impl Engine {
                     let e = ErrorDetails::new("OperationCancelled", "Cancelled", "the job was cancelled before it finished; nothing it had started was committed");
                     finalize(&mut job, JobStatus::Cancelled, Some(e), now, done, total);
                 }
-                Err(JobFail::Failed(e)) => {
+                Err(JobFail::Failed(mut e)) => {
+                    if e.code == "VaultStorageFull" {
+                        if let Some(note) = crate::fsx::space_note(self.vault_dir()) {
+                            if !e.message.contains(&note) {
+                                e.message = format!("{}; {note}", e.message);
+                            }
+                        }
+                    }
                     finalize(&mut job, JobStatus::Failed, Some(e), now, done, total)
                 }
             }

@@ -6,6 +6,7 @@ use super::jobs::{JobEnd, JobFail, JobSpec};
 use super::{usage, Engine, Event, NoticeLevel, Result};
 use crate::model::*;
 use crate::policy::Policy;
+use crate::provider::Discovery;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,6 +23,9 @@ pub struct DiscoveryResult {
     pub found: usize,
     pub new: usize,
     pub no_longer_found: usize,
+    /// The Discover job's warnings: VMs that cannot be read, VMs that became part of
+    /// another, and what the source reported.
+    pub warnings: Vec<String>,
 }
 
 impl Engine {
@@ -39,28 +43,41 @@ impl Engine {
                 "Discovering virtual machines…",
                 Some(&ctx.id()),
             );
-            let vms = ctx.engine.inner.opts.provider.discover(&ctx.cancel)?;
+            let found = ctx.engine.inner.opts.provider.discover(&ctx.cancel)?;
             ctx.cancel.check()?;
-            let r = ctx.engine.merge_discovery(&vms)?;
+            let r = ctx.engine.merge_discovery(&found)?;
             ctx.detail("found", r.found);
             ctx.detail("new", r.new);
             ctx.detail("no_longer_found", r.no_longer_found);
+            let warnings = r.warnings;
+            let with_warnings = if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(", {} warning(s) (see job {})", warnings.len(), ctx.id())
+            };
             ctx.engine.notice(
-                NoticeLevel::Info,
+                if warnings.is_empty() {
+                    NoticeLevel::Info
+                } else {
+                    NoticeLevel::Warning
+                },
                 format!(
-                    "Discovery complete: {} found, {} new, {} no longer found",
+                    "Discovery complete: {} found, {} new, {} no longer found{with_warnings}",
                     r.found, r.new, r.no_longer_found
                 ),
                 Some(&ctx.id()),
             );
             ctx.engine.publish(Event::ItemsChanged);
-            Ok(JobEnd::Done { warnings: vec![] })
+            Ok(JobEnd::Done { warnings })
         })
     }
 
     /// Records what discovery saw: new VMs, changed facts, VMs no longer found. Nothing
-    /// backed up is deleted because a VM disappeared.
-    pub(crate) fn merge_discovery(&self, vms: &[Vm]) -> Result<DiscoveryResult> {
+    /// backed up is deleted because a VM disappeared. A VM the source lists as unreadable
+    /// is kept (its facts as last known) with its error; one the source says became part
+    /// of another is marked not found with the reason. Returns the counts and the Discover
+    /// job's warnings.
+    pub(crate) fn merge_discovery(&self, found: &Discovery) -> Result<DiscoveryResult> {
         let now = self.now();
         let existing: HashMap<String, Item> = self
             .inner
@@ -70,15 +87,42 @@ impl Engine {
             .map(|i| (i.id.clone(), i))
             .collect();
         let mut result = DiscoveryResult {
-            found: vms.len(),
+            found: found.vms.len() + found.unreadable.len(),
+            warnings: found.warnings.clone(),
             ..Default::default()
         };
-        let seen: std::collections::HashSet<&str> =
-            vms.iter().map(|v| v.source_id.as_str()).collect();
+        let listed = found
+            .vms
+            .iter()
+            .map(|vm| (vm, None))
+            .chain(found.unreadable.iter().map(|(vm, e)| (vm, Some(e))));
+        let absorbed: HashMap<&str, &ErrorDetails> = found
+            .absorbed
+            .iter()
+            .map(|(id, e)| (id.as_str(), e))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
         self.inner.catalog.transaction(|tx| {
-            for vm in vms {
-                let item = match existing.get(&vm.source_id) {
-                    Some(old) => Item {
+            for (vm, error) in listed {
+                seen.insert(vm.source_id.as_str());
+                if let Some(e) = error {
+                    result
+                        .warnings
+                        .push(format!("{}: {}", vm.qualified_name(), e.message));
+                }
+                let item = match (existing.get(&vm.source_id), error) {
+                    // Unreadable: what was known stays, with the error.
+                    (Some(old), Some(e)) => Item {
+                        not_found: false,
+                        last_error: Some(e.clone()),
+                        ..old.clone()
+                    },
+                    (Some(old), None) => Item {
+                        // A VM again on its own: the reason it was not is gone.
+                        last_error: old
+                            .last_error
+                            .clone()
+                            .filter(|e| e.code != crate::provider::VM_ABSORBED),
                         name: vm.name.clone(),
                         cloud_service: vm.cloud_service.clone(),
                         region: vm.region.clone(),
@@ -89,7 +133,7 @@ impl Engine {
                         not_found: false,
                         ..old.clone()
                     },
-                    None => {
+                    (None, error) => {
                         result.new += 1;
                         Item {
                             id: vm.source_id.clone(),
@@ -109,21 +153,34 @@ impl Engine {
                             discovered_at: now,
                             purge_at: None,
                             last_scheduled_run: None,
-                            last_error: None,
+                            last_error: error.cloned(),
                         }
                     }
                 };
                 crate::vault::catalog::Catalog::put_item_tx(tx, &item)?;
             }
             for (id, old) in &existing {
-                if !seen.contains(id.as_str()) && !old.not_found {
-                    result.no_longer_found += 1;
-                    let item = Item {
-                        not_found: true,
-                        ..old.clone()
-                    };
-                    crate::vault::catalog::Catalog::put_item_tx(tx, &item)?;
+                if seen.contains(id.as_str()) {
+                    continue;
                 }
+                let why = absorbed.get(id.as_str());
+                if let Some(e) = why {
+                    result
+                        .warnings
+                        .push(format!("{}: {}", old.qualified_name(), e.message));
+                }
+                if old.not_found && why.is_none() {
+                    continue;
+                }
+                if !old.not_found {
+                    result.no_longer_found += 1;
+                }
+                let item = Item {
+                    not_found: true,
+                    last_error: why.map(|e| (*e).clone()).or_else(|| old.last_error.clone()),
+                    ..old.clone()
+                };
+                crate::vault::catalog::Catalog::put_item_tx(tx, &item)?;
             }
             Ok(())
         })?;
@@ -165,10 +222,13 @@ impl Engine {
                 return usage(self.region_refusal(&item, "register"));
             }
             if item.not_found {
-                return usage(format!(
-                    "cannot register {}: the VM was not found at the last discovery; run `vmvault discover` to refresh",
-                    item.qualified_name()
-                ));
+                return usage(match absorbed_reason(&item) {
+                    Some(e) => format!("cannot register {}: {}", item.qualified_name(), e.message),
+                    None => format!(
+                        "cannot register {}: the VM was not found at the last discovery; run `vmvault discover` to refresh",
+                        item.qualified_name()
+                    ),
+                });
             }
             match item.registration_state {
                 RegistrationState::Registered => {
@@ -615,6 +675,14 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Why an item that is not found is no VM of its own any more, when the source said (an
+/// image that became the backing file of another).
+pub(crate) fn absorbed_reason(item: &Item) -> Option<&ErrorDetails> {
+    item.last_error
+        .as_ref()
+        .filter(|e| item.not_found && e.code == crate::provider::VM_ABSORBED)
 }
 
 /// The VM an item stands for (as the provider needs it).

@@ -8,12 +8,28 @@
 //! - Each subfolder holding images is a VM with several disks, ordered by file name.
 //! - Image files are recognised by extension: `.raw .img .bin .qcow2 .qcow .vmdk .vhd .vpc
 //!   .vhdx` (other files, and hidden ones, are ignored). The format is pinned by the
-//!   extension — probing a raw disk could mistake guest data for an image header — except
-//!   for `.img`/`.bin`, which are probed (cloud images named `.img` are usually qcow2).
-//! - A file that is the backing file of another image, or an extent of a split vmdk, is
-//!   part of that disk, not a VM: a qcow2 overlay with its backing chain is ONE disk.
+//!   extension, never probed: `.raw .img .bin` are raw (a raw disk holds guest data, which
+//!   can look like an image header naming other files). An `.img` that starts like a
+//!   qcow2 image is read as raw, with a warning (cloud images named `.img` are often qcow2:
+//!   rename those to `.qcow2`).
+//! - A file that is the backing file of another image, its data file, or an extent of a
+//!   split vmdk, is part of that disk, not a VM: a qcow2 overlay with its backing chain is
+//!   ONE disk. A VM that became part of another so is reported by discovery with what
+//!   happened.
 //! - The cloud service is the folder's name, the region comes from the settings, and the
 //!   source id is `images:<path relative to the folder>`, stable across runs.
+//!
+//! # What is read
+//! Only regular files inside the folder, or inside the folders of `allowed_roots`; every
+//! file an image names (backing files, data files, vmdk extents) is checked before QEMU's
+//! tools may open it, and they get exactly the checked files (see `chain`). Registration
+//! shows each disk's chain.
+//!
+//! # One bad image does not hide the others
+//! An entry that looks like a VM but cannot be read (a truncated image, a missing backing
+//! file, a backing loop, a FIFO, a socket or a device named like an image, a file outside
+//! the folder) is listed with its error and is a warning of the Discover job; the other
+//! VMs are listed as usual. Registering or backing it up fails with the same error.
 //!
 //! # Consistency
 //! An image that no QEMU writes does not change while vmvault reads it: the snapshot holds
@@ -31,13 +47,16 @@
 //! Plain files have no changed-block tracking: `cbt_token` is `None` and the vault reads
 //! every allocated extent (its deduplication still stores only changed chunks).
 
+use super::chain::{display_format, format_of_name, FileId, ImageChain, Roots, TopInfo};
 use super::qemu::{self, human_bytes, OpenDisk};
 use crate::cancel::CancelToken;
-use crate::model::{Consistency, DiskInfo, Os, PowerState, Vm};
-use crate::provider::{DiskReader, Provider, ProviderError, RegistrationReport, Snapshot};
+use crate::model::{Consistency, DiskInfo, ErrorDetails, Os, PowerState, Vm};
+use crate::provider::{
+    Discovery, DiskReader, Provider, ProviderError, RegistrationReport, Snapshot, VM_ABSORBED,
+};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,12 +71,42 @@ pub struct ImagesSettings {
     /// Read images that a running QEMU writes (crash-consistent at best). Default false.
     #[serde(default)]
     pub allow_crash_consistent_reads: Option<bool>,
+    /// Folders outside `path` whose files images may reference (shared backing files,
+    /// vmdk extents, symlinked images). Default none: only files inside `path` are read.
+    #[serde(default)]
+    pub allowed_roots: Vec<PathBuf>,
+}
+
+impl ImagesSettings {
+    /// Checks what serde cannot; `Err((key, message))` names the key at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.path.as_os_str().is_empty() {
+            return Err((
+                "path",
+                "path is empty: give the folder that holds the images (e.g. path = \"/srv/images\")".into(),
+            ));
+        }
+        if self.region.trim().is_empty() {
+            return Err((
+                "region",
+                "region is empty: name the region this folder stands for".into(),
+            ));
+        }
+        if self.allowed_roots.iter().any(|r| r.as_os_str().is_empty()) {
+            return Err((
+                "allowed_roots",
+                "allowed_roots holds an empty path: give folders (e.g. allowed_roots = [\"/srv/base-images\"])".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A folder of disk images as a source of VMs.
 #[derive(Debug, Clone)]
 pub struct ImagesProvider {
     root: PathBuf,
+    allowed_roots: Vec<PathBuf>,
     region: String,
     cloud_service: String,
     allow_crash_consistent_reads: bool,
@@ -66,50 +115,76 @@ pub struct ImagesProvider {
 /// Prefix of this source's VM ids.
 const ID_PREFIX: &str = "images:";
 
-/// Extensions of image files, with the format they pin (None: probe).
-const IMAGE_EXTENSIONS: &[(&str, Option<&str>)] = &[
-    ("raw", Some("raw")),
-    ("img", None),
-    ("bin", None),
-    ("qcow2", Some("qcow2")),
-    ("qcow", Some("qcow")),
-    ("vmdk", Some("vmdk")),
-    ("vhd", Some("vpc")),
-    ("vpc", Some("vpc")),
-    ("vhdx", Some("vhdx")),
-];
+/// Size label of a VM that cannot be read.
+const UNREADABLE: &str = "unreadable";
 
-/// One disk image of a VM, as found on disk.
-#[derive(Debug, Clone)]
+/// One disk image of a VM, as found on disk, with everything it reads.
+#[derive(Debug)]
 struct ImageDisk {
     path: PathBuf,
     file_name: String,
-    info: qemu::ImageInfo,
+    chain: ImageChain,
+    info: TopInfo,
     in_use: bool,
+    /// Worth a warning, but readable (an `.img` that looks like qcow2).
+    notes: Vec<String>,
+}
+
+/// A disk image that cannot be read, with why.
+#[derive(Debug)]
+struct BadDisk {
+    file_name: String,
+    /// What the entry is (following symlinks), to tell whether it is part of another image.
+    id: Option<FileId>,
+    error: ProviderError,
 }
 
 /// A VM of the folder: one image file, or a subfolder of images.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ImageVm {
     /// Path relative to the folder (`web.qcow2`, `db`).
     rel: String,
     /// The name before clash resolution (file stem or folder name).
     stem: String,
-    disks: Vec<ImageDisk>,
+    disks: Vec<Result<ImageDisk, BadDisk>>,
+    /// Why the VM as a whole cannot be read (a subfolder outside the folder).
+    error: Option<ProviderError>,
+}
+
+/// What a look at the folder found.
+struct Scan {
+    vms: Vec<ImageVm>,
+    /// Source ids of VMs that are now parts of other images, with why.
+    absorbed: Vec<(String, ErrorDetails)>,
+}
+
+impl ImageVm {
+    /// The first error that keeps this VM from being read.
+    fn error(&self) -> Option<&ProviderError> {
+        self.error.as_ref().or_else(|| {
+            self.disks
+                .iter()
+                .find_map(|d| d.as_ref().err().map(|b| &b.error))
+        })
+    }
+
+    fn readable(&self) -> impl Iterator<Item = &ImageDisk> {
+        self.disks.iter().filter_map(|d| d.as_ref().ok())
+    }
+
+    /// The identity of a single-file VM's file (to tell whether it is part of another).
+    fn single_file(&self) -> Option<FileId> {
+        match self.disks.as_slice() {
+            [Ok(d)] if self.rel == d.file_name => Some(d.chain.top().file.id),
+            [Err(b)] if self.rel == b.file_name => b.id,
+            _ => None,
+        }
+    }
 }
 
 impl ImagesProvider {
     pub fn new(s: &ImagesSettings) -> Result<Self, ProviderError> {
-        if s.region.trim().is_empty() {
-            return Err(settings_error(
-                "region is empty: name the region this folder stands for",
-            ));
-        }
-        if s.path.as_os_str().is_empty() {
-            return Err(settings_error(
-                "path is empty: give the folder that holds the images",
-            ));
-        }
+        s.validate().map_err(|(_, msg)| settings_error(&msg))?;
         let root = std::path::absolute(&s.path).unwrap_or_else(|_| s.path.clone());
         let cloud_service = root
             .file_name()
@@ -118,13 +193,19 @@ impl ImagesProvider {
             .unwrap_or_else(|| "images".to_string());
         Ok(ImagesProvider {
             root,
+            allowed_roots: s
+                .allowed_roots
+                .iter()
+                .map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone()))
+                .collect(),
             region: s.region.trim().to_string(),
             cloud_service,
             allow_crash_consistent_reads: s.allow_crash_consistent_reads.unwrap_or(false),
         })
     }
 
-    fn check_root(&self) -> Result<(), ProviderError> {
+    /// The folders images may read, once the folder is found to exist.
+    fn roots(&self) -> Result<Roots, ProviderError> {
         if !self.root.is_dir() {
             return Err(ProviderError::new(
                 "UserErrorImagesFolderNotFound",
@@ -136,110 +217,169 @@ impl ImagesProvider {
             )
             .recommend("Check `path` of the vault's source in the configuration"));
         }
-        Ok(())
+        Roots::new(&self.root, &self.allowed_roots).map_err(|e| {
+            ProviderError::io(
+                format!("resolving the images folder {}", self.root.display()),
+                e,
+            )
+        })
     }
 
-    /// Every VM of the folder, backing files and vmdk extents excluded.
-    fn scan(&self, cancel: &CancelToken) -> Result<Vec<ImageVm>, ProviderError> {
-        self.check_root()?;
+    /// Every VM of the folder, parts of other images excluded; with the ids of VMs that are
+    /// now parts of others, and why.
+    fn scan(&self, cancel: &CancelToken) -> Result<Scan, ProviderError> {
+        let roots = self.roots()?;
         qemu::require_tool("qemu-img")?;
         let mut vms = Vec::new();
         for entry in sorted_entries(&self.root)? {
             cancel.check()?;
-            let name = entry
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = file_name(&entry);
             if entry.is_dir() {
-                let disks = self.images_in(&entry, cancel)?;
-                if !disks.is_empty() {
-                    vms.push(ImageVm {
-                        rel: name.clone(),
-                        stem: name,
-                        disks,
-                    });
+                let vm = self.folder_vm(&entry, &name, &roots, cancel)?;
+                if !vm.disks.is_empty() || vm.error.is_some() {
+                    vms.push(vm);
                 }
-            } else if let Some(fmt) = image_format_hint(&entry) {
-                let disk = self.inspect(&entry, fmt, cancel)?;
+            } else if let Some(format) = format_of_name(&entry) {
                 vms.push(ImageVm {
-                    rel: name.clone(),
                     stem: stem_of(&name),
-                    disks: vec![disk],
+                    disks: vec![self.inspect(&entry, format, &roots, cancel)?],
+                    rel: name,
+                    error: None,
                 });
             }
         }
         // A file that is part of another image is no VM of its own.
-        let parts: HashSet<PathBuf> = vms
+        let parts: HashMap<FileId, String> = vms
             .iter()
-            .flat_map(|vm| vm.disks.iter())
-            .flat_map(|d| {
-                d.info
-                    .backing_files
-                    .iter()
-                    .chain(d.info.extent_files.iter())
+            .flat_map(|vm| vm.readable().map(move |d| (vm, d)))
+            .flat_map(|(vm, d)| {
+                d.chain.parts().map(move |(id, role)| {
+                    (
+                        id,
+                        format!("{role} of {} (VM {})", d.path_in(&vm.rel), vm.stem),
+                    )
+                })
             })
-            .map(|p| canonical(p))
             .collect();
-        vms.retain(|vm| {
-            !(vm.disks.len() == 1
-                && vm.rel == vm.disks[0].file_name
-                && parts.contains(&canonical(&vm.disks[0].path)))
+        let mut absorbed = Vec::new();
+        vms.retain_mut(|vm| {
+            if let Some(of) = vm.single_file().and_then(|id| parts.get(&id)) {
+                absorbed.push((format!("{ID_PREFIX}{}", vm.rel), self.absorbed(&vm.rel, of)));
+                return false;
+            }
+            vm.disks.retain(|d| {
+                let id = match d {
+                    Ok(d) => Some(d.chain.top().file.id),
+                    Err(b) => b.id,
+                };
+                !id.is_some_and(|id| parts.contains_key(&id))
+            });
+            !vm.disks.is_empty() || vm.error.is_some()
         });
-        Ok(vms)
+        Ok(Scan { vms, absorbed })
     }
 
-    /// The images of a subfolder (one VM), ordered by file name, parts of others excluded.
-    fn images_in(&self, dir: &Path, cancel: &CancelToken) -> Result<Vec<ImageDisk>, ProviderError> {
-        let mut disks = Vec::new();
-        for f in sorted_entries(dir)? {
+    /// Why a VM that became part of another is no VM any more.
+    fn absorbed(&self, rel: &str, of: &str) -> ErrorDetails {
+        ErrorDetails::new(
+            VM_ABSORBED,
+            "The image is now part of another VM",
+            format!(
+                "{rel} is no VM of its own any more: it is now the {of}; its data is backed up with that VM"
+            ),
+        )
+        .recommend("Back up the VM it belongs to now (register and protect it if it is not yet)")
+        .recommend(format!(
+            "Or, if {rel} must stay a VM of its own, keep a copy of it for the other image (qemu-img create -b COPY …) and run discovery again"
+        ))
+        .recommend("Its recovery points are kept; stop its protection when it needs no new backups")
+    }
+
+    /// A subfolder as a VM: its images, ordered by file name.
+    fn folder_vm(
+        &self,
+        dir: &Path,
+        name: &str,
+        roots: &Roots,
+        cancel: &CancelToken,
+    ) -> Result<ImageVm, ProviderError> {
+        let mut vm = ImageVm {
+            rel: name.to_string(),
+            stem: name.to_string(),
+            disks: Vec::new(),
+            error: None,
+        };
+        let images: Vec<PathBuf> = sorted_entries(dir)?
+            .into_iter()
+            .filter(|f| !f.is_dir() && format_of_name(f).is_some())
+            .collect();
+        if images.is_empty() {
+            return Ok(vm);
+        }
+        // A symlink to a folder elsewhere: its images are not the folder's.
+        if let Err(e) = roots.check_folder(dir) {
+            vm.error = Some(e);
+            return Ok(vm);
+        }
+        for f in images {
             cancel.check()?;
-            if let Some(fmt) = image_format_hint(&f).filter(|_| f.is_file()) {
-                disks.push(self.inspect(&f, fmt, cancel)?);
+            if let Some(format) = format_of_name(&f) {
+                vm.disks.push(self.inspect(&f, format, roots, cancel)?);
             }
         }
-        let parts: HashSet<PathBuf> = disks
-            .iter()
-            .flat_map(|d| {
-                d.info
-                    .backing_files
-                    .iter()
-                    .chain(d.info.extent_files.iter())
-            })
-            .map(|p| canonical(p))
-            .collect();
-        disks.retain(|d| !parts.contains(&canonical(&d.path)));
-        Ok(disks)
+        Ok(vm)
     }
 
-    /// Reads an image's format and capacity; an image a running QEMU holds is reported as
-    /// in use (its information read with force-share).
+    /// Resolves an image's chain and reads its capacity; an image a running QEMU holds is
+    /// reported as in use (its information read with force-share). Errors of the image
+    /// are a `BadDisk`; only cancellation and a missing tool fail the caller.
     fn inspect(
         &self,
         path: &Path,
-        format: Option<&str>,
+        format: &str,
+        roots: &Roots,
         cancel: &CancelToken,
-    ) -> Result<ImageDisk, ProviderError> {
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (info, in_use) = match qemu::image_info(path, format, false, cancel) {
-            Ok(info) => (info, false),
-            Err(e) if qemu::is_image_in_use(&e) => {
-                (qemu::image_info(path, format, true, cancel)?, true)
+    ) -> Result<Result<ImageDisk, BadDisk>, ProviderError> {
+        let file_name = file_name(path);
+        let inspected = ImageChain::resolve(path, format, roots).and_then(|chain| {
+            let (info, in_use) = match chain.info(false, cancel) {
+                Ok(info) => (info, false),
+                Err(e) if qemu::is_image_in_use(&e) => (chain.info(true, cancel)?, true),
+                Err(e) => return Err(e),
+            };
+            Ok((chain, info, in_use))
+        });
+        match inspected {
+            Ok((chain, info, in_use)) => {
+                let notes = looks_like_qcow2(&chain)
+                    .then(|| format!(
+                        "{file_name} starts like a qcow2 image but is read as raw, because its name says raw; if it is a qcow2 image (a cloud image, not a VM's disk), rename it to {}.qcow2",
+                        stem_of(&file_name)
+                    ))
+                    .into_iter()
+                    .collect();
+                Ok(Ok(ImageDisk {
+                    path: path.to_path_buf(),
+                    file_name,
+                    chain,
+                    info,
+                    in_use,
+                    notes,
+                }))
             }
-            Err(e) => return Err(e),
-        };
-        Ok(ImageDisk {
-            path: path.to_path_buf(),
-            file_name,
-            info,
-            in_use,
-        })
+            Err(ProviderError::Cancelled) => Err(ProviderError::Cancelled),
+            Err(e) if e.details().code == qemu::TOOL_NOT_FOUND => Err(e),
+            Err(error) => Ok(Err(BadDisk {
+                file_name,
+                id: FileId::of_path(path),
+                error,
+            })),
+        }
     }
 
-    /// Finds the VM behind a source id again (the folder may have changed since discovery).
-    fn find(&self, vm: &Vm, cancel: &CancelToken) -> Result<ImageVm, ProviderError> {
+    /// Finds the VM behind a source id again (the folder may have changed since discovery);
+    /// an image of it that cannot be read is the error.
+    fn find(&self, vm: &Vm, cancel: &CancelToken) -> Result<Vec<ImageDisk>, ProviderError> {
         let not_found = || {
             ProviderError::new(
                 "UserErrorVmNotFound",
@@ -262,32 +402,59 @@ impl ImagesProvider {
         {
             return Err(not_found());
         }
-        self.check_root()?;
+        let roots = self.roots()?;
         qemu::require_tool("qemu-img")?;
         let path = self.root.join(rel_path);
-        let disks = if path.is_dir() {
-            self.images_in(&path, cancel)?
-        } else if let Some(fmt) = image_format_hint(&path).filter(|_| path.is_file()) {
-            vec![self.inspect(&path, fmt, cancel)?]
+        let found = if path.is_dir() {
+            self.folder_vm(&path, rel, &roots, cancel)?
+        } else if let Some(format) =
+            format_of_name(&path).filter(|_| std::fs::symlink_metadata(&path).is_ok())
+        {
+            ImageVm {
+                rel: rel.to_string(),
+                stem: vm.name.clone(),
+                disks: vec![self.inspect(&path, format, &roots, cancel)?],
+                error: None,
+            }
         } else {
             return Err(not_found());
         };
+        if let Some(e) = found.error() {
+            return Err(e.clone());
+        }
+        // Parts of the subfolder's other images are no disks of their own.
+        let mut disks: Vec<ImageDisk> = found.disks.into_iter().filter_map(Result::ok).collect();
+        let parts: std::collections::HashSet<FileId> = disks
+            .iter()
+            .flat_map(|d| d.chain.parts().map(|(id, _)| id))
+            .collect();
+        disks.retain(|d| !parts.contains(&d.chain.top().file.id));
         if disks.is_empty() {
             return Err(not_found());
         }
-        Ok(ImageVm {
-            rel: rel.to_string(),
-            stem: vm.name.clone(),
-            disks,
-        })
+        Ok(disks)
     }
 
     fn to_vm(&self, vm: &ImageVm, name: String) -> Vm {
-        let capacity: u64 = vm.disks.iter().map(|d| d.info.virtual_size).sum();
+        let disks: Vec<DiskInfo> = vm
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DiskInfo {
+                index: i as u32,
+                name: match d {
+                    Ok(d) => d.file_name.clone(),
+                    Err(b) => b.file_name.clone(),
+                },
+                capacity: d.as_ref().map_or(0, |d| d.info.virtual_size),
+            })
+            .collect();
+        let capacity: u64 = disks.iter().map(|d| d.capacity).sum();
         let size = match vm.disks.as_slice() {
-            [one] => format!(
+            _ if vm.error().is_some() => UNREADABLE.to_string(),
+            [Ok(one)] => format!(
                 "{}, {}",
-                display_format(&one.info.format),
+                display_format(one.chain.format()),
                 human_bytes(capacity)
             ),
             many => format!("{} disks, {}", many.len(), human_bytes(capacity)),
@@ -299,12 +466,50 @@ impl ImagesProvider {
             cloud_service: self.cloud_service.clone(),
             region: self.region.clone(),
             size,
-            power_state: if vm.disks.iter().any(|d| d.in_use) {
+            power_state: if vm.readable().any(|d| d.in_use) {
                 PowerState::Running
             } else {
                 PowerState::Stopped
             },
-            disks: disk_infos(&vm.disks),
+            disks,
+        }
+    }
+
+    /// Opens a disk for a snapshot: locked against writers, or (an image a running QEMU
+    /// writes, when allowed) shared, with a warning.
+    fn open_disk(
+        &self,
+        d: ImageDisk,
+        label: &str,
+        warnings: &mut Vec<String>,
+        cancel: &CancelToken,
+    ) -> Result<OpenDisk, ProviderError> {
+        let capacity = d.info.virtual_size;
+        let mut shared = |chain: ImageChain| {
+            if !self.allow_crash_consistent_reads {
+                return Err(self.in_use_error(qemu::image_in_use(&d.path)));
+            }
+            tracing::warn!(
+                "{label}: {} is in use by a running QEMU; reading it while it changes (allow_crash_consistent_reads)",
+                d.path.display()
+            );
+            warnings.push(format!(
+                "{} was in use by a running QEMU and was read while it changed (allow_crash_consistent_reads): \
+                 the recovery point is crash-consistent at best; a libvirt source takes a consistent snapshot",
+                d.file_name
+            ));
+            OpenDisk::open_chain(chain, capacity, true, label, cancel)
+        };
+        if d.in_use {
+            return shared(d.chain);
+        }
+        let format = d.chain.format().to_string();
+        match OpenDisk::open_chain(d.chain, capacity, false, label, cancel) {
+            // A VM started since the image was found: its chain again, shared.
+            Err(e) if qemu::is_image_in_use(&e) => {
+                shared(ImageChain::resolve(&d.path, &format, &self.roots()?)?)
+            }
+            other => other,
         }
     }
 
@@ -319,6 +524,43 @@ impl ImagesProvider {
              (crash-consistent at best)",
         )
     }
+}
+
+impl ImageDisk {
+    /// Files of the chain outside the images folder (read because `allowed_roots` allows
+    /// them), for a warning at registration.
+    fn outside(&self, roots: &Roots) -> Vec<String> {
+        self.chain
+            .files()
+            .filter(|f| !f.real.starts_with(roots.folder()))
+            .map(|f| f.real.display().to_string())
+            .collect()
+    }
+}
+
+trait PathIn {
+    fn path_in(&self, rel: &str) -> String;
+}
+
+impl PathIn for ImageDisk {
+    /// The disk's path relative to the images folder (`db01/1-data.qcow2`).
+    fn path_in(&self, rel: &str) -> String {
+        if rel == self.file_name {
+            rel.to_string()
+        } else {
+            format!("{rel}/{}", self.file_name)
+        }
+    }
+}
+
+/// A raw image whose first bytes are a qcow2 header.
+fn looks_like_qcow2(chain: &ImageChain) -> bool {
+    use std::os::unix::fs::FileExt;
+    let top = chain.top();
+    let mut magic = [0u8; 4];
+    top.format == "raw"
+        && top.file.file.read_exact_at(&mut magic, 0).is_ok()
+        && magic == *b"QFI\xfb"
 }
 
 fn settings_error(msg: &str) -> ProviderError {
@@ -354,13 +596,10 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, ProviderError> {
     Ok(v)
 }
 
-/// `Some(format)` for an image file name (`Some(None)`: probe the format).
-fn image_format_hint(path: &Path) -> Option<Option<&'static str>> {
-    let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
-    IMAGE_EXTENSIONS
-        .iter()
-        .find(|(e, _)| *e == ext)
-        .map(|(_, f)| *f)
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn stem_of(file_name: &str) -> String {
@@ -368,18 +607,6 @@ fn stem_of(file_name: &str) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| file_name.to_string())
-}
-
-fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-fn display_format(qemu_format: &str) -> &str {
-    if qemu_format == "vpc" {
-        "vhd"
-    } else {
-        qemu_format
-    }
 }
 
 /// A disk image tells nothing reliable about its OS; a name that says Windows or a common
@@ -465,36 +692,61 @@ impl Provider for ImagesProvider {
         )
     }
 
-    fn discover(&self, cancel: &CancelToken) -> Result<Vec<Vm>, ProviderError> {
-        let vms = self.scan(cancel)?;
-        Ok(vms
-            .iter()
-            .zip(names(&vms))
-            .map(|(vm, name)| self.to_vm(vm, name))
-            .collect())
+    fn discover(&self, cancel: &CancelToken) -> Result<Discovery, ProviderError> {
+        let Scan { vms, absorbed } = self.scan(cancel)?;
+        let mut found = Discovery {
+            absorbed,
+            ..Default::default()
+        };
+        for (vm, name) in vms.iter().zip(names(&vms)) {
+            let listed = self.to_vm(vm, name);
+            let notes = vm.readable().flat_map(|d| &d.notes);
+            found
+                .warnings
+                .extend(notes.map(|n| format!("{}: {n}", listed.qualified_name())));
+            match vm.error() {
+                Some(e) => found.unreadable.push((listed, e.details())),
+                None => found.vms.push(listed),
+            }
+        }
+        for r in &self.allowed_roots {
+            if !r.is_dir() {
+                found.warnings.push(format!(
+                    "allowed_roots: {} does not exist or is not a folder; it allows nothing",
+                    r.display()
+                ));
+            }
+        }
+        Ok(found)
     }
 
     fn register(&self, vm: &Vm, cancel: &CancelToken) -> Result<RegistrationReport, ProviderError> {
-        let found = self.find(vm, cancel)?;
+        let disks = self.find(vm, cancel)?;
+        let roots = self.roots()?;
         let mut report = RegistrationReport::default();
-        for (i, d) in found.disks.iter().enumerate() {
-            std::fs::File::open(&d.path).map_err(|e| {
-                ProviderError::io(
-                    format!("opening disk {} ({})", d.file_name, d.path.display()),
-                    e,
-                )
-            })?;
-            let mut line = format!(
-                "disk {i} {}: {}, {}, {} on the host",
+        for (i, d) in disks.iter().enumerate() {
+            let reads = if d.chain.layers.len() > 1 {
+                "backing chain"
+            } else {
+                "reads"
+            };
+            report.findings.push(format!(
+                "disk {i} {}: {}, {}, {} on the host; {reads}: {}",
                 d.file_name,
-                display_format(&d.info.format),
+                display_format(d.chain.format()),
                 human_bytes(d.info.virtual_size),
-                human_bytes(d.info.actual_size)
-            );
-            if let Some(b) = d.info.backing_files.first() {
-                line.push_str(&format!(", backing file {}", b.display()));
+                human_bytes(d.chain.allocated()),
+                d.chain.describe(&roots)
+            ));
+            let outside = d.outside(&roots);
+            if !outside.is_empty() {
+                report.warnings.push(format!(
+                    "disk {i} {} reads files outside the images folder (allowed by allowed_roots): {}",
+                    d.file_name,
+                    outside.join(", ")
+                ));
             }
-            report.findings.push(line);
+            report.warnings.extend(d.notes.iter().cloned());
             if d.in_use {
                 report.warnings.push(if self.allow_crash_consistent_reads {
                     format!(
@@ -524,45 +776,20 @@ impl Provider for ImagesProvider {
         cancel: &CancelToken,
     ) -> Result<Box<dyn Snapshot>, ProviderError> {
         let found = self.find(vm, cancel)?;
-        let mut open = Vec::with_capacity(found.disks.len());
+        let infos = disk_infos(&found);
+        let mut open = Vec::with_capacity(found.len());
         let mut warnings = Vec::new();
-        for d in &found.disks {
+        for d in found {
             let label = format!("disk {} of {}", d.file_name, vm.qualified_name());
-            let disk = match OpenDisk::open_image(
-                &d.path,
-                &d.info.format,
-                d.info.virtual_size,
-                false,
+            open.push(Arc::new(self.open_disk(
+                d,
                 &label,
+                &mut warnings,
                 cancel,
-            ) {
-                Ok(disk) => disk,
-                Err(e) if qemu::is_image_in_use(&e) && self.allow_crash_consistent_reads => {
-                    tracing::warn!(
-                        "{label}: {} is in use by a running QEMU; reading it while it changes (allow_crash_consistent_reads)",
-                        d.path.display()
-                    );
-                    warnings.push(format!(
-                        "{} was in use by a running QEMU and was read while it changed (allow_crash_consistent_reads): \
-                         the recovery point is crash-consistent at best; a libvirt source takes a consistent snapshot",
-                        d.file_name
-                    ));
-                    OpenDisk::open_image(
-                        &d.path,
-                        &d.info.format,
-                        d.info.virtual_size,
-                        true,
-                        &label,
-                        cancel,
-                    )?
-                }
-                Err(e) if qemu::is_image_in_use(&e) => return Err(self.in_use_error(e)),
-                Err(e) => return Err(e),
-            };
-            open.push(Arc::new(disk));
+            )?));
         }
         Ok(Box::new(ImagesSnapshot {
-            disks: disk_infos(&found.disks),
+            disks: infos,
             open,
             warnings,
         }))
@@ -611,6 +838,7 @@ impl Snapshot for ImagesSnapshot {
 mod tests {
     use super::qemu::test_support::*;
     use super::*;
+    use crate::provider::chain;
     use std::process::Command;
 
     struct KillOnDrop(std::process::Child);
@@ -626,6 +854,7 @@ mod tests {
             path: path.to_path_buf(),
             region: "lab-1".into(),
             allow_crash_consistent_reads: None,
+            allowed_roots: vec![],
         }
     }
 
@@ -679,20 +908,7 @@ mod tests {
             ],
         );
         let app = d.join("app01.qcow2");
-        sh(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.qcow2",
-                "-F",
-                "qcow2",
-                p(&app),
-            ],
-        );
+        overlay(&app, "base.qcow2", "qcow2", None);
         sh(
             "qemu-io",
             &[
@@ -808,7 +1024,12 @@ mod tests {
         }
         let dir = folder();
         let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
-        let vms = provider.discover(&CancelToken::new()).unwrap();
+        let found = provider.discover(&CancelToken::new()).unwrap();
+        assert!(
+            found.unreadable.is_empty() && found.warnings.is_empty(),
+            "{found:#?}"
+        );
+        let vms = found.vms;
         let summary: Vec<(String, String, Vec<String>)> = vms
             .iter()
             .map(|v| {
@@ -915,11 +1136,14 @@ mod tests {
                 p(&d.join("db01/1-data.qcow2")),
             ],
         );
-        for vm in &provider.discover(&CancelToken::new()).unwrap() {
+        for vm in &provider.discover(&CancelToken::new()).unwrap().vms {
             check_all_disks(&provider, vm, dir.path());
         }
         let reg = provider.register(&vms[0], &CancelToken::new()).unwrap();
-        assert!(reg.findings[0].contains("backing file"), "{reg:?}");
+        assert!(
+            reg.findings[0].contains("backing chain: app01.qcow2 (qcow2) → base.qcow2 (qcow2)"),
+            "{reg:?}"
+        );
         assert!(reg.warnings.is_empty(), "{reg:?}");
     }
 
@@ -955,7 +1179,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
-        let vms = provider.discover(&CancelToken::new()).unwrap();
+        let vms = provider.discover(&CancelToken::new()).unwrap().vms;
         assert_eq!(vms.len(), 1);
         assert_eq!(vms[0].power_state, PowerState::Running);
         assert_eq!(vms[0].disks[0].capacity, 8 << 20);
@@ -1000,6 +1224,261 @@ mod tests {
         r.read_at(0, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 0x61));
         drop(snap);
+    }
+
+    // -----------------------------------------------------------------------------------
+    // The folder's walls: every way out that was found, each refused; allowed_roots.
+
+    const SECRET: &[u8; 8] = b"SECRET!!";
+
+    /// `lab/` (the images folder) and beside it `outside/secret.raw`: 1 MiB of SECRET!!.
+    struct Escape {
+        _dir: tempfile::TempDir,
+        lab: PathBuf,
+        outside: PathBuf,
+        secret: PathBuf,
+    }
+
+    fn escape() -> Escape {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = dir.path().join("lab");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&lab).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let secret = outside.join("secret.raw");
+        std::fs::write(&secret, SECRET.repeat(1 << 17)).unwrap();
+        Escape {
+            _dir: dir,
+            lab,
+            outside,
+            secret,
+        }
+    }
+
+    impl Escape {
+        fn provider(&self, allowed: &[&Path]) -> ImagesProvider {
+            let mut s = settings(&self.lab);
+            s.allowed_roots = allowed.iter().map(|r| r.to_path_buf()).collect();
+            ImagesProvider::new(&s).unwrap()
+        }
+
+        /// Discovery lists `name` as unreadable with `code`, registration and a snapshot
+        /// fail with the same error, and no other VM is hidden by it.
+        fn assert_refused(&self, name: &str, code: &str, says: &[&str]) -> ErrorDetails {
+            let p = self.provider(&[]);
+            let found = p.discover(&CancelToken::new()).unwrap();
+            let (vm, e) = found
+                .unreadable
+                .iter()
+                .find(|(vm, _)| vm.name == name)
+                .unwrap_or_else(|| panic!("{name} is not refused: {found:#?}"));
+            assert_eq!(e.code, code, "{e:?}");
+            for s in says {
+                assert!(
+                    e.message.contains(s) || e.recommendations.iter().any(|r| r.contains(s)),
+                    "{s:?} missing: {e:?}"
+                );
+            }
+            let reg = p.register(vm, &CancelToken::new()).unwrap_err().details();
+            assert_eq!(&reg, e, "registration says what discovery said");
+            let snap = p
+                .snapshot(vm, Utc::now(), None, &CancelToken::new())
+                .err()
+                .expect("no snapshot of a refused image")
+                .details();
+            assert_eq!(&snap, e);
+            e.clone()
+        }
+
+        /// Everything `vm` reads, as bytes.
+        fn read(&self, p: &ImagesProvider, name: &str) -> Vec<u8> {
+            let found = p.discover(&CancelToken::new()).unwrap();
+            let vm = found
+                .vms
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap_or_else(|| panic!("{name} not readable: {found:#?}"));
+            let snap = p
+                .snapshot(vm, Utc::now(), None, &CancelToken::new())
+                .unwrap_or_else(|e| panic!("{:?}", e.details()));
+            let bytes = read_all(snap.open_disk(0).unwrap().as_ref());
+            bytes
+        }
+    }
+
+    fn contains_secret(bytes: &[u8]) -> bool {
+        bytes.windows(SECRET.len()).any(|w| w == SECRET)
+    }
+
+    #[test]
+    fn a_raw_symlink_to_a_file_outside_is_refused_and_one_inside_is_read() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        std::os::unix::fs::symlink(&x.secret, x.lab.join("link.raw")).unwrap();
+        std::fs::create_dir(x.lab.join(".real")).unwrap();
+        std::fs::write(x.lab.join(".real/inside.raw"), vec![7u8; 1 << 20]).unwrap();
+        std::os::unix::fs::symlink(".real/inside.raw", x.lab.join("inside.raw")).unwrap();
+        let e = x.assert_refused(
+            "link",
+            chain::OUTSIDE_FOLDER,
+            &[
+                "link.raw is a symbolic link to",
+                "secret.raw",
+                "allowed_roots",
+            ],
+        );
+        assert!(!e.message.contains("no longer"), "{e:?}");
+        assert!(x.read(&x.provider(&[]), "inside") == vec![7u8; 1 << 20]);
+    }
+
+    #[test]
+    fn a_backing_file_outside_is_refused_unless_an_allowed_root_holds_it() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        let over = x.lab.join("over.qcow2");
+        overlay(&over, "../outside/secret.raw", "raw", None);
+        x.assert_refused(
+            "over",
+            chain::OUTSIDE_FOLDER,
+            &[
+                "backing file \"../outside/secret.raw\" of",
+                "over.qcow2",
+                "allowed_roots = [",
+            ],
+        );
+        // Allowed: read, and registration shows the chain and warns that it leaves the folder.
+        let p = x.provider(&[&x.outside]);
+        assert!(x.read(&p, "over") == std::fs::read(&x.secret).unwrap());
+        let vm = p.discover(&CancelToken::new()).unwrap().vms.remove(0);
+        let reg = p.register(&vm, &CancelToken::new()).unwrap();
+        let chain_shown = format!(
+            "backing chain: over.qcow2 (qcow2) → ../outside/secret.raw → {} (raw)",
+            std::fs::canonicalize(&x.secret).unwrap().display()
+        );
+        assert!(reg.findings[0].contains(&chain_shown), "{reg:?}");
+        assert!(
+            reg.warnings
+                .iter()
+                .any(|w| w.contains("outside the images folder") && w.contains("secret.raw")),
+            "{reg:?}"
+        );
+    }
+
+    #[test]
+    fn an_img_holding_a_qcow2_header_is_read_as_raw_bytes() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        // What a guest can write to its own raw disk: a qcow2 header naming a file outside.
+        let img = x.lab.join("guest.img");
+        overlay(&img, p(&x.secret), "raw", None);
+        let p = x.provider(&[]);
+        let found = p.discover(&CancelToken::new()).unwrap();
+        assert!(
+            found
+                .warnings
+                .iter()
+                .any(|w| w.contains("guest.img starts like a qcow2 image but is read as raw")),
+            "{found:#?}"
+        );
+        let bytes = x.read(&p, "guest");
+        let file = std::fs::read(&img).unwrap();
+        // (QEMU rounds a raw file's size up to whole sectors: zeros after its end.)
+        let differ = bytes.iter().zip(&file).position(|(a, b)| a != b);
+        assert!(
+            bytes.len() >= file.len()
+                && differ.is_none()
+                && bytes[file.len()..].iter().all(|&b| b == 0),
+            "not the file's own bytes: {} vs {} bytes, first difference at {differ:?}",
+            bytes.len(),
+            file.len()
+        );
+        assert!(!contains_secret(&bytes));
+    }
+
+    #[test]
+    fn a_vmdk_extent_outside_is_refused_unless_an_allowed_root_holds_it() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        std::fs::write(
+            x.lab.join("split.vmdk"),
+            "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+             createType=\"monolithicFlat\"\n\n# Extent description\n\
+             RW 2048 FLAT \"../outside/secret.raw\" 0\n",
+        )
+        .unwrap();
+        x.assert_refused(
+            "split",
+            chain::OUTSIDE_FOLDER,
+            &["extent \"../outside/secret.raw\" of", "split.vmdk"],
+        );
+        // Allowed: QEMU reads the extent through the rewritten descriptor.
+        let p = x.provider(&[&x.outside]);
+        assert!(x.read(&p, "split") == std::fs::read(&x.secret).unwrap());
+    }
+
+    #[test]
+    fn json_and_protocol_backing_names_are_refused() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        let spec = format!(
+            "json:{{\"driver\":\"raw\",\"file\":{{\"driver\":\"file\",\"filename\":\"{}\"}}}}",
+            x.secret.display()
+        );
+        for (name, backing) in [
+            ("viajson", spec),
+            ("viafile", format!("file:{}", x.secret.display())),
+        ] {
+            overlay(
+                &x.lab.join(format!("{name}.qcow2")),
+                &backing,
+                "raw",
+                Some("1M"),
+            );
+        }
+        x.assert_refused("viajson", chain::CHAIN_REFUSED, &["a json: specification"]);
+        x.assert_refused("viafile", chain::CHAIN_REFUSED, &["a protocol name"]);
+    }
+
+    #[test]
+    fn a_data_file_or_a_subfolder_outside_is_refused() {
+        if !tools() {
+            return;
+        }
+        let x = escape();
+        let data = x.outside.join("data.raw");
+        let ext = x.lab.join("ext.qcow2");
+        let opt = format!("data_file={}", p(&data));
+        sh(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", "-o", &opt, p(&ext), "1M"],
+        );
+        sh(
+            "qemu-io",
+            &["-f", "qcow2", "-c", "write -P 0x44 0 64k", p(&ext)],
+        );
+        x.assert_refused("ext", chain::OUTSIDE_FOLDER, &["data file", "data.raw"]);
+        // Allowed: QEMU reads the data file by descriptor.
+        let bytes = x.read(&x.provider(&[&x.outside]), "ext");
+        assert!(
+            bytes[..64 << 10].iter().all(|&b| b == 0x44)
+                && bytes[64 << 10..].iter().all(|&b| b == 0)
+        );
+        std::os::unix::fs::symlink(&x.outside, x.lab.join("vmdir")).unwrap();
+        x.assert_refused(
+            "vmdir",
+            chain::OUTSIDE_FOLDER,
+            &["vmdir is a symbolic link to"],
+        );
     }
 
     #[test]
@@ -1065,6 +1544,7 @@ mod tests {
             rel: rel.into(),
             stem: stem_of(rel),
             disks: vec![],
+            error: None,
         };
         let vms = [vm("web.qcow2"), vm("web.raw"), vm("db.raw"), vm("web")];
         assert_eq!(names(&vms), vec!["web.qcow2", "web.raw", "db", "web"]);
@@ -1120,7 +1600,7 @@ mod tests {
             &["convert", "-f", "raw", "-O", "qcow2", p(&raw), p(&qcow)],
         );
         let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
-        for vm in provider.discover(&CancelToken::new()).unwrap() {
+        for vm in provider.discover(&CancelToken::new()).unwrap().vms {
             // Drop the page cache's advantage of the first read: read once, then measure.
             let snap = provider
                 .snapshot(&vm, Utc::now(), None, &CancelToken::new())

@@ -59,7 +59,9 @@
 use super::qemu::{self, human_bytes, DirtyBitmap, OpenDisk, PrivateDir, RunError};
 use crate::cancel::CancelToken;
 use crate::model::{Consistency, DiskInfo, Os, PowerState, Vm};
-use crate::provider::{DiskReader, Provider, ProviderError, RegistrationReport, Snapshot};
+use crate::provider::{
+    Discovery, DiskReader, Provider, ProviderError, RegistrationReport, Snapshot,
+};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::ffi::OsString;
@@ -613,11 +615,13 @@ impl LibvirtProvider {
     }
 
     /// Like `resolve_disks`, for discovery: a disk that cannot be inspected (a missing
-    /// file, a vanished volume) is listed with capacity 0 and a warning in the log, so that
-    /// the VM is still discovered (and not marked "not found"); its backup will say why.
+    /// file, a vanished volume) is listed with capacity 0 and a warning (of the Discover
+    /// job, and in the log), so that the VM is still discovered (and not marked "not
+    /// found"); its backup will say why.
     fn resolve_disks_for_discovery(
         &self,
         dom: &DomainXml,
+        warnings: &mut Vec<String>,
         cancel: &CancelToken,
     ) -> Result<Vec<ResolvedDisk>, ProviderError> {
         let mut out = Vec::new();
@@ -631,12 +635,14 @@ impl LibvirtProvider {
                 Err(ProviderError::Cancelled) => return Err(ProviderError::Cancelled),
                 Err(e) if e.details().code == qemu::TOOL_NOT_FOUND => return Err(e),
                 Err(e) => {
-                    tracing::warn!(
-                        "domain {}: disk {}: {}",
+                    let warning = format!(
+                        "domain {}: disk {} cannot be read: {}",
                         dom.name,
                         d.target,
                         e.details().message
                     );
+                    tracing::warn!("{warning}");
+                    warnings.push(warning);
                     out.push(ResolvedDisk {
                         target: d.target.clone(),
                         path: match &d.source {
@@ -1247,7 +1253,7 @@ impl Provider for LibvirtProvider {
         format!("libvirt host {} (region {})", self.virsh.uri, self.region)
     }
 
-    fn discover(&self, cancel: &CancelToken) -> Result<Vec<Vm>, ProviderError> {
+    fn discover(&self, cancel: &CancelToken) -> Result<Discovery, ProviderError> {
         qemu::require_tool("virsh")?;
         let list = self
             .virsh
@@ -1259,7 +1265,7 @@ impl Provider for LibvirtProvider {
                 ))
             })?;
         let host = self.host_name(cancel)?;
-        let mut vms = Vec::new();
+        let mut found = Discovery::default();
         for uuid in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
             cancel.check()?;
             let (dom, state) = match self.domain(uuid, cancel) {
@@ -1271,10 +1277,10 @@ impl Provider for LibvirtProvider {
             if self.is_local() || dom.disks.is_empty() {
                 qemu::require_tool("qemu-img")?;
             }
-            let disks = self.resolve_disks_for_discovery(&dom, cancel)?;
-            vms.push(self.to_vm(&dom, state, &disks, &host));
+            let disks = self.resolve_disks_for_discovery(&dom, &mut found.warnings, cancel)?;
+            found.vms.push(self.to_vm(&dom, state, &disks, &host));
         }
-        Ok(vms)
+        Ok(found)
     }
 
     fn register(&self, vm: &Vm, cancel: &CancelToken) -> Result<RegistrationReport, ProviderError> {
@@ -1629,11 +1635,18 @@ mod tests {
             scratch_dir: None,
         })
         .unwrap();
-        let mut vms = provider.discover(&CancelToken::new()).unwrap();
+        let found = provider.discover(&CancelToken::new()).unwrap();
+        let mut vms = found.vms;
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         assert_eq!(vms.len(), 3);
-        // A domain whose disk file is gone is still discovered (capacity unknown: 0).
+        // A domain whose disk file is gone is still discovered (capacity unknown: 0), with
+        // a warning of the discovery.
         let ghost = vms.remove(0);
+        assert!(
+            found.warnings.len() == 1 && found.warnings[0].contains(&ghost.name),
+            "{:?}",
+            found.warnings
+        );
         assert_eq!(ghost.name, "ghost01");
         assert_eq!(ghost.disks[0].capacity, 0);
         assert!(provider
@@ -1882,6 +1895,7 @@ mod tests {
             provider
                 .discover(&CancelToken::new())
                 .unwrap()
+                .vms
                 .into_iter()
                 .find(|v| v.name == self.name)
                 .unwrap()

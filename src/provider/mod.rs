@@ -55,6 +55,36 @@ impl ProviderError {
     }
 }
 
+/// What a discovery found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// The VMs of the source that can be read.
+    pub vms: Vec<Vm>,
+    /// VMs that are there but cannot be read, each with why. They are listed (a VM the
+    /// vault knows is not "not found" because its image broke) and each is a warning of
+    /// the Discover job; registering or backing one up fails with the same error.
+    pub unreadable: Vec<(Vm, ErrorDetails)>,
+    /// Source ids that are no longer VMs of their own, each with why (an image that
+    /// became the backing file of another): a vault item with such an id is marked not
+    /// found with this error, which its backups then report.
+    pub absorbed: Vec<(String, ErrorDetails)>,
+    /// Other things the Discover job warns about.
+    pub warnings: Vec<String>,
+}
+
+impl Discovery {
+    /// A discovery of readable VMs only.
+    pub fn of(vms: Vec<Vm>) -> Discovery {
+        Discovery {
+            vms,
+            ..Default::default()
+        }
+    }
+}
+
+/// Error code of a VM that is no longer one of its own (see [`Discovery::absorbed`]).
+pub const VM_ABSORBED: &str = "UserErrorVmPartOfAnother";
+
 /// What registration found out about a VM.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistrationReport {
@@ -72,8 +102,9 @@ pub trait Provider: Send + Sync {
     /// One line for people: what this source is.
     fn describe(&self) -> String;
 
-    /// Lists every VM of the source (all regions).
-    fn discover(&self, cancel: &CancelToken) -> Result<Vec<Vm>, ProviderError>;
+    /// Lists every VM of the source (all regions). One VM that cannot be read does not
+    /// fail the discovery: it is listed in `Discovery::unreadable` with its error.
+    fn discover(&self, cancel: &CancelToken) -> Result<Discovery, ProviderError>;
 
     /// Checks the VM can be backed up (in Azure: installs the backup extension).
     fn register(&self, vm: &Vm, cancel: &CancelToken) -> Result<RegistrationReport, ProviderError>;
@@ -146,7 +177,9 @@ pub use view::{DiskView, MappedBytes};
 
 mod view;
 
+pub mod chain;
 pub mod images;
 pub mod libvirt;
 pub mod qemu;
 pub mod sim;
+pub mod supervise;

@@ -28,24 +28,25 @@
 //!   `x-dirty-bitmap`) yields the blocks changed since a checkpoint.
 //!
 //! # Processes
-//! Every child runs with a timeout, is killed (with its process group) when the job is
-//! cancelled, runs with `LC_ALL=C` so its messages can be recognised, and its stderr ends up
-//! in the error message. A missing tool is a clear [`ProviderError`] naming the package to
+//! Every child is started by `supervise` (it dies with vmvault), runs with a timeout, is
+//! killed (with its process group) when the job is cancelled, runs with `LC_ALL=C` so its
+//! messages can be recognised, and its stderr ends up in the error message. A missing tool is a clear [`ProviderError`] naming the package to
 //! install, never a panic.
 
 use crate::cancel::CancelToken;
 use crate::model::Extent;
+use crate::provider::chain::ImageChain;
+use crate::provider::supervise::Supervised;
 use crate::provider::{DiskReader, ProviderError};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -255,17 +256,17 @@ pub fn run_tool<S: AsRef<OsStr>>(
     timeout: Duration,
     cancel: &CancelToken,
 ) -> Result<Vec<u8>, RunError> {
-    run_tool_with(tool, args, timeout, cancel, |_| {})
+    run_tool_with_fds(tool, args, &[], timeout, cancel)
 }
 
-/// Like [`run_tool`], with `setup` adjusting the command before it starts (to pass it a
-/// descriptor, see [`crate::fsx::Dir::pass_to`]).
-pub fn run_tool_with<S: AsRef<OsStr>>(
+/// Like [`run_tool`]; the descriptors in `inherit` stay open in the tool (an image named
+/// `/proc/self/fd/N`).
+pub fn run_tool_with_fds<S: AsRef<OsStr>>(
     tool: &str,
     args: &[S],
+    inherit: &[RawFd],
     timeout: Duration,
     cancel: &CancelToken,
-    setup: impl FnOnce(&mut Command),
 ) -> Result<Vec<u8>, RunError> {
     cancel.check().map_err(|_| RunError::Cancelled)?;
     let path = find_tool(tool).ok_or_else(|| RunError::NotFound {
@@ -276,36 +277,30 @@ pub fn run_tool_with<S: AsRef<OsStr>>(
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Own process group, so that a kill also ends what the tool started (ssh for
-        // qemu+ssh:// URIs).
-        .process_group(0);
-    setup(&mut cmd);
-    let mut child = cmd.spawn().map_err(|error| RunError::Spawn {
+        .stderr(Stdio::piped());
+    let mut child = Supervised::spawn(cmd, inherit).map_err(|error| RunError::Spawn {
         tool: tool.to_string(),
         error,
     })?;
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
+    let out = drain(child.child_mut().stdout.take());
+    let err = drain(child.child_mut().stderr.take());
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
             Err(error) => {
-                kill_group(&mut child);
                 return Err(RunError::Spawn {
                     tool: tool.to_string(),
                     error,
                 });
             }
         }
+        // Dropping `child` below kills it with its process group.
         if cancel.is_cancelled() {
-            kill_group(&mut child);
             return Err(RunError::Cancelled);
         }
         if start.elapsed() >= timeout {
-            kill_group(&mut child);
             return Err(RunError::TimedOut {
                 tool: tool.to_string(),
                 after: timeout,
@@ -342,16 +337,6 @@ fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<
     })
 }
 
-fn kill_group(child: &mut Child) {
-    // SAFETY: kill(2) with a negative pid signals the process group the child leads
-    // (it was spawned with process_group(0)); no memory is involved.
-    unsafe {
-        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// Builds an argument list of mixed strings and paths.
 macro_rules! args {
     ($($a:expr),* $(,)?) => { vec![$(::std::ffi::OsString::from($a)),*] };
@@ -360,19 +345,14 @@ macro_rules! args {
 // ---------------------------------------------------------------------------------------
 // qemu-img info / map
 
-/// What `qemu-img info --backing-chain` tells about an image.
+/// What `qemu-img info --backing-chain` tells about an image (opened by name: a libvirt
+/// domain's disk; the images source resolves its chains itself, see `chain`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
     /// QEMU's format name (`raw`, `qcow2`, `vmdk`, `vpc`, `vhdx`, …).
     pub format: String,
     /// Capacity in bytes as the guest sees it.
     pub virtual_size: u64,
-    /// Bytes the image (top layer) takes on the host.
-    pub actual_size: u64,
-    /// Backing files of the chain (not the image itself), top to bottom.
-    pub backing_files: Vec<PathBuf>,
-    /// Extent files of split or flat vmdk images.
-    pub extent_files: Vec<PathBuf>,
     /// Every layer of the chain, top first (`depth` in `qemu-img map` indexes it).
     pub layers: Vec<Layer>,
 }
@@ -480,9 +460,6 @@ fn parse_image_info(json: &[u8], path: &Path) -> Result<ImageInfo, ProviderError
     let virtual_size = top["virtual-size"]
         .as_u64()
         .ok_or_else(|| bad("no virtual-size".into()))?;
-    let actual_size = top["actual-size"].as_u64().unwrap_or(0);
-    let mut backing_files = Vec::new();
-    let mut extent_files = Vec::new();
     let mut layers = Vec::new();
     for layer in &chain {
         let file = layer["filename"].as_str().map(PathBuf::from);
@@ -494,43 +471,14 @@ fn parse_image_info(json: &[u8], path: &Path) -> Result<ImageInfo, ProviderError
                     && specific.get("data-file").is_none()
                     && specific.get("encrypt").is_none()));
         layers.push(Layer {
-            file: file.clone().unwrap_or_default(),
-            format: layer_format,
             direct: direct && file.is_some(),
+            file: file.unwrap_or_default(),
+            format: layer_format,
         });
-        let dir = file
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
-        if let Some(extents) = layer["format-specific"]["data"]["extents"].as_array() {
-            for e in extents {
-                // A monolithic vmdk names itself as its only extent.
-                let Some(name) = e["filename"].as_str() else {
-                    continue;
-                };
-                let extent = dir.join(name);
-                if file
-                    .as_deref()
-                    .map(|f| dir.join(f.file_name().unwrap_or_default()))
-                    != Some(extent.clone())
-                {
-                    extent_files.push(extent);
-                }
-            }
-        }
-        if let Some(f) = file {
-            if !std::ptr::eq(*layer, *top) {
-                backing_files.push(f);
-            }
-        }
     }
     Ok(ImageInfo {
         format,
         virtual_size,
-        actual_size,
-        backing_files,
-        extent_files,
         layers,
     })
 }
@@ -560,15 +508,70 @@ impl MapEntry {
     }
 }
 
+/// An image as QEMU's tools open it: a `json:` specification (format, file, and for a
+/// checked chain every layer, see `chain`) and the descriptors it names as
+/// `/proc/self/fd/N`, which the tool inherits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QemuImage {
+    spec: serde_json::Value,
+    fds: Vec<RawFd>,
+    /// The image's path, for messages.
+    shown: PathBuf,
+}
+
+impl QemuImage {
+    /// `spec` names files by the descriptors in `fds`; the caller keeps them open for as
+    /// long as a tool may use this.
+    pub fn new(spec: serde_json::Value, fds: Vec<RawFd>, shown: PathBuf) -> QemuImage {
+        QemuImage { spec, fds, shown }
+    }
+
+    /// An image file that QEMU opens by name, following what its header names (a libvirt
+    /// domain's disk: the domain's definition says which files it uses).
+    pub fn file(path: &Path, format: &str) -> QemuImage {
+        let spec = serde_json::json!({
+            "driver": format,
+            "file": { "filename": path.to_string_lossy() },
+        });
+        QemuImage::new(spec, Vec::new(), path.to_path_buf())
+    }
+
+    pub fn shown(&self) -> &Path {
+        &self.shown
+    }
+
+    pub fn fds(&self) -> &[RawFd] {
+        &self.fds
+    }
+
+    /// The tool's image argument; `force_share` reads an image a running QEMU holds (the
+    /// block layer's option behind qemu-img's `-U`).
+    fn arg(&self, force_share: bool) -> String {
+        let mut spec = self.spec.clone();
+        if force_share {
+            spec["force-share"] = true.into();
+            spec["read-only"] = true.into();
+        }
+        format!("json:{spec}")
+    }
+}
+
+/// `qemu-img info --output=json` of `image` (its top layer), as printed.
+pub fn qemu_img_info(
+    image: &QemuImage,
+    force_share: bool,
+    cancel: &CancelToken,
+) -> Result<Vec<u8>, ProviderError> {
+    let a = args!["info", "--output=json", image.arg(force_share)];
+    run_tool_with_fds("qemu-img", &a, image.fds(), QUICK, cancel)
+        .map_err(|e| image_error(e, image.shown(), "reading image information"))
+}
+
 /// What `qemu-img map` looks at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MapTarget {
-    /// An image file of a known format.
-    File {
-        path: PathBuf,
-        format: String,
-        force_share: bool,
-    },
+    /// An image (file or checked chain).
+    Image { image: QemuImage, force_share: bool },
     /// An `--image-opts` string (an NBD export, possibly with `x-dirty-bitmap`).
     ImageOpts(String),
 }
@@ -576,30 +579,27 @@ pub enum MapTarget {
 /// Runs `qemu-img map --output=json` on `target`.
 pub fn image_map(target: &MapTarget, cancel: &CancelToken) -> Result<Vec<MapEntry>, ProviderError> {
     let mut a = args!["map", "--output=json"];
-    let what = match target {
-        MapTarget::File {
-            path,
-            format,
-            force_share,
-        } => {
-            a.push("-f".into());
-            a.push(format.into());
-            if *force_share {
-                a.push("-U".into());
-            }
-            a.push(path.into());
-            format!("listing allocated extents of {}", path.display())
+    let (what, fds) = match target {
+        MapTarget::Image { image, force_share } => {
+            a.push(image.arg(*force_share).into());
+            (
+                format!("listing allocated extents of {}", image.shown().display()),
+                image.fds(),
+            )
         }
         MapTarget::ImageOpts(opts) => {
             a.push("--image-opts".into());
             a.push(opts.into());
-            format!("listing extents of {opts}")
+            (format!("listing extents of {opts}"), &[][..])
         }
     };
-    let out = run_tool("qemu-img", &a, MAP_TIMEOUT, cancel).map_err(|e| match target {
-        MapTarget::File { path, .. } => image_error(e, path, "listing allocated extents"),
-        MapTarget::ImageOpts(_) => e.into_provider(&what),
-    })?;
+    let out =
+        run_tool_with_fds("qemu-img", &a, fds, MAP_TIMEOUT, cancel).map_err(|e| match target {
+            MapTarget::Image { image, .. } => {
+                image_error(e, image.shown(), "listing allocated extents")
+            }
+            MapTarget::ImageOpts(_) => e.into_provider(&what),
+        })?;
     serde_json::from_slice(&out).map_err(|e| {
         ProviderError::new(
             "ToolOutputInvalid",
@@ -952,21 +952,22 @@ impl Drop for PrivateDir {
     }
 }
 
-/// A `qemu-nbd` exporting one image read-only on a private unix socket; killed on drop.
+/// A `qemu-nbd` exporting one image read-only on a private unix socket; killed on drop
+/// (and when vmvault dies: see `supervise`).
 pub struct NbdServer {
-    child: Child,
+    child: Supervised,
     socket: PathBuf,
     _dir: PrivateDir,
 }
 
 impl NbdServer {
-    /// Starts qemu-nbd for `path` in `format` and waits until it accepts connections.
+    /// Starts qemu-nbd for `image` and waits until it accepts connections.
     pub fn start(
-        path: &Path,
-        format: &str,
+        image: &QemuImage,
         force_share: bool,
         cancel: &CancelToken,
     ) -> Result<NbdServer, ProviderError> {
+        let path = image.shown();
         let exe = require_tool("qemu-nbd")?;
         let dir = PrivateDir::create(&std::env::temp_dir(), "vmvault-nbd")?;
         let socket = dir.path().join("disk.sock");
@@ -975,26 +976,16 @@ impl NbdServer {
             .arg("--persistent")
             .arg("--shared=0")
             .arg("--socket")
-            .arg(&socket);
-        if force_share {
-            // qemu-nbd has no -U; the block layer's force-share option does the same.
-            cmd.arg("--image-opts").arg(format!(
-                "driver={},file.driver=file,file.filename={},force-share=on",
-                opt_escape(format),
-                opt_escape(&path.to_string_lossy())
-            ));
-        } else {
-            cmd.arg(format!("--format={format}")).arg(path);
-        }
+            .arg(&socket)
+            .arg(image.arg(force_share));
         cmd.env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = cmd.spawn().map_err(|e| {
+            .stderr(Stdio::piped());
+        let mut child = Supervised::spawn(cmd, image.fds()).map_err(|e| {
             ProviderError::io(format!("starting qemu-nbd for {}", path.display()), e)
         })?;
-        let stderr = drain(child.stderr.take());
+        let stderr = drain(child.child_mut().stderr.take());
         let mut server = NbdServer {
             child,
             socket,
@@ -1041,11 +1032,10 @@ impl NbdServer {
     pub fn socket(&self) -> &Path {
         &self.socket
     }
-}
 
-impl Drop for NbdServer {
-    fn drop(&mut self) {
-        kill_group(&mut self.child);
+    /// The qemu-nbd process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -1055,7 +1045,7 @@ impl Drop for NbdServer {
 /// Where the bytes of an opened disk come from.
 enum DataPath {
     /// A raw file, read with pread; the file also holds QEMU-compatible read locks.
-    File(File),
+    File(SourceFile),
     /// An NBD export (a private qemu-nbd, or a libvirt backup job's export).
     Nbd {
         pool: NbdPool,
@@ -1065,6 +1055,59 @@ enum DataPath {
     },
 }
 
+/// A file of a disk, read directly, with its size when it was opened: the disk's capacity
+/// may end past it (QEMU rounds a raw file's size up to whole sectors), but a file that
+/// ends before it shrank while it was read.
+struct SourceFile {
+    file: File,
+    len: u64,
+}
+
+impl SourceFile {
+    fn new(file: File) -> std::io::Result<SourceFile> {
+        let len = file.metadata()?.len();
+        Ok(SourceFile { file, len })
+    }
+
+    /// pread that reads past the opened size as zeros and fails when the file now ends
+    /// before it.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            match self.file.read_at(&mut buf[done..], at) {
+                Ok(0) if at < self.len => return Err(self.shrank()),
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    return Ok(());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The error of a file that is shorter than when it was opened.
+    fn shrank(&self) -> std::io::Error {
+        let now = self
+            .file
+            .metadata()
+            .map(|m| format!("{} bytes", m.len()))
+            .unwrap_or_else(|_| "unknown".into());
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "the image file shrank while it was read ({} bytes when opened, now {now}): \
+                 something truncated it, ignoring QEMU's image locks; this backup cannot be a \
+                 consistent copy",
+                self.len
+            ),
+        )
+    }
+}
+
 /// The map of a local image that no one writes, for reading its data clusters straight
 /// from the layer files (at disk speed) instead of through qemu-nbd (which tops out at
 /// several hundred MB/s). Ranges the map cannot place (compressed clusters, layers of
@@ -1072,16 +1115,21 @@ enum DataPath {
 struct DirectMap {
     entries: Vec<MapEntry>,
     /// The open file of each layer whose clusters may be read directly.
-    files: Vec<Option<File>>,
+    files: Vec<Option<SourceFile>>,
 }
 
 impl DirectMap {
-    fn build(path: &Path, format: &str, cancel: &CancelToken) -> Result<DirectMap, ProviderError> {
+    /// The map of an image file and its backing chain as `qemu-img` finds it (a libvirt
+    /// domain's disk).
+    fn of_file(
+        path: &Path,
+        format: &str,
+        cancel: &CancelToken,
+    ) -> Result<DirectMap, ProviderError> {
         let info = image_info(path, Some(format), false, cancel)?;
         let entries = image_map(
-            &MapTarget::File {
-                path: path.to_path_buf(),
-                format: format.to_string(),
+            &MapTarget::Image {
+                image: QemuImage::file(path, format),
                 force_share: false,
             },
             cancel,
@@ -1091,11 +1139,30 @@ impl DirectMap {
             .layers
             .iter()
             .map(|l| {
-                if l.direct {
-                    File::open(&l.file).ok()
-                } else {
-                    None
-                }
+                l.direct
+                    .then(|| File::open(&l.file).and_then(SourceFile::new).ok())
+                    .flatten()
+            })
+            .collect();
+        Ok(DirectMap { entries, files })
+    }
+
+    /// The map of a checked chain: its layers' own descriptors are read, never a name.
+    fn of_chain(chain: &ImageChain, cancel: &CancelToken) -> Result<DirectMap, ProviderError> {
+        let entries = image_map(
+            &MapTarget::Image {
+                image: chain.qemu_image(),
+                force_share: false,
+            },
+            cancel,
+        )?;
+        let files = chain
+            .layers
+            .iter()
+            .map(|l| {
+                l.direct
+                    .then(|| l.file.file.try_clone().and_then(SourceFile::new).ok())
+                    .flatten()
             })
             .collect();
         Ok(DirectMap { entries, files })
@@ -1120,7 +1187,7 @@ impl DirectMap {
             match (e.zero, e.data, e.offset, e.compressed, file) {
                 (true, ..) => out.fill(0),
                 (false, true, Some(host), false, Some(f)) => {
-                    read_file_at(f, host + (pos - e.start), out)?
+                    f.read_at(host + (pos - e.start), out)?
                 }
                 _ => pool.read_at(pos, out)?,
             }
@@ -1150,12 +1217,23 @@ pub struct OpenDisk {
     map: MapTarget,
     dirty: Option<DirtyBitmap>,
     extents: OnceLock<Vec<Extent>>,
+    /// Keeps the descriptors that `map` names open.
+    _chain: Option<ImageChain>,
+}
+
+/// What a disk image is opened from.
+enum ImageSource {
+    /// A file QEMU opens by name, following its header (a libvirt domain's disk).
+    File { path: PathBuf, format: String },
+    /// A checked chain of the images source: files opened by vmvault, passed by descriptor.
+    Chain(ImageChain),
 }
 
 impl OpenDisk {
-    /// Opens an image file for reading. Raw files are read directly (under QEMU's read
-    /// locks unless `force_share`), other formats through a private qemu-nbd.
-    /// `label` names the disk in error messages.
+    /// Opens an image file by name for reading (a libvirt domain's disk, whose files the
+    /// domain's definition names). Raw files are read directly (under QEMU's read locks
+    /// unless `force_share`), other formats through a private qemu-nbd. `label` names the
+    /// disk in error messages.
     pub fn open_image(
         path: &Path,
         format: &str,
@@ -1164,19 +1242,62 @@ impl OpenDisk {
         label: &str,
         cancel: &CancelToken,
     ) -> Result<OpenDisk, ProviderError> {
+        let source = ImageSource::File {
+            path: path.to_path_buf(),
+            format: format.to_string(),
+        };
+        Self::open_source(source, capacity, force_share, label, cancel)
+    }
+
+    /// Opens a checked chain of the images source for reading: QEMU's tools get its files
+    /// by descriptor (see `chain`), and a qemu-nbd that holds any other file is refused.
+    pub fn open_chain(
+        chain: ImageChain,
+        capacity: u64,
+        force_share: bool,
+        label: &str,
+        cancel: &CancelToken,
+    ) -> Result<OpenDisk, ProviderError> {
+        Self::open_source(
+            ImageSource::Chain(chain),
+            capacity,
+            force_share,
+            label,
+            cancel,
+        )
+    }
+
+    fn open_source(
+        source: ImageSource,
+        capacity: u64,
+        force_share: bool,
+        label: &str,
+        cancel: &CancelToken,
+    ) -> Result<OpenDisk, ProviderError> {
         cancel.check()?;
+        let (image, format) = match &source {
+            ImageSource::File { path, format } => (QemuImage::file(path, format), format.as_str()),
+            ImageSource::Chain(chain) => (chain.qemu_image(), chain.format()),
+        };
+        let path = image.shown().to_path_buf();
+        let opening = |e| ProviderError::io(format!("opening {label} ({})", path.display()), e);
         let mut mappable = false;
         let data = if format == "raw" {
-            let file = File::open(path).map_err(|e| {
-                ProviderError::io(format!("opening {label} ({})", path.display()), e)
-            })?;
+            let file = match &source {
+                ImageSource::File { path, .. } => File::open(path),
+                ImageSource::Chain(chain) => chain.top().file.file.try_clone(),
+            }
+            .map_err(opening)?;
             if !force_share {
-                lock_for_read(&file, path)?;
+                lock_for_read(&file, &path)?;
                 mappable = on_local_file_system(&file);
             }
-            DataPath::File(file)
+            DataPath::File(SourceFile::new(file).map_err(opening)?)
         } else {
-            let server = NbdServer::start(path, format, force_share, cancel)?;
+            let server = NbdServer::start(&image, force_share, cancel)?;
+            if let ImageSource::Chain(chain) = &source {
+                chain.check_open_files(server.pid())?;
+            }
             let pool = NbdPool::connect(server.socket(), "").map_err(|e| {
                 ProviderError::io(
                     format!("connecting to the export of {label} ({})", path.display()),
@@ -1184,10 +1305,12 @@ impl OpenDisk {
                 )
             })?;
             // An image in use changes under us: its map would go stale.
-            let direct = if force_share {
-                None
-            } else {
-                Some(DirectMap::build(path, format, cancel)?)
+            let direct = match (&source, force_share) {
+                (_, true) => None,
+                (ImageSource::File { path, format }, false) => {
+                    Some(DirectMap::of_file(path, format, cancel)?)
+                }
+                (ImageSource::Chain(chain), false) => Some(DirectMap::of_chain(chain, cancel)?),
             };
             DataPath::Nbd {
                 pool,
@@ -1195,19 +1318,18 @@ impl OpenDisk {
                 direct,
             }
         };
-        let map = MapTarget::File {
-            path: path.to_path_buf(),
-            format: format.to_string(),
-            force_share,
-        };
         Ok(OpenDisk {
             label: label.to_string(),
             capacity,
             data,
             mappable,
-            map,
+            map: MapTarget::Image { image, force_share },
             dirty: None,
             extents: OnceLock::new(),
+            _chain: match source {
+                ImageSource::Chain(chain) => Some(chain),
+                ImageSource::File { .. } => None,
+            },
         })
     }
 
@@ -1236,6 +1358,7 @@ impl OpenDisk {
             },
             dirty,
             extents: OnceLock::new(),
+            _chain: None,
         })
     }
 
@@ -1308,9 +1431,14 @@ impl OpenDisk {
                 match mapped {
                     Some(v) => {
                         buf.copy_from_slice(&v);
-                        Ok(())
+                        // Zeros where the file shrank under the mapping are not the disk's.
+                        if v.intact() {
+                            Ok(())
+                        } else {
+                            Err(f.shrank())
+                        }
                     }
-                    None => read_file_at(f, offset, buf),
+                    None => f.read_at(offset, buf),
                 }
             }
             DataPath::Nbd {
@@ -1336,20 +1464,20 @@ impl OpenDisk {
         let DataPath::File(f) = &self.data else {
             return None;
         };
-        // An access to a mapping that the kernel cannot back kills the process with
-        // SIGBUS, where `pread` would fail one job with an error. So a raw file is mapped
-        // only under QEMU's read lock (a file another process may shrink meanwhile, as in
-        // crash-consistent reads of an image in use, is not; `read_at` reads past its end
-        // as zeros instead), and only on a local file system (network and FUSE file
-        // systems fail reads more often than local disks). What is left: a process that
-        // ignores QEMU's locks and truncates the image, or a failing local disk.
+        // An access to a mapping that the kernel cannot back raises SIGBUS, where `pread`
+        // would fail one job with an error. A file that shrinks under its mapping is
+        // handled (`view` maps zeros over the missing pages and clears `intact`, which
+        // callers check), but a failing disk or a network file system would still kill the
+        // process. So a raw file is mapped only under QEMU's read lock (not an image a
+        // running QEMU writes, as in crash-consistent reads), and only on a local file
+        // system (network and FUSE file systems fail reads more often than local disks).
         if !self.mappable {
             return None;
         }
         if offset.checked_add(len as u64)? > self.capacity {
             return None;
         }
-        super::MappedBytes::map(f, offset, len)
+        super::MappedBytes::map(&f.file, offset, len)
             .ok()
             .map(super::DiskView::Mapped)
     }
@@ -1378,23 +1506,6 @@ fn on_local_file_system(f: &File) -> bool {
     // SAFETY: fstatfs succeeded, so the struct is initialised.
     let t = unsafe { st.assume_init() }.f_type as u64;
     LOCAL.contains(&t)
-}
-
-/// pread that treats bytes past the end of a (shorter) file as zeros.
-fn read_file_at(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => {
-                buf[done..].fill(0);
-                return Ok(());
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn clamp(extents: &mut Vec<Extent>, capacity: u64) {
@@ -1491,7 +1602,7 @@ pub fn convert_raw(
     a.push(dir.proc_path().join(out).into());
     // A conversion takes as long as the disk is big; allow 10 MB/s plus a minute.
     let timeout = Duration::from_secs(60 + size / 10_000_000);
-    let result = run_tool_with("qemu-img", &a, timeout, cancel, |cmd| dir.pass_to(cmd));
+    let result = run_tool_with_fds("qemu-img", &a, &[dir.fd().as_raw_fd()], timeout, cancel);
     if let Err(e) = result {
         let _ = dir.remove_file(out);
         return Err(match os_error_named(e.stderr()) {
@@ -1601,6 +1712,28 @@ pub(crate) mod test_support {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `qemu-img create -f qcow2 -b BACKING -F FORMAT PATH [SIZE]`: a qcow2 overlay. With a
+    /// size the backing file is not opened (`-u`: it may be missing or refused).
+    pub fn overlay(path: &Path, backing: &str, backing_format: &str, size: Option<&str>) {
+        let mut a = vec![
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            backing,
+            "-F",
+            backing_format,
+        ];
+        let path = path.to_str().unwrap();
+        a.push(path);
+        if let Some(size) = size {
+            a.insert(1, "-u");
+            a.push(size);
+        }
+        sh("qemu-img", &a);
+    }
+
     /// True once an NBD server on `socket` completes a handshake (qemu-nbd listens before
     /// it has opened and locked its image).
     pub fn nbd_ready(socket: &Path) -> bool {
@@ -1642,6 +1775,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+    use std::process::Child;
 
     #[test]
     fn merge_joins_touching_and_overlapping_ranges() {
@@ -1827,20 +1961,7 @@ mod tests {
         );
         let top = dir.path().join("top.qcow2");
         let ts = top.to_str().unwrap();
-        sh(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                base.to_str().unwrap(),
-                "-F",
-                "qcow2",
-                ts,
-            ],
-        );
+        overlay(&top, base.to_str().unwrap(), "qcow2", None);
         sh(
             "qemu-io",
             &[
@@ -1856,9 +1977,8 @@ mod tests {
             ],
         );
         let map = image_map(
-            &MapTarget::File {
-                path: top.clone(),
-                format: "qcow2".into(),
+            &MapTarget::Image {
+                image: QemuImage::file(&top, "qcow2"),
                 force_share: false,
             },
             &CancelToken::new(),
@@ -1931,6 +2051,47 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A raw image truncated while a backup reads it (by a process that ignores QEMU's
+    /// locks): reads through the mapping and through pread fail with a clear error. Without
+    /// the SIGBUS handler, touching the view kills the process.
+    #[test]
+    fn a_raw_image_truncated_while_it_is_read_fails_the_read_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.raw");
+        std::fs::write(&p, vec![0xABu8; 4 << 20]).unwrap();
+        let disk = Arc::new(
+            OpenDisk::open_image(&p, "raw", 4 << 20, false, "disk a.raw", &CancelToken::new())
+                .unwrap(),
+        );
+        let r = disk.reader();
+        let view = r
+            .view_at(1 << 20, 2 << 20)
+            .expect("a locked raw file is mapped");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        // Map, truncate, read: what the backup's hashing of a view does.
+        assert!(view.iter().all(|&b| b == 0), "past the new end: zeros");
+        assert!(!view.intact(), "the view knows it was cut");
+        drop(view);
+        for len in [4096, MAP_READ_MIN, 2 << 20] {
+            let mut buf = vec![0u8; len];
+            let e = r.read_at(1 << 20, &mut buf).unwrap_err().details();
+            assert!(
+                e.message.contains("disk a.raw") && e.message.contains("shrank while it was read"),
+                "{len}: {}",
+                e.message
+            );
+        }
+        // Before the cut, the bytes are still there.
+        let mut buf = vec![0u8; 4096];
+        r.read_at(0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0xAB));
     }
 
     #[test]

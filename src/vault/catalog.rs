@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 /// An error of the catalog, with the database it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("catalog {path}: {source}")]
+    #[error("catalog {}: {source}{}", .path.display(), hint(.source, .path))]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -33,6 +33,33 @@ pub enum CatalogError {
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
+
+impl CatalogError {
+    /// Whether the catalog failed because its file system is full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, CatalogError::Sqlite { source, .. } if is_disk_full(source))
+    }
+}
+
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+}
+
+/// What to do about the catalog's error, where vmvault knows: where the space ran out, or
+/// how to recover a damaged catalog.
+fn hint(e: &rusqlite::Error, path: &Path) -> String {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    if matches!(e.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase)) {
+        return format!(". The catalog is damaged. {RESTORE_CATALOG_ADVICE}");
+    }
+    if !is_disk_full(e) {
+        return String::new();
+    }
+    match path.parent().and_then(crate::fsx::space_note) {
+        Some(note) => format!(" ({note}: free space there, or move the vault)"),
+        None => " (its file system is full: free space there, or move the vault)".into(),
+    }
+}
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[

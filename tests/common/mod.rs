@@ -392,3 +392,37 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A tmpfs mounted on a new folder, unmounted when dropped; None (after saying why) where
+/// the test cannot mount one.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(env: &Env, name: &str, options: &str) -> Option<Tmpfs> {
+        // SAFETY: geteuid has no failure mode.
+        if unsafe { libc::geteuid() } != 0 {
+            if std::env::var("VMVAULT_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("mounting a tmpfs needs root (VMVAULT_REQUIRE_TOOLS=1)");
+            }
+            eprintln!("skipping: mounting a tmpfs needs root");
+            return None;
+        }
+        let dir = env.path(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        sh("mount", &["-t", "tmpfs", "-o", options, "tmpfs", s(&dir)]);
+        Some(Tmpfs(dir))
+    }
+}
+
+impl Tmpfs {
+    /// Changes the mount's options (e.g. `size=200m` to make room).
+    pub fn remount(&self, options: &str) {
+        sh("mount", &["-o", &format!("remount,{options}"), s(&self.0)]);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -293,3 +293,33 @@ fn folders_others_can_write_or_own_are_refused_with_the_fix() {
     assert!(err.contains("belongs to"), "{err}");
     assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
 }
+
+#[test]
+fn a_damaged_catalog_says_so_and_how_to_recover() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let copy = env.path("catalog-copy");
+    save_catalog(&vault, &copy);
+    let catalog = vault.join("catalog.db");
+    let good = std::fs::read(&catalog).unwrap();
+    // Garbage over the file's header, then over the schema in its first page.
+    for range in [0..16, 100..4000] {
+        let mut bytes = good.clone();
+        for (i, b) in bytes[range.clone()].iter_mut().enumerate() {
+            *b = (i * 7 + 13) as u8;
+        }
+        std::fs::write(&catalog, &bytes).unwrap();
+        for args in [&["items"][..], &["backup", "app01"]] {
+            let (_, err) = env.fails_with(1, args);
+            assert!(
+                err.contains("The catalog is damaged"),
+                "{range:?} {args:?}: {err}"
+            );
+            assert!(err.contains("Restore catalog.db from a copy"), "{err}");
+        }
+    }
+    put_back_catalog(&copy, &vault);
+    env.ok(&["verify"]);
+}

@@ -35,7 +35,9 @@ use self::layout::{DiskModel, DiskParams};
 use self::overlay::Segment;
 use crate::cancel::CancelToken;
 use crate::model::{Consistency, DiskInfo, Extent, Os, PowerState, Vm};
-use crate::provider::{DiskReader, Provider, ProviderError, RegistrationReport, Snapshot};
+use crate::provider::{
+    Discovery, DiskReader, Provider, ProviderError, RegistrationReport, Snapshot,
+};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -615,9 +617,11 @@ impl Provider for SimProvider {
         )
     }
 
-    fn discover(&self, cancel: &CancelToken) -> Result<Vec<Vm>, ProviderError> {
+    fn discover(&self, cancel: &CancelToken) -> Result<Discovery, ProviderError> {
         self.latency(self.discovery_latency, cancel)?;
-        Ok(self.sub.vms.iter().map(|v| v.vm.clone()).collect())
+        Ok(Discovery::of(
+            self.sub.vms.iter().map(|v| v.vm.clone()).collect(),
+        ))
     }
 
     fn register(&self, vm: &Vm, cancel: &CancelToken) -> Result<RegistrationReport, ProviderError> {

@@ -256,7 +256,7 @@ fn tokens_of_later_days_other_vms_or_garbage_are_unknown() {
 #[test]
 fn allocated_extents_are_sorted_disjoint_and_within_capacity() {
     let p = healthy();
-    for vm in p.discover(&CancelToken::new()).unwrap() {
+    for vm in p.discover(&CancelToken::new()).unwrap().vms {
         for d in [0, 1, 365, 3000] {
             let s = snap(&p, &vm.source_id, day(d));
             for info in s.disks() {
@@ -278,7 +278,7 @@ fn allocated_extents_are_sorted_disjoint_and_within_capacity() {
 fn default_subscription_allocates_one_to_two_gib() {
     let p = healthy();
     let mut total = 0;
-    for vm in p.discover(&CancelToken::new()).unwrap() {
+    for vm in p.discover(&CancelToken::new()).unwrap().vms {
         let s = snap(&p, &vm.source_id, day(0));
         for info in s.disks() {
             total += s
@@ -608,7 +608,7 @@ fn transient_failures_are_deterministic() {
 #[test]
 fn discovery_lists_every_vm_of_every_region() {
     let p = embedded();
-    let vms = p.discover(&CancelToken::new()).unwrap();
+    let vms = p.discover(&CancelToken::new()).unwrap().vms;
     assert_eq!(vms.len(), p.subscription().vms.len());
     let regions: BTreeSet<_> = vms.iter().map(|v| v.region.clone()).collect();
     assert!(regions.len() >= 3);
@@ -618,7 +618,7 @@ fn discovery_lists_every_vm_of_every_region() {
         "{}",
         p.describe()
     );
-    let again = p.discover(&CancelToken::new()).unwrap();
+    let again = p.discover(&CancelToken::new()).unwrap().vms;
     assert_eq!(vms, again);
 }
 
@@ -629,7 +629,7 @@ fn generated_subscription_of_ten_thousand_vms() {
         ..instant()
     };
     let p = SimProvider::from_settings(&settings).unwrap();
-    let vms = p.discover(&CancelToken::new()).unwrap();
+    let vms = p.discover(&CancelToken::new()).unwrap().vms;
     assert_eq!(vms.len(), 10_000);
     let s = snap(&p, "sim:/scale-040/vm-10000", day(3));
     let r = s.open_disk(0).unwrap();
@@ -772,7 +772,7 @@ fn generation_speed() {
     let mut bytes = 0u64;
     let mut compressed = 0u64;
     let mut sample = Vec::new();
-    for vm in p.discover(&CancelToken::new()).unwrap() {
+    for vm in p.discover(&CancelToken::new()).unwrap().vms {
         let s = snap(&p, &vm.source_id, day(100));
         for info in s.disks() {
             let r = s.open_disk(info.index).unwrap();
@@ -807,7 +807,7 @@ fn generation_speed() {
     let t = Instant::now();
     let mut chunks = 0u64;
     let mut disk_days = 0u64;
-    let vms = p.discover(&CancelToken::new()).unwrap();
+    let vms = p.discover(&CancelToken::new()).unwrap().vms;
     let mut tokens: HashMap<String, String> = HashMap::new();
     for d in 1..=800 {
         for vm in &vms {
@@ -855,7 +855,7 @@ fn generation_speed() {
         ..instant()
     };
     let big = SimProvider::from_settings(&settings).unwrap();
-    let n = big.discover(&CancelToken::new()).unwrap().len();
+    let n = big.discover(&CancelToken::new()).unwrap().vms.len();
     println!(
         "generate_vms = {n}: subscription + discovery in {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3

@@ -548,7 +548,9 @@ impl Shared<'_, '_> {
         let Some(view) = p.reader.view_at(s0, len) else {
             return false;
         };
-        if blake3::hash(&view).as_bytes() != previous {
+        // A view whose file shrank under it shows zeros that are not the disk's: the slot
+        // is read instead, and the read reports what happened.
+        if blake3::hash(&view).as_bytes() != previous || !view.intact() {
             return false;
         }
         drop(view);
@@ -980,6 +982,68 @@ mod tests {
         let full = backup_disk(e.params(&mem, None, None, MIB as u32)).unwrap();
         assert_eq!(second.index, full.index);
         assert_eq!(e.restore(&second.index, "viewed.raw"), mem.image());
+    }
+
+    /// A file disk truncated to `at` bytes right after a view past `at` is mapped (what a
+    /// process that ignores QEMU's locks can do to an image during a backup).
+    struct TruncatedUnderView<'a> {
+        inner: &'a super::super::testutil::FileDisk,
+        path: std::path::PathBuf,
+        at: u64,
+    }
+
+    impl DiskReader for TruncatedUnderView<'_> {
+        fn capacity(&self) -> u64 {
+            self.inner.capacity()
+        }
+        fn allocated_extents(&self) -> Result<Vec<Extent>, ProviderError> {
+            self.inner.allocated_extents()
+        }
+        fn changed_extents(&self, _: &str) -> Result<Option<Vec<Extent>>, ProviderError> {
+            Ok(None)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError> {
+            self.inner.read_at(offset, buf)
+        }
+        fn view_at(&self, offset: u64, len: usize) -> Option<crate::provider::DiskView<'_>> {
+            let view = self.inner.view_at(offset, len)?;
+            if offset + len as u64 > self.at {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .unwrap();
+                f.set_len(self.at).unwrap();
+            }
+            Some(view)
+        }
+    }
+
+    /// Without the SIGBUS handler, hashing the view kills the process; without the check
+    /// of `intact`, the slot (zeros past the cut, as it held before) passes as unchanged
+    /// and the backup "succeeds" on a truncated image.
+    #[test]
+    fn a_disk_file_truncated_under_a_view_fails_the_backup() {
+        use super::super::testutil::FileDisk;
+        let e = env();
+        let mut mem = MemDisk::new(2 * MIB);
+        mem.put(0, random(1, MIB as usize));
+        let mut tail = vec![0u8; MIB as usize];
+        tail[..4096].copy_from_slice(&random(2, 4096));
+        mem.put(MIB, tail);
+        let path = e.root.join("disk.raw");
+        let disk = FileDisk::from_mem(&path, &mem);
+        let first = e.backup(&disk, MIB as u32);
+        let cut = TruncatedUnderView {
+            inner: &disk,
+            path,
+            at: MIB + 4096,
+        };
+        let r = backup_disk(e.params(&cut, Some(&first.index), None, MIB as u32));
+        assert!(
+            matches!(r, Err(BackupError::Source(_))),
+            "a truncated disk must fail the backup: {:?}",
+            r.map(|b| b.index)
+        );
     }
 
     /// A disk whose views show other bytes than its reads (it changes between the two).

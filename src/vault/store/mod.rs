@@ -252,6 +252,7 @@ impl StoreError {
             .recommend(
                 "Restore from another recovery point; check the vault's storage for disk errors.",
             ),
+            StoreError::Io { source, .. } if crate::fsx::is_full(source) => storage_full(msg),
             StoreError::Io { .. } => {
                 ErrorDetails::new("VaultStorageError", "The vault's storage failed", msg).recommend(
                     "Check free space, permissions and health of the vault's storage location.",
@@ -267,6 +268,14 @@ impl StoreError {
             StoreError::AtSlot { .. } => ErrorDetails::new("VaultStorageError", "Vault error", msg),
         }
     }
+}
+
+/// The details of a job stopped by a full vault storage (the engine adds where and how
+/// much is free).
+pub fn storage_full(message: String) -> ErrorDetails {
+    ErrorDetails::new("VaultStorageFull", "The vault's storage is full", message)
+        .recommend("Free space on the file system that holds the vault, or move the vault to a larger one (`storage` of the vault in the config).")
+        .recommend("Nothing this job wrote was committed: recovery points already stored are intact, and the next run starts afresh.")
 }
 
 /// Short form of a digest for logs: the first 12 hex digits.
