@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -558,6 +558,25 @@ impl Faults {
             }
         }
 
+        // No child tool (qemu-img) outlived the vmvault that started it: none holds a file
+        // of this test (the kernel ends them when vmvault dies, asynchronously), and the
+        // next start removed the records of those it had to end.
+        let holders = || processes_holding(env.dir.path());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !holders().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            holders(),
+            Vec::<String>::new(),
+            "seed {seed}: orphans of killed vmvaults"
+        );
+        assert_eq!(
+            files_under(&env.data.join("children")),
+            Vec::<PathBuf>::new(),
+            "seed {seed}: records of children left"
+        );
+
         // Garbage collection frees only garbage: verify stays clean, the chunk files left
         // are exactly those the points reference (and the catalog lists), and the only
         // point folders are those of committed points.
@@ -633,6 +652,29 @@ impl Faults {
             }
         }
     }
+}
+
+/// Other processes with a file under `dir` open: "pid command" each.
+fn processes_holding(dir: &Path) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let holds = std::fs::read_dir(p.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir)));
+        if holds {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push(format!("{pid} {}", cmd.trim()));
+        }
+    }
+    out
 }
 
 #[test]
