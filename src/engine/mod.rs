@@ -6,7 +6,8 @@
 //! and nothing changes), then turned into one job per item. Jobs run on the tokio
 //! runtime with bounded concurrency for data jobs, can be cancelled, report progress,
 //! and persist every transition in the catalog. A job left `InProgress` by a killed
-//! process is marked `Failed` (interrupted) the next time the vault is opened.
+//! process is marked `Failed` (interrupted) the next time the vault is opened, after what
+//! it left half-done is cleaned up (so a second kill in between loses no clean-up).
 
 pub mod clock;
 mod data;
@@ -315,11 +316,13 @@ impl Engine {
             inner: Arc::new(inner),
         };
         if engine.is_owner() {
-            let interrupted = engine.inner.catalog.fail_interrupted_jobs(engine.now())?;
+            let interrupted = engine
+                .inner
+                .catalog
+                .settle_interrupted_jobs(engine.now(), |job| engine.after_interrupted(job))?;
             for job in &interrupted {
                 // The end of a job whose process was killed: logged now, once.
                 tracing::info!(job = %job.id, status = %job.status, "job finished (interrupted: its process stopped)");
-                engine.after_interrupted(job)?;
             }
             engine.bind_legacy_indexes()?;
             engine.spawn_progress_ticker();

@@ -976,8 +976,16 @@ impl Catalog {
         })
     }
 
-    /// Marks every job still InProgress/Cancelling (left by a killed process) as Failed.
-    pub fn fail_interrupted_jobs(&self, now: DateTime<Utc>) -> Result<Vec<Job>> {
+    /// Settles the jobs a killed process left InProgress/Cancelling, one at a time:
+    /// `clean_up` gets the job as it will be recorded (Failed, interrupted) and undoes what
+    /// the job left half-done; only then is the job saved so. A process killed in between
+    /// leaves the job active, and the next owner cleans up again: the clean-up is never
+    /// skipped (`clean_up` must therefore be idempotent). Returns the settled jobs.
+    pub fn settle_interrupted_jobs<E: From<CatalogError>>(
+        &self,
+        now: DateTime<Utc>,
+        mut clean_up: impl FnMut(&Job) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Vec<Job>, E> {
         let active = self.jobs(
             &JobFilter {
                 statuses: vec![JobStatus::InProgress, JobStatus::Cancelling],
@@ -1000,6 +1008,7 @@ impl Catalog {
                 }
             }
             job.error = Some(interrupted_error());
+            clean_up(&job)?;
             self.save_job(&job)?;
             out.push(job);
         }
@@ -1450,4 +1459,79 @@ pub fn create_private_file(path: &Path) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     opts.open(path).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> (tempfile::TempDir, Catalog) {
+        let t = tempfile::tempdir().unwrap();
+        let dir = crate::fsx::Dir::open_private(&t.path().join("v"), true).unwrap();
+        let c = Catalog::create(&dir, CATALOG_FILE).unwrap();
+        (t, c)
+    }
+
+    fn running_job(id: &str, start: DateTime<Utc>) -> Job {
+        Job {
+            id: id.into(),
+            operation: JobOperation::Restore,
+            item_id: None,
+            item: "v".into(),
+            status: JobStatus::InProgress,
+            start_time: start,
+            end_time: None,
+            bytes_done: 0,
+            bytes_total: 0,
+            is_user_triggered: true,
+            tasks: vec![],
+            error: None,
+            details: Default::default(),
+        }
+    }
+
+    fn status(c: &Catalog, id: &str) -> JobStatus {
+        c.job(id).unwrap().unwrap().status
+    }
+
+    #[test]
+    fn an_interrupted_job_stays_active_until_its_clean_up_has_run() {
+        let (_t, c) = catalog();
+        let t0 = Utc::now();
+        c.save_job(&running_job("a", t0)).unwrap();
+        c.save_job(&running_job("b", t0 + chrono::Duration::seconds(1)))
+            .unwrap();
+        // The next owner dies while cleaning up after one of them: that job must stay
+        // active (before, every job was recorded Failed first and its clean-up was lost).
+        let mut cleaned = Vec::new();
+        let died = c.settle_interrupted_jobs(Utc::now(), |job| {
+            if job.id == "b" && !cleaned.contains(&job.id) {
+                cleaned.push(job.id.clone());
+                return Err(CatalogError::Invalid {
+                    path: PathBuf::new(),
+                    message: "killed".into(),
+                });
+            }
+            assert_eq!(job.status, JobStatus::Failed);
+            assert_eq!(job.error.as_ref().unwrap().code, "JobInterrupted");
+            cleaned.push(job.id.clone());
+            Ok(())
+        });
+        assert!(died.is_err());
+        assert_eq!(status(&c, "b"), JobStatus::InProgress);
+        // The owner after it cleans up again, and only then records the end.
+        let settled = c
+            .settle_interrupted_jobs(Utc::now(), |job| -> Result<()> {
+                cleaned.push(job.id.clone());
+                Ok(())
+            })
+            .unwrap();
+        let ids: Vec<&str> = settled.iter().map(|j| j.id.as_str()).collect();
+        assert!(ids.contains(&"b"), "{ids:?}");
+        assert_eq!(cleaned.iter().filter(|id| *id == "b").count(), 2);
+        assert_eq!(cleaned.iter().filter(|id| *id == "a").count(), 1);
+        for id in ["a", "b"] {
+            assert_eq!(status(&c, id), JobStatus::Failed);
+        }
+    }
 }

@@ -372,6 +372,27 @@ pub fn path_with_only(dir: &Path, tools: &[&str]) -> std::ffi::OsString {
     dir.as_os_str().to_owned()
 }
 
+/// Every file under `dir` (not folders), sorted; a folder that cannot be read counts as empty.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A tmpfs mounted on a new folder, unmounted when dropped; None (after saying why) where
 /// the test cannot mount one.
 pub struct Tmpfs(pub PathBuf);

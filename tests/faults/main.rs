@@ -5,4 +5,5 @@
 mod common;
 
 mod disk;
+mod kill;
 mod vault;

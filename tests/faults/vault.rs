@@ -30,26 +30,6 @@ fn other_point(env: &Env, vm: &str, known: &str) -> String {
     ids[0].to_string()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn catalog_files(vault: &Path) -> Vec<PathBuf> {
     ["catalog.db", "catalog.db-wal", "catalog.db-shm"]
         .iter()
