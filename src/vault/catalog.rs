@@ -1437,7 +1437,7 @@ fn parse_index_hashes(text: &str) -> Option<IndexHashes> {
 
 /// What to do when the catalog is lost or damaged (until the vault can rebuild it from the
 /// stored data).
-pub const RESTORE_CATALOG_ADVICE: &str = "Nothing stored was changed. Restore catalog.db from a copy (a file-system snapshot or a backup of the vault folder) while vmvault is stopped; do not delete the vault's chunks/ or points/ folders. A rebuild of the catalog from the stored data comes with vault format v2.";
+pub const RESTORE_CATALOG_ADVICE: &str = "Nothing stored was changed. Restore catalog.db (with its catalog.db-wal, if the copy has one) from a copy (a file-system snapshot or a backup of the vault folder) while vmvault is stopped; do not delete the vault's chunks/ or points/ folders. A rebuild of the catalog from the stored data comes with vault format v2.";
 
 /// The error of a job whose process stopped before it finished.
 pub fn interrupted_error() -> ErrorDetails {

@@ -288,12 +288,7 @@ pub fn open_catalog(
             });
         }
         let catalog = Catalog::create(&folder.dir, CATALOG_FILE)?;
-        let id = uuid::Uuid::new_v4().to_string();
-        catalog.set_setting(SETTING_VAULT_ID, &id)?;
-        folder.write_marker(&Marker {
-            id,
-            name: vault_name.to_string(),
-        })?;
+        give_identity(folder, &catalog, vault_name)?;
         return Ok((catalog, CatalogOpened::Created));
     }
     let catalog = Catalog::open(&folder.catalog_path())?;
@@ -328,15 +323,25 @@ pub fn open_catalog(
                     data,
                 });
             }
-            let id = uuid::Uuid::new_v4().to_string();
-            catalog.set_setting(SETTING_VAULT_ID, &id)?;
-            folder.write_marker(&Marker {
-                id,
-                name: vault_name.to_string(),
-            })?;
+            give_identity(folder, &catalog, vault_name)?;
             Ok((catalog, CatalogOpened::Adopted))
         }
     }
+}
+
+/// Gives a vault a new id: in its catalog first, then in the marker (a crash in between
+/// leaves a catalog with an id and no marker, which the next open completes).
+fn give_identity(
+    folder: &VaultFolder,
+    catalog: &Catalog,
+    vault_name: &str,
+) -> Result<(), FolderError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    catalog.set_setting(SETTING_VAULT_ID, &id)?;
+    folder.write_marker(&Marker {
+        id,
+        name: vault_name.to_string(),
+    })
 }
 
 fn catalog_is_empty_file(folder: &VaultFolder) -> bool {
@@ -411,7 +416,10 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("catalog.db is missing"), "{msg}");
         assert!(msg.contains("1 chunk file(s)"), "{msg}");
-        assert!(msg.contains("Restore catalog.db from a copy"), "{msg}");
+        assert!(
+            msg.contains("Restore catalog.db (with its catalog.db-wal"),
+            "{msg}"
+        );
         assert!(!f.catalog_path().exists(), "no new catalog was created");
         // Even with the marker gone too, the chunks alone refuse a new catalog.
         std::fs::remove_file(f.path().join(MARKER_FILE)).unwrap();

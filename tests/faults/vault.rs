@@ -78,7 +78,10 @@ fn a_lost_catalog_is_never_replaced_and_nothing_is_deleted() {
     ] {
         let (_, err) = env.fails_with(1, args);
         assert!(err.contains("catalog.db is missing"), "{args:?}: {err}");
-        assert!(err.contains("Restore catalog.db from a copy"), "{err}");
+        assert!(
+            err.contains("Restore catalog.db (with its catalog.db-wal"),
+            "{err}"
+        );
         assert!(!err.contains("vmvault discover"), "{err}");
         assert!(
             !vault.join("catalog.db").exists(),
@@ -317,7 +320,10 @@ fn a_damaged_catalog_says_so_and_how_to_recover() {
                 err.contains("The catalog is damaged"),
                 "{range:?} {args:?}: {err}"
             );
-            assert!(err.contains("Restore catalog.db from a copy"), "{err}");
+            assert!(
+                err.contains("Restore catalog.db (with its catalog.db-wal"),
+                "{err}"
+            );
         }
     }
     put_back_catalog(&copy, &vault);
