@@ -493,10 +493,11 @@ fn backup_body(
     // The data is durable (backup_disk syncs the chunks it wrote before it returns); now the
     // indexes, then the catalog row that commits the point. The point's folder is announced
     // first, so that garbage collection can tell it from a folder it knows nothing about.
+    let disk_numbers: Vec<u32> = indexes.iter().map(|(d, _)| *d).collect();
     engine
         .inner
         .catalog
-        .record_point_write(&point_id, &ctx.id(), engine.now())?;
+        .record_point_write(&point_id, &ctx.id(), &disk_numbers, engine.now())?;
     let dir = engine.point_dir(&point_id);
     super::create_private_dir(&dir).map_err(|e| {
         JobFail::vault(

@@ -15,6 +15,11 @@
 //! catalog announced before writing it ([`crate::vault::catalog::Catalog::record_point_write`]),
 //! and a store with chunk files has a catalog that recorded backups. Otherwise the job
 //! fails with `GarbageCollectionRefused`, names what it does not know, and deletes nothing.
+//!
+//! An announced folder whose backup never committed is removed, unless that backup
+//! finished writing it (every disk it announced has a sound index naming the point): then
+//! it may be a point a newer catalog committed (this one restored from a copy taken during
+//! that backup), so GC keeps it and its chunks and says so in a warning.
 
 use super::jobs::{JobEnd, JobFail, JobSpec};
 use super::{Engine, Event, Result};
@@ -159,6 +164,23 @@ impl Engine {
                 .unwrap_or(std::time::UNIX_EPOCH);
             let stale_writes = engine.check_store_is_accounted_for(&points, real_cutoff)?;
             let mut marked: HashSet<crate::vault::store::Digest> = HashSet::new();
+            // A folder a backup finished writing is kept with its chunks, even though this
+            // catalog never saw it committed: a newer catalog may have (this one restored
+            // from a copy taken during that backup).
+            let mut kept = Vec::new();
+            let mut unfinished = Vec::new();
+            for w in stale_writes {
+                ctx.cancel.check()?;
+                match engine.finished_point_folder(&w) {
+                    Some(indexes) => {
+                        for ix in indexes {
+                            marked.extend(ix.entries.iter().map(|(_, d)| *d));
+                        }
+                        kept.push(w.point_id);
+                    }
+                    None => unfinished.push(w.point_id),
+                }
+            }
             for p in &points {
                 ctx.cancel.check()?;
                 for d in &p.disks {
@@ -186,8 +208,9 @@ impl Engine {
             let cutoff = now - engine.inner.opts.gc_grace;
             let mut freed = 0u64;
             let mut freed_bytes = 0u64;
-            // Folders of points whose backup stopped before committing them.
-            for point_id in &stale_writes {
+            // Folders of points whose backup stopped before committing them, and of points
+            // a prune removed from the catalog.
+            for point_id in &unfinished {
                 ctx.cancel.check()?;
                 match std::fs::remove_dir_all(engine.point_dir(point_id)) {
                     Ok(()) => {}
@@ -200,7 +223,7 @@ impl Engine {
                     }
                 }
             }
-            engine.inner.catalog.delete_point_writes(&stale_writes)?;
+            engine.inner.catalog.delete_point_writes(&unfinished)?;
             let known: Vec<(crate::vault::store::Digest, chrono::DateTime<chrono::Utc>)> =
                 engine.inner.catalog.chunks_added()?;
             let mut in_table: HashSet<crate::vault::store::Digest> =
@@ -265,8 +288,17 @@ impl Engine {
             ctx.detail("chunks_freed", freed);
             ctx.detail("bytes_freed", freed_bytes);
             ctx.detail("orphan_files_removed", orphans + temp_files);
-            ctx.detail("unfinished_points_removed", stale_writes.len());
-            Ok(JobEnd::Done { warnings: vec![] })
+            ctx.detail("unfinished_points_removed", unfinished.len());
+            ctx.detail("uncommitted_points_kept", kept.clone());
+            let mut warnings = Vec::new();
+            if !kept.is_empty() {
+                warnings.push(format!(
+                    "kept {} recovery point folder(s) ({}) that a backup finished writing but this catalog never saw committed: they may be points of a newer catalog (was catalog.db restored from a copy taken during a backup?). Restore the newest catalog.db to get them back; to discard them, remove the folders from the vault's points/ folder while vmvault is stopped",
+                    kept.len(),
+                    kept.join(", ")
+                ));
+            }
+            Ok(JobEnd::Done { warnings })
         })
     }
 
@@ -277,11 +309,11 @@ impl Engine {
         &self,
         points: &[RecoveryPoint],
         cutoff: std::time::SystemTime,
-    ) -> std::result::Result<Vec<String>, JobFail> {
+    ) -> std::result::Result<Vec<crate::vault::catalog::PointWrite>, JobFail> {
         let catalog = &self.inner.catalog;
         let known: HashSet<&str> = points.iter().map(|p| p.id.as_str()).collect();
         let writes = catalog.point_writes()?;
-        let announced: HashSet<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
+        let announced: HashSet<&str> = writes.iter().map(|w| w.point_id.as_str()).collect();
         let running: HashSet<String> = self
             .inner
             .running
@@ -345,16 +377,42 @@ impl Engine {
                 ));
             }
         }
-        for (point_id, job_id) in writes {
-            let old = std::fs::symlink_metadata(points_dir.join(&point_id))
+        for w in writes {
+            let old = std::fs::symlink_metadata(points_dir.join(&w.point_id))
                 .and_then(|m| m.modified())
                 .map(|t| t <= cutoff)
                 .unwrap_or(true);
-            if !running.contains(&job_id) && old {
-                stale.push(point_id);
+            if !running.contains(&w.job_id) && old {
+                stale.push(w);
             }
         }
         Ok(stale)
+    }
+
+    /// The indexes of an announced point folder that a backup finished writing: every disk
+    /// it announced has a sound index that names this point and disk. None for a folder
+    /// a prune announced, or one whose backup stopped before its last index.
+    fn finished_point_folder(
+        &self,
+        w: &crate::vault::catalog::PointWrite,
+    ) -> Option<Vec<crate::vault::store::index::DiskIndex>> {
+        let crate::vault::catalog::WritePurpose::Write { disks } = &w.purpose else {
+            return None;
+        };
+        if disks.is_empty() {
+            return None;
+        }
+        disks
+            .iter()
+            .map(|&disk| {
+                let f = crate::vault::store::index::DiskIndex::read_file(
+                    &self.index_path(&w.point_id, disk),
+                )
+                .ok()?;
+                let owner = f.owner?;
+                (owner.point_id == w.point_id && owner.disk == disk).then_some(f.index)
+            })
+            .collect()
     }
 
     /// Prune now (as a user-triggered job), on a blocking thread.

@@ -158,7 +158,34 @@ CREATE TABLE point_writes (
     started TEXT NOT NULL
 );
 "#,
+    // 3: why a point folder was announced (a backup writing it, or a prune removing it) and,
+    // for a write, which disks it holds: garbage collection keeps a folder a backup finished
+    // writing (it may be a point a newer catalog committed) and removes one it never finished.
+    r#"
+ALTER TABLE point_writes ADD COLUMN purpose TEXT;
+ALTER TABLE point_writes ADD COLUMN disks TEXT;
+"#,
 ];
+
+/// A point folder the catalog announced before a job wrote or removed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointWrite {
+    pub point_id: String,
+    /// The job that announced it.
+    pub job_id: String,
+    pub purpose: WritePurpose,
+}
+
+/// Why a point folder was announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WritePurpose {
+    /// A backup was about to write the indexes of these disks, then commit the point.
+    Write { disks: Vec<u32> },
+    /// A prune or delete removed the point's row and was about to remove its folder.
+    Remove,
+    /// Announced by a vmvault that did not record why (schema 2).
+    Unrecorded,
+}
 
 /// The catalog file's name in the vault folder.
 pub const CATALOG_FILE: &str = "catalog.db";
@@ -1239,7 +1266,7 @@ impl Catalog {
         self.transaction_durable(|tx| {
             let mut st = tx.prepare_cached("DELETE FROM points WHERE id = ?1")?;
             let mut announce = tx.prepare_cached(
-                "INSERT OR REPLACE INTO point_writes (point_id, job_id, started) VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO point_writes (point_id, job_id, started, purpose) VALUES (?1, ?2, ?3, 'remove')",
             )?;
             let now = fmt_time(now);
             for id in ids {
@@ -1255,29 +1282,56 @@ impl Catalog {
     }
 
     /// Announces, durably, that `job_id` is about to write the folder of point `point_id`
-    /// (its indexes): garbage collection removes such a folder if the point is never
-    /// committed, and refuses to touch a point folder it has no record of.
+    /// (the indexes of `disks`): garbage collection removes such a folder if the point is
+    /// never committed, and refuses to touch a point folder it has no record of.
     pub fn record_point_write(
         &self,
         point_id: &str,
         job_id: &str,
+        disks: &[u32],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let disks: Vec<String> = disks.iter().map(u32::to_string).collect();
         self.transaction_durable(|tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO point_writes (point_id, job_id, started) VALUES (?1, ?2, ?3)",
-                params![point_id, job_id, fmt_time(now)],
+                "INSERT OR REPLACE INTO point_writes (point_id, job_id, started, purpose, disks) VALUES (?1, ?2, ?3, 'write', ?4)",
+                params![point_id, job_id, fmt_time(now), disks.join(",")],
             )
             .map(|_| ())
         })
     }
 
-    /// Points announced by [`Catalog::record_point_write`] and never committed: (point,
-    /// job that wrote it).
-    pub fn point_writes(&self) -> Result<Vec<(String, String)>> {
+    /// Point folders announced (by [`Catalog::record_point_write`] or
+    /// [`Catalog::delete_points`]) and not yet forgotten, oldest first.
+    pub fn point_writes(&self) -> Result<Vec<PointWrite>> {
         self.read(|c| {
-            let mut st = c.prepare("SELECT point_id, job_id FROM point_writes ORDER BY started")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut st = c.prepare(
+                "SELECT point_id, job_id, purpose, disks FROM point_writes ORDER BY started",
+            )?;
+            let rows = st.query_map([], |r| {
+                let purpose: Option<String> = r.get(2)?;
+                let disks: Option<String> = r.get(3)?;
+                let purpose = match (purpose.as_deref(), disks) {
+                    (Some("write"), Some(d)) => {
+                        match d
+                            .split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::parse::<u32>)
+                            .collect::<std::result::Result<Vec<u32>, _>>()
+                        {
+                            Ok(disks) => WritePurpose::Write { disks },
+                            Err(_) => WritePurpose::Unrecorded,
+                        }
+                    }
+                    (Some("remove"), _) => WritePurpose::Remove,
+                    _ => WritePurpose::Unrecorded,
+                };
+                Ok(PointWrite {
+                    point_id: r.get(0)?,
+                    job_id: r.get(1)?,
+                    purpose,
+                })
+            })?;
             rows.collect()
         })
     }

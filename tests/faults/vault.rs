@@ -155,6 +155,66 @@ fn garbage_collection_refuses_while_the_catalog_does_not_know_the_store() {
     env.assert_restore_matches_source("app01", &p2, "newer");
 }
 
+/// A catalog restored from a copy taken while a backup was writing its point: the copy
+/// announced the point's folder but never saw it committed. The folder holds a whole point
+/// (a newer catalog committed it), so garbage collection keeps it and its chunks.
+#[test]
+fn garbage_collection_keeps_a_point_a_newer_catalog_committed() {
+    let env = env_without_grace();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    env.ok(&["sim", "advance", "1d"]);
+    let p2 = other_point(&env, "app01", &p1);
+    let vault = env.vault_dir("test-we");
+    let newer = env.path("newer-catalog");
+    save_catalog(&vault, &newer);
+    let points = env.json(&["points", "app01"]);
+    let disks: Vec<String> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == p2.as_str())
+        .unwrap()["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["index"].to_string())
+        .collect();
+    assert!(!disks.is_empty(), "{points:#}");
+
+    // The catalog as a copy taken between the announcement and the commit of p2 sees it.
+    {
+        let db = rusqlite::Connection::open(vault.join("catalog.db")).unwrap();
+        db.execute("DELETE FROM points WHERE id = ?1", [&p2])
+            .unwrap();
+        db.execute(
+            "INSERT INTO point_writes (point_id, job_id, started, purpose, disks) VALUES (?1, 'a-backup-job', '2020-01-01T00:00:00.000000Z', 'write', ?2)",
+            [&p2, &disks.join(",")],
+        )
+        .unwrap();
+    }
+    let out = env.run(&["gc", "--json"]);
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["status"], "CompletedWithWarnings", "{job:#}");
+    assert_eq!(
+        job["details"]["uncommitted_points_kept"][0],
+        p2.as_str(),
+        "{job:#}"
+    );
+    assert!(
+        job["details"]["warnings"]
+            .to_string()
+            .contains("restored from a copy"),
+        "{job:#}"
+    );
+    assert!(vault.join("points").join(&p2).is_dir());
+
+    // The newer catalog back: the point is whole.
+    put_back_catalog(&newer, &vault);
+    env.ok(&["verify"]);
+    env.assert_restore_matches_source("app01", &p2, "newer");
+}
+
 #[test]
 fn garbage_collection_reports_the_orphans_it_frees() {
     let env = env_without_grace();
