@@ -51,6 +51,12 @@ pub enum FsxError {
     },
     #[error("{} can be written by other users (mode {mode:04o}), who could change what vmvault writes there. Fix: chmod go-w '{}'", .path.display(), .path.display())]
     Writable { path: PathBuf, mode: u32 },
+    #[error("{} is a symbolic link; vmvault never follows a link in its own folders (it could lead anywhere). See where it leads (ls -l '{}'); if that is the right file, put the file itself in its place", .path.display(), .path.display())]
+    LinkedFile { path: PathBuf },
+    #[error("{} can be written by other users (mode {mode:04o}): one of them may have changed it. Check it (or restore it from a copy), then: chmod go-w '{}'", .path.display(), .path.display())]
+    FileWritable { path: PathBuf, mode: u32 },
+    #[error("{} has other names (hard links), so someone may have planted it; vmvault will not trust it. Check it, then replace it with a copy of its own: cp -p '{}' '{}.copy' && mv '{}.copy' '{}'", .path.display(), .path.display(), .path.display(), .path.display(), .path.display())]
+    Linked { path: PathBuf },
     #[error("{} is not a regular file ({kind}); give the path of a file", .path.display())]
     NotAFile { path: PathBuf, kind: &'static str },
     #[error("{} is too large ({size} bytes; at most {limit} bytes are read for {what})", .path.display())]
@@ -229,6 +235,66 @@ fn check_ancestor(path: &Path, md: &std::fs::Metadata) -> Result<()> {
     Ok(())
 }
 
+/// Resolves `path` one component at a time, checking every folder it passes through
+/// with [`check_ancestor`] and every symbolic link it follows: a link must belong to root
+/// or us (the folder holding it is checked like any other). Checking only the canonical
+/// path would trust a link in a folder another user controls, which that user could point
+/// elsewhere at any time.
+fn resolve_trusted(path: &Path) -> Result<PathBuf> {
+    const MAX_LINKS: u32 = 40;
+    let path = absolute(path)?;
+    let me = euid();
+    let mut todo: Vec<std::ffi::OsString> = Vec::new();
+    let push = |todo: &mut Vec<std::ffi::OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push(n.to_os_string()),
+                Component::ParentDir => todo.push("..".into()),
+                _ => {}
+            }
+        }
+    };
+    push(&mut todo, &path);
+    let mut cur = PathBuf::from("/");
+    let md = std::fs::symlink_metadata(&cur).map_err(|e| FsxError::io(&cur, e))?;
+    check_ancestor(&cur, &md)?;
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            // `cur` holds no links, so its parent is the lexical one.
+            cur.pop();
+            continue;
+        }
+        let next = cur.join(&c);
+        let md = std::fs::symlink_metadata(&next).map_err(|e| FsxError::io(&next, e))?;
+        if md.file_type().is_symlink() {
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(FsxError::io(
+                    &path,
+                    io::Error::from_raw_os_error(libc::ELOOP),
+                ));
+            }
+            if md.uid() != 0 && md.uid() != me {
+                return Err(FsxError::Owner {
+                    path: next,
+                    owner: user_name(md.uid()),
+                    me: user_name(me),
+                });
+            }
+            let target = std::fs::read_link(&next).map_err(|e| FsxError::io(&next, e))?;
+            if target.is_absolute() {
+                cur = PathBuf::from("/");
+            }
+            push(&mut todo, &target);
+            continue;
+        }
+        check_ancestor(&next, &md)?;
+        cur = next;
+    }
+    Ok(cur)
+}
+
 /// An open folder: every file vmvault creates or opens in it goes through this handle, so
 /// a rename or a symlink planted in a path above it cannot redirect the operation.
 #[derive(Debug)]
@@ -327,23 +393,16 @@ impl Dir {
     }
 
     /// Opens an existing folder that must be safe to create folders in: it and every folder
-    /// above it (canonically) belong to root or us and cannot be renamed by others.
+    /// above it belong to root or us and cannot be renamed by others, along the path as
+    /// given and along every symbolic link it passes through ([`resolve_trusted`]).
     fn open_trusted_chain(path: &Path) -> Result<Dir> {
-        let canon = std::fs::canonicalize(path).map_err(|e| FsxError::io(path, e))?;
-        let mut walked = PathBuf::from("/");
-        for c in canon.components() {
-            if let Component::Normal(n) = c {
-                walked.push(n);
-            }
-            let md = std::fs::symlink_metadata(&walked).map_err(|e| FsxError::io(&walked, e))?;
-            check_ancestor(&walked, &md)?;
-        }
+        let resolved = resolve_trusted(path)?;
         let fd = open_dir_at(
             libc::AT_FDCWD,
-            &cstr(canon.as_os_str()).map_err(|e| FsxError::io(&canon, e))?,
+            &cstr(resolved.as_os_str()).map_err(|e| FsxError::io(&resolved, e))?,
             true,
         )
-        .map_err(|e| FsxError::io(&canon, e))?;
+        .map_err(|e| FsxError::io(&resolved, e))?;
         Ok(Dir {
             fd,
             path: path.to_path_buf(),
@@ -541,6 +600,48 @@ impl Dir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FsxError::io(&path, e)),
         }
+    }
+
+    /// Checks that what is at `name`, if anything, is a file vmvault may trust as its own:
+    /// a regular file (not a link), ours, with no other names, that others cannot write.
+    /// For files opened by path by another library (SQLite), in a folder others cannot
+    /// write: what passes here cannot be swapped afterwards.
+    pub fn check_own_entry(&self, name: impl AsRef<OsStr>) -> Result<()> {
+        let name = name.as_ref();
+        let path = self.path_of(name);
+        let c = check_name(name).map_err(|e| FsxError::io(&path, e))?;
+        let st = match fstatat_nofollow(self.fd.as_raw_fd(), &c) {
+            Ok(st) => st,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(FsxError::io(&path, e)),
+        };
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => {}
+            libc::S_IFLNK => return Err(FsxError::LinkedFile { path }),
+            m => {
+                return Err(FsxError::NotAFile {
+                    path,
+                    kind: kind_of(m),
+                })
+            }
+        }
+        if st.st_uid != euid() {
+            return Err(FsxError::Owner {
+                path,
+                owner: user_name(st.st_uid),
+                me: user_name(euid()),
+            });
+        }
+        if st.st_nlink > 1 {
+            return Err(FsxError::Linked { path });
+        }
+        if st.st_mode & 0o022 != 0 {
+            return Err(FsxError::FileWritable {
+                path,
+                mode: st.st_mode & 0o7777,
+            });
+        }
+        Ok(())
     }
 
     /// Whether anything (a dangling symlink included) is at `name`.
@@ -929,6 +1030,77 @@ mod tests {
         std::os::unix::fs::chown(t.path().join("log"), Some(65534), None).unwrap();
         let e = d.open_append("log", 0o600).unwrap_err();
         assert!(matches!(e, FsxError::Owner { .. }), "{e}");
+    }
+
+    #[test]
+    fn links_of_another_user_on_the_way_are_refused() {
+        if euid() != 0 {
+            crate::provider::qemu::test_support::skip("chown to another user needs root");
+            return;
+        }
+        let t = private_tmp();
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        // A link another user owns, in a folder of ours: they made it, they chose where it
+        // leads.
+        std::os::unix::fs::symlink(&real, t.path().join("their-link")).unwrap();
+        std::os::unix::fs::lchown(t.path().join("their-link"), Some(65534), None).unwrap();
+        let e = Dir::open_private(&t.path().join("their-link").join("vault"), true).unwrap_err();
+        assert!(matches!(e, FsxError::Owner { .. }), "{e}");
+        assert!(e.to_string().contains("their-link"), "{e}");
+        // A link of ours in their folder: they can replace it at any time.
+        let theirs = t.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        std::os::unix::fs::symlink(&real, theirs.join("link")).unwrap();
+        let e = Dir::open_private(&theirs.join("link").join("vault"), true).unwrap_err();
+        assert!(matches!(e, FsxError::Owner { .. }), "{e}");
+        // Our own link in our own folder (e.g. /var/lib -> /srv/lib) is followed.
+        std::os::unix::fs::symlink(&real, t.path().join("our-link")).unwrap();
+        Dir::open_private(&t.path().join("our-link").join("vault"), true).unwrap();
+        assert!(real.join("vault").is_dir());
+    }
+
+    #[test]
+    fn planted_files_are_not_trusted() {
+        let t = private_tmp();
+        let d = Dir::open_private(t.path(), false).unwrap();
+        d.check_own_entry("missing").unwrap();
+        std::fs::write(t.path().join("mine"), b"x").unwrap();
+        std::fs::set_permissions(
+            t.path().join("mine"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        d.check_own_entry("mine").unwrap();
+        std::os::unix::fs::symlink(t.path().join("mine"), t.path().join("link")).unwrap();
+        let e = d.check_own_entry("link").unwrap_err();
+        assert!(matches!(e, FsxError::LinkedFile { .. }), "{e}");
+        std::fs::hard_link(t.path().join("mine"), t.path().join("hard")).unwrap();
+        let e = d.check_own_entry("hard").unwrap_err();
+        assert!(matches!(e, FsxError::Linked { .. }), "{e}");
+        std::fs::remove_file(t.path().join("hard")).unwrap();
+        std::fs::set_permissions(
+            t.path().join("mine"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        let e = d.check_own_entry("mine").unwrap_err();
+        assert!(matches!(e, FsxError::FileWritable { .. }), "{e}");
+        assert!(e.to_string().contains("Check it"), "{e}");
+        std::fs::create_dir(t.path().join("dir")).unwrap();
+        let e = d.check_own_entry("dir").unwrap_err();
+        assert!(matches!(e, FsxError::NotAFile { .. }), "{e}");
+        if euid() == 0 {
+            std::fs::set_permissions(
+                t.path().join("mine"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            std::os::unix::fs::chown(t.path().join("mine"), Some(65534), None).unwrap();
+            let e = d.check_own_entry("mine").unwrap_err();
+            assert!(matches!(e, FsxError::Owner { .. }), "{e}");
+        }
     }
 
     #[test]

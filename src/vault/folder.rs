@@ -29,6 +29,16 @@ pub const MARKER_FILE: &str = "vault.toml";
 pub const CHUNKS_DIR: &str = "chunks";
 /// The folder of point folders (disk indexes).
 pub const POINTS_DIR: &str = "points";
+/// The files of a vault folder that are trusted as they are found: SQLite opens the
+/// catalog's by name, and the marker says whose the folder is. (The lock has its own
+/// checks when it is taken.)
+const OWN_FILES: [&str; 5] = [
+    CATALOG_FILE,
+    "catalog.db-wal",
+    "catalog.db-shm",
+    "catalog.db-journal",
+    MARKER_FILE,
+];
 /// Catalog setting: the vault's id.
 pub const SETTING_VAULT_ID: &str = "vault_id";
 /// Version of the folder layout written in the marker.
@@ -56,6 +66,13 @@ pub enum FolderError {
         path: PathBuf,
         catalog_id: String,
         folder_id: String,
+    },
+    /// The marker names another vault than the config does.
+    #[error("vault {}: this folder is vault \"{folder_name}\" (its vault.toml), but the config calls it \"{config_name}\": two configurations must not share one vault folder. If you renamed the vault in the config, set name = \"{config_name}\" in {}/vault.toml; otherwise give this vault its own storage folder", .path.display(), .path.display())]
+    OtherName {
+        path: PathBuf,
+        folder_name: String,
+        config_name: String,
     },
     #[error("vault {}: {message}", .path.display())]
     Invalid { path: PathBuf, message: String },
@@ -120,10 +137,15 @@ pub struct Marker {
 impl VaultFolder {
     /// Opens the folder of a vault (creating it, owner-only, when `create`), refusing a
     /// folder that another user owns or can write.
+    /// Its own files (the catalog and SQLite's files beside it, the marker, the lock) must
+    /// be files of ours that no one else can write or has another name for: a folder made
+    /// private only after another user could write it may hold files that user planted.
     pub fn open(path: &Path, create: bool) -> Result<VaultFolder, FolderError> {
-        Ok(VaultFolder {
-            dir: Dir::open_private(path, create)?,
-        })
+        let dir = Dir::open_private(path, create)?;
+        for name in OWN_FILES {
+            dir.check_own_entry(name)?;
+        }
+        Ok(VaultFolder { dir })
     }
 
     pub fn dir(&self) -> &Dir {
@@ -294,15 +316,34 @@ pub fn open_catalog(
     let catalog = Catalog::open(&folder.catalog_path())?;
     let catalog_id = catalog.setting(SETTING_VAULT_ID)?;
     match (catalog_id, marker) {
-        (Some(c), Some(m)) if c == m.id => Ok((catalog, CatalogOpened::Existing)),
+        (Some(c), Some(m)) if c == m.id => {
+            if !m.name.is_empty() && m.name != vault_name {
+                return Err(FolderError::OtherName {
+                    path: folder.path().to_path_buf(),
+                    folder_name: m.name,
+                    config_name: vault_name.to_string(),
+                });
+            }
+            Ok((catalog, CatalogOpened::Existing))
+        }
         (Some(c), Some(m)) => Err(FolderError::ForeignCatalog {
             path: folder.path().to_path_buf(),
             catalog_id: c,
             folder_id: m.id,
         }),
         // A crash between creating the catalog and writing the marker: the catalog is
-        // the vault's own (it was created here because the folder held nothing).
+        // the vault's own (it was created here because the folder held nothing). With data
+        // in the folder, the marker was removed: the catalog must describe that data, or it
+        // may be another vault's.
         (Some(c), None) => {
+            if let Some(mismatch) = catalog_disagrees_with_store(folder, &catalog)? {
+                return Err(FolderError::Invalid {
+                    path: folder.path().to_path_buf(),
+                    message: format!(
+                        "{MARKER_FILE} is missing, and catalog.db (vault {c}) does not describe the data in this folder ({mismatch}): it may be another vault's catalog. Nothing was changed. Put this vault's own catalog.db back, or {MARKER_FILE} from a copy"
+                    ),
+                });
+            }
             folder.write_marker(&Marker {
                 id: c,
                 name: vault_name.to_string(),
@@ -327,6 +368,41 @@ pub fn open_catalog(
             Ok((catalog, CatalogOpened::Adopted))
         }
     }
+}
+
+/// Whether a catalog fails to describe the point folders of `folder`: a folder it has no
+/// record of, or a committed point without its folder. None when it describes them all.
+fn catalog_disagrees_with_store(
+    folder: &VaultFolder,
+    catalog: &Catalog,
+) -> Result<Option<String>, FolderError> {
+    let mut known: std::collections::HashSet<String> =
+        catalog.all_points()?.into_iter().map(|p| p.id).collect();
+    let committed = known.clone();
+    known.extend(catalog.point_writes()?.into_iter().map(|w| w.point_id));
+    let points = folder.dir.path_of(POINTS_DIR);
+    let mut folders = std::collections::HashSet::new();
+    match std::fs::read_dir(&points) {
+        Ok(rd) => {
+            for e in rd {
+                let e = e.map_err(|e| folder.invalid(format!("cannot list {POINTS_DIR}/: {e}")))?;
+                folders.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(folder.invalid(format!("cannot list {POINTS_DIR}/: {e}"))),
+    }
+    let unknown = folders.iter().filter(|f| !known.contains(*f)).count();
+    let missing = committed.iter().filter(|p| !folders.contains(*p)).count();
+    let chunks_without_backups =
+        folder.stored_data()?.chunk_files > 0 && !catalog.knows_stored_data()?;
+    Ok(match (unknown, missing, chunks_without_backups) {
+        (0, 0, false) => None,
+        (0, 0, true) => Some("chunk files, but no record of any backup".into()),
+        _ => Some(format!(
+            "{unknown} point folder(s) it does not know, {missing} of its points without a folder"
+        )),
+    })
 }
 
 /// Gives a vault a new id: in its catalog first, then in the marker (a crash in between
@@ -379,6 +455,7 @@ const NO_ID: &str = "(none: a catalog made elsewhere or before this vault)";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn folder() -> (tempfile::TempDir, VaultFolder) {
         let t = tempfile::tempdir().unwrap();
@@ -401,6 +478,76 @@ mod tests {
         assert_eq!(c.setting(SETTING_VAULT_ID).unwrap(), Some(m.id.clone()));
         assert_eq!(m.name, "v1");
         drop(c);
+        let (_, how) = open_catalog(&f, "v1").unwrap();
+        assert_eq!(how, CatalogOpened::Existing);
+    }
+
+    #[test]
+    fn planted_files_in_the_folder_are_refused() {
+        let (t, f) = folder();
+        drop(open_catalog(&f, "v1").unwrap());
+        drop(f);
+        let v = t.path().join("v");
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, b"").unwrap();
+        std::os::unix::fs::symlink(&victim, v.join("catalog.db-wal")).unwrap();
+        let e = VaultFolder::open(&v, false).unwrap_err();
+        assert!(
+            e.to_string().contains("catalog.db-wal is a symbolic link"),
+            "{e}"
+        );
+        std::fs::remove_file(v.join("catalog.db-wal")).unwrap();
+        std::fs::set_permissions(v.join(MARKER_FILE), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+        let e = VaultFolder::open(&v, false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("vault.toml can be written by other users"),
+            "{e}"
+        );
+        std::fs::set_permissions(v.join(MARKER_FILE), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::hard_link(v.join(CATALOG_FILE), t.path().join("other-name")).unwrap();
+        let e = VaultFolder::open(&v, false).unwrap_err();
+        assert!(e.to_string().contains("hard links"), "{e}");
+        std::fs::remove_file(t.path().join("other-name")).unwrap();
+        VaultFolder::open(&v, false).unwrap();
+    }
+
+    #[test]
+    fn a_folder_named_for_another_vault_is_refused() {
+        let (_t, f) = folder();
+        drop(open_catalog(&f, "v1").unwrap());
+        let e = open_catalog(&f, "v2").unwrap_err();
+        assert!(matches!(e, FolderError::OtherName { .. }), "{e}");
+        assert!(e.to_string().contains("set name = \"v2\""), "{e}");
+        open_catalog(&f, "v1").unwrap();
+    }
+
+    #[test]
+    fn without_its_marker_a_catalog_must_describe_the_store() {
+        let (t, f) = folder();
+        let (c, _) = open_catalog(&f, "v1").unwrap();
+        drop(c);
+        // Another vault's catalog (it knows no points) over this one's data, marker gone.
+        let other = VaultFolder::open(&t.path().join("other"), true).unwrap();
+        drop(open_catalog(&other, "v2").unwrap());
+        std::fs::create_dir_all(f.path().join("points/p1")).unwrap();
+        std::fs::remove_file(f.catalog_path()).unwrap();
+        std::fs::copy(other.catalog_path(), f.catalog_path()).unwrap();
+        std::fs::remove_file(f.path().join(MARKER_FILE)).unwrap();
+        let e = open_catalog(&f, "v1").unwrap_err();
+        assert!(
+            e.to_string().contains("may be another vault's catalog"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("1 point folder(s) it does not know"),
+            "{e}"
+        );
+        assert!(!f.path().join(MARKER_FILE).exists());
+        // With no data, the catalog is taken as this folder's (a crash before the marker).
+        std::fs::remove_dir_all(f.path().join("points")).unwrap();
         let (_, how) = open_catalog(&f, "v1").unwrap();
         assert_eq!(how, CatalogOpened::Existing);
     }
