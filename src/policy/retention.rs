@@ -75,7 +75,9 @@ pub fn rule_expiries(p: &Policy, scheduled_time: DateTime<Utc>) -> Vec<(RuleKind
     let r = &p.retention;
     let mut out = Vec::new();
     let mut add = |kind, end: Option<NaiveDateTime>| {
-        let expiry = end.map_or(DateTime::<Utc>::MAX_UTC, |e| resolve_local(tz, e));
+        let expiry = end
+            .map_or(DateTime::<Utc>::MAX_UTC, |e| resolve_local(tz, e))
+            .min(crate::fmt::max_time());
         out.push((kind, expiry));
     };
     if let Some(d) = &r.daily {
@@ -129,13 +131,15 @@ pub fn rules_selecting(p: &Policy, scheduled_time: DateTime<Utc>) -> Vec<RuleKin
 /// Expiry of a point scheduled at `scheduled_time`: the latest expiry of the rules that
 /// select it. Total for the scheduled instants of a valid policy (validation makes every
 /// scheduled backup selected); an instant no rule selects gets `scheduled_time` itself, so
-/// the next clean-up removes it unless it is the newest point.
+/// the next clean-up removes it unless it is the newest point. Never later than
+/// [`crate::fmt::max_time`] (a 99-year rule near the year 9999 ends there).
 pub fn expiry_of(p: &Policy, scheduled_time: DateTime<Utc>) -> DateTime<Utc> {
     rule_expiries(p, scheduled_time)
         .into_iter()
         .map(|(_, e)| e)
         .max()
         .unwrap_or(scheduled_time)
+        .min(crate::fmt::max_time())
 }
 
 /// Ids of the points a clean-up at `now` removes: every point with `expiry <= now`, except
@@ -260,6 +264,31 @@ mod tests {
         p
     }
     use RuleKind::{Daily, Monthly, Weekly, Yearly};
+
+    /// A 99-year rule near the end of the calendar ends at the last instant vmvault stores,
+    /// never in a year the catalog could not read back.
+    #[test]
+    fn expiries_end_at_the_year_9999() {
+        let mut p = policy("Pacific/Kiritimati", "23:30");
+        p.retention = Default::default();
+        p.retention.daily = Some(DailyRule { days: 9999 });
+        p.retention.yearly = Some(YearlyRule {
+            years: 99,
+            months_of_year: vec![Month::December],
+            on: DaySelector::DaysOfMonth(vec![DayOfMonth::Last]),
+        });
+        let at = run_on(&p, date("9950-12-31")).unwrap();
+        assert_eq!(expiry_of(&p, at), crate::fmt::max_time());
+        for (_, e) in rule_expiries(&p, at) {
+            assert!(e <= crate::fmt::max_time(), "{e}");
+        }
+        assert_eq!(
+            crate::vault::catalog::fmt_time(expiry_of(&p, at)),
+            "9999-12-31T23:59:59.000000Z"
+        );
+        let at = run_on(&p, date("9999-12-30")).unwrap();
+        assert!(expiry_of(&p, at) <= crate::fmt::max_time());
+    }
 
     /// The seed's example policy in Europe/Berlin at 22:30: point (local date) → scheduled
     /// instant, selecting rules and expiry. Expected instants computed independently with
@@ -574,7 +603,7 @@ mod tests {
         let mut p = policy("Europe/Berlin", "22:30");
         p.retention.daily = Some(DailyRule { days: 9999 });
         let near_end = DateTime::<Utc>::MAX_UTC - Duration::days(100);
-        assert_eq!(expiry_of(&p, near_end), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(expiry_of(&p, near_end), crate::fmt::max_time());
         assert!(!rules_selecting(&p, DateTime::<Utc>::MAX_UTC).is_empty());
         assert!(!rules_selecting(&p, DateTime::<Utc>::MIN_UTC).is_empty());
     }

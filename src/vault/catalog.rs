@@ -190,9 +190,11 @@ pub enum WritePurpose {
 /// The catalog file's name in the vault folder.
 pub const CATALOG_FILE: &str = "catalog.db";
 
-/// Formats a time the way the catalog stores it (fixed width, sortable).
+/// Formats a time the way the catalog stores it (fixed width, sortable). Times past
+/// [`crate::fmt::max_time`] are stored as it: later years would not read back.
 pub fn fmt_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    t.min(crate::fmt::max_time())
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
