@@ -162,13 +162,24 @@ impl ChunkStore {
             path: path.clone(),
             reason,
         };
-        let mut f = match File::open(&path) {
+        // Never through a link, and never blocking on a FIFO: a chunk is a regular file, and
+        // anything else at its name is damage.
+        let mut f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(StoreError::ChunkMissing {
                     digest: *d,
                     path: path.clone(),
                 })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(corrupt(
+                    "a symbolic link is where the chunk file should be".into(),
+                ))
             }
             Err(e) => {
                 return Err(StoreError::io(
@@ -177,10 +188,15 @@ impl ChunkStore {
                 ))
             }
         };
-        let file_len = f
+        let md = f
             .metadata()
-            .map_err(|e| StoreError::io(format!("reading chunk {}", path.display()), e))?
-            .len();
+            .map_err(|e| StoreError::io(format!("reading chunk {}", path.display()), e))?;
+        if !md.is_file() {
+            return Err(corrupt(
+                "something other than a regular file (a FIFO, a device or a folder) is where the chunk file should be".into(),
+            ));
+        }
+        let file_len = md.len();
         if file_len < HEADER_LEN as u64 {
             return Err(corrupt(format!(
                 "file is {file_len} bytes, shorter than its header"
@@ -668,6 +684,32 @@ mod tests {
         assert!(matches!(e, StoreError::ChunkMissing { digest, .. } if digest == d));
         assert!(e.to_string().contains(&digest_hex(&d)));
         s.remove(&d).unwrap(); // already gone: fine
+    }
+
+    #[test]
+    fn links_and_fifos_at_a_chunk_name_are_damage_not_data() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let a = compressible(1, 70_000);
+        let b = compressible(2, 70_000);
+        let (da, db) = (digest(&a), digest(&b));
+        s.put(&da, &a).unwrap();
+        // A link at b's name to a's file (a sound chunk file, but not b's) and elsewhere.
+        fs::create_dir_all(s.path_of(&db).parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(s.path_of(&da), s.path_of(&db)).unwrap();
+        let e = s.get(&db).unwrap_err();
+        assert!(matches!(e, StoreError::ChunkCorrupt { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // A FIFO: refused at once (opening it without O_NONBLOCK would hang).
+        fs::remove_file(s.path_of(&db)).unwrap();
+        let c =
+            std::ffi::CString::new(s.path_of(&db).into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = s.get(&db).unwrap_err();
+        assert!(matches!(e, StoreError::ChunkCorrupt { .. }), "{e}");
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        assert_eq!(s.get(&da).unwrap(), a);
     }
 
     #[test]

@@ -250,8 +250,28 @@ impl DiskIndex {
         };
         let ioerr =
             |e: io::Error| StoreError::io(format!("reading disk index {}", path.display()), e);
-        let f = File::open(path).map_err(ioerr)?;
-        let file_len = f.metadata().map_err(ioerr)?.len();
+        // Never through a link, never blocking on a FIFO: anything but a regular file here
+        // is damage.
+        let f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(corrupt(
+                    "a symbolic link is where the disk index should be".into(),
+                ))
+            }
+            Err(e) => return Err(ioerr(e)),
+        };
+        let md = f.metadata().map_err(ioerr)?;
+        if !md.is_file() {
+            return Err(corrupt(
+                "something other than a regular file is where the disk index should be".into(),
+            ));
+        }
+        let file_len = md.len();
         if file_len < HEADER_LEN_V1 + CHECKSUM_LEN {
             return Err(corrupt(format!(
                 "truncated disk index ({file_len} bytes, shorter than header and checksum)"
@@ -445,6 +465,23 @@ mod tests {
         fs::write(&p, &b).unwrap();
         let msg = DiskIndex::read(&p).unwrap_err().to_string();
         assert_eq!(msg, format!("checksum mismatch in {}", p.display()));
+    }
+
+    #[test]
+    fn links_and_fifos_at_an_index_name_are_damage() {
+        let t = tempfile::tempdir().unwrap();
+        let good = t.path().join("good.idx");
+        sample().write_atomic(&good, &owner()).unwrap();
+        let link = t.path().join("link.idx");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let e = DiskIndex::read(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        let fifo = t.path().join("fifo.idx");
+        let c = std::ffi::CString::new(fifo.clone().into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = DiskIndex::read(&fifo).unwrap_err().to_string();
+        assert!(e.contains("regular file"), "{e}");
     }
 
     #[test]
