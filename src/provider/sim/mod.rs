@@ -328,11 +328,9 @@ impl SimProvider {
         };
         let dir = crate::fsx::Dir::open_user(folder)
             .map_err(|e| fsx_failed("opening the target folder", e))?;
-        let tmp = format!(
-            ".{}.partial-{}",
-            file_name.to_string_lossy(),
-            std::process::id()
-        );
+        let prefix = format!(".{}.partial-", file_name.to_string_lossy());
+        remove_dead_exports(&dir, &prefix);
+        let tmp = std::ffi::OsString::from(format!("{prefix}{}", std::process::id()));
         let mut f = dir
             .create_new(&tmp, 0o600)
             .map_err(|e| fsx_failed("creating a temporary file", e))?;
@@ -340,14 +338,19 @@ impl SimProvider {
             f.set_len(info.capacity).map_err(|e| failed("sizing", e))?;
             let written = write_sparse(&mut f, &state).map_err(|e| failed("writing", e))?;
             f.sync_all().map_err(|e| failed("syncing", e))?;
-            dir.rename_noreplace(&tmp, &dir, file_name)
-                .map_err(|e| fsx_failed("placing the exported disk", e))?;
-            dir.sync()
-                .map_err(|e| fsx_failed("syncing the folder", e))?;
+            // Placed without replacing, then checked to be our file (in a folder others can
+            // write, the name could be swapped after the move), then made durable.
+            crate::vault::store::restore::place(&dir, &tmp, &dir, file_name, &f).map_err(|e| {
+                ProviderError::new(
+                    "DiskExportFailed",
+                    "Could not export the simulated disk",
+                    e.to_string(),
+                )
+            })?;
             Ok(written)
         })();
         if result.is_err() {
-            let _ = dir.remove_file(&tmp);
+            crate::vault::store::restore::remove_if_ours(&dir, &tmp, &f);
         }
         result
     }
@@ -513,6 +516,38 @@ fn guest_agent_unavailable(vm: &Vm) -> ProviderError {
         "Check that the VM can reach the Azure platform at 168.63.129.16 on ports 80 and 32526.",
     )
     .recommend("Once the agent reports 'Ready', run 'Back up now'.")
+}
+
+/// Removes the temporary files (`prefix` + pid) that exports killed before they finished
+/// left in `dir`: files of ours whose process is gone. Best effort; what it cannot tell or
+/// remove stays.
+fn remove_dead_exports(dir: &crate::fsx::Dir, prefix: &str) {
+    let Ok(rd) = std::fs::read_dir(dir.path()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+            .filter(|p| *p > 0)
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        let ours = e.metadata().is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.file_type().is_file() && m.uid() == crate::fsx::euid()
+        });
+        if gone && ours {
+            if let Err(err) = dir.remove_file(&name) {
+                tracing::warn!(error = %err, "could not remove the leftover of an interrupted export");
+            }
+        }
+    }
 }
 
 /// Writes the non-zero 4 KiB blocks of a state at their offsets; returns the bytes written.

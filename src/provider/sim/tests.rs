@@ -363,6 +363,29 @@ fn reads_at_odd_offsets_equal_slices_of_a_big_read() {
     assert!(r.read_at(r.capacity() - 1, &mut past_end).is_err());
 }
 
+/// An export killed before it finished leaves its temporary file; the next export to that
+/// name removes it (its process is gone), and leaves those of live processes alone.
+#[test]
+fn export_disk_removes_the_leftovers_of_killed_exports() {
+    let p = small(5, 3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("tiny-disk0.raw");
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let dead_leftover = dir.path().join(format!(".tiny-disk0.raw.partial-{dead}"));
+    let live_leftover = dir.path().join(".tiny-disk0.raw.partial-1");
+    std::fs::write(&dead_leftover, b"half").unwrap();
+    std::fs::write(&live_leftover, b"busy").unwrap();
+    p.export_disk("sim:/test/tiny", 0, day(3), &to).unwrap();
+    assert!(
+        !dead_leftover.exists(),
+        "the leftover of a dead export stays"
+    );
+    assert!(live_leftover.exists(), "removed the file of a live process");
+    assert!(to.is_file());
+}
+
 #[test]
 fn export_disk_equals_read_at_and_is_sparse() {
     let p = small(5, 3.0);
