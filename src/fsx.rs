@@ -17,7 +17,10 @@
 //! - **Placing never replaces.** [`Dir::rename_noreplace`] moves a finished file to its
 //!   final name with `renameat2(RENAME_NOREPLACE)` (or `link` + `unlink` where the file
 //!   system lacks it): if something appeared at the final name meanwhile, the move fails
-//!   and what was there stays.
+//!   and what was there stays. The one exception is [`Dir::rename_replace`], for stores
+//!   whose objects are meant to be replaced by a newer whole version (the vault backend's
+//!   content-addressed chunks and re-written manifests): it replaces what is at the name,
+//!   a planted symlink included, and never writes through it.
 //! - **User input files are bounded.** [`read_input_file`] reads a config, a policy or an
 //!   Azure JSON file only when it is a regular file under a size limit: a FIFO, a device or
 //!   `/dev/zero` is refused at once with the reason.
@@ -25,10 +28,11 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What went wrong, with the path it concerns and, where the user can act, the fix.
 #[derive(Debug, thiserror::Error)]
@@ -533,14 +537,62 @@ impl Dir {
 
     /// What is at `name`, without following a symlink (None when nothing is).
     pub fn entry_kind(&self, name: impl AsRef<OsStr>) -> Result<Option<&'static str>> {
+        Ok(self.stat_entry(name)?.map(|st| st.kind))
+    }
+
+    /// Type, size and modification time of the entry `name`, without following a symlink
+    /// (None when nothing is there).
+    pub fn stat_entry(&self, name: impl AsRef<OsStr>) -> Result<Option<EntryStat>> {
         let name = name.as_ref();
         let path = self.path_of(name);
         let c = check_name(name).map_err(|e| FsxError::io(&path, e))?;
         match fstatat_nofollow(self.fd.as_raw_fd(), &c) {
-            Ok(st) => Ok(Some(kind_of(st.st_mode))),
+            Ok(st) => Ok(Some(EntryStat::of(&st))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FsxError::io(&path, e)),
         }
+    }
+
+    /// The names in the folder (`.` and `..` left out), read through a descriptor of its
+    /// own: a directory stream moves its descriptor's offset, which a `dup` would share
+    /// with this handle and with every other listing running at the same time.
+    pub fn entry_names(&self) -> Result<Vec<std::ffi::OsString>> {
+        let fd = open_dir_at(self.fd.as_raw_fd(), c".", true)
+            .map_err(|e| FsxError::io(&self.path, e))?;
+        let raw = fd.into_raw_fd();
+        // SAFETY: `raw` is an open folder descriptor; on success the stream owns it.
+        let stream = unsafe { libc::fdopendir(raw) };
+        if stream.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so the descriptor is still ours to close.
+            unsafe { libc::close(raw) };
+            return Err(FsxError::io(&self.path, e));
+        }
+        let mut names = Vec::new();
+        let result = loop {
+            // readdir returns NULL both at the end and on error; only errno tells them apart.
+            // SAFETY: errno is thread-local; readdir reads the stream we own.
+            let ent = unsafe {
+                *libc::__errno_location() = 0;
+                libc::readdir(stream)
+            };
+            if ent.is_null() {
+                let e = io::Error::last_os_error();
+                break match e.raw_os_error() {
+                    Some(0) | None => Ok(()),
+                    Some(_) => Err(FsxError::io(&self.path, e)),
+                };
+            }
+            // SAFETY: d_name of a returned entry is NUL-terminated and lives until the next
+            // readdir on this stream; it is copied out at once.
+            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+        };
+        // SAFETY: closes the stream (and its descriptor) exactly once.
+        unsafe { libc::closedir(stream) };
+        result.map(|()| names)
     }
 
     /// Whether anything (a dangling symlink included) is at `name`.
@@ -602,6 +654,33 @@ impl Dir {
         }
     }
 
+    /// Moves `from` (in this folder) to `to` in `dest`, replacing what is at `to` (a file,
+    /// or a symlink, which is replaced and never followed). Only for stores whose objects
+    /// are meant to be replaced by a newer whole version; everything else places with
+    /// [`Dir::rename_noreplace`].
+    pub fn rename_replace(
+        &self,
+        from: impl AsRef<OsStr>,
+        dest: &Dir,
+        to: impl AsRef<OsStr>,
+    ) -> Result<()> {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        let to_path = dest.path_of(to);
+        let cf = check_name(from).map_err(|e| FsxError::io(self.path_of(from), e))?;
+        let ct = check_name(to).map_err(|e| FsxError::io(&to_path, e))?;
+        // SAFETY: both names are NUL-terminated; the descriptors are open folders.
+        cvt(unsafe {
+            libc::renameat(
+                self.fd.as_raw_fd(),
+                cf.as_ptr(),
+                dest.fd.as_raw_fd(),
+                ct.as_ptr(),
+            )
+        })
+        .map(|_| ())
+        .map_err(|e| FsxError::io(&to_path, e))
+    }
+
     /// Removes the file (or symlink) `name`; never follows it.
     pub fn remove_file(&self, name: impl AsRef<OsStr>) -> Result<()> {
         let name = name.as_ref();
@@ -630,6 +709,27 @@ impl Dir {
         cvt(unsafe { libc::fsync(self.fd.as_raw_fd()) })
             .map(|_| ())
             .map_err(|e| FsxError::io(&self.path, e))
+    }
+
+    /// Makes everything written on the folder's file system durable: one `syncfs(2)`
+    /// instead of an fsync per file.
+    pub fn sync_fs(&self) -> Result<()> {
+        // SAFETY: syncfs only reads the descriptor, which we own.
+        cvt(unsafe { libc::syncfs(self.fd.as_raw_fd()) })
+            .map(|_| ())
+            .map_err(|e| FsxError::io(&self.path, e))
+    }
+
+    /// Another handle on the same open folder (a duplicate descriptor).
+    pub fn try_clone(&self) -> Result<Dir> {
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| FsxError::io(&self.path, e))?;
+        Ok(Dir {
+            fd,
+            path: self.path.clone(),
+        })
     }
 
     /// A path that names exactly this open folder for a child process that inherits the
@@ -673,6 +773,44 @@ impl Dir {
                 libc::W_OK | libc::X_OK,
                 libc::AT_EACCESS,
             ) == 0
+        }
+    }
+}
+
+/// What [`Dir::stat_entry`] tells about an entry of a folder (a symlink is described,
+/// never followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryStat {
+    /// What it is, for messages: "a regular file", "a symbolic link", "a folder", …
+    pub kind: &'static str,
+    /// Whether it is a regular file.
+    pub is_file: bool,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification.
+    pub modified: SystemTime,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+}
+
+impl EntryStat {
+    fn of(st: &libc::stat) -> EntryStat {
+        // The fields are narrower or signed on some targets.
+        #[allow(clippy::unnecessary_cast)]
+        let (secs, nanos) = (st.st_mtime as i64, st.st_mtime_nsec as u32);
+        let since_epoch = Duration::new(secs.unsigned_abs(), nanos.min(999_999_999));
+        let modified = if secs >= 0 {
+            UNIX_EPOCH.checked_add(since_epoch)
+        } else {
+            UNIX_EPOCH.checked_sub(since_epoch)
+        }
+        .unwrap_or(UNIX_EPOCH);
+        EntryStat {
+            kind: kind_of(st.st_mode),
+            is_file: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            modified,
+            mode: st.st_mode & 0o7777,
         }
     }
 }
