@@ -1,24 +1,86 @@
-//! The conformance suite: what every [`Backend`] must do, as one set of checks run against
-//! each backend. To add a backend, add one line at the end of this file:
-//! `conformance!(name, factory);` where the factory returns `Option<Fixture>` (None after
-//! explaining the skip with `test_support::skip`, e.g. when an emulator is not running).
+//! The conformance suite: what every [`Backend`] must do (the promises of the module docs),
+//! as one set of checks run against each backend. To add a backend, implement [`Harness`]
+//! for a type of the test module and add one line at the end of this file:
+//! `conformance!(module_name, HarnessType);` — each check becomes a `#[test]` of
+//! `vault::backend::conformance::module_name`.
 
-use super::{Backend, BackendError, Created, ObjectKind, ObjectName};
+use super::{Actor, Backend, BackendError, Created, MemoryBackend, ObjectKind, ObjectName};
 use crate::vault::store::testutil::random;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// A backend under test, and whatever must live as long as it (a temp folder).
+/// About how many bytes the store of a [`Harness::small`] fixture holds.
+pub(crate) const SMALL: u64 = 2 << 20;
+
+/// How the suite gets backends of one kind to test.
+pub(crate) trait Harness {
+    /// A fresh, empty backend; None when it cannot be had here (after
+    /// `test_support::skip` said why: e.g. an emulator that is not running).
+    fn fresh() -> Option<Fixture>;
+
+    /// A fresh, empty backend whose store holds only about [`SMALL`] bytes and that
+    /// [`Fixture::read_only`] can make refuse writes (a small tmpfs for the local backend);
+    /// None when it cannot be had here, after saying why (object stores have no such
+    /// limits: theirs say so with a plain `eprintln!`, their full-store checks do not
+    /// apply).
+    fn small() -> Option<Fixture>;
+}
+
+/// A backend under test, how to change the conditions of its store, and whatever must
+/// live as long as it (a temp folder, a mount).
 pub(crate) struct Fixture {
-    pub backend: Box<dyn Backend>,
-    _keep: Option<Box<dyn std::any::Any + Send>>,
+    // Dropped first: a mount cannot go while the backend holds folders open in it.
+    pub backend: Arc<dyn Backend>,
+    /// Makes the store refuse writes (true) or take them again (false).
+    read_only: Option<Box<dyn Fn(bool)>>,
+    /// Cuts the power: forgets whatever was not durable (where the backend can simulate
+    /// that; a no-op elsewhere).
+    crash: Option<Box<dyn Fn()>>,
+    _keep: Option<Box<dyn std::any::Any>>,
 }
 
 impl Fixture {
-    pub fn new(backend: Box<dyn Backend>, keep: Option<Box<dyn std::any::Any + Send>>) -> Self {
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
         Fixture {
             backend,
-            _keep: keep,
+            read_only: None,
+            crash: None,
+            _keep: None,
+        }
+    }
+
+    /// Keeps `what` alive as long as the backend.
+    pub fn keeping(mut self, what: impl std::any::Any) -> Self {
+        self._keep = Some(Box::new(what));
+        self
+    }
+
+    pub fn with_read_only(mut self, f: impl Fn(bool) + 'static) -> Self {
+        self.read_only = Some(Box::new(f));
+        self
+    }
+
+    pub fn with_crash(mut self, f: impl Fn() + 'static) -> Self {
+        self.crash = Some(Box::new(f));
+        self
+    }
+
+    fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    fn set_read_only(&self, read_only: bool) {
+        let f = self
+            .read_only
+            .as_ref()
+            .expect("a small fixture can be made read-only");
+        f(read_only);
+    }
+
+    fn crash(&self) {
+        if let Some(f) = &self.crash {
+            f();
         }
     }
 }
@@ -299,12 +361,143 @@ pub fn many_chunks_are_all_listed(b: &dyn Backend) {
     assert_eq!(listed(b, ObjectKind::Chunk), want);
 }
 
-/// Defines one `#[test]` per check of the suite for a backend.
+pub fn sync_makes_puts_and_deletes_durable(f: &Fixture) {
+    let b = &*f.backend;
+    let m = ObjectKind::Manifest;
+    b.put(m, &name("kept"), b"kept").unwrap();
+    b.put(m, &name("replaced"), b"old").unwrap();
+    b.put(m, &name("deleted"), b"x").unwrap();
+    b.sync().unwrap();
+    b.delete(m, &name("deleted")).unwrap();
+    b.sync().unwrap();
+    // After the last sync: may or may not survive a crash, but never in part.
+    b.put(m, &name("replaced"), b"new").unwrap();
+    b.put(m, &name("late"), b"late").unwrap();
+    // Durable at once, without a sync.
+    assert_eq!(
+        b.create(ObjectKind::Lock, &name("l"), b"me").unwrap(),
+        Created::New
+    );
+    f.crash();
+    assert_eq!(b.get(m, &name("kept")).unwrap(), b"kept");
+    let replaced = b.get(m, &name("replaced")).unwrap();
+    assert!(replaced == b"old" || replaced == b"new", "{replaced:?}");
+    assert!(b.get(m, &name("deleted")).unwrap_err().is_not_found());
+    if let Ok(late) = b.get(m, &name("late")) {
+        assert_eq!(late, b"late");
+    }
+    assert_eq!(b.get(ObjectKind::Lock, &name("l")).unwrap(), b"me");
+}
+
+pub fn cleanup_temp_leaves_objects_alone(b: &dyn Backend) {
+    let mut want = BTreeMap::new();
+    for (i, kind) in ObjectKind::ALL.into_iter().enumerate() {
+        let n = name_for(kind, i as u64);
+        b.put(kind, &n, &random(i as u64, 100)).unwrap();
+        want.insert(kind, BTreeMap::from([(n.to_string(), 100)]));
+    }
+    let lock = name("held");
+    assert_eq!(
+        b.create(ObjectKind::Lock, &lock, b"me").unwrap(),
+        Created::New
+    );
+    want.entry(ObjectKind::Lock)
+        .or_default()
+        .insert(lock.to_string(), 2);
+    // Even with a cut-off in the future (everything counts as stale).
+    let future = SystemTime::now() + Duration::from_secs(86_400);
+    assert_eq!(b.cleanup_temp(future).unwrap(), 0);
+    for kind in ObjectKind::ALL {
+        assert_eq!(listed(b, kind), want[&kind], "{kind}");
+    }
+}
+
+/// Fills the store of a small fixture with chunks of this size.
+const PIECE: usize = 256 << 10;
+
+pub fn a_full_store_says_full_and_keeps_what_it_held(f: &Fixture) {
+    let b = &*f.backend;
+    let c = ObjectKind::Chunk;
+    let m = ObjectKind::Manifest;
+    b.put(m, &name("m"), b"before").unwrap();
+    let mut stored = BTreeMap::new();
+    let (failed, e) = (0..).find_map(|i: u64| {
+        assert!(i < 4 * SMALL / PIECE as u64, "{i} puts and still not full");
+        let data = random(1000 + i, PIECE);
+        let n = chunk_name(&data);
+        match b.put(c, &n, &data) {
+            Ok(()) => {
+                stored.insert(n.to_string(), PIECE as u64);
+                None
+            }
+            Err(e) => Some((n, e)),
+        }
+    })
+    .unwrap();
+    assert!(matches!(e, BackendError::Full { .. }), "{e}");
+    assert_eq!(e.actor(), Actor::Administrator);
+    assert_eq!(e.details().code, "VaultStorageFull", "{e}");
+    assert_eq!(e.context().name.as_ref(), Some(&failed), "{e}");
+    assert!(e.to_string().contains("full"), "{e}");
+    // A failed write leaves nothing (and nothing half written) behind.
+    assert_eq!(b.stat(c, &failed).unwrap(), None);
+    let big = random(7, 2 * PIECE);
+    let e = b.create(ObjectKind::Key, &name("k"), &big).unwrap_err();
+    assert!(matches!(e, BackendError::Full { .. }), "{e}");
+    assert_eq!(b.stat(ObjectKind::Key, &name("k")).unwrap(), None);
+    // A replacement that does not fit keeps the old object.
+    let e = b.put(m, &name("m"), &big).unwrap_err();
+    assert!(matches!(e, BackendError::Full { .. }), "{e}");
+    assert_eq!(b.get(m, &name("m")).unwrap(), b"before");
+    assert_eq!(listed(b, c), stored);
+    // Deleting makes room again.
+    for n in stored.keys() {
+        b.delete(c, &name(n)).unwrap();
+    }
+    b.sync().unwrap();
+    b.put(m, &name("m"), &big).unwrap();
+    assert!(b.get(m, &name("m")).unwrap() == big);
+}
+
+pub fn a_read_only_store_refuses_writes_and_still_reads(f: &Fixture) {
+    let b = &*f.backend;
+    let data = random(5, 10_000);
+    let n = chunk_name(&data);
+    let c = ObjectKind::Chunk;
+    b.put(c, &n, &data).unwrap();
+    b.put(ObjectKind::Manifest, &name("m"), b"m").unwrap();
+    b.sync().unwrap();
+    f.set_read_only(true);
+    let errors = [
+        b.put(c, &n, b"other").unwrap_err(),
+        b.put(ObjectKind::Manifest, &name("new"), b"x").unwrap_err(),
+        b.create(ObjectKind::Lock, &name("l"), b"x").unwrap_err(),
+        b.delete(c, &n).unwrap_err(),
+    ];
+    for e in errors {
+        assert!(matches!(e, BackendError::ReadOnly { .. }), "{e}");
+        assert_eq!(e.actor(), Actor::Administrator);
+        assert_eq!(e.details().code, "VaultStorageReadOnly", "{e}");
+        assert!(e.to_string().contains("read-only"), "{e}");
+    }
+    assert!(b.get(c, &n).unwrap() == data);
+    assert_eq!(b.get_range(c, &n, 10, 5).unwrap(), &data[10..15]);
+    assert_eq!(b.stat(c, &n).unwrap().unwrap().size, 10_000);
+    assert_eq!(listed(b, c).len(), 1);
+    assert_eq!(listed(b, ObjectKind::Manifest).len(), 1);
+    assert!(listed(b, ObjectKind::Lock).is_empty());
+    f.set_read_only(false);
+    b.put(ObjectKind::Manifest, &name("new"), b"x").unwrap();
+    b.delete(c, &n).unwrap();
+    assert!(listed(b, c).is_empty());
+}
+
+/// Defines one `#[test]` per check of the suite for a backend, from its [`Harness`].
 macro_rules! conformance {
-    ($backend:ident, $factory:expr) => {
-        mod $backend {
+    ($module:ident, $harness:ty) => {
+        mod $module {
             use super::*;
-            conformance!(@tests $factory;
+            conformance!(@each $harness, fresh, Fixture::backend;
                 round_trip_every_kind,
                 kinds_are_separate_namespaces,
                 put_replaces,
@@ -318,34 +511,83 @@ macro_rules! conformance {
                 names_that_break_a_kind_rule_are_refused,
                 large_objects_round_trip,
                 many_chunks_are_all_listed,
+                cleanup_temp_leaves_objects_alone,
+            );
+            conformance!(@each $harness, fresh, std::convert::identity;
+                sync_makes_puts_and_deletes_durable,
+            );
+            conformance!(@each $harness, small, std::convert::identity;
+                a_full_store_says_full_and_keeps_what_it_held,
+                a_read_only_store_refuses_writes_and_still_reads,
             );
         }
     };
-    (@tests $factory:expr; $($check:ident),* $(,)?) => {
+    (@each $harness:ty, $make:ident, $arg:path; $($check:ident),* $(,)?) => {
         $(
             #[test]
             fn $check() {
-                let factory: fn() -> Option<Fixture> = $factory;
-                if let Some(f) = factory() {
-                    super::$check(&*f.backend);
+                if let Some(f) = <$harness as Harness>::$make() {
+                    super::$check($arg(&f));
                 }
             }
         )*
     };
 }
 
-fn memory() -> Option<Fixture> {
-    Some(Fixture::new(Box::new(super::MemoryBackend::new()), None))
+/// The in-memory backend; its crash forgets what was not synced.
+struct Memory;
+
+impl Memory {
+    fn fixture(b: MemoryBackend) -> Fixture {
+        let b = Arc::new(b);
+        let (crashed, read_only) = (b.clone(), b.clone());
+        Fixture::new(b)
+            .with_crash(move || crashed.crash())
+            .with_read_only(move |ro| read_only.set_read_only(ro))
+    }
 }
 
-fn local() -> Option<Fixture> {
-    use std::os::unix::fs::PermissionsExt;
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let dir = crate::fsx::Dir::open_private(&t.path().join("vault"), true).unwrap();
-    let b = super::LocalBackend::open(&dir).unwrap();
-    Some(Fixture::new(Box::new(b), Some(Box::new(t))))
+impl Harness for Memory {
+    fn fresh() -> Option<Fixture> {
+        Some(Memory::fixture(MemoryBackend::new()))
+    }
+
+    fn small() -> Option<Fixture> {
+        Some(Memory::fixture(MemoryBackend::with_capacity(SMALL)))
+    }
 }
 
-conformance!(memory_backend, memory);
-conformance!(local_backend, local);
+/// The local-folder backend: in a temp folder, and on a small tmpfs (root only) that is
+/// remounted read-only on demand.
+struct Local;
+
+impl Local {
+    fn open(parent: &std::path::Path) -> Arc<super::LocalBackend> {
+        let dir = crate::fsx::Dir::open_private(&parent.join("vault"), true).unwrap();
+        Arc::new(super::LocalBackend::open(&dir).unwrap())
+    }
+}
+
+impl Harness for Local {
+    fn fresh() -> Option<Fixture> {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        Some(Fixture::new(Local::open(t.path())).keeping(t))
+    }
+
+    fn small() -> Option<Fixture> {
+        let fs = Arc::new(crate::vault::store::testutil::Tmpfs::mount(&format!(
+            "size={SMALL},mode=0700"
+        ))?);
+        let remount = fs.clone();
+        Some(
+            Fixture::new(Local::open(fs.path()))
+                .with_read_only(move |ro| remount.remount(if ro { "ro" } else { "rw" }))
+                .keeping(fs),
+        )
+    }
+}
+
+conformance!(memory_backend, Memory);
+conformance!(local_backend, Local);

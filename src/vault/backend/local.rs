@@ -20,7 +20,7 @@
 //! - **Atomic put.** The bytes go to `.tmp-<name>-<pid>-<n>` in the object's own folder
 //!   (created `O_EXCL`), which is then renamed over the name: a reader sees the old file or
 //!   the new one. A crash before the rename leaves only the temp file, which
-//!   [`LocalBackend::remove_stale_temp_files`] sweeps once it is old enough that no running
+//!   [`Backend::cleanup_temp`] sweeps once it is old enough that no running
 //!   writer can own it.
 //! - **Fast, batched durability.** A put is not fsynced: 4 KiB-aligned data is written with
 //!   O_DIRECT ([`crate::direct_io`]; the tail and file systems without O_DIRECT go through
@@ -331,35 +331,6 @@ impl LocalBackend {
         }))
     }
 
-    /// Removes temp files (left by crashed or cancelled writers) last modified before
-    /// `older_than`, in every kind folder; returns how many were removed. Choose
-    /// `older_than` well before the start of any writer that may still be running.
-    pub fn remove_stale_temp_files(&self, older_than: SystemTime) -> Result<u64, BackendError> {
-        let mut removed = 0;
-        for kind in ObjectKind::ALL {
-            let ctx = |e| from_fsx(self.ctx(Operation::Sweep, kind, None), e);
-            for folder in self.folders_of(kind) {
-                let (dir, _) = folder.map_err(ctx)?;
-                for n in dir.entry_names().map_err(ctx)? {
-                    if !n.to_string_lossy().starts_with(TEMP_PREFIX) {
-                        continue;
-                    }
-                    let stale = dir
-                        .stat_entry(&n)
-                        .map_err(ctx)?
-                        .is_some_and(|st| st.modified < older_than);
-                    if stale {
-                        match dir.remove_file(&n) {
-                            Ok(()) => removed += 1,
-                            Err(e) if is_not_found(&e) => {}
-                            Err(e) => return Err(ctx(e)),
-                        }
-                    }
-                }
-            }
-        }
-        Ok(removed)
-    }
 }
 
 impl Backend for LocalBackend {
@@ -497,6 +468,35 @@ impl Backend for LocalBackend {
                 e,
             )
         })
+    }
+
+    fn cleanup_temp(&self, older_than: SystemTime) -> Result<u64, BackendError> {
+        let mut removed = 0;
+        for kind in ObjectKind::ALL {
+            let ctx = |e| from_fsx(self.ctx(Operation::Sweep, kind, None), e);
+            for folder in self.folders_of(kind) {
+                let (dir, _) = folder.map_err(ctx)?;
+                for n in dir.entry_names().map_err(ctx)? {
+                    if !n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                        continue;
+                    }
+                    // Only files we could have written: a folder or a link with a temp
+                    // name is someone else's, and left for the administrator.
+                    let stale = dir
+                        .stat_entry(&n)
+                        .map_err(ctx)?
+                        .is_some_and(|st| st.is_file && st.modified < older_than);
+                    if stale {
+                        match dir.remove_file(&n) {
+                            Ok(()) => removed += 1,
+                            Err(e) if is_not_found(&e) => {}
+                            Err(e) => return Err(ctx(e)),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 }
 

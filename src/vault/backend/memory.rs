@@ -4,8 +4,11 @@
 //! durability: puts and deletes become durable at [`Backend::sync`], creates at once, and
 //! [`MemoryBackend::crash`] forgets everything that was not durable, as a power cut would.
 //! For tests of the layers above it can also fail on demand
-//! ([`MemoryBackend::fail_next`]: "the next 3 puts find the disk full") and count what was
-//! asked of it ([`MemoryBackend::count`]).
+//! ([`MemoryBackend::fail_next`]: "the next 3 puts find the disk full"), hold only so many
+//! bytes ([`MemoryBackend::with_capacity`]), refuse writes like a read-only mount
+//! ([`MemoryBackend::set_read_only`]) and count what was asked of it
+//! ([`MemoryBackend::count`]). Its errors are classified as the local backend classifies
+//! the same errno.
 
 use super::{
     check_kind_name, checked_range, Backend, BackendError, Created, ErrorContext, ObjectInfo,
@@ -37,6 +40,17 @@ struct State {
     faults: BTreeMap<Operation, (u64, i32)>,
     /// Operations asked for (failed ones included).
     counts: BTreeMap<Operation, u64>,
+    /// Bytes of object data it may hold (None: no limit).
+    capacity: Option<u64>,
+    /// Writes fail as on a read-only mount.
+    read_only: bool,
+}
+
+impl State {
+    /// Bytes of object data held.
+    fn used(&self) -> u64 {
+        self.objects.values().map(|o| o.data.len() as u64).sum()
+    }
 }
 
 /// Objects in a map in memory, with fault injection. See the module docs.
@@ -48,6 +62,20 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     pub fn new() -> MemoryBackend {
         MemoryBackend::default()
+    }
+
+    /// A backend that holds at most `bytes` of object data: a put or create that would
+    /// need more fails as a full disk does.
+    pub fn with_capacity(bytes: u64) -> MemoryBackend {
+        let b = MemoryBackend::default();
+        b.lock().capacity = Some(bytes);
+        b
+    }
+
+    /// Makes every put, create and delete fail as on a read-only mount (`true`), or
+    /// accepts them again (`false`). Reads and `sync` still work, as they do on one.
+    pub fn set_read_only(&self, read_only: bool) {
+        self.lock().read_only = read_only;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -86,17 +114,38 @@ impl MemoryBackend {
         if let (Some(k), Some(n)) = (kind, name) {
             check_kind_name(ctx, k, n)?;
         }
+        let fail = |errno| BackendError::from_io(ctx(), io::Error::from_raw_os_error(errno));
         if let Some((left, errno)) = st.faults.get_mut(&op) {
             if *left > 0 {
                 *left -= 1;
-                let errno = *errno;
-                return Err(BackendError::from_io(
-                    ctx(),
-                    io::Error::from_raw_os_error(errno),
-                ));
+                return Err(fail(*errno));
             }
         }
+        if st.read_only && matches!(op, Operation::Put | Operation::Create | Operation::Delete) {
+            return Err(fail(libc::EROFS));
+        }
         Ok(st)
+    }
+
+    /// Checks that storing `len` bytes as `key` (replacing what is there) fits.
+    fn check_space(
+        st: &State,
+        key: &(ObjectKind, ObjectName),
+        len: usize,
+        op: Operation,
+    ) -> Result<(), BackendError> {
+        let Some(capacity) = st.capacity else {
+            return Ok(());
+        };
+        let replaced = st.objects.get(key).map_or(0, |o| o.data.len() as u64);
+        if st.used() - replaced + len as u64 > capacity {
+            let ctx = ErrorContext::new(op, Some(key.0), Some(&key.1), LOCATION);
+            return Err(BackendError::from_io(
+                ctx,
+                io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
+        Ok(())
     }
 
     /// The object, or NotFound.
@@ -130,7 +179,9 @@ impl Backend for MemoryBackend {
 
     fn put(&self, kind: ObjectKind, name: &ObjectName, data: &[u8]) -> Result<(), BackendError> {
         let mut st = self.begin(Operation::Put, Some(kind), Some(name))?;
-        st.objects.insert((kind, name.clone()), stored(data));
+        let key = (kind, name.clone());
+        Self::check_space(&st, &key, data.len(), Operation::Put)?;
+        st.objects.insert(key, stored(data));
         Ok(())
     }
 
@@ -145,6 +196,7 @@ impl Backend for MemoryBackend {
         if st.objects.contains_key(&key) {
             return Ok(Created::AlreadyExists);
         }
+        Self::check_space(&st, &key, data.len(), Operation::Create)?;
         let o = stored(data);
         st.durable.insert(key.clone(), o.clone());
         st.objects.insert(key, o);
@@ -220,6 +272,12 @@ impl Backend for MemoryBackend {
         let mut st = self.begin(Operation::Sync, None, None)?;
         st.durable = st.objects.clone();
         Ok(())
+    }
+
+    fn cleanup_temp(&self, _older_than: SystemTime) -> Result<u64, BackendError> {
+        // Every change is one map operation: nothing is ever left half done.
+        drop(self.begin(Operation::Sweep, None, None)?);
+        Ok(0)
     }
 }
 

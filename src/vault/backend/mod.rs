@@ -32,6 +32,8 @@
 //!   that returned before `list` was called is reflected; objects changed during a listing
 //!   may or may not appear. A listing shows only objects: temp files and foreign entries
 //!   (a file with an invalid name, a symlink) are left out.
+//! - **A crash leaves no half object**: what an interrupted put or create leaves behind is
+//!   never listed or read as an object, and [`Backend::cleanup_temp`] removes it.
 //! - **`delete` of a missing object is `Ok`**: garbage collection may race with itself or
 //!   be re-run after a crash; like `put`, a delete is durable after `sync`.
 //! - **Errors keep what was done to which object, where, and why**, and say who must act
@@ -290,6 +292,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Makes every put and delete that returned before it durable.
     fn sync(&self) -> Result<(), BackendError>;
+
+    /// Removes what writes cut short by a crash left behind (local: `.tmp-*` files) and
+    /// last touched before `older_than`; returns how many were removed. Objects are never
+    /// touched. Choose `older_than` well before the start of any writer that may still be
+    /// running (GC passes the start of its grace period).
+    fn cleanup_temp(&self, older_than: SystemTime) -> Result<u64, BackendError>;
 }
 
 /// What a backend was doing.
