@@ -340,7 +340,9 @@ pub fn large_objects_round_trip(b: &dyn Backend) {
     b.put(ObjectKind::Chunk, &n, &data).unwrap();
     assert!(b.get(ObjectKind::Chunk, &n).unwrap() == data);
     let mid: usize = 10 << 20;
-    let part = b.get_range(ObjectKind::Chunk, &n, mid as u64 - 3, 4099).unwrap();
+    let part = b
+        .get_range(ObjectKind::Chunk, &n, mid as u64 - 3, 4099)
+        .unwrap();
     assert!(part[..] == data[mid - 3..mid + 4096]);
     assert_eq!(
         b.stat(ObjectKind::Chunk, &n).unwrap().unwrap().size,
@@ -421,19 +423,20 @@ pub fn a_full_store_says_full_and_keeps_what_it_held(f: &Fixture) {
     let m = ObjectKind::Manifest;
     b.put(m, &name("m"), b"before").unwrap();
     let mut stored = BTreeMap::new();
-    let (failed, e) = (0..).find_map(|i: u64| {
-        assert!(i < 4 * SMALL / PIECE as u64, "{i} puts and still not full");
-        let data = random(1000 + i, PIECE);
-        let n = chunk_name(&data);
-        match b.put(c, &n, &data) {
-            Ok(()) => {
-                stored.insert(n.to_string(), PIECE as u64);
-                None
+    let (failed, e) = (0..)
+        .find_map(|i: u64| {
+            assert!(i < 4 * SMALL / PIECE as u64, "{i} puts and still not full");
+            let data = random(1000 + i, PIECE);
+            let n = chunk_name(&data);
+            match b.put(c, &n, &data) {
+                Ok(()) => {
+                    stored.insert(n.to_string(), PIECE as u64);
+                    None
+                }
+                Err(e) => Some((n, e)),
             }
-            Err(e) => Some((n, e)),
-        }
-    })
-    .unwrap();
+        })
+        .unwrap();
     assert!(matches!(e, BackendError::Full { .. }), "{e}");
     assert_eq!(e.actor(), Actor::Administrator);
     assert_eq!(e.details().code, "VaultStorageFull", "{e}");

@@ -194,7 +194,12 @@ impl LocalBackend {
     ) -> Result<Folder<'_>, FsxError> {
         let dir = self.kind_folder(kind);
         if kind == ObjectKind::Chunk {
-            Ok(Folder::Opened(dir.subdir(fan_out(name), create)?))
+            // Made only when missing: a mkdir per chunk would cost a syscall each.
+            let fan = match dir.subdir(fan_out(name), false) {
+                Err(e) if create && is_not_found(&e) => dir.subdir(fan_out(name), true),
+                opened => opened,
+            }?;
+            Ok(Folder::Opened(fan))
         } else {
             Ok(Folder::Held(dir))
         }
@@ -228,9 +233,13 @@ impl LocalBackend {
     ) -> Result<String, FsxError> {
         let temp = temp_name(name.as_str());
         let file = DirectFile::new(dir.create_new(&temp, 0o600)?);
-        let written = file
-            .write_all_at(data, 0)
-            .and_then(|()| if durable { file.file.sync_all() } else { Ok(()) });
+        let written = file.write_all_at(data, 0).and_then(|()| {
+            if durable {
+                file.file.sync_all()
+            } else {
+                Ok(())
+            }
+        });
         match written {
             Ok(()) => Ok(temp),
             Err(e) => {
@@ -330,7 +339,6 @@ impl LocalBackend {
             }
         }))
     }
-
 }
 
 impl Backend for LocalBackend {
@@ -341,15 +349,16 @@ impl Backend for LocalBackend {
     fn put(&self, kind: ObjectKind, name: &ObjectName, data: &[u8]) -> Result<(), BackendError> {
         let ctx = || self.ctx(Operation::Put, kind, Some(name));
         check_kind_name(ctx, kind, name)?;
-        let dir = self.folder(kind, name, true).map_err(|e| from_fsx(ctx(), e))?;
+        let dir = self
+            .folder(kind, name, true)
+            .map_err(|e| from_fsx(ctx(), e))?;
         let temp = Self::write_temp(&dir, name, data, false).map_err(|e| from_fsx(ctx(), e))?;
         #[cfg(test)]
         tests::before_place();
-        dir.rename_replace(&temp, &dir, name.as_str())
-            .map_err(|e| {
-                let _ = dir.remove_file(&temp);
-                from_fsx(ctx(), e)
-            })
+        dir.rename_replace(&temp, &dir, name.as_str()).map_err(|e| {
+            let _ = dir.remove_file(&temp);
+            from_fsx(ctx(), e)
+        })
     }
 
     fn create(
@@ -360,7 +369,9 @@ impl Backend for LocalBackend {
     ) -> Result<Created, BackendError> {
         let ctx = || self.ctx(Operation::Create, kind, Some(name));
         check_kind_name(ctx, kind, name)?;
-        let dir = self.folder(kind, name, true).map_err(|e| from_fsx(ctx(), e))?;
+        let dir = self
+            .folder(kind, name, true)
+            .map_err(|e| from_fsx(ctx(), e))?;
         let temp = Self::write_temp(&dir, name, data, true).map_err(|e| from_fsx(ctx(), e))?;
         match dir.rename_noreplace(&temp, &dir, name.as_str()) {
             Ok(()) => {
@@ -502,7 +513,352 @@ impl Backend for LocalBackend {
 
 #[cfg(test)]
 mod tests {
-    /// Called by `put` between writing the temp file and renaming it (tests only: the kill
-    /// test's child process dies there).
-    pub(super) fn before_place() {}
+    use super::*;
+    use crate::direct_io::{AlignedBuf, IO_ALIGN};
+    use crate::vault::store::testutil::{random, Tmpfs};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::time::Duration;
+
+    /// Set in the child process of the crash test: `put` kills it before placing.
+    const DIE_BEFORE_PLACE: &str = "VMVAULT_TEST_DIE_BEFORE_PLACE";
+
+    /// Called by `put` between writing the temp file and renaming it into place.
+    pub(super) fn before_place() {
+        if std::env::var_os(DIE_BEFORE_PLACE).is_some() {
+            // SAFETY: signals our own process; SIGKILL cannot be caught, as a crash.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+    }
+
+    fn name(s: &str) -> ObjectName {
+        ObjectName::new(s).unwrap()
+    }
+
+    fn chunk(data: &[u8]) -> ObjectName {
+        name(&blake3::hash(data).to_hex())
+    }
+
+    /// A backend in a fresh private folder (`<temp>/vault`).
+    fn backend() -> (tempfile::TempDir, LocalBackend) {
+        let t = tempfile::tempdir().unwrap();
+        fs_mode(t.path(), 0o700);
+        let b = open(&t.path().join("vault"));
+        (t, b)
+    }
+
+    fn open(vault: &Path) -> LocalBackend {
+        LocalBackend::open(&Dir::open_private(vault, true).unwrap()).unwrap()
+    }
+
+    fn fs_mode(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn folder(b: &LocalBackend, kind: ObjectKind) -> PathBuf {
+        b.kind_folder(kind).path().to_path_buf()
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn listed(b: &LocalBackend, kind: ObjectKind) -> Vec<String> {
+        let mut v: Vec<String> = b.list(kind).map(|o| o.unwrap().name.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn objects_are_0600_files_in_0700_folders_laid_out_by_kind() {
+        let (t, b) = backend();
+        let data = random(1, 5000);
+        let c = chunk(&data);
+        b.put(ObjectKind::Chunk, &c, &data).unwrap();
+        b.put(ObjectKind::Index, &name("p1.d0"), b"i").unwrap();
+        assert_eq!(
+            b.create(ObjectKind::Config, &name("config"), b"c").unwrap(),
+            Created::New
+        );
+        let v = t.path().join("vault");
+        let hex = c.as_str();
+        for (file, len) in [
+            (format!("chunks/{}/{hex}", &hex[..2]), 5000),
+            ("indexes/p1.d0".to_string(), 1),
+            ("config/config".to_string(), 1),
+        ] {
+            let md = std::fs::symlink_metadata(v.join(&file)).unwrap();
+            assert!(md.is_file(), "{file}");
+            assert_eq!((md.mode() & 0o7777, md.len()), (0o600, len), "{file}");
+        }
+        let mut folders: Vec<String> = ObjectKind::ALL
+            .iter()
+            .map(|&k| folder_name(k).to_string())
+            .collect();
+        folders.extend((0..=255).map(|i| format!("chunks/{i:02x}")));
+        for f in folders {
+            let md = std::fs::symlink_metadata(v.join(&f)).unwrap();
+            assert!(md.is_dir(), "{f}");
+            assert_eq!(md.mode() & 0o7777, 0o700, "{f}");
+        }
+        assert_eq!(names_in(&v.join("chunks")).len(), 256);
+    }
+
+    #[test]
+    fn aligned_and_unaligned_data_round_trip() {
+        let (_t, b) = backend();
+        let want = random(2, 3 * IO_ALIGN + 100);
+        let mut buf = AlignedBuf::default();
+        let aligned = buf.get(want.len());
+        aligned.copy_from_slice(&want);
+        let c = chunk(&want);
+        b.put(ObjectKind::Chunk, &c, aligned).unwrap();
+        assert!(b.get(ObjectKind::Chunk, &c).unwrap() == want);
+        // The same bytes from an odd address go through the page cache.
+        let mut odd = vec![0u8; want.len() + 1];
+        odd[1..].copy_from_slice(&want);
+        b.put(ObjectKind::Chunk, &c, &odd[1..]).unwrap();
+        assert!(b.get(ObjectKind::Chunk, &c).unwrap() == want);
+        let exact = &buf.get(2 * IO_ALIGN)[..];
+        let c2 = chunk(exact);
+        b.put(ObjectKind::Chunk, &c2, exact).unwrap();
+        assert!(b.get(ObjectKind::Chunk, &c2).unwrap() == exact);
+        b.sync().unwrap();
+    }
+
+    #[test]
+    fn a_symlink_at_an_object_name_is_never_followed() {
+        let (t, b) = backend();
+        let secret = t.path().join("secret");
+        std::fs::write(&secret, "root:x:0:0").unwrap();
+        let m = ObjectKind::Manifest;
+        let link = folder(&b, m).join("m");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        for e in [
+            b.get(m, &name("m")).unwrap_err(),
+            b.get_range(m, &name("m"), 0, 1).unwrap_err(),
+            b.stat(m, &name("m")).unwrap_err(),
+        ] {
+            assert!(matches!(e, BackendError::Io { .. }), "{e}");
+            assert!(e.to_string().contains("a symbolic link"), "{e}");
+            assert!(e.to_string().contains(&link.display().to_string()), "{e}");
+        }
+        assert!(listed(&b, m).is_empty());
+        // Taken for a create (nothing is written through it) ...
+        assert_eq!(
+            b.create(m, &name("m"), b"created").unwrap(),
+            Created::AlreadyExists
+        );
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root:x:0:0");
+        // ... replaced, not written through, by a put ...
+        b.put(m, &name("m"), b"mine").unwrap();
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root:x:0:0");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+        assert_eq!(b.get(m, &name("m")).unwrap(), b"mine");
+        // ... and a delete removes the link, never its target.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        b.delete(m, &name("m")).unwrap();
+        assert!(std::fs::symlink_metadata(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root:x:0:0");
+    }
+
+    #[test]
+    fn a_symlinked_fan_out_folder_is_refused() {
+        let (t, b) = backend();
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let data = random(3, 100);
+        let c = chunk(&data);
+        let fan = folder(&b, ObjectKind::Chunk).join(&c.as_str()[..2]);
+        std::fs::remove_dir(&fan).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &fan).unwrap();
+        for e in [
+            b.put(ObjectKind::Chunk, &c, &data).unwrap_err(),
+            b.create(ObjectKind::Chunk, &c, &data).unwrap_err(),
+            b.get(ObjectKind::Chunk, &c).unwrap_err(),
+        ] {
+            assert!(!e.is_not_found(), "{e}");
+            assert!(e.to_string().contains("symbolic link"), "{e}");
+        }
+        assert!(names_in(&elsewhere).is_empty());
+        // A chunk of another fan-out folder is still stored and listed; the listing says
+        // what is in the way instead of leaving chunks out silently.
+        let other = (0u64..)
+            .map(|i| random(i, 10))
+            .find(|d| chunk(d).as_str()[..2] != c.as_str()[..2])
+            .unwrap();
+        b.put(ObjectKind::Chunk, &chunk(&other), &other).unwrap();
+        let (ok, errors): (Vec<_>, Vec<_>) = b.list(ObjectKind::Chunk).partition(|r| r.is_ok());
+        assert_eq!(ok.len(), 1);
+        assert_eq!(errors.len(), 1);
+        let e = errors.into_iter().next().unwrap().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // Opening the backend again refuses it too.
+        let e = LocalBackend::open(&Dir::open_private(&t.path().join("vault"), false).unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn listings_show_only_objects() {
+        let (_t, b) = backend();
+        let m = ObjectKind::Manifest;
+        b.put(m, &name("real"), b"r").unwrap();
+        let dir = folder(&b, m);
+        std::fs::write(dir.join(".tmp-real-1-1"), "half").unwrap();
+        std::fs::write(dir.join("UPPER"), "x").unwrap();
+        std::fs::write(dir.join("a b"), "x").unwrap();
+        std::fs::write(
+            dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad\xff")),
+            "x",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(listed(&b, m), ["real"]);
+        // A FIFO at an object name is refused at once (never blocks a reader).
+        let e = b.get(m, &name("fifo")).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let e = b.get(m, &name("sub")).unwrap_err();
+        assert!(e.to_string().contains("a folder"), "{e}");
+        // Chunks: a name that is not hex, or in the wrong fan-out folder, is not a chunk.
+        let data = random(4, 10);
+        let c = chunk(&data);
+        b.put(ObjectKind::Chunk, &c, &data).unwrap();
+        let fans = folder(&b, ObjectKind::Chunk);
+        let wrong = if c.as_str().starts_with("00") {
+            "01"
+        } else {
+            "00"
+        };
+        std::fs::write(fans.join(wrong).join(c.as_str()), "x").unwrap();
+        std::fs::write(fans.join(&c.as_str()[..2]).join("zz"), "x").unwrap();
+        std::fs::write(fans.join("stray"), "x").unwrap();
+        assert_eq!(listed(&b, ObjectKind::Chunk), [c.to_string()]);
+    }
+
+    #[test]
+    fn a_crash_mid_put_leaves_the_old_object_and_a_temp_file_that_cleanup_removes() {
+        let m = ObjectKind::Manifest;
+        if let Some(vault) = std::env::var_os(DIE_BEFORE_PLACE) {
+            // The child: killed inside this put, after the temp file is written.
+            let b = open(Path::new(&vault));
+            let _ = b.put(m, &name("m"), &random(5, 100_000));
+            panic!("put returned although the process was to be killed in it");
+        }
+        let (t, b) = backend();
+        b.put(m, &name("m"), b"old").unwrap();
+        b.sync().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "vault::backend::local::tests::a_crash_mid_put_leaves_the_old_object_and_a_temp_file_that_cleanup_removes",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(DIE_BEFORE_PLACE, t.path().join("vault"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "{status}"
+        );
+        let b = open(&t.path().join("vault"));
+        assert_eq!(b.get(m, &name("m")).unwrap(), b"old");
+        assert_eq!(listed(&b, m), ["m"]);
+        let left = names_in(&folder(&b, m));
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left[0].starts_with(".tmp-m-"), "{left:?}");
+        assert_eq!(
+            std::fs::metadata(folder(&b, m).join(&left[0]))
+                .unwrap()
+                .len(),
+            100_000
+        );
+        // Not yet stale: a writer may still own it.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(b.cleanup_temp(SystemTime::now() - hour).unwrap(), 0);
+        assert_eq!(b.cleanup_temp(SystemTime::now() + hour).unwrap(), 1);
+        assert_eq!(names_in(&folder(&b, m)), ["m"]);
+    }
+
+    #[test]
+    fn cleanup_removes_only_stale_temp_files() {
+        let (_t, b) = backend();
+        let m = folder(&b, ObjectKind::Manifest);
+        let fan = folder(&b, ObjectKind::Chunk).join("ab");
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let plant = |p: PathBuf, age: Duration| {
+            let f = std::fs::File::create(&p).unwrap();
+            f.set_modified(now - age).unwrap();
+        };
+        plant(m.join(".tmp-old-1-1"), 2 * day);
+        plant(fan.join(".tmp-abcd-1-2"), 2 * day);
+        plant(m.join(".tmp-new-1-3"), Duration::ZERO);
+        plant(m.join("old-object"), 2 * day);
+        std::fs::create_dir(m.join(".tmp-folder")).unwrap();
+        std::os::unix::fs::symlink(m.join("old-object"), m.join(".tmp-link")).unwrap();
+        assert_eq!(b.cleanup_temp(now - day).unwrap(), 2);
+        assert_eq!(
+            names_in(&m),
+            [".tmp-folder", ".tmp-link", ".tmp-new-1-3", "old-object"]
+        );
+        assert!(names_in(&fan).is_empty());
+    }
+
+    #[test]
+    fn a_read_only_vault_opens_and_reads() {
+        let Some(fs) = Tmpfs::mount("size=1m,mode=0700") else {
+            return;
+        };
+        let vault = fs.path().join("vault");
+        let b = open(&vault);
+        b.put(ObjectKind::Manifest, &name("m"), b"m").unwrap();
+        b.sync().unwrap();
+        drop(b);
+        fs.remount("ro");
+        let b = open(&vault);
+        assert_eq!(b.get(ObjectKind::Manifest, &name("m")).unwrap(), b"m");
+        assert_eq!(b.cleanup_temp(SystemTime::now()).unwrap(), 0);
+        let e = b.put(ObjectKind::Manifest, &name("m"), b"x").unwrap_err();
+        assert!(matches!(e, BackendError::ReadOnly { .. }), "{e}");
+        drop(b);
+        fs.remount("rw");
+    }
+
+    #[test]
+    fn folders_others_own_or_may_write_are_refused_as_access_problems() {
+        let (t, b) = backend();
+        drop(b);
+        let keys = t.path().join("vault").join("keys");
+        fs_mode(&keys, 0o770);
+        let e = LocalBackend::open(&Dir::open_private(&t.path().join("vault"), false).unwrap())
+            .unwrap_err();
+        assert!(matches!(e, BackendError::PermissionDenied { .. }), "{e}");
+        assert!(e.to_string().contains("chmod go-w"), "{e}");
+        assert_eq!(e.details().code, "VaultStorageAccessDenied");
+        fs_mode(&keys, 0o700);
+        if crate::fsx::euid() != 0 {
+            crate::provider::qemu::test_support::skip("giving a folder to another user needs root");
+            return;
+        }
+        std::os::unix::fs::lchown(&keys, Some(65534), Some(65534)).unwrap();
+        let e = LocalBackend::open(&Dir::open_private(&t.path().join("vault"), false).unwrap())
+            .unwrap_err();
+        assert!(matches!(e, BackendError::PermissionDenied { .. }), "{e}");
+        assert!(e.to_string().contains("belongs to"), "{e}");
+    }
 }

@@ -396,7 +396,9 @@ pub enum BackendError {
     NotFound { ctx: ErrorContext },
     /// The range asked for runs past the end of the object. Who acts: the caller (an
     /// object shorter than what refers to it is damaged: verify).
-    #[error("{ctx}: bytes {offset}..{offset}+{len} were asked for, but the object holds {size} bytes")]
+    #[error(
+        "{ctx}: bytes {offset}..{offset}+{len} were asked for, but the object holds {size} bytes"
+    )]
     OutOfRange {
         ctx: ErrorContext,
         offset: u64,
