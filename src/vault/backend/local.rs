@@ -22,13 +22,15 @@
 //!   the new one. A crash before the rename leaves only the temp file, which
 //!   [`Backend::cleanup_temp`] sweeps once it is old enough that no running
 //!   writer can own it.
-//! - **Fast, batched durability.** A put is not fsynced: 4 KiB-aligned data is written with
-//!   O_DIRECT ([`crate::direct_io`]; the tail and file systems without O_DIRECT go through
-//!   the page cache), and [`Backend::sync`] is one `syncfs(2)` for everything before it —
-//!   the chunk store's fast path, kept. A crash before that sync can leave a final-named
-//!   file with garbage in it (the rename reached the disk, the data did not): the layers
-//!   above never trust an object they did not see synced, and chunks are checked by their
-//!   name when read.
+//! - **Fast, batched durability.** A put of a new name is not fsynced: 4 KiB-aligned data
+//!   is written with O_DIRECT ([`crate::direct_io`]; the tail and file systems without
+//!   O_DIRECT go through the page cache), and [`Backend::sync`] is one `syncfs(2)` for
+//!   everything before it — the chunk store's fast path, kept. A crash before that sync can
+//!   leave a final-named file with garbage in it (the rename reached the disk, the data did
+//!   not): the layers above never trust an object they did not see synced, and chunks are
+//!   checked by their name when read. A put over an existing object (rare: a rewritten
+//!   manifest, a chunk two writers raced for) fsyncs its temp file before the rename, so a
+//!   crash never turns an object that was durable into garbage.
 //! - **Durable create.** `create` fsyncs the temp file, moves it with
 //!   `renameat2(RENAME_NOREPLACE)` (link + unlink where unsupported), which fails when the
 //!   name is taken — so exactly one of several racing creators wins — and fsyncs the
@@ -116,7 +118,14 @@ fn is_not_found(e: &FsxError) -> bool {
 /// administrator's to fix like permissions; the rest by its errno.
 fn from_fsx(ctx: ErrorContext, e: FsxError) -> BackendError {
     match e {
-        FsxError::Io { source, .. } => BackendError::from_io(ctx, source),
+        FsxError::Io { ref source, .. } => {
+            // A copy to classify by; the whole error (with its path) stays the cause.
+            let cause = match source.raw_os_error() {
+                Some(errno) => io::Error::from_raw_os_error(errno),
+                None => io::Error::from(source.kind()),
+            };
+            BackendError::caused_by(ctx, &cause, e.into())
+        }
         e @ (FsxError::Owner { .. } | FsxError::Writable { .. }) => {
             BackendError::PermissionDenied {
                 ctx,
@@ -196,7 +205,13 @@ impl LocalBackend {
         if kind == ObjectKind::Chunk {
             // Made only when missing: a mkdir per chunk would cost a syscall each.
             let fan = match dir.subdir(fan_out(name), false) {
-                Err(e) if create && is_not_found(&e) => dir.subdir(fan_out(name), true),
+                Err(e) if create && is_not_found(&e) => {
+                    // Someone removed it: made again, durably (a create in it is durable
+                    // at once).
+                    let fan = dir.subdir(fan_out(name), true)?;
+                    dir.sync()?;
+                    Ok(fan)
+                }
                 opened => opened,
             }?;
             Ok(Folder::Opened(fan))
@@ -352,7 +367,11 @@ impl Backend for LocalBackend {
         let dir = self
             .folder(kind, name, true)
             .map_err(|e| from_fsx(ctx(), e))?;
-        let temp = Self::write_temp(&dir, name, data, false).map_err(|e| from_fsx(ctx(), e))?;
+        // Replacing an object that may be durable: its successor must be on disk before the
+        // rename, or a crash before the next sync could leave garbage where a good object
+        // was. A new name (the usual case: chunks, new points) waits for the sync.
+        let replacing = !matches!(dir.stat_entry(name.as_str()), Ok(None));
+        let temp = Self::write_temp(&dir, name, data, replacing).map_err(|e| from_fsx(ctx(), e))?;
         #[cfg(test)]
         tests::before_place();
         dir.rename_replace(&temp, &dir, name.as_str()).map_err(|e| {
@@ -571,6 +590,61 @@ mod tests {
         let mut v: Vec<String> = b.list(kind).map(|o| o.unwrap().name.to_string()).collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn file_layer_errors_are_classified() {
+        let ctx = || ErrorContext::new(Operation::Put, Some(ObjectKind::Key), None, "/v");
+        let path = PathBuf::from("/v/keys/k");
+        let io = |errno| FsxError::Io {
+            path: path.clone(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let owner = FsxError::Owner {
+            path: path.clone(),
+            owner: "nobody".into(),
+            me: "root".into(),
+        };
+        let writable = FsxError::Writable {
+            path: path.clone(),
+            mode: 0o777,
+        };
+        let symlink = FsxError::Symlink { path: path.clone() };
+        let cases = [
+            (io(libc::ENOSPC), "VaultStorageFull"),
+            (io(libc::EDQUOT), "VaultStorageFull"),
+            (io(libc::EROFS), "VaultStorageReadOnly"),
+            (io(libc::EACCES), "VaultStorageAccessDenied"),
+            (owner, "VaultStorageAccessDenied"),
+            (writable, "VaultStorageAccessDenied"),
+            (symlink, "VaultStorageError"),
+            (io(libc::EIO), "VaultStorageError"),
+        ];
+        for (e, code) in cases {
+            let shown = e.to_string();
+            let e = from_fsx(ctx(), e);
+            assert_eq!(e.details().code, code, "{e}");
+            assert!(e.to_string().contains(&shown), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_removed_fan_out_folder_is_made_again() {
+        let (_t, b) = backend();
+        let data = random(6, 10);
+        let c = chunk(&data);
+        let fan = folder(&b, ObjectKind::Chunk).join(&c.as_str()[..2]);
+        std::fs::remove_dir(&fan).unwrap();
+        assert!(b.get(ObjectKind::Chunk, &c).unwrap_err().is_not_found());
+        assert_eq!(b.stat(ObjectKind::Chunk, &c).unwrap(), None);
+        b.delete(ObjectKind::Chunk, &c).unwrap();
+        assert!(!fan.exists(), "reads and deletes make no folder");
+        b.put(ObjectKind::Chunk, &c, &data).unwrap();
+        assert_eq!(b.get(ObjectKind::Chunk, &c).unwrap(), data);
+        assert_eq!(
+            std::fs::symlink_metadata(&fan).unwrap().mode() & 0o7777,
+            0o700
+        );
     }
 
     #[test]

@@ -453,24 +453,14 @@ impl BackendError {
     /// (Never NotFound: whether "no such file" means "no such object" depends on which file
     /// was asked for, so callers decide that themselves.)
     pub fn from_io(ctx: ErrorContext, e: io::Error) -> BackendError {
-        match e.raw_os_error() {
-            _ if crate::fsx::is_full(&e) => BackendError::Full {
-                ctx,
-                source: e.into(),
-            },
-            Some(libc::EROFS) => BackendError::ReadOnly {
-                ctx,
-                source: e.into(),
-            },
-            Some(libc::EACCES) | Some(libc::EPERM) => BackendError::PermissionDenied {
-                ctx,
-                source: e.into(),
-            },
-            _ => BackendError::Io {
-                ctx,
-                source: e.into(),
-            },
-        }
+        let cause = Cause::of(&e);
+        cause.error(ctx, e.into())
+    }
+
+    /// Classifies by the I/O error `e`, keeping `source` (an error that wraps `e` with more
+    /// context, such as the path of a temp file) as the cause.
+    pub fn caused_by(ctx: ErrorContext, e: &io::Error, source: Source) -> BackendError {
+        Cause::of(e).error(ctx, source)
     }
 
     /// What was done to which object, and where.
@@ -542,6 +532,34 @@ impl BackendError {
                 msg,
             )
             .recommend("Check the health of the vault's storage (`dmesg`, the disk's SMART status) and what else is in its folder."),
+        }
+    }
+}
+
+/// What an I/O error says about the storage.
+enum Cause {
+    Full,
+    ReadOnly,
+    Denied,
+    Other,
+}
+
+impl Cause {
+    fn of(e: &io::Error) -> Cause {
+        match e.raw_os_error() {
+            _ if crate::fsx::is_full(e) => Cause::Full,
+            Some(libc::EROFS) => Cause::ReadOnly,
+            Some(libc::EACCES) | Some(libc::EPERM) => Cause::Denied,
+            _ => Cause::Other,
+        }
+    }
+
+    fn error(self, ctx: ErrorContext, source: Source) -> BackendError {
+        match self {
+            Cause::Full => BackendError::Full { ctx, source },
+            Cause::ReadOnly => BackendError::ReadOnly { ctx, source },
+            Cause::Denied => BackendError::PermissionDenied { ctx, source },
+            Cause::Other => BackendError::Io { ctx, source },
         }
     }
 }
