@@ -1133,6 +1133,57 @@ mod tests {
     }
 
     #[test]
+    fn rename_replace_replaces_a_symlink_without_following_it() {
+        let t = private_tmp();
+        let d = Dir::open_private(t.path(), false).unwrap();
+        std::fs::write(t.path().join("target"), b"theirs").unwrap();
+        symlink(t.path().join("target"), t.path().join("obj")).unwrap();
+        std::fs::write(t.path().join("new"), b"mine").unwrap();
+        d.rename_replace("new", &d, "obj").unwrap();
+        assert_eq!(std::fs::read(t.path().join("target")).unwrap(), b"theirs");
+        let st = d.stat_entry("obj").unwrap().unwrap();
+        assert!(st.is_file);
+        assert_eq!(st.size, 4);
+    }
+
+    #[test]
+    fn entries_are_listed_and_described_without_following_links() {
+        let t = private_tmp();
+        let d = Dir::open_private(t.path(), false).unwrap();
+        std::fs::write(t.path().join("f"), b"12345").unwrap();
+        symlink("/nonexistent", t.path().join("l")).unwrap();
+        std::fs::create_dir(t.path().join("sub")).unwrap();
+        std::fs::write(t.path().join(OsStr::from_bytes(b"x\xff")), b"").unwrap();
+        // Two listings at once through one handle and its clone do not disturb each other
+        // (each reads through a descriptor of its own).
+        let clone = d.try_clone().unwrap();
+        let (mut a, mut b) = (d.entry_names().unwrap(), clone.entry_names().unwrap());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        let want: Vec<&OsStr> = vec![
+            OsStr::new("f"),
+            OsStr::new("l"),
+            OsStr::new("sub"),
+            OsStr::from_bytes(b"x\xff"),
+        ];
+        assert_eq!(a, want);
+        assert_eq!(
+            d.entry_names().unwrap().len(),
+            4,
+            "a second listing sees all"
+        );
+        let f = d.stat_entry("f").unwrap().unwrap();
+        assert!(f.is_file && f.size == 5 && f.kind == "a regular file");
+        assert!(f.modified > std::time::UNIX_EPOCH);
+        let l = d.stat_entry("l").unwrap().unwrap();
+        assert!(!l.is_file && l.kind == "a symbolic link");
+        assert_eq!(d.stat_entry("sub").unwrap().unwrap().kind, "a folder");
+        assert_eq!(d.stat_entry("missing").unwrap(), None);
+        d.sync_fs().unwrap();
+    }
+
+    #[test]
     fn input_files_are_bounded_and_regular() {
         let t = private_tmp();
         let p = t.path().join("policy.toml");
