@@ -8,7 +8,9 @@
 //!   [`ObjectInfo`], [`Created`] and the typed [`BackendError`];
 //! - [`local`]: [`LocalBackend`], objects as files in the vault folder (the fast path);
 //! - [`memory`]: [`MemoryBackend`], a map in memory with fault injection, for tests;
-//! - `conformance` (tests only): the one suite every backend passes.
+//! - `conformance` (tests only): the one suite every backend passes; a new backend joins it
+//!   with a `Harness` (how to get a fresh store, and a small one that fills up and can be
+//!   made read-only) and one `conformance!` line.
 //!
 //! # What every backend promises
 //! - **Objects are addressed by (kind, name)**, and each kind is its own namespace. Names
