@@ -17,7 +17,10 @@
 //! - **Placing never replaces.** [`Dir::rename_noreplace`] moves a finished file to its
 //!   final name with `renameat2(RENAME_NOREPLACE)` (or `link` + `unlink` where the file
 //!   system lacks it): if something appeared at the final name meanwhile, the move fails
-//!   and what was there stays.
+//!   and what was there stays. The one exception is [`Dir::rename_replace`], for stores
+//!   whose objects are meant to be replaced by a newer whole version (the vault backend's
+//!   content-addressed chunks and re-written manifests): it replaces what is at the name,
+//!   a planted symlink included, and never writes through it.
 //! - **User input files are bounded.** [`read_input_file`] reads a config, a policy or an
 //!   Azure JSON file only when it is a regular file under a size limit: a FIFO, a device or
 //!   `/dev/zero` is refused at once with the reason.
@@ -25,10 +28,11 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What went wrong, with the path it concerns and, where the user can act, the fix.
 #[derive(Debug, thiserror::Error)]
@@ -592,11 +596,17 @@ impl Dir {
 
     /// What is at `name`, without following a symlink (None when nothing is).
     pub fn entry_kind(&self, name: impl AsRef<OsStr>) -> Result<Option<&'static str>> {
+        Ok(self.stat_entry(name)?.map(|st| st.kind))
+    }
+
+    /// Type, size and modification time of the entry `name`, without following a symlink
+    /// (None when nothing is there).
+    pub fn stat_entry(&self, name: impl AsRef<OsStr>) -> Result<Option<EntryStat>> {
         let name = name.as_ref();
         let path = self.path_of(name);
         let c = check_name(name).map_err(|e| FsxError::io(&path, e))?;
         match fstatat_nofollow(self.fd.as_raw_fd(), &c) {
-            Ok(st) => Ok(Some(kind_of(st.st_mode))),
+            Ok(st) => Ok(Some(EntryStat::of(&st))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FsxError::io(&path, e)),
         }
@@ -642,6 +652,48 @@ impl Dir {
             });
         }
         Ok(())
+    }
+
+    /// The names in the folder (`.` and `..` left out), read through a descriptor of its
+    /// own: a directory stream moves its descriptor's offset, which a `dup` would share
+    /// with this handle and with every other listing running at the same time.
+    pub fn entry_names(&self) -> Result<Vec<std::ffi::OsString>> {
+        let fd = open_dir_at(self.fd.as_raw_fd(), c".", true)
+            .map_err(|e| FsxError::io(&self.path, e))?;
+        let raw = fd.into_raw_fd();
+        // SAFETY: `raw` is an open folder descriptor; on success the stream owns it.
+        let stream = unsafe { libc::fdopendir(raw) };
+        if stream.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so the descriptor is still ours to close.
+            unsafe { libc::close(raw) };
+            return Err(FsxError::io(&self.path, e));
+        }
+        let mut names = Vec::new();
+        let result = loop {
+            // readdir returns NULL both at the end and on error; only errno tells them apart.
+            // SAFETY: errno is thread-local; readdir reads the stream we own.
+            let ent = unsafe {
+                *libc::__errno_location() = 0;
+                libc::readdir(stream)
+            };
+            if ent.is_null() {
+                let e = io::Error::last_os_error();
+                break match e.raw_os_error() {
+                    Some(0) | None => Ok(()),
+                    Some(_) => Err(FsxError::io(&self.path, e)),
+                };
+            }
+            // SAFETY: d_name of a returned entry is NUL-terminated and lives until the next
+            // readdir on this stream; it is copied out at once.
+            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+        };
+        // SAFETY: closes the stream (and its descriptor) exactly once.
+        unsafe { libc::closedir(stream) };
+        result.map(|()| names)
     }
 
     /// Whether anything (a dangling symlink included) is at `name`.
@@ -703,6 +755,33 @@ impl Dir {
         }
     }
 
+    /// Moves `from` (in this folder) to `to` in `dest`, replacing what is at `to` (a file,
+    /// or a symlink, which is replaced and never followed). Only for stores whose objects
+    /// are meant to be replaced by a newer whole version; everything else places with
+    /// [`Dir::rename_noreplace`].
+    pub fn rename_replace(
+        &self,
+        from: impl AsRef<OsStr>,
+        dest: &Dir,
+        to: impl AsRef<OsStr>,
+    ) -> Result<()> {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        let to_path = dest.path_of(to);
+        let cf = check_name(from).map_err(|e| FsxError::io(self.path_of(from), e))?;
+        let ct = check_name(to).map_err(|e| FsxError::io(&to_path, e))?;
+        // SAFETY: both names are NUL-terminated; the descriptors are open folders.
+        cvt(unsafe {
+            libc::renameat(
+                self.fd.as_raw_fd(),
+                cf.as_ptr(),
+                dest.fd.as_raw_fd(),
+                ct.as_ptr(),
+            )
+        })
+        .map(|_| ())
+        .map_err(|e| FsxError::io(&to_path, e))
+    }
+
     /// Removes the file (or symlink) `name`; never follows it.
     pub fn remove_file(&self, name: impl AsRef<OsStr>) -> Result<()> {
         let name = name.as_ref();
@@ -731,6 +810,27 @@ impl Dir {
         cvt(unsafe { libc::fsync(self.fd.as_raw_fd()) })
             .map(|_| ())
             .map_err(|e| FsxError::io(&self.path, e))
+    }
+
+    /// Makes everything written on the folder's file system durable: one `syncfs(2)`
+    /// instead of an fsync per file.
+    pub fn sync_fs(&self) -> Result<()> {
+        // SAFETY: syncfs only reads the descriptor, which we own.
+        cvt(unsafe { libc::syncfs(self.fd.as_raw_fd()) })
+            .map(|_| ())
+            .map_err(|e| FsxError::io(&self.path, e))
+    }
+
+    /// Another handle on the same open folder (a duplicate descriptor).
+    pub fn try_clone(&self) -> Result<Dir> {
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| FsxError::io(&self.path, e))?;
+        Ok(Dir {
+            fd,
+            path: self.path.clone(),
+        })
     }
 
     /// A path that names exactly this open folder for a child process that inherits the
@@ -774,6 +874,44 @@ impl Dir {
                 libc::W_OK | libc::X_OK,
                 libc::AT_EACCESS,
             ) == 0
+        }
+    }
+}
+
+/// What [`Dir::stat_entry`] tells about an entry of a folder (a symlink is described,
+/// never followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryStat {
+    /// What it is, for messages: "a regular file", "a symbolic link", "a folder", …
+    pub kind: &'static str,
+    /// Whether it is a regular file.
+    pub is_file: bool,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification.
+    pub modified: SystemTime,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+}
+
+impl EntryStat {
+    fn of(st: &libc::stat) -> EntryStat {
+        // The fields are narrower or signed on some targets.
+        #[allow(clippy::unnecessary_cast)]
+        let (secs, nanos) = (st.st_mtime as i64, st.st_mtime_nsec as u32);
+        let since_epoch = Duration::new(secs.unsigned_abs(), nanos.min(999_999_999));
+        let modified = if secs >= 0 {
+            UNIX_EPOCH.checked_add(since_epoch)
+        } else {
+            UNIX_EPOCH.checked_sub(since_epoch)
+        }
+        .unwrap_or(UNIX_EPOCH);
+        EntryStat {
+            kind: kind_of(st.st_mode),
+            is_file: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            modified,
+            mode: st.st_mode & 0o7777,
         }
     }
 }
@@ -1164,6 +1302,57 @@ mod tests {
         assert_eq!(std::fs::read(t.path().join("d")).unwrap(), b"new");
         assert!(!d.exists("a").unwrap());
         assert!(d.exists("c").unwrap());
+    }
+
+    #[test]
+    fn rename_replace_replaces_a_symlink_without_following_it() {
+        let t = private_tmp();
+        let d = Dir::open_private(t.path(), false).unwrap();
+        std::fs::write(t.path().join("target"), b"theirs").unwrap();
+        symlink(t.path().join("target"), t.path().join("obj")).unwrap();
+        std::fs::write(t.path().join("new"), b"mine").unwrap();
+        d.rename_replace("new", &d, "obj").unwrap();
+        assert_eq!(std::fs::read(t.path().join("target")).unwrap(), b"theirs");
+        let st = d.stat_entry("obj").unwrap().unwrap();
+        assert!(st.is_file);
+        assert_eq!(st.size, 4);
+    }
+
+    #[test]
+    fn entries_are_listed_and_described_without_following_links() {
+        let t = private_tmp();
+        let d = Dir::open_private(t.path(), false).unwrap();
+        std::fs::write(t.path().join("f"), b"12345").unwrap();
+        symlink("/nonexistent", t.path().join("l")).unwrap();
+        std::fs::create_dir(t.path().join("sub")).unwrap();
+        std::fs::write(t.path().join(OsStr::from_bytes(b"x\xff")), b"").unwrap();
+        // Two listings at once through one handle and its clone do not disturb each other
+        // (each reads through a descriptor of its own).
+        let clone = d.try_clone().unwrap();
+        let (mut a, mut b) = (d.entry_names().unwrap(), clone.entry_names().unwrap());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        let want: Vec<&OsStr> = vec![
+            OsStr::new("f"),
+            OsStr::new("l"),
+            OsStr::new("sub"),
+            OsStr::from_bytes(b"x\xff"),
+        ];
+        assert_eq!(a, want);
+        assert_eq!(
+            d.entry_names().unwrap().len(),
+            4,
+            "a second listing sees all"
+        );
+        let f = d.stat_entry("f").unwrap().unwrap();
+        assert!(f.is_file && f.size == 5 && f.kind == "a regular file");
+        assert!(f.modified > std::time::UNIX_EPOCH);
+        let l = d.stat_entry("l").unwrap().unwrap();
+        assert!(!l.is_file && l.kind == "a symbolic link");
+        assert_eq!(d.stat_entry("sub").unwrap().unwrap().kind, "a folder");
+        assert_eq!(d.stat_entry("missing").unwrap(), None);
+        d.sync_fs().unwrap();
     }
 
     #[test]

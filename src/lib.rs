@@ -9,6 +9,7 @@ pub mod app;
 pub mod cancel;
 pub mod cli;
 pub mod config;
+pub mod direct_io;
 pub mod engine;
 pub mod fmt;
 pub mod fsx;

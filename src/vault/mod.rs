@@ -1,6 +1,7 @@
 //! The vault: a catalog (SQLite) and a chunk store (files) in one folder, owned by one
 //! process at a time.
 
+pub mod backend;
 pub mod catalog;
 pub mod folder;
 pub mod lock;

@@ -32,9 +32,10 @@
 //! the log.
 
 use super::backup::io_workers;
-use super::chunks::{ChunkReader, DirectFile};
+use super::chunks::ChunkReader;
 use super::{digest_hex, is_zero, ChunkStore, Digest, DiskIndex, StoreError};
 use crate::cancel::{CancelToken, Progress};
+use crate::direct_io::DirectFile;
 use crate::fsx::{Dir, FsxError};
 use crate::model::ErrorDetails;
 use std::ffi::{OsStr, OsString};
@@ -676,7 +677,7 @@ fn write_sparse(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{compressible, random};
+    use super::super::testutil::{compressible, random, Tmpfs};
     use super::*;
     use std::fs::{self, OpenOptions};
     use std::os::unix::fs::MetadataExt;
@@ -918,37 +919,6 @@ mod tests {
         assert!(!out.exists());
     }
 
-    /// A small tmpfs mounted on a new folder, unmounted when dropped (needs root).
-    struct Tmpfs(tempfile::TempDir);
-
-    impl Tmpfs {
-        fn mount(options: &str) -> Option<Tmpfs> {
-            if crate::fsx::euid() != 0 {
-                crate::provider::qemu::test_support::skip("mounting a tmpfs needs root");
-                return None;
-            }
-            let t = tempfile::tempdir().unwrap();
-            let ok = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-                .arg(t.path())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                crate::provider::qemu::test_support::skip("mount -t tmpfs failed");
-                return None;
-            }
-            Some(Tmpfs(t))
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg(self.0.path())
-                .status();
-        }
-    }
-
     #[test]
     fn a_full_or_read_only_target_is_the_target_s_problem() {
         // 4 MiB of incompressible data into 1 MiB.
@@ -963,7 +933,7 @@ mod tests {
         let Some(small) = Tmpfs::mount("size=1m,mode=0700") else {
             return;
         };
-        let out = small.0.path().join("d.raw");
+        let out = small.path().join("d.raw");
         let e = restore(&s, &index, &out, 2).unwrap_err();
         assert_eq!(target_code(&e), "RestoreTargetFull", "{e}");
         let d = e.details();
@@ -974,7 +944,7 @@ mod tests {
         let Some(ro) = Tmpfs::mount("size=1m,ro") else {
             return;
         };
-        let e = restore(&s, &index, &ro.0.path().join("d.raw"), 2).unwrap_err();
+        let e = restore(&s, &index, &ro.path().join("d.raw"), 2).unwrap_err();
         assert_eq!(target_code(&e), "RestoreTargetReadOnly", "{e}");
         assert!(e.details().recommendations[0].contains("read-write"), "{e}");
     }

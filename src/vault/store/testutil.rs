@@ -336,3 +336,50 @@ impl DiskReader for Counting<'_> {
         self.inner.read_at(offset, buf)
     }
 }
+
+/// A small tmpfs mounted on a new folder (mode 0700 unless the options say otherwise),
+/// unmounted when dropped: a file system that fills up or is read-only on demand. Needs
+/// root; otherwise (or when `mount` fails) the test is skipped with the reason.
+pub struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn mount(options: &str) -> Option<Tmpfs> {
+        if crate::fsx::euid() != 0 {
+            crate::provider::qemu::test_support::skip("mounting a tmpfs needs root");
+            return None;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(t.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            crate::provider::qemu::test_support::skip("mount -t tmpfs failed");
+            return None;
+        }
+        Some(Tmpfs(t))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// Changes the mount's options (`ro`, `rw`, `size=…`).
+    pub fn remount(&self, options: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(self.0.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount -o remount,{options} failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}

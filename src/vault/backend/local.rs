@@ -1,0 +1,938 @@
+//! The local-folder backend: each object is a file in the vault folder.
+//!
+//! # Layout
+//! One folder per kind — `config/`, `keys/`, `chunks/`, `indexes/`, `manifests/`,
+//! `items/`, `policies/`, `locks/` — holding one file per object, named by the object's
+//! name. Chunks are fanned out by the first two hex digits of their name
+//! (`chunks/ab/abcdef…`, 256 folders made when the backend is opened), so no folder holds
+//! more than a few thousand entries even in a vault of millions of chunks; the other kinds
+//! stay small enough for one folder each. Indexes are flat (`indexes/<point>.d<disk>`): a
+//! folder per point would only add a level to create and remove.
+//!
+//! # How the promises of [`Backend`] are kept
+//! - **No link is followed, nothing foreign is trusted.** The backend opens on a vault
+//!   folder already checked by [`Dir::open_private`]; every kind folder and fan-out folder is
+//!   opened through a handle, never through a symlink, and only when it belongs to us and no
+//!   one else can write it; every file is opened `O_NOFOLLOW` relative to its folder. A
+//!   symlink planted at an object name is refused on read and replaced (never written
+//!   through) on put; entries that are not our objects (symlinks, foreign names) are not
+//!   listed. Files are 0600, folders 0700.
+//! - **Atomic put.** The bytes go to `.tmp-<name>-<pid>-<n>` in the object's own folder
+//!   (created `O_EXCL`), which is then renamed over the name: a reader sees the old file or
+//!   the new one. A crash before the rename leaves only the temp file, which
+//!   [`Backend::cleanup_temp`] sweeps once it is old enough that no running
+//!   writer can own it.
+//! - **Fast, batched durability.** A put of a new name is not fsynced: 4 KiB-aligned data
+//!   is written with O_DIRECT ([`crate::direct_io`]; the tail and file systems without
+//!   O_DIRECT go through the page cache), and [`Backend::sync`] is one `syncfs(2)` for
+//!   everything before it — the chunk store's fast path, kept. A crash before that sync can
+//!   leave a final-named file with garbage in it (the rename reached the disk, the data did
+//!   not): the layers above never trust an object they did not see synced, and chunks are
+//!   checked by their name when read. A put over an existing object (rare: a rewritten
+//!   manifest, a chunk two writers raced for) fsyncs its temp file before the rename, so a
+//!   crash never turns an object that was durable into garbage.
+//! - **Durable create.** `create` fsyncs the temp file, moves it with
+//!   `renameat2(RENAME_NOREPLACE)` (link + unlink where unsupported), which fails when the
+//!   name is taken — so exactly one of several racing creators wins — and fsyncs the
+//!   folder. The folders themselves are made durable when the backend is opened.
+
+use super::{
+    check_kind_name, checked_range, Backend, BackendError, Created, ErrorContext, ObjectInfo,
+    ObjectKind, ObjectList, ObjectName, Operation,
+};
+use crate::direct_io::DirectFile;
+use crate::fsx::{Dir, FsxError};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// Prefix of temp files (written, then renamed into place); object names never start with
+/// a dot, so a temp file is never mistaken for an object.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Makes temp file names unique within the process (the pid makes them unique across
+/// processes), even with several writers on one folder.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh temp file name for an object (or chunk file) named `name`.
+pub(crate) fn temp_name(name: &str) -> String {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{TEMP_PREFIX}{name}-{}-{n}", std::process::id())
+}
+
+/// The folder of each kind, in the vault folder.
+fn folder_name(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Config => "config",
+        ObjectKind::Key => "keys",
+        ObjectKind::Chunk => "chunks",
+        ObjectKind::Index => "indexes",
+        ObjectKind::Manifest => "manifests",
+        ObjectKind::Item => "items",
+        ObjectKind::Policy => "policies",
+        ObjectKind::Lock => "locks",
+    }
+}
+
+/// The fan-out folder of a chunk: its name's first two hex digits.
+fn fan_out(name: &ObjectName) -> &str {
+    name.as_str().get(..2).unwrap_or("")
+}
+
+/// Objects as files in a vault folder. See the module docs.
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: Dir,
+    /// The folder of each kind, in the order of [`ObjectKind::ALL`].
+    folders: Vec<Dir>,
+    location: String,
+}
+
+/// The folder an object lives in: a kind folder held open, or a chunk fan-out folder
+/// opened for the operation (holding 256 of them open would cost 256 descriptors per
+/// backend).
+enum Folder<'a> {
+    Held(&'a Dir),
+    Opened(Dir),
+}
+
+impl std::ops::Deref for Folder<'_> {
+    type Target = Dir;
+    fn deref(&self) -> &Dir {
+        match self {
+            Folder::Held(d) => d,
+            Folder::Opened(d) => d,
+        }
+    }
+}
+
+fn is_not_found(e: &FsxError) -> bool {
+    e.io_error()
+        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
+}
+
+/// Classifies an error of the file layer: ownership and mode problems are the
+/// administrator's to fix like permissions; the rest by its errno.
+fn from_fsx(ctx: ErrorContext, e: FsxError) -> BackendError {
+    match e {
+        FsxError::Io { ref source, .. } => {
+            // A copy to classify by; the whole error (with its path) stays the cause.
+            let cause = match source.raw_os_error() {
+                Some(errno) => io::Error::from_raw_os_error(errno),
+                None => io::Error::from(source.kind()),
+            };
+            BackendError::caused_by(ctx, &cause, e.into())
+        }
+        e @ (FsxError::Owner { .. } | FsxError::Writable { .. }) => {
+            BackendError::PermissionDenied {
+                ctx,
+                source: e.into(),
+            }
+        }
+        e => BackendError::Io {
+            ctx,
+            source: e.into(),
+        },
+    }
+}
+
+/// Something that is not a regular file sits at an object's name (a planted symlink, a
+/// folder, a FIFO): refused, never followed or opened.
+fn foreign_entry(ctx: ErrorContext, path: &Path, what: &str) -> BackendError {
+    BackendError::Io {
+        ctx,
+        source: format!(
+            "{} is {what}, not an object vmvault stored: vmvault never follows a link or \
+             reads a special file in a vault. Remove it",
+            path.display()
+        )
+        .into(),
+    }
+}
+
+impl LocalBackend {
+    /// Opens the backend on the vault folder `vault` (opened with [`Dir::open_private`]),
+    /// creating the kind folders and the 256 chunk fan-out folders that are missing. A kind
+    /// or fan-out folder that is a symlink, or that someone else owns or may write, is
+    /// refused.
+    pub fn open(vault: &Dir) -> Result<LocalBackend, BackendError> {
+        let location = vault.path().display().to_string();
+        let ctx = |e: FsxError| {
+            from_fsx(
+                ErrorContext::new(Operation::Open, None, None, location.clone()),
+                e,
+            )
+        };
+        let root = vault.try_clone().map_err(ctx)?;
+        let folders = ObjectKind::ALL
+            .iter()
+            .map(|&k| root.subdir(folder_name(k), true))
+            .collect::<Result<Vec<Dir>, FsxError>>()
+            .map_err(ctx)?;
+        let backend = LocalBackend {
+            root,
+            folders,
+            location: location.clone(),
+        };
+        let chunks = backend.kind_folder(ObjectKind::Chunk);
+        for i in 0..=255u8 {
+            chunks.subdir(format!("{i:02x}"), true).map_err(ctx)?;
+        }
+        // New folders must be on disk before the first object that is durable at once (a
+        // key, the config) is created in them.
+        chunks.sync().map_err(ctx)?;
+        backend.root.sync().map_err(ctx)?;
+        Ok(backend)
+    }
+
+    fn kind_folder(&self, kind: ObjectKind) -> &Dir {
+        // `folders` was built from ObjectKind::ALL, whose order is the declaration order.
+        &self.folders[kind as usize]
+    }
+
+    /// The folder of an object; a chunk's fan-out folder is made again if someone removed
+    /// it (when `create`).
+    fn folder(
+        &self,
+        kind: ObjectKind,
+        name: &ObjectName,
+        create: bool,
+    ) -> Result<Folder<'_>, FsxError> {
+        let dir = self.kind_folder(kind);
+        if kind == ObjectKind::Chunk {
+            // Made only when missing: a mkdir per chunk would cost a syscall each.
+            let fan = match dir.subdir(fan_out(name), false) {
+                Err(e) if create && is_not_found(&e) => {
+                    // Someone removed it: made again, durably (a create in it is durable
+                    // at once).
+                    let fan = dir.subdir(fan_out(name), true)?;
+                    dir.sync()?;
+                    Ok(fan)
+                }
+                opened => opened,
+            }?;
+            Ok(Folder::Opened(fan))
+        } else {
+            Ok(Folder::Held(dir))
+        }
+    }
+
+    /// Where an object's file is (for messages).
+    fn path_of(&self, kind: ObjectKind, name: &ObjectName) -> PathBuf {
+        let dir = self.kind_folder(kind).path();
+        if kind == ObjectKind::Chunk {
+            dir.join(fan_out(name)).join(name.as_str())
+        } else {
+            dir.join(name.as_str())
+        }
+    }
+
+    fn ctx(&self, op: Operation, kind: ObjectKind, name: Option<&ObjectName>) -> ErrorContext {
+        let at = match name {
+            Some(n) => self.path_of(kind, n),
+            None => self.kind_folder(kind).path().to_path_buf(),
+        };
+        ErrorContext::new(op, Some(kind), name, at.display().to_string())
+    }
+
+    /// Writes `data` to a new temp file in `dir` (O_DIRECT where aligned; fsynced when
+    /// `durable`); returns its name. On failure nothing is left behind.
+    fn write_temp(
+        dir: &Dir,
+        name: &ObjectName,
+        data: &[u8],
+        durable: bool,
+    ) -> Result<String, FsxError> {
+        let temp = temp_name(name.as_str());
+        let file = DirectFile::new(dir.create_new(&temp, 0o600)?);
+        let written = file.write_all_at(data, 0).and_then(|()| {
+            if durable {
+                file.file.sync_all()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => Ok(temp),
+            Err(e) => {
+                let _ = dir.remove_file(&temp);
+                Err(FsxError::Io {
+                    path: dir.path_of(&temp),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// Opens an object for reading: NotFound when it (or its fan-out folder) is missing,
+    /// refused when something other than a regular file is at its name.
+    fn open_object(
+        &self,
+        op: Operation,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> Result<File, BackendError> {
+        let ctx = || self.ctx(op, kind, Some(name));
+        check_kind_name(ctx, kind, name)?;
+        let opened = self
+            .folder(kind, name, false)
+            .and_then(|dir| dir.open_read(name.as_str()));
+        match opened {
+            Ok(f) => Ok(f),
+            Err(e) if is_not_found(&e) => Err(BackendError::NotFound { ctx: ctx() }),
+            Err(FsxError::Symlink { path }) => Err(foreign_entry(ctx(), &path, "a symbolic link")),
+            Err(FsxError::NotAFile { path, kind }) => Err(foreign_entry(ctx(), &path, kind)),
+            Err(e) => Err(from_fsx(ctx(), e)),
+        }
+    }
+
+    /// The objects of one folder (`prefix`: the fan-out folder's name, which every chunk in
+    /// it starts with).
+    fn list_folder(
+        &self,
+        kind: ObjectKind,
+        dir: &Dir,
+        prefix: &str,
+    ) -> Vec<Result<ObjectInfo, BackendError>> {
+        let names = match dir.entry_names() {
+            Ok(n) => n,
+            Err(e) => return vec![Err(from_fsx(self.ctx(Operation::List, kind, None), e))],
+        };
+        names
+            .into_iter()
+            .filter_map(|n| {
+                // Temp files and foreign names (not UTF-8, invalid, a chunk in the wrong
+                // fan-out folder) are not objects: `get` could not reach them.
+                let name = ObjectName::new(n.to_str()?).ok()?;
+                if kind.check_name(&name).is_err() || !name.as_str().starts_with(prefix) {
+                    return None;
+                }
+                match dir.stat_entry(name.as_str()) {
+                    Ok(Some(st)) if st.is_file => Some(Ok(ObjectInfo {
+                        name,
+                        size: st.size,
+                        modified: st.modified,
+                    })),
+                    Ok(Some(st)) => {
+                        tracing::warn!(
+                            "{} is {}, not an object: left out of the listing",
+                            dir.path_of(name.as_str()).display(),
+                            st.kind
+                        );
+                        None
+                    }
+                    // Deleted since the folder was read.
+                    Ok(None) => None,
+                    Err(e) => Some(Err(from_fsx(
+                        self.ctx(Operation::List, kind, Some(&name)),
+                        e,
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Every folder that holds objects (and so temp files) of `kind`, opened in turn:
+    /// the kind folder, or the 256 chunk fan-out folders (a missing one is skipped).
+    fn folders_of(
+        &self,
+        kind: ObjectKind,
+    ) -> Box<dyn Iterator<Item = Result<(Folder<'_>, String), FsxError>> + Send + '_> {
+        let dir = self.kind_folder(kind);
+        if kind != ObjectKind::Chunk {
+            return Box::new(std::iter::once(Ok((Folder::Held(dir), String::new()))));
+        }
+        Box::new((0..=255u8).filter_map(move |i| {
+            let hex = format!("{i:02x}");
+            match dir.subdir(&hex, false) {
+                Ok(d) => Some(Ok((Folder::Opened(d), hex))),
+                Err(e) if is_not_found(&e) => None,
+                Err(e) => Some(Err(e)),
+            }
+        }))
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn put(&self, kind: ObjectKind, name: &ObjectName, data: &[u8]) -> Result<(), BackendError> {
+        let ctx = || self.ctx(Operation::Put, kind, Some(name));
+        check_kind_name(ctx, kind, name)?;
+        let dir = self
+            .folder(kind, name, true)
+            .map_err(|e| from_fsx(ctx(), e))?;
+        // Replacing an object that may be durable: its successor must be on disk before the
+        // rename, or a crash before the next sync could leave garbage where a good object
+        // was. A new name (the usual case: chunks, new points) waits for the sync.
+        let replacing = !matches!(dir.stat_entry(name.as_str()), Ok(None));
+        let temp = Self::write_temp(&dir, name, data, replacing).map_err(|e| from_fsx(ctx(), e))?;
+        #[cfg(test)]
+        tests::before_place();
+        dir.rename_replace(&temp, &dir, name.as_str()).map_err(|e| {
+            let _ = dir.remove_file(&temp);
+            from_fsx(ctx(), e)
+        })
+    }
+
+    fn create(
+        &self,
+        kind: ObjectKind,
+        name: &ObjectName,
+        data: &[u8],
+    ) -> Result<Created, BackendError> {
+        let ctx = || self.ctx(Operation::Create, kind, Some(name));
+        check_kind_name(ctx, kind, name)?;
+        let dir = self
+            .folder(kind, name, true)
+            .map_err(|e| from_fsx(ctx(), e))?;
+        let temp = Self::write_temp(&dir, name, data, true).map_err(|e| from_fsx(ctx(), e))?;
+        match dir.rename_noreplace(&temp, &dir, name.as_str()) {
+            Ok(()) => {
+                dir.sync().map_err(|e| from_fsx(ctx(), e))?;
+                Ok(Created::New)
+            }
+            Err(e) => {
+                let _ = dir.remove_file(&temp);
+                if e.is_exists() {
+                    Ok(Created::AlreadyExists)
+                } else {
+                    Err(from_fsx(ctx(), e))
+                }
+            }
+        }
+    }
+
+    fn get_into(
+        &self,
+        kind: ObjectKind,
+        name: &ObjectName,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let mut file = self.open_object(Operation::Get, kind, name)?;
+        let io_err = |e| BackendError::from_io(self.ctx(Operation::Get, kind, Some(name)), e);
+        let size = file.metadata().map_err(io_err)?.len();
+        buf.clear();
+        // A file of absurd size (planted, or damaged metadata) is an error, not an abort.
+        buf.try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
+            .map_err(|e| io_err(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+        file.read_to_end(buf).map_err(io_err)?;
+        Ok(())
+    }
+
+    fn get_range(
+        &self,
+        kind: ObjectKind,
+        name: &ObjectName,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, BackendError> {
+        let ctx = || self.ctx(Operation::GetRange, kind, Some(name));
+        let file = self.open_object(Operation::GetRange, kind, name)?;
+        let io_err = |e| BackendError::from_io(ctx(), e);
+        let size = file.metadata().map_err(io_err)?.len();
+        checked_range(ctx, size, offset, len)?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(len)
+            .map_err(|e| io_err(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+        out.resize(len, 0);
+        file.read_exact_at(&mut out, offset).map_err(io_err)?;
+        Ok(out)
+    }
+
+    fn stat(
+        &self,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> Result<Option<ObjectInfo>, BackendError> {
+        let ctx = || self.ctx(Operation::Stat, kind, Some(name));
+        check_kind_name(ctx, kind, name)?;
+        let st = match self
+            .folder(kind, name, false)
+            .and_then(|dir| dir.stat_entry(name.as_str()))
+        {
+            Ok(st) => st,
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(from_fsx(ctx(), e)),
+        };
+        match st {
+            None => Ok(None),
+            Some(st) if st.is_file => Ok(Some(ObjectInfo {
+                name: name.clone(),
+                size: st.size,
+                modified: st.modified,
+            })),
+            Some(st) => Err(foreign_entry(ctx(), &self.path_of(kind, name), st.kind)),
+        }
+    }
+
+    fn list(&self, kind: ObjectKind) -> ObjectList<'_> {
+        Box::new(self.folders_of(kind).flat_map(move |folder| match folder {
+            Ok((dir, prefix)) => self.list_folder(kind, &dir, &prefix),
+            Err(e) => vec![Err(from_fsx(self.ctx(Operation::List, kind, None), e))],
+        }))
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &ObjectName) -> Result<(), BackendError> {
+        let ctx = || self.ctx(Operation::Delete, kind, Some(name));
+        check_kind_name(ctx, kind, name)?;
+        match self
+            .folder(kind, name, false)
+            .and_then(|dir| dir.remove_file(name.as_str()))
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(from_fsx(ctx(), e)),
+        }
+    }
+
+    fn sync(&self) -> Result<(), BackendError> {
+        self.root.sync_fs().map_err(|e| {
+            from_fsx(
+                ErrorContext::new(Operation::Sync, None, None, self.location.clone()),
+                e,
+            )
+        })
+    }
+
+    fn cleanup_temp(&self, older_than: SystemTime) -> Result<u64, BackendError> {
+        let mut removed = 0;
+        for kind in ObjectKind::ALL {
+            let ctx = |e| from_fsx(self.ctx(Operation::Sweep, kind, None), e);
+            for folder in self.folders_of(kind) {
+                let (dir, _) = folder.map_err(ctx)?;
+                for n in dir.entry_names().map_err(ctx)? {
+                    if !n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                        continue;
+                    }
+                    // Only files we could have written: a folder or a link with a temp
+                    // name is someone else's, and left for the administrator.
+                    let stale = dir
+                        .stat_entry(&n)
+                        .map_err(ctx)?
+                        .is_some_and(|st| st.is_file && st.modified < older_than);
+                    if stale {
+                        match dir.remove_file(&n) {
+                            Ok(()) => removed += 1,
+                            Err(e) if is_not_found(&e) => {}
+                            Err(e) => return Err(ctx(e)),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::direct_io::{AlignedBuf, IO_ALIGN};
+    use crate::vault::store::testutil::{random, Tmpfs};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::time::Duration;
+
+    /// Set in the child process of the crash test: `put` kills it before placing.
+    const DIE_BEFORE_PLACE: &str = "VMVAULT_TEST_DIE_BEFORE_PLACE";
+
+    /// Called by `put` between writing the temp file and renaming it into place.
+    pub(super) fn before_place() {
+        if std::env::var_os(DIE_BEFORE_PLACE).is_some() {
+            // SAFETY: signals our own process; SIGKILL cannot be caught, as a crash.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+    }
+
+    fn name(s: &str) -> ObjectName {
+        ObjectName::new(s).unwrap()
+    }
+
+    fn chunk(data: &[u8]) -> ObjectName {
+        name(&blake3::hash(data).to_hex())
+    }
+
+    /// A backend in a fresh private folder (`<temp>/vault`).
+    fn backend() -> (tempfile::TempDir, LocalBackend) {
+        let t = tempfile::tempdir().unwrap();
+        fs_mode(t.path(), 0o700);
+        let b = open(&t.path().join("vault"));
+        (t, b)
+    }
+
+    fn open(vault: &Path) -> LocalBackend {
+        LocalBackend::open(&Dir::open_private(vault, true).unwrap()).unwrap()
+    }
+
+    fn fs_mode(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn folder(b: &LocalBackend, kind: ObjectKind) -> PathBuf {
+        b.kind_folder(kind).path().to_path_buf()
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn listed(b: &LocalBackend, kind: ObjectKind) -> Vec<String> {
+        let mut v: Vec<String> = b.list(kind).map(|o| o.unwrap().name.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn file_layer_errors_are_classified() {
+        let ctx = || ErrorContext::new(Operation::Put, Some(ObjectKind::Key), None, "/v");
+        let path = PathBuf::from("/v/keys/k");
+        let io = |errno| FsxError::Io {
+            path: path.clone(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let owner = FsxError::Owner {
+            path: path.clone(),
+            owner: "nobody".into(),
+            me: "root".into(),
+        };
+        let writable = FsxError::Writable {
+            path: path.clone(),
+            mode: 0o777,
+        };
+        let symlink = FsxError::Symlink { path: path.clone() };
+        let cases = [
+            (io(libc::ENOSPC), "VaultStorageFull"),
+            (io(libc::EDQUOT), "VaultStorageFull"),
+            (io(libc::EROFS), "VaultStorageReadOnly"),
+            (io(libc::EACCES), "VaultStorageAccessDenied"),
+            (owner, "VaultStorageAccessDenied"),
+            (writable, "VaultStorageAccessDenied"),
+            (symlink, "VaultStorageError"),
+            (io(libc::EIO), "VaultStorageError"),
+        ];
+        for (e, code) in cases {
+            let shown = e.to_string();
+            let e = from_fsx(ctx(), e);
+            assert_eq!(e.details().code, code, "{e}");
+            assert!(e.to_string().contains(&shown), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_removed_fan_out_folder_is_made_again() {
+        let (_t, b) = backend();
+        let data = random(6, 10);
+        let c = chunk(&data);
+        let fan = folder(&b, ObjectKind::Chunk).join(&c.as_str()[..2]);
+        std::fs::remove_dir(&fan).unwrap();
+        assert!(b.get(ObjectKind::Chunk, &c).unwrap_err().is_not_found());
+        assert_eq!(b.stat(ObjectKind::Chunk, &c).unwrap(), None);
+        b.delete(ObjectKind::Chunk, &c).unwrap();
+        assert!(!fan.exists(), "reads and deletes make no folder");
+        b.put(ObjectKind::Chunk, &c, &data).unwrap();
+        assert_eq!(b.get(ObjectKind::Chunk, &c).unwrap(), data);
+        assert_eq!(
+            std::fs::symlink_metadata(&fan).unwrap().mode() & 0o7777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn objects_are_0600_files_in_0700_folders_laid_out_by_kind() {
+        let (t, b) = backend();
+        let data = random(1, 5000);
+        let c = chunk(&data);
+        b.put(ObjectKind::Chunk, &c, &data).unwrap();
+        b.put(ObjectKind::Index, &name("p1.d0"), b"i").unwrap();
+        assert_eq!(
+            b.create(ObjectKind::Config, &name("config"), b"c").unwrap(),
+            Created::New
+        );
+        let v = t.path().join("vault");
+        let hex = c.as_str();
+        for (file, len) in [
+            (format!("chunks/{}/{hex}", &hex[..2]), 5000),
+            ("indexes/p1.d0".to_string(), 1),
+            ("config/config".to_string(), 1),
+        ] {
+            let md = std::fs::symlink_metadata(v.join(&file)).unwrap();
+            assert!(md.is_file(), "{file}");
+            assert_eq!((md.mode() & 0o7777, md.len()), (0o600, len), "{file}");
+        }
+        let mut folders: Vec<String> = ObjectKind::ALL
+            .iter()
+            .map(|&k| folder_name(k).to_string())
+            .collect();
+        folders.extend((0..=255).map(|i| format!("chunks/{i:02x}")));
+        for f in folders {
+            let md = std::fs::symlink_metadata(v.join(&f)).unwrap();
+            assert!(md.is_dir(), "{f}");
+            assert_eq!(md.mode() & 0o7777, 0o700, "{f}");
+        }
+        assert_eq!(names_in(&v.join("chunks")).len(), 256);
+    }
+
+    #[test]
+    fn aligned_and_unaligned_data_round_trip() {
+        let (_t, b) = backend();
+        let want = random(2, 3 * IO_ALIGN + 100);
+        let mut buf = AlignedBuf::default();
+        let aligned = buf.get(want.len());
+        aligned.copy_from_slice(&want);
+        let c = chunk(&want);
+        b.put(ObjectKind::Chunk, &c, aligned).unwrap();
+        assert!(b.get(ObjectKind::Chunk, &c).unwrap() == want);
+        // The same bytes from an odd address go through the page cache.
+        let mut odd = vec![0u8; want.len() + 1];
+        odd[1..].copy_from_slice(&want);
+        b.put(ObjectKind::Chunk, &c, &odd[1..]).unwrap();
+        assert!(b.get(ObjectKind::Chunk, &c).unwrap() == want);
+        let exact = &buf.get(2 * IO_ALIGN)[..];
+        let c2 = chunk(exact);
+        b.put(ObjectKind::Chunk, &c2, exact).unwrap();
+        assert!(b.get(ObjectKind::Chunk, &c2).unwrap() == exact);
+        b.sync().unwrap();
+    }
+
+    #[test]
+    fn a_symlink_at_an_object_name_is_never_followed() {
+        let (t, b) = backend();
+        let secret = t.path().join("secret");
+        std::fs::write(&secret, "root:x:0:0").unwrap();
+        let m = ObjectKind::Manifest;
+        let link = folder(&b, m).join("m");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        for e in [
+            b.get(m, &name("m")).unwrap_err(),
+            b.get_range(m, &name("m"), 0, 1).unwrap_err(),
+            b.stat(m, &name("m")).unwrap_err(),
+        ] {
+            assert!(matches!(e, BackendError::Io { .. }), "{e}");
+            assert!(e.to_string().contains("a symbolic link"), "{e}");
+            assert!(e.to_string().contains(&link.display().to_string()), "{e}");
+        }
+        assert!(listed(&b, m).is_empty());
+        // Taken for a create (nothing is written through it) ...
+        assert_eq!(
+            b.create(m, &name("m"), b"created").unwrap(),
+            Created::AlreadyExists
+        );
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root:x:0:0");
+        // ... replaced, not written through, by a put ...
+        b.put(m, &name("m"), b"mine").unwrap();
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root:x:0:0");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+        assert_eq!(b.get(m, &name("m")).unwrap(), b"mine");
+        // ... and a delete removes the link, never its target.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        b.delete(m, &name("m")).unwrap();
+        assert!(std::fs::symlink_metadata(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root:x:0:0");
+    }
+
+    #[test]
+    fn a_symlinked_fan_out_folder_is_refused() {
+        let (t, b) = backend();
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let data = random(3, 100);
+        let c = chunk(&data);
+        let fan = folder(&b, ObjectKind::Chunk).join(&c.as_str()[..2]);
+        std::fs::remove_dir(&fan).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &fan).unwrap();
+        for e in [
+            b.put(ObjectKind::Chunk, &c, &data).unwrap_err(),
+            b.create(ObjectKind::Chunk, &c, &data).unwrap_err(),
+            b.get(ObjectKind::Chunk, &c).unwrap_err(),
+        ] {
+            assert!(!e.is_not_found(), "{e}");
+            assert!(e.to_string().contains("symbolic link"), "{e}");
+        }
+        assert!(names_in(&elsewhere).is_empty());
+        // A chunk of another fan-out folder is still stored and listed; the listing says
+        // what is in the way instead of leaving chunks out silently.
+        let other = (0u64..)
+            .map(|i| random(i, 10))
+            .find(|d| chunk(d).as_str()[..2] != c.as_str()[..2])
+            .unwrap();
+        b.put(ObjectKind::Chunk, &chunk(&other), &other).unwrap();
+        let (ok, errors): (Vec<_>, Vec<_>) = b.list(ObjectKind::Chunk).partition(|r| r.is_ok());
+        assert_eq!(ok.len(), 1);
+        assert_eq!(errors.len(), 1);
+        let e = errors.into_iter().next().unwrap().unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // Opening the backend again refuses it too.
+        let e = LocalBackend::open(&Dir::open_private(&t.path().join("vault"), false).unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn listings_show_only_objects() {
+        let (_t, b) = backend();
+        let m = ObjectKind::Manifest;
+        b.put(m, &name("real"), b"r").unwrap();
+        let dir = folder(&b, m);
+        std::fs::write(dir.join(".tmp-real-1-1"), "half").unwrap();
+        std::fs::write(dir.join("UPPER"), "x").unwrap();
+        std::fs::write(dir.join("a b"), "x").unwrap();
+        std::fs::write(
+            dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad\xff")),
+            "x",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(listed(&b, m), ["real"]);
+        // A FIFO at an object name is refused at once (never blocks a reader).
+        let e = b.get(m, &name("fifo")).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let e = b.get(m, &name("sub")).unwrap_err();
+        assert!(e.to_string().contains("a folder"), "{e}");
+        // Chunks: a name that is not hex, or in the wrong fan-out folder, is not a chunk.
+        let data = random(4, 10);
+        let c = chunk(&data);
+        b.put(ObjectKind::Chunk, &c, &data).unwrap();
+        let fans = folder(&b, ObjectKind::Chunk);
+        let wrong = if c.as_str().starts_with("00") {
+            "01"
+        } else {
+            "00"
+        };
+        std::fs::write(fans.join(wrong).join(c.as_str()), "x").unwrap();
+        std::fs::write(fans.join(&c.as_str()[..2]).join("zz"), "x").unwrap();
+        std::fs::write(fans.join("stray"), "x").unwrap();
+        assert_eq!(listed(&b, ObjectKind::Chunk), [c.to_string()]);
+    }
+
+    #[test]
+    fn a_crash_mid_put_leaves_the_old_object_and_a_temp_file_that_cleanup_removes() {
+        let m = ObjectKind::Manifest;
+        if let Some(vault) = std::env::var_os(DIE_BEFORE_PLACE) {
+            // The child: killed inside this put, after the temp file is written.
+            let b = open(Path::new(&vault));
+            let _ = b.put(m, &name("m"), &random(5, 100_000));
+            panic!("put returned although the process was to be killed in it");
+        }
+        let (t, b) = backend();
+        b.put(m, &name("m"), b"old").unwrap();
+        b.sync().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "vault::backend::local::tests::a_crash_mid_put_leaves_the_old_object_and_a_temp_file_that_cleanup_removes",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(DIE_BEFORE_PLACE, t.path().join("vault"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "{status}"
+        );
+        let b = open(&t.path().join("vault"));
+        assert_eq!(b.get(m, &name("m")).unwrap(), b"old");
+        assert_eq!(listed(&b, m), ["m"]);
+        let left = names_in(&folder(&b, m));
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left[0].starts_with(".tmp-m-"), "{left:?}");
+        assert_eq!(
+            std::fs::metadata(folder(&b, m).join(&left[0]))
+                .unwrap()
+                .len(),
+            100_000
+        );
+        // Not yet stale: a writer may still own it.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(b.cleanup_temp(SystemTime::now() - hour).unwrap(), 0);
+        assert_eq!(b.cleanup_temp(SystemTime::now() + hour).unwrap(), 1);
+        assert_eq!(names_in(&folder(&b, m)), ["m"]);
+    }
+
+    #[test]
+    fn cleanup_removes_only_stale_temp_files() {
+        let (_t, b) = backend();
+        let m = folder(&b, ObjectKind::Manifest);
+        let fan = folder(&b, ObjectKind::Chunk).join("ab");
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let plant = |p: PathBuf, age: Duration| {
+            let f = std::fs::File::create(&p).unwrap();
+            f.set_modified(now - age).unwrap();
+        };
+        plant(m.join(".tmp-old-1-1"), 2 * day);
+        plant(fan.join(".tmp-abcd-1-2"), 2 * day);
+        plant(m.join(".tmp-new-1-3"), Duration::ZERO);
+        plant(m.join("old-object"), 2 * day);
+        std::fs::create_dir(m.join(".tmp-folder")).unwrap();
+        std::os::unix::fs::symlink(m.join("old-object"), m.join(".tmp-link")).unwrap();
+        assert_eq!(b.cleanup_temp(now - day).unwrap(), 2);
+        assert_eq!(
+            names_in(&m),
+            [".tmp-folder", ".tmp-link", ".tmp-new-1-3", "old-object"]
+        );
+        assert!(names_in(&fan).is_empty());
+    }
+
+    #[test]
+    fn a_read_only_vault_opens_and_reads() {
+        let Some(fs) = Tmpfs::mount("size=1m,mode=0700") else {
+            return;
+        };
+        let vault = fs.path().join("vault");
+        let b = open(&vault);
+        b.put(ObjectKind::Manifest, &name("m"), b"m").unwrap();
+        b.sync().unwrap();
+        drop(b);
+        fs.remount("ro");
+        let b = open(&vault);
+        assert_eq!(b.get(ObjectKind::Manifest, &name("m")).unwrap(), b"m");
+        assert_eq!(b.cleanup_temp(SystemTime::now()).unwrap(), 0);
+        let e = b.put(ObjectKind::Manifest, &name("m"), b"x").unwrap_err();
+        assert!(matches!(e, BackendError::ReadOnly { .. }), "{e}");
+        drop(b);
+        fs.remount("rw");
+    }
+
+    #[test]
+    fn folders_others_own_or_may_write_are_refused_as_access_problems() {
+        let (t, b) = backend();
+        drop(b);
+        let keys = t.path().join("vault").join("keys");
+        fs_mode(&keys, 0o770);
+        let e = LocalBackend::open(&Dir::open_private(&t.path().join("vault"), false).unwrap())
+            .unwrap_err();
+        assert!(matches!(e, BackendError::PermissionDenied { .. }), "{e}");
+        assert!(e.to_string().contains("chmod go-w"), "{e}");
+        assert_eq!(e.details().code, "VaultStorageAccessDenied");
+        fs_mode(&keys, 0o700);
+        if crate::fsx::euid() != 0 {
+            crate::provider::qemu::test_support::skip("giving a folder to another user needs root");
+            return;
+        }
+        std::os::unix::fs::lchown(&keys, Some(65534), Some(65534)).unwrap();
+        let e = LocalBackend::open(&Dir::open_private(&t.path().join("vault"), false).unwrap())
+            .unwrap_err();
+        assert!(matches!(e, BackendError::PermissionDenied { .. }), "{e}");
+        assert!(e.to_string().contains("belongs to"), "{e}");
+    }
+}
