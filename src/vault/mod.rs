@@ -2,6 +2,8 @@
 //! process at a time.
 
 pub mod catalog;
+pub mod codec;
 pub mod folder;
+pub mod keys;
 pub mod lock;
 pub mod store;

@@ -90,7 +90,7 @@ pub use backup::{
     backup_disk, planned_read_bytes, BackupError, BackupParams, ChunkRegistry, DiskBackup,
     NewChunk, PinGuard, PinSet,
 };
-pub use chunks::{ChunkEncoder, ChunkStore, DEFAULT_COMPRESSION_LEVEL};
+pub use chunks::{AlignedBuf, ChunkEncoder, ChunkStore, DEFAULT_COMPRESSION_LEVEL};
 pub use index::DiskIndex;
 pub use restore::{restore_disk, restore_disk_at, TargetError};
 pub use verify::{verify_chunks, ChunkFault};
@@ -114,9 +114,14 @@ pub const BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
 /// Lower-case hex of a digest: the chunk's name on disk and in messages.
 pub fn digest_hex(d: &Digest) -> String {
+    hex(d)
+}
+
+/// Lower-case hex of any bytes.
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for b in d {
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         s.push(HEX[(b >> 4) as usize] as char);
         s.push(HEX[(b & 15) as usize] as char);
     }
@@ -125,10 +130,15 @@ pub fn digest_hex(d: &Digest) -> String {
 
 /// Parses 64 hex digits (either case) into a digest.
 pub fn parse_digest(s: &str) -> Option<Digest> {
-    if s.len() != 64 {
+    parse_hex(s)
+}
+
+/// Parses exactly `2 * N` hex digits (either case) into `N` bytes.
+pub fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
         return None;
     }
-    let mut d = [0u8; 32];
+    let mut d = [0u8; N];
     for (i, out) in d.iter_mut().enumerate() {
         *out = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
