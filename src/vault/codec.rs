@@ -716,3 +716,393 @@ fn decompress<'o>(
     }
     Ok(raw)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::keys::MasterKey;
+    use crate::vault::store::testutil::{compressible, random};
+    use proptest::prelude::*;
+
+    fn plain() -> Codec {
+        Codec::plain(3).unwrap()
+    }
+
+    fn encrypted() -> Codec {
+        Codec::encrypted(&MasterKey::generate().unwrap().keys(), 3).unwrap()
+    }
+
+    /// The name `codec` gives `raw` as a `kind` object: the chunk name for chunks.
+    fn name_of(codec: &Codec, kind: BlobKind, raw: &[u8]) -> String {
+        match kind {
+            BlobKind::Chunk => digest_hex(&codec.chunk_name(raw)),
+            k => format!("{k}-1"),
+        }
+    }
+
+    /// Encodes and decodes `raw` both ways (aligned buffer and vector); returns the header.
+    fn round_trip(codec: &mut Codec, kind: BlobKind, raw: &[u8]) -> BlobHeader {
+        let name = name_of(codec, kind, raw);
+        let blob = codec.encode(kind, &name, raw).unwrap();
+        assert_eq!(
+            blob.as_ptr() as usize % 4096,
+            0,
+            "the blob is 4 KiB-aligned"
+        );
+        let blob = blob.to_vec();
+        let h = BlobHeader::parse(&blob).unwrap();
+        let mut out = AlignedBuf::default();
+        let got = codec.decode(kind, &name, &blob, &mut out).unwrap();
+        assert!(got == raw, "{kind}: {} bytes differ", raw.len());
+        assert_eq!(got.as_ptr() as usize % 4096, 0);
+        assert!(codec.decode_to_vec(kind, &name, &blob).unwrap() == raw);
+        h
+    }
+
+    #[test]
+    fn every_kind_round_trips_plain_and_encrypted() {
+        let mut zeros_random = random(3, 256 << 10);
+        zeros_random[..128 << 10].fill(0);
+        let samples: [(&str, Vec<u8>, Option<bool>); 6] = [
+            ("empty", vec![], Some(false)),
+            ("one byte", vec![42], Some(false)),
+            ("text", compressible(1, 60_000), Some(true)),
+            ("random", random(2, 60_000), Some(false)),
+            ("zeros", vec![0; 60_000], Some(true)),
+            ("half zeros", zeros_random, None),
+        ];
+        for codec in [&mut plain(), &mut encrypted()] {
+            for kind in BlobKind::ALL {
+                for (what, raw, compressed) in &samples {
+                    if raw.len() as u64 > kind.max_raw_len() {
+                        continue;
+                    }
+                    let h = round_trip(codec, kind, raw);
+                    assert_eq!(h.kind, kind);
+                    assert_eq!(h.encrypted, codec.is_encrypted());
+                    assert_eq!(h.raw_len, raw.len() as u64);
+                    if let Some(c) = compressed {
+                        assert_eq!(h.compressed, *c, "{kind}, {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_mib_chunks_round_trip_and_more_is_refused() {
+        let limit = MAX_CHUNK_SIZE as usize;
+        let noise = random(4, limit);
+        for codec in [&mut plain(), &mut encrypted()] {
+            assert!(!round_trip(codec, BlobKind::Chunk, &noise).compressed);
+            assert!(round_trip(codec, BlobKind::Chunk, &vec![0; limit]).compressed);
+            let big = vec![1u8; limit + 1];
+            let e = codec.encode(BlobKind::Chunk, "x", &big).unwrap_err();
+            assert!(matches!(e, CodecError::TooLarge { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn incompressible_payloads_cost_only_the_header_and_tag() {
+        let noise = random(5, 1 << 20);
+        let mut p = plain();
+        let n = name_of(&p, BlobKind::Chunk, &noise);
+        assert_eq!(
+            p.encode(BlobKind::Chunk, &n, &noise).unwrap().len(),
+            HEADER_LEN + (1 << 20)
+        );
+        let n = name_of(&p, BlobKind::Index, &noise);
+        assert_eq!(
+            p.encode(BlobKind::Index, &n, &noise).unwrap().len(),
+            MAX_OVERHEAD + (1 << 20)
+        );
+        let mut e = encrypted();
+        let n = name_of(&e, BlobKind::Chunk, &noise);
+        assert_eq!(
+            e.encode(BlobKind::Chunk, &n, &noise).unwrap().len(),
+            HEADER_LEN + (1 << 20) + AEAD_TAG_LEN
+        );
+    }
+
+    #[test]
+    fn keyed_chunk_names_hide_content_differ_between_keys_and_are_stable() {
+        let data = compressible(6, 100_000);
+        let master = MasterKey::generate().unwrap();
+        let a1 = Codec::encrypted(&master.keys(), 3).unwrap();
+        let a2 = Codec::encrypted(&master.keys(), 1).unwrap();
+        let b = encrypted();
+        let p = plain();
+        assert_eq!(
+            p.chunk_name(&data),
+            *blake3::hash(&data).as_bytes(),
+            "v1 names"
+        );
+        assert_eq!(
+            a1.chunk_name(&data),
+            a2.chunk_name(&data),
+            "stable for one key"
+        );
+        assert_ne!(a1.chunk_name(&data), p.chunk_name(&data));
+        assert_ne!(a1.chunk_name(&data), b.chunk_name(&data));
+        assert_ne!(a1.chunk_name(&data), a1.chunk_name(&data[1..]));
+    }
+
+    #[test]
+    fn a_blob_read_under_another_name_or_kind_fails() {
+        let raw = compressible(7, 10_000);
+        for mut codec in [plain(), encrypted()] {
+            let blob = codec
+                .encode(BlobKind::Manifest, "p1", &raw)
+                .unwrap()
+                .to_vec();
+            let e = codec
+                .decode_to_vec(BlobKind::Manifest, "p2", &blob)
+                .unwrap_err();
+            if codec.is_encrypted() {
+                assert!(matches!(e, CodecError::AuthenticationFailed), "{e}");
+            } else {
+                assert!(matches!(e, CodecError::ChecksumMismatch), "{e}");
+            }
+            let e = codec
+                .decode_to_vec(BlobKind::Item, "p1", &blob)
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    CodecError::KindMismatch {
+                        expected: BlobKind::Item,
+                        found: BlobKind::Manifest
+                    }
+                ),
+                "{e}"
+            );
+            // A chunk stored under the name of another chunk.
+            let other = digest_hex(&codec.chunk_name(b"other"));
+            let name = digest_hex(&codec.chunk_name(&raw));
+            let chunk = codec.encode(BlobKind::Chunk, &name, &raw).unwrap().to_vec();
+            let e = codec
+                .decode_to_vec(BlobKind::Chunk, &other, &chunk)
+                .unwrap_err();
+            if codec.is_encrypted() {
+                assert!(matches!(e, CodecError::AuthenticationFailed), "{e}");
+            } else {
+                assert!(matches!(e, CodecError::NameMismatch { .. }), "{e}");
+                assert!(e.to_string().contains(&name), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_key_fails_authentication_and_plain_and_encrypted_do_not_mix() {
+        let raw = compressible(8, 50_000);
+        let mut a = encrypted();
+        let mut b = encrypted();
+        let mut p = plain();
+        let blob = a.encode(BlobKind::Index, "i", &raw).unwrap().to_vec();
+        let e = b.decode_to_vec(BlobKind::Index, "i", &blob).unwrap_err();
+        assert!(matches!(e, CodecError::AuthenticationFailed), "{e}");
+        assert!(e.to_string().contains("key is wrong"), "{e}");
+        assert!(e.is_bad_blob());
+        let e = p.decode_to_vec(BlobKind::Index, "i", &blob).unwrap_err();
+        assert!(matches!(e, CodecError::KeyNeeded), "{e}");
+        let plain_blob = p.encode(BlobKind::Index, "i", &raw).unwrap().to_vec();
+        let e = a
+            .decode_to_vec(BlobKind::Index, "i", &plain_blob)
+            .unwrap_err();
+        assert!(matches!(e, CodecError::NotEncrypted), "{e}");
+    }
+
+    #[test]
+    fn nonces_are_fresh_for_every_blob() {
+        let mut e = encrypted();
+        let one = e
+            .encode(BlobKind::Config, "config", b"same")
+            .unwrap()
+            .to_vec();
+        let two = e
+            .encode(BlobKind::Config, "config", b"same")
+            .unwrap()
+            .to_vec();
+        assert_ne!(one[16..HEADER_LEN], two[16..HEADER_LEN]);
+        assert_ne!(one, two);
+    }
+
+    /// Small blobs of every kind of layout: plain/encrypted × chunk/other × zstd/raw.
+    fn small_blobs() -> Vec<(Codec, BlobKind, String, Vec<u8>, Vec<u8>)> {
+        let mut v = Vec::new();
+        for enc in [false, true] {
+            for kind in [BlobKind::Chunk, BlobKind::Manifest] {
+                for raw in [compressible(9, 300), random(10, 120)] {
+                    let mut codec = if enc { encrypted() } else { plain() };
+                    let name = name_of(&codec, kind, &raw);
+                    let blob = codec.encode(kind, &name, &raw).unwrap().to_vec();
+                    v.push((codec, kind, name, raw, blob));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        for (mut codec, kind, name, raw, blob) in small_blobs() {
+            let h = BlobHeader::parse(&blob).unwrap();
+            assert_eq!(h.compressed, raw.len() == 300, "both layouts are covered");
+            assert!(codec.decode_to_vec(kind, &name, &blob).unwrap() == raw);
+            for bit in 0..blob.len() * 8 {
+                let mut bad = blob.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                let r = codec.decode_to_vec(kind, &name, &bad);
+                assert!(
+                    r.is_err(),
+                    "{kind}, encrypted {}, compressed {}: flipping bit {bit} went unnoticed",
+                    h.encrypted,
+                    h.compressed
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_detected() {
+        for (mut codec, kind, name, _raw, blob) in small_blobs() {
+            for len in 0..blob.len() {
+                let r = codec.decode_to_vec(kind, &name, &blob[..len]);
+                assert!(
+                    r.is_err(),
+                    "{kind}: truncated to {len} bytes went unnoticed"
+                );
+                if len < HEADER_LEN {
+                    assert!(matches!(r, Err(CodecError::NotABlob { .. })), "{r:?}");
+                }
+            }
+            let mut longer = blob.clone();
+            longer.push(0);
+            assert!(codec.decode_to_vec(kind, &name, &longer).is_err());
+        }
+    }
+
+    #[test]
+    fn headers_claiming_too_much_are_refused_before_allocating() {
+        let mut p = plain();
+        let raw = compressible(11, 1000);
+        let name = name_of(&p, BlobKind::Chunk, &raw);
+        let blob = p.encode(BlobKind::Chunk, &name, &raw).unwrap().to_vec();
+        assert!(BlobHeader::parse(&blob).unwrap().compressed);
+        for claim in [
+            u64::from(MAX_CHUNK_SIZE) + 1,
+            u64::MAX,
+            u64::from(MAX_CHUNK_SIZE),
+        ] {
+            let mut bad = blob.clone();
+            bad[8..16].copy_from_slice(&claim.to_le_bytes());
+            let mut out = AlignedBuf::default();
+            let e = p
+                .decode(BlobKind::Chunk, &name, &bad, &mut out)
+                .unwrap_err();
+            if claim > u64::from(MAX_CHUNK_SIZE) {
+                assert!(matches!(e, CodecError::TooLarge { .. }), "{e}");
+            } else {
+                // Within the limit, but the zstd frame says otherwise.
+                assert!(matches!(e, CodecError::Corrupt { .. }), "{e}");
+            }
+            assert_eq!(out.capacity(), 0, "nothing was allocated for {claim}");
+        }
+        // An encrypted blob is authenticated before its output is allocated.
+        let mut e = encrypted();
+        let name = name_of(&e, BlobKind::Chunk, &raw);
+        let mut bad = e.encode(BlobKind::Chunk, &name, &raw).unwrap().to_vec();
+        bad[8..16].copy_from_slice(&u64::from(MAX_CHUNK_SIZE).to_le_bytes());
+        let mut out = AlignedBuf::default();
+        let err = e
+            .decode(BlobKind::Chunk, &name, &bad, &mut out)
+            .unwrap_err();
+        assert!(matches!(err, CodecError::AuthenticationFailed), "{err}");
+        assert_eq!(out.capacity(), 0);
+    }
+
+    #[test]
+    fn other_formats_are_told_apart() {
+        let mut p = plain();
+        let e = p
+            .decode_to_vec(BlobKind::Chunk, "x", b"VMVC\x01\x00\x00\x00")
+            .unwrap_err();
+        assert!(matches!(e, CodecError::NotABlob { .. }), "{e}");
+        let mut blob = p
+            .encode(BlobKind::Config, "config", b"{}")
+            .unwrap()
+            .to_vec();
+        blob[4] = 3;
+        let e = p
+            .decode_to_vec(BlobKind::Config, "config", &blob)
+            .unwrap_err();
+        assert!(
+            matches!(e, CodecError::UnsupportedVersion { version: 3 }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("newer"), "{e}");
+        let e = Codec::plain(1000).map(|_| ()).unwrap_or(());
+        let _ = e; // zstd clamps levels; a refused level is reported, never a panic
+    }
+
+    #[test]
+    fn debug_output_shows_no_key() {
+        let master = MasterKey::generate().unwrap();
+        let keys = master.keys();
+        let codec = Codec::encrypted(&keys, 3).unwrap();
+        let shown = format!("{codec:?}");
+        assert!(shown.contains("encrypted: true"), "{shown}");
+        for secret in [keys.data_key(), keys.name_key()] {
+            assert!(
+                !shown.contains(&crate::vault::store::hex(secret)),
+                "{shown}"
+            );
+            assert!(!shown.contains(&format!("{:?}", &secret[..4]).trim_end_matches(']')));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes, and arbitrary bytes behind a valid-looking header, never panic.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            head in proptest::collection::vec(any::<u8>(), 0..HEADER_LEN),
+            kind in 0usize..8,
+            enc in any::<bool>(),
+        ) {
+            let kind = BlobKind::ALL[kind];
+            let mut codec = if enc { encrypted() } else { plain() };
+            let _ = codec.decode_to_vec(kind, "n", &body);
+            let mut blob = MAGIC.to_vec();
+            blob.push(FORMAT_V2);
+            blob.extend_from_slice(&head);
+            blob.extend_from_slice(&body);
+            let _ = codec.decode_to_vec(kind, "n", &blob);
+        }
+
+        /// Damaging a valid blob anywhere (overwrites, cuts, insertions) is never accepted as
+        /// other content.
+        #[test]
+        fn damaged_blobs_never_decode_to_other_content(
+            which in 0usize..8,
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6),
+        ) {
+            let mut blobs = small_blobs();
+            let (codec, kind, name, raw, blob) = &mut blobs[which];
+            let mut bad = blob.clone();
+            for (at, byte, op) in edits {
+                let i = at % (bad.len() + 1);
+                match op {
+                    0 if i < bad.len() => bad[i] = byte,
+                    1 => bad.truncate(i),
+                    _ => bad.insert(i, byte),
+                }
+            }
+            if let Ok(got) = codec.decode_to_vec(*kind, name, &bad) {
+                prop_assert!(&got == raw);
+            }
+        }
+    }
+}
