@@ -18,7 +18,7 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use vmvault::cli::Setup;
+use vmvault::app::Setup;
 use vmvault::engine::{Engine, OpenMode};
 use vmvault::model::*;
 use vmvault::tui::app::{App, Msg, VaultInfo};

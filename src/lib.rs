@@ -5,6 +5,7 @@
 //! retention rules) ← `provider` (VM sources) and `vault` (catalog + chunk store) ←
 //! `engine` (jobs, scheduler, events) ← front ends `cli` and `tui`.
 
+pub mod app;
 pub mod cancel;
 pub mod cli;
 pub mod config;

@@ -8,7 +8,7 @@ use common::*;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::time::Duration;
 use tui_support::fixture::{code, key};
-use vmvault::cli::Setup;
+use vmvault::app::Setup;
 use vmvault::engine::OpenMode;
 use vmvault::model::*;
 use vmvault::tui::app::{App, Tab};

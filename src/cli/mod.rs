@@ -23,17 +23,13 @@ mod json;
 mod progress;
 mod table;
 
-use crate::config::{Config, ConfigError, SourceConfig, VaultConfig};
-use crate::engine::{
-    AdvanceReport, Engine, EngineError, EngineOptions, Event, OpenMode, RestoreFormat,
-};
+pub use crate::app::{exit, AppError, Setup};
+use crate::engine::{AdvanceReport, Engine, Event, OpenMode, RestoreFormat};
 use crate::fmt;
 use crate::fsx;
 use crate::model::*;
-use crate::provider::Provider;
 use crate::vault::catalog::JobFilter;
 use args::*;
-use chrono::Duration;
 use clap::Parser;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
@@ -41,21 +37,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use table::Table;
-
-/// The exit codes of `vmvault` (README and `--help` list them: scripts rely on them).
-pub mod exit {
-    /// Success: every job Completed (or CompletedWithWarnings).
-    pub const OK: u8 = 0;
-    /// The operation failed: a job Failed, or the vault could not do it.
-    pub const FAILED: u8 = 1;
-    /// Bad usage or bad input; nothing was changed.
-    pub const USAGE: u8 = 2;
-    /// A job was cancelled (`vmvault cancel`, the console, the vault shutting down): it did
-    /// not do what was asked, and nothing it had started was committed.
-    pub const CANCELLED: u8 = 3;
-    /// Ctrl-C: the command stopped and cancelled its jobs (128 + SIGINT, as shells report).
-    pub const INTERRUPTED: u8 = 130;
-}
 
 /// The exit code of jobs that have ended: success when every one completed, else
 /// cancelled when the others completed or were cancelled, else failed (a job still running
@@ -79,45 +60,7 @@ pub fn exit_code_of(jobs: &[Job]) -> u8 {
     }
 }
 
-/// An error the CLI reports: its message and exit code.
-#[derive(Debug)]
-pub struct CliError {
-    pub code: u8,
-    pub message: String,
-}
-
-impl CliError {
-    pub fn usage(message: impl Into<String>) -> CliError {
-        CliError {
-            code: exit::USAGE,
-            message: message.into(),
-        }
-    }
-    pub fn failed(message: impl Into<String>) -> CliError {
-        CliError {
-            code: exit::FAILED,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<EngineError> for CliError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Usage(m) => CliError::usage(m),
-            EngineError::Locked(l) => CliError::usage(l.to_string()),
-            EngineError::Failed(m) => CliError::failed(m),
-        }
-    }
-}
-
-impl From<ConfigError> for CliError {
-    fn from(e: ConfigError) -> Self {
-        CliError::usage(format!("configuration error: {e}"))
-    }
-}
-
-type Result<T> = std::result::Result<T, CliError>;
+type Result<T> = std::result::Result<T, AppError>;
 
 /// The longest error message printed (a list of ambiguous VMs fits; a file does not).
 const MAX_ERROR_CHARS: usize = 10_000;
@@ -159,184 +102,6 @@ pub fn main() -> ExitCode {
     // Blocking threads of cancelled work must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     ExitCode::from(code)
-}
-
-/// Resolved configuration for one invocation.
-pub struct Setup {
-    pub config: Config,
-    pub vault: VaultConfig,
-    pub data_dir: PathBuf,
-}
-
-impl Setup {
-    pub fn load(
-        cli_config: Option<&Path>,
-        data_dir: Option<&Path>,
-        vault: Option<&str>,
-    ) -> Result<Setup> {
-        let config = Config::load(cli_config)?;
-        let vault = config.select_vault(vault)?.clone();
-        let data_dir = config.data_dir(data_dir)?;
-        config.check_vault_folders(&data_dir)?;
-        let data = crate::fsx::Dir::open_private(&data_dir, true)
-            .map_err(|e| CliError::failed(format!("data folder: {e}")))?;
-        init_logging(&config, &data);
-        // Ends what a killed earlier run left running (a qemu-nbd holding an image lock).
-        crate::provider::supervise::init(&data_dir);
-        Ok(Setup {
-            config,
-            vault,
-            data_dir,
-        })
-    }
-
-    pub fn vault_dir(&self) -> PathBuf {
-        self.config.vault_dir(&self.vault, &self.data_dir)
-    }
-
-    /// Opens the engine of the selected vault.
-    pub fn open(&self, mode: OpenMode) -> Result<Engine> {
-        self.open_vault(&self.vault, mode)
-    }
-
-    pub fn open_vault(&self, vault: &VaultConfig, mode: OpenMode) -> Result<Engine> {
-        let (provider, simulator) = build_provider(&vault.source, &vault.name)?;
-        let threads = match self.config.engine.threads {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            n => n,
-        };
-        let opts = EngineOptions {
-            vault_name: vault.name.clone(),
-            region: vault.region.clone(),
-            dir: self.config.vault_dir(vault, &self.data_dir),
-            provider,
-            simulator,
-            chunk_size: vault.chunk_size_kib * 1024,
-            compression_level: vault.compression_level,
-            gc_grace: Duration::minutes(vault.gc_grace_minutes as i64),
-            max_concurrent_jobs: self.config.engine.max_concurrent_jobs,
-            threads,
-            other_vaults: self
-                .config
-                .vaults
-                .iter()
-                .filter(|v| v.name != vault.name)
-                .map(|v| (v.name.clone(), v.region.clone()))
-                .collect(),
-        };
-        Ok(Engine::open(opts, mode)?)
-    }
-}
-
-type Providers = (
-    Arc<dyn Provider>,
-    Option<Arc<crate::provider::sim::SimProvider>>,
-);
-
-/// Builds the provider a vault's source names, for the vault named `vault`.
-pub fn build_provider(source: &SourceConfig, vault: &str) -> Result<Providers> {
-    match source {
-        SourceConfig::Simulated(s) => {
-            let sub = crate::provider::sim::Subscription::load(s)
-                .map_err(|e| CliError::usage(e.to_string()))?;
-            let sim = Arc::new(crate::provider::sim::SimProvider::new(sub, s));
-            Ok((sim.clone(), Some(sim)))
-        }
-        SourceConfig::Images(s) => {
-            let p = crate::provider::images::ImagesProvider::new(s)
-                .map_err(|e| CliError::usage(e.details().to_string()))?;
-            Ok((Arc::new(p), None))
-        }
-        SourceConfig::Libvirt(s) => {
-            let p = crate::provider::libvirt::LibvirtProvider::new(s)
-                .map_err(|e| CliError::usage(e.details().to_string()))?
-                .for_vault(vault);
-            Ok((Arc::new(p), None))
-        }
-    }
-}
-
-/// Opens the log (appending; never through a symlink, never a file of another user or with
-/// other names) and installs the subscriber. A log that cannot be opened is skipped with a
-/// warning: vmvault works without it.
-fn init_logging(config: &Config, data_dir: &crate::fsx::Dir) {
-    use std::sync::OnceLock;
-    static DONE: OnceLock<()> = OnceLock::new();
-    if DONE.set(()).is_err() {
-        return;
-    }
-    let opened = match config
-        .log_file
-        .as_ref()
-        .map(|p| crate::config::expand_home(p))
-    {
-        None => data_dir.open_append("vmvault.log", 0o600),
-        Some(path) => {
-            let parent = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            match path.file_name() {
-                Some(name) => {
-                    crate::fsx::Dir::open_user(&parent).and_then(|d| d.open_append(name, 0o600))
-                }
-                None => {
-                    eprintln!(
-                        "warning: log_file {} names no file; logging is off",
-                        path.display()
-                    );
-                    return;
-                }
-            }
-        }
-    };
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("warning: not logging: {e}");
-            return;
-        }
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VMVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(SafeLog(std::sync::Mutex::new(file)))
-        .with_ansi(false)
-        .with_env_filter(filter)
-        .try_init();
-}
-
-/// The log file, one line per event that no name can forge: every control character of an
-/// event except its final line break is escaped ([`fmt::escape`]), so a VM named
-/// `x\n… job finished …` or holding terminal escapes shows as such.
-struct SafeLog<W>(std::sync::Mutex<W>);
-
-struct SafeLogLine<'a, W>(std::sync::MutexGuard<'a, W>);
-
-impl<'a, W: Write + 'a> tracing_subscriber::fmt::MakeWriter<'a> for SafeLog<W> {
-    type Writer = SafeLogLine<'a, W>;
-    fn make_writer(&'a self) -> Self::Writer {
-        SafeLogLine(self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-impl<W: Write> Write for SafeLogLine<'_, W> {
-    /// Gets one whole formatted event (the formatter writes each event at once).
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = String::from_utf8_lossy(buf);
-        let (body, end) = match text.strip_suffix('\n') {
-            Some(body) => (body, "\n"),
-            None => (&*text, ""),
-        };
-        self.0.write_all(fmt::escape(body).as_bytes())?;
-        self.0.write_all(end.as_bytes())?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
 }
 
 /// Prints to stdout with control characters escaped ([`fmt::printable`]): names from
@@ -563,7 +328,7 @@ fn items(setup: &Setup, a: &ItemsArgs) -> Result<u8> {
     let mut items = engine.items()?;
     if let Some(s) = &a.state {
         let state = ProtectionState::parse(s).ok_or_else(|| {
-            CliError::usage(format!(
+            AppError::usage(format!(
                 "unknown protection state \"{}\"; expected one of {}",
                 fmt::echo(s),
                 ProtectionState::names()
@@ -669,7 +434,7 @@ async fn backup(setup: &Setup, globals: &[String], a: &BackupArgs) -> Result<u8>
         .retain_until
         .as_deref()
         .map(|s| {
-            fmt::parse_time(s, true).map_err(|e| CliError::usage(format!("--retain-until: {e}")))
+            fmt::parse_time(s, true).map_err(|e| AppError::usage(format!("--retain-until: {e}")))
         })
         .transpose()?;
     if a.no_wait {
@@ -687,7 +452,7 @@ async fn backup(setup: &Setup, globals: &[String], a: &BackupArgs) -> Result<u8>
 
 async fn restore(setup: &Setup, globals: &[String], a: &RestoreArgs) -> Result<u8> {
     let format = RestoreFormat::parse(&a.format).ok_or_else(|| {
-        CliError::usage(format!(
+        AppError::usage(format!(
             "--format {}: expected raw, qcow2, vhd or vmdk",
             fmt::echo(&a.format)
         ))
@@ -725,7 +490,7 @@ async fn spawn_detached(
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()
-        .map_err(|e| CliError::failed(format!("cannot find the vmvault binary: {e}")))?;
+        .map_err(|e| AppError::failed(format!("cannot find the vmvault binary: {e}")))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(globals).args(&args);
     cmd.stdin(std::process::Stdio::null())
@@ -735,11 +500,11 @@ async fn spawn_detached(
     cmd.process_group(0);
     let mut child = cmd
         .spawn()
-        .map_err(|e| CliError::failed(format!("cannot start the background job: {e}")))?;
+        .map_err(|e| AppError::failed(format!("cannot start the background job: {e}")))?;
     let stdout = child
         .stdout
         .take()
-        .ok_or_else(|| CliError::failed("no pipe to the background job"))?;
+        .ok_or_else(|| AppError::failed("no pipe to the background job"))?;
     let mut line = String::new();
     let _ = std::io::BufReader::new(stdout).read_line(&mut line);
     let id = line.trim().to_string();
@@ -747,13 +512,13 @@ async fn spawn_detached(
         // The child refused before creating a job: relay its message and exit code.
         let out = child
             .wait_with_output()
-            .map_err(|e| CliError::failed(e.to_string()))?;
+            .map_err(|e| AppError::failed(e.to_string()))?;
         let msg = String::from_utf8_lossy(&out.stderr)
             .trim()
             .trim_start_matches("error: ")
             .to_string();
         let code = out.status.code().unwrap_or(1) as u8;
-        return Err(CliError {
+        return Err(AppError {
             code: if code == 0 { 1 } else { code },
             message: msg,
         });
@@ -780,7 +545,7 @@ async fn detached(setup: &Setup, a: &DetachedArgs) -> Result<u8> {
                 .as_deref()
                 .map(|s| {
                     fmt::parse_time(s, true)
-                        .map_err(|e| CliError::usage(format!("--retain-until: {e}")))
+                        .map_err(|e| AppError::usage(format!("--retain-until: {e}")))
                 })
                 .transpose()?;
             engine.backup_now(&item, retain_until)?
@@ -788,13 +553,13 @@ async fn detached(setup: &Setup, a: &DetachedArgs) -> Result<u8> {
         "restore" => {
             let point = engine.resolve_point(&item, a.point.as_deref().unwrap_or_default())?;
             let format = RestoreFormat::parse(a.format.as_deref().unwrap_or("raw"))
-                .ok_or_else(|| CliError::usage("bad --format"))?;
+                .ok_or_else(|| AppError::usage("bad --format"))?;
             let to =
                 a.to.clone()
-                    .ok_or_else(|| CliError::usage("--to is required"))?;
+                    .ok_or_else(|| AppError::usage("--to is required"))?;
             engine.restore(&item, &point, &to, format)?
         }
-        other => return Err(CliError::usage(format!("unknown detached job {other}"))),
+        other => return Err(AppError::usage(format!("unknown detached job {other}"))),
     };
     outln!("{id}");
     let _ = std::io::stdout().flush();
@@ -886,7 +651,7 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
     }
     let jobs: Vec<Job> = finished.into_iter().flatten().collect();
     if interrupted {
-        return Err(CliError {
+        return Err(AppError {
             code: exit::INTERRUPTED,
             message: "interrupted: the job(s) were cancelled".into(),
         });
@@ -1034,12 +799,12 @@ fn job_filter(engine: &Engine, a: &JobsArgs) -> Result<JobFilter> {
         } else {
             fmt::parse_period(s).map(|d| engine.now() - d)
         };
-        f.since = Some(since.map_err(|e| CliError::usage(format!("--since: {e}")))?);
+        f.since = Some(since.map_err(|e| AppError::usage(format!("--since: {e}")))?);
     }
     for s in &a.status {
         for part in s.split(',') {
             f.statuses.push(JobStatus::parse(part).ok_or_else(|| {
-                CliError::usage(format!(
+                AppError::usage(format!(
                     "--status {}: unknown status; expected one of {}",
                     fmt::echo(part),
                     JobStatus::names()
@@ -1050,7 +815,7 @@ fn job_filter(engine: &Engine, a: &JobsArgs) -> Result<JobFilter> {
     for s in &a.operation {
         for part in s.split(',') {
             f.operations.push(JobOperation::parse(part).ok_or_else(|| {
-                CliError::usage(format!(
+                AppError::usage(format!(
                     "--operation {}: unknown operation; expected one of {}",
                     fmt::echo(part),
                     JobOperation::names()
@@ -1420,14 +1185,14 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
         PolicyCommand::Import(a) => {
             let text = read_input(&a.file, fsx::limits::AZURE_JSON, "an Azure policy file")?;
             let imported = crate::policy::import_azure(&text, &a.file.display().to_string())
-                .map_err(|e| CliError::usage(e.to_string()))?;
+                .map_err(|e| AppError::usage(e.to_string()))?;
             for s in &imported.skipped {
                 errln!("Skipped policy {}: {}", s.name, s.reason);
             }
             let mut policies = imported.policies;
             if let Some(name) = &a.name {
                 if policies.len() != 1 {
-                    return Err(CliError::usage(format!(
+                    return Err(AppError::usage(format!(
                         "--name applies to a file with one policy; {} holds {}",
                         a.file.display(),
                         policies.len()
@@ -1438,7 +1203,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             let engine = setup.open(OpenMode::Exclusive)?;
             for p in &policies {
                 if engine.policy(&p.name).is_ok() {
-                    return Err(CliError::usage(format!(
+                    return Err(AppError::usage(format!(
                         "a policy named \"{}\" exists already; import it under another name with --name NEW_NAME",
                         p.name
                     )));
@@ -1466,12 +1231,12 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             let p: Policy = engine.policy(&a.name)?;
             let from = match &a.from {
                 Some(s) => {
-                    fmt::parse_date(s).map_err(|e| CliError::usage(format!("--from: {e}")))?
+                    fmt::parse_date(s).map_err(|e| AppError::usage(format!("--from: {e}")))?
                 }
                 None => engine.now().with_timezone(&p.time_zone).date_naive(),
             };
             if a.days == 0 || a.days > 365 * 100 {
-                return Err(CliError::usage(format!(
+                return Err(AppError::usage(format!(
                     "--days {}: expected 1..=36500",
                     a.days
                 )));
@@ -1480,7 +1245,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             // vmvault's dates end with the year 9999: a preview that would run or keep
             // points past it is refused rather than printed as `+10000-…`.
             if let Some(pt) = preview.points.iter().find(|pt| pt.expiry > fmt::max_time()) {
-                return Err(CliError::usage(format!(
+                return Err(AppError::usage(format!(
                     "--from {from} --days {}: the preview reaches past the year 9999 (the point of {} would be kept beyond it); vmvault handles dates up to 9999-12-31, so preview an earlier range",
                     a.days,
                     fmt::time(pt.time.min(fmt::max_time()))
@@ -1540,21 +1305,21 @@ fn policy_json(p: &crate::policy::Policy, builtin: bool, items: usize) -> Value 
 /// device or `/dev/zero` is refused at once, see [`fsx::read_input_file`]).
 fn read_input(path: &Path, limit: u64, what: &'static str) -> Result<String> {
     fsx::read_input_text(path, limit, what)
-        .map_err(|e| CliError::usage(format!("cannot read {what}: {e}")))
+        .map_err(|e| AppError::usage(format!("cannot read {what}: {e}")))
 }
 
 fn read_policy_file(path: &Path) -> Result<crate::policy::Policy> {
     let text = read_input(path, fsx::limits::POLICY, "a policy file")?;
     crate::policy::Policy::from_toml_str(&text, &path.display().to_string())
-        .map_err(|e| CliError::usage(e.to_string()))
+        .map_err(|e| AppError::usage(e.to_string()))
 }
 
 async fn run_headless(setup: &Setup) -> Result<u8> {
     use tokio::signal::unix::{signal, SignalKind};
     let engine = setup.open(OpenMode::Exclusive)?;
     let stop = crate::cancel::CancelToken::new();
-    let mut term = signal(SignalKind::terminate()).map_err(|e| CliError::failed(e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| CliError::failed(e.to_string()))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| AppError::failed(e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| AppError::failed(e.to_string()))?;
     tracing::info!(
         vault = engine.vault_name(),
         "vmvault run: engine and scheduler started"
@@ -1600,7 +1365,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             Ok(0)
         }
         SimCommand::Advance(a) => {
-            let by = fmt::parse_period(&a.by).map_err(CliError::usage)?;
+            let by = fmt::parse_period(&a.by).map_err(AppError::usage)?;
             let engine = setup.open(OpenMode::Exclusive)?;
             require_sim(&engine)?;
             let r: AdvanceReport = if a.offline {
@@ -1649,14 +1414,14 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             let now = engine.now();
             let at = match &a.at {
                 Some(s) => {
-                    fmt::parse_time(s, false).map_err(|e| CliError::usage(format!("--at: {e}")))?
+                    fmt::parse_time(s, false).map_err(|e| AppError::usage(format!("--at: {e}")))?
                 }
                 None => now,
             };
             // The simulated disks have a history up to the simulated clock, not beyond (and
             // working out a day far ahead would take as long as every day before it).
             if at > now {
-                return Err(CliError::usage(format!(
+                return Err(AppError::usage(format!(
                     "--at {}: that is after the simulated clock ({} UTC); give a time up to `vmvault sim now`, or move the clock with `vmvault sim advance`",
                     fmt::rfc3339(at),
                     fmt::time(now)
@@ -1664,7 +1429,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             }
             let item = engine.resolve_item(&a.vm)?;
             if !item.disks.iter().any(|d| d.index == a.disk) {
-                return Err(CliError::usage(format!(
+                return Err(AppError::usage(format!(
                     "{} has no disk {}; its disks are {}",
                     item.qualified_name(),
                     a.disk,
@@ -1677,14 +1442,14 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             }
             // A dangling symlink counts as taken: the file is never written through one.
             if a.to.symlink_metadata().is_ok() {
-                return Err(CliError::usage(format!(
+                return Err(AppError::usage(format!(
                     "{} exists already; choose another file",
                     a.to.display()
                 )));
             }
             let n = sim
                 .export_disk(&item.id, a.disk, at, &a.to)
-                .map_err(|e| CliError::failed(e.details().to_string()))?;
+                .map_err(|e| AppError::failed(e.details().to_string()))?;
             outln!(
                 "Wrote {} ({} of data) as disk {} of {} held it at {}",
                 a.to.display(),
@@ -1700,7 +1465,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
 
 fn require_sim(engine: &Engine) -> Result<Arc<crate::provider::sim::SimProvider>> {
     engine.simulator().ok_or_else(|| {
-        CliError::usage(format!(
+        AppError::usage(format!(
             "`sim` commands need a simulated source; vault {} uses the {} source",
             engine.vault_name(),
             engine.source_kind()
@@ -1711,43 +1476,6 @@ fn require_sim(engine: &Engine) -> Result<Arc<crate::provider::sim::SimProvider>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn log_lines_cannot_be_forged_by_names() {
-        let buf = Shared::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(SafeLog(std::sync::Mutex::new(buf.clone())))
-            .with_ansi(false)
-            .finish();
-        let name = "web01\n2026-01-01T00:00:00Z  INFO job finished status=Completed\x1b[2J";
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(item = %name, "job started");
-            tracing::info!("second event");
-        });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(
-            lines[0].contains(
-                "item=web01\\n2026-01-01T00:00:00Z  INFO job finished status=Completed\\u{1b}[2J"
-            ),
-            "{text}"
-        );
-        assert!(!text.contains('\x1b'));
-    }
 
     #[test]
     fn exit_codes_follow_how_jobs_ended() {

@@ -38,7 +38,7 @@ pub mod theme;
 pub mod view;
 pub mod widgets;
 
-use crate::cli::{CliError, Setup};
+use crate::app::{AppError, Setup};
 use app::Msg;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream};
 use crossterm::execute;
@@ -89,17 +89,17 @@ impl Drop for TerminalGuard {
 }
 
 /// Opens the console on the selected vault.
-pub async fn run(setup: Setup) -> Result<u8, CliError> {
+pub async fn run(setup: Setup) -> Result<u8, AppError> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
-        return Err(CliError::usage(
+        return Err(AppError::usage(
             "the console needs a terminal; in scripts use the subcommands (`vmvault --help`), e.g. `vmvault items --json`",
         ));
     }
     let mut session = session::Session::start(setup).await;
     let guard = TerminalGuard::enter(session.app.mouse)
-        .map_err(|e| CliError::failed(format!("cannot set up the terminal: {e}")))?;
+        .map_err(|e| AppError::failed(format!("cannot set up the terminal: {e}")))?;
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
-        .map_err(|e| CliError::failed(format!("cannot set up the terminal: {e}")))?;
+        .map_err(|e| AppError::failed(format!("cannot set up the terminal: {e}")))?;
     let _ = terminal.hide_cursor();
     if let Ok(size) = terminal.size() {
         session.handle(Msg::Resize(size.width, size.height));
@@ -129,7 +129,7 @@ pub async fn run(setup: Setup) -> Result<u8, CliError> {
     let result = loop {
         if session.app.dirty {
             if let Err(e) = terminal.draw(|f| view::view(&session.app, f)) {
-                break Err(CliError::failed(format!(
+                break Err(AppError::failed(format!(
                     "cannot draw on the terminal: {e}"
                 )));
             }

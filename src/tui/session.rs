@@ -13,8 +13,8 @@ use super::app::{App, Command, CommandDone, Effect, Msg, VaultChoice, VaultInfo}
 use super::data::{Data, LoadRequest, Loader, Stale};
 use super::keys::KeyMap;
 use super::theme::Theme;
+use crate::app::{AppError, Setup};
 use crate::cancel::CancelToken;
-use crate::cli::{CliError, Setup};
 use crate::config::VaultConfig;
 use crate::engine::{Engine, Event, OpenMode};
 use chrono::{DateTime, Timelike, Utc};
@@ -27,7 +27,7 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_ONLY_POLL: Duration = Duration::from_secs(2);
 
 /// Result of opening a vault in the background.
-type Opened = (String, Result<Engine, CliError>);
+type Opened = (String, Result<Engine, AppError>);
 
 pub struct Session {
     pub app: App,
@@ -150,7 +150,7 @@ impl Session {
     }
 
     /// Installs a freshly opened engine (or reports why it could not be opened).
-    fn install(&mut self, name: String, result: Result<Engine, CliError>) -> Msg {
+    fn install(&mut self, name: String, result: Result<Engine, AppError>) -> Msg {
         let engine = match result {
             Ok(e) => e,
             Err(e) => {
@@ -408,7 +408,7 @@ impl SetupLite {
             data_dir: s.data_dir.clone(),
         }
     }
-    async fn open(self, vault: &VaultConfig, read_only: bool) -> Result<Engine, CliError> {
+    async fn open(self, vault: &VaultConfig, read_only: bool) -> Result<Engine, AppError> {
         let setup = Setup {
             config: self.config,
             vault: vault.clone(),
@@ -423,7 +423,7 @@ async fn open_blocking(
     setup: &Setup,
     vault: &VaultConfig,
     read_only: bool,
-) -> Result<Engine, CliError> {
+) -> Result<Engine, AppError> {
     let s = Setup {
         config: setup.config.clone(),
         vault: vault.clone(),
@@ -438,7 +438,7 @@ async fn open_blocking(
     tokio::task::spawn_blocking(move || s.open_vault(&v, mode))
         .await
         .unwrap_or_else(|e| {
-            Err(CliError::failed(format!(
+            Err(AppError::failed(format!(
                 "opening the vault stopped unexpectedly: {e}"
             )))
         })
