@@ -722,6 +722,7 @@ fn decompress<'o>(
 mod tests {
     use super::*;
     use crate::vault::keys::MasterKey;
+    use crate::vault::store::hex;
     use crate::vault::store::testutil::{compressible, random};
     use proptest::prelude::*;
 
@@ -1078,8 +1079,189 @@ mod tests {
         }
     }
 
+    /// The small kinds round-trip at exactly their limit; one byte more is refused when
+    /// encoding, and a header claiming one byte more is refused for every kind.
+    #[test]
+    fn every_kind_round_trips_at_its_limit_and_refuses_one_byte_more() {
+        for codec in [&mut plain(), &mut encrypted()] {
+            for kind in BlobKind::ALL {
+                let limit = kind.max_raw_len();
+                if limit <= 16 << 20 {
+                    let limit = limit as usize;
+                    let noise = random(12, limit);
+                    assert!(!round_trip(codec, kind, &noise).compressed, "{kind}");
+                    assert!(
+                        round_trip(codec, kind, &vec![7; limit]).compressed,
+                        "{kind}"
+                    );
+                    let e = codec.encode(kind, "n", &vec![7; limit + 1]).unwrap_err();
+                    assert!(matches!(e, CodecError::TooLarge { .. }), "{kind}: {e}");
+                }
+                let name = name_of(codec, kind, b"x");
+                let mut blob = codec.encode(kind, &name, b"x").unwrap().to_vec();
+                blob[8..16].copy_from_slice(&(limit + 1).to_le_bytes());
+                let e = BlobHeader::parse(&blob).unwrap_err();
+                assert!(
+                    matches!(e, CodecError::TooLarge { kind: k, len, limit: l }
+                        if k == kind && len == limit + 1 && l == limit),
+                    "{kind}: {e}"
+                );
+            }
+        }
+    }
+
+    /// Random bytes, random bytes behind a well-formed header, and valid blobs damaged in
+    /// every way (overwritten, cut, extended, header fields rewritten) never panic, never
+    /// decode to other content, and never make the decoder allocate more than the blob
+    /// holds, except a plain compressed chunk (which may allocate what its zstd frame
+    /// declares, at most the chunk limit) or a blob left valid. Deterministic: a fixed seed.
+    #[test]
+    fn fuzzed_blobs_are_errors_without_panics_or_large_allocations() {
+        use crate::vault::store::testutil::Rng;
+        let mut rng = Rng::new(0x5eed_c0dec);
+        let mut valid = small_blobs();
+        let limit_blobs: Vec<_> = [plain(), encrypted()]
+            .into_iter()
+            .map(|mut c| {
+                let blob = c.encode(BlobKind::Index, "i", &[0; 4000]).unwrap().to_vec();
+                (c, BlobKind::Index, "i".to_string(), vec![0; 4000], blob)
+            })
+            .collect();
+        valid.extend(limit_blobs);
+        for round in 0..20_000u64 {
+            let pick = (rng.next() % valid.len() as u64) as usize;
+            let (codec, kind, name, raw, blob) = &mut valid[pick];
+            let mut input = match round % 3 {
+                0 => random(rng.next(), (rng.next() % 1200) as usize),
+                1 => {
+                    let mut b = blob[..16].to_vec();
+                    b[5] = (rng.next() % 4) as u8;
+                    b[8..16]
+                        .copy_from_slice(&(rng.next() % (2 * kind.max_raw_len())).to_le_bytes());
+                    b.extend(random(rng.next(), (rng.next() % 1200) as usize));
+                    b
+                }
+                _ => blob.clone(),
+            };
+            for _ in 0..1 + rng.next() % 4 {
+                let at = (rng.next() % (input.len() as u64 + 1)) as usize;
+                let byte = rng.next() as u8;
+                match rng.next() % 6 {
+                    0 => input.truncate(at),
+                    1 => input.insert(at, byte),
+                    2 if (8..HEADER_LEN).contains(&at) && input.len() >= 16 => {
+                        // A length field rewritten: small, at the kind's limit, or beyond.
+                        let claims = [0, 1, kind.max_raw_len(), kind.max_raw_len() + 1, u64::MAX];
+                        let claim = claims[(rng.next() % 5) as usize];
+                        input[8..16].copy_from_slice(&claim.to_le_bytes());
+                    }
+                    _ if at < input.len() => input[at] ^= byte | 1,
+                    _ => {}
+                }
+            }
+            let mut out = AlignedBuf::default();
+            let result = codec
+                .decode(*kind, name, &input, &mut out)
+                .map(|r| r == raw);
+            assert!(
+                !matches!(result, Ok(false)),
+                "round {round}: {kind} decoded to other content"
+            );
+            let bound = if result.is_ok() {
+                raw.len()
+            } else if codec.is_encrypted() || *kind != BlobKind::Chunk {
+                input.len()
+            } else {
+                MAX_CHUNK_SIZE as usize
+            };
+            assert!(
+                out.capacity() <= bound + 4096,
+                "round {round}: {kind}, {} bytes allocated for a blob of {}",
+                out.capacity(),
+                input.len()
+            );
+        }
+    }
+
+    /// The derivations and the layout are pinned: a chunk name and a blob of a known key
+    /// must read the same in every later version (otherwise existing vaults break).
+    #[test]
+    fn known_answers_pin_chunk_names_and_the_blob_layout() {
+        let master = MasterKey::from_secret(std::array::from_fn(|i| i as u8));
+        let mut e = Codec::encrypted(&master.keys(), 3).unwrap();
+        let mut p = plain();
+        let content = b"vmvault known answer";
+        assert_eq!(
+            digest_hex(&e.chunk_name(content)),
+            "002e9da2fb0ce6bee6223ba44ba1f0a6c33321f768fcce8e57c76bb0e77c3424"
+        );
+        assert_eq!(
+            digest_hex(&p.chunk_name(content)),
+            "7eadfcf21aa7ff32164c808329a25c03d52b672652ce0fdee4227f4271554274",
+            "unkeyed names are v1's plain BLAKE3"
+        );
+        // Plain blobs have no nonce: the bytes are fixed.
+        assert_eq!(
+            hex(p.encode(BlobKind::Config, "config", content).unwrap()),
+            "564d5642020001001400000000000000000000000000000000000000766d7661756c74206b6e6f77\
+             6e20616e737765724ec92ffcf849f68bbfbf0f19a5f7fdbc9de9aa668e92de33870813523c75bef5"
+        );
+        // An encrypted blob written once by this format (its nonce was random).
+        let stored = "564d564202020100140000000000000023ac4f6263dbc78438843bf1c76de34d8e318db6c132\
+                      7d1bfcfcac31c58f8e9d6df1446b26505f290f8a452cee83c061";
+        let stored: Vec<u8> = (0..stored.len() / 2)
+            .map(|i| u8::from_str_radix(&stored[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(
+            e.decode_to_vec(BlobKind::Config, "config", &stored)
+                .unwrap(),
+            content
+        );
+        let fresh = e.encode(BlobKind::Config, "config", content).unwrap();
+        assert_eq!(fresh[..16], stored[..16], "same header, another nonce");
+        assert_eq!(fresh.len(), stored.len());
+    }
+
+    /// Decoding reuses the caller's buffer and the codec's own: once warm, neither grows
+    /// nor moves, whatever the order of the blobs.
+    #[test]
+    fn decode_and_encode_reuse_their_buffers() {
+        for mut codec in [plain(), encrypted()] {
+            let raws = [compressible(13, 200_000), random(14, 150_000), vec![0; 100]];
+            let blobs: Vec<(String, Vec<u8>)> = raws
+                .iter()
+                .map(|raw| {
+                    let name = name_of(&codec, BlobKind::Chunk, raw);
+                    let blob = codec.encode(BlobKind::Chunk, &name, raw).unwrap().to_vec();
+                    (name, blob)
+                })
+                .collect();
+            let mut out = AlignedBuf::default();
+            for ((name, blob), raw) in blobs.iter().zip(&raws) {
+                assert!(codec.decode(BlobKind::Chunk, name, blob, &mut out).unwrap() == raw);
+            }
+            let warm = (out.capacity(), codec.buffer_capacity());
+            let at = out.get(1).as_ptr();
+            for _ in 0..3 {
+                for ((name, blob), raw) in blobs.iter().zip(&raws).rev() {
+                    let got = codec.decode(BlobKind::Chunk, name, blob, &mut out).unwrap();
+                    assert!(got == raw);
+                    assert_eq!(got.as_ptr(), at, "decoded in place");
+                    let enc = codec.encode(BlobKind::Chunk, name, raw).unwrap();
+                    assert!(enc.len() <= blob.len() + 1);
+                }
+                assert_eq!((out.capacity(), codec.buffer_capacity()), warm);
+            }
+        }
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        // A fixed seed: the same cases on every run and every machine (no flaky CI).
+        #![proptest_config(ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x0c0d_ec00),
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(2000)
+        })]
 
         /// Arbitrary bytes, and arbitrary bytes behind a valid-looking header, never panic.
         #[test]

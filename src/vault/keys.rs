@@ -148,6 +148,12 @@ impl MasterKey {
         })
     }
 
+    /// A master key with known bytes (known-answer tests of the formats).
+    #[cfg(test)]
+    pub(crate) fn from_secret(secret: [u8; 32]) -> MasterKey {
+        MasterKey { secret }
+    }
+
     /// The keys the codec works with.
     pub fn keys(&self) -> VaultKeys {
         VaultKeys {
