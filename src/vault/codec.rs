@@ -931,8 +931,11 @@ mod tests {
         assert_ne!(one, two);
     }
 
+    /// A codec, a blob it encoded, the kind and name it was encoded as, and its raw bytes.
+    type Sample = (Codec, BlobKind, String, Vec<u8>, Vec<u8>);
+
     /// Small blobs of every kind of layout: plain/encrypted × chunk/other × zstd/raw.
-    fn small_blobs() -> Vec<(Codec, BlobKind, String, Vec<u8>, Vec<u8>)> {
+    fn small_blobs() -> Vec<Sample> {
         let mut v = Vec::new();
         for enc in [false, true] {
             for kind in [BlobKind::Chunk, BlobKind::Manifest] {
@@ -1059,8 +1062,13 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("newer"), "{e}");
-        let e = Codec::plain(1000).map(|_| ()).unwrap_or(());
-        let _ = e; // zstd clamps levels; a refused level is reported, never a panic
+        // zstd clamps most levels; one it refuses is reported, never a panic.
+        for level in [1000, i32::MAX, i32::MIN, -5] {
+            match Codec::plain(level) {
+                Ok(_) | Err(CodecError::BadLevel { .. }) => {}
+                Err(e) => panic!("level {level}: {e}"),
+            }
+        }
     }
 
     #[test]
@@ -1075,7 +1083,7 @@ mod tests {
                 !shown.contains(&crate::vault::store::hex(secret)),
                 "{shown}"
             );
-            assert!(!shown.contains(&format!("{:?}", &secret[..4]).trim_end_matches(']')));
+            assert!(!shown.contains(format!("{:?}", &secret[..4]).trim_end_matches(']')));
         }
     }
 
