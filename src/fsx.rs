@@ -68,6 +68,13 @@ pub enum FsxError {
         what: &'static str,
         mode: u32,
     },
+    #[error("{} holds a secret ({what}) but belongs to {owner}, not to {me} who runs vmvault: {owner} could have replaced it. vmvault refuses it, as ssh refuses a key file of another user. Fix: use your own copy, or if the file is yours now: chown {me} '{}'", .path.display(), .path.display())]
+    SecretOwner {
+        path: PathBuf,
+        what: &'static str,
+        owner: String,
+        me: String,
+    },
 }
 
 impl FsxError {
@@ -820,10 +827,20 @@ pub fn read_input_file(path: &Path, limit: u64, what: &'static str) -> Result<Ve
 }
 
 /// Reads a file that holds a secret the user keeps (a key file) like [`read_input_file`],
-/// and refuses it ([`FsxError::Exposed`], with the `chmod` that fixes it) when its group or
-/// other users may read it.
+/// and refuses it, with the command that fixes it, when it belongs to another user
+/// ([`FsxError::SecretOwner`]) or its group or other users may read it
+/// ([`FsxError::Exposed`]).
 pub fn read_secret_file(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
     let (file, st) = open_input(path)?;
+    let me = euid();
+    if st.st_uid != me {
+        return Err(FsxError::SecretOwner {
+            path: path.to_path_buf(),
+            what,
+            owner: user_name(st.st_uid),
+            me: user_name(me),
+        });
+    }
     if st.st_mode & 0o077 != 0 {
         return Err(FsxError::Exposed {
             path: path.to_path_buf(),
