@@ -215,21 +215,18 @@ impl MasterKey {
                 values.len()
             )));
         }
-        let mut bits = BitReader::new(&values);
-        let mut secret = Zeroizing::new([0u8; 32]);
-        for b in secret.iter_mut() {
-            *b = bits.take(8) as u8;
-        }
-        let pad = bits.take(PAPER_PAD_BITS);
-        let check = bits.take(PAPER_CHECK_BITS);
-        if pad != 0 || check != paper_checksum(&secret) {
-            return Err(bad(
-                "the checksum (last group) does not match: a character was mistyped or \
-                 misread; compare each group with the printed key"
+        match decode_paper(&values) {
+            Some(secret) => Ok(MasterKey { secret: *secret }),
+            None => Err(bad(match locate_typo(&values) {
+                Some(group) => format!(
+                    "the checksum does not match: group {group} of {PAPER_GROUPS} looks \
+                     mistyped or misread; compare it with the printed key"
+                ),
+                None => "the checksum (last group) does not match: a character was mistyped \
+                         or misread; compare each group with the printed key"
                     .into(),
-            ));
+            })),
         }
-        Ok(MasterKey { secret: *secret })
     }
 
     /// Wraps the master key under `kek` for a slot whose associated data is `aad`.
@@ -286,6 +283,7 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const PAPER_PAD_BITS: u32 = 4;
 const PAPER_CHECK_BITS: u32 = 20;
 const PAPER_CHARS: usize = 56;
+const PAPER_GROUPS: usize = PAPER_CHARS / 4;
 
 fn crockford_value(c: char) -> Option<u8> {
     let c = match c.to_ascii_uppercase() {
@@ -297,6 +295,46 @@ fn crockford_value(c: char) -> Option<u8> {
         .iter()
         .position(|&a| char::from(a) == c)
         .map(|p| p as u8)
+}
+
+/// The master key in the paper key's 5-bit `values`, if its padding and checksum match.
+fn decode_paper(values: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+    let mut bits = BitReader::new(values);
+    let mut secret = Zeroizing::new([0u8; 32]);
+    for b in secret.iter_mut() {
+        *b = bits.take(8) as u8;
+    }
+    let pad = bits.take(PAPER_PAD_BITS);
+    let check = bits.take(PAPER_CHECK_BITS);
+    (pad == 0 && check == paper_checksum(&secret)).then_some(secret)
+}
+
+/// The group (1-based) of a paper key with one mistyped character or two swapped
+/// neighbours: every such correction that makes the checksum match lies in it. None when
+/// no correction does, or corrections in several groups do (the 20-bit checksum leaves a
+/// chance of about 1 in 600 of a stray match among the ~1 800 tried).
+fn locate_typo(values: &[u8]) -> Option<usize> {
+    let mut tried = Zeroizing::new(values.to_vec());
+    let mut groups = Vec::new();
+    for i in 0..tried.len() {
+        let typed = tried[i];
+        for v in (0..32).filter(|&v| v != typed) {
+            tried[i] = v;
+            if decode_paper(&tried).is_some() {
+                groups.push(i / 4);
+            }
+        }
+        tried[i] = typed;
+        if i + 1 < tried.len() && tried[i] != tried[i + 1] {
+            tried.swap(i, i + 1);
+            if decode_paper(&tried).is_some() {
+                groups.extend([i / 4, (i + 1) / 4]);
+            }
+            tried.swap(i, i + 1);
+        }
+    }
+    let first = *groups.first()?;
+    groups.iter().all(|&g| g == first).then_some(first + 1)
 }
 
 fn paper_checksum(secret: &[u8; 32]) -> u32 {
@@ -646,12 +684,19 @@ impl KeySlot {
                 slot.id
             )));
         }
+        if slot.kind == SlotKind::Keyfile && slot.kdf.is_some() {
+            return Err(damaged("a key-file slot with a KDF record".into()));
+        }
+        if slot.kind == SlotKind::Passphrase {
+            slot.argon2_params()?;
+        }
         Ok(slot)
     }
 
-    /// Opens the slot with `passphrase`.
-    pub fn unlock_with_passphrase(&self, passphrase: &str) -> Result<MasterKey, KeyError> {
-        self.expect_kind(SlotKind::Passphrase)?;
+    /// The Argon2id parameters recorded in a passphrase slot, refused (before anything is
+    /// derived) when they are not Argon2id or beyond [`Argon2Params`]' limits: a slot is
+    /// data someone could have written, and must not make unlocking exhaust the machine.
+    fn argon2_params(&self) -> Result<Argon2Params, KeyError> {
         let kdf = self
             .kdf
             .as_ref()
@@ -659,9 +704,15 @@ impl KeySlot {
         if kdf.alg != ARGON2ID {
             return Err(self.damaged(&format!("unknown KDF `{}`", kdf.alg)));
         }
-        let params =
-            Argon2Params::new(kdf.m_kib, kdf.t, kdf.p).map_err(|e| self.damaged(&e.to_string()))?;
-        let kek = params.derive(passphrase, &kdf.salt)?;
+        Argon2Params::new(kdf.m_kib, kdf.t, kdf.p).map_err(|e| self.damaged(&e.to_string()))
+    }
+
+    /// Opens the slot with `passphrase`.
+    pub fn unlock_with_passphrase(&self, passphrase: &str) -> Result<MasterKey, KeyError> {
+        self.expect_kind(SlotKind::Passphrase)?;
+        let params = self.argon2_params()?;
+        let salt = self.kdf.as_ref().map(|k| k.salt).unwrap_or_default();
+        let kek = params.derive(passphrase, &salt)?;
         self.unwrap_with(&kek)
     }
 
@@ -781,10 +832,12 @@ mod hex_bytes {
 // ---- key files ----
 
 /// A key file: a random key-encryption key for the vault `vault_id`, kept outside the
-/// vault (TOML, mode 0600).
+/// vault (TOML, mode 0600). The key is wiped when dropped.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct KeyFile {
+    #[zeroize(skip)]
     vault_id: String,
-    kek: Zeroizing<[u8; 32]>,
+    kek: [u8; 32],
 }
 
 impl fmt::Debug for KeyFile {
@@ -810,7 +863,7 @@ impl KeyFile {
     pub fn generate(vault_id: &str) -> Result<KeyFile, KeyError> {
         Ok(KeyFile {
             vault_id: vault_id.to_string(),
-            kek: Zeroizing::new(random("drawing a random key")?),
+            kek: random("drawing a random key")?,
         })
     }
 
@@ -862,7 +915,7 @@ impl KeyFile {
             .ok_or_else(|| invalid("`key` is not 64 hex digits".into()))?;
         Ok(KeyFile {
             vault_id: raw.vault_id,
-            kek: Zeroizing::new(kek),
+            kek,
         })
     }
 }
@@ -1021,4 +1074,435 @@ fn prompt_on(tty: &File, prompt: &str) -> Result<Zeroizing<String>, KeyError> {
     }
     byte.zeroize();
     passphrase_from_line(&line, "the passphrase typed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::qemu::test_support::skip;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// Argon2id parameters cheap enough for tests (the default costs 64 MiB and ~0.25 s).
+    fn cheap() -> Argon2Params {
+        Argon2Params::new(256, 1, 1).unwrap()
+    }
+
+    fn private_tmp() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        t
+    }
+
+    /// Both keys of `a` and `b` are the same.
+    fn same_keys(a: &MasterKey, b: &MasterKey) -> bool {
+        let (a, b) = (a.keys(), b.keys());
+        a.data_key() == b.data_key() && a.name_key() == b.name_key()
+    }
+
+    /// The slot as stored, with `edit` applied to its JSON and the checksum made valid
+    /// again (what someone who can write the vault can do).
+    fn forged(slot: &KeySlot, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v: serde_json::Value = serde_json::from_slice(&slot.to_json().unwrap()).unwrap();
+        edit(&mut v);
+        let mut s: KeySlot = serde_json::from_value(v).unwrap();
+        s.checksum = s.compute_checksum();
+        serde_json::to_vec(&s).unwrap()
+    }
+
+    #[test]
+    fn a_passphrase_slot_opens_with_its_passphrase_only() {
+        let master = MasterKey::generate().unwrap();
+        let slot = KeySlot::for_passphrase(&master, "correct horse", cheap(), "admin").unwrap();
+        let stored = KeySlot::from_json(slot.id(), &slot.to_json().unwrap()).unwrap();
+        assert_eq!(
+            (stored.kind(), stored.label()),
+            (SlotKind::Passphrase, "admin")
+        );
+        let opened = stored.unlock_with_passphrase("correct horse").unwrap();
+        assert!(same_keys(&opened, &master));
+        assert_eq!(opened.key_id(), master.key_id());
+        let e = stored.unlock_with_passphrase("correct horse ").unwrap_err();
+        assert!(matches!(e, KeyError::WrongKey { .. }), "{e}");
+        assert!(e.to_string().contains("wrong passphrase"), "{e}");
+        assert!(e.to_string().contains(slot.id()), "{e}");
+        let e = stored
+            .unlock_with_key_file(&KeyFile::generate("v").unwrap())
+            .unwrap_err();
+        assert!(matches!(e, KeyError::SlotKindMismatch { .. }), "{e}");
+        let e = KeySlot::for_passphrase(&master, "", cheap(), "x").unwrap_err();
+        assert!(matches!(e, KeyError::Passphrase { .. }), "{e}");
+    }
+
+    #[test]
+    fn argon2_parameters_are_recorded_in_the_slot_and_authenticated() {
+        assert_eq!(
+            Argon2Params::default(),
+            Argon2Params::new(64 << 10, 3, 1).unwrap(),
+            "the default is m = 64 MiB, t = 3, p = 1"
+        );
+        let master = MasterKey::generate().unwrap();
+        let params = Argon2Params::new(512, 2, 1).unwrap();
+        let slot = KeySlot::for_passphrase(&master, "pw", params, "").unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&slot.to_json().unwrap()).unwrap();
+        assert_eq!(json["kdf"]["alg"], "argon2id");
+        assert_eq!(
+            (&json["kdf"]["m_kib"], &json["kdf"]["t"], &json["kdf"]["p"]),
+            (&512.into(), &2.into(), &1.into())
+        );
+        assert_eq!(json["kdf"]["salt"].as_str().unwrap().len(), 2 * SALT_LEN);
+        let stored = KeySlot::from_json(slot.id(), &slot.to_json().unwrap()).unwrap();
+        assert_eq!(stored.kdf_params(), Some(params));
+        // Weaker parameters written into the slot: the derived key is another one.
+        let weaker = forged(&slot, |v| v["kdf"]["m_kib"] = 256.into());
+        let weaker = KeySlot::from_json(slot.id(), &weaker).unwrap();
+        let e = weaker.unlock_with_passphrase("pw").unwrap_err();
+        assert!(matches!(e, KeyError::WrongKey { .. }), "{e}");
+    }
+
+    /// A slot is data someone could have written: parameters that would make unlocking
+    /// take 100 GiB or hours are refused before anything is derived.
+    #[test]
+    fn absurd_argon2_parameters_from_a_slot_are_refused_before_deriving() {
+        let master = MasterKey::generate().unwrap();
+        let slot = KeySlot::for_passphrase(&master, "pw", cheap(), "").unwrap();
+        let cases: [(&str, u64); 5] = [
+            ("m_kib", 100 << 20),
+            ("m_kib", u64::from(Argon2Params::MAX_M_KIB) + 1),
+            ("t", u64::from(u32::MAX)),
+            ("p", 0),
+            ("p", 1 << 20),
+        ];
+        for (field, value) in cases {
+            let json = forged(&slot, |v| v["kdf"][field] = value.into());
+            let e = KeySlot::from_json(slot.id(), &json).unwrap_err();
+            assert!(
+                matches!(e, KeyError::SlotDamaged { .. }),
+                "{field} = {value}: {e}"
+            );
+            assert!(e.to_string().contains("Argon2id"), "{e}");
+        }
+        let json = forged(&slot, |v| v["kdf"]["alg"] = "scrypt".into());
+        let e = KeySlot::from_json(slot.id(), &json).unwrap_err();
+        assert!(e.to_string().contains("unknown KDF `scrypt`"), "{e}");
+        for (m, t, p) in [
+            (Argon2Params::MAX_M_KIB + 1, 1, 1),
+            (1024, 0, 1),
+            (1024, 1, 0),
+        ] {
+            assert!(Argon2Params::new(m, t, p).is_err(), "{m} {t} {p}");
+        }
+        assert!(Argon2Params::new(Argon2Params::MAX_M_KIB, 1, 1).is_ok());
+    }
+
+    #[test]
+    fn a_changed_or_moved_slot_is_refused_as_damaged() {
+        let master = MasterKey::generate().unwrap();
+        let kf = KeyFile::generate("vault-1").unwrap();
+        let slot = KeySlot::for_key_file(&master, &kf, "laptop").unwrap();
+        let json = slot.to_json().unwrap();
+        let e = KeySlot::from_json("0011223344556677", &json).unwrap_err();
+        assert!(e.to_string().contains("stored under another name"), "{e}");
+        let relabelled = String::from_utf8(json.clone())
+            .unwrap()
+            .replace("laptop", "server");
+        let e = KeySlot::from_json(slot.id(), relabelled.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
+        for bad in [&b"{}"[..], b"not json", &vec![b' '; MAX_SLOT_JSON + 1]] {
+            let e = KeySlot::from_json(slot.id(), bad).unwrap_err();
+            assert!(matches!(e, KeyError::SlotDamaged { .. }), "{e}");
+        }
+        // The wrapped key changed by someone who also fixed the checksum.
+        let tampered = forged(&slot, |v| {
+            let w = v["wrapped"].as_str().unwrap().to_string();
+            v["wrapped"] =
+                format!("{}{}", if &w[..2] == "00" { "01" } else { "00" }, &w[2..]).into();
+        });
+        let e = KeySlot::from_json(slot.id(), &tampered)
+            .unwrap()
+            .unlock_with_key_file(&kf)
+            .unwrap_err();
+        assert!(e.to_string().contains("the slot was changed"), "{e}");
+        // A KDF record slipped into a key-file slot.
+        let mixed = forged(&slot, |v| {
+            v["kdf"] = serde_json::json!({"alg": "argon2id", "m_kib": 256, "t": 1, "p": 1,
+                "salt": "00112233445566778899aabbccddeeff"});
+        });
+        assert!(KeySlot::from_json(slot.id(), &mixed).is_err());
+    }
+
+    #[test]
+    fn a_key_file_is_written_new_and_owner_only_and_opens_its_slot() {
+        let t = private_tmp();
+        let path = t.path().join("vault.key");
+        let master = MasterKey::generate().unwrap();
+        let kf = KeyFile::generate("vault-1").unwrap();
+        let slot = KeySlot::for_key_file(&master, &kf, "key file").unwrap();
+        kf.write_new(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let read = KeyFile::read(&path).unwrap();
+        assert_eq!(read.vault_id(), "vault-1");
+        assert!(same_keys(
+            &slot.unlock_with_key_file(&read).unwrap(),
+            &master
+        ));
+        // Never replaced: the first key file stays as it was.
+        let before = std::fs::read(&path).unwrap();
+        let other = KeyFile::generate("vault-1").unwrap();
+        let e = other.write_new(&path).unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // Another key file does not open the slot.
+        let e = slot.unlock_with_key_file(&other).unwrap_err();
+        assert!(matches!(e, KeyError::WrongKey { .. }), "{e}");
+        assert!(e.to_string().contains("wrong key file"), "{e}");
+        assert!(slot.unlock_with_passphrase("pw").is_err());
+        // No temp files are left behind.
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["vault.key"]);
+    }
+
+    #[test]
+    fn a_key_file_is_never_written_through_a_symlink() {
+        let t = private_tmp();
+        let target = t.path().join("target");
+        let link = t.path().join("vault.key");
+        symlink(&target, &link).unwrap();
+        let kf = KeyFile::generate("v").unwrap();
+        let e = kf.write_new(&link).unwrap_err();
+        assert!(matches!(e, KeyError::KeyFileAccess(_)), "{e}");
+        assert!(!target.exists(), "nothing written where the link points");
+        std::fs::write(&target, b"precious").unwrap();
+        assert!(kf.write_new(&link).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_or_of_another_user_is_refused_with_the_fix() {
+        let t = private_tmp();
+        let path = t.path().join("vault.key");
+        KeyFile::generate("v").unwrap().write_new(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = KeyFile::read(&path).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("chmod 600 '{}'", path.display())),
+            "{msg}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(KeyFile::read(&path).is_ok());
+        if crate::fsx::euid() != 0 {
+            skip("chown to another user needs root");
+            return;
+        }
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let e = KeyFile::read(&path).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("belongs to") && msg.contains("chown root"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_no_key_file_is_refused() {
+        let t = private_tmp();
+        let cases: [(&str, &[u8], &str); 5] = [
+            ("garbage", b"\xff\xfe", "not UTF-8"),
+            ("empty", b"", "not a key file"),
+            (
+                "short key",
+                b"format = 1\nvault_id = \"v\"\nkey = \"abcd\"\n",
+                "64 hex digits",
+            ),
+            (
+                "future",
+                b"format = 9\nvault_id = \"v\"\nkey = \"00\"\n",
+                "format 9",
+            ),
+            (
+                "extra",
+                b"format = 1\nvault_id = \"v\"\nkey = \"00\"\nmore = 1\n",
+                "not a key file",
+            ),
+        ];
+        for (name, text, says) in cases {
+            let path = t.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let e = KeyFile::read(&path).unwrap_err();
+            assert!(matches!(e, KeyError::KeyFileInvalid { .. }), "{name}: {e}");
+            assert!(e.to_string().contains(says), "{name}: {e}");
+        }
+        let e = KeyFile::read(&t.path().join("missing")).unwrap_err();
+        assert!(matches!(e, KeyError::KeyFileAccess(_)), "{e}");
+    }
+
+    #[test]
+    fn the_paper_key_round_trips_however_it_is_typed() {
+        let master = MasterKey::generate().unwrap();
+        let paper = master.paper_key();
+        let groups: Vec<&str> = paper.split('-').collect();
+        assert_eq!(groups.len(), PAPER_GROUPS);
+        assert!(groups
+            .iter()
+            .all(|g| g.len() == 4 && g.bytes().all(|c| CROCKFORD.contains(&c))));
+        let sloppy = paper
+            .to_lowercase()
+            .replace('-', " ")
+            .replace('0', "o")
+            .replace('1', "l");
+        for typed in [
+            paper.clone(),
+            sloppy,
+            format!("  {}\n", paper.replace('-', "")),
+        ] {
+            assert!(
+                same_keys(&MasterKey::from_paper_key(&typed).unwrap(), &master),
+                "{typed}"
+            );
+        }
+        // Known answer: the layout of the paper key is fixed for good.
+        let known = MasterKey::from_secret([0xA5; 32]).paper_key();
+        assert!(known.starts_with("MPJT-B9D5-MPJT"), "{known}");
+        assert!(same_keys(
+            &MasterKey::from_paper_key(&known).unwrap(),
+            &MasterKey::from_secret([0xA5; 32])
+        ));
+    }
+
+    #[test]
+    fn a_paper_key_typo_is_caught_and_its_group_named() {
+        let master = MasterKey::from_secret(std::array::from_fn(|i| (i * 37) as u8));
+        let paper = master.paper_key();
+        let mut named = 0;
+        for (i, c) in paper.char_indices().filter(|(_, c)| *c != '-') {
+            let group = i / 5 + 1;
+            let typo = if c == 'X' { 'Y' } else { 'X' };
+            let mut bad = paper.clone();
+            bad.replace_range(i..i + 1, &typo.to_string());
+            let e = MasterKey::from_paper_key(&bad).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("checksum does not match"), "{msg}");
+            if msg.contains(&format!("group {group} of 14")) {
+                named += 1;
+            } else {
+                assert!(
+                    !msg.contains("group "),
+                    "position {i}: a wrong group in {msg}"
+                );
+            }
+        }
+        assert!(named >= 54, "the group was named for {named} of 56 typos");
+        // Two neighbours swapped.
+        let mut chars: Vec<char> = paper.chars().collect();
+        let at = chars
+            .iter()
+            .zip(&chars[1..])
+            .position(|(a, b)| a != b && *a != '-' && *b != '-')
+            .unwrap();
+        chars.swap(at, at + 1);
+        let swapped: String = chars.into_iter().collect();
+        let e = MasterKey::from_paper_key(&swapped).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("group {} of 14", at / 5 + 1)),
+            "{e}"
+        );
+        // Wrong length and a character outside the alphabet are told apart.
+        let e = MasterKey::from_paper_key(&paper[..paper.len() - 2]).unwrap_err();
+        assert!(e.to_string().contains("54 characters"), "{e}");
+        let e = MasterKey::from_paper_key(&paper.replacen(&paper[..1], "U", 1)).unwrap_err();
+        assert!(e.to_string().contains("`U` (character 1"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_wiped_and_never_shown() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>(_: &T) {}
+        let master = MasterKey::generate().unwrap();
+        let keys = master.keys();
+        let kf = KeyFile::generate("vault-7").unwrap();
+        wiped_on_drop(&master);
+        wiped_on_drop(&keys);
+        wiped_on_drop(&kf);
+        let slot = KeySlot::for_key_file(&master, &kf, "lbl").unwrap();
+        let shown = format!("{master:?} {keys:?} {kf:?} {slot:?} {master:#?} {kf:#?}");
+        assert!(
+            shown.contains("vault-7") && shown.contains("lbl"),
+            "{shown}"
+        );
+        let secrets: [&[u8]; 5] = [
+            &master.secret,
+            keys.data_key(),
+            keys.name_key(),
+            &kf.kek,
+            &slot.wrapped,
+        ];
+        for secret in secrets {
+            assert!(!shown.contains(&hex(secret)), "{shown}");
+            assert!(!shown.contains(&hex(secret).to_uppercase()), "{shown}");
+            assert!(
+                !shown.contains(format!("{:?}", &secret[..3]).trim_end_matches(']')),
+                "{shown}"
+            );
+        }
+        let mut wiped = MasterKey::from_secret([9; 32]);
+        wiped.zeroize();
+        assert_eq!(wiped.secret, [0; 32]);
+        let mut wiped = KeyFile::generate("v").unwrap();
+        wiped.zeroize();
+        assert_eq!((wiped.kek, wiped.vault_id()), ([0; 32], "v"));
+    }
+
+    #[test]
+    fn a_passphrase_file_gives_its_first_line_bounded() {
+        let t = private_tmp();
+        let file = |name: &str, text: &[u8]| {
+            let p = t.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let p = file("crlf", b"s3cret pass\r\nsecond line\n");
+        assert_eq!(read_passphrase_file(&p).unwrap().as_str(), "s3cret pass");
+        let p = file("bare", b"no newline");
+        assert_eq!(
+            read_passphrase(Some(&p), "unused").unwrap().as_str(),
+            "no newline"
+        );
+        for (name, text, says) in [
+            ("empty", &b""[..], "is empty"),
+            ("blank", b"\nafter", "is empty"),
+            (
+                "long line",
+                &[b'a'; MAX_PASSPHRASE_LEN + 1][..],
+                "longer than 4096",
+            ),
+            ("binary", b"\xff\xfe\n", "not UTF-8"),
+        ] {
+            let e = read_passphrase_file(&file(name, text)).unwrap_err();
+            assert!(e.to_string().contains(says), "{name}: {e}");
+        }
+        let big = file(
+            "big",
+            &vec![b'a'; fsx::limits::PASSPHRASE_FILE as usize + 1],
+        );
+        let e = read_passphrase_file(&big).unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn a_passphrase_file_that_is_a_fifo_is_refused_without_waiting() {
+        let t = private_tmp();
+        let fifo = t.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_passphrase_file(&fifo).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        assert!(read_passphrase_file(Path::new("/dev/zero")).is_err());
+        assert!(read_passphrase_file(t.path()).is_err(), "a folder");
+    }
 }
