@@ -21,7 +21,8 @@
 //!   over all fields tells accidental damage ([`KeyError::SlotDamaged`] in both cases).
 //! - The **paper key** ([`MasterKey::paper_key`]) is the master key itself, printable:
 //!   Crockford base32 in 14 groups of 4 characters, the last group a checksum, so a typo is
-//!   caught before the key is tried. It opens the vault when every slot is lost, and can add
+//!   caught before the key is tried (and for one mistyped character or two swapped
+//!   neighbours, the group it is in is named). It opens the vault when every slot is lost, and can add
 //!   a new slot. Whoever holds it can read every backup of the vault.
 //!
 //! # Secrets in memory
