@@ -3,8 +3,12 @@
 //! BLAKE3, compression at several zstd levels, chunk write (`ChunkStore::put`, O_DIRECT)
 //! and chunk read (`ChunkStore::get`: read + decompress + re-hash).
 //!
-//! Run: `cargo bench --bench stages` (release build). Each figure is the best of several
-//! rounds (the machine may be shared: the best round is the least disturbed one).
+//! Also the cost of encryption: AES-256-GCM against ChaCha20-Poly1305 on 4 MiB messages,
+//! and the v2 codec's encode/decode with and without a key.
+//!
+//! Run: `cargo bench --bench stages` (release build; `-- aead` for the encryption part
+//! only). Each figure is the best of several rounds (the machine may be shared: the best
+//! round is the least disturbed one).
 //! `VMVAULT_BENCH_DIR` sets the folder for the files (default: the system temp folder).
 
 #[path = "support/image.rs"]
@@ -16,7 +20,9 @@ use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use vmvault::vault::store::{is_zero, ChunkStore, Digest};
+use vmvault::vault::codec::{BlobKind, Codec};
+use vmvault::vault::keys::MasterKey;
+use vmvault::vault::store::{digest_hex, is_zero, AlignedBuf, ChunkStore, Digest};
 
 const CHUNK: usize = MIB as usize;
 /// Chunks per round of each measurement.
@@ -44,12 +50,12 @@ fn line(what: &str, bytes: usize, d: Duration, extra: &str) {
 }
 
 fn main() {
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with('-') && a != "stages")
-    {
-        return;
-    }
+    let only_aead = match std::env::args().skip(1).find(|a| !a.starts_with('-')) {
+        None => false,
+        Some(f) if f == "stages" => false,
+        Some(f) if f == "aead" => true,
+        Some(_) => return,
+    };
     let base: PathBuf = std::env::var_os("VMVAULT_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
@@ -72,6 +78,11 @@ fn main() {
         .collect();
     let total = CHUNKS * CHUNK;
     println!("{CHUNKS} chunks of 1 MiB per round, best of {ROUNDS} rounds, one thread\n");
+    aead_and_codec(&text, &random);
+    if only_aead {
+        let _ = fs::remove_dir_all(&base);
+        return;
+    }
 
     // Read from the page cache (a file just written).
     let path = base.join("source.raw");
@@ -227,4 +238,97 @@ fn main() {
     drop(f);
     let _ = File::open(&path);
     let _ = fs::remove_dir_all(&base);
+}
+
+/// Encrypt and decrypt 4 MiB messages in place with `A` (one core).
+fn aead_speed<A: aes_gcm::aead::AeadInOut + aes_gcm::aead::KeyInit>(name: &str, msg: &[u8]) {
+    use aes_gcm::aead::{inout::InOutBuf, Key, Nonce};
+    const MESSAGES: usize = 8;
+    let mut key = Key::<A>::default();
+    key.fill(7);
+    let cipher = A::new(&key);
+    let nonce = Nonce::<A>::default();
+    let mut buf = msg.to_vec();
+    let d = best(|| {
+        for _ in 0..MESSAGES {
+            black_box(
+                cipher
+                    .encrypt_inout_detached(&nonce, b"aad", buf.as_mut_slice().into())
+                    .unwrap(),
+            );
+        }
+    });
+    let mb = |d: Duration| (MESSAGES * msg.len()) as f64 / 1e6 / d.as_secs_f64();
+    let enc = mb(d);
+    let mut ct_buf = msg.to_vec();
+    let tag = cipher
+        .encrypt_inout_detached(&nonce, b"aad", ct_buf.as_mut_slice().into())
+        .unwrap();
+    let d = best(|| {
+        for _ in 0..MESSAGES {
+            cipher
+                .decrypt_inout_detached(
+                    &nonce,
+                    b"aad",
+                    InOutBuf::new(&ct_buf, &mut buf).unwrap(),
+                    &tag,
+                )
+                .unwrap();
+        }
+    });
+    println!(
+        "{name:<44} encrypt {enc:>6.0} MB/s   decrypt {:>6.0} MB/s  (4 MiB messages)",
+        mb(d)
+    );
+}
+
+/// The AEADs side by side, then the v2 codec with and without a key.
+fn aead_and_codec(text: &[Vec<u8>], random: &[Vec<u8>]) {
+    let msg: Vec<u8> = random.iter().take(4).flatten().copied().collect();
+    aead_speed::<aes_gcm::Aes256Gcm>("AES-256-GCM (aes-gcm)", &msg);
+    aead_speed::<chacha20poly1305::ChaCha20Poly1305>("ChaCha20-Poly1305 (chacha20poly1305)", &msg);
+    let keys = MasterKey::generate().unwrap().keys();
+    let total = CHUNKS * CHUNK;
+    for (kind, data) in [("text", text), ("random", random)] {
+        for encrypted in [false, true] {
+            let mut codec = if encrypted {
+                Codec::encrypted(&keys, 3).unwrap()
+            } else {
+                Codec::plain(3).unwrap()
+            };
+            let names: Vec<String> = data
+                .iter()
+                .map(|c| digest_hex(&codec.chunk_name(c)))
+                .collect();
+            let blobs: Vec<Vec<u8>> = data
+                .iter()
+                .zip(&names)
+                .map(|(c, n)| codec.encode(BlobKind::Chunk, n, c).unwrap().to_vec())
+                .collect();
+            let what = if encrypted { "encrypted" } else { "plain" };
+            let d = best(|| {
+                for (c, n) in data.iter().zip(&names) {
+                    black_box(codec.encode(BlobKind::Chunk, n, c).unwrap());
+                }
+            });
+            line(
+                &format!("Codec::encode (zstd 3), {what}, {kind}"),
+                total,
+                d,
+                "",
+            );
+            let mut out = AlignedBuf::default();
+            let d = best(|| {
+                for (b, n) in blobs.iter().zip(&names) {
+                    black_box(codec.decode(BlobKind::Chunk, n, b, &mut out).unwrap());
+                }
+            });
+            line(
+                &format!("Codec::decode (+ name check), {what}, {kind}"),
+                total,
+                d,
+                "",
+            );
+        }
+    }
 }

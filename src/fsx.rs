@@ -72,6 +72,19 @@ pub enum FsxError {
     },
     #[error("{} already exists; vmvault never replaces a file: move it away or choose another name", .path.display())]
     Exists { path: PathBuf },
+    #[error("{} can be read by other users (mode {mode:04o}), and it holds a secret ({what}); vmvault refuses it, as ssh refuses a private key anyone can read. Fix: chmod 600 '{}'", .path.display(), .path.display())]
+    Exposed {
+        path: PathBuf,
+        what: &'static str,
+        mode: u32,
+    },
+    #[error("{} holds a secret ({what}) but belongs to {owner}, not to {me} who runs vmvault: {owner} could have replaced it. vmvault refuses it, as ssh refuses a key file of another user. Fix: use your own copy, or if the file is yours now: chown {me} '{}'", .path.display(), .path.display())]
+    SecretOwner {
+        path: PathBuf,
+        what: &'static str,
+        owner: String,
+        me: String,
+    },
 }
 
 impl FsxError {
@@ -782,6 +795,34 @@ impl Dir {
         .map_err(|e| FsxError::io(&to_path, e))
     }
 
+    /// Writes the new file `name` (mode `mode`) durably and whole: into a temp file of this
+    /// folder, synced, moved to `name` without replacing anything ([`FsxError::Exists`] if
+    /// something is there), and the folder synced. The temp file is removed on failure.
+    pub fn write_new(&self, name: impl AsRef<OsStr>, data: &[u8], mode: u32) -> Result<()> {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = name.as_ref();
+        check_name(name).map_err(|e| FsxError::io(self.path_of(name), e))?;
+        let temp = format!(
+            ".tmp-{}-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let write = || -> Result<()> {
+            let mut f = self.create_new(&temp, mode)?;
+            f.write_all(data)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| FsxError::io(self.path_of(&temp), e))?;
+            self.rename_noreplace(&temp, self, name)?;
+            self.sync()
+        };
+        write().inspect_err(|_| {
+            let _ = self.remove_file(&temp);
+        })
+    }
+
     /// Removes the file (or symlink) `name`; never follows it.
     pub fn remove_file(&self, name: impl AsRef<OsStr>) -> Result<()> {
         let name = name.as_ref();
@@ -1009,6 +1050,10 @@ pub mod limits {
     pub const AZURE_JSON: u64 = 4 << 20;
     /// A simulated subscription (a few hundred bytes per VM; `generate_vms` makes large ones).
     pub const SUBSCRIPTION: u64 = 16 << 20;
+    /// A vault's key file (a few hundred bytes of TOML).
+    pub const KEY_FILE: u64 = 64 << 10;
+    /// A passphrase file (only its first line is used).
+    pub const PASSPHRASE_FILE: u64 = 64 << 10;
 }
 
 /// Reads a file the user named as input (config, policy, Azure JSON): only a regular file
@@ -1016,6 +1061,37 @@ pub mod limits {
 /// socket or a device is refused without blocking, and a larger file is refused with its
 /// size and the limit.
 pub fn read_input_file(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
+    let (file, st) = open_input(path)?;
+    read_bounded(file, &st, path, limit, what)
+}
+
+/// Reads a file that holds a secret the user keeps (a key file) like [`read_input_file`],
+/// and refuses it, with the command that fixes it, when it belongs to another user
+/// ([`FsxError::SecretOwner`]) or its group or other users may read it
+/// ([`FsxError::Exposed`]).
+pub fn read_secret_file(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
+    let (file, st) = open_input(path)?;
+    let me = euid();
+    if st.st_uid != me {
+        return Err(FsxError::SecretOwner {
+            path: path.to_path_buf(),
+            what,
+            owner: user_name(st.st_uid),
+            me: user_name(me),
+        });
+    }
+    if st.st_mode & 0o077 != 0 {
+        return Err(FsxError::Exposed {
+            path: path.to_path_buf(),
+            what,
+            mode: st.st_mode & 0o7777,
+        });
+    }
+    read_bounded(file, &st, path, limit, what)
+}
+
+/// Opens a file the user named for reading: only a regular file, without blocking on a FIFO.
+fn open_input(path: &Path) -> Result<(File, libc::stat)> {
     let c = cstr(path.as_os_str()).map_err(|e| FsxError::io(path, e))?;
     // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
     // SAFETY: `c` is NUL-terminated; the fd is owned by the File on success.
@@ -1037,6 +1113,17 @@ pub fn read_input_file(path: &Path, limit: u64, what: &'static str) -> Result<Ve
             kind: kind_of(st.st_mode),
         });
     }
+    Ok((file, st))
+}
+
+/// Reads the whole of `file` (whose `fstat` is `st`), refusing more than `limit` bytes.
+fn read_bounded(
+    file: File,
+    st: &libc::stat,
+    path: &Path,
+    limit: u64,
+    what: &'static str,
+) -> Result<Vec<u8>> {
     let size = st.st_size as u64;
     if size > limit {
         return Err(FsxError::TooLarge {

@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod catalog;
+pub mod codec;
 pub mod folder;
+pub mod keys;
 pub mod lock;
 pub mod store;

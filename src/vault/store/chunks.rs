@@ -14,9 +14,10 @@
 //! The header carries no checksum of its own: every read re-hashes the decompressed bytes
 //! and compares them with the file's name, which covers header and payload alike.
 
+use super::Digest;
 use super::{digest_hex, StoreError, MAX_CHUNK_SIZE};
-use super::{is_zero, Digest};
 use crate::direct_io::{AlignedBuf, DirectFile};
+use crate::vault::codec::Compressor;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -34,13 +35,6 @@ pub(crate) const HEADER_LEN: usize = 16;
 pub const TEMP_PREFIX: &str = ".tmp-";
 /// zstd level used by [`ChunkStore::put`]; backups pass their own.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
-
-/// Size of each sample used to guess whether a chunk compresses.
-const SAMPLE_LEN: usize = 4096;
-/// Number of samples spread across a chunk.
-const SAMPLES: usize = 4;
-/// A chunk whose samples save less than this share (in 1/100) is stored raw without trying.
-const MIN_SAVING_PERCENT: usize = 3;
 
 /// Content-addressed chunk files under one folder.
 #[derive(Debug)]
@@ -192,9 +186,16 @@ impl ChunkStore {
         let md = f
             .metadata()
             .map_err(|e| StoreError::io(format!("reading chunk {}", path.display()), e))?;
+        if md.is_dir() {
+            // Not damage we may clear away: the folder may hold something.
+            return Err(StoreError::io(
+                format!("reading chunk {}", path.display()),
+                io::Error::from_raw_os_error(libc::EISDIR),
+            ));
+        }
         if !md.is_file() {
             return Err(corrupt(
-                "something other than a regular file (a FIFO, a device or a folder) is where the chunk file should be".into(),
+                "something other than a regular file (a FIFO or a device) is where the chunk file should be".into(),
             ));
         }
         let file_len = md.len();
@@ -378,30 +379,27 @@ impl ChunkStore {
     }
 }
 
-/// Compresses chunks with a reusable zstd context into a reusable, aligned file image;
-/// one per worker thread.
+/// Writes chunk files of format v1 with a reusable zstd context into a reusable, aligned
+/// file image; one per worker thread. Whether to compress is decided by the v2 codec's
+/// [`Compressor`], so both formats share it.
 pub struct ChunkEncoder {
-    cctx: zstd::bulk::Compressor<'static>,
+    compressor: Compressor,
     out: AlignedBuf,
-    sample_out: Vec<u8>,
 }
 
 impl ChunkEncoder {
     /// An encoder at zstd `level` (1 fastest … 19; 0 means zstd's default, 3).
     pub fn new(level: i32) -> Result<ChunkEncoder, StoreError> {
-        let cctx = zstd::bulk::Compressor::new(level).map_err(|e| {
-            StoreError::Invalid(format!("zstd compression level {level} is not usable: {e}"))
-        })?;
+        let compressor = Compressor::new(level).map_err(|e| StoreError::Invalid(e.to_string()))?;
         Ok(ChunkEncoder {
-            cctx,
+            compressor,
             out: AlignedBuf::default(),
-            sample_out: vec![0; zstd::zstd_safe::compress_bound(SAMPLE_LEN)],
         })
     }
 
     /// Bytes held by this encoder's buffers (for the memory accounting of pipelines).
     pub(crate) fn buffer_capacity(&self) -> usize {
-        self.out.capacity() + self.sample_out.capacity()
+        self.out.capacity() + self.compressor.buffer_capacity()
     }
 
     /// Allocates the buffer for chunks up to `max_len` bytes once, up front.
@@ -410,57 +408,24 @@ impl ChunkEncoder {
     }
 
     /// The chunk file for `raw`: header + payload, zstd when strictly smaller than `raw`,
-    /// else `raw` itself. Chunks whose samples do not compress are stored raw without
-    /// compressing the whole chunk (incompressible data costs only the samples).
+    /// else `raw` itself.
     pub(crate) fn encode(&mut self, raw: &[u8]) -> Result<&[u8], StoreError> {
-        let try_zstd = !raw.is_empty() && self.samples_compress(raw);
         let buf = self.out.get(HEADER_LEN + raw.len());
-        // The destination is one byte shorter than the input: zstd fails when the result
-        // would not be smaller, which is exactly when we keep the chunk raw.
-        let compressed = if try_zstd {
-            self.cctx
-                .compress_to_buffer(raw, &mut buf[HEADER_LEN..HEADER_LEN + raw.len() - 1])
-                .ok()
-        } else {
-            None
-        };
-        let (compression, payload_len) = match compressed {
+        let (head, payload) = buf.split_at_mut(HEADER_LEN);
+        let (compression, payload_len) = match self.compressor.compress_if_smaller(raw, payload) {
             Some(n) => (COMPRESSION_ZSTD, n),
             None => {
-                buf[HEADER_LEN..].copy_from_slice(raw);
+                payload.copy_from_slice(raw);
                 (COMPRESSION_NONE, raw.len())
             }
         };
-        buf[..4].copy_from_slice(&MAGIC);
-        buf[4] = FORMAT_V1;
-        buf[5] = compression;
-        buf[6..8].fill(0);
-        buf[8..12].copy_from_slice(&(raw.len() as u32).to_le_bytes());
-        buf[12..16].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        head[..4].copy_from_slice(&MAGIC);
+        head[4] = FORMAT_V1;
+        head[5] = compression;
+        head[6..8].fill(0);
+        head[8..12].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+        head[12..16].copy_from_slice(&(payload_len as u32).to_le_bytes());
         Ok(&buf[..HEADER_LEN + payload_len])
-    }
-
-    /// Whether a few 4 KiB samples spread across `raw` compress by at least
-    /// [`MIN_SAVING_PERCENT`]. Small chunks are always tried whole.
-    fn samples_compress(&mut self, raw: &[u8]) -> bool {
-        if raw.len() < 4 * SAMPLES * SAMPLE_LEN {
-            return true;
-        }
-        let stride = raw.len() / SAMPLES;
-        let mut sampled = 0;
-        let mut packed = 0;
-        for i in 0..SAMPLES {
-            let s = &raw[i * stride..i * stride + SAMPLE_LEN];
-            if is_zero(s) {
-                return true;
-            }
-            sampled += s.len();
-            packed += match self.cctx.compress_to_buffer(s, &mut self.sample_out[..]) {
-                Ok(n) => n,
-                Err(_) => s.len(),
-            };
-        }
-        packed * 100 < sampled * (100 - MIN_SAVING_PERCENT)
     }
 }
 

@@ -86,6 +86,7 @@ pub mod verify;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use crate::direct_io::AlignedBuf;
 pub use backup::{
     backup_disk, planned_read_bytes, BackupError, BackupParams, ChunkRegistry, DiskBackup,
     NewChunk, PinGuard, PinSet,
@@ -114,9 +115,14 @@ pub const BUFFER_BUDGET: usize = 32 * 1024 * 1024;
 
 /// Lower-case hex of a digest: the chunk's name on disk and in messages.
 pub fn digest_hex(d: &Digest) -> String {
+    hex(d)
+}
+
+/// Lower-case hex of any bytes.
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for b in d {
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         s.push(HEX[(b >> 4) as usize] as char);
         s.push(HEX[(b & 15) as usize] as char);
     }
@@ -125,10 +131,15 @@ pub fn digest_hex(d: &Digest) -> String {
 
 /// Parses 64 hex digits (either case) into a digest.
 pub fn parse_digest(s: &str) -> Option<Digest> {
-    if s.len() != 64 {
+    parse_hex(s)
+}
+
+/// Parses exactly `2 * N` hex digits (either case) into `N` bytes.
+pub fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
         return None;
     }
-    let mut d = [0u8; 32];
+    let mut d = [0u8; N];
     for (i, out) in d.iter_mut().enumerate() {
         *out = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
