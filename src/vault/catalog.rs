@@ -37,12 +37,24 @@ pub type Result<T> = std::result::Result<T, CatalogError>;
 impl CatalogError {
     /// Whether the catalog failed because its file system is full.
     pub fn is_full(&self) -> bool {
-        matches!(self, CatalogError::Sqlite { source, .. } if is_disk_full(source))
+        matches!(self, CatalogError::Sqlite { source, path } if is_disk_full(source, path))
     }
 }
 
-fn is_disk_full(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+/// Free space below which an I/O error of SQLite is taken for a full disk: SQLite reports
+/// "disk I/O error", not "database or disk is full", when it cannot grow its shared-memory
+/// file or create its WAL.
+const NEARLY_FULL_BYTES: u64 = 1024 * 1024;
+
+fn is_disk_full(e: &rusqlite::Error, path: &Path) -> bool {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => true,
+        Some(rusqlite::ErrorCode::SystemIoFailure) => path
+            .parent()
+            .and_then(|p| crate::fsx::free_space(p).ok())
+            .is_some_and(|(_, free)| free < NEARLY_FULL_BYTES),
+        _ => false,
+    }
 }
 
 /// What to do about the catalog's error, where vmvault knows: where the space ran out, or
@@ -52,7 +64,7 @@ fn hint(e: &rusqlite::Error, path: &Path) -> String {
     if matches!(e.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase)) {
         return format!(". The catalog is damaged. {RESTORE_CATALOG_ADVICE}");
     }
-    if !is_disk_full(e) {
+    if !is_disk_full(e, path) {
         return String::new();
     }
     match path.parent().and_then(crate::fsx::space_note) {
@@ -446,6 +458,23 @@ impl Catalog {
             .map_err(|e| self.sql(e))?;
         if !read_only {
             conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| self.sql(e))?;
+            // Keep catalog.db-wal and -shm when the last connection closes (the WAL file
+            // truncated to at most 4 MiB): a reader needs both, and on a file system that
+            // filled up meanwhile it could not create them again, so listings would fail
+            // with "disk I/O error" exactly when the administrator needs them.
+            let mut on: std::os::raw::c_int = 1;
+            // SAFETY: the handle is valid while `conn` is locked; PERSIST_WAL reads and
+            // writes one int through the pointer, which lives across the call.
+            unsafe {
+                rusqlite::ffi::sqlite3_file_control(
+                    conn.handle(),
+                    c"main".as_ptr(),
+                    rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+                    (&mut on as *mut std::os::raw::c_int).cast(),
+                );
+            }
+            conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
                 .map_err(|e| self.sql(e))?;
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(|e| self.sql(e))?;

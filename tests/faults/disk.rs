@@ -78,6 +78,48 @@ fn a_full_vault_disk_fails_the_backup_clearly_and_the_next_one_works() {
     ok(&["verify"]);
 }
 
+/// A disk full to the last byte: SQLite cannot create a file there, so listings work only
+/// because the catalog keeps its WAL and shared-memory files; a change fails naming the
+/// full file system, not with a bare "disk I/O error".
+#[test]
+fn a_disk_full_to_the_last_byte_still_lists_and_says_it_is_full() {
+    let env = Env::new();
+    let Some(disk) = Tmpfs::mount(&env, "tiny", "size=8m,mode=0700") else {
+        return;
+    };
+    let data = disk.0.join("data");
+    let run = |args: &[&str]| {
+        assert_cmd::Command::cargo_bin("vmvault")
+            .expect("binary")
+            .timeout(std::time::Duration::from_secs(120))
+            .arg("--config")
+            .arg(&env.config)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .expect("run vmvault")
+    };
+    let code = |args: &[&str]| {
+        let out = run(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code(&["discover"]).0, Some(0));
+    fill(&disk.0.join("fill"));
+    for args in [&["items"][..], &["jobs"], &["summary"]] {
+        let (c, err) = code(args);
+        assert_eq!(c, Some(0), "{args:?} on a full disk: {err}");
+    }
+    let (c, err) = code(&["register", "app01"]);
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains("0 B free of"), "{err}");
+    std::fs::remove_file(disk.0.join("fill")).expect("remove fill");
+    assert_eq!(code(&["register", "app01"]).0, Some(0));
+}
+
 /// Writes zeros into `path` until the file system is full.
 fn fill(path: &std::path::Path) {
     use std::io::Write;
