@@ -771,6 +771,10 @@ fn bad_input_files_each_give_their_error() {
         ("config/no-vault.toml", &["no [[vault]]"]),
         ("config/not-toml.toml", &[":4:", "expected `}`"]),
         (
+            "config/sim-latency.toml",
+            &[":4:", "snapshot_latency_ms", "0 to 600000"],
+        ),
+        (
             "config/sim-setting.toml",
             &[":4:", "failure_probability", "0 to 1"],
         ),
