@@ -817,6 +817,10 @@ fn bad_input_files_each_give_their_error() {
             &["dailySchedule.retentionDuration.count", "1..=9999"],
         ),
         (
+            "azure/duplicate-key.json",
+            &["line 8", "\"timeZone\" appears twice"],
+        ),
+        (
             "azure/foreign-offset.json",
             &["scheduleRunTimes", "+05:30", "America/Los_Angeles", "12:30"],
         ),
@@ -835,6 +839,7 @@ fn bad_input_files_each_give_their_error() {
             &["backupManagementType", "AzureIaasVM"],
         ),
         ("azure/time-zone.json", &["timeZone", "Mars Standard Time"]),
+        ("azure/utf16.json", &["UTF-16", "save it as UTF-8"]),
     ];
     let run = |file: &std::path::Path| -> String {
         let f = file.to_str().unwrap();

@@ -203,6 +203,19 @@ fn an_index_copied_from_another_point_is_refused() {
             .contains("copied from another point"),
         "{job:#}"
     );
+    // The summary names the index problem, and gives the advice for an index (a backup
+    // repairs chunks, not indexes).
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("1 damaged or missing disk index(es); 1 recovery point(s)"),
+        "{job:#}"
+    );
+    assert!(!message.contains("chunk"), "{job:#}");
+    let advice = job["error"]["recommendations"].to_string();
+    assert!(
+        advice.contains("points/") && !advice.contains("Back up the affected"),
+        "{advice}"
+    );
     let to = env.path("swapped");
     let (_, err) = env.fails_with(
         1,
