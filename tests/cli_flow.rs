@@ -760,6 +760,9 @@ fn bad_input_files_each_give_their_error() {
             "config/duplicate-vault.toml",
             &[":7:", "vault.name", "twice"],
         ),
+        ("config/empty-data-dir.toml", &[":1:", "data_dir is empty"]),
+        ("config/empty-log-file.toml", &[":1:", "log_file is empty"]),
+        ("config/empty-storage.toml", &[":4:", "storage is empty"]),
         (
             "config/gc-grace-too-long.toml",
             &[":4:", "gc_grace_minutes", "a year"],

@@ -67,6 +67,7 @@ const MAX_ERROR_CHARS: usize = 10_000;
 
 /// Entry point of the `vmvault` binary.
 pub fn main() -> ExitCode {
+    args::drop_empty_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
