@@ -923,3 +923,25 @@ fn bad_input_files_each_give_their_error() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// An environment variable of a global flag set but empty counts as unset; an empty value
+/// on the command line is refused.
+#[test]
+fn empty_environment_variables_count_as_unset_and_empty_flags_are_refused() {
+    let env = Env::new();
+    let mut cmd = assert_cmd::Command::cargo_bin("vmvault").unwrap();
+    let out = cmd
+        .env("VMVAULT_CONFIG", &env.config)
+        .env("VMVAULT_DATA_DIR", "")
+        .env("VMVAULT_VAULT", "")
+        .env("XDG_DATA_HOME", env.path("xdg"))
+        .args(["vaults", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let vaults: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(vaults[0]["name"], "test-we", "{vaults:#}");
+    let (_, err) = env.fails_with(2, &["--data-dir", "", "vaults"]);
+    assert!(err.contains("empty path"), "{err}");
+}
