@@ -151,6 +151,17 @@ struct ImageVm {
     error: Option<ProviderError>,
 }
 
+/// How much of an image `inspect` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Discovery: also that its data lies within its files (a truncated qcow2), which
+    /// costs a `qemu-img map`.
+    Whole,
+    /// Registration and backup: what opening it needs; a backup checks the map when it
+    /// opens the image.
+    Opened,
+}
+
 /// What a look at the folder found.
 struct Scan {
     vms: Vec<ImageVm>,
@@ -247,14 +258,14 @@ impl ImagesProvider {
                 continue;
             }
             if entry.is_dir() {
-                let vm = self.folder_vm(&entry, &name, &roots, cancel)?;
+                let vm = self.folder_vm(&entry, &name, &roots, Check::Whole, cancel)?;
                 if !vm.disks.is_empty() || vm.error.is_some() {
                     vms.push(vm);
                 }
             } else if let Some(format) = format_of_name(&entry) {
                 vms.push(ImageVm {
                     stem: stem_of(&name),
-                    disks: vec![self.inspect(&entry, format, &roots, cancel)?],
+                    disks: vec![self.inspect(&entry, format, &roots, Check::Whole, cancel)?],
                     rel: name,
                     error: None,
                 });
@@ -317,6 +328,7 @@ impl ImagesProvider {
         dir: &Path,
         name: &str,
         roots: &Roots,
+        check: Check,
         cancel: &CancelToken,
     ) -> Result<ImageVm, ProviderError> {
         let mut vm = ImageVm {
@@ -340,7 +352,8 @@ impl ImagesProvider {
         for f in images {
             cancel.check()?;
             if let Some(format) = format_of_name(&f) {
-                vm.disks.push(self.inspect(&f, format, roots, cancel)?);
+                vm.disks
+                    .push(self.inspect(&f, format, roots, check, cancel)?);
             }
         }
         Ok(vm)
@@ -354,6 +367,7 @@ impl ImagesProvider {
         path: &Path,
         format: &str,
         roots: &Roots,
+        check: Check,
         cancel: &CancelToken,
     ) -> Result<Result<ImageDisk, BadDisk>, ProviderError> {
         let file_name = file_name(path);
@@ -364,7 +378,7 @@ impl ImagesProvider {
                 Err(e) => return Err(e),
             };
             // The map of an image in use changes under us; its backup checks it when read.
-            if !in_use {
+            if !in_use && check == Check::Whole {
                 chain.check_complete(cancel)?;
             }
             Ok((chain, info, in_use))
@@ -426,14 +440,14 @@ impl ImagesProvider {
         qemu::require_tool("qemu-img")?;
         let path = self.root.join(rel_path);
         let found = if path.is_dir() {
-            self.folder_vm(&path, rel, &roots, cancel)?
+            self.folder_vm(&path, rel, &roots, Check::Opened, cancel)?
         } else if let Some(format) =
             format_of_name(&path).filter(|_| std::fs::symlink_metadata(&path).is_ok())
         {
             ImageVm {
                 rel: rel.to_string(),
                 stem: vm.name.clone(),
-                disks: vec![self.inspect(&path, format, &roots, cancel)?],
+                disks: vec![self.inspect(&path, format, &roots, Check::Opened, cancel)?],
                 error: None,
             }
         } else {
