@@ -209,6 +209,18 @@ impl Config {
                 "no [[vault]] is defined: add one (see config.example.toml)".into(),
             ));
         }
+        // An empty path is no path: it would mean the working folder (or the config's).
+        for (key, path, default) in [
+            ("data_dir", &self.data_dir, "the XDG data folder"),
+            ("log_file", &self.log_file, "<data_dir>/vmvault.log"),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(err(
+                    key,
+                    format!("{key} is empty, expected a path (remove the key for the default, {default})"),
+                ));
+            }
+        }
         if self.engine.max_concurrent_jobs == 0 || self.engine.max_concurrent_jobs > 64 {
             return Err(err(
                 "max_concurrent_jobs",
@@ -269,6 +281,12 @@ impl Config {
             }
             if v.region.trim().is_empty() {
                 return Err(err(&at, format!("vault \"{}\": region is empty, expected a region name such as \"westeurope\"", v.name)));
+            }
+            if v.storage.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(err(
+                    "storage",
+                    format!("vault \"{}\": storage is empty, expected a folder (remove the key for the default, <data_dir>/vaults/{})", v.name, v.name),
+                ));
             }
             if !v.chunk_size_kib.is_power_of_two() || !(64..=16384).contains(&v.chunk_size_kib) {
                 return Err(err(

@@ -1149,19 +1149,35 @@ fn read_bounded(
     Ok(buf)
 }
 
-/// Like [`read_input_file`], as UTF-8 text.
+/// Like [`read_input_file`], as UTF-8 text ([`input_text`]).
 pub fn read_input_text(path: &Path, limit: u64, what: &'static str) -> Result<String> {
     let bytes = read_input_file(path, limit, what)?;
+    input_text(bytes)
+        .map_err(|message| FsxError::io(path, io::Error::new(io::ErrorKind::InvalidData, message)))
+}
+
+/// The text of a file a user gave: UTF-8, with a leading byte order mark dropped (Windows
+/// editors write one); UTF-16 and UTF-32 (a byte order mark, or NUL bytes, which no text
+/// holds) are refused with what to do, rather than parsed into nonsense errors.
+pub fn input_text(mut bytes: Vec<u8>) -> std::result::Result<String, String> {
+    const RESAVE: &str = "save it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)";
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        bytes.drain(..3);
+    }
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(format!(
+            "UTF-16 or UTF-32 text (it starts with a byte order mark); {RESAVE}"
+        ));
+    }
+    if let Some(at) = bytes.iter().position(|b| *b == 0) {
+        return Err(format!(
+            "not text: a NUL byte at offset {at} (UTF-16 or UTF-32 text, or a binary file); {RESAVE}"
+        ));
+    }
     String::from_utf8(bytes).map_err(|e| {
-        FsxError::io(
-            path,
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "not UTF-8 text (invalid byte at offset {})",
-                    e.utf8_error().valid_up_to()
-                ),
-            ),
+        format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
         )
     })
 }
@@ -1169,6 +1185,23 @@ pub fn read_input_text(path: &Path, limit: u64, what: &'static str) -> Result<St
 #[cfg(test)]
 mod free_space_tests {
     use super::*;
+
+    #[test]
+    fn input_text_drops_a_bom_and_refuses_utf16() {
+        assert_eq!(input_text(b"\xEF\xBB\xBF{}".to_vec()).unwrap(), "{}");
+        let utf16: Vec<u8> = "{\"a\": 1}"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let e = input_text(utf16.clone()).unwrap_err();
+        assert!(e.contains("UTF-16") && e.contains("offset 1"), "{e}");
+        let mut bom = vec![0xFF, 0xFE];
+        bom.extend(utf16);
+        assert!(input_text(bom).unwrap_err().contains("byte order mark"));
+        assert!(input_text(vec![b'a', 0xC3])
+            .unwrap_err()
+            .contains("not UTF-8"));
+    }
 
     #[test]
     fn free_space_is_asked_of_the_nearest_existing_folder() {

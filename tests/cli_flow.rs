@@ -760,6 +760,9 @@ fn bad_input_files_each_give_their_error() {
             "config/duplicate-vault.toml",
             &[":7:", "vault.name", "twice"],
         ),
+        ("config/empty-data-dir.toml", &[":1:", "data_dir is empty"]),
+        ("config/empty-log-file.toml", &[":1:", "log_file is empty"]),
+        ("config/empty-storage.toml", &[":4:", "storage is empty"]),
         (
             "config/gc-grace-too-long.toml",
             &[":4:", "gc_grace_minutes", "a year"],
@@ -770,6 +773,10 @@ fn bad_input_files_each_give_their_error() {
         ),
         ("config/no-vault.toml", &["no [[vault]]"]),
         ("config/not-toml.toml", &[":4:", "expected `}`"]),
+        (
+            "config/sim-latency.toml",
+            &[":4:", "snapshot_latency_ms", "0 to 600000"],
+        ),
         (
             "config/sim-setting.toml",
             &[":4:", "failure_probability", "0 to 1"],
@@ -813,6 +820,10 @@ fn bad_input_files_each_give_their_error() {
             &["dailySchedule.retentionDuration.count", "1..=9999"],
         ),
         (
+            "azure/duplicate-key.json",
+            &["line 8", "\"timeZone\" appears twice"],
+        ),
+        (
             "azure/foreign-offset.json",
             &["scheduleRunTimes", "+05:30", "America/Los_Angeles", "12:30"],
         ),
@@ -831,6 +842,7 @@ fn bad_input_files_each_give_their_error() {
             &["backupManagementType", "AzureIaasVM"],
         ),
         ("azure/time-zone.json", &["timeZone", "Mars Standard Time"]),
+        ("azure/utf16.json", &["UTF-16", "save it as UTF-8"]),
     ];
     let run = |file: &std::path::Path| -> String {
         let f = file.to_str().unwrap();
@@ -910,4 +922,26 @@ fn bad_input_files_each_give_their_error() {
         let (_, err) = env.fails_with(2, args);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// An environment variable of a global flag set but empty counts as unset; an empty value
+/// on the command line is refused.
+#[test]
+fn empty_environment_variables_count_as_unset_and_empty_flags_are_refused() {
+    let env = Env::new();
+    let mut cmd = assert_cmd::Command::cargo_bin("vmvault").unwrap();
+    let out = cmd
+        .env("VMVAULT_CONFIG", &env.config)
+        .env("VMVAULT_DATA_DIR", "")
+        .env("VMVAULT_VAULT", "")
+        .env("XDG_DATA_HOME", env.path("xdg"))
+        .args(["vaults", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let vaults: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(vaults[0]["name"], "test-we", "{vaults:#}");
+    let (_, err) = env.fails_with(2, &["--data-dir", "", "vaults"]);
+    assert!(err.contains("empty path"), "{err}");
 }

@@ -337,3 +337,142 @@ fn a_killed_restore_leaves_no_half_written_file_once_the_vault_reopens() {
     }
     panic!("no restore was caught half-way in 30 attempts");
 }
+
+/// A VM whose name looks like an option is a value, never an option, in the command line
+/// `--no-wait` builds for its background process (`vmvault detached …`).
+#[test]
+fn no_wait_passes_a_vm_named_like_an_option_as_a_value() {
+    let env = Env::with_config(|dir| {
+        let sub = dir.join("subscription.toml");
+        std::fs::write(
+            &sub,
+            "name = \"t\"\nseed = 1\norigin = \"2025-01-01\"\n\n[[vm]]\nname = \"--help\"\n\
+             cloud_service = \"lab\"\nregion = \"westeurope\"\nos = \"Linux\"\n\
+             size = \"Standard_B1s\"\npower_state = \"Running\"\n\
+             disks = [ { capacity_gib = 1, allocated_mib = 8, content = \"os\" } ]\n",
+        )
+        .unwrap();
+        format!(
+            "[[vault]]\nname = \"v\"\nregion = \"westeurope\"\nsource = {{ {FAST_SIM}, subscription = \"{}\" }}\n",
+            sub.display()
+        )
+    });
+    env.ok(&["discover"]);
+    env.ok(&["register", "--", "--help"]);
+    env.ok(&["protect", "--policy", "DefaultPolicy", "--", "--help"]);
+    let wait_completed = |id: &str| {
+        wait_until(120, "the background job to complete", || {
+            let out = env.run(&["job", id, "--json"]);
+            serde_json::from_slice::<Value>(&out.stdout)
+                .map(|j| j["status"] == "Completed")
+                .unwrap_or(false)
+        })
+    };
+    let out = env.ok(&["backup", "--no-wait", "--", "--help"]);
+    let id = out.trim();
+    assert_eq!(id.len(), 36, "a job id: {out}");
+    wait_completed(id);
+    let points: Value =
+        serde_json::from_str(&env.ok(&["points", "--json", "--", "--help"])).unwrap();
+    let point = points[0]["id"].as_str().expect("a point").to_string();
+    let to = env.path("-restored");
+    let out = env.ok(&[
+        "restore",
+        "--no-wait",
+        "--point",
+        &point,
+        "--to",
+        to.to_str().unwrap(),
+        "--",
+        "--help",
+    ]);
+    let id = out.trim();
+    assert_eq!(id.len(), 36, "a job id: {out}");
+    wait_completed(id);
+    assert!(to.join("--help-disk0.raw").is_file());
+}
+
+/// SIGTERM and SIGHUP stop a command the way `vmvault cancel` does: the running job is
+/// cancelled and recorded as Cancelled (not left for the next run to find interrupted),
+/// nothing is committed, and the exit code is 3 (cancelled).
+#[test]
+fn sigterm_and_sighup_cancel_the_running_backup_cleanly() {
+    let env = Env::with_source("read_throughput_mib_s = 4");
+    env.protect(&["app01"]);
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        let child = env
+            .std_cmd()
+            .args(["backup", "app01"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until(60, "the backup to start", || running_backup(&env).is_some());
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "signal {signal}: {err}");
+        assert!(err.contains("the job(s) were cancelled"), "{err}");
+        let jobs = env.json(&["jobs", "--operation", "Backup"]);
+        assert_eq!(jobs[0]["status"], "Cancelled", "{jobs:#}");
+        assert_eq!(jobs[0]["error"]["code"], "OperationCancelled", "{jobs:#}");
+    }
+    assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 0);
+}
+
+/// `vmvault run` stops on SIGTERM without starting anything: the scheduled backups it
+/// runs are cancelled, and no clean-up (Prune, GarbageCollect) follows them.
+#[test]
+fn vmvault_run_stops_on_sigterm_without_starting_new_work() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    // A point that expires in two days, so that a clean-up would have work after the
+    // next backup; then the scheduled backup is due at once.
+    let now = env.ok(&["sim", "now"]);
+    let now = chrono::DateTime::parse_from_rfc3339(now.trim()).unwrap();
+    let expiry = (now + chrono::Duration::days(2))
+        .format("%Y-%m-%d")
+        .to_string();
+    env.ok(&["backup", "app01", "--retain-until", &expiry]);
+    env.ok(&["sim", "advance", "5d", "--offline"]);
+    // Slow snapshots from now on: the scheduled backup is running when the signal comes.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        config.replace("snapshot_latency_ms = 0", "snapshot_latency_ms = 600000"),
+    )
+    .unwrap();
+    let child = env
+        .std_cmd()
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(60, "the scheduled backup to start", || {
+        running_backup(&env).is_some()
+    });
+    let before = env.json(&["jobs"]).as_array().unwrap().len();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let jobs = env.json(&["jobs"]);
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(
+        jobs.len(),
+        before,
+        "no job started after the signal: {jobs:#?}"
+    );
+    assert!(
+        jobs.iter()
+            .all(|j| j["status"] != "InProgress" && j["status"] != "Cancelling"),
+        "{jobs:#?}"
+    );
+    assert_eq!(jobs[0]["operation"], "Backup", "{jobs:#?}");
+    assert_eq!(jobs[0]["status"], "Cancelled", "{jobs:#?}");
+}

@@ -83,6 +83,13 @@ impl Setup {
         let vault = config.select_vault(vault)?.clone();
         let data_dir = config.data_dir(data_dir)?;
         config.check_vault_folders(&data_dir)?;
+        for v in &config.vaults {
+            let catalog = config
+                .vault_dir(v, &data_dir)
+                .join(crate::vault::catalog::CATALOG_FILE);
+            crate::vault::catalog::check_path_length(&catalog)
+                .map_err(|e| AppError::usage(format!("vault {}: {e}", v.name)))?;
+        }
         let data = crate::fsx::Dir::open_private(&data_dir, true)
             .map_err(|e| AppError::failed(format!("data folder: {e}")))?;
         init_logging(&config, &data);

@@ -13,23 +13,49 @@ use std::path::PathBuf;
                   Without a command, opens the console. With no configuration file, uses the embedded \
                   default: a simulated subscription and one vault per region in your data folder.",
     after_help = "Exit codes: 0 success, 1 the operation failed (a job Failed), 2 bad usage or bad input \
-                  (nothing was changed), 3 a job was cancelled (by `vmvault cancel`, the console or a \
-                  shutdown), 130 interrupted by Ctrl-C (its jobs were cancelled). `vmvault job ID --wait` \
+                  (nothing was changed), 3 a job was cancelled (by `vmvault cancel`, the console, SIGTERM, \
+                  SIGHUP or a shutdown), 130 interrupted by Ctrl-C (its jobs were cancelled). `vmvault job ID --wait` \
                   exits with the job's code.",
     args_override_self = true
 )]
 pub struct Cli {
     /// Configuration file (default: ~/.config/vmvault/config.toml, else the embedded default)
-    #[arg(long, global = true, env = "VMVAULT_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "VMVAULT_CONFIG", value_name = "FILE", value_parser = non_empty_path)]
     pub config: Option<PathBuf>,
     /// Data folder holding the vaults (default: ~/.local/share/vmvault)
-    #[arg(long, global = true, env = "VMVAULT_DATA_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "VMVAULT_DATA_DIR", value_name = "DIR", value_parser = non_empty_path)]
     pub data_dir: Option<PathBuf>,
     /// Vault to use (default: the config's default_vault, else the first)
-    #[arg(long, global = true, env = "VMVAULT_VAULT", value_name = "NAME")]
+    #[arg(long, global = true, env = "VMVAULT_VAULT", value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub vault: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The environment variables of the global flags. Set but empty, each counts as unset
+/// ([`drop_empty_env`]), as `VMVAULT_CONFIG= vmvault …` is meant to clear it.
+pub const ENV_FLAGS: [&str; 3] = ["VMVAULT_CONFIG", "VMVAULT_DATA_DIR", "VMVAULT_VAULT"];
+
+/// Removes the empty ones of [`ENV_FLAGS`] from the environment. Called first thing in
+/// `main`, before any other thread exists (changing the environment is not thread-safe).
+pub fn drop_empty_env() {
+    for var in ENV_FLAGS {
+        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(var);
+        }
+    }
+}
+
+/// A path given on the command line: an empty one names nothing (it would mean the working
+/// folder).
+fn non_empty_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err(
+            "an empty path names nothing; give a path (or leave the option out for the default)"
+                .into(),
+        );
+    }
+    Ok(PathBuf::from(s))
 }
 
 #[derive(Debug, Subcommand)]
@@ -320,7 +346,8 @@ pub enum SimCommand {
     /// Print the simulated clock
     Now(JsonFlag),
     /// Move the simulated clock forward (e.g. 800d, 12h, 2w; at most 100 years), running every
-    /// scheduled backup and clean-up in between; Ctrl-C stops after the current step (exit 130)
+    /// scheduled backup and clean-up in between; Ctrl-C, SIGTERM or SIGHUP stops after the
+    /// current step (exit 130)
     Advance(SimAdvance),
     /// Write what a simulated disk held at a time as a sparse raw image
     ExportDisk(SimExport),

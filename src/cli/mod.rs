@@ -32,6 +32,7 @@ use crate::vault::catalog::JobFilter;
 use args::*;
 use clap::Parser;
 use serde_json::{json, Value};
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,6 +68,7 @@ const MAX_ERROR_CHARS: usize = 10_000;
 
 /// Entry point of the `vmvault` binary.
 pub fn main() -> ExitCode {
+    args::drop_empty_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -178,35 +180,38 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Verify(a) => verify(&setup, &a).await,
         Command::StopProtection(a) => {
-            let engine = setup.open(OpenMode::Exclusive)?;
+            let engine = open_owner(&setup)?;
             let item = engine.resolve_item(&a.vm)?;
             let id = engine.stop_protection(&item, a.delete_data)?;
             wait_and_report(&engine, &[id], a.json).await
         }
         Command::ResumeProtection(a) => {
-            let engine = setup.open(OpenMode::Exclusive)?;
+            let engine = open_owner(&setup)?;
             let item = engine.resolve_item(&a.vm)?;
             let id = engine.resume_protection(&item, &a.policy)?;
             wait_and_report(&engine, &[id], a.json).await
         }
         Command::Undelete(a) => {
-            let engine = setup.open(OpenMode::Exclusive)?;
+            let engine = open_owner(&setup)?;
             let item = engine.resolve_item(&a.vm)?;
             let id = engine.undelete(&item)?;
             wait_and_report(&engine, &[id], a.json).await
         }
         Command::Policy(p) => policy(&setup, p).await,
         Command::Prune(a) => {
-            let engine = setup.open(OpenMode::Exclusive)?;
-            match engine.prune_now().await? {
-                Some(job) => report_finished(&engine, &[job], a.json),
-                None => Ok(0),
-            }
+            let engine = open_owner(&setup)?;
+            let (job, signal) = until_stopped(&engine, engine.prune_now()).await?;
+            let code = match job? {
+                Some(job) => report_finished(&engine, &[job], a.json)?,
+                None => exit::OK,
+            };
+            stopped_outcome(signal, code)
         }
         Command::Gc(a) => {
-            let engine = setup.open(OpenMode::Exclusive)?;
-            let job = engine.gc_now().await?;
-            report_finished(&engine, &[job], a.json)
+            let engine = open_owner(&setup)?;
+            let (job, signal) = until_stopped(&engine, engine.gc_now()).await?;
+            let code = report_finished(&engine, &[job?], a.json)?;
+            stopped_outcome(signal, code)
         }
         Command::Run => run_headless(&setup).await,
         Command::Sim(s) => sim(&setup, s).await,
@@ -214,23 +219,41 @@ async fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-/// Global flags to hand to a detached child.
+/// Global flags to hand to a detached child, each value joined to its flag (`--config=…`)
+/// and kept as the OS gave it (a path need not be UTF-8).
 fn cli_globals(
     config: &Option<PathBuf>,
     data_dir: &Option<PathBuf>,
     vault: &Option<String>,
-) -> Vec<String> {
+) -> Vec<OsString> {
     let mut v = Vec::new();
     if let Some(c) = config {
-        v.extend(["--config".to_string(), c.display().to_string()]);
+        v.push(option_arg("config", c.as_os_str()));
     }
     if let Some(d) = data_dir {
-        v.extend(["--data-dir".to_string(), d.display().to_string()]);
+        v.push(option_arg("data-dir", d.as_os_str()));
     }
     if let Some(n) = vault {
-        v.extend(["--vault".to_string(), n.clone()]);
+        v.push(option_arg("vault", n.as_ref()));
     }
     v
+}
+
+/// `--name=value`: one argument, so a value starting with `-` is never taken for a flag.
+fn option_arg(name: &str, value: &std::ffi::OsStr) -> OsString {
+    let mut arg = OsString::from(format!("--{name}="));
+    arg.push(value);
+    arg
+}
+
+/// The arguments of a `--no-wait` child: `detached WHAT --option=value… -- VM`. Values are
+/// joined to their options and the VM comes after `--`: no user value can become an
+/// option of the child (a VM named `--help`).
+fn detached_args(what: &str, vm: &str, options: &[(&str, &std::ffi::OsStr)]) -> Vec<OsString> {
+    let mut args = vec![OsString::from("detached"), OsString::from(what)];
+    args.extend(options.iter().map(|(name, value)| option_arg(name, value)));
+    args.extend([OsString::from("--"), OsString::from(vm)]);
+    args
 }
 
 fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
@@ -276,7 +299,7 @@ fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
 }
 
 async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {
-    let engine = setup.open(OpenMode::Exclusive)?;
+    let engine = open_owner(setup)?;
     let id = engine.discover()?;
     if !as_json && stdout_is_tty() {
         outln!("Discovering virtual machines… (job {id})");
@@ -413,7 +436,7 @@ fn resolve_all(engine: &Engine, names: &[String]) -> Result<Vec<Item>> {
 }
 
 async fn register(setup: &Setup, a: &RegisterArgs) -> Result<u8> {
-    let engine = setup.open(OpenMode::Exclusive)?;
+    let engine = open_owner(setup)?;
     let items = resolve_all(&engine, &a.vms)?;
     let ids = engine.register(&items)?;
     if a.no_wait {
@@ -423,13 +446,13 @@ async fn register(setup: &Setup, a: &RegisterArgs) -> Result<u8> {
 }
 
 async fn protect(setup: &Setup, a: &ProtectArgs) -> Result<u8> {
-    let engine = setup.open(OpenMode::Exclusive)?;
+    let engine = open_owner(setup)?;
     let items = resolve_all(&engine, &a.vms)?;
     let ids = engine.protect(&items, &a.policy)?;
     wait_and_report(&engine, &ids, a.json).await
 }
 
-async fn backup(setup: &Setup, globals: &[String], a: &BackupArgs) -> Result<u8> {
+async fn backup(setup: &Setup, globals: &[OsString], a: &BackupArgs) -> Result<u8> {
     let retain_until = a
         .retain_until
         .as_deref()
@@ -438,19 +461,21 @@ async fn backup(setup: &Setup, globals: &[String], a: &BackupArgs) -> Result<u8>
         })
         .transpose()?;
     if a.no_wait {
-        let mut args = vec!["detached".to_string(), "backup".to_string(), a.vm.clone()];
-        if let Some(r) = &a.retain_until {
-            args.extend(["--retain-until".to_string(), r.clone()]);
-        }
+        let options: Vec<(&str, &std::ffi::OsStr)> = a
+            .retain_until
+            .iter()
+            .map(|r| ("retain-until", r.as_ref()))
+            .collect();
+        let args = detached_args("backup", &a.vm, &options);
         return spawn_detached(setup, globals, args, a.json).await;
     }
-    let engine = setup.open(OpenMode::Exclusive)?;
+    let engine = open_owner(setup)?;
     let item = engine.resolve_item(&a.vm)?;
     let id = engine.backup_now(&item, retain_until)?;
     wait_and_report(&engine, &[id], a.json).await
 }
 
-async fn restore(setup: &Setup, globals: &[String], a: &RestoreArgs) -> Result<u8> {
+async fn restore(setup: &Setup, globals: &[OsString], a: &RestoreArgs) -> Result<u8> {
     let format = RestoreFormat::parse(&a.format).ok_or_else(|| {
         AppError::usage(format!(
             "--format {}: expected raw, qcow2, vhd or vmdk",
@@ -459,20 +484,18 @@ async fn restore(setup: &Setup, globals: &[String], a: &RestoreArgs) -> Result<u
     })?;
     if a.no_wait {
         let to = std::path::absolute(&a.to).unwrap_or_else(|_| a.to.clone());
-        let args = vec![
-            "detached".to_string(),
-            "restore".to_string(),
-            a.vm.clone(),
-            "--point".to_string(),
-            a.point.clone(),
-            "--to".to_string(),
-            to.display().to_string(),
-            "--format".to_string(),
-            a.format.clone(),
-        ];
+        let args = detached_args(
+            "restore",
+            &a.vm,
+            &[
+                ("point", a.point.as_ref()),
+                ("to", to.as_os_str()),
+                ("format", a.format.as_ref()),
+            ],
+        );
         return spawn_detached(setup, globals, args, a.json).await;
     }
-    let engine = setup.open(OpenMode::Exclusive)?;
+    let engine = open_owner(setup)?;
     let item = engine.resolve_item(&a.vm)?;
     let point = engine.resolve_point(&item, &a.point)?;
     let id = engine.restore(&item, &point, &a.to, format)?;
@@ -483,8 +506,8 @@ async fn restore(setup: &Setup, globals: &[String], a: &RestoreArgs) -> Result<u
 /// prints the job id once the child has created the job.
 async fn spawn_detached(
     _setup: &Setup,
-    globals: &[String],
-    args: Vec<String>,
+    globals: &[OsString],
+    args: Vec<OsString>,
     as_json: bool,
 ) -> Result<u8> {
     use std::io::BufRead;
@@ -536,7 +559,7 @@ async fn spawn_detached(
 
 /// The child side of `--no-wait`.
 async fn detached(setup: &Setup, a: &DetachedArgs) -> Result<u8> {
-    let engine = setup.open(OpenMode::Exclusive)?;
+    let engine = open_owner(setup)?;
     let item = engine.resolve_item(&a.vm)?;
     let id = match a.what.as_str() {
         "backup" => {
@@ -564,8 +587,8 @@ async fn detached(setup: &Setup, a: &DetachedArgs) -> Result<u8> {
     outln!("{id}");
     let _ = std::io::stdout().flush();
     detach_stdio();
-    let job = engine.wait_job(&id).await?;
-    Ok(exit_code_of(&[job]))
+    let jobs = wait_jobs(&engine, &[id], false).await?;
+    Ok(exit_code_of(&jobs))
 }
 
 /// Points stdout and stderr at /dev/null (the parent stopped reading them).
@@ -596,7 +619,9 @@ fn print_started(engine: &Engine, ids: &[String], as_json: bool) -> Result<u8> {
     Ok(0)
 }
 
-/// Waits for jobs, drawing a progress bar on a terminal; Ctrl-C cancels them.
+/// Waits for jobs, drawing a progress bar on a terminal. A stop signal (Ctrl-C, SIGTERM,
+/// SIGHUP) stops the engine: the jobs end as Cancelled, and the error carries the signal's
+/// exit code (unless every job had completed anyway).
 async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job>> {
     let mut rx = engine.subscribe();
     let mut bars: Vec<progress::Bar> = ids
@@ -610,9 +635,8 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
         })
         .collect();
     let mut finished: Vec<Option<Job>> = vec![None; ids.len()];
-    let mut interrupted = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut signals = StopSignals::new()?;
+    let mut stopped_by = None;
     loop {
         for (id, slot) in ids.iter().zip(finished.iter_mut()) {
             if slot.is_none() {
@@ -623,17 +647,14 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
             break;
         }
         tokio::select! {
-            _ = &mut ctrl_c, if !interrupted => {
-                interrupted = true;
+            signal = signals.recv(), if stopped_by.is_none() => {
                 for b in &mut bars { b.clear(); }
-                errln!("Interrupted: cancelling {} job(s)…", ids.len());
-                for id in ids {
-                    let _ = engine.cancel_job(id);
-                }
+                stop_engine(engine, signal);
+                stopped_by = Some(signal);
             }
             ev = rx.recv() => {
                 match ev {
-                    Ok(Event::JobProgress(p)) => {
+                    Ok(Event::JobProgress(p)) if stopped_by.is_none() => {
                         if let Some(i) = ids.iter().position(|id| *id == p.id) {
                             bars[i].draw(&p);
                         }
@@ -650,13 +671,145 @@ async fn wait_jobs(engine: &Engine, ids: &[String], bar: bool) -> Result<Vec<Job
         b.clear();
     }
     let jobs: Vec<Job> = finished.into_iter().flatten().collect();
-    if interrupted {
-        return Err(AppError {
-            code: exit::INTERRUPTED,
-            message: "interrupted: the job(s) were cancelled".into(),
-        });
-    }
+    stopped_outcome(stopped_by, exit_code_of(&jobs))?;
     Ok(jobs)
+}
+
+/// A signal that stops a command: Ctrl-C, SIGTERM (`kill`, a service manager), SIGHUP (the
+/// terminal closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "Ctrl-C",
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Hangup => "SIGHUP",
+        }
+    }
+
+    /// Ctrl-C exits 130 as shells report it; SIGTERM and SIGHUP exit as for a cancel.
+    fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => exit::INTERRUPTED,
+            StopSignal::Terminate | StopSignal::Hangup => exit::CANCELLED,
+        }
+    }
+}
+
+/// The stop signal this process got, if any ([`listen_for_stop_signals`]).
+static STOP_SIGNAL: std::sync::OnceLock<tokio::sync::watch::Receiver<Option<StopSignal>>> =
+    std::sync::OnceLock::new();
+
+/// From now on, a stop signal no longer kills this process: it is noted, and the code that
+/// waits for jobs ([`StopSignals`]) cancels them through the engine, so they are recorded
+/// as Cancelled. tokio's handlers only note a signal and wake the runtime (a flag and a
+/// pipe: nothing else is safe in a handler). Called before a job can start: a signal that
+/// comes before the wait is kept for it.
+fn listen_for_stop_signals() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    if STOP_SIGNAL.get().is_some() {
+        return Ok(());
+    }
+    let listen = |kind: SignalKind| {
+        signal(kind).map_err(|e| AppError::failed(format!("cannot listen for signals: {e}")))
+    };
+    let (mut int, mut term, mut hup) = (
+        listen(SignalKind::interrupt())?,
+        listen(SignalKind::terminate())?,
+        listen(SignalKind::hangup())?,
+    );
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        loop {
+            let got = tokio::select! {
+                _ = int.recv() => StopSignal::Interrupt,
+                _ = term.recv() => StopSignal::Terminate,
+                _ = hup.recv() => StopSignal::Hangup,
+            };
+            tx.send_replace(Some(got));
+        }
+    });
+    let _ = STOP_SIGNAL.set(rx);
+    Ok(())
+}
+
+/// Waits for a stop signal (one that came before this was made included).
+struct StopSignals(tokio::sync::watch::Receiver<Option<StopSignal>>);
+
+impl StopSignals {
+    fn new() -> Result<StopSignals> {
+        listen_for_stop_signals()?;
+        STOP_SIGNAL
+            .get()
+            .cloned()
+            .map(StopSignals)
+            .ok_or_else(|| AppError::failed("cannot listen for signals"))
+    }
+
+    async fn recv(&mut self) -> StopSignal {
+        loop {
+            if let Some(got) = *self.0.borrow_and_update() {
+                return got;
+            }
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Opens the selected vault as its owner, stop signals noted from here on: every job this
+/// process starts is cancelled cleanly by Ctrl-C, SIGTERM or SIGHUP.
+fn open_owner(setup: &Setup) -> Result<Engine> {
+    listen_for_stop_signals()?;
+    setup.open(OpenMode::Exclusive)
+}
+
+/// What a stop signal does to this process's vault: every running job is cancelled (and
+/// recorded so) and no other job starts.
+fn stop_engine(engine: &Engine, signal: StopSignal) {
+    tracing::info!(
+        signal = signal.name(),
+        "stop signal: cancelling running jobs"
+    );
+    let running = engine.running_job_count();
+    errln!("{}: cancelling {running} running job(s)…", signal.name());
+    engine.stop();
+}
+
+/// The exit of a command that a signal stopped: the signal's code, unless its jobs had all
+/// completed anyway (`code` is OK).
+fn stopped_outcome(signal: Option<StopSignal>, code: u8) -> Result<u8> {
+    match signal {
+        Some(s) if code != exit::OK => Err(AppError {
+            code: s.exit_code(),
+            message: format!("stopped by {}: the job(s) were cancelled", s.name()),
+        }),
+        _ => Ok(code),
+    }
+}
+
+/// Runs `work` (a job this process runs to its end) to its end; a stop signal meanwhile
+/// stops the engine ([`stop_engine`]), which makes the work end soon as Cancelled.
+async fn until_stopped<T>(
+    engine: &Engine,
+    work: impl std::future::Future<Output = T>,
+) -> Result<(T, Option<StopSignal>)> {
+    let mut signals = StopSignals::new()?;
+    tokio::pin!(work);
+    tokio::select! {
+        out = &mut work => Ok((out, None)),
+        signal = signals.recv() => {
+            stop_engine(engine, signal);
+            Ok((work.await, Some(signal)))
+        }
+    }
 }
 
 async fn wait_and_report(engine: &Engine, ids: &[String], as_json: bool) -> Result<u8> {
@@ -1072,7 +1225,7 @@ fn points(setup: &Setup, a: &PointsArgs) -> Result<u8> {
 }
 
 async fn verify(setup: &Setup, a: &VerifyArgs) -> Result<u8> {
-    let engine = setup.open(OpenMode::Exclusive)?;
+    let engine = open_owner(setup)?;
     let item =
         a.vm.as_deref()
             .map(|v| engine.resolve_item(v))
@@ -1143,7 +1296,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
         }
         PolicyCommand::Create(a) => {
             let p = read_policy_file(&a.file)?;
-            let engine = setup.open(OpenMode::Exclusive)?;
+            let engine = open_owner(setup)?;
             engine.create_policy(&p)?;
             if a.json {
                 print_json(&policy_json(&p, false, 0));
@@ -1157,7 +1310,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
         }
         PolicyCommand::Update(a) => {
             let p = read_policy_file(&a.file)?;
-            let engine = setup.open(OpenMode::Exclusive)?;
+            let engine = open_owner(setup)?;
             let n = engine.update_policy(&a.name, &p)?.evaluated;
             if a.json {
                 print_json(
@@ -1173,7 +1326,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             Ok(0)
         }
         PolicyCommand::Delete(a) => {
-            let engine = setup.open(OpenMode::Exclusive)?;
+            let engine = open_owner(setup)?;
             engine.delete_policy(&a.name)?;
             if a.json {
                 print_json(&json!({ "deleted": a.name }));
@@ -1200,7 +1353,7 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
                 }
                 policies[0].name = name.clone();
             }
-            let engine = setup.open(OpenMode::Exclusive)?;
+            let engine = open_owner(setup)?;
             for p in &policies {
                 if engine.policy(&p.name).is_ok() {
                     return Err(AppError::usage(format!(
@@ -1315,17 +1468,15 @@ fn read_policy_file(path: &Path) -> Result<crate::policy::Policy> {
 }
 
 async fn run_headless(setup: &Setup) -> Result<u8> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let engine = setup.open(OpenMode::Exclusive)?;
+    let engine = open_owner(setup)?;
     let stop = crate::cancel::CancelToken::new();
-    let mut term = signal(SignalKind::terminate()).map_err(|e| AppError::failed(e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| AppError::failed(e.to_string()))?;
+    let mut signals = StopSignals::new()?;
     tracing::info!(
         vault = engine.vault_name(),
         "vmvault run: engine and scheduler started"
     );
     errln!(
-        "vmvault run: vault {} ({}, {} source); scheduler running. Logs: {}. Stop with Ctrl-C or SIGTERM.",
+        "vmvault run: vault {} ({}, {} source); scheduler running. Logs: {}. Stop with Ctrl-C, SIGTERM or SIGHUP.",
         engine.vault_name(),
         engine.region(),
         engine.source_kind(),
@@ -1336,10 +1487,10 @@ async fn run_headless(setup: &Setup) -> Result<u8> {
         let s = stop.clone();
         tokio::spawn(async move { e.run_scheduler(s).await })
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
+    let signal = signals.recv().await;
+    tracing::info!(signal = signal.name(), "vmvault run: stopping");
+    // The scheduler first, then the engine: no round, and no clean-up after the cancelled
+    // backups, starts once the signal came.
     stop.cancel();
     let running = engine.running_job_count();
     engine.shutdown(std::time::Duration::from_secs(30)).await;
@@ -1366,19 +1517,20 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
         }
         SimCommand::Advance(a) => {
             let by = fmt::parse_period(&a.by).map_err(AppError::usage)?;
-            let engine = setup.open(OpenMode::Exclusive)?;
+            let engine = open_owner(setup)?;
             require_sim(&engine)?;
             let r: AdvanceReport = if a.offline {
                 engine.sim_advance_offline(by)?
             } else {
-                // Ctrl-C stops after the current step, with the clock saved there.
+                // A stop signal stops after the current step, with the clock saved there.
                 let stop = crate::cancel::CancelToken::new();
+                let mut signals = StopSignals::new()?;
                 let advance = engine.sim_advance(by, stop.clone());
                 tokio::pin!(advance);
                 tokio::select! {
                     r = &mut advance => r?,
-                    _ = tokio::signal::ctrl_c() => {
-                        errln!("Interrupted: stopping after the current step…");
+                    signal = signals.recv() => {
+                        errln!("{}: stopping after the current step…", signal.name());
                         stop.cancel();
                         advance.await?
                     }

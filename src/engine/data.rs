@@ -766,6 +766,7 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     // digest → points that need it
     let mut needed: std::collections::HashMap<store::Digest, Vec<usize>> = Default::default();
     let mut damaged: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    let mut bad_indexes = 0usize;
     let mut total = 0u64;
     for (pi, p) in points.iter().enumerate() {
         ctx.cancel.check()?;
@@ -780,10 +781,13 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
                         v.push(pi);
                     }
                 }
-                Err(e) => damaged
-                    .entry(pi)
-                    .or_default()
-                    .push(format!("index of disk {}: {e}", d.index)),
+                Err(e) => {
+                    bad_indexes += 1;
+                    damaged
+                        .entry(pi)
+                        .or_default()
+                        .push(format!("index of disk {}: {e}", d.index))
+                }
             }
         }
     }
@@ -878,19 +882,46 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
             )
         })
         .collect();
-    Err(JobFail::Failed(
-        ErrorDetails::new(
-            "RecoveryPointDataDamaged",
-            "Verification found damaged data",
-            format!(
-                "{} damaged chunk(s); {} recovery point(s) affected: {}",
-                faults.len(),
-                damaged.len(),
-                names.join("; ")
-            ),
-        )
-        .recommend("Restore from a recovery point that is not affected.")
-        .recommend("Back up the affected items again: the next backup reads them whole and writes the damaged chunks again where the VM still holds that data, which repairs every point that shares them.")
-        .recommend("Check the vault's storage for hardware faults (damaged chunk files were renamed *.damaged)."),
+    Err(JobFail::Failed(verify_failure(
+        bad_indexes,
+        faults.len(),
+        &names,
+    )))
+}
+
+/// The error of a verify that found damage: what was damaged (indexes, chunks) and the
+/// advice for each, since a backup repairs damaged chunks but never a point's index.
+fn verify_failure(bad_indexes: usize, bad_chunks: usize, points: &[String]) -> ErrorDetails {
+    let mut what = Vec::new();
+    if bad_indexes > 0 {
+        what.push(format!("{bad_indexes} damaged or missing disk index(es)"));
+    }
+    if bad_chunks > 0 {
+        what.push(format!("{bad_chunks} damaged chunk(s)"));
+    }
+    let mut e = ErrorDetails::new(
+        "RecoveryPointDataDamaged",
+        "Verification found damaged data",
+        format!(
+            "{}; {} recovery point(s) affected: {}",
+            what.join(" and "),
+            points.len(),
+            points.join("; ")
+        ),
+    )
+    .recommend("Restore from a recovery point that is not affected.");
+    if bad_indexes > 0 {
+        e = e.recommend("A disk index lists the chunks of one disk of one recovery point (points/<point>/disk<N>.idx in the vault folder) and no backup writes it again: put the vault folder's points/ back from a copy; the other recovery points do not depend on it.");
+    }
+    if bad_chunks > 0 {
+        e = e.recommend("Back up the affected items again: the next backup reads them whole and writes the damaged chunks again where the VM still holds that data, which repairs every point that shares them.");
+    }
+    let files = if bad_chunks > 0 {
+        " (damaged chunk files were renamed *.damaged)"
+    } else {
+        ""
+    };
+    e.recommend(format!(
+        "Check the vault's storage for hardware faults{files}."
     ))
 }

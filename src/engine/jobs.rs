@@ -325,6 +325,11 @@ impl Engine {
 
     fn create_job(&self, spec: JobSpec) -> Result<(JobCtx, bool)> {
         self.require_owner()?;
+        if self.is_stopping() {
+            return Err(EngineError::Failed(
+                "vmvault is stopping: no new job starts".into(),
+            ));
+        }
         let now = self.now();
         let job = Job {
             id: uuid::Uuid::new_v4().to_string(),
@@ -362,6 +367,11 @@ impl Engine {
         let task = Arc::new(Mutex::new(None));
         {
             let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            // A stop that came after the check above cancels this job too (it took the
+            // list of running jobs before this one was in it, or will see it).
+            if self.is_stopping() {
+                cancel.cancel();
+            }
             running.insert(
                 job.id.clone(),
                 RunningJob {

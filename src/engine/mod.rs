@@ -211,6 +211,9 @@ pub(crate) struct Inner {
     pub rt: tokio::runtime::Handle,
     /// Serialises scheduler rounds and `sim advance`.
     pub schedule_lock: tokio::sync::Mutex<()>,
+    /// Set by [`Engine::stop`]: no job starts any more (a scheduled clean-up that would
+    /// follow the cancelled backups included).
+    pub stopping: std::sync::atomic::AtomicBool,
     /// Set when this engine only reads the vault.
     pub owner: Option<()>,
     _lock: Option<VaultLock>,
@@ -309,6 +312,7 @@ impl Engine {
             data_slots: Arc::new(Semaphore::new(max)),
             rt,
             schedule_lock: tokio::sync::Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             owner,
             _lock: lock,
         };
@@ -888,9 +892,13 @@ impl Engine {
         }
     }
 
-    /// Cancels every running job and waits (up to `timeout`) until they are recorded as
-    /// cancelled. Used on quit and on SIGTERM.
-    pub async fn shutdown(&self, timeout: std::time::Duration) {
+    /// Stops this engine's work (Ctrl-C, SIGTERM, quit): from now on no job starts, and
+    /// every running job is asked to stop; each ends as Cancelled. Returns how many were
+    /// running.
+    pub fn stop(&self) -> usize {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let ids: Vec<String> = {
             let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
             running.keys().cloned().collect()
@@ -898,14 +906,23 @@ impl Engine {
         for id in &ids {
             let _ = self.cancel_job(id);
         }
+        ids.len()
+    }
+
+    /// Whether [`Engine::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.inner
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops the engine ([`Engine::stop`]) and waits (up to `timeout`) until its jobs are
+    /// recorded as cancelled. Used on quit and on SIGTERM.
+    pub async fn shutdown(&self, timeout: std::time::Duration) {
+        self.stop();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let left = self
-                .inner
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .len();
+            let left = self.running_job_count();
             if left == 0 || tokio::time::Instant::now() >= deadline {
                 break;
             }

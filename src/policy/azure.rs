@@ -35,6 +35,72 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::Value;
 
+/// Parses JSON, refusing an object that names a key twice: which of the two a reader keeps
+/// is up to the reader (serde keeps the last), so such a file says no one policy clearly.
+fn parse_json_unique_keys(json: &str) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let doc = UniqueKeys.deserialize(&mut de)?;
+    de.end()?;
+    Ok(doc)
+}
+
+/// Builds a [`Value`] as serde_json does, failing on a repeated key.
+struct UniqueKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut list = Vec::new();
+        while let Some(v) = seq.next_element_seed(UniqueKeys)? {
+            list.push(v);
+        }
+        Ok(Value::Array(list))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key \"{}\" appears twice in one object",
+                    crate::fmt::echo(&key)
+                )));
+            }
+            let value = map.next_value_seed(UniqueKeys)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
 /// What an Azure document yielded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AzureImport {
@@ -58,7 +124,9 @@ pub fn import_azure(json: &str, origin: &str) -> Result<AzureImport, PolicyError
         origin: origin.to_string(),
         problems,
     };
-    let doc: Value = serde_json::from_str(json).map_err(|e| {
+    // A byte order mark (Windows editors write one) is not part of the document.
+    let json = json.strip_prefix('\u{feff}').unwrap_or(json);
+    let doc: Value = parse_json_unique_keys(json).map_err(|e| {
         fail(vec![Problem::new(
             "json",
             e.to_string(),
@@ -792,6 +860,20 @@ mod tests {
         assert!(imp.skipped.is_empty());
         assert_eq!(imp.policies.len(), 1);
         imp.policies.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_bom_is_ignored_and_a_repeated_key_is_refused() {
+        let body = fixture_body("ProtectionPolicies_CreateOrUpdate_Simple.json");
+        let with_bom = format!("\u{feff}{body}");
+        assert_eq!(import_azure(&with_bom, "a.json").unwrap().policies.len(), 1);
+        let twice = body.replacen("\"timeZone\":", "\"timeZone\": \"UTC\",\n\"timeZone\":", 1);
+        assert_ne!(twice, body);
+        let e = import_azure(&twice, "a.json").unwrap_err().to_string();
+        assert!(
+            e.contains("\"timeZone\" appears twice") && e.contains("line 2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -568,6 +568,28 @@ impl ImageChain {
         image_of(&self.layers)
     }
 
+    /// Checks that no data of the image lies past the end of its files (a qcow2 cut short
+    /// reads as zeros there, see [`qemu::check_map_within_files`]). Raw images have nothing
+    /// to check: their data is their file.
+    pub fn check_complete(&self, cancel: &CancelToken) -> Result<(), ProviderError> {
+        if self.layers.iter().all(|l| l.format == "raw" || !l.direct) {
+            return Ok(());
+        }
+        let map = qemu::image_map(
+            &qemu::MapTarget::Image {
+                image: self.qemu_image(),
+                force_share: false,
+            },
+            cancel,
+        )?;
+        let lens: Vec<Option<u64>> = self
+            .layers
+            .iter()
+            .map(|l| l.direct.then_some(l.file.len))
+            .collect();
+        qemu::check_map_within_files(&map, &lens, &self.top().file.named)
+    }
+
     /// Checks that every regular file process `pid` (a qemu-nbd serving this chain) holds
     /// open is one of this chain's: whatever QEMU's drivers made of the files, nothing
     /// else gets exported.

@@ -151,11 +151,24 @@ struct ImageVm {
     error: Option<ProviderError>,
 }
 
+/// How much of an image `inspect` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Discovery: also that its data lies within its files (a truncated qcow2), which
+    /// costs a `qemu-img map`.
+    Whole,
+    /// Registration and backup: what opening it needs; a backup checks the map when it
+    /// opens the image.
+    Opened,
+}
+
 /// What a look at the folder found.
 struct Scan {
     vms: Vec<ImageVm>,
     /// Source ids of VMs that are now parts of other images, with why.
     absorbed: Vec<(String, ErrorDetails)>,
+    /// Entries that are no VM although they look like one, with why.
+    warnings: Vec<String>,
 }
 
 impl ImageVm {
@@ -231,18 +244,28 @@ impl ImagesProvider {
         let roots = self.roots()?;
         qemu::require_tool("qemu-img")?;
         let mut vms = Vec::new();
+        let mut warnings = Vec::new();
         for entry in sorted_entries(&self.root)? {
             cancel.check()?;
             let name = file_name(&entry);
+            let is_vm = entry.is_dir() || format_of_name(&entry).is_some();
+            if is_vm && entry.file_name().and_then(|n| n.to_str()).is_none() {
+                // A VM is named and found again by its name: one that is not text cannot be.
+                warnings.push(format!(
+                    "{}: the name is not valid UTF-8 text, so it cannot be a VM (it could not be found again by its name): rename it, e.g. with `mv`, and discover again",
+                    crate::fmt::escape(&name)
+                ));
+                continue;
+            }
             if entry.is_dir() {
-                let vm = self.folder_vm(&entry, &name, &roots, cancel)?;
+                let vm = self.folder_vm(&entry, &name, &roots, Check::Whole, cancel)?;
                 if !vm.disks.is_empty() || vm.error.is_some() {
                     vms.push(vm);
                 }
             } else if let Some(format) = format_of_name(&entry) {
                 vms.push(ImageVm {
                     stem: stem_of(&name),
-                    disks: vec![self.inspect(&entry, format, &roots, cancel)?],
+                    disks: vec![self.inspect(&entry, format, &roots, Check::Whole, cancel)?],
                     rel: name,
                     error: None,
                 });
@@ -276,7 +299,11 @@ impl ImagesProvider {
             });
             !vm.disks.is_empty() || vm.error.is_some()
         });
-        Ok(Scan { vms, absorbed })
+        Ok(Scan {
+            vms,
+            absorbed,
+            warnings,
+        })
     }
 
     /// Why a VM that became part of another is no VM any more.
@@ -301,6 +328,7 @@ impl ImagesProvider {
         dir: &Path,
         name: &str,
         roots: &Roots,
+        check: Check,
         cancel: &CancelToken,
     ) -> Result<ImageVm, ProviderError> {
         let mut vm = ImageVm {
@@ -324,7 +352,8 @@ impl ImagesProvider {
         for f in images {
             cancel.check()?;
             if let Some(format) = format_of_name(&f) {
-                vm.disks.push(self.inspect(&f, format, roots, cancel)?);
+                vm.disks
+                    .push(self.inspect(&f, format, roots, check, cancel)?);
             }
         }
         Ok(vm)
@@ -338,6 +367,7 @@ impl ImagesProvider {
         path: &Path,
         format: &str,
         roots: &Roots,
+        check: Check,
         cancel: &CancelToken,
     ) -> Result<Result<ImageDisk, BadDisk>, ProviderError> {
         let file_name = file_name(path);
@@ -347,6 +377,10 @@ impl ImagesProvider {
                 Err(e) if qemu::is_image_in_use(&e) => (chain.info(true, cancel)?, true),
                 Err(e) => return Err(e),
             };
+            // The map of an image in use changes under us; its backup checks it when read.
+            if !in_use && check == Check::Whole {
+                chain.check_complete(cancel)?;
+            }
             Ok((chain, info, in_use))
         });
         match inspected {
@@ -406,14 +440,14 @@ impl ImagesProvider {
         qemu::require_tool("qemu-img")?;
         let path = self.root.join(rel_path);
         let found = if path.is_dir() {
-            self.folder_vm(&path, rel, &roots, cancel)?
+            self.folder_vm(&path, rel, &roots, Check::Opened, cancel)?
         } else if let Some(format) =
             format_of_name(&path).filter(|_| std::fs::symlink_metadata(&path).is_ok())
         {
             ImageVm {
                 rel: rel.to_string(),
                 stem: vm.name.clone(),
-                disks: vec![self.inspect(&path, format, &roots, cancel)?],
+                disks: vec![self.inspect(&path, format, &roots, Check::Opened, cancel)?],
                 error: None,
             }
         } else {
@@ -662,21 +696,39 @@ fn guess_os(name: &str) -> Os {
     }
 }
 
-/// VM names: the stem, or the relative path where two stems clash.
+/// VM names: the stem, or the relative path where two stems clash. Names are compared
+/// regardless of letter case, as VMs are looked up (`DUP.raw` beside a folder `dup`).
 fn names(vms: &[ImageVm]) -> Vec<String> {
-    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for vm in vms {
-        *count.entry(vm.stem.as_str()).or_default() += 1;
+        *count.entry(vm.stem.to_lowercase()).or_default() += 1;
     }
     vms.iter()
         .map(|vm| {
-            if count[vm.stem.as_str()] > 1 {
+            if count.get(&vm.stem.to_lowercase()).copied().unwrap_or(0) > 1 {
                 vm.rel.clone()
             } else {
                 vm.stem.clone()
             }
         })
         .collect()
+}
+
+/// Warnings for VMs whose names still differ only in letter case (`a.raw` and a folder
+/// `A.RAW`): a name finds both, so each is reached only by its item id.
+fn case_clashes(names: &[String]) -> Vec<String> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for name in names {
+        if let Some(first) = seen.insert(name.to_lowercase(), name) {
+            warnings.push(format!(
+                "{} and {} differ only in letter case, and vmvault finds VMs by name regardless of case: rename one of them (and discover again), or name each by its item id (`vmvault items --json`)",
+                crate::fmt::escape(first),
+                crate::fmt::escape(name)
+            ));
+        }
+    }
+    warnings
 }
 
 impl Provider for ImagesProvider {
@@ -693,12 +745,19 @@ impl Provider for ImagesProvider {
     }
 
     fn discover(&self, cancel: &CancelToken) -> Result<Discovery, ProviderError> {
-        let Scan { vms, absorbed } = self.scan(cancel)?;
+        let Scan {
+            vms,
+            absorbed,
+            warnings,
+        } = self.scan(cancel)?;
+        let names = names(&vms);
         let mut found = Discovery {
             absorbed,
+            warnings,
             ..Default::default()
         };
-        for (vm, name) in vms.iter().zip(names(&vms)) {
+        found.warnings.extend(case_clashes(&names));
+        for (vm, name) in vms.iter().zip(names) {
             let listed = self.to_vm(vm, name);
             let notes = vm.readable().flat_map(|d| &d.notes);
             found
@@ -1368,6 +1427,64 @@ mod tests {
         );
     }
 
+    /// A qcow2 cut short keeps its header, and QEMU reads its missing clusters as zeros:
+    /// discovery lists it with an error naming it, and its backup fails, instead of
+    /// storing zeros.
+    #[test]
+    fn a_truncated_qcow2_is_an_error_not_zeros() {
+        if !tools() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("cut.qcow2");
+        sh("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "16M"]);
+        sh(
+            "qemu-io",
+            &["-f", "qcow2", "-c", "write -P 0x61 0 8M", p(&img)],
+        );
+        let whole = std::fs::metadata(&img).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        file.set_len(whole / 2).unwrap();
+        drop(file);
+        let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
+        let found = provider.discover(&CancelToken::new()).unwrap();
+        assert!(found.vms.is_empty(), "{found:?}");
+        let (vm, e) = &found.unreadable[0];
+        assert_eq!(e.code, "ImageTruncated", "{e:?}");
+        assert!(
+            e.message.contains("cut.qcow2") && e.message.contains("truncated"),
+            "{e:?}"
+        );
+        let err = provider
+            .snapshot(vm, Utc::now(), None, &CancelToken::new())
+            .err()
+            .expect("the backup of a truncated image fails");
+        assert_eq!(err.details().code, "ImageTruncated", "{err:?}");
+    }
+
+    /// A name that is not UTF-8 cannot be a VM (it is found again by name): discovery says
+    /// so, and lists the others.
+    #[test]
+    fn an_image_name_that_is_not_utf8_is_a_discovery_warning() {
+        use std::os::unix::ffi::OsStrExt;
+        if !tools() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xff.raw"));
+        std::fs::write(&bad, vec![0u8; 65536]).unwrap();
+        std::fs::write(dir.path().join("good.raw"), vec![0u8; 65536]).unwrap();
+        let provider = ImagesProvider::new(&settings(dir.path())).unwrap();
+        let found = provider.discover(&CancelToken::new()).unwrap();
+        assert_eq!(found.vms.len(), 1, "{found:?}");
+        assert_eq!(found.vms[0].name, "good");
+        assert_eq!(found.warnings.len(), 1, "{found:?}");
+        assert!(
+            found.warnings[0].contains("not valid UTF-8") && found.warnings[0].contains("rename"),
+            "{found:?}"
+        );
+    }
+
     #[test]
     fn an_img_holding_a_qcow2_header_is_read_as_raw_bytes() {
         if !tools() {
@@ -1548,6 +1665,17 @@ mod tests {
         };
         let vms = [vm("web.qcow2"), vm("web.raw"), vm("db.raw"), vm("web")];
         assert_eq!(names(&vms), vec!["web.qcow2", "web.raw", "db", "web"]);
+        // Names that differ only in case clash too (VMs are looked up regardless of case);
+        // what still clashes then is a warning.
+        let vms = [vm("DUP.raw"), vm("dup"), vm("a.raw"), vm("A.RAW")];
+        let named = names(&vms);
+        assert_eq!(named, vec!["DUP.raw", "dup", "a.raw", "A.RAW"]);
+        let w = case_clashes(&named);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("a.raw and A.RAW differ only in letter case"),
+            "{w:?}"
+        );
         assert_eq!(guess_os("win2019-dc"), Os::Windows);
         assert_eq!(guess_os("Windows_Server_2022"), Os::Windows);
         assert_eq!(guess_os("dc-win2k19"), Os::Windows);

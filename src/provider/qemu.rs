@@ -609,6 +609,47 @@ pub fn image_map(target: &MapTarget, cancel: &CancelToken) -> Result<Vec<MapEntr
     })
 }
 
+/// Checks that every data cluster `map` places in a layer's file lies within that file
+/// (`lens`: the length of each layer's file where the map's host offsets are offsets in
+/// it, by depth). A qcow2 cut short (a copy that did not finish) keeps a valid header, and
+/// QEMU reads the clusters past the end as zeros: a backup would store zeros silently.
+pub fn check_map_within_files(
+    map: &[MapEntry],
+    lens: &[Option<u64>],
+    shown: &Path,
+) -> Result<(), ProviderError> {
+    for e in map.iter().filter(|e| e.data && !e.zero) {
+        let (Some(host), Some(Some(len))) = (e.offset, lens.get(e.depth)) else {
+            continue;
+        };
+        // A compressed cluster's stored size is unknown here: at least its first byte.
+        let end = host.saturating_add(if e.compressed { 1 } else { e.length });
+        if end > *len {
+            let layer = if e.depth == 0 {
+                String::new()
+            } else {
+                format!(" (backing layer {} of its chain)", e.depth)
+            };
+            return Err(ProviderError::new(
+                "ImageTruncated",
+                "The image file is incomplete",
+                format!(
+                    "{}{layer} is truncated: its map places disk bytes {}..{} at file offset {host}, but the file ends at {len} bytes; QEMU would read the missing data as zeros",
+                    shown.display(),
+                    e.start,
+                    e.end(),
+                ),
+            )
+            .recommend("Copy or download the image again completely (the copy that made it did not finish)")
+            .recommend(format!(
+                "`qemu-img check {}` shows the damage",
+                shown.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Ranges that may hold data: everything qemu-img does not promise reads as zeros
 /// (holes, zero clusters and unallocated ranges without backing are skipped).
 pub fn allocated_extents(map: &[MapEntry]) -> Vec<Extent> {
@@ -1144,7 +1185,7 @@ impl DirectMap {
                     .flatten()
             })
             .collect();
-        Ok(DirectMap { entries, files })
+        DirectMap::new(entries, files, path)
     }
 
     /// The map of a checked chain: its layers' own descriptors are read, never a name.
@@ -1165,6 +1206,17 @@ impl DirectMap {
                     .flatten()
             })
             .collect();
+        DirectMap::new(entries, files, &chain.top().file.named)
+    }
+
+    /// The map, once it places no data past the end of a layer's file.
+    fn new(
+        entries: Vec<MapEntry>,
+        files: Vec<Option<SourceFile>>,
+        shown: &Path,
+    ) -> Result<DirectMap, ProviderError> {
+        let lens: Vec<Option<u64>> = files.iter().map(|f| f.as_ref().map(|f| f.len)).collect();
+        check_map_within_files(&entries, &lens, shown)?;
         Ok(DirectMap { entries, files })
     }
 

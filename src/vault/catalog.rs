@@ -325,21 +325,49 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
+/// The longest path SQLite opens a database by (its unix VFS's limit, in bytes, of the
+/// absolute path).
+pub const MAX_PATH_BYTES: usize = 512;
+
+/// Refuses a catalog path SQLite cannot open, saying what to do.
+pub fn check_path_length(path: &Path) -> std::result::Result<(), String> {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let len = abs.as_os_str().len();
+    if len > MAX_PATH_BYTES {
+        return Err(format!(
+            "the path of the vault's catalog is {len} bytes long; SQLite opens databases by paths of at most {MAX_PATH_BYTES} bytes: choose a data folder (--data-dir, data_dir) or a vault `storage` with a shorter path"
+        ));
+    }
+    Ok(())
+}
+
 impl Catalog {
     /// Creates a new, empty catalog at `path` (an error if anything is there). Only the
     /// vault folder's opening rules decide when this is right ([`crate::vault::folder`]):
-    /// never next to stored data.
+    /// never next to stored data. A creation that fails leaves nothing behind: an empty
+    /// `catalog.db` would read as a lost catalog.
     pub fn create(dir: &crate::fsx::Dir, name: &str) -> Result<Catalog> {
         let path = dir.path_of(name);
+        check_path_length(&path).map_err(|message| CatalogError::Invalid {
+            path: path.clone(),
+            message,
+        })?;
         dir.create_new(name, 0o600)
             .map_err(|e| CatalogError::Invalid {
                 path: path.clone(),
                 message: format!("cannot create the catalog file: {e}"),
             })?;
-        let cat = Catalog::connect(&path)?;
-        cat.configure(false)?;
-        cat.migrate()?;
-        Ok(cat)
+        let created = Catalog::connect(&path).and_then(|cat| {
+            cat.configure(false)?;
+            cat.migrate()?;
+            Ok(cat)
+        });
+        if created.is_err() {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = dir.remove_file(format!("{name}{suffix}"));
+            }
+        }
+        created
     }
 
     /// Opens the existing catalog at `path` for reading and writing, migrating its schema.

@@ -263,6 +263,19 @@ fn an_index_copied_from_another_point_is_refused() {
             .contains("copied from another point"),
         "{job:#}"
     );
+    // The summary names the index problem, and gives the advice for an index (a backup
+    // repairs chunks, not indexes).
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("1 damaged or missing disk index(es); 1 recovery point(s)"),
+        "{job:#}"
+    );
+    assert!(!message.contains("chunk"), "{job:#}");
+    let advice = job["error"]["recommendations"].to_string();
+    assert!(
+        advice.contains("points/") && !advice.contains("Back up the affected"),
+        "{advice}"
+    );
     let to = env.path("swapped");
     let (_, err) = env.fails_with(
         1,
@@ -388,4 +401,44 @@ fn a_damaged_catalog_says_so_and_how_to_recover() {
     }
     put_back_catalog(&copy, &vault);
     env.ok(&["verify"]);
+}
+
+/// A data folder whose path is too long for SQLite is refused before anything is created
+/// (and the next run still finds nothing to mistake for a lost catalog).
+#[test]
+fn a_data_folder_path_too_long_for_sqlite_is_refused_and_leaves_no_catalog() {
+    let env = Env::new();
+    let mut long = env.path("d");
+    while long.as_os_str().len() < 600 {
+        long.push("x".repeat(100));
+    }
+    std::fs::create_dir_all(&long).unwrap();
+    let run = || {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmvault"))
+            .env_remove("VMVAULT_CONFIG")
+            .env_remove("VMVAULT_DATA_DIR")
+            .env_remove("VMVAULT_VAULT")
+            .arg("--config")
+            .arg(&env.config)
+            .arg("--data-dir")
+            .arg(&long)
+            .arg("items")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for _ in 0..2 {
+        let (code, err) = run();
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("at most 512 bytes") && err.contains("--data-dir"),
+            "{err}"
+        );
+        assert!(!err.contains("lost"), "{err}");
+    }
+    let catalog = long.join("vaults/test-we/catalog.db");
+    assert!(catalog.symlink_metadata().is_err(), "{}", catalog.display());
 }

@@ -54,6 +54,9 @@ pub const DEFAULT_DISCOVERY_LATENCY_MS: u64 = 3_000;
 pub const DEFAULT_REGISTRATION_LATENCY_MS: u64 = 2_000;
 /// Default latency of taking a snapshot.
 pub const DEFAULT_SNAPSHOT_LATENCY_MS: u64 = 1_500;
+/// The longest latency a setting may ask for (ten minutes): a simulated step that takes
+/// longer is a mistake (a value in seconds or microseconds), and would look like a hang.
+pub const MAX_LATENCY_MS: u64 = 600_000;
 /// Most VMs `generate_vms` accepts.
 pub const MAX_GENERATED_VMS: usize = 1_000_000;
 
@@ -88,6 +91,20 @@ pub struct SimSettings {
 impl SimSettings {
     /// Checks value ranges; the error names the key (the caller adds the file and line).
     pub fn validate(&self) -> Result<(), SimError> {
+        for (key, ms) in [
+            ("discovery_latency_ms", self.discovery_latency_ms),
+            ("registration_latency_ms", self.registration_latency_ms),
+            ("snapshot_latency_ms", self.snapshot_latency_ms),
+        ] {
+            if let Some(ms) = ms.filter(|ms| *ms > MAX_LATENCY_MS) {
+                return Err(SimError::Setting {
+                    key,
+                    message: format!(
+                        "{ms} ms is too long, expected 0 to {MAX_LATENCY_MS} (ten minutes)"
+                    ),
+                });
+            }
+        }
         if let Some(p) = self.failure_probability {
             if !(0.0..=1.0).contains(&p) {
                 return Err(SimError::Setting {

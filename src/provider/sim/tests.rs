@@ -720,6 +720,28 @@ fn settings_are_strict_and_validated() {
         ),
         "{e}"
     );
+    // A latency that would look like a hang is refused, naming its key.
+    let slow = SimSettings {
+        snapshot_latency_ms: Some(MAX_LATENCY_MS + 1),
+        ..SimSettings::default()
+    };
+    let e = slow.validate().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SimError::Setting {
+                key: "snapshot_latency_ms",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(SimSettings {
+        discovery_latency_ms: Some(MAX_LATENCY_MS),
+        ..SimSettings::default()
+    }
+    .validate()
+    .is_ok());
 }
 
 #[test]

@@ -91,6 +91,13 @@ pub enum TargetError {
     },
 }
 
+/// `path`, or the nearest folder above it that exists (`/` at worst).
+fn existing_ancestor(path: &Path) -> &Path {
+    path.ancestors()
+        .find(|p| !p.as_os_str().is_empty() && p.symlink_metadata().is_ok())
+        .unwrap_or(Path::new("/"))
+}
+
 impl TargetError {
     /// An I/O error in the target folder `folder` while doing `what` (which names the path).
     pub fn io(folder: &Path, what: impl Into<String>, source: io::Error) -> TargetError {
@@ -137,6 +144,9 @@ impl TargetError {
     /// A stable code per problem, a title, and what the user can do.
     fn class(&self) -> (&'static str, &'static str, String) {
         let folder = |f: &Path| format!("'{}'", f.display());
+        // Hints about the file system name a folder that is there when the user reads
+        // them (a work folder the restore made is gone by then).
+        let on_fs = |f: &Path| folder(existing_ancestor(f));
         match self {
             TargetError::Exists { path, .. } => (
                 "RestoreTargetExists",
@@ -167,8 +177,8 @@ impl TargetError {
                     "The restore target's file system is full",
                     format!(
                         "Free space on the file system that holds {} (`df -h {}`), or restore into a folder on another file system.",
-                        folder(f),
-                        folder(f)
+                        on_fs(f),
+                        on_fs(f)
                     ),
                 ),
                 Some(libc::EDQUOT) => (
@@ -176,7 +186,7 @@ impl TargetError {
                     "The disk quota of the restore target is exhausted",
                     format!(
                         "Free space within the quota that applies to {}, raise the quota, or restore into another folder.",
-                        folder(f)
+                        on_fs(f)
                     ),
                 ),
                 Some(libc::EROFS) => (
@@ -184,7 +194,7 @@ impl TargetError {
                     "The restore target is on a read-only file system",
                     format!(
                         "Restore into a folder on a writable file system, or remount the one that holds {} read-write.",
-                        folder(f)
+                        on_fs(f)
                     ),
                 ),
                 Some(libc::EACCES | libc::EPERM) => (
@@ -222,7 +232,7 @@ impl TargetError {
                     "Writing the restore target failed",
                     format!(
                         "Check the file system and the disk that hold {} (`dmesg`).",
-                        folder(f)
+                        on_fs(f)
                     ),
                 ),
             },
@@ -947,6 +957,23 @@ mod tests {
         let e = restore(&s, &index, &ro.path().join("d.raw"), 2).unwrap_err();
         assert_eq!(target_code(&e), "RestoreTargetReadOnly", "{e}");
         assert!(e.details().recommendations[0].contains("read-write"), "{e}");
+    }
+
+    #[test]
+    fn file_system_hints_name_a_folder_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join(".d.raw.vmvault-convert");
+        let e = TargetError::io(
+            &gone,
+            "writing converted",
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        let fix = e.fix();
+        assert!(
+            fix.contains(&format!("`df -h '{}'`", dir.path().display())),
+            "{fix}"
+        );
+        assert!(!fix.contains("vmvault-convert"), "{fix}");
     }
 
     #[test]
