@@ -1397,7 +1397,12 @@ async fn policy(setup: &Setup, cmd: PolicyCommand) -> Result<u8> {
             let preview = crate::policy::preview(&p, from, a.days);
             // vmvault's dates end with the year 9999: a preview that would run or keep
             // points past it is refused rather than printed as `+10000-…`.
-            if let Some(pt) = preview.points.iter().find(|pt| pt.expiry > fmt::max_time()) {
+            // (Expiries end at max_time: one that reaches it was cut there.)
+            if let Some(pt) = preview
+                .points
+                .iter()
+                .find(|pt| pt.expiry >= fmt::max_time() || pt.time > fmt::max_time())
+            {
                 return Err(AppError::usage(format!(
                     "--from {from} --days {}: the preview reaches past the year 9999 (the point of {} would be kept beyond it); vmvault handles dates up to 9999-12-31, so preview an earlier range",
                     a.days,

@@ -490,6 +490,8 @@ mod tests {
         let v = t.path().join("v");
         let victim = t.path().join("victim");
         std::fs::write(&victim, b"").unwrap();
+        // (The catalog keeps its -wal file when closed.)
+        let _ = std::fs::remove_file(v.join("catalog.db-wal"));
         std::os::unix::fs::symlink(&victim, v.join("catalog.db-wal")).unwrap();
         let e = VaultFolder::open(&v, false).unwrap_err();
         assert!(
