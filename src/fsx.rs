@@ -1268,7 +1268,7 @@ mod tests {
     fn a_folder_of_another_user_is_refused() {
         if euid() != 0 {
             // Only root can hand a folder to another user; CI runs as root.
-            crate::provider::qemu::test_support::skip("chown to another user needs root");
+            crate::testing::skip("chown to another user needs root");
             return;
         }
         let t = private_tmp();
@@ -1293,7 +1293,7 @@ mod tests {
     #[test]
     fn links_of_another_user_on_the_way_are_refused() {
         if euid() != 0 {
-            crate::provider::qemu::test_support::skip("chown to another user needs root");
+            crate::testing::skip("chown to another user needs root");
             return;
         }
         let t = private_tmp();

@@ -1744,14 +1744,7 @@ pub(crate) mod test_support {
         skip(&format!("{tool} is not installed ({})", install_hint(tool)))
     }
 
-    /// Reports a test skipped for a missing facility (panics under VMVAULT_REQUIRE_TOOLS=1).
-    pub fn skip(reason: &str) -> bool {
-        if std::env::var("VMVAULT_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("required by VMVAULT_REQUIRE_TOOLS=1: {reason}");
-        }
-        eprintln!("skipped: {reason}");
-        false
-    }
+    pub use crate::testing::skip;
 
     /// Runs a command that must succeed; returns stdout.
     pub fn sh(tool: &str, args: &[&str]) -> String {

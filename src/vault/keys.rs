@@ -1080,7 +1080,7 @@ fn prompt_on(tty: &File, prompt: &str) -> Result<Zeroizing<String>, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::qemu::test_support::skip;
+    use crate::testing::skip;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     /// Argon2id parameters cheap enough for tests (the default costs 64 MiB and ~0.25 s).

@@ -43,6 +43,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -357,17 +358,28 @@ impl SimProvider {
             f.sync_all().map_err(|e| failed("syncing", e))?;
             // Placed without replacing, then checked to be our file (in a folder others can
             // write, the name could be swapped after the move), then made durable.
-            crate::vault::store::restore::place(&dir, &tmp, &dir, file_name, &f).map_err(|e| {
-                ProviderError::new(
+            dir.rename_noreplace(&tmp, &dir, file_name)
+                .map_err(|e| fsx_failed("placing the exported disk", e))?;
+            let ours = dir
+                .holds(file_name, f.as_fd())
+                .map_err(|e| fsx_failed("checking the exported disk", e))?;
+            if !ours {
+                return Err(ProviderError::new(
                     "DiskExportFailed",
                     "Could not export the simulated disk",
-                    e.to_string(),
+                    format!(
+                        "{} was replaced by someone else right after the export placed it; the file there now is not the export",
+                        to.display()
+                    ),
                 )
-            })?;
+                .recommend("Export into a folder only you can write."));
+            }
+            dir.sync()
+                .map_err(|e| fsx_failed("syncing the folder", e))?;
             Ok(written)
         })();
-        if result.is_err() {
-            crate::vault::store::restore::remove_if_ours(&dir, &tmp, &f);
+        if result.is_err() && dir.holds(&tmp, f.as_fd()).unwrap_or(false) {
+            let _ = dir.remove_file(&tmp);
         }
         result
     }

@@ -926,7 +926,7 @@ mod tests {
         assert_eq!(e.details().code, "VaultStorageAccessDenied");
         fs_mode(&keys, 0o700);
         if crate::fsx::euid() != 0 {
-            crate::provider::qemu::test_support::skip("giving a folder to another user needs root");
+            crate::testing::skip("giving a folder to another user needs root");
             return;
         }
         std::os::unix::fs::lchown(&keys, Some(65534), Some(65534)).unwrap();

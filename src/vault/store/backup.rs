@@ -22,8 +22,8 @@ use super::{
     BUFFER_BUDGET,
 };
 use crate::cancel::{CancelToken, Progress};
+use crate::disk::{DiskReader, ProviderError};
 use crate::model::Extent;
-use crate::provider::{DiskReader, ProviderError};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -1005,7 +1005,7 @@ mod tests {
         fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError> {
             self.inner.read_at(offset, buf)
         }
-        fn view_at(&self, offset: u64, len: usize) -> Option<crate::provider::DiskView<'_>> {
+        fn view_at(&self, offset: u64, len: usize) -> Option<crate::disk::DiskView<'_>> {
             let view = self.inner.view_at(offset, len)?;
             if offset + len as u64 > self.at {
                 let f = std::fs::OpenOptions::new()
@@ -1065,11 +1065,9 @@ mod tests {
         fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ProviderError> {
             self.inner.read_at(offset, buf)
         }
-        fn view_at(&self, offset: u64, len: usize) -> Option<crate::provider::DiskView<'_>> {
+        fn view_at(&self, offset: u64, len: usize) -> Option<crate::disk::DiskView<'_>> {
             let a = offset as usize;
-            Some(crate::provider::DiskView::Borrowed(
-                &self.view_of[a..a + len],
-            ))
+            Some(crate::disk::DiskView::Borrowed(&self.view_of[a..a + len]))
         }
     }
 

@@ -1,8 +1,8 @@
 //! Test helpers: deterministic data generators and in-memory disk readers.
 
 use crate::cancel::CancelToken;
+use crate::disk::{DiskReader, DiskView, MappedBytes, ProviderError};
 use crate::model::Extent;
-use crate::provider::{DiskReader, DiskView, MappedBytes, ProviderError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -345,7 +345,7 @@ pub struct Tmpfs(tempfile::TempDir);
 impl Tmpfs {
     pub fn mount(options: &str) -> Option<Tmpfs> {
         if crate::fsx::euid() != 0 {
-            crate::provider::qemu::test_support::skip("mounting a tmpfs needs root");
+            crate::testing::skip("mounting a tmpfs needs root");
             return None;
         }
         let t = tempfile::tempdir().unwrap();
@@ -355,7 +355,7 @@ impl Tmpfs {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            crate::provider::qemu::test_support::skip("mount -t tmpfs failed");
+            crate::testing::skip("mount -t tmpfs failed");
             return None;
         }
         Some(Tmpfs(t))
