@@ -55,6 +55,8 @@ pub enum FsxError {
     },
     #[error("{} can be written by other users (mode {mode:04o}), who could change what vmvault writes there. Fix: chmod go-w '{}'", .path.display(), .path.display())]
     Writable { path: PathBuf, mode: u32 },
+    #[error("{} is a symbolic link that {owner} owns: they chose where it leads. vmvault follows only links of root or of the user who runs it. Give the real path instead, or replace the link with one of your own: ln -sfn \"$(readlink -f '{}')\" '{}'", .path.display(), .path.display(), .path.display())]
+    LinkOwner { path: PathBuf, owner: String },
     #[error("{} is a symbolic link; vmvault never follows a link in its own folders (it could lead anywhere). See where it leads (ls -l '{}'); if that is the right file, put the file itself in its place", .path.display(), .path.display())]
     LinkedFile { path: PathBuf },
     #[error("{} can be written by other users (mode {mode:04o}): one of them may have changed it. Check it (or restore it from a copy), then: chmod go-w '{}'", .path.display(), .path.display())]
@@ -293,10 +295,9 @@ fn resolve_trusted(path: &Path) -> Result<PathBuf> {
                 ));
             }
             if md.uid() != 0 && md.uid() != me {
-                return Err(FsxError::Owner {
+                return Err(FsxError::LinkOwner {
                     path: next,
                     owner: user_name(md.uid()),
-                    me: user_name(me),
                 });
             }
             let target = std::fs::read_link(&next).map_err(|e| FsxError::io(&next, e))?;
@@ -603,6 +604,12 @@ impl Dir {
                     "the file has other names (hard links); vmvault will not write to it. Remove it",
                 ),
             ));
+        }
+        if st.st_mode & 0o022 != 0 {
+            return Err(FsxError::FileWritable {
+                path,
+                mode: st.st_mode & 0o7777,
+            });
         }
         Ok(())
     }
@@ -1304,7 +1311,8 @@ mod tests {
         std::os::unix::fs::symlink(&real, t.path().join("their-link")).unwrap();
         std::os::unix::fs::lchown(t.path().join("their-link"), Some(65534), None).unwrap();
         let e = Dir::open_private(&t.path().join("their-link").join("vault"), true).unwrap_err();
-        assert!(matches!(e, FsxError::Owner { .. }), "{e}");
+        assert!(matches!(e, FsxError::LinkOwner { .. }), "{e}");
+        assert!(!e.to_string().contains("chown"), "{e}");
         assert!(e.to_string().contains("their-link"), "{e}");
         // A link of ours in their folder: they can replace it at any time.
         let theirs = t.path().join("theirs");
@@ -1317,6 +1325,20 @@ mod tests {
         std::os::unix::fs::symlink(&real, t.path().join("our-link")).unwrap();
         Dir::open_private(&t.path().join("our-link").join("vault"), true).unwrap();
         assert!(real.join("vault").is_dir());
+    }
+
+    #[test]
+    fn a_log_others_can_write_is_not_appended_to() {
+        let t = private_tmp();
+        let d = Dir::open_private(t.path(), false).unwrap();
+        std::fs::write(t.path().join("log"), b"").unwrap();
+        std::fs::set_permissions(t.path().join("log"), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+        let e = d.open_append("log", 0o600).unwrap_err();
+        assert!(matches!(e, FsxError::FileWritable { .. }), "{e}");
+        std::fs::set_permissions(t.path().join("log"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        d.open_append("log", 0o600).unwrap();
     }
 
     #[test]
