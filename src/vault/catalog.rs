@@ -1395,6 +1395,16 @@ impl Catalog {
         })
     }
 
+    /// The points of [`Catalog::point_writes`], by id only (readable in every schema that
+    /// has the table).
+    pub fn announced_point_ids(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT point_id FROM point_writes")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
     /// Forgets announced point writes (their folders are gone).
     pub fn delete_point_writes(&self, point_ids: &[String]) -> Result<()> {
         self.transaction_durable(|tx| {

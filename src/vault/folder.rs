@@ -337,12 +337,7 @@ pub fn open_catalog(
         // may be another vault's.
         (Some(c), None) => {
             if let Some(mismatch) = catalog_disagrees_with_store(folder, &catalog)? {
-                return Err(FolderError::Invalid {
-                    path: folder.path().to_path_buf(),
-                    message: format!(
-                        "{MARKER_FILE} is missing, and catalog.db (vault {c}) does not describe the data in this folder ({mismatch}): it may be another vault's catalog. Nothing was changed. Put this vault's own catalog.db back, or {MARKER_FILE} from a copy"
-                    ),
-                });
+                return Err(no_marker_foreign(folder, &c, &mismatch));
             }
             folder.write_marker(&Marker {
                 id: c,
@@ -370,6 +365,16 @@ pub fn open_catalog(
     }
 }
 
+/// The error for a folder without its marker whose catalog does not describe its data.
+fn no_marker_foreign(folder: &VaultFolder, catalog_id: &str, mismatch: &str) -> FolderError {
+    FolderError::Invalid {
+        path: folder.path().to_path_buf(),
+        message: format!(
+            "{MARKER_FILE} is missing, and catalog.db (vault {catalog_id}) does not describe the data in this folder ({mismatch}): it may be another vault's catalog. Nothing was changed. Put this vault's own catalog.db back, or {MARKER_FILE} from a copy"
+        ),
+    }
+}
+
 /// Whether a catalog fails to describe the point folders of `folder`: a folder it has no
 /// record of, or a committed point without its folder. None when it describes them all.
 fn catalog_disagrees_with_store(
@@ -379,7 +384,7 @@ fn catalog_disagrees_with_store(
     let mut known: std::collections::HashSet<String> =
         catalog.all_points()?.into_iter().map(|p| p.id).collect();
     let committed = known.clone();
-    known.extend(catalog.point_writes()?.into_iter().map(|w| w.point_id));
+    known.extend(catalog.announced_point_ids()?);
     let points = folder.dir.path_of(POINTS_DIR);
     let mut folders = std::collections::HashSet::new();
     match std::fs::read_dir(&points) {
@@ -436,7 +441,15 @@ pub fn open_catalog_read_only(folder: &VaultFolder) -> Result<Catalog, FolderErr
         });
     }
     let catalog = Catalog::open_read_only(&folder.catalog_path())?;
-    if let Some(m) = folder.marker()? {
+    let marker = folder.marker()?;
+    if marker.is_none() {
+        if let Some(c) = catalog.setting(SETTING_VAULT_ID)? {
+            if let Some(mismatch) = catalog_disagrees_with_store(folder, &catalog)? {
+                return Err(no_marker_foreign(folder, &c, &mismatch));
+            }
+        }
+    }
+    if let Some(m) = marker {
         let id = catalog.setting(SETTING_VAULT_ID)?;
         if id.as_deref() != Some(m.id.as_str()) {
             return Err(FolderError::ForeignCatalog {
@@ -548,6 +561,12 @@ mod tests {
             "{e}"
         );
         assert!(!f.path().join(MARKER_FILE).exists());
+        // Listings (read-only) refuse it the same way rather than show another vault.
+        let e = open_catalog_read_only(&f).unwrap_err();
+        assert!(
+            e.to_string().contains("may be another vault's catalog"),
+            "{e}"
+        );
         // With no data, the catalog is taken as this folder's (a crash before the marker).
         std::fs::remove_dir_all(f.path().join("points")).unwrap();
         let (_, how) = open_catalog(&f, "v1").unwrap();
