@@ -167,18 +167,24 @@ impl Engine {
             // A folder a backup finished writing is kept with its chunks, even though this
             // catalog never saw it committed: a newer catalog may have (this one restored
             // from a copy taken during that backup).
+            // Whatever its age: the grace period protects chunk files, not the committed
+            // chunks such a point shares with others.
+            let stale: HashSet<String> = stale_writes.into_iter().map(|w| w.point_id).collect();
             let mut kept = Vec::new();
             let mut unfinished = Vec::new();
-            for w in stale_writes {
+            for w in engine.inner.catalog.point_writes()? {
                 ctx.cancel.check()?;
                 match engine.finished_point_folder(&w) {
                     Some(indexes) => {
                         for ix in indexes {
                             marked.extend(ix.entries.iter().map(|(_, d)| *d));
                         }
-                        kept.push(w.point_id);
+                        if stale.contains(&w.point_id) {
+                            kept.push(w.point_id);
+                        }
                     }
-                    None => unfinished.push(w.point_id),
+                    None if stale.contains(&w.point_id) => unfinished.push(w.point_id),
+                    None => {}
                 }
             }
             for p in &points {

@@ -215,6 +215,42 @@ fn garbage_collection_keeps_a_point_a_newer_catalog_committed() {
     env.assert_restore_matches_source("app01", &p2, "newer");
 }
 
+/// The same, with the point's folder younger than the grace period (which protects chunk
+/// files, not catalog rows): the chunks it shares with a point being pruned are kept too.
+#[test]
+fn garbage_collection_keeps_the_chunks_of_a_young_point_a_newer_catalog_committed() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    env.ok(&["sim", "advance", "1d"]);
+    let p2 = other_point(&env, "app01", &p1);
+    let vault = env.vault_dir("test-we");
+    let newer = env.path("newer-catalog");
+    save_catalog(&vault, &newer);
+    {
+        // A copy taken while p2 was being written and p1 pruned.
+        let db = rusqlite::Connection::open(vault.join("catalog.db")).unwrap();
+        for p in [&p1, &p2] {
+            db.execute("DELETE FROM points WHERE id = ?1", [p]).unwrap();
+        }
+        db.execute(
+            "INSERT INTO point_writes (point_id, job_id, started, purpose, disks) VALUES (?1, 'a-backup-job', '2020-01-01T00:00:00.000000Z', 'write', '0')",
+            [&p2],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO point_writes (point_id, job_id, started, purpose) VALUES (?1, 'a-prune-job', '2020-01-01T00:00:00.000000Z', 'remove')",
+            [&p1],
+        )
+        .unwrap();
+    }
+    let job = env.json(&["gc"]);
+    assert_eq!(job["status"], "Completed", "{job:#}");
+    assert!(vault.join("points").join(&p2).is_dir());
+    put_back_catalog(&newer, &vault);
+    env.assert_restore_matches_source("app01", &p2, "newer");
+}
+
 #[test]
 fn garbage_collection_reports_the_orphans_it_frees() {
     let env = env_without_grace();
