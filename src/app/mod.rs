@@ -53,7 +53,10 @@ impl From<EngineError> for AppError {
         match e {
             EngineError::Usage(m) => AppError::usage(m),
             EngineError::Locked(l) => AppError::usage(l.to_string()),
-            EngineError::Failed(m) => AppError::failed(m),
+            e @ (EngineError::Failed(_)
+            | EngineError::Catalog(_)
+            | EngineError::Folder(_)
+            | EngineError::Store(_)) => AppError::failed(e.to_string()),
         }
     }
 }
@@ -195,10 +198,10 @@ fn init_logging(config: &Config, data_dir: &crate::fsx::Dir) {
                     crate::fsx::Dir::open_user(&parent).and_then(|d| d.open_append(name, 0o600))
                 }
                 None => {
-                    eprintln!(
+                    write_stderr(format_args!(
                         "warning: log_file {} names no file; logging is off",
                         path.display()
-                    );
+                    ));
                     return;
                 }
             }
@@ -207,7 +210,7 @@ fn init_logging(config: &Config, data_dir: &crate::fsx::Dir) {
     let file = match opened {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("warning: not logging: {e}");
+            write_stderr(format_args!("warning: not logging: {e}"));
             return;
         }
     };
@@ -253,6 +256,16 @@ impl<W: Write> Write for SafeLogLine<'_, W> {
         let _ = self.0.flush();
         Ok(())
     }
+}
+
+/// A line on stderr, escaped; a stderr nobody reads any more (a closed pipe) is not an
+/// error worth dying for (eprintln! would panic).
+pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    let text = std::fmt::format(args);
+    let mut err = std::io::stderr().lock();
+    let _ = err
+        .write_all(crate::fmt::printable(&text).as_bytes())
+        .and_then(|_| err.write_all(b"\n"));
 }
 
 #[cfg(test)]

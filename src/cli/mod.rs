@@ -13,7 +13,7 @@ macro_rules! outln {
 }
 /// A line on stderr, escaped like stdout.
 macro_rules! errln {
-    ($($t:tt)*) => { eprintln!("{}", $crate::fmt::printable(&format!($($t)*))) };
+    ($($t:tt)*) => { $crate::app::write_stderr(format_args!($($t)*)) };
 }
 
 pub mod args;
@@ -86,7 +86,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            crate::app::write_stderr(format_args!("error: cannot start the runtime: {e}"));
             return ExitCode::from(exit::FAILED);
         }
     };

@@ -58,23 +58,27 @@ pub enum EngineError {
     /// The vault could not do what it should (exit code 1).
     #[error("{0}")]
     Failed(String),
+    /// The catalog failed (exit code 1); kept whole, so a front end can tell a full disk
+    /// or a damaged catalog from other failures.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The vault folder cannot be used as it is (exit code 1).
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// The chunk store or an index failed (exit code 1).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl From<CatalogError> for EngineError {
-    fn from(e: CatalogError) -> Self {
-        EngineError::Failed(e.to_string())
-    }
-}
-
-impl From<FolderError> for EngineError {
-    fn from(e: FolderError) -> Self {
-        EngineError::Failed(e.to_string())
-    }
-}
-
-impl From<StoreError> for EngineError {
-    fn from(e: StoreError) -> Self {
-        EngineError::Failed(e.to_string())
+impl EngineError {
+    /// Whether the vault's file system is full (the fix is room, not a retry or a verify).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            EngineError::Catalog(e) => e.is_full(),
+            EngineError::Folder(FolderError::Catalog(e)) => e.is_full(),
+            EngineError::Store(StoreError::Io { source, .. }) => crate::fsx::is_full(source),
+            _ => false,
+        }
     }
 }
 
