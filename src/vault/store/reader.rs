@@ -688,3 +688,397 @@ impl<S: ChunkSource> Drop for PointReader<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{compressible, random, Rng};
+    use super::super::{digest_hex, restore_disk};
+    use super::*;
+    use crate::cancel::{CancelToken, Progress};
+    use std::fs;
+
+    const CS: usize = 64 * 1024;
+    /// 40 full slots and a short last one.
+    const CAPACITY: u64 = 40 * CS as u64 + 1000;
+
+    /// A chunk store that counts reads, by whom.
+    struct Counting {
+        store: ChunkStore,
+        demand: AtomicU64,
+        ahead: AtomicU64,
+    }
+
+    impl Counting {
+        fn reads(&self) -> (u64, u64) {
+            (
+                self.demand.load(Ordering::SeqCst),
+                self.ahead.load(Ordering::SeqCst),
+            )
+        }
+    }
+
+    impl ChunkSource for Counting {
+        type Reader = ChunkReader;
+        fn new_reader(&self) -> Result<ChunkReader, StoreError> {
+            ChunkReader::new()
+        }
+        fn read_chunk<'r>(
+            &self,
+            d: &Digest,
+            r: &'r mut ChunkReader,
+        ) -> Result<&'r [u8], StoreError> {
+            let ahead = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("point-read-ahead"));
+            let n = if ahead { &self.ahead } else { &self.demand };
+            n.fetch_add(1, Ordering::SeqCst);
+            self.store.read_into(d, r)
+        }
+        fn location(&self, d: &Digest) -> PathBuf {
+            self.store.path_of(d)
+        }
+    }
+
+    /// A disk of 41 slots: random and text-like chunks, a hole every fifth slot from slot
+    /// 3, slot 7 a copy of slot 2, and a short last slot; with its restored image.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        source: Arc<Counting>,
+        index: DiskIndex,
+        image: Vec<u8>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+            let mut entries = Vec::new();
+            for slot in 0..41u64 {
+                if slot % 5 == 3 {
+                    continue;
+                }
+                let data = match slot {
+                    40 => compressible(40, 1000),
+                    7 => random(2, CS),
+                    s if s % 2 == 0 => random(s, CS),
+                    s => compressible(s, CS),
+                };
+                let d = *blake3::hash(&data).as_bytes();
+                store.put(&d, &data).unwrap();
+                entries.push((slot, d));
+            }
+            let index = DiskIndex {
+                capacity: CAPACITY,
+                chunk_size: CS as u32,
+                entries,
+            };
+            let out = dir.path().join("disk.raw");
+            let (p, c) = (Progress::default(), CancelToken::new());
+            restore_disk(&store, &index, &out, &p, &c, 2).unwrap();
+            let image = fs::read(&out).unwrap();
+            assert_eq!(image.len() as u64, CAPACITY);
+            let source = Arc::new(Counting {
+                store,
+                demand: AtomicU64::new(0),
+                ahead: AtomicU64::new(0),
+            });
+            Fixture {
+                _dir: dir,
+                source,
+                index,
+                image,
+            }
+        }
+
+        fn reader(&self, opts: ReaderOptions) -> PointReader<Arc<Counting>> {
+            PointReader::new(self.source.clone(), vec![(0, self.index.clone())], opts)
+        }
+
+        fn digest(&self, slot: u64) -> Digest {
+            *self.index.digest_at(slot).unwrap()
+        }
+
+        fn chunk_file(&self, slot: u64) -> PathBuf {
+            self.source.store.path_of(&self.digest(slot))
+        }
+
+        /// Asserts that reading `len` bytes at `offset` gives the image's bytes.
+        fn check(&self, r: &PointReader<Arc<Counting>>, offset: u64, len: usize) {
+            let mut buf = vec![0xa5u8; len];
+            let n = r.read_at(0, offset, &mut buf).unwrap();
+            let end = offset.saturating_add(len as u64).min(CAPACITY);
+            let want = end.saturating_sub(offset) as usize;
+            assert_eq!(n, want, "length of the read of {len} bytes at {offset}");
+            if want > 0 {
+                assert!(
+                    buf[..n] == self.image[offset as usize..end as usize],
+                    "bytes of the read of {len} bytes at {offset}"
+                );
+            }
+        }
+    }
+
+    fn no_read_ahead() -> ReaderOptions {
+        ReaderOptions {
+            read_ahead: 0,
+            ..ReaderOptions::default()
+        }
+    }
+
+    #[test]
+    fn reads_equal_the_restored_image() {
+        let fx = Fixture::new();
+        let r = fx.reader(ReaderOptions::default());
+        let cs = CS as u64;
+        let cases = [
+            (0, 4096),
+            (cs - 10, 20),              // across a chunk boundary
+            (2 * cs + 5, 3 * CS),       // across holes and chunks
+            (3 * cs + 100, 4096),       // inside a hole
+            (40 * cs, 1000),            // the short last slot
+            (40 * cs + 990, 4096),      // past the end: short
+            (CAPACITY - 1, 1),          // the last byte
+            (CAPACITY, 4096),           // at the end: nothing
+            (CAPACITY + 12345, 10),     // beyond: nothing
+            (u64::MAX - 3, 10),         // far beyond: nothing, no overflow
+            (17, 0),                    // empty buffer
+            (0, CAPACITY as usize + 7), // the whole disk at once
+        ];
+        for (offset, len) in cases {
+            fx.check(&r, offset, len);
+        }
+        let mut rng = Rng::new(7);
+        for _ in 0..500 {
+            let offset = rng.next() % (CAPACITY + 2000);
+            let len = match rng.next() % 4 {
+                0 => 4096,
+                1 => (rng.next() % 512) as usize,
+                _ => (rng.next() % (3 * CS as u64)) as usize,
+            };
+            fx.check(&r, offset, len);
+        }
+        assert_eq!(r.disk_size(0), Some(CAPACITY));
+        assert_eq!(r.disk_size(1), None);
+        assert_eq!(r.disks().collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
+    fn holes_are_zeros_without_reading() {
+        let fx = Fixture::new();
+        let r = fx.reader(no_read_ahead());
+        let cs = CS as u64;
+        for hole in [3u64, 8, 13, 38] {
+            let mut buf = vec![1u8; CS];
+            assert_eq!(r.read_at(0, hole * cs, &mut buf).unwrap(), CS);
+            assert!(buf.iter().all(|b| *b == 0), "slot {hole}");
+        }
+        assert_eq!(fx.source.reads(), (0, 0));
+        // A chunk read twice is read from the store once.
+        fx.check(&r, 2 * cs, 100);
+        fx.check(&r, 2 * cs + 4096, 100);
+        assert_eq!(fx.source.reads(), (1, 0));
+        // Slot 7 holds the same chunk as slot 2: cached by digest.
+        fx.check(&r, 7 * cs, CS);
+        assert_eq!(fx.source.reads(), (1, 0));
+    }
+
+    #[test]
+    fn threads_read_at_once() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<PointReader<ChunkStore>>();
+        send_sync::<PointReader<Arc<Counting>>>();
+        let fx = Fixture::new();
+        // A cache of 8 chunks: threads race for loads and evictions.
+        let r = fx.reader(ReaderOptions {
+            cache: Arc::new(ChunkCache::new(8 * CS)),
+            ..ReaderOptions::default()
+        });
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (fx, r) = (&fx, &r);
+                s.spawn(move || {
+                    let mut rng = Rng::new(100 + t);
+                    for i in 0..300 {
+                        if t == 0 {
+                            // One sequential stream among the random readers.
+                            fx.check(r, (i * 8192) % CAPACITY, 8192);
+                        } else {
+                            let offset = rng.next() % CAPACITY;
+                            fx.check(r, offset, (rng.next() % (2 * CS as u64)) as usize);
+                        }
+                    }
+                });
+            }
+        });
+        let st = r.cache().stats();
+        assert!(st.peak_bytes <= 8 * CS, "{st:?}");
+    }
+
+    #[test]
+    fn a_damaged_or_missing_chunk_is_an_error_and_never_cached() {
+        let fx = Fixture::new();
+        let r = fx.reader(ReaderOptions::default());
+        let cs = CS as u64;
+        let (bad, d) = (5u64, fx.digest(5));
+        let path = fx.chunk_file(bad);
+        let good = fs::read(&path).unwrap();
+        let mut damaged = good.clone();
+        let mid = damaged.len() / 2;
+        damaged[mid] ^= 0x10;
+        fs::write(&path, &damaged).unwrap();
+        // Read directly, and reached by a sequential stream that read-ahead went over.
+        for offset in [bad * cs + 10, 0] {
+            let mut buf = vec![0u8; 2 * CS];
+            let mut at = offset;
+            let e = loop {
+                match r.read_at(0, at, &mut buf) {
+                    Ok(n) => at += n as u64,
+                    Err(e) => break e,
+                }
+                r.wait_read_ahead_idle();
+            };
+            assert!(matches!(&e, StoreError::AtSlot { slot: 5, .. }), "{e}");
+            assert_eq!(e.faulty_chunk(), Some(d));
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&digest_hex(&d)) && msg.contains("corrupt"),
+                "{msg}"
+            );
+            assert!(msg.contains(&format!("offset {}", bad * cs)), "{msg}");
+            assert!(!r.cache().contains(&d));
+        }
+        assert!(fx.source.reads().1 > 0, "read-ahead went over the damage");
+        // Repaired: read again, not an error remembered.
+        fs::write(&path, &good).unwrap();
+        fx.check(&r, bad * cs, CS);
+        assert!(r.cache().contains(&d));
+
+        // Missing: typed, naming the chunk; a cached chunk is still served after its file
+        // went (it was checked when read).
+        let r2 = fx.reader(no_read_ahead());
+        let (gone, dg) = (11u64, fx.digest(11));
+        fs::remove_file(fx.chunk_file(gone)).unwrap();
+        let e = r2.read_at(0, gone * cs, &mut [0u8; 10]).unwrap_err();
+        let StoreError::AtSlot { source, .. } = &e else {
+            panic!("{e}")
+        };
+        assert!(matches!(**source, StoreError::ChunkMissing { digest, .. } if digest == dg));
+        assert!(!r2.cache().contains(&dg));
+        fs::remove_file(&path).unwrap();
+        fx.check(&r, bad * cs, CS);
+    }
+
+    #[test]
+    fn a_chunk_of_the_wrong_length_is_refused() {
+        let fx = Fixture::new();
+        let mut index = fx.index.clone();
+        // The short last chunk where a full slot is.
+        let short = fx.digest(40);
+        index.entries[0].1 = short;
+        let r = PointReader::new(fx.source.clone(), vec![(3, index)], no_read_ahead());
+        let e = r.read_at(3, 0, &mut [0u8; 10]).unwrap_err();
+        assert_eq!(e.faulty_chunk(), Some(short));
+        assert!(e.to_string().contains("slot is 65536 bytes"), "{e}");
+        let e = r.read_at(0, 0, &mut [0u8; 10]).unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+        assert!(e.to_string().contains("no disk 0 (its disks: 3)"), "{e}");
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound() {
+        let fx = Fixture::new();
+        // Three and a half chunks.
+        let limit = 7 * CS / 2;
+        let cache = Arc::new(ChunkCache::new(limit));
+        let r = fx.reader(ReaderOptions {
+            cache: cache.clone(),
+            ..ReaderOptions::default()
+        });
+        let cs = CS as u64;
+        for pass in 0..2 {
+            for slot in 0..41u64 {
+                fx.check(&r, slot * cs + pass * 100, 4096);
+                let st = cache.stats();
+                // Three full chunks, or two and the short last one.
+                assert!(st.bytes <= limit && st.entries <= 4, "{st:?}");
+            }
+        }
+        let st = cache.stats();
+        assert!(st.peak_bytes <= limit && st.peak_bytes >= 3 * CS, "{st:?}");
+        assert!(st.evictions > 0, "{st:?}");
+        // A chunk larger than the whole cache is served, not kept.
+        let tiny = ChunkCache::new(CS - 1);
+        let r = fx.reader(ReaderOptions {
+            cache: Arc::new(tiny),
+            ..no_read_ahead()
+        });
+        fx.check(&r, 0, CS);
+        assert_eq!(r.cache().stats().bytes, 0);
+    }
+
+    #[test]
+    fn clock_evicts_what_was_not_used_again() {
+        let c = ChunkCache::new(300);
+        let chunk = |b: u8| -> Arc<[u8]> { Arc::from(vec![b; 100]) };
+        for b in 1..=3 {
+            c.insert([b; 32], chunk(b));
+        }
+        assert!(c.get(&[1; 32]).is_some());
+        c.insert([4; 32], chunk(4));
+        // 1 was used since it came in; 2 was not.
+        assert!(c.contains(&[1; 32]) && !c.contains(&[2; 32]));
+        assert!(c.contains(&[3; 32]) && c.contains(&[4; 32]));
+        let st = c.stats();
+        assert_eq!((st.bytes, st.entries, st.evictions), (300, 3, 1));
+        assert_eq!(&c.get(&[4; 32]).unwrap()[..], &[4; 100][..]);
+    }
+
+    #[test]
+    fn a_sequential_scan_is_read_ahead_random_reads_are_not() {
+        let fx = Fixture::new();
+        let cs = CS as u64;
+        let opts = || ReaderOptions {
+            read_ahead: 4,
+            read_ahead_threads: 1,
+            ..ReaderOptions::default()
+        };
+        // Random: backwards, and forward in jumps of more than a chunk.
+        let r = fx.reader(opts());
+        for slot in (0..41u64).rev().chain((0..41).step_by(3)) {
+            fx.check(&r, slot * cs + 512, 4096);
+        }
+        r.wait_read_ahead_idle();
+        assert_eq!(r.read_ahead_loads(), 0);
+        assert_eq!(fx.source.reads().1, 0);
+        drop(r);
+
+        // Sequential, 16 KiB at a time: after two reads, the next 4 slots are loaded ahead.
+        let before = fx.source.reads();
+        let r = fx.reader(opts());
+        fx.check(&r, 0, 16384);
+        fx.check(&r, 16384, 16384);
+        r.wait_read_ahead_idle();
+        assert_eq!(
+            fx.source.reads().0 - before.0,
+            1,
+            "only slot 0 read on demand"
+        );
+        for slot in 1..5u64 {
+            // Slot 3 is a hole; the others were loaded ahead.
+            if let Some(d) = fx.index.digest_at(slot) {
+                assert!(r.cache().contains(d), "slot {slot} loaded ahead");
+            }
+        }
+        for at in (32768..CAPACITY).step_by(16384) {
+            fx.check(&r, at, 16384);
+        }
+        r.wait_read_ahead_idle();
+        let (demand, ahead) = fx.source.reads();
+        let (demand, ahead) = (demand - before.0, ahead - before.1);
+        assert!(ahead >= 3, "read ahead: {ahead}, on demand: {demand}");
+        assert_eq!(ahead, r.read_ahead_loads());
+        // Each distinct chunk read once (slot 7 repeats slot 2).
+        let distinct = fx.index.unique_digests().len() as u64;
+        assert_eq!(demand + ahead, distinct);
+    }
+}
