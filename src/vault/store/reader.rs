@@ -23,10 +23,11 @@
 //!   for each would cost 1–4 ms per read instead of microseconds. Replacement is CLOCK (a
 //!   reference bit per entry, a hand that clears it or evicts): near-LRU hit rates with
 //!   O(1) work and no list to reorder on every hit. Entries are `Arc<[u8]>`, so an evicted
-//!   chunk a reader is still copying from stays valid. Peak memory is the cache bound plus,
-//!   per thread reading a cold chunk at that moment, one chunk's read buffers (a few idle
-//!   buffer sets are kept for reuse, [`MAX_IDLE_READERS`]). No I/O happens under the
-//!   cache's lock.
+//!   chunk a reader is still copying from stays valid. Peak memory is the cache bound plus
+//!   about two chunks of read buffers per thread loading a chunk at that moment (readers
+//!   and read-ahead threads) and per idle buffer set kept for reuse
+//!   ([`MAX_IDLE_READERS`]): with the defaults and 4 MiB chunks, 64 MiB + 8 MiB per
+//!   loading thread + 16 MiB. No I/O happens under the cache's lock.
 //! - **Sequential read-ahead.** Each disk remembers where its last read ended; reads that
 //!   keep moving forward (each starting at most one chunk past the previous end) are a
 //!   stream, and after [`SEQUENTIAL_AFTER`] of them the next `read_ahead` chunks are
@@ -63,8 +64,9 @@ pub const DEFAULT_READ_AHEAD: usize = 8;
 pub const DEFAULT_READ_AHEAD_THREADS: usize = 2;
 /// Forward reads in a row after which a disk's reads count as a sequential stream.
 pub const SEQUENTIAL_AFTER: u32 = 2;
-/// Idle per-thread chunk readers (buffers, contexts) kept for reuse.
-pub const MAX_IDLE_READERS: usize = 4;
+/// Idle per-thread chunk readers (buffers, contexts) kept for reuse: each holds about two
+/// chunks' worth of buffers, so only a few are kept.
+pub const MAX_IDLE_READERS: usize = 2;
 
 /// Where chunks come from: reads one chunk by digest, checked against it.
 pub trait ChunkSource: Send + Sync + 'static {
@@ -926,9 +928,10 @@ mod tests {
         let mid = damaged.len() / 2;
         damaged[mid] ^= 0x10;
         fs::write(&path, &damaged).unwrap();
-        // Read directly, and reached by a sequential stream that read-ahead went over.
-        for offset in [bad * cs + 10, 0] {
-            let mut buf = vec![0u8; 2 * CS];
+        // Read directly, and reached by a sequential stream whose read-ahead (queued by its
+        // second read, waited for after each) went over it first.
+        for (offset, len) in [(bad * cs + 10, 2 * CS), (0, 16384)] {
+            let mut buf = vec![0u8; len];
             let mut at = offset;
             let e = loop {
                 match r.read_at(0, at, &mut buf) {
