@@ -430,14 +430,15 @@ impl ChunkEncoder {
 }
 
 /// Reusable buffers and zstd context for reading chunks; one per worker thread.
-pub(crate) struct ChunkReader {
+pub struct ChunkReader {
     file: Vec<u8>,
     raw: AlignedBuf,
     dctx: zstd::bulk::Decompressor<'static>,
 }
 
 impl ChunkReader {
-    pub(crate) fn new() -> Result<ChunkReader, StoreError> {
+    /// New buffers and a zstd decompression context.
+    pub fn new() -> Result<ChunkReader, StoreError> {
         let dctx = zstd::bulk::Decompressor::new()
             .map_err(|e| StoreError::io("creating a zstd decompression context", e))?;
         Ok(ChunkReader {

@@ -14,6 +14,8 @@
 //!   sparse image, placed without replacing anything; [`TargetError`] for what goes wrong
 //!   in the target folder (as opposed to the vault's data).
 //! - [`verify`]: [`verify_chunks`], re-read + decompress + re-hash.
+//! - [`reader`]: [`PointReader`], random access to the disks of a recovery point (any byte
+//!   range, holes as zeros) through a bounded [`ChunkCache`] with sequential read-ahead.
 //!
 //! # Design rationale
 //! - **Fixed-size chunks aligned to disk offsets.** VM disks change in place, so slot `i`
@@ -80,6 +82,7 @@
 pub mod backup;
 pub mod chunks;
 pub mod index;
+pub mod reader;
 pub mod restore;
 pub mod verify;
 
@@ -93,6 +96,7 @@ pub use backup::{
 };
 pub use chunks::{ChunkEncoder, ChunkStore, DEFAULT_COMPRESSION_LEVEL};
 pub use index::DiskIndex;
+pub use reader::{CacheStats, ChunkCache, ChunkSource, PointReader, ReaderOptions};
 pub use restore::{restore_disk, restore_disk_at, TargetError};
 pub use verify::{verify_chunks, ChunkFault};
 

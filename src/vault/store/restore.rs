@@ -631,23 +631,33 @@ fn restore_slot(
     holes: &HolePuncher,
 ) -> Result<(), StoreError> {
     let raw = store.read_into(d, reader)?;
-    let want = index.slot_len(slot);
-    if raw.len() as u64 != want {
-        return Err(StoreError::ChunkCorrupt {
-            digest: *d,
-            path: store.path_of(d),
-            reason: format!(
-                "holds {} bytes but the slot is {want} bytes (chunk {} does not belong to this disk layout)",
-                raw.len(),
-                digest_hex(d)
-            ),
-        });
-    }
+    check_slot_len(d, raw.len(), index.slot_len(slot), || store.path_of(d))?;
     let offset = slot * u64::from(index.chunk_size);
     write_sparse(file, offset, raw, holes)
         .map_err(|e| target_io(path, &format!("writing at offset {offset}"), e))?;
     progress.add_done(raw.len() as u64);
     Ok(())
+}
+
+/// Checks that chunk `d`, `len` bytes long, fills a slot of `want` bytes: a sound chunk of
+/// another length does not belong to this disk layout. `path` says where the chunk is.
+pub(crate) fn check_slot_len(
+    d: &Digest,
+    len: usize,
+    want: u64,
+    path: impl FnOnce() -> PathBuf,
+) -> Result<(), StoreError> {
+    if len as u64 == want {
+        return Ok(());
+    }
+    Err(StoreError::ChunkCorrupt {
+        digest: *d,
+        path: path(),
+        reason: format!(
+            "holds {len} bytes but the slot is {want} bytes (chunk {} does not belong to this disk layout)",
+            digest_hex(d)
+        ),
+    })
 }
 
 /// Writes the non-zero runs of `data` at `offset`; whole 4 KiB blocks of zeros are skipped
