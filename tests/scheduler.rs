@@ -252,6 +252,16 @@ fn killed_sim_advance_leaves_the_clock_ahead_of_its_work_and_resumes_from_there(
 /// clock stopped, and no job is left running.
 #[test]
 fn ctrl_c_stops_sim_advance_after_the_current_step() {
+    stop_sim_advance(libc::SIGINT, 130);
+}
+
+/// SIGTERM (a service manager's stop) does the same, with the exit of a cancel (3).
+#[test]
+fn sigterm_stops_sim_advance_with_the_cancel_exit() {
+    stop_sim_advance(libc::SIGTERM, 3);
+}
+
+fn stop_sim_advance(signal: i32, code: i32) {
     let env = Env::new();
     env.protect(&["jump01"]);
     let child = env
@@ -263,12 +273,12 @@ fn ctrl_c_stops_sim_advance_after_the_current_step() {
         .unwrap();
     wait_until(120, "scheduled backups to run", || backups(&env).len() >= 3);
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, signal);
     }
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
-        Some(130),
+        Some(code),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -1524,6 +1524,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
             let by = fmt::parse_period(&a.by).map_err(AppError::usage)?;
             let engine = open_owner(setup)?;
             require_sim(&engine)?;
+            let mut stopped_by = None;
             let r: AdvanceReport = if a.offline {
                 engine.sim_advance_offline(by)?
             } else {
@@ -1536,6 +1537,7 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
                     r = &mut advance => r?,
                     signal = signals.recv() => {
                         errln!("{}: stopping after the current step…", signal.name());
+                        stopped_by = Some(signal);
                         stop.cancel();
                         advance.await?
                     }
@@ -1561,7 +1563,8 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
                     "Interrupted at {} UTC (simulated); `vmvault sim advance` goes on from there.",
                     fmt::time(r.to)
                 );
-                return Ok(exit::INTERRUPTED);
+                // 130 for Ctrl-C, as for a cancel for SIGTERM and SIGHUP (as other commands).
+                return Ok(stopped_by.map_or(exit::INTERRUPTED, StopSignal::exit_code));
             }
             Ok(exit::OK)
         }

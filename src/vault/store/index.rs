@@ -309,6 +309,16 @@ impl DiskIndex {
         let chunk_size = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
         let count = le64(&header[24..32]);
         let body_len = file_len - header_len - CHECKSUM_LEN;
+        // A disk has so many slots, and an index no more entries: never read (or hash) a
+        // file bigger than that.
+        // (Bounded with the smallest chunk size, so that a damaged chunk size still reads as
+        // a checksum mismatch.)
+        let most = slot_count(capacity, super::MIN_CHUNK_SIZE).saturating_mul(ENTRY_LEN);
+        if body_len > most {
+            return Err(corrupt(format!(
+                "{file_len} bytes is more than an index of a {capacity}-byte disk can hold"
+            )));
+        }
         // Only trust the count (and allocate for it) when the file size agrees with it.
         let consistent = count.checked_mul(ENTRY_LEN) == Some(body_len);
         let mut entries = Vec::new();
@@ -507,6 +517,12 @@ mod tests {
         .unwrap();
         let e = DiskIndex::read(&p).unwrap_err().to_string();
         assert!(e.contains("bad magic"), "{e}");
+        // A file longer than any index of its disk is not read through.
+        let mut long = good.clone();
+        long.extend(std::iter::repeat_n(0u8, 1 << 20));
+        fs::write(&p, &long).unwrap();
+        let e = DiskIndex::read(&p).unwrap_err().to_string();
+        assert!(e.contains("more than an index of a"), "{e}");
         assert!(matches!(
             DiskIndex::read(&t.path().join("missing.idx")),
             Err(StoreError::Io { .. })
