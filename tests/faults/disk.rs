@@ -5,6 +5,20 @@
 use crate::common::*;
 use serde_json::Value;
 
+/// Runs vmvault with `env`'s config and its data folder at `data` (on a small mount).
+fn run_with_data(env: &Env, data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    assert_cmd::Command::cargo_bin("vmvault")
+        .expect("binary")
+        .timeout(std::time::Duration::from_secs(120))
+        .arg("--config")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run vmvault")
+}
+
 #[test]
 fn a_full_vault_disk_fails_the_backup_clearly_and_the_next_one_works() {
     let env = Env::new();
@@ -12,18 +26,7 @@ fn a_full_vault_disk_fails_the_backup_clearly_and_the_next_one_works() {
         return;
     };
     let data = disk.0.join("data");
-    let run = |args: &[&str]| {
-        assert_cmd::Command::cargo_bin("vmvault")
-            .expect("binary")
-            .timeout(std::time::Duration::from_secs(120))
-            .arg("--config")
-            .arg(&env.config)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(args)
-            .output()
-            .expect("run vmvault")
-    };
+    let run = |args: &[&str]| run_with_data(&env, &data, args);
     let ok = |args: &[&str]| {
         let out = run(args);
         assert_eq!(
@@ -88,18 +91,7 @@ fn a_disk_full_to_the_last_byte_still_lists_and_says_it_is_full() {
         return;
     };
     let data = disk.0.join("data");
-    let run = |args: &[&str]| {
-        assert_cmd::Command::cargo_bin("vmvault")
-            .expect("binary")
-            .timeout(std::time::Duration::from_secs(120))
-            .arg("--config")
-            .arg(&env.config)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(args)
-            .output()
-            .expect("run vmvault")
-    };
+    let run = |args: &[&str]| run_with_data(&env, &data, args);
     let code = |args: &[&str]| {
         let out = run(args);
         (
