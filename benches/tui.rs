@@ -272,6 +272,8 @@ fn measure(engine: &Engine) {
         simulated: true,
         read_only: None,
         free: false,
+        unencrypted_v1: false,
+        new_key_file: None,
     };
     let mut app = App::new(
         Some(info),

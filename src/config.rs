@@ -33,6 +33,10 @@ pub struct Config {
     /// Where this configuration came from (a path, or "embedded default").
     #[serde(skip)]
     pub origin: String,
+    /// The folder of the configuration file (for the embedded default, the XDG config
+    /// folder, where a config file would be): vault key files live in its `keys/`.
+    #[serde(skip)]
+    pub folder: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,7 +74,24 @@ pub struct VaultConfig {
     /// Unreferenced chunks younger than this are kept by garbage collection.
     #[serde(default = "default_gc_grace")]
     pub gc_grace_minutes: u64,
+    /// Encryption of a new vault (an existing vault keeps what it was made with).
+    #[serde(default)]
+    pub encryption: Encryption,
+    /// The key file of the vault (default `<config folder>/keys/<vault id>.key`).
+    pub key_file: Option<PathBuf>,
     pub source: SourceConfig,
+}
+
+/// Whether a new vault encrypts what it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Encryption {
+    /// AES-256-GCM with a key kept wrapped in the vault (the default).
+    #[default]
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+    /// No encryption: anyone who can read the vault folder can read the backups.
+    #[serde(rename = "none")]
+    None,
 }
 
 /// 1 MiB: a changed block costs one chunk, so smaller chunks store less per change (a 1 %
@@ -184,12 +205,19 @@ impl Config {
                     message: format!("cannot read the configuration file: {e}"),
                 })?;
                 let mut cfg = Config::parse(&text, &origin)?;
-                if let Some(dir) = p.parent() {
-                    cfg.resolve_relative_paths(dir);
-                }
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                cfg.resolve_relative_paths(&dir);
+                cfg.folder = Some(dir);
                 Ok(cfg)
             }
-            None => Config::parse(EMBEDDED_DEFAULT, "embedded default configuration"),
+            None => {
+                let mut cfg = Config::parse(EMBEDDED_DEFAULT, "embedded default configuration")?;
+                cfg.folder = default_config_path().and_then(|p| p.parent().map(Path::to_path_buf));
+                Ok(cfg)
+            }
         }
     }
 
@@ -288,6 +316,15 @@ impl Config {
                     format!("vault \"{}\": storage is empty, expected a folder (remove the key for the default, <data_dir>/vaults/{})", v.name, v.name),
                 ));
             }
+            if v.key_file
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+            {
+                return Err(err(
+                    "key_file",
+                    format!("vault \"{}\": key_file is empty, expected a file path (remove the key for the default, <config folder>/keys/<vault id>.key)", v.name),
+                ));
+            }
             if !v.chunk_size_kib.is_power_of_two() || !(64..=16384).contains(&v.chunk_size_kib) {
                 return Err(err(
                     "chunk_size_kib",
@@ -368,6 +405,9 @@ impl Config {
         for v in &mut self.vaults {
             if let Some(s) = &mut v.storage {
                 fix(s);
+            }
+            if let Some(k) = &mut v.key_file {
+                fix(k);
             }
             match &mut v.source {
                 SourceConfig::Simulated(s) => {

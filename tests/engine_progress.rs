@@ -162,6 +162,12 @@ fn open_vault(dir: &std::path::Path, provider: Arc<dyn Provider>, sim: Arc<SimPr
             max_concurrent_jobs: 4,
             threads: 2,
             other_vaults: vec![],
+            new_layout: vmvault::vault::folder::Layout::V2 { encrypted: true },
+            keys: vmvault::vault::unlock::KeySource {
+                key_file: Some(dir.join("vault.key")),
+                key_dir: None,
+                passphrase_file: None,
+            },
         },
         OpenMode::Exclusive,
     )

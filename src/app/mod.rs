@@ -56,7 +56,8 @@ impl From<EngineError> for AppError {
             e @ (EngineError::Failed(_)
             | EngineError::Catalog(_)
             | EngineError::Folder(_)
-            | EngineError::Store(_)) => AppError::failed(e.to_string()),
+            | EngineError::Store(_)
+            | EngineError::Unlock(_)) => AppError::failed(e.to_string()),
         }
     }
 }
@@ -109,9 +110,18 @@ impl Setup {
         self.config.vault_dir(&self.vault, &self.data_dir)
     }
 
-    /// Opens the engine of the selected vault.
+    /// Opens the engine of the selected vault (for the command line: where the key file of
+    /// a vault this made is, is said on stderr; the console says it in its own way).
     pub fn open(&self, mode: OpenMode) -> Result<Engine> {
-        self.open_vault(&self.vault, mode)
+        let engine = self.open_vault(&self.vault, mode)?;
+        if let Some(path) = engine.new_key_file() {
+            write_stderr(format_args!(
+                "vmvault: new vault {} is encrypted; its key file is {}. Keep a copy of it somewhere safe (not next to the vault): without it the backups cannot be read.",
+                engine.vault_name(),
+                path.display()
+            ));
+        }
+        Ok(engine)
     }
 
     pub fn open_vault(&self, vault: &VaultConfig, mode: OpenMode) -> Result<Engine> {
@@ -140,6 +150,14 @@ impl Setup {
                 .filter(|v| v.name != vault.name)
                 .map(|v| (v.name.clone(), v.region.clone()))
                 .collect(),
+            new_layout: crate::vault::folder::Layout::V2 {
+                encrypted: vault.encryption == crate::config::Encryption::Aes256Gcm,
+            },
+            keys: crate::vault::unlock::KeySource {
+                key_file: vault.key_file.clone(),
+                key_dir: self.config.folder.as_ref().map(|f| f.join("keys")),
+                passphrase_file: None,
+            },
         };
         Ok(Engine::open(opts, mode)?)
     }

@@ -263,20 +263,30 @@ fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
             .vaults
             .iter()
             .map(|v| {
+                let layout =
+                    crate::vault::folder::layout_of(&setup.config.vault_dir(v, &setup.data_dir));
                 json!({
                     "name": v.name,
                     "region": v.region,
                     "source": v.source.kind(),
                     "storage": setup.config.vault_dir(v, &setup.data_dir).display().to_string(),
                     "selected": v.name == setup.vault.name,
+                    "format": layout.map(|l| l.version()),
+                    "encryption": layout.map(|l| l.encryption()),
                 })
             })
             .collect();
         print_json(&Value::Array(v));
         return Ok(0);
     }
-    let mut t = Table::new(&["", "VAULT", "REGION", "SOURCE", "STORAGE"]);
+    let mut t = Table::new(&["", "VAULT", "REGION", "SOURCE", "FORMAT", "STORAGE"]);
     for v in &setup.config.vaults {
+        let format =
+            match crate::vault::folder::layout_of(&setup.config.vault_dir(v, &setup.data_dir)) {
+                Some(l) if l.is_encrypted() => format!("v{} encrypted", l.version()),
+                Some(l) => format!("v{} unencrypted", l.version()),
+                None => "-".into(),
+            };
         t.row(vec![
             if v.name == setup.vault.name {
                 "*".into()
@@ -286,6 +296,7 @@ fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
             v.name.clone(),
             v.region.clone(),
             v.source.kind().into(),
+            format,
             setup
                 .config
                 .vault_dir(v, &setup.data_dir)

@@ -292,7 +292,12 @@ impl Engine {
             .point_index_hashes(&point.id)
             .map_err(|e| store::StoreError::Invalid(format!("catalog: {e}")))?
             .and_then(|h| h.into_iter().find(|(d, _)| *d == disk).map(|(_, s)| s));
-        DiskIndex::read_for(
+        let chunks = self.inner.store.as_ref().ok_or_else(|| {
+            store::StoreError::Invalid(
+                "the vault is open read-only: indexes are read by its owner".into(),
+            )
+        })?;
+        chunks.read_index_for(
             &path,
             &store::index::IndexExpect {
                 point_id: &point.id,
@@ -511,8 +516,9 @@ fn backup_body(
             point_id: point_id.clone(),
             disk: *disk,
         };
-        let sum = index
-            .write_atomic(&engine.index_path(&point_id, *disk), &owner)
+        let sum = engine
+            .store()?
+            .write_index(&engine.index_path(&point_id, *disk), index, &owner)
             .map_err(store_fail)?;
         index_hashes.push((*disk, sum));
     }

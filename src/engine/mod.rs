@@ -36,10 +36,12 @@ use crate::vault::catalog::{
     Catalog, CatalogError, ChunkTotals, JobFilter, PolicyRow, CATALOG_FILE,
 };
 use crate::vault::folder::{
-    open_catalog, open_catalog_read_only, FolderError, VaultFolder, CHUNKS_DIR, POINTS_DIR,
+    open_catalog_as, open_catalog_read_only, FolderError, Layout, VaultFolder, CHUNKS_DIR,
+    POINTS_DIR,
 };
 use crate::vault::lock::{LockError, VaultLock};
-use crate::vault::store::{self as store, ChunkStore, PinSet, StoreError};
+use crate::vault::store::{self as store, ChunkStore, DataFormat, PinSet, StoreError};
+use crate::vault::unlock::{self, KeySource, UnlockError};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,9 @@ pub enum EngineError {
     /// The chunk store or an index failed (exit code 1).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The vault's keys cannot be made or opened (exit code 1).
+    #[error(transparent)]
+    Unlock(#[from] crate::vault::unlock::UnlockError),
 }
 
 impl EngineError {
@@ -139,6 +144,10 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Other configured vaults (name, region), to point at the right one.
     pub other_vaults: Vec<(String, String)>,
+    /// How a new vault stores its data (an existing vault keeps its own).
+    pub new_layout: Layout,
+    /// What opens the keys of an encrypted vault.
+    pub keys: KeySource,
 }
 
 /// How the vault is opened.
@@ -220,6 +229,10 @@ pub(crate) struct Inner {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Set when this engine only reads the vault.
     pub owner: Option<()>,
+    /// How the vault stores its data.
+    pub layout: Layout,
+    /// The key file this open made for a new encrypted vault (to tell the user once).
+    pub new_key_file: Option<PathBuf>,
     _lock: Option<VaultLock>,
 }
 
@@ -230,6 +243,65 @@ pub struct Engine {
 }
 
 const SETTING_CHUNK_SIZE: &str = "chunk_size";
+/// Catalog setting: the id of an encrypted vault's master key (the trusted copy).
+const SETTING_KEY_ID: &str = "key_id";
+
+/// How the data of the vault in `folder` (with `layout`) is read and written: for an
+/// encrypted vault, its keys, unlocked with what `keys` gives, or made when the vault is
+/// new (then `new_key_file` says where its key file went).
+fn data_format(
+    folder: &VaultFolder,
+    catalog: &crate::vault::catalog::Catalog,
+    layout: Layout,
+    keys: &KeySource,
+    new_key_file: &mut Option<PathBuf>,
+) -> Result<DataFormat> {
+    let encrypted = match layout {
+        Layout::V1 => return Ok(DataFormat::V1),
+        Layout::V2 { encrypted } => encrypted,
+    };
+    if !encrypted {
+        return Ok(DataFormat::V2 { keys: None });
+    }
+    let vault_id = catalog
+        .setting(crate::vault::folder::SETTING_VAULT_ID)?
+        .ok_or_else(|| EngineError::Failed("the catalog records no vault id".into()))?;
+    let data = folder.stored_data()?;
+    let empty = data.chunk_files == 0 && data.point_folders == 0 && !catalog.knows_stored_data()?;
+    let recorded = catalog.setting(SETTING_KEY_ID)?;
+    let master = if empty && unlock::slots(folder)?.is_empty() {
+        // A new vault (or one whose creation was killed before its keys were made).
+        let path = keys.key_file_for(&vault_id).ok_or_else(|| {
+            EngineError::Failed(
+                "no folder for the new vault's key file: set the vault's key_file in the config"
+                    .into(),
+            )
+        })?;
+        let m = unlock::create_keys(folder, &vault_id, &path)?;
+        catalog.set_setting(SETTING_KEY_ID, &m.key_id())?;
+        *new_key_file = Some(path);
+        m
+    } else {
+        let (m, slot) = unlock::unlock(folder, &vault_id, keys)?;
+        match recorded {
+            Some(k) if k != m.key_id() => {
+                return Err(UnlockError::ForeignKey {
+                    vault: folder.path().to_path_buf(),
+                    slot,
+                    found: m.key_id(),
+                    expected: k,
+                }
+                .into())
+            }
+            Some(_) => {}
+            None => catalog.set_setting(SETTING_KEY_ID, &m.key_id())?,
+        }
+        m
+    };
+    Ok(DataFormat::V2 {
+        keys: Some(std::sync::Arc::new(master.keys())),
+    })
+}
 const SETTING_CLOCK_OFFSET: &str = "sim_clock_offset_us";
 const SETTING_VAULT_NAME: &str = "vault_name";
 
@@ -253,11 +325,13 @@ impl Engine {
         };
         let owner = if lock.is_some() { None } else { Some(()) };
         let catalog_path = folder.catalog_path();
-        let catalog = if lock.is_some() {
-            open_catalog(&folder, &opts.vault_name)?.0
+        let (catalog, layout) = if lock.is_some() {
+            let (c, _, layout) = open_catalog_as(&folder, &opts.vault_name, opts.new_layout)?;
+            (c, layout)
         } else {
             open_catalog_read_only(&folder)?
         };
+        let mut new_key_file = None;
         let store = if lock.is_some() {
             // Both folders are the vault's own (never a link elsewhere).
             folder
@@ -268,7 +342,11 @@ impl Engine {
                 .dir()
                 .subdir(CHUNKS_DIR, true)
                 .map_err(FolderError::from)?;
-            Some(ChunkStore::open(&folder.path().join(CHUNKS_DIR))?)
+            let format = data_format(&folder, &catalog, layout, &opts.keys, &mut new_key_file)?;
+            Some(ChunkStore::open_with(
+                &folder.path().join(CHUNKS_DIR),
+                format,
+            )?)
         } else {
             None
         };
@@ -318,6 +396,8 @@ impl Engine {
             schedule_lock: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             owner,
+            layout,
+            new_key_file,
             _lock: lock,
         };
         let engine = Engine {
@@ -352,7 +432,11 @@ impl Engine {
                 .disks
                 .iter()
                 .map(|d| {
-                    let f = store::DiskIndex::read_file(&self.index_path(&id, d.index)).ok()?;
+                    let f = self
+                        .store()
+                        .ok()?
+                        .read_index_file(&self.index_path(&id, d.index), &id, d.index)
+                        .ok()?;
                     let ours = f
                         .owner
                         .as_ref()
@@ -426,6 +510,21 @@ impl Engine {
 
     pub fn vault_name(&self) -> &str {
         &self.inner.opts.vault_name
+    }
+
+    /// The vault's data format (1 or 2).
+    pub fn format_version(&self) -> u32 {
+        self.inner.layout.version()
+    }
+
+    /// Whether the vault's data is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.layout.is_encrypted()
+    }
+
+    /// The key file this open made for a new encrypted vault (to tell the user once).
+    pub fn new_key_file(&self) -> Option<&Path> {
+        self.inner.new_key_file.as_deref()
     }
 
     pub fn region(&self) -> &str {

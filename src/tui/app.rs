@@ -95,6 +95,10 @@ pub struct VaultInfo {
     pub read_only: Option<String>,
     /// Read-only, and the owner has left: the vault can be taken over.
     pub free: bool,
+    /// A vault of format 1 (never encrypted; `vmvault vault upgrade` converts it).
+    pub unencrypted_v1: bool,
+    /// The key file this open made for the new encrypted vault: told once.
+    pub new_key_file: Option<std::path::PathBuf>,
 }
 
 /// A configured vault the user can switch to.
@@ -667,7 +671,16 @@ impl App {
                 self.protected = Default::default();
                 self.policies = Default::default();
                 self.dashboard = Default::default();
+                let new_key = self.vault.as_ref().and_then(|v| v.new_key_file.clone());
                 match (self.startup_warning.take(), ro) {
+                    // Said once, first: where the key of a new encrypted vault is.
+                    _ if let Some(path) = new_key => self.set_notice(
+                        NoticeLevel::Warning,
+                        format!(
+                            "New vault {name} is encrypted. Its key file is {}: keep a copy somewhere safe. Losing it loses the backups",
+                            path.display()
+                        ),
+                    ),
                     (Some(w), _) => self.set_notice(NoticeLevel::Warning, w),
                     (None, Some(why)) => self.set_notice(
                         NoticeLevel::Warning,

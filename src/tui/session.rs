@@ -185,6 +185,8 @@ impl Session {
             simulated: engine.is_simulated(),
             read_only: read_only_reason,
             free: false,
+            unencrypted_v1: engine.format_version() == 1,
+            new_key_file: engine.new_key_file().map(|p| p.to_path_buf()),
         };
         self.events = Some(engine.subscribe());
         let poll = (!engine.is_owner()).then_some(READ_ONLY_POLL);

@@ -138,6 +138,9 @@ fn draw_header(app: &App, f: &mut Frame, area: Rect) {
                 (2, Span::raw(v.region.clone())),
                 (3, Span::raw(v.source_kind.clone())),
             ];
+            if v.unencrypted_v1 {
+                parts.push((2, Span::styled("format v1, unencrypted", t.warning())));
+            }
             if v.read_only.is_some() {
                 let badge = if v.free {
                     format!(

@@ -41,8 +41,6 @@ const OWN_FILES: [&str; 5] = [
 ];
 /// Catalog setting: the vault's id.
 pub const SETTING_VAULT_ID: &str = "vault_id";
-/// Version of the folder layout written in the marker.
-const FORMAT: u32 = 1;
 /// Largest marker file read.
 const MARKER_LIMIT: u64 = 64 * 1024;
 
@@ -132,7 +130,85 @@ pub struct VaultFolder {
 pub struct Marker {
     pub id: String,
     pub name: String,
+    pub layout: Layout,
 }
+
+/// How a vault stores its data: the format of its chunk and index files, and whether they
+/// are encrypted ([`crate::vault::store::DataFormat`] once the keys are known). Written in
+/// the marker (so the folder says what it is) and in the catalog (the copy that is
+/// checked against it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Format 1: plain chunk files, never encrypted.
+    V1,
+    /// Format 2: codec blobs, encrypted unless made with `encryption = "none"`.
+    V2 { encrypted: bool },
+}
+
+impl Layout {
+    /// The format version (1 or 2).
+    pub fn version(self) -> u32 {
+        match self {
+            Layout::V1 => 1,
+            Layout::V2 { .. } => 2,
+        }
+    }
+
+    /// Whether the vault's data is encrypted.
+    pub fn is_encrypted(self) -> bool {
+        matches!(self, Layout::V2 { encrypted: true })
+    }
+
+    /// The encryption's name, as in the config and the marker.
+    pub fn encryption(self) -> &'static str {
+        if self.is_encrypted() {
+            ENCRYPTION_AES
+        } else {
+            ENCRYPTION_NONE
+        }
+    }
+
+    /// The layout a marker's `format` and `encryption` describe (None: unknown).
+    fn parse(format: Option<i64>, encryption: Option<&str>) -> Option<Layout> {
+        match (format.unwrap_or(1), encryption) {
+            (1, None | Some(ENCRYPTION_NONE)) => Some(Layout::V1),
+            (2, Some(ENCRYPTION_AES)) => Some(Layout::V2 { encrypted: true }),
+            (2, Some(ENCRYPTION_NONE)) => Some(Layout::V2 { encrypted: false }),
+            _ => None,
+        }
+    }
+
+    /// The layout the catalog records (format 1 when it records none: every vault made
+    /// before format 2).
+    pub fn of_catalog(catalog: &Catalog) -> Result<Option<Layout>, FolderError> {
+        let format = catalog.setting(SETTING_FORMAT)?;
+        let encryption = catalog.setting(SETTING_ENCRYPTION)?;
+        let format = match format {
+            None => None,
+            Some(f) => match f.parse::<i64>() {
+                Ok(n) => Some(n),
+                Err(_) => return Ok(None),
+            },
+        };
+        Ok(Layout::parse(format, encryption.as_deref()))
+    }
+
+    /// Records the layout in the catalog.
+    fn record(self, catalog: &Catalog) -> Result<(), FolderError> {
+        catalog.set_setting(SETTING_FORMAT, &self.version().to_string())?;
+        catalog.set_setting(SETTING_ENCRYPTION, self.encryption())?;
+        Ok(())
+    }
+}
+
+/// The marker's and the catalog's word for AES-256-GCM encryption.
+pub const ENCRYPTION_AES: &str = "aes-256-gcm";
+/// The marker's and the catalog's word for no encryption.
+pub const ENCRYPTION_NONE: &str = "none";
+/// Catalog setting: the data format version.
+const SETTING_FORMAT: &str = "data_format";
+/// Catalog setting: the encryption.
+const SETTING_ENCRYPTION: &str = "encryption";
 
 impl VaultFolder {
     /// Opens the folder of a vault (creating it, owner-only, when `create`), refusing a
@@ -184,7 +260,9 @@ impl VaultFolder {
         let temp = format!(".tmp-{MARKER_FILE}-{}", std::process::id());
         let _ = self.dir.remove_file(&temp);
         let text = format!(
-            "# This folder is a vmvault vault. Do not edit or delete this file.\nformat = {FORMAT}\nid = \"{}\"\nname = {}\n",
+            "# This folder is a vmvault vault. Do not edit or delete this file.\nformat = {}\nencryption = \"{}\"\nid = \"{}\"\nname = {}\n",
+            m.layout.version(),
+            m.layout.encryption(),
             m.id,
             toml::Value::String(m.name.clone())
         );
@@ -270,7 +348,26 @@ fn parse_marker(text: &str) -> Option<Marker> {
         .and_then(|n| n.as_str())
         .unwrap_or("")
         .to_string();
-    Some(Marker { id, name })
+    let format = match v.get("format") {
+        None => None,
+        Some(f) => Some(f.as_integer()?),
+    };
+    let encryption = match v.get("encryption") {
+        None => None,
+        Some(e) => Some(e.as_str()?),
+    };
+    let layout = Layout::parse(format, encryption)?;
+    Some(Marker { id, name, layout })
+}
+
+/// The layout the marker of the vault folder at `path` states, without creating or
+/// changing anything (None: no vault there yet, or it cannot be read).
+pub fn layout_of(path: &Path) -> Option<Layout> {
+    VaultFolder::open(path, false)
+        .ok()?
+        .marker()
+        .ok()?
+        .map(|m| m.layout)
 }
 
 /// How [`open_catalog`] opened the catalog.
@@ -287,10 +384,21 @@ pub enum CatalogOpened {
 /// Opens the catalog of the vault in `folder` for its owner, following the rules in the
 /// module docs: creates one only where no vault data is; never pairs a catalog with the
 /// wrong folder.
-pub fn open_catalog(
+#[cfg(test)]
+pub(crate) fn open_catalog(
     folder: &VaultFolder,
     vault_name: &str,
 ) -> Result<(Catalog, CatalogOpened), FolderError> {
+    open_catalog_as(folder, vault_name, Layout::V1).map(|(c, how, _)| (c, how))
+}
+
+/// [`open_catalog`], making a new vault with `new_layout`; returns the vault's layout
+/// (checked to be the same in the marker and the catalog) too.
+pub fn open_catalog_as(
+    folder: &VaultFolder,
+    vault_name: &str,
+    new_layout: Layout,
+) -> Result<(Catalog, CatalogOpened, Layout), FolderError> {
     let marker = folder.marker()?;
     let mut present = folder.dir.exists(CATALOG_FILE)?;
     if present && marker.is_none() && catalog_is_empty_file(folder) && !folder.stored_data()?.any()
@@ -310,8 +418,8 @@ pub fn open_catalog(
             });
         }
         let catalog = Catalog::create(&folder.dir, CATALOG_FILE)?;
-        give_identity(folder, &catalog, vault_name)?;
-        return Ok((catalog, CatalogOpened::Created));
+        give_identity(folder, &catalog, vault_name, new_layout)?;
+        return Ok((catalog, CatalogOpened::Created, new_layout));
     }
     let catalog = Catalog::open(&folder.catalog_path())?;
     let catalog_id = catalog.setting(SETTING_VAULT_ID)?;
@@ -324,7 +432,8 @@ pub fn open_catalog(
                     config_name: vault_name.to_string(),
                 });
             }
-            Ok((catalog, CatalogOpened::Existing))
+            let layout = agreed_layout(folder, &catalog, m.layout)?;
+            Ok((catalog, CatalogOpened::Existing, layout))
         }
         (Some(c), Some(m)) => Err(FolderError::ForeignCatalog {
             path: folder.path().to_path_buf(),
@@ -339,11 +448,13 @@ pub fn open_catalog(
             if let Some(mismatch) = catalog_disagrees_with_store(folder, &catalog)? {
                 return Err(no_marker_foreign(folder, &c, &mismatch));
             }
+            let layout = catalog_layout(folder, &catalog)?;
             folder.write_marker(&Marker {
                 id: c,
                 name: vault_name.to_string(),
+                layout,
             })?;
-            Ok((catalog, CatalogOpened::Existing))
+            Ok((catalog, CatalogOpened::Existing, layout))
         }
         (None, Some(m)) => Err(FolderError::ForeignCatalog {
             path: folder.path().to_path_buf(),
@@ -359,10 +470,43 @@ pub fn open_catalog(
                     data,
                 });
             }
-            give_identity(folder, &catalog, vault_name)?;
-            Ok((catalog, CatalogOpened::Adopted))
+            give_identity(folder, &catalog, vault_name, Layout::V1)?;
+            Ok((catalog, CatalogOpened::Adopted, Layout::V1))
         }
     }
+}
+
+/// The layout the catalog records, or an error when it records one this vmvault does not
+/// know.
+fn catalog_layout(folder: &VaultFolder, catalog: &Catalog) -> Result<Layout, FolderError> {
+    Layout::of_catalog(catalog)?.ok_or_else(|| FolderError::Invalid {
+        path: folder.path().to_path_buf(),
+        message: "catalog.db records a data format or encryption this vmvault does not know: use the vmvault that made the vault, or a newer one".into(),
+    })
+}
+
+/// The layout of a vault whose marker says `marked`: the catalog must say the same (one of
+/// them was changed otherwise, and reading the data as the wrong format, or unencrypted,
+/// must not follow).
+fn agreed_layout(
+    folder: &VaultFolder,
+    catalog: &Catalog,
+    marked: Layout,
+) -> Result<Layout, FolderError> {
+    let recorded = catalog_layout(folder, catalog)?;
+    if recorded != marked {
+        return Err(FolderError::Invalid {
+            path: folder.path().to_path_buf(),
+            message: format!(
+                "{MARKER_FILE} says data format {} ({} encryption) but catalog.db says format {} ({}): one of them was changed. Nothing was read. Put back the vault's own {MARKER_FILE} or catalog.db from a copy",
+                marked.version(),
+                marked.encryption(),
+                recorded.version(),
+                recorded.encryption()
+            ),
+        });
+    }
+    Ok(recorded)
 }
 
 /// The error for a folder without its marker whose catalog does not describe its data.
@@ -416,12 +560,15 @@ fn give_identity(
     folder: &VaultFolder,
     catalog: &Catalog,
     vault_name: &str,
+    layout: Layout,
 ) -> Result<(), FolderError> {
     let id = uuid::Uuid::new_v4().to_string();
+    layout.record(catalog)?;
     catalog.set_setting(SETTING_VAULT_ID, &id)?;
     folder.write_marker(&Marker {
         id,
         name: vault_name.to_string(),
+        layout,
     })
 }
 
@@ -431,7 +578,7 @@ fn catalog_is_empty_file(folder: &VaultFolder) -> bool {
 
 /// Opens the catalog of the vault in `folder` for reading (another process may own the
 /// vault). A missing catalog is an error that says what happened.
-pub fn open_catalog_read_only(folder: &VaultFolder) -> Result<Catalog, FolderError> {
+pub fn open_catalog_read_only(folder: &VaultFolder) -> Result<(Catalog, Layout), FolderError> {
     if !folder.dir.exists(CATALOG_FILE)? {
         let data = folder.stored_data()?;
         return Err(FolderError::CatalogLost {
@@ -449,17 +596,21 @@ pub fn open_catalog_read_only(folder: &VaultFolder) -> Result<Catalog, FolderErr
             }
         }
     }
-    if let Some(m) = marker {
-        let id = catalog.setting(SETTING_VAULT_ID)?;
-        if id.as_deref() != Some(m.id.as_str()) {
-            return Err(FolderError::ForeignCatalog {
-                path: folder.path().to_path_buf(),
-                catalog_id: id.unwrap_or_else(|| NO_ID.into()),
-                folder_id: m.id,
-            });
+    let layout = match marker {
+        Some(m) => {
+            let id = catalog.setting(SETTING_VAULT_ID)?;
+            if id.as_deref() != Some(m.id.as_str()) {
+                return Err(FolderError::ForeignCatalog {
+                    path: folder.path().to_path_buf(),
+                    catalog_id: id.unwrap_or_else(|| NO_ID.into()),
+                    folder_id: m.id,
+                });
+            }
+            agreed_layout(folder, &catalog, m.layout)?
         }
-    }
-    Ok(catalog)
+        None => catalog_layout(folder, &catalog)?,
+    };
+    Ok((catalog, layout))
 }
 
 /// How a catalog without a vault id is named in messages.

@@ -8,3 +8,4 @@ pub mod folder;
 pub mod keys;
 pub mod lock;
 pub mod store;
+pub mod unlock;

@@ -624,6 +624,8 @@ pub fn vault() -> VaultInfo {
         simulated: true,
         read_only: None,
         free: false,
+        unencrypted_v1: false,
+        new_key_file: None,
     }
 }
 

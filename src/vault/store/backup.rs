@@ -461,7 +461,7 @@ impl Shared<'_, '_> {
                 break;
             }
             if bufs.is_none() {
-                let mut enc = match ChunkEncoder::new(self.p.compression_level) {
+                let mut enc = match self.p.store.encoder(self.p.compression_level) {
                     Ok(e) => e,
                     Err(e) => {
                         self.fail(e.into());
@@ -512,7 +512,7 @@ impl Shared<'_, '_> {
         if super::is_zero(buf) {
             return Ok(()); // a hole: never stored
         }
-        let d: Digest = *blake3::hash(buf).as_bytes();
+        let d: Digest = p.store.name_of(buf);
         // Pin before relying on the chunk being in the store.
         self.pins.pin(&d);
         let same_as_previous = p.previous.and_then(|prev| prev.digest_at(job.slot)) == Some(&d);
@@ -550,7 +550,7 @@ impl Shared<'_, '_> {
         };
         // A view whose file shrank under it shows zeros that are not the disk's: the slot
         // is read instead, and the read reports what happened.
-        if blake3::hash(&view).as_bytes() != previous || !view.intact() {
+        if &p.store.name_of(&view) != previous || !view.intact() {
             return false;
         }
         drop(view);

@@ -13,13 +13,18 @@
 //!
 //! The header carries no checksum of its own: every read re-hashes the decompressed bytes
 //! and compares them with the file's name, which covers header and payload alike.
+//!
+//! In a vault of format 2 ([`DataFormat::V2`]) each chunk file is instead a blob of the v2
+//! codec (encrypted and authenticated when the vault has keys), at the same place; the
+//! store checks its name after decoding just the same.
 
+use super::index::{open_index, write_file_atomic, IndexExpect, IndexFile, IndexOwner};
 use super::Digest;
-use super::{digest_hex, StoreError, MAX_CHUNK_SIZE};
+use super::{digest_hex, DataFormat, DiskIndex, StoreError, MAX_CHUNK_SIZE};
 use crate::direct_io::{AlignedBuf, DirectFile};
-use crate::vault::codec::Compressor;
+use crate::vault::codec::{self, BlobKind, Codec, Compressor};
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -42,6 +47,7 @@ pub struct ChunkStore {
     dir: PathBuf,
     /// Kept open for `syncfs(2)`.
     dir_fd: File,
+    format: DataFormat,
 }
 
 /// Makes temp file names unique within the process (the pid makes them unique across
@@ -49,9 +55,14 @@ pub struct ChunkStore {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ChunkStore {
-    /// Opens (creating when missing) the chunk folder `dir` and its 256 fan-out folders,
-    /// with mode 0700.
+    /// Opens (creating when missing) the chunk folder `dir` of a format 1 vault and its 256
+    /// fan-out folders, with mode 0700.
     pub fn open(dir: &Path) -> Result<ChunkStore, StoreError> {
+        ChunkStore::open_with(dir, DataFormat::V1)
+    }
+
+    /// Like [`ChunkStore::open`], for a vault whose data is in `format`.
+    pub fn open_with(dir: &Path, format: DataFormat) -> Result<ChunkStore, StoreError> {
         let mut b = DirBuilder::new();
         b.recursive(true).mode(0o700);
         b.create(dir)
@@ -69,7 +80,36 @@ impl ChunkStore {
         Ok(ChunkStore {
             dir: dir.to_path_buf(),
             dir_fd,
+            format,
         })
+    }
+
+    /// How chunks (and the vault's indexes) are stored.
+    pub fn format(&self) -> &DataFormat {
+        &self.format
+    }
+
+    /// The name of a chunk with content `raw` ([`DataFormat::chunk_name`]).
+    pub fn name_of(&self, raw: &[u8]) -> Digest {
+        self.format.chunk_name(raw)
+    }
+
+    /// An encoder for [`ChunkStore::put_with`], compressing at zstd `level`.
+    pub fn encoder(&self, level: i32) -> Result<ChunkEncoder, StoreError> {
+        Ok(match self.format.codec(level)? {
+            Some(c) => ChunkEncoder(Encoder::V2(Box::new(c))),
+            None => ChunkEncoder::new(level)?,
+        })
+    }
+
+    /// Buffers for [`ChunkStore::read_into`].
+    pub fn reader(&self) -> Result<ChunkReader, StoreError> {
+        let mut r = ChunkReader::new()?;
+        r.codec = self
+            .format
+            .codec(codec::DEFAULT_COMPRESSION_LEVEL)?
+            .map(Box::new);
+        Ok(r)
     }
 
     /// The folder this store lives in.
@@ -86,12 +126,13 @@ impl ChunkStore {
     /// Stores `raw` (whose BLAKE3 is `d`) with [`DEFAULT_COMPRESSION_LEVEL`]; returns the
     /// bytes stored. See [`ChunkStore::put_with`].
     pub fn put(&self, d: &Digest, raw: &[u8]) -> Result<u64, StoreError> {
-        let mut enc = ChunkEncoder::new(DEFAULT_COMPRESSION_LEVEL)?;
+        let mut enc = self.encoder(DEFAULT_COMPRESSION_LEVEL)?;
         self.put_with(d, raw, &mut enc)
     }
 
-    /// Stores `raw` (whose BLAKE3 is `d`) compressed by `enc` (zstd, or raw when that is not
-    /// larger), through a temp file renamed into place. Not fsynced: call
+    /// Stores `raw` (named `d` by [`ChunkStore::name_of`]) encoded by `enc` (an encoder of
+    /// this store: zstd, or raw when that is not smaller; in format 2 a blob, encrypted
+    /// when the vault is), through a temp file renamed into place. Not fsynced: call
     /// [`ChunkStore::sync`] before relying on it. Returns the bytes stored (file size).
     pub fn put_with(
         &self,
@@ -99,11 +140,7 @@ impl ChunkStore {
         raw: &[u8],
         enc: &mut ChunkEncoder,
     ) -> Result<u64, StoreError> {
-        debug_assert_eq!(
-            blake3::hash(raw).as_bytes(),
-            d,
-            "digest does not match the data"
-        );
+        debug_assert_eq!(&self.name_of(raw), d, "digest does not match the data");
         if raw.len() > MAX_CHUNK_SIZE as usize {
             return Err(StoreError::Invalid(format!(
                 "chunk {} is {} bytes, more than the 16 MiB limit",
@@ -111,9 +148,9 @@ impl ChunkStore {
                 raw.len()
             )));
         }
-        let image = enc.encode(raw)?;
-        let final_path = self.path_of(d);
         let hex = digest_hex(d);
+        let image = enc.encode(&hex, raw)?;
+        let final_path = self.path_of(d);
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = self
             .dir
@@ -141,7 +178,7 @@ impl ChunkStore {
     /// Reads, decompresses and re-hashes chunk `d`. A missing file or any mismatch is a
     /// typed error naming the chunk.
     pub fn get(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
-        let mut r = ChunkReader::new()?;
+        let mut r = self.reader()?;
         Ok(self.read_into(d, &mut r)?.to_vec())
     }
 
@@ -199,6 +236,32 @@ impl ChunkStore {
             ));
         }
         let file_len = md.len();
+        if let Some(codec) = r.codec.as_mut() {
+            // Format 2: the whole blob, then the codec's checks (name included).
+            let most = u64::from(MAX_CHUNK_SIZE) + codec::MAX_OVERHEAD as u64;
+            if file_len > most {
+                return Err(corrupt(format!(
+                    "file is {file_len} bytes, more than any chunk can be"
+                )));
+            }
+            r.file.resize(file_len as usize, 0);
+            f.read_exact(&mut r.file).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    corrupt("file shrank while it was read".into())
+                } else {
+                    StoreError::io(format!("reading chunk {}", path.display()), e)
+                }
+            })?;
+            return codec
+                .decode(BlobKind::Chunk, &digest_hex(d), &r.file, &mut r.raw)
+                .map_err(|e| {
+                    if e.is_bad_blob() {
+                        corrupt(e.to_string())
+                    } else {
+                        StoreError::Invalid(e.to_string())
+                    }
+                });
+        }
         if file_len < HEADER_LEN as u64 {
             return Err(corrupt(format!(
                 "file is {file_len} bytes, shorter than its header"
@@ -268,12 +331,78 @@ impl ChunkStore {
         };
         let h = blake3::hash(raw);
         if h.as_bytes() != d {
+            // (Format 1 only: format 2 returned above.)
             return Err(corrupt(format!(
                 "content hashes to {}, not to its name",
                 digest_hex(h.as_bytes())
             )));
         }
         Ok(raw)
+    }
+
+    /// Writes the index of disk `owner.disk` of point `owner.point_id` to `path` durably,
+    /// in the vault's format (format 2: inside a codec blob named `<point>.d<disk>`,
+    /// encrypted when the vault is). Returns the index's checksum, to record with the point.
+    pub fn write_index(
+        &self,
+        path: &Path,
+        index: &DiskIndex,
+        owner: &IndexOwner,
+    ) -> Result<Digest, StoreError> {
+        let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
+            return index.write_atomic(path, owner);
+        };
+        let (bytes, sum) = index.to_bytes(path, owner)?;
+        let name = index_object_name(&owner.point_id, owner.disk);
+        let blob = codec
+            .encode(BlobKind::Index, &name, &bytes)
+            .map_err(|e| StoreError::Invalid(format!("encoding disk index {name}: {e}")))?;
+        write_file_atomic(path, |w| w.write_all(blob))?;
+        Ok(sum)
+    }
+
+    /// Reads and checks the index of disk `disk` of point `point_id` at `path`, with the
+    /// point it names and its checksum. In format 2 the blob is authenticated under that
+    /// name first: an index moved from another point or disk fails there.
+    pub fn read_index_file(
+        &self,
+        path: &Path,
+        point_id: &str,
+        disk: u32,
+    ) -> Result<IndexFile, StoreError> {
+        let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
+            return DiskIndex::read_file(path);
+        };
+        let limit = BlobKind::Index.max_raw_len() + codec::MAX_OVERHEAD as u64;
+        let (f, len) = open_index(path, limit)?;
+        let mut blob = Vec::with_capacity(len as usize);
+        f.take(limit)
+            .read_to_end(&mut blob)
+            .map_err(|e| StoreError::io(format!("reading disk index {}", path.display()), e))?;
+        let raw = codec
+            .decode_to_vec(BlobKind::Index, &index_object_name(point_id, disk), &blob)
+            .map_err(|e| {
+                if e.is_bad_blob() {
+                    StoreError::IndexCorrupt {
+                        path: path.to_path_buf(),
+                        reason: e.to_string(),
+                    }
+                } else {
+                    StoreError::Invalid(e.to_string())
+                }
+            })?;
+        DiskIndex::parse_bytes(&raw, path)
+    }
+
+    /// Reads the index of disk `expect.disk` of point `expect.point_id` and checks that it
+    /// is that point's ([`IndexFile::check`]).
+    pub fn read_index_for(
+        &self,
+        path: &Path,
+        expect: &IndexExpect<'_>,
+    ) -> Result<DiskIndex, StoreError> {
+        self.read_index_file(path, expect.point_id, expect.disk)?
+            .check(path, expect)
     }
 
     /// Makes every earlier put (file data, and the renames into place) durable, with one
@@ -379,40 +508,67 @@ impl ChunkStore {
     }
 }
 
-/// Writes chunk files of format v1 with a reusable zstd context into a reusable, aligned
-/// file image; one per worker thread. Whether to compress is decided by the v2 codec's
-/// [`Compressor`], so both formats share it.
-pub struct ChunkEncoder {
-    compressor: Compressor,
-    out: AlignedBuf,
+/// The name a format 2 index is authenticated under (and its object name in a backend).
+pub fn index_object_name(point_id: &str, disk: u32) -> String {
+    format!("{point_id}.d{disk}")
+}
+
+/// Writes chunk files with reusable buffers into a reusable, aligned file image; one per
+/// worker thread, made by [`ChunkStore::encoder`]. In format 1 a reusable zstd context
+/// (whether to compress is decided by the v2 codec's [`Compressor`], so both formats share
+/// it); in format 2 the v2 codec.
+pub struct ChunkEncoder(Encoder);
+
+enum Encoder {
+    V1 {
+        compressor: Compressor,
+        out: AlignedBuf,
+    },
+    V2(Box<Codec>),
 }
 
 impl ChunkEncoder {
-    /// An encoder at zstd `level` (1 fastest … 19; 0 means zstd's default, 3).
+    /// A format 1 encoder at zstd `level` (1 fastest … 19; 0 means zstd's default, 3).
     pub fn new(level: i32) -> Result<ChunkEncoder, StoreError> {
         let compressor = Compressor::new(level).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        Ok(ChunkEncoder {
+        Ok(ChunkEncoder(Encoder::V1 {
             compressor,
             out: AlignedBuf::default(),
-        })
+        }))
     }
 
     /// Bytes held by this encoder's buffers (for the memory accounting of pipelines).
     pub(crate) fn buffer_capacity(&self) -> usize {
-        self.out.capacity() + self.compressor.buffer_capacity()
+        match &self.0 {
+            Encoder::V1 { compressor, out } => out.capacity() + compressor.buffer_capacity(),
+            Encoder::V2(c) => c.buffer_capacity(),
+        }
     }
 
     /// Allocates the buffer for chunks up to `max_len` bytes once, up front.
     pub(crate) fn reserve(&mut self, max_len: usize) {
-        self.out.get(HEADER_LEN + max_len);
+        match &mut self.0 {
+            Encoder::V1 { out, .. } => {
+                out.get(HEADER_LEN + max_len);
+            }
+            Encoder::V2(c) => c.reserve(max_len),
+        }
     }
 
-    /// The chunk file for `raw`: header + payload, zstd when strictly smaller than `raw`,
-    /// else `raw` itself.
-    pub(crate) fn encode(&mut self, raw: &[u8]) -> Result<&[u8], StoreError> {
-        let buf = self.out.get(HEADER_LEN + raw.len());
+    /// The chunk file for `raw`, named `hex`: in format 1 header + payload, zstd when
+    /// strictly smaller than `raw`, else `raw` itself; in format 2 a codec blob.
+    pub(crate) fn encode(&mut self, hex: &str, raw: &[u8]) -> Result<&[u8], StoreError> {
+        let (compressor, out) = match &mut self.0 {
+            Encoder::V1 { compressor, out } => (compressor, out),
+            Encoder::V2(c) => {
+                return c
+                    .encode(BlobKind::Chunk, hex, raw)
+                    .map_err(|e| StoreError::Invalid(format!("encoding chunk {hex}: {e}")))
+            }
+        };
+        let buf = out.get(HEADER_LEN + raw.len());
         let (head, payload) = buf.split_at_mut(HEADER_LEN);
-        let (compression, payload_len) = match self.compressor.compress_if_smaller(raw, payload) {
+        let (compression, payload_len) = match compressor.compress_if_smaller(raw, payload) {
             Some(n) => (COMPRESSION_ZSTD, n),
             None => {
                 payload.copy_from_slice(raw);
@@ -434,17 +590,21 @@ pub struct ChunkReader {
     file: Vec<u8>,
     raw: AlignedBuf,
     dctx: zstd::bulk::Decompressor<'static>,
+    /// Format 2: the codec that decodes (and authenticates) the blobs.
+    codec: Option<Box<Codec>>,
 }
 
 impl ChunkReader {
-    /// New buffers and a zstd decompression context.
-    pub fn new() -> Result<ChunkReader, StoreError> {
+    /// New buffers and a zstd decompression context, for format 1 (see
+    /// [`ChunkStore::reader`]).
+    fn new() -> Result<ChunkReader, StoreError> {
         let dctx = zstd::bulk::Decompressor::new()
             .map_err(|e| StoreError::io("creating a zstd decompression context", e))?;
         Ok(ChunkReader {
             file: Vec::new(),
             raw: AlignedBuf::default(),
             dctx,
+            codec: None,
         })
     }
 }
@@ -622,17 +782,170 @@ mod tests {
     fn encoder_keeps_incompressible_raw_and_mixed_compressed() {
         let mut enc = ChunkEncoder::new(1).unwrap();
         let noise = random(5, 1 << 20);
-        let img = enc.encode(&noise).unwrap();
+        let img = enc.encode("", &noise).unwrap();
         assert_eq!(img[5], COMPRESSION_NONE);
         assert!(img[HEADER_LEN..] == noise[..]);
         // Half zeros, half noise: the samples see zeros, so it is compressed.
         let mut mixed = noise.clone();
         mixed[..1 << 19].fill(0);
-        let img = enc.encode(&mixed).unwrap();
+        let img = enc.encode("", &mixed).unwrap();
         assert_eq!(img[5], COMPRESSION_ZSTD);
         assert!(img.len() < (1 << 19) + 4096);
         // A tiny chunk is always tried.
-        let img = enc.encode(&[1u8; 100]).unwrap();
+        let img = enc.encode("", &[1u8; 100]).unwrap();
         assert_eq!(img[5], COMPRESSION_ZSTD);
+    }
+}
+
+#[cfg(test)]
+mod format2_tests {
+    use super::super::index::IndexExpect;
+    use super::super::testutil::{compressible, random};
+    use super::*;
+    use crate::vault::keys::MasterKey;
+    use std::sync::Arc;
+
+    fn encrypted_store(dir: &Path) -> ChunkStore {
+        let keys = MasterKey::generate().unwrap().keys();
+        ChunkStore::open_with(
+            dir,
+            DataFormat::V2 {
+                keys: Some(Arc::new(keys)),
+            },
+        )
+        .unwrap()
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn encrypted_chunks_round_trip_and_say_nothing_of_their_content() {
+        let t = tempfile::tempdir().unwrap();
+        let s = encrypted_store(&t.path().join("chunks"));
+        let text = compressible(7, 1 << 20);
+        let noise = random(8, 1 << 20);
+        for raw in [&text, &noise] {
+            let d = s.name_of(raw);
+            // The name is keyed: not the plain BLAKE3 anyone could compute.
+            assert_ne!(d, *blake3::hash(raw).as_bytes());
+            s.put(&d, raw).unwrap();
+            assert_eq!(&s.get(&d).unwrap(), raw);
+            let file = fs::read(s.path_of(&d)).unwrap();
+            assert!(!contains(&file, &raw[1000..1032]), "plaintext in the file");
+            // Not a zstd frame either (which would decompress to the disk's bytes).
+            assert!(zstd::decode_all(&file[..]).is_err());
+        }
+        // Compression still happens (before encryption).
+        let d = s.name_of(&text);
+        assert!(fs::metadata(s.path_of(&d)).unwrap().len() < (text.len() / 2) as u64);
+    }
+
+    #[test]
+    fn a_tampered_chunk_a_wrong_key_or_a_plain_file_is_a_corrupt_chunk() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("chunks");
+        let s = encrypted_store(&dir);
+        let data = compressible(3, 256 * 1024);
+        let d = s.name_of(&data);
+        s.put(&d, &data).unwrap();
+        let path = s.path_of(&d);
+        let good = fs::read(&path).unwrap();
+
+        let mut bad = good.clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 1;
+        fs::write(&path, &bad).unwrap();
+        match s.get(&d) {
+            Err(StoreError::ChunkCorrupt { reason, .. }) => {
+                assert!(reason.contains("authentication failed"), "{reason}")
+            }
+            other => panic!("tampering not caught: {other:?}"),
+        }
+
+        // The right bytes, opened with another vault's key.
+        fs::write(&path, &good).unwrap();
+        let other = encrypted_store(&dir);
+        assert!(matches!(
+            other.get(&d),
+            Err(StoreError::ChunkCorrupt { .. })
+        ));
+
+        // A plain format 1 chunk file planted at the name.
+        let plain = ChunkStore::open(&t.path().join("v1")).unwrap();
+        let pd = *blake3::hash(&data).as_bytes();
+        plain.put(&pd, &data).unwrap();
+        fs::copy(plain.path_of(&pd), &path).unwrap();
+        assert!(matches!(s.get(&d), Err(StoreError::ChunkCorrupt { .. })));
+
+        // A file far larger than any chunk is refused without reading it whole.
+        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(u64::from(MAX_CHUNK_SIZE) * 2).unwrap();
+        match s.get(&d) {
+            Err(StoreError::ChunkCorrupt { reason, .. }) => {
+                assert!(reason.contains("more than any chunk"), "{reason}")
+            }
+            other => panic!("oversized file not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unencrypted_format_2_round_trips_with_plain_names() {
+        let t = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open_with(&t.path().join("c"), DataFormat::V2 { keys: None }).unwrap();
+        let data = compressible(5, 300_000);
+        let d = s.name_of(&data);
+        assert_eq!(d, *blake3::hash(&data).as_bytes());
+        s.put(&d, &data).unwrap();
+        assert_eq!(s.get(&d).unwrap(), data);
+        // A format 1 reader does not take it for one of its own files.
+        let v1 = ChunkStore::open(&t.path().join("c")).unwrap();
+        assert!(matches!(v1.get(&d), Err(StoreError::ChunkCorrupt { .. })));
+    }
+
+    #[test]
+    fn encrypted_indexes_round_trip_and_a_swapped_one_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let s = encrypted_store(&t.path().join("chunks"));
+        let index = DiskIndex {
+            capacity: (8 << 20) + 5,
+            chunk_size: 1 << 20,
+            entries: vec![(0, [7; 32]), (8, [9; 32])],
+        };
+        let a = "aaaaaaaa-1111-2222-3333-444444444444";
+        let b = "bbbbbbbb-1111-2222-3333-444444444444";
+        let pa = t.path().join("a.idx");
+        let pb = t.path().join("b.idx");
+        let expect = |point: &'static str, checksum| IndexExpect {
+            point_id: point,
+            disk: 0,
+            capacity: index.capacity,
+            checksum: Some(checksum),
+        };
+        let owner = |point: &str| IndexOwner {
+            point_id: point.into(),
+            disk: 0,
+        };
+        let sa = s.write_index(&pa, &index, &owner(a)).unwrap();
+        let sb = s.write_index(&pb, &index, &owner(b)).unwrap();
+        assert_eq!(s.read_index_for(&pa, &expect(a, sa)).unwrap(), index);
+        let file = fs::read(&pa).unwrap();
+        assert!(!contains(&file, a.as_bytes()), "the point id is in clear");
+        assert!(!contains(&file, &[7; 32]), "a chunk name is in clear");
+        // b's index copied over a's: it does not authenticate under a's name.
+        fs::copy(&pb, &pa).unwrap();
+        let e = s
+            .read_index_for(&pa, &expect(a, sa))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("authentication failed"), "{e}");
+        assert_eq!(s.read_index_for(&pb, &expect(b, sb)).unwrap(), index);
+        // A plain v1 index at the name is refused too.
+        index.write_atomic(&pa, &owner(a)).unwrap();
+        assert!(matches!(
+            s.read_index_for(&pa, &expect(a, sa)),
+            Err(StoreError::IndexCorrupt { .. })
+        ));
     }
 }

@@ -132,6 +132,13 @@ impl DiskIndex {
     /// rename, fsync of the folder. The parent folder must exist. Returns the checksum (to
     /// record with the point).
     pub fn write_atomic(&self, path: &Path, owner: &IndexOwner) -> Result<Digest, StoreError> {
+        self.check_writable(path, owner)?;
+        write_file_atomic(path, |w| self.serialize(owner, w))
+    }
+
+    /// The refusals of [`DiskIndex::write_atomic`]: an owner the format cannot record, an
+    /// index that breaks its invariants.
+    fn check_writable(&self, path: &Path, owner: &IndexOwner) -> Result<(), StoreError> {
         let id = owner.point_id.as_bytes();
         if id.is_empty() || id.len() > POINT_ID_LEN || id.contains(&0) {
             return Err(StoreError::Invalid(format!(
@@ -145,62 +152,50 @@ impl DiskIndex {
                 "refusing to write disk index {}: {r}",
                 path.display()
             ))
-        })?;
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = path.file_name().ok_or_else(|| {
-            StoreError::Invalid(format!(
-                "disk index path {} has no file name",
-                path.display()
-            ))
-        })?;
-        let temp = parent.join(format!(
-            "{}{}-{}",
-            super::chunks::TEMP_PREFIX,
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let ctx = |what: &str| format!("{what} disk index {}", path.display());
-        let write = || -> io::Result<Digest> {
-            // A temp file of ours from a crashed run may be in the way.
-            let _ = fs::remove_file(&temp);
-            let f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
-            let mut w = HashingWriter {
-                inner: BufWriter::with_capacity(64 * 1024, f),
-                hasher: blake3::Hasher::new(),
-            };
-            let mut header = [0u8; HEADER_LEN as usize];
-            header[..6].copy_from_slice(&MAGIC);
-            header[6..8].copy_from_slice(&VERSION.to_le_bytes());
-            header[8..16].copy_from_slice(&self.capacity.to_le_bytes());
-            header[16..20].copy_from_slice(&self.chunk_size.to_le_bytes());
-            header[20..24].copy_from_slice(&owner.disk.to_le_bytes());
-            header[24..32].copy_from_slice(&(self.entries.len() as u64).to_le_bytes());
-            header[32..32 + id.len()].copy_from_slice(id);
-            w.write_all(&header)?;
-            for (slot, d) in &self.entries {
-                w.write_all(&slot.to_le_bytes())?;
-                w.write_all(d)?;
-            }
-            let sum = w.hasher.finalize();
-            let mut f = w.inner.into_inner().map_err(|e| e.into_error())?;
-            f.write_all(sum.as_bytes())?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&temp, path)?;
-            File::open(parent)?.sync_all()?;
-            Ok(*sum.as_bytes())
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&temp);
-            StoreError::io(ctx("writing"), e)
         })
+    }
+
+    /// The bytes of the index file of `owner` (what [`DiskIndex::write_atomic`] writes),
+    /// with its checksum; format 2 vaults store them inside a codec blob.
+    pub(crate) fn to_bytes(
+        &self,
+        path: &Path,
+        owner: &IndexOwner,
+    ) -> Result<(Vec<u8>, Digest), StoreError> {
+        self.check_writable(path, owner)?;
+        let mut out = Vec::with_capacity(
+            (HEADER_LEN + self.entries.len() as u64 * ENTRY_LEN + CHECKSUM_LEN) as usize,
+        );
+        let sum = self
+            .serialize(owner, &mut out)
+            .map_err(|e| StoreError::io("encoding a disk index", e))?;
+        Ok((out, sum))
+    }
+
+    /// Writes the index file of `owner` to `out` (header, entries, checksum); returns the
+    /// checksum. The owner must have passed [`DiskIndex::check_writable`].
+    fn serialize(&self, owner: &IndexOwner, out: &mut impl Write) -> io::Result<Digest> {
+        let id = owner.point_id.as_bytes();
+        let mut w = HashingWriter {
+            inner: out,
+            hasher: blake3::Hasher::new(),
+        };
+        let mut header = [0u8; HEADER_LEN as usize];
+        header[..6].copy_from_slice(&MAGIC);
+        header[6..8].copy_from_slice(&VERSION.to_le_bytes());
+        header[8..16].copy_from_slice(&self.capacity.to_le_bytes());
+        header[16..20].copy_from_slice(&self.chunk_size.to_le_bytes());
+        header[20..24].copy_from_slice(&owner.disk.to_le_bytes());
+        header[24..32].copy_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        header[32..32 + id.len()].copy_from_slice(id);
+        w.write_all(&header)?;
+        for (slot, d) in &self.entries {
+            w.write_all(&slot.to_le_bytes())?;
+            w.write_all(d)?;
+        }
+        let sum = w.hasher.finalize();
+        w.inner.write_all(sum.as_bytes())?;
+        Ok(*sum.as_bytes())
     }
 
     /// Reads and checks an index: magic, version, size, checksum, then the invariants.
@@ -213,7 +208,64 @@ impl DiskIndex {
     /// is that point's: the point and disk it names, the capacity recorded with the point,
     /// and the checksum recorded at commit.
     pub fn read_for(path: &Path, expect: &IndexExpect<'_>) -> Result<DiskIndex, StoreError> {
-        let f = DiskIndex::read_file(path)?;
+        DiskIndex::read_file(path)?.check(path, expect)
+    }
+
+    /// Reads and checks an index file, with the point it names and its checksum.
+    pub fn read_file(path: &Path) -> Result<IndexFile, StoreError> {
+        let (f, file_len) = open_index(path, u64::MAX)?;
+        DiskIndex::parse(BufReader::with_capacity(64 * 1024, f), file_len, path)
+    }
+
+    /// Parses and checks the bytes of an index file (`path` for messages).
+    pub(crate) fn parse_bytes(bytes: &[u8], path: &Path) -> Result<IndexFile, StoreError> {
+        DiskIndex::parse(bytes, bytes.len() as u64, path)
+    }
+}
+
+/// Opens the file at `path` for reading an index: never through a link, never blocking on
+/// a FIFO (anything but a regular file is damage), at most `limit` bytes. Returns the file
+/// and its length.
+pub(crate) fn open_index(path: &Path, limit: u64) -> Result<(File, u64), StoreError> {
+    let corrupt = |reason: String| StoreError::IndexCorrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let ioerr = |e: io::Error| StoreError::io(format!("reading disk index {}", path.display()), e);
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(corrupt(
+                "a symbolic link is where the disk index should be".into(),
+            ))
+        }
+        Err(e) => return Err(ioerr(e)),
+    };
+    let md = f.metadata().map_err(ioerr)?;
+    if !md.is_file() {
+        return Err(corrupt(
+            "something other than a regular file is where the disk index should be".into(),
+        ));
+    }
+    if md.len() > limit {
+        return Err(corrupt(format!(
+            "{} bytes is more than any disk index can be",
+            md.len()
+        )));
+    }
+    Ok((f, md.len()))
+}
+
+impl IndexFile {
+    /// Checks that this is the index of disk `expect.disk` of point `expect.point_id`: the
+    /// point and disk it names, the capacity recorded with the point, and the checksum
+    /// recorded at commit.
+    pub fn check(self, path: &Path, expect: &IndexExpect<'_>) -> Result<DiskIndex, StoreError> {
+        let f = self;
         let wrong = |reason: String| StoreError::IndexCorrupt {
             path: path.to_path_buf(),
             reason,
@@ -241,43 +293,22 @@ impl DiskIndex {
         }
         Ok(f.index)
     }
+}
 
-    /// Reads and checks an index file, with the point it names and its checksum.
-    pub fn read_file(path: &Path) -> Result<IndexFile, StoreError> {
+impl DiskIndex {
+    /// Parses the `file_len` bytes of an index file from `r`, checking everything.
+    fn parse(mut r: impl Read, file_len: u64, path: &Path) -> Result<IndexFile, StoreError> {
         let corrupt = |reason: String| StoreError::IndexCorrupt {
             path: path.to_path_buf(),
             reason,
         };
         let ioerr =
             |e: io::Error| StoreError::io(format!("reading disk index {}", path.display()), e);
-        // Never through a link, never blocking on a FIFO: anything but a regular file here
-        // is damage.
-        let f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(corrupt(
-                    "a symbolic link is where the disk index should be".into(),
-                ))
-            }
-            Err(e) => return Err(ioerr(e)),
-        };
-        let md = f.metadata().map_err(ioerr)?;
-        if !md.is_file() {
-            return Err(corrupt(
-                "something other than a regular file is where the disk index should be".into(),
-            ));
-        }
-        let file_len = md.len();
         if file_len < HEADER_LEN_V1 + CHECKSUM_LEN {
             return Err(corrupt(format!(
                 "truncated disk index ({file_len} bytes, shorter than header and checksum)"
             )));
         }
-        let mut r = BufReader::with_capacity(64 * 1024, f);
         let mut hasher = blake3::Hasher::new();
         let mut header = [0u8; HEADER_LEN as usize];
         r.read_exact(&mut header[..HEADER_LEN_V1 as usize])
@@ -377,6 +408,49 @@ impl DiskIndex {
             checksum: sum,
         })
     }
+}
+
+/// Writes a file durably at `path` with what `fill` writes: a temp file in the same folder
+/// (owner-only), fsync, rename over `path`, fsync of the folder. The parent folder must
+/// exist. Returns what `fill` returns.
+pub(crate) fn write_file_atomic<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<T>,
+) -> Result<T, StoreError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        StoreError::Invalid(format!("index path {} has no file name", path.display()))
+    })?;
+    let temp = parent.join(format!(
+        "{}{}-{}",
+        super::chunks::TEMP_PREFIX,
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> io::Result<T> {
+        // A temp file of ours from a crashed run may be in the way.
+        let _ = fs::remove_file(&temp);
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        let mut w = BufWriter::with_capacity(64 * 1024, f);
+        let t = fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&temp, path)?;
+        File::open(parent)?.sync_all()?;
+        Ok(t)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        StoreError::io(format!("writing disk index {}", path.display()), e)
+    })
 }
 
 struct HashingWriter<W: Write> {

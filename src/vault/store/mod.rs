@@ -101,8 +101,74 @@ pub use restore::{restore_disk, restore_disk_at, TargetError};
 pub use verify::{verify_chunks, ChunkFault};
 
 use crate::model::ErrorDetails;
+use crate::vault::codec::Codec;
+use crate::vault::keys::VaultKeys;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How a vault's chunks and disk indexes are stored.
+///
+/// - **Format 1**: chunk files with a 16-byte header and a plain zstd or raw payload,
+///   named by the BLAKE3 of their content; index files as written by
+///   [`DiskIndex::write_atomic`]. Nothing is encrypted.
+/// - **Format 2**: every chunk and index file is a blob of the v2 codec
+///   ([`crate::vault::codec`]); with keys, blobs are encrypted and authenticated
+///   (AES-256-GCM) and chunks are named by a keyed BLAKE3 of their content, so neither a
+///   file's bytes nor its name says anything about the disk; without keys (an explicit
+///   `encryption = "none"`), blobs are plain but still checksummed and bound to their name.
+///
+/// The layout is the same in both (`chunks/ab/<name>`, `points/<id>/disk<N>.idx`).
+#[derive(Clone)]
+pub enum DataFormat {
+    V1,
+    V2 { keys: Option<Arc<VaultKeys>> },
+}
+
+impl fmt::Debug for DataFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataFormat::V1 => f.write_str("V1"),
+            DataFormat::V2 { keys } => write!(f, "V2(encrypted: {})", keys.is_some()),
+        }
+    }
+}
+
+impl DataFormat {
+    /// The format version number (1 or 2).
+    pub fn version(&self) -> u32 {
+        match self {
+            DataFormat::V1 => 1,
+            DataFormat::V2 { .. } => 2,
+        }
+    }
+
+    /// Whether chunks and indexes are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self, DataFormat::V2 { keys: Some(_) })
+    }
+
+    /// The name of a chunk whose content is `raw`: BLAKE3, keyed with the vault's name key
+    /// when the vault is encrypted.
+    pub fn chunk_name(&self, raw: &[u8]) -> Digest {
+        match self {
+            DataFormat::V2 { keys: Some(k) } => *blake3::keyed_hash(k.name_key(), raw).as_bytes(),
+            _ => *blake3::hash(raw).as_bytes(),
+        }
+    }
+
+    /// A v2 codec at zstd `level` (None in format 1).
+    pub(crate) fn codec(&self, level: i32) -> Result<Option<Codec>, StoreError> {
+        let codec = match self {
+            DataFormat::V1 => return Ok(None),
+            DataFormat::V2 { keys: Some(k) } => Codec::encrypted(k, level),
+            DataFormat::V2 { keys: None } => Codec::plain(level),
+        };
+        codec
+            .map(Some)
+            .map_err(|e| StoreError::Invalid(e.to_string()))
+    }
+}
 
 /// BLAKE3 of the raw (uncompressed) bytes of a chunk.
 pub type Digest = [u8; 32];

@@ -93,7 +93,7 @@ impl ChunkSource for ChunkStore {
     type Reader = ChunkReader;
 
     fn new_reader(&self) -> Result<ChunkReader, StoreError> {
-        ChunkReader::new()
+        self.reader()
     }
 
     fn read_chunk<'r>(&self, d: &Digest, r: &'r mut ChunkReader) -> Result<&'r [u8], StoreError> {
@@ -722,7 +722,7 @@ mod tests {
     impl ChunkSource for Counting {
         type Reader = ChunkReader;
         fn new_reader(&self) -> Result<ChunkReader, StoreError> {
-            ChunkReader::new()
+            self.store.reader()
         }
         fn read_chunk<'r>(
             &self,

@@ -451,7 +451,7 @@ fn write_image(
     std::thread::scope(|s| {
         for i in 0..workers {
             let work = || {
-                let mut reader = match ChunkReader::new() {
+                let mut reader = match store.reader() {
                     Ok(r) => r,
                     Err(e) => return fail(e),
                 };

@@ -3,7 +3,6 @@
 //! which indexes reference which digests).
 
 use super::backup::io_workers;
-use super::chunks::ChunkReader;
 use super::{ChunkStore, Digest, StoreError, DEFAULT_CHUNK_SIZE};
 use crate::cancel::{CancelToken, Progress};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -59,7 +58,7 @@ pub fn verify_chunks(
     std::thread::scope(|s| {
         for i in 0..workers {
             let work = || {
-                let mut reader = match ChunkReader::new() {
+                let mut reader = match store.reader() {
                     Ok(r) => r,
                     Err(e) => return fail(e),
                 };
