@@ -125,6 +125,11 @@ impl Setup {
     }
 
     pub fn open_vault(&self, vault: &VaultConfig, mode: OpenMode) -> Result<Engine> {
+        Ok(Engine::open(self.engine_options(vault)?, mode)?)
+    }
+
+    /// What the engine of `vault` is opened with.
+    pub fn engine_options(&self, vault: &VaultConfig) -> Result<EngineOptions> {
         let (provider, simulator) = build_provider(&vault.source, &vault.name)?;
         let threads = match self.config.engine.threads {
             0 => std::thread::available_parallelism()
@@ -159,7 +164,7 @@ impl Setup {
                 passphrase_file: None,
             },
         };
-        Ok(Engine::open(opts, mode)?)
+        Ok(opts)
     }
 }
 

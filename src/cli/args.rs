@@ -103,6 +103,9 @@ pub enum Command {
     Run,
     /// List the configured vaults
     Vaults(JsonFlag),
+    /// The vault itself: rebuild its catalog from its data
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// The simulated source: its clock and disks
     #[command(subcommand)]
     Sim(SimCommand),
@@ -339,6 +342,13 @@ pub struct PolicyPreview {
     pub days: u32,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Rebuild a lost catalog (catalog.db) of a format 2 vault from the vault's own data:
+    /// items, policies, recovery points and chunks (not the job history)
+    Rebuild(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]

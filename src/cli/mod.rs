@@ -215,6 +215,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Run => run_headless(&setup).await,
         Command::Sim(s) => sim(&setup, s).await,
+        Command::Vault(VaultCommand::Rebuild(a)) => vault_rebuild(&setup, a.json).await,
         Command::Detached(a) => detached(&setup, &a).await,
     }
 }
@@ -307,6 +308,47 @@ fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
     out!("{t}");
     outln!("(configuration: {})", setup.config.origin);
     Ok(0)
+}
+
+async fn vault_rebuild(setup: &Setup, as_json: bool) -> Result<u8> {
+    let opts = setup.engine_options(&setup.vault)?;
+    let dir = opts.dir.clone();
+    let report = tokio::task::spawn_blocking(move || crate::engine::rebuild_catalog(&opts))
+        .await
+        .map_err(|e| AppError::failed(format!("the rebuild stopped unexpectedly: {e}")))??;
+    if as_json {
+        print_json(&serde_json::to_value(&report).unwrap_or(Value::Null));
+    } else {
+        outln!(
+            "Rebuilt the catalog of {}: {} item(s), {} polic(ies), {} recovery point(s), {} chunk(s).",
+            dir.display(),
+            report.items,
+            report.policies,
+            report.points,
+            report.chunks
+        );
+        if report.missing_chunks > 0 {
+            outln!(
+                "{} chunk(s) that recovery points need are missing: `vmvault verify` names the points; the next backups store them again.",
+                report.missing_chunks
+            );
+        }
+        if report.uncommitted_points > 0 {
+            outln!(
+                "{} folder(s) of backups that were never committed: the next garbage collection removes them.",
+                report.uncommitted_points
+            );
+        }
+        for p in &report.problems {
+            errln!("warning: {p}");
+        }
+        outln!("The job history is not part of the vault's data and starts afresh.");
+    }
+    Ok(if report.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
 }
 
 async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {

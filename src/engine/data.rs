@@ -586,6 +586,22 @@ fn backup_body(
     if updated.protection_state.is_under_policy() {
         updated.protection_state = ProtectionState::Protected;
     }
+    // A format 2 vault describes the point itself (for a rebuild of the catalog), durably
+    // and before the catalog commits it.
+    let chunks_store = engine.store()?;
+    if chunks_store.format().version() >= 2 {
+        let vault_id = engine.vault_id()?;
+        let m = crate::vault::manifest::PointManifest::new(
+            &vault_id,
+            &point,
+            retain_until,
+            chunk_size,
+            &index_hashes,
+            &updated,
+        );
+        crate::vault::manifest::write_manifest(chunks_store, engine.vault_dir(), &m)
+            .map_err(store_fail)?;
+    }
     engine
         .inner
         .catalog

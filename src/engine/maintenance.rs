@@ -414,7 +414,7 @@ impl Engine {
                 let f = self
                     .store()
                     .ok()?
-                    .read_index_file(&self.index_path(&w.point_id, disk), &w.point_id, disk)
+                    .read_index_file(&self.index_path(&w.point_id, disk))
                     .ok()?;
                 let owner = f.owner?;
                 (owner.point_id == w.point_id && owner.disk == disk).then_some(f.index)

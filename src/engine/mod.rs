@@ -11,8 +11,11 @@
 
 pub mod clock;
 mod data;
+mod describe;
 mod jobs;
 mod maintenance;
+mod rebuild;
+pub use rebuild::{rebuild_catalog, RebuildReport};
 mod ops;
 mod restore_target;
 mod scheduler;
@@ -246,6 +249,31 @@ const SETTING_CHUNK_SIZE: &str = "chunk_size";
 /// Catalog setting: the id of an encrypted vault's master key (the trusted copy).
 const SETTING_KEY_ID: &str = "key_id";
 
+/// Makes the folders of a format 2 vault's description and has the catalog keep it up to
+/// date from now on ([`describe::VaultMirror`]).
+fn install_mirror(
+    folder: &VaultFolder,
+    catalog: &crate::vault::catalog::Catalog,
+    store: &ChunkStore,
+) -> Result<()> {
+    for name in [
+        crate::vault::manifest::ITEMS_DIR,
+        crate::vault::manifest::POLICIES_DIR,
+    ] {
+        folder.dir().subdir(name, true).map_err(FolderError::from)?;
+    }
+    let vault_id = catalog
+        .setting(crate::vault::folder::SETTING_VAULT_ID)?
+        .ok_or_else(|| EngineError::Failed("the catalog records no vault id".into()))?;
+    let mirror = describe::VaultMirror {
+        store: ChunkStore::open_with(store.dir(), store.format().clone())?,
+        dir: folder.path().to_path_buf(),
+        vault_id,
+    };
+    catalog.set_mirror(Arc::new(mirror));
+    Ok(())
+}
+
 /// How the data of the vault in `folder` (with `layout`) is read and written: for an
 /// encrypted vault, its keys, unlocked with what `keys` gives, or made when the vault is
 /// new (then `new_key_file` says where its key file went).
@@ -375,6 +403,11 @@ impl Engine {
         } else {
             Clock::real()
         };
+        if let Some(store) = &store {
+            if store.format().version() >= 2 {
+                install_mirror(&folder, &catalog, store)?;
+            }
+        }
         if lock.is_some() && catalog.policy("DefaultPolicy")?.is_none() {
             let p = Policy::default_policy();
             catalog.put_policy(&p.name, &p.to_toml_string(), true, now)?;
@@ -435,7 +468,7 @@ impl Engine {
                     let f = self
                         .store()
                         .ok()?
-                        .read_index_file(&self.index_path(&id, d.index), &id, d.index)
+                        .read_index_file(&self.index_path(&id, d.index))
                         .ok()?;
                     let ours = f
                         .owner
@@ -510,6 +543,14 @@ impl Engine {
 
     pub fn vault_name(&self) -> &str {
         &self.inner.opts.vault_name
+    }
+
+    /// The vault's id (recorded in its catalog and its marker).
+    pub fn vault_id(&self) -> Result<String> {
+        self.inner
+            .catalog
+            .setting(crate::vault::folder::SETTING_VAULT_ID)?
+            .ok_or_else(|| EngineError::Failed("the catalog records no vault id".into()))
     }
 
     /// The vault's data format (1 or 2).

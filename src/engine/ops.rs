@@ -197,6 +197,15 @@ impl Engine {
             }
             Ok(())
         })?;
+        // Every item this discovery wrote (found now, or known before).
+        let mut changed: Vec<String> = seen.iter().map(|s| s.to_string()).collect();
+        changed.extend(
+            existing
+                .keys()
+                .filter(|id| !seen.contains(id.as_str()))
+                .cloned(),
+        );
+        self.inner.catalog.notify_items(&changed);
         Ok(result)
     }
 

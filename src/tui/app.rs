@@ -672,16 +672,19 @@ impl App {
                 self.policies = Default::default();
                 self.dashboard = Default::default();
                 let new_key = self.vault.as_ref().and_then(|v| v.new_key_file.clone());
+                // Said once: where the key of a new encrypted vault is.
+                let key_note = new_key.map(|path| {
+                    format!(
+                        "Opened vault {name}, new and encrypted: its key file is {}. Keep a copy somewhere safe; losing it loses the backups",
+                        path.display()
+                    )
+                });
                 match (self.startup_warning.take(), ro) {
-                    // Said once, first: where the key of a new encrypted vault is.
-                    _ if let Some(path) = new_key => self.set_notice(
-                        NoticeLevel::Warning,
-                        format!(
-                            "New vault {name} is encrypted. Its key file is {}: keep a copy somewhere safe. Losing it loses the backups",
-                            path.display()
-                        ),
-                    ),
-                    (Some(w), _) => self.set_notice(NoticeLevel::Warning, w),
+                    (Some(w), _) => match key_note {
+                        Some(k) => self.set_notice(NoticeLevel::Warning, format!("{w} · {k}")),
+                        None => self.set_notice(NoticeLevel::Warning, w),
+                    },
+                    _ if let Some(k) = key_note => self.set_notice(NoticeLevel::Warning, k),
                     (None, Some(why)) => self.set_notice(
                         NoticeLevel::Warning,
                         format!("Opened vault {name} read-only ({why}); actions are disabled"),

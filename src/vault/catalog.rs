@@ -317,6 +317,18 @@ pub struct PolicyRow {
 pub struct Catalog {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Told of changes once they are committed ([`Catalog::set_mirror`]).
+    mirror: std::sync::OnceLock<std::sync::Arc<dyn CatalogMirror>>,
+}
+
+/// What keeps a copy of the catalog's items, policies and points in the vault itself (the
+/// objects a rebuild reads back). Called after each change is committed, with the ids
+/// changed; it reads what it needs from the catalog. It must not fail the change: the
+/// catalog is the record, the copy is for a rebuild.
+pub trait CatalogMirror: Send + Sync {
+    fn items_changed(&self, catalog: &Catalog, ids: &[String]);
+    fn policies_changed(&self, catalog: &Catalog, names: &[String]);
+    fn points_changed(&self, catalog: &Catalog, ids: &[String]);
 }
 
 impl std::fmt::Debug for Catalog {
@@ -396,6 +408,7 @@ impl Catalog {
         Ok(Catalog {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            mirror: std::sync::OnceLock::new(),
         })
     }
 
@@ -439,6 +452,7 @@ impl Catalog {
         let cat = Catalog {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            mirror: std::sync::OnceLock::new(),
         };
         cat.configure(true)?;
         let v = cat.schema_version()?;
@@ -535,6 +549,37 @@ impl Catalog {
             tx.commit().map_err(|e| self.sql(e))?;
         }
         Ok(())
+    }
+
+    /// Moves everything in the write-ahead log into the database file (before the file is
+    /// moved or copied on its own).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.read(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
+    }
+
+    /// Installs the mirror told of every change from now on (once).
+    pub fn set_mirror(&self, mirror: std::sync::Arc<dyn CatalogMirror>) {
+        let _ = self.mirror.set(mirror);
+    }
+
+    /// Tells the mirror that items `ids` changed (for changes made in a caller's own
+    /// transaction).
+    pub fn notify_items(&self, ids: &[String]) {
+        if let Some(m) = self.mirror.get() {
+            m.items_changed(self, ids);
+        }
+    }
+
+    fn notify_policies(&self, names: &[String]) {
+        if let Some(m) = self.mirror.get() {
+            m.policies_changed(self, names);
+        }
+    }
+
+    fn notify_points(&self, ids: &[String]) {
+        if let Some(m) = self.mirror.get() {
+            m.points_changed(self, ids);
+        }
     }
 
     /// Runs `f` in one transaction (one state change).
@@ -671,7 +716,9 @@ impl Catalog {
 
     /// Inserts or replaces an item (whole row).
     pub fn put_item(&self, item: &Item) -> Result<()> {
-        self.transaction(|tx| Self::put_item_tx(tx, item))
+        self.transaction(|tx| Self::put_item_tx(tx, item))?;
+        self.notify_items(std::slice::from_ref(&item.id));
+        Ok(())
     }
 
     pub fn put_item_tx(tx: &rusqlite::Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
@@ -720,6 +767,8 @@ impl Catalog {
         f(&mut item);
         Self::put_item_tx(&tx, &item).map_err(|e| self.sql(e))?;
         tx.commit().map_err(|e| self.sql(e))?;
+        drop(conn);
+        self.notify_items(std::slice::from_ref(&item.id));
         Ok(item)
     }
 
@@ -770,14 +819,35 @@ impl Catalog {
                 params![name, definition, builtin, fmt_time(now)],
             )
             .map(|_| ())
+        })?;
+        self.notify_policies(&[name.to_string()]);
+        Ok(())
+    }
+
+    /// Inserts a policy row as it was (a rebuild), times included.
+    pub fn restore_policy(&self, row: &PolicyRow) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO policies(name, definition, builtin, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    row.name,
+                    row.definition,
+                    row.builtin,
+                    fmt_time(row.created_at),
+                    fmt_time(row.updated_at)
+                ],
+            )
+            .map(|_| ())
         })
     }
 
     pub fn delete_policy(&self, name: &str) -> Result<bool> {
-        self.transaction(|tx| {
+        let deleted = self.transaction(|tx| {
             tx.execute("DELETE FROM policies WHERE name = ?1", [name])
                 .map(|n| n > 0)
-        })
+        })?;
+        self.notify_policies(&[name.to_string()]);
+        Ok(deleted)
     }
 
     // ---- jobs ----
@@ -1251,6 +1321,56 @@ impl Catalog {
             job,
         } = *c;
         self.transaction_durable(|tx| {
+            Self::insert_point_tx(
+                tx,
+                point,
+                retain_until,
+                chunk_size,
+                index_hashes,
+                chunks,
+                now,
+            )?;
+            Self::put_item_tx(tx, item)?;
+            Self::save_job_tx(tx, job)
+        })?;
+        self.notify_items(std::slice::from_ref(&item.id));
+        Ok(())
+    }
+
+    /// Inserts a point as a rebuild found it (no job, no item change), with the chunks it
+    /// references that the catalog does not know yet.
+    pub fn restore_point(
+        &self,
+        point: &RecoveryPoint,
+        retain_until: Option<DateTime<Utc>>,
+        chunk_size: u32,
+        index_hashes: &[(u32, [u8; 32])],
+        chunks: &[ChunkRow],
+        added: DateTime<Utc>,
+    ) -> Result<()> {
+        self.transaction(|tx| {
+            Self::insert_point_tx(
+                tx,
+                point,
+                retain_until,
+                chunk_size,
+                index_hashes,
+                chunks,
+                added,
+            )
+        })
+    }
+
+    fn insert_point_tx(
+        tx: &rusqlite::Transaction<'_>,
+        point: &RecoveryPoint,
+        retain_until: Option<DateTime<Utc>>,
+        chunk_size: u32,
+        index_hashes: &[(u32, [u8; 32])],
+        chunks: &[ChunkRow],
+        now: DateTime<Utc>,
+    ) -> rusqlite::Result<()> {
+        {
             tx.execute(
                 &format!(
                     "INSERT INTO points ({}, retain_until, chunk_size, index_hashes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
@@ -1280,11 +1400,15 @@ impl Catalog {
             )?;
             let added = fmt_time(now);
             for c in chunks {
-                st.execute(params![&c.digest[..], c.stored_len as i64, c.raw_len as i64, added])?;
+                st.execute(params![
+                    &c.digest[..],
+                    c.stored_len as i64,
+                    c.raw_len as i64,
+                    added
+                ])?;
             }
-            Self::put_item_tx(tx, item)?;
-            Self::save_job_tx(tx, job)
-        })
+            Ok(())
+        }
     }
 
     /// The retain-until date given to an on-demand point.
@@ -1307,7 +1431,10 @@ impl Catalog {
                 st.execute(params![id, e.map(fmt_time)])?;
             }
             Ok(())
-        })
+        })?;
+        let ids: Vec<String> = expiries.iter().map(|(id, _)| id.clone()).collect();
+        self.notify_points(&ids);
+        Ok(())
     }
 
     /// Deletes point rows on behalf of job `job_id` and sets the STORED size of the points
@@ -1337,7 +1464,10 @@ impl Catalog {
                 st.execute(params![id, *n as i64])?;
             }
             Ok(())
-        })
+        })?;
+        let ids: Vec<String> = restated.iter().map(|(id, _)| id.clone()).collect();
+        self.notify_points(&ids);
+        Ok(())
     }
 
     /// Announces, durably, that `job_id` is about to write the folder of point `point_id`
@@ -1560,7 +1690,7 @@ fn parse_index_hashes(text: &str) -> Option<IndexHashes> {
 
 /// What to do when the catalog is lost or damaged (until the vault can rebuild it from the
 /// stored data).
-pub const RESTORE_CATALOG_ADVICE: &str = "Nothing stored was changed. Restore catalog.db (with its catalog.db-wal, if the copy has one) from a copy (a file-system snapshot or a backup of the vault folder) while vmvault is stopped; do not delete the vault's chunks/ or points/ folders. A rebuild of the catalog from the stored data comes with vault format v2.";
+pub const RESTORE_CATALOG_ADVICE: &str = "Nothing stored was changed. Restore catalog.db (with its catalog.db-wal, if the copy has one) from a copy (a file-system snapshot or a backup of the vault folder) while vmvault is stopped; do not delete the vault's chunks/ or points/ folders. In a vault of format 2 (see `vmvault vaults`), `vmvault vault rebuild` rebuilds the catalog from the vault's own data instead.";
 
 /// The error of a job whose process stopped before it finished.
 pub fn interrupted_error() -> ErrorDetails {

@@ -194,7 +194,7 @@ impl Layout {
     }
 
     /// Records the layout in the catalog.
-    fn record(self, catalog: &Catalog) -> Result<(), FolderError> {
+    pub(crate) fn record(self, catalog: &Catalog) -> Result<(), FolderError> {
         catalog.set_setting(SETTING_FORMAT, &self.version().to_string())?;
         catalog.set_setting(SETTING_ENCRYPTION, self.encryption())?;
         Ok(())

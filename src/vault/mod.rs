@@ -7,5 +7,6 @@ pub mod codec;
 pub mod folder;
 pub mod keys;
 pub mod lock;
+pub mod manifest;
 pub mod store;
 pub mod unlock;

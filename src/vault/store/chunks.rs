@@ -341,8 +341,13 @@ impl ChunkStore {
     }
 
     /// Writes the index of disk `owner.disk` of point `owner.point_id` to `path` durably,
-    /// in the vault's format (format 2: inside a codec blob named `<point>.d<disk>`,
-    /// encrypted when the vault is). Returns the index's checksum, to record with the point.
+    /// in the vault's format (format 2: inside a codec blob, encrypted when the vault is).
+    /// Returns the index's checksum, to record with the point.
+    ///
+    /// The blob is authenticated under one name for every index ([`INDEX_BLOB_NAME`]): the
+    /// point and disk it belongs to are inside it, authenticated with the rest, so an index
+    /// moved from another point is refused by [`IndexFile::check`] naming the point it
+    /// belongs to, rather than by a bare authentication failure.
     pub fn write_index(
         &self,
         path: &Path,
@@ -353,23 +358,18 @@ impl ChunkStore {
             return index.write_atomic(path, owner);
         };
         let (bytes, sum) = index.to_bytes(path, owner)?;
-        let name = index_object_name(&owner.point_id, owner.disk);
         let blob = codec
-            .encode(BlobKind::Index, &name, &bytes)
-            .map_err(|e| StoreError::Invalid(format!("encoding disk index {name}: {e}")))?;
+            .encode(BlobKind::Index, INDEX_BLOB_NAME, &bytes)
+            .map_err(|e| {
+                StoreError::Invalid(format!("encoding disk index {}: {e}", path.display()))
+            })?;
         write_file_atomic(path, |w| w.write_all(blob))?;
         Ok(sum)
     }
 
-    /// Reads and checks the index of disk `disk` of point `point_id` at `path`, with the
-    /// point it names and its checksum. In format 2 the blob is authenticated under that
-    /// name first: an index moved from another point or disk fails there.
-    pub fn read_index_file(
-        &self,
-        path: &Path,
-        point_id: &str,
-        disk: u32,
-    ) -> Result<IndexFile, StoreError> {
+    /// Reads and checks the index file at `path`, with the point it names and its checksum
+    /// (in format 2, authenticated first).
+    pub fn read_index_file(&self, path: &Path) -> Result<IndexFile, StoreError> {
         let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
             return DiskIndex::read_file(path);
         };
@@ -380,7 +380,7 @@ impl ChunkStore {
             .read_to_end(&mut blob)
             .map_err(|e| StoreError::io(format!("reading disk index {}", path.display()), e))?;
         let raw = codec
-            .decode_to_vec(BlobKind::Index, &index_object_name(point_id, disk), &blob)
+            .decode_to_vec(BlobKind::Index, INDEX_BLOB_NAME, &blob)
             .map_err(|e| {
                 if e.is_bad_blob() {
                     StoreError::IndexCorrupt {
@@ -401,8 +401,61 @@ impl ChunkStore {
         path: &Path,
         expect: &IndexExpect<'_>,
     ) -> Result<DiskIndex, StoreError> {
-        self.read_index_file(path, expect.point_id, expect.disk)?
-            .check(path, expect)
+        self.read_index_file(path)?.check(path, expect)
+    }
+
+    /// Writes `bytes` as the blob `kind`/`name` of this format 2 vault to the file `path`
+    /// (temp file, rename; with `durable`, fsynced file and folder, else durable at the next
+    /// [`ChunkStore::sync`]). For the vault's own description (manifests, items, policies).
+    pub fn write_blob(
+        &self,
+        path: &Path,
+        kind: BlobKind,
+        name: &str,
+        bytes: &[u8],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
+            return Err(StoreError::Invalid(
+                "a vault of format 1 keeps no description of itself".into(),
+            ));
+        };
+        let blob = codec
+            .encode(kind, name, bytes)
+            .map_err(|e| StoreError::Invalid(format!("encoding {}: {e}", path.display())))?;
+        super::index::write_file_atomic_with(path, durable, |w| w.write_all(blob))
+    }
+
+    /// Reads the blob `kind`/`name` at `path` (never through a link, at most the kind's
+    /// limit) and returns its raw bytes. A blob that fails its checks is
+    /// [`StoreError::IndexCorrupt`]-like damage named by its path.
+    pub fn read_blob(
+        &self,
+        path: &Path,
+        kind: BlobKind,
+        name: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
+            return Err(StoreError::Invalid(
+                "a vault of format 1 keeps no description of itself".into(),
+            ));
+        };
+        let limit = kind.max_raw_len() + codec::MAX_OVERHEAD as u64;
+        let (f, len) = open_index(path, limit)?;
+        let mut blob = Vec::with_capacity(len as usize);
+        f.take(limit)
+            .read_to_end(&mut blob)
+            .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+        codec.decode_to_vec(kind, name, &blob).map_err(|e| {
+            if e.is_bad_blob() {
+                StoreError::IndexCorrupt {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            } else {
+                StoreError::Invalid(e.to_string())
+            }
+        })
     }
 
     /// Makes every earlier put (file data, and the renames into place) durable, with one
@@ -508,10 +561,9 @@ impl ChunkStore {
     }
 }
 
-/// The name a format 2 index is authenticated under (and its object name in a backend).
-pub fn index_object_name(point_id: &str, disk: u32) -> String {
-    format!("{point_id}.d{disk}")
-}
+/// The name every format 2 index blob is authenticated under (see
+/// [`ChunkStore::write_index`]).
+pub const INDEX_BLOB_NAME: &str = "disk-index";
 
 /// Writes chunk files with reusable buffers into a reusable, aligned file image; one per
 /// worker thread, made by [`ChunkStore::encoder`]. In format 1 a reusable zstd context
@@ -933,8 +985,19 @@ mod format2_tests {
         let file = fs::read(&pa).unwrap();
         assert!(!contains(&file, a.as_bytes()), "the point id is in clear");
         assert!(!contains(&file, &[7; 32]), "a chunk name is in clear");
-        // b's index copied over a's: it does not authenticate under a's name.
+        // b's index copied over a's: refused, naming the point it belongs to.
         fs::copy(&pb, &pa).unwrap();
+        let e = s
+            .read_index_for(&pa, &expect(a, sa))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("copied from another point"), "{e}");
+        assert!(e.contains(b), "{e}");
+        // A changed byte fails authentication.
+        let mut bytes = fs::read(&pb).unwrap();
+        let at = bytes.len() - 20;
+        bytes[at] ^= 4;
+        fs::write(&pa, &bytes).unwrap();
         let e = s
             .read_index_for(&pa, &expect(a, sa))
             .unwrap_err()

@@ -417,6 +417,16 @@ pub(crate) fn write_file_atomic<T>(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<T>,
 ) -> Result<T, StoreError> {
+    write_file_atomic_with(path, true, fill)
+}
+
+/// [`write_file_atomic`], with the fsyncs only when `durable` (otherwise the file is whole
+/// or absent after a crash only once a later sync of the file system ran).
+pub(crate) fn write_file_atomic_with<T>(
+    path: &Path,
+    durable: bool,
+    fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<T>,
+) -> Result<T, StoreError> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -424,15 +434,11 @@ pub(crate) fn write_file_atomic<T>(
     let name = path.file_name().ok_or_else(|| {
         StoreError::Invalid(format!("index path {} has no file name", path.display()))
     })?;
-    let temp = parent.join(format!(
-        "{}{}-{}",
-        super::chunks::TEMP_PREFIX,
-        name.to_string_lossy(),
-        std::process::id()
+    // Unique within the process too: two threads may write the same object at once.
+    let temp = parent.join(crate::vault::backend::local::temp_name(
+        &name.to_string_lossy(),
     ));
     let write = || -> io::Result<T> {
-        // A temp file of ours from a crashed run may be in the way.
-        let _ = fs::remove_file(&temp);
         let f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -441,15 +447,19 @@ pub(crate) fn write_file_atomic<T>(
         let mut w = BufWriter::with_capacity(64 * 1024, f);
         let t = fill(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         drop(f);
         fs::rename(&temp, path)?;
-        File::open(parent)?.sync_all()?;
+        if durable {
+            File::open(parent)?.sync_all()?;
+        }
         Ok(t)
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&temp);
-        StoreError::io(format!("writing disk index {}", path.display()), e)
+        StoreError::io(format!("writing {}", path.display()), e)
     })
 }
 

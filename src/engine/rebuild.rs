@@ -1,0 +1,260 @@
+//! `vmvault vault rebuild`: a new catalog for a format 2 vault, from what the vault folder
+//! holds (point manifests, disk indexes, item and policy objects, chunk files).
+//!
+//! # What it promises
+//! - **Nothing stored is changed.** It reads the vault's objects and writes only a new
+//!   catalog, built under a temporary name (`catalog.db.rebuild`) and moved into place
+//!   without replacing anything once it is complete: a kill leaves either no catalog (run it
+//!   again) or the whole new one. It refuses to run while a `catalog.db` exists.
+//! - **What it cannot vouch for, it leaves.** A point whose manifest or indexes fail their
+//!   checks is not recorded, and its folder is left as it is: garbage collection refuses to
+//!   run while such a folder is there, so its chunks are not lost before someone looks. A
+//!   point folder without a manifest is a backup that was never committed: it is announced
+//!   as such, and the next garbage collection removes it.
+//! - **Chunks a point needs but that are missing are not recorded as stored**, so the next
+//!   backup writes them again; `verify` names the points that need them.
+//!
+//! What is not in the vault is not rebuilt: the job history, and the simulated clock's
+//! offset (set so that the simulated time is not before the newest point).
+
+use super::{data_format, EngineError, EngineOptions, Result, SETTING_CHUNK_SIZE};
+use super::{SETTING_CLOCK_OFFSET, SETTING_VAULT_NAME};
+use crate::model::Item;
+use crate::vault::catalog::{Catalog, ChunkRow, CATALOG_FILE};
+use crate::vault::folder::{FolderError, Layout, VaultFolder, CHUNKS_DIR, POINTS_DIR};
+use crate::vault::lock::VaultLock;
+use crate::vault::manifest::{self, PointManifest};
+use crate::vault::store::index::IndexExpect;
+use crate::vault::store::{slot_len, ChunkStore, Digest};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+
+/// The temporary name of the catalog being rebuilt.
+const TEMP_CATALOG: &str = "catalog.db.rebuild";
+
+/// What a rebuild found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RebuildReport {
+    pub items: usize,
+    pub policies: usize,
+    pub points: usize,
+    pub chunks: usize,
+    /// Chunks points need that are not in the store.
+    pub missing_chunks: usize,
+    /// Point folders of backups never committed (removed by the next garbage collection).
+    pub uncommitted_points: usize,
+    /// What could not be used, and why (left as it is).
+    pub problems: Vec<String>,
+}
+
+/// Rebuilds the catalog of the vault `opts` describes. See the module docs.
+pub fn rebuild_catalog(opts: &EngineOptions) -> Result<RebuildReport> {
+    let folder = VaultFolder::open(&opts.dir, false)?;
+    let _lock = VaultLock::acquire_patiently(folder.dir())?;
+    if folder
+        .dir()
+        .exists(CATALOG_FILE)
+        .map_err(FolderError::from)?
+    {
+        return Err(EngineError::Usage(format!(
+            "vault {} has a catalog.db: a rebuild never replaces one. If it is damaged or another vault's, move it (with its -wal and -shm files) out of the vault folder first",
+            folder.path().display()
+        )));
+    }
+    let marker = folder.marker()?.ok_or_else(|| {
+        EngineError::Usage(format!(
+            "{} has no vault.toml: nothing says which vault this folder is, so it cannot be rebuilt. Put vault.toml back from a copy",
+            folder.path().display()
+        ))
+    })?;
+    if marker.layout == Layout::V1 {
+        return Err(EngineError::Usage(format!(
+            "vault {} is of format 1: its catalog is its only description and cannot be rebuilt. Restore catalog.db from a copy",
+            folder.path().display()
+        )));
+    }
+    // A rebuild killed earlier left its temporary catalog: start again.
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let name = format!("{TEMP_CATALOG}{suffix}");
+        if folder.dir().exists(&name).map_err(FolderError::from)? {
+            folder.dir().remove_file(&name).map_err(FolderError::from)?;
+        }
+    }
+    let catalog = Catalog::create(folder.dir(), TEMP_CATALOG)?;
+    let report = fill(opts, &folder, &catalog, &marker)?;
+    catalog.checkpoint()?;
+    drop(catalog);
+    folder
+        .dir()
+        .rename_noreplace(TEMP_CATALOG, folder.dir(), CATALOG_FILE)
+        .map_err(FolderError::from)?;
+    for suffix in ["-wal", "-shm"] {
+        let _ = folder.dir().remove_file(format!("{TEMP_CATALOG}{suffix}"));
+    }
+    folder.dir().sync().map_err(FolderError::from)?;
+    Ok(report)
+}
+
+fn fill(
+    opts: &EngineOptions,
+    folder: &VaultFolder,
+    catalog: &Catalog,
+    marker: &crate::vault::folder::Marker,
+) -> Result<RebuildReport> {
+    let mut report = RebuildReport::default();
+    let vault_id = marker.id.clone();
+    marker.layout.record(catalog)?;
+    catalog.set_setting(crate::vault::folder::SETTING_VAULT_ID, &vault_id)?;
+    catalog.set_setting(SETTING_VAULT_NAME, &marker.name)?;
+    let mut no_key_file = None;
+    let format = data_format(folder, catalog, marker.layout, &opts.keys, &mut no_key_file)?;
+    let store = ChunkStore::open_with(&folder.path().join(CHUNKS_DIR), format)?;
+    let dir = folder.path();
+
+    // Policies and items as their objects say.
+    for name in manifest::object_names(&dir.join(manifest::POLICIES_DIR))? {
+        match manifest::read_policy(&store, dir, &name, &vault_id) {
+            Ok(p) => {
+                catalog.restore_policy(&p.row())?;
+                report.policies += 1;
+            }
+            Err(e) => report.problems.push(format!("policy object {name}: {e}")),
+        }
+    }
+    let mut items: HashMap<String, Item> = HashMap::new();
+    for name in manifest::object_names(&dir.join(manifest::ITEMS_DIR))? {
+        match manifest::read_item(&store, dir, &name, &vault_id) {
+            Ok(r) => {
+                items.insert(r.item.id.clone(), r.item);
+            }
+            Err(e) => report.problems.push(format!("item object {name}: {e}")),
+        }
+    }
+
+    // Points, from their manifests and indexes.
+    let mut newest: Option<DateTime<Utc>> = None;
+    let mut known_chunks: HashSet<Digest> = HashSet::new();
+    let mut chunk_size = None;
+    let mut manifest_items: HashMap<String, (DateTime<Utc>, Item)> = HashMap::new();
+    let now = Utc::now();
+    for id in manifest::object_names(&dir.join(POINTS_DIR))? {
+        if !folder
+            .dir()
+            .path_of(POINTS_DIR)
+            .join(&id)
+            .join(manifest::MANIFEST_FILE)
+            .exists()
+        {
+            // Never committed (the manifest is written before the commit).
+            catalog.record_point_write(&id, "rebuild", &[], now)?;
+            report.uncommitted_points += 1;
+            continue;
+        }
+        let m = match manifest::read_manifest(&store, dir, &id, &vault_id) {
+            Ok(m) => m,
+            Err(e) => {
+                report.problems.push(format!(
+                    "recovery point {id}: {e}; its folder is left as it is"
+                ));
+                continue;
+            }
+        };
+        match point_chunks(&store, dir, &m, &mut known_chunks) {
+            Ok((chunks, missing)) => {
+                let hashes = m.index_digests().unwrap_or_default();
+                catalog.restore_point(
+                    &m.point,
+                    m.retain_until,
+                    m.chunk_size,
+                    &hashes,
+                    &chunks,
+                    m.point.time,
+                )?;
+                report.points += 1;
+                report.chunks += chunks.len();
+                report.missing_chunks += missing;
+                chunk_size.get_or_insert(m.chunk_size);
+                newest = newest.max(Some(m.point.time));
+                let keep = manifest_items
+                    .get(&m.item.id)
+                    .is_none_or(|(t, _)| *t < m.point.time);
+                if keep {
+                    manifest_items.insert(m.item.id.clone(), (m.point.time, m.item.clone()));
+                }
+            }
+            Err(e) => report.problems.push(format!(
+                "recovery point {id}: {e}; its folder is left as it is"
+            )),
+        }
+    }
+    // An item whose object is missing or damaged comes back as its newest manifest has it.
+    for (id, (_, item)) in manifest_items {
+        items.entry(id).or_insert(item);
+    }
+    for item in items.values() {
+        catalog.put_item(item)?;
+    }
+    report.items = items.len();
+    catalog.set_setting(
+        SETTING_CHUNK_SIZE,
+        &chunk_size.unwrap_or(opts.chunk_size).to_string(),
+    )?;
+    if opts.simulator.is_some() {
+        // The simulated clock was in the catalog only: never before the newest point.
+        let ahead = newest.map_or(0, |t| (t - Utc::now()).num_microseconds().unwrap_or(0));
+        catalog.set_setting(SETTING_CLOCK_OFFSET, &ahead.max(0).to_string())?;
+    }
+    Ok(report)
+}
+
+/// The chunks the indexes of the point `m` reference that are not in `known` yet (added
+/// to it), with their stored and raw sizes, and how many are missing from the store. Each
+/// index is checked against the manifest (point, disk, capacity, checksum).
+fn point_chunks(
+    store: &ChunkStore,
+    dir: &std::path::Path,
+    m: &PointManifest,
+    known: &mut HashSet<Digest>,
+) -> std::result::Result<(Vec<ChunkRow>, usize), String> {
+    let hashes = m
+        .index_digests()
+        .ok_or_else(|| "the manifest's index checksums are not hex digests".to_string())?;
+    let mut rows = Vec::new();
+    let mut missing = 0;
+    for disk in &m.point.disks {
+        let checksum = hashes
+            .iter()
+            .find(|(d, _)| *d == disk.index)
+            .map(|(_, h)| *h)
+            .ok_or_else(|| format!("the manifest has no index checksum for disk {}", disk.index))?;
+        let path = dir
+            .join(POINTS_DIR)
+            .join(&m.point.id)
+            .join(format!("disk{}.idx", disk.index));
+        let index = store
+            .read_index_for(
+                &path,
+                &IndexExpect {
+                    point_id: &m.point.id,
+                    disk: disk.index,
+                    capacity: disk.capacity,
+                    checksum: Some(checksum),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        for (slot, d) in &index.entries {
+            if !known.insert(*d) {
+                continue;
+            }
+            match std::fs::symlink_metadata(store.path_of(d)) {
+                Ok(md) if md.is_file() => rows.push(ChunkRow {
+                    digest: *d,
+                    stored_len: md.len(),
+                    raw_len: slot_len(index.capacity, index.chunk_size, *slot),
+                }),
+                _ => missing += 1,
+            }
+        }
+    }
+    Ok((rows, missing))
+}
