@@ -1,0 +1,234 @@
+//! Vault format 2: what is stored is encrypted by default, a vault opens only with its own
+//! key, and a lost catalog comes back from the vault's own description.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The vault's id, from its vault.toml.
+fn vault_id(vault: &Path) -> String {
+    let text = std::fs::read_to_string(vault.join("vault.toml")).unwrap();
+    let t: toml::Table = toml::from_str(&text).unwrap();
+    t["id"].as_str().unwrap().to_string()
+}
+
+fn key_file(env: &Env, vault: &Path) -> PathBuf {
+    env.dir
+        .path()
+        .join("keys")
+        .join(format!("{}.key", vault_id(vault)))
+}
+
+fn remove_catalog(vault: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for n in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let p = vault.join(n);
+        if p.exists() {
+            std::fs::rename(&p, to.join(n)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_new_vault_encrypts_what_it_stores_with_a_key_kept_outside_it() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let point = env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let vaults = env.json(&["vaults"]);
+    assert_eq!(vaults[0]["format"], 2, "{vaults:#}");
+    assert_eq!(vaults[0]["encryption"], "aes-256-gcm", "{vaults:#}");
+    assert_eq!(vaults[1]["format"], Value::Null, "not made yet: {vaults:#}");
+    let key = key_file(&env, &vault);
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(!key.starts_with(&vault));
+
+    // No stretch of the disk is in any chunk file, nor does any chunk file decompress.
+    let time = env.point_time("app01", &point);
+    let export = env.path("disk0.raw");
+    env.ok(&[
+        "sim",
+        "export-disk",
+        "app01",
+        "--at",
+        &time,
+        "--to",
+        export.to_str().unwrap(),
+    ]);
+    // 64-byte samples from the data (not the holes) of the sparse image.
+    let f = std::fs::File::open(&export).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut samples: Vec<Vec<u8>> = Vec::new();
+    for (start, end) in data_extents(&f, len) {
+        let mut at = start;
+        while at + 64 <= end && samples.len() < 32 {
+            let mut s = vec![0u8; 64];
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut s, at).unwrap();
+            if s.iter().any(|b| *b != 0) {
+                samples.push(s);
+            }
+            at += 1 << 20;
+        }
+    }
+    assert!(!samples.is_empty());
+    let mut chunk_files = 0;
+    for f in files_under(&vault.join("chunks")) {
+        let bytes = std::fs::read(&f).unwrap();
+        for s in &samples {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == &s[..]),
+                "{} holds plaintext of the disk",
+                f.display()
+            );
+        }
+        assert!(zstd::decode_all(&bytes[..]).is_err());
+        chunk_files += 1;
+    }
+    assert!(chunk_files > 0);
+    env.assert_restore_matches_source("app01", &point, "enc");
+}
+
+#[test]
+fn without_its_key_an_encrypted_vault_lists_but_reads_and_writes_nothing() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let key = key_file(&env, &vault);
+    let away = env.path("key-away");
+    std::fs::rename(&key, &away).unwrap();
+    let (_, err) = env.fails_with(1, &["backup", "app01"]);
+    assert!(err.contains("no key was found"), "{err}");
+    assert!(err.contains(key.to_str().unwrap()), "{err}");
+    assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 1);
+
+    // Another vault's key file at its place: refused as the wrong key.
+    env.ok(&["--vault", "test-eus", "discover"]);
+    let other = key_file(&env, &env.vault_dir("test-eus"));
+    std::fs::copy(&other, &key).unwrap();
+    let (_, err) = env.fails_with(1, &["backup", "app01"]);
+    assert!(err.contains("key file"), "{err}");
+
+    std::fs::remove_file(&key).unwrap();
+    std::fs::rename(&away, &key).unwrap();
+    env.backup("app01");
+    assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn encryption_none_is_an_explicit_opt_out_and_vault_toml_cannot_switch_it() {
+    let env = Env::with_config(|_| {
+        format!(
+            "[[vault]]\nname = \"plain\"\nregion = \"westeurope\"\nencryption = \"none\"\nsource = {{ {FAST_SIM} }}\n"
+        )
+    });
+    env.protect(&["app01"]);
+    let point = env.backup("app01");
+    let vaults = env.json(&["vaults"]);
+    assert_eq!(vaults[0]["encryption"], "none", "{vaults:#}");
+    assert!(
+        !env.path("keys").exists(),
+        "no key for an unencrypted vault"
+    );
+    env.assert_restore_matches_source("app01", &point, "plain");
+
+    // vault.toml edited to claim encryption: the catalog says otherwise, nothing is read.
+    let marker = env.vault_dir("plain").join("vault.toml");
+    let text = std::fs::read_to_string(&marker).unwrap();
+    std::fs::write(&marker, text.replace("\"none\"", "\"aes-256-gcm\"")).unwrap();
+    let (_, err) = env.fails_with(1, &["items"]);
+    assert!(err.contains("one of them was changed"), "{err}");
+    std::fs::write(&marker, text).unwrap();
+    env.ok(&["items"]);
+}
+
+#[test]
+fn a_lost_catalog_is_rebuilt_from_the_vault_and_nothing_is_lost() {
+    let env = Env::new();
+    env.protect(&["app01", "sales/sql01"]);
+    env.backup("app01");
+    env.ok(&["sim", "advance", "2d"]);
+    let vms = ["app01", "sales/sql01"];
+    let items = env.json(&["items"]);
+    let points: Vec<Value> = vms.iter().map(|vm| env.json(&["points", vm])).collect();
+    let policies = env.json(&["policy", "list"]);
+    let vault = env.vault_dir("test-we");
+
+    remove_catalog(&vault, &env.path("lost"));
+    let (_, err) = env.fails_with(1, &["items"]);
+    assert!(err.contains("vmvault vault rebuild"), "{err}");
+    let report = env.json(&["vault", "rebuild"]);
+    assert!(report["points"].as_u64().unwrap() >= 3, "{report:#}");
+    assert_eq!(report["problems"], Value::Array(vec![]), "{report:#}");
+
+    assert_eq!(env.json(&["items"]), items);
+    for (vm, before) in vms.iter().zip(&points) {
+        assert_eq!(&env.json(&["points", vm]), before, "{vm}");
+    }
+    assert_eq!(env.json(&["policy", "list"]), policies);
+    // Every chunk a point needs is known again: garbage collection frees nothing.
+    let gc = env.json(&["gc"]);
+    assert_eq!(gc["details"]["chunks_freed"], 0, "{gc:#}");
+    env.ok(&["verify"]);
+    let newest = points[1].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.assert_restore_matches_source("sales/sql01", &newest, "rebuilt");
+    // A rebuild never replaces a catalog.
+    let (_, err) = env.fails_with(2, &["vault", "rebuild"]);
+    assert!(err.contains("never replaces"), "{err}");
+    // And the vault goes on: a new backup after the rebuild.
+    env.backup("app01");
+}
+
+#[test]
+fn a_rebuild_leaves_what_it_cannot_vouch_for_and_gc_keeps_its_data() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    env.ok(&["sim", "advance", "1d"]);
+    let vault = env.vault_dir("test-we");
+    let points = env.json(&["points", "app01"]);
+    let p2 = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .find(|id| *id != p1)
+        .unwrap();
+    remove_catalog(&vault, &env.path("lost"));
+    // p2's manifest damaged; a killed earlier rebuild left its temporary catalog.
+    let manifest = vault.join("points").join(&p2).join("manifest");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&manifest, &bytes).unwrap();
+    std::fs::write(vault.join("catalog.db.rebuild"), b"half a catalog").unwrap();
+
+    let out = env.run(&["vault", "rebuild", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["points"], 1, "{report:#}");
+    let problems = report["problems"].to_string();
+    assert!(problems.contains(&p2), "{report:#}");
+    assert!(!vault.join("catalog.db.rebuild").exists());
+    // The point it could not read is not listed, and its folder and chunks stay: garbage
+    // collection refuses while the folder is unknown.
+    assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 1);
+    let before = files_under(&vault.join("chunks")).len();
+    let out = env.run(&["gc", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(files_under(&vault.join("chunks")).len(), before);
+    assert!(vault.join("points").join(&p2).exists());
+    env.assert_restore_matches_source("app01", &p1, "p1");
+}
