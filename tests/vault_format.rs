@@ -232,3 +232,38 @@ fn a_rebuild_leaves_what_it_cannot_vouch_for_and_gc_keeps_its_data() {
     assert!(vault.join("points").join(&p2).exists());
     env.assert_restore_matches_source("app01", &p1, "p1");
 }
+
+/// A vault of format 1 (made before format 2; built here the way that vmvault made them):
+/// it keeps working as it is, unencrypted, and says so.
+#[test]
+fn a_format_1_vault_keeps_working_unencrypted() {
+    use std::os::unix::fs::DirBuilderExt;
+    use vmvault::vault::folder::{open_catalog_as, Layout, VaultFolder};
+    let env = Env::new();
+    let dir = env.vault_dir("test-we");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir.parent().unwrap())
+        .unwrap();
+    let folder = VaultFolder::open(&dir, true).unwrap();
+    drop(open_catalog_as(&folder, "test-we", Layout::V1).unwrap());
+
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    env.ok(&["sim", "advance", "1d"]);
+    let vaults = env.json(&["vaults"]);
+    assert_eq!(vaults[0]["format"], 1, "{vaults:#}");
+    assert_eq!(vaults[0]["encryption"], "none", "{vaults:#}");
+    assert!(!dir.join("keys").exists() && !dir.join("items").exists());
+    assert!(!dir.join("points").join(&p1).join("manifest").exists());
+    // Chunks are format 1 files: a header, then zstd or the raw bytes.
+    let chunk = files_under(&dir.join("chunks")).into_iter().next().unwrap();
+    assert_eq!(&std::fs::read(&chunk).unwrap()[..4], b"VMVC");
+    env.ok(&["verify"]);
+    env.assert_restore_matches_source("app01", &p1, "v1");
+    // Its catalog is its only description: no rebuild.
+    remove_catalog(&dir, &env.path("lost"));
+    let (_, err) = env.fails_with(2, &["vault", "rebuild"]);
+    assert!(err.contains("format 1"), "{err}");
+}
