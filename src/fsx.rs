@@ -723,6 +723,28 @@ impl Dir {
 
     /// Moves `from` (in this folder) to `to` in `dest`, failing with
     /// [`FsxError::Exists`] if anything is at `to`: what is there is never replaced.
+    /// Exchanges the entries `a` and `b` of this folder in one atomic step
+    /// (`renameat2(RENAME_EXCHANGE)`): at every moment each name holds one of the two.
+    pub fn rename_exchange(&self, a: impl AsRef<OsStr>, b: impl AsRef<OsStr>) -> Result<()> {
+        let (a, b) = (a.as_ref(), b.as_ref());
+        let ca = check_name(a).map_err(|e| FsxError::io(self.path_of(a), e))?;
+        let cb = check_name(b).map_err(|e| FsxError::io(self.path_of(b), e))?;
+        // SAFETY: both names are NUL-terminated; the descriptor is an open folder.
+        let r = unsafe {
+            libc::renameat2(
+                self.fd.as_raw_fd(),
+                ca.as_ptr(),
+                self.fd.as_raw_fd(),
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        Err(FsxError::io(self.path_of(b), io::Error::last_os_error()))
+    }
+
     pub fn rename_noreplace(
         &self,
         from: impl AsRef<OsStr>,

@@ -349,6 +349,11 @@ pub enum VaultCommand {
     /// Rebuild a lost catalog (catalog.db) of a format 2 vault from the vault's own data:
     /// items, policies, recovery points and chunks (not the job history)
     Rebuild(JsonFlag),
+    /// Convert a format 1 vault to format 2 (encrypted unless the vault's config says
+    /// encryption = "none"): its points are copied into a new vault beside it, which then
+    /// takes its place; the old one is kept as <name>.format1. Resumable; needs room for a
+    /// second copy of the vault's data while it runs
+    Upgrade(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]

@@ -216,6 +216,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Run => run_headless(&setup).await,
         Command::Sim(s) => sim(&setup, s).await,
         Command::Vault(VaultCommand::Rebuild(a)) => vault_rebuild(&setup, a.json).await,
+        Command::Vault(VaultCommand::Upgrade(a)) => vault_upgrade(&setup, a.json).await,
         Command::Detached(a) => detached(&setup, &a).await,
     }
 }
@@ -349,6 +350,109 @@ async fn vault_rebuild(setup: &Setup, as_json: bool) -> Result<u8> {
     } else {
         exit::FAILED
     })
+}
+
+async fn vault_upgrade(setup: &Setup, as_json: bool) -> Result<u8> {
+    use crate::engine::upgrade;
+    use crate::vault::folder::{layout_of, Layout};
+    let dir = setup.vault_dir();
+    let (work, kept) = upgrade::leftovers(&dir);
+    let name = &setup.vault.name;
+    if layout_of(&dir).is_some_and(|l| l.version() >= 2) {
+        // An upgrade killed between its two renames: the old vault is still in the work
+        // folder.
+        if work.as_deref().and_then(layout_of) == Some(Layout::V1) {
+            let kept = upgrade::exchange(&dir, true)?;
+            outln!(
+                "Vault {name} is of format 2 now; the old vault is kept at {}: remove it once you are satisfied.",
+                kept.display()
+            );
+            return Ok(exit::OK);
+        }
+        return Err(AppError::usage(format!(
+            "vault {name} is of format 2 already; nothing to upgrade"
+        )));
+    }
+    if let Some(k) = kept {
+        return Err(AppError::usage(format!(
+            "{} is there (an earlier upgrade kept an old vault there): move it away first",
+            k.display()
+        )));
+    }
+    let work = upgrade::work_dir(&dir)
+        .ok_or_else(|| AppError::usage("the vault's folder name is not UTF-8"))?;
+    let old = open_owner(setup)?;
+    if old.format_version() != 1 {
+        return Err(AppError::usage(format!(
+            "vault {name} is of format {} already; nothing to upgrade",
+            old.format_version()
+        )));
+    }
+    let mut opts = setup.engine_options(&setup.vault)?;
+    opts.dir = work.clone();
+    let new = Engine::open(opts, OpenMode::Exclusive)?;
+    let key_file = new.new_key_file().map(|p| p.to_path_buf());
+    let cancel = crate::cancel::CancelToken::new();
+    let mut signals = StopSignals::new()?;
+    let task = {
+        let (old, new, cancel) = (old.clone(), new.clone(), cancel.clone());
+        let quiet = as_json;
+        tokio::task::spawn_blocking(move || {
+            upgrade::copy_vault(&old, &new, &cancel, |n, total, id| {
+                if !quiet {
+                    errln!("copying recovery point {n}/{total} ({id})");
+                }
+            })
+        })
+    };
+    tokio::pin!(task);
+    let mut stopped = None;
+    let result = tokio::select! {
+        r = &mut task => r,
+        s = signals.recv() => {
+            errln!("{}: stopping after the current recovery point…", s.name());
+            stopped = Some(s);
+            cancel.cancel();
+            task.await
+        }
+    };
+    old.shutdown(std::time::Duration::from_secs(30)).await;
+    new.shutdown(std::time::Duration::from_secs(30)).await;
+    let report =
+        result.map_err(|e| AppError::failed(format!("the upgrade stopped unexpectedly: {e}")));
+    if let Some(s) = stopped {
+        drop((old, new));
+        return Err(AppError {
+            code: s.exit_code(),
+            message: format!(
+                "stopped by {}: vault {name} is unchanged (format 1); `vmvault vault upgrade` goes on from where it stopped",
+                s.name()
+            ),
+        });
+    }
+    let report = report??;
+    drop((old, new));
+    let kept = upgrade::exchange(&dir, false)?;
+    if as_json {
+        print_json(&json!({
+            "report": report,
+            "kept": kept.display().to_string(),
+            "key_file": key_file.as_ref().map(|p| p.display().to_string()),
+        }));
+    } else {
+        outln!(
+            "Vault {name} is of format 2 now: {} recovery point(s) copied ({} already there from an earlier run), {} item(s), {} polic(ies).",
+            report.points_copied,
+            report.points_already_there,
+            report.items,
+            report.policies
+        );
+        outln!(
+            "The old vault is kept at {}: run `vmvault verify`, then remove it.",
+            kept.display()
+        );
+    }
+    Ok(exit::OK)
 }
 
 async fn discover(setup: &Setup, as_json: bool) -> Result<u8> {

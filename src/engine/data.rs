@@ -309,8 +309,50 @@ impl Engine {
     }
 }
 
+/// Writes the folder of a new point: announced first (so that garbage collection can tell
+/// it from a folder it knows nothing about), then its indexes, durably. Returns the index
+/// checksums, to commit with the point.
+pub(crate) fn write_point_files(
+    engine: &Engine,
+    point_id: &str,
+    writer: &str,
+    indexes: &[(u32, DiskIndex)],
+) -> std::result::Result<Vec<(u32, store::Digest)>, JobFail> {
+    let disk_numbers: Vec<u32> = indexes.iter().map(|(d, _)| *d).collect();
+    engine
+        .inner
+        .catalog
+        .record_point_write(point_id, writer, &disk_numbers, engine.now())?;
+    let dir = engine.point_dir(point_id);
+    super::create_private_dir(&dir).map_err(|e| {
+        JobFail::vault(
+            "Could not write to the vault",
+            format!("creating {}: {e}", dir.display()),
+        )
+    })?;
+    let mut index_hashes = Vec::with_capacity(indexes.len());
+    for (disk, index) in indexes {
+        let owner = store::index::IndexOwner {
+            point_id: point_id.to_string(),
+            disk: *disk,
+        };
+        let sum = engine
+            .store()?
+            .write_index(&engine.index_path(point_id, *disk), index, &owner)
+            .map_err(store_fail)?;
+        index_hashes.push((*disk, sum));
+    }
+    super::sync_dir(dir.parent().unwrap_or(&dir)).map_err(|e| {
+        JobFail::vault(
+            "Could not write to the vault",
+            format!("syncing {}: {e}", dir.display()),
+        )
+    })?;
+    Ok(index_hashes)
+}
+
 /// The catalog as the store's registry of committed chunks.
-struct CatalogRegistry<'a>(&'a crate::vault::catalog::Catalog);
+pub(super) struct CatalogRegistry<'a>(pub &'a crate::vault::catalog::Catalog);
 
 impl store::ChunkRegistry for CatalogRegistry<'_> {
     fn is_committed(&self, d: &store::Digest) -> std::result::Result<bool, store::StoreError> {
@@ -496,38 +538,8 @@ fn backup_body(
     ctx.cancel.check()?;
 
     // The data is durable (backup_disk syncs the chunks it wrote before it returns); now the
-    // indexes, then the catalog row that commits the point. The point's folder is announced
-    // first, so that garbage collection can tell it from a folder it knows nothing about.
-    let disk_numbers: Vec<u32> = indexes.iter().map(|(d, _)| *d).collect();
-    engine
-        .inner
-        .catalog
-        .record_point_write(&point_id, &ctx.id(), &disk_numbers, engine.now())?;
-    let dir = engine.point_dir(&point_id);
-    super::create_private_dir(&dir).map_err(|e| {
-        JobFail::vault(
-            "Could not write to the vault",
-            format!("creating {}: {e}", dir.display()),
-        )
-    })?;
-    let mut index_hashes = Vec::with_capacity(indexes.len());
-    for (disk, index) in &indexes {
-        let owner = store::index::IndexOwner {
-            point_id: point_id.clone(),
-            disk: *disk,
-        };
-        let sum = engine
-            .store()?
-            .write_index(&engine.index_path(&point_id, *disk), index, &owner)
-            .map_err(store_fail)?;
-        index_hashes.push((*disk, sum));
-    }
-    super::sync_dir(dir.parent().unwrap_or(&dir)).map_err(|e| {
-        JobFail::vault(
-            "Could not write to the vault",
-            format!("syncing {}: {e}", dir.display()),
-        )
-    })?;
+    // indexes, then the catalog row that commits the point.
+    let index_hashes = write_point_files(engine, &point_id, &ctx.id(), &indexes)?;
     ctx.cancel.check()?;
 
     let point_stored = engine.stored_of_new_point(&item.id, &indexes, &new_chunks)?;

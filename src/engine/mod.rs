@@ -15,6 +15,7 @@ mod describe;
 mod jobs;
 mod maintenance;
 mod rebuild;
+pub mod upgrade;
 pub use rebuild::{rebuild_catalog, RebuildReport};
 mod ops;
 mod restore_target;

@@ -570,7 +570,8 @@ impl Catalog {
         }
     }
 
-    fn notify_policies(&self, names: &[String]) {
+    /// Tells the mirror that policies `names` changed.
+    pub fn notify_policies(&self, names: &[String]) {
         if let Some(m) = self.mirror.get() {
             m.policies_changed(self, names);
         }
@@ -1335,6 +1336,43 @@ impl Catalog {
         })?;
         self.notify_items(std::slice::from_ref(&item.id));
         Ok(())
+    }
+
+    /// Commits a point copied from another vault (an upgrade): its row and the chunks it
+    /// added, durably, and forgets its announced write.
+    pub fn import_point(
+        &self,
+        point: &RecoveryPoint,
+        retain_until: Option<DateTime<Utc>>,
+        chunk_size: u32,
+        index_hashes: &[(u32, [u8; 32])],
+        chunks: &[ChunkRow],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.transaction_durable(|tx| {
+            Self::insert_point_tx(
+                tx,
+                point,
+                retain_until,
+                chunk_size,
+                index_hashes,
+                chunks,
+                now,
+            )?;
+            tx.execute("DELETE FROM point_writes WHERE point_id = ?1", [&point.id])
+                .map(|_| ())
+        })
+    }
+
+    /// Copies every job (with its tasks) of `other` that this catalog does not have.
+    pub fn copy_jobs_from(&self, other: &Catalog) -> Result<()> {
+        let jobs = other.jobs(&JobFilter::default(), true)?;
+        self.transaction(|tx| {
+            for job in &jobs {
+                Self::save_job_tx(tx, job)?;
+            }
+            Ok(())
+        })
     }
 
     /// Inserts a point as a rebuild found it (no job, no item change), with the chunks it
