@@ -267,3 +267,60 @@ fn a_format_1_vault_keeps_working_unencrypted() {
     let (_, err) = env.fails_with(2, &["vault", "rebuild"]);
     assert!(err.contains("format 1"), "{err}");
 }
+
+/// What a rebuild must not trust: a vault.toml that says the vault is not encrypted, a
+/// point folder with indexes but no manifest; and a stray file among the key slots does not
+/// lock the vault out.
+#[test]
+fn a_rebuild_trusts_neither_an_edited_vault_toml_nor_a_missing_manifest() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    env.ok(&["sim", "advance", "1d"]);
+    let vault = env.vault_dir("test-we");
+    std::fs::write(vault.join("keys").join("README"), b"not a slot").unwrap();
+    env.ok(&["verify"]);
+
+    remove_catalog(&vault, &env.path("lost"));
+    let marker = vault.join("vault.toml");
+    let text = std::fs::read_to_string(&marker).unwrap();
+    std::fs::write(&marker, text.replace("\"aes-256-gcm\"", "\"none\"")).unwrap();
+    let (_, err) = env.fails_with(1, &["vault", "rebuild"]);
+    assert!(err.contains("vault.toml was changed"), "{err}");
+    assert!(!vault.join("catalog.db").exists());
+    std::fs::write(&marker, &text).unwrap();
+
+    // p1's manifest lost: its folder (indexes intact) is left, not taken for an
+    // uncommitted backup that garbage collection would remove.
+    std::fs::remove_file(vault.join("points").join(&p1).join("manifest")).unwrap();
+    let out = env.run(&["vault", "rebuild", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["uncommitted_points"], 0, "{report:#}");
+    assert!(report["problems"].to_string().contains(&p1), "{report:#}");
+    let gc = env.run(&["gc", "--json"]);
+    assert_eq!(gc.status.code(), Some(1), "garbage collection must refuse");
+    assert!(vault.join("points").join(&p1).join("disk0.idx").exists());
+}
+
+/// A vault whose catalog was created but never got its id (a full disk, a kill) goes on as
+/// the vault it was being made as: encrypted.
+#[test]
+fn a_vault_creation_cut_short_stays_encrypted() {
+    let env = Env::new();
+    let dir = env.vault_dir("test-we");
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .unwrap();
+        let d = vmvault::fsx::Dir::open_private(&dir, false).unwrap();
+        drop(vmvault::vault::catalog::Catalog::create(&d, "catalog.db").unwrap());
+    }
+    env.ok(&["discover"]);
+    let vaults = env.json(&["vaults"]);
+    assert_eq!(vaults[0]["format"], 2, "{vaults:#}");
+    assert_eq!(vaults[0]["encryption"], "aes-256-gcm", "{vaults:#}");
+}

@@ -118,12 +118,10 @@ impl Engine {
             // removed stays announced, for garbage collection to try again.
             let removed: Vec<String> = ids
                 .iter()
-                .filter(
-                    |id| match std::fs::remove_dir_all(ctx.engine.point_dir(id)) {
-                        Ok(()) => true,
-                        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-                    },
-                )
+                .filter(|id| match ctx.engine.remove_point_folder(id) {
+                    Ok(()) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+                })
                 .cloned()
                 .collect();
             ctx.engine.inner.catalog.delete_point_writes(&removed)?;
@@ -218,7 +216,7 @@ impl Engine {
             // a prune removed from the catalog.
             for point_id in &unfinished {
                 ctx.cancel.check()?;
-                match std::fs::remove_dir_all(engine.point_dir(point_id)) {
+                match engine.remove_point_folder(point_id) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {

@@ -298,7 +298,7 @@ fn data_format(
     let data = folder.stored_data()?;
     let empty = data.chunk_files == 0 && data.point_folders == 0 && !catalog.knows_stored_data()?;
     let recorded = catalog.setting(SETTING_KEY_ID)?;
-    let master = if empty && unlock::slots(folder)?.is_empty() {
+    let master = if empty && unlock::readable_slots(folder)?.0.is_empty() {
         // A new vault (or one whose creation was killed before its keys were made).
         let path = keys.key_file_for(&vault_id).ok_or_else(|| {
             EngineError::Failed(
@@ -608,6 +608,19 @@ impl Engine {
 
     pub(crate) fn point_dir(&self, point_id: &str) -> PathBuf {
         self.inner.opts.dir.join("points").join(point_id)
+    }
+
+    /// Removes the folder of a point: its manifest first, durably, so that a removal cut
+    /// short leaves a folder that reads as never committed (a rebuild must not bring the
+    /// point back with half its files), then the rest.
+    pub(crate) fn remove_point_folder(&self, point_id: &str) -> std::io::Result<()> {
+        let dir = self.point_dir(point_id);
+        match std::fs::remove_file(dir.join(crate::vault::manifest::MANIFEST_FILE)) {
+            Ok(()) => sync_dir(&dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::remove_dir_all(&dir)
     }
 
     pub(crate) fn index_path(&self, point_id: &str, disk: u32) -> PathBuf {

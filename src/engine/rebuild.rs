@@ -81,7 +81,16 @@ pub fn rebuild_catalog(opts: &EngineOptions) -> Result<RebuildReport> {
         }
     }
     let catalog = Catalog::create(folder.dir(), TEMP_CATALOG)?;
-    let report = fill(opts, &folder, &catalog, &marker)?;
+    let report = match fill(opts, &folder, &catalog, &marker) {
+        Ok(r) => r,
+        Err(e) => {
+            drop(catalog);
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = folder.dir().remove_file(format!("{TEMP_CATALOG}{suffix}"));
+            }
+            return Err(e);
+        }
+    };
     catalog.checkpoint()?;
     drop(catalog);
     folder
@@ -106,6 +115,16 @@ fn fill(
     marker.layout.record(catalog)?;
     catalog.set_setting(crate::vault::folder::SETTING_VAULT_ID, &vault_id)?;
     catalog.set_setting(SETTING_VAULT_NAME, &marker.name)?;
+    // vault.toml is not authenticated: what it says of encryption must match the chunks.
+    if let Some(encrypted) = first_chunk_encrypted(&folder.path().join(CHUNKS_DIR)) {
+        if encrypted != marker.layout.is_encrypted() {
+            return Err(EngineError::Failed(format!(
+                "vault.toml says the vault is {}, but its chunks are {}: vault.toml was changed. Nothing was written. Put the vault's own vault.toml back",
+                if marker.layout.is_encrypted() { "encrypted" } else { "not encrypted" },
+                if encrypted { "encrypted" } else { "not encrypted" },
+            )));
+        }
+    }
     let mut no_key_file = None;
     let format = data_format(folder, catalog, marker.layout, &opts.keys, &mut no_key_file)?;
     let store = ChunkStore::open_with(&folder.path().join(CHUNKS_DIR), format)?;
@@ -137,17 +156,30 @@ fn fill(
     let mut chunk_size = None;
     let mut manifest_items: HashMap<String, (DateTime<Utc>, Item)> = HashMap::new();
     let now = Utc::now();
-    for id in manifest::object_names(&dir.join(POINTS_DIR))? {
-        if !folder
-            .dir()
-            .path_of(POINTS_DIR)
-            .join(&id)
-            .join(manifest::MANIFEST_FILE)
-            .exists()
-        {
-            // Never committed (the manifest is written before the commit).
-            catalog.record_point_write(&id, "rebuild", &[], now)?;
-            report.uncommitted_points += 1;
+    let folders = manifest::object_names(&dir.join(POINTS_DIR))?;
+    let mut damaged = Vec::new();
+    for id in &folders {
+        let id = id.clone();
+        let point_dir = folder.dir().path_of(POINTS_DIR).join(&id);
+        if !point_dir.join(manifest::MANIFEST_FILE).exists() {
+            let has_index = std::fs::read_dir(&point_dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+                })
+                .unwrap_or(true);
+            if has_index {
+                // Indexes without a manifest: a backup killed just before its commit, or a
+                // committed point whose manifest was lost. Not ours to decide: left alone.
+                report.problems.push(format!(
+                    "recovery point folder {id} has disk indexes but no manifest (a backup stopped just before its commit, or a lost manifest); its folder is left as it is"
+                ));
+            } else {
+                // Never committed (a backup writes its indexes, then the manifest, then
+                // commits), or a removal cut short (the manifest goes first).
+                catalog.record_point_write(&id, "rebuild", &[], now)?;
+                report.uncommitted_points += 1;
+            }
             continue;
         }
         let m = match manifest::read_manifest(&store, dir, &id, &vault_id) {
@@ -161,6 +193,9 @@ fn fill(
         };
         match point_chunks(&store, dir, &m, &mut known_chunks) {
             Ok((chunks, missing)) => {
+                if missing > 0 {
+                    damaged.push(m.point.id.clone());
+                }
                 let hashes = m.index_digests().unwrap_or_default();
                 catalog.restore_point(
                     &m.point,
@@ -187,11 +222,34 @@ fn fill(
             )),
         }
     }
+    if !folders.is_empty() && report.points == 0 {
+        let first = report.problems.first().cloned().unwrap_or_default();
+        return Err(EngineError::Failed(format!(
+            "none of the {} recovery point folder(s) could be read ({first}): the key, or vault.toml, is not this vault's. No catalog was made",
+            folders.len()
+        )));
+    }
+    // Points that need missing chunks read as damaged until a verify or a backup repairs
+    // them (the next backup must not take their chunks for stored).
+    catalog.set_points_damaged(&damaged, &[])?;
     // An item whose object is missing or damaged comes back as its newest manifest has it.
     for (id, (_, item)) in manifest_items {
         items.entry(id).or_insert(item);
     }
+    let policies: HashSet<String> = catalog
+        .policies()?
+        .into_iter()
+        .map(|p| p.name.to_lowercase())
+        .collect();
     for item in items.values() {
+        if let Some(p) = &item.policy {
+            if !policies.contains(&p.to_lowercase()) {
+                report.problems.push(format!(
+                    "item {} is protected by policy {p}, which the vault does not describe (its policy object is missing or damaged): create the policy again (`vmvault policy create`) before its next scheduled backup",
+                    item.qualified_name()
+                ));
+            }
+        }
         catalog.put_item(item)?;
     }
     report.items = items.len();
@@ -221,6 +279,8 @@ fn point_chunks(
         .ok_or_else(|| "the manifest's index checksums are not hex digests".to_string())?;
     let mut rows = Vec::new();
     let mut missing = 0;
+    // Added to `known` only once the whole point is accepted.
+    let mut seen: HashSet<Digest> = HashSet::new();
     for disk in &m.point.disks {
         let checksum = hashes
             .iter()
@@ -243,7 +303,7 @@ fn point_chunks(
             )
             .map_err(|e| e.to_string())?;
         for (slot, d) in &index.entries {
-            if !known.insert(*d) {
+            if known.contains(d) || !seen.insert(*d) {
                 continue;
             }
             match std::fs::symlink_metadata(store.path_of(d)) {
@@ -256,5 +316,41 @@ fn point_chunks(
             }
         }
     }
+    known.extend(seen);
     Ok((rows, missing))
+}
+
+/// Whether the chunks of the store in `dir` are encrypted, from the header of the first
+/// chunk file of format 2 found (None: no such file).
+fn first_chunk_encrypted(dir: &std::path::Path) -> Option<bool> {
+    use std::io::Read;
+    for i in 0..=255u8 {
+        let Ok(rd) = std::fs::read_dir(dir.join(format!("{i:02x}"))) else {
+            continue;
+        };
+        for ent in rd.flatten() {
+            if ent.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let mut head = [0u8; 6];
+            use std::os::unix::fs::OpenOptionsExt;
+            // Never through a link, never blocking on a FIFO: only a regular file counts.
+            let ok = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(ent.path())
+                .and_then(|mut f| {
+                    if f.metadata()?.is_file() {
+                        f.read_exact(&mut head)
+                    } else {
+                        Err(std::io::Error::other("not a file"))
+                    }
+                })
+                .is_ok();
+            if ok && head[..4] == crate::vault::codec::MAGIC {
+                return Some(head[5] & 2 != 0);
+            }
+        }
+    }
+    None
 }

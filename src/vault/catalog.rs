@@ -631,6 +631,20 @@ impl Catalog {
         })
     }
 
+    /// Sets several settings in one transaction.
+    pub fn set_settings(&self, pairs: &[(&str, &str)]) -> Result<()> {
+        self.transaction(|tx| {
+            for (key, value) in pairs {
+                tx.execute(
+                    "INSERT INTO settings(key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         self.transaction(|tx| {
             tx.execute(

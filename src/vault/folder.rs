@@ -193,6 +193,14 @@ impl Layout {
         Ok(Layout::parse(format, encryption.as_deref()))
     }
 
+    /// The layout the catalog records, None when it records none (rather than format 1).
+    fn of_catalog_recorded(catalog: &Catalog) -> Result<Option<Layout>, FolderError> {
+        if catalog.setting(SETTING_FORMAT)?.is_none() {
+            return Ok(None);
+        }
+        Layout::of_catalog(catalog)
+    }
+
     /// Records the layout in the catalog.
     pub(crate) fn record(self, catalog: &Catalog) -> Result<(), FolderError> {
         catalog.set_setting(SETTING_FORMAT, &self.version().to_string())?;
@@ -470,8 +478,15 @@ pub fn open_catalog_as(
                     data,
                 });
             }
-            give_identity(folder, &catalog, vault_name, Layout::V1)?;
-            Ok((catalog, CatalogOpened::Adopted, Layout::V1))
+            // With data: a vault made before ids existed (format 1). Without: a creation
+            // stopped before the id was written, which goes on as it began.
+            let layout = if data.any() {
+                Layout::V1
+            } else {
+                Layout::of_catalog_recorded(&catalog)?.unwrap_or(new_layout)
+            };
+            give_identity(folder, &catalog, vault_name, layout)?;
+            Ok((catalog, CatalogOpened::Adopted, layout))
         }
     }
 }
@@ -563,8 +578,13 @@ fn give_identity(
     layout: Layout,
 ) -> Result<(), FolderError> {
     let id = uuid::Uuid::new_v4().to_string();
-    layout.record(catalog)?;
-    catalog.set_setting(SETTING_VAULT_ID, &id)?;
+    // One transaction: a catalog has an id only together with its layout.
+    let version = layout.version().to_string();
+    catalog.set_settings(&[
+        (SETTING_FORMAT, &version),
+        (SETTING_ENCRYPTION, layout.encryption()),
+        (SETTING_VAULT_ID, &id),
+    ])?;
     folder.write_marker(&Marker {
         id,
         name: vault_name.to_string(),

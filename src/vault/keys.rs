@@ -904,8 +904,16 @@ impl KeyFile {
             reason,
         };
         let text = std::str::from_utf8(&bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
-        let raw: KeyFileToml =
-            toml::from_str(text).map_err(|e| invalid(format!("not a key file ({e})")))?;
+        // The parser's message only: its usual snippet of the line would print the key.
+        let raw: KeyFileToml = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            invalid(match line {
+                Some(l) => format!("not a key file (line {l}: {})", e.message()),
+                None => format!("not a key file ({})", e.message()),
+            })
+        })?;
         if raw.format != KEY_FILE_FORMAT {
             return Err(invalid(format!(
                 "key file format {} is not known to this vmvault (it reads {KEY_FILE_FORMAT})",
@@ -1306,6 +1314,22 @@ mod tests {
             msg.contains("belongs to") && msg.contains("chown root"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_malformed_key_file_is_refused_without_printing_its_key() {
+        let t = private_tmp();
+        let secret = "eab17bca".repeat(8);
+        let path = t.path().join("k");
+        std::fs::write(
+            &path,
+            format!("format = 1\nvault_id = \"v\"\nkey = {secret}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = KeyFile::read(&path).unwrap_err().to_string();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(!e.contains("eab17bca"), "the key is in the message: {e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 /// The folder of key slots in a vault folder.
 pub const KEYS_DIR: &str = "keys";
+const NO_PASSPHRASE: &str = "no passphrase file given";
 /// Largest key slot file read.
 const SLOT_LIMIT: u64 = 64 << 10;
 
@@ -101,6 +102,32 @@ pub fn slots(folder: &VaultFolder) -> Result<Vec<KeySlot>, UnlockError> {
         .collect()
 }
 
+/// The key slots of the vault in `folder` that can be read, and what is wrong with the
+/// files of `keys/` that cannot (a stray or damaged file must not lock the vault out while
+/// a good slot opens it).
+pub fn readable_slots(folder: &VaultFolder) -> Result<(Vec<KeySlot>, Vec<String>), UnlockError> {
+    let dir = match folder.dir().subdir(KEYS_DIR, false) {
+        Ok(d) => d,
+        Err(e) if is_not_found(&e) => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names: Vec<String> = dir
+        .entry_names()?
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for name in names {
+        match read_slot(&dir, &name) {
+            Ok(s) => good.push(s),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    Ok((good, bad))
+}
+
 fn read_slot(dir: &Dir, name: &str) -> Result<KeySlot, UnlockError> {
     use std::io::Read;
     let path = dir.path_of(name);
@@ -175,8 +202,8 @@ pub fn unlock(
     vault_id: &str,
     source: &KeySource,
 ) -> Result<(MasterKey, String), UnlockError> {
-    let slots = slots(folder)?;
-    if slots.is_empty() {
+    let (slots, unreadable) = readable_slots(folder)?;
+    if slots.is_empty() && unreadable.is_empty() {
         return Err(UnlockError::NoSlots {
             vault: folder.path().to_path_buf(),
         });
@@ -220,7 +247,16 @@ pub fn unlock(
                 pf.display()
             ));
         }
-        None => tried.push("no passphrase file given".into()),
+        None => tried.push(NO_PASSPHRASE.into()),
+    }
+    tried.extend(
+        unreadable
+            .into_iter()
+            .map(|e| format!("{e} (remove it if it is not a key slot)")),
+    );
+    let has_passphrase_slot = slots.iter().any(|s| s.kind() == SlotKind::Passphrase);
+    if !has_passphrase_slot {
+        tried.retain(|t| t != NO_PASSPHRASE);
     }
     if let (Some(e), true) = (last_wrong, tried.len() == 1) {
         return Err(e.into());
