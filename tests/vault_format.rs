@@ -324,3 +324,62 @@ fn a_vault_creation_cut_short_stays_encrypted() {
     assert_eq!(vaults[0]["format"], 2, "{vaults:#}");
     assert_eq!(vaults[0]["encryption"], "aes-256-gcm", "{vaults:#}");
 }
+
+/// `vault upgrade` turns a format 1 vault into an encrypted format 2 vault with the same
+/// recovery points, which restore bit-identical; the old vault is kept beside it.
+#[test]
+fn a_format_1_vault_is_upgraded_to_format_2_with_every_point() {
+    use std::os::unix::fs::DirBuilderExt;
+    use vmvault::vault::folder::{open_catalog_as, Layout, VaultFolder};
+    let env = Env::new();
+    let dir = env.vault_dir("test-we");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir.parent().unwrap())
+        .unwrap();
+    let folder = VaultFolder::open(&dir, true).unwrap();
+    drop(open_catalog_as(&folder, "test-we", Layout::V1).unwrap());
+    drop(folder);
+    env.protect(&["app01", "sales/sql01"]);
+    let p1 = env.backup("app01");
+    env.ok(&["sim", "advance", "2d"]);
+    let items = env.json(&["items"]);
+    let before: Vec<Vec<String>> = ["app01", "sales/sql01"]
+        .iter()
+        .map(|vm| {
+            env.json(&["points", vm])
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| format!("{} {} {}", p["id"], p["time"], p["expiry"]))
+                .collect()
+        })
+        .collect();
+    let jobs = env.json(&["jobs"]).as_array().unwrap().len();
+
+    let out = env.json(&["vault", "upgrade"]);
+    assert!(out["report"]["points_copied"].as_u64().unwrap() >= 3, "{out:#}");
+    let vaults = env.json(&["vaults"]);
+    assert_eq!(vaults[0]["format"], 2, "{vaults:#}");
+    assert_eq!(vaults[0]["encryption"], "aes-256-gcm", "{vaults:#}");
+    assert!(dir.with_file_name("test-we.format1").join("vault.toml").exists());
+    assert_eq!(env.json(&["items"]), items);
+    for (vm, b) in ["app01", "sales/sql01"].iter().zip(&before) {
+        let after: Vec<String> = env
+            .json(&["points", vm])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| format!("{} {} {}", p["id"], p["time"], p["expiry"]))
+            .collect();
+        assert_eq!(&after, b, "{vm}");
+    }
+    assert!(env.json(&["jobs"]).as_array().unwrap().len() >= jobs);
+    env.ok(&["verify"]);
+    env.assert_restore_matches_source("app01", &p1, "upgraded");
+    // A second run has nothing to do.
+    let (_, err) = env.fails_with(2, &["vault", "upgrade"]);
+    assert!(err.contains("format 2 already"), "{err}");
+    env.backup("app01");
+}
