@@ -237,17 +237,8 @@ fn a_rebuild_leaves_what_it_cannot_vouch_for_and_gc_keeps_its_data() {
 /// it keeps working as it is, unencrypted, and says so.
 #[test]
 fn a_format_1_vault_keeps_working_unencrypted() {
-    use std::os::unix::fs::DirBuilderExt;
-    use vmvault::vault::folder::{open_catalog_as, Layout, VaultFolder};
     let env = Env::new();
-    let dir = env.vault_dir("test-we");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir.parent().unwrap())
-        .unwrap();
-    let folder = VaultFolder::open(&dir, true).unwrap();
-    drop(open_catalog_as(&folder, "test-we", Layout::V1).unwrap());
+    let dir = format_1_vault(&env);
 
     env.protect(&["app01"]);
     let p1 = env.backup("app01");
@@ -325,13 +316,10 @@ fn a_vault_creation_cut_short_stays_encrypted() {
     assert_eq!(vaults[0]["encryption"], "aes-256-gcm", "{vaults:#}");
 }
 
-/// `vault upgrade` turns a format 1 vault into an encrypted format 2 vault with the same
-/// recovery points, which restore bit-identical; the old vault is kept beside it.
-#[test]
-fn a_format_1_vault_is_upgraded_to_format_2_with_every_point() {
+/// A format 1 vault named test-we (made the way vmvault made them before format 2).
+fn format_1_vault(env: &Env) -> PathBuf {
     use std::os::unix::fs::DirBuilderExt;
     use vmvault::vault::folder::{open_catalog_as, Layout, VaultFolder};
-    let env = Env::new();
     let dir = env.vault_dir("test-we");
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -340,7 +328,53 @@ fn a_format_1_vault_is_upgraded_to_format_2_with_every_point() {
         .unwrap();
     let folder = VaultFolder::open(&dir, true).unwrap();
     drop(open_catalog_as(&folder, "test-we", Layout::V1).unwrap());
-    drop(folder);
+    dir
+}
+
+/// An upgrade killed in the middle leaves the format 1 vault working at its place, and the
+/// next run goes on from where it stopped.
+#[test]
+fn a_killed_upgrade_leaves_the_old_vault_and_goes_on() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let dir = format_1_vault(&env);
+    env.protect(&["app01", "sales/sql01"]);
+    env.backup("app01");
+    env.ok(&["sim", "advance", "3d"]);
+    let mut child = env
+        .std_cmd()
+        .args(["vault", "upgrade"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for line in std::io::BufReader::new(stderr).lines() {
+        if line.unwrap().contains("copying recovery point 3/") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let vaults = env.json(&["vaults"]);
+    assert_eq!(vaults[0]["format"], 1, "{vaults:#}");
+    env.ok(&["verify"]);
+    let out = env.json(&["vault", "upgrade"]);
+    assert!(
+        out["report"]["points_already_there"].as_u64().unwrap() >= 1,
+        "{out:#}"
+    );
+    assert_eq!(env.json(&["vaults"])[0]["format"], 2);
+    env.ok(&["verify"]);
+    assert!(dir.with_file_name("test-we.format1").exists());
+}
+
+/// `vault upgrade` turns a format 1 vault into an encrypted format 2 vault with the same
+/// recovery points, which restore bit-identical; the old vault is kept beside it.
+#[test]
+fn a_format_1_vault_is_upgraded_to_format_2_with_every_point() {
+    let env = Env::new();
+    let dir = format_1_vault(&env);
     env.protect(&["app01", "sales/sql01"]);
     let p1 = env.backup("app01");
     env.ok(&["sim", "advance", "2d"]);
@@ -359,11 +393,17 @@ fn a_format_1_vault_is_upgraded_to_format_2_with_every_point() {
     let jobs = env.json(&["jobs"]).as_array().unwrap().len();
 
     let out = env.json(&["vault", "upgrade"]);
-    assert!(out["report"]["points_copied"].as_u64().unwrap() >= 3, "{out:#}");
+    assert!(
+        out["report"]["points_copied"].as_u64().unwrap() >= 3,
+        "{out:#}"
+    );
     let vaults = env.json(&["vaults"]);
     assert_eq!(vaults[0]["format"], 2, "{vaults:#}");
     assert_eq!(vaults[0]["encryption"], "aes-256-gcm", "{vaults:#}");
-    assert!(dir.with_file_name("test-we.format1").join("vault.toml").exists());
+    assert!(dir
+        .with_file_name("test-we.format1")
+        .join("vault.toml")
+        .exists());
     assert_eq!(env.json(&["items"]), items);
     for (vm, b) in ["app01", "sales/sql01"].iter().zip(&before) {
         let after: Vec<String> = env
