@@ -197,7 +197,7 @@ fn fill(
                     damaged.push(m.point.id.clone());
                 }
                 let hashes = m.index_digests().unwrap_or_default();
-                catalog.restore_point(
+                catalog.import_point(
                     &m.point,
                     m.retain_until,
                     m.chunk_size,

@@ -1352,8 +1352,9 @@ impl Catalog {
         Ok(())
     }
 
-    /// Commits a point copied from another vault (an upgrade): its row and the chunks it
-    /// added, durably, and forgets its announced write.
+    /// Commits a point found in the vault's own data (a rebuild) or copied from another
+    /// vault (an upgrade): its row and the chunks it adds that the catalog does not know,
+    /// durably, and forgets its announced write. No job, no change to its item.
     pub fn import_point(
         &self,
         point: &RecoveryPoint,
@@ -1386,30 +1387,6 @@ impl Catalog {
                 Self::save_job_tx(tx, job)?;
             }
             Ok(())
-        })
-    }
-
-    /// Inserts a point as a rebuild found it (no job, no item change), with the chunks it
-    /// references that the catalog does not know yet.
-    pub fn restore_point(
-        &self,
-        point: &RecoveryPoint,
-        retain_until: Option<DateTime<Utc>>,
-        chunk_size: u32,
-        index_hashes: &[(u32, [u8; 32])],
-        chunks: &[ChunkRow],
-        added: DateTime<Utc>,
-    ) -> Result<()> {
-        self.transaction(|tx| {
-            Self::insert_point_tx(
-                tx,
-                point,
-                retain_until,
-                chunk_size,
-                index_hashes,
-                chunks,
-                added,
-            )
         })
     }
 

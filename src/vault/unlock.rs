@@ -84,22 +84,14 @@ impl KeySource {
 
 /// The key slots of the vault in `folder`, in the order of their ids.
 pub fn slots(folder: &VaultFolder) -> Result<Vec<KeySlot>, UnlockError> {
-    let dir = match folder.dir().subdir(KEYS_DIR, false) {
-        Ok(d) => d,
-        Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut names: Vec<String> = dir
-        .entry_names()?
-        .into_iter()
-        .filter_map(|n| n.into_string().ok())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| read_slot(&dir, &name))
-        .collect()
+    let (good, bad) = readable_slots(folder)?;
+    match bad.into_iter().next() {
+        Some(e) => Err(UnlockError::BadSlot {
+            path: folder.dir().path_of(KEYS_DIR),
+            reason: e,
+        }),
+        None => Ok(good),
+    }
 }
 
 /// The key slots of the vault in `folder` that can be read, and what is wrong with the

@@ -370,27 +370,10 @@ impl ChunkStore {
     /// Reads and checks the index file at `path`, with the point it names and its checksum
     /// (in format 2, authenticated first).
     pub fn read_index_file(&self, path: &Path) -> Result<IndexFile, StoreError> {
-        let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
+        if self.format.version() == 1 {
             return DiskIndex::read_file(path);
-        };
-        let limit = BlobKind::Index.max_raw_len() + codec::MAX_OVERHEAD as u64;
-        let (f, len) = open_index(path, limit)?;
-        let mut blob = Vec::with_capacity(len as usize);
-        f.take(limit)
-            .read_to_end(&mut blob)
-            .map_err(|e| StoreError::io(format!("reading disk index {}", path.display()), e))?;
-        let raw = codec
-            .decode_to_vec(BlobKind::Index, INDEX_BLOB_NAME, &blob)
-            .map_err(|e| {
-                if e.is_bad_blob() {
-                    StoreError::IndexCorrupt {
-                        path: path.to_path_buf(),
-                        reason: e.to_string(),
-                    }
-                } else {
-                    StoreError::Invalid(e.to_string())
-                }
-            })?;
+        }
+        let raw = self.read_blob(path, BlobKind::Index, INDEX_BLOB_NAME)?;
         DiskIndex::parse_bytes(&raw, path)
     }
 
