@@ -74,6 +74,10 @@ pub struct VaultConfig {
     /// Unreferenced chunks younger than this are kept by garbage collection.
     #[serde(default = "default_gc_grace")]
     pub gc_grace_minutes: u64,
+    /// How fast one backup job may read a VM's disks, all disks together, in MiB/s (0: as
+    /// fast as they go). Keeps backups from taking the disk bandwidth running VMs need.
+    #[serde(default)]
+    pub read_limit_mib_s: u64,
     /// Encryption of a new vault (an existing vault keeps what it was made with).
     #[serde(default)]
     pub encryption: Encryption,
@@ -113,6 +117,8 @@ pub const MAX_GC_GRACE_MINUTES: u64 = 365 * 24 * 60;
 pub const MAX_VAULT_NAME_LEN: usize = 50;
 /// The most worker threads per data job a configuration may ask for.
 pub const MAX_THREADS: usize = 256;
+/// The highest read limit (1 TiB/s): more is no limit at all.
+pub const MAX_READ_LIMIT_MIB_S: u64 = 1 << 20;
 
 /// Where a vault's VMs come from.
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +364,15 @@ impl Config {
                     format!(
                         "vault \"{}\": gc_grace_minutes = {} is out of range, expected 0 to {MAX_GC_GRACE_MINUTES} (a year)",
                         v.name, v.gc_grace_minutes
+                    ),
+                ));
+            }
+            if v.read_limit_mib_s > MAX_READ_LIMIT_MIB_S {
+                return Err(err(
+                    "read_limit_mib_s",
+                    format!(
+                        "vault \"{}\": read_limit_mib_s = {} is out of range, expected 0 (no limit) to {MAX_READ_LIMIT_MIB_S}",
+                        v.name, v.read_limit_mib_s
                     ),
                 ));
             }

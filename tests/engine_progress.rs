@@ -158,6 +158,7 @@ fn open_vault(dir: &std::path::Path, provider: Arc<dyn Provider>, sim: Arc<SimPr
             simulator: Some(sim),
             chunk_size: 64 * 1024,
             compression_level: 1,
+            read_limit_mib_s: 0,
             gc_grace: chrono::Duration::minutes(0),
             max_concurrent_jobs: 4,
             threads: 2,

@@ -823,3 +823,33 @@ fn a_raw_image_whose_size_is_not_a_multiple_of_512_restores_to_exactly_that_size
     assert_eq!(back.len(), 1_000_448);
     assert!(back[..bytes.len()] == bytes[..] && back[bytes.len()..].iter().all(|b| *b == 0));
 }
+
+#[test]
+fn a_vault_read_limit_keeps_a_backup_under_its_rate() {
+    if !tools() {
+        return;
+    }
+    let env = Env::with_config(|dir| {
+        let images = dir.join("slow-images");
+        std::fs::create_dir(&images).expect("mkdir");
+        format!(
+            "[[vault]]\nname = \"slow\"\nregion = \"lab-1\"\nchunk_size_kib = 64\nread_limit_mib_s = 8\n\
+             source = {{ kind = \"images\", path = \"{}\", region = \"lab-1\" }}\n",
+            images.display()
+        )
+    });
+    let image = env.path("slow-images").join("db01.raw");
+    sh("qemu-img", &["create", "-q", "-f", "raw", s(&image), "16M"]);
+    write_random(&image, 0, 6, 9);
+    env.protect(&["db01"]);
+    // 6 MiB at 8 MiB/s: three quarters of a second at least, however fast the disk.
+    let t0 = std::time::Instant::now();
+    let job = env.json(&["backup", "db01"]);
+    let took = t0.elapsed();
+    assert_eq!(job["status"], "Completed", "{job:#}");
+    assert_eq!(details(&job)["bytes_read"], 6 << 20, "{job:#}");
+    assert!(
+        took >= std::time::Duration::from_millis(740),
+        "6 MiB read in {took:?} under an 8 MiB/s limit"
+    );
+}

@@ -25,6 +25,11 @@ fn tools() -> bool {
 
 /// A vault `kvm` (region lab-1, 64 KiB chunks) on the libvirt host `uri`.
 fn env_on(uri: &str, scratch: Option<&Path>) -> Env {
+    env_limited(uri, scratch, 0)
+}
+
+/// Like [`env_on`], with the vault's read limit (MiB/s, 0: none).
+fn env_limited(uri: &str, scratch: Option<&Path>, read_limit_mib_s: u64) -> Env {
     let scratch = scratch
         .map(|p| format!(", scratch_dir = \"{}\"", p.display()))
         .unwrap_or_default();
@@ -32,6 +37,7 @@ fn env_on(uri: &str, scratch: Option<&Path>) -> Env {
         format!(
             "[engine]\nmax_concurrent_jobs = 2\n\n\
              [[vault]]\nname = \"kvm\"\nregion = \"lab-1\"\nchunk_size_kib = 64\n\
+             read_limit_mib_s = {read_limit_mib_s}\n\
              source = {{ kind = \"libvirt\", uri = \"{uri}\", region = \"lab-1\"{scratch} }}\n"
         )
     })
@@ -674,8 +680,10 @@ fn running_domain_with_guest_agent_file_system_consistent_and_cleanup_after_canc
     let Some(kit) = guest_kit() else { return };
     let scratch_guard = scratch_dir();
     let scratch = scratch_guard.path();
-    let env = env_on(SYSTEM, Some(scratch));
-    // 512 MiB of data: reading it takes long enough to cancel or break a backup midway.
+    // Reads are limited to 128 MiB/s: reading the 384 MiB that change below takes three
+    // seconds, long enough to cancel or break a backup midway whatever the machine's speed
+    // (unlimited, the whole transfer can end before QEMU is stopped).
+    let env = env_limited(SYSTEM, Some(scratch), 128);
     let dom = Domain::start(
         Some(&kit),
         768,

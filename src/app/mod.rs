@@ -145,6 +145,7 @@ impl Setup {
             simulator,
             chunk_size: vault.chunk_size_kib * 1024,
             compression_level: vault.compression_level,
+            read_limit_mib_s: vault.read_limit_mib_s,
             gc_grace: Duration::minutes(vault.gc_grace_minutes as i64),
             max_concurrent_jobs: self.config.engine.max_concurrent_jobs,
             threads,

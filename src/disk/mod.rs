@@ -6,8 +6,10 @@
 use crate::cancel::Cancelled;
 use crate::model::{ErrorDetails, Extent};
 
+mod throttle;
 mod view;
 
+pub use throttle::{Throttle, Throttled};
 pub use view::{DiskView, MappedBytes};
 
 /// An error of a source, with details an administrator can act on.

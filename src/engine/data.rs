@@ -472,9 +472,17 @@ fn backup_body(
     // its percent and time left only move forward (a total that grew as each disk started
     // made the bar reach ~100% and fall back on multi-disk VMs).
     let mut plans = Vec::new();
+    // One throttle for the job: its disks together stay under the vault's read limit.
+    let throttle = match engine.inner.opts.read_limit_mib_s {
+        0 => None,
+        mib_s => Some(std::sync::Arc::new(crate::disk::Throttle::new(mib_s))),
+    };
     for disk in snapshot.disks().to_vec() {
         ctx.cancel.check()?;
-        let reader = snapshot.open_disk(disk.index)?;
+        let mut reader = snapshot.open_disk(disk.index)?;
+        if let Some(t) = &throttle {
+            reader = Box::new(crate::disk::Throttled::new(reader, t.clone()));
+        }
         // The previous point's index of the same disk, when it can serve as a base.
         let prev_index = previous.as_ref().and_then(|p| {
             if !p.disks.iter().any(|d| d.index == disk.index && d.capacity == reader.capacity()) {

@@ -142,6 +142,8 @@ pub struct EngineOptions {
     /// Chunk size of a new vault (an existing vault keeps its own).
     pub chunk_size: u32,
     pub compression_level: i32,
+    /// A backup job's read limit over all its disks, in MiB/s (0: none).
+    pub read_limit_mib_s: u64,
     pub gc_grace: Duration,
     pub max_concurrent_jobs: usize,
     /// Worker threads per data job.

@@ -34,6 +34,7 @@ use self::diskgen::{derive, hash_bytes, SplitMix};
 use self::layout::{DiskModel, DiskParams};
 use self::overlay::Segment;
 use crate::cancel::CancelToken;
+use crate::disk::Throttle;
 use crate::model::{Consistency, DiskInfo, Extent, Os, PowerState, Vm};
 use crate::provider::{
     Discovery, DiskReader, Provider, ProviderError, RegistrationReport, Snapshot,
@@ -47,7 +48,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Default discovery latency: "a few seconds", like listing a real subscription.
 pub const DEFAULT_DISCOVERY_LATENCY_MS: u64 = 3_000;
@@ -633,39 +634,6 @@ impl Pacing {
             if !self.fast_forward.load(Ordering::Relaxed) {
                 t.pace(bytes);
             }
-        }
-    }
-}
-
-/// Spaces reads so that together they do not exceed a rate.
-#[derive(Debug)]
-struct Throttle {
-    bytes_per_sec: f64,
-    next_free: Mutex<Instant>,
-}
-
-impl Throttle {
-    fn new(mib_s: u64) -> Throttle {
-        Throttle {
-            bytes_per_sec: mib_s as f64 * 1024.0 * 1024.0,
-            next_free: Mutex::new(Instant::now()),
-        }
-    }
-
-    fn pace(&self, bytes: usize) {
-        let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec);
-        let done_at = {
-            let mut next = match self.next_free.lock() {
-                Ok(n) => n,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            let start = (*next).max(Instant::now());
-            *next = start + cost;
-            *next
-        };
-        let now = Instant::now();
-        if done_at > now {
-            std::thread::sleep(done_at - now);
         }
     }
 }

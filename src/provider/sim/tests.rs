@@ -4,6 +4,7 @@ use super::*;
 use crate::model::ErrorDetails;
 use chrono::TimeZone;
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 const MIB: u64 = 1 << 20;
 /// See `generated_bytes_never_change`.
