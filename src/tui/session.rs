@@ -401,6 +401,7 @@ impl Session {
 struct SetupLite {
     config: crate::config::Config,
     data_dir: std::path::PathBuf,
+    unlock: crate::app::UnlockOptions,
 }
 
 impl SetupLite {
@@ -408,6 +409,7 @@ impl SetupLite {
         SetupLite {
             config: s.config.clone(),
             data_dir: s.data_dir.clone(),
+            unlock: s.unlock.clone(),
         }
     }
     async fn open(self, vault: &VaultConfig, read_only: bool) -> Result<Engine, AppError> {
@@ -415,6 +417,7 @@ impl SetupLite {
             config: self.config,
             vault: vault.clone(),
             data_dir: self.data_dir,
+            unlock: self.unlock,
         };
         open_blocking(&setup, vault, read_only).await
     }
@@ -430,6 +433,11 @@ async fn open_blocking(
         config: setup.config.clone(),
         vault: vault.clone(),
         data_dir: setup.data_dir.clone(),
+        // The console owns the terminal: it never asks for a passphrase there.
+        unlock: crate::app::UnlockOptions {
+            prompt: false,
+            ..setup.unlock.clone()
+        },
     };
     let v = vault.clone();
     let mode = if read_only {
