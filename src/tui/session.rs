@@ -271,6 +271,15 @@ impl Session {
                     });
                 }
             }
+            Effect::LoadKeys => {
+                if let Some(engine) = self.engine.clone() {
+                    let tx = self.msg_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let r = engine.keys_overview().map_err(|e| e.to_string());
+                        let _ = tx.send(Msg::KeysLoaded(Box::new(r)));
+                    });
+                }
+            }
             Effect::ProbeSpace(dir) => {
                 let tx = self.msg_tx.clone();
                 tokio::task::spawn_blocking(move || {
@@ -563,6 +572,19 @@ pub fn run_command(engine: &Engine, cmd: Command) -> CommandDone {
         }),
         Command::DeletePolicy(n) => engine.delete_policy(&n).map(|_| {
             note = Some("deleted".into());
+            vec![]
+        }),
+        Command::AddPassphrase { passphrase, label } => engine
+            .add_passphrase_slot(passphrase.expose(), &label)
+            .map(|s| {
+                note = Some(format!(
+                    "added as key slot {}; the passphrase now opens the vault",
+                    s.id
+                ));
+                vec![]
+            }),
+        Command::RemoveKeySlot(id) => engine.remove_key_slot(&id).map(|s| {
+            note = Some(format!("removed ({}, \"{}\")", s.kind, s.label));
             vec![]
         }),
     };
