@@ -167,7 +167,7 @@ fn open_vault(dir: &std::path::Path, provider: Arc<dyn Provider>, sim: Arc<SimPr
             keys: vmvault::vault::unlock::KeySource {
                 key_file: Some(dir.join("vault.key")),
                 key_dir: None,
-                passphrase_file: None,
+                ..Default::default()
             },
         },
         OpenMode::Exclusive,

@@ -236,3 +236,55 @@ fn an_esc_typed_just_before_a_key_is_esc_then_that_key() {
     c.send("q");
     assert_eq!(c.wait_exit(TIMEOUT), 0);
 }
+
+#[test]
+fn a_passphrase_added_in_the_keys_popup_opens_the_vault() {
+    const SECRET: &str = "tui secret 1";
+    let env = Env::new();
+    let mut c = console(&env, 120, 40, &[]);
+    c.wait_for("1 Dashboard", TIMEOUT);
+    // A new vault says once where its key is and what losing it means.
+    c.wait_for("Opened vault test-we, new and encrypted", TIMEOUT);
+    c.send("K");
+    c.wait_for("Keys · test-we", TIMEOUT);
+    c.wait_until("the key-file slot listed", TIMEOUT, |s| {
+        has_line(s, &["key file", "the key file"])
+    });
+    c.wait_for("Losing every key", TIMEOUT);
+    c.send("a");
+    c.wait_for("New passphrase:", TIMEOUT);
+    c.send(SECRET);
+    c.send("\t");
+    c.send(SECRET);
+    c.wait_until("both fields typed", TIMEOUT, |s| {
+        s.lines()
+            .filter(|l| l.contains(&"•".repeat(SECRET.len())))
+            .count()
+            == 2
+    });
+    assert!(!c.screen().contains(SECRET), "{}", c.screen());
+    c.enter();
+    let screen = c.wait_until("the passphrase slot listed", TIMEOUT, |s| {
+        has_line(s, &["passphrase", "a passphrase"]) && s.contains("Add passphrase")
+    });
+    assert!(!screen.contains(SECRET), "{screen}");
+    c.esc();
+    c.send("q");
+    assert_eq!(c.wait_exit(TIMEOUT), 0);
+
+    // The slot is in the vault: with the key file moved away, the passphrase opens it.
+    let list = env.json(&["key", "list"]);
+    let slots = list["slots"].as_array().expect("slots");
+    assert!(
+        slots
+            .iter()
+            .any(|s| s["kind"] == "passphrase" && s["label"] == "passphrase"),
+        "{list:#}"
+    );
+    let key_file = list["key_file"].as_str().expect("key file");
+    std::fs::rename(key_file, env.path("away.key")).expect("move the key file");
+    let pw = env.path("pw.txt");
+    std::fs::write(&pw, format!("{SECRET}\n")).expect("write");
+    env.fails_with(1, &["discover"]);
+    env.ok(&["--passphrase-file", s(&pw), "discover"]);
+}

@@ -198,7 +198,7 @@ fn refused_commands_explain_and_tiny_terminals_do_not_panic() {
             let mut b = app(w, h);
             b.update(key(k));
             render(&b, w, h);
-            for p in ['?', 'r', 'p', 'v', 'n'] {
+            for p in ['?', 'r', 'p', 'v', 'n', 'K'] {
                 let mut c = app(w, h);
                 c.update(key(k));
                 c.update(key(p));

@@ -176,6 +176,121 @@ fn popups() {
     });
 }
 
+/// The Keys popup (`K`) with the fixture vault's keys loaded, then `more` keys.
+fn keys_popup(more: &[Msg]) -> impl Fn(u16, u16) -> App + '_ {
+    move |w, h| {
+        let mut a = app(w, h);
+        a.update(key('K'));
+        a.update(Msg::KeysLoaded(Box::new(Ok(keys_overview()))));
+        for m in more {
+            a.update(m.clone());
+        }
+        a
+    }
+}
+
+#[test]
+fn keys_popup_views() {
+    shot("keys", keys_popup(&[]));
+    shot("keys_loading", on(&[key('K')]));
+    shot(
+        "keys_add_passphrase",
+        keys_popup(&[
+            key('a'),
+            key('h'),
+            key('u'),
+            key('n'),
+            key('t'),
+            key('e'),
+            key('r'),
+            key('2'),
+            code(KeyCode::Tab),
+            key('h'),
+            key('u'),
+            key('n'),
+        ]),
+    );
+    shot(
+        "keys_add_passphrase_differ",
+        keys_popup(&[
+            key('a'),
+            key('o'),
+            key('n'),
+            key('e'),
+            code(KeyCode::Tab),
+            key('t'),
+            key('w'),
+            key('o'),
+            code(KeyCode::Enter),
+        ]),
+    );
+    shot(
+        "keys_remove_confirm",
+        keys_popup(&[code(KeyCode::Down), key('x')]),
+    );
+    shot("keys_unencrypted", |w, h| {
+        let mut a = app(w, h);
+        a.update(key('K'));
+        let mut o = keys_overview();
+        o.encrypted = false;
+        o.format = 1;
+        o.slots.clear();
+        o.key_file = None;
+        o.opened_with = None;
+        a.update(Msg::KeysLoaded(Box::new(Ok(o))));
+        a
+    });
+    shot("keys_help", keys_popup(&[key('?')]));
+    shot("keys_stray_file", |w, h| {
+        let mut a = app(w, h);
+        a.update(key('K'));
+        let mut o = keys_overview();
+        o.unreadable = vec!["key slot /srv/vaults/vault-westeurope/keys/notes.txt is damaged or not a key slot: not a key slot".into()];
+        a.update(Msg::KeysLoaded(Box::new(Ok(o))));
+        a
+    });
+    // Any size, no panic.
+    for (w, h) in [(1, 1), (10, 3), (60, 15), (61, 16)] {
+        for more in [&[][..], &[key('a'), key('x')], &[key('x')]] {
+            render(&keys_popup(more)(w, h), w, h);
+        }
+    }
+}
+
+#[test]
+fn the_keys_popup_never_shows_a_passphrase_and_asks_before_removing() {
+    for (w, h) in SIZES {
+        let mut a = keys_popup(&[key('a')])(w, h);
+        for c in "hunter2".chars() {
+            a.update(key(c));
+        }
+        a.update(code(KeyCode::Tab));
+        for c in "hunter2".chars() {
+            a.update(key(c));
+        }
+        let screen = text(&render(&a, w, h));
+        assert!(!screen.contains("hunter2"), "{screen}");
+        assert!(screen.contains("•••••••"), "{screen}");
+        assert!(!format!("{:?}", a.popups.len()).is_empty());
+        // Enter sends one command with the passphrase (never printed by Debug).
+        let effects = a.update(code(KeyCode::Enter));
+        let shown = format!("{effects:?}");
+        assert!(shown.contains("AddPassphrase"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        // Removing asks first; Enter answers no.
+        let mut a = keys_popup(&[code(KeyCode::Down), key('x')])(w, h);
+        assert!(a.update(code(KeyCode::Enter)).is_empty());
+        assert_eq!(a.popups.len(), 1, "back to the Keys popup");
+        a.update(key('x'));
+        let effects = format!("{:?}", a.update(key('y')));
+        assert!(
+            effects.contains("RemoveKeySlot(\"6dedea7c7edf3f29\")"),
+            "{effects}"
+        );
+        assert_eq!(a.popups.len(), 1, "the Keys popup stays");
+    }
+}
+
 /// The item details of sales/web01 (Protected Items, last row) with its points loaded.
 fn item_open(w: u16, h: u16) -> App {
     let mut a = app(w, h);

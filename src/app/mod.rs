@@ -75,6 +75,20 @@ pub struct Setup {
     pub config: Config,
     pub vault: VaultConfig,
     pub data_dir: PathBuf,
+    /// How an encrypted vault may be opened besides its key file.
+    pub unlock: UnlockOptions,
+}
+
+/// What the front end gives to open an encrypted vault besides its key file (which the
+/// configuration names): never a secret itself, only where to read one.
+#[derive(Debug, Clone, Default)]
+pub struct UnlockOptions {
+    /// `--passphrase-file` (else `VMVAULT_PASSPHRASE_FILE` is read).
+    pub passphrase_file: Option<PathBuf>,
+    /// `--paper-key-file` (else `VMVAULT_PAPER_KEY_FILE` is read).
+    pub paper_key_file: Option<PathBuf>,
+    /// A passphrase may be asked on the terminal (the command line on a terminal only).
+    pub prompt: bool,
 }
 
 impl Setup {
@@ -103,7 +117,14 @@ impl Setup {
             config,
             vault,
             data_dir,
+            unlock: UnlockOptions::default(),
         })
+    }
+
+    /// The same setup, opening encrypted vaults also with what `unlock` gives.
+    pub fn with_unlock(mut self, unlock: UnlockOptions) -> Setup {
+        self.unlock = unlock;
+        self
     }
 
     pub fn vault_dir(&self) -> PathBuf {
@@ -120,6 +141,19 @@ impl Setup {
                 engine.vault_name(),
                 path.display()
             ));
+        }
+        if engine.opened_with() == Some(crate::vault::unlock::Opened::PaperKey) {
+            let slots = engine.key_slots().map(|s| s.len()).unwrap_or(0);
+            if slots == 0 {
+                write_stderr(format_args!(
+                    "vmvault: vault {} was opened with its paper key and has no key slot left: add one now, e.g. `vmvault key add --key-file {}` (a new key file where the configuration expects it) or `vmvault key add --passphrase`, each with the paper key given once more.",
+                    engine.vault_name(),
+                    engine
+                        .key_file_path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "PATH".into())
+                ));
+            }
         }
         Ok(engine)
     }
@@ -162,7 +196,9 @@ impl Setup {
             keys: crate::vault::unlock::KeySource {
                 key_file: vault.key_file.clone(),
                 key_dir: self.config.folder.as_ref().map(|f| f.join("keys")),
-                passphrase_file: None,
+                passphrase_file: self.unlock.passphrase_file.clone(),
+                paper_key_file: self.unlock.paper_key_file.clone(),
+                prompt: self.unlock.prompt,
             },
         };
         Ok(opts)

@@ -28,6 +28,14 @@ pub struct Cli {
     /// Vault to use (default: the config's default_vault, else the first)
     #[arg(long, global = true, env = "VMVAULT_VAULT", value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub vault: Option<String>,
+    /// File whose first line is the passphrase of an encrypted vault, used when its key
+    /// file does not open it (also VMVAULT_PASSPHRASE_FILE; on a terminal it is asked)
+    #[arg(long, global = true, value_name = "FILE", value_parser = non_empty_path)]
+    pub passphrase_file: Option<PathBuf>,
+    /// File holding the vault's paper key (`vmvault key export --paper`): opens the vault
+    /// when every key slot is lost (also VMVAULT_PAPER_KEY_FILE; mode 0600)
+    #[arg(long, global = true, value_name = "FILE", value_parser = non_empty_path)]
+    pub paper_key_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -109,6 +117,10 @@ pub enum Command {
     /// The simulated source: its clock and disks
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Keys of an encrypted vault: list its key slots, add a passphrase or a key file,
+    /// remove a slot, change a passphrase, export a key file or the paper key
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// (internal) run a job detached from the terminal for --no-wait
     #[command(hide = true)]
     Detached(DetachedArgs),
@@ -406,4 +418,78 @@ pub struct DetachedArgs {
     pub to: Option<PathBuf>,
     #[arg(long)]
     pub format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the key slots (id, kind, label, created, KDF parameters) and where the key file is
+    List(JsonFlag),
+    /// Add a way to open the vault: a passphrase (asked twice, or --new-passphrase-file) or a
+    /// new key file
+    Add(KeyAdd),
+    /// Remove a key slot (never the last one, nor the one that opened the vault unless
+    /// another slot you can open remains)
+    Remove(KeySlotArg),
+    /// Replace the passphrase of a passphrase slot (the new slot is added before the old one
+    /// is removed)
+    ChangePassphrase(KeyChangePassphrase),
+    /// Export a new key file (with its slot), or print the paper key (the master key itself:
+    /// it opens the vault when every slot is lost)
+    Export(KeyExport),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("way").required(true).args(["passphrase", "key_file"]))]
+pub struct KeyAdd {
+    /// A passphrase slot (Argon2id, m = 64 MiB, t = 3, p = 1)
+    #[arg(long)]
+    pub passphrase: bool,
+    /// A new key file written at PATH (mode 0600; an existing file is never replaced)
+    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
+    pub key_file: Option<PathBuf>,
+    /// A label for the slot (default "passphrase" or "key file NAME")
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// File whose first line is the new passphrase (default: asked twice on the terminal)
+    #[arg(long, value_name = "FILE", requires = "passphrase", value_parser = non_empty_path)]
+    pub new_passphrase_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeySlotArg {
+    /// Key slot id (or a unique prefix of at least 4 characters); see `vmvault key list`
+    #[arg(value_name = "SLOT_ID")]
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyChangePassphrase {
+    /// The passphrase slot (id or a unique prefix of at least 4 characters)
+    #[arg(value_name = "SLOT_ID")]
+    pub id: String,
+    /// File whose first line is the new passphrase (default: asked twice on the terminal)
+    #[arg(long, value_name = "FILE", value_parser = non_empty_path)]
+    pub new_passphrase_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["key_file", "paper"]))]
+pub struct KeyExport {
+    /// Write a new key file at PATH (mode 0600, never replacing a file) and add its slot
+    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
+    pub key_file: Option<PathBuf>,
+    /// Print the paper key on stdout (advice on stderr): keep it offline, e.g. on paper
+    #[arg(long)]
+    pub paper: bool,
+    /// A label for the new key file's slot (default "exported key file")
+    #[arg(long, value_name = "LABEL", requires = "key_file")]
+    pub label: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }

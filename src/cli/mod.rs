@@ -20,6 +20,7 @@ pub mod args;
 #[cfg(test)]
 mod input_proptests;
 mod json;
+mod keys;
 mod progress;
 mod table;
 
@@ -138,46 +139,47 @@ fn stdout_is_tty() -> bool {
 }
 
 async fn run(cli: Cli) -> Result<u8> {
+    let unlock = crate::app::UnlockOptions {
+        passphrase_file: cli.passphrase_file.clone(),
+        paper_key_file: cli.paper_key_file.clone(),
+        // Asked on the terminal only by a command run there (never by the console).
+        prompt: cli.command.is_some() && std::io::stdin().is_terminal(),
+    };
     let Some(command) = cli.command else {
         let setup = Setup::load(
             cli.config.as_deref(),
             cli.data_dir.as_deref(),
             cli.vault.as_deref(),
-        )?;
+        )?
+        .with_unlock(unlock);
         return crate::tui::run(setup).await;
     };
     let setup = Setup::load(
         cli.config.as_deref(),
         cli.data_dir.as_deref(),
         cli.vault.as_deref(),
-    )?;
+    )?
+    .with_unlock(unlock);
+    let globals = cli_globals(
+        &cli.config,
+        &cli.data_dir,
+        &cli.vault,
+        &cli.passphrase_file,
+        &cli.paper_key_file,
+    );
     match command {
         Command::Vaults(a) => vaults(&setup, a.json),
         Command::Discover(a) => discover(&setup, a.json).await,
         Command::Items(a) => items(&setup, &a),
         Command::Register(a) => register(&setup, &a).await,
         Command::Protect(a) => protect(&setup, &a).await,
-        Command::Backup(a) => {
-            backup(
-                &setup,
-                &cli_globals(&cli.config, &cli.data_dir, &cli.vault),
-                &a,
-            )
-            .await
-        }
+        Command::Backup(a) => backup(&setup, &globals, &a).await,
         Command::Jobs(a) => jobs(&setup, &a),
         Command::Job(a) => job(&setup, &a).await,
         Command::Cancel(a) => cancel(&setup, &a),
         Command::Summary(a) => summary(&setup, a.json),
         Command::Points(a) => points(&setup, &a),
-        Command::Restore(a) => {
-            restore(
-                &setup,
-                &cli_globals(&cli.config, &cli.data_dir, &cli.vault),
-                &a,
-            )
-            .await
-        }
+        Command::Restore(a) => restore(&setup, &globals, &a).await,
         Command::Verify(a) => verify(&setup, &a).await,
         Command::StopProtection(a) => {
             let engine = open_owner(&setup)?;
@@ -217,16 +219,21 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Sim(s) => sim(&setup, s).await,
         Command::Vault(VaultCommand::Rebuild(a)) => vault_rebuild(&setup, a.json).await,
         Command::Vault(VaultCommand::Upgrade(a)) => vault_upgrade(&setup, a.json).await,
+        Command::Key(k) => keys::key(&setup, k),
         Command::Detached(a) => detached(&setup, &a).await,
     }
 }
 
 /// Global flags to hand to a detached child, each value joined to its flag (`--config=…`)
-/// and kept as the OS gave it (a path need not be UTF-8).
+/// and kept as the OS gave it (a path need not be UTF-8). The child opens the vault itself:
+/// it gets the passphrase and paper key files too (only their names; it cannot be asked on
+/// a terminal).
 fn cli_globals(
     config: &Option<PathBuf>,
     data_dir: &Option<PathBuf>,
     vault: &Option<String>,
+    passphrase_file: &Option<PathBuf>,
+    paper_key_file: &Option<PathBuf>,
 ) -> Vec<OsString> {
     let mut v = Vec::new();
     if let Some(c) = config {
@@ -237,6 +244,12 @@ fn cli_globals(
     }
     if let Some(n) = vault {
         v.push(option_arg("vault", n.as_ref()));
+    }
+    if let Some(p) = passphrase_file {
+        v.push(option_arg("passphrase-file", p.as_os_str()));
+    }
+    if let Some(p) = paper_key_file {
+        v.push(option_arg("paper-key-file", p.as_os_str()));
     }
     v
 }

@@ -13,6 +13,7 @@ pub mod clock;
 mod data;
 mod describe;
 mod jobs;
+mod keys;
 mod maintenance;
 mod rebuild;
 pub mod upgrade;
@@ -28,6 +29,7 @@ pub use data::{
     MAX_ON_DEMAND_DAYS,
 };
 pub use jobs::JobProgress;
+pub use keys::{KdfInfo, KeySlotInfo, KeysOverview};
 pub use ops::{DiscoveryResult, ExpiryChanges, MAX_ITEMS_PER_PROTECT, MAX_PROTECTED_PER_VAULT};
 pub use scheduler::AdvanceReport;
 
@@ -239,6 +241,9 @@ pub(crate) struct Inner {
     pub layout: Layout,
     /// The key file this open made for a new encrypted vault (to tell the user once).
     pub new_key_file: Option<PathBuf>,
+    /// The unlocked master key of an encrypted vault this process owns (wiped when the
+    /// engine is dropped; never logged): key slots can be added and removed with it.
+    pub keyring: Option<keys::Keyring>,
     _lock: Option<VaultLock>,
 }
 
@@ -279,20 +284,21 @@ fn install_mirror(
 
 /// How the data of the vault in `folder` (with `layout`) is read and written: for an
 /// encrypted vault, its keys, unlocked with what `keys` gives, or made when the vault is
-/// new (then `new_key_file` says where its key file went).
-fn data_format(
+/// new (then `new_key_file` says where its key file went), and the keyring that holds
+/// its master key.
+fn unlock_data_format(
     folder: &VaultFolder,
     catalog: &crate::vault::catalog::Catalog,
     layout: Layout,
     keys: &KeySource,
     new_key_file: &mut Option<PathBuf>,
-) -> Result<DataFormat> {
+) -> Result<(DataFormat, Option<keys::Keyring>)> {
     let encrypted = match layout {
-        Layout::V1 => return Ok(DataFormat::V1),
+        Layout::V1 => return Ok((DataFormat::V1, None)),
         Layout::V2 { encrypted } => encrypted,
     };
     if !encrypted {
-        return Ok(DataFormat::V2 { keys: None });
+        return Ok((DataFormat::V2 { keys: None }, None));
     }
     let vault_id = catalog
         .setting(crate::vault::folder::SETTING_VAULT_ID)?
@@ -300,7 +306,7 @@ fn data_format(
     let data = folder.stored_data()?;
     let empty = data.chunk_files == 0 && data.point_folders == 0 && !catalog.knows_stored_data()?;
     let recorded = catalog.setting(SETTING_KEY_ID)?;
-    let master = if empty && unlock::readable_slots(folder)?.0.is_empty() {
+    let (master, opened) = if empty && unlock::readable_slots(folder)?.0.is_empty() {
         // A new vault (or one whose creation was killed before its keys were made).
         let path = keys.key_file_for(&vault_id).ok_or_else(|| {
             EngineError::Failed(
@@ -311,14 +317,22 @@ fn data_format(
         let m = unlock::create_keys(folder, &vault_id, &path)?;
         catalog.set_setting(SETTING_KEY_ID, &m.key_id())?;
         *new_key_file = Some(path);
-        m
+        let opened = unlock::readable_slots(folder)?
+            .0
+            .first()
+            .map(|s| unlock::Opened::Slot {
+                id: s.id().to_string(),
+                kind: s.kind(),
+            })
+            .unwrap_or(unlock::Opened::PaperKey);
+        (m, opened)
     } else {
-        let (m, slot) = unlock::unlock(folder, &vault_id, keys)?;
+        let (m, opened) = unlock::unlock(folder, &vault_id, recorded.as_deref(), keys)?;
         match recorded {
             Some(k) if k != m.key_id() => {
                 return Err(UnlockError::ForeignKey {
                     vault: folder.path().to_path_buf(),
-                    slot,
+                    slot: opened.to_string(),
                     found: m.key_id(),
                     expected: k,
                 }
@@ -327,12 +341,25 @@ fn data_format(
             Some(_) => {}
             None => catalog.set_setting(SETTING_KEY_ID, &m.key_id())?,
         }
-        m
+        (m, opened)
     };
-    Ok(DataFormat::V2 {
+    let format = DataFormat::V2 {
         keys: Some(std::sync::Arc::new(master.keys())),
-    })
+    };
+    Ok((format, Some(keys::Keyring::new(master, vault_id, opened))))
 }
+
+/// [`unlock_data_format`] without the keyring (for whoever only reads the data).
+fn data_format(
+    folder: &VaultFolder,
+    catalog: &crate::vault::catalog::Catalog,
+    layout: Layout,
+    keys: &KeySource,
+    new_key_file: &mut Option<PathBuf>,
+) -> Result<DataFormat> {
+    Ok(unlock_data_format(folder, catalog, layout, keys, new_key_file)?.0)
+}
+
 const SETTING_CLOCK_OFFSET: &str = "sim_clock_offset_us";
 const SETTING_VAULT_NAME: &str = "vault_name";
 
@@ -363,6 +390,7 @@ impl Engine {
             open_catalog_read_only(&folder)?
         };
         let mut new_key_file = None;
+        let mut keyring = None;
         let store = if lock.is_some() {
             // Both folders are the vault's own (never a link elsewhere).
             folder
@@ -373,7 +401,9 @@ impl Engine {
                 .dir()
                 .subdir(CHUNKS_DIR, true)
                 .map_err(FolderError::from)?;
-            let format = data_format(&folder, &catalog, layout, &opts.keys, &mut new_key_file)?;
+            let (format, ring) =
+                unlock_data_format(&folder, &catalog, layout, &opts.keys, &mut new_key_file)?;
+            keyring = ring;
             Some(ChunkStore::open_with(
                 &folder.path().join(CHUNKS_DIR),
                 format,
@@ -434,6 +464,7 @@ impl Engine {
             owner,
             layout,
             new_key_file,
+            keyring,
             _lock: lock,
         };
         let engine = Engine {

@@ -144,9 +144,19 @@ pub enum Command {
     /// Replaces the schedule and retention of the policy of that name.
     UpdatePolicy(Box<Policy>),
     DeletePolicy(String),
+    /// Adds a passphrase slot to the vault's keys.
+    AddPassphrase {
+        passphrase: crate::vault::keys::Secret,
+        label: String,
+    },
+    /// Removes a key slot (by id).
+    RemoveKeySlot(String),
 }
 
 impl Command {
+    /// The labels of the commands that change the vault's keys.
+    pub const KEY_LABELS: [&'static str; 2] = ["Add passphrase", "Remove key slot"];
+
     /// Words for notifications ("Register: 2 jobs created").
     pub fn label(&self) -> &'static str {
         match self {
@@ -167,6 +177,8 @@ impl Command {
             Command::CreatePolicy(_) => "Create policy",
             Command::UpdatePolicy(_) => "Edit policy",
             Command::DeletePolicy(_) => "Delete policy",
+            Command::AddPassphrase { .. } => "Add passphrase",
+            Command::RemoveKeySlot(_) => "Remove key slot",
         }
     }
     /// The operation of the jobs it creates.
@@ -189,7 +201,9 @@ impl Command {
             Command::CancelJob(_)
             | Command::CreatePolicy(_)
             | Command::UpdatePolicy(_)
-            | Command::DeletePolicy(_) => return None,
+            | Command::DeletePolicy(_)
+            | Command::AddPassphrase { .. }
+            | Command::RemoveKeySlot(_) => return None,
         })
     }
     /// What it is about, for messages ("sales/web01", "policy Gold").
@@ -208,6 +222,10 @@ impl Command {
             Command::CancelJob(id) => format!("job {}", short_id(id)),
             Command::CreatePolicy(p) | Command::UpdatePolicy(p) => format!("policy {}", p.name),
             Command::DeletePolicy(n) => format!("policy {n}"),
+            Command::AddPassphrase { label, .. } => {
+                format!("a slot labelled \"{}\"", crate::fmt::escape(label))
+            }
+            Command::RemoveKeySlot(id) => format!("key slot {id}"),
         }
     }
 }
@@ -239,6 +257,8 @@ pub enum Effect {
     Reload,
     LoadJob(String),
     LoadPoints(String),
+    /// Load the vault's key slots (the Keys popup).
+    LoadKeys,
     /// Tell the free space of the file system a restore target is on.
     ProbeSpace(PathBuf),
     OpenVault {
@@ -264,6 +284,8 @@ pub enum Msg {
         item_id: String,
         result: Result<Vec<RecoveryPoint>, String>,
     },
+    /// The vault's keys (see [`Effect::LoadKeys`]).
+    KeysLoaded(Box<Result<crate::engine::KeysOverview, String>>),
     /// The free space of a restore target (see [`Effect::ProbeSpace`]).
     SpaceProbed {
         dir: PathBuf,
@@ -648,6 +670,14 @@ impl App {
                 }
                 vec![]
             }
+            Msg::KeysLoaded(r) => {
+                for p in self.popups.iter_mut() {
+                    if let Popup::VaultKeys(k) = p {
+                        k.loaded(&r);
+                    }
+                }
+                vec![]
+            }
             Msg::PointsLoaded { item_id, result } => {
                 for p in self.popups.iter_mut() {
                     if let Popup::Item(i) = p {
@@ -893,6 +923,16 @@ impl App {
 
     fn on_done(&mut self, d: CommandDone) -> Vec<Effect> {
         self.pending = self.pending.saturating_sub(1);
+        // A key command answered: the Keys popup shows the slots as they are now (its
+        // form, with the passphrase typed, goes).
+        let mut effects = Vec::new();
+        if Command::KEY_LABELS.contains(&d.label) {
+            for p in self.popups.iter_mut() {
+                if let Popup::VaultKeys(k) = p {
+                    effects.extend(k.command_done());
+                }
+            }
+        }
         // A restore form waiting for this answer closes on success (with the item popup
         // beneath it), or keeps the refusal to show it where it can be corrected. It is
         // looked for in the whole stack: another command's refusal may have put a message
@@ -974,7 +1014,7 @@ impl App {
                 }
             }
         }
-        vec![]
+        effects
     }
 
     fn on_key(&mut self, k: KeyEvent) -> Vec<Effect> {
@@ -1039,6 +1079,22 @@ impl App {
                     &self.vaults,
                     self.vault.as_ref().map(|v| v.name.as_str()),
                 )));
+                return vec![];
+            }
+            if keys.is(Action::VaultKeys, &k) {
+                if self.vault.is_none() {
+                    let text = match &self.opening {
+                        Some(name) => format!("Keys: vault {name} is still opening"),
+                        None => format!(
+                            "Keys: no vault is open; press {} to choose one",
+                            keys.label(Action::SwitchVault)
+                        ),
+                    };
+                    self.set_notice(NoticeLevel::Warning, text);
+                    return vec![];
+                }
+                self.popups
+                    .push(Popup::VaultKeys(Box::new(popups::vault_keys::State::new())));
                 return vec![];
             }
             if keys.is(Action::Refresh, &k) {
@@ -1324,6 +1380,7 @@ pub const GLOBAL_ACTIONS: &[Action] = &[
     Action::TabPolicies,
     Action::ViewJobs,
     Action::SwitchVault,
+    Action::VaultKeys,
     Action::TakeOver,
     Action::Refresh,
     Action::Help,

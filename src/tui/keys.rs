@@ -70,6 +70,7 @@ actions! {
     BackupNow => "backup_now", ["b"], "Back up now";
     CancelJob => "cancel_job", ["c"], "Cancel the selected job";
     SwitchVault => "switch_vault", ["v"], "Switch vault";
+    VaultKeys => "vault_keys", ["K"], "Vault keys: key slots, add a passphrase, the key file";
     TakeOver => "take_over", ["T"], "Take over a read-only vault whose owner has left";
     Restore => "restore", ["R"], "Restore a recovery point";
     StopProtection => "stop_protection", ["s"], "Stop protection";
@@ -109,6 +110,7 @@ impl Action {
             Action::BackupNow => "Back up now",
             Action::CancelJob => "Cancel job",
             Action::SwitchVault => "Vault",
+            Action::VaultKeys => "Keys",
             Action::TakeOver => "Take over",
             Action::Restore => "Restore",
             Action::StopProtection => "Stop protection",

@@ -271,6 +271,15 @@ impl Session {
                     });
                 }
             }
+            Effect::LoadKeys => {
+                if let Some(engine) = self.engine.clone() {
+                    let tx = self.msg_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let r = engine.keys_overview().map_err(|e| e.to_string());
+                        let _ = tx.send(Msg::KeysLoaded(Box::new(r)));
+                    });
+                }
+            }
             Effect::ProbeSpace(dir) => {
                 let tx = self.msg_tx.clone();
                 tokio::task::spawn_blocking(move || {
@@ -401,6 +410,7 @@ impl Session {
 struct SetupLite {
     config: crate::config::Config,
     data_dir: std::path::PathBuf,
+    unlock: crate::app::UnlockOptions,
 }
 
 impl SetupLite {
@@ -408,6 +418,7 @@ impl SetupLite {
         SetupLite {
             config: s.config.clone(),
             data_dir: s.data_dir.clone(),
+            unlock: s.unlock.clone(),
         }
     }
     async fn open(self, vault: &VaultConfig, read_only: bool) -> Result<Engine, AppError> {
@@ -415,6 +426,7 @@ impl SetupLite {
             config: self.config,
             vault: vault.clone(),
             data_dir: self.data_dir,
+            unlock: self.unlock,
         };
         open_blocking(&setup, vault, read_only).await
     }
@@ -430,6 +442,11 @@ async fn open_blocking(
         config: setup.config.clone(),
         vault: vault.clone(),
         data_dir: setup.data_dir.clone(),
+        // The console owns the terminal: it never asks for a passphrase there.
+        unlock: crate::app::UnlockOptions {
+            prompt: false,
+            ..setup.unlock.clone()
+        },
     };
     let v = vault.clone();
     let mode = if read_only {
@@ -555,6 +572,19 @@ pub fn run_command(engine: &Engine, cmd: Command) -> CommandDone {
         }),
         Command::DeletePolicy(n) => engine.delete_policy(&n).map(|_| {
             note = Some("deleted".into());
+            vec![]
+        }),
+        Command::AddPassphrase { passphrase, label } => engine
+            .add_passphrase_slot(passphrase.expose(), &label)
+            .map(|s| {
+                note = Some(format!(
+                    "added as key slot {}; the passphrase now opens the vault",
+                    s.id
+                ));
+                vec![]
+            }),
+        Command::RemoveKeySlot(id) => engine.remove_key_slot(&id).map(|s| {
+            note = Some(format!("removed ({}, \"{}\")", s.kind, s.label));
             vec![]
         }),
     };

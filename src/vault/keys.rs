@@ -53,6 +53,8 @@ const SLOT_CHECKSUM_CONTEXT: &str = "vmvault 2026-12 key slot checksum";
 const PAPER_CHECK_CONTEXT: &str = "vmvault 2026-12 paper key check";
 /// The environment variable naming a file whose first line is the passphrase.
 pub const PASSPHRASE_FILE_ENV: &str = "VMVAULT_PASSPHRASE_FILE";
+/// The environment variable naming a file that holds the vault's paper key.
+pub const PAPER_KEY_FILE_ENV: &str = "VMVAULT_PAPER_KEY_FILE";
 
 const SLOT_FORMAT: u32 = 1;
 const KEY_FILE_FORMAT: u32 = 1;
@@ -179,16 +181,39 @@ impl MasterKey {
         }
         bits.push(0, PAPER_PAD_BITS);
         bits.push(paper_checksum(&self.secret), PAPER_CHECK_BITS);
-        let chars: Vec<u8> = bits
-            .symbols
-            .iter()
-            .map(|&v| CROCKFORD[usize::from(v)])
-            .collect();
+        let chars: Zeroizing<Vec<u8>> = Zeroizing::new(
+            bits.symbols
+                .iter()
+                .map(|&v| CROCKFORD[usize::from(v)])
+                .collect(),
+        );
         let groups: Vec<&str> = chars
             .chunks(4)
             .filter_map(|g| std::str::from_utf8(g).ok())
             .collect();
         groups.join("-")
+    }
+
+    /// Reads the paper key written in the file at `path` (as typed: see
+    /// [`MasterKey::from_paper_key`]). The file must be the user's and private (mode 0600):
+    /// whoever reads it can read every backup.
+    pub fn read_paper_key_file(path: &Path) -> Result<MasterKey, KeyError> {
+        let bytes = Zeroizing::new(
+            fsx::read_secret_file(path, fsx::limits::KEY_FILE, "a paper key").map_err(|e| {
+                KeyError::PaperKey {
+                    reason: e.to_string(),
+                }
+            })?,
+        );
+        let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::PaperKey {
+            reason: format!("{} is not UTF-8 text", path.display()),
+        })?;
+        MasterKey::from_paper_key(text).map_err(|e| match e {
+            KeyError::PaperKey { reason } => KeyError::PaperKey {
+                reason: format!("{}: {reason}", path.display()),
+            },
+            e => e,
+        })
     }
 
     /// Reads a paper key as typed: case, spaces, dashes and line breaks do not matter, and
@@ -944,9 +969,71 @@ fn split_path(path: &Path) -> Result<(&Path, &std::ffi::OsStr), KeyError> {
 
 // ---- passphrase input ----
 
+/// Secret text (a passphrase being typed or handed to the engine): wiped when dropped,
+/// `<secret>` in `Debug`, and no `Display`, so it cannot end up in a log or a message by
+/// accident. Room for the longest passphrase is reserved up front, so typing never moves
+/// (and leaves behind) a copy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<secret>)")
+    }
+}
+
+impl Default for Secret {
+    fn default() -> Secret {
+        Secret(Zeroizing::new(String::with_capacity(
+            MAX_PASSPHRASE_LEN + 4,
+        )))
+    }
+}
+
+impl From<Zeroizing<String>> for Secret {
+    fn from(s: Zeroizing<String>) -> Secret {
+        Secret(s)
+    }
+}
+
+impl Secret {
+    /// The text, for the one place that needs it (deriving a key).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Appends a typed character (up to [`MAX_PASSPHRASE_LEN`] bytes; more is dropped).
+    pub fn push(&mut self, c: char) {
+        if self.0.len() + c.len_utf8() <= MAX_PASSPHRASE_LEN {
+            self.0.push(c);
+        }
+    }
+    /// Removes the last character.
+    pub fn pop(&mut self) {
+        self.0.pop();
+    }
+    /// Wipes the text.
+    pub fn clear(&mut self) {
+        self.0.zeroize();
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Characters typed (to draw as many dots).
+    pub fn chars(&self) -> usize {
+        self.0.chars().count()
+    }
+}
+
 /// The passphrase file named by [`PASSPHRASE_FILE_ENV`], if set.
 pub fn passphrase_file_from_env() -> Option<PathBuf> {
     std::env::var_os(PASSPHRASE_FILE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The paper key file named by [`PAPER_KEY_FILE_ENV`], if set.
+pub fn paper_key_file_from_env() -> Option<PathBuf> {
+    std::env::var_os(PAPER_KEY_FILE_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
 }
@@ -1480,6 +1567,26 @@ mod tests {
         let mut wiped = KeyFile::generate("v").unwrap();
         wiped.zeroize();
         assert_eq!((wiped.kek, wiped.vault_id()), ([0; 32], "v"));
+    }
+
+    #[test]
+    fn secret_text_never_prints_and_is_bounded() {
+        let mut s = Secret::default();
+        for c in "hunter2".chars() {
+            s.push(c);
+        }
+        s.pop();
+        assert_eq!((s.expose(), s.chars()), ("hunter", 6));
+        let shown = format!("{s:?} {s:#?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        let capacity = s.0.capacity();
+        for _ in 0..MAX_PASSPHRASE_LEN + 10 {
+            s.push('é');
+        }
+        assert!(s.expose().len() <= MAX_PASSPHRASE_LEN);
+        assert_eq!(s.0.capacity(), capacity, "typing never reallocates");
+        s.clear();
+        assert!(s.is_empty());
     }
 
     #[test]

@@ -10,7 +10,21 @@
 //!   says. Losing both the key file and every passphrase (and the paper key) loses the
 //!   backups: nobody, vmvault included, can read them.
 //! - The catalog records the master key's id (`key_id`): a key that unlocks a slot but is
-//!   not the vault's (slots swapped by someone who can write the vault) is refused.
+//!   not the vault's (slots swapped by someone who can write the vault) is refused, and so
+//!   is a paper key of another vault.
+//!
+//! # Opening
+//! In this order: a paper key when one is given (`VMVAULT_PAPER_KEY_FILE`,
+//! `--paper-key-file`: it is the master key itself, so it opens a vault whose slots are all
+//! lost), the vault's key file, a passphrase file (`--passphrase-file`,
+//! `VMVAULT_PASSPHRASE_FILE`), and last a passphrase typed on the terminal when the front end
+//! allows asking ([`KeySource::prompt`]).
+//!
+//! # Changing slots
+//! A slot is added as a new file (written whole, synced, then the folder synced) and removed
+//! by unlinking its file and syncing the folder: each change is durable when it returns, and
+//! a kill leaves each slot either whole or absent. Replacing a slot (a new passphrase) adds
+//! the new one before removing the old, so a kill in between leaves both working.
 //!
 //! # A new vault
 //! The master key, the key file and its slot are made right after the catalog and the
@@ -25,7 +39,6 @@ use std::path::{Path, PathBuf};
 
 /// The folder of key slots in a vault folder.
 pub const KEYS_DIR: &str = "keys";
-const NO_PASSPHRASE: &str = "no passphrase file given";
 /// Largest key slot file read.
 const SLOT_LIMIT: u64 = 64 << 10;
 
@@ -37,17 +50,17 @@ pub enum UnlockError {
     #[error("vault keys: {0}")]
     Unsafe(#[from] FsxError),
     /// Nothing given opens the vault.
-    #[error("vault {} is encrypted and no key was found that opens it: {tried}. Give its key file (the vault's `key_file` in the config, default {}) or a passphrase file (VMVAULT_PASSPHRASE_FILE)", .vault.display(), .default_key_file.display())]
+    #[error("vault {} is encrypted and no key was found that opens it: {tried}. Give its key file (the vault's `key_file` in the config, default {}), a passphrase (--passphrase-file FILE or VMVAULT_PASSPHRASE_FILE, or run on a terminal to be asked) or its paper key (--paper-key-file FILE or VMVAULT_PAPER_KEY_FILE)", .vault.display(), .default_key_file.display())]
     NoKey {
         vault: PathBuf,
         default_key_file: PathBuf,
         tried: String,
     },
     /// The vault's slots are gone while its data is there.
-    #[error("vault {} is encrypted but its key slots (the `keys` folder) are missing or empty while it holds data. Put `keys/` back from a copy of the vault folder", .vault.display())]
+    #[error("vault {} is encrypted but its key slots (the `keys` folder) are missing or empty while it holds data. Put `keys/` back from a copy of the vault folder, or open the vault with its paper key (--paper-key-file FILE or VMVAULT_PAPER_KEY_FILE) and add a new key with `vmvault key add`", .vault.display())]
     NoSlots { vault: PathBuf },
     /// The key unlocks a slot but is not the vault's.
-    #[error("vault {}: the key that opened slot {slot} is not this vault's key (its id is {found}, the catalog records {expected}): the key slots were replaced. Nothing was read or written. Put the vault's own `keys/` back from a copy", .vault.display())]
+    #[error("vault {}: the key that opened {slot} is not this vault's key (its id is {found}, the catalog records {expected}): the key slots were replaced. Nothing was read or written. Put the vault's own `keys/` back from a copy", .vault.display())]
     ForeignKey {
         vault: PathBuf,
         slot: String,
@@ -57,18 +70,80 @@ pub enum UnlockError {
     /// A key slot file that is not one.
     #[error("key slot {} is damaged or not a key slot: {reason}", .path.display())]
     BadSlot { path: PathBuf, reason: String },
+    /// A paper key that is not this vault's, or that cannot be checked.
+    #[error("vault {}: {reason}. Nothing was read or written", .vault.display())]
+    PaperKeyRefused { vault: PathBuf, reason: String },
+}
+
+impl UnlockError {
+    /// Whether what the user gave is at fault (a wrong passphrase, key file or paper key,
+    /// none given, a key file others can read): the fix is theirs and nothing was changed.
+    /// Otherwise the vault's keys are damaged or the environment failed.
+    pub fn is_user_input(&self) -> bool {
+        match self {
+            UnlockError::Key(k) => matches!(
+                k,
+                KeyError::WrongKey { .. }
+                    | KeyError::SlotKindMismatch { .. }
+                    | KeyError::KeyFileAccess(_)
+                    | KeyError::KeyFileInvalid { .. }
+                    | KeyError::PaperKey { .. }
+                    | KeyError::Passphrase { .. }
+            ),
+            UnlockError::NoKey { .. } | UnlockError::PaperKeyRefused { .. } => true,
+            UnlockError::Unsafe(_)
+            | UnlockError::NoSlots { .. }
+            | UnlockError::ForeignKey { .. }
+            | UnlockError::BadSlot { .. } => false,
+        }
+    }
 }
 
 /// What may open a vault's keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KeySource {
     /// The key file configured for the vault (`key_file`), if any.
     pub key_file: Option<PathBuf>,
     /// The folder of default key files (`<config folder>/keys`), if there is a config
     /// folder.
     pub key_dir: Option<PathBuf>,
-    /// A file whose first line is a passphrase (`VMVAULT_PASSPHRASE_FILE`).
+    /// A file whose first line is a passphrase (`--passphrase-file`; else
+    /// `VMVAULT_PASSPHRASE_FILE` is read).
     pub passphrase_file: Option<PathBuf>,
+    /// A file holding the paper key (`--paper-key-file`; else `VMVAULT_PAPER_KEY_FILE` is
+    /// read).
+    pub paper_key_file: Option<PathBuf>,
+    /// Whether a passphrase may be asked on the terminal when nothing else opens the vault
+    /// (the command line on a terminal; never the console, which owns the screen).
+    pub prompt: bool,
+}
+
+/// What opened a vault's master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// A key slot (by id), with a key file or a passphrase.
+    Slot { id: String, kind: SlotKind },
+    /// The paper key (no slot).
+    PaperKey,
+}
+
+impl Opened {
+    /// The slot that opened the vault, if one did.
+    pub fn slot_id(&self) -> Option<&str> {
+        match self {
+            Opened::Slot { id, .. } => Some(id),
+            Opened::PaperKey => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Opened::Slot { id, kind } => write!(f, "{kind} slot {id}"),
+            Opened::PaperKey => f.write_str("the paper key"),
+        }
+    }
 }
 
 impl KeySource {
@@ -151,8 +226,40 @@ pub fn add_slot(folder: &VaultFolder, slot: &KeySlot) -> Result<(), UnlockError>
     let dir = folder.dir().subdir(KEYS_DIR, true)?;
     let json = slot.to_json()?;
     dir.write_new(slot.id(), &json, 0o600)?;
+    // `write_new` synced `keys/`; the vault folder too, in case `keys/` was just made.
+    folder.dir().sync()?;
+    Ok(())
+}
+
+/// Removes the slot `id` from the vault in `folder`: its file is unlinked and the folder
+/// synced, so the removal is durable when this returns.
+pub fn remove_slot(folder: &VaultFolder, id: &str) -> Result<(), UnlockError> {
+    let dir = folder.dir().subdir(KEYS_DIR, false)?;
+    dir.remove_file(id)?;
     dir.sync()?;
     Ok(())
+}
+
+/// Writes a new key file for the vault `vault_id` at `path` (mode 0600, never replacing a
+/// file, never through a symlink) and adds its slot, labelled `label`, for `master`. The
+/// key file is written first: a kill in between leaves a key file that opens nothing, never
+/// a slot that nobody can open; when the slot cannot be written, the new key file is
+/// removed again.
+pub fn add_key_file_slot(
+    folder: &VaultFolder,
+    vault_id: &str,
+    master: &MasterKey,
+    path: &Path,
+    label: &str,
+) -> Result<KeySlot, UnlockError> {
+    let kf = KeyFile::generate(vault_id)?;
+    let slot = KeySlot::for_key_file(master, &kf, label)?;
+    kf.write_new(path)?;
+    if let Err(e) = add_slot(folder, &slot) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(slot)
 }
 
 /// Makes the keys of the new vault `vault_id` in `folder`: a master key, a key file at
@@ -187,13 +294,38 @@ pub fn create_keys(
     Ok(master)
 }
 
-/// Opens the master key of the vault `vault_id` in `folder` with what `source` gives: its
-/// key file first, then a passphrase file. Every slot is tried with each.
+/// Opens the master key of the vault `vault_id` in `folder` with what `source` gives: a
+/// paper key first (checked against `key_id`, the id the catalog records), then its key
+/// file, a passphrase file, and a passphrase asked on the terminal. Every slot is tried
+/// with each.
 pub fn unlock(
     folder: &VaultFolder,
     vault_id: &str,
+    key_id: Option<&str>,
     source: &KeySource,
-) -> Result<(MasterKey, String), UnlockError> {
+) -> Result<(MasterKey, Opened), UnlockError> {
+    let paper = source
+        .paper_key_file
+        .clone()
+        .or_else(keys::paper_key_file_from_env);
+    if let Some(path) = paper {
+        let master = MasterKey::read_paper_key_file(&path)?;
+        let refused = |reason: String| UnlockError::PaperKeyRefused {
+            vault: folder.path().to_path_buf(),
+            reason,
+        };
+        return match key_id {
+            Some(k) if k == master.key_id() => Ok((master, Opened::PaperKey)),
+            Some(k) => Err(refused(format!(
+                "the paper key in {} is not this vault's key (its id is {}, the vault's is {k}): it belongs to another vault",
+                path.display(),
+                master.key_id()
+            ))),
+            None => Err(refused(
+                "its catalog records no key id to check a paper key against".into(),
+            )),
+        };
+    }
     let (slots, unreadable) = readable_slots(folder)?;
     if slots.is_empty() && unreadable.is_empty() {
         return Err(UnlockError::NoSlots {
@@ -207,7 +339,7 @@ pub fn unlock(
             Ok(kf) => {
                 for slot in slots.iter().filter(|s| s.kind() == SlotKind::Keyfile) {
                     match slot.unlock_with_key_file(&kf) {
-                        Ok(m) => return Ok((m, slot.id().to_string())),
+                        Ok(m) => return Ok((m, opened(slot))),
                         Err(e @ KeyError::WrongKey { .. }) => last_wrong = Some(e),
                         Err(e) => return Err(e.into()),
                     }
@@ -224,32 +356,53 @@ pub fn unlock(
         .passphrase_file
         .clone()
         .or_else(keys::passphrase_file_from_env);
-    match passphrase_file {
-        Some(pf) => {
-            let pass = keys::read_passphrase_file(&pf)?;
+    let has_passphrase_slot = slots.iter().any(|s| s.kind() == SlotKind::Passphrase);
+    let (pass, from) = match passphrase_file {
+        Some(pf) => (
+            Some(keys::read_passphrase_file(&pf)?),
+            format!("the passphrase in {}", pf.display()),
+        ),
+        None if source.prompt && has_passphrase_slot => (
+            Some(keys::prompt_passphrase(&format!(
+                "Passphrase of vault {}: ",
+                folder.path().display()
+            ))?),
+            "the passphrase typed".to_string(),
+        ),
+        None => (None, String::new()),
+    };
+    match pass {
+        Some(pass) => {
             for slot in slots.iter().filter(|s| s.kind() == SlotKind::Passphrase) {
                 match slot.unlock_with_passphrase(&pass) {
-                    Ok(m) => return Ok((m, slot.id().to_string())),
+                    Ok(m) => return Ok((m, opened(slot))),
                     Err(e @ KeyError::WrongKey { .. }) => last_wrong = Some(e),
                     Err(e) => return Err(e.into()),
                 }
             }
-            tried.push(format!(
-                "the passphrase in {} opens no key slot",
-                pf.display()
-            ));
+            if has_passphrase_slot {
+                let n = slots
+                    .iter()
+                    .filter(|s| s.kind() == SlotKind::Passphrase)
+                    .count();
+                tried.push(format!(
+                    "{from} is wrong: it opens none of the vault's {n} passphrase slot(s)"
+                ));
+            } else {
+                tried.push(format!(
+                    "{from} was given, but the vault has no passphrase slot"
+                ));
+            }
         }
-        None => tried.push(NO_PASSPHRASE.into()),
+        None if has_passphrase_slot => tried.push("no passphrase given".into()),
+        // Nothing to say: a passphrase would not help.
+        None => {}
     }
     tried.extend(
         unreadable
             .into_iter()
             .map(|e| format!("{e} (remove it if it is not a key slot)")),
     );
-    let has_passphrase_slot = slots.iter().any(|s| s.kind() == SlotKind::Passphrase);
-    if !has_passphrase_slot {
-        tried.retain(|t| t != NO_PASSPHRASE);
-    }
     if let (Some(e), true) = (last_wrong, tried.len() == 1) {
         return Err(e.into());
     }
@@ -260,6 +413,13 @@ pub fn unlock(
             .unwrap_or_else(|| PathBuf::from(format!("<config folder>/keys/{vault_id}.key"))),
         tried: tried.join("; "),
     })
+}
+
+fn opened(slot: &KeySlot) -> Opened {
+    Opened::Slot {
+        id: slot.id().to_string(),
+        kind: slot.kind(),
+    }
 }
 
 /// Whether `e` says a file is not there.

@@ -730,3 +730,44 @@ pub fn text(t: &Terminal<TestBackend>) -> String {
     }
     s
 }
+
+/// The keys of the fixture vault: its key-file slot (which opened it) and a passphrase slot.
+pub fn keys_overview() -> vmvault::engine::KeysOverview {
+    use vmvault::engine::{KdfInfo, KeySlotInfo, KeysOverview};
+    use vmvault::vault::keys::SlotKind;
+    KeysOverview {
+        vault: "vault-westeurope".into(),
+        format: 2,
+        encrypted: true,
+        slots: vec![
+            KeySlotInfo {
+                id: "1e76760a5030b7e3".into(),
+                kind: SlotKind::Keyfile,
+                label: "key file".into(),
+                created: at(-72, 0),
+                kdf: None,
+                opened_this: true,
+                opened_by_key_file: true,
+            },
+            KeySlotInfo {
+                id: "6dedea7c7edf3f29".into(),
+                kind: SlotKind::Passphrase,
+                label: "admin (sealed envelope)".into(),
+                created: at(-2, 0),
+                kdf: Some(KdfInfo {
+                    m_kib: 65536,
+                    t: 3,
+                    p: 1,
+                }),
+                opened_this: false,
+                opened_by_key_file: false,
+            },
+        ],
+        key_file: Some(
+            "/home/admin/.config/vmvault/keys/340a6405-3916-4e28-8fca-0e6eeff34124.key".into(),
+        ),
+        key_file_exists: true,
+        opened_with: Some("key file slot 1e76760a5030b7e3".into()),
+        unreadable: vec![],
+    }
+}

@@ -15,6 +15,7 @@ pub mod register;
 pub mod restore;
 pub mod resume;
 pub mod stop;
+pub mod vault_keys;
 pub mod vaults;
 
 use super::app::{App, Cx, Effect};
@@ -37,6 +38,7 @@ pub enum Popup {
     Confirm(confirm::State),
     Job(Box<job::State>),
     Vaults(vaults::State),
+    VaultKeys(Box<vault_keys::State>),
     Locked(locked::State),
     Message(message::State),
 }
@@ -56,6 +58,7 @@ impl Popup {
             Popup::Confirm(s) => s.handle_key(k, cx),
             Popup::Job(s) => s.handle_key(k, cx),
             Popup::Vaults(s) => s.handle_key(k, cx),
+            Popup::VaultKeys(s) => s.handle_key(k, cx),
             Popup::Locked(s) => s.handle_key(k, cx),
             Popup::Message(s) => s.handle_key(k, cx),
         }
@@ -75,6 +78,7 @@ impl Popup {
             Popup::Confirm(s) => s.draw(f, area, app),
             Popup::Job(s) => s.draw(f, area, app),
             Popup::Vaults(s) => s.draw(f, area, app),
+            Popup::VaultKeys(s) => s.draw(f, area, app),
             Popup::Locked(s) => s.draw(f, area, app),
             Popup::Message(s) => s.draw(f, area, app),
         }
@@ -105,6 +109,7 @@ impl Popup {
             Popup::Confirm(_) => vec![Back],
             Popup::Job(_) => vec![Up, Down, CancelJob, Back],
             Popup::Vaults(_) => vec![Up, Down, Open, Back],
+            Popup::VaultKeys(_) => vec![Up, Down, Back],
             Popup::Locked(_) => vec![Open, SwitchVault, Quit],
             Popup::Message(_) => vec![Up, Down, Back],
         }
@@ -125,6 +130,7 @@ impl Popup {
             Popup::Confirm(_) => "Question",
             Popup::Job(_) => "Job details",
             Popup::Vaults(_) => "Vaults",
+            Popup::VaultKeys(_) => "Vault keys",
             Popup::Locked(_) => "Vault in use",
             Popup::Message(_) => "Message",
         }
@@ -139,6 +145,7 @@ impl Popup {
             Popup::Protect(s) => s.capturing_text(),
             Popup::PolicyWizard(s) => s.capturing_text(),
             Popup::Restore(s) => s.capturing_text(),
+            Popup::VaultKeys(s) => s.capturing_text(),
             Popup::Item(_)
             | Popup::Stop(_)
             | Popup::Resume(_)
@@ -164,6 +171,15 @@ impl Popup {
                 pair("n / Esc", "Back to the form from the question"),
             ],
             Popup::Locked(_) => vec![pair("o", "Open the vault read-only")],
+            Popup::VaultKeys(_) => vec![
+                pair("a", "Add a passphrase slot (typed twice, never shown)"),
+                pair("x", "Remove the selected key slot (asks first)"),
+                pair(
+                    "Tab / Shift-Tab",
+                    "Next / previous field while adding a passphrase",
+                ),
+                pair("Enter", "Add the passphrase typed"),
+            ],
             _ => vec![],
         }
     }
@@ -181,6 +197,7 @@ impl Popup {
             Popup::Restore(s) if s.confirming => vec![],
             Popup::Restore(_) => vec![Up, Left, Open, Back],
             Popup::Stop(_) | Popup::Resume(_) | Popup::Vaults(_) => vec![Up, Open, Back],
+            Popup::VaultKeys(_) => vec![Up, Back],
             // Its y/n hints come first (view.rs); they include Esc.
             Popup::Confirm(_) => vec![],
             Popup::Job(s) => s.footer(),
@@ -204,6 +221,7 @@ impl Popup {
             Popup::Item(s) => s.wants(),
             Popup::Job(s) => s.wants(),
             Popup::Restore(s) => s.wants(),
+            Popup::VaultKeys(s) => s.wants(),
             _ => vec![],
         }
     }
