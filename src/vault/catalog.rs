@@ -3,7 +3,10 @@
 //!
 //! - WAL mode. Transactions that other files depend on (a recovery point's commit record,
 //!   the deletion of point rows before their index files go, the deletion of chunk rows
-//!   before their files go) run with `synchronous = FULL`: durable when the call returns.
+//!   before their files go) are durable when the call returns: the WAL is fsynced after
+//!   their commit, as `synchronous = FULL` would, but outside the connection's lock (see
+//!   [`WalSync`]), so other threads read and write meanwhile and committers that wait
+//!   together share one fsync (group commit).
 //!   Job and item bookkeeping runs with `synchronous = NORMAL`: it survives a killed
 //!   process in full; a power loss may lose its last moments (a job then reads as
 //!   interrupted), never the consistency of the catalog.
@@ -317,6 +320,111 @@ pub struct PolicyRow {
 pub struct Catalog {
     path: PathBuf,
     conn: Mutex<Connection>,
+    wal: WalSync,
+}
+
+/// Makes commits durable by fsyncing the WAL after them, outside the connection's lock.
+///
+/// With `synchronous = NORMAL` SQLite appends a commit to the WAL without syncing it (it
+/// syncs the WAL before each checkpoint, and the database file after it); `FULL` adds one
+/// fsync of the WAL after each commit, made while the connection is locked, so every
+/// other reader and writer of the catalog waited for the disk. Here the commit runs with
+/// `NORMAL` and the committer then fsyncs the WAL itself, without the lock: everything
+/// appended before that fsync started is durable when it returns, and a checkpoint that
+/// moved those frames into the database file synced the WAL before and the database
+/// after, so frames cannot be lost in between. Each commit gets a sequence number; a
+/// committer waits until an fsync that started after its commit has finished, and starts
+/// one itself when none is running: commits that arrive during an fsync share the next one.
+struct WalSync {
+    /// The WAL file, opened at the first durable commit (SQLite creates it).
+    file: Mutex<Option<std::fs::File>>,
+    state: Mutex<SyncState>,
+    synced: std::sync::Condvar,
+    /// The connection is in WAL mode (else durable commits use `synchronous = FULL`).
+    enabled: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Sequence number of the last durable-to-be commit appended to the WAL.
+    committed: u64,
+    /// Every commit up to this one is durable.
+    durable: u64,
+    /// An fsync is running.
+    syncing: bool,
+}
+
+impl WalSync {
+    fn new() -> WalSync {
+        WalSync {
+            file: Mutex::new(None),
+            state: Mutex::new(SyncState::default()),
+            synced: std::sync::Condvar::new(),
+            enabled: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a commit just appended to the WAL (call with the connection locked, so
+    /// sequence numbers follow the WAL's order).
+    fn committed(&self) -> u64 {
+        let mut st = self.state();
+        st.committed += 1;
+        st.committed
+    }
+
+    /// Returns once commit `seq` is durable, fsyncing the WAL of `db` when no running
+    /// fsync covers it.
+    fn wait_durable(&self, db: &Path, seq: u64) -> std::io::Result<()> {
+        let mut st = self.state();
+        loop {
+            if st.durable >= seq {
+                return Ok(());
+            }
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            let upto = st.committed;
+            drop(st);
+            let result = self.sync_file(db);
+            st = self.state();
+            st.syncing = false;
+            if result.is_ok() {
+                st.durable = st.durable.max(upto);
+            }
+            self.synced.notify_all();
+            result?;
+        }
+    }
+
+    fn sync_file(&self, db: &Path) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if file.is_none() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut wal = db.as_os_str().to_owned();
+            wal.push("-wal");
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&wal)?;
+            if !f.metadata()?.is_file() {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a regular file",
+                    Path::new(&wal).display()
+                )));
+            }
+            *file = Some(f);
+        }
+        match file.as_ref() {
+            Some(f) => f.sync_all(),
+            None => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Catalog {
@@ -396,6 +504,7 @@ impl Catalog {
         Ok(Catalog {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            wal: WalSync::new(),
         })
     }
 
@@ -439,6 +548,7 @@ impl Catalog {
         let cat = Catalog {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            wal: WalSync::new(),
         };
         cat.configure(true)?;
         let v = cat.schema_version()?;
@@ -485,8 +595,13 @@ impl Catalog {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| self.sql(e))?;
         if !read_only {
-            conn.pragma_update(None, "journal_mode", "WAL")
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
                 .map_err(|e| self.sql(e))?;
+            self.wal.enabled.store(
+                mode.eq_ignore_ascii_case("wal"),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             // Keep catalog.db-wal and -shm when the last connection closes (the WAL file
             // truncated to at most 4 MiB): a reader needs both, and on a file system that
             // filled up meanwhile it could not create them again, so listings would fail
@@ -549,11 +664,29 @@ impl Catalog {
         Ok(v)
     }
 
-    /// Runs `f` in one transaction that is durable (fsynced) when this returns.
+    /// Runs `f` in one transaction that is durable (fsynced) when this returns. The WAL
+    /// is fsynced after the connection is unlocked ([`WalSync`]). Should that fsync fail,
+    /// the change stays in the catalog, not known to be durable, and this returns the error.
     pub fn transaction_durable<T>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        if self.wal.enabled.load(std::sync::atomic::Ordering::SeqCst) {
+            let (v, seq) = {
+                let mut conn = self.lock();
+                let tx = conn.transaction().map_err(|e| self.sql(e))?;
+                let v = f(&tx).map_err(|e| self.sql(e))?;
+                tx.commit().map_err(|e| self.sql(e))?;
+                (v, self.wal.committed())
+            };
+            self.wal.wait_durable(&self.path, seq).map_err(|e| {
+                self.sql(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+                    Some(format!("syncing the catalog's WAL: {e}")),
+                ))
+            })?;
+            return Ok(v);
+        }
         let mut conn = self.lock();
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.sql(e))?;
@@ -1405,9 +1538,11 @@ impl Catalog {
         })
     }
 
-    /// Forgets announced point writes (their folders are gone).
+    /// Forgets announced point writes (their folders are gone). Not synced: should a power
+    /// loss undo it, the announcements of folders that are gone stay, and garbage
+    /// collection forgets them again.
     pub fn delete_point_writes(&self, point_ids: &[String]) -> Result<()> {
-        self.transaction_durable(|tx| {
+        self.transaction(|tx| {
             let mut st = tx.prepare_cached("DELETE FROM point_writes WHERE point_id = ?1")?;
             for id in point_ids {
                 st.execute([id])?;
@@ -1615,6 +1750,34 @@ mod tests {
 
     fn status(c: &Catalog, id: &str) -> JobStatus {
         c.job(id).unwrap().unwrap().status
+    }
+
+    #[test]
+    fn durable_commits_of_several_threads_are_all_synced_and_kept() {
+        let (t, c) = catalog();
+        assert!(c.wal.enabled.load(std::sync::atomic::Ordering::SeqCst));
+        std::thread::scope(|s| {
+            for thread in 0..4 {
+                let c = &c;
+                s.spawn(move || {
+                    for i in 0..20 {
+                        c.record_point_write(&format!("p{thread}-{i}"), "j", &[0], Utc::now())
+                            .unwrap();
+                        // Durable when it returns: no commit is left unsynced.
+                        let st = c.wal.state();
+                        assert!(st.durable >= 1 && st.durable <= st.committed);
+                    }
+                });
+            }
+        });
+        let st = c.wal.state();
+        assert_eq!((st.committed, st.durable), (80, 80));
+        drop(st);
+        assert_eq!(c.point_writes().unwrap().len(), 80);
+        // What was committed is in the files another connection reads.
+        drop(c);
+        let again = Catalog::open(&t.path().join("v").join(CATALOG_FILE)).unwrap();
+        assert_eq!(again.point_writes().unwrap().len(), 80);
     }
 
     #[test]
