@@ -471,6 +471,7 @@ fn backup_body(
             cancel: &ctx.cancel,
             threads,
             compression_level: engine.inner.opts.compression_level,
+            sync: true,
         })
         .map_err(|e| match e {
             store::BackupError::Cancelled => JobFail::Cancelled,

@@ -132,6 +132,21 @@ impl DiskIndex {
     /// rename, fsync of the folder. The parent folder must exist. Returns the checksum (to
     /// record with the point).
     pub fn write_atomic(&self, path: &Path, owner: &IndexOwner) -> Result<Digest, StoreError> {
+        self.write_renamed(path, owner, true)
+    }
+
+    /// Like [`DiskIndex::write_atomic`] without the fsyncs: the caller makes the file and
+    /// its folder durable (one `syncfs` for many indexes) before relying on it.
+    pub fn write_unsynced(&self, path: &Path, owner: &IndexOwner) -> Result<Digest, StoreError> {
+        self.write_renamed(path, owner, false)
+    }
+
+    fn write_renamed(
+        &self,
+        path: &Path,
+        owner: &IndexOwner,
+        sync: bool,
+    ) -> Result<Digest, StoreError> {
         let id = owner.point_id.as_bytes();
         if id.is_empty() || id.len() > POINT_ID_LEN || id.contains(&0) {
             return Err(StoreError::Invalid(format!(
@@ -191,10 +206,14 @@ impl DiskIndex {
             let sum = w.hasher.finalize();
             let mut f = w.inner.into_inner().map_err(|e| e.into_error())?;
             f.write_all(sum.as_bytes())?;
-            f.sync_all()?;
+            if sync {
+                f.sync_all()?;
+            }
             drop(f);
             fs::rename(&temp, path)?;
-            File::open(parent)?.sync_all()?;
+            if sync {
+                File::open(parent)?.sync_all()?;
+            }
             Ok(*sum.as_bytes())
         };
         write().map_err(|e| {
