@@ -624,6 +624,8 @@ impl Catalog {
         }
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(|e| self.sql(e))?;
+        // Room for every statement a backup, a prune or a listing repeats.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(())
     }
 
@@ -770,7 +772,7 @@ impl Catalog {
 
     pub fn items(&self) -> Result<Vec<Item>> {
         self.read(|c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {} FROM items ORDER BY name, cloud_service",
                 Self::ITEM_COLS
             ))?;
@@ -781,11 +783,11 @@ impl Catalog {
 
     pub fn item(&self, id: &str) -> Result<Option<Item>> {
         self.read(|c| {
-            c.query_row(
-                &format!("SELECT {} FROM items WHERE id = ?1", Self::ITEM_COLS),
-                [id],
-                Self::item_from_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {} FROM items WHERE id = ?1",
+                Self::ITEM_COLS
+            ))?
+            .query_row([id], Self::item_from_row)
             .optional()
         })
     }
@@ -808,11 +810,11 @@ impl Catalog {
     }
 
     pub fn put_item_tx(tx: &rusqlite::Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
-        tx.execute(
-            &format!(
-                "INSERT OR REPLACE INTO items ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-                Self::ITEM_COLS
-            ),
+        tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO items ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            Self::ITEM_COLS
+        ))?
+        .execute(
             params![
                 item.id,
                 item.name,
@@ -842,12 +844,11 @@ impl Catalog {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
         let mut item = tx
-            .query_row(
-                &format!("SELECT {} FROM items WHERE id = ?1", Self::ITEM_COLS),
-                [id],
-                Self::item_from_row,
-            )
-            .optional()
+            .prepare_cached(&format!(
+                "SELECT {} FROM items WHERE id = ?1",
+                Self::ITEM_COLS
+            ))
+            .and_then(|mut st| st.query_row([id], Self::item_from_row).optional())
             .map_err(|e| self.sql(e))?
             .ok_or_else(|| self.invalid(format!("no item with id {id}")))?;
         f(&mut item);
@@ -880,11 +881,10 @@ impl Catalog {
 
     pub fn policy(&self, name: &str) -> Result<Option<PolicyRow>> {
         self.read(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT name, definition, builtin, created_at, updated_at FROM policies WHERE name = ?1 COLLATE NOCASE",
-                [name],
-                Self::policy_from_row,
-            )
+            )?
+            .query_row([name], Self::policy_from_row)
             .optional()
         })
     }
@@ -968,29 +968,27 @@ impl Catalog {
     }
 
     pub fn save_job_tx(tx: &rusqlite::Transaction<'_>, job: &Job) -> rusqlite::Result<()> {
-        tx.execute(
-            &format!(
-                "INSERT INTO jobs ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, end_time = excluded.end_time,
-                   bytes_done = excluded.bytes_done, bytes_total = excluded.bytes_total,
-                   error = excluded.error, details = excluded.details",
-                Self::JOB_COLS
-            ),
-            params![
-                job.id,
-                job.operation.as_str(),
-                job.item_id,
-                job.item,
-                job.status.as_str(),
-                fmt_time(job.start_time),
-                job.end_time.map(fmt_time),
-                job.bytes_done as i64,
-                job.bytes_total as i64,
-                job.is_user_triggered,
-                job.error.as_ref().map(to_json),
-                to_json(&job.details),
-            ],
-        )?;
+        tx.prepare_cached(&format!(
+            "INSERT INTO jobs ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status, end_time = excluded.end_time,
+               bytes_done = excluded.bytes_done, bytes_total = excluded.bytes_total,
+               error = excluded.error, details = excluded.details",
+            Self::JOB_COLS
+        ))?
+        .execute(params![
+            job.id,
+            job.operation.as_str(),
+            job.item_id,
+            job.item,
+            job.status.as_str(),
+            fmt_time(job.start_time),
+            job.end_time.map(fmt_time),
+            job.bytes_done as i64,
+            job.bytes_total as i64,
+            job.is_user_triggered,
+            job.error.as_ref().map(to_json),
+            to_json(&job.details),
+        ])?;
         let mut st = tx.prepare_cached(
             "INSERT OR REPLACE INTO job_tasks (job_id, seq, name, status, start_time, end_time, bytes_done, bytes_total)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1384,11 +1382,11 @@ impl Catalog {
             job,
         } = *c;
         self.transaction_durable(|tx| {
-            tx.execute(
-                &format!(
-                    "INSERT INTO points ({}, retain_until, chunk_size, index_hashes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                    Self::POINT_COLS
-                ),
+            tx.prepare_cached(&format!(
+                "INSERT INTO points ({}, retain_until, chunk_size, index_hashes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                Self::POINT_COLS
+            ))?
+            .execute(
                 params![
                     point.id,
                     point.item_id,
@@ -1407,7 +1405,8 @@ impl Catalog {
                     index_hashes_text(index_hashes),
                 ],
             )?;
-            tx.execute("DELETE FROM point_writes WHERE point_id = ?1", [&point.id])?;
+            tx.prepare_cached("DELETE FROM point_writes WHERE point_id = ?1")?
+                .execute([&point.id])?;
             let mut st = tx.prepare_cached(
                 "INSERT OR IGNORE INTO chunks (digest, stored_len, raw_len, added_at) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -1555,12 +1554,9 @@ impl Catalog {
     /// file); None for a point committed before indexes were bound to their point.
     pub fn point_index_hashes(&self, point_id: &str) -> Result<Option<IndexHashes>> {
         let text: Option<Option<String>> = self.read(|c| {
-            c.query_row(
-                "SELECT index_hashes FROM points WHERE id = ?1",
-                [point_id],
-                |r| r.get(0),
-            )
-            .optional()
+            c.prepare_cached("SELECT index_hashes FROM points WHERE id = ?1")?
+                .query_row([point_id], |r| r.get(0))
+                .optional()
         })?;
         let Some(text) = text.flatten() else {
             return Ok(None);
