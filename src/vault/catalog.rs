@@ -182,6 +182,16 @@ ALTER TABLE point_writes ADD COLUMN disks TEXT;
 "#,
 ];
 
+/// A point folder a backup is about to write ([`Catalog::record_point_writes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PointWriteAnnounce<'a> {
+    pub point_id: &'a str,
+    /// The backup job.
+    pub job_id: &'a str,
+    /// The disks whose indexes the folder will hold.
+    pub disks: &'a [u32],
+}
+
 /// A point folder the catalog announced before a job wrote or removed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PointWrite {
@@ -1371,6 +1381,24 @@ impl Catalog {
     /// Commits a recovery point: its row, the chunks it added, the item's new state and
     /// the finished job, in one transaction. Call only after the data is durable.
     pub fn commit_point(&self, c: &PointCommit<'_>) -> Result<()> {
+        self.commit_points(&[*c])
+    }
+
+    /// Commits several recovery points (of different items) in one transaction: all of
+    /// them or none. Call only after their data is durable.
+    pub fn commit_points(&self, commits: &[PointCommit<'_>]) -> Result<()> {
+        self.transaction_durable(|tx| {
+            for c in commits {
+                Self::commit_point_tx(tx, c)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn commit_point_tx(
+        tx: &rusqlite::Transaction<'_>,
+        c: &PointCommit<'_>,
+    ) -> rusqlite::Result<()> {
         let PointCommit {
             point,
             retain_until,
@@ -1381,42 +1409,45 @@ impl Catalog {
             item,
             job,
         } = *c;
-        self.transaction_durable(|tx| {
-            tx.prepare_cached(&format!(
-                "INSERT INTO points ({}, retain_until, chunk_size, index_hashes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                Self::POINT_COLS
-            ))?
-            .execute(
-                params![
-                    point.id,
-                    point.item_id,
-                    fmt_time(point.time),
-                    fmt_time(point.scheduled_time),
-                    point.expiry.map(fmt_time),
-                    point.kind.as_str(),
-                    point.consistency.as_str(),
-                    point.logical_bytes as i64,
-                    point.stored_bytes as i64,
-                    to_json(&point.disks),
-                    point.cbt_token,
-                    point.job_id,
-                    retain_until.map(fmt_time),
-                    chunk_size as i64,
-                    index_hashes_text(index_hashes),
-                ],
-            )?;
-            tx.prepare_cached("DELETE FROM point_writes WHERE point_id = ?1")?
-                .execute([&point.id])?;
-            let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO chunks (digest, stored_len, raw_len, added_at) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let added = fmt_time(now);
-            for c in chunks {
-                st.execute(params![&c.digest[..], c.stored_len as i64, c.raw_len as i64, added])?;
-            }
-            Self::put_item_tx(tx, item)?;
-            Self::save_job_tx(tx, job)
-        })
+        tx.prepare_cached(&format!(
+            "INSERT INTO points ({}, retain_until, chunk_size, index_hashes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            Self::POINT_COLS
+        ))?
+        .execute(
+            params![
+                point.id,
+                point.item_id,
+                fmt_time(point.time),
+                fmt_time(point.scheduled_time),
+                point.expiry.map(fmt_time),
+                point.kind.as_str(),
+                point.consistency.as_str(),
+                point.logical_bytes as i64,
+                point.stored_bytes as i64,
+                to_json(&point.disks),
+                point.cbt_token,
+                point.job_id,
+                retain_until.map(fmt_time),
+                chunk_size as i64,
+                index_hashes_text(index_hashes),
+            ],
+        )?;
+        tx.prepare_cached("DELETE FROM point_writes WHERE point_id = ?1")?
+            .execute([&point.id])?;
+        let mut st = tx.prepare_cached(
+            "INSERT OR IGNORE INTO chunks (digest, stored_len, raw_len, added_at) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let added = fmt_time(now);
+        for c in chunks {
+            st.execute(params![
+                &c.digest[..],
+                c.stored_len as i64,
+                c.raw_len as i64,
+                added
+            ])?;
+        }
+        Self::put_item_tx(tx, item)?;
+        Self::save_job_tx(tx, job)
     }
 
     /// The retain-until date given to an on-demand point.
@@ -1482,13 +1513,32 @@ impl Catalog {
         disks: &[u32],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let disks: Vec<String> = disks.iter().map(u32::to_string).collect();
+        self.record_point_writes(
+            &[PointWriteAnnounce {
+                point_id,
+                job_id,
+                disks,
+            }],
+            now,
+        )
+    }
+
+    /// [`Catalog::record_point_write`] of several point folders, in one durable transaction.
+    pub fn record_point_writes(
+        &self,
+        writes: &[PointWriteAnnounce<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let started = fmt_time(now);
         self.transaction_durable(|tx| {
-            tx.execute(
+            let mut st = tx.prepare_cached(
                 "INSERT OR REPLACE INTO point_writes (point_id, job_id, started, purpose, disks) VALUES (?1, ?2, ?3, 'write', ?4)",
-                params![point_id, job_id, fmt_time(now), disks.join(",")],
-            )
-            .map(|_| ())
+            )?;
+            for w in writes {
+                let disks: Vec<String> = w.disks.iter().map(u32::to_string).collect();
+                st.execute(params![w.point_id, w.job_id, started, disks.join(",")])?;
+            }
+            Ok(())
         })
     }
 
@@ -1746,6 +1796,88 @@ mod tests {
 
     fn status(c: &Catalog, id: &str) -> JobStatus {
         c.job(id).unwrap().unwrap().status
+    }
+
+    fn protected_item(id: &str) -> Item {
+        Item {
+            id: id.into(),
+            name: id.into(),
+            cloud_service: "cs".into(),
+            region: "westeurope".into(),
+            os: Os::Linux,
+            size: "small".into(),
+            power_state: PowerState::Running,
+            disks: vec![],
+            registration_state: RegistrationState::Registered,
+            protection_state: ProtectionState::Protected,
+            policy: None,
+            last_backup_time: None,
+            last_backup_status: None,
+            not_found: false,
+            discovered_at: Utc::now(),
+            purge_at: None,
+            last_scheduled_run: None,
+            last_error: None,
+        }
+    }
+
+    fn point_of(id: &str, item: &Item) -> RecoveryPoint {
+        RecoveryPoint {
+            id: id.into(),
+            item_id: item.id.clone(),
+            time: Utc::now(),
+            scheduled_time: Utc::now(),
+            expiry: None,
+            kind: PointKind::Scheduled,
+            consistency: Consistency::CrashConsistent,
+            logical_bytes: 1,
+            stored_bytes: 1,
+            disks: vec![],
+            cbt_token: None,
+            job_id: None,
+        }
+    }
+
+    #[test]
+    fn points_committed_together_are_all_committed_or_none() {
+        let (_t, c) = catalog();
+        let (a, b) = (protected_item("a"), protected_item("b"));
+        let job = running_job("j", Utc::now());
+        let commit = |point: &RecoveryPoint, item: &Item| -> Result<()> {
+            c.commit_points(&[PointCommit {
+                point,
+                retain_until: None,
+                chunk_size: 1 << 20,
+                index_hashes: &[],
+                chunks: &[],
+                now: Utc::now(),
+                item,
+                job: &job,
+            }])
+        };
+        let (pa, pb) = (point_of("pa", &a), point_of("pb", &b));
+        let both = |p: &RecoveryPoint, q: &RecoveryPoint| {
+            let one = |point, item| PointCommit {
+                point,
+                retain_until: None,
+                chunk_size: 1 << 20,
+                index_hashes: &[],
+                chunks: &[],
+                now: Utc::now(),
+                item,
+                job: &job,
+            };
+            c.commit_points(&[one(p, &a), one(q, &b)])
+        };
+        both(&pa, &pb).unwrap();
+        assert_eq!(c.points("a").unwrap().len(), 1);
+        assert_eq!(c.points("b").unwrap().len(), 1);
+        // The second point cannot be inserted again: the first goes with it.
+        let pa2 = point_of("pa2", &a);
+        assert!(both(&pa2, &pb).is_err());
+        assert_eq!(c.points("a").unwrap().len(), 1);
+        commit(&pa2, &a).unwrap();
+        assert_eq!(c.points("a").unwrap().len(), 2);
     }
 
     #[test]
