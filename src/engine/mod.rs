@@ -990,7 +990,13 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
     b.create(path)
 }
 
-/// Makes a folder's entries (new files, renames) durable.
-pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_all()
+/// Makes everything written on the file system of `path` durable (`syncfs(2)`).
+pub(crate) fn sync_file_system(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
