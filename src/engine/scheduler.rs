@@ -7,9 +7,9 @@
 //!   starts, for the latest missed instant (not one per missed day).
 //! - `sim advance` walks simulated time from instant to instant, running every scheduled
 //!   backup and clean-up in time order, each point stamped with its scheduled instant.
-//!   Garbage collection runs once a simulated week there (and at the end), since it
-//!   reads every index. A round's backups commit their points together
-//!   ([`Engine::commit_backups`]).
+//!   Garbage collection runs there in the first round with a prune more than a simulated
+//!   week after the last one (and at the end), since it reads every index. A round's
+//!   backups commit their points together ([`Engine::commit_backups`]).
 
 use super::data::{note_backup_failure, BackupKind};
 use super::{usage, Engine, EngineError, Event, Result};
@@ -409,6 +409,11 @@ impl Engine {
             elapsed_seconds: 0.0,
             interrupted: false,
         };
+        // Garbage collection runs when more than a simulated week has passed since the last
+        // one, counted from the instants the clock moved to, so that when it runs does not
+        // depend on how long the rounds took (a clock that went on moving in real time made
+        // it run on the 7th or the 8th day).
+        let mut round_at = from;
         let mut last_gc = from;
         let mut pruned_since_gc = false;
         loop {
@@ -438,10 +443,10 @@ impl Engine {
                     report.points_removed += n;
                     pruned_since_gc |= n > 0;
                 }
-                if pruned_since_gc && self.now() - last_gc >= Duration::days(7) {
+                if pruned_since_gc && round_at - last_gc > Duration::days(7) {
                     self.gc_inline(false)?;
                     report.gc_runs += 1;
-                    last_gc = self.now();
+                    last_gc = round_at;
                     pruned_since_gc = false;
                 }
                 continue;
@@ -478,7 +483,10 @@ impl Engine {
                 .flatten()
                 .min();
             match next {
-                Some(t) if t <= target => self.move_clock(t)?,
+                Some(t) if t <= target => {
+                    self.move_clock(t)?;
+                    round_at = t;
+                }
                 _ => break,
             }
         }
