@@ -430,8 +430,10 @@ impl WalSync {
             }
             *file = Some(f);
         }
+        // fdatasync: the WAL's bytes and its size, all that reading it back needs (its
+        // times need not be durable).
         match file.as_ref() {
-            Some(f) => f.sync_all(),
+            Some(f) => f.sync_data(),
             None => Ok(()),
         }
     }
