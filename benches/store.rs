@@ -219,6 +219,7 @@ fn main() {
             cancel: &cancel,
             threads,
             compression_level: level,
+            sync: true,
         })
         .unwrap();
         let secs = t.elapsed().as_secs_f64();

@@ -294,3 +294,49 @@ fn stop_sim_advance(signal: i32, code: i32) {
         .is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Interrupted"));
 }
+
+/// `sim advance` commits a round's points together and runs garbage collection in the
+/// first round with a prune more than a simulated week after the last one, counted in
+/// scheduled instants: every point and job is the same whatever the machine's speed.
+#[test]
+fn sim_advance_collects_garbage_every_eighth_day_whatever_the_speed() {
+    use chrono::Duration as D;
+    let env = Env::new();
+    env.ok(&["discover"]);
+    env.ok(&["register", "jump01", "app01"]);
+    env.ok(&["protect", "jump01", "app01", "--policy", "DefaultPolicy"]);
+    let report = env.json(&["sim", "advance", "70d"]);
+    assert_eq!(report["backups"], 140);
+    assert_eq!(report["backups_failed"], 0);
+    // Points kept 30 days: the first prune is on day 31, then one a day.
+    let gc: Vec<chrono::NaiveDate> = times(
+        &env.json(&["jobs", "--operation", "GarbageCollect"]),
+        "start_time",
+    )
+    .into_iter()
+    .map(|t| t.date_naive())
+    .rev()
+    .collect();
+    let prunes = times(&env.json(&["jobs", "--operation", "Prune"]), "start_time");
+    let first_prune = prunes.iter().min().unwrap().date_naive();
+    assert_eq!(gc[0], first_prune, "{gc:?}");
+    let end = sim_now(&env).date_naive();
+    for pair in gc.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap == D::days(8) || pair[1] == end,
+            "garbage collections on {gc:?} (prunes from {first_prune}, end {end})"
+        );
+    }
+    assert_eq!(report["gc_runs"], gc.len());
+    // Every point committed, one per VM and day, with its scheduled instant.
+    for vm in ["jump01", "app01"] {
+        let points = env.json(&["points", vm]);
+        let points = points.as_array().unwrap();
+        assert_eq!(points.len(), 30, "{vm}");
+        let mut days: Vec<_> = times(&Value::Array(points.clone()), "scheduled_time");
+        days.sort();
+        days.dedup();
+        assert_eq!(days.len(), 30, "{vm}");
+    }
+}

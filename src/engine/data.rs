@@ -183,21 +183,32 @@ impl Engine {
         self.spawn_job(spec, move |ctx| run_backup(ctx, &item, kind, snapshot_at))
     }
 
-    /// Runs a backup on this thread (scheduler rounds of `sim advance`).
-    pub(crate) fn backup_inline(
+    /// Runs a backup on this thread up to its commit (scheduler rounds of `sim advance`,
+    /// whose points [`Engine::commit_backups`] commits together, then
+    /// [`Engine::finish_job`] ends their jobs). A backup that failed is ended already:
+    /// its job comes back as `Err`.
+    pub(crate) fn write_backup_inline(
         &self,
         item: &Item,
         kind: BackupKind,
         snapshot_at: Option<DateTime<Utc>>,
-    ) -> Result<Job> {
+    ) -> Result<std::result::Result<(JobCtx, WrittenBackup), Job>> {
         let mut spec = JobSpec::new(
             JobOperation::Backup,
             Some(item),
             &["Take snapshot", "Transfer data to vault"],
         );
         spec.user_triggered = false;
-        let item = item.clone();
-        self.run_job_inline(spec, move |ctx| run_backup(ctx, &item, kind, snapshot_at))
+        let (ctx, _) = self.create_job(spec)?;
+        match write_backup(&ctx, item, kind, snapshot_at) {
+            Ok(written) => Ok(Ok((ctx, written))),
+            Err(fail) => {
+                let result = Err(fail);
+                note_backup_failure(&ctx, item, &result);
+                self.finish_job(&ctx, result);
+                Ok(Err(ctx.snapshot()))
+            }
+        }
     }
 
     /// Restores every disk of a point into `dir` as `<vm>-disk<N>.<format>`.
@@ -338,7 +349,7 @@ pub(crate) fn write_point_files(
         };
         let sum = engine
             .store()?
-            .write_index(&engine.index_path(point_id, *disk), index, &owner)
+            .write_index(&engine.index_path(point_id, *disk), index, &owner, true)
             .map_err(store_fail)?;
         index_hashes.push((*disk, sum));
     }
@@ -377,9 +388,20 @@ fn run_backup(
     kind: BackupKind,
     snapshot_at: Option<DateTime<Utc>>,
 ) -> super::jobs::JobResult {
+    let result = write_backup(ctx, item, kind, snapshot_at).and_then(|written| {
+        ctx.engine
+            .commit_backups(vec![(ctx, written)])
+            .pop()
+            .unwrap_or_else(|| Err(JobFail::vault("The backup was not committed", "no result")))
+    });
+    note_backup_failure(ctx, item, &result);
+    result
+}
+
+/// Shows a failed backup on its item.
+pub(crate) fn note_backup_failure(ctx: &JobCtx, item: &Item, result: &super::jobs::JobResult) {
     let engine = &ctx.engine;
-    let result = backup_body(ctx, item, kind, snapshot_at);
-    if let Err(fail) = &result {
+    if let Err(fail) = result {
         // The item shows the failed attempt; a cancel leaves its state as it was.
         let now = engine.now();
         let (status, error) = match fail {
@@ -398,15 +420,40 @@ fn run_backup(
         });
         engine.publish(Event::ItemsChanged);
     }
-    result
 }
 
-fn backup_body(
+/// A backup whose chunks are written (not yet synced) and whose point is not committed
+/// yet: what [`Engine::commit_backups`] takes.
+pub(crate) struct WrittenBackup {
+    item: Item,
+    point_kind: PointKind,
+    scheduled_time: DateTime<Utc>,
+    expiry: Option<DateTime<Utc>>,
+    retain_until: Option<DateTime<Utc>>,
+    point_stored: u64,
+    at: DateTime<Utc>,
+    snapshot: Box<dyn crate::provider::Snapshot>,
+    warnings: Vec<String>,
+    point_id: String,
+    chunk_size: u32,
+    indexes: Vec<(u32, DiskIndex)>,
+    /// Filled by [`Engine::commit_backups`] once the indexes are written.
+    index_hashes: Vec<(u32, [u8; 32])>,
+    new_chunks: Vec<ChunkRow>,
+    pins: Vec<store::PinGuard>,
+    logical: u64,
+    stored: u64,
+    read: u64,
+}
+
+/// Takes the snapshot and writes the chunks of a backup (Task 1, and Task 2 up to the
+/// commit). Its point is committed by [`Engine::commit_backups`].
+pub(crate) fn write_backup(
     ctx: &JobCtx,
     item: &Item,
     kind: BackupKind,
     snapshot_at: Option<DateTime<Utc>>,
-) -> super::jobs::JobResult {
+) -> std::result::Result<WrittenBackup, JobFail> {
     let engine = &ctx.engine;
     let store = engine.store()?;
     let item = engine.item(&item.id)?.unwrap_or_else(|| item.clone());
@@ -526,6 +573,8 @@ fn backup_body(
             cancel: &ctx.cancel,
             threads,
             compression_level: engine.inner.opts.compression_level,
+            // One sync makes the chunks and the indexes durable (commit_backups).
+            sync: false,
         })
         .map_err(|e| match e {
             store::BackupError::Cancelled => JobFail::Cancelled,
@@ -544,14 +593,10 @@ fn backup_body(
         pins.push(result.pinned);
     }
     ctx.cancel.check()?;
-
-    // The data is durable (backup_disk syncs the chunks it wrote before it returns); now the
-    // indexes, then the catalog row that commits the point.
-    let index_hashes = write_point_files(engine, &point_id, &ctx.id(), &indexes)?;
-    ctx.cancel.check()?;
-
+    // What the point will be, worked out here (side by side with the other backups of a
+    // round) rather than in the commit; the item's newest point, the base of its STORED
+    // size, stays the newest while this backup runs.
     let point_stored = engine.stored_of_new_point(&item.id, &indexes, &new_chunks)?;
-    let now = engine.now();
     let (point_kind, scheduled_time, expiry, retain_until) = match kind {
         BackupKind::OnDemand { retain_until } => (
             PointKind::OnDemand,
@@ -568,6 +613,268 @@ fn backup_body(
             (PointKind::Scheduled, scheduled_time, expiry, None)
         }
     };
+    Ok(WrittenBackup {
+        item,
+        point_kind,
+        scheduled_time,
+        expiry,
+        retain_until,
+        point_stored,
+        at,
+        snapshot,
+        warnings,
+        point_id,
+        chunk_size,
+        indexes,
+        index_hashes: Vec::new(),
+        new_chunks,
+        pins,
+        logical,
+        stored,
+        read,
+    })
+}
+
+impl Engine {
+    /// Commits backups whose chunks are written, together: announces their point folders
+    /// (one durable transaction), writes their indexes, makes chunks, indexes and folders
+    /// durable with one sync of the vault's file system, then commits their points (one
+    /// durable transaction). A crash before the commit loses these points and nothing
+    /// committed before them. Returns each backup's result, in order.
+    pub(crate) fn commit_backups(
+        &self,
+        batch: Vec<(&JobCtx, WrittenBackup)>,
+    ) -> Vec<super::jobs::JobResult> {
+        let mut results: Vec<Option<super::jobs::JobResult>> = batch.iter().map(|_| None).collect();
+        let mut written = Vec::with_capacity(batch.len());
+        for (i, (ctx, w)) in batch.into_iter().enumerate() {
+            match ctx.cancel.check() {
+                Ok(()) => written.push((i, ctx, w)),
+                Err(c) => results[i] = Some(Err(c.into())),
+            }
+        }
+        if let Err(fail) = self.write_points(&mut written, &mut results) {
+            for (i, ..) in written.drain(..) {
+                results[i] = Some(Err(fail.duplicate()));
+            }
+        }
+        // Each cancel is checked once more before the points are committed.
+        written.retain(|(i, ctx, _)| match ctx.cancel.check() {
+            Ok(()) => true,
+            Err(c) => {
+                results[*i] = Some(Err(c.into()));
+                false
+            }
+        });
+        for (i, result) in self.commit_written(written) {
+            results[i] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(JobFail::vault("The backup was not committed", "no result"))
+                })
+            })
+            .collect()
+    }
+
+    /// The point folders of `written`: announced, written and synced. A backup whose folder
+    /// cannot be written leaves `written` with its error in `results`; an error that stops
+    /// all of them is returned.
+    fn write_points(
+        &self,
+        written: &mut Vec<(usize, &JobCtx, WrittenBackup)>,
+        results: &mut [Option<super::jobs::JobResult>],
+    ) -> std::result::Result<(), JobFail> {
+        if written.is_empty() {
+            return Ok(());
+        }
+        // The folders are announced first, so that garbage collection can tell them from
+        // folders it knows nothing about.
+        let disks: Vec<Vec<u32>> = written
+            .iter()
+            .map(|(_, _, w)| w.indexes.iter().map(|(d, _)| *d).collect())
+            .collect();
+        let jobs: Vec<String> = written.iter().map(|(_, ctx, _)| ctx.id()).collect();
+        let announce: Vec<crate::vault::catalog::PointWriteAnnounce> = written
+            .iter()
+            .zip(&disks)
+            .zip(&jobs)
+            .map(
+                |(((_, _, w), disks), job_id)| crate::vault::catalog::PointWriteAnnounce {
+                    point_id: &w.point_id,
+                    job_id,
+                    disks,
+                },
+            )
+            .collect();
+        self.inner
+            .catalog
+            .record_point_writes(&announce, self.now())?;
+        let mut hashes = Vec::with_capacity(written.len());
+        written.retain(|(i, _, w)| match write_indexes(self, w) {
+            Ok(h) => {
+                hashes.push(h);
+                true
+            }
+            Err(fail) => {
+                results[*i] = Some(Err(fail));
+                false
+            }
+        });
+        // One sync for the chunks, the index files and the folders of every point here.
+        self.sync_vault_files()?;
+        for ((_, _, w), h) in written.iter_mut().zip(hashes) {
+            w.index_hashes = h;
+        }
+        Ok(())
+    }
+
+    /// Commits the points of backups whose folders are durable, in one transaction (each
+    /// in its own when that fails, so that each gets its own error).
+    fn commit_written(
+        &self,
+        written: Vec<(usize, &JobCtx, WrittenBackup)>,
+    ) -> Vec<(usize, super::jobs::JobResult)> {
+        let mut out = Vec::with_capacity(written.len());
+        let mut ready = Vec::with_capacity(written.len());
+        for (i, ctx, w) in written {
+            match ready_point(ctx, w) {
+                Ok(p) => ready.push((i, p)),
+                Err(fail) => out.push((i, Err(fail))),
+            }
+        }
+        if ready.is_empty() {
+            return out;
+        }
+        // A format 2 vault describes each point itself (for a rebuild of the catalog), once
+        // its data is durable (a manifest never names what a crash can lose), and the
+        // manifests are made durable (one more sync) before the catalog commits the points.
+        if self.store().is_ok_and(|s| s.format().version() >= 2) {
+            ready.retain(|(i, p)| match self.write_point_manifest(p) {
+                Ok(()) => true,
+                Err(fail) => {
+                    out.push((*i, Err(fail)));
+                    false
+                }
+            });
+            if let Err(fail) = self.sync_vault_files() {
+                for (i, _) in ready.drain(..) {
+                    out.push((i, Err(fail.duplicate())));
+                }
+                return out;
+            }
+        }
+        let all: Vec<_> = ready.iter().map(|(_, p)| p.commit()).collect();
+        let together = self.inner.catalog.commit_points(&all);
+        drop(all);
+        for (i, p) in ready {
+            let result = match &together {
+                Ok(()) => Ok(()),
+                Err(_) => self.inner.catalog.commit_points(&[p.commit()]),
+            };
+            drop(p.pins);
+            out.push((i, result.map(|()| JobEnd::Saved).map_err(JobFail::from)));
+            self.publish(Event::ItemsChanged);
+            self.publish(Event::PointsChanged {
+                item_id: p.point.item_id.clone(),
+            });
+        }
+        out
+    }
+}
+
+impl Engine {
+    /// Writes the manifest of a point about to be committed, not synced (format 2 only).
+    fn write_point_manifest(&self, p: &ReadyPoint) -> std::result::Result<(), JobFail> {
+        let store = self.store()?;
+        if store.format().version() < 2 {
+            return Ok(());
+        }
+        let m = crate::vault::manifest::PointManifest::new(
+            &self.vault_id()?,
+            &p.point,
+            p.retain_until,
+            p.chunk_size,
+            &p.index_hashes,
+            &p.item,
+        );
+        crate::vault::manifest::write_manifest(store, self.vault_dir(), &m, false)
+            .map_err(store_fail)
+    }
+
+    /// Makes everything written to the vault's files so far durable: one sync of the chunk
+    /// store's file system, and of the points folder's when that is another one.
+    fn sync_vault_files(&self) -> std::result::Result<(), JobFail> {
+        let store = self.store()?;
+        store.sync().map_err(store_fail)?;
+        let points = self.inner.opts.dir.join("points");
+        if !same_file_system(store.dir(), &points) {
+            super::sync_file_system(&points).map_err(|e| {
+                JobFail::vault(
+                    "Could not write to the vault",
+                    format!("syncing {}: {e}", points.display()),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the folder and indexes of a point, not synced; returns the index hashes.
+fn write_indexes(
+    engine: &Engine,
+    w: &WrittenBackup,
+) -> std::result::Result<Vec<(u32, [u8; 32])>, JobFail> {
+    let (point_id, indexes) = (&w.point_id, &w.indexes);
+    let dir = engine.point_dir(point_id);
+    super::create_private_dir(&dir).map_err(|e| {
+        JobFail::vault(
+            "Could not write to the vault",
+            format!("creating {}: {e}", dir.display()),
+        )
+    })?;
+    let mut index_hashes = Vec::with_capacity(indexes.len());
+    for (disk, index) in indexes {
+        let owner = store::index::IndexOwner {
+            point_id: point_id.clone(),
+            disk: *disk,
+        };
+        let sum = engine
+            .store()?
+            .write_index(&engine.index_path(point_id, *disk), index, &owner, false)
+            .map_err(store_fail)?;
+        index_hashes.push((*disk, sum));
+    }
+    Ok(index_hashes)
+}
+
+/// The point of a written backup, its item's new state and its finished job, as they will
+/// be committed.
+fn ready_point(ctx: &JobCtx, w: WrittenBackup) -> std::result::Result<ReadyPoint, JobFail> {
+    let engine = &ctx.engine;
+    let WrittenBackup {
+        item,
+        point_kind,
+        scheduled_time,
+        expiry,
+        retain_until,
+        point_stored,
+        at,
+        snapshot,
+        mut warnings,
+        point_id,
+        chunk_size,
+        indexes: _,
+        index_hashes,
+        new_chunks,
+        pins,
+        logical,
+        stored,
+        read,
+    } = w;
+    let now = engine.now();
     let point = RecoveryPoint {
         id: point_id.clone(),
         item_id: item.id.clone(),
@@ -606,41 +913,55 @@ fn backup_body(
     if updated.protection_state.is_under_policy() {
         updated.protection_state = ProtectionState::Protected;
     }
-    // A format 2 vault describes the point itself (for a rebuild of the catalog), durably
-    // and before the catalog commits it.
-    let chunks_store = engine.store()?;
-    if chunks_store.format().version() >= 2 {
-        let vault_id = engine.vault_id()?;
-        let m = crate::vault::manifest::PointManifest::new(
-            &vault_id,
-            &point,
-            retain_until,
-            chunk_size,
-            &index_hashes,
-            &updated,
-        );
-        crate::vault::manifest::write_manifest(chunks_store, engine.vault_dir(), &m)
-            .map_err(store_fail)?;
+    Ok(ReadyPoint {
+        point,
+        retain_until,
+        chunk_size,
+        index_hashes,
+        new_chunks,
+        now,
+        item: updated,
+        job,
+        pins,
+    })
+}
+
+/// A recovery point ready to commit (see [`Engine::commit_backups`]).
+struct ReadyPoint {
+    point: RecoveryPoint,
+    retain_until: Option<DateTime<Utc>>,
+    chunk_size: u32,
+    index_hashes: Vec<(u32, [u8; 32])>,
+    new_chunks: Vec<ChunkRow>,
+    now: DateTime<Utc>,
+    item: Item,
+    job: Job,
+    /// The chunks the point relies on stay pinned until it is committed.
+    pins: Vec<store::PinGuard>,
+}
+
+impl ReadyPoint {
+    fn commit(&self) -> crate::vault::catalog::PointCommit<'_> {
+        crate::vault::catalog::PointCommit {
+            point: &self.point,
+            retain_until: self.retain_until,
+            chunk_size: self.chunk_size,
+            index_hashes: &self.index_hashes,
+            chunks: &self.new_chunks,
+            now: self.now,
+            item: &self.item,
+            job: &self.job,
+        }
     }
-    engine
-        .inner
-        .catalog
-        .commit_point(&crate::vault::catalog::PointCommit {
-            point: &point,
-            retain_until,
-            chunk_size,
-            index_hashes: &index_hashes,
-            chunks: &new_chunks,
-            now,
-            item: &updated,
-            job: &job,
-        })?;
-    drop(pins);
-    engine.publish(Event::ItemsChanged);
-    engine.publish(Event::PointsChanged {
-        item_id: item.id.clone(),
-    });
-    Ok(JobEnd::Saved)
+}
+
+/// Whether two paths are on one file system (an error counts as not).
+fn same_file_system(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => false,
+    }
 }
 
 /// Bytes a backup of this disk will read (see [`crate::vault::store::planned_read_bytes`]).

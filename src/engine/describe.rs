@@ -72,7 +72,7 @@ impl CatalogMirror for VaultMirror {
                 continue;
             }
             m.point = point;
-            if let Err(e) = manifest::write_manifest(&self.store, &self.dir, &m) {
+            if let Err(e) = manifest::write_manifest(&self.store, &self.dir, &m, true) {
                 self.warn("point manifest", &e);
             }
         }

@@ -103,6 +103,14 @@ impl JobFail {
             "Run `vmvault verify` to check the vault, and see the log file for details.",
         ))
     }
+
+    /// The same failure, for another job it stopped too.
+    pub fn duplicate(&self) -> JobFail {
+        match self {
+            JobFail::Cancelled => JobFail::Cancelled,
+            JobFail::Failed(d) => JobFail::Failed(d.clone()),
+        }
+    }
 }
 
 pub(crate) type JobResult = std::result::Result<JobEnd, JobFail>;
@@ -323,7 +331,7 @@ impl Engine {
         Ok(ctx.snapshot())
     }
 
-    fn create_job(&self, spec: JobSpec) -> Result<(JobCtx, bool)> {
+    pub(crate) fn create_job(&self, spec: JobSpec) -> Result<(JobCtx, bool)> {
         self.require_owner()?;
         if self.is_stopping() {
             return Err(EngineError::Failed(
@@ -399,9 +407,11 @@ impl Engine {
         ))
     }
 
-    fn finish_job(&self, ctx: &JobCtx, result: JobResult) {
+    pub(crate) fn finish_job(&self, ctx: &JobCtx, result: JobResult) {
         let now = self.now();
         let (done, total) = (ctx.progress.done(), ctx.progress.total());
+        // A body that saved its final row itself (with its commit) needs no second save.
+        let saved = matches!(result, Ok(JobEnd::Saved));
         let job = {
             let mut job = ctx.job();
             match result {
@@ -440,7 +450,12 @@ impl Engine {
             // job's end. Removed from `running` only after, so a waiter never sees neither.
             let mut unsaved = self.inner.unsaved.lock().unwrap_or_else(|p| p.into_inner());
             unsaved.retain(|_, j| self.inner.catalog.save_job(j).is_err());
-            if let Err(e) = self.inner.catalog.save_job(&job) {
+            let stored = if saved {
+                Ok(())
+            } else {
+                self.inner.catalog.save_job(&job)
+            };
+            if let Err(e) = stored {
                 tracing::error!("saving final state of job {}: {e}", job.id);
                 unsaved.insert(job.id.clone(), job.clone());
             }

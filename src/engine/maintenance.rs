@@ -116,13 +116,15 @@ impl Engine {
             }
             // Rows are gone (committed); the files are garbage now. A folder that cannot be
             // removed stays announced, for garbage collection to try again.
+            let gone = super::in_parallel(&ids, |id| match ctx.engine.remove_point_folder(id) {
+                Ok(()) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            });
             let removed: Vec<String> = ids
                 .iter()
-                .filter(|id| match ctx.engine.remove_point_folder(id) {
-                    Ok(()) => true,
-                    Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-                })
-                .cloned()
+                .zip(gone)
+                .filter(|(_, gone)| *gone)
+                .map(|(id, _)| id.clone())
                 .collect();
             ctx.engine.inner.catalog.delete_point_writes(&removed)?;
             let items: HashSet<&str> = remove.iter().map(|p| p.item_id.as_str()).collect();
@@ -257,8 +259,8 @@ impl Engine {
                             // Rows first (durably), then files: a crash in between leaves orphan
                             // files, never a row without its file.
                             engine.inner.catalog.delete_chunks(free)?;
-                            for d in free {
-                                store.remove(d)?;
+                            for removed in super::in_parallel(free, |d| store.remove(d)) {
+                                removed?;
                             }
                             Ok((free.len() as u64, bytes))
                         })?;

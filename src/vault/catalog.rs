@@ -3,7 +3,10 @@
 //!
 //! - WAL mode. Transactions that other files depend on (a recovery point's commit record,
 //!   the deletion of point rows before their index files go, the deletion of chunk rows
-//!   before their files go) run with `synchronous = FULL`: durable when the call returns.
+//!   before their files go) are durable when the call returns: the WAL is fsynced after
+//!   their commit, as `synchronous = FULL` would, but outside the connection's lock (see
+//!   [`WalSync`]), so other threads read and write meanwhile and committers that wait
+//!   together share one fsync (group commit).
 //!   Job and item bookkeeping runs with `synchronous = NORMAL`: it survives a killed
 //!   process in full; a power loss may lose its last moments (a job then reads as
 //!   interrupted), never the consistency of the catalog.
@@ -179,6 +182,16 @@ ALTER TABLE point_writes ADD COLUMN disks TEXT;
 "#,
 ];
 
+/// A point folder a backup is about to write ([`Catalog::record_point_writes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PointWriteAnnounce<'a> {
+    pub point_id: &'a str,
+    /// The backup job.
+    pub job_id: &'a str,
+    /// The disks whose indexes the folder will hold.
+    pub disks: &'a [u32],
+}
+
 /// A point folder the catalog announced before a job wrote or removed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PointWrite {
@@ -319,6 +332,7 @@ pub struct Catalog {
     conn: Mutex<Connection>,
     /// Told of changes once they are committed ([`Catalog::set_mirror`]).
     mirror: std::sync::OnceLock<std::sync::Arc<dyn CatalogMirror>>,
+    wal: WalSync,
 }
 
 /// What keeps a copy of the catalog's items, policies and points in the vault itself (the
@@ -329,6 +343,112 @@ pub trait CatalogMirror: Send + Sync {
     fn items_changed(&self, catalog: &Catalog, ids: &[String]);
     fn policies_changed(&self, catalog: &Catalog, names: &[String]);
     fn points_changed(&self, catalog: &Catalog, ids: &[String]);
+}
+
+/// Makes commits durable by fsyncing the WAL after them, outside the connection's lock.
+///
+/// With `synchronous = NORMAL` SQLite appends a commit to the WAL without syncing it (it
+/// syncs the WAL before each checkpoint, and the database file after it); `FULL` adds one
+/// fsync of the WAL after each commit, made while the connection is locked, so every
+/// other reader and writer of the catalog waited for the disk. Here the commit runs with
+/// `NORMAL` and the committer then fsyncs the WAL itself, without the lock: everything
+/// appended before that fsync started is durable when it returns, and a checkpoint that
+/// moved those frames into the database file synced the WAL before and the database
+/// after, so frames cannot be lost in between. Each commit gets a sequence number; a
+/// committer waits until an fsync that started after its commit has finished, and starts
+/// one itself when none is running: commits that arrive during an fsync share the next one.
+struct WalSync {
+    /// The WAL file, opened at the first durable commit (SQLite creates it).
+    file: Mutex<Option<std::fs::File>>,
+    state: Mutex<SyncState>,
+    synced: std::sync::Condvar,
+    /// The connection is in WAL mode (else durable commits use `synchronous = FULL`).
+    enabled: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Sequence number of the last durable-to-be commit appended to the WAL.
+    committed: u64,
+    /// Every commit up to this one is durable.
+    durable: u64,
+    /// An fsync is running.
+    syncing: bool,
+}
+
+impl WalSync {
+    fn new() -> WalSync {
+        WalSync {
+            file: Mutex::new(None),
+            state: Mutex::new(SyncState::default()),
+            synced: std::sync::Condvar::new(),
+            enabled: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a commit just appended to the WAL (call with the connection locked, so
+    /// sequence numbers follow the WAL's order).
+    fn committed(&self) -> u64 {
+        let mut st = self.state();
+        st.committed += 1;
+        st.committed
+    }
+
+    /// Returns once commit `seq` is durable, fsyncing the WAL of `db` when no running
+    /// fsync covers it.
+    fn wait_durable(&self, db: &Path, seq: u64) -> std::io::Result<()> {
+        let mut st = self.state();
+        loop {
+            if st.durable >= seq {
+                return Ok(());
+            }
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            let upto = st.committed;
+            drop(st);
+            let result = self.sync_file(db);
+            st = self.state();
+            st.syncing = false;
+            if result.is_ok() {
+                st.durable = st.durable.max(upto);
+            }
+            self.synced.notify_all();
+            result?;
+        }
+    }
+
+    fn sync_file(&self, db: &Path) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if file.is_none() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut wal = db.as_os_str().to_owned();
+            wal.push("-wal");
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&wal)?;
+            if !f.metadata()?.is_file() {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a regular file",
+                    Path::new(&wal).display()
+                )));
+            }
+            *file = Some(f);
+        }
+        // fdatasync: the WAL's bytes and its size, all that reading it back needs (its
+        // times need not be durable).
+        match file.as_ref() {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Catalog {
@@ -409,6 +529,7 @@ impl Catalog {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             mirror: std::sync::OnceLock::new(),
+            wal: WalSync::new(),
         })
     }
 
@@ -453,6 +574,7 @@ impl Catalog {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             mirror: std::sync::OnceLock::new(),
+            wal: WalSync::new(),
         };
         cat.configure(true)?;
         let v = cat.schema_version()?;
@@ -499,8 +621,13 @@ impl Catalog {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| self.sql(e))?;
         if !read_only {
-            conn.pragma_update(None, "journal_mode", "WAL")
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
                 .map_err(|e| self.sql(e))?;
+            self.wal.enabled.store(
+                mode.eq_ignore_ascii_case("wal"),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             // Keep catalog.db-wal and -shm when the last connection closes (the WAL file
             // truncated to at most 4 MiB): a reader needs both, and on a file system that
             // filled up meanwhile it could not create them again, so listings would fail
@@ -523,6 +650,8 @@ impl Catalog {
         }
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(|e| self.sql(e))?;
+        // Room for every statement a backup, a prune or a listing repeats.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(())
     }
 
@@ -595,11 +724,29 @@ impl Catalog {
         Ok(v)
     }
 
-    /// Runs `f` in one transaction that is durable (fsynced) when this returns.
+    /// Runs `f` in one transaction that is durable (fsynced) when this returns. The WAL
+    /// is fsynced after the connection is unlocked ([`WalSync`]). Should that fsync fail,
+    /// the change stays in the catalog, not known to be durable, and this returns the error.
     pub fn transaction_durable<T>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        if self.wal.enabled.load(std::sync::atomic::Ordering::SeqCst) {
+            let (v, seq) = {
+                let mut conn = self.lock();
+                let tx = conn.transaction().map_err(|e| self.sql(e))?;
+                let v = f(&tx).map_err(|e| self.sql(e))?;
+                tx.commit().map_err(|e| self.sql(e))?;
+                (v, self.wal.committed())
+            };
+            self.wal.wait_durable(&self.path, seq).map_err(|e| {
+                self.sql(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+                    Some(format!("syncing the catalog's WAL: {e}")),
+                ))
+            })?;
+            return Ok(v);
+        }
         let mut conn = self.lock();
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.sql(e))?;
@@ -697,7 +844,7 @@ impl Catalog {
 
     pub fn items(&self) -> Result<Vec<Item>> {
         self.read(|c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {} FROM items ORDER BY name, cloud_service",
                 Self::ITEM_COLS
             ))?;
@@ -708,11 +855,11 @@ impl Catalog {
 
     pub fn item(&self, id: &str) -> Result<Option<Item>> {
         self.read(|c| {
-            c.query_row(
-                &format!("SELECT {} FROM items WHERE id = ?1", Self::ITEM_COLS),
-                [id],
-                Self::item_from_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {} FROM items WHERE id = ?1",
+                Self::ITEM_COLS
+            ))?
+            .query_row([id], Self::item_from_row)
             .optional()
         })
     }
@@ -737,11 +884,11 @@ impl Catalog {
     }
 
     pub fn put_item_tx(tx: &rusqlite::Transaction<'_>, item: &Item) -> rusqlite::Result<()> {
-        tx.execute(
-            &format!(
-                "INSERT OR REPLACE INTO items ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-                Self::ITEM_COLS
-            ),
+        tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO items ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            Self::ITEM_COLS
+        ))?
+        .execute(
             params![
                 item.id,
                 item.name,
@@ -771,12 +918,11 @@ impl Catalog {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
         let mut item = tx
-            .query_row(
-                &format!("SELECT {} FROM items WHERE id = ?1", Self::ITEM_COLS),
-                [id],
-                Self::item_from_row,
-            )
-            .optional()
+            .prepare_cached(&format!(
+                "SELECT {} FROM items WHERE id = ?1",
+                Self::ITEM_COLS
+            ))
+            .and_then(|mut st| st.query_row([id], Self::item_from_row).optional())
             .map_err(|e| self.sql(e))?
             .ok_or_else(|| self.invalid(format!("no item with id {id}")))?;
         f(&mut item);
@@ -811,11 +957,10 @@ impl Catalog {
 
     pub fn policy(&self, name: &str) -> Result<Option<PolicyRow>> {
         self.read(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT name, definition, builtin, created_at, updated_at FROM policies WHERE name = ?1 COLLATE NOCASE",
-                [name],
-                Self::policy_from_row,
-            )
+            )?
+            .query_row([name], Self::policy_from_row)
             .optional()
         })
     }
@@ -920,29 +1065,27 @@ impl Catalog {
     }
 
     pub fn save_job_tx(tx: &rusqlite::Transaction<'_>, job: &Job) -> rusqlite::Result<()> {
-        tx.execute(
-            &format!(
-                "INSERT INTO jobs ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT(id) DO UPDATE SET status = excluded.status, end_time = excluded.end_time,
-                   bytes_done = excluded.bytes_done, bytes_total = excluded.bytes_total,
-                   error = excluded.error, details = excluded.details",
-                Self::JOB_COLS
-            ),
-            params![
-                job.id,
-                job.operation.as_str(),
-                job.item_id,
-                job.item,
-                job.status.as_str(),
-                fmt_time(job.start_time),
-                job.end_time.map(fmt_time),
-                job.bytes_done as i64,
-                job.bytes_total as i64,
-                job.is_user_triggered,
-                job.error.as_ref().map(to_json),
-                to_json(&job.details),
-            ],
-        )?;
+        tx.prepare_cached(&format!(
+            "INSERT INTO jobs ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status, end_time = excluded.end_time,
+               bytes_done = excluded.bytes_done, bytes_total = excluded.bytes_total,
+               error = excluded.error, details = excluded.details",
+            Self::JOB_COLS
+        ))?
+        .execute(params![
+            job.id,
+            job.operation.as_str(),
+            job.item_id,
+            job.item,
+            job.status.as_str(),
+            fmt_time(job.start_time),
+            job.end_time.map(fmt_time),
+            job.bytes_done as i64,
+            job.bytes_total as i64,
+            job.is_user_triggered,
+            job.error.as_ref().map(to_json),
+            to_json(&job.details),
+        ])?;
         let mut st = tx.prepare_cached(
             "INSERT OR REPLACE INTO job_tasks (job_id, seq, name, status, start_time, end_time, bytes_done, bytes_total)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1325,6 +1468,27 @@ impl Catalog {
     /// Commits a recovery point: its row, the chunks it added, the item's new state and
     /// the finished job, in one transaction. Call only after the data is durable.
     pub fn commit_point(&self, c: &PointCommit<'_>) -> Result<()> {
+        self.commit_points(&[*c])
+    }
+
+    /// Commits several recovery points (of different items) in one transaction: all of
+    /// them or none. Call only after their data is durable.
+    pub fn commit_points(&self, commits: &[PointCommit<'_>]) -> Result<()> {
+        self.transaction_durable(|tx| {
+            for c in commits {
+                Self::commit_point_tx(tx, c)?;
+            }
+            Ok(())
+        })?;
+        let items: Vec<String> = commits.iter().map(|c| c.item.id.clone()).collect();
+        self.notify_items(&items);
+        Ok(())
+    }
+
+    fn commit_point_tx(
+        tx: &rusqlite::Transaction<'_>,
+        c: &PointCommit<'_>,
+    ) -> rusqlite::Result<()> {
         let PointCommit {
             point,
             retain_until,
@@ -1335,21 +1499,17 @@ impl Catalog {
             item,
             job,
         } = *c;
-        self.transaction_durable(|tx| {
-            Self::insert_point_tx(
-                tx,
-                point,
-                retain_until,
-                chunk_size,
-                index_hashes,
-                chunks,
-                now,
-            )?;
-            Self::put_item_tx(tx, item)?;
-            Self::save_job_tx(tx, job)
-        })?;
-        self.notify_items(std::slice::from_ref(&item.id));
-        Ok(())
+        Self::insert_point_tx(
+            tx,
+            point,
+            retain_until,
+            chunk_size,
+            index_hashes,
+            chunks,
+            now,
+        )?;
+        Self::put_item_tx(tx, item)?;
+        Self::save_job_tx(tx, job)
     }
 
     /// Commits a point found in the vault's own data (a rebuild) or copied from another
@@ -1399,45 +1559,42 @@ impl Catalog {
         chunks: &[ChunkRow],
         now: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
-        {
-            tx.execute(
-                &format!(
-                    "INSERT INTO points ({}, retain_until, chunk_size, index_hashes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                    Self::POINT_COLS
-                ),
-                params![
-                    point.id,
-                    point.item_id,
-                    fmt_time(point.time),
-                    fmt_time(point.scheduled_time),
-                    point.expiry.map(fmt_time),
-                    point.kind.as_str(),
-                    point.consistency.as_str(),
-                    point.logical_bytes as i64,
-                    point.stored_bytes as i64,
-                    to_json(&point.disks),
-                    point.cbt_token,
-                    point.job_id,
-                    retain_until.map(fmt_time),
-                    chunk_size as i64,
-                    index_hashes_text(index_hashes),
-                ],
-            )?;
-            tx.execute("DELETE FROM point_writes WHERE point_id = ?1", [&point.id])?;
-            let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO chunks (digest, stored_len, raw_len, added_at) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let added = fmt_time(now);
-            for c in chunks {
-                st.execute(params![
-                    &c.digest[..],
-                    c.stored_len as i64,
-                    c.raw_len as i64,
-                    added
-                ])?;
-            }
-            Ok(())
+        tx.prepare_cached(&format!(
+            "INSERT INTO points ({}, retain_until, chunk_size, index_hashes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            Self::POINT_COLS
+        ))?
+        .execute(params![
+            point.id,
+            point.item_id,
+            fmt_time(point.time),
+            fmt_time(point.scheduled_time),
+            point.expiry.map(fmt_time),
+            point.kind.as_str(),
+            point.consistency.as_str(),
+            point.logical_bytes as i64,
+            point.stored_bytes as i64,
+            to_json(&point.disks),
+            point.cbt_token,
+            point.job_id,
+            retain_until.map(fmt_time),
+            chunk_size as i64,
+            index_hashes_text(index_hashes),
+        ])?;
+        tx.prepare_cached("DELETE FROM point_writes WHERE point_id = ?1")?
+            .execute([&point.id])?;
+        let mut st = tx.prepare_cached(
+            "INSERT OR IGNORE INTO chunks (digest, stored_len, raw_len, added_at) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let added = fmt_time(now);
+        for c in chunks {
+            st.execute(params![
+                &c.digest[..],
+                c.stored_len as i64,
+                c.raw_len as i64,
+                added
+            ])?;
         }
+        Ok(())
     }
 
     /// The retain-until date given to an on-demand point.
@@ -1509,13 +1666,32 @@ impl Catalog {
         disks: &[u32],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let disks: Vec<String> = disks.iter().map(u32::to_string).collect();
+        self.record_point_writes(
+            &[PointWriteAnnounce {
+                point_id,
+                job_id,
+                disks,
+            }],
+            now,
+        )
+    }
+
+    /// [`Catalog::record_point_write`] of several point folders, in one durable transaction.
+    pub fn record_point_writes(
+        &self,
+        writes: &[PointWriteAnnounce<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let started = fmt_time(now);
         self.transaction_durable(|tx| {
-            tx.execute(
+            let mut st = tx.prepare_cached(
                 "INSERT OR REPLACE INTO point_writes (point_id, job_id, started, purpose, disks) VALUES (?1, ?2, ?3, 'write', ?4)",
-                params![point_id, job_id, fmt_time(now), disks.join(",")],
-            )
-            .map(|_| ())
+            )?;
+            for w in writes {
+                let disks: Vec<String> = w.disks.iter().map(u32::to_string).collect();
+                st.execute(params![w.point_id, w.job_id, started, disks.join(",")])?;
+            }
+            Ok(())
         })
     }
 
@@ -1564,9 +1740,11 @@ impl Catalog {
         })
     }
 
-    /// Forgets announced point writes (their folders are gone).
+    /// Forgets announced point writes (their folders are gone). Not synced: should a power
+    /// loss undo it, the announcements of folders that are gone stay, and garbage
+    /// collection forgets them again.
     pub fn delete_point_writes(&self, point_ids: &[String]) -> Result<()> {
-        self.transaction_durable(|tx| {
+        self.transaction(|tx| {
             let mut st = tx.prepare_cached("DELETE FROM point_writes WHERE point_id = ?1")?;
             for id in point_ids {
                 st.execute([id])?;
@@ -1579,12 +1757,9 @@ impl Catalog {
     /// file); None for a point committed before indexes were bound to their point.
     pub fn point_index_hashes(&self, point_id: &str) -> Result<Option<IndexHashes>> {
         let text: Option<Option<String>> = self.read(|c| {
-            c.query_row(
-                "SELECT index_hashes FROM points WHERE id = ?1",
-                [point_id],
-                |r| r.get(0),
-            )
-            .optional()
+            c.prepare_cached("SELECT index_hashes FROM points WHERE id = ?1")?
+                .query_row([point_id], |r| r.get(0))
+                .optional()
         })?;
         let Some(text) = text.flatten() else {
             return Ok(None);
@@ -1774,6 +1949,116 @@ mod tests {
 
     fn status(c: &Catalog, id: &str) -> JobStatus {
         c.job(id).unwrap().unwrap().status
+    }
+
+    fn protected_item(id: &str) -> Item {
+        Item {
+            id: id.into(),
+            name: id.into(),
+            cloud_service: "cs".into(),
+            region: "westeurope".into(),
+            os: Os::Linux,
+            size: "small".into(),
+            power_state: PowerState::Running,
+            disks: vec![],
+            registration_state: RegistrationState::Registered,
+            protection_state: ProtectionState::Protected,
+            policy: None,
+            last_backup_time: None,
+            last_backup_status: None,
+            not_found: false,
+            discovered_at: Utc::now(),
+            purge_at: None,
+            last_scheduled_run: None,
+            last_error: None,
+        }
+    }
+
+    fn point_of(id: &str, item: &Item) -> RecoveryPoint {
+        RecoveryPoint {
+            id: id.into(),
+            item_id: item.id.clone(),
+            time: Utc::now(),
+            scheduled_time: Utc::now(),
+            expiry: None,
+            kind: PointKind::Scheduled,
+            consistency: Consistency::CrashConsistent,
+            logical_bytes: 1,
+            stored_bytes: 1,
+            disks: vec![],
+            cbt_token: None,
+            job_id: None,
+        }
+    }
+
+    #[test]
+    fn points_committed_together_are_all_committed_or_none() {
+        let (_t, c) = catalog();
+        let (a, b) = (protected_item("a"), protected_item("b"));
+        let job = running_job("j", Utc::now());
+        let commit = |point: &RecoveryPoint, item: &Item| -> Result<()> {
+            c.commit_points(&[PointCommit {
+                point,
+                retain_until: None,
+                chunk_size: 1 << 20,
+                index_hashes: &[],
+                chunks: &[],
+                now: Utc::now(),
+                item,
+                job: &job,
+            }])
+        };
+        let (pa, pb) = (point_of("pa", &a), point_of("pb", &b));
+        let both = |p: &RecoveryPoint, q: &RecoveryPoint| {
+            let one = |point, item| PointCommit {
+                point,
+                retain_until: None,
+                chunk_size: 1 << 20,
+                index_hashes: &[],
+                chunks: &[],
+                now: Utc::now(),
+                item,
+                job: &job,
+            };
+            c.commit_points(&[one(p, &a), one(q, &b)])
+        };
+        both(&pa, &pb).unwrap();
+        assert_eq!(c.points("a").unwrap().len(), 1);
+        assert_eq!(c.points("b").unwrap().len(), 1);
+        // The second point cannot be inserted again: the first goes with it.
+        let pa2 = point_of("pa2", &a);
+        assert!(both(&pa2, &pb).is_err());
+        assert_eq!(c.points("a").unwrap().len(), 1);
+        commit(&pa2, &a).unwrap();
+        assert_eq!(c.points("a").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn durable_commits_of_several_threads_are_all_synced_and_kept() {
+        let (t, c) = catalog();
+        assert!(c.wal.enabled.load(std::sync::atomic::Ordering::SeqCst));
+        std::thread::scope(|s| {
+            for thread in 0..4 {
+                let c = &c;
+                s.spawn(move || {
+                    for i in 0..20 {
+                        c.record_point_write(&format!("p{thread}-{i}"), "j", &[0], Utc::now())
+                            .unwrap();
+                        // Durable when it returns: no commit is left unsynced.
+                        let st = c.wal.state();
+                        assert!(st.durable >= 1 && st.durable <= st.committed);
+                    }
+                });
+            }
+        });
+        let st = c.wal.state();
+        assert_eq!((st.committed, st.durable), (80, 80));
+        drop(st);
+        assert_eq!(c.point_writes().unwrap().len(), 80);
+        // What was committed is in the files another connection reads.
+        drop(c);
+        let again = Catalog::open(&t.path().join("v").join(CATALOG_FILE)).unwrap();
+        assert_eq!(again.point_writes().unwrap().len(), 80);
     }
 
     #[test]

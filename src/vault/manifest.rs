@@ -180,9 +180,16 @@ pub fn write_manifest(
     store: &ChunkStore,
     vault: &Path,
     m: &PointManifest,
+    durable: bool,
 ) -> Result<(), StoreError> {
     let path = manifest_path(vault, &m.point.id);
-    store.write_blob(&path, BlobKind::Manifest, &m.point.id, &to_json(m)?, true)
+    store.write_blob(
+        &path,
+        BlobKind::Manifest,
+        &m.point.id,
+        &to_json(m)?,
+        durable,
+    )
 }
 
 /// Reads the manifest of point `point_id`.

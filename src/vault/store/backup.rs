@@ -165,6 +165,10 @@ pub struct BackupParams<'a> {
     pub threads: usize,
     /// zstd level (1 fastest; 3 zstd's default).
     pub compression_level: i32,
+    /// Sync the store before returning. Without it the caller makes the new chunks
+    /// durable ([`ChunkStore::sync`]) before a point relies on them (one sync for several
+    /// disks and backups).
+    pub sync: bool,
 }
 
 /// A chunk this backup wrote (the catalog records it as committed with the point).
@@ -190,7 +194,8 @@ pub struct PipelineStats {
 }
 
 /// The result of backing up one disk. Every chunk it references is durable (the store was
-/// synced), so the catalog may commit the recovery point; keep `pinned` until then.
+/// synced; with `sync: false`, once the caller synced it), so the catalog may commit the
+/// recovery point; keep `pinned` until then.
 #[derive(Debug)]
 pub struct DiskBackup {
     pub index: DiskIndex,
@@ -350,7 +355,7 @@ pub fn backup_disk(p: BackupParams) -> Result<DiskBackup, BackupError> {
     let peak_buffer_bytes = shared.peak_buffers.load(Ordering::SeqCst);
     drop(shared);
     let sync_started = std::time::Instant::now();
-    if !new_chunks.is_empty() {
+    if p.sync && !new_chunks.is_empty() {
         p.store.sync()?;
     }
     let sync_time = sync_started.elapsed();
@@ -717,6 +722,7 @@ mod tests {
                 cancel: &self.cancel,
                 threads: 2,
                 compression_level: 1,
+                sync: true,
             }
         }
 

@@ -18,7 +18,7 @@
 //! codec (encrypted and authenticated when the vault has keys), at the same place; the
 //! store checks its name after decoding just the same.
 
-use super::index::{open_index, write_file_atomic, IndexExpect, IndexFile, IndexOwner};
+use super::index::{open_index, IndexExpect, IndexFile, IndexOwner};
 use super::Digest;
 use super::{digest_hex, DataFormat, DiskIndex, StoreError, MAX_CHUNK_SIZE};
 use crate::direct_io::{AlignedBuf, DirectFile};
@@ -340,8 +340,9 @@ impl ChunkStore {
         Ok(raw)
     }
 
-    /// Writes the index of disk `owner.disk` of point `owner.point_id` to `path` durably,
-    /// in the vault's format (format 2: inside a codec blob, encrypted when the vault is).
+    /// Writes the index of disk `owner.disk` of point `owner.point_id` to `path`, in the
+    /// vault's format (format 2: inside a codec blob, encrypted when the vault is); with
+    /// `durable`, fsynced file and folder, else durable at the next [`ChunkStore::sync`].
     /// Returns the index's checksum, to record with the point.
     ///
     /// The blob is authenticated under one name for every index ([`INDEX_BLOB_NAME`]): the
@@ -353,9 +354,13 @@ impl ChunkStore {
         path: &Path,
         index: &DiskIndex,
         owner: &IndexOwner,
+        durable: bool,
     ) -> Result<Digest, StoreError> {
         let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
-            return index.write_atomic(path, owner);
+            return match durable {
+                true => index.write_atomic(path, owner),
+                false => index.write_unsynced(path, owner),
+            };
         };
         let (bytes, sum) = index.to_bytes(path, owner)?;
         let blob = codec
@@ -363,7 +368,7 @@ impl ChunkStore {
             .map_err(|e| {
                 StoreError::Invalid(format!("encoding disk index {}: {e}", path.display()))
             })?;
-        write_file_atomic(path, |w| w.write_all(blob))?;
+        super::index::write_file_atomic_with(path, durable, |w| w.write_all(blob))?;
         Ok(sum)
     }
 
@@ -962,8 +967,8 @@ mod format2_tests {
             point_id: point.into(),
             disk: 0,
         };
-        let sa = s.write_index(&pa, &index, &owner(a)).unwrap();
-        let sb = s.write_index(&pb, &index, &owner(b)).unwrap();
+        let sa = s.write_index(&pa, &index, &owner(a), true).unwrap();
+        let sb = s.write_index(&pb, &index, &owner(b), true).unwrap();
         assert_eq!(s.read_index_for(&pa, &expect(a, sa)).unwrap(), index);
         let file = fs::read(&pa).unwrap();
         assert!(!contains(&file, a.as_bytes()), "the point id is in clear");

@@ -132,8 +132,23 @@ impl DiskIndex {
     /// rename, fsync of the folder. The parent folder must exist. Returns the checksum (to
     /// record with the point).
     pub fn write_atomic(&self, path: &Path, owner: &IndexOwner) -> Result<Digest, StoreError> {
+        self.write_file(path, owner, true)
+    }
+
+    /// Like [`DiskIndex::write_atomic`] without the fsyncs: the caller makes the file and
+    /// its folder durable (one `syncfs` for many indexes) before relying on it.
+    pub fn write_unsynced(&self, path: &Path, owner: &IndexOwner) -> Result<Digest, StoreError> {
+        self.write_file(path, owner, false)
+    }
+
+    fn write_file(
+        &self,
+        path: &Path,
+        owner: &IndexOwner,
+        durable: bool,
+    ) -> Result<Digest, StoreError> {
         self.check_writable(path, owner)?;
-        write_file_atomic(path, |w| self.serialize(owner, w))
+        write_file_atomic_with(path, durable, |w| self.serialize(owner, w))
     }
 
     /// The refusals of [`DiskIndex::write_atomic`]: an owner the format cannot record, an
@@ -410,18 +425,11 @@ impl DiskIndex {
     }
 }
 
-/// Writes a file durably at `path` with what `fill` writes: a temp file in the same folder
-/// (owner-only), fsync, rename over `path`, fsync of the folder. The parent folder must
-/// exist. Returns what `fill` returns.
-pub(crate) fn write_file_atomic<T>(
-    path: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<T>,
-) -> Result<T, StoreError> {
-    write_file_atomic_with(path, true, fill)
-}
-
-/// [`write_file_atomic`], with the fsyncs only when `durable` (otherwise the file is whole
-/// or absent after a crash only once a later sync of the file system ran).
+/// Writes a file at `path` with what `fill` writes: a temp file in the same folder
+/// (owner-only), rename over `path`; with `durable`, the file is fsynced before the rename
+/// and the folder after (otherwise the file is whole or absent after a crash only once a
+/// later sync of the file system ran). The parent folder must exist. Returns what `fill`
+/// returns.
 pub(crate) fn write_file_atomic_with<T>(
     path: &Path,
     durable: bool,
