@@ -22,7 +22,10 @@
 # capacity / wall time; stored = growth of the repository folder (du -sb); ratio = peer wall
 # time / vmvault's (and vmvault's growth / the peer's). On a shared machine the CPU column
 # is the steadier one. A second vmvault vault, identical but for compression_level = 1,
-# runs the initial backup too, to show what the compression level trades.
+# runs the initial backup too, to show what the compression level trades; a third, identical
+# but for encryption = "none", runs every backup and the restore, to show what
+# encryption costs (the first two are encrypted, as every new vault is by default); and
+# `zstd -3 -T<cores>` compressing the image to /dev/null is the compression limit.
 # Page cache (--cache): "hot" (default) reads each step's input once before it is timed (the
 # image before a backup, the whole repository before a restore), for every tool; "cold"
 # drops them from the cache instead (fadvise DONTNEED on each input file). Restores are
@@ -138,8 +141,9 @@ round() {
   mkdir -p "$images" "$dir/restore"
   image_tool make "$img" "$size_mib" >&2
 
-  # "bench" has the default settings; "bench-zstd1" differs only by compression_level = 1
-  # and runs the initial backup only, to show what the level trades.
+  # "bench" has the default settings (encrypted); "bench-zstd1" differs only by
+  # compression_level = 1 and runs the initial backup only, to show what the level trades;
+  # "bench-plain" differs only by encryption = "none" (every backup, and the restore).
   cat >"$dir/vmvault.toml" <<EOF
 [[vault]]
 name = "bench"
@@ -151,9 +155,15 @@ name = "bench-zstd1"
 region = "lab-1"
 compression_level = 1
 source = { kind = "images", path = "$images", region = "lab-1" }
+
+[[vault]]
+name = "bench-plain"
+region = "lab-1"
+encryption = "none"
+source = { kind = "images", path = "$images", region = "lab-1" }
 EOF
   local v
-  for v in bench bench-zstd1; do
+  for v in bench bench-zstd1 bench-plain; do
     vm --vault "$v" discover >/dev/null
     vm --vault "$v" register disk >/dev/null
     vm --vault "$v" protect disk --policy DefaultPolicy >/dev/null
@@ -173,7 +183,13 @@ EOF
       prepare_cache "$images"
       timed "$rep" "$step" "vmvault, zstd 1" "$dir/vmvault-data/vaults/bench-zstd1" "$vmvault_bin" \
         --config "$dir/vmvault.toml" --data-dir "$dir/vmvault-data" --vault bench-zstd1 backup disk --json
+      prepare_cache "$images"
+      timed "$rep" "$step" "zstd -3 -T$(nproc) (reference)" "$dir/restore" \
+        bash -c 'zstd -3 -T0 -q -c "$1" >/dev/null' _ "$img"
     fi
+    prepare_cache "$images"
+    timed "$rep" "$step" "vmvault, no encryption" "$dir/vmvault-data/vaults/bench-plain" "$vmvault_bin" \
+      --config "$dir/vmvault.toml" --data-dir "$dir/vmvault-data" --vault bench-plain backup disk --json
     prepare_cache "$images"
     timed "$rep" "$step" restic "$rrepo" restic -q --repo "$rrepo" backup --host bench "$img"
     prepare_cache "$images"
@@ -188,6 +204,14 @@ EOF
     --data-dir "$dir/vmvault-data" restore disk --point "$point" --to "$dir/restore/vmvault"
   check_restore "$rep" vmvault "$dir/restore/vmvault/disk-disk0.raw"
   rm -rf "$dir/restore/vmvault"
+
+  local plain_point
+  plain_point=$(vm --vault bench-plain points disk --json | python3 -c 'import json,sys; print(max(json.load(sys.stdin), key=lambda p: p["time"])["id"])')
+  prepare_cache "$dir/vmvault-data/vaults/bench-plain"
+  timed "$rep" restore "vmvault, no encryption" "$dir/restore" "$vmvault_bin" --config "$dir/vmvault.toml" \
+    --data-dir "$dir/vmvault-data" --vault bench-plain restore disk --point "$plain_point" --to "$dir/restore/plain"
+  check_restore "$rep" "vmvault, no encryption" "$dir/restore/plain/disk-disk0.raw"
+  rm -rf "$dir/restore/plain"
 
   prepare_cache "$rrepo"
   timed "$rep" restore restic "$dir/restore" bash -c \

@@ -375,9 +375,7 @@ impl store::ChunkRegistry for CatalogRegistry<'_> {
 
 fn store_fail(e: store::StoreError) -> JobFail {
     match e {
-        store::StoreError::Io { ref source, .. } if crate::fsx::is_full(source) => {
-            JobFail::Failed(e.details())
-        }
+        ref e if e.is_full() => JobFail::Failed(e.details()),
         e => JobFail::vault("Could not write to the vault", e.to_string()),
     }
 }
@@ -1096,7 +1094,7 @@ fn restore_fail(point: &RecoveryPoint, e: Failure, target: &Dir, need: u64) -> J
         point.id,
         point.time.format("%Y-%m-%d %H:%M UTC")
     );
-    if let store::StoreError::Io { .. } = e {
+    if let store::StoreError::Io { .. } | store::StoreError::Backend(_) = e {
         // The vault's storage failed (not the data): see its details.
         let mut d = e.details();
         d.message = format!("{at}: {}", d.message);

@@ -250,11 +250,7 @@ impl Engine {
                         .remove_unpinned(batch, |free| -> Result<(u64, u64)> {
                             let bytes: u64 = free
                                 .iter()
-                                .map(|d| {
-                                    std::fs::metadata(store.path_of(d))
-                                        .map(|m| m.len())
-                                        .unwrap_or(0)
-                                })
+                                .map(|d| store.stored_size(d).ok().flatten().unwrap_or(0))
                                 .sum();
                             // Rows first (durably), then files: a crash in between leaves orphan
                             // files, never a row without its file.
@@ -270,13 +266,10 @@ impl Engine {
             // Orphan files: written by a backup that never committed (crash, cancel).
             let mut orphans = 0u64;
             for entry in store.list() {
-                let (digest, mtime) = entry?;
+                let (digest, mtime, size) = entry?;
                 if in_table.contains(&digest) || marked.contains(&digest) || mtime > real_cutoff {
                     continue;
                 }
-                let size = std::fs::symlink_metadata(store.path_of(&digest))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
                 if let Some(r) = engine
                     .inner
                     .pins
@@ -368,7 +361,7 @@ impl Engine {
             let chunk_files = self
                 .store()?
                 .list()
-                .filter(|r| r.as_ref().is_ok_and(|(_, t)| *t <= cutoff))
+                .filter(|r| r.as_ref().is_ok_and(|(_, t, _)| *t <= cutoff))
                 .take(1)
                 .count();
             if chunk_files > 0 {

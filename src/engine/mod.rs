@@ -87,7 +87,7 @@ impl EngineError {
         match self {
             EngineError::Catalog(e) => e.is_full(),
             EngineError::Folder(FolderError::Catalog(e)) => e.is_full(),
-            EngineError::Store(StoreError::Io { source, .. }) => crate::fsx::is_full(source),
+            EngineError::Store(e) => e.is_full(),
             _ => false,
         }
     }
@@ -274,7 +274,11 @@ fn install_mirror(
         .setting(crate::vault::folder::SETTING_VAULT_ID)?
         .ok_or_else(|| EngineError::Failed("the catalog records no vault id".into()))?;
     let mirror = describe::VaultMirror {
-        store: ChunkStore::open_with(store.dir(), store.format().clone())?,
+        store: ChunkStore::on(
+            store.backend().clone(),
+            store.dir().to_path_buf(),
+            store.format().clone(),
+        ),
         dir: folder.path().to_path_buf(),
         vault_id,
     };
@@ -404,10 +408,7 @@ impl Engine {
             let (format, ring) =
                 unlock_data_format(&folder, &catalog, layout, &opts.keys, &mut new_key_file)?;
             keyring = ring;
-            Some(ChunkStore::open_with(
-                &folder.path().join(CHUNKS_DIR),
-                format,
-            )?)
+            Some(ChunkStore::open_local(folder.dir(), format)?)
         } else {
             None
         };

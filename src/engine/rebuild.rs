@@ -306,10 +306,10 @@ fn point_chunks(
             if known.contains(d) || !seen.insert(*d) {
                 continue;
             }
-            match std::fs::symlink_metadata(store.path_of(d)) {
-                Ok(md) if md.is_file() => rows.push(ChunkRow {
+            match store.stored_size(d) {
+                Ok(Some(stored_len)) => rows.push(ChunkRow {
                     digest: *d,
-                    stored_len: md.len(),
+                    stored_len,
                     raw_len: slot_len(index.capacity, index.chunk_size, *slot),
                 }),
                 _ => missing += 1,

@@ -121,7 +121,7 @@ pub fn round_trip_every_kind(b: &dyn Backend) {
         b.put(kind, &n, &data).unwrap();
         assert_eq!(b.get(kind, &n).unwrap(), data, "{kind}");
         let cap = buf.capacity();
-        b.get_into(kind, &n, &mut buf).unwrap();
+        b.get_into(kind, &n, &mut buf, u64::MAX).unwrap();
         assert_eq!(buf, data, "{kind}");
         assert_eq!(buf.capacity(), cap, "get_into reuses the buffer");
         let info = b.stat(kind, &n).unwrap().unwrap();
@@ -298,7 +298,7 @@ pub fn missing_objects_are_typed_not_found(b: &dyn Backend) {
         let n = name_for(kind, 42);
         for e in [
             b.get(kind, &n).unwrap_err(),
-            b.get_into(kind, &n, &mut Vec::new()).unwrap_err(),
+            b.get_into(kind, &n, &mut Vec::new(), u64::MAX).unwrap_err(),
             b.get_range(kind, &n, 0, 0).unwrap_err(),
         ] {
             assert!(e.is_not_found(), "{kind}: {e}");

@@ -45,7 +45,7 @@ use crate::fsx::{Dir, FsxError};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -86,8 +86,9 @@ fn fan_out(name: &ObjectName) -> &str {
 #[derive(Debug)]
 pub struct LocalBackend {
     root: Dir,
-    /// The folder of each kind, in the order of [`ObjectKind::ALL`].
-    folders: Vec<Dir>,
+    /// The folder of each kind, in the order of [`ObjectKind::ALL`] (None: a kind this
+    /// backend was not opened for, see [`LocalBackend::open_kinds`]).
+    folders: Vec<Option<Dir>>,
     location: String,
 }
 
@@ -141,15 +142,10 @@ fn from_fsx(ctx: ErrorContext, e: FsxError) -> BackendError {
 
 /// Something that is not a regular file sits at an object's name (a planted symlink, a
 /// folder, a FIFO): refused, never followed or opened.
-fn foreign_entry(ctx: ErrorContext, path: &Path, what: &str) -> BackendError {
-    BackendError::Io {
+fn foreign_entry(ctx: ErrorContext, what: &str) -> BackendError {
+    BackendError::NotAnObject {
         ctx,
-        source: format!(
-            "{} is {what}, not an object vmvault stored: vmvault never follows a link or \
-             reads a special file in a vault. Remove it",
-            path.display()
-        )
-        .into(),
+        what: what.to_string(),
     }
 }
 
@@ -159,6 +155,13 @@ impl LocalBackend {
     /// or fan-out folder that is a symlink, or that someone else owns or may write, is
     /// refused.
     pub fn open(vault: &Dir) -> Result<LocalBackend, BackendError> {
+        LocalBackend::open_kinds(vault, &ObjectKind::ALL)
+    }
+
+    /// Like [`LocalBackend::open`], for the objects of `kinds` only: the folders of the
+    /// other kinds are neither made nor opened, and their objects are out of reach (an
+    /// error) and never listed. For a vault whose other objects are kept elsewhere.
+    pub fn open_kinds(vault: &Dir, kinds: &[ObjectKind]) -> Result<LocalBackend, BackendError> {
         let location = vault.path().display().to_string();
         let ctx = |e: FsxError| {
             from_fsx(
@@ -169,28 +172,43 @@ impl LocalBackend {
         let root = vault.try_clone().map_err(ctx)?;
         let folders = ObjectKind::ALL
             .iter()
-            .map(|&k| root.subdir(folder_name(k), true))
-            .collect::<Result<Vec<Dir>, FsxError>>()
+            .map(|&k| {
+                kinds
+                    .contains(&k)
+                    .then(|| root.subdir(folder_name(k), true))
+                    .transpose()
+            })
+            .collect::<Result<Vec<Option<Dir>>, FsxError>>()
             .map_err(ctx)?;
         let backend = LocalBackend {
             root,
             folders,
             location: location.clone(),
         };
-        let chunks = backend.kind_folder(ObjectKind::Chunk);
-        for i in 0..=255u8 {
-            chunks.subdir(format!("{i:02x}"), true).map_err(ctx)?;
+        if let Some(chunks) = backend.kind_folder(ObjectKind::Chunk) {
+            for i in 0..=255u8 {
+                chunks.subdir(format!("{i:02x}"), true).map_err(ctx)?;
+            }
+            // New folders must be on disk before the first object that is durable at once
+            // (a key, the config) is created in them.
+            chunks.sync().map_err(ctx)?;
         }
-        // New folders must be on disk before the first object that is durable at once (a
-        // key, the config) is created in them.
-        chunks.sync().map_err(ctx)?;
         backend.root.sync().map_err(ctx)?;
         Ok(backend)
     }
 
-    fn kind_folder(&self, kind: ObjectKind) -> &Dir {
+    /// The folder of a kind, when the backend was opened for it.
+    fn kind_folder(&self, kind: ObjectKind) -> Option<&Dir> {
         // `folders` was built from ObjectKind::ALL, whose order is the declaration order.
-        &self.folders[kind as usize]
+        self.folders.get(kind as usize).and_then(Option::as_ref)
+    }
+
+    /// Where the objects of a kind are (for messages, also for a kind not opened).
+    fn kind_path(&self, kind: ObjectKind) -> PathBuf {
+        match self.kind_folder(kind) {
+            Some(d) => d.path().to_path_buf(),
+            None => self.root.path().join(folder_name(kind)),
+        }
     }
 
     /// The folder of an object; a chunk's fan-out folder is made again if someone removed
@@ -201,7 +219,14 @@ impl LocalBackend {
         name: &ObjectName,
         create: bool,
     ) -> Result<Folder<'_>, FsxError> {
-        let dir = self.kind_folder(kind);
+        let Some(dir) = self.kind_folder(kind) else {
+            return Err(FsxError::Io {
+                path: self.kind_path(kind),
+                source: io::Error::other(format!(
+                    "this vault keeps no {kind} objects in its folder"
+                )),
+            });
+        };
         if kind == ObjectKind::Chunk {
             // Made only when missing: a mkdir per chunk would cost a syscall each.
             let fan = match dir.subdir(fan_out(name), false) {
@@ -222,7 +247,7 @@ impl LocalBackend {
 
     /// Where an object's file is (for messages).
     fn path_of(&self, kind: ObjectKind, name: &ObjectName) -> PathBuf {
-        let dir = self.kind_folder(kind).path();
+        let dir = self.kind_path(kind);
         if kind == ObjectKind::Chunk {
             dir.join(fan_out(name)).join(name.as_str())
         } else {
@@ -233,7 +258,7 @@ impl LocalBackend {
     fn ctx(&self, op: Operation, kind: ObjectKind, name: Option<&ObjectName>) -> ErrorContext {
         let at = match name {
             Some(n) => self.path_of(kind, n),
-            None => self.kind_folder(kind).path().to_path_buf(),
+            None => self.kind_path(kind),
         };
         ErrorContext::new(op, Some(kind), name, at.display().to_string())
     }
@@ -283,8 +308,8 @@ impl LocalBackend {
         match opened {
             Ok(f) => Ok(f),
             Err(e) if is_not_found(&e) => Err(BackendError::NotFound { ctx: ctx() }),
-            Err(FsxError::Symlink { path }) => Err(foreign_entry(ctx(), &path, "a symbolic link")),
-            Err(FsxError::NotAFile { path, kind }) => Err(foreign_entry(ctx(), &path, kind)),
+            Err(FsxError::Symlink { .. }) => Err(foreign_entry(ctx(), "a symbolic link")),
+            Err(FsxError::NotAFile { kind, .. }) => Err(foreign_entry(ctx(), kind)),
             Err(e) => Err(from_fsx(ctx(), e)),
         }
     }
@@ -341,7 +366,9 @@ impl LocalBackend {
         &self,
         kind: ObjectKind,
     ) -> Box<dyn Iterator<Item = Result<(Folder<'_>, String), FsxError>> + Send + '_> {
-        let dir = self.kind_folder(kind);
+        let Some(dir) = self.kind_folder(kind) else {
+            return Box::new(std::iter::empty());
+        };
         if kind != ObjectKind::Chunk {
             return Box::new(std::iter::once(Ok((Folder::Held(dir), String::new()))));
         }
@@ -413,15 +440,34 @@ impl Backend for LocalBackend {
         kind: ObjectKind,
         name: &ObjectName,
         buf: &mut Vec<u8>,
+        max: u64,
     ) -> Result<(), BackendError> {
         let mut file = self.open_object(Operation::Get, kind, name)?;
         let io_err = |e| BackendError::from_io(self.ctx(Operation::Get, kind, Some(name)), e);
         let size = file.metadata().map_err(io_err)?.len();
+        if size > max {
+            return Err(BackendError::TooLarge {
+                ctx: self.ctx(Operation::Get, kind, Some(name)),
+                size,
+                max,
+            });
+        }
         buf.clear();
         // A file of absurd size (planted, or damaged metadata) is an error, not an abort.
         buf.try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
             .map_err(|e| io_err(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
-        file.read_to_end(buf).map_err(io_err)?;
+        // A file that grows while it is read is read up to `max` only.
+        (&mut file)
+            .take(max.saturating_add(1))
+            .read_to_end(buf)
+            .map_err(io_err)?;
+        if buf.len() as u64 > max {
+            return Err(BackendError::TooLarge {
+                ctx: self.ctx(Operation::Get, kind, Some(name)),
+                size: buf.len() as u64,
+                max,
+            });
+        }
         Ok(())
     }
 
@@ -467,7 +513,7 @@ impl Backend for LocalBackend {
                 size: st.size,
                 modified: st.modified,
             })),
-            Some(st) => Err(foreign_entry(ctx(), &self.path_of(kind, name), st.kind)),
+            Some(st) => Err(foreign_entry(ctx(), st.kind)),
         }
     }
 
@@ -536,6 +582,7 @@ mod tests {
     use crate::direct_io::{AlignedBuf, IO_ALIGN};
     use crate::vault::store::testutil::{random, Tmpfs};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
     use std::time::Duration;
 
     /// Set in the child process of the crash test: `put` kills it before placing.
@@ -574,7 +621,7 @@ mod tests {
     }
 
     fn folder(b: &LocalBackend, kind: ObjectKind) -> PathBuf {
-        b.kind_folder(kind).path().to_path_buf()
+        b.kind_path(kind)
     }
 
     fn names_in(dir: &Path) -> Vec<String> {
@@ -717,7 +764,7 @@ mod tests {
             b.get_range(m, &name("m"), 0, 1).unwrap_err(),
             b.stat(m, &name("m")).unwrap_err(),
         ] {
-            assert!(matches!(e, BackendError::Io { .. }), "{e}");
+            assert!(matches!(e, BackendError::NotAnObject { .. }), "{e}");
             assert!(e.to_string().contains("a symbolic link"), "{e}");
             assert!(e.to_string().contains(&link.display().to_string()), "{e}");
         }

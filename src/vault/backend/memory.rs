@@ -208,8 +208,16 @@ impl Backend for MemoryBackend {
         kind: ObjectKind,
         name: &ObjectName,
         buf: &mut Vec<u8>,
+        max: u64,
     ) -> Result<(), BackendError> {
         let data = self.object(Operation::Get, kind, name)?;
+        if data.len() as u64 > max {
+            return Err(BackendError::TooLarge {
+                ctx: ErrorContext::new(Operation::Get, Some(kind), Some(name), LOCATION),
+                size: data.len() as u64,
+                max,
+            });
+        }
         buf.clear();
         buf.extend_from_slice(&data);
         Ok(())

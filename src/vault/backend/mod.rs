@@ -257,18 +257,21 @@ pub trait Backend: Send + Sync + fmt::Debug {
         data: &[u8],
     ) -> Result<Created, BackendError>;
 
-    /// The whole object, into `buf` (cleared first; its allocation is reused).
+    /// The whole object, into `buf` (cleared first; its allocation is reused). An object
+    /// of more than `max` bytes is [`BackendError::TooLarge`] and is not read: a caller
+    /// that knows how large its objects can be never reads a planted giant.
     fn get_into(
         &self,
         kind: ObjectKind,
         name: &ObjectName,
         buf: &mut Vec<u8>,
+        max: u64,
     ) -> Result<(), BackendError>;
 
     /// The whole object.
     fn get(&self, kind: ObjectKind, name: &ObjectName) -> Result<Vec<u8>, BackendError> {
         let mut buf = Vec::new();
-        self.get_into(kind, name, &mut buf)?;
+        self.get_into(kind, name, &mut buf, u64::MAX)?;
         Ok(buf)
     }
 
@@ -407,6 +410,14 @@ pub enum BackendError {
         len: usize,
         size: u64,
     },
+    /// The object is larger than the caller said any of its objects can be. Who acts: the
+    /// caller (such an object is damaged, or not ours: verify).
+    #[error("{ctx}: the object holds {size} bytes, more than the {max} it can be")]
+    TooLarge {
+        ctx: ErrorContext,
+        size: u64,
+        max: u64,
+    },
     /// The name breaks a rule of its kind. Who acts: the caller (a bug).
     #[error("{ctx}: {source}")]
     InvalidName {
@@ -436,8 +447,15 @@ pub enum BackendError {
         #[source]
         source: Source,
     },
-    /// Any other failure of the storage (a device error, something foreign in the way).
-    /// Who acts: the administrator.
+    /// Something that is not an object sits at the object's name (a planted symbolic
+    /// link, a folder, a FIFO): never followed or opened. Who acts: the administrator.
+    #[error("{ctx}: {what} is there, not an object vmvault stored: vmvault never follows a link or reads a special file in a vault. Remove it")]
+    NotAnObject {
+        ctx: ErrorContext,
+        /// What is there ("a symbolic link", "a folder", …).
+        what: String,
+    },
+    /// Any other failure of the storage (a device error). Who acts: the administrator.
     #[error("{ctx}: {source}")]
     Io {
         ctx: ErrorContext,
@@ -470,10 +488,12 @@ impl BackendError {
         match self {
             BackendError::NotFound { ctx }
             | BackendError::OutOfRange { ctx, .. }
+            | BackendError::TooLarge { ctx, .. }
             | BackendError::InvalidName { ctx, .. }
             | BackendError::Full { ctx, .. }
             | BackendError::ReadOnly { ctx, .. }
             | BackendError::PermissionDenied { ctx, .. }
+            | BackendError::NotAnObject { ctx, .. }
             | BackendError::Io { ctx, .. } => ctx,
         }
     }
@@ -483,16 +503,23 @@ impl BackendError {
         match self {
             BackendError::NotFound { .. }
             | BackendError::OutOfRange { .. }
+            | BackendError::TooLarge { .. }
             | BackendError::InvalidName { .. } => Actor::Caller,
             BackendError::Full { .. }
             | BackendError::ReadOnly { .. }
             | BackendError::PermissionDenied { .. }
+            | BackendError::NotAnObject { .. }
             | BackendError::Io { .. } => Actor::Administrator,
         }
     }
 
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
+    }
+
+    /// The storage is full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, BackendError::Full { .. })
     }
 
     /// The details to record on a job: a stable code, what happened and what to do.
@@ -502,6 +529,12 @@ impl BackendError {
             BackendError::NotFound { .. } => ErrorDetails::new(
                 "VaultObjectMissing",
                 "An object of the vault is missing",
+                msg,
+            )
+            .recommend("Run `vmvault verify` to list every recovery point that needs it."),
+            BackendError::TooLarge { .. } => ErrorDetails::new(
+                "VaultObjectTooLarge",
+                "An object of the vault is larger than it can be",
                 msg,
             )
             .recommend("Run `vmvault verify` to list every recovery point that needs it."),
@@ -528,6 +561,12 @@ impl BackendError {
                 msg,
             )
             .recommend("Give the user running vmvault ownership of the vault's folder and everything in it (only that user may write there), or fix the storage credentials."),
+            BackendError::NotAnObject { .. } => ErrorDetails::new(
+                "VaultForeignEntry",
+                "Something foreign is in the vault",
+                msg,
+            )
+            .recommend("Remove what is named there (vmvault never stores links or special files), then run `vmvault verify`."),
             BackendError::Io { .. } => ErrorDetails::new(
                 "VaultStorageError",
                 "The vault's storage failed",

@@ -1133,7 +1133,7 @@ mod tests {
         assert!(reads <= 10 + 2, "stopped promptly ({reads} reads)");
         // Every final-named chunk file is whole; pins are released.
         for item in e.store.list() {
-            let (d, _) = item.unwrap();
+            let (d, _, _) = item.unwrap();
             e.store.get(&d).unwrap();
         }
         assert!(e.pins.is_empty());

@@ -21,14 +21,12 @@
 use super::index::{open_index, IndexExpect, IndexFile, IndexOwner};
 use super::Digest;
 use super::{digest_hex, DataFormat, DiskIndex, StoreError, MAX_CHUNK_SIZE};
-use crate::direct_io::{AlignedBuf, DirectFile};
+use crate::direct_io::AlignedBuf;
+use crate::vault::backend::{Backend, BackendError, LocalBackend, ObjectKind, ObjectName};
 use crate::vault::codec::{self, BlobKind, Codec, Compressor};
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 const MAGIC: [u8; 4] = *b"VMVC";
@@ -41,18 +39,15 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 /// zstd level used by [`ChunkStore::put`]; backups pass their own.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
-/// Content-addressed chunk files under one folder.
+/// Content-addressed chunks, stored as [`ObjectKind::Chunk`] objects of a [`Backend`] (a
+/// vault folder's `chunks/`, fanned out in 256 folders, or any other store).
 #[derive(Debug)]
 pub struct ChunkStore {
+    backend: Arc<dyn Backend>,
+    /// Where the chunks are, for messages (`<vault>/chunks` for a local vault).
     dir: PathBuf,
-    /// Kept open for `syncfs(2)`.
-    dir_fd: File,
     format: DataFormat,
 }
-
-/// Makes temp file names unique within the process (the pid makes them unique across
-/// processes), even with several `ChunkStore`s on one folder.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl ChunkStore {
     /// Opens (creating when missing) the chunk folder `dir` of a format 1 vault and its 256
@@ -61,27 +56,50 @@ impl ChunkStore {
         ChunkStore::open_with(dir, DataFormat::V1)
     }
 
-    /// Like [`ChunkStore::open`], for a vault whose data is in `format`.
+    /// Like [`ChunkStore::open`], for a vault whose data is in `format`. `dir` is the
+    /// `chunks` folder of a vault folder (which is made, private, when missing).
     pub fn open_with(dir: &Path, format: DataFormat) -> Result<ChunkStore, StoreError> {
-        let mut b = DirBuilder::new();
-        b.recursive(true).mode(0o700);
-        b.create(dir)
-            .map_err(|e| StoreError::io(format!("creating chunk folder {}", dir.display()), e))?;
-        for i in 0..=255u8 {
-            let sub = dir.join(format!("{i:02x}"));
-            if !sub.is_dir() {
-                b.create(&sub).map_err(|e| {
-                    StoreError::io(format!("creating chunk folder {}", sub.display()), e)
-                })?;
-            }
+        let invalid = || {
+            StoreError::Invalid(format!(
+                "{} is not the chunk folder of a vault (<vault>/{CHUNKS_FOLDER})",
+                dir.display()
+            ))
+        };
+        if dir.file_name() != Some(std::ffi::OsStr::new(CHUNKS_FOLDER)) {
+            return Err(invalid());
         }
-        let dir_fd = File::open(dir)
-            .map_err(|e| StoreError::io(format!("opening chunk folder {}", dir.display()), e))?;
-        Ok(ChunkStore {
-            dir: dir.to_path_buf(),
-            dir_fd,
+        let parent = dir.parent().ok_or_else(invalid)?;
+        let vault = crate::fsx::Dir::open_private(parent, true).map_err(|e| {
+            StoreError::Invalid(format!("opening the vault folder of the chunk store: {e}"))
+        })?;
+        ChunkStore::open_local(&vault, format)
+    }
+
+    /// The chunk store of the vault folder `vault` (its `chunks/`, made when missing).
+    pub fn open_local(
+        vault: &crate::fsx::Dir,
+        format: DataFormat,
+    ) -> Result<ChunkStore, StoreError> {
+        let backend = LocalBackend::open_kinds(vault, &[ObjectKind::Chunk])?;
+        Ok(ChunkStore::on(
+            Arc::new(backend),
+            vault.path().join(CHUNKS_FOLDER),
             format,
-        })
+        ))
+    }
+
+    /// A chunk store over `backend`; `dir` says where its chunks are in messages.
+    pub fn on(backend: Arc<dyn Backend>, dir: PathBuf, format: DataFormat) -> ChunkStore {
+        ChunkStore {
+            backend,
+            dir,
+            format,
+        }
+    }
+
+    /// The backend the chunks are stored in.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
 
     /// How chunks (and the vault's indexes) are stored.
@@ -150,28 +168,8 @@ impl ChunkStore {
         }
         let hex = digest_hex(d);
         let image = enc.encode(&hex, raw)?;
-        let final_path = self.path_of(d);
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = self
-            .dir
-            .join(&hex[..2])
-            .join(format!("{TEMP_PREFIX}{hex}-{}-{n}", std::process::id()));
-        let write = || -> io::Result<()> {
-            let f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)?;
-            DirectFile::new(f).write_all_at(image, 0)?;
-            fs::rename(&temp, &final_path)
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&temp);
-            return Err(StoreError::io(
-                format!("writing chunk {}", final_path.display()),
-                e,
-            ));
-        }
+        self.backend
+            .put(ObjectKind::Chunk, &object_name(d)?, image)?;
         Ok(image.len() as u64)
     }
 
@@ -194,64 +192,33 @@ impl ChunkStore {
             path: path.clone(),
             reason,
         };
-        // Never through a link, and never blocking on a FIFO: a chunk is a regular file, and
-        // anything else at its name is damage.
-        let mut f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
+        // Never through a link, never blocking on a FIFO: a chunk is a regular object, and
+        // anything else at its name is damage (a folder is not ours to clear away).
+        let most = u64::from(MAX_CHUNK_SIZE) + (HEADER_LEN as u64).max(codec::MAX_OVERHEAD as u64);
+        match self
+            .backend
+            .get_into(ObjectKind::Chunk, &object_name(d)?, &mut r.file, most)
         {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(()) => {}
+            Err(BackendError::TooLarge { size, .. }) => {
+                return Err(corrupt(format!(
+                    "file is {size} bytes, more than any chunk can be"
+                )))
+            }
+            Err(e) if e.is_not_found() => {
                 return Err(StoreError::ChunkMissing {
                     digest: *d,
                     path: path.clone(),
                 })
             }
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(corrupt(
-                    "a symbolic link is where the chunk file should be".into(),
-                ))
+            Err(BackendError::NotAnObject { what, .. }) if what != "a folder" => {
+                return Err(corrupt(format!("{what} is where the chunk file should be")))
             }
-            Err(e) => {
-                return Err(StoreError::io(
-                    format!("opening chunk {}", path.display()),
-                    e,
-                ))
-            }
-        };
-        let md = f
-            .metadata()
-            .map_err(|e| StoreError::io(format!("reading chunk {}", path.display()), e))?;
-        if md.is_dir() {
-            // Not damage we may clear away: the folder may hold something.
-            return Err(StoreError::io(
-                format!("reading chunk {}", path.display()),
-                io::Error::from_raw_os_error(libc::EISDIR),
-            ));
+            Err(e) => return Err(e.into()),
         }
-        if !md.is_file() {
-            return Err(corrupt(
-                "something other than a regular file (a FIFO or a device) is where the chunk file should be".into(),
-            ));
-        }
-        let file_len = md.len();
+        let file_len = r.file.len() as u64;
         if let Some(codec) = r.codec.as_mut() {
             // Format 2: the whole blob, then the codec's checks (name included).
-            let most = u64::from(MAX_CHUNK_SIZE) + codec::MAX_OVERHEAD as u64;
-            if file_len > most {
-                return Err(corrupt(format!(
-                    "file is {file_len} bytes, more than any chunk can be"
-                )));
-            }
-            r.file.resize(file_len as usize, 0);
-            f.read_exact(&mut r.file).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    corrupt("file shrank while it was read".into())
-                } else {
-                    StoreError::io(format!("reading chunk {}", path.display()), e)
-                }
-            })?;
             return codec
                 .decode(BlobKind::Chunk, &digest_hex(d), &r.file, &mut r.raw)
                 .map_err(|e| {
@@ -267,15 +234,7 @@ impl ChunkStore {
                 "file is {file_len} bytes, shorter than its header"
             )));
         }
-        let read_err = |e: io::Error| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                corrupt("file is shorter than its header says (truncated?)".into())
-            } else {
-                StoreError::io(format!("reading chunk {}", path.display()), e)
-            }
-        };
-        let mut header = [0u8; HEADER_LEN];
-        f.read_exact(&mut header).map_err(read_err)?;
+        let (header, payload) = r.file.split_at(HEADER_LEN);
         if header[..4] != MAGIC {
             return Err(corrupt("not a chunk file (bad magic)".into()));
         }
@@ -288,10 +247,10 @@ impl ChunkStore {
         if raw_len > MAX_CHUNK_SIZE as usize {
             return Err(corrupt(format!("raw length {raw_len} exceeds 16 MiB")));
         }
-        if payload_len as u64 != file_len - HEADER_LEN as u64 {
+        if payload_len != payload.len() {
             return Err(corrupt(format!(
                 "payload is {} bytes, header says {payload_len} (truncated?)",
-                file_len - HEADER_LEN as u64
+                payload.len()
             )));
         }
         // The raw bytes land in an aligned buffer, ready for O_DIRECT writes by restore.
@@ -303,7 +262,7 @@ impl ChunkStore {
                     )));
                 }
                 let out = r.raw.get(raw_len);
-                f.read_exact(out).map_err(read_err)?;
+                out.copy_from_slice(payload);
                 out
             }
             COMPRESSION_ZSTD => {
@@ -313,12 +272,10 @@ impl ChunkStore {
                          raw length {raw_len}"
                     )));
                 }
-                r.file.resize(payload_len, 0);
-                f.read_exact(&mut r.file).map_err(read_err)?;
                 let out = r.raw.get(raw_len);
                 let n = r
                     .dctx
-                    .decompress_to_buffer(&r.file[..], out)
+                    .decompress_to_buffer(payload, out)
                     .map_err(|e| corrupt(format!("zstd payload does not decompress: {e}")))?;
                 if n != raw_len {
                     return Err(corrupt(format!(
@@ -446,107 +403,51 @@ impl ChunkStore {
         })
     }
 
-    /// Makes every earlier put (file data, and the renames into place) durable, with one
-    /// `syncfs(2)` of the store's file system instead of an fsync per chunk.
+    /// Makes every earlier put and remove durable (a local vault: one `syncfs(2)` of its
+    /// file system instead of an fsync per chunk).
     pub fn sync(&self) -> Result<(), StoreError> {
-        // SAFETY: syncfs only reads the descriptor, which `self.dir_fd` keeps open.
-        let rc = unsafe { libc::syncfs(self.dir_fd.as_raw_fd()) };
-        if rc != 0 {
-            return Err(StoreError::io(
-                format!("syncing chunk store {}", self.dir.display()),
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        Ok(self.backend.sync()?)
     }
 
     /// Deletes chunk `d`; a chunk already gone is not an error (GC may race with itself).
     pub fn remove(&self, d: &Digest) -> Result<(), StoreError> {
-        let p = self.path_of(d);
-        match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io(format!("removing chunk {}", p.display()), e)),
-        }
+        Ok(self.backend.delete(ObjectKind::Chunk, &object_name(d)?)?)
     }
 
-    /// Every chunk file with its modification time, for garbage collection of orphans
-    /// (files no recovery point references, e.g. after a crashed backup). Temp files and
-    /// names that are not a digest are skipped.
-    pub fn list(&self) -> impl Iterator<Item = Result<(Digest, SystemTime), StoreError>> + '_ {
-        self.entries(false).filter_map(|r| match r {
-            Ok((path, mtime)) => {
-                let name = path.file_name()?.to_str()?;
-                super::parse_digest(name).map(|d| Ok((d, mtime)))
-            }
-            Err(e) => Some(Err(e)),
-        })
+    /// The size of chunk `d` as stored, or None when it is not there.
+    pub fn stored_size(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .backend
+            .stat(ObjectKind::Chunk, &object_name(d)?)?
+            .map(|info| info.size))
     }
 
-    /// Removes `.tmp-` files (left by crashed or cancelled writers) last modified before
-    /// `older_than`; returns how many were removed.
+    /// Every chunk with its modification time and size, for garbage collection of orphans
+    /// (chunks no recovery point references, e.g. after a crashed backup). Temp files and
+    /// entries that are not chunks are skipped.
+    pub fn list(&self) -> impl Iterator<Item = Result<(Digest, SystemTime, u64), StoreError>> + '_ {
+        self.backend
+            .list(ObjectKind::Chunk)
+            .filter_map(|r| match r {
+                Ok(info) => super::parse_digest(info.name.as_str())
+                    .map(|d| Ok((d, info.modified, info.size))),
+                Err(e) => Some(Err(e.into())),
+            })
+    }
+
+    /// Removes what writes cut short left behind (temp files of crashed or cancelled
+    /// writers) last modified before `older_than`; returns how many were removed.
     pub fn remove_stale_temp_files(&self, older_than: SystemTime) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for r in self.entries(true) {
-            let (path, mtime) = r?;
-            if mtime < older_than {
-                match fs::remove_file(&path) {
-                    Ok(()) => n += 1,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(StoreError::io(format!("removing {}", path.display()), e))
-                    }
-                }
-            }
-        }
-        Ok(n)
+        Ok(self.backend.cleanup_temp(older_than)?)
     }
+}
 
-    /// Files of the fan-out folders: temp files when `temp`, else the others.
-    fn entries(
-        &self,
-        temp: bool,
-    ) -> impl Iterator<Item = Result<(PathBuf, SystemTime), StoreError>> + '_ {
-        (0..=255u8).flat_map(move |i| {
-            let sub = self.dir.join(format!("{i:02x}"));
-            let rd = match fs::read_dir(&sub) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Box::new(std::iter::empty()) as Box<dyn Iterator<Item = _>>
-                }
-                Err(e) => {
-                    return Box::new(std::iter::once(Err(StoreError::io(
-                        format!("listing chunk folder {}", sub.display()),
-                        e,
-                    ))))
-                }
-            };
-            Box::new(rd.filter_map(move |ent| {
-                let ent = match ent {
-                    Ok(e) => e,
-                    Err(e) => {
-                        return Some(Err(StoreError::io(
-                            format!("listing chunk folder {}", sub.display()),
-                            e,
-                        )))
-                    }
-                };
-                let is_temp = ent.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
-                if is_temp != temp {
-                    return None;
-                }
-                let path = ent.path();
-                match ent.metadata().and_then(|m| m.modified()) {
-                    Ok(t) => Some(Ok((path, t))),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                    Err(e) => Some(Err(StoreError::io(
-                        format!("reading metadata of {}", path.display()),
-                        e,
-                    ))),
-                }
-            }))
-        })
-    }
+/// The folder of a vault that holds its chunks.
+pub const CHUNKS_FOLDER: &str = "chunks";
+
+/// The object name of chunk `d`.
+fn object_name(d: &Digest) -> Result<ObjectName, StoreError> {
+    ObjectName::new(digest_hex(d)).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// The name every format 2 index blob is authenticated under (see
@@ -653,6 +554,7 @@ impl ChunkReader {
 mod tests {
     use super::super::testutil::{compressible, random};
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     fn digest(b: &[u8]) -> Digest {
@@ -843,6 +745,7 @@ mod format2_tests {
     use super::super::testutil::{compressible, random};
     use super::*;
     use crate::vault::keys::MasterKey;
+    use std::fs;
     use std::sync::Arc;
 
     fn encrypted_store(dir: &Path) -> ChunkStore {
@@ -913,7 +816,7 @@ mod format2_tests {
         ));
 
         // A plain format 1 chunk file planted at the name.
-        let plain = ChunkStore::open(&t.path().join("v1")).unwrap();
+        let plain = ChunkStore::open(&t.path().join("v1").join("chunks")).unwrap();
         let pd = *blake3::hash(&data).as_bytes();
         plain.put(&pd, &data).unwrap();
         fs::copy(plain.path_of(&pd), &path).unwrap();
@@ -933,14 +836,18 @@ mod format2_tests {
     #[test]
     fn unencrypted_format_2_round_trips_with_plain_names() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open_with(&t.path().join("c"), DataFormat::V2 { keys: None }).unwrap();
+        let s = ChunkStore::open_with(
+            &t.path().join("c").join("chunks"),
+            DataFormat::V2 { keys: None },
+        )
+        .unwrap();
         let data = compressible(5, 300_000);
         let d = s.name_of(&data);
         assert_eq!(d, *blake3::hash(&data).as_bytes());
         s.put(&d, &data).unwrap();
         assert_eq!(s.get(&d).unwrap(), data);
         // A format 1 reader does not take it for one of its own files.
-        let v1 = ChunkStore::open(&t.path().join("c")).unwrap();
+        let v1 = ChunkStore::open(&t.path().join("c").join("chunks")).unwrap();
         assert!(matches!(v1.get(&d), Err(StoreError::ChunkCorrupt { .. })));
     }
 
@@ -998,5 +905,112 @@ mod format2_tests {
             s.read_index_for(&pa, &expect(a, sa)),
             Err(StoreError::IndexCorrupt { .. })
         ));
+    }
+}
+
+/// The chunk store over the in-memory backend: the same store, a different place.
+#[cfg(test)]
+mod backend_tests {
+    use super::super::testutil::{compressible, random};
+    use super::*;
+    use crate::vault::backend::{MemoryBackend, Operation};
+    use crate::vault::keys::MasterKey;
+
+    fn on_memory(format: DataFormat) -> (Arc<MemoryBackend>, ChunkStore) {
+        let mem = Arc::new(MemoryBackend::new());
+        let store = ChunkStore::on(mem.clone(), PathBuf::from("memory/chunks"), format);
+        (mem, store)
+    }
+
+    fn formats() -> Vec<DataFormat> {
+        let keys = MasterKey::generate().unwrap().keys();
+        vec![
+            DataFormat::V1,
+            DataFormat::V2 { keys: None },
+            DataFormat::V2 {
+                keys: Some(Arc::new(keys)),
+            },
+        ]
+    }
+
+    #[test]
+    fn chunks_round_trip_list_and_go_in_every_format() {
+        for format in formats() {
+            let (mem, s) = on_memory(format);
+            let text = compressible(3, 700_000);
+            let noise = random(4, 1 << 20);
+            let (dt, dn) = (s.name_of(&text), s.name_of(&noise));
+            let st = s.put(&dt, &text).unwrap();
+            let sn = s.put(&dn, &noise).unwrap();
+            assert!(st < text.len() as u64 / 2, "{st}");
+            assert_eq!(s.get(&dt).unwrap(), text);
+            assert_eq!(s.get(&dn).unwrap(), noise);
+            assert_eq!(s.stored_size(&dt).unwrap(), Some(st));
+            let mut listed: Vec<(Digest, u64)> = s
+                .list()
+                .map(|r| r.map(|(d, _, n)| (d, n)).unwrap())
+                .collect();
+            listed.sort();
+            let mut expect = vec![(dt, st), (dn, sn)];
+            expect.sort();
+            assert_eq!(listed, expect);
+            s.sync().unwrap();
+            assert_eq!(mem.count(Operation::Sync), 1);
+            s.remove(&dt).unwrap();
+            s.remove(&dt).unwrap();
+            assert!(matches!(s.get(&dt), Err(StoreError::ChunkMissing { .. })));
+            assert_eq!(s.stored_size(&dt).unwrap(), None);
+            assert_eq!(s.list().count(), 1);
+        }
+    }
+
+    #[test]
+    fn damaged_swapped_and_giant_objects_are_corrupt_chunks() {
+        for format in formats() {
+            let (mem, s) = on_memory(format);
+            let a = random(5, 300_000);
+            let b = random(6, 300_000);
+            let (da, db) = (s.name_of(&a), s.name_of(&b));
+            s.put(&da, &a).unwrap();
+            s.put(&db, &b).unwrap();
+            let name = |d: &Digest| ObjectName::new(digest_hex(d)).unwrap();
+            // One bit flipped.
+            let mut bytes = mem.get(ObjectKind::Chunk, &name(&da)).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 1;
+            mem.put(ObjectKind::Chunk, &name(&da), &bytes).unwrap();
+            assert!(matches!(s.get(&da), Err(StoreError::ChunkCorrupt { .. })));
+            // Another chunk's object under this name.
+            let other = mem.get(ObjectKind::Chunk, &name(&db)).unwrap();
+            mem.put(ObjectKind::Chunk, &name(&da), &other).unwrap();
+            let e = s.get(&da).unwrap_err();
+            assert!(matches!(e, StoreError::ChunkCorrupt { .. }), "{e}");
+            assert_eq!(e.faulty_chunk(), Some(da));
+            // More than any chunk can be: refused before it is read.
+            let giant = vec![0u8; MAX_CHUNK_SIZE as usize + 70_000];
+            mem.put(ObjectKind::Chunk, &name(&da), &giant).unwrap();
+            let e = s.get(&da).unwrap_err();
+            assert!(e.to_string().contains("more than any chunk can be"), "{e}");
+            // The other chunk is untouched.
+            assert_eq!(s.get(&db).unwrap(), b);
+        }
+    }
+
+    #[test]
+    fn a_full_backend_is_a_full_store_and_keeps_what_it_held() {
+        let mem = Arc::new(MemoryBackend::with_capacity(400_000));
+        let s = ChunkStore::on(mem.clone(), PathBuf::from("memory/chunks"), DataFormat::V1);
+        let a = random(7, 300_000);
+        let da = s.name_of(&a);
+        s.put(&da, &a).unwrap();
+        let b = random(8, 300_000);
+        let e = s.put(&s.name_of(&b), &b).unwrap_err();
+        assert!(e.is_full(), "{e}");
+        assert_eq!(e.details().code, "VaultStorageFull", "{:?}", e.details());
+        assert_eq!(s.get(&da).unwrap(), a);
+        mem.fail_next(Operation::Sync, 1, libc::EIO);
+        let e = s.sync().unwrap_err();
+        assert!(!e.is_full());
+        assert!(e.to_string().contains("memory"), "{e}");
     }
 }

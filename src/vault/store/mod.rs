@@ -278,6 +278,9 @@ pub enum StoreError {
     /// A problem of the restore target (its folder, its file system), not of the vault.
     #[error(transparent)]
     Target(TargetError),
+    /// The vault's storage failed (or refused) an operation.
+    #[error(transparent)]
+    Backend(#[from] crate::vault::backend::BackendError),
     #[error("{0}")]
     Invalid(String),
     #[error("cancelled")]
@@ -289,6 +292,16 @@ impl StoreError {
         StoreError::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// The vault's storage is full (the fix is room, not a retry or a verify).
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => crate::fsx::is_full(source),
+            StoreError::Backend(b) => b.is_full(),
+            StoreError::AtSlot { source, .. } => source.is_full(),
+            _ => false,
         }
     }
 
@@ -340,6 +353,7 @@ impl StoreError {
                 )
             }
             StoreError::Target(t) => t.details(),
+            StoreError::Backend(b) => b.details(),
             StoreError::Invalid(_) => ErrorDetails::new("InvalidArgument", "Invalid argument", msg),
             StoreError::Cancelled => ErrorDetails::new(
                 "OperationCancelled",
