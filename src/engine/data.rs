@@ -797,6 +797,7 @@ impl Engine {
             p.chunk_size,
             &p.index_hashes,
             &p.item,
+            &p.definition,
         );
         crate::vault::manifest::write_manifest(store, self.vault_dir(), &m, false)
             .map_err(store_fail)
@@ -887,6 +888,7 @@ fn ready_point(ctx: &JobCtx, w: WrittenBackup) -> std::result::Result<ReadyPoint
         cbt_token: snapshot.cbt_token(),
         job_id: Some(ctx.id()),
     };
+    let definition = snapshot.definition();
     if let Err(e) = snapshot.release() {
         warnings.push(format!("releasing the snapshot: {}", e.details().message));
     }
@@ -913,6 +915,7 @@ fn ready_point(ctx: &JobCtx, w: WrittenBackup) -> std::result::Result<ReadyPoint
     }
     Ok(ReadyPoint {
         point,
+        definition,
         retain_until,
         chunk_size,
         index_hashes,
@@ -927,6 +930,8 @@ fn ready_point(ctx: &JobCtx, w: WrittenBackup) -> std::result::Result<ReadyPoint
 /// A recovery point ready to commit (see [`Engine::commit_backups`]).
 struct ReadyPoint {
     point: RecoveryPoint,
+    /// What the source said the VM was (for the point's manifest).
+    definition: crate::model::VmDefinition,
     retain_until: Option<DateTime<Utc>>,
     chunk_size: u32,
     index_hashes: Vec<(u32, [u8; 32])>,

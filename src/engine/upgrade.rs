@@ -181,6 +181,8 @@ fn copy_point(
         chunk_size,
         &hashes,
         &item,
+        // A format 1 vault kept no definition of the VM.
+        &crate::model::VmDefinition::default(),
     );
     crate::vault::manifest::write_manifest(store, new.vault_dir(), &m, true)?;
     new.inner

@@ -216,6 +216,18 @@ pub struct DiskInfo {
     pub capacity: u64,
 }
 
+/// What a source says a VM is at a point in time, beyond its disks' bytes: kept in the
+/// recovery point's manifest, for a restore as a VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDefinition {
+    /// The source's own definition of the VM, where it has one: libvirt's domain XML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_xml: Option<String>,
+    /// Disk number → the disk's image format at the source (`qcow2`, `raw`, `vmdk`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disk_formats: Vec<(u32, String)>,
+}
+
 /// A VM as a source reports it at discovery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vm {

@@ -50,7 +50,7 @@
 use super::chain::{display_format, format_of_name, FileId, ImageChain, Roots, TopInfo};
 use super::qemu::{self, human_bytes, OpenDisk};
 use crate::cancel::CancelToken;
-use crate::model::{Consistency, DiskInfo, ErrorDetails, Os, PowerState, Vm};
+use crate::model::{Consistency, DiskInfo, ErrorDetails, Os, PowerState, Vm, VmDefinition};
 use crate::provider::{
     Discovery, DiskReader, Provider, ProviderError, RegistrationReport, Snapshot, VM_ABSORBED,
 };
@@ -836,6 +836,14 @@ impl Provider for ImagesProvider {
     ) -> Result<Box<dyn Snapshot>, ProviderError> {
         let found = self.find(vm, cancel)?;
         let infos = disk_infos(&found);
+        let definition = VmDefinition {
+            domain_xml: None,
+            disk_formats: found
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| Some((i as u32, d.chain.layers.first()?.format.clone())))
+                .collect(),
+        };
         let mut open = Vec::with_capacity(found.len());
         let mut warnings = Vec::new();
         for d in found {
@@ -851,6 +859,7 @@ impl Provider for ImagesProvider {
             disks: infos,
             open,
             warnings,
+            definition,
         }))
     }
 }
@@ -861,6 +870,7 @@ struct ImagesSnapshot {
     open: Vec<Arc<OpenDisk>>,
     /// One per disk read while a running QEMU wrote it.
     warnings: Vec<String>,
+    definition: VmDefinition,
 }
 
 impl Snapshot for ImagesSnapshot {
@@ -875,6 +885,9 @@ impl Snapshot for ImagesSnapshot {
     }
     fn warnings(&self) -> Vec<String> {
         self.warnings.clone()
+    }
+    fn definition(&self) -> VmDefinition {
+        self.definition.clone()
     }
     fn open_disk(&self, index: u32) -> Result<Box<dyn DiskReader>, ProviderError> {
         self.open
@@ -1130,6 +1143,13 @@ mod tests {
         }
         assert_eq!(vms[0].disks[0].capacity, 32 << 20);
         assert_eq!(vms[0].size, "qcow2, 32 MiB");
+        // The disks' formats go with the point; an image has no definition beyond them.
+        let def = provider
+            .snapshot(&vms[0], Utc::now(), None, &CancelToken::new())
+            .unwrap()
+            .definition();
+        assert_eq!(def.domain_xml, None);
+        assert_eq!(def.disk_formats, vec![(0, "qcow2".to_string())]);
         assert_eq!(vms[1].size, "2 disks, 16 MiB");
         assert_eq!(vms[2].disks[0].capacity, 16 << 20);
         for vm in &vms {

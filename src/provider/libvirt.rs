@@ -58,7 +58,7 @@
 
 use super::qemu::{self, human_bytes, DirtyBitmap, OpenDisk, PrivateDir, RunError};
 use crate::cancel::CancelToken;
-use crate::model::{Consistency, DiskInfo, Os, PowerState, Vm};
+use crate::model::{Consistency, DiskInfo, Os, PowerState, Vm, VmDefinition};
 use crate::provider::{
     Discovery, DiskReader, Provider, ProviderError, RegistrationReport, Snapshot,
 };
@@ -167,6 +167,8 @@ impl Virsh {
 /// What vmvault needs of a domain's XML.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DomainXml {
+    /// The XML itself, as `virsh dumpxml` gave it (kept with each recovery point).
+    xml: String,
     name: String,
     uuid: String,
     vcpus: u32,
@@ -314,6 +316,7 @@ fn parse_domain(xml: &str) -> Result<DomainXml, String> {
             ))
         });
     Ok(DomainXml {
+        xml: xml.to_string(),
         name,
         uuid,
         vcpus,
@@ -712,7 +715,19 @@ impl LibvirtProvider {
             )?));
         }
         let infos = self.to_vm(dom, PowerState::Stopped, &disks, "").disks;
-        Ok(Box::new(OfflineSnapshot { disks: infos, open }))
+        let definition = VmDefinition {
+            domain_xml: Some(dom.xml.clone()),
+            disk_formats: disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i as u32, d.format.clone()))
+                .collect(),
+        };
+        Ok(Box::new(OfflineSnapshot {
+            disks: infos,
+            open,
+            definition,
+        }))
     }
 
     /// The pull-mode backup of a running domain (see the module doc).
@@ -925,9 +940,19 @@ impl LibvirtProvider {
             open.push(Arc::new(disk));
             labels.push(label);
         }
+        let definition = VmDefinition {
+            domain_xml: Some(dom.xml.clone()),
+            disk_formats: dom
+                .disks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| Some((i as u32, d.format.clone()?)))
+                .collect(),
+        };
         Ok(Box::new(RunningSnapshot {
             open,
             disks,
+            definition,
             labels,
             consistency,
             token: checkpoint,
@@ -1130,6 +1155,7 @@ struct RunningSnapshot {
     // Field order is drop order: readers disconnect, then the job ends, then the folder goes.
     open: Vec<Arc<OpenDisk>>,
     disks: Vec<DiskInfo>,
+    definition: VmDefinition,
     /// `disk vda of sales/web01`, per disk.
     labels: Vec<String>,
     consistency: Consistency,
@@ -1141,6 +1167,9 @@ struct RunningSnapshot {
 impl Snapshot for RunningSnapshot {
     fn consistency(&self) -> Consistency {
         self.consistency
+    }
+    fn definition(&self) -> VmDefinition {
+        self.definition.clone()
     }
     fn cbt_token(&self) -> Option<String> {
         self.token.clone()
@@ -1214,11 +1243,15 @@ impl DiskReader for ExportReader {
 struct OfflineSnapshot {
     disks: Vec<DiskInfo>,
     open: Vec<Arc<OpenDisk>>,
+    definition: VmDefinition,
 }
 
 impl Snapshot for OfflineSnapshot {
     fn consistency(&self) -> Consistency {
         Consistency::CrashConsistent
+    }
+    fn definition(&self) -> VmDefinition {
+        self.definition.clone()
     }
     fn cbt_token(&self) -> Option<String> {
         None
@@ -1716,6 +1749,17 @@ mod tests {
         assert_eq!(snap.consistency(), Consistency::CrashConsistent);
         assert_eq!(snap.cbt_token(), None);
         assert_eq!(snap.disks(), web.disks.as_slice());
+        // The domain's definition and its disks' formats go with the point.
+        let def = snap.definition();
+        let xml = def.domain_xml.as_deref().unwrap_or("");
+        assert!(
+            xml.contains("<name>web01</name>") && xml.contains("web.qcow2"),
+            "{xml}"
+        );
+        assert_eq!(
+            def.disk_formats,
+            vec![(0, "qcow2".to_string()), (1, "qcow2".to_string())]
+        );
         for (i, file) in ["web.qcow2", "data.qcow2"].iter().enumerate() {
             let r = snap.open_disk(i as u32).unwrap();
             assert_eq!(
@@ -2087,6 +2131,14 @@ mod tests {
             "no agent answers in a guest without OS"
         );
         let token1 = snap.cbt_token().expect("qcow2 disks get a checkpoint");
+        let def = snap.definition();
+        assert!(
+            def.domain_xml
+                .as_deref()
+                .is_some_and(|x| x.contains(&format!("<name>{}</name>", dom.name))),
+            "{def:?}"
+        );
+        assert_eq!(def.disk_formats, vec![(0, "qcow2".to_string())]);
         assert!(dom.job().contains("Backup"));
         dom.guest_write("write -P 0xcd 0 64k");
         let r = snap.open_disk(0).unwrap();

@@ -96,6 +96,12 @@ pub trait Snapshot: Send + Sync {
         Vec::new()
     }
 
+    /// What the source says the VM is at this point (its definition, its disks' formats),
+    /// kept with the recovery point. Default: nothing beyond the disks.
+    fn definition(&self) -> crate::model::VmDefinition {
+        crate::model::VmDefinition::default()
+    }
+
     /// Releases the snapshot, reporting a failure to clean up.
     fn release(self: Box<Self>) -> Result<(), ProviderError> {
         Ok(())

@@ -17,7 +17,7 @@
 //! vault's id, so a manifest of another vault is refused. A format 1 vault has none of
 //! this; its catalog is its only description (it is rebuilt after `vmvault vault upgrade`).
 
-use crate::model::{Item, RecoveryPoint};
+use crate::model::{Item, RecoveryPoint, VmDefinition};
 use crate::vault::catalog::PolicyRow;
 use crate::vault::codec::BlobKind;
 use crate::vault::store::{hex, parse_digest, ChunkStore, Digest, StoreError};
@@ -47,6 +47,9 @@ pub struct PointManifest {
     pub index_hashes: Vec<(u32, String)>,
     /// The item as it was when the point was committed.
     pub item: Item,
+    /// What the source said the VM was (libvirt's domain XML, the disks' formats).
+    #[serde(default)]
+    pub definition: VmDefinition,
 }
 
 impl PointManifest {
@@ -57,6 +60,7 @@ impl PointManifest {
         chunk_size: u32,
         index_hashes: &[(u32, Digest)],
         item: &Item,
+        definition: &VmDefinition,
     ) -> PointManifest {
         PointManifest {
             format: FORMAT,
@@ -66,6 +70,7 @@ impl PointManifest {
             chunk_size,
             index_hashes: index_hashes.iter().map(|(d, h)| (*d, hex(h))).collect(),
             item: item.clone(),
+            definition: definition.clone(),
         }
     }
 
