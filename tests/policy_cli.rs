@@ -404,3 +404,56 @@ fn retention_changes_apply_to_existing_points() {
     // Sundays are kept by the weekly rule; at most 3 days of dailies plus Sundays remain.
     assert!(after <= 3 + 4, "{after}");
 }
+
+#[test]
+fn an_item_whose_policy_is_gone_reads_protection_error_and_the_others_go_on() {
+    let env = Env::new();
+    let gold = write(&env, "gold.toml", GOLD);
+    env.ok(&["policy", "create", "--file", &gold]);
+    env.ok(&["discover"]);
+    env.ok(&["register", "app01"]);
+    env.ok(&["protect", "app01", "--policy", "Gold"]);
+    env.protect(&["sales/web01"]);
+    // The policy row goes behind vmvault's back (a catalog edited by hand, or rebuilt
+    // from a vault whose policy object was lost).
+    let db = env.vault_dir("test-we").join("catalog.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    assert_eq!(
+        c.execute("DELETE FROM policies WHERE name = 'Gold'", [])
+            .unwrap(),
+        1
+    );
+    drop(c);
+
+    env.ok(&["sim", "advance", "2d"]);
+    let items = env.json(&["items"]);
+    let app = item(&items, "app01");
+    assert_eq!(app["protection_state"], "ProtectionError", "{app:#}");
+    assert_eq!(app["last_error"]["code"], "PolicyNotFound", "{app:#}");
+    let message = app["last_error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("\"Gold\""), "{message}");
+    // The other item's scheduled backups ran.
+    let web = item(&items, "sales/web01");
+    assert_eq!(web["protection_state"], "Protected", "{web:#}");
+    let jobs = env.json(&["jobs", "--operation", "Backup"]);
+    let ran: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["item"].as_str())
+        .collect();
+    assert!(ran.contains(&"sales/web01"), "{jobs:#}");
+    assert!(!ran.contains(&"app01"), "{jobs:#}");
+    assert!(
+        app["last_error"]["recommendations"]
+            .to_string()
+            .contains("resume-protection sales/app01 --policy"),
+        "{app:#}"
+    );
+    // Moved to an existing policy as it says, it is scheduled again.
+    env.ok(&["stop-protection", "app01", "--retain-data"]);
+    env.ok(&["resume-protection", "app01", "--policy", "DefaultPolicy"]);
+    env.ok(&["sim", "advance", "1d"]);
+    let app = item(&env.json(&["items"]), "app01").clone();
+    assert_eq!(app["protection_state"], "Protected", "{app:#}");
+}

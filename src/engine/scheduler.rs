@@ -20,6 +20,9 @@ use crate::policy::{last_run_at_or_before, next_run_after, Policy};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 
+/// The error code of an item whose policy the vault does not have.
+const POLICY_MISSING: &str = "PolicyNotFound";
+
 /// What `sim advance` did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AdvanceReport {
@@ -48,15 +51,64 @@ impl Engine {
             };
             let policy = match cache.get(&name) {
                 Some(p) => p.clone(),
-                None => {
-                    let p = self.policy(&name)?;
-                    cache.insert(name, p.clone());
-                    p
-                }
+                None => match self.inner.catalog.policy(&name)? {
+                    Some(row) => {
+                        let p = self.parse_policy_row(&row)?;
+                        cache.insert(name, p.clone());
+                        p
+                    }
+                    // Not scheduled (its item says why: see `flag_items_without_policy`);
+                    // the other items are.
+                    None => continue,
+                },
             };
             out.push((item, policy));
         }
         Ok(out)
+    }
+
+    /// Items under a policy the vault does not have (a catalog rebuilt without it, or
+    /// edited by hand) cannot be scheduled: each reads ProtectionError with why and what to
+    /// do, once, instead of silently missing its backups.
+    fn flag_items_without_policy(&self) -> Result<()> {
+        for item in self.items()? {
+            let Some(name) = item.policy.as_deref() else {
+                continue;
+            };
+            if !item.protection_state.is_under_policy()
+                || self.inner.catalog.policy(name)?.is_some()
+                || item
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|e| e.code == POLICY_MISSING)
+            {
+                continue;
+            }
+            tracing::warn!(
+                "{} is protected by policy {name:?}, which the vault does not have: its scheduled backups do not run",
+                item.qualified_name()
+            );
+            let error = ErrorDetails::new(
+                POLICY_MISSING,
+                "The item's backup policy is missing",
+                format!(
+                    "{} is protected by policy \"{}\", which vault {} does not have: its scheduled backups do not run",
+                    item.qualified_name(),
+                    crate::fmt::echo(name),
+                    self.vault_name()
+                ),
+            )
+            .recommend(format!(
+                "Create the policy again under that name (`vmvault policy create --file FILE`), or move the item to an existing one: `vmvault stop-protection {0} --retain-data`, then `vmvault resume-protection {0} --policy NAME`.",
+                item.qualified_name()
+            ));
+            self.inner.catalog.update_item(&item.id, |i| {
+                i.protection_state = ProtectionState::ProtectionError;
+                i.last_error = Some(error.clone());
+            })?;
+            self.publish(Event::ItemsChanged);
+        }
+        Ok(())
     }
 
     /// Items due at `now` with the instant each stands for (the latest missed one).
@@ -128,6 +180,7 @@ impl Engine {
     pub fn run_scheduler_round(&self) -> Result<Vec<String>> {
         self.require_owner()?;
         let now = self.now();
+        self.flag_items_without_policy()?;
         let mut started = Vec::new();
         for (item, at) in self.due_backups(now)? {
             self.mark_scheduled(&item.id, at)?;
@@ -413,6 +466,7 @@ impl Engine {
         // one, counted from the instants the clock moved to, so that when it runs does not
         // depend on how long the rounds took (a clock that went on moving in real time made
         // it run on the 7th or the 8th day).
+        self.flag_items_without_policy()?;
         let mut round_at = from;
         let mut last_gc = from;
         let mut pruned_since_gc = false;
