@@ -423,3 +423,45 @@ fn a_format_1_vault_is_upgraded_to_format_2_with_every_point() {
     assert!(err.contains("format 2 already"), "{err}");
     env.backup("app01");
 }
+
+/// A rebuild never follows a symbolic link in the vault: a linked folder of objects is
+/// refused, a linked point folder is named and not read (and neither is imported).
+#[test]
+fn a_rebuild_follows_no_link_planted_in_the_vault() {
+    let env = Env::new();
+    env.protect(&["app01", "sales/web01"]);
+    let p1 = env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    remove_catalog(&vault, &env.path("lost"));
+    // items/ moved away and linked back.
+    let elsewhere = env.path("items-elsewhere");
+    std::fs::rename(vault.join("items"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, vault.join("items")).unwrap();
+    let (_, err) = env.fails_with(1, &["vault", "rebuild"]);
+    assert!(
+        err.contains("items") && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert!(!vault.join("catalog.db").exists());
+    std::fs::remove_file(vault.join("items")).unwrap();
+    std::fs::rename(&elsewhere, vault.join("items")).unwrap();
+
+    // A point folder moved away and linked back: named, not read, not imported.
+    let moved = env.path("point-elsewhere");
+    let folder = vault.join("points").join(&p1);
+    std::fs::rename(&folder, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &folder).unwrap();
+    let out = env.run(&["vault", "rebuild", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].to_string();
+    assert!(
+        problems.contains(&p1) && problems.contains("symbolic link"),
+        "{report:#}"
+    );
+    assert!(env
+        .json(&["points", "app01"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

@@ -130,8 +130,23 @@ fn fill(
     let store = ChunkStore::open_with(&folder.path().join(CHUNKS_DIR), format)?;
     let dir = folder.path();
 
+    // What is in a folder of the vault; entries that are not ours (a symbolic link, a
+    // device) are named as problems and never followed.
+    let mut entries = |sub: &str| -> Result<Vec<String>> {
+        let found = manifest::object_entries(&dir.join(sub))?;
+        for (name, what) in found.foreign {
+            report.problems.push(format!(
+                "{sub}/{name} is {what}, not something vmvault stored: it was not read (vmvault never follows a link in a vault); remove it"
+            ));
+        }
+        Ok(found.names)
+    };
+    let policy_names = entries(manifest::POLICIES_DIR)?;
+    let item_names = entries(manifest::ITEMS_DIR)?;
+    let folders = entries(POINTS_DIR)?;
+
     // Policies and items as their objects say.
-    for name in manifest::object_names(&dir.join(manifest::POLICIES_DIR))? {
+    for name in policy_names {
         match manifest::read_policy(&store, dir, &name, &vault_id) {
             Ok(p) => {
                 catalog.restore_policy(&p.row())?;
@@ -141,7 +156,7 @@ fn fill(
         }
     }
     let mut items: HashMap<String, Item> = HashMap::new();
-    for name in manifest::object_names(&dir.join(manifest::ITEMS_DIR))? {
+    for name in item_names {
         match manifest::read_item(&store, dir, &name, &vault_id) {
             Ok(r) => {
                 items.insert(r.item.id.clone(), r.item);
@@ -156,7 +171,6 @@ fn fill(
     let mut chunk_size = None;
     let mut manifest_items: HashMap<String, (DateTime<Utc>, Item)> = HashMap::new();
     let now = Utc::now();
-    let folders = manifest::object_names(&dir.join(POINTS_DIR))?;
     let mut damaged = Vec::new();
     for id in &folders {
         let id = id.clone();

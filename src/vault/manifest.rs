@@ -281,24 +281,52 @@ fn remove(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// The objects in the folder `dir` of the vault (names only; temp files left out).
-pub fn object_names(dir: &Path) -> Result<Vec<String>, StoreError> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+/// What [`object_entries`] found in a folder of the vault.
+#[derive(Debug, Default)]
+pub struct Entries {
+    /// Objects (files) and point folders, sorted; temp files left out.
+    pub names: Vec<String>,
+    /// Entries that are neither (symbolic links, devices, FIFOs): never followed or read.
+    pub foreign: Vec<(String, &'static str)>,
+}
+
+/// The objects in the folder `dir` of the vault (a missing folder holds none). The folder
+/// itself must be a real folder: a symbolic link there is refused, never followed.
+pub fn object_entries(dir: &Path) -> Result<Entries, StoreError> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entries::default()),
         Err(e) => return Err(StoreError::io(format!("listing {}", dir.display()), e)),
-    };
-    let mut names = Vec::new();
+        Ok(m) if !m.is_dir() => {
+            return Err(StoreError::Invalid(format!(
+                "{} is {}, not a folder of the vault: vmvault never follows a link in a vault. Remove it (or put the vault's own folder back)",
+                dir.display(),
+                if m.file_type().is_symlink() { "a symbolic link" } else { "not a folder" }
+            )))
+        }
+        Ok(_) => {}
+    }
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+    let mut out = Entries::default();
     for ent in rd {
         let ent = ent.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-        if let Some(n) = ent.file_name().to_str() {
-            if !n.starts_with('.') {
-                names.push(n.to_string());
-            }
+        let Some(n) = ent.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if n.starts_with('.') {
+            continue;
+        }
+        // The entry's own type: a link is never followed to see what it names.
+        match ent.file_type() {
+            Ok(t) if t.is_file() || t.is_dir() => out.names.push(n),
+            Ok(t) if t.is_symlink() => out.foreign.push((n, "a symbolic link")),
+            Ok(_) => out.foreign.push((n, "neither a file nor a folder")),
+            Err(e) => return Err(StoreError::io(format!("listing {}", dir.display()), e)),
         }
     }
-    names.sort();
-    Ok(names)
+    out.names.sort();
+    out.foreign.sort();
+    Ok(out)
 }
 
 /// Reads an item object.

@@ -18,7 +18,7 @@
 //! codec (encrypted and authenticated when the vault has keys), at the same place; the
 //! store checks its name after decoding just the same.
 
-use super::index::{open_index, IndexExpect, IndexFile, IndexOwner};
+use super::index::{open_vault_file, IndexExpect, IndexFile, IndexOwner};
 use super::Digest;
 use super::{digest_hex, DataFormat, DiskIndex, StoreError, MAX_CHUNK_SIZE};
 use crate::direct_io::AlignedBuf;
@@ -386,7 +386,14 @@ impl ChunkStore {
             ));
         };
         let limit = kind.max_raw_len() + codec::MAX_OVERHEAD as u64;
-        let (f, len) = open_index(path, limit)?;
+        let what = match kind {
+            BlobKind::Index => "disk index",
+            BlobKind::Manifest => "point manifest",
+            BlobKind::Item => "item object",
+            BlobKind::Policy => "policy object",
+            k => k.name(),
+        };
+        let (f, len) = open_vault_file(path, limit, what)?;
         let mut blob = Vec::with_capacity(len as usize);
         f.take(limit)
             .read_to_end(&mut blob)

@@ -242,11 +242,22 @@ impl DiskIndex {
 /// a FIFO (anything but a regular file is damage), at most `limit` bytes. Returns the file
 /// and its length.
 pub(crate) fn open_index(path: &Path, limit: u64) -> Result<(File, u64), StoreError> {
+    open_vault_file(path, limit, "disk index")
+}
+
+/// Opens the vault file `path` (a `what`, for messages) for reading: never through a
+/// symbolic link, never blocking on a FIFO, only a regular file of at most `limit` bytes
+/// (anything else there is damage, named as such).
+pub(crate) fn open_vault_file(
+    path: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<(File, u64), StoreError> {
     let corrupt = |reason: String| StoreError::IndexCorrupt {
         path: path.to_path_buf(),
         reason,
     };
-    let ioerr = |e: io::Error| StoreError::io(format!("reading disk index {}", path.display()), e);
+    let ioerr = |e: io::Error| StoreError::io(format!("reading {what} {}", path.display()), e);
     let f = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -254,21 +265,21 @@ pub(crate) fn open_index(path: &Path, limit: u64) -> Result<(File, u64), StoreEr
     {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(corrupt(
-                "a symbolic link is where the disk index should be".into(),
-            ))
+            return Err(corrupt(format!(
+                "a symbolic link is where the {what} should be"
+            )))
         }
         Err(e) => return Err(ioerr(e)),
     };
     let md = f.metadata().map_err(ioerr)?;
     if !md.is_file() {
-        return Err(corrupt(
-            "something other than a regular file is where the disk index should be".into(),
-        ));
+        return Err(corrupt(format!(
+            "something other than a regular file is where the {what} should be"
+        )));
     }
     if md.len() > limit {
         return Err(corrupt(format!(
-            "{} bytes is more than any disk index can be",
+            "{} bytes is more than any {what} can be",
             md.len()
         )));
     }
