@@ -465,3 +465,26 @@ fn a_rebuild_follows_no_link_planted_in_the_vault() {
         .unwrap()
         .is_empty());
 }
+
+/// The key slots of a vault with items but no backup yet removed: the vault says its keys
+/// are lost (its items and policies are stored under them) rather than making new ones.
+#[test]
+fn lost_key_slots_are_never_replaced_by_new_keys() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let vault = env.vault_dir("test-we");
+    let key = key_file(&env, &vault);
+    let before = std::fs::read(&key).unwrap();
+    std::fs::remove_dir_all(vault.join("keys")).unwrap();
+    let (_, err) = env.fails_with(1, &["backup", "app01"]);
+    assert!(
+        err.contains("key slots") && err.contains("paper key"),
+        "{err}"
+    );
+    assert!(!vault.join("keys").exists());
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "the key file is untouched"
+    );
+}

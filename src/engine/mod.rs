@@ -310,43 +310,46 @@ fn unlock_data_format(
     let data = folder.stored_data()?;
     let empty = data.chunk_files == 0 && data.point_folders == 0 && !catalog.knows_stored_data()?;
     let recorded = catalog.setting(SETTING_KEY_ID)?;
-    let (master, opened) = if empty && unlock::readable_slots(folder)?.0.is_empty() {
-        // A new vault (or one whose creation was killed before its keys were made).
-        let path = keys.key_file_for(&vault_id).ok_or_else(|| {
-            EngineError::Failed(
+    // A catalog that records a key id had keys: their slots gone is a lost key, never a
+    // reason to make new ones (the vault's items and policies are stored under the old).
+    let (master, opened) =
+        if empty && recorded.is_none() && unlock::readable_slots(folder)?.0.is_empty() {
+            // A new vault (or one whose creation was killed before its keys were made).
+            let path = keys.key_file_for(&vault_id).ok_or_else(|| {
+                EngineError::Failed(
                 "no folder for the new vault's key file: set the vault's key_file in the config"
                     .into(),
             )
-        })?;
-        let m = unlock::create_keys(folder, &vault_id, &path)?;
-        catalog.set_setting(SETTING_KEY_ID, &m.key_id())?;
-        *new_key_file = Some(path);
-        let opened = unlock::readable_slots(folder)?
-            .0
-            .first()
-            .map(|s| unlock::Opened::Slot {
-                id: s.id().to_string(),
-                kind: s.kind(),
-            })
-            .unwrap_or(unlock::Opened::PaperKey);
-        (m, opened)
-    } else {
-        let (m, opened) = unlock::unlock(folder, &vault_id, recorded.as_deref(), keys)?;
-        match recorded {
-            Some(k) if k != m.key_id() => {
-                return Err(UnlockError::ForeignKey {
-                    vault: folder.path().to_path_buf(),
-                    slot: opened.to_string(),
-                    found: m.key_id(),
-                    expected: k,
+            })?;
+            let m = unlock::create_keys(folder, &vault_id, &path)?;
+            catalog.set_setting(SETTING_KEY_ID, &m.key_id())?;
+            *new_key_file = Some(path);
+            let opened = unlock::readable_slots(folder)?
+                .0
+                .first()
+                .map(|s| unlock::Opened::Slot {
+                    id: s.id().to_string(),
+                    kind: s.kind(),
+                })
+                .unwrap_or(unlock::Opened::PaperKey);
+            (m, opened)
+        } else {
+            let (m, opened) = unlock::unlock(folder, &vault_id, recorded.as_deref(), keys)?;
+            match recorded {
+                Some(k) if k != m.key_id() => {
+                    return Err(UnlockError::ForeignKey {
+                        vault: folder.path().to_path_buf(),
+                        slot: opened.to_string(),
+                        found: m.key_id(),
+                        expected: k,
+                    }
+                    .into())
                 }
-                .into())
+                Some(_) => {}
+                None => catalog.set_setting(SETTING_KEY_ID, &m.key_id())?,
             }
-            Some(_) => {}
-            None => catalog.set_setting(SETTING_KEY_ID, &m.key_id())?,
-        }
-        (m, opened)
-    };
+            (m, opened)
+        };
     let format = DataFormat::V2 {
         keys: Some(std::sync::Arc::new(master.keys())),
     };
