@@ -258,9 +258,11 @@ impl VaultFolder {
             .take(MARKER_LIMIT)
             .read_to_string(&mut text)
             .map_err(|e| self.invalid(format!("cannot read {MARKER_FILE}: {e}")))?;
-        parse_marker(&text)
-            .map(Some)
-            .ok_or_else(|| self.invalid(format!("{MARKER_FILE} is damaged (no vault id in it); restore it from a copy, or remove it if catalog.db is intact")))
+        parse_marker(&text).map(Some).map_err(|why| {
+            self.invalid(format!(
+                "{MARKER_FILE} is damaged ({why}); restore it from a copy, or remove it if catalog.db is intact"
+            ))
+        })
     }
 
     /// Writes the marker durably; never replaces one that is there.
@@ -345,12 +347,15 @@ fn count_entries(root: &Path, depth: u32) -> Result<u64, FolderError> {
     Ok(n)
 }
 
-fn parse_marker(text: &str) -> Option<Marker> {
-    let v: toml::Table = toml::from_str(text).ok()?;
-    let id = v.get("id")?.as_str()?.trim().to_string();
-    if id.is_empty() {
-        return None;
-    }
+/// The marker in `text`, or what is wrong with it.
+fn parse_marker(text: &str) -> Result<Marker, String> {
+    let v: toml::Table = toml::from_str(text).map_err(|_| "it is not TOML".to_string())?;
+    let id = v
+        .get("id")
+        .and_then(|i| i.as_str())
+        .map(|i| i.trim().to_string())
+        .filter(|i| !i.is_empty())
+        .ok_or("no vault id in it")?;
     let name = v
         .get("name")
         .and_then(|n| n.as_str())
@@ -358,14 +363,20 @@ fn parse_marker(text: &str) -> Option<Marker> {
         .to_string();
     let format = match v.get("format") {
         None => None,
-        Some(f) => Some(f.as_integer()?),
+        Some(f) => Some(f.as_integer().ok_or("its format is not a number")?),
     };
     let encryption = match v.get("encryption") {
         None => None,
-        Some(e) => Some(e.as_str()?),
+        Some(e) => Some(e.as_str().ok_or("its encryption is not a string")?),
     };
-    let layout = Layout::parse(format, encryption)?;
-    Some(Marker { id, name, layout })
+    let layout = Layout::parse(format, encryption).ok_or_else(|| {
+        format!(
+            "format {} with encryption {:?} is not a vault this vmvault knows (format 1, or 2 with \"aes-256-gcm\" or \"none\"); a newer vmvault may have made it",
+            format.unwrap_or(1),
+            encryption.unwrap_or("none")
+        )
+    })?;
+    Ok(Marker { id, name, layout })
 }
 
 /// The layout the marker of the vault folder at `path` states, without creating or
@@ -639,6 +650,30 @@ const NO_ID: &str = "(none: a catalog made elsewhere or before this vault)";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_or_unknown_marker_says_what_is_wrong_with_it() {
+        let ok = parse_marker("id = \"v1\"\nformat = 2\nencryption = \"aes-256-gcm\"\n").unwrap();
+        assert_eq!(ok.layout, Layout::V2 { encrypted: true });
+        assert_eq!(parse_marker("id = \"v1\"\n").unwrap().layout, Layout::V1);
+        for (text, says) in [
+            ("name = \"x\"\n", "no vault id"),
+            ("id = \"\"\n", "no vault id"),
+            ("{{{", "not TOML"),
+            ("id = \"v\"\nformat = \"two\"\n", "format is not a number"),
+            (
+                "id = \"v\"\nformat = 3\nencryption = \"aes-256-gcm\"\n",
+                "format 3",
+            ),
+            (
+                "id = \"v\"\nformat = 2\nencryption = \"rot13\"\n",
+                "\"rot13\"",
+            ),
+        ] {
+            let why = parse_marker(text).unwrap_err();
+            assert!(why.contains(says), "{text:?}: {why}");
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn folder() -> (tempfile::TempDir, VaultFolder) {
