@@ -104,7 +104,20 @@ fn without_its_key_an_encrypted_vault_lists_but_reads_and_writes_nothing() {
     let (_, err) = env.fails_with(1, &["backup", "app01"]);
     assert!(err.contains("no key was found"), "{err}");
     assert!(err.contains(key.to_str().unwrap()), "{err}");
+    // Only what can open this vault is offered: it has no passphrase slot.
+    assert!(
+        err.contains("paper key") && !err.contains("passphrase"),
+        "{err}"
+    );
     assert_eq!(env.json(&["points", "app01"]).as_array().unwrap().len(), 1);
+    // A key file that is a link to a medium that is not there says so.
+    std::os::unix::fs::symlink(env.path("usb/vault.key"), &key).unwrap();
+    let (_, err) = env.fails_with(1, &["backup", "app01"]);
+    assert!(
+        err.contains("symbolic link") && err.contains("usb/vault.key"),
+        "{err}"
+    );
+    std::fs::remove_file(&key).unwrap();
 
     // Another vault's key file at its place: refused as the wrong key.
     env.ok(&["--vault", "test-eus", "discover"]);

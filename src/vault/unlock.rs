@@ -50,11 +50,13 @@ pub enum UnlockError {
     #[error("vault keys: {0}")]
     Unsafe(#[from] FsxError),
     /// Nothing given opens the vault.
-    #[error("vault {} is encrypted and no key was found that opens it: {tried}. Give its key file (the vault's `key_file` in the config, default {}), a passphrase (--passphrase-file FILE or VMVAULT_PASSPHRASE_FILE, or run on a terminal to be asked) or its paper key (--paper-key-file FILE or VMVAULT_PAPER_KEY_FILE)", .vault.display(), .default_key_file.display())]
+    #[error("vault {} is encrypted and no key was found that opens it: {tried}. Give {ways}", .vault.display())]
     NoKey {
         vault: PathBuf,
-        default_key_file: PathBuf,
+        /// What was tried, and why it did not open the vault.
         tried: String,
+        /// The ways the vault's slots can be opened, and the paper key.
+        ways: String,
     },
     /// The vault's slots are gone while its data is there.
     #[error("vault {} is encrypted but its key slots (the `keys` folder) are missing or empty while it holds data. Put `keys/` back from a copy of the vault folder, or open the vault with its paper key (--paper-key-file FILE or VMVAULT_PAPER_KEY_FILE) and add a new key with `vmvault key add`", .vault.display())]
@@ -347,7 +349,14 @@ pub fn unlock(
                 tried.push(format!("key file {} opens no key slot", path.display()));
             }
             Err(KeyError::KeyFileAccess(e)) if is_not_found(&e) => {
-                tried.push(format!("no key file at {}", path.display()));
+                tried.push(match std::fs::read_link(&path) {
+                    Ok(target) => format!(
+                        "the key file {} is a symbolic link to {}, which is not there (a medium not mounted?)",
+                        path.display(),
+                        target.display()
+                    ),
+                    Err(_) => format!("no key file at {}", path.display()),
+                });
             }
             Err(e) => return Err(e.into()),
         }
@@ -406,12 +415,27 @@ pub fn unlock(
     if let (Some(e), true) = (last_wrong, tried.len() == 1) {
         return Err(e.into());
     }
+    // Only the ways this vault's slots can be opened, and the paper key.
+    let mut ways = Vec::new();
+    if slots.iter().any(|s| s.kind() == SlotKind::Keyfile) {
+        let default = source
+            .key_file_for(vault_id)
+            .unwrap_or_else(|| PathBuf::from(format!("<config folder>/keys/{vault_id}.key")));
+        ways.push(format!(
+            "its key file (the vault's `key_file` in the config, default {}; a key file made for vault {vault_id} by `vmvault key export` or `key add`)",
+            default.display()
+        ));
+    }
+    if has_passphrase_slot {
+        ways.push(
+            "its passphrase (--passphrase-file FILE or VMVAULT_PASSPHRASE_FILE, or run on a terminal to be asked)".into(),
+        );
+    }
+    ways.push("its paper key (--paper-key-file FILE or VMVAULT_PAPER_KEY_FILE)".into());
     Err(UnlockError::NoKey {
         vault: folder.path().to_path_buf(),
-        default_key_file: source
-            .key_file_for(vault_id)
-            .unwrap_or_else(|| PathBuf::from(format!("<config folder>/keys/{vault_id}.key"))),
         tried: tried.join("; "),
+        ways: ways.join(", or "),
     })
 }
 
