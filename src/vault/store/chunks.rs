@@ -47,6 +47,51 @@ pub struct ChunkStore {
     /// Where the chunks are, for messages (`<vault>/chunks` for a local vault).
     dir: PathBuf,
     format: DataFormat,
+    /// Codecs for the vault's blobs (indexes, manifests, items, policies), kept for the
+    /// next one: a codec's zstd contexts and key schedule cost more to make than a small
+    /// blob costs to encode.
+    blob_codecs: std::sync::Mutex<Vec<Codec>>,
+}
+
+/// Codecs kept by a store at most, and the buffers a kept codec may hold (a codec that
+/// encoded a huge index gives its memory back).
+const KEPT_CODECS: usize = 4;
+const KEPT_CODEC_BYTES: usize = 4 << 20;
+
+/// A codec of [`ChunkStore::blob_codec`], given back to the store when dropped.
+struct PooledCodec<'a> {
+    store: &'a ChunkStore,
+    codec: Option<Codec>,
+}
+
+impl std::ops::Deref for PooledCodec<'_> {
+    type Target = Codec;
+    fn deref(&self) -> &Codec {
+        self.codec.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for PooledCodec<'_> {
+    fn deref_mut(&mut self) -> &mut Codec {
+        self.codec.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for PooledCodec<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.codec.take() {
+            if c.buffer_capacity() <= KEPT_CODEC_BYTES {
+                let mut kept = self
+                    .store
+                    .blob_codecs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if kept.len() < KEPT_CODECS {
+                    kept.push(c);
+                }
+            }
+        }
+    }
 }
 
 impl ChunkStore {
@@ -94,7 +139,28 @@ impl ChunkStore {
             backend,
             dir,
             format,
+            blob_codecs: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// A codec for the vault's blobs (None in format 1), from those kept or new.
+    fn blob_codec(&self) -> Result<Option<PooledCodec<'_>>, StoreError> {
+        if self.format.version() < 2 {
+            return Ok(None);
+        }
+        let kept = self
+            .blob_codecs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let codec = match kept {
+            Some(c) => Some(c),
+            None => self.format.codec(DEFAULT_COMPRESSION_LEVEL)?,
+        };
+        Ok(codec.map(|c| PooledCodec {
+            store: self,
+            codec: Some(c),
+        }))
     }
 
     /// The backend the chunks are stored in.
@@ -313,7 +379,7 @@ impl ChunkStore {
         owner: &IndexOwner,
         durable: bool,
     ) -> Result<Digest, StoreError> {
-        let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
+        let Some(mut codec) = self.blob_codec()? else {
             return match durable {
                 true => index.write_atomic(path, owner),
                 false => index.write_unsynced(path, owner),
@@ -360,7 +426,7 @@ impl ChunkStore {
         bytes: &[u8],
         durable: bool,
     ) -> Result<(), StoreError> {
-        let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
+        let Some(mut codec) = self.blob_codec()? else {
             return Err(StoreError::Invalid(
                 "a vault of format 1 keeps no description of itself".into(),
             ));
@@ -380,7 +446,7 @@ impl ChunkStore {
         kind: BlobKind,
         name: &str,
     ) -> Result<Vec<u8>, StoreError> {
-        let Some(mut codec) = self.format.codec(DEFAULT_COMPRESSION_LEVEL)? else {
+        let Some(mut codec) = self.blob_codec()? else {
             return Err(StoreError::Invalid(
                 "a vault of format 1 keeps no description of itself".into(),
             ));
