@@ -578,7 +578,16 @@ pub(crate) fn write_backup(
             store::BackupError::Cancelled => JobFail::Cancelled,
             store::BackupError::Source(p) => JobFail::from(p),
             store::BackupError::Store(s) => store_fail(s),
-        })?;
+        });
+        let result = match result {
+            Ok(r) => r,
+            Err(fail) => {
+                // The disks read before this one wrote chunks no point will hold.
+                pins.clear();
+                engine.discard_chunks(&new_chunks);
+                return Err(fail);
+            }
+        };
         logical += result.logical_bytes;
         stored += result.stored_bytes;
         read += result.bytes_read;
@@ -652,18 +661,23 @@ impl Engine {
             }
         }
         if let Err(fail) = self.write_points(&mut written, &mut results) {
-            for (i, ..) in written.drain(..) {
+            for (i, _, w) in written.drain(..) {
                 results[i] = Some(Err(fail.duplicate()));
+                self.discard_written(w);
             }
         }
         // Each cancel is checked once more before the points are committed.
-        written.retain(|(i, ctx, _)| match ctx.cancel.check() {
-            Ok(()) => true,
-            Err(c) => {
-                results[*i] = Some(Err(c.into()));
-                false
+        let mut going_on = Vec::with_capacity(written.len());
+        for (i, ctx, w) in written {
+            match ctx.cancel.check() {
+                Ok(()) => going_on.push((i, ctx, w)),
+                Err(c) => {
+                    results[i] = Some(Err(c.into()));
+                    self.discard_written(w);
+                }
             }
-        });
+        }
+        let written = going_on;
         for (i, result) in self.commit_written(written) {
             results[i] = Some(result);
         }
@@ -711,16 +725,20 @@ impl Engine {
             .catalog
             .record_point_writes(&announce, self.now())?;
         let mut hashes = Vec::with_capacity(written.len());
-        written.retain(|(i, _, w)| match write_indexes(self, w) {
-            Ok(h) => {
-                hashes.push(h);
-                true
+        let mut indexed = Vec::with_capacity(written.len());
+        for (i, ctx, w) in written.drain(..) {
+            match write_indexes(self, &w) {
+                Ok(h) => {
+                    hashes.push(h);
+                    indexed.push((i, ctx, w));
+                }
+                Err(fail) => {
+                    results[i] = Some(Err(fail));
+                    self.discard_written(w);
+                }
             }
-            Err(fail) => {
-                results[*i] = Some(Err(fail));
-                false
-            }
-        });
+        }
+        *written = indexed;
         // One sync for the chunks, the index files and the folders of every point here.
         self.sync_vault_files()?;
         for ((_, _, w), h) in written.iter_mut().zip(hashes) {
@@ -750,16 +768,21 @@ impl Engine {
         // its data is durable (a manifest never names what a crash can lose), and the
         // manifests are made durable (one more sync) before the catalog commits the points.
         if self.store().is_ok_and(|s| s.format().version() >= 2) {
-            ready.retain(|(i, p)| match self.write_point_manifest(p) {
-                Ok(()) => true,
-                Err(fail) => {
-                    out.push((*i, Err(fail)));
-                    false
+            let mut described = Vec::with_capacity(ready.len());
+            for (i, p) in ready {
+                match self.write_point_manifest(&p) {
+                    Ok(()) => described.push((i, p)),
+                    Err(fail) => {
+                        out.push((i, Err(fail)));
+                        self.discard_ready(p);
+                    }
                 }
-            });
+            }
+            ready = described;
             if let Err(fail) = self.sync_vault_files() {
-                for (i, _) in ready.drain(..) {
+                for (i, p) in ready.drain(..) {
                     out.push((i, Err(fail.duplicate())));
+                    self.discard_ready(p);
                 }
                 return out;
             }
@@ -773,6 +796,11 @@ impl Engine {
                 Err(_) => self.inner.catalog.commit_points(&[p.commit()]),
             };
             drop(p.pins);
+            if result.is_err() {
+                // Not committed: its chunks are no point's (those the catalog has committed
+                // after all stay, see discard_uncommitted).
+                self.discard_chunks(&p.new_chunks);
+            }
             out.push((i, result.map(|()| JobEnd::Saved).map_err(JobFail::from)));
             self.publish(Event::ItemsChanged);
             self.publish(Event::PointsChanged {
@@ -784,6 +812,44 @@ impl Engine {
 }
 
 impl Engine {
+    /// Gives back the chunks of a backup that will not be committed (once its pins are
+    /// gone): a backup that failed for space frees it at once.
+    fn discard_chunks(&self, chunks: &[ChunkRow]) {
+        if chunks.is_empty() {
+            return;
+        }
+        let Ok(store) = self.store() else { return };
+        let digests: Vec<store::Digest> = chunks.iter().map(|c| c.digest).collect();
+        let n = store::discard_uncommitted(
+            store,
+            &CatalogRegistry(&self.inner.catalog),
+            &self.inner.pins,
+            &digests,
+        );
+        tracing::info!(
+            "{n} of the {} chunk(s) written by a backup that was not committed were removed",
+            digests.len()
+        );
+    }
+
+    /// [`Engine::discard_chunks`] of a point that will not be committed.
+    fn discard_ready(&self, p: ReadyPoint) {
+        let ReadyPoint {
+            new_chunks, pins, ..
+        } = p;
+        drop(pins);
+        self.discard_chunks(&new_chunks);
+    }
+
+    /// [`Engine::discard_chunks`] of a written backup that will not be committed.
+    fn discard_written(&self, w: WrittenBackup) {
+        let WrittenBackup {
+            new_chunks, pins, ..
+        } = w;
+        drop(pins);
+        self.discard_chunks(&new_chunks);
+    }
+
     /// Writes the manifest of a point about to be committed, not synced (format 2 only).
     fn write_point_manifest(&self, p: &ReadyPoint) -> std::result::Result<(), JobFail> {
         let store = self.store()?;

@@ -435,7 +435,12 @@ impl Engine {
                     if e.code == "VaultStorageFull" {
                         if let Some(note) = crate::fsx::space_note(self.vault_dir()) {
                             if !e.message.contains(&note) {
-                                e.message = format!("{}; {note}", e.message);
+                                // Measured now, once the job gave back what it wrote (a
+                                // failed backup removes its chunks): what it lacked is more.
+                                e.message = format!(
+                                    "{}; at the job's end, after what it wrote was removed, {note}",
+                                    e.message
+                                );
                             }
                         }
                     }

@@ -63,6 +63,16 @@ fn a_full_vault_disk_fails_the_backup_clearly_and_the_next_one_works() {
         !advice.contains("verify"),
         "a full disk is not damage: {advice}"
     );
+    // What it wrote is given back at once, not at the next garbage collection (whose
+    // grace period would keep it for an hour).
+    let chunks = data.join("vaults").join("test-we").join("chunks");
+    let left = files_under(&chunks);
+    assert!(
+        left.is_empty(),
+        "chunks left by the failed backup: {}",
+        left.len()
+    );
+    assert!(msg.contains("after what it wrote was removed"), "{msg}");
 
     // Listings still work on the full disk, and nothing was committed.
     let points: Value =

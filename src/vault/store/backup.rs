@@ -231,6 +231,26 @@ impl From<ProviderError> for BackupError {
     }
 }
 
+/// Removes chunks a backup wrote that no recovery point holds, once the backup failed or
+/// was cancelled (and dropped its pins): a chunk another backup pins, or that the catalog
+/// has committed since, stays. Best effort (what is not removed is garbage collection's);
+/// returns how many were removed.
+pub fn discard_uncommitted(
+    store: &ChunkStore,
+    registry: &dyn ChunkRegistry,
+    pins: &PinSet,
+    chunks: &[Digest],
+) -> usize {
+    chunks
+        .iter()
+        .filter(|d| {
+            pins.remove_if_unpinned(d, || {
+                matches!(registry.is_committed(d), Ok(false)) && store.remove(d).is_ok()
+            }) == Some(true)
+        })
+        .count()
+}
+
 /// Number of workers for `wanted` workers and chunk size `cs` (each holds
 /// `buffers_per_worker` chunk buffers), capped so buffers stay within [`BUFFER_BUDGET`].
 pub(crate) fn worker_count(wanted: usize, cs: u32, buffers_per_worker: usize) -> usize {
@@ -345,7 +365,14 @@ pub fn backup_disk(p: BackupParams) -> Result<DiskBackup, BackupError> {
         }
     });
 
-    if let Some(e) = lock(&shared.error).take() {
+    let failed = lock(&shared.error).take();
+    if let Some(e) = failed {
+        // The chunks written so far are no point's: they go now (a backup that failed for
+        // space gives the space back at once, not at the next garbage collection).
+        let written: Vec<Digest> = lock(&shared.new_chunks).iter().map(|c| c.digest).collect();
+        drop(shared);
+        drop(pins);
+        discard_uncommitted(p.store, p.registry, p.pins, &written);
         return Err(e);
     }
     let mut entries = std::mem::take(&mut *lock(&shared.entries));

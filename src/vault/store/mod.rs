@@ -91,8 +91,8 @@ pub(crate) mod testutil;
 
 pub use crate::direct_io::AlignedBuf;
 pub use backup::{
-    backup_disk, planned_read_bytes, BackupError, BackupParams, ChunkRegistry, DiskBackup,
-    NewChunk, PinGuard, PinSet,
+    backup_disk, discard_uncommitted, planned_read_bytes, BackupError, BackupParams, ChunkRegistry,
+    DiskBackup, NewChunk, PinGuard, PinSet,
 };
 pub use chunks::{ChunkEncoder, ChunkStore, DEFAULT_COMPRESSION_LEVEL};
 pub use index::DiskIndex;
