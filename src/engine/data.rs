@@ -334,25 +334,8 @@ pub(crate) fn write_point_files(
         .inner
         .catalog
         .record_point_write(point_id, writer, &disk_numbers, engine.now())?;
+    let index_hashes = write_index_files(engine, point_id, indexes, true)?;
     let dir = engine.point_dir(point_id);
-    super::create_private_dir(&dir).map_err(|e| {
-        JobFail::vault(
-            "Could not write to the vault",
-            format!("creating {}: {e}", dir.display()),
-        )
-    })?;
-    let mut index_hashes = Vec::with_capacity(indexes.len());
-    for (disk, index) in indexes {
-        let owner = store::index::IndexOwner {
-            point_id: point_id.to_string(),
-            disk: *disk,
-        };
-        let sum = engine
-            .store()?
-            .write_index(&engine.index_path(point_id, *disk), index, &owner, true)
-            .map_err(store_fail)?;
-        index_hashes.push((*disk, sum));
-    }
     super::sync_dir(dir.parent().unwrap_or(&dir)).map_err(|e| {
         JobFail::vault(
             "Could not write to the vault",
@@ -892,7 +875,17 @@ fn write_indexes(
     engine: &Engine,
     w: &WrittenBackup,
 ) -> std::result::Result<Vec<(u32, [u8; 32])>, JobFail> {
-    let (point_id, indexes) = (&w.point_id, &w.indexes);
+    write_index_files(engine, &w.point_id, &w.indexes, false)
+}
+
+/// Creates the folder of point `point_id` and writes its indexes (fsynced when `durable`);
+/// returns the index hashes.
+fn write_index_files(
+    engine: &Engine,
+    point_id: &str,
+    indexes: &[(u32, DiskIndex)],
+    durable: bool,
+) -> std::result::Result<Vec<(u32, [u8; 32])>, JobFail> {
     let dir = engine.point_dir(point_id);
     super::create_private_dir(&dir).map_err(|e| {
         JobFail::vault(
@@ -903,12 +896,12 @@ fn write_indexes(
     let mut index_hashes = Vec::with_capacity(indexes.len());
     for (disk, index) in indexes {
         let owner = store::index::IndexOwner {
-            point_id: point_id.clone(),
+            point_id: point_id.to_string(),
             disk: *disk,
         };
         let sum = engine
             .store()?
-            .write_index(&engine.index_path(point_id, *disk), index, &owner, false)
+            .write_index(&engine.index_path(point_id, *disk), index, &owner, durable)
             .map_err(store_fail)?;
         index_hashes.push((*disk, sum));
     }

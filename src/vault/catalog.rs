@@ -1533,9 +1533,7 @@ impl Catalog {
                 index_hashes,
                 chunks,
                 now,
-            )?;
-            tx.execute("DELETE FROM point_writes WHERE point_id = ?1", [&point.id])
-                .map(|_| ())
+            )
         })
     }
 
