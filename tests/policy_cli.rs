@@ -450,6 +450,12 @@ fn an_item_whose_policy_is_gone_reads_protection_error_and_the_others_go_on() {
             .contains("resume-protection sales/app01 --policy"),
         "{app:#}"
     );
+    // A backup now keeps a point, but the item still has no schedule and says so.
+    let j = env.json(&["backup", "app01"]);
+    assert_eq!(j["status"], "Completed", "{j:#}");
+    let app = item(&env.json(&["items"]), "app01").clone();
+    assert_eq!(app["protection_state"], "ProtectionError", "{app:#}");
+    assert_eq!(app["last_error"]["code"], "PolicyNotFound", "{app:#}");
     // Moved to an existing policy as it says, it is scheduled again.
     env.ok(&["stop-protection", "app01", "--retain-data"]);
     env.ok(&["resume-protection", "app01", "--policy", "DefaultPolicy"]);

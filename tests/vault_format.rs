@@ -501,3 +501,53 @@ fn lost_key_slots_are_never_replaced_by_new_keys() {
         "the key file is untouched"
     );
 }
+
+/// A point folder replaced by a link: verify and restore refuse to read through it, and
+/// removing the point removes the link, never what it names.
+#[test]
+fn a_linked_point_folder_is_never_read_or_emptied_through() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let folder = vault.join("points").join(&p1);
+    let outside = env.path("outside");
+    std::fs::rename(&folder, &outside).unwrap();
+    std::fs::write(outside.join("precious"), b"keep me").unwrap();
+    std::os::unix::fs::symlink(&outside, &folder).unwrap();
+
+    let out = env.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("disk index") && text.contains(&p1), "{text}");
+    let (_, err) = env.fails_with(
+        1,
+        &[
+            "restore",
+            "app01",
+            "--point",
+            &p1,
+            "--to",
+            env.path("r").to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("symbolic link"), "{err}");
+
+    env.ok(&["stop-protection", "app01", "--delete-data"]);
+    env.ok(&["sim", "advance", "15d"]);
+    assert!(env
+        .json(&["points", "app01"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(
+        std::fs::symlink_metadata(&folder).is_err(),
+        "the link is gone"
+    );
+    assert!(
+        outside.join("manifest").exists(),
+        "nothing is removed through the link"
+    );
+    assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"keep me");
+}

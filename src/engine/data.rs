@@ -287,6 +287,7 @@ impl Engine {
         point: &RecoveryPoint,
         disk: u32,
     ) -> std::result::Result<DiskIndex, store::StoreError> {
+        self.check_point_folder(&point.id)?;
         let path = self.index_path(&point.id, disk);
         let capacity = point
             .disks
@@ -358,7 +359,11 @@ impl store::ChunkRegistry for CatalogRegistry<'_> {
 
 fn store_fail(e: store::StoreError) -> JobFail {
     match e {
-        ref e if e.is_full() => JobFail::Failed(e.details()),
+        // The storage's own verdict (full, read-only, access denied, something foreign in
+        // the way) says who must act and how.
+        ref e if e.is_full() || matches!(e, store::StoreError::Backend(_)) => {
+            JobFail::Failed(e.details())
+        }
         e => JobFail::vault("Could not write to the vault", e.to_string()),
     }
 }
@@ -968,9 +973,17 @@ fn ready_point(ctx: &JobCtx, w: WrittenBackup) -> std::result::Result<ReadyPoint
     let mut updated = engine.item(&item.id)?.unwrap_or(item.clone());
     updated.last_backup_time = Some(at);
     updated.last_backup_status = Some(status);
-    updated.last_error = None;
-    if updated.protection_state.is_under_policy() {
+    let prior_error = updated.last_error.take();
+    let policy_missing = updated
+        .policy
+        .as_deref()
+        .is_some_and(|name| matches!(engine.inner.catalog.policy(name), Ok(None)));
+    if updated.protection_state.is_under_policy() && !policy_missing {
         updated.protection_state = ProtectionState::Protected;
+    } else if policy_missing {
+        // The point is kept, but the item still has no schedule: it says so until it is
+        // moved to a policy the vault has (see the scheduler).
+        updated.last_error = prior_error;
     }
     Ok(ReadyPoint {
         point,

@@ -652,12 +652,35 @@ impl Engine {
     /// point back with half its files), then the rest.
     pub(crate) fn remove_point_folder(&self, point_id: &str) -> std::io::Result<()> {
         let dir = self.point_dir(point_id);
+        if let Some(what) = foreign_point_folder(&dir) {
+            // Planted, not written by vmvault: the entry goes, what it names is not touched.
+            tracing::warn!(
+                "{} is {what}, not a recovery point folder: the entry is removed, nothing it names is touched",
+                dir.display()
+            );
+            return std::fs::remove_file(&dir);
+        }
         match std::fs::remove_file(dir.join(crate::vault::manifest::MANIFEST_FILE)) {
             Ok(()) => sync_dir(&dir)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         std::fs::remove_dir_all(&dir)
+    }
+
+    /// Refuses a point folder that is not one (a symbolic link, a file): nothing is read
+    /// through it.
+    pub(crate) fn check_point_folder(&self, point_id: &str) -> std::result::Result<(), StoreError> {
+        let dir = self.point_dir(point_id);
+        match foreign_point_folder(&dir) {
+            None => Ok(()),
+            Some(what) => Err(StoreError::IndexCorrupt {
+                path: dir,
+                reason: format!(
+                    "{what} is where the recovery point's folder should be: vmvault never follows a link in a vault. Remove it (the point's data is lost unless its folder is put back)"
+                ),
+            }),
+        }
     }
 
     pub(crate) fn index_path(&self, point_id: &str, disk: u32) -> PathBuf {
@@ -1179,6 +1202,16 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
         b.mode(0o700);
     }
     b.create(path)
+}
+
+/// What is at a point folder's path when it is not a real folder (None: a folder, or
+/// nothing).
+fn foreign_point_folder(dir: &Path) -> Option<&'static str> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Some("a symbolic link"),
+        Ok(m) if !m.is_dir() => Some("not a folder"),
+        _ => None,
+    }
 }
 
 /// Makes a folder's entries (new files, renames) durable.
