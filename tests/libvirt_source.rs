@@ -818,3 +818,41 @@ fn running_domain_with_guest_agent_file_system_consistent_and_cleanup_after_canc
     restore_equals(&env, &vm, &point_of(&a), "a", &initial);
     restore_equals(&env, &vm, &point_of(&b), "b", &expected_b);
 }
+
+/// A domain whose definition is larger than what a point keeps (a description someone
+/// filled): the backup keeps the data and says the definition was left out.
+#[test]
+fn a_domain_definition_too_large_to_keep_is_left_out_not_the_backup() {
+    if !tools() {
+        return;
+    }
+    let images = tempfile::tempdir().expect("tmp");
+    let big = format!(
+        r#"<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
+    <name>big01</name><uuid>44444444-2222-3333-4444-555555555555</uuid>
+    <description>{}</description>
+    <memory unit='MiB'>512</memory><vcpu>1</vcpu>
+    <os><type arch='x86_64'>hvm</type></os>
+    <devices>
+      <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{{db}}'/><target dev='vda' bus='virtio'/></disk>
+    </devices>
+    <test:runstate>5</test:runstate>
+  </domain>"#,
+        "x".repeat(1_500_000)
+    );
+    let node = libvirt_test_node(images.path(), |_| {}, &big);
+    let env = env_on(&format!("test://{}", node.display()), None);
+    env.ok(&["discover"]);
+    env.ok(&["register", "big01"]);
+    env.ok(&["protect", "big01", "--policy", "DefaultPolicy"]);
+    let j = env.json(&["backup", "big01"]);
+    assert_eq!(j["status"], "CompletedWithWarnings", "{j:#}");
+    assert!(
+        j["details"]["warnings"].to_string().contains("definition"),
+        "{j:#}"
+    );
+    assert_eq!(
+        env.json(&["points", "big01"]).as_array().map(Vec::len),
+        Some(1)
+    );
+}

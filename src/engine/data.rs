@@ -346,6 +346,10 @@ pub(crate) fn write_point_files(
     Ok(index_hashes)
 }
 
+/// The largest VM definition (libvirt domain XML) kept with a recovery point: real ones
+/// are a few KiB.
+const MAX_DEFINITION_BYTES: usize = 1 << 20;
+
 /// The catalog as the store's registry of committed chunks.
 pub(super) struct CatalogRegistry<'a>(pub &'a crate::vault::catalog::Catalog);
 
@@ -952,7 +956,19 @@ fn ready_point(ctx: &JobCtx, w: WrittenBackup) -> std::result::Result<ReadyPoint
         cbt_token: snapshot.cbt_token(),
         job_id: Some(ctx.id()),
     };
-    let definition = snapshot.definition();
+    let mut definition = snapshot.definition();
+    if let Some(xml) = definition
+        .domain_xml
+        .take_if(|x| x.len() > MAX_DEFINITION_BYTES)
+    {
+        // Kept with every point and read back whole by a rebuild: a definition this large
+        // (a description someone filled) is left out, the point is not.
+        warnings.push(format!(
+            "the VM's definition is {}, more than the {} kept with a recovery point: this point was stored without it",
+            crate::fmt::bytes(xml.len() as u64),
+            crate::fmt::bytes(MAX_DEFINITION_BYTES as u64)
+        ));
+    }
     if let Err(e) = snapshot.release() {
         warnings.push(format!("releasing the snapshot: {}", e.details().message));
     }

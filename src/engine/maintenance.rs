@@ -19,7 +19,9 @@
 //! An announced folder whose backup never committed is removed, unless that backup
 //! finished writing it (every disk it announced has a sound index naming the point): then
 //! it may be a point a newer catalog committed (this one restored from a copy taken during
-//! that backup), so GC keeps it and its chunks and says so in a warning.
+//! that backup), so GC keeps it and its chunks and says so in a warning. In format 2 a
+//! point is committed only after its manifest is durable, so a finished folder without a
+//! manifest was never committed by any catalog: it is removed like an unfinished one.
 
 use super::jobs::{JobEnd, JobFail, JobSpec};
 use super::{Engine, Event, Result};
@@ -172,9 +174,20 @@ impl Engine {
             let stale: HashSet<String> = stale_writes.into_iter().map(|w| w.point_id).collect();
             let mut kept = Vec::new();
             let mut unfinished = Vec::new();
+            let describes_points = store.format().version() >= 2;
             for w in engine.inner.catalog.point_writes()? {
                 ctx.cancel.check()?;
+                // In format 2 a point is committed only once its manifest is durable: a
+                // folder without one was never committed by any catalog, finished or not.
+                let never_committed = describes_points
+                    && !engine
+                        .point_dir(&w.point_id)
+                        .join(crate::vault::manifest::MANIFEST_FILE)
+                        .exists();
                 match engine.finished_point_folder(&w) {
+                    Some(_) if never_committed && stale.contains(&w.point_id) => {
+                        unfinished.push(w.point_id)
+                    }
                     Some(indexes) => {
                         for ix in indexes {
                             marked.extend(ix.entries.iter().map(|(_, d)| *d));

@@ -580,8 +580,8 @@ impl Faults {
         // Garbage collection frees only garbage: verify stays clean, the chunk files left
         // are exactly those the points reference (and the catalog lists), and the only
         // point folders are those of committed points.
-        // A kill between a backup's last index and its commit leaves a folder GC cannot
-        // tell from a point a newer catalog committed: it keeps it, and says so.
+        // A kill between a backup's manifest and its commit leaves a folder GC cannot tell
+        // from a point a newer catalog committed: it keeps it, and says so.
         let gc = env.json(&["gc"]);
         let kept: BTreeSet<String> = gc["details"]["uncommitted_points_kept"]
             .as_array()
@@ -599,6 +599,14 @@ impl Faults {
         assert_eq!(gc["status"], expected_status, "seed {seed}: {gc:#}");
         env.ok(&["verify"]);
         let vault = env.vault_dir("test-we");
+        // In format 2 a point commits only after its manifest is durable: a folder without
+        // one was never committed, and GC removed it rather than keep it.
+        for id in &kept {
+            assert!(
+                vault.join("points").join(id).join("manifest").exists(),
+                "seed {seed}: GC kept {id}, which has no manifest"
+            );
+        }
         let chunk_files = files_under(&vault.join("chunks")).len() as u64;
         let in_use = gc["details"]["chunks_in_use"]
             .as_u64()
