@@ -551,3 +551,38 @@ fn a_linked_point_folder_is_never_read_or_emptied_through() {
     );
     assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"keep me");
 }
+
+/// A folder where a chunk should be: verify sets it aside (renamed, its content kept) and
+/// says so; the next backup stores the chunk again, and the point it commits is sound.
+#[test]
+fn a_folder_at_a_chunk_name_is_set_aside_and_the_next_backup_repairs() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let chunk = files_under(&vault.join("chunks"))
+        .into_iter()
+        .next()
+        .unwrap();
+    std::fs::remove_file(&chunk).unwrap();
+    std::fs::create_dir(&chunk).unwrap();
+    std::fs::write(chunk.join("note"), b"someone's").unwrap();
+
+    let out = env.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let advice = job["error"]["recommendations"].to_string();
+    assert!(
+        advice.contains("1 damaged chunk file(s) were set aside"),
+        "{job:#}"
+    );
+    let aside = chunk.with_extension("damaged");
+    assert_eq!(std::fs::read(aside.join("note")).unwrap(), b"someone's");
+
+    let j = env.json(&["backup", "app01"]);
+    assert!(
+        j["status"].as_str().unwrap().starts_with("Completed"),
+        "{j:#}"
+    );
+    env.ok(&["verify"]);
+}

@@ -1280,19 +1280,22 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
         .filter(|(_, f)| !matches!(f, store::ChunkFault::Unreadable(_)))
         .map(|(d, _)| *d)
         .collect();
-    engine
+    let set_aside = engine
         .inner
         .pins
-        .remove_unpinned(&bad, |free| -> Result<()> {
+        .remove_unpinned(&bad, |free| -> Result<usize> {
             engine.inner.catalog.delete_chunks(free)?;
             let free: std::collections::HashSet<&store::Digest> = free.iter().collect();
+            let mut renamed = 0;
             for (d, fault) in &faults {
                 if free.contains(d) && matches!(fault, store::ChunkFault::Corrupt(_)) {
                     let path = store.path_of(d);
-                    let _ = std::fs::rename(&path, path.with_extension("damaged"));
+                    if std::fs::rename(&path, path.with_extension("damaged")).is_ok() {
+                        renamed += 1;
+                    }
                 }
             }
-            Ok(())
+            Ok(renamed)
         })?;
     let damaged_ids: Vec<String> = damaged.keys().map(|pi| points[*pi].id.clone()).collect();
     let clean_ids: Vec<String> = points
@@ -1339,13 +1342,19 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     Err(JobFail::Failed(verify_failure(
         bad_indexes,
         faults.len(),
+        set_aside,
         &names,
     )))
 }
 
 /// The error of a verify that found damage: what was damaged (indexes, chunks) and the
 /// advice for each, since a backup repairs damaged chunks but never a point's index.
-fn verify_failure(bad_indexes: usize, bad_chunks: usize, points: &[String]) -> ErrorDetails {
+fn verify_failure(
+    bad_indexes: usize,
+    bad_chunks: usize,
+    set_aside: usize,
+    points: &[String],
+) -> ErrorDetails {
     let mut what = Vec::new();
     if bad_indexes > 0 {
         what.push(format!("{bad_indexes} damaged or missing disk index(es)"));
@@ -1370,10 +1379,10 @@ fn verify_failure(bad_indexes: usize, bad_chunks: usize, points: &[String]) -> E
     if bad_chunks > 0 {
         e = e.recommend("Back up the affected items again: the next backup reads them whole and writes the damaged chunks again where the VM still holds that data, which repairs every point that shares them.");
     }
-    let files = if bad_chunks > 0 {
-        " (damaged chunk files were renamed *.damaged)"
+    let files = if set_aside > 0 {
+        format!(" ({set_aside} damaged chunk file(s) were set aside as chunks/<ab>/<chunk>.damaged, for inspection)")
     } else {
-        ""
+        String::new()
     };
     e.recommend(format!(
         "Check the vault's storage for hardware faults{files}."

@@ -259,7 +259,7 @@ impl ChunkStore {
             reason,
         };
         // Never through a link, never blocking on a FIFO: a chunk is a regular object, and
-        // anything else at its name is damage (a folder is not ours to clear away).
+        // anything else at its name is damage.
         let most = u64::from(MAX_CHUNK_SIZE) + (HEADER_LEN as u64).max(codec::MAX_OVERHEAD as u64);
         match self
             .backend
@@ -277,7 +277,9 @@ impl ChunkStore {
                     path: path.clone(),
                 })
             }
-            Err(BackendError::NotAnObject { what, .. }) if what != "a folder" => {
+            // A folder too: verify sets it aside (renamed, not removed) so that the next
+            // backup can store the chunk again.
+            Err(BackendError::NotAnObject { what, .. }) => {
                 return Err(corrupt(format!("{what} is where the chunk file should be")))
             }
             Err(e) => return Err(e.into()),
