@@ -159,6 +159,24 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// The key whose value starts at `offset` (`key = value` on that line, also inside an
+/// inline table), if the text there reads so.
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let eq = line.rfind('=')?;
+    // Only a value right after the `=` (a span at the key itself is about the key).
+    if !line[eq + 1..].trim().is_empty() {
+        return None;
+    }
+    let head = line[..eq].trim_end();
+    let start = head
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |i| i + 1);
+    let key = &head[start..];
+    (!key.is_empty()).then_some(key)
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -178,11 +196,18 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
+            // serde quotes the bad value, which may be huge.
+            let mut message = crate::fmt::echo_at_most(e.message(), 1000);
+            // A bad value: serde says what was expected but not of which key.
+            if let Some(key) = e.span().and_then(|s| key_before(text, s.start)) {
+                if !message.contains(key) {
+                    message = format!("{key}: {message}");
+                }
+            }
             ConfigError {
                 origin: origin.to_string(),
                 line,
-                // serde quotes the bad value, which may be huge.
-                message: crate::fmt::echo_at_most(e.message(), 1000),
+                message,
             }
         })?;
         cfg.origin = origin.to_string();
@@ -597,6 +622,26 @@ pub fn expand_home(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key_and_line() {
+        for (line, key) in [
+            ("read_limit_mib_s = -1", "read_limit_mib_s"),
+            ("read_limit_mib_s = 2.5", "read_limit_mib_s"),
+            ("chunk_size_kib = \"big\"", "chunk_size_kib"),
+            ("gc_grace_minutes = true", "gc_grace_minutes"),
+        ] {
+            let text = format!(
+                "[[vault]]\nname = \"a\"\nregion = \"r\"\n{line}\nsource = {{ kind = \"simulated\" }}\n"
+            );
+            let e = Config::parse(&text, "c.toml").unwrap_err();
+            assert_eq!(e.line, Some(4), "{line}: {e}");
+            assert!(e.message.starts_with(&format!("{key}: ")), "{line}: {e}");
+        }
+        // An unknown key is named by serde already, once.
+        let e = Config::parse("[engine]\nthreadz = 2\n", "c.toml").unwrap_err();
+        assert_eq!(e.message.matches("threadz").count(), 1, "{e}");
+    }
 
     #[test]
     fn two_vaults_never_share_a_folder() {
