@@ -370,11 +370,11 @@ impl fmt::Display for ErrorContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.op.verb())?;
         match (self.kind, &self.name) {
-            (Some(k), Some(n)) => write!(f, " {k} {n}")?,
-            (Some(k), None) => write!(f, " the {k} objects")?,
-            _ => {}
+            (Some(k), Some(n)) => write!(f, " {k} {n} ({})", self.location),
+            (Some(k), None) => write!(f, " the {k} objects ({})", self.location),
+            // Nothing but the store: named as what was done to it.
+            _ => write!(f, " the vault's storage at {}", self.location),
         }
-        write!(f, " ({})", self.location)
     }
 }
 
@@ -708,6 +708,6 @@ mod tests {
         let ctx = ErrorContext::new(Operation::List, Some(ObjectKind::Index), None, "/v");
         assert_eq!(ctx.to_string(), "listing the index objects (/v)");
         let ctx = ErrorContext::new(Operation::Sync, None, None, "/v");
-        assert_eq!(ctx.to_string(), "syncing (/v)");
+        assert_eq!(ctx.to_string(), "syncing the vault's storage at /v");
     }
 }
