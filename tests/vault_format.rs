@@ -500,6 +500,13 @@ fn lost_key_slots_are_never_replaced_by_new_keys() {
         before,
         "the key file is untouched"
     );
+    let out = env.run(&["key", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no key slot") && text.contains("paper key"),
+        "{text}"
+    );
 }
 
 /// A point folder replaced by a link: verify and restore refuse to read through it, and

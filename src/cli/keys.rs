@@ -85,6 +85,14 @@ fn list(setup: &Setup, as_json: bool) -> Result<u8> {
         Some(p) => outln!("Key file: {} (missing)", p.display()),
         None => outln!("Key file: none configured"),
     }
+    if slots.is_empty() {
+        // No slot: nothing opens the vault but its paper key, and `export --paper` needs the
+        // vault open. Say so instead of advice that cannot work.
+        outln!(
+            "warning: the vault has no key slot (its keys/ folder is missing or empty): nothing opens it but its paper key. Put keys/ back from a copy of the vault folder, or open it with the paper key (--paper-key-file FILE) and add a key (`vmvault key add`)."
+        );
+        return Ok(1);
+    }
     outln!(
         "Losing every key (the key file, each passphrase and the paper key) loses the backups: nobody can read them. `vmvault key export --paper` prints the paper key."
     );
