@@ -104,6 +104,13 @@ impl Engine {
                 let points = ctx.engine.inner.catalog.points(item_id)?;
                 restated.extend(ctx.engine.stored_after_prune(&points, &gone)?);
             }
+            // Their manifests first (see forget_manifests), then their rows.
+            ctx.engine.forget_manifests(&ids).map_err(|e| {
+                JobFail::vault(
+                    "Could not remove expired recovery points",
+                    format!("removing their manifests: {e}"),
+                )
+            })?;
             ctx.engine
                 .inner
                 .catalog

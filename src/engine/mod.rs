@@ -650,6 +650,29 @@ impl Engine {
     /// Removes the folder of a point: its manifest first, durably, so that a removal cut
     /// short leaves a folder that reads as never committed (a rebuild must not bring the
     /// point back with half its files), then the rest.
+    /// Removes the manifests of points about to be deleted, durably (one sync of the file
+    /// system): a kill before their rows go leaves points the catalog still lists (the next
+    /// prune removes them), never manifests a rebuild would bring back once their rows, and
+    /// then their chunks, were gone.
+    pub(crate) fn forget_manifests(&self, ids: &[String]) -> std::io::Result<()> {
+        let mut removed = false;
+        for id in ids {
+            let dir = self.point_dir(id);
+            if foreign_point_folder(&dir).is_some() {
+                continue;
+            }
+            match std::fs::remove_file(dir.join(crate::vault::manifest::MANIFEST_FILE)) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if removed {
+            sync_file_system(&self.inner.opts.dir.join(POINTS_DIR))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn remove_point_folder(&self, point_id: &str) -> std::io::Result<()> {
         let dir = self.point_dir(point_id);
         if let Some(what) = foreign_point_folder(&dir) {
