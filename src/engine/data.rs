@@ -518,7 +518,11 @@ pub(crate) fn write_backup(
         ctx.cancel.check()?;
         let mut reader = snapshot.open_disk(disk.index)?;
         if let Some(t) = &throttle {
-            reader = Box::new(crate::disk::Throttled::new(reader, t.clone()));
+            reader = Box::new(crate::disk::Throttled::new(
+                reader,
+                t.clone(),
+                ctx.cancel.clone(),
+            ));
         }
         // The previous point's index of the same disk, when it can serve as a base.
         let prev_index = previous.as_ref().and_then(|p| {
