@@ -435,6 +435,13 @@ fn a_cancelled_backup_exits_3_and_so_does_job_wait() {
         .spawn()
         .unwrap();
     let id = running_job(&env, "Backup");
+    // Cancelled once it has stored chunks: they go with it.
+    let chunks = env.vault_dir("test-we").join("chunks");
+    let t0 = std::time::Instant::now();
+    while files_under(&chunks).is_empty() {
+        assert!(t0.elapsed().as_secs() < 60, "the backup stored nothing");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let waiter = env
         .std_cmd()
         .args(["job", &id, "--wait"])
@@ -452,6 +459,12 @@ fn a_cancelled_backup_exits_3_and_so_does_job_wait() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Cancelled"));
     assert_eq!(waiter.wait_with_output().unwrap().status.code(), Some(3));
+    let left = files_under(&chunks);
+    assert!(
+        left.is_empty(),
+        "a cancelled backup left {} chunk file(s)",
+        left.len()
+    );
     // On a job that has ended: --wait gives its outcome, a plain look succeeds.
     env.fails_with(3, &["job", &id, "--wait"]);
     env.ok(&["job", &id]);

@@ -553,53 +553,56 @@ pub(crate) fn write_backup(
     }
     ctx.progress
         .set_total(plans.iter().map(|(.., planned)| *planned).sum());
-    for (disk, reader, prev_index, changed, _) in plans {
+    // Everything from the first chunk written to the point's size: a failure or a cancel
+    // anywhere in it gives back the chunks written so far (no point will hold them).
+    let transfer = (|| -> std::result::Result<u64, JobFail> {
+        for (disk, reader, prev_index, changed, _) in plans {
+            ctx.cancel.check()?;
+            let result = store::backup_disk(BackupParams {
+                reader: reader.as_ref(),
+                previous: prev_index.as_ref(),
+                changed,
+                chunk_size,
+                store,
+                registry: &registry,
+                pins: &engine.inner.pins,
+                progress: &ctx.progress,
+                cancel: &ctx.cancel,
+                threads,
+                compression_level: engine.inner.opts.compression_level,
+                // One sync makes the chunks and the indexes durable (commit_backups).
+                sync: false,
+            })
+            .map_err(|e| match e {
+                store::BackupError::Cancelled => JobFail::Cancelled,
+                store::BackupError::Source(p) => JobFail::from(p),
+                store::BackupError::Store(s) => store_fail(s),
+            })?;
+            logical += result.logical_bytes;
+            stored += result.stored_bytes;
+            read += result.bytes_read;
+            new_chunks.extend(result.new_chunks.iter().map(|c| ChunkRow {
+                digest: c.digest,
+                stored_len: c.stored_len,
+                raw_len: c.raw_len,
+            }));
+            indexes.push((disk.index, result.index));
+            pins.push(result.pinned);
+        }
         ctx.cancel.check()?;
-        let result = store::backup_disk(BackupParams {
-            reader: reader.as_ref(),
-            previous: prev_index.as_ref(),
-            changed,
-            chunk_size,
-            store,
-            registry: &registry,
-            pins: &engine.inner.pins,
-            progress: &ctx.progress,
-            cancel: &ctx.cancel,
-            threads,
-            compression_level: engine.inner.opts.compression_level,
-            // One sync makes the chunks and the indexes durable (commit_backups).
-            sync: false,
-        })
-        .map_err(|e| match e {
-            store::BackupError::Cancelled => JobFail::Cancelled,
-            store::BackupError::Source(p) => JobFail::from(p),
-            store::BackupError::Store(s) => store_fail(s),
-        });
-        let result = match result {
-            Ok(r) => r,
-            Err(fail) => {
-                // The disks read before this one wrote chunks no point will hold.
-                pins.clear();
-                engine.discard_chunks(&new_chunks);
-                return Err(fail);
-            }
-        };
-        logical += result.logical_bytes;
-        stored += result.stored_bytes;
-        read += result.bytes_read;
-        new_chunks.extend(result.new_chunks.iter().map(|c| ChunkRow {
-            digest: c.digest,
-            stored_len: c.stored_len,
-            raw_len: c.raw_len,
-        }));
-        indexes.push((disk.index, result.index));
-        pins.push(result.pinned);
-    }
-    ctx.cancel.check()?;
-    // What the point will be, worked out here (side by side with the other backups of a
-    // round) rather than in the commit; the item's newest point, the base of its STORED
-    // size, stays the newest while this backup runs.
-    let point_stored = engine.stored_of_new_point(&item.id, &indexes, &new_chunks)?;
+        // What the point will be, worked out here (side by side with the other backups of
+        // a round) rather than in the commit; the item's newest point, the base of its
+        // STORED size, stays the newest while this backup runs.
+        Ok(engine.stored_of_new_point(&item.id, &indexes, &new_chunks)?)
+    })();
+    let point_stored = match transfer {
+        Ok(n) => n,
+        Err(fail) => {
+            pins.clear();
+            engine.discard_chunks(&new_chunks);
+            return Err(fail);
+        }
+    };
     let (point_kind, scheduled_time, expiry, retain_until) = match kind {
         BackupKind::OnDemand { retain_until } => (
             PointKind::OnDemand,
@@ -752,9 +755,14 @@ impl Engine {
         let mut out = Vec::with_capacity(written.len());
         let mut ready = Vec::with_capacity(written.len());
         for (i, ctx, w) in written {
+            let written_chunks = w.new_chunks.clone();
             match ready_point(ctx, w) {
                 Ok(p) => ready.push((i, p)),
-                Err(fail) => out.push((i, Err(fail))),
+                Err(fail) => {
+                    // Its pins went with it.
+                    out.push((i, Err(fail)));
+                    self.discard_chunks(&written_chunks);
+                }
             }
         }
         if ready.is_empty() {

@@ -71,12 +71,21 @@ impl Engine {
     /// edited by hand) cannot be scheduled: each reads ProtectionError with why and what to
     /// do, once, instead of silently missing its backups.
     fn flag_items_without_policy(&self) -> Result<()> {
+        // Names compare as the catalog compares them (ASCII case-insensitively); one query,
+        // however many items (this runs at least once a minute).
+        let policies: std::collections::HashSet<String> = self
+            .inner
+            .catalog
+            .policies()?
+            .into_iter()
+            .map(|p| p.name.to_ascii_lowercase())
+            .collect();
         for item in self.items()? {
             let Some(name) = item.policy.as_deref() else {
                 continue;
             };
             if !item.protection_state.is_under_policy()
-                || self.inner.catalog.policy(name)?.is_some()
+                || policies.contains(&name.to_ascii_lowercase())
                 || item
                     .last_error
                     .as_ref()
