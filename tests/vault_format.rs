@@ -459,6 +459,8 @@ fn a_rebuild_follows_no_link_planted_in_the_vault() {
     std::fs::remove_file(vault.join("items")).unwrap();
     std::fs::rename(&elsewhere, vault.join("items")).unwrap();
 
+    // A planted name with a terminal escape in it: named escaped, never read.
+    std::fs::write(vault.join("items").join("x\u{1b}[31mred"), b"junk").unwrap();
     // A point folder moved away and linked back: named, not read, not imported.
     let moved = env.path("point-elsewhere");
     let folder = vault.join("points").join(&p1);
@@ -472,6 +474,15 @@ fn a_rebuild_follows_no_link_planted_in_the_vault() {
         problems.contains(&p1) && problems.contains("symbolic link"),
         "{report:#}"
     );
+    let named: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .filter(|p| p.contains("never gives"))
+        .collect();
+    assert_eq!(named.len(), 1, "{report:#}");
+    assert!(!named[0].contains('\u{1b}'), "echoed raw: {:?}", named[0]);
     assert!(env
         .json(&["points", "app01"])
         .as_array()

@@ -136,7 +136,8 @@ fn fill(
         let found = manifest::object_entries(&dir.join(sub))?;
         for (name, what) in found.foreign {
             report.problems.push(format!(
-                "{sub}/{name} is {what}, not something vmvault stored: it was not read (vmvault never follows a link in a vault); remove it"
+                "{sub}/{} is {what}, not something vmvault stored: it was not read (vmvault never follows a link in a vault); remove it",
+                crate::fmt::echo(&name)
             ));
         }
         Ok(found.names)

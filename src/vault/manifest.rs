@@ -316,6 +316,13 @@ pub fn object_entries(dir: &Path) -> Result<Entries, StoreError> {
         if n.starts_with('.') {
             continue;
         }
+        // A name vmvault never gives (one with control characters…) is not read either,
+        // and is echoed escaped.
+        if crate::vault::backend::ObjectName::new(n.as_str()).is_err() {
+            out.foreign
+                .push((n, "an entry whose name vmvault never gives an object"));
+            continue;
+        }
         // The entry's own type: a link is never followed to see what it names.
         match ent.file_type() {
             Ok(t) if t.is_file() || t.is_dir() => out.names.push(n),

@@ -353,7 +353,7 @@ pub fn unlock(
                     Ok(target) => format!(
                         "the key file {} is a symbolic link to {}, which is not there (a medium not mounted?)",
                         path.display(),
-                        target.display()
+                        crate::fmt::echo(&target.to_string_lossy())
                     ),
                     Err(_) => format!("no key file at {}", path.display()),
                 });
