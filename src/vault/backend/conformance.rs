@@ -250,7 +250,7 @@ pub fn get_range_at_the_edges(b: &dyn Backend) {
         );
         assert!(e.to_string().contains("holds 1000 bytes"), "{e}");
     }
-    let e = b.get_range(k, &name("missing"), 0, 1).unwrap_err();
+    let e = b.get_range(k, &name("missing.d0"), 0, 1).unwrap_err();
     assert!(e.is_not_found(), "{e}");
 }
 

@@ -1,13 +1,17 @@
 //! The local-folder backend: each object is a file in the vault folder.
 //!
 //! # Layout
-//! One folder per kind — `config/`, `keys/`, `chunks/`, `indexes/`, `manifests/`,
-//! `items/`, `policies/`, `locks/` — holding one file per object, named by the object's
-//! name. Chunks are fanned out by the first two hex digits of their name
-//! (`chunks/ab/abcdef…`, 256 folders made when the backend is opened), so no folder holds
-//! more than a few thousand entries even in a vault of millions of chunks; the other kinds
-//! stay small enough for one folder each. Indexes are flat (`indexes/<point>.d<disk>`): a
-//! folder per point would only add a level to create and remove.
+//! One folder per kind — `config/`, `keys/`, `chunks/`, `items/`, `policies/`, `locks/` —
+//! holding one file per object, named by the object's name. Chunks are fanned out by the
+//! first two hex digits of their name (`chunks/ab/abcdef…`, 256 folders made when the
+//! backend is opened), so no folder holds more than a few thousand entries even in a vault
+//! of millions of chunks; the other kinds stay small enough for one folder each.
+//!
+//! A recovery point's objects live together in its own folder under `points/`: index
+//! `<point>.d<N>` is `points/<point>/disk<N>.idx` and manifest `<point>` is
+//! `points/<point>/manifest` — the layout vaults have had since format 1, so no vault is
+//! converted, and an administrator sees one folder per point. A point folder is made by the
+//! first put into it and removed with its last object.
 //!
 //! # How the promises of [`Backend`] are kept
 //! - **No link is followed, nothing foreign is trusted.** The backend opens on a vault
@@ -69,17 +73,78 @@ fn folder_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Config => "config",
         ObjectKind::Key => "keys",
         ObjectKind::Chunk => "chunks",
-        ObjectKind::Index => "indexes",
-        ObjectKind::Manifest => "manifests",
+        ObjectKind::Index | ObjectKind::Manifest => POINTS_FOLDER,
         ObjectKind::Item => "items",
         ObjectKind::Policy => "policies",
         ObjectKind::Lock => "locks",
     }
 }
 
-/// The fan-out folder of a chunk: its name's first two hex digits.
-fn fan_out(name: &ObjectName) -> &str {
-    name.as_str().get(..2).unwrap_or("")
+/// The folder of the point folders (indexes and manifests).
+pub const POINTS_FOLDER: &str = "points";
+/// The file name of a point's manifest in its folder.
+pub const MANIFEST_FILE: &str = "manifest";
+
+/// Where an object's file is below its kind folder.
+#[derive(Debug)]
+enum Place<'n> {
+    /// Directly in the kind folder, under the object's name.
+    Flat(&'n str),
+    /// In a subfolder of the kind folder: a chunk's fan-out folder, a point's folder.
+    Sub { folder: &'n str, file: String },
+}
+
+impl<'n> Place<'n> {
+    /// The place of a valid object (its name passed [`ObjectKind::check_name`]).
+    fn of(kind: ObjectKind, name: &'n ObjectName) -> Place<'n> {
+        let s = name.as_str();
+        match kind {
+            ObjectKind::Chunk => Place::Sub {
+                folder: s.get(..2).unwrap_or(""),
+                file: s.to_string(),
+            },
+            ObjectKind::Index => match super::index_parts(s) {
+                Some((point, disk)) => Place::Sub {
+                    folder: point,
+                    file: format!("disk{disk}.idx"),
+                },
+                None => Place::Flat(s),
+            },
+            ObjectKind::Manifest => Place::Sub {
+                folder: s,
+                file: MANIFEST_FILE.to_string(),
+            },
+            _ => Place::Flat(s),
+        }
+    }
+
+    fn file(&self) -> &str {
+        match self {
+            Place::Flat(f) => f,
+            Place::Sub { file, .. } => file,
+        }
+    }
+}
+
+/// The object a file in a point folder stands for, if any: `disk<N>.idx` is index
+/// `<point>.d<N>`, `manifest` is manifest `<point>`.
+fn point_object(kind: ObjectKind, point: &str, file: &str) -> Option<String> {
+    match kind {
+        ObjectKind::Index => {
+            let disk = file.strip_prefix("disk")?.strip_suffix(".idx")?;
+            let name = format!("{point}.d{disk}");
+            // Only the canonical spelling (`disk01.idx` is not an object).
+            super::index_parts(&name)?;
+            Some(name)
+        }
+        ObjectKind::Manifest => (file == MANIFEST_FILE).then(|| point.to_string()),
+        _ => None,
+    }
+}
+
+/// Kinds kept in point folders.
+fn in_point_folders(kind: ObjectKind) -> bool {
+    matches!(kind, ObjectKind::Index | ObjectKind::Manifest)
 }
 
 /// Objects as files in a vault folder. See the module docs.
@@ -211,13 +276,13 @@ impl LocalBackend {
         }
     }
 
-    /// The folder of an object; a chunk's fan-out folder is made again if someone removed
-    /// it (when `create`).
+    /// The folder of an object. A missing subfolder (a chunk fan-out folder someone
+    /// removed, a point's folder not made yet) is made when `make` says so.
     fn folder(
         &self,
         kind: ObjectKind,
-        name: &ObjectName,
-        create: bool,
+        place: &Place<'_>,
+        make: Make,
     ) -> Result<Folder<'_>, FsxError> {
         let Some(dir) = self.kind_folder(kind) else {
             return Err(FsxError::Io {
@@ -227,31 +292,78 @@ impl LocalBackend {
                 )),
             });
         };
-        if kind == ObjectKind::Chunk {
-            // Made only when missing: a mkdir per chunk would cost a syscall each.
-            let fan = match dir.subdir(fan_out(name), false) {
-                Err(e) if create && is_not_found(&e) => {
-                    // Someone removed it: made again, durably (a create in it is durable
-                    // at once).
-                    let fan = dir.subdir(fan_out(name), true)?;
+        let Place::Sub { folder, .. } = place else {
+            return Ok(Folder::Held(dir));
+        };
+        // Made only when missing: a mkdir per chunk would cost a syscall each.
+        match dir.subdir(folder, false) {
+            Err(e) if make != Make::No && is_not_found(&e) => {
+                let sub = dir.subdir(folder, true)?;
+                // A chunk fan-out folder is made again only when someone removed it (rare):
+                // durably, as a create in it is durable at once. A point's folder is made
+                // with its first object: durable with it, at the next sync, unless the
+                // object is created (durable at once).
+                if make == Make::Durably || kind == ObjectKind::Chunk {
                     dir.sync()?;
-                    Ok(fan)
                 }
-                opened => opened,
-            }?;
-            Ok(Folder::Opened(fan))
-        } else {
-            Ok(Folder::Held(dir))
+                Ok(Folder::Opened(sub))
+            }
+            opened => opened.map(Folder::Opened),
         }
     }
 
     /// Where an object's file is (for messages).
     fn path_of(&self, kind: ObjectKind, name: &ObjectName) -> PathBuf {
         let dir = self.kind_path(kind);
-        if kind == ObjectKind::Chunk {
-            dir.join(fan_out(name)).join(name.as_str())
-        } else {
-            dir.join(name.as_str())
+        match Place::of(kind, name) {
+            Place::Flat(file) => dir.join(file),
+            Place::Sub { folder, file } => dir.join(folder).join(file),
+        }
+    }
+
+    /// Where the object `(kind, name)` is kept, for messages (a path in the vault folder).
+    pub fn locate(&self, kind: ObjectKind, name: &ObjectName) -> PathBuf {
+        self.path_of(kind, name)
+    }
+
+    /// Removes the point folder `sub` when it is empty and was last changed before
+    /// `older_than` (what a write cut short by a crash leaves once its temp files are
+    /// swept; a folder a running backup just made is younger). True when it went.
+    fn remove_stale_empty_folder(
+        &self,
+        kind: ObjectKind,
+        dir: &Dir,
+        sub: &str,
+        older_than: SystemTime,
+    ) -> bool {
+        let Some(parent) = self.kind_folder(kind) else {
+            return false;
+        };
+        let empty = dir.entry_names().is_ok_and(|n| n.is_empty());
+        let stale = parent
+            .stat_entry(sub)
+            .is_ok_and(|st| st.is_some_and(|st| st.modified < older_than));
+        empty && stale && parent.remove_dir(sub).is_ok()
+    }
+
+    /// After the last object of a point folder was deleted: the folder goes too (a folder
+    /// that still holds anything stays, and so does one someone else removed first).
+    fn remove_point_folder_if_empty(&self, kind: ObjectKind, place: &Place<'_>) {
+        if let (Some(dir), Place::Sub { folder, .. }) = (self.kind_folder(kind), place) {
+            if let Err(e) = dir.remove_dir(folder) {
+                let benign = e
+                    .io_error()
+                    .and_then(io::Error::raw_os_error)
+                    .is_some_and(|n| {
+                        matches!(
+                            n,
+                            libc::ENOTEMPTY | libc::EEXIST | libc::ENOENT | libc::ENOTDIR
+                        )
+                    });
+                if !benign {
+                    tracing::debug!("removing the empty point folder {folder}: {e}");
+                }
+            }
         }
     }
 
@@ -302,25 +414,25 @@ impl LocalBackend {
     ) -> Result<File, BackendError> {
         let ctx = || self.ctx(op, kind, Some(name));
         check_kind_name(ctx, kind, name)?;
+        let place = Place::of(kind, name);
         let opened = self
-            .folder(kind, name, false)
-            .and_then(|dir| dir.open_read(name.as_str()));
+            .folder(kind, &place, Make::No)
+            .and_then(|dir| dir.open_read(place.file()));
         match opened {
             Ok(f) => Ok(f),
             Err(e) if is_not_found(&e) => Err(BackendError::NotFound { ctx: ctx() }),
-            Err(FsxError::Symlink { .. }) => Err(foreign_entry(ctx(), "a symbolic link")),
-            Err(FsxError::NotAFile { kind, .. }) => Err(foreign_entry(ctx(), kind)),
-            Err(e) => Err(from_fsx(ctx(), e)),
+            Err(e) => Err(foreign_or(ctx(), e)),
         }
     }
 
-    /// The objects of one folder (`prefix`: the fan-out folder's name, which every chunk in
-    /// it starts with).
+    /// The objects of one folder: `sub` is the name of the subfolder it is (a chunk
+    /// fan-out folder, which every chunk in it starts with; a point's folder, whose
+    /// objects are named after it), empty for a kind folder.
     fn list_folder(
         &self,
         kind: ObjectKind,
         dir: &Dir,
-        prefix: &str,
+        sub: &str,
     ) -> Vec<Result<ObjectInfo, BackendError>> {
         let names = match dir.entry_names() {
             Ok(n) => n,
@@ -331,11 +443,16 @@ impl LocalBackend {
             .filter_map(|n| {
                 // Temp files and foreign names (not UTF-8, invalid, a chunk in the wrong
                 // fan-out folder) are not objects: `get` could not reach them.
-                let name = ObjectName::new(n.to_str()?).ok()?;
-                if kind.check_name(&name).is_err() || !name.as_str().starts_with(prefix) {
+                let file = n.to_str()?;
+                let name = if in_point_folders(kind) {
+                    ObjectName::new(point_object(kind, sub, file)?).ok()?
+                } else {
+                    ObjectName::new(file).ok()?
+                };
+                if kind.check_name(&name).is_err() || !name.as_str().starts_with(sub) {
                     return None;
                 }
-                match dir.stat_entry(name.as_str()) {
+                match dir.stat_entry(file) {
                     Ok(Some(st)) if st.is_file => Some(Ok(ObjectInfo {
                         name,
                         size: st.size,
@@ -344,7 +461,7 @@ impl LocalBackend {
                     Ok(Some(st)) => {
                         tracing::warn!(
                             "{} is {}, not an object: left out of the listing",
-                            dir.path_of(name.as_str()).display(),
+                            dir.path_of(file).display(),
                             st.kind
                         );
                         None
@@ -360,8 +477,10 @@ impl LocalBackend {
             .collect()
     }
 
-    /// Every folder that holds objects (and so temp files) of `kind`, opened in turn:
-    /// the kind folder, or the 256 chunk fan-out folders (a missing one is skipped).
+    /// Every folder that holds objects (and so temp files) of `kind`, opened in turn, with
+    /// its name below the kind folder: the kind folder itself (""), the 256 chunk fan-out
+    /// folders (a missing one is skipped), or the point folders (an entry there that is
+    /// not a folder of ours, e.g. a symlink, is left out with a warning: never followed).
     fn folders_of(
         &self,
         kind: ObjectKind,
@@ -369,6 +488,25 @@ impl LocalBackend {
         let Some(dir) = self.kind_folder(kind) else {
             return Box::new(std::iter::empty());
         };
+        if in_point_folders(kind) {
+            let names = match dir.entry_names() {
+                Ok(n) => n,
+                Err(e) => return Box::new(std::iter::once(Err(e))),
+            };
+            return Box::new(names.into_iter().filter_map(move |n| {
+                // Not UTF-8, a temp file, an invalid name: not a point folder of ours.
+                let point = ObjectName::new(n.to_str()?).ok()?;
+                match dir.subdir(point.as_str(), false) {
+                    Ok(d) => Some(Ok((Folder::Opened(d), point.as_str().to_string()))),
+                    Err(e) if is_not_found(&e) => None,
+                    Err(e @ (FsxError::Symlink { .. } | FsxError::NotDir { .. })) => {
+                        tracing::warn!("{e}: not a recovery point folder, left out");
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
+                }
+            }));
+        }
         if kind != ObjectKind::Chunk {
             return Box::new(std::iter::once(Ok((Folder::Held(dir), String::new()))));
         }
@@ -383,6 +521,28 @@ impl LocalBackend {
     }
 }
 
+/// How [`LocalBackend::folder`] treats a missing subfolder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Make {
+    /// Not at all: the object is not there.
+    No,
+    /// Made; durable at the next sync.
+    Lazily,
+    /// Made, and durable at once.
+    Durably,
+}
+
+/// An error of reaching an object, where something that is not ours (a symlink, a folder
+/// or device at a file's name, a file at a folder's name) is refused as foreign.
+fn foreign_or(ctx: ErrorContext, e: FsxError) -> BackendError {
+    match e {
+        FsxError::Symlink { .. } => foreign_entry(ctx, "a symbolic link"),
+        FsxError::NotAFile { kind, .. } => foreign_entry(ctx, kind),
+        FsxError::NotDir { .. } => foreign_entry(ctx, "something other than a folder"),
+        e => from_fsx(ctx, e),
+    }
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> &str {
         &self.location
@@ -391,17 +551,18 @@ impl Backend for LocalBackend {
     fn put(&self, kind: ObjectKind, name: &ObjectName, data: &[u8]) -> Result<(), BackendError> {
         let ctx = || self.ctx(Operation::Put, kind, Some(name));
         check_kind_name(ctx, kind, name)?;
+        let place = Place::of(kind, name);
         let dir = self
-            .folder(kind, name, true)
-            .map_err(|e| from_fsx(ctx(), e))?;
+            .folder(kind, &place, Make::Lazily)
+            .map_err(|e| foreign_or(ctx(), e))?;
         // Replacing an object that may be durable: its successor must be on disk before the
         // rename, or a crash before the next sync could leave garbage where a good object
         // was. A new name (the usual case: chunks, new points) waits for the sync.
-        let replacing = !matches!(dir.stat_entry(name.as_str()), Ok(None));
+        let replacing = !matches!(dir.stat_entry(place.file()), Ok(None));
         let temp = Self::write_temp(&dir, name, data, replacing).map_err(|e| from_fsx(ctx(), e))?;
         #[cfg(test)]
         tests::before_place();
-        dir.rename_replace(&temp, &dir, name.as_str()).map_err(|e| {
+        dir.rename_replace(&temp, &dir, place.file()).map_err(|e| {
             let _ = dir.remove_file(&temp);
             from_fsx(ctx(), e)
         })
@@ -415,11 +576,12 @@ impl Backend for LocalBackend {
     ) -> Result<Created, BackendError> {
         let ctx = || self.ctx(Operation::Create, kind, Some(name));
         check_kind_name(ctx, kind, name)?;
+        let place = Place::of(kind, name);
         let dir = self
-            .folder(kind, name, true)
-            .map_err(|e| from_fsx(ctx(), e))?;
+            .folder(kind, &place, Make::Durably)
+            .map_err(|e| foreign_or(ctx(), e))?;
         let temp = Self::write_temp(&dir, name, data, true).map_err(|e| from_fsx(ctx(), e))?;
-        match dir.rename_noreplace(&temp, &dir, name.as_str()) {
+        match dir.rename_noreplace(&temp, &dir, place.file()) {
             Ok(()) => {
                 dir.sync().map_err(|e| from_fsx(ctx(), e))?;
                 Ok(Created::New)
@@ -498,13 +660,14 @@ impl Backend for LocalBackend {
     ) -> Result<Option<ObjectInfo>, BackendError> {
         let ctx = || self.ctx(Operation::Stat, kind, Some(name));
         check_kind_name(ctx, kind, name)?;
+        let place = Place::of(kind, name);
         let st = match self
-            .folder(kind, name, false)
-            .and_then(|dir| dir.stat_entry(name.as_str()))
+            .folder(kind, &place, Make::No)
+            .and_then(|dir| dir.stat_entry(place.file()))
         {
             Ok(st) => st,
             Err(e) if is_not_found(&e) => None,
-            Err(e) => return Err(from_fsx(ctx(), e)),
+            Err(e) => return Err(foreign_or(ctx(), e)),
         };
         match st {
             None => Ok(None),
@@ -527,13 +690,35 @@ impl Backend for LocalBackend {
     fn delete(&self, kind: ObjectKind, name: &ObjectName) -> Result<(), BackendError> {
         let ctx = || self.ctx(Operation::Delete, kind, Some(name));
         check_kind_name(ctx, kind, name)?;
+        let place = Place::of(kind, name);
         match self
-            .folder(kind, name, false)
-            .and_then(|dir| dir.remove_file(name.as_str()))
+            .folder(kind, &place, Make::No)
+            .and_then(|dir| dir.remove_file(place.file()))
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if in_point_folders(kind) {
+                    self.remove_point_folder_if_empty(kind, &place);
+                }
+                Ok(())
+            }
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(from_fsx(ctx(), e)),
+            Err(e @ (FsxError::Symlink { .. } | FsxError::NotDir { .. }))
+                if in_point_folders(kind) =>
+            {
+                // Planted where the point's folder should be, never written by vmvault: the
+                // entry goes with the point, and nothing it names is touched.
+                let (Some(dir), Place::Sub { folder, .. }) = (self.kind_folder(kind), &place)
+                else {
+                    return Err(foreign_or(ctx(), e));
+                };
+                tracing::warn!("{e}: not a recovery point folder; the entry is removed, nothing it names is touched");
+                match dir.remove_file(folder) {
+                    Ok(()) => Ok(()),
+                    Err(e) if is_not_found(&e) => Ok(()),
+                    Err(e) => Err(from_fsx(ctx(), e)),
+                }
+            }
+            Err(e) => Err(foreign_or(ctx(), e)),
         }
     }
 
@@ -548,10 +733,19 @@ impl Backend for LocalBackend {
 
     fn cleanup_temp(&self, older_than: SystemTime) -> Result<u64, BackendError> {
         let mut removed = 0;
-        for kind in ObjectKind::ALL {
+        // Indexes and manifests share their folders: each folder is swept once.
+        for kind in ObjectKind::ALL
+            .into_iter()
+            .filter(|k| *k != ObjectKind::Manifest)
+        {
             let ctx = |e| from_fsx(self.ctx(Operation::Sweep, kind, None), e);
             for folder in self.folders_of(kind) {
-                let (dir, _) = folder.map_err(ctx)?;
+                let (dir, sub) = folder.map_err(ctx)?;
+                if in_point_folders(kind)
+                    && self.remove_stale_empty_folder(kind, &dir, &sub, older_than)
+                {
+                    continue;
+                }
                 for n in dir.entry_names().map_err(ctx)? {
                     if !n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
                         continue;
@@ -709,7 +903,7 @@ mod tests {
         let hex = c.as_str();
         for (file, len) in [
             (format!("chunks/{}/{hex}", &hex[..2]), 5000),
-            ("indexes/p1.d0".to_string(), 1),
+            ("points/p1/disk0.idx".to_string(), 1),
             ("config/config".to_string(), 1),
         ] {
             let md = std::fs::symlink_metadata(v.join(&file)).unwrap();
@@ -756,7 +950,7 @@ mod tests {
         let (t, b) = backend();
         let secret = t.path().join("secret");
         std::fs::write(&secret, "root:x:0:0").unwrap();
-        let m = ObjectKind::Manifest;
+        let m = ObjectKind::Item;
         let link = folder(&b, m).join("m");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
         for e in [
@@ -828,7 +1022,7 @@ mod tests {
     #[test]
     fn listings_show_only_objects() {
         let (_t, b) = backend();
-        let m = ObjectKind::Manifest;
+        let m = ObjectKind::Item;
         b.put(m, &name("real"), b"r").unwrap();
         let dir = folder(&b, m);
         std::fs::write(dir.join(".tmp-real-1-1"), "half").unwrap();
@@ -869,7 +1063,7 @@ mod tests {
 
     #[test]
     fn a_crash_mid_put_leaves_the_old_object_and_a_temp_file_that_cleanup_removes() {
-        let m = ObjectKind::Manifest;
+        let m = ObjectKind::Item;
         if let Some(vault) = std::env::var_os(DIE_BEFORE_PLACE) {
             // The child: killed inside this put, after the temp file is written.
             let b = open(Path::new(&vault));
@@ -918,7 +1112,7 @@ mod tests {
     #[test]
     fn cleanup_removes_only_stale_temp_files() {
         let (_t, b) = backend();
-        let m = folder(&b, ObjectKind::Manifest);
+        let m = folder(&b, ObjectKind::Item);
         let fan = folder(&b, ObjectKind::Chunk).join("ab");
         let now = SystemTime::now();
         let day = Duration::from_secs(86_400);
@@ -938,6 +1132,72 @@ mod tests {
             [".tmp-folder", ".tmp-link", ".tmp-new-1-3", "old-object"]
         );
         assert!(names_in(&fan).is_empty());
+    }
+
+    #[test]
+    fn a_point_keeps_its_objects_in_its_folder() {
+        let (t, b) = backend();
+        let points = t.path().join("vault").join("points");
+        let (i, k) = (ObjectKind::Index, ObjectKind::Manifest);
+        b.put(i, &name("p1.d0"), b"i0").unwrap();
+        b.put(i, &name("p1.d12"), b"i12").unwrap();
+        b.put(k, &name("p1"), b"m").unwrap();
+        b.put(i, &name("p2.d0"), b"x").unwrap();
+        assert_eq!(
+            names_in(&points.join("p1")),
+            ["disk0.idx", "disk12.idx", "manifest"]
+        );
+        assert_eq!(listed(&b, i), ["p1.d0", "p1.d12", "p2.d0"]);
+        assert_eq!(listed(&b, k), ["p1"]);
+        assert_eq!(
+            b.locate(i, &name("p1.d12")),
+            points.join("p1").join("disk12.idx")
+        );
+        // Files that are no object of the point are left out: a non-canonical disk
+        // number, a foreign name, a temp file.
+        for f in ["disk01.idx", "diskx.idx", "notes", ".tmp-p1.d0-1-1"] {
+            std::fs::write(points.join("p1").join(f), "x").unwrap();
+        }
+        assert_eq!(listed(&b, i), ["p1.d0", "p1.d12", "p2.d0"]);
+        for f in ["disk01.idx", "diskx.idx", "notes", ".tmp-p1.d0-1-1"] {
+            std::fs::remove_file(points.join("p1").join(f)).unwrap();
+        }
+        // The folder goes with its last object, not before.
+        b.delete(k, &name("p1")).unwrap();
+        b.delete(i, &name("p1.d0")).unwrap();
+        assert!(points.join("p1").is_dir());
+        b.delete(i, &name("p1.d12")).unwrap();
+        assert!(!points.join("p1").exists());
+        b.delete(i, &name("p1.d12")).unwrap();
+        // A point folder that is a link is never read or written through, and is left
+        // out of listings; deleting the point's objects removes the link, not its target.
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("disk0.idx"), "planted").unwrap();
+        std::fs::write(elsewhere.join("manifest"), "planted").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, points.join("p3")).unwrap();
+        for e in [
+            b.get(i, &name("p3.d0")).unwrap_err(),
+            b.get(k, &name("p3")).unwrap_err(),
+            b.stat(k, &name("p3")).unwrap_err(),
+            b.put(i, &name("p3.d1"), b"x").unwrap_err(),
+        ] {
+            assert!(!e.is_not_found(), "{e}");
+            assert!(e.to_string().contains("symbolic link"), "{e}");
+        }
+        assert_eq!(listed(&b, i), ["p2.d0"]);
+        assert!(listed(&b, k).is_empty());
+        b.delete(k, &name("p3")).unwrap();
+        assert!(std::fs::symlink_metadata(points.join("p3")).is_err());
+        assert_eq!(names_in(&elsewhere), ["disk0.idx", "manifest"]);
+        // An empty point folder left by a crash goes once it is stale.
+        std::fs::create_dir(points.join("p4")).unwrap();
+        let hour = Duration::from_secs(3600);
+        b.cleanup_temp(SystemTime::now() - hour).unwrap();
+        assert!(points.join("p4").is_dir());
+        b.cleanup_temp(SystemTime::now() + hour).unwrap();
+        assert!(!points.join("p4").exists());
+        assert!(points.join("p2").is_dir());
     }
 
     #[test]

@@ -119,7 +119,9 @@ impl ObjectKind {
     }
 
     /// Checks the rules a kind adds to those of every name: chunk names are lower-case hex
-    /// digests, so every store can fan them out by their first two characters.
+    /// digests, so every store can fan them out by their first two characters; index names
+    /// are `<point>.d<disk>` ([`index_name`]), so a store can keep a point's objects
+    /// together.
     pub fn check_name(self, name: &ObjectName) -> Result<(), InvalidName> {
         let s = name.as_str();
         if self == ObjectKind::Chunk
@@ -130,8 +132,34 @@ impl ObjectKind {
                 "a chunk name is a lower-case hex digest of at least two digits",
             ));
         }
+        if self == ObjectKind::Index && index_parts(s).is_none() {
+            return Err(InvalidName::new(
+                s,
+                "an index name is <point>.d<disk> (a disk number without leading zeros)",
+            ));
+        }
         Ok(())
     }
+}
+
+/// The object name of the index of disk `disk` of point `point` (`<point>.d<disk>`), and
+/// the manifest's name is the point's id itself. An error for a point id that is not a
+/// valid object name.
+pub fn index_name(point: &str, disk: u32) -> Result<ObjectName, InvalidName> {
+    ObjectName::new(format!("{point}.d{disk}"))
+}
+
+/// The point and disk an index name stands for: `<point>.d<disk>`, the point a valid name
+/// itself, the disk a `u32` written without leading zeros (one name per index).
+pub fn index_parts(name: &str) -> Option<(&str, u32)> {
+    let (point, disk) = name.rsplit_once(".d")?;
+    if point.is_empty() || disk.is_empty() || (disk.len() > 1 && disk.starts_with('0')) {
+        return None;
+    }
+    if !disk.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((point, disk.parse().ok()?))
 }
 
 impl fmt::Display for ObjectKind {
@@ -673,6 +701,22 @@ mod tests {
             assert!(ObjectKind::Chunk.check_name(&n(bad)).is_err(), "{bad}");
             assert!(ObjectKind::Manifest.check_name(&n(bad)).is_ok(), "{bad}");
         }
+    }
+
+    #[test]
+    fn index_names_are_point_and_disk() {
+        let n = |s: &str| ObjectName::new(s).unwrap();
+        assert_eq!(index_parts("p-1.d0"), Some(("p-1", 0)));
+        assert_eq!(index_parts("a.d1.d12"), Some(("a.d1", 12)));
+        assert_eq!(index_name("p", 7).unwrap().as_str(), "p.d7");
+        for bad in ["p", ".d0", "p.d", "p.d01", "p.dx", "p.d-1", "p.d4294967296"] {
+            assert_eq!(index_parts(bad), None, "{bad}");
+            if let Ok(name) = ObjectName::new(bad) {
+                assert!(ObjectKind::Index.check_name(&name).is_err(), "{bad}");
+            }
+        }
+        assert!(ObjectKind::Index.check_name(&n("p.d4294967295")).is_ok());
+        assert!(index_name("Bad Id", 0).is_err());
     }
 
     #[test]
