@@ -347,12 +347,6 @@ async fn vault_rebuild(setup: &Setup, as_json: bool) -> Result<u8> {
                 report.missing_chunks
             );
         }
-        if report.uncommitted_points > 0 {
-            outln!(
-                "{} folder(s) of backups that were never committed: the next garbage collection removes them.",
-                report.uncommitted_points
-            );
-        }
         for p in &report.problems {
             errln!("warning: {p}");
         }

@@ -287,15 +287,18 @@ impl Engine {
         point: &RecoveryPoint,
         disk: u32,
     ) -> std::result::Result<DiskIndex, store::StoreError> {
-        self.check_point_folder(&point.id)?;
-        let path = self.index_path(&point.id, disk);
+        let chunks = self.inner.store.as_ref().ok_or_else(|| {
+            store::StoreError::Invalid(
+                "the vault is open read-only: indexes are read by its owner".into(),
+            )
+        })?;
         let capacity = point
             .disks
             .iter()
             .find(|d| d.index == disk)
             .map(|d| d.capacity)
             .ok_or_else(|| store::StoreError::IndexCorrupt {
-                path: path.clone(),
+                path: chunks.index_location(&point.id, disk),
                 reason: format!("recovery point {} has no disk {disk}", point.id),
             })?;
         let checksum = self
@@ -304,20 +307,12 @@ impl Engine {
             .point_index_hashes(&point.id)
             .map_err(|e| store::StoreError::Invalid(format!("catalog: {e}")))?
             .and_then(|h| h.into_iter().find(|(d, _)| *d == disk).map(|(_, s)| s));
-        let chunks = self.inner.store.as_ref().ok_or_else(|| {
-            store::StoreError::Invalid(
-                "the vault is open read-only: indexes are read by its owner".into(),
-            )
-        })?;
-        chunks.read_index_for(
-            &path,
-            &store::index::IndexExpect {
-                point_id: &point.id,
-                disk,
-                capacity,
-                checksum,
-            },
-        )
+        chunks.read_point_index_for(&store::index::IndexExpect {
+            point_id: &point.id,
+            disk,
+            capacity,
+            checksum,
+        })
     }
 }
 
@@ -335,15 +330,7 @@ pub(crate) fn write_point_files(
         .inner
         .catalog
         .record_point_write(point_id, writer, &disk_numbers, engine.now())?;
-    let index_hashes = write_index_files(engine, point_id, indexes, true)?;
-    let dir = engine.point_dir(point_id);
-    super::sync_dir(dir.parent().unwrap_or(&dir)).map_err(|e| {
-        JobFail::vault(
-            "Could not write to the vault",
-            format!("syncing {}: {e}", dir.display()),
-        )
-    })?;
-    Ok(index_hashes)
+    write_index_files(engine, point_id, indexes, true)
 }
 
 /// The largest VM definition (libvirt domain XML) kept with a recovery point: real ones
@@ -869,8 +856,7 @@ impl Engine {
             &p.item,
             &p.definition,
         );
-        crate::vault::manifest::write_manifest(store, self.vault_dir(), &m, false)
-            .map_err(store_fail)
+        crate::vault::manifest::write_manifest(store, &m, false).map_err(store_fail)
     }
 
     /// Makes everything written to the vault's files so far durable: one sync of the chunk
@@ -891,7 +877,7 @@ impl Engine {
     }
 }
 
-/// Writes the folder and indexes of a point, not synced; returns the index hashes.
+/// Writes the indexes of a point, not synced; returns the index hashes.
 fn write_indexes(
     engine: &Engine,
     w: &WrittenBackup,
@@ -899,32 +885,25 @@ fn write_indexes(
     write_index_files(engine, &w.point_id, &w.indexes, false)
 }
 
-/// Creates the folder of point `point_id` and writes its indexes (fsynced when `durable`);
-/// returns the index hashes.
+/// Writes the indexes of point `point_id` (durable when it returns with `durable`, else at
+/// the store's next sync); returns the index hashes.
 fn write_index_files(
     engine: &Engine,
     point_id: &str,
     indexes: &[(u32, DiskIndex)],
     durable: bool,
 ) -> std::result::Result<Vec<(u32, [u8; 32])>, JobFail> {
-    let dir = engine.point_dir(point_id);
-    super::create_private_dir(&dir).map_err(|e| {
-        JobFail::vault(
-            "Could not write to the vault",
-            format!("creating {}: {e}", dir.display()),
-        )
-    })?;
+    let store = engine.store()?;
     let mut index_hashes = Vec::with_capacity(indexes.len());
     for (disk, index) in indexes {
-        let owner = store::index::IndexOwner {
-            point_id: point_id.to_string(),
-            disk: *disk,
-        };
-        let sum = engine
-            .store()?
-            .write_index(&engine.index_path(point_id, *disk), index, &owner, durable)
+        let sum = store
+            .write_point_index(point_id, *disk, index, false)
             .map_err(store_fail)?;
         index_hashes.push((*disk, sum));
+    }
+    if durable {
+        // One sync for all of them.
+        store.sync().map_err(store_fail)?;
     }
     Ok(index_hashes)
 }

@@ -31,9 +31,7 @@ impl CatalogMirror for VaultMirror {
                 Ok(i) => i,
                 Err(e) => return self.warn("reading an item", &e),
             };
-            if let Err(e) =
-                manifest::write_item(&self.store, &self.dir, &self.vault_id, id, item.as_ref())
-            {
+            if let Err(e) = manifest::write_item(&self.store, &self.vault_id, id, item.as_ref()) {
                 self.warn("item", &e);
             }
         }
@@ -45,8 +43,7 @@ impl CatalogMirror for VaultMirror {
                 Ok(r) => r,
                 Err(e) => return self.warn("reading a policy", &e),
             };
-            if let Err(e) =
-                manifest::write_policy(&self.store, &self.dir, &self.vault_id, name, row.as_ref())
+            if let Err(e) = manifest::write_policy(&self.store, &self.vault_id, name, row.as_ref())
             {
                 self.warn("policy", &e);
             }
@@ -61,7 +58,7 @@ impl CatalogMirror for VaultMirror {
                 Err(e) => return self.warn("reading a point", &e),
             };
             let mut m: PointManifest =
-                match manifest::read_manifest(&self.store, &self.dir, id, &self.vault_id) {
+                match manifest::read_manifest(&self.store, id, &self.vault_id) {
                     Ok(m) => m,
                     Err(e) => {
                         self.warn("reading a point manifest", &e);
@@ -72,7 +69,7 @@ impl CatalogMirror for VaultMirror {
                 continue;
             }
             m.point = point;
-            if let Err(e) = manifest::write_manifest(&self.store, &self.dir, &m, true) {
+            if let Err(e) = manifest::write_manifest(&self.store, &m, true) {
                 self.warn("point manifest", &e);
             }
         }

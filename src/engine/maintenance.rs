@@ -125,9 +125,18 @@ impl Engine {
             }
             // Rows are gone (committed); the files are garbage now. A folder that cannot be
             // removed stays announced, for garbage collection to try again.
-            let gone = super::in_parallel(&ids, |id| match ctx.engine.remove_point_folder(id) {
-                Ok(()) => true,
-                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            let gone = super::in_parallel(&remove, |p| {
+                let disks: Vec<u32> = p.disks.iter().map(|d| d.index).collect();
+                match ctx.engine.remove_point_objects(&p.id, &disks) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(
+                            "removing recovery point {}: {e}; garbage collection will try again",
+                            p.id
+                        );
+                        false
+                    }
+                }
             });
             let removed: Vec<String> = ids
                 .iter()
@@ -135,6 +144,14 @@ impl Engine {
                 .filter(|(_, gone)| *gone)
                 .map(|(id, _)| id.clone())
                 .collect();
+            // Their removal durable before their announcements go: indexes a crash brought
+            // back unannounced would stop garbage collection (points the catalog cannot
+            // account for).
+            if !removed.is_empty() {
+                ctx.engine.store()?.sync().map_err(|e| {
+                    JobFail::vault("Could not remove expired recovery points", e.to_string())
+                })?;
+            }
             ctx.engine.inner.catalog.delete_point_writes(&removed)?;
             let items: HashSet<&str> = remove.iter().map(|p| p.item_id.as_str()).collect();
             for item_id in items {
@@ -171,7 +188,13 @@ impl Engine {
             let real_cutoff = std::time::SystemTime::now()
                 .checked_sub(engine.inner.opts.gc_grace.to_std().unwrap_or_default())
                 .unwrap_or(std::time::UNIX_EPOCH);
-            let stale_writes = engine.check_store_is_accounted_for(&points, real_cutoff)?;
+            // What the store holds of points (one listing, for the interlock and for the
+            // points it may remove).
+            let stored = store.stored_points().map_err(|e| {
+                refused(format!("cannot list the recovery points the vault holds: {e}"))
+            })?;
+            let stale_writes =
+                engine.check_store_is_accounted_for(&points, &stored, real_cutoff)?;
             let mut marked: HashSet<crate::vault::store::Digest> = HashSet::new();
             // A folder a backup finished writing is kept with its chunks, even though this
             // catalog never saw it committed: a newer catalog may have (this one restored
@@ -186,11 +209,8 @@ impl Engine {
                 ctx.cancel.check()?;
                 // In format 2 a point is committed only once its manifest is durable: a
                 // folder without one was never committed by any catalog, finished or not.
-                let never_committed = describes_points
-                    && !engine
-                        .point_dir(&w.point_id)
-                        .join(crate::vault::manifest::MANIFEST_FILE)
-                        .exists();
+                let never_committed =
+                    describes_points && !stored.get(&w.point_id).is_some_and(|p| p.manifest);
                 match engine.finished_point_folder(&w) {
                     Some(_) if never_committed && stale.contains(&w.point_id) => {
                         unfinished.push(w.point_id)
@@ -238,16 +258,21 @@ impl Engine {
             // a prune removed from the catalog.
             for point_id in &unfinished {
                 ctx.cancel.check()?;
-                match engine.remove_point_folder(point_id) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(JobFail::vault(
+                let disks = stored.get(point_id).map_or(&[][..], |p| &p.disks[..]);
+                engine
+                    .remove_point_objects(point_id, disks)
+                    .map_err(|e| {
+                        JobFail::vault(
                             "Could not remove an unfinished recovery point",
-                            format!("{}: {e}", engine.point_dir(point_id).display()),
-                        ))
-                    }
-                }
+                            format!("recovery point {point_id}: {e}"),
+                        )
+                    })?;
+            }
+            if !unfinished.is_empty() {
+                // Gone for good before their announcements go (see prune).
+                store.sync().map_err(|e| {
+                    JobFail::vault("Could not remove an unfinished recovery point", e.to_string())
+                })?;
             }
             engine.inner.catalog.delete_point_writes(&unfinished)?;
             let known: Vec<(crate::vault::store::Digest, chrono::DateTime<chrono::Utc>)> =
@@ -327,6 +352,7 @@ impl Engine {
     fn check_store_is_accounted_for(
         &self,
         points: &[RecoveryPoint],
+        stored: &std::collections::BTreeMap<String, crate::vault::store::points::StoredPoint>,
         cutoff: std::time::SystemTime,
     ) -> std::result::Result<Vec<crate::vault::catalog::PointWrite>, JobFail> {
         let catalog = &self.inner.catalog;
@@ -341,40 +367,31 @@ impl Engine {
             .keys()
             .cloned()
             .collect();
-        let points_dir = self.inner.opts.dir.join(crate::vault::folder::POINTS_DIR);
-        let mut unknown = Vec::new();
+        let store = self.store()?;
+        let unknown: Vec<&String> = stored
+            .keys()
+            .filter(|id| !known.contains(id.as_str()) && !announced.contains(id.as_str()))
+            .collect();
         let mut stale = Vec::new();
-        let rd = std::fs::read_dir(&points_dir)
-            .map_err(|e| refused(format!("cannot list {}: {e}", points_dir.display())))?;
-        for e in rd {
-            let e = e.map_err(|e| refused(format!("cannot list {}: {e}", points_dir.display())))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if known.contains(name.as_str()) {
-                continue;
-            }
-            if !announced.contains(name.as_str()) {
-                unknown.push(e.path());
-            }
-        }
         if !unknown.is_empty() {
             let shown: Vec<String> = unknown
                 .iter()
                 .take(5)
-                .map(|p| p.display().to_string())
+                .map(|id| store.manifest_location(id).display().to_string())
                 .collect();
             return Err(JobFail::Failed(
                 ErrorDetails::new(
                     "GarbageCollectionRefused",
                     "Garbage collection refused: the catalog does not describe the store",
                     format!(
-                        "{} recovery point folder(s) in the vault are not in the catalog ({}{}); the catalog may be an old copy or another vault's. Nothing was deleted",
+                        "{} recovery point(s) in the vault are not in the catalog ({}{}); the catalog may be an old copy or another vault's. Nothing was deleted",
                         unknown.len(),
                         shown.join(", "),
                         if unknown.len() > shown.len() { ", …" } else { "" }
                     ),
                 )
                 .recommend("If catalog.db was restored from an old copy, put back a newer one: the points it does not know hold data.")
-                .recommend("If you are sure no catalog knows these folders (e.g. left by a vmvault older than 0.2 that crashed during a backup), move them out of points/; garbage collection then runs again."),
+                .recommend("If you are sure no catalog knows these points (e.g. left by a vmvault older than 0.2 that crashed during a backup), move their folders out of points/; garbage collection then runs again."),
             ));
         }
         if !catalog.knows_stored_data()? {
@@ -397,10 +414,8 @@ impl Engine {
             }
         }
         for w in writes {
-            let old = std::fs::symlink_metadata(points_dir.join(&w.point_id))
-                .and_then(|m| m.modified())
-                .map(|t| t <= cutoff)
-                .unwrap_or(true);
+            // A point the store holds nothing of is old however young its announcement.
+            let old = stored.get(&w.point_id).is_none_or(|p| p.modified <= cutoff);
             if !running.contains(&w.job_id) && old {
                 stale.push(w);
             }
@@ -427,7 +442,7 @@ impl Engine {
                 let f = self
                     .store()
                     .ok()?
-                    .read_index_file(&self.index_path(&w.point_id, disk))
+                    .read_point_index(&w.point_id, disk)
                     .ok()?;
                 let owner = f.owner?;
                 (owner.point_id == w.point_id && owner.disk == disk).then_some(f.index)

@@ -264,12 +264,7 @@ fn install_mirror(
     catalog: &crate::vault::catalog::Catalog,
     store: &ChunkStore,
 ) -> Result<()> {
-    for name in [
-        crate::vault::manifest::ITEMS_DIR,
-        crate::vault::manifest::POLICIES_DIR,
-    ] {
-        folder.dir().subdir(name, true).map_err(FolderError::from)?;
-    }
+    // (The store's backend made the folders of its items and policies when it opened.)
     let vault_id = catalog
         .setting(crate::vault::folder::SETTING_VAULT_ID)?
         .ok_or_else(|| EngineError::Failed("the catalog records no vault id".into()))?;
@@ -503,11 +498,7 @@ impl Engine {
                 .disks
                 .iter()
                 .map(|d| {
-                    let f = self
-                        .store()
-                        .ok()?
-                        .read_index_file(&self.index_path(&id, d.index))
-                        .ok()?;
+                    let f = self.store().ok()?.read_point_index(&id, d.index).ok()?;
                     let ours = f
                         .owner
                         .as_ref()
@@ -643,71 +634,31 @@ impl Engine {
             .ok_or_else(|| EngineError::Failed("the chunk store is not open".into()))
     }
 
-    pub(crate) fn point_dir(&self, point_id: &str) -> PathBuf {
-        self.inner.opts.dir.join("points").join(point_id)
+    /// Removes the manifests of points about to be deleted, durably: a kill before their
+    /// rows go leaves points the catalog still lists (the next prune removes them), never
+    /// manifests a rebuild would bring back once their rows, and then their chunks, were
+    /// gone.
+    pub(crate) fn forget_manifests(&self, ids: &[String]) -> std::result::Result<(), StoreError> {
+        if self.format_version() < 2 {
+            return Ok(());
+        }
+        self.store()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?
+            .remove_manifests(ids)
+            .map(|_| ())
     }
 
-    /// Removes the folder of a point: its manifest first, durably, so that a removal cut
-    /// short leaves a folder that reads as never committed (a rebuild must not bring the
-    /// point back with half its files), then the rest.
-    /// Removes the manifests of points about to be deleted, durably (one sync of the file
-    /// system): a kill before their rows go leaves points the catalog still lists (the next
-    /// prune removes them), never manifests a rebuild would bring back once their rows, and
-    /// then their chunks, were gone.
-    pub(crate) fn forget_manifests(&self, ids: &[String]) -> std::io::Result<()> {
-        let mut removed = false;
-        for id in ids {
-            let dir = self.point_dir(id);
-            if foreign_point_folder(&dir).is_some() {
-                continue;
-            }
-            match std::fs::remove_file(dir.join(crate::vault::manifest::MANIFEST_FILE)) {
-                Ok(()) => removed = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if removed {
-            sync_file_system(&self.inner.opts.dir.join(POINTS_DIR))?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn remove_point_folder(&self, point_id: &str) -> std::io::Result<()> {
-        let dir = self.point_dir(point_id);
-        if let Some(what) = foreign_point_folder(&dir) {
-            // Planted, not written by vmvault: the entry goes, what it names is not touched.
-            tracing::warn!(
-                "{} is {what}, not a recovery point folder: the entry is removed, nothing it names is touched",
-                dir.display()
-            );
-            return std::fs::remove_file(&dir);
-        }
-        match std::fs::remove_file(dir.join(crate::vault::manifest::MANIFEST_FILE)) {
-            Ok(()) => sync_dir(&dir)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        std::fs::remove_dir_all(&dir)
-    }
-
-    /// Refuses a point folder that is not one (a symbolic link, a file): nothing is read
-    /// through it.
-    pub(crate) fn check_point_folder(&self, point_id: &str) -> std::result::Result<(), StoreError> {
-        let dir = self.point_dir(point_id);
-        match foreign_point_folder(&dir) {
-            None => Ok(()),
-            Some(what) => Err(StoreError::IndexCorrupt {
-                path: dir,
-                reason: format!(
-                    "{what} is where the recovery point's folder should be: vmvault never follows a link in a vault. Remove it (the point's data is lost unless its folder is put back)"
-                ),
-            }),
-        }
-    }
-
-    pub(crate) fn index_path(&self, point_id: &str, disk: u32) -> PathBuf {
-        self.point_dir(point_id).join(format!("disk{disk}.idx"))
+    /// Removes what the store holds of a point: its manifest first, durably, so that a
+    /// removal cut short leaves a point that reads as never committed (a rebuild must not
+    /// bring it back with half its indexes), then the indexes of `disks`.
+    pub(crate) fn remove_point_objects(
+        &self,
+        point_id: &str,
+        disks: &[u32],
+    ) -> std::result::Result<(), StoreError> {
+        self.store()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?
+            .remove_point(point_id, disks)
     }
 
     pub(crate) fn save_clock(&self) -> Result<()> {
@@ -1225,21 +1176,6 @@ pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
         b.mode(0o700);
     }
     b.create(path)
-}
-
-/// What is at a point folder's path when it is not a real folder (None: a folder, or
-/// nothing).
-fn foreign_point_folder(dir: &Path) -> Option<&'static str> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_symlink() => Some("a symbolic link"),
-        Ok(m) if !m.is_dir() => Some("not a folder"),
-        _ => None,
-    }
-}
-
-/// Makes a folder's entries (new files, renames) durable.
-pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_all()
 }
 
 /// Threads [`in_parallel`] uses at most.

@@ -7,10 +7,12 @@
 //!   without replacing anything once it is complete: a kill leaves either no catalog (run it
 //!   again) or the whole new one. It refuses to run while a `catalog.db` exists.
 //! - **What it cannot vouch for, it leaves.** A point whose manifest or indexes fail their
-//!   checks is not recorded, and its folder is left as it is: garbage collection refuses to
-//!   run while such a folder is there, so its chunks are not lost before someone looks. A
-//!   point folder without a manifest is a backup that was never committed: it is announced
-//!   as such, and the next garbage collection removes it.
+//!   checks is not recorded, and its objects are left as they are: garbage collection
+//!   refuses to run while the store holds a point the catalog does not know, so its chunks
+//!   are not lost before someone looks. So are indexes without a manifest (a backup killed
+//!   just before its commit, or a committed point whose manifest was lost: not ours to
+//!   decide). Entries that are no objects (a symbolic link, a name vmvault never gives) are
+//!   named and never read.
 //! - **Chunks a point needs but that are missing are not recorded as stored**, so the next
 //!   backup writes them again; `verify` names the points that need them.
 //!
@@ -20,12 +22,13 @@
 use super::{data_format, EngineError, EngineOptions, Result, SETTING_CHUNK_SIZE};
 use super::{SETTING_CLOCK_OFFSET, SETTING_VAULT_NAME};
 use crate::model::Item;
+use crate::vault::backend::ObjectKind;
 use crate::vault::catalog::{Catalog, ChunkRow, CATALOG_FILE};
-use crate::vault::folder::{FolderError, Layout, VaultFolder, CHUNKS_DIR, POINTS_DIR};
+use crate::vault::folder::{FolderError, Layout, VaultFolder, CHUNKS_DIR};
 use crate::vault::lock::VaultLock;
 use crate::vault::manifest::{self, PointManifest};
 use crate::vault::store::index::IndexExpect;
-use crate::vault::store::{slot_len, ChunkStore, Digest};
+use crate::vault::store::{slot_len, ChunkStore, Digest, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
@@ -41,8 +44,6 @@ pub struct RebuildReport {
     pub chunks: usize,
     /// Chunks points need that are not in the store.
     pub missing_chunks: usize,
-    /// Point folders of backups never committed (removed by the next garbage collection).
-    pub uncommitted_points: usize,
     /// What could not be used, and why (left as it is).
     pub problems: Vec<String>,
 }
@@ -128,27 +129,23 @@ fn fill(
     let mut no_key_file = None;
     let format = data_format(folder, catalog, marker.layout, &opts.keys, &mut no_key_file)?;
     let store = ChunkStore::open_with(&folder.path().join(CHUNKS_DIR), format)?;
-    let dir = folder.path();
 
-    // What is in a folder of the vault; entries that are not ours (a symbolic link, a
-    // device) are named as problems and never followed.
-    let mut entries = |sub: &str| -> Result<Vec<String>> {
-        let found = manifest::object_entries(&dir.join(sub))?;
-        for (name, what) in found.foreign {
+    // Entries that are not objects (a symbolic link, a name vmvault never gives) are named
+    // as problems and never followed or read.
+    for kind in [ObjectKind::Policy, ObjectKind::Item, ObjectKind::Index] {
+        for stray in store.backend().strays(kind).map_err(StoreError::from)? {
             report.problems.push(format!(
-                "{sub}/{} is {what}, not something vmvault stored: it was not read (vmvault never follows a link in a vault); remove it",
-                crate::fmt::echo(&name)
+                "{stray}: it was not read (vmvault never follows a link in a vault); remove it"
             ));
         }
-        Ok(found.names)
-    };
-    let policy_names = entries(manifest::POLICIES_DIR)?;
-    let item_names = entries(manifest::ITEMS_DIR)?;
-    let folders = entries(POINTS_DIR)?;
+    }
+    let policy_names = store.description_names(ObjectKind::Policy)?;
+    let item_names = store.description_names(ObjectKind::Item)?;
+    let stored = store.stored_points()?;
 
     // Policies and items as their objects say.
     for name in policy_names {
-        match manifest::read_policy(&store, dir, &name, &vault_id) {
+        match manifest::read_policy(&store, &name, &vault_id) {
             Ok(p) => {
                 catalog.restore_policy(&p.row())?;
                 report.policies += 1;
@@ -158,7 +155,7 @@ fn fill(
     }
     let mut items: HashMap<String, Item> = HashMap::new();
     for name in item_names {
-        match manifest::read_item(&store, dir, &name, &vault_id) {
+        match manifest::read_item(&store, &name, &vault_id) {
             Ok(r) => {
                 items.insert(r.item.id.clone(), r.item);
             }
@@ -171,33 +168,18 @@ fn fill(
     let mut known_chunks: HashSet<Digest> = HashSet::new();
     let mut chunk_size = None;
     let mut manifest_items: HashMap<String, (DateTime<Utc>, Item)> = HashMap::new();
-    let now = Utc::now();
     let mut damaged = Vec::new();
-    for id in &folders {
+    for (id, held) in &stored {
         let id = id.clone();
-        let point_dir = folder.dir().path_of(POINTS_DIR).join(&id);
-        if !point_dir.join(manifest::MANIFEST_FILE).exists() {
-            let has_index = std::fs::read_dir(&point_dir)
-                .map(|rd| {
-                    rd.flatten()
-                        .any(|e| e.file_name().to_string_lossy().ends_with(".idx"))
-                })
-                .unwrap_or(true);
-            if has_index {
-                // Indexes without a manifest: a backup killed just before its commit, or a
-                // committed point whose manifest was lost. Not ours to decide: left alone.
-                report.problems.push(format!(
-                    "recovery point folder {id} has disk indexes but no manifest (a backup stopped just before its commit, or a lost manifest); its folder is left as it is"
-                ));
-            } else {
-                // Never committed (a backup writes its indexes, then the manifest, then
-                // commits), or a removal cut short (the manifest goes first).
-                catalog.record_point_write(&id, "rebuild", &[], now)?;
-                report.uncommitted_points += 1;
-            }
+        if !held.manifest {
+            // Indexes without a manifest: a backup killed just before its commit, or a
+            // committed point whose manifest was lost. Not ours to decide: left alone.
+            report.problems.push(format!(
+                "recovery point {id} has disk indexes but no manifest (a backup stopped just before its commit, or a lost manifest); it is left as it is"
+            ));
             continue;
         }
-        let m = match manifest::read_manifest(&store, dir, &id, &vault_id) {
+        let m = match manifest::read_manifest(&store, &id, &vault_id) {
             Ok(m) => m,
             Err(e) => {
                 report.problems.push(format!(
@@ -206,7 +188,7 @@ fn fill(
                 continue;
             }
         };
-        match point_chunks(&store, dir, &m, &mut known_chunks) {
+        match point_chunks(&store, &m, &mut known_chunks) {
             Ok((chunks, missing)) => {
                 if missing > 0 {
                     damaged.push(m.point.id.clone());
@@ -237,11 +219,11 @@ fn fill(
             )),
         }
     }
-    if !folders.is_empty() && report.points == 0 {
+    if !stored.is_empty() && report.points == 0 {
         let first = report.problems.first().cloned().unwrap_or_default();
         return Err(EngineError::Failed(format!(
-            "none of the {} recovery point folder(s) could be read ({first}): the key, or vault.toml, is not this vault's. No catalog was made",
-            folders.len()
+            "none of the {} recovery point(s) could be read ({first}): the key, or vault.toml, is not this vault's. No catalog was made",
+            stored.len()
         )));
     }
     // Points that need missing chunks read as damaged until a verify or a backup repairs
@@ -285,7 +267,6 @@ fn fill(
 /// index is checked against the manifest (point, disk, capacity, checksum).
 fn point_chunks(
     store: &ChunkStore,
-    dir: &std::path::Path,
     m: &PointManifest,
     known: &mut HashSet<Digest>,
 ) -> std::result::Result<(Vec<ChunkRow>, usize), String> {
@@ -302,20 +283,13 @@ fn point_chunks(
             .find(|(d, _)| *d == disk.index)
             .map(|(_, h)| *h)
             .ok_or_else(|| format!("the manifest has no index checksum for disk {}", disk.index))?;
-        let path = dir
-            .join(POINTS_DIR)
-            .join(&m.point.id)
-            .join(format!("disk{}.idx", disk.index));
         let index = store
-            .read_index_for(
-                &path,
-                &IndexExpect {
-                    point_id: &m.point.id,
-                    disk: disk.index,
-                    capacity: disk.capacity,
-                    checksum: Some(checksum),
-                },
-            )
+            .read_point_index_for(&IndexExpect {
+                point_id: &m.point.id,
+                disk: disk.index,
+                capacity: disk.capacity,
+                checksum: Some(checksum),
+            })
             .map_err(|e| e.to_string())?;
         for (slot, d) in &index.entries {
             if known.contains(d) || !seen.insert(*d) {

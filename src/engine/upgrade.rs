@@ -184,7 +184,7 @@ fn copy_point(
         // A format 1 vault kept no definition of the VM.
         &crate::model::VmDefinition::default(),
     );
-    crate::vault::manifest::write_manifest(store, new.vault_dir(), &m, true)?;
+    crate::vault::manifest::write_manifest(store, &m, true)?;
     new.inner
         .catalog
         .import_point(&copy, retain_until, chunk_size, &hashes, &chunks, new.now())?;

@@ -2,12 +2,13 @@
 //! vault folder alone (`vmvault vault rebuild`).
 //!
 //! # Objects
-//! - **Point manifest** `points/<id>/manifest`: the recovery point as committed (time,
+//! All of them are objects of the vault's backend (a folder per kind on the local one).
+//! - **Point manifest** (object `<point>`, `points/<id>/manifest` on the local backend): the recovery point as committed (time,
 //!   kind, expiry, consistency, sizes, disks with their exact byte sizes, the changed-block
 //!   token), the chunk size, the checksum of every disk index, and the item as it was
 //!   then. Written durably with the indexes, before the catalog commits the point; rewritten
 //!   when the point's expiry or STORED size changes.
-//! - **Item** `items/<h>` and **policy** `policies/<h>` (`h`: BLAKE3 of the id or name, as
+//! - **Item** (`items/<h>`) and **policy** (`policies/<h>`) (`h`: BLAKE3 of the id or name, as
 //!   object names allow only a few characters): the current row, rewritten after every
 //!   change. These writes are not fsynced one by one: the next backup's file-system sync
 //!   makes them durable, and a rebuild falls back to the item in the newest manifest when an
@@ -18,18 +19,17 @@
 //! this; its catalog is its only description (it is rebuilt after `vmvault vault upgrade`).
 
 use crate::model::{Item, RecoveryPoint, VmDefinition};
+use crate::vault::backend::{ObjectKind, ObjectName};
 use crate::vault::catalog::PolicyRow;
 use crate::vault::codec::BlobKind;
 use crate::vault::store::{hex, parse_digest, ChunkStore, Digest, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The file name of a point's manifest, in its point folder.
-pub const MANIFEST_FILE: &str = "manifest";
-/// The folder of item objects in a vault folder.
+/// The folder of item objects in a vault folder (local backend).
 pub const ITEMS_DIR: &str = "items";
-/// The folder of policy objects in a vault folder.
+/// The folder of policy objects in a vault folder (local backend).
 pub const POLICIES_DIR: &str = "policies";
 /// Version of the JSON inside the objects.
 const FORMAT: u32 = 1;
@@ -137,38 +137,43 @@ pub fn object_name(key: &str) -> String {
     hex(blake3::hash(key.as_bytes()).as_bytes())
 }
 
-/// Where the manifest of point `id` is, in the vault folder `vault`.
-pub fn manifest_path(vault: &Path, point_id: &str) -> PathBuf {
-    vault
-        .join(crate::vault::folder::POINTS_DIR)
-        .join(point_id)
-        .join(MANIFEST_FILE)
+/// The object name of a point's manifest (its id), or why the id cannot be one.
+fn manifest_name(point_id: &str) -> Result<ObjectName, StoreError> {
+    ObjectName::new(point_id)
+        .map_err(|e| StoreError::Invalid(format!("recovery point id `{point_id}`: {e}")))
 }
 
-/// Reads and checks a JSON object of kind `kind`, name `name`, for vault `vault_id`.
+/// An object name made by [`object_name`].
+fn hashed_name(key: &str) -> Result<ObjectName, StoreError> {
+    ObjectName::new(object_name(key)).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// Reads and checks a JSON object `(kind, name)`, a blob of `blob` kind, for vault
+/// `vault_id`.
 fn read_json<T: serde::de::DeserializeOwned>(
     store: &ChunkStore,
-    path: &Path,
-    kind: BlobKind,
-    name: &str,
+    kind: ObjectKind,
+    name: &ObjectName,
+    blob: BlobKind,
     vault_id: &str,
     vault_of: impl FnOnce(&T) -> (&str, u32),
 ) -> Result<T, ManifestError> {
-    let bytes = store.read_blob(path, kind, name)?;
+    let path = PathBuf::from(store.backend().locate(kind, name));
+    let bytes = store.get_description(kind, name, blob)?;
     let value: T = serde_json::from_slice(&bytes).map_err(|e| ManifestError::Invalid {
-        path: path.to_path_buf(),
+        path: path.clone(),
         reason: e.to_string(),
     })?;
     let (found, format) = vault_of(&value);
     if format != FORMAT {
         return Err(ManifestError::Invalid {
-            path: path.to_path_buf(),
+            path,
             reason: format!("object format {format} (this vmvault reads {FORMAT})"),
         });
     }
     if found != vault_id {
         return Err(ManifestError::OtherVault {
-            path: path.to_path_buf(),
+            path,
             found: found.to_string(),
             expected: vault_id.to_string(),
         });
@@ -180,18 +185,17 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Invalid(format!("encoding JSON: {e}")))
 }
 
-/// Writes the manifest of a point into its folder, durably.
+/// Writes the manifest of a point (with `durable`, durable when it returns; else at the
+/// store's next sync).
 pub fn write_manifest(
     store: &ChunkStore,
-    vault: &Path,
     m: &PointManifest,
     durable: bool,
 ) -> Result<(), StoreError> {
-    let path = manifest_path(vault, &m.point.id);
-    store.write_blob(
-        &path,
+    store.put_description(
+        ObjectKind::Manifest,
+        &manifest_name(&m.point.id)?,
         BlobKind::Manifest,
-        &m.point.id,
         &to_json(m)?,
         durable,
     )
@@ -200,38 +204,36 @@ pub fn write_manifest(
 /// Reads the manifest of point `point_id`.
 pub fn read_manifest(
     store: &ChunkStore,
-    vault: &Path,
     point_id: &str,
     vault_id: &str,
 ) -> Result<PointManifest, ManifestError> {
-    let path = manifest_path(vault, point_id);
+    let name = manifest_name(point_id)?;
     let m: PointManifest = read_json(
         store,
-        &path,
+        ObjectKind::Manifest,
+        &name,
         BlobKind::Manifest,
-        point_id,
         vault_id,
         |m: &PointManifest| (&m.vault_id, m.format),
     )?;
     if m.point.id != point_id {
         return Err(ManifestError::Invalid {
-            path,
+            path: store.manifest_location(point_id),
             reason: format!("it describes point {}", m.point.id),
         });
     }
     Ok(m)
 }
 
-/// Writes (or, with `None`, removes) the object of one item.
+/// Writes (or, with `None`, removes) the object of one item; durable at the store's next
+/// sync.
 pub fn write_item(
     store: &ChunkStore,
-    vault: &Path,
     vault_id: &str,
     id: &str,
     item: Option<&Item>,
 ) -> Result<(), StoreError> {
-    let name = object_name(id);
-    let path = vault.join(ITEMS_DIR).join(&name);
+    let name = hashed_name(id)?;
     match item {
         Some(item) => {
             let record = ItemRecord {
@@ -240,22 +242,27 @@ pub fn write_item(
                 written: Utc::now(),
                 item: item.clone(),
             };
-            store.write_blob(&path, BlobKind::Item, &name, &to_json(&record)?, false)
+            store.put_description(
+                ObjectKind::Item,
+                &name,
+                BlobKind::Item,
+                &to_json(&record)?,
+                false,
+            )
         }
-        None => remove(&path),
+        None => store.delete_description(ObjectKind::Item, &name),
     }
 }
 
-/// Writes (or, with `None`, removes) the object of one policy.
+/// Writes (or, with `None`, removes) the object of one policy; durable at the store's next
+/// sync.
 pub fn write_policy(
     store: &ChunkStore,
-    vault: &Path,
     vault_id: &str,
     name: &str,
     row: Option<&PolicyRow>,
 ) -> Result<(), StoreError> {
-    let object = object_name(&name.to_lowercase());
-    let path = vault.join(POLICIES_DIR).join(&object);
+    let object = hashed_name(&name.to_lowercase())?;
     match row {
         Some(r) => {
             let record = PolicyRecord {
@@ -267,119 +274,58 @@ pub fn write_policy(
                 created_at: r.created_at,
                 updated_at: r.updated_at,
             };
-            store.write_blob(&path, BlobKind::Policy, &object, &to_json(&record)?, false)
+            store.put_description(
+                ObjectKind::Policy,
+                &object,
+                BlobKind::Policy,
+                &to_json(&record)?,
+                false,
+            )
         }
-        None => remove(&path),
+        None => store.delete_description(ObjectKind::Policy, &object),
     }
 }
 
-fn remove(path: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::io(format!("removing {}", path.display()), e)),
-    }
-}
-
-/// What [`object_entries`] found in a folder of the vault.
-#[derive(Debug, Default)]
-pub struct Entries {
-    /// Objects (files) and point folders, sorted; temp files left out.
-    pub names: Vec<String>,
-    /// Entries that are neither (symbolic links, devices, FIFOs): never followed or read.
-    pub foreign: Vec<(String, &'static str)>,
-}
-
-/// The objects in the folder `dir` of the vault (a missing folder holds none). The folder
-/// itself must be a real folder: a symbolic link there is refused, never followed.
-pub fn object_entries(dir: &Path) -> Result<Entries, StoreError> {
-    match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entries::default()),
-        Err(e) => return Err(StoreError::io(format!("listing {}", dir.display()), e)),
-        Ok(m) if !m.is_dir() => {
-            return Err(StoreError::Invalid(format!(
-                "{} is {}, not a folder of the vault: vmvault never follows a link in a vault. Remove it (or put the vault's own folder back)",
-                dir.display(),
-                if m.file_type().is_symlink() { "a symbolic link" } else { "not a folder" }
-            )))
-        }
-        Ok(_) => {}
-    }
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-    let mut out = Entries::default();
-    for ent in rd {
-        let ent = ent.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-        let Some(n) = ent.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if n.starts_with('.') {
-            continue;
-        }
-        // A name vmvault never gives (one with control characters…) is not read either,
-        // and is echoed escaped.
-        if crate::vault::backend::ObjectName::new(n.as_str()).is_err() {
-            out.foreign
-                .push((n, "an entry whose name vmvault never gives an object"));
-            continue;
-        }
-        // The entry's own type: a link is never followed to see what it names.
-        match ent.file_type() {
-            Ok(t) if t.is_file() || t.is_dir() => out.names.push(n),
-            Ok(t) if t.is_symlink() => out.foreign.push((n, "a symbolic link")),
-            Ok(_) => out.foreign.push((n, "neither a file nor a folder")),
-            Err(e) => return Err(StoreError::io(format!("listing {}", dir.display()), e)),
-        }
-    }
-    out.names.sort();
-    out.foreign.sort();
-    Ok(out)
-}
-
-/// Reads an item object.
+/// Reads the item object `name`.
 pub fn read_item(
     store: &ChunkStore,
-    vault: &Path,
-    name: &str,
+    name: &ObjectName,
     vault_id: &str,
 ) -> Result<ItemRecord, ManifestError> {
-    let path = vault.join(ITEMS_DIR).join(name);
     let r: ItemRecord = read_json(
         store,
-        &path,
-        BlobKind::Item,
+        ObjectKind::Item,
         name,
+        BlobKind::Item,
         vault_id,
         |r: &ItemRecord| (&r.vault_id, r.format),
     )?;
-    if object_name(&r.item.id) != name {
+    if object_name(&r.item.id) != name.as_str() {
         return Err(ManifestError::Invalid {
-            path,
+            path: PathBuf::from(store.backend().locate(ObjectKind::Item, name)),
             reason: format!("it describes item {}", r.item.id),
         });
     }
     Ok(r)
 }
 
-/// Reads a policy object.
+/// Reads the policy object `name`.
 pub fn read_policy(
     store: &ChunkStore,
-    vault: &Path,
-    name: &str,
+    name: &ObjectName,
     vault_id: &str,
 ) -> Result<PolicyRecord, ManifestError> {
-    let path = vault.join(POLICIES_DIR).join(name);
     let r: PolicyRecord = read_json(
         store,
-        &path,
-        BlobKind::Policy,
+        ObjectKind::Policy,
         name,
+        BlobKind::Policy,
         vault_id,
         |r: &PolicyRecord| (&r.vault_id, r.format),
     )?;
-    if object_name(&r.name.to_lowercase()) != name {
+    if object_name(&r.name.to_lowercase()) != name.as_str() {
         return Err(ManifestError::Invalid {
-            path,
+            path: PathBuf::from(store.backend().locate(ObjectKind::Policy, name)),
             reason: format!("it describes policy {}", r.name),
         });
     }

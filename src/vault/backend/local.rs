@@ -42,7 +42,7 @@
 
 use super::{
     check_kind_name, checked_range, Backend, BackendError, Created, ErrorContext, ObjectInfo,
-    ObjectKind, ObjectList, ObjectName, Operation,
+    ObjectKind, ObjectList, ObjectName, Operation, Stray,
 };
 use crate::direct_io::DirectFile;
 use crate::fsx::{Dir, FsxError};
@@ -321,11 +321,6 @@ impl LocalBackend {
         }
     }
 
-    /// Where the object `(kind, name)` is kept, for messages (a path in the vault folder).
-    pub fn locate(&self, kind: ObjectKind, name: &ObjectName) -> PathBuf {
-        self.path_of(kind, name)
-    }
-
     /// Removes the point folder `sub` when it is empty and was last changed before
     /// `older_than` (what a write cut short by a crash leaves once its temp files are
     /// swept; a folder a running backup just made is younger). True when it went.
@@ -548,6 +543,10 @@ impl Backend for LocalBackend {
         &self.location
     }
 
+    fn locate(&self, kind: ObjectKind, name: &ObjectName) -> String {
+        self.path_of(kind, name).display().to_string()
+    }
+
     fn put(&self, kind: ObjectKind, name: &ObjectName, data: &[u8]) -> Result<(), BackendError> {
         let ctx = || self.ctx(Operation::Put, kind, Some(name));
         check_kind_name(ctx, kind, name)?;
@@ -729,6 +728,93 @@ impl Backend for LocalBackend {
                 e,
             )
         })
+    }
+
+    fn strays(&self, kind: ObjectKind) -> Result<Vec<Stray>, BackendError> {
+        // Indexes and manifests share their folders: reported once, with the indexes.
+        let Some(dir) = self
+            .kind_folder(kind)
+            .filter(|_| kind != ObjectKind::Manifest)
+        else {
+            return Ok(Vec::new());
+        };
+        let err = |e| from_fsx(self.ctx(Operation::List, kind, None), e);
+        let mut out = Vec::new();
+        // The entries of `dir` that `is_ours(name, is_file, is_dir)` does not accept.
+        let scan = |dir: &Dir,
+                    out: &mut Vec<Stray>,
+                    is_ours: &dyn Fn(&str, bool, bool) -> bool|
+         -> Result<Vec<String>, BackendError> {
+            let mut subfolders = Vec::new();
+            for n in dir.entry_names().map_err(err)? {
+                if n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                    continue;
+                }
+                let Some(st) = dir.stat_entry(&n).map_err(err)? else {
+                    continue;
+                };
+                let is_dir = st.kind == "a folder";
+                match n.to_str() {
+                    Some(s) if is_ours(s, st.is_file, is_dir) => {
+                        if is_dir {
+                            subfolders.push(s.to_string());
+                        }
+                    }
+                    name => out.push(Stray {
+                        at: crate::fmt::echo(&dir.path_of(&n).display().to_string()),
+                        // A name no object has (control characters, …) says more than
+                        // what the entry is.
+                        what: match name.map(ObjectName::new) {
+                            Some(Ok(_)) => st.kind,
+                            _ => "an entry whose name vmvault never gives an object",
+                        },
+                    }),
+                }
+            }
+            Ok(subfolders)
+        };
+        match kind {
+            ObjectKind::Chunk => {
+                let fans = scan(dir, &mut out, &|s, _, is_dir| {
+                    is_dir
+                        && s.len() == 2
+                        && s.bytes()
+                            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                })?;
+                for fan in fans {
+                    let sub = dir.subdir(&fan, false).map_err(err)?;
+                    scan(&sub, &mut out, &|s, is_file, _| {
+                        is_file
+                            && s.starts_with(fan.as_str())
+                            && ObjectName::new(s).is_ok_and(|n| kind.check_name(&n).is_ok())
+                    })?;
+                }
+            }
+            ObjectKind::Index => {
+                let points = scan(dir, &mut out, &|s, _, is_dir| {
+                    is_dir && ObjectName::new(s).is_ok()
+                })?;
+                for point in points {
+                    let sub = match dir.subdir(&point, false) {
+                        Ok(d) => d,
+                        Err(e) if is_not_found(&e) => continue,
+                        Err(e) => return Err(err(e)),
+                    };
+                    scan(&sub, &mut out, &|s, is_file, _| {
+                        is_file
+                            && (point_object(ObjectKind::Index, &point, s).is_some()
+                                || point_object(ObjectKind::Manifest, &point, s).is_some())
+                    })?;
+                }
+            }
+            _ => {
+                scan(dir, &mut out, &|s, is_file, _| {
+                    is_file && ObjectName::new(s).is_ok_and(|n| kind.check_name(&n).is_ok())
+                })?;
+            }
+        }
+        out.sort_by(|a, b| a.at.cmp(&b.at));
+        Ok(out)
     }
 
     fn cleanup_temp(&self, older_than: SystemTime) -> Result<u64, BackendError> {

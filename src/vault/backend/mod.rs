@@ -252,6 +252,25 @@ pub struct ObjectInfo {
     pub modified: SystemTime,
 }
 
+/// An entry in a store that is no object ([`Backend::strays`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stray {
+    /// Where it is (a path), its name escaped for a terminal.
+    pub at: String,
+    /// What it is: "a symbolic link", "a regular file", "a folder", …
+    pub what: &'static str,
+}
+
+impl fmt::Display for Stray {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is {}, not an object vmvault stored",
+            self.at, self.what
+        )
+    }
+}
+
 /// The outcome of a conditional create.
 #[must_use]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +290,12 @@ pub type ObjectList<'a> = Box<dyn Iterator<Item = Result<ObjectInfo, BackendErro
 pub trait Backend: Send + Sync + fmt::Debug {
     /// Where the objects live, for messages (a folder, a bucket URL).
     fn location(&self) -> &str;
+
+    /// Where the object `(kind, name)` is kept, for messages (a file's path, an object's
+    /// URL).
+    fn locate(&self, kind: ObjectKind, name: &ObjectName) -> String {
+        format!("{}/{kind}/{name}", self.location())
+    }
 
     /// Stores `data` as `(kind, name)`, replacing what was there, atomically. Durable only
     /// after [`Backend::sync`]. A 4 KiB-aligned `data` (from an
@@ -325,6 +350,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Makes every put and delete that returned before it durable.
     fn sync(&self) -> Result<(), BackendError>;
+
+    /// Entries where the objects of `kind` are kept that are no objects (a symbolic link,
+    /// a file whose name no object has, a folder where a file belongs): never read,
+    /// followed or listed, and named here so that verify and rebuild can tell the
+    /// administrator what to remove. Temp files of writers are not strays. A store that
+    /// cannot hold such entries has none (the default).
+    fn strays(&self, kind: ObjectKind) -> Result<Vec<Stray>, BackendError> {
+        let _ = kind;
+        Ok(Vec::new())
+    }
 
     /// Removes what writes cut short by a crash left behind (local: `.tmp-*` files) and
     /// last touched before `older_than`; returns how many were removed. Objects are never

@@ -18,13 +18,11 @@
 //! codec (encrypted and authenticated when the vault has keys), at the same place; the
 //! store checks its name after decoding just the same.
 
-use super::index::{open_vault_file, IndexExpect, IndexFile, IndexOwner};
 use super::Digest;
-use super::{digest_hex, DataFormat, DiskIndex, StoreError, MAX_CHUNK_SIZE};
+use super::{digest_hex, DataFormat, StoreError, MAX_CHUNK_SIZE};
 use crate::direct_io::AlignedBuf;
 use crate::vault::backend::{Backend, BackendError, LocalBackend, ObjectKind, ObjectName};
 use crate::vault::codec::{self, BlobKind, Codec, Compressor};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -59,7 +57,7 @@ const KEPT_CODECS: usize = 4;
 const KEPT_CODEC_BYTES: usize = 4 << 20;
 
 /// A codec of [`ChunkStore::blob_codec`], given back to the store when dropped.
-struct PooledCodec<'a> {
+pub(super) struct PooledCodec<'a> {
     store: &'a ChunkStore,
     codec: Option<Codec>,
 }
@@ -125,7 +123,20 @@ impl ChunkStore {
         vault: &crate::fsx::Dir,
         format: DataFormat,
     ) -> Result<ChunkStore, StoreError> {
-        let backend = LocalBackend::open_kinds(vault, &[ObjectKind::Chunk])?;
+        // A vault's own objects: chunks, and the indexes and manifests of its points;
+        // format 2 vaults also describe their items and policies.
+        let kinds: &[ObjectKind] = if format.version() >= 2 {
+            &[
+                ObjectKind::Chunk,
+                ObjectKind::Index,
+                ObjectKind::Manifest,
+                ObjectKind::Item,
+                ObjectKind::Policy,
+            ]
+        } else {
+            &[ObjectKind::Chunk, ObjectKind::Index, ObjectKind::Manifest]
+        };
+        let backend = LocalBackend::open_kinds(vault, kinds)?;
         Ok(ChunkStore::on(
             Arc::new(backend),
             vault.path().join(CHUNKS_FOLDER),
@@ -144,7 +155,7 @@ impl ChunkStore {
     }
 
     /// A codec for the vault's blobs (None in format 1), from those kept or new.
-    fn blob_codec(&self) -> Result<Option<PooledCodec<'_>>, StoreError> {
+    pub(super) fn blob_codec(&self) -> Result<Option<PooledCodec<'_>>, StoreError> {
         if self.format.version() < 2 {
             return Ok(None);
         }
@@ -363,119 +374,6 @@ impl ChunkStore {
             )));
         }
         Ok(raw)
-    }
-
-    /// Writes the index of disk `owner.disk` of point `owner.point_id` to `path`, in the
-    /// vault's format (format 2: inside a codec blob, encrypted when the vault is); with
-    /// `durable`, fsynced file and folder, else durable at the next [`ChunkStore::sync`].
-    /// Returns the index's checksum, to record with the point.
-    ///
-    /// The blob is authenticated under one name for every index ([`INDEX_BLOB_NAME`]): the
-    /// point and disk it belongs to are inside it, authenticated with the rest, so an index
-    /// moved from another point is refused by [`IndexFile::check`] naming the point it
-    /// belongs to, rather than by a bare authentication failure.
-    pub fn write_index(
-        &self,
-        path: &Path,
-        index: &DiskIndex,
-        owner: &IndexOwner,
-        durable: bool,
-    ) -> Result<Digest, StoreError> {
-        let Some(mut codec) = self.blob_codec()? else {
-            return match durable {
-                true => index.write_atomic(path, owner),
-                false => index.write_unsynced(path, owner),
-            };
-        };
-        let (bytes, sum) = index.to_bytes(path, owner)?;
-        let blob = codec
-            .encode(BlobKind::Index, INDEX_BLOB_NAME, &bytes)
-            .map_err(|e| {
-                StoreError::Invalid(format!("encoding disk index {}: {e}", path.display()))
-            })?;
-        super::index::write_file_atomic_with(path, durable, |w| w.write_all(blob))?;
-        Ok(sum)
-    }
-
-    /// Reads and checks the index file at `path`, with the point it names and its checksum
-    /// (in format 2, authenticated first).
-    pub fn read_index_file(&self, path: &Path) -> Result<IndexFile, StoreError> {
-        if self.format.version() == 1 {
-            return DiskIndex::read_file(path);
-        }
-        let raw = self.read_blob(path, BlobKind::Index, INDEX_BLOB_NAME)?;
-        DiskIndex::parse_bytes(&raw, path)
-    }
-
-    /// Reads the index of disk `expect.disk` of point `expect.point_id` and checks that it
-    /// is that point's ([`IndexFile::check`]).
-    pub fn read_index_for(
-        &self,
-        path: &Path,
-        expect: &IndexExpect<'_>,
-    ) -> Result<DiskIndex, StoreError> {
-        self.read_index_file(path)?.check(path, expect)
-    }
-
-    /// Writes `bytes` as the blob `kind`/`name` of this format 2 vault to the file `path`
-    /// (temp file, rename; with `durable`, fsynced file and folder, else durable at the next
-    /// [`ChunkStore::sync`]). For the vault's own description (manifests, items, policies).
-    pub fn write_blob(
-        &self,
-        path: &Path,
-        kind: BlobKind,
-        name: &str,
-        bytes: &[u8],
-        durable: bool,
-    ) -> Result<(), StoreError> {
-        let Some(mut codec) = self.blob_codec()? else {
-            return Err(StoreError::Invalid(
-                "a vault of format 1 keeps no description of itself".into(),
-            ));
-        };
-        let blob = codec
-            .encode(kind, name, bytes)
-            .map_err(|e| StoreError::Invalid(format!("encoding {}: {e}", path.display())))?;
-        super::index::write_file_atomic_with(path, durable, |w| w.write_all(blob))
-    }
-
-    /// Reads the blob `kind`/`name` at `path` (never through a link, at most the kind's
-    /// limit) and returns its raw bytes. A blob that fails its checks is
-    /// [`StoreError::IndexCorrupt`]-like damage named by its path.
-    pub fn read_blob(
-        &self,
-        path: &Path,
-        kind: BlobKind,
-        name: &str,
-    ) -> Result<Vec<u8>, StoreError> {
-        let Some(mut codec) = self.blob_codec()? else {
-            return Err(StoreError::Invalid(
-                "a vault of format 1 keeps no description of itself".into(),
-            ));
-        };
-        let limit = kind.max_raw_len() + codec::MAX_OVERHEAD as u64;
-        let what = match kind {
-            BlobKind::Index => "disk index",
-            BlobKind::Manifest => "point manifest",
-            BlobKind::Item => "item object",
-            BlobKind::Policy => "policy object",
-            k => k.name(),
-        };
-        let (f, len) = open_vault_file(path, limit, what)?;
-        let mut blob = Vec::with_capacity(len as usize);
-        f.take(limit)
-            .read_to_end(&mut blob)
-            .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
-        codec.decode_to_vec(kind, name, &blob).map_err(|e| {
-            if e.is_bad_blob() {
-                StoreError::IndexCorrupt {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                }
-            } else {
-                StoreError::Invalid(e.to_string())
-            }
-        })
     }
 
     /// Makes every earlier put and remove durable (a local vault: one `syncfs(2)` of its
@@ -816,7 +714,8 @@ mod tests {
 
 #[cfg(test)]
 mod format2_tests {
-    use super::super::index::IndexExpect;
+    use super::super::index::{IndexExpect, IndexOwner};
+    use super::super::DiskIndex;
     use super::super::testutil::{compressible, random};
     use super::*;
     use crate::vault::keys::MasterKey;
@@ -937,8 +836,8 @@ mod format2_tests {
         };
         let a = "aaaaaaaa-1111-2222-3333-444444444444";
         let b = "bbbbbbbb-1111-2222-3333-444444444444";
-        let pa = t.path().join("a.idx");
-        let pb = t.path().join("b.idx");
+        let pa = t.path().join("points").join(a).join("disk0.idx");
+        let pb = t.path().join("points").join(b).join("disk0.idx");
         let expect = |point: &'static str, checksum| IndexExpect {
             point_id: point,
             disk: 0,
@@ -949,16 +848,16 @@ mod format2_tests {
             point_id: point.into(),
             disk: 0,
         };
-        let sa = s.write_index(&pa, &index, &owner(a), true).unwrap();
-        let sb = s.write_index(&pb, &index, &owner(b), true).unwrap();
-        assert_eq!(s.read_index_for(&pa, &expect(a, sa)).unwrap(), index);
+        let sa = s.write_point_index(a, 0, &index, true).unwrap();
+        let sb = s.write_point_index(b, 0, &index, true).unwrap();
+        assert_eq!(s.read_point_index_for(&expect(a, sa)).unwrap(), index);
         let file = fs::read(&pa).unwrap();
         assert!(!contains(&file, a.as_bytes()), "the point id is in clear");
         assert!(!contains(&file, &[7; 32]), "a chunk name is in clear");
         // b's index copied over a's: refused, naming the point it belongs to.
         fs::copy(&pb, &pa).unwrap();
         let e = s
-            .read_index_for(&pa, &expect(a, sa))
+            .read_point_index_for(&expect(a, sa))
             .unwrap_err()
             .to_string();
         assert!(e.contains("copied from another point"), "{e}");
@@ -969,17 +868,23 @@ mod format2_tests {
         bytes[at] ^= 4;
         fs::write(&pa, &bytes).unwrap();
         let e = s
-            .read_index_for(&pa, &expect(a, sa))
+            .read_point_index_for(&expect(a, sa))
             .unwrap_err()
             .to_string();
         assert!(e.contains("authentication failed"), "{e}");
-        assert_eq!(s.read_index_for(&pb, &expect(b, sb)).unwrap(), index);
+        assert_eq!(s.read_point_index_for(&expect(b, sb)).unwrap(), index);
         // A plain v1 index at the name is refused too.
         index.write_atomic(&pa, &owner(a)).unwrap();
         assert!(matches!(
-            s.read_index_for(&pa, &expect(a, sa)),
+            s.read_point_index_for(&expect(a, sa)),
             Err(StoreError::IndexCorrupt { .. })
         ));
+        // So is a missing one, named by where it should be.
+        fs::remove_file(&pa).unwrap();
+        let e = s.read_point_index_for(&expect(a, sa)).unwrap_err();
+        assert!(matches!(e, StoreError::IndexCorrupt { .. }), "{e}");
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert!(e.to_string().contains(&pa.display().to_string()), "{e}");
     }
 }
 

@@ -82,6 +82,7 @@
 pub mod backup;
 pub mod chunks;
 pub mod index;
+pub mod points;
 pub mod reader;
 pub mod restore;
 pub mod verify;
