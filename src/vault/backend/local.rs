@@ -832,6 +832,7 @@ impl Backend for LocalBackend {
                 {
                     continue;
                 }
+                let mut removed_here = 0;
                 for n in dir.entry_names().map_err(ctx)? {
                     if !n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
                         continue;
@@ -844,10 +845,21 @@ impl Backend for LocalBackend {
                         .is_some_and(|st| st.is_file && st.modified < older_than);
                     if stale {
                         match dir.remove_file(&n) {
-                            Ok(()) => removed += 1,
+                            Ok(()) => removed_here += 1,
                             Err(e) if is_not_found(&e) => {}
                             Err(e) => return Err(ctx(e)),
                         }
+                    }
+                }
+                removed += removed_here;
+                // A point folder that held only what a crashed write left: no writer of that
+                // point is alive (its temp files were stale), so the folder goes too.
+                if in_point_folders(kind)
+                    && removed_here > 0
+                    && dir.entry_names().is_ok_and(|n| n.is_empty())
+                {
+                    if let Some(parent) = self.kind_folder(kind) {
+                        let _ = parent.remove_dir(&sub);
                     }
                 }
             }
@@ -1284,6 +1296,13 @@ mod tests {
         b.cleanup_temp(SystemTime::now() + hour).unwrap();
         assert!(!points.join("p4").exists());
         assert!(points.join("p2").is_dir());
+        // So does one that held only a crashed write's temp file, once that is swept.
+        std::fs::create_dir(points.join("p5")).unwrap();
+        std::fs::write(points.join("p5").join(".tmp-p5.d0-1-1"), "half").unwrap();
+        std::fs::write(points.join("p2").join(".tmp-p2.d1-1-1"), "half").unwrap();
+        assert_eq!(b.cleanup_temp(SystemTime::now() + hour).unwrap(), 2);
+        assert!(!points.join("p5").exists());
+        assert_eq!(names_in(&points.join("p2")), ["disk0.idx"]);
     }
 
     #[test]

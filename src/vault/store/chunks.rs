@@ -715,8 +715,8 @@ mod tests {
 #[cfg(test)]
 mod format2_tests {
     use super::super::index::{IndexExpect, IndexOwner};
-    use super::super::DiskIndex;
     use super::super::testutil::{compressible, random};
+    use super::super::DiskIndex;
     use super::*;
     use crate::vault::keys::MasterKey;
     use std::fs;
