@@ -603,3 +603,61 @@ fn a_folder_at_a_chunk_name_is_set_aside_and_the_next_backup_repairs() {
     );
     env.ok(&["verify"]);
 }
+
+/// Entries planted in the vault folder that are no objects of it (a link, a file with a
+/// name vmvault never gives, a note left in a point's folder): verify names every one,
+/// escaped, reads none, and stays clean once they are gone.
+#[test]
+fn verify_names_what_is_in_the_vault_but_not_stored_by_it() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let planted = [
+        vault.join("chunks").join("ab").join("NOTES"),
+        vault.join("chunks").join("stray"),
+        vault.join("points").join(&p1).join("notes.txt"),
+        vault.join("policies").join("x\u{1b}[31mred"),
+    ];
+    for p in &planted {
+        std::fs::write(p, b"junk").unwrap();
+    }
+    let secret = env.path("secret");
+    std::fs::write(&secret, b"not the vault's").unwrap();
+    let link = vault.join("items").join("aaaa");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+
+    let job = env.json(&["verify"]);
+    assert_eq!(job["status"], "CompletedWithWarnings", "{job:#}");
+    let strays: Vec<String> = job["details"]["stray_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(strays.len(), 5, "{strays:#?}");
+    for p in &planted[..3] {
+        let shown = p.display().to_string();
+        assert!(
+            strays.iter().any(|s| s.contains(&shown)),
+            "{shown}: {strays:#?}"
+        );
+    }
+    assert!(strays
+        .iter()
+        .any(|s| s.contains("aaaa") && s.contains("symbolic link")));
+    assert!(strays.iter().all(|s| !s.contains('\u{1b}')), "{strays:#?}");
+    assert!(
+        job["details"]["warnings"].to_string().contains("5 entries"),
+        "{job:#}"
+    );
+    // Nothing was read or changed through them, and the point is whole.
+    assert_eq!(std::fs::read(&secret).unwrap(), b"not the vault's");
+    env.assert_restore_matches_source("app01", &p1, "r");
+
+    for p in &planted {
+        std::fs::remove_file(p).unwrap();
+    }
+    std::fs::remove_file(&link).unwrap();
+    assert_eq!(env.json(&["verify"])["status"], "Completed");
+}

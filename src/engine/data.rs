@@ -12,6 +12,7 @@ use super::{usage, Engine, Event, NoticeLevel, Result};
 use crate::fsx::Dir;
 use crate::model::*;
 use crate::provider::qemu::human_bytes;
+use crate::vault::backend::ObjectKind;
 use crate::vault::catalog::ChunkRow;
 use crate::vault::store::{self, BackupParams, DiskIndex};
 use chrono::{DateTime, Duration, Utc};
@@ -859,21 +860,9 @@ impl Engine {
         crate::vault::manifest::write_manifest(store, &m, false).map_err(store_fail)
     }
 
-    /// Makes everything written to the vault's files so far durable: one sync of the chunk
-    /// store's file system, and of the points folder's when that is another one.
+    /// Makes everything written to the vault so far durable (one sync of its store).
     fn sync_vault_files(&self) -> std::result::Result<(), JobFail> {
-        let store = self.store()?;
-        store.sync().map_err(store_fail)?;
-        let points = self.inner.opts.dir.join("points");
-        if !same_file_system(store.dir(), &points) {
-            super::sync_file_system(&points).map_err(|e| {
-                JobFail::vault(
-                    "Could not write to the vault",
-                    format!("syncing {}: {e}", points.display()),
-                )
-            })?;
-        }
-        Ok(())
+        self.store()?.sync().map_err(store_fail)
     }
 }
 
@@ -1034,15 +1023,6 @@ impl ReadyPoint {
             item: &self.item,
             job: &self.job,
         }
-    }
-}
-
-/// Whether two paths are on one file system (an error counts as not).
-fn same_file_system(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev(),
-        _ => false,
     }
 }
 
@@ -1280,9 +1260,13 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
             let mut renamed = 0;
             for (d, fault) in &faults {
                 if free.contains(d) && matches!(fault, store::ChunkFault::Corrupt(_)) {
-                    let path = store.path_of(d);
-                    if std::fs::rename(&path, path.with_extension("damaged")).is_ok() {
-                        renamed += 1;
+                    match store.set_aside(d) {
+                        Ok(true) => renamed += 1,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(
+                            "could not set the damaged chunk {} aside: {e}",
+                            store::digest_hex(d)
+                        ),
                     }
                 }
             }
@@ -1299,8 +1283,45 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
         .inner
         .catalog
         .set_points_damaged(&damaged_ids, &clean_ids)?;
+    // Entries in the vault that are no objects of it: never read, named so that the
+    // administrator can remove them (a planted link, a file copied in by hand).
+    let mut strays = Vec::new();
+    for kind in [
+        ObjectKind::Chunk,
+        ObjectKind::Index,
+        ObjectKind::Item,
+        ObjectKind::Policy,
+    ] {
+        match store.backend().strays(kind) {
+            Ok(found) => strays.extend(found.into_iter().map(|s| s.to_string())),
+            Err(e) => strays.push(format!(
+                "the vault's {kind} objects could not be listed: {e}"
+            )),
+        }
+    }
+    if !strays.is_empty() {
+        ctx.detail("stray_entries", strays.clone());
+    }
     if damaged.is_empty() {
-        return Ok(JobEnd::Done { warnings: vec![] });
+        let warnings = match strays.len() {
+            0 => vec![],
+            n => {
+                const SHOWN: usize = 10;
+                let mut w = format!(
+                    "{n} entr{} in the vault folder {} not something vmvault stored and {} not read (never followed): {}",
+                    if n == 1 { "y" } else { "ies" },
+                    if n == 1 { "is" } else { "are" },
+                    if n == 1 { "was" } else { "were" },
+                    strays[..n.min(SHOWN)].join("; ")
+                );
+                if n > SHOWN {
+                    w.push_str(&format!("; and {} more (see the job's details)", n - SHOWN));
+                }
+                w.push_str(". Remove them while vmvault is stopped");
+                vec![w]
+            }
+        };
+        return Ok(JobEnd::Done { warnings });
     }
     let affected: Vec<serde_json::Value> = damaged
         .iter()

@@ -22,7 +22,7 @@
 use super::{data_format, EngineError, EngineOptions, Result, SETTING_CHUNK_SIZE};
 use super::{SETTING_CLOCK_OFFSET, SETTING_VAULT_NAME};
 use crate::model::Item;
-use crate::vault::backend::ObjectKind;
+use crate::vault::backend::{Backend, LocalBackend, ObjectKind};
 use crate::vault::catalog::{Catalog, ChunkRow, CATALOG_FILE};
 use crate::vault::folder::{FolderError, Layout, VaultFolder, CHUNKS_DIR};
 use crate::vault::lock::VaultLock;
@@ -117,7 +117,9 @@ fn fill(
     catalog.set_setting(crate::vault::folder::SETTING_VAULT_ID, &vault_id)?;
     catalog.set_setting(SETTING_VAULT_NAME, &marker.name)?;
     // vault.toml is not authenticated: what it says of encryption must match the chunks.
-    if let Some(encrypted) = first_chunk_encrypted(&folder.path().join(CHUNKS_DIR)) {
+    let chunks =
+        LocalBackend::open_kinds(folder.dir(), &[ObjectKind::Chunk]).map_err(StoreError::from)?;
+    if let Some(encrypted) = first_chunk_encrypted(&chunks) {
         if encrypted != marker.layout.is_encrypted() {
             return Err(EngineError::Failed(format!(
                 "vault.toml says the vault is {}, but its chunks are {}: vault.toml was changed. Nothing was written. Put the vault's own vault.toml back",
@@ -309,36 +311,15 @@ fn point_chunks(
     Ok((rows, missing))
 }
 
-/// Whether the chunks of the store in `dir` are encrypted, from the header of the first
-/// chunk file of format 2 found (None: no such file).
-fn first_chunk_encrypted(dir: &std::path::Path) -> Option<bool> {
-    use std::io::Read;
-    for i in 0..=255u8 {
-        let Ok(rd) = std::fs::read_dir(dir.join(format!("{i:02x}"))) else {
+/// Whether the chunks in `backend` are encrypted, from the header of the first chunk of
+/// format 2 listed (None: no such chunk).
+fn first_chunk_encrypted(backend: &dyn Backend) -> Option<bool> {
+    for info in backend.list(ObjectKind::Chunk).flatten() {
+        let Ok(head) = backend.get_range(ObjectKind::Chunk, &info.name, 0, 6) else {
             continue;
         };
-        for ent in rd.flatten() {
-            if ent.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let mut head = [0u8; 6];
-            use std::os::unix::fs::OpenOptionsExt;
-            // Never through a link, never blocking on a FIFO: only a regular file counts.
-            let ok = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(ent.path())
-                .and_then(|mut f| {
-                    if f.metadata()?.is_file() {
-                        f.read_exact(&mut head)
-                    } else {
-                        Err(std::io::Error::other("not a file"))
-                    }
-                })
-                .is_ok();
-            if ok && head[..4] == crate::vault::codec::MAGIC {
-                return Some(head[5] & 2 != 0);
-            }
+        if head[..4] == crate::vault::codec::MAGIC {
+            return Some(head[5] & 2 != 0);
         }
     }
     None

@@ -496,6 +496,116 @@ pub fn a_read_only_store_refuses_writes_and_still_reads(f: &Fixture) {
 }
 
 /// Defines one `#[test]` per check of the suite for a backend, from its [`Harness`].
+pub fn set_aside_takes_an_object_out_of_its_namespace(b: &dyn Backend) {
+    let data = random(21, 3000);
+    let c = chunk_name(&data);
+    b.put(ObjectKind::Chunk, &c, &data).unwrap();
+    b.set_aside(ObjectKind::Chunk, &c).unwrap();
+    assert!(b.get(ObjectKind::Chunk, &c).unwrap_err().is_not_found());
+    assert_eq!(b.stat(ObjectKind::Chunk, &c).unwrap(), None);
+    assert!(listed(b, ObjectKind::Chunk).is_empty());
+    // The name is free again: a backup stores the chunk anew, and a second damage of it is
+    // set aside too (never over the first) or deleted.
+    b.put(ObjectKind::Chunk, &c, &data).unwrap();
+    assert_eq!(b.get(ObjectKind::Chunk, &c).unwrap(), data);
+    b.set_aside(ObjectKind::Chunk, &c).unwrap();
+    assert!(b.get(ObjectKind::Chunk, &c).unwrap_err().is_not_found());
+    assert!(!b.set_aside(ObjectKind::Chunk, &c).unwrap());
+    assert!(b.strays(ObjectKind::Chunk).unwrap().is_empty());
+}
+
+/// The vault's own objects on this backend, through the store, in every data format: a
+/// point's indexes and manifest are written, read back and checked, listed as one point,
+/// and removed manifest first.
+pub fn a_points_objects_round_trip_list_and_go(f: &Fixture) {
+    use crate::vault::codec::BlobKind;
+    use crate::vault::store::index::IndexExpect;
+    use crate::vault::store::{ChunkStore, DataFormat, DiskIndex, StoreError};
+    let keys = crate::vault::keys::MasterKey::generate().unwrap().keys();
+    let formats = [
+        DataFormat::V1,
+        DataFormat::V2 { keys: None },
+        DataFormat::V2 {
+            keys: Some(Arc::new(keys)),
+        },
+    ];
+    let index = DiskIndex {
+        capacity: (3 << 20) + 7,
+        chunk_size: 1 << 20,
+        entries: vec![(0, [1; 32]), (3, [2; 32])],
+    };
+    for (i, format) in formats.into_iter().enumerate() {
+        let v2 = format.version() >= 2;
+        let store = ChunkStore::on(f.backend.clone(), "chunks".into(), format);
+        let p = format!("point-{i}");
+        let s0 = store.write_point_index(&p, 0, &index, false).unwrap();
+        let s3 = store.write_point_index(&p, 3, &index, true).unwrap();
+        let f0 = store.read_point_index(&p, 0).unwrap();
+        assert_eq!((&f0.index, f0.checksum), (&index, s0));
+        let expect = |disk, checksum| IndexExpect {
+            point_id: &p,
+            disk,
+            capacity: index.capacity,
+            checksum: Some(checksum),
+        };
+        assert_eq!(store.read_point_index_for(&expect(3, s3)).unwrap(), index);
+        // A checksum recorded for another disk is refused.
+        assert!(store.read_point_index_for(&expect(0, s3)).is_err());
+        if v2 {
+            let m = name(&p);
+            let body = format!("{{\"point\":\"{p}\"}}");
+            store
+                .put_description(
+                    ObjectKind::Manifest,
+                    &m,
+                    BlobKind::Manifest,
+                    body.as_bytes(),
+                    true,
+                )
+                .unwrap();
+            assert_eq!(
+                store
+                    .get_description(ObjectKind::Manifest, &m, BlobKind::Manifest)
+                    .unwrap(),
+                body.as_bytes()
+            );
+            // Authenticated under its own name: another point's manifest is refused.
+            let other = name("another-point");
+            let blob = f.backend.get(ObjectKind::Manifest, &m).unwrap();
+            f.backend.put(ObjectKind::Manifest, &other, &blob).unwrap();
+            let e = store
+                .get_description(ObjectKind::Manifest, &other, BlobKind::Manifest)
+                .unwrap_err();
+            assert!(matches!(e, StoreError::IndexCorrupt { .. }), "{e}");
+            f.backend.delete(ObjectKind::Manifest, &other).unwrap();
+        } else {
+            assert!(store
+                .put_description(
+                    ObjectKind::Manifest,
+                    &name(&p),
+                    BlobKind::Manifest,
+                    b"{}",
+                    true
+                )
+                .is_err());
+        }
+        let stored = store.stored_points().unwrap();
+        let held = &stored[&p];
+        assert_eq!((held.manifest, &held.disks[..]), (v2, &[0, 3][..]));
+        assert_eq!(
+            store.remove_manifests(std::slice::from_ref(&p)).unwrap(),
+            usize::from(v2)
+        );
+        assert!(!store.stored_points().unwrap()[&p].manifest);
+        store.remove_point(&p, &[0, 3]).unwrap();
+        store.sync().unwrap();
+        assert!(!store.stored_points().unwrap().contains_key(&p));
+        let e = store.read_point_index(&p, 0).unwrap_err();
+        assert!(matches!(e, StoreError::IndexCorrupt { .. }), "{e}");
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+}
+
 macro_rules! conformance {
     ($module:ident, $harness:ty) => {
         mod $module {
@@ -515,9 +625,11 @@ macro_rules! conformance {
                 large_objects_round_trip,
                 many_chunks_are_all_listed,
                 cleanup_temp_leaves_objects_alone,
+                set_aside_takes_an_object_out_of_its_namespace,
             );
             conformance!(@each $harness, fresh, std::convert::identity;
                 sync_makes_puts_and_deletes_durable,
+                a_points_objects_round_trip_list_and_go,
             );
             conformance!(@each $harness, small, std::convert::identity;
                 a_full_store_says_full_and_keeps_what_it_held,

@@ -80,6 +80,15 @@ fn folder_name(kind: ObjectKind) -> &'static str {
     }
 }
 
+/// What [`Backend::set_aside`] appends to the name of an object it keeps for inspection.
+pub const SET_ASIDE_SUFFIX: &str = ".damaged";
+
+/// The device of the file system a folder is on (None when it cannot be told).
+fn device_of(dir: &Dir) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir.proc_path()).ok().map(|m| m.dev())
+}
+
 /// The folder of the point folders (indexes and manifests).
 pub const POINTS_FOLDER: &str = "points";
 /// The file name of a point's manifest in its folder.
@@ -722,12 +731,39 @@ impl Backend for LocalBackend {
     }
 
     fn sync(&self) -> Result<(), BackendError> {
-        self.root.sync_fs().map_err(|e| {
-            from_fsx(
-                ErrorContext::new(Operation::Sync, None, None, self.location.clone()),
-                e,
-            )
-        })
+        let ctx = || ErrorContext::new(Operation::Sync, None, None, self.location.clone());
+        self.root.sync_fs().map_err(|e| from_fsx(ctx(), e))?;
+        // A kind folder mounted from another file system (an administrator's choice, e.g.
+        // chunks on a larger disk) is synced too: one syncfs per file system.
+        let root_dev = device_of(&self.root);
+        let mut done = vec![root_dev];
+        for dir in self.folders.iter().flatten() {
+            let dev = device_of(dir);
+            if dev.is_none() || !done.contains(&dev) {
+                dir.sync_fs().map_err(|e| from_fsx(ctx(), e))?;
+                done.push(dev);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_aside(&self, kind: ObjectKind, name: &ObjectName) -> Result<bool, BackendError> {
+        let ctx = || self.ctx(Operation::Delete, kind, Some(name));
+        check_kind_name(ctx, kind, name)?;
+        let place = Place::of(kind, name);
+        let dir = match self.folder(kind, &place, Make::No) {
+            Ok(d) => d,
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(foreign_or(ctx(), e)),
+        };
+        let aside = format!("{}{SET_ASIDE_SUFFIX}", place.file());
+        // Never over an earlier one (that is evidence too): this one is then deleted.
+        match dir.rename_noreplace(place.file(), &dir, &aside) {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) if e.is_exists() => self.delete(kind, name).map(|()| false),
+            Err(e) => Err(from_fsx(ctx(), e)),
+        }
     }
 
     fn strays(&self, kind: ObjectKind) -> Result<Vec<Stray>, BackendError> {
@@ -747,7 +783,10 @@ impl Backend for LocalBackend {
          -> Result<Vec<String>, BackendError> {
             let mut subfolders = Vec::new();
             for n in dir.entry_names().map_err(err)? {
-                if n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                // Temp files of writers, and what verify set aside itself.
+                if n.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes())
+                    || n.as_encoded_bytes().ends_with(SET_ASIDE_SUFFIX.as_bytes())
+                {
                     continue;
                 }
                 let Some(st) = dir.stat_entry(&n).map_err(err)? else {
@@ -765,8 +804,8 @@ impl Backend for LocalBackend {
                         // A name no object has (control characters, …) says more than
                         // what the entry is.
                         what: match name.map(ObjectName::new) {
-                            Some(Ok(_)) => st.kind,
-                            _ => "an entry whose name vmvault never gives an object",
+                            Some(Ok(_)) => format!("{}, not an object vmvault stored", st.kind),
+                            _ => "an entry whose name vmvault never gives an object".into(),
                         },
                     }),
                 }

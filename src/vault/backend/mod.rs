@@ -257,17 +257,14 @@ pub struct ObjectInfo {
 pub struct Stray {
     /// Where it is (a path), its name escaped for a terminal.
     pub at: String,
-    /// What it is: "a symbolic link", "a regular file", "a folder", …
-    pub what: &'static str,
+    /// What it is and why it is no object: "a symbolic link, not an object vmvault
+    /// stored", "an entry whose name vmvault never gives an object", …
+    pub what: String,
 }
 
 impl fmt::Display for Stray {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} is {}, not an object vmvault stored",
-            self.at, self.what
-        )
+        write!(f, "{} is {}", self.at, self.what)
     }
 }
 
@@ -350,6 +347,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Makes every put and delete that returned before it durable.
     fn sync(&self) -> Result<(), BackendError>;
+
+    /// Takes a damaged object out of its kind's namespace, keeping its bytes for
+    /// inspection where the store can (local: renamed to `<file>.damaged` beside it, never
+    /// over an earlier one); as for `delete`, a missing object is not an error. True when
+    /// it was kept aside, false when there was nothing to keep or it could only be
+    /// deleted. The default deletes it.
+    fn set_aside(&self, kind: ObjectKind, name: &ObjectName) -> Result<bool, BackendError> {
+        self.delete(kind, name).map(|()| false)
+    }
 
     /// Entries where the objects of `kind` are kept that are no objects (a symbolic link,
     /// a file whose name no object has, a folder where a file belongs): never read,

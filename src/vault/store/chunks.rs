@@ -387,6 +387,14 @@ impl ChunkStore {
         Ok(self.backend.delete(ObjectKind::Chunk, &object_name(d)?)?)
     }
 
+    /// Takes the damaged chunk `d` out of the store, keeping its bytes for inspection where
+    /// the backend can (see [`Backend::set_aside`]); true when they were kept.
+    pub fn set_aside(&self, d: &Digest) -> Result<bool, StoreError> {
+        Ok(self
+            .backend
+            .set_aside(ObjectKind::Chunk, &object_name(d)?)?)
+    }
+
     /// The size of chunk `d` as stored, or None when it is not there.
     pub fn stored_size(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
         Ok(self
