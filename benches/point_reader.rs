@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vmvault::vault::store::{
-    ChunkCache, ChunkStore, DataFormat, Digest, DiskIndex, PointReader, ReaderOptions,
+    ChunkCache, DataFormat, Digest, DiskIndex, PointReader, ReaderOptions, Vault,
 };
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -44,7 +44,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// Drops chunk `d`'s file from the page cache.
-fn drop_from_page_cache(store: &ChunkStore, d: &Digest) {
+fn drop_from_page_cache(store: &Vault, d: &Digest) {
     if let Ok(f) = File::open(store.path_of(d)) {
         // SAFETY: advice on a descriptor we own; no memory is passed.
         unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
@@ -64,7 +64,7 @@ fn median_max(mut times: Vec<Duration>) -> (f64, f64) {
 
 /// `n` random 4 KiB reads from each of `threads` threads at offsets `pick` chooses; reads/s.
 fn random_reads(
-    r: &PointReader<Arc<ChunkStore>>,
+    r: &PointReader<Arc<Vault>>,
     threads: u64,
     n: u64,
     pick: impl Fn(&mut Rng) -> u64 + Sync,
@@ -110,8 +110,7 @@ fn main() {
         )),
     };
     let encrypted = keys.is_some();
-    let store =
-        Arc::new(ChunkStore::open_with(&base.join("chunks"), DataFormat::V2 { keys }).unwrap());
+    let store = Arc::new(Vault::open_with(&base.join("chunks"), DataFormat::V2 { keys }).unwrap());
 
     // Allocated chunks spread evenly over the disk.
     let chunks = (allocated / cs).max(1);

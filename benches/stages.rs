@@ -1,7 +1,7 @@
 //! Single-core speed of each stage of the data path, on 1 MiB chunks of the benchmark
 //! image's kinds of data (text-like and random): read from the page cache, zero check,
-//! BLAKE3, compression at several zstd levels, chunk write (`ChunkStore::put`, O_DIRECT)
-//! and chunk read (`ChunkStore::get`: read + decompress + re-hash).
+//! BLAKE3, compression at several zstd levels, chunk write (`Vault::put`, O_DIRECT)
+//! and chunk read (`Vault::get`: read + decompress + re-hash).
 //!
 //! Also the cost of encryption: AES-256-GCM against ChaCha20-Poly1305 on 4 MiB messages,
 //! and the v2 codec's encode/decode with and without a key.
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vmvault::vault::codec::{BlobKind, Codec};
 use vmvault::vault::keys::MasterKey;
-use vmvault::vault::store::{digest_hex, is_zero, AlignedBuf, ChunkStore, Digest};
+use vmvault::vault::store::{digest_hex, is_zero, AlignedBuf, Digest, Vault};
 
 const CHUNK: usize = MIB as usize;
 /// Chunks per round of each measurement.
@@ -205,7 +205,7 @@ fn main() {
         );
     }
 
-    let store = ChunkStore::open(&base.join("chunks")).unwrap();
+    let store = Vault::open(&base.join("chunks")).unwrap();
     let digests =
         |v: &[Vec<u8>]| -> Vec<Digest> { v.iter().map(|c| *blake3::hash(c).as_bytes()).collect() };
     for (kind, data) in [("text", &text), ("random", &random)] {
@@ -217,7 +217,7 @@ fn main() {
             }
         });
         line(
-            &format!("ChunkStore::put (zstd 3, O_DIRECT), {kind}"),
+            &format!("Vault::put (zstd 3, O_DIRECT), {kind}"),
             total,
             d,
             "",
@@ -227,7 +227,7 @@ fn main() {
                 black_box(store.get(d).unwrap());
             }
         });
-        line(&format!("ChunkStore::get, {kind}"), total, d, "");
+        line(&format!("Vault::get, {kind}"), total, d, "");
     }
     let t = Instant::now();
     store.sync().unwrap();

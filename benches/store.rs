@@ -22,8 +22,8 @@ use vmvault::cancel::{CancelToken, Progress};
 use vmvault::model::Extent;
 use vmvault::provider::{DiskReader, DiskView, MappedBytes, ProviderError};
 use vmvault::vault::store::{
-    backup_disk, restore_disk, verify_chunks, BackupParams, ChunkRegistry, ChunkStore, Digest,
-    DiskBackup, DiskIndex, PinSet, StoreError,
+    backup_disk, restore_disk, verify_chunks, BackupParams, ChunkRegistry, Digest, DiskBackup,
+    DiskIndex, PinSet, StoreError, Vault,
 };
 
 #[path = "support/image.rs"]
@@ -188,7 +188,7 @@ fn main() {
         100.0 * (1.0 - allocated as f64 / size as f64)
     );
 
-    let store = ChunkStore::open(&base.join("chunks")).unwrap();
+    let store = Vault::open(&base.join("chunks")).unwrap();
     let registry = Registry::default();
     let pins = PinSet::new();
     let cancel = CancelToken::new();

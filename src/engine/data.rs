@@ -1,7 +1,7 @@
 //! Data jobs: Backup (snapshot → transfer to vault → commit), Restore and Verify.
 //!
 //! Commit rule: a recovery point exists only once its catalog row is committed, and that
-//! happens after its chunks and indexes are durable (`ChunkStore::sync`, index files
+//! happens after its chunks and indexes are durable (`Vault::sync`, index files
 //! written with fsync). A crash at any line before leaves chunk files that no committed
 //! point references (garbage collection sweeps them) and never a half point.
 

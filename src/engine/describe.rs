@@ -4,13 +4,13 @@
 
 use crate::vault::catalog::{Catalog, CatalogMirror};
 use crate::vault::manifest::{self, PointManifest};
-use crate::vault::store::ChunkStore;
+use crate::vault::store::Vault;
 use std::path::PathBuf;
 
 /// The catalog mirror of a format 2 vault.
 pub(crate) struct VaultMirror {
     /// Its own handle on the vault's store (for the codec and the format).
-    pub store: ChunkStore,
+    pub store: Vault,
     pub dir: PathBuf,
     pub vault_id: String,
 }

@@ -46,7 +46,7 @@ use crate::vault::folder::{
     POINTS_DIR,
 };
 use crate::vault::lock::{LockError, VaultLock};
-use crate::vault::store::{self as store, ChunkStore, DataFormat, PinSet, StoreError};
+use crate::vault::store::{self as store, DataFormat, PinSet, StoreError, Vault};
 use crate::vault::unlock::{self, KeySource, UnlockError};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
@@ -220,7 +220,7 @@ pub(crate) struct Inner {
     pub opts: EngineOptions,
     pub catalog: Catalog,
     /// None when the vault is only read (owned by another process).
-    pub store: Option<ChunkStore>,
+    pub store: Option<Vault>,
     pub chunk_size: u32,
     pub pins: PinSet,
     pub clock: Clock,
@@ -262,14 +262,14 @@ const SETTING_KEY_ID: &str = "key_id";
 fn install_mirror(
     folder: &VaultFolder,
     catalog: &crate::vault::catalog::Catalog,
-    store: &ChunkStore,
+    store: &Vault,
 ) -> Result<()> {
     // (The store's backend made the folders of its items and policies when it opened.)
     let vault_id = catalog
         .setting(crate::vault::folder::SETTING_VAULT_ID)?
         .ok_or_else(|| EngineError::Failed("the catalog records no vault id".into()))?;
     let mirror = describe::VaultMirror {
-        store: ChunkStore::on(
+        store: Vault::on(
             store.backend().clone(),
             store.dir().to_path_buf(),
             store.format().clone(),
@@ -406,7 +406,7 @@ impl Engine {
             let (format, ring) =
                 unlock_data_format(&folder, &catalog, layout, &opts.keys, &mut new_key_file)?;
             keyring = ring;
-            Some(ChunkStore::open_local(folder.dir(), format)?)
+            Some(Vault::open_local(folder.dir(), format)?)
         } else {
             None
         };
@@ -626,7 +626,7 @@ impl Engine {
         self.inner.chunk_size
     }
 
-    pub(crate) fn store(&self) -> Result<&ChunkStore> {
+    pub(crate) fn store(&self) -> Result<&Vault> {
         self.require_owner()?;
         self.inner
             .store

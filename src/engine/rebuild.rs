@@ -28,7 +28,7 @@ use crate::vault::folder::{FolderError, Layout, VaultFolder, CHUNKS_DIR};
 use crate::vault::lock::VaultLock;
 use crate::vault::manifest::{self, PointManifest};
 use crate::vault::store::index::IndexExpect;
-use crate::vault::store::{slot_len, ChunkStore, Digest, StoreError};
+use crate::vault::store::{slot_len, Digest, StoreError, Vault};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
@@ -130,7 +130,7 @@ fn fill(
     }
     let mut no_key_file = None;
     let format = data_format(folder, catalog, marker.layout, &opts.keys, &mut no_key_file)?;
-    let store = ChunkStore::open_with(&folder.path().join(CHUNKS_DIR), format)?;
+    let store = Vault::open_with(&folder.path().join(CHUNKS_DIR), format)?;
 
     // Entries that are not objects (a symbolic link, a name vmvault never gives) are named
     // as problems and never followed or read.
@@ -268,7 +268,7 @@ fn fill(
 /// to it), with their stored and raw sizes, and how many are missing from the store. Each
 /// index is checked against the manifest (point, disk, capacity, checksum).
 fn point_chunks(
-    store: &ChunkStore,
+    store: &Vault,
     m: &PointManifest,
     known: &mut HashSet<Digest>,
 ) -> std::result::Result<(Vec<ChunkRow>, usize), String> {

@@ -19,7 +19,7 @@ use crate::fsx::{Dir, FsxError};
 use crate::provider::qemu::{self, ConvertError, DiskFormat};
 use crate::provider::ProviderError;
 use crate::vault::store::restore::{exists_error, partial_name, place, TargetError};
-use crate::vault::store::{self, ChunkStore, DiskIndex, StoreError};
+use crate::vault::store::{self, DiskIndex, StoreError, Vault};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -187,7 +187,7 @@ fn clear_work_dir(dir: &Dir) {
 /// Returns the placed image, open.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn restore_converted(
-    store: &ChunkStore,
+    store: &Vault,
     index: &DiskIndex,
     target: &Dir,
     name: &OsStr,

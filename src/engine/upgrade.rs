@@ -24,7 +24,7 @@ use crate::cancel::CancelToken;
 use crate::disk::{DiskReader, ProviderError};
 use crate::model::{ErrorDetails, Extent};
 use crate::vault::catalog::ChunkRow;
-use crate::vault::store::{self, BackupParams, ChunkStore, DiskIndex, PointReader, ReaderOptions};
+use crate::vault::store::{self, BackupParams, DiskIndex, PointReader, ReaderOptions, Vault};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -81,7 +81,7 @@ pub fn copy_vault(
     let have: HashSet<String> = nc.all_points()?.into_iter().map(|p| p.id).collect();
     let points = oc.all_points()?;
     let total = points.len();
-    let src = Arc::new(ChunkStore::open_with(
+    let src = Arc::new(Vault::open_with(
         old.store()?.dir(),
         old.store()?.format().clone(),
     )?);
@@ -108,7 +108,7 @@ pub fn copy_vault(
 fn copy_point(
     old: &Engine,
     new: &Engine,
-    src: &Arc<ChunkStore>,
+    src: &Arc<Vault>,
     point: &crate::model::RecoveryPoint,
     cancel: &CancelToken,
 ) -> Result<u64> {
@@ -193,7 +193,7 @@ fn copy_point(
 }
 
 /// A chunk store shared by readers.
-struct SharedStore(Arc<ChunkStore>);
+struct SharedStore(Arc<Vault>);
 
 impl store::ChunkSource for SharedStore {
     type Reader = store::chunks::ChunkReader;

@@ -22,7 +22,7 @@ use crate::model::{Item, RecoveryPoint, VmDefinition};
 use crate::vault::backend::{ObjectKind, ObjectName};
 use crate::vault::catalog::PolicyRow;
 use crate::vault::codec::BlobKind;
-use crate::vault::store::{hex, parse_digest, ChunkStore, Digest, StoreError};
+use crate::vault::store::{hex, parse_digest, Digest, StoreError, Vault};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -151,7 +151,7 @@ fn hashed_name(key: &str) -> Result<ObjectName, StoreError> {
 /// Reads and checks a JSON object `(kind, name)`, a blob of `blob` kind, for vault
 /// `vault_id`.
 fn read_json<T: serde::de::DeserializeOwned>(
-    store: &ChunkStore,
+    store: &Vault,
     kind: ObjectKind,
     name: &ObjectName,
     blob: BlobKind,
@@ -187,11 +187,7 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 /// Writes the manifest of a point (with `durable`, durable when it returns; else at the
 /// store's next sync).
-pub fn write_manifest(
-    store: &ChunkStore,
-    m: &PointManifest,
-    durable: bool,
-) -> Result<(), StoreError> {
+pub fn write_manifest(store: &Vault, m: &PointManifest, durable: bool) -> Result<(), StoreError> {
     store.put_description(
         ObjectKind::Manifest,
         &manifest_name(&m.point.id)?,
@@ -203,7 +199,7 @@ pub fn write_manifest(
 
 /// Reads the manifest of point `point_id`.
 pub fn read_manifest(
-    store: &ChunkStore,
+    store: &Vault,
     point_id: &str,
     vault_id: &str,
 ) -> Result<PointManifest, ManifestError> {
@@ -228,7 +224,7 @@ pub fn read_manifest(
 /// Writes (or, with `None`, removes) the object of one item; durable at the store's next
 /// sync.
 pub fn write_item(
-    store: &ChunkStore,
+    store: &Vault,
     vault_id: &str,
     id: &str,
     item: Option<&Item>,
@@ -257,7 +253,7 @@ pub fn write_item(
 /// Writes (or, with `None`, removes) the object of one policy; durable at the store's next
 /// sync.
 pub fn write_policy(
-    store: &ChunkStore,
+    store: &Vault,
     vault_id: &str,
     name: &str,
     row: Option<&PolicyRow>,
@@ -288,7 +284,7 @@ pub fn write_policy(
 
 /// Reads the item object `name`.
 pub fn read_item(
-    store: &ChunkStore,
+    store: &Vault,
     name: &ObjectName,
     vault_id: &str,
 ) -> Result<ItemRecord, ManifestError> {
@@ -311,7 +307,7 @@ pub fn read_item(
 
 /// Reads the policy object `name`.
 pub fn read_policy(
-    store: &ChunkStore,
+    store: &Vault,
     name: &ObjectName,
     vault_id: &str,
 ) -> Result<PolicyRecord, ManifestError> {

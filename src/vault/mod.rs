@@ -1,5 +1,8 @@
-//! The vault: a catalog (SQLite) and a chunk store (files) in one folder, owned by one
-//! process at a time.
+//! The vault: its data ([`Vault`]: chunks, point indexes and manifests, the objects that
+//! describe it) as objects of a storage [`backend`], encoded by the [`codec`] (compressed,
+//! encrypted with the vault's [`keys`]); and a catalog (SQLite), the rebuildable cache of
+//! what the backend holds plus the job history. One process owns a vault at a time
+//! ([`lock`]).
 
 pub mod backend;
 pub mod catalog;
@@ -10,3 +13,5 @@ pub mod lock;
 pub mod manifest;
 pub mod store;
 pub mod unlock;
+
+pub use store::Vault;

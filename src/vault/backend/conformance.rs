@@ -520,7 +520,7 @@ pub fn set_aside_takes_an_object_out_of_its_namespace(b: &dyn Backend) {
 pub fn a_points_objects_round_trip_list_and_go(f: &Fixture) {
     use crate::vault::codec::BlobKind;
     use crate::vault::store::index::IndexExpect;
-    use crate::vault::store::{ChunkStore, DataFormat, DiskIndex, StoreError};
+    use crate::vault::store::{DataFormat, DiskIndex, StoreError, Vault};
     let keys = crate::vault::keys::MasterKey::generate().unwrap().keys();
     let formats = [
         DataFormat::V1,
@@ -536,7 +536,7 @@ pub fn a_points_objects_round_trip_list_and_go(f: &Fixture) {
     };
     for (i, format) in formats.into_iter().enumerate() {
         let v2 = format.version() >= 2;
-        let store = ChunkStore::on(f.backend.clone(), "chunks".into(), format);
+        let store = Vault::on(f.backend.clone(), "chunks".into(), format);
         let p = format!("point-{i}");
         let s0 = store.write_point_index(&p, 0, &index, false).unwrap();
         let s3 = store.write_point_index(&p, 3, &index, true).unwrap();

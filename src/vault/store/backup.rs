@@ -18,8 +18,7 @@
 
 use super::chunks::ChunkEncoder;
 use super::{
-    slot_count, slot_len, validate_chunk_size, ChunkStore, Digest, DiskIndex, StoreError,
-    BUFFER_BUDGET,
+    slot_count, slot_len, validate_chunk_size, Digest, DiskIndex, StoreError, Vault, BUFFER_BUDGET,
 };
 use crate::cancel::{CancelToken, Progress};
 use crate::disk::{DiskReader, ProviderError};
@@ -154,7 +153,7 @@ pub struct BackupParams<'a> {
     /// size.
     pub changed: Option<Vec<Extent>>,
     pub chunk_size: u32,
-    pub store: &'a ChunkStore,
+    pub store: &'a Vault,
     pub registry: &'a dyn ChunkRegistry,
     pub pins: &'a PinSet,
     /// Gets the bytes read from the disk added as they are read (nothing else is set).
@@ -166,7 +165,7 @@ pub struct BackupParams<'a> {
     /// zstd level (1 fastest; 3 zstd's default).
     pub compression_level: i32,
     /// Sync the store before returning. Without it the caller makes the new chunks
-    /// durable ([`ChunkStore::sync`]) before a point relies on them (one sync for several
+    /// durable ([`Vault::sync`]) before a point relies on them (one sync for several
     /// disks and backups).
     pub sync: bool,
 }
@@ -188,7 +187,7 @@ pub struct PipelineStats {
     pub queue_capacity: usize,
     /// Most bytes of chunk buffers alive at once.
     pub peak_buffer_bytes: usize,
-    /// Time spent in the final [`ChunkStore::sync`] (it also waits for other writers'
+    /// Time spent in the final [`Vault::sync`] (it also waits for other writers'
     /// dirty data on the same file system).
     pub sync_time: std::time::Duration,
 }
@@ -236,7 +235,7 @@ impl From<ProviderError> for BackupError {
 /// has committed since, stays. Best effort (what is not removed is garbage collection's);
 /// returns how many were removed.
 pub fn discard_uncommitted(
-    store: &ChunkStore,
+    store: &Vault,
     registry: &dyn ChunkRegistry,
     pins: &PinSet,
     chunks: &[Digest],
@@ -708,7 +707,7 @@ mod tests {
     struct Env {
         _t: tempfile::TempDir,
         root: std::path::PathBuf,
-        store: ChunkStore,
+        store: Vault,
         reg: SetRegistry,
         pins: PinSet,
         progress: Progress,
@@ -719,7 +718,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_path_buf();
         Env {
-            store: ChunkStore::open(&root.join("chunks")).unwrap(),
+            store: Vault::open(&root.join("chunks")).unwrap(),
             _t: t,
             root,
             reg: SetRegistry::default(),

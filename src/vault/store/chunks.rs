@@ -34,13 +34,18 @@ const COMPRESSION_ZSTD: u8 = 1;
 pub(crate) const HEADER_LEN: usize = 16;
 /// Prefix of temp files; garbage collection sweeps stale ones.
 pub const TEMP_PREFIX: &str = ".tmp-";
-/// zstd level used by [`ChunkStore::put`]; backups pass their own.
+/// zstd level used by [`Vault::put`]; backups pass their own.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
-/// Content-addressed chunks, stored as [`ObjectKind::Chunk`] objects of a [`Backend`] (a
-/// vault folder's `chunks/`, fanned out in 256 folders, or any other store).
+/// A vault's data, as objects of a [`Backend`] (a vault folder, or any other store), in
+/// its data format (codec, keys): content-addressed chunks ([`ObjectKind::Chunk`], this
+/// file), the indexes and manifests of recovery points and the item and policy objects
+/// that describe the vault (`points.rs`). The engine asks it for "chunk d", "the index of
+/// disk 2 of point P", "every point you hold", "remove point P" — never for a file;
+/// garbage collection, prune, verify, rebuild and the point pin protocol work through it.
+/// The catalog (a SQLite cache of what it holds, plus the job history) sits beside it.
 #[derive(Debug)]
-pub struct ChunkStore {
+pub struct Vault {
     backend: Arc<dyn Backend>,
     /// Where the chunks are, for messages (`<vault>/chunks` for a local vault).
     dir: PathBuf,
@@ -56,9 +61,9 @@ pub struct ChunkStore {
 const KEPT_CODECS: usize = 4;
 const KEPT_CODEC_BYTES: usize = 4 << 20;
 
-/// A codec of [`ChunkStore::blob_codec`], given back to the store when dropped.
+/// A codec of [`Vault::blob_codec`], given back to the store when dropped.
 pub(super) struct PooledCodec<'a> {
-    store: &'a ChunkStore,
+    store: &'a Vault,
     codec: Option<Codec>,
 }
 
@@ -92,16 +97,16 @@ impl Drop for PooledCodec<'_> {
     }
 }
 
-impl ChunkStore {
+impl Vault {
     /// Opens (creating when missing) the chunk folder `dir` of a format 1 vault and its 256
     /// fan-out folders, with mode 0700.
-    pub fn open(dir: &Path) -> Result<ChunkStore, StoreError> {
-        ChunkStore::open_with(dir, DataFormat::V1)
+    pub fn open(dir: &Path) -> Result<Vault, StoreError> {
+        Vault::open_with(dir, DataFormat::V1)
     }
 
-    /// Like [`ChunkStore::open`], for a vault whose data is in `format`. `dir` is the
+    /// Like [`Vault::open`], for a vault whose data is in `format`. `dir` is the
     /// `chunks` folder of a vault folder (which is made, private, when missing).
-    pub fn open_with(dir: &Path, format: DataFormat) -> Result<ChunkStore, StoreError> {
+    pub fn open_with(dir: &Path, format: DataFormat) -> Result<Vault, StoreError> {
         let invalid = || {
             StoreError::Invalid(format!(
                 "{} is not the chunk folder of a vault (<vault>/{CHUNKS_FOLDER})",
@@ -115,14 +120,11 @@ impl ChunkStore {
         let vault = crate::fsx::Dir::open_private(parent, true).map_err(|e| {
             StoreError::Invalid(format!("opening the vault folder of the chunk store: {e}"))
         })?;
-        ChunkStore::open_local(&vault, format)
+        Vault::open_local(&vault, format)
     }
 
     /// The chunk store of the vault folder `vault` (its `chunks/`, made when missing).
-    pub fn open_local(
-        vault: &crate::fsx::Dir,
-        format: DataFormat,
-    ) -> Result<ChunkStore, StoreError> {
+    pub fn open_local(vault: &crate::fsx::Dir, format: DataFormat) -> Result<Vault, StoreError> {
         // A vault's own objects: chunks, and the indexes and manifests of its points;
         // format 2 vaults also describe their items and policies.
         let kinds: &[ObjectKind] = if format.version() >= 2 {
@@ -137,7 +139,7 @@ impl ChunkStore {
             &[ObjectKind::Chunk, ObjectKind::Index, ObjectKind::Manifest]
         };
         let backend = LocalBackend::open_kinds(vault, kinds)?;
-        Ok(ChunkStore::on(
+        Ok(Vault::on(
             Arc::new(backend),
             vault.path().join(CHUNKS_FOLDER),
             format,
@@ -145,8 +147,8 @@ impl ChunkStore {
     }
 
     /// A chunk store over `backend`; `dir` says where its chunks are in messages.
-    pub fn on(backend: Arc<dyn Backend>, dir: PathBuf, format: DataFormat) -> ChunkStore {
-        ChunkStore {
+    pub fn on(backend: Arc<dyn Backend>, dir: PathBuf, format: DataFormat) -> Vault {
+        Vault {
             backend,
             dir,
             format,
@@ -189,7 +191,7 @@ impl ChunkStore {
         self.format.chunk_name(raw)
     }
 
-    /// An encoder for [`ChunkStore::put_with`], compressing at zstd `level`.
+    /// An encoder for [`Vault::put_with`], compressing at zstd `level`.
     pub fn encoder(&self, level: i32) -> Result<ChunkEncoder, StoreError> {
         Ok(match self.format.codec(level)? {
             Some(c) => ChunkEncoder(Encoder::V2(Box::new(c))),
@@ -197,7 +199,7 @@ impl ChunkStore {
         })
     }
 
-    /// Buffers for [`ChunkStore::read_into`].
+    /// Buffers for [`Vault::read_into`].
     pub fn reader(&self) -> Result<ChunkReader, StoreError> {
         let mut r = ChunkReader::new()?;
         r.codec = self
@@ -219,16 +221,16 @@ impl ChunkStore {
     }
 
     /// Stores `raw` (whose BLAKE3 is `d`) with [`DEFAULT_COMPRESSION_LEVEL`]; returns the
-    /// bytes stored. See [`ChunkStore::put_with`].
+    /// bytes stored. See [`Vault::put_with`].
     pub fn put(&self, d: &Digest, raw: &[u8]) -> Result<u64, StoreError> {
         let mut enc = self.encoder(DEFAULT_COMPRESSION_LEVEL)?;
         self.put_with(d, raw, &mut enc)
     }
 
-    /// Stores `raw` (named `d` by [`ChunkStore::name_of`]) encoded by `enc` (an encoder of
+    /// Stores `raw` (named `d` by [`Vault::name_of`]) encoded by `enc` (an encoder of
     /// this store: zstd, or raw when that is not smaller; in format 2 a blob, encrypted
     /// when the vault is), through a temp file renamed into place. Not fsynced: call
-    /// [`ChunkStore::sync`] before relying on it. Returns the bytes stored (file size).
+    /// [`Vault::sync`] before relying on it. Returns the bytes stored (file size).
     pub fn put_with(
         &self,
         d: &Digest,
@@ -257,7 +259,7 @@ impl ChunkStore {
         Ok(self.read_into(d, &mut r)?.to_vec())
     }
 
-    /// Like [`ChunkStore::get`], into reusable buffers; returns the raw bytes.
+    /// Like [`Vault::get`], into reusable buffers; returns the raw bytes.
     pub(crate) fn read_into<'r>(
         &self,
         d: &Digest,
@@ -432,11 +434,11 @@ fn object_name(d: &Digest) -> Result<ObjectName, StoreError> {
 }
 
 /// The name every format 2 index blob is authenticated under (see
-/// [`ChunkStore::write_index`]).
+/// [`Vault::write_index`]).
 pub const INDEX_BLOB_NAME: &str = "disk-index";
 
 /// Writes chunk files with reusable buffers into a reusable, aligned file image; one per
-/// worker thread, made by [`ChunkStore::encoder`]. In format 1 a reusable zstd context
+/// worker thread, made by [`Vault::encoder`]. In format 1 a reusable zstd context
 /// (whether to compress is decided by the v2 codec's [`Compressor`], so both formats share
 /// it); in format 2 the v2 codec.
 pub struct ChunkEncoder(Encoder);
@@ -518,7 +520,7 @@ pub struct ChunkReader {
 
 impl ChunkReader {
     /// New buffers and a zstd decompression context, for format 1 (see
-    /// [`ChunkStore::reader`]).
+    /// [`Vault::reader`]).
     fn new() -> Result<ChunkReader, StoreError> {
         let dctx = zstd::bulk::Decompressor::new()
             .map_err(|e| StoreError::io("creating a zstd decompression context", e))?;
@@ -545,7 +547,7 @@ mod tests {
     #[test]
     fn put_get_round_trip_compressed_and_raw() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         let text = compressible(7, 1 << 20);
         let noise = random(8, 1 << 20);
         let dt = digest(&text);
@@ -570,7 +572,7 @@ mod tests {
     #[test]
     fn modes_are_private() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         let data = b"hello".repeat(1000);
         let d = digest(&data);
         s.put(&d, &data).unwrap();
@@ -587,7 +589,7 @@ mod tests {
     #[test]
     fn flipped_byte_is_corrupt_and_names_the_chunk() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         for data in [compressible(1, 300_000), random(2, 300_000)] {
             let d = digest(&data);
             s.put(&d, &data).unwrap();
@@ -608,7 +610,7 @@ mod tests {
     #[test]
     fn header_damage_is_corrupt() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         let data = compressible(3, 100_000);
         let d = digest(&data);
         s.put(&d, &data).unwrap();
@@ -637,7 +639,7 @@ mod tests {
     #[test]
     fn missing_chunk_is_typed() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         let d = [7u8; 32];
         let e = s.get(&d).unwrap_err();
         assert!(matches!(e, StoreError::ChunkMissing { digest, .. } if digest == d));
@@ -648,7 +650,7 @@ mod tests {
     #[test]
     fn links_and_fifos_at_a_chunk_name_are_damage_not_data() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         let a = compressible(1, 70_000);
         let b = compressible(2, 70_000);
         let (da, db) = (digest(&a), digest(&b));
@@ -674,7 +676,7 @@ mod tests {
     #[test]
     fn list_skips_temp_files_and_sweep_removes_stale_ones() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         let a = compressible(1, 70_000);
         let b = random(2, 70_000);
         let (da, db) = (digest(&a), digest(&b));
@@ -730,9 +732,9 @@ mod format2_tests {
     use std::fs;
     use std::sync::Arc;
 
-    fn encrypted_store(dir: &Path) -> ChunkStore {
+    fn encrypted_store(dir: &Path) -> Vault {
         let keys = MasterKey::generate().unwrap().keys();
-        ChunkStore::open_with(
+        Vault::open_with(
             dir,
             DataFormat::V2 {
                 keys: Some(Arc::new(keys)),
@@ -798,7 +800,7 @@ mod format2_tests {
         ));
 
         // A plain format 1 chunk file planted at the name.
-        let plain = ChunkStore::open(&t.path().join("v1").join("chunks")).unwrap();
+        let plain = Vault::open(&t.path().join("v1").join("chunks")).unwrap();
         let pd = *blake3::hash(&data).as_bytes();
         plain.put(&pd, &data).unwrap();
         fs::copy(plain.path_of(&pd), &path).unwrap();
@@ -818,7 +820,7 @@ mod format2_tests {
     #[test]
     fn unencrypted_format_2_round_trips_with_plain_names() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open_with(
+        let s = Vault::open_with(
             &t.path().join("c").join("chunks"),
             DataFormat::V2 { keys: None },
         )
@@ -829,7 +831,7 @@ mod format2_tests {
         s.put(&d, &data).unwrap();
         assert_eq!(s.get(&d).unwrap(), data);
         // A format 1 reader does not take it for one of its own files.
-        let v1 = ChunkStore::open(&t.path().join("c").join("chunks")).unwrap();
+        let v1 = Vault::open(&t.path().join("c").join("chunks")).unwrap();
         assert!(matches!(v1.get(&d), Err(StoreError::ChunkCorrupt { .. })));
     }
 
@@ -904,9 +906,9 @@ mod backend_tests {
     use crate::vault::backend::{MemoryBackend, Operation};
     use crate::vault::keys::MasterKey;
 
-    fn on_memory(format: DataFormat) -> (Arc<MemoryBackend>, ChunkStore) {
+    fn on_memory(format: DataFormat) -> (Arc<MemoryBackend>, Vault) {
         let mem = Arc::new(MemoryBackend::new());
-        let store = ChunkStore::on(mem.clone(), PathBuf::from("memory/chunks"), format);
+        let store = Vault::on(mem.clone(), PathBuf::from("memory/chunks"), format);
         (mem, store)
     }
 
@@ -987,7 +989,7 @@ mod backend_tests {
     #[test]
     fn a_full_backend_is_a_full_store_and_keeps_what_it_held() {
         let mem = Arc::new(MemoryBackend::with_capacity(400_000));
-        let s = ChunkStore::on(mem.clone(), PathBuf::from("memory/chunks"), DataFormat::V1);
+        let s = Vault::on(mem.clone(), PathBuf::from("memory/chunks"), DataFormat::V1);
         let a = random(7, 300_000);
         let da = s.name_of(&a);
         s.put(&da, &a).unwrap();

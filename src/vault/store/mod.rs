@@ -2,7 +2,7 @@
 //! pipelines that move disk bytes in and out of them.
 //!
 //! # What lives where
-//! - [`chunks`]: [`ChunkStore`], content-addressed chunk files under
+//! - [`chunks`]: [`Vault`], content-addressed chunk files under
 //!   `<chunks dir>/ab/abcdef…` (256 fan-out folders named by the first byte of the BLAKE3
 //!   digest of the raw bytes). Each file is a 16-byte versioned header + the payload, zstd or
 //!   raw (whichever is smaller).
@@ -29,7 +29,7 @@
 //!   elsewhere.
 //! - **Whole or absent.** A chunk is written to `.tmp-…` in its fan-out folder and renamed
 //!   into place, so a final-named file is never half-written by a running process. Puts are
-//!   *not* fsynced one by one (that costs a journal commit per chunk); [`ChunkStore::sync`]
+//!   *not* fsynced one by one (that costs a journal commit per chunk); [`Vault::sync`]
 //!   makes every earlier put durable at once with `syncfs(2)`. Chunk files and restored
 //!   images are written with O_DIRECT where the file system allows it (the 4 KiB-aligned
 //!   part; the tail goes through the page cache): on the virtual machines we measured,
@@ -75,8 +75,8 @@
 //! must delete a chunk only through [`PinSet::remove_if_unpinned`], which runs "delete the
 //! catalog row, then the file" under the pin lock: so either the backup pinned first (GC
 //! skips the chunk) or GC finished first (the registry says "not committed" and the backup
-//! writes the chunk itself). Orphan files ([`ChunkStore::list`]) and `.tmp-` files
-//! ([`ChunkStore::remove_stale_temp_files`]) are swept only after a grace period, and
+//! writes the chunk itself). Orphan files ([`Vault::list`]) and `.tmp-` files
+//! ([`Vault::remove_stale_temp_files`]) are swept only after a grace period, and
 //! pinned digests are never swept.
 
 pub mod backup;
@@ -95,7 +95,7 @@ pub use backup::{
     backup_disk, discard_uncommitted, planned_read_bytes, BackupError, BackupParams, ChunkRegistry,
     DiskBackup, NewChunk, PinGuard, PinSet,
 };
-pub use chunks::{ChunkEncoder, ChunkStore, DEFAULT_COMPRESSION_LEVEL};
+pub use chunks::{ChunkEncoder, Vault, DEFAULT_COMPRESSION_LEVEL};
 pub use index::DiskIndex;
 pub use reader::{CacheStats, ChunkCache, ChunkSource, PointReader, ReaderOptions};
 pub use restore::{restore_disk, restore_disk_at, TargetError};

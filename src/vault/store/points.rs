@@ -9,16 +9,16 @@
 //! (`<point>`). The catalog records a point's write before the first of them is put
 //! (the announcement GC relies on), and commits the point only after they are durable; so
 //! the store may hold points the catalog does not know yet (a backup running or cut short)
-//! or no longer (a prune cut short), and [`ChunkStore::stored_points`] is how garbage
+//! or no longer (a prune cut short), and [`Vault::stored_points`] is how garbage
 //! collection finds them.
 //!
 //! # Removal order
-//! A point's manifest goes first, durably, then its indexes ([`ChunkStore::remove_points`]):
+//! A point's manifest goes first, durably, then its indexes ([`Vault::remove_points`]):
 //! a removal cut short leaves a point that reads as never committed (indexes without a
 //! manifest), which a rebuild does not bring back and GC removes, never a manifest naming
 //! indexes that are gone.
 
-use super::chunks::{ChunkStore, INDEX_BLOB_NAME};
+use super::chunks::{Vault, INDEX_BLOB_NAME};
 use super::index::{DiskIndex, IndexExpect, IndexFile, IndexOwner};
 use super::{Digest, StoreError};
 use crate::vault::backend::{index_name, index_parts, BackendError, ObjectKind, ObjectName};
@@ -42,7 +42,7 @@ pub struct StoredPoint {
 /// chunks: 26 TiB of data at 1 MiB chunks).
 const MAX_INDEX_BYTES: u64 = (1 << 30) + codec::MAX_OVERHEAD as u64;
 
-impl ChunkStore {
+impl Vault {
     /// The object name of an index, or a clear error for a point id that cannot be one.
     fn index_object(&self, point_id: &str, disk: u32) -> Result<ObjectName, StoreError> {
         index_name(point_id, disk)
@@ -78,7 +78,7 @@ impl ChunkStore {
 
     /// Writes the index of disk `disk` of point `point_id` (in format 2 as an encrypted,
     /// authenticated blob). With `durable`, durable when it returns (one sync of the
-    /// store), else at the next [`ChunkStore::sync`]. Returns the index's checksum, to
+    /// store), else at the next [`Vault::sync`]. Returns the index's checksum, to
     /// record with the point.
     ///
     /// Every index blob is authenticated under one name ([`INDEX_BLOB_NAME`]): the point
@@ -140,7 +140,7 @@ impl ChunkStore {
 
     /// Writes the description object `(kind, name)` of this format 2 vault — a manifest,
     /// an item, a policy — as a blob of `blob` kind authenticated under `name`. With
-    /// `durable`, durable when it returns, else at the next [`ChunkStore::sync`].
+    /// `durable`, durable when it returns, else at the next [`Vault::sync`].
     pub fn put_description(
         &self,
         kind: ObjectKind,
@@ -165,7 +165,7 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Reads the description object `(kind, name)` ([`ChunkStore::put_description`]) and
+    /// Reads the description object `(kind, name)` ([`Vault::put_description`]) and
     /// returns its raw bytes. One that is missing, foreign or fails its checks is
     /// [`StoreError::IndexCorrupt`]-like damage named by where it is.
     pub fn get_description(
@@ -192,7 +192,7 @@ impl ChunkStore {
     }
 
     /// Deletes the description object `(kind, name)`; one already gone is not an error.
-    /// Durable at the next [`ChunkStore::sync`].
+    /// Durable at the next [`Vault::sync`].
     pub fn delete_description(
         &self,
         kind: ObjectKind,
@@ -270,7 +270,7 @@ impl ChunkStore {
     }
 
     /// Removes every object of point `id`: its manifest first, durably (see the module
-    /// docs), then the indexes of `disks`. Durable at the next [`ChunkStore::sync`].
+    /// docs), then the indexes of `disks`. Durable at the next [`Vault::sync`].
     pub fn remove_point(&self, id: &str, disks: &[u32]) -> Result<(), StoreError> {
         self.remove_manifests(&[id.to_string()])?;
         for &disk in disks {

@@ -39,7 +39,7 @@
 //!   a new read). Read-ahead errors are dropped: the reader that needs the chunk reads it
 //!   again and reports the error itself.
 //! - **A seam for the v2 store.** Chunks come from a [`ChunkSource`] with per-thread state
-//!   (buffers, decompression and, in v2, decryption contexts): [`ChunkStore`] implements
+//!   (buffers, decompression and, in v2, decryption contexts): [`Vault`] implements
 //!   it today, and the backend + codec store implements it the same way.
 //!
 //! Restore and verify do not use it: restore writes each chunk of a disk once, straight
@@ -47,7 +47,7 @@
 //! and hold memory for bytes never read twice), and verify checks distinct chunks by
 //! digest, not disk ranges.
 
-use super::chunks::{ChunkReader, ChunkStore};
+use super::chunks::{ChunkReader, Vault};
 use super::restore::check_slot_len;
 use super::{Digest, DiskIndex, StoreError};
 use std::collections::{HashMap, VecDeque};
@@ -89,7 +89,7 @@ pub trait ChunkSource: Send + Sync + 'static {
     fn location(&self, d: &Digest) -> PathBuf;
 }
 
-impl ChunkSource for ChunkStore {
+impl ChunkSource for Vault {
     type Reader = ChunkReader;
 
     fn new_reader(&self) -> Result<ChunkReader, StoreError> {
@@ -705,7 +705,7 @@ mod tests {
 
     /// A chunk store that counts reads, by whom.
     struct Counting {
-        store: ChunkStore,
+        store: Vault,
         demand: AtomicU64,
         ahead: AtomicU64,
     }
@@ -753,7 +753,7 @@ mod tests {
     impl Fixture {
         fn new() -> Fixture {
             let dir = tempfile::tempdir().unwrap();
-            let store = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+            let store = Vault::open(&dir.path().join("chunks")).unwrap();
             let mut entries = Vec::new();
             for slot in 0..41u64 {
                 if slot % 5 == 3 {
@@ -887,7 +887,7 @@ mod tests {
     #[test]
     fn threads_read_at_once() {
         fn send_sync<T: Send + Sync>() {}
-        send_sync::<PointReader<ChunkStore>>();
+        send_sync::<PointReader<Vault>>();
         send_sync::<PointReader<Arc<Counting>>>();
         let fx = Fixture::new();
         // A cache of 8 chunks: threads race for loads and evictions.

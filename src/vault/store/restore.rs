@@ -33,7 +33,7 @@
 
 use super::backup::io_workers;
 use super::chunks::ChunkReader;
-use super::{digest_hex, is_zero, ChunkStore, Digest, DiskIndex, StoreError};
+use super::{digest_hex, is_zero, Digest, DiskIndex, StoreError, Vault};
 use crate::cancel::{CancelToken, Progress};
 use crate::direct_io::DirectFile;
 use crate::fsx::{Dir, FsxError};
@@ -275,7 +275,7 @@ pub fn exists_error(dir: &Dir, name: &OsStr) -> TargetError {
 /// Restores the disk described by `index` to the new sparse file `out`: like
 /// [`restore_disk_at`] in the folder of `out`, opened once by its path.
 pub fn restore_disk(
-    store: &ChunkStore,
+    store: &Vault,
     index: &DiskIndex,
     out: &Path,
     progress: &Progress,
@@ -301,7 +301,7 @@ pub fn restore_disk(
 /// bytes of each chunk restored added (holes are not counted: set the total to
 /// [`DiskIndex::logical_bytes`]). Returns the placed file, open for reading.
 pub fn restore_disk_at(
-    store: &ChunkStore,
+    store: &Vault,
     index: &DiskIndex,
     dir: &Dir,
     name: &OsStr,
@@ -423,7 +423,7 @@ pub(crate) mod hooks {
 }
 
 fn write_image(
-    store: &ChunkStore,
+    store: &Vault,
     index: &DiskIndex,
     file: &DirectFile,
     path: &Path,
@@ -620,7 +620,7 @@ impl<'f> HolePuncher<'f> {
 
 #[allow(clippy::too_many_arguments)]
 fn restore_slot(
-    store: &ChunkStore,
+    store: &Vault,
     index: &DiskIndex,
     file: &DirectFile,
     path: &Path,
@@ -703,12 +703,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     /// Restores `index` to `out` with `threads`, without progress or cancel.
-    fn restore(
-        s: &ChunkStore,
-        index: &DiskIndex,
-        out: &Path,
-        threads: usize,
-    ) -> Result<(), StoreError> {
+    fn restore(s: &Vault, index: &DiskIndex, out: &Path, threads: usize) -> Result<(), StoreError> {
         restore_disk(
             s,
             index,
@@ -720,9 +715,9 @@ mod tests {
         .map(drop)
     }
 
-    fn store_with(chunks: &[&[u8]]) -> (tempfile::TempDir, ChunkStore, Vec<Digest>) {
+    fn store_with(chunks: &[&[u8]]) -> (tempfile::TempDir, Vault, Vec<Digest>) {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         let ds = chunks
             .iter()
             .map(|c| {
@@ -865,7 +860,7 @@ mod tests {
     }
 
     /// A one-chunk disk in a fresh store, and the folder to restore it into.
-    fn one_chunk_disk() -> (tempfile::TempDir, ChunkStore, DiskIndex) {
+    fn one_chunk_disk() -> (tempfile::TempDir, Vault, DiskIndex) {
         let (t, s, ds) = store_with(&[&random(1, 1 << 16)]);
         let index = DiskIndex {
             capacity: 1 << 20,

@@ -3,7 +3,7 @@
 //! which indexes reference which digests).
 
 use super::backup::io_workers;
-use super::{ChunkStore, Digest, StoreError, DEFAULT_CHUNK_SIZE};
+use super::{Digest, StoreError, Vault, DEFAULT_CHUNK_SIZE};
 use crate::cancel::{CancelToken, Progress};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -34,7 +34,7 @@ impl std::fmt::Display for ChunkFault {
 /// ones, in the order given. `progress` gets the raw bytes of each sound chunk added. An
 /// `Err` means verify itself could not run (cancelled, or no decompression context).
 pub fn verify_chunks(
-    store: &ChunkStore,
+    store: &Vault,
     digests: &[Digest],
     progress: &Progress,
     cancel: &CancelToken,
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn reports_every_faulty_chunk_once() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         let data: Vec<Vec<u8>> = (0..10)
             .map(|i| {
                 if i % 2 == 0 {
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn cancelled_verify_is_an_error() {
         let t = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(&t.path().join("chunks")).unwrap();
+        let s = Vault::open(&t.path().join("chunks")).unwrap();
         let c = CancelToken::new();
         c.cancel();
         let r = verify_chunks(&s, &[[1; 32]], &Progress::default(), &c, 2);
