@@ -170,9 +170,12 @@ fn key_before(text: &str, offset: usize) -> Option<&str> {
         return None;
     }
     let head = line[..eq].trim_end();
+    // After the last character that cannot be in a bare key (which may take several
+    // bytes: the key starts after all of them).
     let start = head
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rfind(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let key = &head[start..];
     (!key.is_empty()).then_some(key)
 }
@@ -621,6 +624,14 @@ pub fn expand_home(p: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn key_before_survives_multibyte_characters() {
+        assert_eq!(key_before("é=", 3), None);
+        assert_eq!(key_before("aé名x = ", 9), Some("x"));
+        assert_eq!(key_before("{ ⊕key = ", 11), Some("key"));
+    }
+
     use super::*;
 
     #[test]

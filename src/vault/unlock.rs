@@ -2,9 +2,10 @@
 //! new vault, and unlocking them with a key file or a passphrase.
 //!
 //! # Where things are
-//! - The **key slots** are files in the vault's `keys/` folder, one per slot, named by the
-//!   slot's id (the JSON of [`KeySlot`], which authenticates itself: see
-//!   [`crate::vault::keys`]). They hold the master key only wrapped.
+//! - The **key slots** are [`ObjectKind::Key`] objects of the vault's backend (files in
+//!   the vault's `keys/` folder on the local one), one per slot, named by the slot's id
+//!   (the JSON of [`KeySlot`], which authenticates itself: see [`crate::vault::keys`]).
+//!   They hold the master key only wrapped.
 //! - The **key file** lives outside the vault folder: by default
 //!   `<config folder>/keys/<vault id>.key` (mode 0600), or where the vault's `key_file`
 //!   says. Losing both the key file and every passphrase (and the paper key) loses the
@@ -21,9 +22,9 @@
 //! allows asking ([`KeySource::prompt`]).
 //!
 //! # Changing slots
-//! A slot is added as a new file (written whole, synced, then the folder synced) and removed
-//! by unlinking its file and syncing the folder: each change is durable when it returns, and
-//! a kill leaves each slot either whole or absent. Replacing a slot (a new passphrase) adds
+//! A slot is added with a conditional create (never replacing an object; durable when it
+//! returns) and removed by a delete and a sync of the store: each change is durable when
+//! it returns, and a kill leaves each slot either whole or absent. Replacing a slot (a new passphrase) adds
 //! the new one before removing the old, so a kill in between leaves both working.
 //!
 //! # A new vault
@@ -32,6 +33,7 @@
 //! which the next open completes (reusing a key file of that vault left by the killed
 //! run); an encrypted vault with data and no slot is refused.
 
+use super::backend::{Backend, BackendError, Created, LocalBackend, ObjectKind, ObjectName};
 use super::folder::VaultFolder;
 use super::keys::{self, KeyError, KeyFile, KeySlot, MasterKey, SlotKind};
 use crate::fsx::{Dir, FsxError};
@@ -49,6 +51,8 @@ pub enum UnlockError {
     Key(#[from] KeyError),
     #[error("vault keys: {0}")]
     Unsafe(#[from] FsxError),
+    #[error("vault keys: {0}")]
+    Storage(#[from] BackendError),
     /// Nothing given opens the vault.
     #[error("vault {} is encrypted and no key was found that opens it: {tried}. Give {ways}", .vault.display())]
     NoKey {
@@ -94,6 +98,7 @@ impl UnlockError {
             ),
             UnlockError::NoKey { .. } | UnlockError::PaperKeyRefused { .. } => true,
             UnlockError::Unsafe(_)
+            | UnlockError::Storage(_)
             | UnlockError::NoSlots { .. }
             | UnlockError::ForeignKey { .. }
             | UnlockError::BadSlot { .. } => false,
@@ -159,6 +164,18 @@ impl KeySource {
     }
 }
 
+/// The store of the key slots of the vault in `folder`; None when it has none (a vault
+/// of format 1, or one whose keys were never made: nothing is made by looking).
+fn slot_store(folder: &VaultFolder) -> Result<Option<LocalBackend>, UnlockError> {
+    if !folder.dir().exists(KEYS_DIR)? {
+        return Ok(None);
+    }
+    Ok(Some(LocalBackend::open_kinds(
+        folder.dir(),
+        &[ObjectKind::Key],
+    )?))
+}
+
 /// The key slots of the vault in `folder`, in the order of their ids.
 pub fn slots(folder: &VaultFolder) -> Result<Vec<KeySlot>, UnlockError> {
     let (good, bad) = readable_slots(folder)?;
@@ -171,49 +188,45 @@ pub fn slots(folder: &VaultFolder) -> Result<Vec<KeySlot>, UnlockError> {
     }
 }
 
-/// The key slots of the vault in `folder` that can be read, and what is wrong with the
-/// files of `keys/` that cannot (a stray or damaged file must not lock the vault out while
-/// a good slot opens it).
+/// The key slots of the vault in `folder` that can be read, and what is wrong with what
+/// cannot (a stray or damaged entry must not lock the vault out while a good slot opens
+/// it).
 pub fn readable_slots(folder: &VaultFolder) -> Result<(Vec<KeySlot>, Vec<String>), UnlockError> {
-    let dir = match folder.dir().subdir(KEYS_DIR, false) {
-        Ok(d) => d,
-        Err(e) if is_not_found(&e) => return Ok((Vec::new(), Vec::new())),
-        Err(e) => return Err(e.into()),
+    let Some(store) = slot_store(folder)? else {
+        return Ok((Vec::new(), Vec::new()));
     };
-    let mut names: Vec<String> = dir
-        .entry_names()?
-        .into_iter()
-        .filter_map(|n| n.into_string().ok())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
+    let mut names = store
+        .list(ObjectKind::Key)
+        .map(|r| r.map(|info| info.name))
+        .collect::<Result<Vec<_>, _>>()?;
     names.sort();
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     for name in names {
-        match read_slot(&dir, &name) {
+        match read_slot(&store, &name) {
             Ok(s) => good.push(s),
             Err(e) => bad.push(e.to_string()),
         }
     }
+    for stray in store.strays(ObjectKind::Key)? {
+        bad.push(format!("{stray}: not a key slot"));
+    }
     Ok((good, bad))
 }
 
-fn read_slot(dir: &Dir, name: &str) -> Result<KeySlot, UnlockError> {
-    use std::io::Read;
-    let path = dir.path_of(name);
+fn read_slot(store: &dyn Backend, name: &ObjectName) -> Result<KeySlot, UnlockError> {
+    let path = PathBuf::from(store.locate(ObjectKind::Key, name));
     let bad = |reason: String| UnlockError::BadSlot {
         path: path.clone(),
         reason,
     };
-    let f = dir.open_read(name)?;
     let mut bytes = Vec::new();
-    f.take(SLOT_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(e.to_string()))?;
-    if bytes.len() as u64 > SLOT_LIMIT {
-        return Err(bad("larger than any key slot".into()));
+    match store.get_into(ObjectKind::Key, name, &mut bytes, SLOT_LIMIT) {
+        Ok(()) => {}
+        Err(BackendError::TooLarge { .. }) => return Err(bad("larger than any key slot".into())),
+        Err(e) => return Err(e.into()),
     }
-    let slot = KeySlot::from_json(name, &bytes)?;
-    if slot.id() != name {
+    let slot = KeySlot::from_json(name.as_str(), &bytes)?;
+    if slot.id() != name.as_str() {
         return Err(bad(format!(
             "it says it is slot {}, under the name {name}",
             slot.id()
@@ -222,23 +235,36 @@ fn read_slot(dir: &Dir, name: &str) -> Result<KeySlot, UnlockError> {
     Ok(slot)
 }
 
-/// Adds `slot` to the vault in `folder`: a new file, durable when this returns, never
-/// replacing one.
-pub fn add_slot(folder: &VaultFolder, slot: &KeySlot) -> Result<(), UnlockError> {
-    let dir = folder.dir().subdir(KEYS_DIR, true)?;
-    let json = slot.to_json()?;
-    dir.write_new(slot.id(), &json, 0o600)?;
-    // `write_new` synced `keys/`; the vault folder too, in case `keys/` was just made.
-    folder.dir().sync()?;
-    Ok(())
+/// The object name of slot `id`.
+fn slot_name(id: &str) -> Result<ObjectName, UnlockError> {
+    ObjectName::new(id).map_err(|e| UnlockError::BadSlot {
+        path: PathBuf::from(KEYS_DIR).join(crate::fmt::echo(id)),
+        reason: e.to_string(),
+    })
 }
 
-/// Removes the slot `id` from the vault in `folder`: its file is unlinked and the folder
-/// synced, so the removal is durable when this returns.
+/// Adds `slot` to the vault in `folder`: a new object, durable when this returns, never
+/// replacing one.
+pub fn add_slot(folder: &VaultFolder, slot: &KeySlot) -> Result<(), UnlockError> {
+    let store = LocalBackend::open_kinds(folder.dir(), &[ObjectKind::Key])?;
+    let json = slot.to_json()?;
+    let name = slot_name(slot.id())?;
+    match store.create(ObjectKind::Key, &name, &json)? {
+        Created::New => Ok(()),
+        Created::AlreadyExists => Err(UnlockError::BadSlot {
+            path: PathBuf::from(store.locate(ObjectKind::Key, &name)),
+            reason: "a key slot of that id is there already; nothing was replaced".into(),
+        }),
+    }
+}
+
+/// Removes the slot `id` from the vault in `folder`, durably when this returns.
 pub fn remove_slot(folder: &VaultFolder, id: &str) -> Result<(), UnlockError> {
-    let dir = folder.dir().subdir(KEYS_DIR, false)?;
-    dir.remove_file(id)?;
-    dir.sync()?;
+    let Some(store) = slot_store(folder)? else {
+        return Ok(());
+    };
+    store.delete(ObjectKind::Key, &slot_name(id)?)?;
+    store.sync()?;
     Ok(())
 }
 
