@@ -51,6 +51,9 @@ impl CatalogMirror for VaultMirror {
     }
 
     fn points_changed(&self, catalog: &Catalog, ids: &[String]) {
+        // Rewritten unsynced, then made durable together: one sync of the store for a
+        // prune that restates many points, not one per manifest.
+        let mut written = false;
         for id in ids {
             let point = match catalog.point(id) {
                 Ok(Some(p)) => p,
@@ -69,8 +72,14 @@ impl CatalogMirror for VaultMirror {
                 continue;
             }
             m.point = point;
-            if let Err(e) = manifest::write_manifest(&self.store, &m, true) {
-                self.warn("point manifest", &e);
+            match manifest::write_manifest(&self.store, &m, false) {
+                Ok(()) => written = true,
+                Err(e) => self.warn("point manifest", &e),
+            }
+        }
+        if written {
+            if let Err(e) = self.store.sync() {
+                self.warn("syncing point manifests", &e);
             }
         }
     }

@@ -125,34 +125,20 @@ impl Engine {
             }
             // Rows are gone (committed); the files are garbage now. A folder that cannot be
             // removed stays announced, for garbage collection to try again.
-            let gone = super::in_parallel(&remove, |p| {
+            // Rows are gone (committed); the objects are garbage now. Their announcements
+            // stay until garbage collection has made their removal durable (one sync for
+            // all the prunes since the last one, instead of one per prune): objects a crash
+            // brought back unannounced would stop garbage collection, as points the catalog
+            // cannot account for. One that cannot be removed now is removed by GC too.
+            super::in_parallel(&remove, |p| {
                 let disks: Vec<u32> = p.disks.iter().map(|d| d.index).collect();
-                match ctx.engine.remove_point_objects(&p.id, &disks) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(
-                            "removing recovery point {}: {e}; garbage collection will try again",
-                            p.id
-                        );
-                        false
-                    }
+                if let Err(e) = ctx.engine.remove_point_objects(&p.id, &disks) {
+                    tracing::warn!(
+                        "removing recovery point {}: {e}; garbage collection will try again",
+                        p.id
+                    );
                 }
             });
-            let removed: Vec<String> = ids
-                .iter()
-                .zip(gone)
-                .filter(|(_, gone)| *gone)
-                .map(|(id, _)| id.clone())
-                .collect();
-            // Their removal durable before their announcements go: indexes a crash brought
-            // back unannounced would stop garbage collection (points the catalog cannot
-            // account for).
-            if !removed.is_empty() {
-                ctx.engine.store()?.sync().map_err(|e| {
-                    JobFail::vault("Could not remove expired recovery points", e.to_string())
-                })?;
-            }
-            ctx.engine.inner.catalog.delete_point_writes(&removed)?;
             let items: HashSet<&str> = remove.iter().map(|p| p.item_id.as_str()).collect();
             for item_id in items {
                 ctx.engine.publish(Event::PointsChanged {
@@ -204,9 +190,18 @@ impl Engine {
             let stale: HashSet<String> = stale_writes.into_iter().map(|w| w.point_id).collect();
             let mut kept = Vec::new();
             let mut unfinished = Vec::new();
+            // Points a prune removed, whose objects are gone: only their announcements are
+            // left, to go once the removal is durable.
+            let mut removed_by_prune = Vec::new();
             let describes_points = store.format().version() >= 2;
             for w in engine.inner.catalog.point_writes()? {
                 ctx.cancel.check()?;
+                if matches!(w.purpose, crate::vault::catalog::WritePurpose::Remove)
+                    && !stored.contains_key(&w.point_id)
+                {
+                    removed_by_prune.push(w.point_id);
+                    continue;
+                }
                 // In format 2 a point is committed only once its manifest is durable: a
                 // folder without one was never committed by any catalog, finished or not.
                 let never_committed =
@@ -268,13 +263,14 @@ impl Engine {
                         )
                     })?;
             }
-            if !unfinished.is_empty() {
+            if !unfinished.is_empty() || !removed_by_prune.is_empty() {
                 // Gone for good before their announcements go (see prune).
                 store.sync().map_err(|e| {
                     JobFail::vault("Could not remove an unfinished recovery point", e.to_string())
                 })?;
             }
             engine.inner.catalog.delete_point_writes(&unfinished)?;
+            engine.inner.catalog.delete_point_writes(&removed_by_prune)?;
             let known: Vec<(crate::vault::store::Digest, chrono::DateTime<chrono::Utc>)> =
                 engine.inner.catalog.chunks_added()?;
             let mut in_table: HashSet<crate::vault::store::Digest> =
