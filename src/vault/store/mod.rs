@@ -1,13 +1,17 @@
-//! The vault's data path: the chunk store, disk indexes, and the backup, restore and verify
-//! pipelines that move disk bytes in and out of them.
+//! The vault's data path: the [`Vault`] (its objects, through a storage backend), disk
+//! indexes, and the backup, restore and verify pipelines that move disk bytes in and out.
 //!
 //! # What lives where
-//! - [`chunks`]: [`Vault`], content-addressed chunk files under
-//!   `<chunks dir>/ab/abcdef…` (256 fan-out folders named by the first byte of the BLAKE3
-//!   digest of the raw bytes). Each file is a 16-byte versioned header + the payload, zstd or
-//!   raw (whichever is smaller).
-//! - [`index`]: [`DiskIndex`], one file per disk per recovery point: the digest of every
-//!   non-hole chunk slot, with a BLAKE3 checksum over the whole file.
+//! - [`chunks`]: [`Vault`] and its content-addressed chunks, chunk objects
+//!   of the vault's backend (on the local one `chunks/ab/abcdef…`, 256 fan-out folders
+//!   named by the first byte of the chunk's name). Format 1: a 16-byte versioned header +
+//!   the payload, zstd or raw (whichever is smaller); format 2: a codec blob (compressed,
+//!   then encrypted).
+//! - [`points`]: the rest of a vault's objects through the same backend: the indexes and
+//!   manifest of each recovery point, the item and policy objects, what the store holds of
+//!   each point (for garbage collection), and removing a point manifest first.
+//! - [`index`]: [`DiskIndex`], one object per disk per recovery point: the digest of every
+//!   non-hole chunk slot, with a BLAKE3 checksum over the whole of it.
 //! - [`backup`]: [`backup_disk`], the bounded parallel pipeline read → zero check → hash →
 //!   dedup → compress → write, plus [`PinSet`] (digests a running backup relies on).
 //! - [`restore`]: [`restore_disk`], parallel fetch + decompress + verify + `pwrite` into a
