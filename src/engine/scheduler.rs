@@ -487,9 +487,11 @@ impl Engine {
             let now = self.now();
             let due = self.due_backups(now)?;
             if !due.is_empty() {
-                for (item, at) in &due {
-                    self.mark_scheduled(&item.id, *at)?;
-                }
+                // One transaction for the round's items.
+                let ids: Vec<&str> = due.iter().map(|(item, _)| item.id.as_str()).collect();
+                self.inner.catalog.update_items(&ids, |i, item| {
+                    item.last_scheduled_run = Some(due[i].1);
+                })?;
                 for job in self.backup_round(&due, now) {
                     let job = job?;
                     report.backups += 1;
