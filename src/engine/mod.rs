@@ -244,7 +244,36 @@ pub(crate) struct Inner {
     /// The unlocked master key of an encrypted vault this process owns (wiped when the
     /// engine is dropped; never logged): key slots can be added and removed with it.
     pub keyring: Option<keys::Keyring>,
+    /// Manifest removals not yet known to be durable ([`Engine::remove_manifests`]).
+    pub manifest_removals: ManifestRemovals,
     _lock: Option<VaultLock>,
+}
+
+/// Counts batches of manifests removed without a sync ([`Engine::remove_manifests`]) and
+/// how many of them a sync started after their removal has made durable.
+#[derive(Default)]
+pub(crate) struct ManifestRemovals {
+    /// Batches whose files are removed (counted once the last file is gone).
+    removed: std::sync::atomic::AtomicU64,
+    /// Every batch up to this one is durable.
+    synced: std::sync::atomic::AtomicU64,
+}
+
+impl ManifestRemovals {
+    /// The batches a sync that starts now will cover.
+    pub(crate) fn before_sync(&self) -> u64 {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A sync that started when [`ManifestRemovals::before_sync`] said `upto` succeeded.
+    pub(crate) fn synced(&self, upto: u64) {
+        self.synced
+            .fetch_max(upto, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn all_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::SeqCst) >= self.before_sync()
+    }
 }
 
 /// A handle to the engine of one vault. Cheap to clone.
@@ -469,6 +498,7 @@ impl Engine {
             layout,
             new_key_file,
             keyring,
+            manifest_removals: ManifestRemovals::default(),
             _lock: lock,
         };
         let engine = Engine {
@@ -653,24 +683,49 @@ impl Engine {
     /// Removes the manifests of points about to be deleted, durably (one sync of the file
     /// system): a kill before their rows go leaves points the catalog still lists (the next
     /// prune removes them), never manifests a rebuild would bring back once their rows, and
-    /// then their chunks, were gone.
+    /// then their chunks, were gone. Manifests an earlier [`Engine::remove_manifests`]
+    /// removed that no sync has covered yet are made durable by this sync too.
     pub(crate) fn forget_manifests(&self, ids: &[String]) -> std::io::Result<()> {
-        let mut removed = false;
-        for id in ids {
-            let dir = self.point_dir(id);
-            if foreign_point_folder(&dir).is_some() {
-                continue;
-            }
-            match std::fs::remove_file(dir.join(crate::vault::manifest::MANIFEST_FILE)) {
-                Ok(()) => removed = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if removed {
+        let removed = self.remove_manifests(ids)?;
+        let removals = &self.inner.manifest_removals;
+        let upto = removals.before_sync();
+        if removed || !removals.all_synced() {
             sync_file_system(&self.inner.opts.dir.join(POINTS_DIR))?;
+            removals.synced(upto);
         }
         Ok(())
+    }
+
+    /// Removes the manifests of points a prune is about to delete, without a sync: a sync of
+    /// the points folder's file system that starts after this returns makes the removal
+    /// durable, and is told so with [`ManifestRemovals::synced`] (`sim advance` lets the
+    /// sync of its round's manifests do it); until then [`Engine::forget_manifests`] syncs.
+    /// Returns whether a manifest was removed.
+    pub(crate) fn remove_manifests(&self, ids: &[String]) -> std::io::Result<bool> {
+        let mut removed = false;
+        let result = (|| {
+            for id in ids {
+                let dir = self.point_dir(id);
+                if foreign_point_folder(&dir).is_some() {
+                    continue;
+                }
+                match std::fs::remove_file(dir.join(crate::vault::manifest::MANIFEST_FILE)) {
+                    Ok(()) => removed = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })();
+        if removed {
+            // Counted once its files are gone (even when a later one failed), so that a
+            // sync counted as covering it started after they were.
+            self.inner
+                .manifest_removals
+                .removed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        result.map(|()| removed)
     }
 
     pub(crate) fn remove_point_folder(&self, point_id: &str) -> std::io::Result<()> {
