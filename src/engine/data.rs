@@ -639,6 +639,21 @@ impl Engine {
         &self,
         batch: Vec<(&JobCtx, WrittenBackup)>,
     ) -> Vec<super::jobs::JobResult> {
+        self.commit_backups_with(batch, &[])
+    }
+
+    /// [`Engine::commit_backups`], removing the manifests of the points `expiring` (those
+    /// the prune that follows will delete) before the sync that makes the new points'
+    /// manifests durable, so that this one sync also makes their removal durable and the
+    /// prune needs none of its own (see [`Engine::remove_manifests`]). A kill before the
+    /// prune leaves points the catalog lists without their manifests, as a kill between
+    /// the prune's removal of their manifests and of their rows does: the next prune
+    /// removes them.
+    pub(crate) fn commit_backups_with(
+        &self,
+        batch: Vec<(&JobCtx, WrittenBackup)>,
+        expiring: &[String],
+    ) -> Vec<super::jobs::JobResult> {
         let mut results: Vec<Option<super::jobs::JobResult>> = batch.iter().map(|_| None).collect();
         let mut written = Vec::with_capacity(batch.len());
         for (i, (ctx, w)) in batch.into_iter().enumerate() {
@@ -665,7 +680,7 @@ impl Engine {
             }
         }
         let written = going_on;
-        for (i, result) in self.commit_written(written) {
+        for (i, result) in self.commit_written(written, expiring) {
             results[i] = Some(result);
         }
         results
@@ -739,6 +754,7 @@ impl Engine {
     fn commit_written(
         &self,
         written: Vec<(usize, &JobCtx, WrittenBackup)>,
+        expiring: &[String],
     ) -> Vec<(usize, super::jobs::JobResult)> {
         let mut out = Vec::with_capacity(written.len());
         let mut ready = Vec::with_capacity(written.len());
@@ -771,6 +787,11 @@ impl Engine {
                 }
             }
             ready = described;
+            if let Err(e) = self.remove_manifests(expiring) {
+                // The prune removes them itself (and says why it cannot).
+                tracing::debug!("removing the manifests of expired points before the prune: {e}");
+            }
+            let removals = self.inner.manifest_removals.before_sync();
             if let Err(fail) = self.sync_vault_files() {
                 for (i, p) in ready.drain(..) {
                     out.push((i, Err(fail.duplicate())));
@@ -778,6 +799,7 @@ impl Engine {
                 }
                 return out;
             }
+            self.inner.manifest_removals.synced(removals);
         }
         let all: Vec<_> = ready.iter().map(|(_, p)| p.commit()).collect();
         let together = self.inner.catalog.commit_points(&all);

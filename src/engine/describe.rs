@@ -25,8 +25,10 @@ impl VaultMirror {
 }
 
 impl CatalogMirror for VaultMirror {
+    /// Rewrites the objects of the items `ids`, side by side (replacing a file waits for
+    /// the disk to discard the old one's blocks on file systems mounted with `discard`).
     fn items_changed(&self, catalog: &Catalog, ids: &[String]) {
-        for id in ids {
+        super::in_parallel(ids, |id| {
             let item = match catalog.item(id) {
                 Ok(i) => i,
                 Err(e) => return self.warn("reading an item", &e),
@@ -34,7 +36,7 @@ impl CatalogMirror for VaultMirror {
             if let Err(e) = manifest::write_item(&self.store, &self.vault_id, id, item.as_ref()) {
                 self.warn("item", &e);
             }
-        }
+        });
     }
 
     fn policies_changed(&self, catalog: &Catalog, names: &[String]) {
@@ -50,34 +52,41 @@ impl CatalogMirror for VaultMirror {
         }
     }
 
+    /// Rewrites the manifests of the points `ids` whose rows changed, side by side and
+    /// unsynced, then makes them durable with one sync of the store (a prune restates a
+    /// point per item: one by one, their fsyncs were most of a `sim advance` round's prune;
+    /// a replacing put still waits for its own temp file's fsync, and those run at once).
     fn points_changed(&self, catalog: &Catalog, ids: &[String]) {
-        // Rewritten unsynced, then made durable together: one sync of the store for a
-        // prune that restates many points, not one per manifest.
-        let mut written = false;
-        for id in ids {
+        let written = super::in_parallel(ids, |id| {
             let point = match catalog.point(id) {
                 Ok(Some(p)) => p,
-                Ok(None) => continue,
-                Err(e) => return self.warn("reading a point", &e),
+                Ok(None) => return false,
+                Err(e) => {
+                    self.warn("reading a point", &e);
+                    return false;
+                }
             };
             let mut m: PointManifest =
                 match manifest::read_manifest(&self.store, id, &self.vault_id) {
                     Ok(m) => m,
                     Err(e) => {
                         self.warn("reading a point manifest", &e);
-                        continue;
+                        return false;
                     }
                 };
             if m.point == point {
-                continue;
+                return false;
             }
             m.point = point;
             match manifest::write_manifest(&self.store, &m, false) {
-                Ok(()) => written = true,
-                Err(e) => self.warn("point manifest", &e),
+                Ok(()) => true,
+                Err(e) => {
+                    self.warn("point manifest", &e);
+                    false
+                }
             }
-        }
-        if written {
+        });
+        if written.contains(&true) {
             if let Err(e) = self.store.sync() {
                 self.warn("syncing point manifests", &e);
             }

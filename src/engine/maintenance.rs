@@ -39,7 +39,7 @@ fn refused(message: String) -> JobFail {
 
 impl Engine {
     /// Which points Prune would remove now, and which soft-deleted items it would purge.
-    fn prune_plan(&self, purge_only: bool) -> Result<(Vec<RecoveryPoint>, Vec<Item>)> {
+    pub(super) fn prune_plan(&self, purge_only: bool) -> Result<(Vec<RecoveryPoint>, Vec<Item>)> {
         let now = self.now();
         let mut remove = Vec::new();
         let mut purge = Vec::new();

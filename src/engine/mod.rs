@@ -244,7 +244,36 @@ pub(crate) struct Inner {
     /// The unlocked master key of an encrypted vault this process owns (wiped when the
     /// engine is dropped; never logged): key slots can be added and removed with it.
     pub keyring: Option<keys::Keyring>,
+    /// Manifest removals not yet known to be durable ([`Engine::remove_manifests`]).
+    pub manifest_removals: ManifestRemovals,
     _lock: Option<VaultLock>,
+}
+
+/// Counts batches of manifests removed without a sync ([`Engine::remove_manifests`]) and
+/// how many of them a sync started after their removal has made durable.
+#[derive(Default)]
+pub(crate) struct ManifestRemovals {
+    /// Batches whose files are removed (counted once the last file is gone).
+    removed: std::sync::atomic::AtomicU64,
+    /// Every batch up to this one is durable.
+    synced: std::sync::atomic::AtomicU64,
+}
+
+impl ManifestRemovals {
+    /// The batches a sync that starts now will cover.
+    pub(crate) fn before_sync(&self) -> u64 {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A sync that started when [`ManifestRemovals::before_sync`] said `upto` succeeded.
+    pub(crate) fn synced(&self, upto: u64) {
+        self.synced
+            .fetch_max(upto, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn all_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::SeqCst) >= self.before_sync()
+    }
 }
 
 /// A handle to the engine of one vault. Cheap to clone.
@@ -464,6 +493,7 @@ impl Engine {
             layout,
             new_key_file,
             keyring,
+            manifest_removals: ManifestRemovals::default(),
             _lock: lock,
         };
         let engine = Engine {
@@ -634,18 +664,49 @@ impl Engine {
             .ok_or_else(|| EngineError::Failed("the chunk store is not open".into()))
     }
 
-    /// Removes the manifests of points about to be deleted, durably: a kill before their
-    /// rows go leaves points the catalog still lists (the next prune removes them), never
-    /// manifests a rebuild would bring back once their rows, and then their chunks, were
-    /// gone.
+    /// Removes the manifests of points about to be deleted, durably (one sync of the store):
+    /// a kill before their rows go leaves points the catalog still lists (the next prune
+    /// removes them), never manifests a rebuild would bring back once their rows, and then
+    /// their chunks, were gone. Manifests an earlier [`Engine::remove_manifests`] removed
+    /// that no sync has covered yet are made durable by this sync too.
     pub(crate) fn forget_manifests(&self, ids: &[String]) -> std::result::Result<(), StoreError> {
         if self.format_version() < 2 {
             return Ok(());
         }
-        self.store()
-            .map_err(|e| StoreError::Invalid(e.to_string()))?
-            .remove_manifests(ids)
-            .map(|_| ())
+        let removed = self.remove_manifests(ids)?;
+        let removals = &self.inner.manifest_removals;
+        let upto = removals.before_sync();
+        if removed || !removals.all_synced() {
+            self.owned_store()?.sync()?;
+            removals.synced(upto);
+        }
+        Ok(())
+    }
+
+    /// Removes the manifests of points a prune is about to delete, without a sync: a sync of
+    /// the store that starts after this returns makes the removal durable, and is told so
+    /// with [`ManifestRemovals::synced`] (`sim advance` lets the sync of its round's
+    /// manifests do it); until then [`Engine::forget_manifests`] syncs. Returns whether a
+    /// manifest was removed.
+    pub(crate) fn remove_manifests(&self, ids: &[String]) -> std::result::Result<bool, StoreError> {
+        if self.format_version() < 2 {
+            return Ok(false);
+        }
+        let removed = self.owned_store()?.remove_manifests_unsynced(ids)?;
+        if removed > 0 {
+            // Counted once they are gone, so that a sync counted as covering them started
+            // after they were.
+            self.inner
+                .manifest_removals
+                .removed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(removed > 0)
+    }
+
+    /// The vault's store, for an operation that changes it (an error naming why not).
+    fn owned_store(&self) -> std::result::Result<&Vault, StoreError> {
+        self.store().map_err(|e| StoreError::Invalid(e.to_string()))
     }
 
     /// Removes what the store holds of a point: its manifest first, durably, so that a
@@ -656,9 +717,7 @@ impl Engine {
         point_id: &str,
         disks: &[u32],
     ) -> std::result::Result<(), StoreError> {
-        self.store()
-            .map_err(|e| StoreError::Invalid(e.to_string()))?
-            .remove_point(point_id, disks)
+        self.owned_store()?.remove_point(point_id, disks)
     }
 
     pub(crate) fn save_clock(&self) -> Result<()> {

@@ -444,7 +444,12 @@ impl Engine {
                 Err(e) => jobs.push(Err(e)),
             }
         }
-        let results = self.commit_backups(ctxs.iter().zip(written).collect());
+        // The prune that follows the round: its points' manifests go with the round's sync.
+        let expiring: Vec<String> = match self.prune_plan(false) {
+            Ok((points, _)) => points.into_iter().map(|p| p.id).collect(),
+            Err(_) => Vec::new(),
+        };
+        let results = self.commit_backups_with(ctxs.iter().zip(written).collect(), &expiring);
         for ((ctx, item), result) in ctxs.iter().zip(items).zip(results) {
             note_backup_failure(ctx, item, &result);
             self.finish_job(ctx, result);
@@ -487,9 +492,11 @@ impl Engine {
             let now = self.now();
             let due = self.due_backups(now)?;
             if !due.is_empty() {
-                for (item, at) in &due {
-                    self.mark_scheduled(&item.id, *at)?;
-                }
+                // One transaction for the round's items.
+                let ids: Vec<&str> = due.iter().map(|(item, _)| item.id.as_str()).collect();
+                self.inner.catalog.update_items(&ids, |i, item| {
+                    item.last_scheduled_run = Some(due[i].1);
+                })?;
                 for job in self.backup_round(&due, now) {
                     let job = job?;
                     report.backups += 1;

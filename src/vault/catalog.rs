@@ -913,6 +913,30 @@ impl Catalog {
         .map(|_| ())
     }
 
+    /// Applies `f` to each item of `ids` (with its position in `ids`), all in one
+    /// transaction; the mirror is told of them together.
+    pub fn update_items(&self, ids: &[&str], f: impl Fn(usize, &mut Item)) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        for (i, id) in ids.iter().enumerate() {
+            let mut item = tx
+                .prepare_cached(&format!(
+                    "SELECT {} FROM items WHERE id = ?1",
+                    Self::ITEM_COLS
+                ))
+                .and_then(|mut st| st.query_row([id], Self::item_from_row).optional())
+                .map_err(|e| self.sql(e))?
+                .ok_or_else(|| self.invalid(format!("no item with id {id}")))?;
+            f(i, &mut item);
+            Self::put_item_tx(&tx, &item).map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))?;
+        drop(conn);
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        self.notify_items(&ids);
+        Ok(())
+    }
+
     /// Applies `f` to the item in one transaction and returns the new row.
     pub fn update_item(&self, id: &str, f: impl FnOnce(&mut Item)) -> Result<Item> {
         let mut conn = self.lock();

@@ -249,22 +249,24 @@ impl Vault {
     /// catalog rows (and then the chunks) of its point were gone. Returns how many were
     /// there.
     pub fn remove_manifests(&self, ids: &[String]) -> Result<usize, StoreError> {
+        let removed = self.remove_manifests_unsynced(ids)?;
+        if removed > 0 {
+            self.sync()?;
+        }
+        Ok(removed)
+    }
+
+    /// [`Vault::remove_manifests`] without the sync: durable at the next [`Vault::sync`],
+    /// which the caller must see to before it relies on the removal.
+    pub fn remove_manifests_unsynced(&self, ids: &[String]) -> Result<usize, StoreError> {
         let mut removed = 0;
         for id in ids {
             let name = self.point_object(id)?;
-            if self
-                .backend()
-                .stat(ObjectKind::Manifest, &name)
-                .ok()
-                .flatten()
-                .is_some()
-            {
+            let there = self.backend().stat(ObjectKind::Manifest, &name);
+            if there.ok().flatten().is_some() {
                 removed += 1;
             }
             self.backend().delete(ObjectKind::Manifest, &name)?;
-        }
-        if removed > 0 {
-            self.sync()?;
         }
         Ok(removed)
     }
