@@ -774,7 +774,7 @@ impl Engine {
             if let Err(fail) = self.sync_vault_files() {
                 for (i, p) in ready.drain(..) {
                     out.push((i, Err(fail.duplicate())));
-                    self.discard_ready(p);
+                    self.discard_described(p);
                 }
                 return out;
             }
@@ -787,17 +787,18 @@ impl Engine {
                 Ok(()) => Ok(()),
                 Err(_) => self.inner.catalog.commit_points(&[p.commit()]),
             };
-            drop(p.pins);
+            let item_id = p.point.item_id.clone();
             if result.is_err() {
                 // Not committed: its chunks are no point's (those the catalog has committed
-                // after all stay, see discard_uncommitted).
-                self.discard_chunks(&p.new_chunks);
+                // after all stay, see discard_uncommitted), and its manifest must not name
+                // them once they are gone.
+                self.discard_described(p);
+            } else {
+                drop(p.pins);
             }
             out.push((i, result.map(|()| JobEnd::Saved).map_err(JobFail::from)));
             self.publish(Event::ItemsChanged);
-            self.publish(Event::PointsChanged {
-                item_id: p.point.item_id.clone(),
-            });
+            self.publish(Event::PointsChanged { item_id });
         }
         out
     }
@@ -831,6 +832,37 @@ impl Engine {
         } = p;
         drop(pins);
         self.discard_chunks(&new_chunks);
+    }
+
+    /// [`Engine::discard_ready`] of a point whose manifest may already be in the store (its
+    /// commit failed: a full disk under the catalog, say). The manifest goes first, durably,
+    /// and the indexes with it: a manifest left behind would name chunks given back here,
+    /// and garbage collection would keep it as a point some newer catalog committed, a
+    /// rebuild bring it back damaged. When the catalog has the point after all, or its
+    /// objects cannot be removed, the chunks stay (garbage collection sees to them).
+    fn discard_described(&self, p: ReadyPoint) {
+        if self.format_version() < 2 {
+            return self.discard_ready(p);
+        }
+        match self.inner.catalog.point(&p.point.id) {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(e) => {
+                tracing::warn!(
+                    "recovery point {} was not committed, but the catalog cannot say so ({e}): its data is left for garbage collection",
+                    p.point.id
+                );
+                return;
+            }
+        }
+        let disks: Vec<u32> = p.index_hashes.iter().map(|(d, _)| *d).collect();
+        match self.remove_point_objects(&p.point.id, &disks) {
+            Ok(()) => self.discard_ready(p),
+            Err(e) => tracing::warn!(
+                "removing recovery point {}, which was not committed: {e}; its data is left for garbage collection",
+                p.point.id
+            ),
+        }
     }
 
     /// [`Engine::discard_chunks`] of a written backup that will not be committed.
