@@ -550,6 +550,17 @@ fn a_linked_point_folder_is_never_read_or_emptied_through() {
         ],
     );
     assert!(err.contains("symbolic link"), "{err}");
+    // Named as what it is: the point's folder. Removing `<folder>/disk0.idx`, as a message
+    // naming that would ask, would delete the file outside the vault the link points to.
+    assert!(
+        err.contains(&format!("Remove it in {}\n", folder.display()))
+            || err.contains(&format!("Remove it in {} ", folder.display()))
+            || err
+                .trim_end()
+                .ends_with(&format!("Remove it in {}", folder.display())),
+        "{err}"
+    );
+    assert!(!err.contains("disk0.idx): a symbolic link"), "{err}");
 
     env.ok(&["stop-protection", "app01", "--delete-data"]);
     env.ok(&["sim", "advance", "15d"]);
