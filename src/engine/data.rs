@@ -1318,6 +1318,9 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     // Entries in the vault that are no objects of it: never read, named so that the
     // administrator can remove them (a planted link, a file copied in by hand).
     let mut strays = Vec::new();
+    // Folders that could not be looked through (a folder someone else may write, say): no
+    // entries of theirs, but said as what they are.
+    let mut unlisted = Vec::new();
     for kind in [
         ObjectKind::Chunk,
         ObjectKind::Index,
@@ -1326,16 +1329,19 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     ] {
         match store.backend().strays(kind) {
             Ok(found) => strays.extend(found.into_iter().map(|s| s.to_string())),
-            Err(e) => strays.push(format!(
-                "the vault's {kind} objects could not be listed: {e}"
+            Err(e) => unlisted.push(format!(
+                "the vault's {kind} objects could not be looked through for entries that are no objects: {e}"
             )),
         }
     }
     if !strays.is_empty() {
         ctx.detail("stray_entries", strays.clone());
     }
+    if !unlisted.is_empty() {
+        ctx.detail("not_looked_through", unlisted.clone());
+    }
     if damaged.is_empty() {
-        let warnings = match strays.len() {
+        let mut warnings = match strays.len() {
             0 => vec![],
             n => {
                 const SHOWN: usize = 10;
@@ -1349,10 +1355,15 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
                 if n > SHOWN {
                     w.push_str(&format!("; and {} more (see the job's details)", n - SHOWN));
                 }
-                w.push_str(". Remove them while vmvault is stopped");
+                w.push_str(if n == 1 {
+                    ". Remove it while vmvault is stopped"
+                } else {
+                    ". Remove them while vmvault is stopped"
+                });
                 vec![w]
             }
         };
+        warnings.extend(unlisted);
         return Ok(JobEnd::Done { warnings });
     }
     let affected: Vec<serde_json::Value> = damaged
