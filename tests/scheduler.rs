@@ -329,6 +329,7 @@ fn sim_advance_collects_garbage_every_eighth_day_whatever_the_speed() {
         );
     }
     assert_eq!(report["gc_runs"], gc.len());
+    assert_eq!(report["gc_failed"], 0);
     // Every point committed, one per VM and day, with its scheduled instant.
     for vm in ["jump01", "app01"] {
         let points = env.json(&["points", vm]);
@@ -339,4 +340,32 @@ fn sim_advance_collects_garbage_every_eighth_day_whatever_the_speed() {
         days.dedup();
         assert_eq!(days.len(), 30, "{vm}");
     }
+}
+
+/// A garbage collection that `sim advance` runs and that is refused (here the store holds a
+/// point the catalog does not know) is said to have failed, with its job: nothing is freed
+/// until someone looks, and the summary must not read as if it ran.
+#[test]
+fn sim_advance_says_when_its_garbage_collection_is_refused() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    env.backup("app01");
+    let stray = env
+        .vault_dir("test-we")
+        .join("points")
+        .join("unknown-point");
+    std::fs::create_dir(&stray).unwrap();
+    std::fs::write(stray.join("manifest"), b"not ours").unwrap();
+    let out = env.run(&["sim", "advance", "32d"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("garbage collection(s) failed or were refused")
+            && stderr.contains("vmvault job "),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&stray).unwrap();
+    let report = env.json(&["sim", "advance", "9d"]);
+    assert_eq!(report["gc_failed"], 0, "{report:#}");
+    assert!(report["gc_runs"].as_u64().unwrap() >= 1, "{report:#}");
 }

@@ -550,6 +550,17 @@ fn a_linked_point_folder_is_never_read_or_emptied_through() {
         ],
     );
     assert!(err.contains("symbolic link"), "{err}");
+    // Named as what it is: the point's folder. Removing `<folder>/disk0.idx`, as a message
+    // naming that would ask, would delete the file outside the vault the link points to.
+    assert!(
+        err.contains(&format!("Remove it in {}\n", folder.display()))
+            || err.contains(&format!("Remove it in {} ", folder.display()))
+            || err
+                .trim_end()
+                .ends_with(&format!("Remove it in {}", folder.display())),
+        "{err}"
+    );
+    assert!(!err.contains("disk0.idx): a symbolic link"), "{err}");
 
     env.ok(&["stop-protection", "app01", "--delete-data"]);
     env.ok(&["sim", "advance", "15d"]);
@@ -660,4 +671,20 @@ fn verify_names_what_is_in_the_vault_but_not_stored_by_it() {
     }
     std::fs::remove_file(&link).unwrap();
     assert_eq!(env.json(&["verify"])["status"], "Completed");
+
+    // One entry is "it"; a folder that cannot be looked through (others may write it) is
+    // said as such, not counted as an entry.
+    std::fs::write(&planted[0], b"junk").unwrap();
+    let open = vault.join("points").join("open-to-all");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let job = env.json(&["verify"]);
+    let warnings = job["details"]["warnings"].to_string();
+    assert!(warnings.contains("1 entry"), "{job:#}");
+    assert!(warnings.contains("Remove it while"), "{job:#}");
+    assert!(
+        warnings.contains("could not be looked through") && warnings.contains("open-to-all"),
+        "{job:#}"
+    );
+    assert_eq!(job["details"]["stray_entries"].as_array().unwrap().len(), 1);
 }

@@ -1722,6 +1722,13 @@ async fn sim(setup: &Setup, cmd: SimCommand) -> Result<u8> {
                     r.elapsed_seconds
                 );
             }
+            if let Some(job) = &r.gc_failed_job {
+                errln!(
+                    "warning: {} of the {} garbage collection(s) failed or were refused, so nothing was freed by them; `vmvault job {job}` says why",
+                    r.gc_failed,
+                    r.gc_runs
+                );
+            }
             if r.interrupted {
                 errln!(
                     "Interrupted at {} UTC (simulated); `vmvault sim advance` goes on from there.",

@@ -795,7 +795,7 @@ impl Engine {
             if let Err(fail) = self.sync_vault_files() {
                 for (i, p) in ready.drain(..) {
                     out.push((i, Err(fail.duplicate())));
-                    self.discard_ready(p);
+                    self.discard_described(p);
                 }
                 return out;
             }
@@ -809,17 +809,18 @@ impl Engine {
                 Ok(()) => Ok(()),
                 Err(_) => self.inner.catalog.commit_points(&[p.commit()]),
             };
-            drop(p.pins);
+            let item_id = p.point.item_id.clone();
             if result.is_err() {
                 // Not committed: its chunks are no point's (those the catalog has committed
-                // after all stay, see discard_uncommitted).
-                self.discard_chunks(&p.new_chunks);
+                // after all stay, see discard_uncommitted), and its manifest must not name
+                // them once they are gone.
+                self.discard_described(p);
+            } else {
+                drop(p.pins);
             }
             out.push((i, result.map(|()| JobEnd::Saved).map_err(JobFail::from)));
             self.publish(Event::ItemsChanged);
-            self.publish(Event::PointsChanged {
-                item_id: p.point.item_id.clone(),
-            });
+            self.publish(Event::PointsChanged { item_id });
         }
         out
     }
@@ -853,6 +854,37 @@ impl Engine {
         } = p;
         drop(pins);
         self.discard_chunks(&new_chunks);
+    }
+
+    /// [`Engine::discard_ready`] of a point whose manifest may already be in the store (its
+    /// commit failed: a full disk under the catalog, say). The manifest goes first, durably,
+    /// and the indexes with it: a manifest left behind would name chunks given back here,
+    /// and garbage collection would keep it as a point some newer catalog committed, a
+    /// rebuild bring it back damaged. When the catalog has the point after all, or its
+    /// objects cannot be removed, the chunks stay (garbage collection sees to them).
+    fn discard_described(&self, p: ReadyPoint) {
+        if self.format_version() < 2 {
+            return self.discard_ready(p);
+        }
+        match self.inner.catalog.point(&p.point.id) {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(e) => {
+                tracing::warn!(
+                    "recovery point {} was not committed, but the catalog cannot say so ({e}): its data is left for garbage collection",
+                    p.point.id
+                );
+                return;
+            }
+        }
+        let disks: Vec<u32> = p.index_hashes.iter().map(|(d, _)| *d).collect();
+        match self.remove_point_objects(&p.point.id, &disks) {
+            Ok(()) => self.discard_ready(p),
+            Err(e) => tracing::warn!(
+                "removing recovery point {}, which was not committed: {e}; its data is left for garbage collection",
+                p.point.id
+            ),
+        }
     }
 
     /// [`Engine::discard_chunks`] of a written backup that will not be committed.
@@ -1308,6 +1340,9 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     // Entries in the vault that are no objects of it: never read, named so that the
     // administrator can remove them (a planted link, a file copied in by hand).
     let mut strays = Vec::new();
+    // Folders that could not be looked through (a folder someone else may write, say): no
+    // entries of theirs, but said as what they are.
+    let mut unlisted = Vec::new();
     for kind in [
         ObjectKind::Chunk,
         ObjectKind::Index,
@@ -1316,16 +1351,19 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
     ] {
         match store.backend().strays(kind) {
             Ok(found) => strays.extend(found.into_iter().map(|s| s.to_string())),
-            Err(e) => strays.push(format!(
-                "the vault's {kind} objects could not be listed: {e}"
+            Err(e) => unlisted.push(format!(
+                "the vault's {kind} objects could not be looked through for entries that are no objects: {e}"
             )),
         }
     }
     if !strays.is_empty() {
         ctx.detail("stray_entries", strays.clone());
     }
+    if !unlisted.is_empty() {
+        ctx.detail("not_looked_through", unlisted.clone());
+    }
     if damaged.is_empty() {
-        let warnings = match strays.len() {
+        let mut warnings = match strays.len() {
             0 => vec![],
             n => {
                 const SHOWN: usize = 10;
@@ -1339,10 +1377,15 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
                 if n > SHOWN {
                     w.push_str(&format!("; and {} more (see the job's details)", n - SHOWN));
                 }
-                w.push_str(". Remove them while vmvault is stopped");
+                w.push_str(if n == 1 {
+                    ". Remove it while vmvault is stopped"
+                } else {
+                    ". Remove them while vmvault is stopped"
+                });
                 vec![w]
             }
         };
+        warnings.extend(unlisted);
         return Ok(JobEnd::Done { warnings });
     }
     let affected: Vec<serde_json::Value> = damaged

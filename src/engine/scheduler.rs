@@ -32,10 +32,26 @@ pub struct AdvanceReport {
     pub backups_failed: usize,
     pub points_removed: usize,
     pub gc_runs: usize,
+    /// Garbage collections that failed or were refused (their jobs say why).
+    pub gc_failed: usize,
+    /// The id of the last garbage collection that failed, for `vmvault job`.
+    pub gc_failed_job: Option<String>,
     pub points_alive: usize,
     pub elapsed_seconds: f64,
     /// Stopped before `to` (Ctrl-C): the clock is where the last finished step left it.
     pub interrupted: bool,
+}
+
+impl AdvanceReport {
+    /// Counts a garbage collection that ran; one that failed or was refused (the catalog
+    /// does not describe the store, say) is counted as such, not as done.
+    fn count_gc(&mut self, job: &Job) {
+        self.gc_runs += 1;
+        if job.status == JobStatus::Failed {
+            self.gc_failed += 1;
+            self.gc_failed_job = Some(job.id.clone());
+        }
+    }
 }
 
 impl Engine {
@@ -361,6 +377,8 @@ impl Engine {
             backups_failed: 0,
             points_removed: 0,
             gc_runs: 0,
+            gc_failed: 0,
+            gc_failed_job: None,
             points_alive: self.inner.catalog.all_points()?.len(),
             elapsed_seconds: 0.0,
             interrupted: false,
@@ -472,6 +490,8 @@ impl Engine {
             backups_failed: 0,
             points_removed: 0,
             gc_runs: 0,
+            gc_failed: 0,
+            gc_failed_job: None,
             points_alive: 0,
             elapsed_seconds: 0.0,
             interrupted: false,
@@ -514,8 +534,8 @@ impl Engine {
                     pruned_since_gc |= n > 0;
                 }
                 if pruned_since_gc && round_at - last_gc > Duration::days(7) {
-                    self.gc_inline(false)?;
-                    report.gc_runs += 1;
+                    let job = self.gc_inline(false)?;
+                    report.count_gc(&job);
                     last_gc = round_at;
                     pruned_since_gc = false;
                 }
@@ -567,8 +587,8 @@ impl Engine {
             // points that expire after the last round stay until the next one.
             self.move_clock(target)?;
             if pruned_since_gc {
-                self.gc_inline(false)?;
-                report.gc_runs += 1;
+                let job = self.gc_inline(false)?;
+                report.count_gc(&job);
             }
         }
         self.publish(Event::ClockChanged(self.now()));

@@ -478,3 +478,52 @@ fn a_data_folder_path_too_long_for_sqlite_is_refused_and_leaves_no_catalog() {
     let catalog = long.join("vaults/test-we/catalog.db");
     assert!(catalog.symlink_metadata().is_err(), "{}", catalog.display());
 }
+
+/// A backup whose catalog commit fails (a full disk under the catalog; here a trigger)
+/// gives back its chunks and takes back its manifest first: no manifest is left naming
+/// chunks that are gone, so garbage collection keeps no "finished" point forever and a
+/// rebuild brings back no damaged one.
+#[test]
+fn a_backup_whose_commit_fails_leaves_no_manifest_naming_its_discarded_chunks() {
+    let env = env_without_grace();
+    env.protect(&["app01"]);
+    let p1 = env.backup("app01");
+    // The disk changes while vmvault is not running: the next backup stores new chunks.
+    env.ok(&["sim", "advance", "5d", "--offline"]);
+    let vault = env.vault_dir("test-we");
+    let db = rusqlite::Connection::open(vault.join("catalog.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER inject BEFORE INSERT ON points BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )
+    .unwrap();
+    let out = env.run(&["backup", "app01", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["status"], "Failed", "{job:#}");
+    assert!(
+        job["details"]["new_chunks"].as_u64().unwrap() > 0,
+        "{job:#}"
+    );
+    let failed = job["details"]["recovery_point"].as_str().unwrap();
+    assert!(
+        !vault.join("points").join(failed).exists(),
+        "the failed backup left its point folder"
+    );
+    db.execute_batch("DROP TRIGGER inject").unwrap();
+    drop(db);
+
+    let gc = env.json(&["gc"]);
+    assert_eq!(gc["status"], "Completed", "{gc:#}");
+    env.ok(&["verify"]);
+    // A rebuild finds the committed point only, whole.
+    let lost = env.path("lost");
+    save_catalog(&vault, &lost);
+    for f in catalog_files(&vault) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let report = env.json(&["vault", "rebuild"]);
+    assert_eq!(report["points"], 1, "{report:#}");
+    assert_eq!(report["missing_chunks"], 0, "{report:#}");
+    env.ok(&["verify"]);
+    env.assert_restore_matches_source("app01", &p1, "p1");
+}

@@ -537,12 +537,24 @@ enum Make {
 }
 
 /// An error of reaching an object, where something that is not ours (a symlink, a folder
-/// or device at a file's name, a file at a folder's name) is refused as foreign.
-fn foreign_or(ctx: ErrorContext, e: FsxError) -> BackendError {
+/// or device at a file's name, a file at a folder's name) is refused as foreign, named by
+/// where it is: a link planted as a point's folder is that folder, not the object's file
+/// "in" it (removing that would reach through the link).
+fn foreign_or(mut ctx: ErrorContext, e: FsxError) -> BackendError {
+    let mut at = |path: &std::path::Path| ctx.location = path.display().to_string();
     match e {
-        FsxError::Symlink { .. } => foreign_entry(ctx, "a symbolic link"),
-        FsxError::NotAFile { kind, .. } => foreign_entry(ctx, kind),
-        FsxError::NotDir { .. } => foreign_entry(ctx, "something other than a folder"),
+        FsxError::Symlink { ref path } => {
+            at(path);
+            foreign_entry(ctx, "a symbolic link")
+        }
+        FsxError::NotAFile { ref path, kind } => {
+            at(path);
+            foreign_entry(ctx, kind)
+        }
+        FsxError::NotDir { ref path } => {
+            at(path);
+            foreign_entry(ctx, "something other than a folder")
+        }
         e => from_fsx(ctx, e),
     }
 }

@@ -306,8 +306,10 @@ impl Vault {
                         path: at,
                         reason: format!("{size} bytes is more than any {what} can be"),
                     },
+                    // Named by where the foreign entry is (a linked point folder, not the
+                    // object's file "in" it).
                     e @ BackendError::NotAnObject { .. } => StoreError::IndexCorrupt {
-                        path: at,
+                        path: PathBuf::from(&e.context().location),
                         reason: format!("the {what} cannot be read: {e}"),
                     },
                     e => StoreError::Backend(e),
