@@ -629,6 +629,7 @@ fn verify_names_what_is_in_the_vault_but_not_stored_by_it() {
         vault.join("chunks").join("stray"),
         vault.join("points").join(&p1).join("notes.txt"),
         vault.join("policies").join("x\u{1b}[31mred"),
+        vault.join("keys").join("README"),
     ];
     for p in &planted {
         std::fs::write(p, b"junk").unwrap();
@@ -646,7 +647,7 @@ fn verify_names_what_is_in_the_vault_but_not_stored_by_it() {
         .iter()
         .map(|s| s.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(strays.len(), 5, "{strays:#?}");
+    assert_eq!(strays.len(), 6, "{strays:#?}");
     for p in &planted[..3] {
         let shown = p.display().to_string();
         assert!(
@@ -657,9 +658,15 @@ fn verify_names_what_is_in_the_vault_but_not_stored_by_it() {
     assert!(strays
         .iter()
         .any(|s| s.contains("aaaa") && s.contains("symbolic link")));
+    assert!(
+        strays
+            .iter()
+            .any(|s| s.contains("key slots") && s.contains("README")),
+        "{strays:#?}"
+    );
     assert!(strays.iter().all(|s| !s.contains('\u{1b}')), "{strays:#?}");
     assert!(
-        job["details"]["warnings"].to_string().contains("5 entries"),
+        job["details"]["warnings"].to_string().contains("6 entries"),
         "{job:#}"
     );
     // Nothing was read or changed through them, and the point is whole.

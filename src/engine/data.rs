@@ -1356,6 +1356,20 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
             )),
         }
     }
+    // The key slots: what is there that no key slot is (a stray, or a slot that cannot be
+    // read), as `key list` says it.
+    if engine.is_encrypted() {
+        match engine
+            .vault_folder()
+            .map_err(|e| e.to_string())
+            .and_then(|f| crate::vault::unlock::readable_slots(&f).map_err(|e| e.to_string()))
+        {
+            Ok((_, bad)) => strays.extend(bad.into_iter().map(|b| format!("key slots: {b}"))),
+            Err(e) => unlisted.push(format!(
+                "the vault's key slots could not be looked through: {e}"
+            )),
+        }
+    }
     if !strays.is_empty() {
         ctx.detail("stray_entries", strays.clone());
     }

@@ -154,7 +154,7 @@ impl Engine {
         })
     }
 
-    fn vault_folder(&self) -> Result<VaultFolder> {
+    pub(crate) fn vault_folder(&self) -> Result<VaultFolder> {
         Ok(VaultFolder::open(self.vault_dir(), false)?)
     }
 

@@ -322,7 +322,21 @@ impl Engine {
                     freed_bytes += size;
                 }
             }
-            let temp_files = store.remove_stale_temp_files(real_cutoff)?;
+            // Temp files and empty point folders are a crashed writer's only when no writer
+            // of this process is running: with a short grace period, a running backup's
+            // just-made point folder or temp file could look stale. Swept next time then.
+            let others_running = engine
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|(id, _)| *id != ctx.id());
+            let temp_files = if others_running {
+                0
+            } else {
+                store.remove_stale_temp_files(real_cutoff)?
+            };
             ctx.detail("chunks_in_use", marked.len());
             // Everything removed: unreferenced committed chunks and orphan chunk files.
             ctx.detail("chunks_freed", freed);

@@ -80,7 +80,7 @@ pub enum KeyError {
         label: String,
     },
     /// The slot's stored data is damaged or was changed.
-    #[error("key slot {slot} is damaged: {reason}. Open the vault with another key slot, a key file or the paper key, then add a new slot and remove this one")]
+    #[error("key slot {slot} is damaged: {reason}. Open the vault with another key slot, a key file or the paper key, and add a new slot if you need one; then remove this slot's file (keys/{slot} in the vault folder) while vmvault is stopped: `vmvault key remove` removes only slots it can read")]
     SlotDamaged { slot: String, reason: String },
     /// A passphrase given to a key-file slot, or the reverse.
     #[error("key slot {slot} is a {actual} slot; it is not opened with a {tried}")]
