@@ -913,20 +913,24 @@ impl Catalog {
         .map(|_| ())
     }
 
+    /// The item `id` as the transaction `tx` sees it (an error when there is none).
+    fn item_in(&self, tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Item> {
+        tx.prepare_cached(&format!(
+            "SELECT {} FROM items WHERE id = ?1",
+            Self::ITEM_COLS
+        ))
+        .and_then(|mut st| st.query_row([id], Self::item_from_row).optional())
+        .map_err(|e| self.sql(e))?
+        .ok_or_else(|| self.invalid(format!("no item with id {id}")))
+    }
+
     /// Applies `f` to each item of `ids` (with its position in `ids`), all in one
     /// transaction; the mirror is told of them together.
     pub fn update_items(&self, ids: &[&str], f: impl Fn(usize, &mut Item)) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
         for (i, id) in ids.iter().enumerate() {
-            let mut item = tx
-                .prepare_cached(&format!(
-                    "SELECT {} FROM items WHERE id = ?1",
-                    Self::ITEM_COLS
-                ))
-                .and_then(|mut st| st.query_row([id], Self::item_from_row).optional())
-                .map_err(|e| self.sql(e))?
-                .ok_or_else(|| self.invalid(format!("no item with id {id}")))?;
+            let mut item = self.item_in(&tx, id)?;
             f(i, &mut item);
             Self::put_item_tx(&tx, &item).map_err(|e| self.sql(e))?;
         }
@@ -941,14 +945,7 @@ impl Catalog {
     pub fn update_item(&self, id: &str, f: impl FnOnce(&mut Item)) -> Result<Item> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
-        let mut item = tx
-            .prepare_cached(&format!(
-                "SELECT {} FROM items WHERE id = ?1",
-                Self::ITEM_COLS
-            ))
-            .and_then(|mut st| st.query_row([id], Self::item_from_row).optional())
-            .map_err(|e| self.sql(e))?
-            .ok_or_else(|| self.invalid(format!("no item with id {id}")))?;
+        let mut item = self.item_in(&tx, id)?;
         f(&mut item);
         Self::put_item_tx(&tx, &item).map_err(|e| self.sql(e))?;
         tx.commit().map_err(|e| self.sql(e))?;

@@ -62,7 +62,7 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh temp file name for an object (or chunk file) named `name`.
-pub(crate) fn temp_name(name: &str) -> String {
+fn temp_name(name: &str) -> String {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{TEMP_PREFIX}{name}-{}-{n}", std::process::id())
 }

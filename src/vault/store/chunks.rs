@@ -884,7 +884,7 @@ mod format2_tests {
         assert!(e.contains("authentication failed"), "{e}");
         assert_eq!(s.read_point_index_for(&expect(b, sb)).unwrap(), index);
         // A plain v1 index at the name is refused too.
-        index.write_atomic(&pa, &owner(a)).unwrap();
+        fs::write(&pa, index.to_bytes(&pa, &owner(a)).unwrap().0).unwrap();
         assert!(matches!(
             s.read_point_index_for(&expect(a, sa)),
             Err(StoreError::IndexCorrupt { .. })

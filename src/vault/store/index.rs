@@ -17,17 +17,16 @@
 //! Version 1 (still read) has no point id (bytes 20..24 reserved, entries from byte 32).
 //!
 //! **An index is bound to its point.** It names its recovery point and disk, and the
-//! catalog records its checksum when the point is committed; [`DiskIndex::read_for`]
+//! catalog records its checksum when the point is committed; [`IndexFile::check`]
 //! checks the name, the disk, the capacity and the checksum, so an index copied from
 //! another point (which passes its own checksum) is refused as not this point's.
 //!
-//! Only non-hole slots are listed, so the file grows with the allocated data, not with the
-//! capacity. It is read and written in a streaming way (no second copy of the entries).
+//! Only non-hole slots are listed, so an index grows with the allocated data, not with the
+//! capacity. Indexes are objects of the vault's backend ([`crate::vault::Vault`]): this
+//! module turns them into bytes and back.
 
 use super::{slot_count, slot_len, validate_chunk_size, Digest, StoreError};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 const MAGIC: [u8; 6] = *b"VMVIDX";
@@ -128,30 +127,7 @@ impl DiskIndex {
         Ok(())
     }
 
-    /// Writes the index of `owner` to `path` durably: temp file in the same folder, fsync,
-    /// rename, fsync of the folder. The parent folder must exist. Returns the checksum (to
-    /// record with the point).
-    pub fn write_atomic(&self, path: &Path, owner: &IndexOwner) -> Result<Digest, StoreError> {
-        self.write_file(path, owner, true)
-    }
-
-    /// Like [`DiskIndex::write_atomic`] without the fsyncs: the caller makes the file and
-    /// its folder durable (one `syncfs` for many indexes) before relying on it.
-    pub fn write_unsynced(&self, path: &Path, owner: &IndexOwner) -> Result<Digest, StoreError> {
-        self.write_file(path, owner, false)
-    }
-
-    fn write_file(
-        &self,
-        path: &Path,
-        owner: &IndexOwner,
-        durable: bool,
-    ) -> Result<Digest, StoreError> {
-        self.check_writable(path, owner)?;
-        write_file_atomic_with(path, durable, |w| self.serialize(owner, w))
-    }
-
-    /// The refusals of [`DiskIndex::write_atomic`]: an owner the format cannot record, an
+    /// The refusals of [`DiskIndex::to_bytes`]: an owner the format cannot record, an
     /// index that breaks its invariants.
     fn check_writable(&self, path: &Path, owner: &IndexOwner) -> Result<(), StoreError> {
         let id = owner.point_id.as_bytes();
@@ -170,8 +146,9 @@ impl DiskIndex {
         })
     }
 
-    /// The bytes of the index file of `owner` (what [`DiskIndex::write_atomic`] writes),
-    /// with its checksum; format 2 vaults store them inside a codec blob.
+    /// The bytes of the index of `owner` (`path` says where it goes, for messages), with
+    /// its checksum: the object a format 1 vault stores; format 2 vaults store them inside
+    /// a codec blob.
     pub(crate) fn to_bytes(
         &self,
         path: &Path,
@@ -213,77 +190,12 @@ impl DiskIndex {
         Ok(*sum.as_bytes())
     }
 
-    /// Reads and checks an index: magic, version, size, checksum, then the invariants.
-    /// Says nothing about which point it belongs to: see [`DiskIndex::read_for`].
-    pub fn read(path: &Path) -> Result<DiskIndex, StoreError> {
-        Ok(DiskIndex::read_file(path)?.index)
-    }
-
-    /// Reads the index of disk `expect.disk` of point `expect.point_id` and checks that it
-    /// is that point's: the point and disk it names, the capacity recorded with the point,
-    /// and the checksum recorded at commit.
-    pub fn read_for(path: &Path, expect: &IndexExpect<'_>) -> Result<DiskIndex, StoreError> {
-        DiskIndex::read_file(path)?.check(path, expect)
-    }
-
-    /// Reads and checks an index file, with the point it names and its checksum.
-    pub fn read_file(path: &Path) -> Result<IndexFile, StoreError> {
-        let (f, file_len) = open_index(path, u64::MAX)?;
-        DiskIndex::parse(BufReader::with_capacity(64 * 1024, f), file_len, path)
-    }
-
-    /// Parses and checks the bytes of an index file (`path` for messages).
+    /// Parses and checks the bytes of an index (`path` for messages): magic, version, size,
+    /// checksum, then the invariants. Says nothing about which point it belongs to: see
+    /// [`IndexFile::check`].
     pub(crate) fn parse_bytes(bytes: &[u8], path: &Path) -> Result<IndexFile, StoreError> {
         DiskIndex::parse(bytes, bytes.len() as u64, path)
     }
-}
-
-/// Opens the file at `path` for reading an index: never through a link, never blocking on
-/// a FIFO (anything but a regular file is damage), at most `limit` bytes. Returns the file
-/// and its length.
-pub(crate) fn open_index(path: &Path, limit: u64) -> Result<(File, u64), StoreError> {
-    open_vault_file(path, limit, "disk index")
-}
-
-/// Opens the vault file `path` (a `what`, for messages) for reading: never through a
-/// symbolic link, never blocking on a FIFO, only a regular file of at most `limit` bytes
-/// (anything else there is damage, named as such).
-pub(crate) fn open_vault_file(
-    path: &Path,
-    limit: u64,
-    what: &str,
-) -> Result<(File, u64), StoreError> {
-    let corrupt = |reason: String| StoreError::IndexCorrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let ioerr = |e: io::Error| StoreError::io(format!("reading {what} {}", path.display()), e);
-    let f = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(corrupt(format!(
-                "a symbolic link is where the {what} should be"
-            )))
-        }
-        Err(e) => return Err(ioerr(e)),
-    };
-    let md = f.metadata().map_err(ioerr)?;
-    if !md.is_file() {
-        return Err(corrupt(format!(
-            "something other than a regular file is where the {what} should be"
-        )));
-    }
-    if md.len() > limit {
-        return Err(corrupt(format!(
-            "{} bytes is more than any {what} can be",
-            md.len()
-        )));
-    }
-    Ok((f, md.len()))
 }
 
 impl IndexFile {
@@ -436,52 +348,6 @@ impl DiskIndex {
     }
 }
 
-/// Writes a file at `path` with what `fill` writes: a temp file in the same folder
-/// (owner-only), rename over `path`; with `durable`, the file is fsynced before the rename
-/// and the folder after (otherwise the file is whole or absent after a crash only once a
-/// later sync of the file system ran). The parent folder must exist. Returns what `fill`
-/// returns.
-pub(crate) fn write_file_atomic_with<T>(
-    path: &Path,
-    durable: bool,
-    fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<T>,
-) -> Result<T, StoreError> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
-        StoreError::Invalid(format!("index path {} has no file name", path.display()))
-    })?;
-    // Unique within the process too: two threads may write the same object at once.
-    let temp = parent.join(crate::vault::backend::local::temp_name(
-        &name.to_string_lossy(),
-    ));
-    let write = || -> io::Result<T> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
-        let mut w = BufWriter::with_capacity(64 * 1024, f);
-        let t = fill(&mut w)?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        if durable {
-            f.sync_all()?;
-        }
-        drop(f);
-        fs::rename(&temp, path)?;
-        if durable {
-            File::open(parent)?.sync_all()?;
-        }
-        Ok(t)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&temp);
-        StoreError::io(format!("writing {}", path.display()), e)
-    })
-}
-
 struct HashingWriter<W: Write> {
     inner: W,
     hasher: blake3::Hasher,
@@ -501,7 +367,6 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn owner() -> IndexOwner {
         IndexOwner {
@@ -527,43 +392,43 @@ mod tests {
         }
     }
 
+    fn at() -> &'static Path {
+        Path::new("points/p/disk1.idx")
+    }
+
+    fn bytes_of(i: &DiskIndex, o: &IndexOwner) -> (Vec<u8>, Digest) {
+        i.to_bytes(at(), o).unwrap()
+    }
+
+    fn read(bytes: &[u8]) -> Result<DiskIndex, StoreError> {
+        Ok(DiskIndex::parse_bytes(bytes, at())?.index)
+    }
+
+    fn read_for(bytes: &[u8], e: &IndexExpect<'_>) -> Result<DiskIndex, StoreError> {
+        DiskIndex::parse_bytes(bytes, at())?.check(at(), e)
+    }
+
     #[test]
     fn round_trip_and_lookup() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("disk0.idx");
         let i = sample();
-        i.write_atomic(&p, &owner()).unwrap();
-        let r = DiskIndex::read(&p).unwrap();
+        let (bytes, sum) = bytes_of(&i, &owner());
+        assert_eq!(sum[..], bytes[bytes.len() - 32..]);
+        let r = read(&bytes).unwrap();
         assert_eq!(r, i);
         assert_eq!(r.digest_at(3), Some(&[2; 32]));
         assert_eq!(r.digest_at(4), None);
         assert_eq!(r.slot_count(), 11);
         assert_eq!(r.slot_len(10), 123);
         assert_eq!(r.logical_bytes(), (2 << 20) + 123);
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        // No temp file left behind.
-        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
-        // Overwriting is atomic too.
-        let mut j = i.clone();
-        j.entries.pop();
-        j.write_atomic(&p, &owner()).unwrap();
-        assert_eq!(DiskIndex::read(&p).unwrap(), j);
     }
 
     #[test]
     fn every_flipped_byte_is_caught() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("disk0.idx");
-        sample().write_atomic(&p, &owner()).unwrap();
-        let good = fs::read(&p).unwrap();
+        let (good, _) = bytes_of(&sample(), &owner());
         for i in 0..good.len() {
             let mut b = good.clone();
             b[i] ^= 0x10;
-            fs::write(&p, &b).unwrap();
-            match DiskIndex::read(&p) {
+            match read(&b) {
                 Err(StoreError::IndexCorrupt { reason, .. }) => {
                     if i >= 8 {
                         assert_eq!(reason, "checksum mismatch", "byte {i}");
@@ -572,114 +437,71 @@ mod tests {
                 other => panic!("flipped byte {i} not caught: {other:?}"),
             }
         }
-        fs::write(&p, &good).unwrap();
         let mut b = good.clone();
         b[40] ^= 1;
-        fs::write(&p, &b).unwrap();
-        let msg = DiskIndex::read(&p).unwrap_err().to_string();
-        assert_eq!(msg, format!("checksum mismatch in {}", p.display()));
-    }
-
-    #[test]
-    fn links_and_fifos_at_an_index_name_are_damage() {
-        let t = tempfile::tempdir().unwrap();
-        let good = t.path().join("good.idx");
-        sample().write_atomic(&good, &owner()).unwrap();
-        let link = t.path().join("link.idx");
-        std::os::unix::fs::symlink(&good, &link).unwrap();
-        let e = DiskIndex::read(&link).unwrap_err().to_string();
-        assert!(e.contains("symbolic link"), "{e}");
-        let fifo = t.path().join("fifo.idx");
-        let c = std::ffi::CString::new(fifo.clone().into_os_string().into_encoded_bytes()).unwrap();
-        // SAFETY: `c` is a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = DiskIndex::read(&fifo).unwrap_err().to_string();
-        assert!(e.contains("regular file"), "{e}");
+        let msg = read(&b).unwrap_err().to_string();
+        assert_eq!(msg, format!("checksum mismatch in {}", at().display()));
     }
 
     #[test]
     fn truncation_and_wrong_magic() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("disk0.idx");
-        sample().write_atomic(&p, &owner()).unwrap();
-        let good = fs::read(&p).unwrap();
-        fs::write(&p, &good[..good.len() - 1]).unwrap();
+        let (good, _) = bytes_of(&sample(), &owner());
         assert!(matches!(
-            DiskIndex::read(&p),
+            read(&good[..good.len() - 1]),
             Err(StoreError::IndexCorrupt { .. })
         ));
-        fs::write(&p, &good[..10]).unwrap();
         assert!(matches!(
-            DiskIndex::read(&p),
+            read(&good[..10]),
             Err(StoreError::IndexCorrupt { .. })
         ));
-        fs::write(
-            &p,
-            b"hello world, this is not a disk index at all. ".repeat(3),
-        )
-        .unwrap();
-        let e = DiskIndex::read(&p).unwrap_err().to_string();
+        let e = read(&b"hello world, this is not a disk index at all. ".repeat(3))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad magic"), "{e}");
-        // A file longer than any index of its disk is not read through.
+        // More bytes than any index of its disk is not read through.
         let mut long = good.clone();
         long.extend(std::iter::repeat_n(0u8, 1 << 20));
-        fs::write(&p, &long).unwrap();
-        let e = DiskIndex::read(&p).unwrap_err().to_string();
+        let e = read(&long).unwrap_err().to_string();
         assert!(e.contains("more than an index of a"), "{e}");
-        assert!(matches!(
-            DiskIndex::read(&t.path().join("missing.idx")),
-            Err(StoreError::Io { .. })
-        ));
     }
 
     #[test]
     fn an_index_is_bound_to_its_point_disk_and_commit() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("disk1.idx");
-        let sum = sample().write_atomic(&p, &owner()).unwrap();
-        let f = DiskIndex::read_file(&p).unwrap();
+        let (bytes, sum) = bytes_of(&sample(), &owner());
+        let f = DiskIndex::parse_bytes(&bytes, at()).unwrap();
         assert_eq!(f.owner, Some(owner()));
         assert_eq!(f.checksum, sum);
-        assert_eq!(
-            DiskIndex::read_for(&p, &expect(Some(sum))).unwrap(),
-            sample()
-        );
+        assert_eq!(read_for(&bytes, &expect(Some(sum))).unwrap(), sample());
         // Another point's index (passes its own checksum) is refused by name...
-        let other = t.path().join("other.idx");
         let mut o = owner();
         o.point_id = "11111111-2222-3333-4444-555555555555".into();
-        let other_sum = sample().write_atomic(&other, &o).unwrap();
-        std::fs::copy(&other, &p).unwrap();
-        let e = DiskIndex::read_for(&p, &expect(Some(sum)))
+        let (other, other_sum) = bytes_of(&sample(), &o);
+        let e = read_for(&other, &expect(Some(sum)))
             .unwrap_err()
             .to_string();
         assert!(e.contains("copied from another point"), "{e}");
         // ...and by the recorded checksum, even when it names the same point and disk.
         let mut j = sample();
         j.entries.pop();
-        j.write_atomic(&p, &owner()).unwrap();
-        let e = DiskIndex::read_for(&p, &expect(Some(sum)))
+        let (changed, _) = bytes_of(&j, &owner());
+        let e = read_for(&changed, &expect(Some(sum)))
             .unwrap_err()
             .to_string();
         assert!(e.contains("not the one committed"), "{e}");
         // Another disk of the same point.
         let mut o = owner();
         o.disk = 0;
-        sample().write_atomic(&p, &o).unwrap();
-        assert!(DiskIndex::read_for(&p, &expect(None)).is_err());
+        assert!(read_for(&bytes_of(&sample(), &o).0, &expect(None)).is_err());
         // A capacity that disagrees with the catalog's.
-        sample().write_atomic(&p, &owner()).unwrap();
         let mut e = expect(None);
         e.capacity += 1;
-        let msg = DiskIndex::read_for(&p, &e).unwrap_err().to_string();
+        let msg = read_for(&bytes, &e).unwrap_err().to_string();
         assert!(msg.contains("bytes"), "{msg}");
         assert_ne!(sum, other_sum);
     }
 
     #[test]
     fn version_1_indexes_are_still_read() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("disk0.idx");
         let i = sample();
         let mut bytes = Vec::new();
         bytes.extend_from_slice(b"VMVIDX");
@@ -694,28 +516,27 @@ mod tests {
         }
         let sum = *blake3::hash(&bytes).as_bytes();
         bytes.extend_from_slice(&sum);
-        fs::write(&p, &bytes).unwrap();
-        let f = DiskIndex::read_file(&p).unwrap();
+        let f = DiskIndex::parse_bytes(&bytes, at()).unwrap();
         assert_eq!(f.index, i);
         assert_eq!(f.owner, None);
         assert_eq!(f.checksum, sum);
-        assert!(DiskIndex::read_for(&p, &expect(Some(sum))).is_ok());
-        assert!(DiskIndex::read_for(&p, &expect(Some([9; 32]))).is_err());
+        assert!(read_for(&bytes, &expect(Some(sum))).is_ok());
+        assert!(read_for(&bytes, &expect(Some([9; 32]))).is_err());
     }
 
     #[test]
     fn invalid_indexes_are_refused() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("x.idx");
         let mut i = sample();
         i.entries.push((11, [4; 32]));
-        assert!(i.write_atomic(&p, &owner()).is_err());
+        assert!(i.to_bytes(at(), &owner()).is_err());
         let mut i = sample();
         i.entries.swap(0, 1);
-        assert!(i.write_atomic(&p, &owner()).is_err());
+        assert!(i.to_bytes(at(), &owner()).is_err());
         let mut i = sample();
         i.chunk_size = 1000;
-        assert!(i.write_atomic(&p, &owner()).is_err());
-        assert!(!p.exists());
+        assert!(i.to_bytes(at(), &owner()).is_err());
+        let mut o = owner();
+        o.point_id = "x".repeat(POINT_ID_LEN + 1);
+        assert!(sample().to_bytes(at(), &o).is_err());
     }
 }
