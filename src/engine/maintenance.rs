@@ -269,8 +269,9 @@ impl Engine {
                     JobFail::vault("Could not remove an unfinished recovery point", e.to_string())
                 })?;
             }
+            let unfinished_removed = unfinished.len();
+            unfinished.extend(removed_by_prune);
             engine.inner.catalog.delete_point_writes(&unfinished)?;
-            engine.inner.catalog.delete_point_writes(&removed_by_prune)?;
             let known: Vec<(crate::vault::store::Digest, chrono::DateTime<chrono::Utc>)> =
                 engine.inner.catalog.chunks_added()?;
             let mut in_table: HashSet<crate::vault::store::Digest> =
@@ -342,7 +343,7 @@ impl Engine {
             ctx.detail("chunks_freed", freed);
             ctx.detail("bytes_freed", freed_bytes);
             ctx.detail("orphan_files_removed", orphans + temp_files);
-            ctx.detail("unfinished_points_removed", unfinished.len());
+            ctx.detail("unfinished_points_removed", unfinished_removed);
             ctx.detail("uncommitted_points_kept", kept.clone());
             let mut warnings = Vec::new();
             if !kept.is_empty() {

@@ -527,3 +527,53 @@ fn a_backup_whose_commit_fails_leaves_no_manifest_naming_its_discarded_chunks() 
     env.ok(&["verify"]);
     env.assert_restore_matches_source("app01", &p1, "p1");
 }
+
+/// A prune removes a point's objects and leaves its announcement until garbage collection
+/// has made the removal durable (one sync for all the prunes since the last one); GC then
+/// clears it, and counts it as no unfinished point.
+#[test]
+fn a_pruned_points_announcement_goes_once_gc_made_its_removal_durable() {
+    let env = env_without_grace();
+    env.protect(&["app01"]);
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let job = env.json(&["backup", "app01", "--retain-until", &tomorrow]);
+    assert!(
+        job["status"].as_str().unwrap().starts_with("Completed"),
+        "{job:#}"
+    );
+    // The newest point is never pruned: another one after it.
+    let gone = env.json(&["points", "app01"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept = env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    env.ok(&["sim", "advance", "3d", "--offline"]);
+    let announced = |purpose: &str| -> i64 {
+        let db = rusqlite::Connection::open(vault.join("catalog.db")).unwrap();
+        db.query_row(
+            "SELECT COUNT(*) FROM point_writes WHERE purpose = ?1",
+            [purpose],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let prune = env.json(&["prune"]);
+    assert_eq!(prune["status"], "Completed", "{prune:#}");
+    assert!(
+        !vault.join("points").join(&gone).exists(),
+        "{prune:#} {:#}",
+        env.json(&["points", "app01"])
+    );
+    assert!(vault.join("points").join(&kept).join("manifest").exists());
+    assert_eq!(announced("remove"), 1);
+
+    let gc = env.json(&["gc"]);
+    assert_eq!(gc["status"], "Completed", "{gc:#}");
+    assert_eq!(gc["details"]["unfinished_points_removed"], 0, "{gc:#}");
+    assert_eq!(announced("remove"), 0);
+    env.ok(&["verify"]);
+    env.assert_restore_matches_source("app01", &kept, "kept");
+}
