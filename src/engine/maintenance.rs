@@ -388,7 +388,18 @@ impl Engine {
             let shown: Vec<String> = unknown
                 .iter()
                 .take(5)
-                .map(|id| store.manifest_location(id).display().to_string())
+                .map(|id| {
+                    // Where its objects are: the manifest, else its first index.
+                    let at = match stored
+                        .get(*id)
+                        .filter(|p| !p.manifest)
+                        .and_then(|p| p.disks.first())
+                    {
+                        Some(&disk) => store.index_location(id, disk),
+                        None => store.manifest_location(id),
+                    };
+                    at.display().to_string()
+                })
                 .collect();
             return Err(JobFail::Failed(
                 ErrorDetails::new(

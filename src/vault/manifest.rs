@@ -137,12 +137,6 @@ pub fn object_name(key: &str) -> String {
     hex(blake3::hash(key.as_bytes()).as_bytes())
 }
 
-/// The object name of a point's manifest (its id), or why the id cannot be one.
-fn manifest_name(point_id: &str) -> Result<ObjectName, StoreError> {
-    ObjectName::new(point_id)
-        .map_err(|e| StoreError::Invalid(format!("recovery point id `{point_id}`: {e}")))
-}
-
 /// An object name made by [`object_name`].
 fn hashed_name(key: &str) -> Result<ObjectName, StoreError> {
     ObjectName::new(object_name(key)).map_err(|e| StoreError::Invalid(e.to_string()))
@@ -190,7 +184,7 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 pub fn write_manifest(store: &Vault, m: &PointManifest, durable: bool) -> Result<(), StoreError> {
     store.put_description(
         ObjectKind::Manifest,
-        &manifest_name(&m.point.id)?,
+        &crate::vault::store::points::point_object_name(&m.point.id)?,
         BlobKind::Manifest,
         &to_json(m)?,
         durable,
@@ -203,7 +197,7 @@ pub fn read_manifest(
     point_id: &str,
     vault_id: &str,
 ) -> Result<PointManifest, ManifestError> {
-    let name = manifest_name(point_id)?;
+    let name = crate::vault::store::points::point_object_name(point_id)?;
     let m: PointManifest = read_json(
         store,
         ObjectKind::Manifest,

@@ -42,25 +42,26 @@ pub struct StoredPoint {
 /// chunks: 26 TiB of data at 1 MiB chunks).
 const MAX_INDEX_BYTES: u64 = (1 << 30) + codec::MAX_OVERHEAD as u64;
 
+/// The object name of the index of disk `disk` of point `point_id`, or why the id cannot
+/// be one (the invalid name is quoted, escaped).
+fn index_object(point_id: &str, disk: u32) -> Result<ObjectName, StoreError> {
+    index_name(point_id, disk).map_err(|e| StoreError::Invalid(format!("recovery point id: {e}")))
+}
+
+/// The object name of point `point_id`'s manifest (its id), or why the id cannot be one.
+pub fn point_object_name(point_id: &str) -> Result<ObjectName, StoreError> {
+    ObjectName::new(point_id).map_err(|e| StoreError::Invalid(format!("recovery point id: {e}")))
+}
+
 impl Vault {
-    /// The object name of an index, or a clear error for a point id that cannot be one.
-    fn index_object(&self, point_id: &str, disk: u32) -> Result<ObjectName, StoreError> {
-        index_name(point_id, disk)
-            .map_err(|e| StoreError::Invalid(format!("recovery point id `{point_id}`: {e}")))
-    }
-
-    fn point_object(&self, point_id: &str) -> Result<ObjectName, StoreError> {
-        ObjectName::new(point_id)
-            .map_err(|e| StoreError::Invalid(format!("recovery point id `{point_id}`: {e}")))
-    }
-
     /// Where the index of disk `disk` of point `point_id` is kept (for messages).
     pub fn index_location(&self, point_id: &str, disk: u32) -> PathBuf {
         match index_name(point_id, disk) {
             Ok(n) => PathBuf::from(self.backend().locate(ObjectKind::Index, &n)),
             Err(_) => PathBuf::from(format!(
-                "{} (index {point_id}.d{disk})",
-                self.backend().location()
+                "{} (index {}.d{disk})",
+                self.backend().location(),
+                crate::fmt::echo(point_id)
             )),
         }
     }
@@ -70,8 +71,9 @@ impl Vault {
         match ObjectName::new(point_id) {
             Ok(n) => PathBuf::from(self.backend().locate(ObjectKind::Manifest, &n)),
             Err(_) => PathBuf::from(format!(
-                "{} (manifest {point_id})",
-                self.backend().location()
+                "{} (manifest {})",
+                self.backend().location(),
+                crate::fmt::echo(point_id)
             )),
         }
     }
@@ -92,7 +94,7 @@ impl Vault {
         index: &DiskIndex,
         durable: bool,
     ) -> Result<Digest, StoreError> {
-        let name = self.index_object(point_id, disk)?;
+        let name = index_object(point_id, disk)?;
         let at = self.index_location(point_id, disk);
         let owner = IndexOwner {
             point_id: point_id.to_string(),
@@ -120,7 +122,7 @@ impl Vault {
     /// names and its checksum (in format 2, authenticated first). A missing, foreign or
     /// damaged index is [`StoreError::IndexCorrupt`] naming where it is.
     pub fn read_point_index(&self, point_id: &str, disk: u32) -> Result<IndexFile, StoreError> {
-        let name = self.index_object(point_id, disk)?;
+        let name = index_object(point_id, disk)?;
         let at = self.index_location(point_id, disk);
         let raw = self.get_object(ObjectKind::Index, &name, MAX_INDEX_BYTES, "disk index")?;
         let bytes = match self.blob_codec()? {
@@ -261,7 +263,7 @@ impl Vault {
     pub fn remove_manifests_unsynced(&self, ids: &[String]) -> Result<usize, StoreError> {
         let mut removed = 0;
         for id in ids {
-            let name = self.point_object(id)?;
+            let name = point_object_name(id)?;
             let there = self.backend().stat(ObjectKind::Manifest, &name);
             if there.ok().flatten().is_some() {
                 removed += 1;
@@ -276,7 +278,7 @@ impl Vault {
     pub fn remove_point(&self, id: &str, disks: &[u32]) -> Result<(), StoreError> {
         self.remove_manifests(&[id.to_string()])?;
         for &disk in disks {
-            let name = self.index_object(id, disk)?;
+            let name = index_object(id, disk)?;
             self.backend().delete(ObjectKind::Index, &name)?;
         }
         Ok(())
