@@ -308,6 +308,15 @@ impl Engine {
             .point_index_hashes(&point.id)
             .map_err(|e| store::StoreError::Invalid(format!("catalog: {e}")))?
             .and_then(|h| h.into_iter().find(|(d, _)| *d == disk).map(|(_, s)| s));
+        if let Some(sum) = &checksum {
+            if let Some(ix) =
+                self.inner
+                    .recent_indexes
+                    .get(&point.item_id, &point.id, disk, capacity, sum)
+            {
+                return Ok(DiskIndex::clone(&ix));
+            }
+        }
         chunks.read_point_index_for(&store::index::IndexExpect {
             point_id: &point.id,
             disk,
@@ -731,6 +740,9 @@ impl Engine {
         for (i, ctx, w) in written.drain(..) {
             match write_indexes(self, &w) {
                 Ok(h) => {
+                    self.inner
+                        .recent_indexes
+                        .keep(&w.item.id, &w.point_id, &w.indexes, &h);
                     hashes.push(h);
                     indexed.push((i, ctx, w));
                 }

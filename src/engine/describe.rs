@@ -1,11 +1,23 @@
 //! Keeping a format 2 vault's description of itself up to date: the catalog's mirror
 //! writes item and policy objects and rewrites point manifests after each change (see
 //! [`crate::vault::manifest`]).
+//!
+//! What a rebuild can work out from the points is left out of the triggers: an item's
+//! object is rewritten when what it says about the item changes, not when only its last
+//! backup (time, status, error) or its last scheduled run moved on, and a point's manifest
+//! when its row changes other than its STORED size (a prune restates the point after the
+//! one it removes). A rebuild takes the last backup and the last scheduled run from the
+//! newest point when that is newer than the item's object, and measures STORED from the
+//! indexes again ([`crate::engine::rebuild`]). Each backup otherwise rewrote its item's
+//! object twice (as it started and as it was committed), and each prune a manifest per
+//! item: on an object store every rewrite is a request, on a local disk an fsync.
 
 use crate::vault::catalog::{Catalog, CatalogMirror};
 use crate::vault::manifest::{self, PointManifest};
 use crate::vault::store::Vault;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// The catalog mirror of a format 2 vault.
 pub(crate) struct VaultMirror {
@@ -13,6 +25,29 @@ pub(crate) struct VaultMirror {
     pub store: Vault,
     pub dir: PathBuf,
     pub vault_id: String,
+    /// What this mirror last wrote of each item (a hash of [`described`]); an item seen
+    /// for the first time is always written.
+    pub written_items: Mutex<HashMap<String, blake3::Hash>>,
+}
+
+/// The part of an item its object must keep up with: all of it but what moves on with
+/// every backup and can be worked out from the points.
+fn described(item: &crate::model::Item) -> blake3::Hash {
+    let mut stable = item.clone();
+    stable.last_backup_time = None;
+    stable.last_backup_status = None;
+    stable.last_scheduled_run = None;
+    stable.last_error = None;
+    // Serializing an item cannot fail (plain data); an empty encoding, never equal to a
+    // real one, makes the item written.
+    blake3::hash(&serde_json::to_vec(&stable).unwrap_or_default())
+}
+
+/// Whether two rows of a point differ in more than their STORED size.
+fn point_differs(a: &crate::model::RecoveryPoint, b: &crate::model::RecoveryPoint) -> bool {
+    let mut a = a.clone();
+    a.stored_bytes = b.stored_bytes;
+    a != *b
 }
 
 impl VaultMirror {
@@ -33,8 +68,29 @@ impl CatalogMirror for VaultMirror {
                 Ok(i) => i,
                 Err(e) => return self.warn("reading an item", &e),
             };
-            if let Err(e) = manifest::write_item(&self.store, &self.vault_id, id, item.as_ref()) {
-                self.warn("item", &e);
+            let form = item.as_ref().map(described);
+            {
+                let written = self.written_items.lock().unwrap_or_else(|p| p.into_inner());
+                if form.is_some() && written.get(id) == form.as_ref() {
+                    return;
+                }
+            }
+            match manifest::write_item(&self.store, &self.vault_id, id, item.as_ref()) {
+                Ok(()) => {
+                    let mut written = self.written_items.lock().unwrap_or_else(|p| p.into_inner());
+                    match form {
+                        Some(f) => written.insert(id.clone(), f),
+                        None => written.remove(id),
+                    };
+                }
+                Err(e) => {
+                    // Written again at its next change.
+                    self.written_items
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(id);
+                    self.warn("item", &e);
+                }
             }
         });
     }
@@ -74,7 +130,7 @@ impl CatalogMirror for VaultMirror {
                         return false;
                     }
                 };
-            if m.point == point {
+            if !point_differs(&m.point, &point) {
                 return false;
             }
             m.point = point;
@@ -91,5 +147,40 @@ impl CatalogMirror for VaultMirror {
                 self.warn("syncing point manifests", &e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{JobStatus, ProtectionState};
+    use crate::vault::catalog::tests::{point_of, protected_item};
+
+    #[test]
+    fn an_item_is_described_anew_only_when_more_than_its_last_backup_changed() {
+        let item = protected_item("a");
+        let mut backed_up = item.clone();
+        backed_up.last_backup_time = Some(chrono::Utc::now());
+        backed_up.last_backup_status = Some(JobStatus::Completed);
+        backed_up.last_scheduled_run = Some(chrono::Utc::now());
+        assert_eq!(described(&item), described(&backed_up));
+        let mut failing = backed_up.clone();
+        failing.protection_state = ProtectionState::ProtectionError;
+        assert_ne!(described(&backed_up), described(&failing));
+        let mut other_policy = item.clone();
+        other_policy.policy = Some("Other".into());
+        assert_ne!(described(&item), described(&other_policy));
+    }
+
+    #[test]
+    fn a_manifest_is_rewritten_only_when_more_than_stored_changed() {
+        let item = protected_item("a");
+        let p = point_of("p", &item);
+        let mut restated = p.clone();
+        restated.stored_bytes += 100;
+        assert!(!point_differs(&p, &restated));
+        let mut longer = p.clone();
+        longer.expiry = Some(chrono::Utc::now());
+        assert!(point_differs(&p, &longer));
     }
 }

@@ -16,6 +16,7 @@ mod jobs;
 mod keys;
 mod maintenance;
 mod rebuild;
+mod recent;
 pub mod upgrade;
 pub use rebuild::{rebuild_catalog, RebuildReport};
 mod ops;
@@ -246,6 +247,8 @@ pub(crate) struct Inner {
     pub keyring: Option<keys::Keyring>,
     /// Manifest removals not yet known to be durable ([`Engine::remove_manifests`]).
     pub manifest_removals: ManifestRemovals,
+    /// The indexes of each item's newest point this process wrote.
+    pub recent_indexes: recent::RecentIndexes,
     _lock: Option<VaultLock>,
 }
 
@@ -305,6 +308,7 @@ fn install_mirror(
         ),
         dir: folder.path().to_path_buf(),
         vault_id,
+        written_items: Default::default(),
     };
     catalog.set_mirror(Arc::new(mirror));
     Ok(())
@@ -494,6 +498,7 @@ impl Engine {
             new_key_file,
             keyring,
             manifest_removals: ManifestRemovals::default(),
+            recent_indexes: Default::default(),
             _lock: lock,
         };
         let engine = Engine {

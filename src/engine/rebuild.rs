@@ -18,6 +18,11 @@
 //!
 //! What is not in the vault is not rebuilt: the job history, and the simulated clock's
 //! offset (set so that the simulated time is not before the newest point).
+//!
+//! What the vault's objects do not keep up with is worked out again (see
+//! [`super::describe`]): an item's last backup and last scheduled run from its newest
+//! point when that is newer than what the item's object says, and every point's STORED
+//! size from the indexes (a manifest keeps the size its point had when committed).
 
 use super::{data_format, EngineError, EngineOptions, Result, SETTING_CHUNK_SIZE};
 use super::{SETTING_CLOCK_OFFSET, SETTING_VAULT_NAME};
@@ -170,6 +175,8 @@ fn fill(
     let mut known_chunks: HashSet<Digest> = HashSet::new();
     let mut chunk_size = None;
     let mut manifest_items: HashMap<String, (DateTime<Utc>, Item)> = HashMap::new();
+    // The newest point of each item: (time, scheduled instant of a scheduled point).
+    let mut newest_points: HashMap<String, (DateTime<Utc>, Option<DateTime<Utc>>)> = HashMap::new();
     let mut damaged = Vec::new();
     for (id, held) in &stored {
         let id = id.clone();
@@ -209,6 +216,14 @@ fn fill(
                 report.missing_chunks += missing;
                 chunk_size.get_or_insert(m.chunk_size);
                 newest = newest.max(Some(m.point.time));
+                let scheduled = (m.point.kind == crate::model::PointKind::Scheduled)
+                    .then_some(m.point.scheduled_time);
+                let entry = newest_points
+                    .entry(m.point.item_id.clone())
+                    .or_insert((m.point.time, scheduled));
+                if entry.0 < m.point.time {
+                    *entry = (m.point.time, scheduled);
+                }
                 let keep = manifest_items
                     .get(&m.item.id)
                     .is_none_or(|(t, _)| *t < m.point.time);
@@ -240,6 +255,11 @@ fn fill(
         .into_iter()
         .map(|p| p.name.to_lowercase())
         .collect();
+    for item in items.values_mut() {
+        if let Some((time, scheduled)) = newest_points.get(&item.id) {
+            catch_up_with_newest_point(item, *time, *scheduled);
+        }
+    }
     for item in items.values() {
         if let Some(p) = &item.policy {
             if !policies.contains(&p.to_lowercase()) {
@@ -252,6 +272,7 @@ fn fill(
         catalog.put_item(item)?;
     }
     report.items = items.len();
+    measure_stored(catalog, &store, items.keys())?;
     catalog.set_setting(
         SETTING_CHUNK_SIZE,
         &chunk_size.unwrap_or(opts.chunk_size).to_string(),
@@ -262,6 +283,71 @@ fn fill(
         catalog.set_setting(SETTING_CLOCK_OFFSET, &ahead.max(0).to_string())?;
     }
     Ok(report)
+}
+
+/// Brings what an item's object says of its last backup up to its newest point (at
+/// `time`; `scheduled`: the instant it was scheduled for): item objects are not rewritten
+/// for every backup, only when what they say of the item changes.
+fn catch_up_with_newest_point(
+    item: &mut Item,
+    time: DateTime<Utc>,
+    scheduled: Option<DateTime<Utc>>,
+) {
+    if item.last_backup_time.is_none_or(|t| t < time) {
+        item.last_backup_time = Some(time);
+        item.last_backup_status = Some(crate::model::JobStatus::Completed);
+        item.last_error = None;
+    }
+    if let Some(s) = scheduled {
+        if item.last_scheduled_run.is_none_or(|t| t < s) {
+            item.last_scheduled_run = Some(s);
+        }
+    }
+}
+
+/// Measures the STORED size of every point of `items` from their indexes, as a backup
+/// and a prune set it ([`super::stored`]): the chunks a point has that the item's point
+/// before it has not, the oldest point all of its own. A point whose index cannot be read
+/// keeps the size its manifest gave and is measured against as holding nothing (as a
+/// prune does).
+fn measure_stored<'a>(
+    catalog: &Catalog,
+    store: &Vault,
+    items: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    let mut sizes = Vec::new();
+    for item_id in items {
+        let mut before: HashSet<Digest> = HashSet::new();
+        for p in catalog.points(item_id)? {
+            let hashes = catalog.point_index_hashes(&p.id)?.unwrap_or_default();
+            let mut own = HashSet::new();
+            let mut readable = true;
+            for disk in &p.disks {
+                let checksum = hashes
+                    .iter()
+                    .find(|(d, _)| *d == disk.index)
+                    .map(|(_, h)| *h);
+                match store.read_point_index_for(&IndexExpect {
+                    point_id: &p.id,
+                    disk: disk.index,
+                    capacity: disk.capacity,
+                    checksum,
+                }) {
+                    Ok(ix) => own.extend(ix.entries.iter().map(|(_, d)| *d)),
+                    Err(_) => readable = false,
+                }
+            }
+            if readable {
+                sizes.push((
+                    p.id.clone(),
+                    catalog.chunks_stored_bytes(own.difference(&before))?,
+                ));
+            }
+            before = own;
+        }
+    }
+    catalog.set_points_stored(&sizes)?;
+    Ok(())
 }
 
 /// The chunks the indexes of the point `m` reference that are not in `known` yet (added

@@ -1833,6 +1833,17 @@ impl Catalog {
 
     /// The stored (on-disk) bytes of committed chunks added up; digests the catalog does
     /// not know count 0.
+    /// Sets the STORED size of points (one transaction; a rebuild measures them again).
+    pub fn set_points_stored(&self, sizes: &[(String, u64)]) -> Result<()> {
+        self.transaction(|tx| {
+            let mut st = tx.prepare_cached("UPDATE points SET stored_bytes = ?2 WHERE id = ?1")?;
+            for (id, n) in sizes {
+                st.execute(params![id, *n as i64])?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn chunks_stored_bytes<'d>(
         &self,
         digests: impl IntoIterator<Item = &'d [u8; 32]>,
@@ -1938,7 +1949,7 @@ pub fn create_private_file(path: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn catalog() -> (tempfile::TempDir, Catalog) {
@@ -1970,7 +1981,7 @@ mod tests {
         c.job(id).unwrap().unwrap().status
     }
 
-    fn protected_item(id: &str) -> Item {
+    pub(crate) fn protected_item(id: &str) -> Item {
         Item {
             id: id.into(),
             name: id.into(),
@@ -1993,7 +2004,7 @@ mod tests {
         }
     }
 
-    fn point_of(id: &str, item: &Item) -> RecoveryPoint {
+    pub(crate) fn point_of(id: &str, item: &Item) -> RecoveryPoint {
         RecoveryPoint {
             id: id.into(),
             item_id: item.id.clone(),
