@@ -162,7 +162,8 @@ fn encryption_none_is_an_explicit_opt_out_and_vault_toml_cannot_switch_it() {
 #[test]
 fn a_lost_catalog_is_rebuilt_from_the_vault_and_nothing_is_lost() {
     let env = Env::new();
-    env.protect(&["app01", "sales/sql01"]);
+    // etl01 fails every backup: its item must come back with its last failure.
+    env.protect(&["app01", "sales/sql01", "analytics/etl01"]);
     let first = env.backup("app01");
     // Long enough for the first points to expire: the prune restates the STORED size of
     // the points after them (which their manifests do not keep up with), and the items'
@@ -205,6 +206,86 @@ fn a_lost_catalog_is_rebuilt_from_the_vault_and_nothing_is_lost() {
     assert!(err.contains("never replaces"), "{err}");
     // And the vault goes on: a new backup after the rebuild.
     env.backup("app01");
+}
+
+/// The ids of `vm`'s points that read as damaged.
+fn damaged_points(env: &Env, vm: &str) -> Vec<String> {
+    env.json(&["points", vm])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["damaged"] == true)
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A chunk lost with the catalog: every point that needs it reads as damaged after the
+/// rebuild (so the next backup stores it again instead of taking it for stored), not only
+/// the first one the rebuild looked at.
+#[test]
+fn a_rebuild_marks_every_point_that_needs_a_missing_chunk() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    env.backup("app01");
+    env.ok(&["sim", "advance", "4d"]);
+    let vault = env.vault_dir("test-we");
+    remove_catalog(&vault, &env.path("lost"));
+    // The oldest chunk: written by the first backup, needed by the points after it too.
+    let oldest = files_under(&vault.join("chunks"))
+        .into_iter()
+        .min_by_key(|f| std::fs::metadata(f).unwrap().modified().unwrap())
+        .unwrap();
+    std::fs::remove_file(&oldest).unwrap();
+    let report = env.json(&["vault", "rebuild"]);
+    assert_eq!(report["missing_chunks"], 1, "{report:#}");
+    let after_rebuild = damaged_points(&env, "app01");
+    // What verify finds, reading every chunk.
+    let _ = env.run(&["verify"]);
+    let after_verify = damaged_points(&env, "app01");
+    assert!(after_verify.len() >= 2, "{after_verify:?}");
+    assert_eq!(after_rebuild, after_verify);
+    // The next backup reads the whole VM again (its base is damaged), stores the chunk
+    // again, and its point restores.
+    let job = env.json(&["backup", "app01"]);
+    assert_eq!(job["status"], "CompletedWithWarnings", "{job:#}");
+    let point = job["details"]["recovery_point"].as_str().unwrap();
+    env.assert_restore_matches_source("app01", point, "after");
+}
+
+/// A rebuilt catalog whose DefaultPolicy object was lost does not get the built-in one
+/// back under the items that name it (its rules could keep their points shorter than the
+/// lost ones did): they read ProtectionError until the policy is created again.
+#[test]
+fn a_lost_default_policy_is_not_replaced_by_the_built_in_one() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    for f in files_under(&vault.join("policies")) {
+        std::fs::remove_file(f).unwrap();
+    }
+    remove_catalog(&vault, &env.path("lost"));
+    // It says what is missing (exit 1: a problem found).
+    let out = env.run(&["vault", "rebuild", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["problems"].to_string().contains("DefaultPolicy"),
+        "{report:#}"
+    );
+    env.ok(&["sim", "advance", "1d"]);
+    assert_eq!(env.json(&["policy", "list"]), Value::Array(vec![]));
+    let items = env.json(&["items"]).to_string();
+    let app01 = env
+        .json(&["items"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "app01")
+        .cloned()
+        .unwrap_or_else(|| panic!("{items}"));
+    assert_eq!(app01["protection_state"], "ProtectionError", "{app01:#}");
+    assert_eq!(app01["policy"], "DefaultPolicy", "{app01:#}");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //!
 //! What a rebuild can work out from the points is left out of the triggers: an item's
 //! object is rewritten when what it says about the item changes, not when only its last
-//! backup (time, status, error) or its last scheduled run moved on, and a point's manifest
+//! successful backup (time, status) or its last scheduled run moved on (a failed,
+//! cancelled or warned backup leaves no point to tell, and rewrites it), and a point's manifest
 //! when its row changes other than its STORED size (a prune restates the point after the
 //! one it removes). A rebuild takes the last backup and the last scheduled run from the
 //! newest point when that is newer than the item's object, and measures STORED from the
@@ -12,6 +13,7 @@
 //! object twice (as it started and as it was committed), and each prune a manifest per
 //! item: on an object store every rewrite is a request, on a local disk an fsync.
 
+use crate::model::JobStatus;
 use crate::vault::catalog::{Catalog, CatalogMirror};
 use crate::vault::manifest::{self, PointManifest};
 use crate::vault::store::Vault;
@@ -31,8 +33,13 @@ pub(crate) struct VaultMirror {
 }
 
 /// The part of an item its object must keep up with: all of it but what moves on with
-/// every backup and can be worked out from the points.
+/// every successful backup and can be worked out from the points. After any other outcome
+/// (failed, cancelled, completed with warnings: no point says so) all of it, so that the
+/// object is rewritten for each such outcome.
 fn described(item: &crate::model::Item) -> blake3::Hash {
+    if !matches!(item.last_backup_status, None | Some(JobStatus::Completed)) {
+        return blake3::hash(&serde_json::to_vec(item).unwrap_or_default());
+    }
     let mut stable = item.clone();
     stable.last_backup_time = None;
     stable.last_backup_status = None;
@@ -153,7 +160,7 @@ impl CatalogMirror for VaultMirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{JobStatus, ProtectionState};
+    use crate::model::ProtectionState;
     use crate::vault::catalog::tests::{point_of, protected_item};
 
     #[test]
@@ -167,6 +174,14 @@ mod tests {
         let mut failing = backed_up.clone();
         failing.protection_state = ProtectionState::ProtectionError;
         assert_ne!(described(&backed_up), described(&failing));
+        // No point tells of a failure or a warning: each one is described anew.
+        for status in [JobStatus::Failed, JobStatus::CompletedWithWarnings] {
+            let mut again = failing.clone();
+            again.last_backup_status = Some(status);
+            let mut later = again.clone();
+            later.last_backup_time = Some(chrono::Utc::now() + chrono::Duration::days(1));
+            assert_ne!(described(&again), described(&later), "{status:?}");
+        }
         let mut other_policy = item.clone();
         other_policy.policy = Some("Other".into());
         assert_ne!(described(&item), described(&other_policy));

@@ -473,7 +473,18 @@ impl Engine {
                 install_mirror(&folder, &catalog, store)?;
             }
         }
-        if lock.is_some() && catalog.policy("DefaultPolicy")?.is_none() {
+        // The built-in DefaultPolicy comes with a new vault, and back when it is deleted;
+        // never under items that name it (a rebuilt catalog whose DefaultPolicy object was
+        // lost): the built-in rules could keep their points shorter than the lost ones did.
+        // Those items read ProtectionError (PolicyNotFound) until it is created again.
+        if lock.is_some()
+            && catalog.policy("DefaultPolicy")?.is_none()
+            && !catalog.items()?.iter().any(|i| {
+                i.policy
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case("DefaultPolicy"))
+            })
+        {
             let p = Policy::default_policy();
             catalog.put_policy(&p.name, &p.to_toml_string(), true, now)?;
         }

@@ -172,7 +172,8 @@ fn fill(
 
     // Points, from their manifests and indexes.
     let mut newest: Option<DateTime<Utc>> = None;
-    let mut known_chunks: HashSet<Digest> = HashSet::new();
+    // Every chunk looked up so far: whether the store has it.
+    let mut known_chunks: HashMap<Digest, bool> = HashMap::new();
     let mut chunk_size = None;
     let mut manifest_items: HashMap<String, (DateTime<Utc>, Item)> = HashMap::new();
     // The newest point of each item: (time, scheduled instant of a scheduled point).
@@ -213,7 +214,6 @@ fn fill(
                 )?;
                 report.points += 1;
                 report.chunks += chunks.len();
-                report.missing_chunks += missing;
                 chunk_size.get_or_insert(m.chunk_size);
                 newest = newest.max(Some(m.point.time));
                 let scheduled = (m.point.kind == crate::model::PointKind::Scheduled)
@@ -243,6 +243,7 @@ fn fill(
             stored.len()
         )));
     }
+    report.missing_chunks = known_chunks.values().filter(|there| !**there).count();
     // Points that need missing chunks read as damaged until a verify or a backup repairs
     // them (the next backup must not take their chunks for stored).
     catalog.set_points_damaged(&damaged, &[])?;
@@ -350,21 +351,24 @@ fn measure_stored<'a>(
     Ok(())
 }
 
-/// The chunks the indexes of the point `m` reference that are not in `known` yet (added
-/// to it), with their stored and raw sizes, and how many are missing from the store. Each
-/// index is checked against the manifest (point, disk, capacity, checksum).
+/// The chunks the indexes of the point `m` reference that are not in `known` yet, with
+/// their stored and raw sizes, and how many of the chunks it needs are missing from the
+/// store (counted for every point that needs them, not only the first one looked at: each
+/// such point must read as damaged). Each index is checked against the manifest (point,
+/// disk, capacity, checksum); what was looked up goes into `known` once the whole point is
+/// accepted.
 fn point_chunks(
     store: &Vault,
     m: &PointManifest,
-    known: &mut HashSet<Digest>,
+    known: &mut HashMap<Digest, bool>,
 ) -> std::result::Result<(Vec<ChunkRow>, usize), String> {
     let hashes = m
         .index_digests()
         .ok_or_else(|| "the manifest's index checksums are not hex digests".to_string())?;
     let mut rows = Vec::new();
     let mut missing = 0;
-    // Added to `known` only once the whole point is accepted.
     let mut seen: HashSet<Digest> = HashSet::new();
+    let mut looked_up: HashMap<Digest, bool> = HashMap::new();
     for disk in &m.point.disks {
         let checksum = hashes
             .iter()
@@ -380,20 +384,34 @@ fn point_chunks(
             })
             .map_err(|e| e.to_string())?;
         for (slot, d) in &index.entries {
-            if known.contains(d) || !seen.insert(*d) {
+            if !seen.insert(*d) {
                 continue;
             }
+            match known.get(d) {
+                Some(true) => continue,
+                Some(false) => {
+                    missing += 1;
+                    continue;
+                }
+                None => {}
+            }
             match store.stored_size(d) {
-                Ok(Some(stored_len)) => rows.push(ChunkRow {
-                    digest: *d,
-                    stored_len,
-                    raw_len: slot_len(index.capacity, index.chunk_size, *slot),
-                }),
-                _ => missing += 1,
+                Ok(Some(stored_len)) => {
+                    looked_up.insert(*d, true);
+                    rows.push(ChunkRow {
+                        digest: *d,
+                        stored_len,
+                        raw_len: slot_len(index.capacity, index.chunk_size, *slot),
+                    })
+                }
+                _ => {
+                    looked_up.insert(*d, false);
+                    missing += 1
+                }
             }
         }
     }
-    known.extend(seen);
+    known.extend(looked_up);
     Ok((rows, missing))
 }
 
