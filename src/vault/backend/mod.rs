@@ -8,6 +8,8 @@
 //!   [`ObjectInfo`], [`Created`] and the typed [`BackendError`];
 //! - [`local`]: [`LocalBackend`], objects as files in the vault folder (the fast path);
 //! - [`memory`]: [`MemoryBackend`], a map in memory with fault injection, for tests;
+//! - [`object`]: [`ObjectStoreBackend`], objects in an S3-compatible bucket or an Azure Blob
+//!   container (through the `object_store` crate), one object per vault object;
 //! - `conformance` (tests only): the one suite every backend passes; a new backend joins it
 //!   with a `Harness` (how to get a fresh store, and a small one that fills up and can be
 //!   made read-only) and one `conformance!` line.
@@ -58,12 +60,14 @@
 
 pub mod local;
 pub mod memory;
+pub mod object;
 
 #[cfg(test)]
 mod conformance;
 
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use object::{ObjectStorage, ObjectStoreBackend};
 
 use crate::model::ErrorDetails;
 use std::fmt;
@@ -687,7 +691,8 @@ impl BackendError {
                 "The vault's storage service does not answer",
                 msg,
             )
-            .recommend("Check the endpoint in `storage` of the vault, the network and any proxy between this machine and the service (vmvault retried with backoff before giving up)."),
+            .recommend("Check the endpoint in `storage` of the vault, the network and any proxy between this machine and the service (vmvault retried with backoff before giving up).")
+            .recommend("With no AWS credentials in its environment, vmvault asks the EC2 instance metadata service (169.254.169.254) for a role's: outside EC2, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."),
             BackendError::Remote { .. } => ErrorDetails::new(
                 "VaultStorageServiceError",
                 "The vault's storage service refused a request",
