@@ -69,6 +69,17 @@
 //! - **cleanup_temp** has nothing to remove: every write is a single PUT, so no multipart
 //!   upload is ever left half done.
 //!
+//! # What the emulators the tests run on support
+//! - **moto** 5.2.1 (`moto_server`, S3): conditional create (412 to every loser; one
+//!   winner in each race of the conformance suite), ranged GETs (a range running past the
+//!   end is cut short, one starting past it is 416). It accepts `x-amz-checksum-sha256` but
+//!   neither checks nor stores it (a wrong checksum is stored without complaint), and it
+//!   checks no signature (any key works). Real S3 checks both.
+//! - **Azurite** 3.35.0 (`azurite-blob`): conditional create (409 `BlobAlreadyExists` to
+//!   every loser), ranged GETs, Shared Key signatures (a wrong key is 403
+//!   `AuthorizationFailure`). Started with `--skipApiVersionCheck --loose`, so that newer
+//!   client API versions and headers it does not know are accepted.
+//!
 //! # Requests, retries and threads
 //! object_store retries 5xx answers, throttling (429, S3's `SlowDown`, 503), dropped and
 //! refused connections and timeouts of requests that are safe to repeat, with exponential
@@ -413,48 +424,74 @@ impl ObjectStoreBackend {
 
     /// Every key under the folder of `kind`, a batch (a page) per round trip, as the caller
     /// iterates; an error ends the listing.
-    fn scan(
-        &self,
-        kind: ObjectKind,
-    ) -> impl Iterator<Item = Result<Vec<ObjectMeta>, BackendError>> + Send + '_ {
-        let mut stream: Option<BoxStream<'static, object_store::Result<ObjectMeta>>> = None;
-        let mut done = false;
-        std::iter::from_fn(move || {
-            if done {
-                return None;
+    fn scan(&self, kind: ObjectKind) -> Pages<'_> {
+        Pages {
+            backend: self,
+            kind,
+            stream: None,
+            done: false,
+        }
+    }
+}
+
+/// A listing in progress ([`ObjectStoreBackend::scan`]).
+struct Pages<'a> {
+    backend: &'a ObjectStoreBackend,
+    kind: ObjectKind,
+    /// The listing's stream between batches (None before the first and after the last).
+    stream: Option<BoxStream<'static, object_store::Result<ObjectMeta>>>,
+    done: bool,
+}
+
+impl Iterator for Pages<'_> {
+    type Item = Result<Vec<ObjectMeta>, BackendError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let b = self.backend;
+        let store = b.store.clone();
+        let prefix = b.kind_key(self.kind);
+        let s = self.stream.take();
+        let batch = b.run(async move {
+            let mut s = s.unwrap_or_else(|| store.list(Some(&prefix)));
+            let mut batch = Vec::new();
+            while batch.len() < LIST_BATCH {
+                match s.next().await {
+                    Some(Ok(meta)) => batch.push(meta),
+                    Some(Err(e)) => return (None, Err(e)),
+                    None => return (None, Ok(batch)),
+                }
             }
-            let store = self.store.clone();
-            let prefix = self.kind_key(kind);
-            let s = stream.take();
-            let batch = self.run(async move {
-                let mut s = s.unwrap_or_else(|| store.list(Some(&prefix)));
-                let mut batch = Vec::new();
-                while batch.len() < LIST_BATCH {
-                    match s.next().await {
-                        Some(Ok(meta)) => batch.push(meta),
-                        Some(Err(e)) => return (None, Err(e)),
-                        None => return (None, Ok(batch)),
-                    }
-                }
-                (Some(s), Ok(batch))
-            });
-            let ctx = || self.ctx(Operation::List, kind, None);
-            match batch {
-                None => {
-                    done = true;
-                    Some(Err(stopped(ctx())))
-                }
-                Some((_, Err(e))) => {
-                    done = true;
-                    Some(Err(classify(ctx(), e)))
-                }
-                Some((rest, Ok(batch))) => {
-                    done = rest.is_none();
-                    stream = rest;
-                    Some(Ok(batch))
-                }
+            (Some(s), Ok(batch))
+        });
+        let ctx = || b.ctx(Operation::List, self.kind, None);
+        match batch {
+            None => {
+                self.done = true;
+                Some(Err(stopped(ctx())))
             }
-        })
+            Some((_, Err(e))) => {
+                self.done = true;
+                Some(Err(classify(ctx(), e)))
+            }
+            Some((rest, Ok(batch))) => {
+                self.done = rest.is_none();
+                self.stream = rest;
+                Some(Ok(batch))
+            }
+        }
+    }
+}
+
+impl Drop for Pages<'_> {
+    fn drop(&mut self) {
+        // A listing left half way: its stream (an open response, perhaps) goes back to the
+        // runtime to be dropped there.
+        if let Some(s) = self.stream.take() {
+            self.backend.handle.spawn(async move { drop(s) });
+        }
     }
 }
 
@@ -1895,6 +1932,37 @@ mod tests {
         for secret in [wrong, "Signature", "SharedKey", "string to sign", "MAC"] {
             assert!(!s.contains(secret), "{secret}: {s}");
         }
+    }
+
+    #[test]
+    fn a_listing_can_be_left_half_way() {
+        let Some(spec) = testenv::s3() else { return };
+        let b = ObjectStoreBackend::open(&spec, &quick()).unwrap();
+        // More than a batch, so that a stream is still open after the first.
+        let keys: Vec<Key> = (0..LIST_BATCH + 5)
+            .map(|i| b.key(ObjectKind::Item, &name(&format!("i{i}"))))
+            .collect();
+        let store = b.store.clone();
+        b.run(async move {
+            futures_util::stream::iter(keys)
+                .for_each_concurrent(16, |k| {
+                    let store = store.clone();
+                    async move {
+                        store.put(&k, "x".into()).await.unwrap();
+                    }
+                })
+                .await
+        })
+        .unwrap();
+        let mut listing = b.list(ObjectKind::Item);
+        assert!(listing.next().unwrap().is_ok());
+        drop(listing);
+        assert_eq!(b.list(ObjectKind::Item).count(), LIST_BATCH + 5);
+        let mut pages = b.scan(ObjectKind::Item);
+        assert_eq!(pages.next().unwrap().unwrap().len(), LIST_BATCH);
+        assert!(pages.stream.is_some());
+        drop(pages);
+        drop(b);
     }
 
     #[test]
