@@ -8,6 +8,8 @@
 //!   [`ObjectInfo`], [`Created`] and the typed [`BackendError`];
 //! - [`local`]: [`LocalBackend`], objects as files in the vault folder (the fast path);
 //! - [`memory`]: [`MemoryBackend`], a map in memory with fault injection, for tests;
+//! - [`object`]: [`ObjectStoreBackend`], objects in an S3-compatible bucket or an Azure Blob
+//!   container (through the `object_store` crate), one object per vault object;
 //! - `conformance` (tests only): the one suite every backend passes; a new backend joins it
 //!   with a `Harness` (how to get a fresh store, and a small one that fills up and can be
 //!   made read-only) and one `conformance!` line.
@@ -58,12 +60,14 @@
 
 pub mod local;
 pub mod memory;
+pub mod object;
 
 #[cfg(test)]
 mod conformance;
 
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use object::{ObjectStorage, ObjectStoreBackend};
 
 use crate::model::ErrorDetails;
 use std::fmt;
@@ -435,6 +439,13 @@ impl ErrorContext {
     }
 }
 
+impl ErrorContext {
+    /// The storage is a service reached by URL (an object store), not a folder.
+    fn is_remote(&self) -> bool {
+        self.location.contains("://")
+    }
+}
+
 impl fmt::Display for ErrorContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.op.verb())?;
@@ -531,10 +542,25 @@ pub enum BackendError {
         #[source]
         source: Source,
     },
-    // Object stores will add two more, when they arrive (not before: no stubs):
-    // `Throttled` (the service asks to slow down; a retrying decorator backs off) and
-    // `Unavailable` (the service cannot be reached or fails: retry later, check the
-    // endpoint and credentials).
+    /// The storage's settings cannot work (an object store's endpoint with plain http to
+    /// another machine, credentials written into it, an invalid prefix). Who acts: the
+    /// administrator.
+    #[error("{ctx}: the storage settings cannot be used: {message}")]
+    Misconfigured { ctx: ErrorContext, message: String },
+    /// An object storage service did not answer: no connection, a timeout, a dropped
+    /// connection, even after retries with backoff. Who acts: the administrator.
+    #[error("{ctx}: the storage service did not answer: {message}")]
+    Unreachable { ctx: ErrorContext, message: String },
+    /// An object storage service refused or failed a request: a missing bucket, a request
+    /// it does not support, server errors and throttling that outlasted the retries. The
+    /// message is the service's own error code and text (never a signature or a
+    /// credential). Who acts: the administrator.
+    #[error("{ctx}: the storage service answered HTTP {status}: {message}")]
+    Remote {
+        ctx: ErrorContext,
+        status: u16,
+        message: String,
+    },
 }
 
 impl BackendError {
@@ -563,7 +589,10 @@ impl BackendError {
             | BackendError::ReadOnly { ctx, .. }
             | BackendError::PermissionDenied { ctx, .. }
             | BackendError::NotAnObject { ctx, .. }
-            | BackendError::Io { ctx, .. } => ctx,
+            | BackendError::Io { ctx, .. }
+            | BackendError::Misconfigured { ctx, .. }
+            | BackendError::Unreachable { ctx, .. }
+            | BackendError::Remote { ctx, .. } => ctx,
         }
     }
 
@@ -578,7 +607,10 @@ impl BackendError {
             | BackendError::ReadOnly { .. }
             | BackendError::PermissionDenied { .. }
             | BackendError::NotAnObject { .. }
-            | BackendError::Io { .. } => Actor::Administrator,
+            | BackendError::Io { .. }
+            | BackendError::Misconfigured { .. }
+            | BackendError::Unreachable { .. }
+            | BackendError::Remote { .. } => Actor::Administrator,
         }
     }
 
@@ -624,6 +656,12 @@ impl BackendError {
                 msg,
             )
             .recommend("Make the vault's storage writable again (e.g. remount it read-write), then run the job again."),
+            BackendError::PermissionDenied { ctx, .. } if ctx.is_remote() => ErrorDetails::new(
+                "VaultStorageAccessDenied",
+                "The vault's storage refuses access",
+                msg,
+            )
+            .recommend(CHECK_CREDENTIALS),
             BackendError::PermissionDenied { .. } => ErrorDetails::new(
                 "VaultStorageAccessDenied",
                 "The vault's storage refuses access",
@@ -642,9 +680,32 @@ impl BackendError {
                 msg,
             )
             .recommend("Check the health of the vault's storage (`dmesg`, the disk's SMART status) and what else is in its folder."),
+            BackendError::Misconfigured { .. } => ErrorDetails::new(
+                "VaultStorageMisconfigured",
+                "The vault's storage settings cannot be used",
+                msg,
+            )
+            .recommend("Correct `storage` of the vault in the config file as the message says; credentials never go there, only in the environment."),
+            BackendError::Unreachable { .. } => ErrorDetails::new(
+                "VaultStorageUnreachable",
+                "The vault's storage service does not answer",
+                msg,
+            )
+            .recommend("Check the endpoint in `storage` of the vault, the network and any proxy between this machine and the service (vmvault retried with backoff before giving up).")
+            .recommend("With no AWS credentials in its environment, vmvault asks the EC2 instance metadata service (169.254.169.254) for a role's: outside EC2, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."),
+            BackendError::Remote { .. } => ErrorDetails::new(
+                "VaultStorageServiceError",
+                "The vault's storage service refused a request",
+                msg,
+            )
+            .recommend("Check that the bucket or container in `storage` of the vault exists and that the service is healthy (server errors and throttling were retried with backoff before giving up).")
+            .recommend(CHECK_CREDENTIALS),
         }
     }
 }
+
+/// What an administrator checks when an object storage service refuses vmvault.
+const CHECK_CREDENTIALS: &str = "Check the credentials in vmvault's environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_SESSION_TOKEN, AWS_WEB_IDENTITY_TOKEN_FILE, an instance role) for S3; AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY or AZURE_STORAGE_CLIENT_ID/_SECRET/TENANT_ID (or a managed identity) for Azure Blob; they must be allowed to read, write, list and delete in the bucket or container.";
 
 /// What an I/O error says about the storage.
 enum Cause {
