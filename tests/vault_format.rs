@@ -288,6 +288,66 @@ fn a_lost_default_policy_is_not_replaced_by_the_built_in_one() {
     assert_eq!(app01["policy"], "DefaultPolicy", "{app01:#}");
 }
 
+/// verify reads the vault's description of itself too (otherwise only a rebuild does,
+/// when it is too late): a damaged item object and a lost policy object are written again
+/// from the catalog, an unreadable manifest is named; a rebuild then brings the items and
+/// policies back.
+#[test]
+fn verify_mends_the_vaults_description_from_the_catalog() {
+    let env = Env::new();
+    env.protect(&["app01"]);
+    let first = env.backup("app01");
+    env.backup("app01");
+    let vault = env.vault_dir("test-we");
+    let items = env.json(&["items"]);
+    let policies = env.json(&["policy", "list"]);
+    // Every item object damaged, every policy object gone, the first point's manifest
+    // damaged.
+    for f in files_under(&vault.join("items")) {
+        let mut bytes = std::fs::read(&f).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        std::fs::write(&f, &bytes).unwrap();
+    }
+    for f in files_under(&vault.join("policies")) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let manifest = vault.join("points").join(&first).join("manifest");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&manifest, &bytes).unwrap();
+
+    let job = env.json(&["verify"]);
+    assert_eq!(job["status"], "CompletedWithWarnings", "{job:#}");
+    let rewritten = job["details"]["description_rewritten"].to_string();
+    assert!(rewritten.contains("item sales/app01"), "{job:#}");
+    assert!(rewritten.contains("policy DefaultPolicy"), "{job:#}");
+    assert!(
+        job["details"]["unreadable_manifests"]
+            .to_string()
+            .contains(&first),
+        "{job:#}"
+    );
+    // Mended: a second verify rewrites nothing (the manifest is still named).
+    let again = env.json(&["verify"]);
+    assert_eq!(
+        again["details"]["description_rewritten"],
+        Value::Null,
+        "{again:#}"
+    );
+    assert!(again["details"]["unreadable_manifests"]
+        .to_string()
+        .contains(&first));
+
+    // With the manifest put right, a rebuild brings back what the catalog had.
+    bytes[20] ^= 1;
+    std::fs::write(&manifest, &bytes).unwrap();
+    remove_catalog(&vault, &env.path("lost"));
+    env.json(&["vault", "rebuild"]);
+    assert_eq!(env.json(&["items"]), items);
+    assert_eq!(env.json(&["policy", "list"]), policies);
+}
+
 #[test]
 fn a_rebuild_leaves_what_it_cannot_vouch_for_and_gc_keeps_its_data() {
     let env = Env::new();

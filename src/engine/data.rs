@@ -1349,6 +1349,51 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
         .inner
         .catalog
         .set_points_damaged(&damaged_ids, &clean_ids)?;
+    // The vault's description of itself, which only a rebuild reads otherwise: item and
+    // policy objects mended from the catalog, unreadable manifests named.
+    let mut description_warnings = Vec::new();
+    if store.format().version() >= 2 {
+        let vault_id = engine
+            .inner
+            .catalog
+            .setting(crate::vault::folder::SETTING_VAULT_ID)?
+            .unwrap_or_default();
+        let checked: Vec<Item> = match item_id {
+            Some(id) => engine.item(id)?.into_iter().collect(),
+            None => engine.items()?,
+        };
+        let check = super::describe::check_description(
+            store,
+            &engine.inner.catalog,
+            &vault_id,
+            &checked,
+            &points,
+            item_id.is_none(),
+        )?;
+        if !check.rewritten.is_empty() {
+            description_warnings.push(format!(
+                "{} object(s) of the vault's description of itself were missing, damaged or out of date and were written again from the catalog: {}",
+                check.rewritten.len(),
+                check.rewritten.join(", ")
+            ));
+            ctx.detail("description_rewritten", check.rewritten);
+        }
+        if !check.not_rewritten.is_empty() {
+            description_warnings.push(format!(
+                "object(s) of the vault's description could not be written again: {}; a rebuild of the catalog would miss them: fix the cause and run verify again",
+                check.not_rewritten.join("; ")
+            ));
+            ctx.detail("description_not_rewritten", check.not_rewritten);
+        }
+        if !check.unreadable_manifests.is_empty() {
+            description_warnings.push(format!(
+                "the manifest of {} recovery point(s) cannot be read (their data is checked apart from it): a rebuild of the catalog would leave them out, so keep this catalog (back it up): {}",
+                check.unreadable_manifests.len(),
+                check.unreadable_manifests.join("; ")
+            ));
+            ctx.detail("unreadable_manifests", check.unreadable_manifests);
+        }
+    }
     // Entries in the vault that are no objects of it: never read, named so that the
     // administrator can remove them (a planted link, a file copied in by hand).
     let mut strays = Vec::new();
@@ -1412,6 +1457,7 @@ fn run_verify(ctx: &JobCtx, item_id: Option<&str>) -> super::jobs::JobResult {
             }
         };
         warnings.extend(unlisted);
+        warnings.extend(description_warnings);
         return Ok(JobEnd::Done { warnings });
     }
     let affected: Vec<serde_json::Value> = damaged

@@ -157,6 +157,89 @@ impl CatalogMirror for VaultMirror {
     }
 }
 
+/// What [`check_description`] found and did.
+#[derive(Debug, Default)]
+pub(crate) struct DescriptionCheck {
+    /// Item and policy objects that were missing, damaged or behind the catalog, and were
+    /// written again from it ("item sales/app01", "policy Gold").
+    pub rewritten: Vec<String>,
+    /// Objects that could not be written again, with why.
+    pub not_rewritten: Vec<String>,
+    /// Points whose manifest cannot be read (the point itself may be whole), with why.
+    pub unreadable_manifests: Vec<String>,
+}
+
+/// Checks a format 2 vault's description of `items` (and the policies they name, or every
+/// policy when `all_policies`) and of `points` against the catalog: an item or policy
+/// object that is missing, cannot be read or says less than the catalog is written again
+/// from the catalog (which is what a rebuild would need), durably; a point's manifest
+/// cannot be (it keeps what the source said of the VM at that time, which the catalog does
+/// not), so one that cannot be read is named. `verify` runs this: the description is
+/// otherwise read only by a rebuild, when it is too late to mend it.
+pub(crate) fn check_description(
+    store: &Vault,
+    catalog: &Catalog,
+    vault_id: &str,
+    items: &[crate::model::Item],
+    points: &[crate::model::RecoveryPoint],
+    all_policies: bool,
+) -> crate::vault::catalog::Result<DescriptionCheck> {
+    let mut out = DescriptionCheck::default();
+    let mut names: Vec<String> = Vec::new();
+    for item in items {
+        let behind = match manifest::hashed_name(&item.id) {
+            Ok(name) => match manifest::read_item(store, &name, vault_id) {
+                Ok(r) => described(&r.item) != described(item),
+                Err(_) => true,
+            },
+            Err(_) => true,
+        };
+        if behind {
+            match manifest::write_item(store, vault_id, &item.id, Some(item)) {
+                Ok(()) => out
+                    .rewritten
+                    .push(format!("item {}", item.qualified_name())),
+                Err(e) => out
+                    .not_rewritten
+                    .push(format!("item {}: {e}", item.qualified_name())),
+            }
+        }
+        names.extend(item.policy.iter().map(|p| p.to_lowercase()));
+    }
+    for row in catalog.policies()? {
+        if !all_policies && !names.contains(&row.name.to_lowercase()) {
+            continue;
+        }
+        let behind = match manifest::hashed_name(&row.name.to_lowercase()) {
+            Ok(name) => match manifest::read_policy(store, &name, vault_id) {
+                Ok(r) => r.row() != row,
+                Err(_) => true,
+            },
+            Err(_) => true,
+        };
+        if behind {
+            match manifest::write_policy(store, vault_id, &row.name, Some(&row)) {
+                Ok(()) => out.rewritten.push(format!("policy {}", row.name)),
+                Err(e) => out.not_rewritten.push(format!("policy {}: {e}", row.name)),
+            }
+        }
+    }
+    if !out.rewritten.is_empty() {
+        if let Err(e) = store.sync() {
+            out.not_rewritten.push(format!(
+                "the rewritten objects could not be made durable: {e}"
+            ));
+        }
+    }
+    for p in points {
+        if let Err(e) = manifest::read_manifest(store, &p.id, vault_id) {
+            out.unreadable_manifests
+                .push(format!("recovery point {}: {e}", p.id));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

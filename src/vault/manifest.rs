@@ -138,7 +138,7 @@ pub fn object_name(key: &str) -> String {
 }
 
 /// An object name made by [`object_name`].
-fn hashed_name(key: &str) -> Result<ObjectName, StoreError> {
+pub(crate) fn hashed_name(key: &str) -> Result<ObjectName, StoreError> {
     ObjectName::new(object_name(key)).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
