@@ -142,7 +142,7 @@ fn fill(
     for kind in [ObjectKind::Policy, ObjectKind::Item, ObjectKind::Index] {
         for stray in store.backend().strays(kind).map_err(StoreError::from)? {
             report.problems.push(format!(
-                "{stray}: it was not read (vmvault never follows a link in a vault); remove it"
+                "{stray}: it was not read (vmvault reads only what it stored, and never follows a link); remove it"
             ));
         }
     }
