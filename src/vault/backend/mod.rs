@@ -449,11 +449,14 @@ impl ErrorContext {
 impl fmt::Display for ErrorContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.op.verb())?;
+        // A location comes from the config file or the file system (a bucket name, a
+        // folder): escaped, so that it cannot write control sequences to a terminal.
+        let location = crate::fmt::escape(&self.location);
         match (self.kind, &self.name) {
-            (Some(k), Some(n)) => write!(f, " {k} {n} ({})", self.location),
-            (Some(k), None) => write!(f, " the {k} objects ({})", self.location),
+            (Some(k), Some(n)) => write!(f, " {k} {n} ({location})"),
+            (Some(k), None) => write!(f, " the {k} objects ({location})"),
             // Nothing but the store: named as what was done to it.
-            _ => write!(f, " the vault's storage at {}", self.location),
+            _ => write!(f, " the vault's storage at {location}"),
         }
     }
 }
@@ -819,6 +822,14 @@ mod tests {
         }
         assert!(ObjectKind::Index.check_name(&n("p.d4294967295")).is_ok());
         assert!(index_name("Bad Id", 0).is_err());
+    }
+
+    #[test]
+    fn a_location_with_control_characters_is_escaped_in_messages() {
+        let ctx = ErrorContext::new(Operation::Open, None, None, "s3://b\x1b[2Jx".to_string());
+        let shown = ctx.to_string();
+        assert!(!shown.contains('\x1b'), "{shown:?}");
+        assert!(shown.contains("s3://b"), "{shown:?}");
     }
 
     #[test]
