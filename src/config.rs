@@ -7,6 +7,7 @@
 use crate::provider::images::ImagesSettings;
 use crate::provider::libvirt::LibvirtSettings;
 use crate::provider::sim::SimSettings;
+pub use crate::vault::backend::ObjectStorage;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,8 +63,9 @@ impl Default for EngineConfig {
 pub struct VaultConfig {
     pub name: String,
     pub region: String,
-    /// The vault's folder (default `<data_dir>/vaults/<name>`).
-    pub storage: Option<PathBuf>,
+    /// Where the vault keeps its data: a folder (default `<data_dir>/vaults/<name>`), or
+    /// object storage (then `<data_dir>/vaults/<name>` keeps the catalog, a cache).
+    pub storage: Option<Storage>,
     /// Chunk size of a new vault, in KiB (a power of two, 64..=16384). Fixed once the
     /// vault exists (kept in its catalog).
     #[serde(default = "default_chunk_kib")]
@@ -84,6 +86,46 @@ pub struct VaultConfig {
     /// The key file of the vault (default `<config folder>/keys/<vault id>.key`).
     pub key_file: Option<PathBuf>,
     pub source: SourceConfig,
+}
+
+/// Where a vault keeps its data: `storage = "/srv/vault"` (a folder) or
+/// `storage = { kind = "s3", bucket = "…", … }` / `{ kind = "azure", … }` (object storage:
+/// [`ObjectStorage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Folder(PathBuf),
+    Object(ObjectStorage),
+}
+
+impl<'de> Deserialize<'de> for Storage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Storage, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(Storage::Folder(PathBuf::from(s))),
+            v @ toml::Value::Table(_) => ObjectStorage::deserialize(v)
+                .map(Storage::Object)
+                .map_err(|e| {
+                    D::Error::custom(format!(
+                        "{}; expected {{ kind = \"s3\", bucket = \"…\", prefix, endpoint, region }} or {{ kind = \"azure\", account = \"…\", container = \"…\", prefix, endpoint }}",
+                        e.message().trim_end_matches('\n')
+                    ))
+                }),
+            other => Err(D::Error::custom(format!(
+                "expected a folder (a string) or object storage (a table with kind = \"s3\" or \"azure\"), found a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+impl VaultConfig {
+    /// The vault's object storage, when its data lives there.
+    pub fn object_storage(&self) -> Option<&ObjectStorage> {
+        match &self.storage {
+            Some(Storage::Object(o)) => Some(o),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a new vault encrypts what it stores.
@@ -344,7 +386,12 @@ impl Config {
             if v.region.trim().is_empty() {
                 return Err(err(&at, format!("vault \"{}\": region is empty, expected a region name such as \"westeurope\"", v.name)));
             }
-            if v.storage.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            if let Some(Storage::Object(o)) = &v.storage {
+                if let Err(why) = o.check() {
+                    return Err(err("storage", format!("vault \"{}\": {why}", v.name)));
+                }
+            }
+            if matches!(&v.storage, Some(Storage::Folder(p)) if p.as_os_str().is_empty()) {
                 return Err(err(
                     "storage",
                     format!("vault \"{}\": storage is empty, expected a folder (remove the key for the default, <data_dir>/vaults/{})", v.name, v.name),
@@ -446,7 +493,7 @@ impl Config {
             fix(l);
         }
         for v in &mut self.vaults {
-            if let Some(s) = &mut v.storage {
+            if let Some(Storage::Folder(s)) = &mut v.storage {
                 fix(s);
             }
             if let Some(k) = &mut v.key_file {
@@ -523,8 +570,29 @@ impl Config {
 
     /// Checks that no two vaults share a folder (or one lies inside another's): their
     /// catalogs, locks and chunk stores would be one, and each would take the other's
-    /// chunks for garbage.
+    /// chunks for garbage. The same for the prefixes of vaults in one bucket.
     pub fn check_vault_folders(&self, data_dir: &Path) -> Result<(), ConfigError> {
+        let places: Vec<(&str, String, String)> = self
+            .vaults
+            .iter()
+            .filter_map(|v| Some((v.name.as_str(), v.object_storage()?.place())))
+            .map(|(n, (bucket, prefix))| (n, bucket, prefix))
+            .collect();
+        for (i, (a, ba, pa)) in places.iter().enumerate() {
+            for (b, bb, pb) in &places[i + 1..] {
+                let inside =
+                    |x: &str, y: &str| y.is_empty() || x == y || x.starts_with(&format!("{y}/"));
+                if ba == bb && (inside(pa, pb) || inside(pb, pa)) {
+                    return Err(ConfigError {
+                        origin: self.origin.clone(),
+                        line: None,
+                        message: format!(
+                            "vaults \"{a}\" and \"{b}\" use the same place in {ba} (prefixes \"{pa}\" and \"{pb}\"): every vault needs a prefix of its own that is not inside another's"
+                        ),
+                    });
+                }
+            }
+        }
         let dirs: Vec<(&str, PathBuf)> = self
             .vaults
             .iter()
@@ -570,8 +638,8 @@ impl Config {
     /// The folder of a vault.
     pub fn vault_dir(&self, vault: &VaultConfig, data_dir: &Path) -> PathBuf {
         match &vault.storage {
-            Some(p) => expand_home(p),
-            None => data_dir.join("vaults").join(&vault.name),
+            Some(Storage::Folder(p)) => expand_home(p),
+            Some(Storage::Object(_)) | None => data_dir.join("vaults").join(&vault.name),
         }
     }
 }

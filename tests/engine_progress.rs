@@ -164,6 +164,7 @@ fn open_vault(dir: &std::path::Path, provider: Arc<dyn Provider>, sim: Arc<SimPr
             threads: 2,
             other_vaults: vec![],
             new_layout: vmvault::vault::folder::Layout::V2 { encrypted: true },
+            storage: None,
             keys: vmvault::vault::unlock::KeySource {
                 key_file: Some(dir.join("vault.key")),
                 key_dir: None,

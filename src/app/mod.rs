@@ -193,6 +193,7 @@ impl Setup {
             new_layout: crate::vault::folder::Layout::V2 {
                 encrypted: vault.encryption == crate::config::Encryption::Aes256Gcm,
             },
+            storage: vault.object_storage().cloned(),
             keys: crate::vault::unlock::KeySource {
                 key_file: vault.key_file.clone(),
                 key_dir: self.config.folder.as_ref().map(|f| f.join("keys")),

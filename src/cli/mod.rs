@@ -271,6 +271,20 @@ fn detached_args(what: &str, vm: &str, options: &[(&str, &std::ffi::OsStr)]) -> 
     args
 }
 
+/// The data format of a vault as its folder (or, for a vault in object storage, this
+/// machine's catalog of it) says, without opening anything else.
+fn vault_layout(
+    setup: &Setup,
+    v: &crate::config::VaultConfig,
+) -> Option<crate::vault::folder::Layout> {
+    let dir = setup.config.vault_dir(v, &setup.data_dir);
+    if v.object_storage().is_some() {
+        crate::vault::folder::cached_layout(&dir)
+    } else {
+        crate::vault::folder::layout_of(&dir)
+    }
+}
+
 fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
     if as_json {
         let v: Vec<Value> = setup
@@ -278,13 +292,18 @@ fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
             .vaults
             .iter()
             .map(|v| {
-                let layout =
-                    crate::vault::folder::layout_of(&setup.config.vault_dir(v, &setup.data_dir));
+                let layout = vault_layout(setup, v);
+                let dir = setup
+                    .config
+                    .vault_dir(v, &setup.data_dir)
+                    .display()
+                    .to_string();
                 json!({
                     "name": v.name,
                     "region": v.region,
                     "source": v.source.kind(),
-                    "storage": setup.config.vault_dir(v, &setup.data_dir).display().to_string(),
+                    "storage": v.object_storage().map_or(dir.clone(), |o| o.summary()),
+                    "catalog": dir,
                     "selected": v.name == setup.vault.name,
                     "format": layout.map(|l| l.version()),
                     "encryption": layout.map(|l| l.encryption()),
@@ -296,12 +315,11 @@ fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
     }
     let mut t = Table::new(&["", "VAULT", "REGION", "SOURCE", "FORMAT", "STORAGE"]);
     for v in &setup.config.vaults {
-        let format =
-            match crate::vault::folder::layout_of(&setup.config.vault_dir(v, &setup.data_dir)) {
-                Some(l) if l.is_encrypted() => format!("v{} encrypted", l.version()),
-                Some(l) => format!("v{} unencrypted", l.version()),
-                None => "-".into(),
-            };
+        let format = match vault_layout(setup, v) {
+            Some(l) if l.is_encrypted() => format!("v{} encrypted", l.version()),
+            Some(l) => format!("v{} unencrypted", l.version()),
+            None => "-".into(),
+        };
         t.row(vec![
             if v.name == setup.vault.name {
                 "*".into()
@@ -312,11 +330,16 @@ fn vaults(setup: &Setup, as_json: bool) -> Result<u8> {
             v.region.clone(),
             v.source.kind().into(),
             format,
-            setup
-                .config
-                .vault_dir(v, &setup.data_dir)
-                .display()
-                .to_string(),
+            v.object_storage().map_or_else(
+                || {
+                    setup
+                        .config
+                        .vault_dir(v, &setup.data_dir)
+                        .display()
+                        .to_string()
+                },
+                |o| o.summary(),
+            ),
         ]);
     }
     out!("{t}");
@@ -362,6 +385,13 @@ async fn vault_rebuild(setup: &Setup, as_json: bool) -> Result<u8> {
 async fn vault_upgrade(setup: &Setup, as_json: bool) -> Result<u8> {
     use crate::engine::upgrade;
     use crate::vault::folder::{layout_of, Layout};
+    if let Some(o) = setup.vault.object_storage() {
+        return Err(AppError::usage(format!(
+            "vault {} is in object storage ({}): vaults there are made in format 2, there is nothing to upgrade",
+            setup.vault.name,
+            o.summary()
+        )));
+    }
     let dir = setup.vault_dir();
     let (work, kept) = upgrade::leftovers(&dir);
     let name = &setup.vault.name;

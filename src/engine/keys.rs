@@ -155,7 +155,11 @@ impl Engine {
     }
 
     pub(crate) fn vault_folder(&self) -> Result<VaultFolder> {
-        Ok(VaultFolder::open(self.vault_dir(), false)?)
+        let folder = VaultFolder::open(self.vault_dir(), false)?;
+        Ok(match &self.inner.remote {
+            Some(r) => folder.with_remote(r.clone()),
+            None => folder,
+        })
     }
 
     /// Where the vault's key file is expected: its `key_file`, else
@@ -444,6 +448,7 @@ mod tests {
                     other_vaults: vec![],
                     new_layout: layout,
                     keys,
+                    storage: None,
                 },
                 OpenMode::Exclusive,
             )

@@ -157,6 +157,29 @@ pub struct EngineOptions {
     pub new_layout: Layout,
     /// What opens the keys of an encrypted vault.
     pub keys: KeySource,
+    /// Object storage that holds the vault's data (then `dir` holds only the catalog, a
+    /// cache of what the bucket holds); None: `dir` holds everything.
+    pub storage: Option<crate::vault::backend::ObjectStorage>,
+}
+
+/// The folder of the vault `opts` describes (made when `create`); for a vault in object
+/// storage, the folder of its catalog with the bucket opened (one request to check it
+/// answers) when `connect`, else the cache alone (for readers of the catalog).
+pub(crate) fn open_vault_folder(
+    opts: &EngineOptions,
+    create: bool,
+    connect: bool,
+) -> Result<VaultFolder> {
+    let folder = VaultFolder::open(&opts.dir, create)?;
+    match &opts.storage {
+        None => Ok(folder),
+        Some(_) if !connect => Ok(folder.as_cache()),
+        Some(spec) => {
+            let backend = crate::vault::backend::object::open(spec)
+                .map_err(|e| EngineError::Failed(format!("vault {}: {e}", opts.vault_name)))?;
+            Ok(folder.with_remote(Arc::new(backend)))
+        }
+    }
 }
 
 /// How the vault is opened.
@@ -249,6 +272,8 @@ pub(crate) struct Inner {
     pub manifest_removals: ManifestRemovals,
     /// The indexes of each item's newest point this process wrote.
     pub recent_indexes: recent::RecentIndexes,
+    /// The object storage of the vault, when its data lives there and this process owns it.
+    pub remote: Option<Arc<dyn crate::vault::backend::Backend>>,
     _lock: Option<VaultLock>,
 }
 
@@ -403,14 +428,17 @@ impl Engine {
     pub fn open(opts: EngineOptions, mode: OpenMode) -> Result<Engine> {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| EngineError::Failed("the engine needs a tokio runtime".into()))?;
-        let folder = VaultFolder::open(&opts.dir, true)?;
-        // Readers never take the lock (a script polling `jobs` must not make a backup
-        // started next to it fail); only a brand-new vault is created under the lock.
-        let new_vault = !folder
+        // Readers of a vault in object storage read the catalog (the cache) alone, unless
+        // there is none yet.
+        let cached = VaultFolder::open(&opts.dir, true)?
             .dir()
             .exists(CATALOG_FILE)
-            .map_err(FolderError::from)?
-            && !folder.stored_data()?.any();
+            .map_err(FolderError::from)?;
+        let connect = mode == OpenMode::Exclusive || !cached;
+        let folder = open_vault_folder(&opts, true, connect)?;
+        // Readers never take the lock (a script polling `jobs` must not make a backup
+        // started next to it fail); only a brand-new vault is created under the lock.
+        let new_vault = !cached && !folder.stored_data()?.any();
         let lock = match mode {
             OpenMode::Exclusive => Some(VaultLock::acquire_patiently(folder.dir())?),
             OpenMode::ReadOnly if new_vault => Some(VaultLock::acquire_patiently(folder.dir())?),
@@ -426,20 +454,34 @@ impl Engine {
         };
         let mut new_key_file = None;
         let mut keyring = None;
+        if lock.is_some() {
+            if let Some(remote) = folder.remote() {
+                // This catalog must know everything the bucket holds before anything is
+                // written or deleted by it.
+                folder.claim_cache(&catalog, remote.as_ref())?;
+            }
+        }
         let store = if lock.is_some() {
-            // Both folders are the vault's own (never a link elsewhere).
-            folder
-                .dir()
-                .subdir(POINTS_DIR, true)
-                .map_err(FolderError::from)?;
-            folder
-                .dir()
-                .subdir(CHUNKS_DIR, true)
-                .map_err(FolderError::from)?;
+            if folder.remote().is_none() {
+                // Both folders are the vault's own (never a link elsewhere).
+                folder
+                    .dir()
+                    .subdir(POINTS_DIR, true)
+                    .map_err(FolderError::from)?;
+                folder
+                    .dir()
+                    .subdir(CHUNKS_DIR, true)
+                    .map_err(FolderError::from)?;
+            }
             let (format, ring) =
                 unlock_data_format(&folder, &catalog, layout, &opts.keys, &mut new_key_file)?;
             keyring = ring;
-            Some(Vault::open_local(folder.dir(), format)?)
+            Some(folder.vault(format)?)
+        } else {
+            None
+        };
+        let remote = if lock.is_some() {
+            folder.remote().cloned()
         } else {
             None
         };
@@ -510,6 +552,7 @@ impl Engine {
             keyring,
             manifest_removals: ManifestRemovals::default(),
             recent_indexes: Default::default(),
+            remote,
             _lock: lock,
         };
         let engine = Engine {

@@ -27,9 +27,9 @@
 use super::{data_format, EngineError, EngineOptions, Result, SETTING_CHUNK_SIZE};
 use super::{SETTING_CLOCK_OFFSET, SETTING_VAULT_NAME};
 use crate::model::Item;
-use crate::vault::backend::{Backend, LocalBackend, ObjectKind};
+use crate::vault::backend::{Backend, ObjectKind};
 use crate::vault::catalog::{Catalog, ChunkRow, CATALOG_FILE};
-use crate::vault::folder::{FolderError, Layout, VaultFolder, CHUNKS_DIR};
+use crate::vault::folder::{FolderError, Layout, VaultFolder};
 use crate::vault::lock::VaultLock;
 use crate::vault::manifest::{self, PointManifest};
 use crate::vault::store::index::IndexExpect;
@@ -55,7 +55,8 @@ pub struct RebuildReport {
 
 /// Rebuilds the catalog of the vault `opts` describes. See the module docs.
 pub fn rebuild_catalog(opts: &EngineOptions) -> Result<RebuildReport> {
-    let folder = VaultFolder::open(&opts.dir, false)?;
+    // A new machine has no folder for the catalog of a vault in object storage yet.
+    let folder = super::open_vault_folder(opts, opts.storage.is_some(), true)?;
     let _lock = VaultLock::acquire_patiently(folder.dir())?;
     if folder
         .dir()
@@ -68,10 +69,20 @@ pub fn rebuild_catalog(opts: &EngineOptions) -> Result<RebuildReport> {
         )));
     }
     let marker = folder.marker()?.ok_or_else(|| {
-        EngineError::Usage(format!(
-            "{} has no vault.toml: nothing says which vault this folder is, so it cannot be rebuilt. Put vault.toml back from a copy",
-            folder.path().display()
-        ))
+        EngineError::Usage(match folder.remote() {
+            Some(r) => format!(
+                "{} holds no vault (no {}/{}/{}): check the storage settings of vault {} (bucket, container, prefix, endpoint)",
+                r.location(),
+                r.location(),
+                ObjectKind::Config,
+                crate::vault::folder::MARKER_OBJECT,
+                opts.vault_name
+            ),
+            None => format!(
+                "{} has no vault.toml: nothing says which vault this folder is, so it cannot be rebuilt. Put vault.toml back from a copy",
+                folder.path().display()
+            ),
+        })
     })?;
     if marker.layout == Layout::V1 {
         return Err(EngineError::Usage(format!(
@@ -97,6 +108,14 @@ pub fn rebuild_catalog(opts: &EngineOptions) -> Result<RebuildReport> {
             return Err(e);
         }
     };
+    if let Some(remote) = folder.remote() {
+        // The new catalog becomes the vault's writer before it is in place: a kill in
+        // between leaves the vault's writer a catalog no one has, and every other catalog
+        // (an older one put back) refuses to write; a rebuild again puts it right.
+        let cache_id = uuid::Uuid::new_v4().to_string();
+        catalog.set_setting(crate::vault::folder::SETTING_CACHE_ID, &cache_id)?;
+        folder.write_writer(remote.as_ref(), &cache_id)?;
+    }
     catalog.checkpoint()?;
     drop(catalog);
     folder
@@ -122,9 +141,10 @@ fn fill(
     catalog.set_setting(crate::vault::folder::SETTING_VAULT_ID, &vault_id)?;
     catalog.set_setting(SETTING_VAULT_NAME, &marker.name)?;
     // vault.toml is not authenticated: what it says of encryption must match the chunks.
-    let chunks =
-        LocalBackend::open_kinds(folder.dir(), &[ObjectKind::Chunk]).map_err(StoreError::from)?;
-    if let Some(encrypted) = first_chunk_encrypted(&chunks) {
+    let chunks = folder
+        .objects(&[ObjectKind::Chunk])
+        .map_err(StoreError::from)?;
+    if let Some(encrypted) = first_chunk_encrypted(chunks.as_ref()) {
         if encrypted != marker.layout.is_encrypted() {
             return Err(EngineError::Failed(format!(
                 "vault.toml says the vault is {}, but its chunks are {}: vault.toml was changed. Nothing was written. Put the vault's own vault.toml back",
@@ -135,7 +155,7 @@ fn fill(
     }
     let mut no_key_file = None;
     let format = data_format(folder, catalog, marker.layout, &opts.keys, &mut no_key_file)?;
-    let store = Vault::open_with(&folder.path().join(CHUNKS_DIR), format)?;
+    let store = folder.vault(format)?;
 
     // Entries that are not objects (a symbolic link, a name vmvault never gives) are named
     // as problems and never followed or read.

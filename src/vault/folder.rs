@@ -18,10 +18,12 @@
 //! the marker is written, unless the catalog knows no stored data while the folder holds
 //! some (the aftermath of a lost catalog), which is refused like a missing catalog.
 
+use super::backend::{Backend, BackendError, Created, ObjectKind, ObjectName};
 use super::catalog::{Catalog, CatalogError, CATALOG_FILE, RESTORE_CATALOG_ADVICE};
 use crate::fsx::{Dir, FsxError};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The marker file's name.
 pub const MARKER_FILE: &str = "vault.toml";
@@ -74,6 +76,20 @@ pub enum FolderError {
     },
     #[error("vault {}: {message}", .path.display())]
     Invalid { path: PathBuf, message: String },
+    /// The catalog of a vault in object storage is missing here, and the bucket holds data.
+    #[error("vault {location} holds data ({data}), and this machine has no catalog of it ({} is missing). Nothing was changed. Run `vmvault vault rebuild` to make the catalog from what the vault holds (it needs the vault's key)", .cache.display())]
+    NoCache {
+        cache: PathBuf,
+        location: String,
+        data: StoredData,
+    },
+    /// The catalog of a vault in object storage is not the one that last wrote to it.
+    #[error("vault {location}: {why}, so the catalog {} may not know all its recovery points and chunks; vmvault will not write to the vault with it (a backup could count on chunks that are gone, garbage collection could delete chunks in use). Nothing was changed. Move {} (with its -wal and -shm files) away and run `vmvault vault rebuild`", .cache.display(), .cache.display())]
+    StaleCache {
+        cache: PathBuf,
+        location: String,
+        why: String,
+    },
 }
 
 /// What vault data a folder holds (counted up to a small limit: enough to say so).
@@ -82,6 +98,8 @@ pub struct StoredData {
     pub marker: bool,
     pub chunk_files: u64,
     pub point_folders: u64,
+    /// Counted in object storage (objects, not files and folders).
+    pub objects: bool,
 }
 
 /// How far [`StoredData`] counts before it stops looking.
@@ -89,7 +107,12 @@ const COUNT_LIMIT: u64 = 1000;
 
 impl StoredData {
     pub fn any(&self) -> bool {
-        self.marker || self.chunk_files > 0 || self.point_folders > 0
+        self.marker || self.any_data()
+    }
+
+    /// Chunks or points (the marker aside).
+    pub fn any_data(&self) -> bool {
+        self.chunk_files > 0 || self.point_folders > 0
     }
 }
 
@@ -103,27 +126,43 @@ impl std::fmt::Display for StoredData {
             }
         };
         let mut parts = Vec::new();
+        let (chunks, points, marker) = if self.objects {
+            ("chunk(s)", "recovery point(s)", "its marker")
+        } else {
+            (
+                "chunk file(s)",
+                "recovery point folder(s)",
+                "its vault.toml",
+            )
+        };
         if self.chunk_files > 0 {
-            parts.push(format!("{} chunk file(s)", count(self.chunk_files)));
+            parts.push(format!("{} {chunks}", count(self.chunk_files)));
         }
         if self.point_folders > 0 {
-            parts.push(format!(
-                "{} recovery point folder(s)",
-                count(self.point_folders)
-            ));
+            parts.push(format!("{} {points}", count(self.point_folders)));
         }
         if self.marker {
-            parts.push("its vault.toml".into());
+            parts.push(marker.into());
         }
         write!(f, "{}", parts.join(", "))
     }
 }
 
-/// A vault folder opened through a checked handle.
+/// A vault folder opened through a checked handle; for a vault in object storage, the
+/// local folder of its catalog (a cache) and the backend that holds everything else.
 #[derive(Debug)]
 pub struct VaultFolder {
     dir: Dir,
+    /// Where the vault's data is when it is not in `dir` (object storage): its marker
+    /// (a [`ObjectKind::Config`] object), key slots, chunks, indexes, manifests and lock.
+    remote: Option<Arc<dyn Backend>>,
+    /// The folder is the catalog's cache of a vault in object storage (whether or not the
+    /// bucket was opened): it holds no marker or data of its own.
+    cache: bool,
 }
+
+/// The name of the marker's object in object storage.
+pub const MARKER_OBJECT: &str = "vault";
 
 /// The marker's contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +268,169 @@ impl VaultFolder {
         for name in OWN_FILES {
             dir.check_own_entry(name)?;
         }
-        Ok(VaultFolder { dir })
+        Ok(VaultFolder {
+            dir,
+            remote: None,
+            cache: false,
+        })
+    }
+
+    /// The folder as the catalog's cache of a vault whose data lives in `remote`.
+    pub fn with_remote(self, remote: Arc<dyn Backend>) -> VaultFolder {
+        VaultFolder {
+            dir: self.dir,
+            remote: Some(remote),
+            cache: true,
+        }
+    }
+
+    /// The folder as the catalog's cache of a vault in object storage, without opening
+    /// the bucket: only the catalog can be read ([`open_catalog_read_only`]).
+    pub fn as_cache(self) -> VaultFolder {
+        VaultFolder {
+            dir: self.dir,
+            remote: None,
+            cache: true,
+        }
+    }
+
+    /// The vault's data in `format`: the folder's own, or the object storage's.
+    pub fn vault(
+        &self,
+        format: crate::vault::store::DataFormat,
+    ) -> Result<crate::vault::Vault, FolderError> {
+        let invalid = |e: String| self.invalid(format!("cannot open the vault's data: {e}"));
+        match &self.remote {
+            Some(r) => Ok(crate::vault::Vault::on(
+                r.clone(),
+                PathBuf::from(format!("{}/{}", r.location(), ObjectKind::Chunk)),
+                format,
+            )),
+            None if self.cache => Err(invalid("the object storage is not open".into())),
+            None => crate::vault::Vault::open_local(&self.dir, format)
+                .map_err(|e| invalid(e.to_string())),
+        }
+    }
+
+    /// Makes this catalog the one that writes to the vault in `remote` (the caller holds
+    /// the vault's lock): refuses when another catalog (another machine, or this one's
+    /// before it was rebuilt) has written to the vault since this one last did, because
+    /// this one may then not know points and chunks the vault holds, and garbage
+    /// collection or a backup's deduplication would go wrong on it. See [`WRITER_OBJECT`].
+    pub fn claim_cache(&self, catalog: &Catalog, remote: &dyn Backend) -> Result<(), FolderError> {
+        let cache_id = match catalog.setting(SETTING_CACHE_ID)? {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                catalog.set_setting(SETTING_CACHE_ID, &id)?;
+                id
+            }
+        };
+        let name = writer_object();
+        let mut buf = Vec::new();
+        let found = match remote.get_into(ObjectKind::Config, &name, &mut buf, MARKER_LIMIT) {
+            Ok(()) => Some(parse_writer(&String::from_utf8_lossy(&buf))),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                return Err(
+                    self.remote_error("cannot read which catalog last wrote to the vault", e)
+                )
+            }
+        };
+        let stale = |why: String| FolderError::StaleCache {
+            cache: self.catalog_path(),
+            location: remote.location().to_string(),
+            why,
+        };
+        match found {
+            Some(w) if w.cache == cache_id => return Ok(()),
+            Some(w) => {
+                return Err(stale(format!(
+                    "another catalog (on host {}, at {}) has written to it since this one last did",
+                    w.host, w.at
+                )))
+            }
+            None => {
+                // Nothing says who wrote last: a vault with data whose note was removed.
+                if catalog.knows_stored_data()? || self.stored_data()?.any_data() {
+                    return Err(stale(format!(
+                        "its note of the catalog that last wrote to it ({}) is missing",
+                        remote.locate(ObjectKind::Config, &name)
+                    )));
+                }
+            }
+        }
+        self.write_writer(remote, &cache_id)
+    }
+
+    /// Records the catalog `cache_id` (of this host) as the one that writes to the vault.
+    pub fn write_writer(&self, remote: &dyn Backend, cache_id: &str) -> Result<(), FolderError> {
+        let text = format!(
+            "# The catalog that writes to this vault. Do not edit or delete this object.\ncache = \"{cache_id}\"\nhost = {}\nat = \"{}\"\n",
+            toml::Value::String(super::lock::hostname()),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        remote
+            .put(ObjectKind::Config, &writer_object(), text.as_bytes())
+            .and_then(|()| remote.sync())
+            .map_err(|e| self.remote_error("cannot record this catalog as the vault's writer", e))
+    }
+
+    /// The object storage that holds the vault's data (None: this folder holds it).
+    pub fn remote(&self) -> Option<&Arc<dyn Backend>> {
+        self.remote.as_ref()
+    }
+
+    /// Where the vault's data is, for messages: the folder, or the bucket's URL.
+    pub fn location(&self) -> String {
+        match &self.remote {
+            Some(r) => r.location().to_string(),
+            None => self.dir.path().display().to_string(),
+        }
+    }
+
+    /// The store of the vault's objects of `kinds`: the folder's own (its sub-folders made
+    /// when missing), or the object storage.
+    pub fn objects(&self, kinds: &[ObjectKind]) -> Result<Arc<dyn Backend>, BackendError> {
+        match &self.remote {
+            Some(r) => Ok(r.clone()),
+            None => Ok(Arc::new(super::backend::LocalBackend::open_kinds(
+                &self.dir, kinds,
+            )?)),
+        }
+    }
+
+    /// The vault's objects of `kind` when it has any place for them yet (a local folder
+    /// without the kind's sub-folder has none; object storage always has one).
+    pub fn existing_objects(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<Option<Arc<dyn Backend>>, BackendError> {
+        match &self.remote {
+            Some(r) => Ok(Some(r.clone())),
+            None => {
+                let sub = super::backend::local::folder_name(kind);
+                let there = self.dir.exists(sub).map_err(|e| {
+                    BackendError::from_io(
+                        super::backend::ErrorContext::new(
+                            super::backend::Operation::Open,
+                            Some(kind),
+                            None,
+                            self.dir.path_of(sub).display().to_string(),
+                        ),
+                        std::io::Error::other(e.to_string()),
+                    )
+                })?;
+                if !there {
+                    return Ok(None);
+                }
+                self.objects(&[kind]).map(Some)
+            }
+        }
+    }
+
+    fn remote_error(&self, what: &str, e: BackendError) -> FolderError {
+        self.invalid(format!("{what}: {e}"))
     }
 
     pub fn dir(&self) -> &Dir {
@@ -246,6 +447,21 @@ impl VaultFolder {
 
     /// The marker, if the folder has one.
     pub fn marker(&self) -> Result<Option<Marker>, FolderError> {
+        if let Some(r) = &self.remote {
+            let mut buf = Vec::new();
+            match r.get_into(ObjectKind::Config, &marker_object(), &mut buf, MARKER_LIMIT) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(self.remote_error("cannot read the vault's marker", e)),
+            }
+            let text = String::from_utf8_lossy(&buf);
+            return parse_marker(&text).map(Some).map_err(|why| {
+                self.invalid(format!(
+                    "its marker {} is damaged ({why}); put it back from a copy",
+                    r.locate(ObjectKind::Config, &marker_object())
+                ))
+            });
+        }
         let mut f = match self.dir.open_read(MARKER_FILE) {
             Ok(f) => f,
             Err(FsxError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -267,15 +483,31 @@ impl VaultFolder {
 
     /// Writes the marker durably; never replaces one that is there.
     pub fn write_marker(&self, m: &Marker) -> Result<(), FolderError> {
-        let temp = format!(".tmp-{MARKER_FILE}-{}", std::process::id());
-        let _ = self.dir.remove_file(&temp);
         let text = format!(
-            "# This folder is a vmvault vault. Do not edit or delete this file.\nformat = {}\nencryption = \"{}\"\nid = \"{}\"\nname = {}\n",
+            "# This {} is a vmvault vault. Do not edit or delete {}.\nformat = {}\nencryption = \"{}\"\nid = \"{}\"\nname = {}\n",
+            if self.remote.is_some() { "prefix" } else { "folder" },
+            if self.remote.is_some() { "this object" } else { "this file" },
             m.layout.version(),
             m.layout.encryption(),
             m.id,
             toml::Value::String(m.name.clone())
         );
+        if let Some(r) = &self.remote {
+            return match r.create(ObjectKind::Config, &marker_object(), text.as_bytes()) {
+                Ok(Created::New) => Ok(()),
+                // Ours from an earlier try, or another vault's: reading it tells.
+                Ok(Created::AlreadyExists) => match self.marker()? {
+                    Some(there) if there.id == m.id => Ok(()),
+                    _ => Err(self.invalid(format!(
+                        "{} holds another vault's marker: vmvault will not put a second vault in one place. Give this vault a prefix of its own",
+                        r.locate(ObjectKind::Config, &marker_object())
+                    ))),
+                },
+                Err(e) => Err(self.remote_error("cannot write the vault's marker", e)),
+            };
+        }
+        let temp = format!(".tmp-{MARKER_FILE}-{}", std::process::id());
+        let _ = self.dir.remove_file(&temp);
         let write = || -> Result<(), FsxError> {
             let mut f = self.dir.create_new(&temp, 0o600)?;
             f.write_all(text.as_bytes())
@@ -295,6 +527,28 @@ impl VaultFolder {
 
     /// What vault data the folder holds (stops counting at a small limit).
     pub fn stored_data(&self) -> Result<StoredData, FolderError> {
+        if let Some(r) = &self.remote {
+            let listing = |e| self.remote_error("cannot list what the vault holds", e);
+            let marker = r
+                .stat(ObjectKind::Config, &marker_object())
+                .map_err(listing)?
+                .is_some();
+            let mut chunk_files = 0;
+            for o in r.list(ObjectKind::Chunk) {
+                o.map_err(listing)?;
+                chunk_files += 1;
+                if chunk_files >= COUNT_LIMIT {
+                    break;
+                }
+            }
+            let point_folders = (self.point_ids()?.len() as u64).min(COUNT_LIMIT);
+            return Ok(StoredData {
+                marker,
+                chunk_files,
+                point_folders,
+                objects: true,
+            });
+        }
         let marker = self.dir.exists(MARKER_FILE)?;
         let chunk_files = count_entries(&self.dir.path_of(CHUNKS_DIR), 2)?;
         let point_folders = count_entries(&self.dir.path_of(POINTS_DIR), 1)?;
@@ -302,14 +556,97 @@ impl VaultFolder {
             marker,
             chunk_files,
             point_folders,
+            objects: false,
         })
+    }
+
+    /// The recovery points the vault holds objects of (a folder under `points/`; in object
+    /// storage, an index or a manifest).
+    fn point_ids(&self) -> Result<std::collections::HashSet<String>, FolderError> {
+        let mut ids = std::collections::HashSet::new();
+        if let Some(r) = &self.remote {
+            for kind in [ObjectKind::Index, ObjectKind::Manifest] {
+                for o in r.list(kind) {
+                    let o =
+                        o.map_err(|e| self.remote_error("cannot list what the vault holds", e))?;
+                    let name = o.name.as_str();
+                    let id = match kind {
+                        ObjectKind::Index => match super::backend::index_parts(name) {
+                            Some((p, _)) => p,
+                            None => continue,
+                        },
+                        _ => name,
+                    };
+                    ids.insert(id.to_string());
+                }
+            }
+            return Ok(ids);
+        }
+        let points = self.dir.path_of(POINTS_DIR);
+        match std::fs::read_dir(&points) {
+            Ok(rd) => {
+                for e in rd {
+                    let e =
+                        e.map_err(|e| self.invalid(format!("cannot list {POINTS_DIR}/: {e}")))?;
+                    ids.insert(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.invalid(format!("cannot list {POINTS_DIR}/: {e}"))),
+        }
+        Ok(ids)
     }
 
     fn invalid(&self, message: String) -> FolderError {
         FolderError::Invalid {
-            path: self.dir.path().to_path_buf(),
+            path: PathBuf::from(self.location()),
             message,
         }
+    }
+}
+
+/// The marker's object name.
+fn marker_object() -> ObjectName {
+    ObjectName::new(MARKER_OBJECT).expect("a valid object name")
+}
+
+/// The [`ObjectKind::Config`] object of a vault in object storage that names the catalog
+/// that last wrote to it (its cache id, host and time). The catalog of a vault in object
+/// storage is a cache on one machine; a process writes to the vault only under the vault's
+/// lock and only after it has made its own catalog the writer here. A catalog that finds
+/// another one named is stale (another machine, or a rebuild, wrote since), and is
+/// refused: `vault rebuild` makes a current one.
+pub const WRITER_OBJECT: &str = "writer";
+/// Catalog setting: the id of this catalog as a cache of a vault in object storage.
+pub const SETTING_CACHE_ID: &str = "cache_id";
+
+fn writer_object() -> ObjectName {
+    ObjectName::new(WRITER_OBJECT).expect("a valid object name")
+}
+
+/// What the writer object says (unreadable parts read as "unknown").
+struct Writer {
+    cache: String,
+    host: String,
+    at: String,
+}
+
+fn parse_writer(text: &str) -> Writer {
+    let v: toml::Table = toml::from_str(text).unwrap_or_default();
+    let get = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .map(crate::fmt::echo)
+            .unwrap_or_else(|| "unknown".into())
+    };
+    Writer {
+        cache: v
+            .get("cache")
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .to_string(),
+        host: get("host"),
+        at: get("at"),
     }
 }
 
@@ -389,6 +726,13 @@ pub fn layout_of(path: &Path) -> Option<Layout> {
         .map(|m| m.layout)
 }
 
+/// The layout the catalog in the cache folder `path` of a vault in object storage records
+/// (None: no catalog there yet, or it cannot be read).
+pub fn cached_layout(path: &Path) -> Option<Layout> {
+    let folder = VaultFolder::open(path, false).ok()?.as_cache();
+    open_catalog_read_only(&folder).ok().map(|(_, l)| l)
+}
+
 /// How [`open_catalog`] opened the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CatalogOpened {
@@ -429,6 +773,13 @@ pub fn open_catalog_as(
     }
     if !present {
         let data = folder.stored_data()?;
+        if data.any() && folder.cache {
+            return Err(FolderError::NoCache {
+                cache: folder.catalog_path(),
+                location: folder.location(),
+                data,
+            });
+        }
         if data.any() {
             return Err(FolderError::CatalogLost {
                 path: folder.path().to_path_buf(),
@@ -555,18 +906,7 @@ fn catalog_disagrees_with_store(
         catalog.all_points()?.into_iter().map(|p| p.id).collect();
     let committed = known.clone();
     known.extend(catalog.announced_point_ids()?);
-    let points = folder.dir.path_of(POINTS_DIR);
-    let mut folders = std::collections::HashSet::new();
-    match std::fs::read_dir(&points) {
-        Ok(rd) => {
-            for e in rd {
-                let e = e.map_err(|e| folder.invalid(format!("cannot list {POINTS_DIR}/: {e}")))?;
-                folders.insert(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(folder.invalid(format!("cannot list {POINTS_DIR}/: {e}"))),
-    }
+    let folders = folder.point_ids()?;
     let unknown = folders.iter().filter(|f| !known.contains(*f)).count();
     let missing = committed.iter().filter(|p| !folders.contains(*p)).count();
     let chunks_without_backups =
@@ -610,8 +950,27 @@ fn catalog_is_empty_file(folder: &VaultFolder) -> bool {
 /// Opens the catalog of the vault in `folder` for reading (another process may own the
 /// vault). A missing catalog is an error that says what happened.
 pub fn open_catalog_read_only(folder: &VaultFolder) -> Result<(Catalog, Layout), FolderError> {
+    if folder.cache && folder.remote.is_none() {
+        // The cache of a vault in object storage: the catalog is all there is here.
+        if !folder.dir.exists(CATALOG_FILE)? {
+            return Err(FolderError::Invalid {
+                path: folder.path().to_path_buf(),
+                message: "this machine has no catalog of the vault yet: run `vmvault vault rebuild`, or any command that writes to the vault".into(),
+            });
+        }
+        let catalog = Catalog::open_read_only(&folder.catalog_path())?;
+        let layout = catalog_layout(folder, &catalog)?;
+        return Ok((catalog, layout));
+    }
     if !folder.dir.exists(CATALOG_FILE)? {
         let data = folder.stored_data()?;
+        if folder.cache {
+            return Err(FolderError::NoCache {
+                cache: folder.catalog_path(),
+                location: folder.location(),
+                data,
+            });
+        }
         return Err(FolderError::CatalogLost {
             path: folder.path().to_path_buf(),
             what: "catalog.db is missing".into(),

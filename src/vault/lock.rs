@@ -52,6 +52,21 @@ pub enum LockError {
     },
 }
 
+/// This machine's host name, for records of who holds or wrote a vault ("unknown" when
+/// the kernel does not say).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    if rc != 0 || name.is_empty() {
+        "unknown".into()
+    } else {
+        name
+    }
+}
+
 /// Held while this process owns the vault.
 #[derive(Debug)]
 pub struct VaultLock {

@@ -33,11 +33,12 @@
 //! which the next open completes (reusing a key file of that vault left by the killed
 //! run); an encrypted vault with data and no slot is refused.
 
-use super::backend::{Backend, BackendError, Created, LocalBackend, ObjectKind, ObjectName};
+use super::backend::{Backend, BackendError, Created, ObjectKind, ObjectName};
 use super::folder::VaultFolder;
 use super::keys::{self, KeyError, KeyFile, KeySlot, MasterKey, SlotKind};
 use crate::fsx::{Dir, FsxError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The folder of key slots in a vault folder.
 pub const KEYS_DIR: &str = "keys";
@@ -166,14 +167,8 @@ impl KeySource {
 
 /// The store of the key slots of the vault in `folder`; None when it has none (a vault
 /// of format 1, or one whose keys were never made: nothing is made by looking).
-fn slot_store(folder: &VaultFolder) -> Result<Option<LocalBackend>, UnlockError> {
-    if !folder.dir().exists(KEYS_DIR)? {
-        return Ok(None);
-    }
-    Ok(Some(LocalBackend::open_kinds(
-        folder.dir(),
-        &[ObjectKind::Key],
-    )?))
+fn slot_store(folder: &VaultFolder) -> Result<Option<Arc<dyn Backend>>, UnlockError> {
+    Ok(folder.existing_objects(ObjectKind::Key)?)
 }
 
 /// The key slots of the vault in `folder`, in the order of their ids.
@@ -181,7 +176,10 @@ pub fn slots(folder: &VaultFolder) -> Result<Vec<KeySlot>, UnlockError> {
     let (good, bad) = readable_slots(folder)?;
     match bad.into_iter().next() {
         Some(e) => Err(UnlockError::BadSlot {
-            path: folder.dir().path_of(KEYS_DIR),
+            path: match folder.remote() {
+                Some(r) => PathBuf::from(format!("{}/{}", r.location(), ObjectKind::Key)),
+                None => folder.dir().path_of(KEYS_DIR),
+            },
             reason: e,
         }),
         None => Ok(good),
@@ -202,7 +200,7 @@ pub fn readable_slots(folder: &VaultFolder) -> Result<(Vec<KeySlot>, Vec<String>
     names.sort();
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     for name in names {
-        match read_slot(&store, &name) {
+        match read_slot(store.as_ref(), &name) {
             Ok(s) => good.push(s),
             Err(e) => bad.push(e.to_string()),
         }
@@ -246,7 +244,7 @@ fn slot_name(id: &str) -> Result<ObjectName, UnlockError> {
 /// Adds `slot` to the vault in `folder`: a new object, durable when this returns, never
 /// replacing one.
 pub fn add_slot(folder: &VaultFolder, slot: &KeySlot) -> Result<(), UnlockError> {
-    let store = LocalBackend::open_kinds(folder.dir(), &[ObjectKind::Key])?;
+    let store = folder.objects(&[ObjectKind::Key])?;
     let json = slot.to_json()?;
     let name = slot_name(slot.id())?;
     match store.create(ObjectKind::Key, &name, &json)? {

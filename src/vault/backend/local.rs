@@ -68,7 +68,7 @@ fn temp_name(name: &str) -> String {
 }
 
 /// The folder of each kind, in the vault folder.
-fn folder_name(kind: ObjectKind) -> &'static str {
+pub fn folder_name(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::Config => "config",
         ObjectKind::Key => "keys",

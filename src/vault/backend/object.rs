@@ -136,6 +136,110 @@ pub enum ObjectStorage {
 }
 
 impl ObjectStorage {
+    /// What is wrong with these settings, checked without the network (opening the
+    /// backend checks them again, and that the bucket answers).
+    pub fn check(&self) -> Result<(), String> {
+        let ctx = || ErrorContext::new(Operation::Open, None, None, String::new());
+        let message = |e: BackendError| match e {
+            BackendError::Misconfigured { message, .. } => message,
+            e => e.to_string(),
+        };
+        let (names, endpoint): (Vec<(&str, &str)>, _) = match self {
+            ObjectStorage::S3 {
+                bucket, endpoint, ..
+            } => (vec![("bucket", bucket.as_str())], endpoint),
+            ObjectStorage::Azure {
+                account,
+                container,
+                endpoint,
+                ..
+            } => (
+                vec![
+                    ("account", account.as_str()),
+                    ("container", container.as_str()),
+                ],
+                endpoint,
+            ),
+        };
+        for (what, name) in names {
+            check_name(what, name, ctx).map_err(message)?;
+        }
+        if let Some(e) = endpoint {
+            check_endpoint(e, ctx).map_err(message)?;
+        }
+        if let Some(p) = self.prefix().map(|p| p.trim_matches('/')) {
+            if !p.is_empty() {
+                Key::parse(p).map_err(|e| {
+                    format!(
+                        "the prefix {:?} is not a usable key prefix ({e}): use folder names joined by '/', without empty, '.' or '..' parts",
+                        crate::fmt::echo(p)
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bucket (or account and container, with the endpoint) and the prefix (without
+    /// outer slashes): two vaults with the same bucket and overlapping prefixes would
+    /// share objects.
+    pub fn place(&self) -> (String, String) {
+        let prefix = self.prefix().unwrap_or("").trim_matches('/').to_string();
+        let service = match self {
+            ObjectStorage::S3 {
+                bucket, endpoint, ..
+            } => format!(
+                "s3 bucket {bucket} at {}",
+                endpoint.as_deref().unwrap_or("AWS")
+            ),
+            ObjectStorage::Azure {
+                account,
+                container,
+                endpoint,
+                ..
+            } => format!(
+                "azure container {account}/{container} at {}",
+                endpoint.as_deref().unwrap_or("Azure")
+            ),
+        };
+        (service, prefix)
+    }
+
+    /// The settings in a few words, for listings (`s3 bucket b, prefix p at URL`).
+    pub fn summary(&self) -> String {
+        let at = |p: &Option<String>, e: &Option<String>| {
+            let mut s = String::new();
+            if let Some(p) = p
+                .as_deref()
+                .map(|p| p.trim_matches('/'))
+                .filter(|p| !p.is_empty())
+            {
+                s.push_str(&format!(", prefix {p}"));
+            }
+            if let Some(e) = e {
+                s.push_str(&format!(" at {}", without_secrets(e)));
+            }
+            s
+        };
+        match self {
+            ObjectStorage::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                ..
+            } => format!("s3 bucket {bucket}{}", at(prefix, endpoint)),
+            ObjectStorage::Azure {
+                account,
+                container,
+                prefix,
+                endpoint,
+            } => format!(
+                "azure container {container} of account {account}{}",
+                at(prefix, endpoint)
+            ),
+        }
+    }
+
     fn prefix(&self) -> Option<&str> {
         match self {
             ObjectStorage::S3 { prefix, .. } | ObjectStorage::Azure { prefix, .. } => {
