@@ -1020,7 +1020,7 @@ fn shown_command(recorded: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vault::backend::{MemoryBackend, Operation};
+    use crate::vault::backend::{MemoryBackend, ObjectStoreBackend, Operation};
     use std::sync::Barrier;
 
     fn memory() -> (Arc<MemoryBackend>, Arc<dyn Backend>) {
@@ -1258,6 +1258,25 @@ mod tests {
     fn racing_acquirers_exactly_one_wins_then_a_takeover() {
         let (_, b) = memory();
         race_and_takeover(b, 8, 20);
+    }
+
+    #[test]
+    fn racing_and_takeover_in_s3() {
+        let Some(spec) = crate::vault::backend::object::testenv::s3() else {
+            return;
+        };
+        let b = Arc::new(crate::vault::backend::object::open(&spec).unwrap());
+        race_and_takeover(b, 8, 3);
+    }
+
+    #[test]
+    fn racing_and_takeover_in_azure() {
+        let Some(spec) = crate::vault::backend::object::testenv::azure() else {
+            return;
+        };
+        let b: Arc<ObjectStoreBackend> =
+            Arc::new(crate::vault::backend::object::open(&spec).unwrap());
+        race_and_takeover(b, 8, 3);
     }
 
     #[test]
