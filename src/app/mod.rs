@@ -53,11 +53,15 @@ impl From<EngineError> for AppError {
         match e {
             EngineError::Usage(m) => AppError::usage(m),
             EngineError::Locked(l) => AppError::usage(l.to_string()),
+            EngineError::Lease(l @ crate::vault::lease::LeaseError::Busy { .. }) => {
+                AppError::usage(l.to_string())
+            }
             e @ (EngineError::Failed(_)
             | EngineError::Catalog(_)
             | EngineError::Folder(_)
             | EngineError::Store(_)
-            | EngineError::Unlock(_)) => AppError::failed(e.to_string()),
+            | EngineError::Unlock(_)
+            | EngineError::Lease(_)) => AppError::failed(e.to_string()),
         }
     }
 }

@@ -80,6 +80,10 @@ pub enum EngineError {
     /// The vault's keys cannot be made or opened (exit code 1).
     #[error(transparent)]
     Unlock(#[from] crate::vault::unlock::UnlockError),
+    /// The lock of a vault in object storage: held by another process (exit code 2), or
+    /// it cannot be taken (exit code 1).
+    #[error(transparent)]
+    Lease(#[from] crate::vault::lease::LeaseError),
 }
 
 impl EngineError {
@@ -160,6 +164,27 @@ pub struct EngineOptions {
     /// Object storage that holds the vault's data (then `dir` holds only the catalog, a
     /// cache of what the bucket holds); None: `dir` holds everything.
     pub storage: Option<crate::vault::backend::ObjectStorage>,
+}
+
+/// Takes the lock of the vault in object storage that `folder` caches (a lease in the
+/// bucket, refreshed while it is held) and returns the folder with a backend that writes
+/// only while the lease holds; a local vault is returned as it is. The caller holds the
+/// folder's own lock already.
+pub(crate) fn lease_vault(
+    folder: VaultFolder,
+) -> Result<(VaultFolder, Option<Arc<crate::vault::lease::StorageLock>>)> {
+    use crate::vault::lease::{LeaseOptions, LeasedBackend, StorageLock};
+    let Some(remote) = folder.remote().cloned() else {
+        return Ok((folder, None));
+    };
+    let lease = StorageLock::acquire_patiently(
+        remote.clone(),
+        &LeaseOptions::default(),
+        std::time::Duration::from_secs(2),
+    )?;
+    let lease = Arc::new(lease);
+    let leased = Arc::new(LeasedBackend::new(remote, lease.clone()));
+    Ok((folder.with_remote(leased), Some(lease)))
 }
 
 /// The folder of the vault `opts` describes (made when `create`); for a vault in object
@@ -274,6 +299,8 @@ pub(crate) struct Inner {
     pub recent_indexes: recent::RecentIndexes,
     /// The object storage of the vault, when its data lives there and this process owns it.
     pub remote: Option<Arc<dyn crate::vault::backend::Backend>>,
+    /// The lock of a vault in object storage (released when the engine is dropped).
+    _lease: Option<Arc<crate::vault::lease::StorageLock>>,
     _lock: Option<VaultLock>,
 }
 
@@ -444,6 +471,11 @@ impl Engine {
             OpenMode::ReadOnly if new_vault => Some(VaultLock::acquire_patiently(folder.dir())?),
             OpenMode::ReadOnly => None,
         };
+        let (folder, lease) = if lock.is_some() {
+            lease_vault(folder)?
+        } else {
+            (folder, None)
+        };
         let owner = if lock.is_some() { None } else { Some(()) };
         let catalog_path = folder.catalog_path();
         let (catalog, layout) = if lock.is_some() {
@@ -553,6 +585,7 @@ impl Engine {
             manifest_removals: ManifestRemovals::default(),
             recent_indexes: Default::default(),
             remote,
+            _lease: lease,
             _lock: lock,
         };
         let engine = Engine {

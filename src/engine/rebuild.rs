@@ -58,6 +58,7 @@ pub fn rebuild_catalog(opts: &EngineOptions) -> Result<RebuildReport> {
     // A new machine has no folder for the catalog of a vault in object storage yet.
     let folder = super::open_vault_folder(opts, opts.storage.is_some(), true)?;
     let _lock = VaultLock::acquire_patiently(folder.dir())?;
+    let (folder, _lease) = super::lease_vault(folder)?;
     if folder
         .dir()
         .exists(CATALOG_FILE)

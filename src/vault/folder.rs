@@ -367,7 +367,7 @@ impl VaultFolder {
     pub fn write_writer(&self, remote: &dyn Backend, cache_id: &str) -> Result<(), FolderError> {
         let text = format!(
             "# The catalog that writes to this vault. Do not edit or delete this object.\ncache = \"{cache_id}\"\nhost = {}\nat = \"{}\"\n",
-            toml::Value::String(super::lock::hostname()),
+            toml::Value::String(super::lease::hostname()),
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         remote

@@ -99,9 +99,6 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 /// The longest command recorded, in characters.
 const COMMAND_CHARS: usize = 200;
 
-/// The longest command shown in messages, in characters.
-const SHOWN_COMMAND_CHARS: usize = 72;
-
 /// The shortest refresh interval (a zero one would spin).
 const MIN_REFRESH: Duration = Duration::from_millis(10);
 
@@ -170,7 +167,10 @@ impl fmt::Display for Holder {
             f,
             "process {} ({}) on host {}",
             self.pid,
-            crate::fmt::echo_at_most(&shown_command(&self.command), SHOWN_COMMAND_CHARS + 8),
+            crate::fmt::echo_at_most(
+                &super::lock::shown_command(&self.command),
+                super::lock::SHOWN_COMMAND_CHARS + 8
+            ),
             crate::fmt::echo_at_most(&self.host, 80),
         )
     }
@@ -941,7 +941,8 @@ impl Me {
     }
 }
 
-fn hostname() -> String {
+/// This machine's host name, for records of who holds or wrote a vault.
+pub fn hostname() -> String {
     read_trimmed("/proc/sys/kernel/hostname")
         .or_else(|| {
             let mut buf = [0u8; 256];
@@ -996,25 +997,105 @@ fn valid_until(started: Instant, opts: &LeaseOptions) -> Instant {
         .unwrap_or(started + Duration::from_secs(365 * 86_400))
 }
 
-/// The owner's command for people: the program's file name and its arguments, cut
-/// between arguments with "…" when long.
-fn shown_command(recorded: &str) -> String {
-    let mut words = recorded.split_whitespace();
-    let Some(program) = words.next() else {
-        return "vmvault".into();
-    };
-    let mut shown = Path::new(program)
-        .file_name()
-        .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned());
-    for w in words {
-        if shown.chars().count() + 1 + w.chars().count() > SHOWN_COMMAND_CHARS {
-            shown.push_str(" …");
-            break;
-        }
-        shown.push(' ');
-        shown.push_str(w);
+/// A vault's backend that writes only while its [`StorageLock`] holds: every put, create,
+/// delete and set-aside checks the lease first and is refused with
+/// [`BackendError::LockLost`] once it is lost, so that nothing this process still has in
+/// flight (a backup's chunks, a prune's deletes) lands after another process took the vault
+/// over. Reads pass through. (A write already sent when the lease runs out still lands:
+/// see "What it cannot do" above.)
+#[derive(Debug)]
+pub struct LeasedBackend {
+    inner: Arc<dyn Backend>,
+    lease: Arc<StorageLock>,
+}
+
+impl LeasedBackend {
+    pub fn new(inner: Arc<dyn Backend>, lease: Arc<StorageLock>) -> LeasedBackend {
+        LeasedBackend { inner, lease }
     }
-    shown
+
+    fn held(
+        &self,
+        op: super::backend::Operation,
+        kind: Option<ObjectKind>,
+        name: Option<&ObjectName>,
+    ) -> Result<(), BackendError> {
+        self.lease.check().map_err(|e| BackendError::LockLost {
+            ctx: super::backend::ErrorContext::new(op, kind, name, self.inner.location()),
+            why: e.to_string(),
+        })
+    }
+}
+
+impl Backend for LeasedBackend {
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+    fn locate(&self, kind: ObjectKind, name: &ObjectName) -> String {
+        self.inner.locate(kind, name)
+    }
+    fn put(&self, kind: ObjectKind, name: &ObjectName, data: &[u8]) -> Result<(), BackendError> {
+        self.held(super::backend::Operation::Put, Some(kind), Some(name))?;
+        self.inner.put(kind, name, data)
+    }
+    fn create(
+        &self,
+        kind: ObjectKind,
+        name: &ObjectName,
+        data: &[u8],
+    ) -> Result<Created, BackendError> {
+        self.held(super::backend::Operation::Create, Some(kind), Some(name))?;
+        self.inner.create(kind, name, data)
+    }
+    fn get_into(
+        &self,
+        kind: ObjectKind,
+        name: &ObjectName,
+        buf: &mut Vec<u8>,
+        max: u64,
+    ) -> Result<(), BackendError> {
+        self.inner.get_into(kind, name, buf, max)
+    }
+    fn get_range(
+        &self,
+        kind: ObjectKind,
+        name: &ObjectName,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, BackendError> {
+        self.inner.get_range(kind, name, offset, len)
+    }
+    fn stat(
+        &self,
+        kind: ObjectKind,
+        name: &ObjectName,
+    ) -> Result<Option<ObjectInfo>, BackendError> {
+        self.inner.stat(kind, name)
+    }
+    fn list(&self, kind: ObjectKind) -> super::backend::ObjectList<'_> {
+        self.inner.list(kind)
+    }
+    fn delete(&self, kind: ObjectKind, name: &ObjectName) -> Result<(), BackendError> {
+        self.held(super::backend::Operation::Delete, Some(kind), Some(name))?;
+        self.inner.delete(kind, name)
+    }
+    fn sync(&self) -> Result<(), BackendError> {
+        // A sync after the lease ran out must not report what may have landed too late as
+        // durable work of the owner.
+        self.held(super::backend::Operation::Sync, None, None)?;
+        self.inner.sync()
+    }
+    fn set_aside(&self, kind: ObjectKind, name: &ObjectName) -> Result<bool, BackendError> {
+        self.held(super::backend::Operation::Delete, Some(kind), Some(name))?;
+        self.inner.set_aside(kind, name)
+    }
+    fn strays(&self, kind: ObjectKind) -> Result<Vec<super::backend::Stray>, BackendError> {
+        self.inner.strays(kind)
+    }
+    fn cleanup_temp(&self, older_than: SystemTime) -> Result<u64, BackendError> {
+        self.held(super::backend::Operation::Sweep, None, None)?;
+        self.inner.cleanup_temp(older_than)
+    }
 }
 
 #[cfg(test)]

@@ -52,21 +52,6 @@ pub enum LockError {
     },
 }
 
-/// This machine's host name, for records of who holds or wrote a vault ("unknown" when
-/// the kernel does not say).
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-    if rc != 0 || name.is_empty() {
-        "unknown".into()
-    } else {
-        name
-    }
-}
-
 /// Held while this process owns the vault.
 #[derive(Debug)]
 pub struct VaultLock {
@@ -74,12 +59,12 @@ pub struct VaultLock {
 }
 
 /// Longest owner command shown in messages, in characters.
-const SHOWN_COMMAND_CHARS: usize = 72;
+pub(crate) const SHOWN_COMMAND_CHARS: usize = 72;
 
 /// The owner's command line for people: the program's file name (not its whole path) and
 /// its arguments; a long one is cut between arguments and ends with "…", never inside an
 /// option or a path.
-fn shown_command(recorded: &str) -> String {
+pub(crate) fn shown_command(recorded: &str) -> String {
     let mut words = recorded.split_whitespace();
     let Some(program) = words.next() else {
         return "vmvault".into();

@@ -564,6 +564,11 @@ pub enum BackendError {
         status: u16,
         message: String,
     },
+    /// This process no longer holds the lock of the vault (its lease in object storage ran
+    /// out or was taken over), so it writes and deletes nothing more. Who acts: the
+    /// administrator (another process may be working on the vault).
+    #[error("{ctx}: refused: {why}")]
+    LockLost { ctx: ErrorContext, why: String },
 }
 
 impl BackendError {
@@ -595,7 +600,8 @@ impl BackendError {
             | BackendError::Io { ctx, .. }
             | BackendError::Misconfigured { ctx, .. }
             | BackendError::Unreachable { ctx, .. }
-            | BackendError::Remote { ctx, .. } => ctx,
+            | BackendError::Remote { ctx, .. }
+            | BackendError::LockLost { ctx, .. } => ctx,
         }
     }
 
@@ -613,7 +619,8 @@ impl BackendError {
             | BackendError::Io { .. }
             | BackendError::Misconfigured { .. }
             | BackendError::Unreachable { .. }
-            | BackendError::Remote { .. } => Actor::Administrator,
+            | BackendError::Remote { .. }
+            | BackendError::LockLost { .. } => Actor::Administrator,
         }
     }
 
@@ -703,6 +710,12 @@ impl BackendError {
             )
             .recommend("Check that the bucket or container in `storage` of the vault exists and that the service is healthy (server errors and throttling were retried with backoff before giving up).")
             .recommend(CHECK_CREDENTIALS),
+            BackendError::LockLost { .. } => ErrorDetails::new(
+                "VaultLockLost",
+                "This process lost the vault's lock",
+                msg,
+            )
+            .recommend("Another vmvault may be working on the vault now (`vmvault status` names it); when it is done, run the job again. If this machine was suspended or cut off from the storage for long, that is why: its lock expired."),
         }
     }
 }
