@@ -111,7 +111,8 @@ impl<'de> Deserialize<'de> for Storage {
                     ))
                 }),
             other => Err(D::Error::custom(format!(
-                "expected a folder (a string) or object storage (a table with kind = \"s3\" or \"azure\"), found a {}",
+                "storage: expected a folder (a string) or object storage (a table with kind = \"s3\" or \"azure\"), found {} {}",
+                if other.type_str().starts_with(['a', 'i']) { "an" } else { "a" },
                 other.type_str()
             ))),
         }
@@ -388,7 +389,10 @@ impl Config {
             }
             if let Some(Storage::Object(o)) = &v.storage {
                 if let Err(why) = o.check() {
-                    return Err(err("storage", format!("vault \"{}\": {why}", v.name)));
+                    return Err(err(
+                        "storage",
+                        format!("vault \"{}\": storage: {why}", v.name),
+                    ));
                 }
             }
             if matches!(&v.storage, Some(Storage::Folder(p)) if p.as_os_str().is_empty()) {
