@@ -31,6 +31,8 @@ pub mod exit {
 pub struct AppError {
     pub code: u8,
     pub message: String,
+    /// Another process owns the vault (it can still be opened for reading).
+    pub busy: bool,
 }
 
 impl AppError {
@@ -38,12 +40,14 @@ impl AppError {
         AppError {
             code: exit::USAGE,
             message: message.into(),
+            busy: false,
         }
     }
     pub fn failed(message: impl Into<String>) -> AppError {
         AppError {
             code: exit::FAILED,
             message: message.into(),
+            busy: false,
         }
     }
 }
@@ -52,10 +56,14 @@ impl From<EngineError> for AppError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Usage(m) => AppError::usage(m),
-            EngineError::Locked(l) => AppError::usage(l.to_string()),
-            EngineError::Lease(l @ crate::vault::lease::LeaseError::Busy { .. }) => {
-                AppError::usage(l.to_string())
-            }
+            EngineError::Locked(l) => AppError {
+                busy: true,
+                ..AppError::usage(l.to_string())
+            },
+            EngineError::Lease(l @ crate::vault::lease::LeaseError::Busy { .. }) => AppError {
+                busy: true,
+                ..AppError::usage(l.to_string())
+            },
             e @ (EngineError::Failed(_)
             | EngineError::Catalog(_)
             | EngineError::Folder(_)

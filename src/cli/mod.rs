@@ -465,6 +465,7 @@ async fn vault_upgrade(setup: &Setup, as_json: bool) -> Result<u8> {
                 "stopped by {}: vault {name} is unchanged (format 1); `vmvault vault upgrade` goes on from where it stopped",
                 s.name()
             ),
+            busy: false,
         });
     }
     let report = report??;
@@ -738,6 +739,7 @@ async fn spawn_detached(
         return Err(AppError {
             code: if code == 0 { 1 } else { code },
             message: msg,
+            busy: false,
         });
     }
     if as_json {
@@ -984,6 +986,7 @@ fn stopped_outcome(signal: Option<StopSignal>, code: u8) -> Result<u8> {
         Some(s) if code != exit::OK => Err(AppError {
             code: s.exit_code(),
             message: format!("stopped by {}: the job(s) were cancelled", s.name()),
+            busy: false,
         }),
         _ => Ok(code),
     }

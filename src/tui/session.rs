@@ -159,10 +159,11 @@ impl Session {
                     .config
                     .vault(&name)
                     .map(|v| self.setup.config.vault_dir(v, &self.setup.data_dir));
-                let locked = dir
-                    .as_deref()
-                    .and_then(crate::vault::lock::VaultLock::owner)
-                    .is_some();
+                let locked = e.busy
+                    || dir
+                        .as_deref()
+                        .and_then(crate::vault::lock::VaultLock::owner)
+                        .is_some();
                 return Msg::VaultFailed {
                     name,
                     message: e.message,
