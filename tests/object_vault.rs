@@ -258,3 +258,115 @@ fn object_storage_settings_that_cannot_work_are_refused_with_what_to_change() {
     let (_, err) = env.fails_with(2, &["vaults"]);
     assert!(err.contains("\"one\" and \"two\""), "{err}");
 }
+
+/// The keys under `prefix` of the S3 test bucket whose path has `/{kind}/` in it.
+fn s3_keys(prefix: &str, kind: &str) -> Vec<String> {
+    let endpoint = std::env::var("VMVAULT_TEST_S3_ENDPOINT").unwrap();
+    let mut keys = Vec::new();
+    let mut token = String::new();
+    loop {
+        let url = format!(
+            "{}/{BUCKET}?list-type=2&prefix={prefix}/{kind}/{token}",
+            endpoint.trim_end_matches('/')
+        );
+        let (status, body) = emulators::http(&url, "GET", &[], "").unwrap();
+        assert_eq!(status, 200, "{body}");
+        keys.extend(
+            body.split("<Key>")
+                .skip(1)
+                .filter_map(|k| k.split("</Key>").next())
+                .map(str::to_string),
+        );
+        match body
+            .split("<NextContinuationToken>")
+            .nth(1)
+            .and_then(|t| t.split('<').next())
+        {
+            Some(t) => token = format!("&continuation-token={t}"),
+            None => return keys,
+        }
+    }
+}
+
+#[test]
+fn a_full_catalog_disk_fails_the_backup_and_leaves_nothing_in_the_bucket() {
+    let prefix = fresh_prefix();
+    let Some(storage) = s3(&prefix) else {
+        return;
+    };
+    // Reads throttled: the backup is still uploading when the catalog's disk fills up.
+    let env = Env::with_config(|_| {
+        format!(
+            "[[vault]]\nname = \"test-we\"\nregion = \"westeurope\"\nsource = {{ {FAST_SIM}, read_throughput_mib_s = 30 }}\nstorage = {storage}\n"
+        )
+    });
+    let Some(disk) = Tmpfs::mount(&env, "small", "size=16m,mode=0700") else {
+        return;
+    };
+    let data = disk.0.join("data");
+    let run = |args: &[&str]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("vmvault"))
+            .arg("--config")
+            .arg(&env.config)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["discover"][..],
+        &["register", "app01"],
+        &["protect", "app01", "--policy", "DefaultPolicy"],
+    ] {
+        assert_eq!(run(args).status.code(), Some(0), "{args:?}");
+    }
+    let backup = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmvault"))
+        .arg("--config")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["backup", "app01", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let fill = disk.0.join("fill");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&fill).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+    }
+    let out = backup.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let job: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not a job ({e}): {err}"));
+    assert_eq!(job["status"], "Failed", "{job:#}");
+    assert_eq!(job["error"]["code"], "VaultStorageFull", "{job:#}");
+    std::fs::remove_file(&fill).unwrap();
+
+    // Nothing committed, and what the failed backup uploaded was taken back.
+    let points = run(&["points", "app01", "--json"]);
+    let points: serde_json::Value = serde_json::from_slice(&points.stdout).unwrap();
+    assert_eq!(points.as_array().map(Vec::len), Some(0), "{points:#}");
+    let left = s3_keys(&prefix, "chunk");
+    assert!(
+        left.is_empty(),
+        "{} chunk(s) left in the bucket",
+        left.len()
+    );
+
+    // Room again: the next backup works, and verify reads it all back.
+    let out = run(&["backup", "app01", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!s3_keys(&prefix, "chunk").is_empty());
+    assert_eq!(run(&["verify"]).status.code(), Some(0));
+}
